@@ -1,0 +1,184 @@
+package protocol
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// SegmentVersion is the version of the segment format this package writes.
+const SegmentVersion = 1
+
+// Segment is the uplink unit: a run of one stream's records, first..last,
+// as their stored bytes, and the edge's signed checkpoint for last.
+type Segment struct {
+	V          uint64   `cbor:"v"`
+	Edge       string   `cbor:"edge"`
+	Epoch      Epoch    `cbor:"epoch"`
+	First      uint64   `cbor:"first"`
+	Last       uint64   `cbor:"last"`
+	Records    [][]byte `cbor:"records"`
+	Checkpoint []byte   `cbor:"checkpoint"`
+}
+
+// Stream returns the segment's stream.
+func (s *Segment) Stream() Stream { return Stream{Edge: s.Edge, Epoch: s.Epoch} }
+
+// MsgID is the segment's deduplication id for brokers that have one (NATS'
+// Nats-Msg-Id): {edge}:{epoch}:{first}-{last}.
+func (s *Segment) MsgID() string {
+	return fmt.Sprintf("%s:%s:%d-%d", s.Edge, s.Epoch, s.First, s.Last)
+}
+
+// SegmentOverhead is an upper bound on the bytes a segment adds around its
+// records' bytes (map keys, ids, the checkpoint), for builders that fill a
+// segment up to a byte cap.
+const SegmentOverhead = 512
+
+// zstdMagic starts every zstd frame. A CBOR segment starts with a map head
+// (0xa0-0xbf), so the two are told apart by the first byte.
+var zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+
+var (
+	zenc     *zstd.Encoder
+	zdec     *zstd.Decoder
+	zencOnce sync.Once
+	zdecOnce sync.Once
+)
+
+// EncodeSegment encodes s, zstd-compressed when compress is true. It refuses
+// a segment over MaxSegmentBytes (checked before and after compression).
+func EncodeSegment(s *Segment, compress bool) ([]byte, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	b := marshal(s)
+	if len(b) > MaxSegmentBytes {
+		return nil, tooLarge("segment", len(b), MaxSegmentBytes)
+	}
+	if !compress {
+		return b, nil
+	}
+	zencOnce.Do(func() {
+		var err error
+		zenc, err = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest))
+		if err != nil {
+			panic(err)
+		}
+	})
+	return zenc.EncodeAll(b, make([]byte, 0, len(b)/2)), nil
+}
+
+// DecodeSegment decodes a segment, decompressing it first if it is a zstd
+// frame. It checks framing and limits only: the caller verifies the chain
+// (VerifyChain) and the checkpoint (VerifyCheckpoint).
+func DecodeSegment(b []byte) (*Segment, error) {
+	if len(b) > MaxSegmentBytes {
+		return nil, tooLarge("segment", len(b), MaxSegmentBytes)
+	}
+	if bytes.HasPrefix(b, zstdMagic) {
+		zdecOnce.Do(func() {
+			var err error
+			zdec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1),
+				zstd.WithDecoderMaxMemory(MaxSegmentBytes), zstd.WithDecoderMaxWindow(MaxSegmentBytes))
+			if err != nil {
+				panic(err)
+			}
+		})
+		d, err := zdec.DecodeAll(b, nil)
+		if err != nil {
+			return nil, fmt.Errorf("segment: zstd: %v: %w", err, ErrMalformed)
+		}
+		if len(d) > MaxSegmentBytes {
+			return nil, tooLarge("decompressed segment", len(d), MaxSegmentBytes)
+		}
+		b = d
+	}
+	var s Segment
+	if err := unmarshal("segment", b, &s); err != nil {
+		return nil, err
+	}
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+func (s *Segment) check() error {
+	if s.V != SegmentVersion {
+		return fieldf("segment.v", "is %d; this version reads segment version %d", s.V, SegmentVersion)
+	}
+	if err := ValidateName("edge", s.Edge); err != nil {
+		return prefixField("segment", err)
+	}
+	if s.Epoch.IsZero() {
+		return fieldf("segment.epoch", "is zero")
+	}
+	n := len(s.Records)
+	switch {
+	case n == 0:
+		return fieldf("segment.records", "is empty")
+	case n > MaxSegmentRecs:
+		return fieldf("segment.records", "has %d records; the limit is %d", n, MaxSegmentRecs)
+	case s.First == 0:
+		return fieldf("segment.first", "is 0; sequence numbers start at 1")
+	case s.Last < s.First || s.Last-s.First+1 != uint64(n):
+		return fieldf("segment", "first %d and last %d do not match %d records", s.First, s.Last, n)
+	case len(s.Checkpoint) == 0:
+		return fieldf("segment.checkpoint", "is missing")
+	case len(s.Checkpoint) > MaxSignedBytes:
+		return fieldf("segment.checkpoint", "is %d bytes; the limit is %d", len(s.Checkpoint), MaxSignedBytes)
+	}
+	for i, r := range s.Records {
+		if len(r) > MaxRecordBytes {
+			return fieldf(fmt.Sprintf("segment.records[%d]", i), "is %d bytes; the limit is %d", len(r), MaxRecordBytes)
+		}
+	}
+	return nil
+}
+
+// Hello opens every uplink session: the edge names its stream and its head,
+// and the cloud answers with its latest receipt (or a receipt with HWM 0 for
+// a stream it has never seen), so the edge resumes from the cloud's
+// watermark rather than from its own guess. Hello is not signed: the broker
+// has authenticated the edge, and a hello only ever asks for a signed answer.
+type Hello struct {
+	V      uint64 `cbor:"v" json:"v"`
+	Edge   string `cbor:"edge" json:"edge"`
+	Epoch  Epoch  `cbor:"epoch" json:"epoch"`
+	Seq    uint64 `cbor:"seq" json:"seq"` // the edge's last seq (0 when empty)
+	SentAt int64  `cbor:"sent_at" json:"sent_at"` // Unix ms, for logs and lag
+	Agent  string `cbor:"agent,omitempty" json:"agent,omitempty"` // software version
+}
+
+// EncodeHello encodes h.
+func EncodeHello(h Hello) []byte {
+	h.V = 1
+	return marshal(&h)
+}
+
+// DecodeHello decodes and checks a hello.
+func DecodeHello(b []byte) (Hello, error) {
+	var h Hello
+	if len(b) > MaxSignedBytes {
+		return h, tooLarge("hello", len(b), MaxSignedBytes)
+	}
+	if err := unmarshal("hello", b, &h); err != nil {
+		return h, err
+	}
+	if h.V != 1 {
+		return h, fieldf("hello.v", "is %d; want 1", h.V)
+	}
+	if err := ValidateName("edge", h.Edge); err != nil {
+		return h, prefixField("hello", err)
+	}
+	if h.Epoch.IsZero() {
+		return h, fieldf("hello.epoch", "is zero")
+	}
+	if len(h.Agent) > 128 {
+		return h, fieldf("hello.agent", "is %d bytes; the limit is 128", len(h.Agent))
+	}
+	return h, nil
+}

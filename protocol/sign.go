@@ -1,0 +1,326 @@
+package protocol
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/veraison/go-cose"
+)
+
+// KeyID names a signing key: the first 8 bytes of SHA-256 of the Ed25519
+// public key, as 16 lower-case hex digits. It travels in the COSE kid header
+// (as those 16 ASCII bytes) and in every signed payload, so keys can be
+// rotated and an old signature still names the key that made it.
+type KeyID string
+
+// KeyIDOf derives the key id of a public key.
+func KeyIDOf(pub ed25519.PublicKey) KeyID {
+	s := sha256.Sum256(pub)
+	return KeyID(hex.EncodeToString(s[:8]))
+}
+
+// Content types of the signed messages, in the COSE protected header. They
+// keep one kind of message from being taken for another.
+const (
+	ContentTypeCheckpoint = "application/vnd.outpost.checkpoint+cbor"
+	ContentTypeReceipt    = "application/vnd.outpost.receipt+cbor"
+	ContentTypeNack       = "application/vnd.outpost.nack+cbor"
+)
+
+// Signer signs protocol messages with an Ed25519 key.
+type Signer struct {
+	kid  KeyID
+	key  ed25519.PrivateKey
+	cose cose.Signer
+}
+
+// NewSigner returns a signer for key, whose key id is derived from its
+// public half.
+func NewSigner(key ed25519.PrivateKey) (*Signer, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("signer: Ed25519 private key is %d bytes, want %d", len(key), ed25519.PrivateKeySize)
+	}
+	cs, err := cose.NewSigner(cose.AlgorithmEdDSA, key)
+	if err != nil {
+		return nil, fmt.Errorf("signer: %w", err)
+	}
+	return &Signer{kid: KeyIDOf(key.Public().(ed25519.PublicKey)), key: key, cose: cs}, nil
+}
+
+// KeyID returns the id of the signer's key.
+func (s *Signer) KeyID() KeyID { return s.kid }
+
+// Public returns the signer's public key.
+func (s *Signer) Public() ed25519.PublicKey { return s.key.Public().(ed25519.PublicKey) }
+
+// sign returns a tagged COSE_Sign1 message over payload, with alg EdDSA,
+// the content type and the key id in the protected header.
+func (s *Signer) sign(contentType string, payload []byte) []byte {
+	hdr := cose.Headers{Protected: cose.ProtectedHeader{
+		cose.HeaderLabelAlgorithm:   cose.AlgorithmEdDSA,
+		cose.HeaderLabelContentType: contentType,
+		cose.HeaderLabelKeyID:       []byte(s.kid),
+	}}
+	// Ed25519 needs no randomness; its signatures are deterministic, which
+	// is what makes the test vectors fixed.
+	b, err := cose.Sign1(nil, s.cose, hdr, payload, nil)
+	if err != nil {
+		panic(fmt.Sprintf("protocol: sign: %v", err))
+	}
+	return b
+}
+
+// Keys finds the public key for a key id. It returns an error (wrapped in
+// ErrBadSignature by the verifier) for an unknown or revoked key.
+type Keys interface {
+	PublicKey(kid KeyID) (ed25519.PublicKey, error)
+}
+
+// KeyMap is a fixed set of keys by id.
+type KeyMap map[KeyID]ed25519.PublicKey
+
+// NewKeyMap returns a KeyMap holding pubs under their derived ids.
+func NewKeyMap(pubs ...ed25519.PublicKey) KeyMap {
+	m := KeyMap{}
+	for _, p := range pubs {
+		m[KeyIDOf(p)] = p
+	}
+	return m
+}
+
+func (m KeyMap) PublicKey(kid KeyID) (ed25519.PublicKey, error) {
+	if p, ok := m[kid]; ok {
+		return p, nil
+	}
+	return nil, fmt.Errorf("unknown key id %q", kid)
+}
+
+func badSig(format string, args ...any) error {
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrBadSignature)
+}
+
+// verify checks a COSE_Sign1 message and returns its payload and key id. It
+// refuses any algorithm but EdDSA, a content type other than want, an
+// unknown key id, and a bad signature.
+func verify(what, wantCT string, msg []byte, keys Keys) ([]byte, KeyID, error) {
+	if len(msg) > MaxSignedBytes {
+		return nil, "", tooLarge(what, len(msg), MaxSignedBytes)
+	}
+	// go-cose's decoder has no size limits of its own: check the bytes
+	// against ours first.
+	if err := coseMode.Wellformed(msg); err != nil {
+		return nil, "", fmt.Errorf("%s: %v: %w", what, err, ErrMalformed)
+	}
+	var m cose.Sign1Message
+	if err := m.UnmarshalCBOR(msg); err != nil {
+		return nil, "", fmt.Errorf("%s: not a COSE_Sign1 message: %v: %w", what, err, ErrMalformed)
+	}
+	alg, err := m.Headers.Protected.Algorithm()
+	if err != nil {
+		return nil, "", badSig("%s: no algorithm in the protected header: %v", what, err)
+	}
+	if alg != cose.AlgorithmEdDSA {
+		return nil, "", badSig("%s: algorithm %v; only EdDSA (-8) is accepted", what, alg)
+	}
+	if ct, _ := m.Headers.Protected[cose.HeaderLabelContentType].(string); ct != wantCT {
+		return nil, "", badSig("%s: content type %q, want %q", what, ct, wantCT)
+	}
+	if _, ok := m.Headers.Unprotected[cose.HeaderLabelKeyID]; ok {
+		return nil, "", badSig("%s: key id must be in the protected header only", what)
+	}
+	kidb, ok := m.Headers.Protected[cose.HeaderLabelKeyID].([]byte)
+	if !ok || len(kidb) == 0 {
+		return nil, "", badSig("%s: no key id in the protected header", what)
+	}
+	kid := KeyID(kidb)
+	pub, err := keys.PublicKey(kid)
+	if err != nil {
+		return nil, kid, badSig("%s: key %s: %v", what, kid, err)
+	}
+	v, err := cose.NewVerifier(cose.AlgorithmEdDSA, pub)
+	if err != nil {
+		return nil, kid, badSig("%s: key %s: %v", what, kid, err)
+	}
+	if err := m.Verify(nil, v); err != nil {
+		return nil, kid, badSig("%s: signature by key %s does not verify: %v", what, kid, err)
+	}
+	return m.Payload, kid, nil
+}
+
+// Checkpoint is the edge's signed statement of its stream's head. The edge
+// signs one in every durable group commit, so every stored record is covered
+// by a signature at rest; a segment ends on one.
+type Checkpoint struct {
+	Edge     string  `cbor:"edge" json:"edge"`
+	Epoch    Epoch   `cbor:"epoch" json:"epoch"`
+	Seq      uint64  `cbor:"seq" json:"seq"`
+	Head     Hash    `cbor:"head" json:"head"`
+	EdgeTime HLCTime `cbor:"edge_time" json:"edge_time"`
+	KID      KeyID   `cbor:"kid" json:"kid"`
+}
+
+// Stream returns the checkpoint's stream.
+func (c *Checkpoint) Stream() Stream { return Stream{Edge: c.Edge, Epoch: c.Epoch} }
+
+// SignCheckpoint fills c.KID and returns the signed checkpoint.
+func (s *Signer) SignCheckpoint(c Checkpoint) []byte {
+	c.KID = s.kid
+	return s.sign(ContentTypeCheckpoint, marshal(&c))
+}
+
+// VerifyCheckpoint checks a signed checkpoint against keys and returns it.
+func VerifyCheckpoint(msg []byte, keys Keys) (Checkpoint, error) {
+	var c Checkpoint
+	p, kid, err := verify("checkpoint", ContentTypeCheckpoint, msg, keys)
+	if err != nil {
+		return c, err
+	}
+	if err := unmarshal("checkpoint payload", p, &c); err != nil {
+		return c, err
+	}
+	if c.KID != kid {
+		return c, badSig("checkpoint: payload kid %q differs from header kid %q", c.KID, kid)
+	}
+	if err := ValidateName("edge", c.Edge); err != nil {
+		return c, prefixField("checkpoint", err)
+	}
+	if c.Seq == 0 {
+		return c, fieldf("checkpoint.seq", "is 0")
+	}
+	return c, nil
+}
+
+// Receipt is the cloud's signed statement that a stream is committed up to
+// HWM, whose record hash is Head. Only a verified receipt lets the edge trim.
+type Receipt struct {
+	Edge        string `cbor:"edge" json:"edge"`
+	Epoch       Epoch  `cbor:"epoch" json:"epoch"`
+	HWM         uint64 `cbor:"hwm" json:"hwm"`
+	Head        Hash   `cbor:"head" json:"head"`
+	CommittedAt int64  `cbor:"committed_at" json:"committed_at"` // Unix ms
+	KID         KeyID  `cbor:"kid" json:"kid"`
+}
+
+// Stream returns the receipt's stream.
+func (r *Receipt) Stream() Stream { return Stream{Edge: r.Edge, Epoch: r.Epoch} }
+
+// SignReceipt fills r.KID and returns the signed receipt.
+func (s *Signer) SignReceipt(r Receipt) []byte {
+	r.KID = s.kid
+	return s.sign(ContentTypeReceipt, marshal(&r))
+}
+
+// NackCode says why the cloud refused a segment. In every case the edge
+// resends from HWM+1 (after a backoff for the codes that are not gaps).
+type NackCode uint8
+
+const (
+	NackGap        NackCode = 1 // records after HWM+1 arrived before HWM+1
+	NackChain      NackCode = 2 // the chain does not continue from the stored head
+	NackSignature  NackCode = 3 // the checkpoint does not verify
+	NackUnknown    NackCode = 4 // the edge or key is not registered
+	NackRevoked    NackCode = 5 // the edge or key is revoked
+	NackMalformed  NackCode = 6 // the segment does not decode
+	NackUnavailable NackCode = 7 // the cloud cannot commit now; retry later
+)
+
+var nackNames = map[NackCode]string{
+	NackGap: "gap", NackChain: "chain", NackSignature: "signature", NackUnknown: "unknown",
+	NackRevoked: "revoked", NackMalformed: "malformed", NackUnavailable: "unavailable",
+}
+
+func (c NackCode) String() string {
+	if s, ok := nackNames[c]; ok {
+		return s
+	}
+	return fmt.Sprintf("nack(%d)", uint8(c))
+}
+
+// Nack is the cloud's signed refusal of a segment. It carries the cloud's
+// watermark, from which the edge resends.
+type Nack struct {
+	Edge   string   `cbor:"edge" json:"edge"`
+	Epoch  Epoch    `cbor:"epoch" json:"epoch"`
+	HWM    uint64   `cbor:"hwm" json:"hwm"`
+	Head   Hash     `cbor:"head" json:"head"`
+	Code   NackCode `cbor:"code" json:"code"`
+	Reason string   `cbor:"reason" json:"reason"`
+	At     int64    `cbor:"at" json:"at"` // Unix ms
+	KID    KeyID    `cbor:"kid" json:"kid"`
+}
+
+// Stream returns the nack's stream.
+func (n *Nack) Stream() Stream { return Stream{Edge: n.Edge, Epoch: n.Epoch} }
+
+// SignNack fills n.KID and returns the signed nack.
+func (s *Signer) SignNack(n Nack) []byte {
+	n.KID = s.kid
+	return s.sign(ContentTypeNack, marshal(&n))
+}
+
+// Reply is what arrives on an edge's rcpt topic: a receipt or a nack.
+type Reply struct {
+	Receipt *Receipt
+	Nack    *Nack
+}
+
+// VerifyReply checks a signed receipt or nack against the pinned cloud keys.
+func VerifyReply(msg []byte, keys Keys) (Reply, error) {
+	ct, err := peekContentType(msg)
+	if err != nil {
+		return Reply{}, err
+	}
+	switch ct {
+	case ContentTypeReceipt:
+		var r Receipt
+		p, kid, err := verify("receipt", ContentTypeReceipt, msg, keys)
+		if err != nil {
+			return Reply{}, err
+		}
+		if err := unmarshal("receipt payload", p, &r); err != nil {
+			return Reply{}, err
+		}
+		if r.KID != kid {
+			return Reply{}, badSig("receipt: payload kid %q differs from header kid %q", r.KID, kid)
+		}
+		return Reply{Receipt: &r}, nil
+	case ContentTypeNack:
+		var n Nack
+		p, kid, err := verify("nack", ContentTypeNack, msg, keys)
+		if err != nil {
+			return Reply{}, err
+		}
+		if err := unmarshal("nack payload", p, &n); err != nil {
+			return Reply{}, err
+		}
+		if n.KID != kid {
+			return Reply{}, badSig("nack: payload kid %q differs from header kid %q", n.KID, kid)
+		}
+		return Reply{Nack: &n}, nil
+	}
+	return Reply{}, badSig("reply: content type %q is neither a receipt nor a nack", ct)
+}
+
+// peekContentType reads the content type from a COSE_Sign1 message's
+// protected header without verifying anything.
+func peekContentType(msg []byte) (string, error) {
+	if len(msg) > MaxSignedBytes {
+		return "", tooLarge("signed message", len(msg), MaxSignedBytes)
+	}
+	if err := coseMode.Wellformed(msg); err != nil {
+		return "", fmt.Errorf("signed message: %v: %w", err, ErrMalformed)
+	}
+	var m cose.Sign1Message
+	if err := m.UnmarshalCBOR(msg); err != nil {
+		return "", fmt.Errorf("signed message: not a COSE_Sign1 message: %v: %w", err, ErrMalformed)
+	}
+	ct, _ := m.Headers.Protected[cose.HeaderLabelContentType].(string)
+	return ct, nil
+}
+
+// GenerateKey returns a new Ed25519 key pair from crypto/rand.
+func GenerateKey() (ed25519.PublicKey, ed25519.PrivateKey, error) {
+	return ed25519.GenerateKey(nil)
+}
