@@ -280,7 +280,10 @@ func parseTS(v any) (time.Time, error) {
 		}
 		return time.UnixMilli(x).UTC(), nil
 	case uint64:
-		return time.Time{}, fieldf("ts", "%d ms is outside 1970-01-01 to 9999-12-31", x)
+		if x > maxTSms {
+			return time.Time{}, fieldf("ts", "%d ms is outside 1970-01-01 to 9999-12-31", x)
+		}
+		return time.UnixMilli(int64(x)).UTC(), nil
 	case string:
 		t, err := time.Parse(time.RFC3339Nano, x)
 		if err != nil {
@@ -444,6 +447,22 @@ func jsonValue(d *json.Decoder, path string, depth int) (any, error) {
 		return a, nil
 	}
 	return nil, fmt.Errorf("json: unexpected %v: %w", delim, ErrMalformed)
+}
+
+// checkBody checks that b is a CBOR map holding only the JSON data model.
+func checkBody(b []byte) error {
+	if len(b) > MaxBodyBytes {
+		return fieldf("body", "is %d bytes; the limit is %d", len(b), MaxBodyBytes)
+	}
+	if b[0]>>5 != 5 {
+		return fieldf("body", "must be a CBOR map")
+	}
+	var v any
+	if err := anyDecMode.Unmarshal(b, &v); err != nil {
+		return fieldf("body", "%v", err)
+	}
+	_, err := normalize("body", v)
+	return err
 }
 
 // NewBody makes a canonical Body from a Go value (a struct with json tags, or

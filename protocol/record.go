@@ -158,8 +158,10 @@ func (r *Record) check() error {
 	if r.Shed != nil && len(r.Body) > 0 {
 		return fieldf("body", "a tombstone (shed set) has no body")
 	}
-	if len(r.Body) > 0 && r.Body[0]>>5 != 5 {
-		return fieldf("body", "must be a CBOR map")
+	if len(r.Body) > 0 {
+		if err := checkBody(r.Body); err != nil {
+			return err
+		}
 	}
 	return nil
 }

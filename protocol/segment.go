@@ -148,8 +148,8 @@ type Hello struct {
 	V      uint64 `cbor:"v" json:"v"`
 	Edge   string `cbor:"edge" json:"edge"`
 	Epoch  Epoch  `cbor:"epoch" json:"epoch"`
-	Seq    uint64 `cbor:"seq" json:"seq"` // the edge's last seq (0 when empty)
-	SentAt int64  `cbor:"sent_at" json:"sent_at"` // Unix ms, for logs and lag
+	Seq    uint64 `cbor:"seq" json:"seq"`                         // the edge's last seq (0 when empty)
+	SentAt int64  `cbor:"sent_at" json:"sent_at"`                 // Unix ms, for logs and lag
 	Agent  string `cbor:"agent,omitempty" json:"agent,omitempty"` // software version
 }
 

@@ -217,12 +217,12 @@ func (s *Signer) SignReceipt(r Receipt) []byte {
 type NackCode uint8
 
 const (
-	NackGap        NackCode = 1 // records after HWM+1 arrived before HWM+1
-	NackChain      NackCode = 2 // the chain does not continue from the stored head
-	NackSignature  NackCode = 3 // the checkpoint does not verify
-	NackUnknown    NackCode = 4 // the edge or key is not registered
-	NackRevoked    NackCode = 5 // the edge or key is revoked
-	NackMalformed  NackCode = 6 // the segment does not decode
+	NackGap         NackCode = 1 // records after HWM+1 arrived before HWM+1
+	NackChain       NackCode = 2 // the chain does not continue from the stored head
+	NackSignature   NackCode = 3 // the checkpoint does not verify
+	NackUnknown     NackCode = 4 // the edge or key is not registered
+	NackRevoked     NackCode = 5 // the edge or key is revoked
+	NackMalformed   NackCode = 6 // the segment does not decode
 	NackUnavailable NackCode = 7 // the cloud cannot commit now; retry later
 )
 
