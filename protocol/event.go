@@ -95,6 +95,8 @@ func (e *Event) Validate() error {
 
 func joinPath(a, b string) string {
 	switch {
+	case a == "":
+		return b
 	case b == "":
 		return a
 	case b[0] == '[':
@@ -223,6 +225,10 @@ func DecodeEvent(payload []byte) (Event, error) {
 }
 
 func eventFromTree(v any) (Event, error) {
+	v, err := normalize("", v)
+	if err != nil {
+		return Event{}, err
+	}
 	m, ok := v.(map[string]any)
 	if !ok {
 		return Event{}, fmt.Errorf("an event must be a map/object with id, type, ts and body: %w", ErrMalformed)
@@ -374,7 +380,7 @@ func parseCBOR(b []byte) (any, error) {
 	if err := anyDecMode.Unmarshal(b, &v); err != nil {
 		return nil, fmt.Errorf("cbor: %v: %w", err, ErrMalformed)
 	}
-	return normalize("", v)
+	return v, nil
 }
 
 // parseJSON reads JSON into a tree with the same limits as the CBOR decoder:
@@ -389,7 +395,7 @@ func parseJSON(b []byte) (any, error) {
 	if _, err := d.Token(); err != io.EOF {
 		return nil, fmt.Errorf("json: data after the top-level value: %w", ErrMalformed)
 	}
-	return normalize("", v)
+	return v, nil
 }
 
 func jsonValue(d *json.Decoder, path string, depth int) (any, error) {
@@ -474,6 +480,9 @@ func NewBody(v any) (Body, error) {
 		return nil, fmt.Errorf("body: %w", err)
 	}
 	tree, err := parseJSON(j)
+	if err == nil {
+		tree, err = normalize("", tree)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ package pos
 import (
 	"fmt"
 	"math/bits"
+	"strings"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
@@ -108,7 +109,14 @@ func Decode(typ string, body []byte, v any) error {
 
 func decodeError(err error) error {
 	if te, ok := err.(*cbor.UnmarshalTypeError); ok {
-		return errf(te.StructFieldName, "must be %s, got CBOR %s", goKind(te.GoType), te.CBORType)
+		// StructFieldName is "pos.Type.field": keep the field.
+		f := te.StructFieldName
+		if i := strings.Index(f, "."); i >= 0 {
+			if j := strings.Index(f[i+1:], "."); j >= 0 {
+				f = f[i+1+j+1:]
+			}
+		}
+		return errf(f, "must be %s, got CBOR %s", goKind(te.GoType), te.CBORType)
 	}
 	return errf("", "%v", err)
 }
