@@ -5,7 +5,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/veraison/go-cose"
@@ -140,5 +142,30 @@ func TestReplies(t *testing.T) {
 	// A checkpoint is neither a receipt nor a nack.
 	if _, err := protocol.VerifyReply(cloud.SignCheckpoint(protocol.Checkpoint{Edge: "e1", Epoch: protocol.Epoch{1}, Seq: 1}), keys); !errors.Is(err, protocol.ErrBadSignature) {
 		t.Fatalf("checkpoint as reply: %v", err)
+	}
+}
+
+func TestBrokerToken(t *testing.T) {
+	s := mustSigner(t, edgeKeyName)
+	keys := protocol.NewKeyMap(s.Public())
+	now := testT0
+	tok := s.BrokerToken("edge-001", now)
+	if err := protocol.VerifyBrokerToken("edge-001", tok, keys, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		edge, tok string
+		at        time.Time
+	}{
+		"other edge":   {"edge-002", tok, now},
+		"stale":        {"edge-001", tok, now.Add(time.Hour)},
+		"future":       {"edge-001", tok, now.Add(-time.Hour)},
+		"other key":    {"edge-001", mustSigner(t, "x").BrokerToken("edge-001", now), now},
+		"garbage":      {"edge-001", "hunter2", now},
+		"altered time": {"edge-001", strings.Replace(tok, ".1", ".2", 1), now},
+	} {
+		if err := protocol.VerifyBrokerToken(c.edge, c.tok, keys, c.at); !errors.Is(err, protocol.ErrBadSignature) {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }
