@@ -1,0 +1,26 @@
+// Package uplink carries the outbox to the cloud and forgets records only on
+// a signed receipt.
+//
+// One Uplink runs one session at a time over a Transport (MQTT in package
+// uplink/mqtt, NATS in uplink/nats; the uplink logic does not know which):
+//
+//  1. Connect, then send a hello and wait for the cloud's receipt. The
+//     session resumes from that receipt's hwm+1: the cloud's watermark, not
+//     the edge's own guess.
+//  2. Keep up to Window segments in flight, each at most MaxSegmentBytes,
+//     optionally zstd-compressed and held to a byte-rate cap (token bucket).
+//  3. On a receipt that verifies against the pinned cloud key, names this
+//     stream and moves the watermark forward: trim the outbox up to its hwm.
+//     A forged, replayed or wrong-stream receipt is ignored, counted and
+//     logged, and trims nothing.
+//  4. On a nack: resend from the nack's hwm+1 (after a backoff, unless the
+//     nack reports a gap that a segment in flight is already filling).
+//  5. When no receipt moves the watermark for AckTimeout while segments are
+//     in flight, say hello again and resend from the cloud's watermark.
+//  6. When the session is lost, reconnect with exponential backoff and full
+//     jitter, and start again at 1.
+//
+// Delivery is at-least-once: a segment may be sent more than once, and the
+// cloud's watermark drops what it already has. Nothing is trimmed that the
+// cloud has not signed for.
+package uplink

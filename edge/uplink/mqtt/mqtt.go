@@ -1,0 +1,208 @@
+// Package mqtt is the uplink's MQTT transport (paho.mqtt.golang): segments
+// and hellos go to outpost/v1/edge/{edge}/seg and .../hello at QoS 1, and
+// receipts and nacks come back on .../rcpt.
+//
+// Each session is a fresh clean-session client: nothing is queued for the
+// edge while it is away, because every session starts with a hello that
+// gets the cloud's latest receipt. The edge logs in with its edge id and a
+// broker token (protocol.Signer.BrokerToken) unless a static password is
+// configured.
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/outpost-edge/outpost/edge/uplink"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// Options configure the transport.
+type Options struct {
+	Broker   string // tcp://host:1883, ssl://host:8883, ws://…
+	Edge     string
+	Signer   *protocol.Signer // signs the broker token when Password is empty
+	Username string           // default: the edge id
+	Password string           // a static password instead of a broker token
+	TLS      *tls.Config
+
+	ConnectTimeout time.Duration // default 10s
+	KeepAlive      time.Duration // default 30s
+	PublishTimeout time.Duration // wait for a PUBACK before calling the session lost; default 30s
+	Now            func() time.Time
+	Logger         *slog.Logger
+}
+
+// Transport implements uplink.Transport over MQTT.
+type Transport struct {
+	o                           Options
+	segTopic, helloTopic, rcpt string
+
+	mu     sync.Mutex
+	client paho.Client
+	lost   chan struct{}
+	once   *sync.Once
+}
+
+var _ uplink.Transport = (*Transport)(nil)
+
+// New checks opts and returns a transport.
+func New(opts Options) (*Transport, error) {
+	if opts.Broker == "" {
+		return nil, errors.New("mqtt uplink: a broker URL is required")
+	}
+	seg, err := protocol.EdgeTopic(opts.Edge, protocol.KindSegment)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt uplink: %w", err)
+	}
+	hello, _ := protocol.EdgeTopic(opts.Edge, protocol.KindHello)
+	rcpt, _ := protocol.EdgeTopic(opts.Edge, protocol.KindReceipt)
+	if opts.Password == "" && opts.Signer == nil {
+		return nil, errors.New("mqtt uplink: need the edge key (for a broker token) or a password")
+	}
+	if opts.Username == "" {
+		opts.Username = opts.Edge
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 10 * time.Second
+	}
+	if opts.KeepAlive <= 0 {
+		opts.KeepAlive = 30 * time.Second
+	}
+	if opts.PublishTimeout <= 0 {
+		opts.PublishTimeout = 30 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Transport{o: opts, segTopic: seg, helloTopic: hello, rcpt: rcpt}, nil
+}
+
+// Connect opens a session and subscribes to the receipt topic.
+func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
+	lost := make(chan struct{})
+	once := new(sync.Once)
+	markLost := func() { once.Do(func() { close(lost) }) }
+
+	opts := paho.NewClientOptions().
+		AddBroker(t.o.Broker).
+		SetClientID("outpost-edge-" + t.o.Edge).
+		SetCleanSession(true).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetConnectTimeout(t.o.ConnectTimeout).
+		SetKeepAlive(t.o.KeepAlive).
+		SetOrderMatters(true).
+		SetCredentialsProvider(func() (string, string) {
+			if t.o.Password != "" {
+				return t.o.Username, t.o.Password
+			}
+			return t.o.Username, t.o.Signer.BrokerToken(t.o.Edge, t.o.Now())
+		}).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			t.o.Logger.Warn("mqtt uplink connection lost", "err", err)
+			markLost()
+		})
+	if t.o.TLS != nil {
+		opts.SetTLSConfig(t.o.TLS)
+	}
+	c := paho.NewClient(opts)
+	if err := wait(ctx, c.Connect(), t.o.ConnectTimeout); err != nil {
+		return fmt.Errorf("connect to %s: %w", t.o.Broker, err)
+	}
+	sub := c.Subscribe(t.rcpt, 1, func(_ paho.Client, m paho.Message) { onReply(m.Payload()) })
+	if err := wait(ctx, sub, t.o.ConnectTimeout); err != nil {
+		c.Disconnect(0)
+		return fmt.Errorf("subscribe %s: %w", t.rcpt, err)
+	}
+	t.mu.Lock()
+	t.client, t.lost, t.once = c, lost, once
+	t.mu.Unlock()
+	return nil
+}
+
+func (t *Transport) session() (paho.Client, func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	once, lost := t.once, t.lost
+	return t.client, func() { once.Do(func() { close(lost) }) }
+}
+
+// Hello publishes a hello at QoS 1 and waits for the broker's PUBACK.
+func (t *Transport) Hello(ctx context.Context, hello []byte) error {
+	c, markLost := t.session()
+	if c == nil {
+		return errors.New("not connected")
+	}
+	if err := wait(ctx, c.Publish(t.helloTopic, 1, false, hello), t.o.PublishTimeout); err != nil {
+		markLost()
+		return err
+	}
+	return nil
+}
+
+// Publish sends a segment at QoS 1 without waiting: many segments are in
+// flight at once. A PUBACK that does not come within PublishTimeout ends
+// the session.
+func (t *Transport) Publish(ctx context.Context, seg []byte, _ string) error {
+	c, markLost := t.session()
+	if c == nil {
+		return errors.New("not connected")
+	}
+	tok := c.Publish(t.segTopic, 1, false, seg)
+	go func() {
+		if !tok.WaitTimeout(t.o.PublishTimeout) || tok.Error() != nil {
+			t.o.Logger.Warn("mqtt uplink publish not acknowledged", "err", tok.Error(), "timeout", t.o.PublishTimeout)
+			markLost()
+		}
+	}()
+	return nil
+}
+
+// Lost is closed when the session ends.
+func (t *Transport) Lost() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.lost == nil {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return t.lost
+}
+
+// Close disconnects, waiting briefly for in-flight work.
+func (t *Transport) Close() error {
+	c, markLost := t.session()
+	if c != nil {
+		c.Disconnect(250)
+		markLost()
+	}
+	t.mu.Lock()
+	t.client = nil
+	t.mu.Unlock()
+	return nil
+}
+
+func wait(ctx context.Context, tok paho.Token, timeout time.Duration) error {
+	tm := time.NewTimer(timeout)
+	defer tm.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-tm.C:
+		return fmt.Errorf("no answer from the broker within %s", timeout)
+	}
+}

@@ -1,0 +1,440 @@
+package uplink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// Transport is one way to reach the cloud. An implementation carries one
+// session per Connect; after Lost is closed, the uplink calls Close and then
+// Connect again.
+type Transport interface {
+	// Connect opens a session. Replies (signed receipts and nacks) that
+	// arrive on it are passed to onReply, in arrival order, from a
+	// transport goroutine; onReply does not block.
+	Connect(ctx context.Context, onReply func(msg []byte)) error
+	// Hello sends a hello; the cloud's answer arrives through onReply.
+	Hello(ctx context.Context, hello []byte) error
+	// Publish hands one encoded segment to the transport. It may return
+	// before the broker has it: only a receipt says it arrived. An error
+	// means the session is broken.
+	Publish(ctx context.Context, segment []byte, msgID string) error
+	// Lost is closed when the session ends.
+	Lost() <-chan struct{}
+	// Close ends the session.
+	Close() error
+}
+
+// Source is what the uplink reads and trims: the outbox.
+type Source interface {
+	Stream() protocol.Stream
+	// LastSeq is the seq of the newest durable record (0 when empty).
+	LastSeq() uint64
+	// Segment returns records from..k, ending on a checkpoint, in at most
+	// maxBytes; nil when there is no record at from yet.
+	Segment(from uint64, maxBytes int) (*protocol.Segment, error)
+	// Trim forgets records up to a verified receipt's hwm. It refuses a
+	// receipt whose head is not the stored hash at hwm.
+	Trim(r protocol.Receipt) error
+}
+
+// Options configure an Uplink. Zero values take the defaults noted.
+type Options struct {
+	Transport Transport
+	Source    Source
+	CloudKeys protocol.Keys // the pinned cloud key(s)
+
+	Window          int           // segments in flight; default 8
+	MaxSegmentBytes int           // default 256 KiB, at most protocol.MaxSegmentBytes
+	Compress        bool          // zstd
+	RateBytes       int           // bytes per second cap; 0 = no cap
+	HelloTimeout    time.Duration // wait for the hello's receipt; default 10s
+	AckTimeout      time.Duration // no progress with segments in flight; default 30s
+	BackoffBase     time.Duration // default 500ms
+	BackoffMax      time.Duration // default 60s
+	Poll            time.Duration // look for new records at least this often; default 250ms
+	Wake            <-chan struct{} // optional: signalled after each outbox commit
+	Agent           string          // software version for the hello
+	Now             func() time.Time
+	Logger          *slog.Logger
+}
+
+// Stats is a snapshot of the uplink for status pages and metrics.
+type Stats struct {
+	Connected       bool      `json:"connected"`
+	State           string    `json:"state"`
+	AckedHWM        uint64    `json:"acked_hwm"`
+	NextSeq         uint64    `json:"next_seq"`
+	InFlight        int       `json:"in_flight_segments"`
+	LastReceipt     time.Time `json:"last_receipt,omitzero"`
+	LastError       string    `json:"last_error,omitempty"`
+	Sessions        uint64    `json:"sessions"`
+	SegmentsSent    uint64    `json:"segments_sent"`
+	BytesSent       uint64    `json:"bytes_sent"`
+	Receipts        uint64    `json:"receipts"`
+	Nacks           uint64    `json:"nacks"`
+	Rewinds         uint64    `json:"rewinds"`
+	ForgedReplies   uint64    `json:"forged_replies"`
+	ReplayedReplies uint64    `json:"replayed_replies"`
+	WrongStream     uint64    `json:"wrong_stream_replies"`
+	DroppedReplies  uint64    `json:"dropped_replies"`
+}
+
+// Uplink sends an outbox's records to the cloud. Run it with Run; read its
+// state with Stats from any goroutine.
+type Uplink struct {
+	o       Options
+	log     *slog.Logger
+	limiter *rate.Limiter
+
+	mu    sync.Mutex // guards stats
+	stats Stats
+
+	dropped atomic.Uint64
+}
+
+// errLost ends a session whose transport went away.
+var errLost = errors.New("uplink session lost")
+
+// New checks opts and fills in defaults.
+func New(opts Options) (*Uplink, error) {
+	if opts.Transport == nil || opts.Source == nil || opts.CloudKeys == nil {
+		return nil, errors.New("uplink: Transport, Source and CloudKeys are required")
+	}
+	if opts.Window <= 0 {
+		opts.Window = 8
+	}
+	if opts.MaxSegmentBytes <= 0 {
+		opts.MaxSegmentBytes = 256 << 10
+	}
+	opts.MaxSegmentBytes = min(opts.MaxSegmentBytes, protocol.MaxSegmentBytes)
+	if opts.HelloTimeout <= 0 {
+		opts.HelloTimeout = 10 * time.Second
+	}
+	if opts.AckTimeout <= 0 {
+		opts.AckTimeout = 30 * time.Second
+	}
+	if opts.BackoffBase <= 0 {
+		opts.BackoffBase = 500 * time.Millisecond
+	}
+	if opts.BackoffMax <= 0 {
+		opts.BackoffMax = 60 * time.Second
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = 250 * time.Millisecond
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	u := &Uplink{o: opts, log: opts.Logger.With("component", "uplink")}
+	if opts.RateBytes > 0 {
+		// The burst must hold the largest segment, or WaitN could never pass.
+		u.limiter = rate.NewLimiter(rate.Limit(opts.RateBytes), protocol.MaxSegmentBytes)
+	}
+	u.stats.State = "starting"
+	return u, nil
+}
+
+// Stats returns a snapshot.
+func (u *Uplink) Stats() Stats {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	s := u.stats
+	s.DroppedReplies = u.dropped.Load()
+	return s
+}
+
+func (u *Uplink) update(f func(s *Stats)) {
+	u.mu.Lock()
+	f(&u.stats)
+	u.mu.Unlock()
+}
+
+// Run keeps sessions going until ctx ends. It returns nil on cancellation.
+func (u *Uplink) Run(ctx context.Context) error {
+	attempt := 0
+	for {
+		progressed, err := u.session(ctx)
+		if ctx.Err() != nil {
+			u.update(func(s *Stats) { s.Connected = false; s.State = "stopped" })
+			return nil
+		}
+		if progressed {
+			attempt = 0
+		}
+		attempt++
+		d := u.backoff(attempt)
+		u.log.Warn("uplink session ended; reconnecting", "err", err, "retry_in", d.Round(time.Millisecond))
+		u.update(func(s *Stats) {
+			s.Connected = false
+			s.State = "backoff"
+			if err != nil {
+				s.LastError = err.Error()
+			}
+		})
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			u.update(func(s *Stats) { s.State = "stopped" })
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is exponential with full jitter: uniform in [0, min(max, base·2^n)).
+func (u *Uplink) backoff(attempt int) time.Duration {
+	ceil := u.o.BackoffMax
+	if attempt < 30 {
+		ceil = min(u.o.BackoffMax, u.o.BackoffBase<<attempt)
+	}
+	return time.Duration(rand.Int64N(int64(ceil)) + 1)
+}
+
+type inflight struct {
+	first, last uint64
+	sent        time.Time
+}
+
+// session runs one connection. progressed says whether the cloud's
+// watermark moved during it, which resets the reconnect backoff.
+func (u *Uplink) session(ctx context.Context) (progressed bool, err error) {
+	replies := make(chan []byte, 256)
+	onReply := func(m []byte) {
+		select {
+		case replies <- m:
+		default:
+			// A later receipt supersedes a dropped one, and the ack
+			// timeout recovers from a dropped nack.
+			u.dropped.Add(1)
+		}
+	}
+	u.update(func(s *Stats) { s.State = "connecting"; s.Sessions++ })
+	if err := u.o.Transport.Connect(ctx, onReply); err != nil {
+		return false, fmt.Errorf("connect: %w", err)
+	}
+	defer u.o.Transport.Close()
+	u.update(func(s *Stats) { s.Connected = true; s.State = "hello" })
+
+	src := u.o.Source
+	stream := src.Stream()
+	acked, err := u.hello(ctx, replies)
+	if err != nil {
+		return false, err
+	}
+	u.log.Info("uplink session started", "stream", stream.String(), "cloud_hwm", acked, "local_last", src.LastSeq())
+	u.update(func(s *Stats) { s.State = "streaming"; s.AckedHWM = acked; s.LastError = "" })
+
+	next := acked + 1
+	var flight []inflight
+	lastProgress := u.o.Now()
+	var nackBackoff time.Duration
+	var holdUntil time.Time // no sending before this (after a refusing nack)
+	poll := time.NewTicker(u.o.Poll)
+	defer poll.Stop()
+
+	for {
+		// Fill the window.
+		for len(flight) < u.o.Window && !u.o.Now().Before(holdUntil) {
+			seg, err := src.Segment(next, u.o.MaxSegmentBytes)
+			if err != nil {
+				return progressed, fmt.Errorf("read outbox at seq %d: %w", next, err)
+			}
+			if seg == nil {
+				break
+			}
+			b, err := protocol.EncodeSegment(seg, u.o.Compress)
+			if err != nil {
+				return progressed, fmt.Errorf("encode segment %d-%d: %w", seg.First, seg.Last, err)
+			}
+			if u.limiter != nil {
+				if err := u.limiter.WaitN(ctx, len(b)); err != nil {
+					return progressed, err
+				}
+			}
+			if err := u.o.Transport.Publish(ctx, b, seg.MsgID()); err != nil {
+				return progressed, fmt.Errorf("publish segment %d-%d: %w", seg.First, seg.Last, err)
+			}
+			if len(flight) == 0 {
+				lastProgress = u.o.Now()
+			}
+			flight = append(flight, inflight{first: seg.First, last: seg.Last, sent: u.o.Now()})
+			next = seg.Last + 1
+			u.update(func(s *Stats) {
+				s.SegmentsSent++
+				s.BytesSent += uint64(len(b))
+				s.NextSeq = next
+				s.InFlight = len(flight)
+			})
+		}
+
+		select {
+		case <-ctx.Done():
+			return progressed, ctx.Err()
+		case <-u.o.Transport.Lost():
+			return progressed, errLost
+		case <-u.o.Wake:
+		case <-poll.C:
+			if len(flight) > 0 && u.o.Now().Sub(lastProgress) > u.o.AckTimeout {
+				u.log.Warn("no receipt within the ack timeout; asking the cloud where to resume", "acked", acked, "in_flight", len(flight), "timeout", u.o.AckTimeout)
+				hwm, err := u.hello(ctx, replies)
+				if err != nil {
+					return progressed, err
+				}
+				if hwm > acked {
+					acked, progressed = hwm, true
+				}
+				next, flight, lastProgress = acked+1, nil, u.o.Now()
+				u.update(func(s *Stats) { s.Rewinds++; s.AckedHWM = acked; s.NextSeq = next; s.InFlight = 0 })
+			}
+		case m := <-replies:
+			r, ok := u.verify(m, stream)
+			if !ok {
+				continue
+			}
+			switch {
+			case r.Receipt != nil:
+				if moved := u.accept(*r.Receipt, acked); moved {
+					acked, progressed, nackBackoff = r.Receipt.HWM, true, 0
+					lastProgress = u.o.Now()
+					for len(flight) > 0 && flight[0].last <= acked {
+						flight = flight[1:]
+					}
+					if next <= acked {
+						next, flight = acked+1, nil
+					}
+					u.update(func(s *Stats) { s.InFlight = len(flight); s.NextSeq = next })
+				}
+			case r.Nack != nil:
+				n := r.Nack
+				u.update(func(s *Stats) { s.Nacks++; s.LastError = fmt.Sprintf("nack %s at hwm %d: %s", n.Code, n.HWM, n.Reason) })
+				if n.Code == protocol.NackGap && fillingGap(flight, n.HWM+1, u.o.Now(), u.o.AckTimeout) {
+					continue // the segment that fills the gap is on its way
+				}
+				if n.HWM+1 < next {
+					u.log.Warn("cloud refused a segment; resending from its watermark", "code", n.Code.String(), "reason", n.Reason, "cloud_hwm", n.HWM)
+					next, flight = max(n.HWM, acked)+1, nil
+					u.update(func(s *Stats) { s.Rewinds++; s.NextSeq = next; s.InFlight = 0 })
+				}
+				if n.Code != protocol.NackGap {
+					nackBackoff = min(u.o.BackoffMax, max(u.o.BackoffBase, 2*nackBackoff))
+					holdUntil = u.o.Now().Add(nackBackoff)
+				}
+			}
+		}
+	}
+}
+
+// fillingGap reports whether a segment starting at seq was sent within the
+// last ack timeout: then a gap nack is about segments sent before it.
+func fillingGap(flight []inflight, seq uint64, now time.Time, timeout time.Duration) bool {
+	for _, f := range flight {
+		if f.first == seq && now.Sub(f.sent) < timeout {
+			return true
+		}
+	}
+	return false
+}
+
+// hello sends a hello and waits for the cloud's receipt for this stream,
+// trims to it, and returns its hwm.
+func (u *Uplink) hello(ctx context.Context, replies <-chan []byte) (uint64, error) {
+	src := u.o.Source
+	st := src.Stream()
+	h := protocol.EncodeHello(protocol.Hello{Edge: st.Edge, Epoch: st.Epoch, Seq: src.LastSeq(), SentAt: u.o.Now().UnixMilli(), Agent: u.o.Agent})
+	if err := u.o.Transport.Hello(ctx, h); err != nil {
+		return 0, fmt.Errorf("hello: %w", err)
+	}
+	t := time.NewTimer(u.o.HelloTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-u.o.Transport.Lost():
+			return 0, errLost
+		case <-t.C:
+			return 0, fmt.Errorf("hello: no receipt from the cloud within %s", u.o.HelloTimeout)
+		case m := <-replies:
+			r, ok := u.verify(m, st)
+			if !ok || r.Receipt == nil {
+				continue // a nack from the previous session, or noise
+			}
+			rc := *r.Receipt
+			if rc.HWM > src.LastSeq() {
+				u.countForged("receipt hwm %d is beyond the local head %d", rc.HWM, src.LastSeq())
+				continue
+			}
+			if rc.HWM > 0 {
+				if err := src.Trim(rc); err != nil {
+					u.countForged("receipt at hwm %d does not match the outbox: %v", rc.HWM, err)
+					continue
+				}
+			}
+			u.update(func(s *Stats) { s.Receipts++; s.LastReceipt = u.o.Now() })
+			return rc.HWM, nil
+		}
+	}
+}
+
+// verify checks a reply's signature and stream, counting what it ignores.
+func (u *Uplink) verify(m []byte, st protocol.Stream) (protocol.Reply, bool) {
+	r, err := protocol.VerifyReply(m, u.o.CloudKeys)
+	if err != nil {
+		u.countForged("reply does not verify against the pinned cloud key: %v", err)
+		return r, false
+	}
+	var got protocol.Stream
+	if r.Receipt != nil {
+		got = r.Receipt.Stream()
+	} else {
+		got = r.Nack.Stream()
+	}
+	if got != st {
+		u.update(func(s *Stats) { s.WrongStream++ })
+		u.log.Warn("ignored a reply for another stream", "reply_stream", got.String(), "stream", st.String())
+		return r, false
+	}
+	return r, true
+}
+
+// accept trims to a verified receipt that moves the watermark forward.
+func (u *Uplink) accept(r protocol.Receipt, acked uint64) bool {
+	switch {
+	case r.HWM < acked:
+		u.update(func(s *Stats) { s.ReplayedReplies++ })
+		u.log.Warn("ignored a replayed receipt", "hwm", r.HWM, "acked", acked)
+		return false
+	case r.HWM == acked:
+		return false // a redelivered receipt
+	case r.HWM > u.o.Source.LastSeq():
+		u.countForged("receipt hwm %d is beyond the local head %d", r.HWM, u.o.Source.LastSeq())
+		return false
+	}
+	if err := u.o.Source.Trim(r); err != nil {
+		u.countForged("receipt at hwm %d does not match the outbox: %v", r.HWM, err)
+		return false
+	}
+	u.update(func(s *Stats) { s.Receipts++; s.AckedHWM = r.HWM; s.LastReceipt = u.o.Now() })
+	return true
+}
+
+func (u *Uplink) countForged(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	u.update(func(s *Stats) { s.ForgedReplies++ })
+	u.log.Warn("ignored a reply that trims nothing", "why", msg)
+}
