@@ -54,15 +54,15 @@ type Options struct {
 	Source    Source
 	CloudKeys protocol.Keys // the pinned cloud key(s)
 
-	Window          int           // segments in flight; default 8
-	MaxSegmentBytes int           // default 256 KiB, at most protocol.MaxSegmentBytes
-	Compress        bool          // zstd
-	RateBytes       int           // bytes per second cap; 0 = no cap
-	HelloTimeout    time.Duration // wait for the hello's receipt; default 10s
-	AckTimeout      time.Duration // no progress with segments in flight; default 30s
-	BackoffBase     time.Duration // default 500ms
-	BackoffMax      time.Duration // default 60s
-	Poll            time.Duration // look for new records at least this often; default 250ms
+	Window          int             // segments in flight; default 8
+	MaxSegmentBytes int             // default 256 KiB, at most protocol.MaxSegmentBytes
+	Compress        bool            // zstd
+	RateBytes       int             // bytes per second cap; 0 = no cap
+	HelloTimeout    time.Duration   // wait for the hello's receipt; default 10s
+	AckTimeout      time.Duration   // no progress with segments in flight; default 30s
+	BackoffBase     time.Duration   // default 500ms
+	BackoffMax      time.Duration   // default 60s
+	Poll            time.Duration   // look for new records at least this often; default 250ms
 	Wake            <-chan struct{} // optional: signalled after each outbox commit
 	Agent           string          // software version for the hello
 	Now             func() time.Time

@@ -42,7 +42,7 @@ type Options struct {
 
 // Transport implements uplink.Transport over MQTT.
 type Transport struct {
-	o                           Options
+	o                          Options
 	segTopic, helloTopic, rcpt string
 
 	mu     sync.Mutex
