@@ -1,0 +1,725 @@
+package ledger
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// Input is one segment to commit, as it arrived.
+type Input struct {
+	// TopicEdge is the edge id of the topic or subject the segment arrived
+	// on: the identity the broker authenticated. A segment naming another
+	// edge is quarantined, so that one edge cannot replay another's
+	// segments.
+	TopicEdge string
+	Segment   *protocol.Segment
+	// Raw is the segment as received (optional). It is what a quarantine
+	// row keeps; without it the segment is re-encoded.
+	Raw []byte
+}
+
+// Kind is what Commit did with one input.
+type Kind uint8
+
+const (
+	// KindCommitted: the input's records above the stream's hwm are
+	// committed. Answer with a receipt.
+	KindCommitted Kind = iota + 1
+	// KindDuplicate: every record of the input was committed before (and
+	// is the same). Answer with a receipt of the stored watermark.
+	KindDuplicate
+	// KindGap: the input starts above hwm+1. Nothing of it is committed;
+	// wait for the missing segments or nack (NackGap) with the hwm.
+	KindGap
+	// KindQuarantined: the input failed its signature or chain check. It
+	// is kept in the quarantine table and never committed; nack with Code.
+	KindQuarantined
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindCommitted:
+		return "committed"
+	case KindDuplicate:
+		return "duplicate"
+	case KindGap:
+		return "gap"
+	case KindQuarantined:
+		return "quarantined"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Outcome is what Commit did with one input.
+type Outcome struct {
+	Kind Kind
+	// Watermark is the stream's state for the receipt or nack. For
+	// KindCommitted it is the state right after this input's records; for
+	// the other kinds the stream's state when the batch committed. It has
+	// only Stream set for an input quarantined before its stream was read
+	// (a bad signature, an unknown or revoked key, the wrong topic).
+	Watermark
+	Records      int               // records this input added (KindCommitted)
+	Code         protocol.NackCode // KindGap and KindQuarantined
+	Reason       string            // KindGap and KindQuarantined, for people
+	QuarantineID int64             // KindQuarantined: the quarantine row
+}
+
+// Committed is one record as committed, given to projections.
+type Committed struct {
+	Stream      protocol.Stream
+	Record      protocol.Record // decoded from Raw
+	Raw         []byte          // the record's bytes as the edge signed them
+	Hash        protocol.Hash   // its link hash
+	CommittedAt time.Time
+	Pos         int64 // global commit offset
+}
+
+// Projection keeps a read model in step with the ledger. Apply runs inside
+// the commit transaction with the records it commits, in pos order; an
+// error rolls the whole commit back (Commit then returns it, and nothing
+// of the batch is committed).
+type Projection interface {
+	Apply(ctx context.Context, tx pgx.Tx, recs []Committed) error
+}
+
+// maxAttempts bounds how often a commit transaction that hit a deadlock or
+// serialization failure is run again.
+const maxAttempts = 3
+
+// Commit verifies a batch of segments and commits the valid, new ones in
+// one transaction, and returns one Outcome per input, in input order.
+//
+// It is safe to call concurrently (with a pool as DB) and idempotent: the
+// same segments may arrive any number of times, in any order, at any
+// number of callers; each record is committed once, in seq order. When the
+// error is not nil, nothing of the batch may be taken as committed (some
+// of it may be); redelivering the whole batch is always safe. Quarantined
+// inputs are recorded even when the commit itself fails.
+func (l *Ledger) Commit(ctx context.Context, batch []Input) ([]Outcome, error) {
+	out := make([]Outcome, len(batch))
+	if len(batch) == 0 {
+		return out, nil
+	}
+	var edges []string
+	for _, in := range batch {
+		if in.Segment != nil {
+			edges = append(edges, in.Segment.Edge)
+		}
+	}
+	slices.Sort(edges)
+	keys, err := loadKeys(ctx, l.db, slices.Compact(edges))
+	if err != nil {
+		return nil, fmt.Errorf("commit: load keys: %w", err)
+	}
+
+	// Phase 1, outside any transaction: signatures and chains.
+	work := l.verifyAll(batch, keys, out)
+
+	// Phase 2: one transaction for everything that verified.
+	if len(work) > 0 {
+		var res []Outcome
+		var recs []Committed
+		for attempt := 1; ; attempt++ {
+			res, recs, err = l.commitTx(ctx, work)
+			if err == nil || !retryable(err) || attempt == maxAttempts || ctx.Err() != nil {
+				break
+			}
+			l.opts.Logger.Info("commit retried", "attempt", attempt, "err", err)
+		}
+		if err == nil {
+			for i, v := range work {
+				out[v.idx] = res[i]
+			}
+			l.stats.records.Add(uint64(len(recs)))
+		} else {
+			err = fmt.Errorf("commit: %w", err)
+		}
+	}
+
+	// Phase 3: quarantine rows, in their own transaction, whatever the
+	// commit did.
+	if qerr := l.writeQuarantine(ctx, batch, out); qerr != nil {
+		err = errors.Join(err, fmt.Errorf("commit: quarantine: %w", qerr))
+	}
+	if err != nil {
+		return out, err
+	}
+	for _, o := range out {
+		switch o.Kind {
+		case KindCommitted:
+			l.stats.committed.Add(1)
+		case KindDuplicate:
+			l.stats.duplicates.Add(1)
+		case KindGap:
+			l.stats.gaps.Add(1)
+		}
+	}
+	return out, nil
+}
+
+// verified is an input whose checkpoint and internal chain are good: it
+// only remains to see how it meets the stored head.
+type verified struct {
+	idx    int // in the batch
+	seg    *protocol.Segment
+	stream protocol.Stream
+	cp     protocol.Checkpoint
+	recs   []protocol.Record
+	links  []protocol.Hash // links[i] is the link hash of record seg.First+i
+}
+
+// verifyAll verifies every input, in parallel, and returns those that
+// passed. It fills out for those that did not.
+func (l *Ledger) verifyAll(batch []Input, keys map[string]*Keys, out []Outcome) []*verified {
+	res := make([]*verified, len(batch))
+	if len(batch) == 1 || l.opts.Verifiers == 1 {
+		for i := range batch {
+			res[i] = verifyOne(i, &batch[i], keys, &out[i])
+		}
+	} else {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, l.opts.Verifiers)
+		for i := range batch {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				res[i] = verifyOne(i, &batch[i], keys, &out[i])
+			})
+		}
+		wg.Wait()
+	}
+	var work []*verified
+	for _, v := range res {
+		if v != nil {
+			work = append(work, v)
+		}
+	}
+	return work
+}
+
+// keyProbe remembers why the key lookup failed, which VerifyCheckpoint
+// folds into ErrBadSignature, so that the nack can say unknown or revoked.
+type keyProbe struct {
+	keys *Keys
+	err  error
+}
+
+func (p *keyProbe) PublicKey(kid protocol.KeyID) (ed25519.PublicKey, error) {
+	k, err := p.keys.PublicKey(kid)
+	p.err = err
+	return k, err
+}
+
+func verifyOne(idx int, in *Input, keys map[string]*Keys, o *Outcome) *verified {
+	seg := in.Segment
+	if seg == nil {
+		*o = quarantined(protocol.Stream{Edge: in.TopicEdge}, protocol.NackMalformed, "no segment")
+		return nil
+	}
+	s := seg.Stream()
+	if seg.Edge != in.TopicEdge {
+		*o = quarantined(s, protocol.NackSignature,
+			fmt.Sprintf("segment of edge %q arrived on the topic of edge %q", seg.Edge, in.TopicEdge))
+		return nil
+	}
+	k := keys[seg.Edge]
+	if k == nil {
+		*o = quarantined(s, protocol.NackUnknown, fmt.Sprintf("edge %q is not registered", seg.Edge))
+		return nil
+	}
+	probe := &keyProbe{keys: k}
+	cp, err := protocol.VerifyCheckpoint(seg.Checkpoint, probe)
+	if err != nil {
+		code := protocol.NackSignature
+		switch {
+		case errors.Is(probe.err, ErrRevoked):
+			code = protocol.NackRevoked
+		case errors.Is(probe.err, ErrUnknownKey):
+			code = protocol.NackUnknown
+		case errors.Is(err, protocol.ErrMalformed), errors.Is(err, protocol.ErrTooLarge):
+			code = protocol.NackMalformed
+		}
+		*o = quarantined(s, code, err.Error())
+		return nil
+	}
+	r0, _ := protocol.DecodeRecord(seg.Records[0]) // a bad record 0 is VerifyChain's to report
+	from := protocol.ChainState{Stream: s, Seq: seg.First - 1, Head: r0.Prev}
+	want := protocol.ChainState{Stream: cp.Stream(), Seq: cp.Seq, Head: cp.Head}
+	_, recs, err := protocol.VerifyChain(from, seg.Records, &want)
+	if err != nil {
+		*o = quarantined(s, protocol.NackChain, err.Error())
+		return nil
+	}
+	links := make([]protocol.Hash, len(recs))
+	for i := range len(recs) - 1 {
+		links[i] = recs[i+1].Prev // VerifyChain checked that it is record i's link hash
+	}
+	links[len(recs)-1] = cp.Head
+	return &verified{idx: idx, seg: seg, stream: s, cp: cp, recs: recs, links: links}
+}
+
+func quarantined(s protocol.Stream, code protocol.NackCode, reason string) Outcome {
+	return Outcome{Kind: KindQuarantined, Watermark: Watermark{Stream: s}, Code: code, Reason: reason}
+}
+
+// streamState is a locked stream row and what the batch does to it.
+type streamState struct {
+	hwm, dbHWM uint64
+	head       protocol.Hash
+	lastCommit time.Time
+	firstSeen  time.Time
+	ended      bool
+	isNew      bool // inserted by this transaction: a stream seen for the first time
+	touched    bool // an input of the batch is for it
+	committed  bool // the batch adds records to it
+	pending    []pendingRun
+}
+
+// pendingRun is a run of records the batch commits to a stream, for
+// checking duplicates of them within the same batch.
+type pendingRun struct {
+	first uint64
+	links []protocol.Hash
+}
+
+func (st *streamState) pendingLink(seq uint64) (protocol.Hash, bool) {
+	for _, p := range st.pending {
+		if seq >= p.first && seq < p.first+uint64(len(p.links)) {
+			return p.links[seq-p.first], true
+		}
+	}
+	return protocol.Hash{}, false
+}
+
+func compareStreams(a, b protocol.Stream) int {
+	return cmp.Or(cmp.Compare(a.Edge, b.Edge), bytes.Compare(a.Epoch[:], b.Epoch[:]))
+}
+
+type edgeKID struct {
+	edge string
+	kid  protocol.KeyID
+}
+
+var ledgerColumns = []string{"edge", "epoch", "seq", "pos", "committed_at", "device", "event_id", "type",
+	"class", "device_ts", "edge_time", "hlc", "shed", "hash", "raw"}
+
+// commitTx runs the commit transaction for the verified inputs. It returns
+// their outcomes (parallel to work, which it sorts) and the records it
+// committed. It changes nothing outside the transaction, so it can simply
+// be run again after a deadlock.
+func (l *Ledger) commitTx(ctx context.Context, work []*verified) ([]Outcome, []Committed, error) {
+	// Same stream together, in seq order: segment k+1 of a stream can only
+	// follow k when k is applied first.
+	slices.SortStableFunc(work, func(a, b *verified) int {
+		return cmp.Or(compareStreams(a.stream, b.stream), cmp.Compare(a.seg.First, b.seg.First),
+			cmp.Compare(a.seg.Last, b.seg.Last))
+	})
+	var (
+		sEdges  []string
+		sEpochs [][]byte
+		edges   []string
+		kids    []string
+	)
+	for i, v := range work {
+		if i == 0 || v.stream != work[i-1].stream {
+			sEdges = append(sEdges, v.stream.Edge)
+			sEpochs = append(sEpochs, v.stream.Epoch[:])
+		}
+		if len(edges) == 0 || edges[len(edges)-1] != v.stream.Edge {
+			edges = append(edges, v.stream.Edge)
+		}
+		kids = append(kids, string(v.cp.KID))
+	}
+	slices.Sort(kids)
+	kids = slices.Compact(kids)
+
+	tx, err := l.db.Begin(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+
+	// Round trip 1. Insert the streams not seen before (in lock order, so
+	// two transactions inserting the same new streams wait on each other
+	// in the same order), lock every stream row of the batch's edges in
+	// (edge, epoch) order, and take a share lock on the edges and keys that
+	// signed, re-reading their status: a revocation that committed after
+	// phase 1 read the keys is seen here, and one that starts now waits for
+	// this commit.
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO streams (edge, epoch)
+		SELECT * FROM unnest($1::text[], $2::bytea[])
+		ON CONFLICT DO NOTHING RETURNING edge, epoch`, sEdges, sEpochs)
+	b.Queue(`SELECT edge, epoch, hwm, head, last_commit, first_seen, ended_at IS NOT NULL
+		FROM streams WHERE edge = ANY($1) ORDER BY edge, epoch FOR UPDATE`, edges)
+	b.Queue(`SELECT k.edge, k.kid FROM edge_keys k JOIN edges e ON e.id = k.edge
+		WHERE k.edge = ANY($1) AND k.kid = ANY($2) AND k.status = 'active' AND e.status = 'active'
+		FOR SHARE OF k, e`, edges, kids)
+	br := tx.SendBatch(ctx, b)
+	fresh := map[protocol.Stream]bool{}
+	rows, _ := br.Query()
+	var edge string
+	var epoch []byte
+	_, err = pgx.ForEachRow(rows, []any{&edge, &epoch}, func() error {
+		fresh[streamOf(edge, epoch)] = true
+		return nil
+	})
+	if err != nil {
+		br.Close()
+		return nil, nil, fmt.Errorf("insert streams: %w", err)
+	}
+	states := map[protocol.Stream]*streamState{}
+	var byEdge []protocol.Stream // every locked stream, in lock order
+	var hwm int64
+	var head []byte
+	var lastCommit *time.Time
+	var firstSeen time.Time
+	var ended bool
+	rows, _ = br.Query()
+	_, err = pgx.ForEachRow(rows, []any{&edge, &epoch, &hwm, &head, &lastCommit, &firstSeen, &ended}, func() error {
+		s := streamOf(edge, epoch)
+		st := &streamState{hwm: uint64(hwm), dbHWM: uint64(hwm), lastCommit: deref(lastCommit),
+			firstSeen: firstSeen, ended: ended, isNew: fresh[s]}
+		copy(st.head[:], head)
+		states[s] = st
+		byEdge = append(byEdge, s)
+		return nil
+	})
+	if err != nil {
+		br.Close()
+		return nil, nil, fmt.Errorf("lock streams: %w", err)
+	}
+	active := map[edgeKID]bool{}
+	var kid string
+	rows, _ = br.Query()
+	_, err = pgx.ForEachRow(rows, []any{&edge, &kid}, func() error {
+		active[edgeKID{edge, protocol.KeyID(kid)}] = true
+		return nil
+	})
+	if err != nil {
+		br.Close()
+		return nil, nil, fmt.Errorf("recheck keys: %w", err)
+	}
+	if err := br.Close(); err != nil {
+		return nil, nil, err
+	}
+
+	// Decide each input against its stream, in seq order.
+	res := make([]Outcome, len(work))
+	starts := make([]int, len(work)) // index of the first new record, for KindCommitted
+	type dupCheck struct {
+		i    int
+		seq  uint64
+		want protocol.Hash
+	}
+	var dbChecks []dupCheck
+	total := 0
+	for i, v := range work {
+		st := states[v.stream]
+		if st == nil {
+			return nil, nil, fmt.Errorf("stream %s: row missing after insert", v.stream)
+		}
+		st.touched = true
+		first, last := v.seg.First, v.seg.Last
+		n := len(v.recs)
+		switch {
+		case !active[edgeKID{v.stream.Edge, v.cp.KID}]:
+			res[i] = quarantined(v.stream, protocol.NackRevoked,
+				fmt.Sprintf("key %s of edge %s was revoked", v.cp.KID, v.stream.Edge))
+		case last <= st.hwm:
+			res[i] = Outcome{Kind: KindDuplicate}
+			want := v.links[n-1]
+			switch {
+			case last == st.hwm:
+				if want != st.head {
+					res[i] = forked(v.stream, last)
+				}
+			case last > st.dbHWM:
+				if h, _ := st.pendingLink(last); h != want {
+					res[i] = forked(v.stream, last)
+				}
+			default:
+				dbChecks = append(dbChecks, dupCheck{i, last, want})
+			}
+		case first > st.hwm+1:
+			res[i] = Outcome{Kind: KindGap, Code: protocol.NackGap,
+				Reason: fmt.Sprintf("segment starts at seq %d; committed up to %d", first, st.hwm)}
+		default:
+			k := int(st.hwm + 1 - first)
+			if v.recs[k].Prev != st.head {
+				res[i] = quarantined(v.stream, protocol.NackChain,
+					fmt.Sprintf("seq %d does not continue the committed head %s at seq %d (fork)",
+						st.hwm+1, st.head, st.hwm))
+				break
+			}
+			st.pending = append(st.pending, pendingRun{first: st.hwm + 1, links: v.links[k:]})
+			st.hwm, st.head, st.committed = last, v.links[n-1], true
+			starts[i] = k
+			total += n - k
+			res[i] = Outcome{Kind: KindCommitted, Records: n - k,
+				Watermark: Watermark{Stream: v.stream, HWM: last, Head: v.links[n-1]}}
+		}
+	}
+
+	// A duplicate of records committed before must be the same records:
+	// the edge signed both, so a difference is a fork.
+	if len(dbChecks) > 0 {
+		var is []int32
+		var es []string
+		var eps [][]byte
+		var seqs []int64
+		for _, c := range dbChecks {
+			v := work[c.i]
+			is = append(is, int32(c.i))
+			es = append(es, v.stream.Edge)
+			eps = append(eps, v.stream.Epoch[:])
+			seqs = append(seqs, int64(c.seq))
+		}
+		rows, _ := tx.Query(ctx, `SELECT q.i, l.hash
+			FROM unnest($1::int[], $2::text[], $3::bytea[], $4::bigint[]) AS q(i, edge, epoch, seq)
+			LEFT JOIN LATERAL (SELECT hash FROM ledger l
+				WHERE l.edge = q.edge AND l.epoch = q.epoch AND l.seq = q.seq LIMIT 1) l ON true`,
+			is, es, eps, seqs)
+		stored := map[int]protocol.Hash{}
+		var i int32
+		var h []byte
+		if _, err := pgx.ForEachRow(rows, []any{&i, &h}, func() error {
+			var hh protocol.Hash
+			if len(h) == len(hh) {
+				copy(hh[:], h)
+				stored[int(i)] = hh
+			}
+			return nil
+		}); err != nil {
+			return nil, nil, fmt.Errorf("check duplicates: %w", err)
+		}
+		for _, c := range dbChecks {
+			if h, ok := stored[c.i]; !ok || h != c.want {
+				res[c.i] = forked(work[c.i].stream, c.seq)
+			}
+		}
+	}
+
+	// Round trip 2: the commit lock, the commit time and the positions.
+	// Holding the lock from here to COMMIT makes pos order commit order.
+	var committedAt time.Time
+	var recs []Committed
+	if total > 0 {
+		b := &pgx.Batch{}
+		b.Queue(`SELECT pg_advisory_xact_lock($1)`, lockCommit)
+		b.Queue(`SELECT clock_timestamp(), ARRAY(SELECT nextval('ledger_pos_seq') FROM generate_series(1, $1))`, total)
+		br := tx.SendBatch(ctx, b)
+		_, err := br.Exec()
+		var pos []int64
+		if err == nil {
+			err = br.QueryRow().Scan(&committedAt, &pos)
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("take commit position: %w", err)
+		}
+		slices.Sort(pos)
+		recs = make([]Committed, 0, total)
+		for i, v := range work {
+			if res[i].Kind != KindCommitted {
+				continue
+			}
+			res[i].CommittedAt = committedAt
+			for j := starts[i]; j < len(v.recs); j++ {
+				recs = append(recs, Committed{Stream: v.stream, Record: v.recs[j], Raw: v.seg.Records[j],
+					Hash: v.links[j], CommittedAt: committedAt, Pos: pos[len(recs)]})
+			}
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"ledger"}, ledgerColumns, pgx.CopyFromSlice(len(recs),
+			func(i int) ([]any, error) {
+				c := &recs[i]
+				r := &c.Record
+				return []any{c.Stream.Edge, c.Stream.Epoch[:], int64(r.Seq), c.Pos, c.CommittedAt,
+					r.Device, r.ID, r.Type, string(r.Class), time.UnixMilli(r.TS), r.EdgeTime.Time(),
+					int64(r.EdgeTime), r.IsTombstone(), c.Hash[:], c.Raw}, nil
+			})); err != nil {
+			return nil, nil, fmt.Errorf("copy records: %w", err)
+		}
+	}
+
+	// Round trip 3: checkpoints, watermarks, epochs.
+	b = &pgx.Batch{}
+	if total > 0 {
+		var ce []string
+		var cep, ch, csig [][]byte
+		var cs []int64
+		var ck []string
+		for i, v := range work {
+			if res[i].Kind == KindCommitted {
+				ce = append(ce, v.stream.Edge)
+				cep = append(cep, v.stream.Epoch[:])
+				cs = append(cs, int64(v.cp.Seq))
+				ch = append(ch, v.cp.Head[:])
+				ck = append(ck, string(v.cp.KID))
+				csig = append(csig, v.seg.Checkpoint)
+			}
+		}
+		b.Queue(`INSERT INTO checkpoints (edge, epoch, seq, head, kid, signature, committed_at)
+			SELECT t.*, $7::timestamptz FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::bytea[], $5::text[], $6::bytea[]) AS t
+			ON CONFLICT DO NOTHING`, ce, cep, cs, ch, ck, csig, committedAt)
+	}
+	var ue []string
+	var uep, uh [][]byte
+	var uhwm []int64
+	var uc []bool
+	for _, s := range byEdge {
+		if st := states[s]; st.touched {
+			ue = append(ue, s.Edge)
+			uep = append(uep, s.Epoch[:])
+			uhwm = append(uhwm, int64(st.hwm))
+			uh = append(uh, bytes.Clone(st.head[:]))
+			uc = append(uc, st.committed)
+		}
+	}
+	var at *time.Time
+	if total > 0 {
+		at = &committedAt
+	}
+	b.Queue(`UPDATE streams s SET hwm = t.hwm, head = t.head,
+			last_commit = CASE WHEN t.committed THEN $6::timestamptz ELSE s.last_commit END,
+			last_seen = coalesce($6::timestamptz, now())
+		FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::bytea[], $5::bool[]) AS t(edge, epoch, hwm, head, committed)
+		WHERE s.edge = t.edge AND s.epoch = t.epoch`, ue, uep, uhwm, uh, uc, at)
+	// A stream seen for the first time is a new epoch of its edge: end the
+	// edge's open epochs where their watermark stands, and link both ways.
+	for _, s := range byEdge {
+		st := states[s]
+		if !st.isNew {
+			continue
+		}
+		var prev *protocol.Stream
+		var olds [][]byte
+		for _, o := range byEdge {
+			if so := states[o]; o.Edge == s.Edge && !so.isNew && !so.ended {
+				olds = append(olds, o.Epoch[:])
+				if prev == nil || so.firstSeen.After(states[*prev].firstSeen) {
+					prev = &o
+				}
+			}
+		}
+		if prev == nil {
+			continue
+		}
+		b.Queue(`UPDATE streams SET ended_at = now(), ended_at_seq = hwm, next_epoch = $2
+			WHERE edge = $1 AND epoch = ANY($3)`, s.Edge, s.Epoch[:], olds)
+		b.Queue(`UPDATE streams SET prev_epoch = $3 WHERE edge = $1 AND epoch = $2`,
+			s.Edge, s.Epoch[:], prev.Epoch[:])
+		l.opts.Logger.Info("new epoch", "edge", s.Edge, "epoch", s.Epoch.String(),
+			"prev_epoch", prev.Epoch.String(), "prev_hwm", states[*prev].dbHWM)
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, nil, fmt.Errorf("update streams: %w", err)
+	}
+
+	for _, p := range l.opts.Projections {
+		if len(recs) == 0 {
+			break
+		}
+		if err := p.Apply(ctx, tx, recs); err != nil {
+			return nil, nil, fmt.Errorf("projection %T: %w", p, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, nil, err
+	}
+
+	// Watermarks for the outcomes that are not commits: the stream's state
+	// as this transaction left it.
+	for i, v := range work {
+		if res[i].Kind == KindCommitted {
+			continue
+		}
+		st := states[v.stream]
+		res[i].Watermark = Watermark{Stream: v.stream, HWM: st.hwm, Head: st.head, CommittedAt: st.lastCommit}
+		if st.committed {
+			res[i].CommittedAt = committedAt
+		}
+	}
+	return res, recs, nil
+}
+
+func forked(s protocol.Stream, seq uint64) Outcome {
+	return quarantined(s, protocol.NackChain,
+		fmt.Sprintf("seq %d differs from the committed record (fork)", seq))
+}
+
+func streamOf(edge string, epoch []byte) protocol.Stream {
+	s := protocol.Stream{Edge: edge}
+	copy(s.Epoch[:], epoch)
+	return s
+}
+
+// writeQuarantine writes a row for every quarantined outcome, in one
+// transaction of its own, and fills in their ids.
+func (l *Ledger) writeQuarantine(ctx context.Context, batch []Input, out []Outcome) error {
+	b := &pgx.Batch{}
+	var idx []int
+	now := l.opts.Now()
+	for i := range out {
+		o := &out[i]
+		if o.Kind != KindQuarantined {
+			continue
+		}
+		in := &batch[i]
+		edge := in.TopicEdge
+		var epoch []byte
+		var first, last *int64
+		payload := in.Raw
+		if seg := in.Segment; seg != nil {
+			if edge == "" {
+				edge = seg.Edge
+			}
+			epoch = seg.Epoch[:]
+			f, la := int64(seg.First), int64(seg.Last)
+			first, last = &f, &la
+			if payload == nil {
+				payload, _ = protocol.EncodeSegment(seg, false)
+			}
+		}
+		b.Queue(`INSERT INTO quarantine (edge, epoch, first, last, reason, code, payload, received_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
+			edge, epoch, first, last, o.Reason, o.Code.String(), payload, now)
+		idx = append(idx, i)
+		l.stats.quarantined.Add(1)
+		l.opts.Logger.Warn("segment quarantined", "edge", edge, "stream", o.Stream.String(),
+			"code", o.Code.String(), "reason", o.Reason)
+	}
+	if len(idx) == 0 {
+		return nil
+	}
+	tx, err := l.db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	br := tx.SendBatch(ctx, b)
+	for _, i := range idx {
+		if err := br.QueryRow().Scan(&out[i].QuarantineID); err != nil {
+			br.Close()
+			return err
+		}
+	}
+	if err := br.Close(); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}

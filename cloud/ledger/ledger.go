@@ -1,0 +1,198 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// DB is what the ledger needs from Postgres. *pgxpool.Pool satisfies it and
+// is what the service passes; a single *pgx.Conn does too, for a Ledger
+// that is used by one goroutine at a time (one per ingest worker, or a
+// test).
+type DB interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Errors. Callers branch on them with errors.Is.
+var (
+	// ErrSchemaTooNew: the database was migrated by a newer binary. The
+	// error is a *SchemaError saying both versions.
+	ErrSchemaTooNew = errors.New("database schema is newer than this binary")
+	// ErrSchemaBehind: the database needs migrating (Migrate) before this
+	// binary can use it.
+	ErrSchemaBehind = errors.New("database schema is behind this binary")
+
+	// ErrNotFound: no such edge, key or token name.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: the edge or token name is taken.
+	ErrExists = errors.New("already exists")
+	// ErrKeyInUse: the public key is already registered (to this or another edge).
+	ErrKeyInUse = errors.New("key already registered")
+	// ErrUnknownKey: a key id that is not registered to the edge in question.
+	ErrUnknownKey = errors.New("unknown key")
+	// ErrRevoked: the edge, key or API token is revoked.
+	ErrRevoked = errors.New("revoked")
+
+	// ErrTokenUnknown: no enrollment or API token has this plaintext.
+	ErrTokenUnknown = errors.New("unknown token")
+	// ErrTokenUsed: the enrollment token was used already.
+	ErrTokenUsed = errors.New("enrollment token already used")
+	// ErrTokenExpired: the enrollment token expired before it was used.
+	ErrTokenExpired = errors.New("enrollment token expired")
+)
+
+// Options configure a Ledger. The zero value is usable; New fills defaults.
+type Options struct {
+	// Projections are applied inside every commit transaction, in order,
+	// to the records it commits. An error from one rolls the commit back.
+	Projections []Projection
+	// Verifiers bounds how many segments of a batch are verified at once
+	// (signatures and chains, before the transaction). Default GOMAXPROCS.
+	Verifiers int
+	// Now is the clock for token expiry. Default time.Now. Commit times
+	// come from the database's clock, so that they follow commit order.
+	Now func() time.Time
+	// Logger gets quarantines and retries. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Ledger commits verified segments to Postgres and reads them back, and
+// keeps the fleet's edges, keys and tokens. It is safe for concurrent use
+// when its DB is (a pool).
+type Ledger struct {
+	db    DB
+	opts  Options
+	stats stats
+}
+
+// New returns a Ledger on db, whose schema Migrate has brought up to date.
+func New(db DB, opts Options) *Ledger {
+	if opts.Verifiers <= 0 {
+		opts.Verifiers = runtime.GOMAXPROCS(0)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	opts.Logger = opts.Logger.With("component", "ledger")
+	return &Ledger{db: db, opts: opts}
+}
+
+// DB returns the database handle the ledger uses.
+func (l *Ledger) DB() DB { return l.db }
+
+// Stats counts what Commit did since New, by outcome.
+type Stats struct {
+	Committed   uint64 // segments that added records
+	Records     uint64 // records added
+	Duplicates  uint64 // segments already committed entirely
+	Gaps        uint64 // segments refused because they start above hwm+1
+	Quarantined uint64 // segments that failed their signature or chain
+}
+
+type stats struct {
+	committed, records, duplicates, gaps, quarantined atomic.Uint64
+}
+
+// Stats returns the counters.
+func (l *Ledger) Stats() Stats {
+	return Stats{
+		Committed:   l.stats.committed.Load(),
+		Records:     l.stats.records.Load(),
+		Duplicates:  l.stats.duplicates.Load(),
+		Gaps:        l.stats.gaps.Load(),
+		Quarantined: l.stats.quarantined.Load(),
+	}
+}
+
+// Watermark is a stream's committed state: the fields of a receipt.
+type Watermark struct {
+	Stream      protocol.Stream
+	HWM         uint64        // every seq up to and including HWM is committed
+	Head        protocol.Hash // link hash of record HWM (zero when HWM is 0)
+	CommittedAt time.Time     // the commit that reached HWM (zero when HWM is 0)
+}
+
+// Receipt returns the latest receipt fields of a stream: HWM 0 for a
+// stream the ledger has never seen.
+func (l *Ledger) Receipt(ctx context.Context, s protocol.Stream) (Watermark, error) {
+	w := Watermark{Stream: s}
+	var head []byte
+	var at *time.Time
+	var hwm int64
+	err := l.db.QueryRow(ctx,
+		`SELECT hwm, head, last_commit FROM streams WHERE edge = $1 AND epoch = $2`,
+		s.Edge, s.Epoch[:]).Scan(&hwm, &head, &at)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return w, nil
+	case err != nil:
+		return w, fmt.Errorf("receipt %s: %w", s, err)
+	}
+	w.HWM = uint64(hwm)
+	copy(w.Head[:], head)
+	if at != nil {
+		w.CommittedAt = *at
+	}
+	return w, nil
+}
+
+// NoteHello records a hello from an edge: the edge's own last seq (for the
+// lag shown by Streams) and when it was seen. It returns the receipt fields
+// to answer with. A hello for a stream the ledger has not committed
+// anything of changes nothing: stream rows are only made from verified
+// segments.
+func (l *Ledger) NoteHello(ctx context.Context, h protocol.Hello) (Watermark, error) {
+	s := protocol.Stream{Edge: h.Edge, Epoch: h.Epoch}
+	w := Watermark{Stream: s}
+	var head []byte
+	var at *time.Time
+	var hwm int64
+	err := l.db.QueryRow(ctx,
+		`UPDATE streams SET edge_seq = GREATEST(edge_seq, $3), last_seen = now()
+		 WHERE edge = $1 AND epoch = $2
+		 RETURNING hwm, head, last_commit`,
+		h.Edge, h.Epoch[:], int64(h.Seq)).Scan(&hwm, &head, &at)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return w, nil
+	case err != nil:
+		return w, fmt.Errorf("hello %s: %w", s, err)
+	}
+	w.HWM = uint64(hwm)
+	copy(w.Head[:], head)
+	if at != nil {
+		w.CommittedAt = *at
+	}
+	return w, nil
+}
+
+// retryable reports whether err is a deadlock or serialization failure,
+// after which the whole transaction may simply run again.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
+}
+
+func sqlState(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}

@@ -1,0 +1,206 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// StreamInfo is one stream's state, for the back office.
+type StreamInfo struct {
+	Watermark
+	EdgeSeq    uint64 // the edge's own last seq, from its latest hello (0 before one)
+	Lag        uint64 // records the edge reported that are not committed yet
+	FirstSeen  time.Time
+	LastSeen   time.Time // latest segment or hello
+	PrevEpoch  *protocol.Epoch
+	NextEpoch  *protocol.Epoch
+	EndedAt    time.Time // when the edge started a new epoch; zero while current
+	EndedAtSeq uint64    // this stream's hwm at EndedAt: where it ended as far as the cloud knows
+}
+
+// Streams returns every stream, by edge and then age.
+func (l *Ledger) Streams(ctx context.Context) ([]StreamInfo, error) {
+	rows, err := l.db.Query(ctx,
+		`SELECT edge, epoch, hwm, head, last_commit, edge_seq, first_seen, last_seen,
+			prev_epoch, next_epoch, ended_at, ended_at_seq
+		 FROM streams ORDER BY edge, first_seen, epoch`)
+	if err != nil {
+		return nil, fmt.Errorf("streams: %w", err)
+	}
+	var out []StreamInfo
+	var (
+		edge                    string
+		epoch, head, prev, next []byte
+		hwm, edgeSeq            int64
+		endedSeq                *int64
+		lastCommit, endedAt     *time.Time
+		firstSeen, lastSeen     time.Time
+	)
+	_, err = pgx.ForEachRow(rows, []any{&edge, &epoch, &hwm, &head, &lastCommit, &edgeSeq, &firstSeen, &lastSeen,
+		&prev, &next, &endedAt, &endedSeq}, func() error {
+		s := StreamInfo{
+			Watermark: Watermark{Stream: streamOf(edge, epoch), HWM: uint64(hwm), CommittedAt: deref(lastCommit)},
+			EdgeSeq:   uint64(edgeSeq), FirstSeen: firstSeen, LastSeen: lastSeen, EndedAt: deref(endedAt),
+			PrevEpoch: epochPtr(prev), NextEpoch: epochPtr(next),
+		}
+		copy(s.Head[:], head)
+		if s.EdgeSeq > s.HWM {
+			s.Lag = s.EdgeSeq - s.HWM
+		}
+		if endedSeq != nil {
+			s.EndedAtSeq = uint64(*endedSeq)
+		}
+		out = append(out, s)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("streams: %w", err)
+	}
+	return out, nil
+}
+
+func epochPtr(b []byte) *protocol.Epoch {
+	if b == nil {
+		return nil
+	}
+	var e protocol.Epoch
+	copy(e[:], b)
+	return &e
+}
+
+// Filter selects events. Zero fields do not filter.
+type Filter struct {
+	Edge  string
+	Type  string
+	From  time.Time // edge_time at or after From
+	To    time.Time // edge_time before To
+	After int64     // cursor: events with pos greater than After
+	Limit int       // at most this many; default DefaultLimit, capped at MaxLimit
+}
+
+// Page sizes of Events.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+)
+
+// Event is a committed record as the API shows it.
+type Event struct {
+	Pos         int64     `json:"pos"`
+	CommittedAt time.Time `json:"committed_at"`
+	protocol.RecordJSON
+}
+
+// Page is one page of events, in commit order.
+type Page struct {
+	Events []Event `json:"events"`
+	// Next is the cursor for the following page (Filter.After): the pos of
+	// the last event, or the cursor given when the page is empty. Since pos
+	// order is commit order, a reader that keeps asking with Next sees
+	// every event exactly once, including those committed meanwhile.
+	Next int64 `json:"next"`
+}
+
+// Events returns committed events in pos (commit) order, keyset-paginated
+// by pos. From and To bound the edge's clock (when the edge accepted the
+// event), not the commit time.
+func (l *Ledger) Events(ctx context.Context, f Filter) (Page, error) {
+	if f.Limit <= 0 {
+		f.Limit = DefaultLimit
+	}
+	f.Limit = min(f.Limit, MaxLimit)
+	where := []string{"pos > $1"}
+	args := []any{f.After}
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, fmt.Sprintf(cond, len(args)))
+	}
+	if f.Edge != "" {
+		add("edge = $%d", f.Edge)
+	}
+	if f.Type != "" {
+		add("type = $%d", f.Type)
+	}
+	if !f.From.IsZero() {
+		add("edge_time >= $%d", f.From)
+	}
+	if !f.To.IsZero() {
+		add("edge_time < $%d", f.To)
+	}
+	args = append(args, f.Limit)
+	q := fmt.Sprintf(`SELECT pos, committed_at, raw FROM ledger WHERE %s ORDER BY pos LIMIT $%d`,
+		strings.Join(where, " AND "), len(args))
+	rows, err := l.db.Query(ctx, q, args...)
+	if err != nil {
+		return Page{}, fmt.Errorf("events: %w", err)
+	}
+	p := Page{Next: f.After, Events: []Event{}}
+	var pos int64
+	var at time.Time
+	var raw []byte
+	_, err = pgx.ForEachRow(rows, []any{&pos, &at, &raw}, func() error {
+		r, err := protocol.DecodeRecord(raw)
+		if err != nil {
+			return fmt.Errorf("record at pos %d: %w", pos, err)
+		}
+		j, err := r.JSON(raw)
+		if err != nil {
+			return fmt.Errorf("record at pos %d: %w", pos, err)
+		}
+		p.Events = append(p.Events, Event{Pos: pos, CommittedAt: at, RecordJSON: j})
+		p.Next = pos
+		return nil
+	})
+	if err != nil {
+		return Page{}, fmt.Errorf("events: %w", err)
+	}
+	return p, nil
+}
+
+// QuarantineEntry is one quarantined segment.
+type QuarantineEntry struct {
+	ID          int64
+	Edge        string // the edge whose topic it arrived on
+	Epoch       *protocol.Epoch
+	First, Last uint64
+	Code        string // a protocol.NackCode name
+	Reason      string
+	Payload     []byte
+	ReceivedAt  time.Time
+}
+
+// Quarantine returns quarantined segments with id greater than after, oldest
+// first, at most limit (default DefaultLimit, capped at MaxLimit).
+func (l *Ledger) Quarantine(ctx context.Context, after int64, limit int) ([]QuarantineEntry, error) {
+	if limit <= 0 {
+		limit = DefaultLimit
+	}
+	rows, err := l.db.Query(ctx,
+		`SELECT id, edge, epoch, coalesce(first, 0), coalesce(last, 0), code, reason, payload, received_at
+		 FROM quarantine WHERE id > $1 ORDER BY id LIMIT $2`, after, min(limit, MaxLimit))
+	if err != nil {
+		return nil, fmt.Errorf("quarantine: %w", err)
+	}
+	var out []QuarantineEntry
+	var q QuarantineEntry
+	var epoch []byte
+	var first, last int64
+	_, err = pgx.ForEachRow(rows, []any{&q.ID, &q.Edge, &epoch, &first, &last, &q.Code, &q.Reason, &q.Payload, &q.ReceivedAt},
+		func() error {
+			e := q
+			e.Epoch, e.First, e.Last = epochPtr(epoch), uint64(first), uint64(last)
+			e.Payload = append([]byte(nil), q.Payload...)
+			out = append(out, e)
+			return nil
+		})
+	if err != nil {
+		return nil, fmt.Errorf("quarantine: %w", err)
+	}
+	return out, nil
+}
