@@ -1,0 +1,173 @@
+// Package broker is the cloud's embedded MQTT broker (mochi-mqtt): with no
+// external broker configured, `cloud serve` runs one in-process, so one
+// binary plus Postgres is a working cloud.
+//
+// Edges log in with their edge id as user name and a broker token as
+// password: a fresh Ed25519 signature by a registered, unrevoked key of that
+// edge (protocol.BrokerToken), so there is no extra shared secret. Each edge
+// must use the client id "outpost-edge-{edge}" and is limited to its own
+// topics: it may publish to outpost/v1/edge/{edge}/seg, .../hello and
+// .../status, and subscribe to .../rcpt and .../cmd. The cloud's own
+// ingest clients log in as an internal user with a random per-process
+// password and may use every topic.
+package broker
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// InternalUser is the user name of the cloud's own clients.
+const InternalUser = "outpost-cloud"
+
+// EdgeClientPrefix starts every edge's MQTT client id.
+const EdgeClientPrefix = "outpost-edge-"
+
+// Options configure a Broker.
+type Options struct {
+	Addr string      // listen address for edges, such as ":18830"
+	TLS  *tls.Config // optional
+	// Keys returns the active keys of an edge (an error for an unknown or
+	// revoked edge).
+	Keys   func(ctx context.Context, edge string) (protocol.Keys, error)
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Broker is a running embedded broker.
+type Broker struct {
+	srv      *mochi.Server
+	addr     string
+	password string
+	log      *slog.Logger
+}
+
+// Start starts the broker and its listener.
+func Start(opts Options) (*Broker, error) {
+	if opts.Keys == nil {
+		return nil, errors.New("broker: Keys is required")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	pw := make([]byte, 24)
+	if _, err := rand.Read(pw); err != nil {
+		return nil, err
+	}
+	log := opts.Logger.With("component", "broker")
+	b := &Broker{password: hex.EncodeToString(pw), log: log}
+	// mochi logs every connection at info; keep its own log to warnings.
+	b.srv = mochi.New(&mochi.Options{InlineClient: true, Logger: log.With("lib", "mochi")})
+	b.srv.Log = slog.New(levelHandler{slog.LevelWarn, log.Handler()})
+	if err := b.srv.AddHook(&authHook{b: b, o: opts}, nil); err != nil {
+		return nil, err
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "edges", Address: opts.Addr, TLSConfig: opts.TLS})
+	if err := b.srv.AddListener(l); err != nil {
+		return nil, fmt.Errorf("broker: listen on %s: %w", opts.Addr, err)
+	}
+	b.addr = l.Address()
+	go func() {
+		if err := b.srv.Serve(); err != nil {
+			log.Error("broker stopped", "err", err)
+		}
+	}()
+	log.Info("embedded MQTT broker listening", "addr", b.addr)
+	return b, nil
+}
+
+// Addr is the listener's address (host:port).
+func (b *Broker) Addr() string { return b.addr }
+
+// InternalPassword is the per-process password of InternalUser.
+func (b *Broker) InternalPassword() string { return b.password }
+
+// Close stops the broker.
+func (b *Broker) Close() error { return b.srv.Close() }
+
+type authHook struct {
+	mochi.HookBase
+	b *Broker
+	o Options
+}
+
+func (h *authHook) ID() string { return "outpost-edge-auth" }
+
+func (h *authHook) Provides(x byte) bool {
+	return bytes.Contains([]byte{mochi.OnConnectAuthenticate, mochi.OnACLCheck}, []byte{x})
+}
+
+func (h *authHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
+	user := string(pk.Connect.Username)
+	if user == InternalUser {
+		return subtle.ConstantTimeCompare(pk.Connect.Password, []byte(h.b.password)) == 1
+	}
+	if err := protocol.ValidateName("edge", user); err != nil {
+		h.b.log.Warn("refused an MQTT login", "user", user, "err", err)
+		return false
+	}
+	if cl.ID != EdgeClientPrefix+user {
+		h.b.log.Warn("refused an MQTT login: wrong client id", "edge", user, "client_id", cl.ID, "want", EdgeClientPrefix+user)
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	keys, err := h.o.Keys(ctx, user)
+	if err == nil {
+		err = protocol.VerifyBrokerToken(user, string(pk.Connect.Password), keys, h.o.Now())
+	}
+	if err != nil {
+		h.b.log.Warn("refused an MQTT login", "edge", user, "err", err)
+		return false
+	}
+	return true
+}
+
+func (h *authHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
+	user := string(cl.Properties.Username)
+	if user == InternalUser {
+		return true
+	}
+	t, err := protocol.ParseTopic(topic)
+	if err != nil || t.Scope != protocol.ScopeEdge || t.ID != user {
+		return false
+	}
+	if write {
+		return t.Kind == protocol.KindSegment || t.Kind == protocol.KindHello || t.Kind == protocol.KindStatus
+	}
+	return t.Kind == protocol.KindReceipt || t.Kind == protocol.KindCommand
+}
+
+// levelHandler drops records below a level.
+type levelHandler struct {
+	min slog.Level
+	slog.Handler
+}
+
+func (h levelHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h levelHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	return levelHandler{h.min, h.Handler.WithAttrs(a)}
+}
+
+func (h levelHandler) WithGroup(n string) slog.Handler { return levelHandler{h.min, h.Handler.WithGroup(n)} }
+

@@ -1,0 +1,371 @@
+// Package ingest turns segments that arrive from edges into ledger commits
+// and signed replies. It knows no transport: transports (cloud/ingest/mqtt,
+// cloud/ingest/nats) hand it Deliveries and a Replier, and ack each broker
+// message only when ingest says the decision about it is made.
+//
+// The pipeline for each worker:
+//
+//  1. Gather up to MaxBatch segments (or MaxBatchBytes) from the shared
+//     queue, waiting at most MaxDelay after the first.
+//  2. Decode them and call Ledger.Commit once for the whole batch: one
+//     transaction, stream rows locked in a fixed order, signatures and
+//     chains verified, duplicates skipped, new records copied in.
+//  3. After the commit, sign and send one receipt per stream (the highest
+//     watermark reached), a nack for each quarantined segment, and ack the
+//     broker messages.
+//  4. A segment that starts beyond the stream's watermark (a gap) is most
+//     often the next segment of a pipelining edge that reached this worker
+//     before the previous one was committed by another. It is parked and
+//     retried for up to GapWait before a gap nack is sent, so pipelining
+//     does not turn into resend storms.
+//
+// When Commit fails (the database is down), the batch is retried with
+// backoff and nothing is acked: a crash at any point means redelivery or a
+// resend from the edge, never loss, and the watermark makes resends
+// harmless.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// Ledger is what ingest needs of the ledger.
+type Ledger interface {
+	Commit(ctx context.Context, batch []ledger.Input) ([]ledger.Outcome, error)
+	NoteHello(ctx context.Context, h protocol.Hello) (ledger.Watermark, error)
+}
+
+// Replier sends a signed reply (receipt or nack) to an edge's rcpt topic.
+type Replier interface {
+	Reply(ctx context.Context, edge string, msg []byte) error
+}
+
+// Delivery is one segment message as a transport received it.
+type Delivery struct {
+	TopicEdge string // the edge id in the topic or subject: the broker-authenticated sender
+	Payload   []byte
+	Replier   Replier // where to answer; the transport it came from
+	Ack       func()  // acks the broker message; nil when the transport has none
+}
+
+// Options configure a Service. Zero values take the defaults noted.
+type Options struct {
+	Ledger        Ledger
+	Signer        *protocol.Signer // the cloud's key, signs receipts and nacks
+	Workers       int              // commit loops; default 2
+	Queue         int              // deliveries waiting; default 4096 (Handle blocks when full)
+	MaxBatch      int              // segments per commit; default 64
+	MaxBatchBytes int              // default 16 MiB
+	MaxDelay      time.Duration    // wait for more segments after the first; default 2ms
+	GapWait       time.Duration    // how long a gap may wait for its fill; default 2s
+	Now           func() time.Time
+	Logger        *slog.Logger
+}
+
+// Stats are counters for metrics and the status page.
+type Stats struct {
+	Segments    uint64 `json:"segments"`
+	Batches     uint64 `json:"batches"`
+	Committed   uint64 `json:"segments_committed"`
+	Records     uint64 `json:"records_committed"`
+	Duplicates  uint64 `json:"segments_duplicate"`
+	Gaps        uint64 `json:"gap_nacks"`
+	Quarantined uint64 `json:"segments_quarantined"`
+	Malformed   uint64 `json:"segments_malformed"`
+	CommitErrs  uint64 `json:"commit_errors"`
+	ReplyErrs   uint64 `json:"reply_errors"`
+	Hellos      uint64 `json:"hellos"`
+}
+
+// Service is the ingest pipeline.
+type Service struct {
+	o     Options
+	log   *slog.Logger
+	queue chan *item
+
+	segments, batches, committed, records, duplicates, gaps atomic.Uint64
+	quarantined, malformed, commitErrs, replyErrs, hellos   atomic.Uint64
+
+	wg sync.WaitGroup
+}
+
+type item struct {
+	d     Delivery
+	seg   *protocol.Segment
+	first time.Time // when it was first tried; for GapWait
+}
+
+// New checks opts and fills in defaults.
+func New(opts Options) (*Service, error) {
+	if opts.Ledger == nil || opts.Signer == nil {
+		return nil, errors.New("ingest: Ledger and Signer are required")
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 2
+	}
+	if opts.Queue <= 0 {
+		opts.Queue = 4096
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 64
+	}
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = 16 << 20
+	}
+	if opts.MaxDelay <= 0 {
+		opts.MaxDelay = 2 * time.Millisecond
+	}
+	if opts.GapWait <= 0 {
+		opts.GapWait = 2 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Service{o: opts, log: opts.Logger.With("component", "ingest"), queue: make(chan *item, opts.Queue)}, nil
+}
+
+// Stats returns the counters.
+func (s *Service) Stats() Stats {
+	return Stats{
+		Segments: s.segments.Load(), Batches: s.batches.Load(), Committed: s.committed.Load(),
+		Records: s.records.Load(), Duplicates: s.duplicates.Load(), Gaps: s.gaps.Load(),
+		Quarantined: s.quarantined.Load(), Malformed: s.malformed.Load(), CommitErrs: s.commitErrs.Load(),
+		ReplyErrs: s.replyErrs.Load(), Hellos: s.hellos.Load(),
+	}
+}
+
+// Run runs the workers until ctx ends, then waits for them. Deliveries
+// still queued are not acked; their brokers redeliver them.
+func (s *Service) Run(ctx context.Context) error {
+	for i := 0; i < s.o.Workers; i++ {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.worker(ctx)
+		}()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// Handle queues a delivery. It blocks while the queue is full, which is how
+// backpressure reaches the broker (and through it the edges).
+func (s *Service) Handle(ctx context.Context, d Delivery) error {
+	s.segments.Add(1)
+	select {
+	case s.queue <- &item{d: d}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Hello answers an edge's hello with the signed receipt of its stream.
+func (s *Service) Hello(ctx context.Context, topicEdge string, payload []byte) ([]byte, error) {
+	s.hellos.Add(1)
+	h, err := protocol.DecodeHello(payload)
+	if err != nil {
+		return nil, fmt.Errorf("hello from %s: %w", topicEdge, err)
+	}
+	if h.Edge != topicEdge {
+		return nil, fmt.Errorf("hello names edge %q but came from %q: %w", h.Edge, topicEdge, protocol.ErrMalformed)
+	}
+	w, err := s.o.Ledger.NoteHello(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	return s.receipt(w), nil
+}
+
+func (s *Service) receipt(w ledger.Watermark) []byte {
+	var at int64
+	if !w.CommittedAt.IsZero() {
+		at = w.CommittedAt.UnixMilli()
+	}
+	return s.o.Signer.SignReceipt(protocol.Receipt{Edge: w.Stream.Edge, Epoch: w.Stream.Epoch, HWM: w.HWM, Head: w.Head, CommittedAt: at})
+}
+
+func (s *Service) nack(w ledger.Watermark, code protocol.NackCode, reason string) []byte {
+	return s.o.Signer.SignNack(protocol.Nack{Edge: w.Stream.Edge, Epoch: w.Stream.Epoch, HWM: w.HWM, Head: w.Head,
+		Code: code, Reason: reason, At: s.o.Now().UnixMilli()})
+}
+
+func (s *Service) worker(ctx context.Context) {
+	var parked []*item // gaps waiting for their fill
+	for {
+		batch, ok := s.gather(ctx, parked)
+		if !ok {
+			return
+		}
+		parked = s.process(ctx, batch)
+	}
+}
+
+// gather returns the next batch: parked gaps first, then queued items.
+func (s *Service) gather(ctx context.Context, parked []*item) ([]*item, bool) {
+	batch := parked
+	size := 0
+	for _, it := range batch {
+		size += len(it.d.Payload)
+	}
+	if len(batch) == 0 {
+		select {
+		case it := <-s.queue:
+			batch = append(batch, it)
+			size += len(it.d.Payload)
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
+	// A parked gap waits a little before it is tried again, unless new
+	// segments arrive to try it with.
+	delay := s.o.MaxDelay
+	if len(parked) > 0 {
+		delay = max(delay, 20*time.Millisecond)
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	for len(batch) < s.o.MaxBatch && size < s.o.MaxBatchBytes {
+		select {
+		case it := <-s.queue:
+			batch = append(batch, it)
+			size += len(it.d.Payload)
+		case <-t.C:
+			return batch, true
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
+	return batch, true
+}
+
+// process commits a batch and replies. It returns the gaps to retry.
+func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
+	now := s.o.Now()
+	var inputs []ledger.Input
+	var its []*item
+	for _, it := range batch {
+		if it.first.IsZero() {
+			it.first = now
+		}
+		if it.seg == nil {
+			seg, err := protocol.DecodeSegment(it.d.Payload)
+			if err != nil {
+				// Without a stream there is nobody to nack; the edge's
+				// ack timeout resends.
+				s.malformed.Add(1)
+				s.log.Warn("dropped a segment that does not decode", "edge", it.d.TopicEdge, "bytes", len(it.d.Payload), "err", err)
+				ack(it)
+				continue
+			}
+			it.seg = seg
+		}
+		inputs = append(inputs, ledger.Input{TopicEdge: it.d.TopicEdge, Segment: it.seg, Raw: it.d.Payload})
+		its = append(its, it)
+	}
+	if len(inputs) == 0 {
+		return nil
+	}
+	var outs []ledger.Outcome
+	for attempt := 0; ; attempt++ {
+		var err error
+		outs, err = s.o.Ledger.Commit(ctx, inputs)
+		if err == nil {
+			break
+		}
+		s.commitErrs.Add(1)
+		if ctx.Err() != nil {
+			return nil // not acked: the broker redelivers
+		}
+		d := min(5*time.Second, 50*time.Millisecond<<min(attempt, 7))
+		s.log.Error("commit failed; retrying the batch", "segments", len(inputs), "err", err, "retry_in", d)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	s.batches.Add(1)
+
+	// One receipt per stream and replier: the highest watermark reached.
+	type key struct {
+		stream protocol.Stream
+		r      Replier
+	}
+	receipts := map[key]ledger.Watermark{}
+	var acks []*item
+	for i, o := range outs {
+		it := its[i]
+		switch o.Kind {
+		case ledger.KindCommitted, ledger.KindDuplicate:
+			if o.Kind == ledger.KindCommitted {
+				s.committed.Add(1)
+				s.records.Add(uint64(o.Records))
+			} else {
+				s.duplicates.Add(1)
+			}
+			k := key{o.Stream, it.d.Replier}
+			if w, ok := receipts[k]; !ok || o.HWM > w.HWM {
+				receipts[k] = o.Watermark
+			}
+			acks = append(acks, it)
+		case ledger.KindGap:
+			if now.Sub(it.first) < s.o.GapWait {
+				parked = append(parked, it)
+				continue
+			}
+			s.gaps.Add(1)
+			s.reply(ctx, it, s.nack(o.Watermark, protocol.NackGap, o.Reason))
+			acks = append(acks, it)
+		case ledger.KindQuarantined:
+			s.quarantined.Add(1)
+			s.log.Warn("segment quarantined", "edge", it.d.TopicEdge, "first", it.seg.First, "last", it.seg.Last,
+				"code", o.Code.String(), "reason", o.Reason, "quarantine_id", o.QuarantineID)
+			s.reply(ctx, it, s.nack(o.Watermark, o.Code, o.Reason))
+			acks = append(acks, it)
+		}
+	}
+	for k, w := range receipts {
+		if k.r == nil {
+			continue
+		}
+		if err := k.r.Reply(ctx, w.Stream.Edge, s.receipt(w)); err != nil {
+			s.replyErrs.Add(1)
+			s.log.Warn("could not send a receipt; the edge will ask again", "edge", w.Stream.Edge, "err", err)
+		}
+	}
+	for _, it := range acks {
+		ack(it)
+	}
+	return parked
+}
+
+func (s *Service) reply(ctx context.Context, it *item, msg []byte) {
+	// Nacks go to the sender the broker authenticated, which is not
+	// always the edge a forged segment names.
+	if it.d.Replier == nil {
+		return
+	}
+	if err := it.d.Replier.Reply(ctx, it.d.TopicEdge, msg); err != nil {
+		s.replyErrs.Add(1)
+		s.log.Warn("could not send a nack", "edge", it.d.TopicEdge, "err", err)
+	}
+}
+
+func ack(it *item) {
+	if it.d.Ack != nil {
+		it.d.Ack()
+	}
+}

@@ -1,0 +1,33 @@
+package keyfile_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/outpost-edge/outpost/internal/keyfile"
+)
+
+func TestLoadOrCreate(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "sub", "edge.key")
+	k1, created, err := keyfile.LoadOrCreate(p)
+	if err != nil || !created {
+		t.Fatal(err, created)
+	}
+	fi, _ := os.Stat(p)
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %o", fi.Mode().Perm())
+	}
+	k2, created, err := keyfile.LoadOrCreate(p)
+	if err != nil || created || !k1.Equal(k2) {
+		t.Fatal("reload differs", err, created)
+	}
+	if err := keyfile.Save(p, k1); err == nil {
+		t.Fatal("overwrote an existing key")
+	}
+	_ = os.Chmod(p, 0o644)
+	if _, err := keyfile.Load(p); !errors.Is(err, keyfile.ErrLoosePermissions) {
+		t.Fatalf("loose permissions: %v", err)
+	}
+}
