@@ -1,0 +1,142 @@
+// Package intake is how devices' events get into the edge: an embedded
+// mochi-mqtt broker (MQTT 3.1.1 and 5, TCP with optional TLS) and an HTTP
+// endpoint (POST /v1/events), both feeding one Appender, the outbox.
+//
+// A device's identity comes from its connection, never from its payload:
+// HTTP Basic or MQTT user name and password (device id and secret, checked
+// against a credentials file of argon2id or bcrypt hashes, see AddDevice),
+// or a client certificate whose subject CN is a listed device id.
+//
+// # Acknowledgement pipeline
+//
+// A QoS 1 PUBACK goes out only after the events it carried are durable.
+// mochi calls OnPublish inside the client's read loop and, left alone,
+// would send the PUBACK as soon as the hook returned. The intake's hook
+// therefore takes the publish over: it judges the payload, queues it on the
+// client's pipeline and returns packets.ErrRejectPacket, on which mochi
+// sends nothing and forwards nothing, and the read loop goes on to the next
+// packet. The pipeline then sends the acknowledgement itself
+// (Client.WritePacket with packets.Puback and the reason code):
+//
+//   - Each client has at most one Append in flight. Publishes that arrive
+//     while it is being committed wait in the client's queue and go
+//     together in the next Append: a client with many publishes in flight
+//     costs few appends, and the outbox's group commit shares each fsync
+//     among all clients' appends.
+//   - When an Append completes, its publishes are marked done, and one
+//     writer goroutine per client writes the acknowledgements of the done
+//     prefix of the queue, in packet order (MQTT requires it), starting the
+//     next Append first. The Appender's goroutine never writes to a socket.
+//   - A client with MaxPendingPerClient publishes unacknowledged (also its
+//     MQTT 5 Receive Maximum) is not read from until acks go out: TCP
+//     pushes back. HTTP requests beyond MaxInflightAppends appends in
+//     flight get 429.
+//
+// Device publishes are never forwarded to subscribers or retained: devices
+// do not see each other's events, and the broker holds no copy of them.
+// The intake's own messages on err topics go through mochi's inline client.
+//
+// # ACL
+//
+// Device d may publish only to outpost/v1/dev/d/ev, and subscribe only to
+// outpost/v1/dev/d/err and outpost/v1/dev/d/cmd (no wildcards). A publish
+// elsewhere is refused (below) like bad input. Its client id is namespaced
+// by device id, so one device cannot take over another's session; wills
+// are dropped, since mochi publishes them without an ACL check.
+//
+// # QoS
+//
+//   - QoS 1: at least once; acknowledged after the fsync. A repeated
+//     (device, id) is acknowledged without a new record.
+//   - QoS 0: accepted and stored the same way, but at most once: nothing is
+//     acknowledged, and an event is lost if the edge stops before its
+//     commit. Counted in Metrics.QoS0.
+//   - QoS 2: accepted with QoS 1 semantics: the PUBREC is sent after the
+//     fsync, and mochi completes PUBREL/PUBCOMP. Exactly-once delivery comes
+//     from the (device, id) deduplication, as it does for QoS 1.
+//
+// # Refusals
+//
+// Each refusal has a Reason, mapped in one place (reason.go):
+//
+//	reason          MQTT 5 PUBACK   HTTP   kept as intake.rejected
+//	not_authorized  0x87            403    yes (publish outside own topic)
+//	invalid         0x99            400    yes
+//	too_large       0x99            413    yes (first RejectedPayloadCap bytes)
+//	quota           0x97            507    no: the device must retry
+//	disk_full       0x97            503    no: the device must retry
+//	busy            -               429    no (MQTT waits instead)
+//	internal        0x83            500    no
+//	auth            CONNACK 0x86    401    no (unauthenticated)
+//
+// CONNACK uses 0x86 (3.1.1: 0x04) for an unknown device or a bad secret,
+// and 0x87 (3.1.1: 0x05) for a certificate whose CN is not listed or does
+// not match the user name.
+//
+// Every refusal of a publish is also described on the device's err topic
+// as JSON (see errMessage: topic, packet_id, code, reason, error,
+// what_to_do, acked, accepted, errors per item, rejected record ids), for
+// MQTT 5 devices too. An MQTT 3.1.1 device cannot be sent a negative
+// acknowledgement, so:
+//
+//   - bad input (not_authorized, invalid, too_large) is acknowledged, so the
+//     device does not resend it forever; the err message says why;
+//   - a storage refusal (quota, disk_full, internal) is not acknowledged:
+//     the intake publishes the err message and closes the connection, so
+//     the device keeps the events and resends them after reconnecting.
+//     Ledger events are never acknowledged unless stored.
+//
+// A batch with some invalid items: over MQTT, the valid items are stored,
+// the PUBACK is a success (0x00, with a reason string in MQTT 5) and the err
+// topic lists the bad items. Over HTTP, the request is all or nothing: 400
+// with per-item errors, and no event of it stored, so the client can fix
+// and resend it as is.
+//
+// Refused bytes are kept as intake.rejected records (protocol.
+// TypeIntakeRejected, class ledger), whose body is {reason, code,
+// transport, topic, size, truncated, payload_b64, error, index, items}:
+// one record per bad item of a batch (up to 32; beyond, one record of the
+// whole payload), the payload cut to RejectedPayloadCap bytes. The id is
+// "rej-" and a hash of the topic and bytes, so a device repeating the same
+// refused payload makes no new record. A device makes at most
+// RejectedPerMinute of them; refusals beyond are answered but not kept
+// (Metrics.RejectedDropped). Unauthenticated input is never kept.
+//
+// # Credentials
+//
+// The credentials file is JSON, mode 0600 (a looser mode is refused), and
+// is rewritten atomically (temp file, fsync, rename, fsync of the
+// directory) by AddDevice and RemoveDevice, the functions behind
+// `edge devices add|list|remove`. Credentials re-reads it when it changes.
+// A successful verification is cached (an HMAC of the secret under a
+// per-process key, valid while the stored hash is unchanged), so argon2id's
+// cost (19 MiB, tens of milliseconds) is paid once per device, not per
+// CONNECT or HTTP request; at most two slow verifications run at once.
+//
+// # Wiring the outbox
+//
+// The intake declares the Appender it needs; cmd/edge adapts the outbox to
+// it, in the shape:
+//
+//	type outboxAppender struct{ ob *outbox.Outbox }
+//
+//	func (a outboxAppender) Append(device string, evs []protocol.Event, done func([]intake.Result, error)) {
+//		entries := make([]outbox.Entry, len(evs))
+//		for i, ev := range evs {
+//			entries[i] = outbox.Entry{Device: device, Event: ev}
+//		}
+//		p := a.ob.AppendAsync(entries) // returns at once; completes after the commit's fsync
+//		go func() {
+//			<-p.Done()
+//			rs, err := p.Results()
+//			out := make([]intake.Result, len(rs))
+//			for i, r := range rs {
+//				out[i] = intake.Result{Seq: r.Seq, Duplicate: r.Duplicate, Err: r.Err}
+//			}
+//			done(out, err)
+//		}()
+//	}
+//
+// The outbox's quota and disk-full errors need only methods Quota() bool
+// and DiskFull() bool for the intake to answer 0x97/507/503.
+package intake
