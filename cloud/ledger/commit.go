@@ -118,14 +118,36 @@ func (l *Ledger) Commit(ctx context.Context, batch []Input) ([]Outcome, error) {
 			edges = append(edges, in.Segment.Edge)
 		}
 	}
-	slices.Sort(edges)
-	keys, err := loadKeys(ctx, l.db, slices.Compact(edges))
+	keys, err := l.keys.get(ctx, l.db, edges)
 	if err != nil {
 		return nil, fmt.Errorf("commit: load keys: %w", err)
 	}
 
 	// Phase 1, outside any transaction: signatures and chains.
 	work := l.verifyAll(batch, keys, out)
+	// A key id the cached keys do not know may be a key added since (by
+	// rotation or enrollment, perhaps through another instance): read
+	// those edges again and verify their inputs once more.
+	var again []int
+	var stale []string
+	for i, o := range out {
+		if o.Kind == KindQuarantined && o.Code == protocol.NackUnknown && keys[o.Stream.Edge] != nil {
+			again = append(again, i)
+			stale = append(stale, o.Stream.Edge)
+		}
+	}
+	if len(again) > 0 {
+		l.keys.forget(stale...)
+		if keys, err = l.keys.get(ctx, l.db, edges); err != nil {
+			return nil, fmt.Errorf("commit: load keys: %w", err)
+		}
+		for _, i := range again {
+			out[i] = Outcome{}
+			if v := verifyOne(i, &batch[i], keys, &out[i]); v != nil {
+				work = append(work, v)
+			}
+		}
+	}
 
 	// Phase 2: one transaction for everything that verified.
 	if len(work) > 0 {
@@ -178,6 +200,7 @@ type verified struct {
 	cp     protocol.Checkpoint
 	recs   []protocol.Record
 	links  []protocol.Hash // links[i] is the link hash of record seg.First+i
+	rows   [][]any         // the ledger rows (ledgerColumns) of the records, pos and committed_at to fill
 }
 
 // verifyAll verifies every input, in parallel, and returns those that
@@ -267,7 +290,13 @@ func verifyOne(idx int, in *Input, keys map[string]*Keys, o *Outcome) *verified 
 		links[i] = recs[i+1].Prev // VerifyChain checked that it is record i's link hash
 	}
 	links[len(recs)-1] = cp.Head
-	return &verified{idx: idx, seg: seg, stream: s, cp: cp, recs: recs, links: links}
+	rows := make([][]any, len(recs))
+	for i := range recs {
+		r := &recs[i]
+		rows[i] = []any{s.Edge, s.Epoch[:], int64(r.Seq), nil, nil, r.Device, r.ID, r.Type, string(r.Class),
+			time.UnixMilli(r.TS), r.EdgeTime.Time(), int64(r.EdgeTime), r.IsTombstone(), links[i][:], seg.Records[i]}
+	}
+	return &verified{idx: idx, seg: seg, stream: s, cp: cp, recs: recs, links: links, rows: rows}
 }
 
 func quarantined(s protocol.Stream, code protocol.NackCode, reason string) Outcome {
@@ -331,8 +360,10 @@ func (l *Ledger) commitTx(ctx context.Context, work []*verified) ([]Outcome, []C
 		sEpochs [][]byte
 		edges   []string
 		kids    []string
+		maxNew  int // records that could be new: the positions to take
 	)
 	for i, v := range work {
+		maxNew += len(v.recs)
 		if i == 0 || v.stream != work[i-1].stream {
 			sEdges = append(sEdges, v.stream.Edge)
 			sEpochs = append(sEpochs, v.stream.Epoch[:])
@@ -351,13 +382,18 @@ func (l *Ledger) commitTx(ctx context.Context, work []*verified) ([]Outcome, []C
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 
-	// Round trip 1. Insert the streams not seen before (in lock order, so
-	// two transactions inserting the same new streams wait on each other
-	// in the same order), lock every stream row of the batch's edges in
-	// (edge, epoch) order, and take a share lock on the edges and keys that
-	// signed, re-reading their status: a revocation that committed after
-	// phase 1 read the keys is seen here, and one that starts now waits for
-	// this commit.
+	// The one round trip before the COPY:
+	//  1. Insert the streams not seen before (in lock order, so two
+	//     transactions inserting the same new streams wait on each other in
+	//     the same order).
+	//  2. Lock every stream row of the batch's edges, in (edge, epoch) order.
+	//  3. Take a share lock on the edges and keys that signed, re-reading
+	//     their status: a revocation that committed after phase 1 read the
+	//     keys is seen here, and one that starts now waits for this commit.
+	//  4. Take the commit lock, last, and hold it to COMMIT: it makes pos
+	//     order commit order.
+	//  5. Read the commit time and take a range of positions, as many as
+	//     there are records (duplicates leave gaps in pos, which is fine).
 	b := &pgx.Batch{}
 	b.Queue(`INSERT INTO streams (edge, epoch)
 		SELECT * FROM unnest($1::text[], $2::bytea[])
@@ -367,6 +403,8 @@ func (l *Ledger) commitTx(ctx context.Context, work []*verified) ([]Outcome, []C
 	b.Queue(`SELECT k.edge, k.kid FROM edge_keys k JOIN edges e ON e.id = k.edge
 		WHERE k.edge = ANY($1) AND k.kid = ANY($2) AND k.status = 'active' AND e.status = 'active'
 		FOR SHARE OF k, e`, edges, kids)
+	b.Queue(`SELECT pg_advisory_xact_lock($1)`, lockCommit)
+	b.Queue(`SELECT clock_timestamp(), setval('ledger_pos_seq', nextval('ledger_pos_seq') + $1 - 1)`, maxNew)
 	br := tx.SendBatch(ctx, b)
 	fresh := map[protocol.Stream]bool{}
 	rows, _ := br.Query()
@@ -412,9 +450,19 @@ func (l *Ledger) commitTx(ctx context.Context, work []*verified) ([]Outcome, []C
 		br.Close()
 		return nil, nil, fmt.Errorf("recheck keys: %w", err)
 	}
-	if err := br.Close(); err != nil {
-		return nil, nil, err
+	var committedAt time.Time
+	var lastPos int64
+	_, err = br.Exec()
+	if err == nil {
+		err = br.QueryRow().Scan(&committedAt, &lastPos)
 	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("take commit position: %w", err)
+	}
+	nextPos := lastPos - int64(maxNew) + 1
 
 	// Decide each input against its stream, in seq order.
 	res := make([]Outcome, len(work))
@@ -436,6 +484,7 @@ func (l *Ledger) commitTx(ctx context.Context, work []*verified) ([]Outcome, []C
 		n := len(v.recs)
 		switch {
 		case !active[edgeKID{v.stream.Edge, v.cp.KID}]:
+			l.keys.forget(v.stream.Edge)
 			res[i] = quarantined(v.stream, protocol.NackRevoked,
 				fmt.Sprintf("key %s of edge %s was revoked", v.cp.KID, v.stream.Edge))
 		case last <= st.hwm:
@@ -512,51 +561,32 @@ func (l *Ledger) commitTx(ctx context.Context, work []*verified) ([]Outcome, []C
 		}
 	}
 
-	// Round trip 2: the commit lock, the commit time and the positions.
-	// Holding the lock from here to COMMIT makes pos order commit order.
-	var committedAt time.Time
 	var recs []Committed
+	var copyRows [][]any
 	if total > 0 {
-		b := &pgx.Batch{}
-		b.Queue(`SELECT pg_advisory_xact_lock($1)`, lockCommit)
-		b.Queue(`SELECT clock_timestamp(), ARRAY(SELECT nextval('ledger_pos_seq') FROM generate_series(1, $1))`, total)
-		br := tx.SendBatch(ctx, b)
-		_, err := br.Exec()
-		var pos []int64
-		if err == nil {
-			err = br.QueryRow().Scan(&committedAt, &pos)
-		}
-		if cerr := br.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("take commit position: %w", err)
-		}
-		slices.Sort(pos)
 		recs = make([]Committed, 0, total)
+		copyRows = make([][]any, 0, total)
 		for i, v := range work {
 			if res[i].Kind != KindCommitted {
 				continue
 			}
 			res[i].CommittedAt = committedAt
 			for j := starts[i]; j < len(v.recs); j++ {
+				pos := nextPos
+				nextPos++
 				recs = append(recs, Committed{Stream: v.stream, Record: v.recs[j], Raw: v.seg.Records[j],
-					Hash: v.links[j], CommittedAt: committedAt, Pos: pos[len(recs)]})
+					Hash: v.links[j], CommittedAt: committedAt, Pos: pos})
+				row := v.rows[j]
+				row[3], row[4] = pos, committedAt
+				copyRows = append(copyRows, row)
 			}
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"ledger"}, ledgerColumns, pgx.CopyFromSlice(len(recs),
-			func(i int) ([]any, error) {
-				c := &recs[i]
-				r := &c.Record
-				return []any{c.Stream.Edge, c.Stream.Epoch[:], int64(r.Seq), c.Pos, c.CommittedAt,
-					r.Device, r.ID, r.Type, string(r.Class), time.UnixMilli(r.TS), r.EdgeTime.Time(),
-					int64(r.EdgeTime), r.IsTombstone(), c.Hash[:], c.Raw}, nil
-			})); err != nil {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"ledger"}, ledgerColumns, pgx.CopyFromRows(copyRows)); err != nil {
 			return nil, nil, fmt.Errorf("copy records: %w", err)
 		}
 	}
 
-	// Round trip 3: checkpoints, watermarks, epochs.
+	// The round trip after the COPY: checkpoints, watermarks, epochs.
 	b = &pgx.Batch{}
 	if total > 0 {
 		var ce []string

@@ -8,6 +8,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -126,6 +128,61 @@ func loadKeys(ctx context.Context, db DB, edges []string) (map[string]*Keys, err
 	return out, rows.Err()
 }
 
+// keyCache holds edges' keys between commits, saving a query per batch.
+// It may be stale, which is safe: a key it lacks (added since) is looked
+// up again before a segment is refused, and a key it still holds after a
+// revocation is refused by the commit transaction, which re-reads the
+// status of the keys it uses under a share lock. Revocations are
+// permanent, so a revoked entry is never wrong.
+type keyCache struct {
+	mu sync.Mutex
+	m  map[string]*Keys
+}
+
+// get returns the keys of edges, reading those it lacks in one query.
+// Edges that are not registered are absent from the map.
+func (c *keyCache) get(ctx context.Context, db DB, edges []string) (map[string]*Keys, error) {
+	out := make(map[string]*Keys, len(edges))
+	var missing []string
+	c.mu.Lock()
+	for _, e := range edges {
+		if k := c.m[e]; k != nil {
+			out[e] = k
+		} else if !slices.Contains(missing, e) {
+			missing = append(missing, e)
+		}
+	}
+	c.mu.Unlock()
+	if len(missing) == 0 {
+		return out, nil
+	}
+	loaded, err := loadKeys(ctx, db, missing)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedEdges {
+		c.m = map[string]*Keys{}
+	}
+	for e, k := range loaded {
+		c.m[e] = k
+		out[e] = k
+	}
+	return out, nil
+}
+
+// maxCachedEdges bounds the key cache; past it, the cache starts over.
+const maxCachedEdges = 100_000
+
+func (c *keyCache) forget(edges ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range edges {
+		delete(c.m, e)
+	}
+}
+
 // AddEdge registers an edge with its first public key (kid =
 // protocol.KeyIDOf(pub)). It returns ErrExists when the edge is registered
 // already and ErrKeyInUse when the key is.
@@ -150,6 +207,7 @@ func (l *Ledger) AddEdge(ctx context.Context, id string, pub ed25519.PublicKey) 
 	if err := tx.Commit(ctx); err != nil {
 		return Edge{}, fmt.Errorf("add edge %s: %w", id, err)
 	}
+	l.keys.forget(id)
 	return l.GetEdge(ctx, id)
 }
 
@@ -185,6 +243,7 @@ func (l *Ledger) RevokeEdge(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("revoke edge %s: %w", id, err)
 	}
+	l.keys.forget(id)
 	if tag.RowsAffected() == 0 {
 		if _, err := l.GetEdge(ctx, id); err != nil {
 			return fmt.Errorf("revoke edge: %w", err)
@@ -224,6 +283,7 @@ func (l *Ledger) RotateKey(ctx context.Context, edge string, pub ed25519.PublicK
 	if err := tx.Commit(ctx); err != nil {
 		return "", fmt.Errorf("rotate key of %s: %w", edge, err)
 	}
+	l.keys.forget(edge)
 	return protocol.KeyIDOf(pub), nil
 }
 
@@ -236,6 +296,7 @@ func (l *Ledger) RevokeKey(ctx context.Context, edge string, kid protocol.KeyID)
 	if err != nil {
 		return fmt.Errorf("revoke key %s of %s: %w", kid, edge, err)
 	}
+	l.keys.forget(edge)
 	if tag.RowsAffected() == 0 {
 		var n int
 		if err := l.db.QueryRow(ctx, `SELECT count(*) FROM edge_keys WHERE edge = $1 AND kid = $2`,
@@ -400,6 +461,7 @@ func (l *Ledger) Enroll(ctx context.Context, token string, pub ed25519.PublicKey
 	if err := tx.Commit(ctx); err != nil {
 		return Edge{}, fmt.Errorf("enroll %s: %w", edge, err)
 	}
+	l.keys.forget(edge)
 	return l.GetEdge(ctx, edge)
 }
 

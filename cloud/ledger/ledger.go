@@ -76,6 +76,7 @@ type Ledger struct {
 	db    DB
 	opts  Options
 	stats stats
+	keys  keyCache
 }
 
 // New returns a Ledger on db, whose schema Migrate has brought up to date.

@@ -106,8 +106,8 @@ func TestPartitions(t *testing.T) {
 	// A row in a month with no partition lands in DEFAULT; making the
 	// partition later moves it there.
 	future := time.Date(now.Year()+3, 6, 15, 12, 0, 0, 0, time.UTC)
-	if _, err := conn.Exec(ctx, `INSERT INTO ledger (edge, epoch, seq, committed_at, device, event_id, type, class,
-		device_ts, edge_time, hlc, hash, raw) SELECT edge, epoch, seq, $1, device, event_id, type, class,
+	if _, err := conn.Exec(ctx, `INSERT INTO ledger (edge, epoch, seq, pos, committed_at, device, event_id, type, class,
+		device_ts, edge_time, hlc, hash, raw) SELECT edge, epoch, seq, pos, $1, device, event_id, type, class,
 		device_ts, edge_time, hlc, hash, raw FROM ledger WHERE seq = 1`, future); err != nil {
 		t.Fatal(err)
 	}

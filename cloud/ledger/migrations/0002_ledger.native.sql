@@ -8,9 +8,12 @@
 -- updated under its row lock in the same transaction, is what keeps each
 -- record in exactly once.
 --
--- pos is the global commit offset: commits take it under one transaction
--- advisory lock, so pos order is commit order and a reader tailing by pos
--- never skips a row that commits later with a smaller pos.
+-- pos is the global commit offset. A commit takes a contiguous range of it
+-- from ledger_pos_seq (nextval, then setval past the range) under one
+-- transaction advisory lock that it holds until COMMIT, so pos order is
+-- commit order and a reader tailing by pos never skips a row that commits
+-- later with a smaller pos. Nothing else may draw from the sequence, so the
+-- column has no default: only Commit writes the ledger.
 
 CREATE SEQUENCE ledger_pos_seq AS bigint;
 
@@ -18,8 +21,8 @@ CREATE TABLE ledger (
 	edge         text COLLATE "C" NOT NULL,
 	epoch        bytea NOT NULL,
 	seq          bigint NOT NULL,
-	pos          bigint NOT NULL DEFAULT nextval('ledger_pos_seq'),
-	committed_at timestamptz NOT NULL DEFAULT now(),
+	pos          bigint NOT NULL,      -- from ledger_pos_seq, in ranges taken under the commit lock
+	committed_at timestamptz NOT NULL,
 	device       text NOT NULL,
 	event_id     text NOT NULL,
 	type         text NOT NULL,

@@ -10,8 +10,8 @@ CREATE TABLE ledger (
 	edge         text COLLATE "C" NOT NULL,
 	epoch        bytea NOT NULL,
 	seq          bigint NOT NULL,
-	pos          bigint NOT NULL DEFAULT nextval('ledger_pos_seq'),
-	committed_at timestamptz NOT NULL DEFAULT now(),
+	pos          bigint NOT NULL,      -- from ledger_pos_seq, in ranges taken under the commit lock
+	committed_at timestamptz NOT NULL,
 	device       text NOT NULL,
 	event_id     text NOT NULL,
 	type         text NOT NULL,
