@@ -1,0 +1,346 @@
+package api
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// Roles of API tokens. An admin may do everything a reader may.
+const (
+	RoleAdmin  = "admin"
+	RoleReader = "reader"
+)
+
+// MaxBodyBytes bounds a request body; every body of this API is small.
+const MaxBodyBytes = 64 << 10
+
+// ReadyTimeout bounds the checks behind GET /readyz.
+const ReadyTimeout = 5 * time.Second
+
+// Options configure the API. Ledger and CloudPublicKey are required.
+type Options struct {
+	Ledger *ledger.Ledger
+	// CloudPublicKey is the key receipts are signed with. POST /v1/enroll
+	// and GET /v1/cloud-key return it, for edges to pin.
+	CloudPublicKey ed25519.PublicKey
+	// Ready adds readiness checks (the broker, say) to GET /readyz, after
+	// the database's. Its error's text is shown to whoever asks /readyz.
+	// May be nil.
+	Ready func(ctx context.Context) error
+	// Metrics, when not nil, is served at GET /metrics without auth.
+	Metrics http.Handler
+	// Logger gets the access log and internal errors. Default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock for the expiry times the API reports. Default
+	// time.Now. (The ledger's own clock decides expiry; give both the same.)
+	Now func() time.Time
+}
+
+type server struct {
+	opts     Options
+	log      *slog.Logger
+	cloudKID protocol.KeyID
+	mux      *http.ServeMux
+}
+
+// New returns the API's handler. It panics when opts.Ledger is nil or
+// opts.CloudPublicKey is not an Ed25519 public key: both are wiring
+// mistakes that no request could recover from.
+func New(opts Options) http.Handler {
+	if opts.Ledger == nil {
+		panic("api.New: Options.Ledger is nil")
+	}
+	if len(opts.CloudPublicKey) != ed25519.PublicKeySize {
+		panic(fmt.Sprintf("api.New: Options.CloudPublicKey is %d bytes, want %d", len(opts.CloudPublicKey), ed25519.PublicKeySize))
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &server{
+		opts:     opts,
+		log:      opts.Logger.With("component", "api"),
+		cloudKID: protocol.KeyIDOf(opts.CloudPublicKey),
+		mux:      http.NewServeMux(),
+	}
+	s.routes()
+	return s
+}
+
+// access says who may call an endpoint.
+type access int
+
+const (
+	public access = iota // no bearer token
+	reader               // role reader or admin
+	admin                // role admin
+)
+
+func (s *server) routes() {
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	if s.opts.Metrics != nil {
+		s.mux.Handle("GET /metrics", s.opts.Metrics)
+	}
+	s.handle("GET /v1/cloud-key", public, s.cloudKey)
+	s.handle("POST /v1/enroll", public, s.enroll)
+
+	s.handle("GET /v1/streams", reader, s.streams)
+	s.handle("GET /v1/events", reader, s.events)
+	s.handle("GET /v1/quarantine", reader, s.quarantine)
+	s.handle("GET /v1/quarantine/{id}", reader, s.quarantineEntry)
+
+	s.handle("GET /v1/edges", reader, s.listEdges)
+	s.handle("GET /v1/edges/{id}", reader, s.getEdge)
+	s.handle("POST /v1/edges", admin, s.addEdge)
+	s.handle("POST /v1/edges/{id}/revoke", admin, s.revokeEdge)
+	s.handle("POST /v1/edges/{id}/keys", admin, s.rotateKey)
+	s.handle("POST /v1/edges/{id}/keys/{kid}/revoke", admin, s.revokeKey)
+	s.handle("POST /v1/tokens", admin, s.createEnrollToken)
+	s.handle("POST /v1/api-tokens", admin, s.createAPIToken)
+	s.handle("POST /v1/api-tokens/{name}/revoke", admin, s.revokeAPIToken)
+}
+
+// handlerFunc is an endpoint: it writes its answer, or returns an error
+// for serve to write.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *server) handle(pattern string, need access, h handlerFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		err := s.authorize(r, need)
+		if err == nil {
+			err = h(w, r)
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+// logInfo is what the handlers tell the access log; it travels in the
+// request's context.
+type logInfo struct {
+	requestID string
+	token     string // the API token's name, never its plaintext
+	err       error  // an internal error, for the log only
+}
+
+type logKey struct{}
+
+func info(r *http.Request) *logInfo {
+	if li, ok := r.Context().Value(logKey{}).(*logInfo); ok {
+		return li
+	}
+	return &logInfo{}
+}
+
+// ServeHTTP logs each request and answers, in JSON, requests that match no
+// endpoint (the ServeMux's own 404 and 405 answers are plain text).
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	li := &logInfo{requestID: newRequestID()}
+	r = r.WithContext(context.WithValue(r.Context(), logKey{}, li))
+	rec := &statusWriter{ResponseWriter: w}
+	rec.Header().Set("X-Request-Id", li.requestID)
+
+	if _, pattern := s.mux.Handler(r); pattern == "" {
+		s.unmatched(rec, r)
+	} else {
+		s.mux.ServeHTTP(rec, r)
+	}
+
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	level := slog.LevelInfo
+	switch {
+	case status >= 500:
+		level = slog.LevelError
+	case r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics":
+		level = slog.LevelDebug
+	}
+	attrs := []slog.Attr{
+		slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", status),
+		slog.Duration("duration", time.Since(start)), slog.String("request_id", li.requestID),
+		slog.String("remote", r.RemoteAddr),
+	}
+	if li.token != "" {
+		attrs = append(attrs, slog.String("token", li.token))
+	}
+	if li.err != nil {
+		attrs = append(attrs, slog.String("err", li.err.Error()))
+	}
+	s.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+// unmatched answers a request that matches no pattern: 405 when the path
+// exists with another method, else 404.
+func (s *server) unmatched(w http.ResponseWriter, r *http.Request) {
+	h, _ := s.mux.Handler(r)
+	probe := &headerProbe{header: http.Header{}}
+	h.ServeHTTP(probe, r)
+	if probe.status == http.StatusMethodNotAllowed {
+		allow := probe.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		s.writeError(w, r, errorf(http.StatusMethodNotAllowed,
+			"method %s is not allowed on %s; allowed: %s", r.Method, r.URL.Path, allow))
+		return
+	}
+	s.writeError(w, r, errorf(http.StatusNotFound, "no endpoint %s %s; docs/API.md lists them", r.Method, r.URL.Path))
+}
+
+// headerProbe records what the ServeMux's own fallback handler would
+// answer, discarding its body.
+type headerProbe struct {
+	header http.Header
+	status int
+}
+
+func (p *headerProbe) Header() http.Header         { return p.header }
+func (p *headerProbe) Write(b []byte) (int, error) { return len(b), nil }
+func (p *headerProbe) WriteHeader(status int)      { p.status = status }
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the real writer (for
+// /metrics handlers that flush).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func newRequestID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return hex.EncodeToString(b)
+}
+
+// authorize checks the bearer token against what the endpoint needs.
+func (s *server) authorize(r *http.Request, need access) error {
+	if need == public {
+		return nil
+	}
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return errorf(http.StatusUnauthorized, "missing bearer token: %s", adviceAPIToken)
+	}
+	scheme, tok, ok := strings.Cut(h, " ")
+	tok = strings.TrimSpace(tok)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		return errorf(http.StatusUnauthorized, "the Authorization header must be \"Bearer <token>\"; %s", adviceAPIToken)
+	}
+	t, err := s.opts.Ledger.AuthAPIToken(r.Context(), tok)
+	if err != nil {
+		return &authError{err: err}
+	}
+	info(r).token = t.Name
+	if t.Tenant != "" {
+		return errorf(http.StatusForbidden,
+			"token %q is scoped to tenant %q, but edges carry no tenant yet, so this API cannot scope what it shows "+
+				"and refuses the token rather than show other tenants' data; use a token without a tenant", t.Name, t.Tenant)
+	}
+	switch {
+	case t.Role == RoleAdmin:
+	case t.Role == RoleReader && need == reader:
+	case t.Role == RoleReader:
+		return errorf(http.StatusForbidden, "token %q has role %q, and this needs role %q; ask an admin to do it, or for an admin token",
+			t.Name, t.Role, RoleAdmin)
+	default:
+		return errorf(http.StatusForbidden, "token %q has role %q, which this API does not know (it knows %q and %q); ask an admin for a new token",
+			t.Name, t.Role, RoleAdmin, RoleReader)
+	}
+	return nil
+}
+
+// writeJSON writes v as the answer.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only our own response types are marshalled; they always encode.
+		panic(fmt.Sprintf("api: encode response: %v", err))
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store") // answers may hold tokens, and are live state
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := statusOf(err)
+	if status >= 500 {
+		info(r).err = err
+		if status == http.StatusInternalServerError {
+			msg += " (request " + info(r).requestID + ")"
+		}
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="outpost"`)
+	}
+	writeJSON(w, status, errorBody{Error: msg})
+}
+
+// decode reads a JSON request body into v: at most MaxBodyBytes, one JSON
+// object, no unknown fields.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if dec.Decode(&struct{}{}) != io.EOF {
+			return badRequest("request body must hold one JSON object and nothing after it")
+		}
+		return nil
+	}
+	var mbe *http.MaxBytesError
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &mbe):
+		return errorf(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", MaxBodyBytes)
+	case errors.Is(err, io.EOF):
+		return badRequest("request body is empty; send a JSON object")
+	case errors.As(err, &se), errors.Is(err, io.ErrUnexpectedEOF):
+		return badRequest("request body is not valid JSON: %v", err)
+	case errors.As(err, &te):
+		return badRequest("request body: field %q must be a JSON %s", te.Field, te.Type.Kind())
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return badRequest("request body: %s (docs/API.md lists the fields)", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	return badRequest("request body: %v", err)
+}

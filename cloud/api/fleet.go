@@ -1,0 +1,386 @@
+package api
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// Enrollment token lifetimes.
+const (
+	DefaultEnrollTTL = 24 * time.Hour
+	MaxEnrollTTL     = 30 * 24 * time.Hour
+)
+
+// parsePublicKey reads an Ed25519 public key given as 64 hex digits or as
+// base64 (standard or URL alphabet, padded or not) of its 32 bytes.
+func parsePublicKey(field, s string) (ed25519.PublicKey, error) {
+	if s == "" {
+		return nil, badRequest("%s is required: the edge's 32-byte Ed25519 public key, as 64 hex digits or base64", field)
+	}
+	if len(s) == 2*ed25519.PublicKeySize {
+		if b, err := hex.DecodeString(s); err == nil {
+			return ed25519.PublicKey(b), nil
+		}
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) == ed25519.PublicKeySize {
+			return ed25519.PublicKey(b), nil
+		}
+	}
+	return nil, badRequest("%s must be the 32-byte Ed25519 public key as 64 hex digits or base64 (44 characters)", field)
+}
+
+func checkEdgeID(field, id string) error {
+	if err := protocol.ValidateName("edge", id); err != nil {
+		return badRequest("%s: %v", field, err)
+	}
+	return nil
+}
+
+type enrollRequest struct {
+	Token     string `json:"token"`
+	PublicKey string `json:"public_key"`
+}
+
+type enrollResponse struct {
+	Edge           string         `json:"edge"`
+	KID            protocol.KeyID `json:"kid"`
+	CloudPublicKey string         `json:"cloud_public_key"` // hex
+	CloudKID       protocol.KeyID `json:"cloud_kid"`
+}
+
+// enroll spends a one-time enrollment token: it registers the edge's key
+// and answers with the cloud's key for the edge to pin.
+func (s *server) enroll(w http.ResponseWriter, r *http.Request) error {
+	var req enrollRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.Token == "" {
+		return badRequest("token is required: the enrollment token from cloud tokens create --edge ID")
+	}
+	pub, err := parsePublicKey("public_key", req.PublicKey)
+	if err != nil {
+		return err
+	}
+	e, err := s.opts.Ledger.Enroll(r.Context(), req.Token, pub)
+	if err != nil {
+		return err
+	}
+	s.log.Info("edge enrolled", "edge", e.ID, "kid", protocol.KeyIDOf(pub))
+	writeJSON(w, http.StatusOK, enrollResponse{
+		Edge: e.ID, KID: protocol.KeyIDOf(pub),
+		CloudPublicKey: hex.EncodeToString(s.opts.CloudPublicKey), CloudKID: s.cloudKID,
+	})
+	return nil
+}
+
+type keyJSON struct {
+	KID       protocol.KeyID `json:"kid"`
+	PublicKey string         `json:"public_key"` // hex
+	Status    string         `json:"status"`
+	CreatedAt time.Time      `json:"created_at"`
+	RevokedAt *time.Time     `json:"revoked_at,omitempty"`
+}
+
+type edgeJSON struct {
+	ID        string     `json:"id"`
+	Status    string     `json:"status"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	Keys      []keyJSON  `json:"keys"`
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}
+
+func edgeOf(e ledger.Edge) edgeJSON {
+	out := edgeJSON{ID: e.ID, Status: e.Status, CreatedAt: e.CreatedAt.UTC(), RevokedAt: timePtr(e.RevokedAt), Keys: []keyJSON{}}
+	for _, k := range e.Keys {
+		out.Keys = append(out.Keys, keyJSON{KID: k.KID, PublicKey: hex.EncodeToString(k.Public), Status: k.Status,
+			CreatedAt: k.CreatedAt.UTC(), RevokedAt: timePtr(k.RevokedAt)})
+	}
+	return out
+}
+
+type edgesBody struct {
+	Edges []edgeJSON `json:"edges"`
+}
+
+func (s *server) listEdges(w http.ResponseWriter, r *http.Request) error {
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	es, err := s.opts.Ledger.ListEdges(r.Context())
+	if err != nil {
+		return err
+	}
+	out := edgesBody{Edges: make([]edgeJSON, 0, len(es))}
+	for _, e := range es {
+		out.Edges = append(out.Edges, edgeOf(e))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *server) getEdge(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := checkEdgeID("edge id in the path", id); err != nil {
+		return err
+	}
+	e, err := s.opts.Ledger.GetEdge(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, edgeOf(e))
+	return nil
+}
+
+type addEdgeRequest struct {
+	ID        string `json:"id"`
+	PublicKey string `json:"public_key"`
+}
+
+func (s *server) addEdge(w http.ResponseWriter, r *http.Request) error {
+	var req addEdgeRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := checkEdgeID("id", req.ID); err != nil {
+		return err
+	}
+	pub, err := parsePublicKey("public_key", req.PublicKey)
+	if err != nil {
+		return err
+	}
+	e, err := s.opts.Ledger.AddEdge(r.Context(), req.ID, pub)
+	if err != nil {
+		return err
+	}
+	s.log.Info("edge added", "edge", e.ID, "kid", protocol.KeyIDOf(pub), "token", info(r).token)
+	w.Header().Set("Location", "/v1/edges/"+e.ID)
+	writeJSON(w, http.StatusCreated, edgeOf(e))
+	return nil
+}
+
+func (s *server) revokeEdge(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := checkEdgeID("edge id in the path", id); err != nil {
+		return err
+	}
+	if err := noBody(w, r); err != nil {
+		return err
+	}
+	if err := s.opts.Ledger.RevokeEdge(r.Context(), id); err != nil {
+		return err
+	}
+	s.log.Info("edge revoked", "edge", id, "token", info(r).token)
+	e, err := s.opts.Ledger.GetEdge(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, edgeOf(e))
+	return nil
+}
+
+type rotateKeyRequest struct {
+	PublicKey string `json:"public_key"`
+}
+
+type rotateKeyResponse struct {
+	Edge string         `json:"edge"`
+	KID  protocol.KeyID `json:"kid"`
+}
+
+func (s *server) rotateKey(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := checkEdgeID("edge id in the path", id); err != nil {
+		return err
+	}
+	var req rotateKeyRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	pub, err := parsePublicKey("public_key", req.PublicKey)
+	if err != nil {
+		return err
+	}
+	kid, err := s.opts.Ledger.RotateKey(r.Context(), id, pub)
+	if err != nil {
+		return err
+	}
+	s.log.Info("edge key added", "edge", id, "kid", kid, "token", info(r).token)
+	writeJSON(w, http.StatusCreated, rotateKeyResponse{Edge: id, KID: kid})
+	return nil
+}
+
+func (s *server) revokeKey(w http.ResponseWriter, r *http.Request) error {
+	id, kid := r.PathValue("id"), r.PathValue("kid")
+	if err := checkEdgeID("edge id in the path", id); err != nil {
+		return err
+	}
+	if !isKeyID(kid) {
+		return badRequest("key id in the path must be 16 lower-case hex digits (a kid from GET /v1/edges/%s)", id)
+	}
+	if err := noBody(w, r); err != nil {
+		return err
+	}
+	if err := s.opts.Ledger.RevokeKey(r.Context(), id, protocol.KeyID(kid)); err != nil {
+		return err
+	}
+	s.log.Info("edge key revoked", "edge", id, "kid", kid, "token", info(r).token)
+	e, err := s.opts.Ledger.GetEdge(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, edgeOf(e))
+	return nil
+}
+
+func isKeyID(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+type enrollTokenRequest struct {
+	Edge string `json:"edge"`
+	TTL  string `json:"ttl"`
+}
+
+type enrollTokenResponse struct {
+	Token     string    `json:"token"`
+	Edge      string    `json:"edge"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+func (s *server) createEnrollToken(w http.ResponseWriter, r *http.Request) error {
+	var req enrollTokenRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := checkEdgeID("edge", req.Edge); err != nil {
+		return err
+	}
+	ttl := DefaultEnrollTTL
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 || d > MaxEnrollTTL {
+			return badRequest("ttl must be a duration such as \"30m\" or \"24h\", above zero and at most %s", fmtDuration(MaxEnrollTTL))
+		}
+		ttl = d
+	}
+	now := s.opts.Now()
+	tok, err := s.opts.Ledger.CreateEnrollToken(r.Context(), req.Edge, ttl)
+	if err != nil {
+		return err
+	}
+	s.log.Info("enrollment token created", "edge", req.Edge, "ttl", ttl, "token", info(r).token)
+	writeJSON(w, http.StatusCreated, enrollTokenResponse{Token: tok, Edge: req.Edge, ExpiresAt: now.Add(ttl).UTC()})
+	return nil
+}
+
+// fmtDuration prints whole hours as "720h" rather than "720h0m0s".
+func fmtDuration(d time.Duration) string {
+	if d%time.Hour == 0 {
+		return (d / time.Hour).String() + "h"
+	}
+	return d.String()
+}
+
+type apiTokenRequest struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+}
+
+type apiTokenResponse struct {
+	Token string `json:"token"`
+	Name  string `json:"name"`
+	Role  string `json:"role"`
+}
+
+func (s *server) createAPIToken(w http.ResponseWriter, r *http.Request) error {
+	var req apiTokenRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := checkTokenName("name", req.Name); err != nil {
+		return err
+	}
+	if req.Role != RoleAdmin && req.Role != RoleReader {
+		return badRequest("role must be %q or %q", RoleAdmin, RoleReader)
+	}
+	tok, err := s.opts.Ledger.CreateAPIToken(r.Context(), req.Name, req.Role, "")
+	if err != nil {
+		return err
+	}
+	s.log.Info("api token created", "name", req.Name, "role", req.Role, "token", info(r).token)
+	writeJSON(w, http.StatusCreated, apiTokenResponse{Token: tok, Name: req.Name, Role: req.Role})
+	return nil
+}
+
+func (s *server) revokeAPIToken(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	if err := checkTokenName("token name in the path", name); err != nil {
+		return err
+	}
+	if err := noBody(w, r); err != nil {
+		return err
+	}
+	if err := s.opts.Ledger.RevokeAPIToken(r.Context(), name); err != nil {
+		return err
+	}
+	s.log.Info("api token revoked", "name", name, "token", info(r).token)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// checkTokenName keeps API token names to what fits in a URL path and a
+// log line unquoted: the same alphabet as edge ids.
+func checkTokenName(field, name string) error {
+	if err := protocol.ValidateName("name", name); err != nil {
+		return badRequest("%s: %v", field, err)
+	}
+	return nil
+}
+
+// noBody refuses a body on an action that takes none, so that a client
+// that thinks it is sending options learns they are not read.
+func noBody(w http.ResponseWriter, r *http.Request) error {
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return errorf(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", MaxBodyBytes)
+	case err != nil:
+		return badRequest("read request body: %v", err)
+	case len(bytes.TrimSpace(b)) == 0:
+		return nil
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	var v struct{}
+	return decode(w, r, &v)
+}

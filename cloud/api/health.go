@@ -1,0 +1,70 @@
+package api
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// healthz says the process is alive and serving; it checks nothing else,
+// so that a slow database never gets the process restarted.
+func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+type readyBody struct {
+	Status string `json:"status"`
+}
+
+// readyz says whether the service can do its work: the database answers,
+// its schema is the one this binary knows, and opts.Ready passes.
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), ReadyTimeout)
+	defer cancel()
+	if reason, err := s.notReady(ctx); err != nil {
+		info(r).err = err
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "not ready: " + reason})
+		return
+	}
+	writeJSON(w, http.StatusOK, readyBody{Status: "ready"})
+}
+
+// notReady returns the reason the service is not ready (for anyone who
+// asks, so without driver details) and the error behind it (for the log).
+func (s *server) notReady(ctx context.Context) (string, error) {
+	err := ledger.CheckSchema(ctx, s.opts.Ledger.DB())
+	var se *ledger.SchemaError
+	switch {
+	case errors.As(err, &se) && errors.Is(err, ledger.ErrSchemaBehind):
+		return fmt.Sprintf("database schema is at version %d and this binary needs %d: run cloud migrate", se.Have, se.Known), err
+	case errors.As(err, &se):
+		return fmt.Sprintf("database schema is at version %d, newer than this binary's %d: run the newer cloud binary", se.Have, se.Known), err
+	case err != nil:
+		return "database unreachable (the cloud's log has the details)", err
+	}
+	if s.opts.Ready != nil {
+		if err := s.opts.Ready(ctx); err != nil {
+			return err.Error(), err
+		}
+	}
+	return "", nil
+}
+
+type cloudKeyBody struct {
+	PublicKey string         `json:"public_key"` // hex
+	KID       protocol.KeyID `json:"kid"`
+}
+
+// cloudKey returns the key the cloud signs receipts with. It is public:
+// an edge pins it at enrollment, and anyone may check a receipt.
+func (s *server) cloudKey(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, cloudKeyBody{PublicKey: hex.EncodeToString(s.opts.CloudPublicKey), KID: s.cloudKID})
+	return nil
+}
