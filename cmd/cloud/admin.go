@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/internal/flagenv"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// runAdmin runs migrate, edges, tokens and key.
+func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	name := args[0]
+	rest := args[1:]
+	if name != "migrate" {
+		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
+			return usagef("cloud %s needs a subcommand; see cloud --help", name)
+		}
+		name += " " + rest[0]
+		rest = rest[1:]
+	}
+	var c Config
+	fs := flag.NewFlagSet("cloud "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	commonFlags(fs, &c)
+	id := fs.String("id", "", "edge id")
+	pub := fs.String("public-key", "", "the edge's Ed25519 public key, hex or base64 (32 bytes)")
+	edge := fs.String("edge", "", "tokens create: the edge the enrollment token is for")
+	ttl := fs.Duration("ttl", 24*time.Hour, "tokens create: how long the enrollment token is valid")
+	admin := fs.Bool("admin", false, "tokens create: make an API token instead of an enrollment token")
+	tokName := fs.String("name", "", "tokens create --admin: a name for the API token")
+	role := fs.String("role", "admin", "tokens create --admin: admin (read and write) or reader")
+	asJSON := fs.Bool("json", false, "print JSON")
+	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud "+name+" [flags]")
+	if err := flagenv.Parse(fs, rest, "OUTPOST_", "config"); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, c.LogLevel, c.LogFormat)
+	if err != nil {
+		return err
+	}
+
+	if name == "key show" {
+		s, err := loadCloudKey(c.DataDir, log)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(map[string]string{"public_key": hex.EncodeToString(s.Public()), "kid": string(s.KeyID())})
+		}
+		fmt.Fprintf(stdout, "public key: %s\nkid:        %s\n", hex.EncodeToString(s.Public()), s.KeyID())
+		return nil
+	}
+
+	pool, cl, err := openDB(ctx, &c, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		pool.Close()
+		if cl != nil {
+			cl.Stop()
+		}
+	}()
+	if name == "migrate" {
+		if err := ledger.Migrate(ctx, pool); err != nil {
+			return err
+		}
+		part, _ := ledger.Partitioning(ctx, pool)
+		fmt.Fprintf(stdout, "schema at version %d (ledger partitioning: %s)\n", ledger.SchemaVersion(), part)
+		return nil
+	}
+	if err := ledger.CheckSchema(ctx, pool); err != nil {
+		return fmt.Errorf("%w (run `cloud migrate` first)", err)
+	}
+	led := ledger.New(pool, ledger.Options{Logger: log})
+
+	need := func(v, flagName string) error {
+		if v == "" {
+			return usagef("cloud %s needs --%s", name, flagName)
+		}
+		return nil
+	}
+	switch name {
+	case "edges add", "edges rotate-key":
+		if err := need(*id, "id"); err != nil {
+			return err
+		}
+		k, err := ParsePublicKey(*pub)
+		if err != nil {
+			return err
+		}
+		if name == "edges add" {
+			e, err := led.AddEdge(ctx, *id, k)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "added edge %s with key %s\n", e.ID, protocol.KeyIDOf(k))
+			return nil
+		}
+		kid, err := led.RotateKey(ctx, *id, k)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "edge %s: added key %s; revoke the old key once the edge uses the new one\n", *id, kid)
+		return nil
+	case "edges list":
+		edges, err := led.ListEdges(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(edges)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "EDGE\tSTATUS\tCREATED\tKEYS")
+		for _, e := range edges {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.ID, e.Status, e.CreatedAt.Format(time.RFC3339), keysSummary(e))
+		}
+		return tw.Flush()
+	case "edges revoke":
+		if err := need(*id, "id"); err != nil {
+			return err
+		}
+		if err := led.RevokeEdge(ctx, *id); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "revoked edge %s: its segments are refused from now on\n", *id)
+		return nil
+	case "tokens create":
+		if *admin {
+			if err := need(*tokName, "name"); err != nil {
+				return err
+			}
+			t, err := led.CreateAPIToken(ctx, *tokName, *role, "")
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s\n", t)
+			fmt.Fprintf(stderr, "API token %q (%s) created. It is shown once; use it as `Authorization: Bearer <token>`.\n", *tokName, *role)
+			return nil
+		}
+		if err := need(*edge, "edge"); err != nil {
+			return err
+		}
+		t, err := led.CreateEnrollToken(ctx, *edge, *ttl)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s\n", t)
+		fmt.Fprintf(stderr, "Enrollment token for edge %s, valid for %s and usable once: on the edge run\n  edge enroll --cloud http://<cloud-api> --token %s\n", *edge, *ttl, t)
+		return nil
+	}
+	return usagef("unknown command `cloud %s`; see cloud --help", name)
+}
+
+func keysSummary(e ledger.Edge) string {
+	var parts []string
+	for _, k := range e.Keys {
+		parts = append(parts, fmt.Sprintf("%s(%s)", k.KID, k.Status))
+	}
+	return strings.Join(parts, " ")
+}
+
+// ParsePublicKey reads a 32-byte Ed25519 public key in hex or base64.
+func ParsePublicKey(s string) (ed25519.PublicKey, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, usagef("--public-key is required: the edge's Ed25519 public key (edge key show prints it)")
+	}
+	if b, err := hex.DecodeString(s); err == nil && len(b) == ed25519.PublicKeySize {
+		return b, nil
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) == ed25519.PublicKeySize {
+			return b, nil
+		}
+	}
+	return nil, usagef("--public-key %q is not 32 bytes of hex or base64", s)
+}

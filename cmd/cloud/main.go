@@ -1,0 +1,109 @@
+// Command cloud is Outpost's cloud service: it verifies the segments edges
+// send, commits them exactly once and in order to the Postgres ledger,
+// answers with signed receipts, and serves the back-office API.
+//
+//	cloud serve     run the service (ingest, embedded broker, API)
+//	cloud migrate   bring the database schema up to date
+//	cloud edges     add, list, revoke edges; rotate their keys
+//	cloud tokens    create enrollment and API tokens
+//	cloud key show  print the cloud's public key (edges pin it)
+//
+// Every flag can also be set through an OUTPOST_* environment variable
+// (--database-url is OUTPOST_DATABASE_URL) or a config file (--config).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	os.Exit(Run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `Usage: cloud <command> [flags]
+
+Commands:
+  serve          run the cloud service
+  migrate        apply database migrations and exit
+  edges add      --id ID --public-key KEY   register an edge
+  edges list                                list edges and their keys
+  edges revoke   --id ID                    revoke an edge (all its keys)
+  edges rotate-key --id ID --public-key KEY add a new key to an edge
+  tokens create  --edge ID [--ttl 24h]      make a one-time enrollment token
+  tokens create  --admin --name NAME [--role admin|reader]   make an API token
+  key show                                  print the cloud's public key
+
+Run 'cloud <command> --help' for the flags of a command.
+`
+
+// Run runs the command line args and returns the exit code.
+func Run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "--help" || args[0] == "-h" {
+		fmt.Fprint(stdout, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	var err error
+	switch cmd := args[0]; cmd {
+	case "serve":
+		m := NewMain(stdout, stderr)
+		if err = m.ParseFlags(args[1:]); err == nil {
+			err = m.Run(ctx)
+			if cerr := m.Close(); err == nil {
+				err = cerr
+			}
+		}
+	case "migrate", "edges", "tokens", "key":
+		err = runAdmin(ctx, args, stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "cloud: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	switch {
+	case err == nil, errors.Is(err, context.Canceled):
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "cloud: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stderr, "cloud: %v\n", err)
+	return 1
+}
+
+// usageError is a mistake in how the command was called (exit code 2).
+type usageError struct{ error }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// signalContext is cancelled by the first SIGINT or SIGTERM, which starts a
+// graceful drain; a second one exits at once.
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-ch:
+			cancel()
+		case <-ctx.Done():
+			return
+		}
+		<-ch
+		fmt.Fprintln(os.Stderr, "cloud: second signal, exiting now")
+		os.Exit(1)
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}

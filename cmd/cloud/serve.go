@@ -1,0 +1,365 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/outpost-edge/outpost/cloud/api"
+	"github.com/outpost-edge/outpost/cloud/broker"
+	"github.com/outpost-edge/outpost/cloud/ingest"
+	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
+	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/internal/flagenv"
+	"github.com/outpost-edge/outpost/internal/keyfile"
+	"github.com/outpost-edge/outpost/internal/pgcluster"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// Config is what `cloud serve` is told by its flags.
+type Config struct {
+	DataDir      string
+	DatabaseURL  string
+	Dev          bool
+	DevPGPort    int
+	Migrate      bool
+	MQTT         string
+	MQTTListen   string
+	MQTTUser     string
+	MQTTPassword string
+	Group        string
+	HTTP         string
+	Workers      int
+	MaxBatch     int
+	GapWait      time.Duration
+	DrainTimeout time.Duration
+	LogLevel     string
+	LogFormat    string
+	Config       string
+}
+
+// commonFlags are shared by serve and the admin commands.
+func commonFlags(fs *flag.FlagSet, c *Config) {
+	fs.StringVar(&c.DataDir, "data-dir", ".outpost/cloud", "directory for the cloud's key and, with --dev, its private Postgres")
+	fs.StringVar(&c.DatabaseURL, "database-url", "", "Postgres connection URL, such as postgres://user@host/outpost")
+	fs.BoolVar(&c.Dev, "dev", false, "with no --database-url: run a private Postgres under --data-dir (needs the PostgreSQL server binaries)")
+	fs.IntVar(&c.DevPGPort, "dev-pg-port", 15432, "port of the --dev Postgres on 127.0.0.1")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.Config, "config", "", "optional config file of `name = value` lines (names are the flag names)")
+}
+
+// Main is `cloud serve`: flag parsing, then wiring of ledger, broker,
+// ingest and API. A test can drive it in-process.
+type Main struct {
+	Config Config
+	stdout io.Writer
+	stderr io.Writer
+	log    *slog.Logger
+
+	Ready chan struct{} // closed once every listener is up
+
+	pool    *pgxpool.Pool
+	pg      *pgcluster.Cluster
+	broker  *broker.Broker
+	apiAddr string
+}
+
+// NewMain returns a Main with defaults.
+func NewMain(stdout, stderr io.Writer) *Main {
+	return &Main{stdout: stdout, stderr: stderr, Ready: make(chan struct{})}
+}
+
+// ParseFlags parses `cloud serve` flags (and OUTPOST_* variables, and the
+// config file).
+func (m *Main) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("cloud serve", flag.ContinueOnError)
+	fs.SetOutput(m.stderr)
+	c := &m.Config
+	commonFlags(fs, c)
+	fs.BoolVar(&c.Migrate, "migrate", false, "apply database migrations at start-up")
+	fs.StringVar(&c.MQTT, "mqtt", "", "external MQTT broker URL (tcp://host:1883, ssl://…); empty runs the embedded broker")
+	fs.StringVar(&c.MQTTListen, "mqtt-listen", ":18830", "embedded broker: address edges connect to")
+	fs.StringVar(&c.MQTTUser, "mqtt-user", "", "external broker: user name of the cloud's ingest clients")
+	fs.StringVar(&c.MQTTPassword, "mqtt-password", "", "external broker: password of the cloud's ingest clients")
+	fs.StringVar(&c.Group, "group", "outpost-ingest", "MQTT shared-subscription group; cloud processes in one group share segments")
+	fs.StringVar(&c.HTTP, "http", "127.0.0.1:18080", "address of the HTTP API, /healthz, /readyz and /metrics")
+	fs.IntVar(&c.Workers, "workers", 2, "ingest commit loops in this process")
+	fs.IntVar(&c.MaxBatch, "max-batch", 64, "segments per commit transaction")
+	fs.DurationVar(&c.GapWait, "gap-wait", 2*time.Second, "how long a segment after a gap waits for the gap to fill before a nack")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "on the first SIGTERM, how long to finish work in hand")
+	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud serve [flags]\n\nRuns the cloud service.")
+	return flagenv.Parse(fs, args, "OUTPOST_", "config")
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("--log-level %q: want debug, info, warn or error", level)
+	}
+	o := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	}
+	return nil, usagef("--log-format %q: want text or json", format)
+}
+
+// openDB connects to --database-url, or with --dev to (or starts) the
+// private cluster.
+func openDB(ctx context.Context, c *Config, log *slog.Logger) (*pgxpool.Pool, *pgcluster.Cluster, error) {
+	url := c.DatabaseURL
+	var cl *pgcluster.Cluster
+	if url == "" {
+		if !c.Dev {
+			return nil, nil, usagef("no database: give --database-url (or OUTPOST_DATABASE_URL), or --dev for a private Postgres under --data-dir")
+		}
+		devURL := fmt.Sprintf("postgres://%s@127.0.0.1:%d/outpost?sslmode=disable", pgcluster.DefaultUser, c.DevPGPort)
+		if p, err := pgxpool.New(ctx, devURL); err == nil && p.Ping(ctx) == nil {
+			log.Info("using the running --dev Postgres", "port", c.DevPGPort)
+			return p, nil, nil
+		}
+		dir, err := filepath.Abs(filepath.Join(c.DataDir, "pg"))
+		if err != nil {
+			return nil, nil, err
+		}
+		log.Info("starting a private Postgres (--dev)", "dir", dir, "port", c.DevPGPort)
+		cl, err = pgcluster.Start(ctx, pgcluster.Options{Dir: dir, Port: c.DevPGPort})
+		if err != nil {
+			return nil, nil, fmt.Errorf("--dev Postgres: %w", err)
+		}
+		if err := cl.CreateDatabase(ctx, "outpost"); err != nil {
+			cl.Stop()
+			return nil, nil, err
+		}
+		url = cl.URL("outpost")
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, cl, fmt.Errorf("--database-url: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err == nil {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = pool.Ping(pctx)
+		cancel()
+	}
+	if err != nil {
+		if cl != nil {
+			cl.Stop()
+		}
+		return nil, nil, fmt.Errorf("connect to Postgres at %s: %w", redact(url), err)
+	}
+	return pool, cl, nil
+}
+
+// redact hides a password in a connection URL for logs and errors.
+func redact(url string) string {
+	if i := strings.Index(url, "://"); i >= 0 {
+		rest := url[i+3:]
+		if at := strings.Index(rest, "@"); at >= 0 {
+			if c := strings.Index(rest[:at], ":"); c >= 0 {
+				return url[:i+3] + rest[:c] + ":***" + rest[at:]
+			}
+		}
+	}
+	return url
+}
+
+func loadCloudKey(dataDir string, log *slog.Logger) (*protocol.Signer, error) {
+	// The data dir itself stays searchable (0755): with --dev, Postgres
+	// runs as another user under it. The key file is 0600.
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dataDir, "cloud.key")
+	k, created, err := keyfile.LoadOrCreate(path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := protocol.NewSigner(k)
+	if err != nil {
+		return nil, err
+	}
+	if created && log != nil {
+		log.Info("created the cloud's signing key", "path", path, "kid", s.KeyID())
+	}
+	return s, nil
+}
+
+// Run starts everything and blocks until ctx ends, then drains.
+func (m *Main) Run(ctx context.Context) error {
+	c := &m.Config
+	log, err := newLogger(m.stderr, c.LogLevel, c.LogFormat)
+	if err != nil {
+		return err
+	}
+	m.log = log
+	signer, err := loadCloudKey(c.DataDir, log)
+	if err != nil {
+		return err
+	}
+	m.pool, m.pg, err = openDB(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	if c.Migrate {
+		if err := ledger.Migrate(ctx, m.pool); err != nil {
+			return err
+		}
+	} else if err := ledger.CheckSchema(ctx, m.pool); err != nil {
+		return fmt.Errorf("%w (run `cloud migrate`, or start with --migrate)", err)
+	}
+	led := ledger.New(m.pool, ledger.Options{Logger: log})
+
+	svc, err := ingest.New(ingest.Options{Ledger: led, Signer: signer, Workers: c.Workers, MaxBatch: c.MaxBatch, GapWait: c.GapWait, Logger: log})
+	if err != nil {
+		return err
+	}
+
+	brokerURL, user, pass := c.MQTT, c.MQTTUser, c.MQTTPassword
+	if brokerURL == "" {
+		m.broker, err = broker.Start(broker.Options{
+			Addr:   c.MQTTListen,
+			Keys:   func(ctx context.Context, edge string) (protocol.Keys, error) { return led.EdgeKeys(ctx, edge) },
+			Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		_, port, _ := net.SplitHostPort(m.broker.Addr())
+		brokerURL, user, pass = "tcp://127.0.0.1:"+port, broker.InternalUser, m.broker.InternalPassword()
+	}
+	consumer, err := ingestmqtt.New(ingestmqtt.Options{Broker: brokerURL, Username: user, Password: pass, Group: c.Group, Service: svc, Logger: log})
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	registerMetrics(reg, svc, led)
+	handler := api.New(api.Options{
+		Ledger:         led,
+		CloudPublicKey: signer.Public(),
+		Ready: func(ctx context.Context) error {
+			if !consumer.Connected() {
+				return errors.New("ingest is not connected to the MQTT broker")
+			}
+			return nil
+		},
+		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Logger:  log,
+	})
+	ln, err := net.Listen("tcp", c.HTTP)
+	if err != nil {
+		return fmt.Errorf("--http %s: %w", c.HTTP, err)
+	}
+	m.apiAddr = ln.Addr().String()
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+
+	work, stopWork := context.WithCancel(context.Background())
+	defer stopWork()
+	g, gctx := errgroup.WithContext(work)
+	g.Go(func() error { return svc.Run(gctx) })
+	g.Go(func() error { return consumer.Run(gctx) })
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error { return partitionKeeper(gctx, m.pool, log) })
+	log.Info("cloud serving", "api", m.apiAddr, "mqtt", redact(brokerURL), "kid", signer.KeyID())
+	close(m.Ready)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: draining", "timeout", c.DrainTimeout)
+	case <-gctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), c.DrainTimeout)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	stopWork()
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// APIAddr is the HTTP listener's address once Ready is closed.
+func (m *Main) APIAddr() string { return m.apiAddr }
+
+// BrokerAddr is the embedded broker's address (empty with --mqtt).
+func (m *Main) BrokerAddr() string {
+	if m.broker == nil {
+		return ""
+	}
+	return m.broker.Addr()
+}
+
+// Close releases what Run opened.
+func (m *Main) Close() error {
+	if m.broker != nil {
+		_ = m.broker.Close()
+	}
+	if m.pool != nil {
+		m.pool.Close()
+	}
+	if m.pg != nil {
+		m.pg.Stop()
+	}
+	return nil
+}
+
+// partitionKeeper creates ledger partitions a week ahead, hourly.
+func partitionKeeper(ctx context.Context, db ledger.DB, log *slog.Logger) error {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if _, err := ledger.EnsurePartitions(ctx, db, time.Now(), 7*24*time.Hour); err != nil && ctx.Err() == nil {
+			log.Error("could not create ledger partitions ahead; rows fall into the default partition meanwhile", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func registerMetrics(reg *prometheus.Registry, svc *ingest.Service, led *ledger.Ledger) {
+	counter := func(name, help string, f func(ingest.Stats) uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_" + name, Help: help},
+			func() float64 { return float64(f(svc.Stats())) }))
+	}
+	counter("segments_received_total", "Segments received from edges.", func(s ingest.Stats) uint64 { return s.Segments })
+	counter("segments_committed_total", "Segments that added records to the ledger.", func(s ingest.Stats) uint64 { return s.Committed })
+	counter("records_committed_total", "Records committed to the ledger.", func(s ingest.Stats) uint64 { return s.Records })
+	counter("segments_duplicate_total", "Segments whose records were all committed before.", func(s ingest.Stats) uint64 { return s.Duplicates })
+	counter("segments_quarantined_total", "Segments that failed signature or chain checks.", func(s ingest.Stats) uint64 { return s.Quarantined })
+	counter("segments_malformed_total", "Segments that did not decode.", func(s ingest.Stats) uint64 { return s.Malformed })
+	counter("gap_nacks_total", "Gap nacks sent after the gap wait.", func(s ingest.Stats) uint64 { return s.Gaps })
+	counter("commit_batches_total", "Commit transactions.", func(s ingest.Stats) uint64 { return s.Batches })
+	counter("commit_errors_total", "Failed commit attempts (retried).", func(s ingest.Stats) uint64 { return s.CommitErrs })
+	counter("reply_errors_total", "Receipts or nacks that could not be published.", func(s ingest.Stats) uint64 { return s.ReplyErrs })
+	counter("hellos_total", "Hellos answered.", func(s ingest.Stats) uint64 { return s.Hellos })
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_ledger_gaps_total", Help: "Commit outcomes that were gaps (before any gap wait)."},
+		func() float64 { return float64(led.Stats().Gaps) }))
+}

@@ -1,0 +1,111 @@
+// Command edge is Outpost's edge daemon and its tools. It runs on a branch
+// gateway: devices publish events to it over MQTT or HTTP, it acknowledges
+// each only once it is durable in the local outbox, and it forwards the
+// outbox to the cloud, forgetting records only on a signed receipt.
+//
+//	edge run               run the daemon
+//	edge enroll            register with the cloud using a one-time token
+//	edge key show          print this edge's public key
+//	edge devices add|list|remove   manage device credentials
+//	edge outbox verify|inspect|export   offline outbox tools
+//	edge status            print the running daemon's status
+//
+// Every flag can also be set through an OUTPOST_* environment variable
+// (--edge-id is OUTPOST_EDGE_ID) or a config file (--config).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	os.Exit(Run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `Usage: edge <command> [flags]
+
+Commands:
+  run                                   run the edge daemon
+  enroll   --cloud URL --token TOKEN    register with the cloud (one-time token from an admin)
+  key show                              print this edge's public key and key id
+  devices add --id ID [--secret S]      add a device (prints its generated secret once)
+  devices list                          list devices
+  devices remove --id ID                remove a device
+  outbox verify                         check the outbox's chain and signatures offline
+  outbox inspect                        summarize the outbox (counts, bytes, backlog, quotas)
+  outbox export [--from N] [--to N]     print records as JSON lines
+  status                                print the running daemon's status
+
+Run 'edge <command> --help' for the flags of a command.
+`
+
+// usageError is a mistake in how the command was called (exit code 2).
+type usageError struct{ error }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// Run runs the command line args and returns the exit code.
+func Run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "--help" || args[0] == "-h" {
+		fmt.Fprint(stdout, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	var err error
+	switch cmd := args[0]; cmd {
+	case "run":
+		m := NewMain(stdout, stderr)
+		if err = m.ParseFlags(args[1:]); err == nil {
+			err = m.Run(ctx)
+			if cerr := m.Close(); err == nil {
+				err = cerr
+			}
+		}
+	case "enroll", "key", "devices", "outbox", "status":
+		err = runTool(ctx, args, stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "edge: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	switch {
+	case err == nil, errors.Is(err, context.Canceled), errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "edge: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stderr, "edge: %v\n", err)
+	return 1
+}
+
+// signalContext is cancelled by the first SIGINT or SIGTERM, which starts a
+// graceful shutdown (stop intake, finish the group commit, flush, close); a
+// second one exits at once.
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-ch:
+			cancel()
+		case <-ctx.Done():
+			return
+		}
+		<-ch
+		fmt.Fprintln(os.Stderr, "edge: second signal, exiting now")
+		os.Exit(1)
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}

@@ -1,0 +1,480 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/outpost-edge/outpost/edge/intake"
+	"github.com/outpost-edge/outpost/edge/outbox"
+	"github.com/outpost-edge/outpost/edge/uplink"
+	uplinkmqtt "github.com/outpost-edge/outpost/edge/uplink/mqtt"
+	"github.com/outpost-edge/outpost/internal/flagenv"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// Version is the software version reported in hellos and status.
+var Version = "0.1.0-dev"
+
+// Config is what `edge run` is told by its flags.
+type Config struct {
+	DataDir        string
+	EdgeID         string
+	CloudKey       string
+	CloudMQTT      string
+	CloudPassword  string
+	MQTTListen     string
+	HTTPListen     string
+	StatusListen   string
+	Devices        string
+	LedgerQuota    int64
+	TelemetryQuota int64
+	MaxFileBytes   int64
+	DedupWindow    time.Duration
+	Retain         time.Duration
+	Window         int
+	SegmentBytes   int
+	Compress       bool
+	RateBytes      int
+	AckTimeout     time.Duration
+	LogLevel       string
+	LogFormat      string
+	Config         string
+}
+
+func dataDirFlag(fs *flag.FlagSet, p *string) {
+	fs.StringVar(p, "data-dir", ".outpost/edge", "directory of the outbox, the edge key, the enrollment and the device credentials")
+}
+
+// Main is `edge run`.
+type Main struct {
+	Config Config
+	stdout io.Writer
+	stderr io.Writer
+	log    *slog.Logger
+
+	Ready chan struct{} // closed once every listener is up
+
+	ob         *outbox.Outbox
+	in         *intake.Server
+	up         *uplink.Uplink
+	statusAddr string
+}
+
+// NewMain returns a Main with defaults.
+func NewMain(stdout, stderr io.Writer) *Main {
+	return &Main{stdout: stdout, stderr: stderr, Ready: make(chan struct{})}
+}
+
+// ParseFlags parses `edge run` flags, OUTPOST_* variables and --config.
+func (m *Main) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("edge run", flag.ContinueOnError)
+	fs.SetOutput(m.stderr)
+	c := &m.Config
+	dataDirFlag(fs, &c.DataDir)
+	fs.StringVar(&c.EdgeID, "edge-id", "", "this edge's id (default: the id stored by `edge enroll`)")
+	fs.StringVar(&c.CloudKey, "cloud-key", "", "pin the cloud's Ed25519 public key, hex (default: the key stored by `edge enroll`)")
+	fs.StringVar(&c.CloudMQTT, "cloud-mqtt", "", "the cloud's MQTT broker, such as tcp://cloud.example:18830 (empty: no uplink, events wait in the outbox)")
+	fs.StringVar(&c.CloudPassword, "cloud-password", "", "static MQTT password for the cloud broker (default: a fresh signature by the edge key)")
+	fs.StringVar(&c.MQTTListen, "mqtt-listen", ":1883", "address devices publish to over MQTT")
+	fs.StringVar(&c.HTTPListen, "http-listen", ":8081", "address of the devices' HTTP intake, POST /v1/events (empty: none)")
+	fs.StringVar(&c.StatusListen, "status-listen", "127.0.0.1:8082", "address of /v1/status, /metrics and /healthz")
+	fs.StringVar(&c.Devices, "devices", "", "device credentials file (default <data-dir>/devices.json; manage with `edge devices`)")
+	fs.Int64Var(&c.LedgerQuota, "ledger-quota", outbox.DefaultLedgerQuota, "bytes of ledger records the outbox may hold; beyond, new ledger events are refused")
+	fs.Int64Var(&c.TelemetryQuota, "telemetry-quota", outbox.DefaultTelemetryQuota, "bytes of telemetry records; beyond, the oldest are shed to tombstones")
+	fs.Int64Var(&c.MaxFileBytes, "max-file-bytes", 0, "cap on the outbox file; reaching it acts like a full disk (0: no cap)")
+	fs.DurationVar(&c.DedupWindow, "dedup-window", outbox.DefaultDedupWindow, "how long a (device, id) is remembered for deduplication")
+	fs.DurationVar(&c.Retain, "retain", 0, "keep acknowledged records this long for local reports")
+	fs.IntVar(&c.Window, "window", 8, "uplink: segments in flight")
+	fs.IntVar(&c.SegmentBytes, "segment-bytes", 256<<10, "uplink: largest segment in bytes")
+	fs.BoolVar(&c.Compress, "compress", false, "uplink: zstd-compress segments")
+	fs.IntVar(&c.RateBytes, "rate-bytes", 0, "uplink: cap in bytes per second for thin links (0: none)")
+	fs.DurationVar(&c.AckTimeout, "ack-timeout", 30*time.Second, "uplink: resend when no receipt arrives for this long")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.Config, "config", "", "optional config file of `name = value` lines (names are the flag names)")
+	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: edge run [flags]\n\nRuns the edge daemon.")
+	return flagenv.Parse(fs, args, "OUTPOST_", "config")
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("--log-level %q: want debug, info, warn or error", level)
+	}
+	o := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	}
+	return nil, usagef("--log-format %q: want text or json", format)
+}
+
+func outboxPath(dataDir string) string { return filepath.Join(dataDir, "outbox.db") }
+
+// Run starts the daemon and blocks until ctx ends, then shuts down in
+// order: stop intake (finishing appends in flight), stop the uplink, close
+// the outbox.
+func (m *Main) Run(ctx context.Context) error {
+	c := &m.Config
+	log, err := newLogger(m.stderr, c.LogLevel, c.LogFormat)
+	if err != nil {
+		return err
+	}
+	m.log = log
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return err
+	}
+	signer, created, err := loadSigner(c.DataDir)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("created the edge key", "path", keyPath(c.DataDir), "kid", signer.KeyID())
+	}
+	id, err := loadIdentity(c.DataDir)
+	if err != nil {
+		return err
+	}
+	edgeID := c.EdgeID
+	if edgeID == "" {
+		edgeID = id.Edge
+	}
+	if edgeID == "" {
+		return usagef("no edge id: run `edge enroll --cloud URL --token TOKEN` first, or give --edge-id")
+	}
+	if err := protocol.ValidateName("edge id", edgeID); err != nil {
+		return usagef("%w", err)
+	}
+	cloudKeyHex := c.CloudKey
+	if cloudKeyHex == "" {
+		cloudKeyHex = id.CloudPublicKey
+	}
+
+	m.ob, err = outbox.Open(outboxPath(c.DataDir), outbox.Options{
+		Edge: edgeID, Signer: signer, DedupWindow: c.DedupWindow, Retain: c.Retain,
+		LedgerQuota: c.LedgerQuota, TelemetryQuota: c.TelemetryQuota, MaxFileBytes: c.MaxFileBytes,
+		SegmentBytes: c.SegmentBytes, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("outbox open", "path", outboxPath(c.DataDir), "stream", m.ob.Stream().String(), "head", m.ob.State().Head)
+
+	devices := c.Devices
+	if devices == "" {
+		devices = filepath.Join(c.DataDir, "devices.json")
+	}
+	if _, err := os.Stat(devices); errors.Is(err, os.ErrNotExist) {
+		log.Warn("no device credentials yet: every device is refused until you add one", "file", devices, "how", "edge devices add --id DEVICE")
+	}
+	creds, err := intake.OpenCredentials(devices)
+	if err != nil {
+		return err
+	}
+	m.in = intake.New(outboxAppender{m.ob}, creds)
+	m.in.MQTTAddr, m.in.HTTPAddr, m.in.Logger = c.MQTTListen, c.HTTPListen, log
+
+	work, stopWork := context.WithCancel(context.Background())
+	defer stopWork()
+	g, gctx := errgroup.WithContext(work)
+
+	if c.CloudMQTT != "" {
+		if cloudKeyHex == "" {
+			return usagef("no cloud key to verify receipts with: run `edge enroll`, or pin one with --cloud-key")
+		}
+		cloudPub, err := parseKeyHex("--cloud-key", cloudKeyHex)
+		if err != nil {
+			return err
+		}
+		tr, err := uplinkmqtt.New(uplinkmqtt.Options{Broker: c.CloudMQTT, Edge: edgeID, Signer: signer, Password: c.CloudPassword, Logger: log})
+		if err != nil {
+			return err
+		}
+		wake := make(chan struct{}, 1)
+		m.up, err = uplink.New(uplink.Options{
+			Transport: tr, Source: outboxSource{m.ob}, CloudKeys: protocol.NewKeyMap(cloudPub),
+			Window: c.Window, MaxSegmentBytes: c.SegmentBytes, Compress: c.Compress, RateBytes: c.RateBytes,
+			AckTimeout: c.AckTimeout, Wake: wake, Agent: "outpost-edge/" + Version, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return wakeOnCommit(gctx, m.ob, wake) })
+		g.Go(func() error { return m.up.Run(gctx) })
+	} else {
+		log.Warn("no --cloud-mqtt: running offline; events stay in the outbox until an uplink is configured")
+	}
+
+	if err := m.in.Start(ctx); err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	m.registerMetrics(reg)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(m.Status())
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ln, err := net.Listen("tcp", c.StatusListen)
+	if err != nil {
+		return fmt.Errorf("--status-listen %s: %w", c.StatusListen, err)
+	}
+	m.statusAddr = ln.Addr().String()
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	log.Info("edge running", "edge", edgeID, "mqtt", m.in.MQTTAddrActual(), "http", m.in.HTTPAddrActual(), "status", m.statusAddr, "cloud", c.CloudMQTT)
+	close(m.Ready)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: stopping intake, finishing the group commit")
+	case <-gctx.Done():
+	}
+	// Intake first, so nothing is acknowledged that is not stored; then the
+	// uplink; the outbox is closed by Close after both.
+	ierr := m.in.Close()
+	m.in = nil
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	stopWork()
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return errors.Join(err, ierr)
+}
+
+// Close releases what Run opened.
+func (m *Main) Close() error {
+	var errs []error
+	if m.in != nil {
+		errs = append(errs, m.in.Close())
+	}
+	if m.ob != nil {
+		errs = append(errs, m.ob.Close())
+		m.ob = nil
+	}
+	return errors.Join(errs...)
+}
+
+// MQTTAddr, HTTPAddr and StatusAddr are the listeners' addresses once Ready is closed.
+func (m *Main) MQTTAddr() string   { return m.in.MQTTAddrActual() }
+func (m *Main) HTTPAddr() string   { return m.in.HTTPAddrActual() }
+func (m *Main) StatusAddr() string { return m.statusAddr }
+
+// Status is the JSON of GET /v1/status and `edge status`.
+type Status struct {
+	Version         string        `json:"version"`
+	Edge            string        `json:"edge"`
+	Epoch           string        `json:"epoch"`
+	NextSeq         uint64        `json:"next_seq"`
+	AckedHWM        uint64        `json:"acked_hwm"`
+	Backlog         uint64        `json:"backlog"`
+	BacklogBytes    int64         `json:"backlog_bytes"`
+	OldestUnsentAge string        `json:"oldest_unsent_age"`
+	LedgerBytes     int64         `json:"ledger_bytes"`
+	LedgerQuota     int64         `json:"ledger_quota"`
+	TelemetryBytes  int64         `json:"telemetry_bytes"`
+	TelemetryQuota  int64         `json:"telemetry_quota"`
+	Shed            uint64        `json:"shed"`
+	DrainOnly       bool          `json:"drain_only"`
+	DiskFreeBytes   int64         `json:"disk_free_bytes"`
+	Uplink          *uplink.Stats `json:"uplink,omitempty"`
+	Intake          intakeStatus  `json:"intake"`
+}
+
+type intakeStatus struct {
+	Published uint64 `json:"published"`
+	Events    uint64 `json:"events"`
+	Acked     uint64 `json:"acked"`
+	QoS0      uint64 `json:"qos0"`
+	Dups      uint64 `json:"duplicates"`
+	Rejected  uint64 `json:"rejected_kept"`
+}
+
+// Status returns the daemon's state.
+func (m *Main) Status() Status {
+	st := m.ob.State()
+	s := Status{
+		Version: Version, Edge: st.Stream.Edge, Epoch: st.Stream.Epoch.String(), NextSeq: st.Head + 1,
+		AckedHWM: st.HWM, Backlog: st.Backlog, BacklogBytes: st.BacklogBytes, OldestUnsentAge: st.OldestUnsentAge.Round(time.Millisecond).String(),
+		LedgerBytes: st.LedgerBytes, LedgerQuota: st.LedgerQuota, TelemetryBytes: st.TelemetryBytes, TelemetryQuota: st.TelemetryQuota,
+		Shed: st.Shed, DrainOnly: st.DrainOnly, DiskFreeBytes: diskFree(m.Config.DataDir),
+	}
+	if m.up != nil {
+		u := m.up.Stats()
+		s.Uplink = &u
+	}
+	if m.in != nil {
+		im := m.in.Metrics()
+		s.Intake = intakeStatus{Published: im.Published.Load(), Events: im.Events.Load(), Acked: im.Acked.Load(),
+			QoS0: im.QoS0.Load(), Dups: im.Duplicates.Load(), Rejected: im.RejectedKept.Load()}
+	}
+	return s
+}
+
+func diskFree(dir string) int64 {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		return -1
+	}
+	return int64(fs.Bavail) * int64(fs.Bsize)
+}
+
+func (m *Main) registerMetrics(reg *prometheus.Registry) {
+	gauge := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_edge_" + name, Help: help}, f))
+	}
+	counter := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_edge_" + name, Help: help}, f))
+	}
+	gauge("outbox_head_seq", "Last seq stored in the outbox.", func() float64 { return float64(m.ob.State().Head) })
+	gauge("outbox_acked_seq", "The cloud's acknowledged watermark.", func() float64 { return float64(m.ob.State().HWM) })
+	gauge("outbox_backlog_records", "Records not yet acknowledged by the cloud.", func() float64 { return float64(m.ob.State().Backlog) })
+	gauge("outbox_backlog_bytes", "Bytes of records not yet acknowledged.", func() float64 { return float64(m.ob.State().BacklogBytes) })
+	gauge("outbox_oldest_unsent_seconds", "Age of the oldest unacknowledged record.", func() float64 { return m.ob.State().OldestUnsentAge.Seconds() })
+	gauge("outbox_ledger_bytes", "Stored ledger record bytes.", func() float64 { return float64(m.ob.State().LedgerBytes) })
+	gauge("outbox_telemetry_bytes", "Stored telemetry record bytes.", func() float64 { return float64(m.ob.State().TelemetryBytes) })
+	gauge("outbox_drain_only", "1 when a full disk stopped appends.", func() float64 {
+		if m.ob.State().DrainOnly {
+			return 1
+		}
+		return 0
+	})
+	counter("outbox_shed_total", "Telemetry records shed to tombstones.", func() float64 { return float64(m.ob.State().Shed) })
+	counter("outbox_commits_total", "Group commits since start.", func() float64 { return float64(m.ob.State().Commits) })
+	in := func(f func(*intake.Metrics) uint64) func() float64 {
+		return func() float64 {
+			if m.in == nil {
+				return 0
+			}
+			return float64(f(m.in.Metrics()))
+		}
+	}
+	counter("intake_published_total", "Publishes and HTTP requests from authenticated devices.", in(func(x *intake.Metrics) uint64 { return x.Published.Load() }))
+	counter("intake_events_total", "Device events handed to the outbox.", in(func(x *intake.Metrics) uint64 { return x.Events.Load() }))
+	counter("intake_acked_total", "Acknowledgements sent after fsync.", in(func(x *intake.Metrics) uint64 { return x.Acked.Load() }))
+	counter("intake_qos0_total", "QoS 0 publishes (at most once).", in(func(x *intake.Metrics) uint64 { return x.QoS0.Load() }))
+	counter("intake_duplicates_total", "Events already stored within the dedup window.", in(func(x *intake.Metrics) uint64 { return x.Duplicates.Load() }))
+	counter("intake_rejected_kept_total", "Refused payloads kept as intake.rejected records.", in(func(x *intake.Metrics) uint64 { return x.RejectedKept.Load() }))
+	counter("intake_connect_refused_total", "MQTT CONNECTs refused.", in(func(x *intake.Metrics) uint64 { return x.ConnectRefused.Load() }))
+	up := func(f func(uplink.Stats) uint64) func() float64 {
+		return func() float64 {
+			if m.up == nil {
+				return 0
+			}
+			return float64(f(m.up.Stats()))
+		}
+	}
+	counter("uplink_segments_sent_total", "Segments sent to the cloud.", up(func(s uplink.Stats) uint64 { return s.SegmentsSent }))
+	counter("uplink_bytes_sent_total", "Segment bytes sent.", up(func(s uplink.Stats) uint64 { return s.BytesSent }))
+	counter("uplink_receipts_total", "Receipts that moved the watermark.", up(func(s uplink.Stats) uint64 { return s.Receipts }))
+	counter("uplink_nacks_total", "Nacks received.", up(func(s uplink.Stats) uint64 { return s.Nacks }))
+	counter("uplink_forged_replies_total", "Replies ignored: bad signature, beyond the head, or not matching the outbox.", up(func(s uplink.Stats) uint64 { return s.ForgedReplies }))
+	counter("uplink_replayed_replies_total", "Receipts ignored for an older watermark.", up(func(s uplink.Stats) uint64 { return s.ReplayedReplies }))
+	counter("uplink_sessions_total", "Uplink sessions started.", up(func(s uplink.Stats) uint64 { return s.Sessions }))
+	gauge("uplink_connected", "1 when the uplink has a session.", func() float64 {
+		if m.up != nil && m.up.Stats().Connected {
+			return 1
+		}
+		return 0
+	})
+}
+
+// wakeOnCommit signals the uplink after each commit that adds records.
+func wakeOnCommit(ctx context.Context, ob *outbox.Outbox, wake chan<- struct{}) error {
+	seen := ob.State().Head
+	for {
+		if err := ob.Wait(ctx, seen); err != nil {
+			if errors.Is(err, outbox.ErrClosed) || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		seen = ob.State().Head
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// outboxSource adapts the outbox to uplink.Source.
+type outboxSource struct{ ob *outbox.Outbox }
+
+func (s outboxSource) Stream() protocol.Stream { return s.ob.Stream() }
+func (s outboxSource) LastSeq() uint64         { return s.ob.State().Head }
+func (s outboxSource) Segment(from uint64, maxBytes int) (*protocol.Segment, error) {
+	return s.ob.Segments(from, maxBytes)
+}
+func (s outboxSource) Trim(r protocol.Receipt) error { return s.ob.Trim(r) }
+
+// outboxAppender adapts the outbox to intake.Appender.
+type outboxAppender struct{ ob *outbox.Outbox }
+
+func (a outboxAppender) Append(device string, evs []protocol.Event, done func([]intake.Result, error)) {
+	entries := make([]outbox.Entry, len(evs))
+	for i, ev := range evs {
+		entries[i] = outbox.Entry{Device: device, Event: ev}
+	}
+	p := a.ob.AppendAsync(entries)
+	go func() {
+		<-p.Done()
+		rs, err := p.Results()
+		out := make([]intake.Result, len(rs))
+		for i, r := range rs {
+			out[i] = intake.Result{Seq: r.Seq, Duplicate: r.Duplicate, Err: storageError(r.Err)}
+		}
+		done(out, storageError(err))
+	}()
+}
+
+// storageError gives the outbox's refusals the methods the intake maps.
+func storageError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, outbox.ErrLedgerQuota), errors.Is(err, outbox.ErrTelemetryQuota):
+		return quotaErr{err}
+	case errors.Is(err, outbox.ErrDiskFull):
+		return diskFullErr{err}
+	}
+	return err
+}
+
+type quotaErr struct{ error }
+
+func (quotaErr) Quota() bool     { return true }
+func (e quotaErr) Unwrap() error { return e.error }
+
+type diskFullErr struct{ error }
+
+func (diskFullErr) DiskFull() bool  { return true }
+func (e diskFullErr) Unwrap() error { return e.error }
