@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -284,9 +285,11 @@ func (s *server) authorize(r *http.Request, need access) error {
 
 // writeJSON writes v as the answer.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		// Only our own response types are marshalled; they always encode.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // answers are JSON, never HTML; keep "<token>" readable
+	if err := enc.Encode(v); err != nil {
+		// Only our own response types are encoded; they always encode.
 		panic(fmt.Sprintf("api: encode response: %v", err))
 	}
 	h := w.Header()
@@ -294,7 +297,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("Cache-Control", "no-store") // answers may hold tokens, and are live state
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(buf.Bytes())
 }
 
 type errorBody struct {

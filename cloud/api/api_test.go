@@ -491,7 +491,7 @@ func TestFleet(t *testing.T) {
 	}
 
 	for _, ttl := range []string{"0s", "-1h", "forever", "721h"} {
-		wantError(t, e.Do(t, "POST", "/v1/tokens", e.Admin, map[string]any{"edge": "x", "ttl": ttl}), 400, "ttl")
+		wantError(t, e.Do(t, "POST", "/v1/tokens", e.Admin, map[string]any{"edge": "x", "ttl": ttl}), 400, "ttl", "at most 720h")
 	}
 }
 

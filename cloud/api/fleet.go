@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/outpost-edge/outpost/cloud/ledger"
@@ -303,7 +304,7 @@ func (s *server) createEnrollToken(w http.ResponseWriter, r *http.Request) error
 // fmtDuration prints whole hours as "720h" rather than "720h0m0s".
 func fmtDuration(d time.Duration) string {
 	if d%time.Hour == 0 {
-		return (d / time.Hour).String() + "h"
+		return strconv.FormatInt(int64(d/time.Hour), 10) + "h"
 	}
 	return d.String()
 }
