@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,67 +56,112 @@ func plainCopy(tb testing.TB, conn *pgx.Conn, rows [][]any) {
 	ctx := context.Background()
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		tb.Fatal(err)
+		tb.Error(err)
+		return
 	}
+	defer tx.Rollback(ctx)
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"ledger"}, ledgerColumns, pgx.CopyFromRows(rows)); err != nil {
-		tb.Fatal(err)
+		tb.Error(err)
+		return
 	}
 	if err := tx.Commit(ctx); err != nil {
-		tb.Fatal(err)
+		tb.Error(err)
 	}
 }
 
-// BenchmarkCommit measures cloud commit throughput (signature and chain
-// verification included) against plain COPY of the same rows into the same
-// table, alternating the two in the same run so that both see the same
-// table size. One op is one batch: segs segments of size records, from
-// segs different streams (an ingest worker's batch across edges).
+// BenchmarkCommit measures cloud commit throughput, with signature and
+// chain verification, as a ratio to plain COPY of the same rows into the
+// same table on the same database, run with the same number of concurrent
+// workers. The two alternate in rounds so that both see the same table
+// size. One op is one batch: segs segments of size records from segs
+// streams, as an ingest worker batches them. Each worker has its own
+// streams and connection, like ingest's commit loops (two by default).
 func BenchmarkCommit(b *testing.B) {
-	for _, shape := range []struct{ segs, size int }{{10, 100}, {4, 250}, {1, 100}} {
-		b.Run(fmt.Sprintf("segs=%d/size=%d", shape.segs, shape.size), func(b *testing.B) {
-			url := MustMigratedDB(b)
-			l := MustLedger(b, url, ledger.Options{})
-			copyConn := MustConn(b, url)
-			streams := make([]*benchStream, shape.segs)
-			for i := range streams {
-				e := MustAddEdge(b, l, fmt.Sprintf("edge-%d", i))
-				streams[i] = &benchStream{e: e, c: &chain{Stream: protocol.Stream{Edge: e.ID, Epoch: newEpoch(b)}}, next: 1}
-			}
-			ctx := context.Background()
-			var commitDur, copyDur time.Duration
-			rows := 0
-			b.ResetTimer()
-			for range b.N {
-				b.StopTimer()
-				var segs []*protocol.Segment
-				for _, s := range streams {
-					segs = append(segs, s.segments(b, 1, shape.size)...)
-				}
-				in := inputs(segs...)
-				crows := copyRows(b, segs)
-				b.StartTimer()
-
-				t0 := time.Now()
-				out, err := l.Commit(ctx, in)
-				commitDur += time.Since(t0)
-				if err != nil {
-					b.Fatal(err)
-				}
-				for _, o := range out {
-					if o.Kind != ledger.KindCommitted {
-						b.Fatalf("outcome %+v", o)
-					}
-				}
-				t0 = time.Now()
-				plainCopy(b, copyConn, crows)
-				copyDur += time.Since(t0)
-				rows += len(crows)
-			}
-			b.ReportMetric(copyDur.Seconds()/commitDur.Seconds(), "ratio_to_copy")
-			b.ReportMetric(float64(rows)/commitDur.Seconds(), "rows/s")
-			b.ReportMetric(float64(rows)/copyDur.Seconds(), "copy_rows/s")
+	for _, bc := range []struct{ workers, segs, size int }{
+		{1, 10, 100}, {2, 10, 100}, {2, 4, 250}, {2, 1, 100},
+	} {
+		b.Run(fmt.Sprintf("workers=%d/segs=%d/size=%d", bc.workers, bc.segs, bc.size), func(b *testing.B) {
+			benchCommit(b, bc.workers, bc.segs, bc.size)
 		})
 	}
+}
+
+type benchWorker struct {
+	l       *ledger.Ledger
+	conn    *pgx.Conn // for the plain COPY
+	streams []*benchStream
+}
+
+func benchCommit(b *testing.B, workers, nseg, size int) {
+	url := MustMigratedDB(b)
+	admin := MustLedger(b, url, ledger.Options{})
+	ws := make([]*benchWorker, workers)
+	for w := range ws {
+		ws[w] = &benchWorker{l: MustLedger(b, url, ledger.Options{}), conn: MustConn(b, url)}
+		for i := range nseg {
+			e := MustAddEdge(b, admin, fmt.Sprintf("edge-%d-%d", w, i))
+			ws[w].streams = append(ws[w].streams,
+				&benchStream{e: e, c: &chain{Stream: protocol.Stream{Edge: e.ID, Epoch: newEpoch(b)}}, next: 1})
+		}
+	}
+	ctx := context.Background()
+	const round = 8 // batches per worker per round
+	var commitDur, copyDur time.Duration
+	rows := 0
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		b.StopTimer()
+		n := min(b.N-done, round*workers)
+		ins := make([][][]ledger.Input, workers)
+		crows := make([][][][]any, workers)
+		for i := range n {
+			w := ws[i%workers]
+			var segs []*protocol.Segment
+			for _, s := range w.streams {
+				segs = append(segs, s.segments(b, 1, size)...)
+			}
+			ins[i%workers] = append(ins[i%workers], inputs(segs...))
+			crows[i%workers] = append(crows[i%workers], copyRows(b, segs))
+			rows += nseg * size
+		}
+		done += n
+		b.StartTimer()
+
+		var wg sync.WaitGroup
+		t0 := time.Now()
+		for w := range ws {
+			wg.Go(func() {
+				for _, in := range ins[w] {
+					out, err := ws[w].l.Commit(ctx, in)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					for _, o := range out {
+						if o.Kind != ledger.KindCommitted {
+							b.Errorf("outcome %+v", o)
+							return
+						}
+					}
+				}
+			})
+		}
+		wg.Wait()
+		commitDur += time.Since(t0)
+		t0 = time.Now()
+		for w := range ws {
+			wg.Go(func() {
+				for _, r := range crows[w] {
+					plainCopy(b, ws[w].conn, r)
+				}
+			})
+		}
+		wg.Wait()
+		copyDur += time.Since(t0)
+	}
+	b.ReportMetric(copyDur.Seconds()/commitDur.Seconds(), "ratio_to_copy")
+	b.ReportMetric(float64(rows)/commitDur.Seconds(), "rows/s")
+	b.ReportMetric(float64(rows)/copyDur.Seconds(), "copy_rows/s")
 }
 
 // BenchmarkCommitLatency measures commit latency at half of the throughput

@@ -252,6 +252,11 @@ func verifyOne(idx int, in *Input, keys map[string]*Keys, o *Outcome) *verified 
 		return nil
 	}
 	s := seg.Stream()
+	if n := uint64(len(seg.Records)); n == 0 || seg.First == 0 || seg.Last != seg.First+n-1 {
+		*o = quarantined(s, protocol.NackMalformed,
+			fmt.Sprintf("segment first %d and last %d do not match its %d records", seg.First, seg.Last, n))
+		return nil
+	}
 	if seg.Edge != in.TopicEdge {
 		*o = quarantined(s, protocol.NackSignature,
 			fmt.Sprintf("segment of edge %q arrived on the topic of edge %q", seg.Edge, in.TopicEdge))
