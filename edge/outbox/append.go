@@ -1,0 +1,185 @@
+package outbox
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// Entry is one event to append, with the device it came from (taken from
+// the device's authenticated connection, never from the payload).
+type Entry struct {
+	Device string
+	Event  protocol.Event
+}
+
+// Result is the outcome of one entry.
+type Result struct {
+	// Seq is the record's seq; for a duplicate, the seq the first copy got.
+	Seq uint64
+	// Duplicate: the (device, id) pair was seen inside the dedup window;
+	// nothing was written.
+	Duplicate bool
+	// Err is this entry's refusal: ErrInvalid, ErrLedgerQuota,
+	// ErrTelemetryQuota, or (with the call's error) ErrDiskFull, ErrClosed.
+	Err error
+}
+
+// Pending is an append in progress.
+type Pending struct {
+	done    chan struct{}
+	results []Result
+	err     error
+}
+
+// Done is closed when the entries are durable or refused.
+func (p *Pending) Done() <-chan struct{} { return p.done }
+
+// Results returns one Result per entry, in order. It is valid after Done.
+// A non-nil error means the call as a whole failed (ErrClosed, ErrDiskFull,
+// an I/O error) and nothing of it was stored; every Result.Err is then that
+// error too.
+func (p *Pending) Results() ([]Result, error) {
+	<-p.done
+	return p.results, p.err
+}
+
+func (p *Pending) fail(err error) {
+	for i := range p.results {
+		p.results[i] = Result{Err: err}
+	}
+	p.err = err
+	close(p.done)
+}
+
+// request is one AppendAsync call on its way through the commit loop.
+type request struct {
+	entries []Entry
+	prep    []prepared
+	p       *Pending
+}
+
+// prepared is what the caller's goroutine works out for an entry before the
+// loop sees it.
+type prepared struct {
+	key   uint64 // dedup hash of (device, id)
+	class byte
+	err   error
+}
+
+// AppendAsync hands entries to the group-commit loop and returns at once.
+// The Pending completes after the fsync that made them durable, or on error.
+// Accepted entries of one call get consecutive seqs in order (duplicates and
+// refused entries get none) in the same commit, and one call's results come
+// back together. The entries are not used after AppendAsync returns.
+//
+// AppendAsync does not bound how much may wait for the loop: the caller
+// bounds its entries in flight (the intake does, with MQTT's receive
+// maximum and HTTP's concurrency).
+func (o *Outbox) AppendAsync(entries []Entry) *Pending {
+	p := &Pending{done: make(chan struct{}), results: make([]Result, len(entries))}
+	if len(entries) == 0 {
+		close(p.done)
+		return p
+	}
+	rq := &request{entries: entries, prep: make([]prepared, len(entries)), p: p}
+	for i := range entries {
+		o.prepare(&rq.prep[i], &entries[i])
+	}
+	o.qmu.Lock()
+	if o.closing {
+		o.qmu.Unlock()
+		p.fail(ErrClosed)
+		return p
+	}
+	o.queue = append(o.queue, rq)
+	o.qmu.Unlock()
+	o.poke()
+	return p
+}
+
+// Append is AppendAsync waiting for the outcome. When ctx ends first it
+// returns ctx's error; the entries may still be committed.
+func (o *Outbox) Append(ctx context.Context, entries []Entry) ([]Result, error) {
+	p := o.AppendAsync(entries)
+	select {
+	case <-p.done:
+		return p.results, p.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// prepare checks an entry and hashes its dedup key. It runs in the caller's
+// goroutine, so that the work spreads over the callers' cores.
+func (o *Outbox) prepare(pe *prepared, e *Entry) {
+	if err := checkEntry(e); err != nil {
+		pe.err = fmt.Errorf("device %q event %q: %w: %w", e.Device, e.Event.ID, ErrInvalid, err)
+		return
+	}
+	pe.class = classByte(protocol.ClassOf(e.Event.Type))
+	pe.key = dedupKeyString(o.seed, e.Device, e.Event.ID)
+}
+
+// checkEntry applies the rules protocol.DecodeRecord enforces, so that no
+// stored record fails to decode. It does not apply Event.Validate's schema
+// checks: that is the intake's job, and the edge's own intake.rejected
+// records must pass here.
+func checkEntry(e *Entry) error {
+	if err := protocol.ValidateName("device", e.Device); err != nil {
+		return err
+	}
+	id := e.Event.ID
+	switch {
+	case id == "":
+		return fmt.Errorf("event id is empty; a device-chosen idempotency key of 1 to %d bytes is required", protocol.MaxIDLen)
+	case len(id) > protocol.MaxIDLen:
+		return fmt.Errorf("event id is %d bytes; the limit is %d", len(id), protocol.MaxIDLen)
+	case !utf8.ValidString(id):
+		return fmt.Errorf("event id is not valid UTF-8")
+	}
+	for _, r := range id {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("event id contains control character %U", r)
+		}
+	}
+	if err := validateType(e.Event.Type); err != nil {
+		return err
+	}
+	if b := e.Event.Body; len(b) > 0 {
+		if len(b) > protocol.MaxBodyBytes {
+			return fmt.Errorf("body is %d bytes; the limit is %d", len(b), protocol.MaxBodyBytes)
+		}
+		if b[0]>>5 != 5 {
+			return fmt.Errorf("body is not a CBOR map")
+		}
+		if err := wellFormed(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validTypes remembers event types that passed protocol.ValidateType (a
+// regexp): a site has a few dozen, seen over and over.
+var (
+	validTypes  sync.Map
+	validTypesN atomic.Int32
+)
+
+func validateType(t string) error {
+	if _, ok := validTypes.Load(t); ok {
+		return nil
+	}
+	if err := protocol.ValidateType(t); err != nil {
+		return err
+	}
+	if validTypesN.Add(1) <= 4096 {
+		validTypes.Store(t, struct{}{})
+	}
+	return nil
+}

@@ -1,0 +1,221 @@
+package outbox_test
+
+import (
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/edge/outbox"
+	bolt "go.etcd.io/bbolt"
+)
+
+// BenchmarkAppend measures durable appends from many concurrent producers,
+// each keeping a window of AppendAsync calls in flight the way the intake
+// pipelines PUBACKs, and reports the rate as a ratio to the raw ceiling
+// measured in the same run: the same record bytes put into a bare bbolt
+// bucket in transactions of the same size, one fsync each.
+func BenchmarkAppend(b *testing.B) {
+	for _, bc := range []struct {
+		producers, window int
+	}{
+		{64, 16},
+		{64, 32},
+	} {
+		b.Run(fmt.Sprintf("producers=%d/window=%d", bc.producers, bc.window), func(b *testing.B) {
+			benchAppend(b, bc.producers, bc.window)
+		})
+	}
+}
+
+func benchAppend(b *testing.B, producers, window int) {
+	dir := b.TempDir()
+	o, err := outbox.Open(filepath.Join(dir, "outbox.db"), outbox.Options{
+		Edge: "edge-1", Signer: mustSigner(b), Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer o.Close()
+	raw, err := bolt.Open(filepath.Join(dir, "raw.db"), 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer raw.Close()
+	// The machine is shared and its speed drifts, so the outbox and the raw
+	// ceiling take turns, a round each, and the ratio is of the sums.
+	const rounds = 4
+	var outboxTime, rawTime time.Duration
+	b.ResetTimer()
+	for r := range rounds {
+		n := b.N / rounds
+		if r == rounds-1 {
+			n = b.N - n*(rounds-1)
+		}
+		first := o.State().Head + 1
+		outboxTime += appendRound(b, o, producers, window, n)
+		b.StopTimer()
+		var recs [][]byte
+		for from := first; ; {
+			seg, err := o.Segments(from, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if seg == nil {
+				break
+			}
+			recs = append(recs, seg.Records...)
+			from = seg.Last + 1
+		}
+		if len(recs) != n {
+			b.Fatalf("round %d: %d records stored, want %d", r, len(recs), n)
+		}
+		rawTime += rawPuts(b, raw, first, recs, outbox.DefaultMaxBatch)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	st := o.State()
+	b.ReportMetric(float64(b.N)/outboxTime.Seconds(), "events/s")
+	b.ReportMetric(float64(b.N)/float64(st.Commits), "events/commit")
+	b.ReportMetric(rawTime.Seconds()/outboxTime.Seconds(), "ratio_to_raw")
+	b.ReportMetric(float64(b.N)/rawTime.Seconds(), "raw_puts/s")
+}
+
+// appendRound appends n events from producers goroutines, each keeping up
+// to window appends in flight, and returns how long that took.
+func appendRound(b *testing.B, o *outbox.Outbox, producers, window, n int) time.Duration {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	start := time.Now()
+	for g := range producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dev := "dev-" + strconv.Itoa(g)
+			ring := make([]*outbox.Pending, 0, window)
+			check := func(p *outbox.Pending) {
+				res, err := p.Results()
+				if err == nil && res[0].Err != nil {
+					err = res[0].Err
+				}
+				if err != nil {
+					failed.Store(err)
+				}
+			}
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					break
+				}
+				if len(ring) == window {
+					check(ring[0])
+					ring = append(ring[:0], ring[1:]...)
+				}
+				id := "ev-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.FormatInt(i, 10)
+				ring = append(ring, o.AppendAsync([]outbox.Entry{entry(dev, id, "telemetry.reading")}))
+			}
+			for _, p := range ring {
+				check(p)
+			}
+		}()
+	}
+	wg.Wait()
+	d := time.Since(start)
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	return d
+}
+
+// rawPuts is the ceiling: recs put under 8-byte seq keys in transactions of
+// batch puts, each committed with an fsync, as fast as bbolt goes.
+func rawPuts(b *testing.B, db *bolt.DB, first uint64, recs [][]byte, batch int) time.Duration {
+	start := time.Now()
+	for i := 0; i < len(recs); i += batch {
+		err := db.Update(func(tx *bolt.Tx) error {
+			bk, err := tx.CreateBucketIfNotExists([]byte("records"))
+			if err != nil {
+				return err
+			}
+			bk.FillPercent = 1
+			for j := i; j < min(i+batch, len(recs)); j++ {
+				var k [8]byte
+				binary.BigEndian.PutUint64(k[:], first+uint64(j))
+				if err := bk.Put(k[:], recs[j]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	return time.Since(start)
+}
+
+// BenchmarkBacklogMemory appends 1,000,000 events that the cloud has not
+// acknowledged and reports the process's heap and RSS. It ignores b.N: the
+// figure is for one backlog of that size. NoSync: memory is the question.
+func BenchmarkBacklogMemory(b *testing.B) {
+	const n = 1_000_000
+	dir := b.TempDir()
+	o, err := outbox.Open(filepath.Join(dir, "outbox.db"), outbox.Options{
+		Edge: "edge-1", Signer: mustSigner(b), Logger: slog.New(slog.DiscardHandler), NoSync: true,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer o.Close()
+	const batch = 1000
+	for i := 0; i < n; i += batch {
+		es := make([]outbox.Entry, batch)
+		for j := range es {
+			es[j] = entry("dev-"+strconv.Itoa(j%50), "ev-"+strconv.Itoa(i+j), "telemetry.reading")
+		}
+		p := o.AppendAsync(es)
+		if i%(64*batch) == 0 {
+			if _, err := p.Results(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	o.Wait(b.Context(), n-1)
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	st := o.State()
+	if st.Backlog != n {
+		b.Fatalf("backlog %d", st.Backlog)
+	}
+	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap_MiB")
+	b.ReportMetric(float64(procStatus("VmRSS"))/(1<<10), "rss_MiB")
+	b.ReportMetric(float64(procStatus("RssAnon"))/(1<<10), "rss_anon_MiB")
+	b.ReportMetric(float64(st.BacklogBytes)/(1<<20), "backlog_MiB")
+	fi, _ := os.Stat(filepath.Join(dir, "outbox.db"))
+	b.ReportMetric(float64(fi.Size())/(1<<20), "file_MiB")
+}
+
+// procStatus returns a field of /proc/self/status in KiB (0 off Linux).
+func procStatus(field string) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
+}

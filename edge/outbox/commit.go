@@ -1,0 +1,613 @@
+package outbox
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/outpost-edge/outpost/protocol"
+	bolt "go.etcd.io/bbolt"
+)
+
+// The write side is a two-stage pipeline, each stage one goroutine:
+//
+//   - the builder (run) owns the stream's state: it takes the queued
+//     requests, assigns seqs, edge_times and prev hashes, encodes and hashes
+//     the records, applies dedup and quotas, signs a checkpoint per run, and
+//     hands the batch's writes to
+//   - the committer, which puts them in one bbolt transaction and commits it
+//     (one fsync), then releases the batch's callers.
+//
+// So the builder prepares batch N+1 while batch N is being written and
+// synced, and requests queue for N+2. The builder is at most one batch
+// ahead: before it hands batch N+1 over it waits for batch N's outcome. If
+// N failed, N+1 (built on top of it) is thrown away and its requests go
+// back to the front of the queue, and the state returns to the last commit.
+// Trims and maintenance run in the builder while nothing is in flight.
+
+// batch is one group commit: its requests and the writes it makes.
+type batch struct {
+	reqs    []*request
+	first   uint64 // seq of its first record
+	entries []batchEntry
+	recs    []kv // new records, in seq order
+	tombs   []kv // shed records' tombstones
+	cps     []kv
+	blobs   []kv
+	idxDel  [][]byte
+	st      wstate // the state once it is committed
+	moved   bool   // it adds records
+	undo    []dedupUndo
+	pruned  []indexEntryKey
+	shedLog shedLog
+	err     error
+	done    chan struct{}
+}
+
+type kv struct{ k, v []byte }
+
+type shedLog struct{ n, first, last uint64 }
+
+func (b *batch) empty() bool {
+	return len(b.recs) == 0 && len(b.tombs) == 0 && len(b.idxDel) == 0
+}
+
+// run is the builder. See above.
+func (o *Outbox) run() {
+	defer close(o.done)
+	commits := make(chan *batch)
+	committed := make(chan struct{})
+	go o.committer(commits, committed)
+	defer func() {
+		close(commits)
+		<-committed
+	}()
+	tick := time.NewTicker(maintainEvery)
+	defer tick.Stop()
+	var inflight *batch
+	settle := func(next *batch) *batch {
+		if inflight == nil {
+			return next
+		}
+		<-inflight.done
+		next = o.settle(inflight, next)
+		inflight = nil
+		return next
+	}
+	maintain := false
+	for {
+		reqs, trim, closing := o.next()
+		switch {
+		case len(reqs) > 0:
+			b := o.build(reqs, inflight)
+			if b = settle(b); b != nil {
+				commits <- b
+				inflight = b
+			}
+			continue
+		case trim != nil:
+			settle(nil)
+			if o.trimStep(trim) {
+				o.qmu.Lock()
+				o.trims = o.trims[1:]
+				o.qmu.Unlock()
+			}
+			continue
+		case maintain:
+			settle(nil)
+			o.maintain()
+			maintain = false
+			continue
+		case closing:
+			settle(nil)
+			return
+		}
+		var idle <-chan struct{}
+		if inflight != nil {
+			idle = inflight.done
+		}
+		select {
+		case <-o.wake:
+		case <-tick.C:
+			maintain = true
+		case <-idle:
+			settle(nil)
+		}
+	}
+}
+
+// next takes the next batch of append requests, whole, up to MaxBatch
+// entries (at least one request), and peeks at the first trim.
+func (o *Outbox) next() (reqs []*request, trim *trimOp, closing bool) {
+	o.qmu.Lock()
+	defer o.qmu.Unlock()
+	n, i := 0, 0
+	for ; i < len(o.queue); i++ {
+		k := len(o.queue[i].entries)
+		if i > 0 && n+k > o.opts.MaxBatch {
+			break
+		}
+		n += k
+	}
+	if i > 0 {
+		reqs = make([]*request, i)
+		copy(reqs, o.queue)
+		rest := copy(o.queue, o.queue[i:])
+		clear(o.queue[rest:])
+		o.queue = o.queue[:rest]
+	}
+	if len(o.trims) > 0 {
+		trim = o.trims[0]
+	}
+	return reqs, trim, o.closing
+}
+
+// settle takes the outcome of the batch in flight, before next (built on
+// top of it) is handed over. It returns next, or nil when next had to be
+// thrown away because the batch in flight failed.
+func (o *Outbox) settle(b, next *batch) *batch {
+	if b.err == nil {
+		o.committed = b.st
+		o.forget(b.pruned)
+		if o.w.drainOnly && !b.empty() {
+			o.log.Info("a commit succeeded again: the outbox leaves drain-only mode")
+			o.w.drainOnly, o.committed.drainOnly = false, false
+			if next != nil {
+				next.st.drainOnly = false
+			}
+			o.publish(o.committed, false)
+		}
+		return next
+	}
+	if next != nil {
+		o.undo(next.undo)
+		for _, rq := range next.reqs {
+			clear(rq.p.results)
+		}
+		o.qmu.Lock()
+		o.queue = append(next.reqs, o.queue...)
+		o.qmu.Unlock()
+	}
+	o.undo(b.undo)
+	o.w = o.committed
+	if isDiskFull(b.err) {
+		if !o.w.drainOnly {
+			o.log.Error("disk full: the outbox enters drain-only mode; appends are refused until a trim frees space",
+				"err", b.err, "head", o.w.head, "backlog", o.w.head-o.w.hwm)
+		}
+		o.w.drainOnly, o.w.drainRetryAt = true, o.opts.Now().Add(drainRetry)
+	} else {
+		o.log.Error("commit failed", "err", b.err, "head", o.w.head)
+	}
+	o.committed = o.w
+	o.publish(o.w, false)
+	return nil
+}
+
+func (o *Outbox) undo(undo []dedupUndo) {
+	for i := len(undo) - 1; i >= 0; i-- {
+		u := undo[i]
+		if u.existed {
+			o.dedup[u.key] = u.seq
+		} else {
+			delete(o.dedup, u.key)
+		}
+	}
+}
+
+// committer is the second stage: it writes and commits each batch, then
+// releases its callers.
+func (o *Outbox) committer(in <-chan *batch, done chan<- struct{}) {
+	defer close(done)
+	for b := range in {
+		b.err = o.write(b)
+		if b.err != nil {
+			err := b.err
+			if isDiskFull(err) {
+				err = fmt.Errorf("%w: %w", ErrDiskFull, err)
+			} else {
+				err = fmt.Errorf("commit: %w", err)
+			}
+			for _, rq := range b.reqs {
+				rq.p.fail(err)
+			}
+			close(b.done)
+			continue
+		}
+		if b.shedLog.n > 0 {
+			o.log.Warn("telemetry quota reached: shed the oldest telemetry records to tombstones",
+				"shed", b.shedLog.n, "first_seq", b.shedLog.first, "last_seq", b.shedLog.last,
+				"telemetry_bytes", b.st.telBytes, "telemetry_quota", o.opts.TelemetryQuota, "shed_total", b.st.shed)
+		}
+		o.mu.Lock()
+		if !b.empty() {
+			o.commits++
+		}
+		o.mu.Unlock()
+		o.publish(b.st, b.moved)
+		for _, rq := range b.reqs {
+			close(rq.p.done)
+		}
+		close(b.done)
+	}
+}
+
+// write puts a batch's writes into one transaction and commits it.
+func (o *Outbox) write(b *batch) error {
+	if b.empty() {
+		return nil
+	}
+	tx, err := o.db.Begin(true)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	bk := writeBuckets(tx)
+	for _, p := range [...]struct {
+		b   *bolt.Bucket
+		kvs []kv
+	}{{bk.recs, b.recs}, {bk.recs, b.tombs}, {bk.cps, b.cps}, {bk.idx, b.blobs}} {
+		for _, x := range p.kvs {
+			if err := p.b.Put(x.k, x.v); err != nil {
+				return err
+			}
+		}
+	}
+	for _, k := range b.idxDel {
+		if err := bk.idx.Delete(k); err != nil {
+			return err
+		}
+	}
+	st := &b.st
+	if err := errors.Join(
+		putHead(bk.meta, st.head, st.headHash, st.headTime),
+		putU64s(bk.meta, metaBytes, uint64(st.ledgerBytes), uint64(st.telBytes)),
+		putU64s(bk.meta, metaShed, st.shed, st.shedUpto),
+	); err != nil {
+		return err
+	}
+	if o.commitHook != nil {
+		if err := o.commitHook(); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// buckets are a write transaction's buckets, set up for appending.
+type buckets struct {
+	meta, recs, cps, idx *bolt.Bucket
+}
+
+func writeBuckets(tx *bolt.Tx) buckets {
+	b := buckets{tx.Bucket(bucketMeta), tx.Bucket(bucketRecords), tx.Bucket(bucketCheckpoints), tx.Bucket(bucketIndex)}
+	// Keys only ever grow at the end: full pages split the least.
+	b.recs.FillPercent, b.cps.FillPercent, b.idx.FillPercent = 1, 1, 1
+	return b
+}
+
+// reader is a lazily begun read transaction for the builder's lookups of
+// committed data (dedup hits, shedding, pruning).
+type reader struct {
+	db  *bolt.DB
+	tx  *bolt.Tx
+	err error
+}
+
+func (r *reader) get() (*bolt.Tx, error) {
+	if r.tx == nil && r.err == nil {
+		r.tx, r.err = r.db.Begin(false)
+	}
+	return r.tx, r.err
+}
+
+func (r *reader) close() {
+	if r.tx != nil {
+		r.tx.Rollback()
+	}
+}
+
+// runBuilder is a run of records covered by one checkpoint, under
+// construction.
+type runBuilder struct {
+	first uint64
+	n     int
+	bytes int // segment cost of the run's records
+	blob  []byte
+}
+
+// build prepares a batch on top of the state o.w (which includes the batch
+// in flight, if any): seqs, chain, edge_time, dedup, quotas and shedding,
+// one signed checkpoint per run. It changes o.w and the dedup table, and
+// records how to undo the latter.
+func (o *Outbox) build(reqs []*request, inflight *batch) *batch {
+	now := o.opts.Now()
+	b := &batch{reqs: reqs, done: make(chan struct{})}
+	if o.w.drainOnly && now.Before(o.w.drainRetryAt) {
+		for _, rq := range reqs {
+			rq.p.fail(fmt.Errorf("%w (next try at %s)", ErrDiskFull, o.w.drainRetryAt.Format(time.RFC3339)))
+		}
+		return nil
+	}
+	rd := &reader{db: o.db}
+	defer rd.close()
+	st := o.w
+	b.first = st.head + 1
+	// Records not yet visible to a read transaction start here.
+	visible := b.first
+	if inflight != nil {
+		visible = inflight.first
+	}
+	cutoff := protocol.HLCFromTime(now.Add(-o.opts.DedupWindow))
+	n := 0
+	for _, rq := range reqs {
+		n += len(rq.entries)
+	}
+	keys := make([]byte, 0, 8*n)
+	arena := make([]byte, 0, 448*n)
+	b.recs = make([]kv, 0, n)
+	b.entries = make([]batchEntry, 0, n)
+	b.undo = make([]dedupUndo, 0, n)
+	var run runBuilder
+	fail := func(err error) *batch {
+		// Reading committed data failed: refuse the whole batch.
+		o.undo(b.undo)
+		for _, rq := range reqs {
+			rq.p.fail(fmt.Errorf("commit: %w", err))
+		}
+		o.log.Error("prepare commit", "err", err)
+		return nil
+	}
+	for _, rq := range reqs {
+		for i := range rq.entries {
+			pe, e, res := &rq.prep[i], &rq.entries[i], &rq.p.results[i]
+			if pe.err != nil {
+				res.Err = pe.err
+				continue
+			}
+			if seq, ok := o.dedup[pe.key]; ok {
+				dup, err := o.isDuplicate(rd, seq, e, cutoff, b, inflight)
+				if err != nil {
+					return fail(err)
+				}
+				if dup {
+					*res = Result{Seq: seq, Duplicate: true}
+					continue
+				}
+			}
+			seq := st.head + 1
+			et := o.hlc.Next()
+			var raw []byte
+			if o.codec != nil {
+				ext := o.codec.encode(arena, e, pe.class, seq, et, st.headHash)
+				raw, arena = ext[len(arena):len(ext):len(ext)], ext
+			} else {
+				raw = encodeRecord(o.stream, e, seq, et, st.headHash)
+			}
+			size := int64(len(raw))
+			if len(raw) > protocol.MaxRecordBytes {
+				res.Err = fmt.Errorf("device %q event %q: record is %d bytes; the limit is %d: %w",
+					e.Device, e.Event.ID, len(raw), protocol.MaxRecordBytes, ErrInvalid)
+				continue
+			}
+			if pe.class == classLedger {
+				if st.ledgerBytes+size > o.opts.LedgerQuota {
+					res.Err = fmt.Errorf("%w (%d of %d bytes used)", ErrLedgerQuota, st.ledgerBytes, o.opts.LedgerQuota)
+					continue
+				}
+			} else if st.telBytes+size > o.opts.TelemetryQuota {
+				if err := o.shed(rd, b, &st, size, visible); err != nil {
+					return fail(err)
+				}
+				if st.telBytes+size > o.opts.TelemetryQuota {
+					res.Err = fmt.Errorf("%w (%d of %d bytes used)", ErrTelemetryQuota, st.telBytes, o.opts.TelemetryQuota)
+					continue
+				}
+			}
+			cost := segmentCost(len(raw))
+			if run.n > 0 && (segmentFixed+run.bytes+cost > o.opts.SegmentBytes || run.n == protocol.MaxSegmentRecs) {
+				o.closeRun(b, &run, &st)
+			}
+			keys = binary.BigEndian.AppendUint64(keys, seq)
+			b.recs = append(b.recs, kv{keys[len(keys)-8:], raw})
+			if run.n == 0 {
+				run = runBuilder{first: seq, blob: append(run.blob[:0], make([]byte, indexHeaderLen)...)}
+			}
+			run.n++
+			run.bytes += cost
+			run.blob = appendIndexEntry(run.blob, et, pe.class, e.Device, e.Event.ID)
+			if st.head == st.hwm {
+				st.oldestUnsent = et
+			}
+			st.head, st.headHash, st.headTime = seq, protocol.HashBytes(raw), et
+			if pe.class == classLedger {
+				st.ledgerBytes += size
+			} else {
+				st.telBytes += size
+			}
+			b.entries = append(b.entries, batchEntry{device: e.Device, id: e.Event.ID, edgeTime: et})
+			old, existed := o.dedup[pe.key]
+			b.undo = append(b.undo, dedupUndo{key: pe.key, seq: old, existed: existed})
+			o.dedup[pe.key] = seq
+			*res = Result{Seq: seq}
+		}
+	}
+	if run.n > 0 {
+		o.closeRun(b, &run, &st)
+	}
+	if err := o.pruneIndex(rd, b, &st, cutoff, pruneBlobs); err != nil {
+		return fail(err)
+	}
+	b.moved = st.head != o.w.head
+	b.st = st
+	o.w = st
+	return b
+}
+
+// isDuplicate reports whether seq, the dedup table's candidate for e's
+// (device, id), is really that pair and still inside the window. The
+// candidate may be in the batch being built, in the batch in flight, or
+// committed.
+func (o *Outbox) isDuplicate(rd *reader, seq uint64, e *Entry, cutoff protocol.HLCTime, b, inflight *batch) (bool, error) {
+	var be *batchEntry
+	switch {
+	case seq >= b.first:
+		be = &b.entries[seq-b.first]
+	case inflight != nil && seq >= inflight.first:
+		be = &inflight.entries[seq-inflight.first]
+	}
+	if be != nil {
+		return be.device == e.Device && be.id == e.Event.ID && be.edgeTime >= cutoff, nil
+	}
+	tx, err := rd.get()
+	if err != nil {
+		return false, err
+	}
+	ie, ok, err := lookupIndex(tx.Bucket(bucketIndex), seq)
+	if err != nil || !ok {
+		return false, err
+	}
+	return ie.edgeTime >= cutoff && string(ie.device) == e.Device && string(ie.id) == e.Event.ID, nil
+}
+
+// closeRun signs the checkpoint for the run's last record and adds it to
+// the batch with the run's index blob.
+func (o *Outbox) closeRun(b *batch, run *runBuilder, st *wstate) {
+	blob := run.blob
+	blob[0] = indexVersion
+	binary.BigEndian.PutUint64(blob[1:], run.first)
+	binary.BigEndian.PutUint32(blob[9:], uint32(run.n))
+	cp := o.opts.Signer.SignCheckpoint(protocol.Checkpoint{
+		Edge: o.stream.Edge, Epoch: o.stream.Epoch, Seq: st.head, Head: st.headHash, EdgeTime: st.headTime,
+	})
+	k := seqKey(st.head)
+	b.cps = append(b.cps, kv{k, cp})
+	b.blobs = append(b.blobs, kv{k, blob})
+	if st.idxOldest == 0 {
+		st.idxOldest, st.idxOldestTime = st.head, st.headTime
+	}
+	// The batch keeps the blob: the next run needs a new one.
+	*run = runBuilder{blob: make([]byte, 0, len(blob))}
+}
+
+// shed replaces the oldest telemetry records (below limit: committed ones
+// only) by their tombstones until size more bytes fit in the telemetry
+// quota, or none is left.
+func (o *Outbox) shed(rd *reader, b *batch, st *wstate, size int64, limit uint64) error {
+	tx, err := rd.get()
+	if err != nil {
+		return err
+	}
+	recs := tx.Bucket(bucketRecords)
+	from := max(st.shedUpto, st.base) + 1
+	var werr error
+	err = walkIndex(tx.Bucket(bucketIndex), from, func(e *indexEntry) bool {
+		if e.seq >= limit || st.telBytes+size <= o.opts.TelemetryQuota {
+			return false
+		}
+		st.shedUpto = e.seq
+		if e.class != classTelemetry {
+			return true
+		}
+		raw := recs.Get(seqKey(e.seq))
+		if raw == nil {
+			werr = fmt.Errorf("shed: record %d is missing: %w", e.seq, ErrCorrupt)
+			return false
+		}
+		tomb, err := protocol.Tombstone(raw)
+		if err != nil {
+			werr = fmt.Errorf("shed: record %d: %w: %w", e.seq, ErrCorrupt, err)
+			return false
+		}
+		tb := tomb.Encode()
+		freed := int64(len(raw) - len(tb))
+		if freed <= 0 {
+			return true // already a tombstone
+		}
+		b.tombs = append(b.tombs, kv{seqKey(e.seq), tb})
+		st.telBytes -= freed
+		if e.seq <= st.hwm {
+			st.ackedBytes -= freed
+		}
+		st.shed++
+		if b.shedLog.n == 0 {
+			b.shedLog.first = e.seq
+		}
+		b.shedLog.n++
+		b.shedLog.last = e.seq
+		return true
+	})
+	return errors.Join(err, werr)
+}
+
+// indexEntryKey is a dedup table slot to forget once its blob is pruned.
+type indexEntryKey struct {
+	key uint64
+	seq uint64
+}
+
+// pruneIndex adds to b the deletion of up to limit index blobs whose records
+// are all trimmed and older than the dedup window. Their table slots are
+// forgotten (forget) only after the commit.
+func (o *Outbox) pruneIndex(rd *reader, b *batch, st *wstate, cutoff protocol.HLCTime, limit int) error {
+	for n := 0; n < limit && st.idxOldest != 0 && st.idxOldest <= st.base && st.idxOldestTime < cutoff; n++ {
+		tx, err := rd.get()
+		if err != nil {
+			return err
+		}
+		idx := tx.Bucket(bucketIndex)
+		k := seqKey(st.idxOldest)
+		ib, err := parseIndexBlob(st.idxOldest, idx.Get(k))
+		if err != nil {
+			return err
+		}
+		if err := ib.each(0, func(e *indexEntry) bool {
+			b.pruned = append(b.pruned, indexEntryKey{dedupKey(o.seed, e.device, e.id), e.seq})
+			return true
+		}); err != nil {
+			return err
+		}
+		b.idxDel = append(b.idxDel, k)
+		if err := refreshOldest(idx, st, st.idxOldest+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// forget drops pruned pairs from the dedup table, unless the slot has moved
+// on to a later record of the same pair.
+func (o *Outbox) forget(pruned []indexEntryKey) {
+	for _, p := range pruned {
+		if o.dedup[p.key] == p.seq {
+			delete(o.dedup, p.key)
+		}
+	}
+}
+
+// maintain runs on a timer, with nothing in flight: it prunes the dedup
+// index when appends have not done it.
+func (o *Outbox) maintain() {
+	now := o.opts.Now()
+	cutoff := protocol.HLCFromTime(now.Add(-o.opts.DedupWindow))
+	st := o.w
+	if st.idxOldest == 0 || st.idxOldest > st.base || st.idxOldestTime >= cutoff {
+		return
+	}
+	b := &batch{}
+	rd := &reader{db: o.db}
+	err := o.pruneIndex(rd, b, &st, cutoff, 1<<30)
+	rd.close()
+	if err == nil {
+		b.st = st
+		err = o.write(b)
+	}
+	if err != nil {
+		o.log.Warn("prune the dedup index", "err", err)
+		return
+	}
+	o.w, o.committed = st, st
+	o.forget(b.pruned)
+	o.publish(st, false)
+}

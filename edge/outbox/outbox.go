@@ -1,0 +1,466 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/outpost-edge/outpost/protocol"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultDedupWindow    = 7 * 24 * time.Hour
+	DefaultLedgerQuota    = 1 << 30
+	DefaultTelemetryQuota = 256 << 20
+	DefaultMaxBatch       = 1000
+)
+
+const (
+	// openTimeout bounds the wait for the file lock in Open.
+	openTimeout = 2 * time.Second
+	// toolTimeout bounds the wait for the shared lock in the offline tools.
+	toolTimeout = 500 * time.Millisecond
+	// trimChunk is the most records one trim transaction deletes, so that a
+	// large trim does not hold up appends for long.
+	trimChunk = 20000
+	// drainRetry is how often drain-only mode lets one commit try again.
+	drainRetry = 10 * time.Second
+	// maintainEvery is how often an idle outbox prunes its dedup index.
+	maintainEvery = time.Minute
+	// pruneBlobs is the most index blobs one commit prunes.
+	pruneBlobs = 8
+	// minSegmentBytes is the least Options.SegmentBytes: a record at its
+	// largest must fit in a segment on its own.
+	minSegmentBytes = protocol.MaxRecordBytes + segmentFixed + 16
+)
+
+// Options configures an Outbox. Zero values take the documented defaults.
+type Options struct {
+	// Edge is this edge's id (protocol.ValidateName). It is stored at
+	// creation; opening the file as another edge is refused.
+	Edge string
+	// Signer holds the edge's key. It signs one checkpoint per run of
+	// records in every group commit.
+	Signer *protocol.Signer
+	// Now is the wall clock (time.Now when nil). edge_time never goes
+	// backwards even when it does.
+	Now func() time.Time
+	// DedupWindow is how long a (device, id) pair is remembered
+	// (DefaultDedupWindow when 0).
+	DedupWindow time.Duration
+	// LedgerQuota and TelemetryQuota bound the bytes of stored records per
+	// class (DefaultLedgerQuota and DefaultTelemetryQuota when 0). They do
+	// not count the index, the checkpoints or bbolt's own overhead.
+	LedgerQuota, TelemetryQuota int64
+	// MaxBatch is the most entries one group commit takes
+	// (DefaultMaxBatch when 0). A single call's entries are never split.
+	MaxBatch int
+	// Retain keeps acknowledged records whose edge_time is younger than
+	// this; Trim deletes them once they are older (at a later Trim).
+	Retain time.Duration
+	// SegmentBytes is the largest segment the uplink sends
+	// (protocol.MaxSegmentBytes when 0, clamped to it). Each group commit
+	// signs a checkpoint at least every SegmentBytes of records, so a
+	// segment of at most this size can always end on one.
+	SegmentBytes int
+	// MaxFileBytes caps the bbolt file (0: no cap). Reaching it is handled
+	// like a full disk: drain-only mode.
+	MaxFileBytes int64
+	// NoSync skips fsync. Tests and benchmarks only: it gives up durability.
+	NoSync bool
+	// Logger receives the outbox's logs (slog.Default when nil), under
+	// component=outbox.
+	Logger *slog.Logger
+}
+
+func (o *Options) fill() error {
+	if err := protocol.ValidateName("edge", o.Edge); err != nil {
+		return err
+	}
+	if o.Signer == nil {
+		return errors.New("no signer: the outbox signs a checkpoint in every commit; pass the edge key")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.DedupWindow <= 0 {
+		o.DedupWindow = DefaultDedupWindow
+	}
+	if o.LedgerQuota <= 0 {
+		o.LedgerQuota = DefaultLedgerQuota
+	}
+	if o.TelemetryQuota <= 0 {
+		o.TelemetryQuota = DefaultTelemetryQuota
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+	if o.SegmentBytes <= 0 || o.SegmentBytes > protocol.MaxSegmentBytes {
+		o.SegmentBytes = protocol.MaxSegmentBytes
+	}
+	o.SegmentBytes = max(o.SegmentBytes, minSegmentBytes)
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Outbox is the edge's durable store of records waiting for the cloud's
+// receipt. It is safe for concurrent use.
+type Outbox struct {
+	db     *bolt.DB
+	path   string
+	opts   Options
+	log    *slog.Logger
+	stream protocol.Stream
+	seed   maphash.Seed
+	codec  *codec // nil: encode through protocol (see codec.go)
+
+	// Guarded by qmu: the requests waiting for the commit loop.
+	qmu     sync.Mutex
+	queue   []*request
+	trims   []*trimOp
+	closing bool
+
+	wake chan struct{} // cap 1: something was queued
+	done chan struct{} // closed when the loop has exited
+
+	// Owned by the builder goroutine (run; and by Open before it starts).
+	w         wstate // as of the last batch built
+	committed wstate // as of the last batch committed
+	hlc       protocol.HLC
+	dedup map[uint64]uint64 // hash of (device, id) -> seq; see dedup.go
+	// commitHook, when set (tests), runs in the committer just before each
+	// commit and fails it with its error.
+	commitHook func() error
+
+	// Guarded by mu: what State and Wait read.
+	mu      sync.Mutex
+	pub     wstate
+	commits uint64
+	changed chan struct{} // closed and replaced when head or hwm moves
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// wstate is the outbox's position and accounting, as of the last commit.
+type wstate struct {
+	head     uint64
+	headHash protocol.Hash
+	headTime protocol.HLCTime
+	base     uint64 // records <= base are deleted
+	baseHash protocol.Hash
+	hwm      uint64 // the cloud's acknowledged watermark
+	hwmHead  protocol.Hash
+
+	ledgerBytes, telBytes int64
+	ackedBytes            int64 // stored bytes of records base+1..hwm
+	shed                  uint64
+	shedUpto              uint64 // every record <= shedUpto is ledger or a tombstone
+
+	oldestUnsent protocol.HLCTime // edge_time of hwm+1, 0 when none
+
+	// The oldest index blob: its key and latest edge_time (0 when none).
+	idxOldest     uint64
+	idxOldestTime protocol.HLCTime
+
+	drainOnly    bool
+	drainRetryAt time.Time
+}
+
+// State is a snapshot of the outbox for status pages and metrics.
+type State struct {
+	Stream   protocol.Stream
+	Head     uint64        // last seq stored (0 when empty)
+	HeadHash protocol.Hash // link hash of Head
+	HWM      uint64        // the cloud's acknowledged watermark
+	Base     uint64        // records <= Base have been deleted
+
+	Backlog         uint64        // records not yet acknowledged (Head-HWM)
+	BacklogBytes    int64         // their stored bytes
+	OldestUnsent    time.Time     // edge_time of HWM+1; zero when Backlog is 0
+	OldestUnsentAge time.Duration // Now - OldestUnsent
+
+	LedgerBytes, TelemetryBytes int64 // stored record bytes per class
+	LedgerQuota, TelemetryQuota int64
+	Shed                        uint64 // telemetry records replaced by tombstones, ever
+	DrainOnly                   bool   // a full disk stopped appends (ErrDiskFull)
+	Commits                     uint64 // group commits since Open
+}
+
+// Open opens the outbox at path, creating it with a new random epoch when it
+// does not exist. Reopening continues the stream where it stopped.
+func Open(path string, opts Options) (*Outbox, error) {
+	if err := opts.fill(); err != nil {
+		return nil, fmt.Errorf("open outbox %s: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        openTimeout,
+		NoFreelistSync: true, // the freelist is rebuilt at open; commits stay small
+		FreelistType:   bolt.FreelistMapType,
+		NoSync:         opts.NoSync,
+		MaxSize:        int(opts.MaxFileBytes),
+	})
+	if err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			err = ErrLocked
+		}
+		return nil, fmt.Errorf("open outbox %s: %w", path, err)
+	}
+	o := &Outbox{
+		db: db, path: path, opts: opts,
+		log:     opts.Logger.With("component", "outbox"),
+		seed:    maphash.MakeSeed(),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		dedup:   make(map[uint64]uint64),
+		changed: make(chan struct{}),
+	}
+	o.hlc.Now = opts.Now
+	if err := o.load(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open outbox %s: %w", path, err)
+	}
+	o.codec = newCodec(o.stream)
+	if o.codec == nil {
+		o.log.Warn("record templates unavailable for this stream; encoding each record in full", "stream", o.stream.String())
+	}
+	o.committed = o.w
+	o.publish(o.w, false)
+	go o.run()
+	o.log.Info("outbox open", "path", path, "stream", o.stream.String(), "head", o.w.head,
+		"hwm", o.w.hwm, "backlog", o.w.head-o.w.hwm, "dedup_entries", len(o.dedup))
+	return o, nil
+}
+
+// load creates or reads the buckets and rebuilds the in-memory state.
+func (o *Outbox) load() error {
+	return o.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketRecords, bucketCheckpoints, bucketIndex} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		mb := tx.Bucket(bucketMeta)
+		m, err := readMeta(tx)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !m.hasStream:
+			epoch, err := protocol.NewEpoch(nil)
+			if err != nil {
+				return err
+			}
+			m.stream = protocol.Stream{Edge: o.opts.Edge, Epoch: epoch}
+			if err := errors.Join(
+				putU64s(mb, metaVersion, layoutVersion),
+				mb.Put(metaEdge, []byte(o.opts.Edge)),
+				mb.Put(metaEpoch, epoch[:]),
+				putU64s(mb, metaCreated, uint64(o.opts.Now().UnixMilli())),
+			); err != nil {
+				return err
+			}
+			o.log.Info("outbox created with a new epoch", "stream", m.stream.String())
+		case m.layout != layoutVersion:
+			return fmt.Errorf("layout version %d; this build reads version %d: use a matching edge build", m.layout, layoutVersion)
+		case m.stream.Edge != o.opts.Edge:
+			return fmt.Errorf("the file belongs to edge %q, not %q: point the edge at its own outbox file or fix --edge", m.stream.Edge, o.opts.Edge)
+		}
+		if err := putU64s(mb, metaQuota, uint64(o.opts.LedgerQuota), uint64(o.opts.TelemetryQuota)); err != nil {
+			return err
+		}
+		o.stream = m.stream
+		if err := checkPositions(tx, m); err != nil {
+			return err
+		}
+		w := wstate{
+			head: m.head, headHash: m.headHash, headTime: m.headTime,
+			base: m.base, baseHash: m.baseHash, hwm: m.hwm, hwmHead: m.hwmHead,
+			ledgerBytes: m.ledgerBytes, telBytes: m.telBytes,
+			shed: m.shed, shedUpto: m.shedUpto,
+		}
+		o.hlc.Observe(m.headTime)
+		recs := tx.Bucket(bucketRecords)
+		c := recs.Cursor()
+		for k, v := c.Seek(seqKey(w.base + 1)); k != nil && keySeq(k) <= w.hwm; k, v = c.Next() {
+			w.ackedBytes += int64(len(v))
+		}
+		idx := tx.Bucket(bucketIndex)
+		if err := errors.Join(refreshOldest(idx, &w, 0), refreshOldestUnsent(idx, &w)); err != nil {
+			return err
+		}
+		cutoff := protocol.HLCFromTime(o.opts.Now().Add(-o.opts.DedupWindow))
+		if err := walkIndex(idx, 0, func(e *indexEntry) bool {
+			if e.edgeTime >= cutoff {
+				o.dedup[dedupKey(o.seed, e.device, e.id)] = e.seq
+			}
+			return true
+		}); err != nil {
+			return err
+		}
+		o.w = w
+		return nil
+	})
+}
+
+// checkPositions checks that the stored records run from base+1 to head and
+// that head is covered by a checkpoint: what a torn or foreign file breaks.
+func checkPositions(tx *bolt.Tx, m meta) error {
+	recs, cps := tx.Bucket(bucketRecords), tx.Bucket(bucketCheckpoints)
+	fk, _ := recs.Cursor().First()
+	lk, _ := recs.Cursor().Last()
+	switch {
+	case m.head < m.base || m.hwm > m.head:
+		return fmt.Errorf("meta: base %d, hwm %d, head %d out of order: %w", m.base, m.hwm, m.head, ErrCorrupt)
+	case m.head == m.base:
+		if fk != nil {
+			return fmt.Errorf("records stored beyond head %d: %w", m.head, ErrCorrupt)
+		}
+	case fk == nil || keySeq(fk) != m.base+1 || keySeq(lk) != m.head:
+		return fmt.Errorf("records do not run from base+1 %d to head %d: %w", m.base+1, m.head, ErrCorrupt)
+	case cps.Get(seqKey(m.head)) == nil:
+		return fmt.Errorf("no checkpoint at head %d: %w", m.head, ErrCorrupt)
+	}
+	return nil
+}
+
+// Stream returns the outbox's stream (edge and epoch).
+func (o *Outbox) Stream() protocol.Stream { return o.stream }
+
+// Path returns the file the outbox lives in.
+func (o *Outbox) Path() string { return o.path }
+
+// Close stops taking appends and trims, commits what was already handed to
+// it, and closes the file. It is safe to call more than once.
+func (o *Outbox) Close() error {
+	o.closeOnce.Do(func() {
+		o.qmu.Lock()
+		o.closing = true
+		o.qmu.Unlock()
+		o.poke()
+		<-o.done
+		o.mu.Lock()
+		close(o.changed)
+		o.changed = nil
+		o.mu.Unlock()
+		if err := o.db.Close(); err != nil {
+			o.closeErr = fmt.Errorf("close outbox %s: %w", o.path, err)
+		}
+		o.log.Info("outbox closed", "head", o.w.head, "hwm", o.w.hwm)
+	})
+	return o.closeErr
+}
+
+func (o *Outbox) poke() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// publish makes st what State and Wait see, and wakes waiters when moved
+// says the head changed.
+func (o *Outbox) publish(st wstate, moved bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.pub = st
+	if moved && o.changed != nil {
+		close(o.changed)
+		o.changed = make(chan struct{})
+	}
+}
+
+// State returns a snapshot of the outbox's position and accounting.
+func (o *Outbox) State() State {
+	o.mu.Lock()
+	w, commits := o.pub, o.commits
+	o.mu.Unlock()
+	s := State{
+		Stream: o.stream, Head: w.head, HeadHash: w.headHash, HWM: w.hwm, Base: w.base,
+		Backlog:      w.head - w.hwm,
+		BacklogBytes: w.ledgerBytes + w.telBytes - w.ackedBytes,
+		LedgerBytes:  w.ledgerBytes, TelemetryBytes: w.telBytes,
+		LedgerQuota: o.opts.LedgerQuota, TelemetryQuota: o.opts.TelemetryQuota,
+		Shed: w.shed, DrainOnly: w.drainOnly, Commits: commits,
+	}
+	if w.oldestUnsent != 0 && s.Backlog > 0 {
+		s.OldestUnsent = w.oldestUnsent.Time()
+		s.OldestUnsentAge = max(0, o.opts.Now().Sub(s.OldestUnsent))
+	}
+	return s
+}
+
+// Wait blocks until the head is past seq (there is something from seq+1 to
+// send), ctx is done or the outbox is closed.
+func (o *Outbox) Wait(ctx context.Context, seq uint64) error {
+	for {
+		o.mu.Lock()
+		head, ch := o.pub.head, o.changed
+		o.mu.Unlock()
+		switch {
+		case head > seq:
+			return nil
+		case ch == nil:
+			return ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// refreshOldest reads the key and latest edge_time of the oldest index blob
+// with a key of at least from.
+func refreshOldest(idx *bolt.Bucket, w *wstate, from uint64) error {
+	k, v := idx.Cursor().Seek(seqKey(from))
+	if k == nil {
+		w.idxOldest, w.idxOldestTime = 0, 0
+		return nil
+	}
+	ib, err := parseIndexBlob(keySeq(k), v)
+	if err != nil {
+		return err
+	}
+	t, err := ib.lastTime()
+	w.idxOldest, w.idxOldestTime = keySeq(k), t
+	return err
+}
+
+// refreshOldestUnsent reads the edge_time of the first record not yet
+// acknowledged.
+func refreshOldestUnsent(idx *bolt.Bucket, w *wstate) error {
+	w.oldestUnsent = 0
+	if w.hwm >= w.head {
+		return nil
+	}
+	e, ok, err := lookupIndex(idx, w.hwm+1)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("no index entry for seq %d: %w", w.hwm+1, ErrCorrupt)
+	}
+	w.oldestUnsent = e.edgeTime
+	return nil
+}
+
+// fileSize is for tests and Inspect.
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
