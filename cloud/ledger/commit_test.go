@@ -389,3 +389,36 @@ func TestProjectionRunsInTheCommit(t *testing.T) {
 }
 
 func other(t *testing.T, l *ledger.Ledger) *testEdge { return MustAddEdge(t, l, "edge-other") }
+
+// One instance caches keys; another rotates and revokes them. The cache
+// neither refuses the new key nor lets the revoked one through.
+func TestKeyCacheAcrossInstances(t *testing.T) {
+	ctx := context.Background()
+	url := MustMigratedDB(t)
+	a := MustLedger(t, url, ledger.Options{})
+	b := MustLedger(t, url, ledger.Options{})
+	e := MustAddEdge(t, b, "edge-k")
+	c := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 30, time.Now())
+	if out := MustCommit(t, a, inputs(c.segment(e, 1, 10))...); out[0].Kind != ledger.KindCommitted {
+		t.Fatalf("first segment: %+v", out[0])
+	}
+
+	next := newTestEdge(t, e.ID)
+	if _, err := b.RotateKey(ctx, e.ID, next.Signer.Public()); err != nil {
+		t.Fatal(err)
+	}
+	if out := MustCommit(t, a, inputs(c.segment(next, 11, 20))...); out[0].Kind != ledger.KindCommitted {
+		t.Fatalf("segment signed by the key another instance added: %+v", out[0])
+	}
+
+	if err := b.RevokeKey(ctx, e.ID, e.Signer.KeyID()); err != nil {
+		t.Fatal(err)
+	}
+	out := MustCommit(t, a, inputs(c.segment(e, 21, 30))...)
+	if o := out[0]; o.Kind != ledger.KindQuarantined || o.Code != protocol.NackRevoked || o.HWM != 20 {
+		t.Fatalf("segment signed by a key another instance revoked: %+v", o)
+	}
+	if out := MustCommit(t, a, inputs(c.segment(next, 21, 30))...); out[0].Kind != ledger.KindCommitted {
+		t.Fatalf("the same records signed by the new key: %+v", out[0])
+	}
+}

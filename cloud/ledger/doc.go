@@ -1,0 +1,115 @@
+// Package ledger is the Postgres side of cloud ingest: the schema and its
+// migrations, the commit of verified segments into the append-only ledger,
+// the reads the back-office API needs, and the fleet (edges, their keys,
+// enrollment and API tokens). It is the only package that talks to
+// Postgres (through pgx), and it depends on nothing of Outpost's but
+// protocol.
+//
+// # Schema
+//
+// Migrations are SQL files embedded in the binary (migrations/NNNN_name.sql,
+// or one file per partitioning mode: NNNN_name.native.sql and
+// NNNN_name.timescaledb.sql). Migrate applies the missing ones in one
+// transaction under an advisory lock, records them in schema_migrations,
+// and refuses a database a newer binary has migrated. CheckSchema is the
+// readiness check.
+//
+//   - edges, edge_keys: registered edges and their Ed25519 keys by kid
+//     (protocol.KeyIDOf). A kid belongs to exactly one edge. Edges and keys
+//     are active or revoked; revocation is permanent.
+//   - enroll_tokens, api_tokens: one-time enrollment tokens and API bearer
+//     tokens, stored as SHA-256 of the plaintext, which is shown once.
+//   - streams: one row per (edge, epoch) with hwm and head, the dedup and
+//     order state. When an edge shows up with a new epoch, its open epochs
+//     are ended (ended_at, ended_at_seq = their hwm then, next_epoch) and the
+//     new one points back (prev_epoch). edge_seq, from hellos, gives the lag.
+//   - ledger: one row per committed record: stream, seq, device, event id,
+//     type, class, device and edge times, raw bytes, link hash, commit time
+//     and pos, the global commit offset.
+//   - checkpoints: the edge's signed checkpoint behind each committed
+//     segment, for proofs.
+//   - quarantine: segments that failed their signature or chain, with the
+//     reason and the payload. Never committed.
+//
+// # Partitions
+//
+// The ledger is partitioned by commit time. With native partitioning (the
+// default) there is one RANGE partition per UTC month, ledger_pYYYYMM, made
+// ahead of time by EnsurePartitions (Migrate makes the current month and
+// the next two; the service calls it daily), and a DEFAULT partition that
+// catches rows of a month nobody made a partition for; EnsurePartitions
+// moves such rows out when it makes their partition. Monthly, not daily:
+// reads page by pos across all partitions, so fewer partitions mean cheaper
+// plans, and a month of even a large fleet's events is a comfortable table.
+// When the timescaledb extension is available and loads, Migrate makes the
+// ledger a hypertable on committed_at with 7-day chunks instead, and
+// EnsurePartitions does nothing. The choice is made once, when the ledger
+// table is created; Partitioning reports it.
+//
+// A unique index on a partitioned table must include the partition key, so
+// nothing in the ledger enforces one row per (edge, epoch, seq): the streams
+// watermark does, updated in the same transaction as the rows, under its
+// row lock. (edge, epoch, seq) has a plain index, for reads and proofs.
+//
+// # Commit
+//
+// Commit takes a batch of decoded segments, each with the edge of the topic
+// it arrived on, and returns one Outcome per segment: Committed (with the
+// receipt fields), Duplicate (already committed, with the stored receipt
+// fields), Gap (starts above hwm+1: nack with the hwm) or Quarantined.
+//
+//  1. Outside any transaction, in parallel: the segment's edge must be the
+//     topic's edge; its checkpoint must verify against that edge's active
+//     keys (a kid registered to another edge is unknown);
+//     and its records must chain from their own first prev to the signed
+//     head (protocol.VerifyChain). Failures are quarantined.
+//  2. One transaction for the rest. In one round trip: insert the stream
+//     rows not seen before (ON CONFLICT DO NOTHING), lock the stream rows of
+//     the batch's edges (SELECT ... ORDER BY edge, epoch FOR UPDATE),
+//     share-lock the signing keys and edges while re-reading their status,
+//     take the commit lock, and take a range of positions.
+//  3. Per segment, in (stream, first) order, against the stream's state
+//     (which the batch's earlier segments advance): last <= hwm is a
+//     duplicate, and must hash to what is stored at last (or it is a fork,
+//     quarantined); first > hwm+1 is a gap; otherwise record hwm+1 must
+//     have the stored head as its prev (or it is a fork), and the records
+//     above hwm are new.
+//  4. COPY the new records into ledger; insert the checkpoints; advance hwm,
+//     head, last_commit and last_seen; end the old epochs of an edge that
+//     started a new one; run the projections with the new records; COMMIT.
+//  5. Quarantined segments are written in a transaction of their own, so
+//     they persist whatever the commit did.
+//
+// A deadlock or serialization failure reruns the transaction (up to three
+// times). Commit is idempotent: a batch may be delivered any number of
+// times, to any number of concurrent callers.
+//
+// # Locks
+//
+// In the commit transaction, in this order: stream rows (FOR UPDATE, by
+// edge then epoch, all epochs of each edge in the batch, so that ending an
+// old epoch takes no lock out of order), then edge and key rows (FOR SHARE),
+// then the commit advisory lock, held to COMMIT. New stream rows are
+// inserted before any of these, in the same order. RevokeEdge and RevokeKey
+// each update one table, so they wait for commits in flight and commits
+// wait for them, and once they return no commit signed by the revoked key
+// can start.
+//
+// The commit lock makes pos order commit order: a reader paging by pos
+// (Events with After) never skips a row that commits later with a smaller
+// pos, so tailing the ledger by pos is exact. The price is that the
+// database side of commits (COPY to COMMIT) runs one at a time; several
+// ingest workers still overlap their verification with each other's
+// commits. Should commit throughput ever need more than one COPY stream,
+// the way out is a reader horizon (read only below the lowest position
+// still in flight) instead of the lock.
+//
+// # Keys
+//
+// RotateKey adds a key and leaves the old ones valid until RevokeKey: the
+// edge's outbox holds checkpoints signed with the old key, which must still
+// verify when they are uploaded. EdgeKeys reads one edge's keys as a Keys,
+// which implements protocol.Keys. Commit caches keys between batches: a kid the cache lacks
+// is looked up again before a segment is refused, and a revoked key the
+// cache still holds is caught by the re-read in the transaction.
+package ledger
