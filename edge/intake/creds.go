@@ -303,7 +303,7 @@ type Credentials struct {
 
 	mu     sync.Mutex // guards the fields below
 	stamp  fileStamp
-	hashes map[string]string   // device id → stored hash
+	hashes map[string]string // device id → stored hash
 	cache  map[string]cacheEntry
 }
 

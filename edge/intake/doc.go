@@ -18,15 +18,18 @@
 // packet. The pipeline then sends the acknowledgement itself
 // (Client.WritePacket with packets.Puback and the reason code):
 //
-//   - Each client has at most one Append in flight. Publishes that arrive
-//     while it is being committed wait in the client's queue and go
-//     together in the next Append: a client with many publishes in flight
-//     costs few appends, and the outbox's group commit shares each fsync
-//     among all clients' appends.
-//   - When an Append completes, its publishes are marked done, and one
-//     writer goroutine per client writes the acknowledgements of the done
-//     prefix of the queue, in packet order (MQTT requires it), starting the
-//     next Append first. The Appender's goroutine never writes to a socket.
+//   - Each publish is handed to the Appender as soon as it is read, and
+//     the read loop goes on. The Appender's group commit does the batching:
+//     the publishes a client (or many clients) sent while one commit was
+//     being fsynced all ride the next one. (Holding a client's publishes
+//     back until its previous append completed, to make fewer Append
+//     calls, was measured slower: 14-22k against 19-25k msgs/s with 64
+//     publishers, and half as many events per commit.)
+//   - Each client's publishes also wait in a queue in packet order. When an
+//     append completes, its publish is marked done, and one writer
+//     goroutine per client writes the acknowledgements of the done prefix
+//     of the queue, in packet order (MQTT requires it). The Appender's
+//     goroutine never writes to a socket.
 //   - A client with MaxPendingPerClient publishes unacknowledged (also its
 //     MQTT 5 Receive Maximum) is not read from until acks go out: TCP
 //     pushes back. HTTP requests beyond MaxInflightAppends appends in

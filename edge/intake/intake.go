@@ -55,18 +55,16 @@ type Server struct {
 	HTTPAddr string
 	// HTTPTLS, when set, serves HTTPS; client certificates as for MQTT.
 	HTTPTLS *tls.Config
-	// MaxInflightAppends bounds Append calls in flight, MQTT and HTTP
-	// together. HTTP requests over it get 429; MQTT clients never exceed
-	// one each (see MaxPendingPerClient). Default 256.
+	// MaxInflightAppends bounds Append calls in flight (one per MQTT
+	// publish or HTTP request), MQTT and HTTP together. HTTP requests over
+	// it get 429; MQTT clients are bounded by MaxPendingPerClient instead.
+	// Default 4096.
 	MaxInflightAppends int
 	// MaxPendingPerClient bounds one MQTT client's publishes awaiting their
 	// acknowledgement. At the bound the intake stops reading from that
 	// client (TCP backpressure) until acks go out. It is also the Receive
 	// Maximum announced to MQTT 5 clients. Default 1024.
 	MaxPendingPerClient int
-	// MaxAppendEvents bounds the events of one client's publishes coalesced
-	// into one Append. Default 4096.
-	MaxAppendEvents int
 	// RejectedPayloadCap is the number of refused bytes kept in a rejected
 	// record. Default 4096.
 	RejectedPayloadCap int
@@ -110,9 +108,8 @@ type Server struct {
 func New(app Appender, creds *Credentials) *Server {
 	return &Server{
 		MQTTAddr:            ":1883",
-		MaxInflightAppends:  256,
+		MaxInflightAppends:  4096,
 		MaxPendingPerClient: 1024,
-		MaxAppendEvents:     4096,
 		RejectedPayloadCap:  4096,
 		RejectedPerMinute:   600,
 		CloseTimeout:        10 * time.Second,

@@ -191,14 +191,14 @@ func logName(s string) string {
 
 // conn is the ack pipeline of one MQTT client connection.
 //
-// Publishes enter queue in packet order. queue[:next] have been handed to
-// the Appender, queue[next:] wait for the client's append in flight (at
-// most one) to complete, and then go in the next append together: so the
-// publishes a client pipelines while a commit is being fsynced share the
-// next commit. As appends complete, publishes are marked done, and a writer
-// goroutine (one at a time per client) pops the done prefix of the queue
-// and writes its acknowledgements: in packet order, as MQTT requires, and
-// never waiting on a publish that is not yet durable behind it.
+// Each publish is handed to the Appender as soon as it is read, so that
+// all the publishes a client has in flight reach the store's next group
+// commit together, with no wait on the commit before. Publishes also enter
+// queue, in packet order. As appends complete (in any order), publishes are
+// marked done, and a writer goroutine (at most one per client) pops the
+// done prefix of the queue and writes its acknowledgements: in packet
+// order, as MQTT requires, each as soon as it and every publish before it
+// are durable.
 type conn struct {
 	s        *Server
 	cl       *mqtt.Client
@@ -207,13 +207,11 @@ type conn struct {
 	errTopic string
 	v5       bool
 
-	mu        sync.Mutex
-	cond      *sync.Cond // signalled when the queue shrinks or the conn dies
-	queue     []*pub
-	next      int  // queue[next:] are not yet handed to the Appender
-	appending bool // an append of this client's is in flight
-	writing   bool // a writer goroutine is running
-	dead      bool // disconnected: append nothing more, write nothing more
+	mu      sync.Mutex
+	cond    *sync.Cond // signalled when the queue shrinks or the conn dies
+	queue   []*pub     // unacknowledged publishes, in packet order
+	writing bool       // a writer goroutine is running
+	dead    bool       // disconnected: append nothing more, write nothing more
 }
 
 // pub is one PUBLISH on its way through the pipeline.
@@ -261,86 +259,44 @@ func (s *Server) onPublish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	p := &pub{packetID: pk.PacketID, qos: qos, topic: pk.TopicName, v: v}
 	p.events = append(slices.Clip(v.events), v.rejects...)
+	if !c.enqueue(p) {
+		return
+	}
 	s.metrics.Events.Add(uint64(len(v.events)))
-	c.enqueue(p)
+	if len(p.events) == 0 { // a refusal that keeps no record
+		s.wg.Add(1)
+		c.complete(p, make([]Result, 0), nil)
+		s.wg.Done()
+		return
+	}
+	s.appendEvents(c.device, p.events, func(res []Result, err error) { c.complete(p, res, err) })
 }
 
 // enqueue adds p to the queue, waiting while the client has
 // MaxPendingPerClient publishes unacknowledged: the read loop stops, and TCP
-// pushes back on the device.
-func (c *conn) enqueue(p *pub) {
+// pushes back on the device. It returns false when the client is gone.
+func (c *conn) enqueue(p *pub) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	for len(c.queue) >= c.s.MaxPendingPerClient && !c.dead {
 		c.cond.Wait()
 	}
 	if c.dead {
-		c.mu.Unlock()
-		return
+		return false
 	}
 	c.queue = append(c.queue, p)
-	b := c.takeLocked()
-	c.mu.Unlock()
-	if b != nil {
-		c.appendBatch(b)
-	}
+	return true
 }
 
-// takeLocked returns the publishes for the client's next append, or nil
-// when one is in flight or none waits.
-func (c *conn) takeLocked() []*pub {
-	if c.appending || c.dead || c.next >= len(c.queue) {
-		return nil
-	}
-	end, n := c.next, 0
-	for end < len(c.queue) {
-		m := len(c.queue[end].events)
-		if end > c.next && n+m > c.s.MaxAppendEvents {
-			break
-		}
-		n += m
-		end++
-	}
-	b := slices.Clone(c.queue[c.next:end])
-	c.next = end
-	c.appending = true
-	return b
-}
-
-func (c *conn) appendBatch(b []*pub) {
-	var events []protocol.Event
-	for _, p := range b {
-		events = append(events, p.events...)
-	}
-	if len(events) == 0 { // only refusals that keep no record
-		c.s.wg.Add(1)
-		c.complete(b, make([]Result, 0), nil)
-		c.s.wg.Done()
-		return
-	}
-	c.s.appendEvents(c.device, events, func(res []Result, err error) { c.complete(b, res, err) })
-}
-
-// complete runs when an append is durable or failed. It only does
-// bookkeeping and starts the writer; the Appender's goroutine never waits on
-// a network write.
-func (c *conn) complete(b []*pub, res []Result, err error) {
-	off := 0
-	for _, p := range b {
-		n := len(p.events)
-		if err != nil {
-			p.err = err
-		} else {
-			p.res = res[off : off+n]
-		}
-		off += n
-		c.s.account(p.v, p.res, p.err)
-	}
+// complete runs when p's append is durable or failed. It only does
+// bookkeeping and starts the writer: the Appender's goroutine never waits
+// on a network write.
+func (c *conn) complete(p *pub, res []Result, err error) {
+	p.res, p.err = res, err
+	c.s.account(p.v, res, err)
 	c.mu.Lock()
-	for _, p := range b {
-		p.done = true
-	}
-	c.appending = false
-	start := !c.writing && len(c.queue) > 0
+	p.done = true
+	start := !c.writing && len(c.queue) > 0 && c.queue[0].done
 	if start {
 		c.writing = true
 		c.s.wg.Add(1) // inside the append's own count, so never from zero
@@ -351,8 +307,8 @@ func (c *conn) complete(b []*pub, res []Result, err error) {
 	}
 }
 
-// write pops the done prefix of the queue, starts the next append, and
-// writes the acknowledgements, until there is nothing to do.
+// write pops the done prefix of the queue and writes its acknowledgements,
+// until the head of the queue is not done.
 func (c *conn) write() {
 	defer c.s.wg.Done()
 	for {
@@ -361,24 +317,17 @@ func (c *conn) write() {
 		for k < len(c.queue) && c.queue[k].done {
 			k++
 		}
-		ready := slices.Clone(c.queue[:k])
-		clear(c.queue[:k])
-		c.queue = c.queue[k:]
-		c.next -= k
-		if k > 0 {
-			c.cond.Broadcast()
-		}
-		b := c.takeLocked()
-		if k == 0 && b == nil {
+		if k == 0 {
 			c.writing = false
 			c.mu.Unlock()
 			return
 		}
+		ready := slices.Clone(c.queue[:k])
+		clear(c.queue[:k])
+		c.queue = c.queue[k:]
+		c.cond.Broadcast()
 		dead := c.dead
 		c.mu.Unlock()
-		if b != nil {
-			c.appendBatch(b)
-		}
 		for _, p := range ready {
 			if dead {
 				break

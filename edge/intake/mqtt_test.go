@@ -87,8 +87,9 @@ func TestPubackAfterDurable(t *testing.T) {
 }
 
 // TestPipelinedAcksInOrder sends 100 QoS 1 publishes back to back while
-// the commit is held: they must all be carried by few appends, and their
-// PUBACKs must come back in packet order.
+// a commit is held: they must all be carried by few group commits (each
+// publish is its own Append; the appender batches them), and their
+// PUBACKs must come back in packet order, none before its commit.
 func TestPipelinedAcksInOrder(t *testing.T) {
 	for _, v := range []byte{4, 5} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
@@ -107,6 +108,12 @@ func TestPipelinedAcksInOrder(t *testing.T) {
 				}
 				return nil
 			})
+			checkFor(t, waitLimit, func() error {
+				if got := f.Calls(); got != n {
+					return fmt.Errorf("%d appends, want %d", got, n)
+				}
+				return nil
+			})
 			if m.Acked.Load() != 0 || f.Commits() != 0 {
 				t.Fatalf("acked %d, commits %d while the commit is held", m.Acked.Load(), f.Commits())
 			}
@@ -117,8 +124,8 @@ func TestPipelinedAcksInOrder(t *testing.T) {
 					t.Fatalf("ack %d: type %d id %d reason %#x", i, pk.FixedHeader.Type, pk.PacketID, pk.ReasonCode)
 				}
 			}
-			if calls, commits := f.Calls(), f.Commits(); calls > 3 || commits > 3 {
-				t.Errorf("%d publishes took %d appends and %d commits; want them to share few", n, calls, commits)
+			if commits := f.Commits(); commits > 3 {
+				t.Errorf("%d publishes took %d commits; want them to share few", n, commits)
 			}
 			recs := f.Records()
 			if len(recs) != n {

@@ -18,23 +18,37 @@ import (
 // all, one event each. It reports p50-µs and p99-µs (from Publish to the
 // PUBACK reaching the client), msgs/s, and when app is a *FakeAppender,
 // events/commit. Pass the real outbox (through its adapter) to measure the
-// whole path; with window 1 it measures one publish at a time.
-func AckLatency(b *testing.B, app intake.Appender, publishers, window int) {
+// whole path; with window 1 it measures one publish at a time. It returns
+// the latencies, sorted.
+func AckLatency(b *testing.B, app intake.Appender, publishers, window int) []time.Duration {
 	h := MustStart(b, app, nil)
+	f, _ := app.(*FakeAppender)
+	commits0 := 0
+	if f != nil {
+		commits0 = f.Commits()
+	}
+	lat := Publish(b, h.MQTTAddr(), "dev-1", h.Secret("dev-1"), publishers, window)
+	if f != nil {
+		if c := f.Commits() - commits0; c > 0 {
+			b.ReportMetric(float64(len(lat))/float64(c), "events/commit")
+		}
+	}
+	return lat
+}
+
+// Publish runs the publishers against any MQTT broker at addr (the intake,
+// or a plain broker as a baseline) and reports p50-µs, p99-µs and msgs/s.
+// It returns the latencies, sorted.
+func Publish(b *testing.B, addr, user, pass string, publishers, window int) []time.Duration {
 	clients := make([]paho.Client, publishers)
 	for i := range clients {
-		clients[i] = mustPaho(b, h, "dev-1", fmt.Sprintf("bench-%d", i))
+		clients[i] = mustPaho(b, addr, user, pass, fmt.Sprintf("bench-%d", i))
 	}
 	run := time.Now().UnixNano()
 	lat := make([][]time.Duration, publishers)
 	per := make([]int, publishers)
 	for i := range b.N {
 		per[i%publishers]++
-	}
-	commits0 := 0
-	f, _ := app.(*FakeAppender)
-	if f != nil {
-		commits0 = f.Commits()
 	}
 	b.ResetTimer()
 	start := time.Now()
@@ -48,21 +62,24 @@ func AckLatency(b *testing.B, app intake.Appender, publishers, window int) {
 				t0  time.Time
 			}
 			inflight := make(chan sent, window)
+			slots := make(chan struct{}, window) // at most window publishes unacknowledged
 			waited := make(chan struct{})
 			go func() {
 				defer close(waited)
 				for s := range inflight {
 					<-s.tok.Done()
+					lat[p] = append(lat[p], time.Since(s.t0))
+					<-slots
 					if err := s.tok.Error(); err != nil {
 						b.Error(err)
 					}
-					lat[p] = append(lat[p], time.Since(s.t0))
 				}
 			}()
 			for i := range per[p] {
 				payload := fmt.Appendf(nil, `{"id":"b%d-%d-%d","type":"bench.tick","ts":%d,"body":{"n":%d}}`, run, p, i, time.Now().UnixMilli(), i)
+				slots <- struct{}{}
 				t0 := time.Now()
-				inflight <- sent{clients[p].Publish("outpost/v1/dev/dev-1/ev", 1, false, payload), t0}
+				inflight <- sent{clients[p].Publish("outpost/v1/dev/"+user+"/ev", 1, false, payload), t0}
 			}
 			close(inflight)
 			<-waited
@@ -77,19 +94,15 @@ func AckLatency(b *testing.B, app intake.Appender, publishers, window int) {
 	}
 	slices.Sort(all)
 	if len(all) == 0 {
-		return
+		return nil
 	}
 	b.ReportMetric(float64(Percentile(all, 0.50).Microseconds()), "p50-µs")
 	b.ReportMetric(float64(Percentile(all, 0.99).Microseconds()), "p99-µs")
 	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "msgs/s")
-	if f != nil {
-		if c := f.Commits() - commits0; c > 0 {
-			b.ReportMetric(float64(len(all))/float64(c), "events/commit")
-		}
-	}
 	for _, c := range clients {
 		c.Disconnect(0)
 	}
+	return all
 }
 
 // Percentile returns the q-quantile of sorted durations.
@@ -124,13 +137,13 @@ func FsyncLatency(tb testing.TB, dir string, n int) []time.Duration {
 	return out
 }
 
-func mustPaho(tb testing.TB, h *Harness, device, clientID string) paho.Client {
+func mustPaho(tb testing.TB, addr, user, pass, clientID string) paho.Client {
 	tb.Helper()
 	o := paho.NewClientOptions().
-		AddBroker("tcp://" + h.MQTTAddr()).
+		AddBroker("tcp://" + addr).
 		SetClientID(clientID).
-		SetUsername(device).
-		SetPassword(h.Secret(device)).
+		SetUsername(user).
+		SetPassword(pass).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
 		SetCleanSession(true).
@@ -138,7 +151,7 @@ func mustPaho(tb testing.TB, h *Harness, device, clientID string) paho.Client {
 	c := paho.NewClient(o)
 	tok := c.Connect()
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		tb.Fatalf("connect %s: %v", device, tok.Error())
+		tb.Fatalf("connect %s: %v", user, tok.Error())
 	}
 	return c
 }
