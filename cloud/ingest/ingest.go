@@ -67,6 +67,10 @@ type Options struct {
 	MaxBatchBytes int              // default 16 MiB
 	MaxDelay      time.Duration    // wait for more segments after the first; default 2ms
 	GapWait       time.Duration    // how long a gap may wait for its fill; default 2s
+	// AfterCommit, when set, runs after each successful commit and before
+	// any reply is sent: the point where a crash costs a receipt but no
+	// data. Fault-injection tests use it to kill the process there.
+	AfterCommit func(records int)
 	Now           func() time.Time
 	Logger        *slog.Logger
 }
@@ -298,6 +302,13 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 		}
 	}
 	s.batches.Add(1)
+	if s.o.AfterCommit != nil {
+		n := 0
+		for _, o := range outs {
+			n += o.Records
+		}
+		s.o.AfterCommit(n)
+	}
 
 	// One receipt per stream and replier: the highest watermark reached.
 	type key struct {

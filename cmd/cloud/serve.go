@@ -11,7 +11,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -228,7 +231,8 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	led := ledger.New(m.pool, ledger.Options{Logger: log})
 
-	svc, err := ingest.New(ingest.Options{Ledger: led, Signer: signer, Workers: c.Workers, MaxBatch: c.MaxBatch, GapWait: c.GapWait, Logger: log})
+	svc, err := ingest.New(ingest.Options{Ledger: led, Signer: signer, Workers: c.Workers, MaxBatch: c.MaxBatch, GapWait: c.GapWait,
+		AfterCommit: crashAfterCommitFault(log), Logger: log})
 	if err != nil {
 		return err
 	}
@@ -326,6 +330,25 @@ func (m *Main) Close() error {
 		m.pg.Stop()
 	}
 	return nil
+}
+
+// crashAfterCommitFault is fault injection for the crash tests, off unless
+// OUTPOST_FAULT_CRASH_AFTER_COMMIT=N is set: the process kills itself with
+// SIGKILL after every Nth commit that added records, after the commit and
+// before its receipts are sent.
+func crashAfterCommitFault(log *slog.Logger) func(int) {
+	n, _ := strconv.Atoi(os.Getenv("OUTPOST_FAULT_CRASH_AFTER_COMMIT"))
+	if n <= 0 {
+		return nil
+	}
+	log.Warn("fault injection on: this process kills itself after commits", "every", n)
+	var count atomic.Int64
+	return func(records int) {
+		if records > 0 && count.Add(1)%int64(n) == 0 {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // never reply
+		}
+	}
 }
 
 // partitionKeeper creates ledger partitions a week ahead, hourly.
