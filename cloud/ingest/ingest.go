@@ -71,8 +71,8 @@ type Options struct {
 	// any reply is sent: the point where a crash costs a receipt but no
 	// data. Fault-injection tests use it to kill the process there.
 	AfterCommit func(records int)
-	Now           func() time.Time
-	Logger        *slog.Logger
+	Now         func() time.Time
+	Logger      *slog.Logger
 }
 
 // Stats are counters for metrics and the status page.

@@ -176,14 +176,14 @@ func run(t *testing.T, name string, args ...string) string {
 
 // site is one cloud and its edges, each a child process.
 type site struct {
-	t      *testing.T
-	dir    string
-	dbURL  string
-	cloud  *proc
-	api    string
-	mqtt   string
-	admin  string
-	edges  map[string]*edgeProc
+	t     *testing.T
+	dir   string
+	dbURL string
+	cloud *proc
+	api   string
+	mqtt  string
+	admin string
+	edges map[string]*edgeProc
 }
 
 type edgeProc struct {
