@@ -317,6 +317,7 @@ type streamState struct {
 	ended      bool
 	isNew      bool // inserted by this transaction: a stream seen for the first time
 	touched    bool // an input of the batch is for it
+	signed     bool // an input of the batch is for it and signed by a key still active
 	committed  bool // the batch adds records to it
 	pending    []pendingRun
 }
@@ -487,11 +488,14 @@ func (l *Ledger) commitTx(ctx context.Context, work []*verified) ([]Outcome, []C
 		st.touched = true
 		first, last := v.seg.First, v.seg.Last
 		n := len(v.recs)
-		switch {
-		case !active[edgeKID{v.stream.Edge, v.cp.KID}]:
+		if !active[edgeKID{v.stream.Edge, v.cp.KID}] {
 			l.keys.forget(v.stream.Edge)
 			res[i] = quarantined(v.stream, protocol.NackRevoked,
 				fmt.Sprintf("key %s of edge %s was revoked", v.cp.KID, v.stream.Edge))
+			continue
+		}
+		st.signed = true
+		switch {
 		case last <= st.hwm:
 			res[i] = Outcome{Kind: KindDuplicate}
 			want := v.links[n-1]
@@ -636,9 +640,10 @@ func (l *Ledger) commitTx(ctx context.Context, work []*verified) ([]Outcome, []C
 		WHERE s.edge = t.edge AND s.epoch = t.epoch`, ue, uep, uhwm, uh, uc, at)
 	// A stream seen for the first time is a new epoch of its edge: end the
 	// edge's open epochs where their watermark stands, and link both ways.
+	// Only on the word of a key that is still active.
 	for _, s := range byEdge {
 		st := states[s]
-		if !st.isNew {
+		if !st.isNew || !st.signed {
 			continue
 		}
 		var prev *protocol.Stream
