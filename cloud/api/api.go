@@ -92,29 +92,50 @@ const (
 	admin                // role admin
 )
 
-func (s *server) routes() {
-	s.mux.HandleFunc("GET /healthz", s.healthz)
-	s.mux.HandleFunc("GET /readyz", s.readyz)
-	if s.opts.Metrics != nil {
-		s.mux.Handle("GET /metrics", s.opts.Metrics)
+// endpoint is one route of the API.
+type endpoint struct {
+	pattern string // a ServeMux pattern with its method
+	need    access
+	h       handlerFunc
+}
+
+// endpoints lists the API's routes; docs/openapi.yaml and docs/API.md
+// document each of them (docs_internal_test.go checks that).
+func (s *server) endpoints() []endpoint {
+	eps := []endpoint{
+		{"GET /healthz", public, s.healthz},
+		{"GET /readyz", public, s.readyz},
+		{"GET /v1/cloud-key", public, s.cloudKey},
+		{"POST /v1/enroll", public, s.enroll},
+
+		{"GET /v1/streams", reader, s.streams},
+		{"GET /v1/events", reader, s.events},
+		{"GET /v1/quarantine", reader, s.quarantine},
+		{"GET /v1/quarantine/{id}", reader, s.quarantineEntry},
+
+		{"GET /v1/edges", reader, s.listEdges},
+		{"GET /v1/edges/{id}", reader, s.getEdge},
+		{"POST /v1/edges", admin, s.addEdge},
+		{"POST /v1/edges/{id}/revoke", admin, s.revokeEdge},
+		{"POST /v1/edges/{id}/keys", admin, s.rotateKey},
+		{"POST /v1/edges/{id}/keys/{kid}/revoke", admin, s.revokeKey},
+		{"POST /v1/tokens", admin, s.createEnrollToken},
+		{"POST /v1/api-tokens", admin, s.createAPIToken},
+		{"POST /v1/api-tokens/{name}/revoke", admin, s.revokeAPIToken},
 	}
-	s.handle("GET /v1/cloud-key", public, s.cloudKey)
-	s.handle("POST /v1/enroll", public, s.enroll)
+	if s.opts.Metrics != nil {
+		eps = append(eps, endpoint{"GET /metrics", public, func(w http.ResponseWriter, r *http.Request) error {
+			s.opts.Metrics.ServeHTTP(w, r)
+			return nil
+		}})
+	}
+	return eps
+}
 
-	s.handle("GET /v1/streams", reader, s.streams)
-	s.handle("GET /v1/events", reader, s.events)
-	s.handle("GET /v1/quarantine", reader, s.quarantine)
-	s.handle("GET /v1/quarantine/{id}", reader, s.quarantineEntry)
-
-	s.handle("GET /v1/edges", reader, s.listEdges)
-	s.handle("GET /v1/edges/{id}", reader, s.getEdge)
-	s.handle("POST /v1/edges", admin, s.addEdge)
-	s.handle("POST /v1/edges/{id}/revoke", admin, s.revokeEdge)
-	s.handle("POST /v1/edges/{id}/keys", admin, s.rotateKey)
-	s.handle("POST /v1/edges/{id}/keys/{kid}/revoke", admin, s.revokeKey)
-	s.handle("POST /v1/tokens", admin, s.createEnrollToken)
-	s.handle("POST /v1/api-tokens", admin, s.createAPIToken)
-	s.handle("POST /v1/api-tokens/{name}/revoke", admin, s.revokeAPIToken)
+func (s *server) routes() {
+	for _, ep := range s.endpoints() {
+		s.handle(ep.pattern, ep.need, ep.h)
+	}
 }
 
 // handlerFunc is an endpoint: it writes its answer, or returns an error

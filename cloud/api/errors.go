@@ -37,7 +37,7 @@ func (e *authError) Unwrap() error { return e.err }
 // Advice that error messages end with.
 const (
 	adviceNewEnrollToken = "ask an admin for a new token: cloud tokens create --edge ID"
-	adviceAPIToken       = "send Authorization: Bearer <token> with a token from an admin: cloud tokens create --admin"
+	adviceAPIToken       = "send Authorization: Bearer <token> with a token from an admin: cloud tokens create --admin --name NAME"
 )
 
 // statusOf maps an error to the HTTP status and the message the caller

@@ -13,10 +13,11 @@ import (
 
 // healthz says the process is alive and serving; it checks nothing else,
 // so that a slow database never gets the process restarted.
-func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
+func (s *server) healthz(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write([]byte("ok\n"))
+	return nil
 }
 
 type readyBody struct {
@@ -25,15 +26,16 @@ type readyBody struct {
 
 // readyz says whether the service can do its work: the database answers,
 // its schema is the one this binary knows, and opts.Ready passes.
-func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), ReadyTimeout)
 	defer cancel()
 	if reason, err := s.notReady(ctx); err != nil {
 		info(r).err = err
 		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "not ready: " + reason})
-		return
+		return nil
 	}
 	writeJSON(w, http.StatusOK, readyBody{Status: "ready"})
+	return nil
 }
 
 // notReady returns the reason the service is not ready (for anyone who
