@@ -31,6 +31,10 @@ const MaxBodyBytes = 64 << 10
 // ReadyTimeout bounds the checks behind GET /readyz.
 const ReadyTimeout = 5 * time.Second
 
+// RequestTimeout bounds the work behind one request (its database queries),
+// so that a stuck database turns into 503s rather than requests that pile up.
+const RequestTimeout = 30 * time.Second
+
 // Options configure the API. Ledger and CloudPublicKey are required.
 type Options struct {
 	Ledger *ledger.Ledger
@@ -144,6 +148,9 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 func (s *server) handle(pattern string, need access, h handlerFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), RequestTimeout)
+		defer cancel()
+		r = r.WithContext(ctx)
 		err := s.authorize(r, need)
 		if err == nil {
 			err = h(w, r)
