@@ -192,13 +192,22 @@ type edgeProc struct {
 	secrets                map[string]string
 }
 
-func newSite(t *testing.T, cloudEnv ...string) *site {
+func newSite(t *testing.T, cloudEnv ...string) *site { return newSiteOn(t, "", cloudEnv...) }
+
+// newSiteOn is newSite with an external MQTT broker (host:port) between
+// edges and cloud instead of the cloud's embedded one; "" for embedded.
+func newSiteOn(t *testing.T, broker string, cloudEnv ...string) *site {
 	t.Helper()
 	s := &site{t: t, dir: t.TempDir(), dbURL: pgtest.New(t), edges: map[string]*edgeProc{}}
-	s.api, s.mqtt = freePort(t), freePort(t)
-	s.cloud = &proc{t: t, name: bin.cloud, log: filepath.Join(s.dir, "cloud.log"), env: cloudEnv, args: []string{"serve",
+	s.api, s.mqtt = freePort(t), broker
+	mqttArgs := []string{"--mqtt", "tcp://" + broker}
+	if broker == "" {
+		s.mqtt = freePort(t)
+		mqttArgs = []string{"--mqtt-listen", s.mqtt}
+	}
+	s.cloud = &proc{t: t, name: bin.cloud, log: filepath.Join(s.dir, "cloud.log"), env: cloudEnv, args: append([]string{"serve",
 		"--database-url", s.dbURL, "--migrate", "--data-dir", filepath.Join(s.dir, "cloud"),
-		"--http", s.api, "--mqtt-listen", s.mqtt, "--gap-wait", "500ms", "--log-level", "warn"}}
+		"--http", s.api, "--gap-wait", "500ms", "--log-level", "warn"}, mqttArgs...)}
 	s.startCloud()
 	t.Cleanup(func() {
 		for _, e := range s.edges {
@@ -257,3 +266,14 @@ func (e *edgeProc) edgeStatus() (st struct {
 }
 
 var _ = context.Background
+
+func splitHostPort(a string) (string, string, error) { return net.SplitHostPort(a) }
+
+func dialOK(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
