@@ -63,9 +63,10 @@
 // Each refusal has a Reason, mapped in one place (reason.go):
 //
 //	reason          MQTT 5 PUBACK   HTTP   kept as intake.rejected
-//	not_authorized  0x87            403    yes (publish outside own topic)
+//	not_authorized  0x87            403    yes for an MQTT publish outside its topic (not an HTTP identity mismatch)
 //	invalid         0x99            400    yes
-//	too_large       0x99            413    yes (first RejectedPayloadCap bytes)
+//	too_large       0x99            413    yes (first RejectedPayloadCap bytes;
+//	                                              not an HTTP body over MaxBatchBytes, refused unread)
 //	quota           0x97            507    no: the device must retry
 //	disk_full       0x97            503    no: the device must retry
 //	busy            -               429    no (MQTT waits instead)
@@ -85,8 +86,9 @@
 //   - bad input (not_authorized, invalid, too_large) is acknowledged, so the
 //     device does not resend it forever; the err message says why;
 //   - a storage refusal (quota, disk_full, internal) is not acknowledged:
-//     the intake publishes the err message and closes the connection, so
-//     the device keeps the events and resends them after reconnecting.
+//     the intake publishes the err message (best effort: the connection
+//     closes right after) and closes the connection, so the device keeps
+//     the events and resends them after reconnecting.
 //     Ledger events are never acknowledged unless stored.
 //
 // A batch with some invalid items: over MQTT, the valid items are stored,

@@ -131,6 +131,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.app == nil || s.creds == nil {
 		return errors.New("start intake: New needs an Appender and Credentials")
 	}
+	if s.RejectedPayloadCap <= 0 || s.RejectedPayloadCap > maxRejectedPayloadCap {
+		return fmt.Errorf("start intake: RejectedPayloadCap %d is outside 1..%d (a rejected record's body must stay under protocol.MaxBodyBytes)", s.RejectedPayloadCap, maxRejectedPayloadCap)
+	}
 	if s.MaxPendingPerClient <= 0 || s.MaxPendingPerClient > 65535 {
 		return fmt.Errorf("start intake: MaxPendingPerClient %d is outside 1..65535", s.MaxPendingPerClient)
 	}
@@ -151,6 +154,10 @@ func (s *Server) Start(ctx context.Context) error {
 	// A publish may carry a whole batch; anything larger is refused by the
 	// broker before it is buffered.
 	caps.MaximumPacketSize = 2 * protocol.MaxBatchBytes
+	// Sessions of devices that went away (MQTT 3.1.1 clean=false, or MQTT 5
+	// asking for more) are forgotten after a day, so that client ids that
+	// change do not grow the broker's memory forever.
+	caps.MaximumSessionExpiryInterval = 24 * 60 * 60
 	s.broker = mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		InlineClient: true, // the intake publishes refusals on devices' err topics

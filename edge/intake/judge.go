@@ -38,6 +38,9 @@ const (
 	maxItemRejects = 32  // bad items of one batch kept one record each; more are kept as one record of the payload
 	maxBodyItems   = 32  // item errors listed in one record or err message
 	maxErrorText   = 256 // bytes of one error text in a record
+	// maxRejectedPayloadCap keeps a record's body (the bytes as base64,
+	// plus up to maxBodyItems errors) under protocol.MaxBodyBytes.
+	maxRejectedPayloadCap = 16 << 10
 )
 
 // judge decodes a payload from device, received on where (the MQTT topic,

@@ -172,7 +172,7 @@ func worse(a, b Reason) Reason {
 type Metrics struct {
 	Published       atomic.Uint64 // MQTT publishes and HTTP requests from authenticated devices
 	Events          atomic.Uint64 // device events handed to the appender
-	Acked           atomic.Uint64 // PUBACKs and PUBRECs sent, HTTP 2xx answers
+	Acked           atomic.Uint64 // PUBACKs and PUBRECs sent (any reason code), HTTP 2xx answers
 	QoS0            atomic.Uint64 // QoS 0 publishes (at most once: never acknowledged)
 	Duplicates      atomic.Uint64 // events the appender found already stored
 	Appends         atomic.Uint64 // Append calls
