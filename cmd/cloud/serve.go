@@ -63,7 +63,7 @@ func commonFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.DevPGPort, "dev-pg-port", 15432, "port of the --dev Postgres on 127.0.0.1")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
-	fs.StringVar(&c.Config, "config", "", "optional config file of `name = value` lines (names are the flag names)")
+	fs.StringVar(&c.Config, "config", "", "optional config file of 'name = value' lines (names are the flag names)")
 }
 
 // Main is `cloud serve`: flag parsing, then wiring of ledger, broker,

@@ -35,9 +35,9 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.SetOutput(stderr)
 	var dataDir, cfg string
 	dataDirFlag(fs, &dataDir)
-	fs.StringVar(&cfg, "config", "", "optional config file of `name = value` lines")
+	fs.StringVar(&cfg, "config", "", "optional config file of 'name = value' lines")
 	cloud := fs.String("cloud", "", "enroll: the cloud's API URL, such as http://cloud.example:18080")
-	token := fs.String("token", "", "enroll: the one-time enrollment token from `cloud tokens create --edge ID`")
+	token := fs.String("token", "", "enroll: the one-time enrollment token from 'cloud tokens create --edge ID'")
 	id := fs.String("id", "", "devices: the device id")
 	secret := fs.String("secret", "", "devices add: the device's secret (default: generate one)")
 	devices := fs.String("devices", "", "devices: the credentials file (default <data-dir>/devices.json)")
