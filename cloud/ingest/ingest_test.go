@@ -1,0 +1,273 @@
+package ingest_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/cloud/ingest"
+	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+func signer(name string) *protocol.Signer {
+	seed := sha256.Sum256([]byte(name))
+	s, _ := protocol.NewSigner(ed25519.NewKeyFromSeed(seed[:]))
+	return s
+}
+
+// fakeLedger commits segments in order per stream, reports gaps, and can
+// fail a number of times first. It checks nothing cryptographic: that is
+// the real ledger's job and its tests'.
+type fakeLedger struct {
+	mu       sync.Mutex
+	hwm      map[protocol.Stream]uint64
+	failures int
+	calls    int
+	batches  [][]ledger.Input
+}
+
+func (f *fakeLedger) Commit(ctx context.Context, batch []ledger.Input) ([]ledger.Outcome, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.failures > 0 {
+		f.failures--
+		return nil, errors.New("database unavailable")
+	}
+	f.batches = append(f.batches, batch)
+	out := make([]ledger.Outcome, len(batch))
+	for i, in := range batch {
+		s := in.Segment.Stream()
+		h := f.hwm[s]
+		w := ledger.Watermark{Stream: s, HWM: h, CommittedAt: time.UnixMilli(1)}
+		switch {
+		case in.Segment.First > h+1:
+			out[i] = ledger.Outcome{Kind: ledger.KindGap, Watermark: w, Code: protocol.NackGap, Reason: "gap"}
+		case in.Segment.Last <= h:
+			out[i] = ledger.Outcome{Kind: ledger.KindDuplicate, Watermark: w}
+		default:
+			n := in.Segment.Last - h
+			f.hwm[s] = in.Segment.Last
+			w.HWM = in.Segment.Last
+			out[i] = ledger.Outcome{Kind: ledger.KindCommitted, Watermark: w, Records: int(n)}
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeLedger) NoteHello(ctx context.Context, h protocol.Hello) (ledger.Watermark, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := protocol.Stream{Edge: h.Edge, Epoch: h.Epoch}
+	return ledger.Watermark{Stream: s, HWM: f.hwm[s]}, nil
+}
+
+type replies struct {
+	mu   sync.Mutex
+	msgs map[string][][]byte
+}
+
+func (r *replies) Reply(ctx context.Context, edge string, msg []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs[edge] = append(r.msgs[edge], msg)
+	return nil
+}
+
+func (r *replies) verified(t *testing.T, edge string, keys protocol.Keys) []protocol.Reply {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []protocol.Reply
+	for _, m := range r.msgs[edge] {
+		rep, err := protocol.VerifyReply(m, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, rep)
+	}
+	return out
+}
+
+// seg builds a syntactically valid segment (signatures are not checked here).
+func seg(t *testing.T, s *protocol.Signer, st protocol.Stream, first, last uint64) []byte {
+	t.Helper()
+	var recs [][]byte
+	for q := first; q <= last; q++ {
+		r := protocol.NewRecord(st, "d1", protocol.Event{ID: fmt.Sprint(q), Type: "a.b", TS: time.UnixMilli(1)})
+		r.Seq = q
+		recs = append(recs, r.Encode())
+	}
+	b, err := protocol.EncodeSegment(&protocol.Segment{V: 1, Edge: st.Edge, Epoch: st.Epoch, First: first, Last: last, Records: recs,
+		Checkpoint: s.SignCheckpoint(protocol.Checkpoint{Edge: st.Edge, Epoch: st.Epoch, Seq: last})}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		<-tick.C
+	}
+}
+
+func start(t *testing.T, l ingest.Ledger, mod func(*ingest.Options)) (*ingest.Service, *protocol.Signer) {
+	t.Helper()
+	cloud := signer("cloud")
+	o := ingest.Options{Ledger: l, Signer: cloud, Workers: 1, MaxDelay: time.Millisecond, GapWait: 5 * time.Second}
+	if mod != nil {
+		mod(&o)
+	}
+	svc, err := ingest.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = svc.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return svc, cloud
+}
+
+// A segment that arrives before its predecessor waits for it instead of
+// being nacked, and both are acked and receipted once committed.
+func TestGapWaitsForItsFill(t *testing.T) {
+	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}}
+	svc, cloud := start(t, fl, nil)
+	edge := signer("edge")
+	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
+	rp := &replies{msgs: map[string][][]byte{}}
+	var acked sync.Map
+	deliver := func(first, last uint64) {
+		k := fmt.Sprint(first)
+		if err := svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: seg(t, edge, st, first, last), Replier: rp,
+			Ack: func() { acked.Store(k, true) }}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deliver(11, 20) // before 1-10
+	waitFor(t, "the gap tried", func() bool { fl.mu.Lock(); defer fl.mu.Unlock(); return fl.calls >= 1 })
+	if _, ok := acked.Load("11"); ok {
+		t.Fatal("a gap was acked before it was resolved")
+	}
+	deliver(1, 10)
+	waitFor(t, "both acked", func() bool {
+		_, a := acked.Load("1")
+		_, b := acked.Load("11")
+		return a && b
+	})
+	reps := rp.verified(t, "e1", protocol.NewKeyMap(cloud.Public()))
+	var maxHWM uint64
+	for _, r := range reps {
+		if r.Nack != nil {
+			t.Fatalf("a nack was sent: %+v", r.Nack)
+		}
+		maxHWM = max(maxHWM, r.Receipt.HWM)
+	}
+	if maxHWM != 20 {
+		t.Fatalf("receipts reached %d, want 20", maxHWM)
+	}
+	if s := svc.Stats(); s.Gaps != 0 || s.Records != 20 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// A gap that is never filled is nacked after GapWait with the watermark.
+func TestGapNackedAfterWait(t *testing.T) {
+	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}}
+	svc, cloud := start(t, fl, func(o *ingest.Options) { o.GapWait = 50 * time.Millisecond })
+	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
+	rp := &replies{msgs: map[string][][]byte{}}
+	acked := make(chan struct{})
+	_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: seg(t, signer("edge"), st, 5, 9), Replier: rp, Ack: func() { close(acked) }})
+	<-acked
+	reps := rp.verified(t, "e1", protocol.NewKeyMap(cloud.Public()))
+	if len(reps) != 1 || reps[0].Nack == nil || reps[0].Nack.Code != protocol.NackGap || reps[0].Nack.HWM != 0 {
+		t.Fatalf("replies %+v", reps)
+	}
+}
+
+// While the database fails, nothing is acked or receipted; the batch is
+// retried until it commits.
+func TestCommitRetriedWithoutAck(t *testing.T) {
+	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}, failures: 3}
+	svc, _ := start(t, fl, nil)
+	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
+	rp := &replies{msgs: map[string][][]byte{}}
+	acked := make(chan struct{})
+	_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: seg(t, signer("edge"), st, 1, 3), Replier: rp, Ack: func() { close(acked) }})
+	<-acked
+	fl.mu.Lock()
+	calls := fl.calls
+	fl.mu.Unlock()
+	if calls != 4 {
+		t.Fatalf("%d commit attempts, want 4", calls)
+	}
+	if s := svc.Stats(); s.CommitErrs != 3 || s.Records != 3 {
+		t.Fatalf("stats %+v", s)
+	}
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if len(rp.msgs["e1"]) != 1 {
+		t.Fatalf("%d replies", len(rp.msgs["e1"]))
+	}
+}
+
+// Segments queued together go in one commit, and each stream gets one
+// receipt for the highest watermark, not one per segment.
+func TestBatchingAndOneReceiptPerStream(t *testing.T) {
+	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}}
+	svc, cloud := start(t, fl, func(o *ingest.Options) { o.MaxDelay = 200 * time.Millisecond })
+	edge := signer("edge")
+	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
+	rp := &replies{msgs: map[string][][]byte{}}
+	var wg sync.WaitGroup
+	for i := uint64(0); i < 5; i++ {
+		wg.Add(1)
+		_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: seg(t, edge, st, i*10+1, i*10+10), Replier: rp, Ack: wg.Done})
+	}
+	wg.Wait()
+	fl.mu.Lock()
+	nb := len(fl.batches)
+	fl.mu.Unlock()
+	reps := rp.verified(t, "e1", protocol.NewKeyMap(cloud.Public()))
+	if nb != 1 || len(reps) != 1 || reps[0].Receipt.HWM != 50 {
+		t.Fatalf("%d batches, replies %+v", nb, reps)
+	}
+}
+
+func TestMalformedAndHello(t *testing.T) {
+	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}}
+	svc, cloud := start(t, fl, nil)
+	acked := make(chan struct{})
+	_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: []byte("not a segment"), Ack: func() { close(acked) }})
+	<-acked
+	if svc.Stats().Malformed != 1 {
+		t.Fatal("malformed not counted")
+	}
+	ep := protocol.Epoch{7}
+	rc, err := svc.Hello(context.Background(), "e1", protocol.EncodeHello(protocol.Hello{Edge: "e1", Epoch: ep}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := protocol.VerifyReply(rc, protocol.NewKeyMap(cloud.Public()))
+	if err != nil || r.Receipt == nil || r.Receipt.HWM != 0 || r.Receipt.Epoch != ep {
+		t.Fatalf("%+v %v", r, err)
+	}
+	if _, err := svc.Hello(context.Background(), "e2", protocol.EncodeHello(protocol.Hello{Edge: "e1", Epoch: ep})); err == nil {
+		t.Fatal("a hello naming another edge than its topic was answered")
+	}
+}
