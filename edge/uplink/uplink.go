@@ -416,8 +416,10 @@ func (u *Uplink) verify(m []byte, st protocol.Stream) (protocol.Reply, bool) {
 func (u *Uplink) accept(r protocol.Receipt, acked uint64) bool {
 	switch {
 	case r.HWM < acked:
+		// A replay, or a receipt overtaken by a later one (several cloud
+		// workers reply independently): either way it trims nothing.
 		u.update(func(s *Stats) { s.ReplayedReplies++ })
-		u.log.Warn("ignored a replayed receipt", "hwm", r.HWM, "acked", acked)
+		u.log.Info("ignored an older receipt (replayed or overtaken)", "hwm", r.HWM, "acked", acked)
 		return false
 	case r.HWM == acked:
 		return false // a redelivered receipt
