@@ -113,6 +113,7 @@ func (s *server) endpoints() []endpoint {
 		{"POST /v1/enroll", public, s.enroll},
 
 		{"GET /v1/streams", reader, s.streams},
+		{"GET /v1/streams/{edge}/{epoch}/records", admin, s.streamRecords},
 		{"GET /v1/events", reader, s.events},
 		{"GET /v1/quarantine", reader, s.quarantine},
 		{"GET /v1/quarantine/{id}", reader, s.quarantineEntry},
