@@ -101,52 +101,78 @@ func badSig(format string, args ...any) error {
 	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrBadSignature)
 }
 
-// verify checks a COSE_Sign1 message and returns its payload and key id. It
-// refuses any algorithm but EdDSA, a content type other than want, an
-// unknown key id, and a bad signature.
-func verify(what, wantCT string, msg []byte, keys Keys) ([]byte, KeyID, error) {
+// openSign1 checks a message's size and well-formedness against the
+// package's limits (go-cose's own decoder has none) and parses it.
+func openSign1(what string, msg []byte) (*cose.Sign1Message, error) {
 	if len(msg) > MaxSignedBytes {
-		return nil, "", tooLarge(what, len(msg), MaxSignedBytes)
+		return nil, tooLarge(what, len(msg), MaxSignedBytes)
 	}
-	// go-cose's decoder has no size limits of its own: check the bytes
-	// against ours first.
 	if err := coseMode.Wellformed(msg); err != nil {
-		return nil, "", fmt.Errorf("%s: %v: %w", what, err, ErrMalformed)
+		return nil, fmt.Errorf("%s: %v: %w", what, err, ErrMalformed)
 	}
 	var m cose.Sign1Message
 	if err := m.UnmarshalCBOR(msg); err != nil {
-		return nil, "", fmt.Errorf("%s: not a COSE_Sign1 message: %v: %w", what, err, ErrMalformed)
+		return nil, fmt.Errorf("%s: not a COSE_Sign1 message: %v: %w", what, err, ErrMalformed)
 	}
+	return &m, nil
+}
+
+// signedPayload is a payload type of a signed message: it names the key
+// that signed it, which must be the key in the protected header.
+type signedPayload interface {
+	Checkpoint | Receipt | Nack
+}
+
+// verifySigned checks a parsed COSE_Sign1 message and decodes its payload
+// into v. It refuses any algorithm but EdDSA, a content type other than
+// wantCT, a key id outside the protected header or unknown to keys, a bad
+// signature, and a payload whose kid differs from the header's.
+func verifySigned[T signedPayload](what, wantCT string, m *cose.Sign1Message, keys Keys, v *T) error {
 	alg, err := m.Headers.Protected.Algorithm()
 	if err != nil {
-		return nil, "", badSig("%s: no algorithm in the protected header: %v", what, err)
+		return badSig("%s: no algorithm in the protected header: %v", what, err)
 	}
 	if alg != cose.AlgorithmEdDSA {
-		return nil, "", badSig("%s: algorithm %v; only EdDSA (-8) is accepted", what, alg)
+		return badSig("%s: algorithm %v; only EdDSA (-8) is accepted", what, alg)
 	}
 	if ct, _ := m.Headers.Protected[cose.HeaderLabelContentType].(string); ct != wantCT {
-		return nil, "", badSig("%s: content type %q, want %q", what, ct, wantCT)
+		return badSig("%s: content type %q, want %q", what, ct, wantCT)
 	}
 	if _, ok := m.Headers.Unprotected[cose.HeaderLabelKeyID]; ok {
-		return nil, "", badSig("%s: key id must be in the protected header only", what)
+		return badSig("%s: key id must be in the protected header only", what)
 	}
 	kidb, ok := m.Headers.Protected[cose.HeaderLabelKeyID].([]byte)
 	if !ok || len(kidb) == 0 {
-		return nil, "", badSig("%s: no key id in the protected header", what)
+		return badSig("%s: no key id in the protected header", what)
 	}
 	kid := KeyID(kidb)
 	pub, err := keys.PublicKey(kid)
 	if err != nil {
-		return nil, kid, badSig("%s: key %s: %v", what, kid, err)
+		return badSig("%s: key %s: %v", what, kid, err)
 	}
-	v, err := cose.NewVerifier(cose.AlgorithmEdDSA, pub)
+	ver, err := cose.NewVerifier(cose.AlgorithmEdDSA, pub)
 	if err != nil {
-		return nil, kid, badSig("%s: key %s: %v", what, kid, err)
+		return badSig("%s: key %s: %v", what, kid, err)
 	}
-	if err := m.Verify(nil, v); err != nil {
-		return nil, kid, badSig("%s: signature by key %s does not verify: %v", what, kid, err)
+	if err := m.Verify(nil, ver); err != nil {
+		return badSig("%s: signature by key %s does not verify: %v", what, kid, err)
 	}
-	return m.Payload, kid, nil
+	if err := unmarshal(what+" payload", m.Payload, v); err != nil {
+		return err
+	}
+	var payloadKID KeyID
+	switch p := any(v).(type) {
+	case *Checkpoint:
+		payloadKID = p.KID
+	case *Receipt:
+		payloadKID = p.KID
+	case *Nack:
+		payloadKID = p.KID
+	}
+	if payloadKID != kid {
+		return badSig("%s: payload kid %q differs from header kid %q", what, payloadKID, kid)
+	}
+	return nil
 }
 
 // Checkpoint is the edge's signed statement of its stream's head. The edge
@@ -173,15 +199,12 @@ func (s *Signer) SignCheckpoint(c Checkpoint) []byte {
 // VerifyCheckpoint checks a signed checkpoint against keys and returns it.
 func VerifyCheckpoint(msg []byte, keys Keys) (Checkpoint, error) {
 	var c Checkpoint
-	p, kid, err := verify("checkpoint", ContentTypeCheckpoint, msg, keys)
+	m, err := openSign1("checkpoint", msg)
+	if err == nil {
+		err = verifySigned("checkpoint", ContentTypeCheckpoint, m, keys, &c)
+	}
 	if err != nil {
 		return c, err
-	}
-	if err := unmarshal("checkpoint payload", p, &c); err != nil {
-		return c, err
-	}
-	if c.KID != kid {
-		return c, badSig("checkpoint: payload kid %q differs from header kid %q", c.KID, kid)
 	}
 	if err := ValidateName("edge", c.Edge); err != nil {
 		return c, prefixField("checkpoint", err)
@@ -268,56 +291,26 @@ type Reply struct {
 
 // VerifyReply checks a signed receipt or nack against the pinned cloud keys.
 func VerifyReply(msg []byte, keys Keys) (Reply, error) {
-	ct, err := peekContentType(msg)
+	m, err := openSign1("reply", msg)
 	if err != nil {
 		return Reply{}, err
 	}
-	switch ct {
+	switch ct, _ := m.Headers.Protected[cose.HeaderLabelContentType].(string); ct {
 	case ContentTypeReceipt:
 		var r Receipt
-		p, kid, err := verify("receipt", ContentTypeReceipt, msg, keys)
-		if err != nil {
+		if err := verifySigned("receipt", ct, m, keys, &r); err != nil {
 			return Reply{}, err
-		}
-		if err := unmarshal("receipt payload", p, &r); err != nil {
-			return Reply{}, err
-		}
-		if r.KID != kid {
-			return Reply{}, badSig("receipt: payload kid %q differs from header kid %q", r.KID, kid)
 		}
 		return Reply{Receipt: &r}, nil
 	case ContentTypeNack:
 		var n Nack
-		p, kid, err := verify("nack", ContentTypeNack, msg, keys)
-		if err != nil {
+		if err := verifySigned("nack", ct, m, keys, &n); err != nil {
 			return Reply{}, err
-		}
-		if err := unmarshal("nack payload", p, &n); err != nil {
-			return Reply{}, err
-		}
-		if n.KID != kid {
-			return Reply{}, badSig("nack: payload kid %q differs from header kid %q", n.KID, kid)
 		}
 		return Reply{Nack: &n}, nil
+	default:
+		return Reply{}, badSig("reply: content type %q is neither a receipt nor a nack", ct)
 	}
-	return Reply{}, badSig("reply: content type %q is neither a receipt nor a nack", ct)
-}
-
-// peekContentType reads the content type from a COSE_Sign1 message's
-// protected header without verifying anything.
-func peekContentType(msg []byte) (string, error) {
-	if len(msg) > MaxSignedBytes {
-		return "", tooLarge("signed message", len(msg), MaxSignedBytes)
-	}
-	if err := coseMode.Wellformed(msg); err != nil {
-		return "", fmt.Errorf("signed message: %v: %w", err, ErrMalformed)
-	}
-	var m cose.Sign1Message
-	if err := m.UnmarshalCBOR(msg); err != nil {
-		return "", fmt.Errorf("signed message: not a COSE_Sign1 message: %v: %w", err, ErrMalformed)
-	}
-	ct, _ := m.Headers.Protected[cose.HeaderLabelContentType].(string)
-	return ct, nil
 }
 
 // GenerateKey returns a new Ed25519 key pair from crypto/rand.
