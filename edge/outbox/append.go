@@ -154,10 +154,7 @@ func checkEntry(e *Entry) error {
 		if len(b) > protocol.MaxBodyBytes {
 			return fmt.Errorf("body is %d bytes; the limit is %d", len(b), protocol.MaxBodyBytes)
 		}
-		if b[0]>>5 != 5 {
-			return fmt.Errorf("body is not a CBOR map")
-		}
-		if err := wellFormed(b); err != nil {
+		if err := checkBody(b); err != nil {
 			return err
 		}
 	}

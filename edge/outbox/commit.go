@@ -148,16 +148,11 @@ func (o *Outbox) next() (reqs []*request, trim *trimOp, closing bool) {
 // thrown away because the batch in flight failed.
 func (o *Outbox) settle(b, next *batch) *batch {
 	if b.err == nil {
+		if o.committed.drainOnly {
+			o.log.Info("a commit succeeded again: the outbox leaves drain-only mode")
+		}
 		o.committed = b.st
 		o.forget(b.pruned)
-		if o.w.drainOnly && !b.empty() {
-			o.log.Info("a commit succeeded again: the outbox leaves drain-only mode")
-			o.w.drainOnly, o.committed.drainOnly = false, false
-			if next != nil {
-				next.st.drainOnly = false
-			}
-			o.publish(o.committed, false)
-		}
 		return next
 	}
 	if next != nil {
@@ -205,6 +200,12 @@ func (o *Outbox) committer(in <-chan *batch, done chan<- struct{}) {
 		if b.err != nil {
 			err := b.err
 			if isDiskFull(err) {
+				// Callers that see ErrDiskFull see a drain-only State too.
+				// (The builder settles the rest: nothing else publishes
+				// while a batch is in flight.)
+				o.mu.Lock()
+				o.pub.drainOnly = true
+				o.mu.Unlock()
 				err = fmt.Errorf("%w: %w", ErrDiskFull, err)
 			} else {
 				err = fmt.Errorf("commit: %w", err)
@@ -333,6 +334,7 @@ func (o *Outbox) build(reqs []*request, inflight *batch) *batch {
 	rd := &reader{db: o.db}
 	defer rd.close()
 	st := o.w
+	st.drainOnly = false // a retry: if it commits, the disk has room again
 	b.first = st.head + 1
 	// Records not yet visible to a read transaction start here.
 	visible := b.first
@@ -523,7 +525,7 @@ func (o *Outbox) shed(rd *reader, b *batch, st *wstate, size int64, limit uint64
 		tb := tomb.Encode()
 		freed := int64(len(raw) - len(tb))
 		if freed <= 0 {
-			return true // already a tombstone
+			return true // a tombstone would be no smaller: a tiny body, or one already
 		}
 		b.tombs = append(b.tombs, kv{seqKey(e.seq), tb})
 		st.telBytes -= freed

@@ -137,7 +137,7 @@ type Outbox struct {
 	w         wstate // as of the last batch built
 	committed wstate // as of the last batch committed
 	hlc       protocol.HLC
-	dedup map[uint64]uint64 // hash of (device, id) -> seq; see dedup.go
+	dedup     map[uint64]uint64 // hash of (device, id) -> seq; see dedup.go
 	// commitHook, when set (tests), runs in the committer just before each
 	// commit and fails it with its error.
 	commitHook func() error

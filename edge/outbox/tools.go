@@ -107,10 +107,16 @@ func verifyTx(tx *bolt.Tx, keys protocol.Keys, rep *Report) error {
 	if !m.hasStream {
 		return bad(1, "no stream in meta")
 	}
-	if err := checkPositions(tx, m); err != nil {
-		return bad(m.base+1, "%v", err)
+	if m.head < m.base || m.hwm > m.head || m.hwm < m.base {
+		return bad(m.base+1, "meta positions out of order: base %d, hwm %d, head %d", m.base, m.hwm, m.head)
 	}
 	recs := tx.Bucket(bucketRecords).Cursor()
+	if k, _ := recs.First(); k != nil && keySeq(k) <= m.base {
+		return bad(keySeq(k), "record %d is stored at or below the trimmed base %d", keySeq(k), m.base)
+	}
+	if k, _ := recs.Last(); k != nil && keySeq(k) > m.head {
+		return bad(m.head+1, "record %d is stored beyond the head %d", keySeq(k), m.head)
+	}
 	idx := tx.Bucket(bucketIndex)
 	st := protocol.ChainState{Stream: m.stream, Seq: m.base, Head: m.baseHash}
 	var ledger, tel int64

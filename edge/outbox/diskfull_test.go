@@ -1,0 +1,65 @@
+package outbox_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/outpost-edge/outpost/edge/outbox"
+)
+
+// TestFileCapDrainsOnly fills a file capped by MaxFileBytes, which bbolt
+// enforces the way a full volume would refuse a write, and checks the
+// drain-only mode end to end: appends refused, reads and trims working,
+// appends back once a trim has freed space, nothing lost or broken.
+func TestFileCapDrainsOnly(t *testing.T) {
+	b := MustOpen(t, func(o *outbox.Options) { o.MaxFileBytes = 1 << 20 })
+	var full error
+	stored := uint64(0)
+	for i := 0; i < 200 && full == nil; i++ {
+		es := make([]outbox.Entry, 50)
+		for j := range es {
+			es[j] = entry("dev-1", fmt.Sprintf("%d-%d", i, j), "telemetry.reading")
+		}
+		res, err := b.Append(t.Context(), es)
+		switch {
+		case err == nil:
+			stored = res[len(res)-1].Seq
+		case errors.Is(err, outbox.ErrDiskFull):
+			full = err
+			for _, r := range res {
+				if !errors.Is(r.Err, outbox.ErrDiskFull) {
+					t.Fatalf("entry result %+v", r)
+				}
+			}
+		default:
+			t.Fatal(err)
+		}
+	}
+	if full == nil {
+		t.Fatal("the capped file never filled")
+	}
+	t.Logf("full after %d records: %v", stored, full)
+	st := b.State()
+	if !st.DrainOnly || st.Head != stored {
+		t.Fatalf("state %+v", st)
+	}
+	// Drain-only: new appends are refused at once...
+	if _, err := b.Append(t.Context(), []outbox.Entry{entry("dev-2", "x", "sale.completed")}); !errors.Is(err, outbox.ErrDiskFull) {
+		t.Fatalf("append in drain-only mode: %v", err)
+	}
+	// ...while the uplink still reads everything, and trims.
+	if recs, _ := walk(t, b, 0); uint64(len(recs)) != stored {
+		t.Fatalf("%d records readable, %d stored", len(recs), stored)
+	}
+	if err := b.Trim(b.Receipt(t, stored)); err != nil {
+		t.Fatal(err)
+	}
+	if st := b.State(); st.DrainOnly {
+		t.Fatalf("still drain-only after a trim freed space: %+v", st)
+	}
+	res, err := b.Append(t.Context(), []outbox.Entry{entry("dev-2", "x", "sale.completed")})
+	if err != nil || res[0].Seq != stored+1 {
+		t.Fatalf("append after the trim: %+v %v", res, err)
+	}
+}
