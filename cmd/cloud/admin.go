@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -46,7 +47,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := flagenv.Parse(fs, rest, "OUTPOST_", "config"); err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, c.LogLevel, c.LogFormat)
+	log, err := cli.NewLogger(stderr, c.LogLevel, c.LogFormat)
 	if err != nil {
 		return err
 	}

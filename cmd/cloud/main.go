@@ -19,8 +19,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/outpost-edge/outpost/internal/cli"
 )
 
 func main() {
@@ -52,7 +52,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	ctx, stop := signalContext()
+	ctx, stop := cli.SignalContext("cloud")
 	defer stop()
 	var err error
 	switch cmd := args[0]; cmd {
@@ -75,7 +75,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
-	case errors.As(err, new(usageError)):
+	case cli.IsUsage(err):
 		fmt.Fprintf(stderr, "cloud: %v\n", err)
 		return 2
 	}
@@ -83,27 +83,5 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
-// usageError is a mistake in how the command was called (exit code 2).
-type usageError struct{ error }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
-
-// signalContext is cancelled by the first SIGINT or SIGTERM, which starts a
-// graceful drain; a second one exits at once.
-func signalContext() (context.Context, func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan os.Signal, 2)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		select {
-		case <-ch:
-			cancel()
-		case <-ctx.Done():
-			return
-		}
-		<-ch
-		fmt.Fprintln(os.Stderr, "cloud: second signal, exiting now")
-		os.Exit(1)
-	}()
-	return ctx, func() { signal.Stop(ch); cancel() }
-}
+// usagef reports a mistake in how the command was called (exit code 2).
+var usagef = cli.Usagef

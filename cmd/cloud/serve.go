@@ -27,6 +27,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/internal/keyfile"
 	"github.com/outpost-edge/outpost/internal/pgcluster"
@@ -107,21 +108,6 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "on the first SIGTERM, how long to finish work in hand")
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud serve [flags]\n\nRuns the cloud service.")
 	return flagenv.Parse(fs, args, "OUTPOST_", "config")
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, usagef("--log-level %q: want debug, info, warn or error", level)
-	}
-	o := &slog.HandlerOptions{Level: l}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, o)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, o)), nil
-	}
-	return nil, usagef("--log-format %q: want text or json", format)
 }
 
 // openDB connects to --database-url, or with --dev to (or starts) the
@@ -209,7 +195,7 @@ func loadCloudKey(dataDir string, log *slog.Logger) (*protocol.Signer, error) {
 // Run starts everything and blocks until ctx ends, then drains.
 func (m *Main) Run(ctx context.Context) error {
 	c := &m.Config
-	log, err := newLogger(m.stderr, c.LogLevel, c.LogFormat)
+	log, err := cli.NewLogger(m.stderr, c.LogLevel, c.LogFormat)
 	if err != nil {
 		return err
 	}

@@ -21,8 +21,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/outpost-edge/outpost/internal/cli"
 )
 
 func main() {
@@ -46,10 +46,8 @@ Commands:
 Run 'edge <command> --help' for the flags of a command.
 `
 
-// usageError is a mistake in how the command was called (exit code 2).
-type usageError struct{ error }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+// usagef reports a mistake in how the command was called (exit code 2).
+var usagef = cli.Usagef
 
 // Run runs the command line args and returns the exit code.
 func Run(args []string, stdout, stderr io.Writer) int {
@@ -60,7 +58,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	ctx, stop := signalContext()
+	ctx, stop := cli.SignalContext("edge")
 	defer stop()
 	var err error
 	switch cmd := args[0]; cmd {
@@ -81,31 +79,10 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil, errors.Is(err, context.Canceled), errors.Is(err, flag.ErrHelp):
 		return 0
-	case errors.As(err, new(usageError)):
+	case cli.IsUsage(err):
 		fmt.Fprintf(stderr, "edge: %v\n", err)
 		return 2
 	}
 	fmt.Fprintf(stderr, "edge: %v\n", err)
 	return 1
-}
-
-// signalContext is cancelled by the first SIGINT or SIGTERM, which starts a
-// graceful shutdown (stop intake, finish the group commit, flush, close); a
-// second one exits at once.
-func signalContext() (context.Context, func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan os.Signal, 2)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		select {
-		case <-ch:
-			cancel()
-		case <-ctx.Done():
-			return
-		}
-		<-ch
-		fmt.Fprintln(os.Stderr, "edge: second signal, exiting now")
-		os.Exit(1)
-	}()
-	return ctx, func() { signal.Stop(ch); cancel() }
 }

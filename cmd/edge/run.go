@@ -23,6 +23,7 @@ import (
 	"github.com/outpost-edge/outpost/edge/outbox"
 	"github.com/outpost-edge/outpost/edge/uplink"
 	uplinkmqtt "github.com/outpost-edge/outpost/edge/uplink/mqtt"
+	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -111,21 +112,6 @@ func (m *Main) ParseFlags(args []string) error {
 	return flagenv.Parse(fs, args, "OUTPOST_", "config")
 }
 
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, usagef("--log-level %q: want debug, info, warn or error", level)
-	}
-	o := &slog.HandlerOptions{Level: l}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, o)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, o)), nil
-	}
-	return nil, usagef("--log-format %q: want text or json", format)
-}
-
 func outboxPath(dataDir string) string { return filepath.Join(dataDir, "outbox.db") }
 
 // Run starts the daemon and blocks until ctx ends, then shuts down in
@@ -133,7 +119,7 @@ func outboxPath(dataDir string) string { return filepath.Join(dataDir, "outbox.d
 // the outbox.
 func (m *Main) Run(ctx context.Context) error {
 	c := &m.Config
-	log, err := newLogger(m.stderr, c.LogLevel, c.LogFormat)
+	log, err := cli.NewLogger(m.stderr, c.LogLevel, c.LogFormat)
 	if err != nil {
 		return err
 	}

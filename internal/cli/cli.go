@@ -1,0 +1,68 @@
+// Package cli holds what the edge and cloud commands share: two-stage
+// signal handling, the slog logger from --log-level and --log-format, and
+// usage errors (exit code 2).
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// UsageError is a mistake in how a command was called: the caller prints
+// it and exits with code 2.
+type UsageError struct{ Err error }
+
+func (e UsageError) Error() string { return e.Err.Error() }
+func (e UsageError) Unwrap() error { return e.Err }
+
+// Usagef returns a UsageError with a formatted message.
+func Usagef(format string, args ...any) error {
+	return UsageError{fmt.Errorf(format, args...)}
+}
+
+// IsUsage reports whether err is (or wraps) a UsageError.
+func IsUsage(err error) bool { return errors.As(err, new(UsageError)) }
+
+// SignalContext returns a context cancelled by the first SIGINT or
+// SIGTERM, which starts a graceful shutdown; a second signal exits the
+// process at once with status 1. name prefixes the message.
+func SignalContext(name string) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-ch:
+			cancel()
+		case <-ctx.Done():
+			return
+		}
+		<-ch
+		fmt.Fprintf(os.Stderr, "%s: second signal, exiting now\n", name)
+		os.Exit(1)
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}
+
+// NewLogger returns a logger writing to w at level (debug, info, warn,
+// error) in format (text or json).
+func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, Usagef("--log-level %q: want debug, info, warn or error", level)
+	}
+	o := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	}
+	return nil, Usagef("--log-format %q: want text or json", format)
+}
