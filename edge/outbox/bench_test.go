@@ -29,6 +29,7 @@ func BenchmarkAppend(b *testing.B) {
 	}{
 		{64, 16},
 		{64, 32},
+		{64, 64},
 	} {
 		b.Run(fmt.Sprintf("producers=%d/window=%d", bc.producers, bc.window), func(b *testing.B) {
 			benchAppend(b, bc.producers, bc.window)
@@ -180,7 +181,7 @@ func BenchmarkBacklogMemory(b *testing.B) {
 	for i := 0; i < n; i += batch {
 		es := make([]outbox.Entry, batch)
 		for j := range es {
-			es[j] = entry("dev-"+strconv.Itoa(j%50), "ev-"+strconv.Itoa(i+j), "telemetry.reading")
+			es[j] = entry("dev-"+strconv.Itoa(j%50), "ev-"+strconv.Itoa(i+j), "sale.completed")
 		}
 		p := o.AppendAsync(es)
 		if i%(64*batch) == 0 {

@@ -275,9 +275,9 @@ func bodyItem(b []byte, off, depth int) (int, error) {
 		if arg > bodyMaxMap {
 			return 0, fmt.Errorf("a map of %d pairs; the limit is %d", arg, bodyMaxMap)
 		}
-		var keys []string
+		var small [16][]byte // the keys of a small map, compared without allocating
 		var seen map[string]struct{}
-		for range arg {
+		for i := range arg {
 			km, klen, koff, err := bodyHead(b, off)
 			if err != nil {
 				return 0, err
@@ -288,20 +288,22 @@ func bodyItem(b []byte, off, depth int) (int, error) {
 			if off, err = bodyItem(b, off, depth+1); err != nil {
 				return 0, err
 			}
-			k := string(b[koff : koff+int(klen)])
-			if arg <= 16 {
-				if slices.Contains(keys, k) {
-					return 0, fmt.Errorf("duplicate map key %q", k)
+			k := b[koff : koff+int(klen)]
+			if arg <= uint64(len(small)) {
+				for _, x := range small[:i] {
+					if bytes.Equal(x, k) {
+						return 0, fmt.Errorf("duplicate map key %q", k)
+					}
 				}
-				keys = append(keys, k)
+				small[i] = k
 			} else {
 				if seen == nil {
 					seen = make(map[string]struct{}, arg)
 				}
-				if _, dup := seen[k]; dup {
+				if _, dup := seen[string(k)]; dup {
 					return 0, fmt.Errorf("duplicate map key %q", k)
 				}
-				seen[k] = struct{}{}
+				seen[string(k)] = struct{}{}
 			}
 			if off, err = bodyItem(b, off, depth+1); err != nil {
 				return 0, err

@@ -19,15 +19,24 @@ import (
 //   - the committer, which puts them in one bbolt transaction and commits it
 //     (one fsync), then releases the batch's callers.
 //
-// So the builder prepares batch N+1 while batch N is being written and
-// synced, and requests queue for N+2. The builder is at most one batch
-// ahead: before it hands batch N+1 over it waits for batch N's outcome. If
-// N failed, N+1 (built on top of it) is thrown away and its requests go
-// back to the front of the queue, and the state returns to the last commit.
-// Trims and maintenance run in the builder while nothing is in flight.
+// The builder prepares batch N+1 while batch N is being written and synced,
+// and may hand it over before N is done, so that the committer goes from
+// one commit straight to the next; requests queue meanwhile. At most
+// maxInflight batches are handed over and not yet settled. When a commit
+// fails, the committer aborts the batches handed over after it without
+// writing them (they were built on top of it); the builder then returns the
+// state to the last commit, restores the dedup table, and puts the aborted
+// batches' requests back at the front of the queue. Trims and maintenance
+// run in the builder while nothing is in flight.
+const maxInflight = 2
+
+// errAborted marks a batch the committer did not write because an earlier
+// one failed. Its callers are not released: the builder builds them again.
+var errAborted = errors.New("aborted after an earlier commit failed")
 
 // batch is one group commit: its requests and the writes it makes.
 type batch struct {
+	gen     uint64 // the builder's generation; a failed commit ends one
 	reqs    []*request
 	first   uint64 // seq of its first record
 	entries []batchEntry
@@ -56,7 +65,7 @@ func (b *batch) empty() bool {
 // run is the builder. See above.
 func (o *Outbox) run() {
 	defer close(o.done)
-	commits := make(chan *batch)
+	commits := make(chan *batch, maxInflight)
 	committed := make(chan struct{})
 	go o.committer(commits, committed)
 	defer func() {
@@ -65,29 +74,51 @@ func (o *Outbox) run() {
 	}()
 	tick := time.NewTicker(maintainEvery)
 	defer tick.Stop()
-	var inflight *batch
-	settle := func(next *batch) *batch {
-		if inflight == nil {
-			return next
+	var inflight []*batch // handed over, oldest first
+	// settle takes the outcomes of the batches that are done, oldest first;
+	// with all, it waits for every batch in flight.
+	settle := func(all bool) {
+		for len(inflight) > 0 {
+			b := inflight[0]
+			if all {
+				<-b.done
+			} else {
+				select {
+				case <-b.done:
+				default:
+					return
+				}
+			}
+			if b.err != nil {
+				o.recover(inflight)
+				inflight = nil
+				return
+			}
+			if o.committed.drainOnly {
+				o.log.Info("a commit succeeded again: the outbox leaves drain-only mode")
+			}
+			o.committed = b.st
+			o.forget(b.pruned)
+			inflight = inflight[1:]
 		}
-		<-inflight.done
-		next = o.settle(inflight, next)
-		inflight = nil
-		return next
 	}
 	maintain := false
 	for {
+		settle(false)
 		reqs, trim, closing := o.next()
 		switch {
 		case len(reqs) > 0:
-			b := o.build(reqs, inflight)
-			if b = settle(b); b != nil {
+			if len(inflight) == maxInflight {
+				<-inflight[0].done
+				settle(false)
+			}
+			if b := o.build(reqs, inflight); b != nil {
 				commits <- b
-				inflight = b
+				inflight = append(inflight, b)
 			}
 			continue
 		case trim != nil:
-			settle(nil)
+			settle(true)
 			if o.trimStep(trim) {
 				o.qmu.Lock()
 				o.trims = o.trims[1:]
@@ -95,24 +126,23 @@ func (o *Outbox) run() {
 			}
 			continue
 		case maintain:
-			settle(nil)
+			settle(true)
 			o.maintain()
 			maintain = false
 			continue
 		case closing:
-			settle(nil)
+			settle(true)
 			return
 		}
 		var idle <-chan struct{}
-		if inflight != nil {
-			idle = inflight.done
+		if len(inflight) > 0 {
+			idle = inflight[0].done
 		}
 		select {
 		case <-o.wake:
 		case <-tick.C:
 			maintain = true
 		case <-idle:
-			settle(nil)
 		}
 	}
 }
@@ -143,41 +173,40 @@ func (o *Outbox) next() (reqs []*request, trim *trimOp, closing bool) {
 	return reqs, trim, o.closing
 }
 
-// settle takes the outcome of the batch in flight, before next (built on
-// top of it) is handed over. It returns next, or nil when next had to be
-// thrown away because the batch in flight failed.
-func (o *Outbox) settle(b, next *batch) *batch {
-	if b.err == nil {
-		if o.committed.drainOnly {
-			o.log.Info("a commit succeeded again: the outbox leaves drain-only mode")
-		}
-		o.committed = b.st
-		o.forget(b.pruned)
-		return next
-	}
-	if next != nil {
-		o.undo(next.undo)
-		for _, rq := range next.reqs {
+// recover handles the failure of bs[0]: it waits for the batches handed
+// over after it (which the committer aborts), returns the state to the last
+// commit, and queues the aborted batches' requests again, first.
+func (o *Outbox) recover(bs []*batch) {
+	failed := bs[0]
+	var again []*request
+	for _, b := range bs[1:] {
+		<-b.done
+		for _, rq := range b.reqs {
 			clear(rq.p.results)
 		}
+		again = append(again, b.reqs...)
+	}
+	for i := len(bs) - 1; i >= 0; i-- {
+		o.undo(bs[i].undo)
+	}
+	if len(again) > 0 {
 		o.qmu.Lock()
-		o.queue = append(next.reqs, o.queue...)
+		o.queue = append(again, o.queue...)
 		o.qmu.Unlock()
 	}
-	o.undo(b.undo)
 	o.w = o.committed
-	if isDiskFull(b.err) {
+	o.gen++
+	if isDiskFull(failed.err) {
 		if !o.w.drainOnly {
 			o.log.Error("disk full: the outbox enters drain-only mode; appends are refused until a trim frees space",
-				"err", b.err, "head", o.w.head, "backlog", o.w.head-o.w.hwm)
+				"err", failed.err, "head", o.w.head, "backlog", o.w.head-o.w.hwm)
 		}
 		o.w.drainOnly, o.w.drainRetryAt = true, o.opts.Now().Add(drainRetry)
 	} else {
-		o.log.Error("commit failed", "err", b.err, "head", o.w.head)
+		o.log.Error("commit failed", "err", failed.err, "head", o.w.head)
 	}
 	o.committed = o.w
 	o.publish(o.w, false)
-	return nil
 }
 
 func (o *Outbox) undo(undo []dedupUndo) {
@@ -195,9 +224,18 @@ func (o *Outbox) undo(undo []dedupUndo) {
 // releases its callers.
 func (o *Outbox) committer(in <-chan *batch, done chan<- struct{}) {
 	defer close(done)
+	var broken bool
+	var brokenGen uint64
 	for b := range in {
+		if broken && b.gen == brokenGen {
+			b.err = errAborted
+			close(b.done)
+			continue
+		}
+		broken = false
 		b.err = o.write(b)
 		if b.err != nil {
+			broken, brokenGen = true, b.gen
 			err := b.err
 			if isDiskFull(err) {
 				// Callers that see ErrDiskFull see a drain-only State too.
@@ -322,9 +360,9 @@ type runBuilder struct {
 // in flight, if any): seqs, chain, edge_time, dedup, quotas and shedding,
 // one signed checkpoint per run. It changes o.w and the dedup table, and
 // records how to undo the latter.
-func (o *Outbox) build(reqs []*request, inflight *batch) *batch {
+func (o *Outbox) build(reqs []*request, inflight []*batch) *batch {
 	now := o.opts.Now()
-	b := &batch{reqs: reqs, done: make(chan struct{})}
+	b := &batch{gen: o.gen, reqs: reqs, done: make(chan struct{})}
 	if o.w.drainOnly && now.Before(o.w.drainRetryAt) {
 		for _, rq := range reqs {
 			rq.p.fail(fmt.Errorf("%w (next try at %s)", ErrDiskFull, o.w.drainRetryAt.Format(time.RFC3339)))
@@ -338,8 +376,8 @@ func (o *Outbox) build(reqs []*request, inflight *batch) *batch {
 	b.first = st.head + 1
 	// Records not yet visible to a read transaction start here.
 	visible := b.first
-	if inflight != nil {
-		visible = inflight.first
+	if len(inflight) > 0 {
+		visible = inflight[0].first
 	}
 	cutoff := protocol.HLCFromTime(now.Add(-o.opts.DedupWindow))
 	n := 0
@@ -451,13 +489,12 @@ func (o *Outbox) build(reqs []*request, inflight *batch) *batch {
 // (device, id), is really that pair and still inside the window. The
 // candidate may be in the batch being built, in the batch in flight, or
 // committed.
-func (o *Outbox) isDuplicate(rd *reader, seq uint64, e *Entry, cutoff protocol.HLCTime, b, inflight *batch) (bool, error) {
+func (o *Outbox) isDuplicate(rd *reader, seq uint64, e *Entry, cutoff protocol.HLCTime, b *batch, inflight []*batch) (bool, error) {
 	var be *batchEntry
-	switch {
-	case seq >= b.first:
-		be = &b.entries[seq-b.first]
-	case inflight != nil && seq >= inflight.first:
-		be = &inflight.entries[seq-inflight.first]
+	for _, x := range append(inflight, b) {
+		if seq >= x.first && seq < x.first+uint64(len(x.entries)) {
+			be = &x.entries[seq-x.first]
+		}
 	}
 	if be != nil {
 		return be.device == e.Device && be.id == e.Event.ID && be.edgeTime >= cutoff, nil

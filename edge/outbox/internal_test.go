@@ -187,3 +187,70 @@ func TestIsDiskFull(t *testing.T) {
 		}
 	}
 }
+
+// TestDedupIndexIsPruned checks that index blobs leave the file, and their
+// pairs the dedup table, once their records are trimmed and the window has
+// passed; and that the table is rebuilt the same at open.
+func TestDedupIndexIsPruned(t *testing.T) {
+	o, clk := mustOpen(t, func(o *Options) { o.DedupWindow = time.Minute })
+	for i := range 10 { // ten commits, ten index blobs
+		es := make([]Entry, 10)
+		for j := range es {
+			es[j] = testEntry(10*i + j)
+		}
+		if _, err := o.Append(t.Context(), es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := o.State()
+	if err := o.Trim(protocol.Receipt{Edge: "edge-1", Epoch: o.Stream().Epoch, HWM: 50, Head: mustLinkHash(t, o, 50)}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(2 * time.Minute)
+	// Each commit prunes up to pruneBlobs blobs; only the five trimmed ones go.
+	for i := range 3 {
+		if _, err := o.Append(t.Context(), []Entry{testEntry(1000 + i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(o.dedup); n != 53 {
+		t.Fatalf("dedup table holds %d pairs, want 53 (50 unacknowledged + 3 new)", n)
+	}
+	info, err := Inspect(o.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.IndexRuns != 8 {
+		t.Fatalf("%d index blobs, want 8", info.IndexRuns)
+	}
+	o2, err := Open(o.path, o.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The unacknowledged 50 are older than the window too: still stored,
+	// but no longer duplicates.
+	if n := len(o2.dedup); n != 3 {
+		t.Errorf("dedup table rebuilt with %d pairs, want 3", n)
+	}
+	res, err := o2.Append(t.Context(), []Entry{testEntry(60), testEntry(1000)})
+	if err != nil || res[0].Duplicate || res[0].Seq != st.Head+4 || !res[1].Duplicate {
+		t.Fatalf("%+v %v", res, err)
+	}
+	o2.Close()
+}
+
+func mustLinkHash(t *testing.T, o *Outbox, seq uint64) protocol.Hash {
+	t.Helper()
+	seg, err := o.Segments(seq, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := linkHash(seg.Records[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}

@@ -136,6 +136,7 @@ type Outbox struct {
 	// Owned by the builder goroutine (run; and by Open before it starts).
 	w         wstate // as of the last batch built
 	committed wstate // as of the last batch committed
+	gen       uint64 // batches built since the last failed commit carry it
 	hlc       protocol.HLC
 	dedup     map[uint64]uint64 // hash of (device, id) -> seq; see dedup.go
 	// commitHook, when set (tests), runs in the committer just before each
