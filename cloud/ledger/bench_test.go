@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +32,13 @@ func (s *benchStream) segments(tb testing.TB, n, size int) []*protocol.Segment {
 	return out
 }
 
+// copyPos numbers the rows of the plain COPY: distinct and increasing, as
+// commits number theirs (equal values would make the pos indexes unfairly
+// cheap, by B-tree deduplication). They start far above the commits' own.
+var copyPos atomic.Int64
+
+func init() { copyPos.Store(1 << 50) }
+
 // copyRows is the ledger rows of segs as a plain COPY would write them.
 func copyRows(tb testing.TB, segs []*protocol.Segment) [][]any {
 	var rows [][]any
@@ -42,7 +50,7 @@ func copyRows(tb testing.TB, segs []*protocol.Segment) [][]any {
 				tb.Fatal(err)
 			}
 			h := r.LinkHash(raw)
-			rows = append(rows, []any{seg.Edge, seg.Epoch[:], int64(r.Seq), int64(0), now, r.Device, r.ID, r.Type,
+			rows = append(rows, []any{seg.Edge, seg.Epoch[:], int64(r.Seq), copyPos.Add(1), now, r.Device, r.ID, r.Type,
 				string(r.Class), time.UnixMilli(r.TS), r.EdgeTime.Time(), int64(r.EdgeTime), r.IsTombstone(), h[:], raw})
 		}
 	}
