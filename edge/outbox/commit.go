@@ -103,27 +103,32 @@ func (o *Outbox) run() {
 		}
 	}
 	maintain := false
+	sinceTrim := 0 // batches built since the last trim step
 	for {
 		settle(false)
-		reqs, trim, closing := o.next()
+		trim, queued, closing := o.peek()
 		switch {
-		case len(reqs) > 0:
-			if len(inflight) == maxInflight {
-				<-inflight[0].done
-				settle(false)
-			}
-			if b := o.build(reqs, inflight); b != nil {
-				commits <- b
-				inflight = append(inflight, b)
-			}
-			continue
-		case trim != nil:
+		case trim != nil && (!queued || sinceTrim > 0):
+			// Trims and appends take turns, so that neither starves.
 			settle(true)
 			if o.trimStep(trim) {
 				o.qmu.Lock()
 				o.trims = o.trims[1:]
 				o.qmu.Unlock()
 			}
+			sinceTrim = 0
+			continue
+		case queued && len(inflight) == maxInflight:
+			// Requests stay queued until there is room in flight, so that
+			// the ones a failed commit puts back stay ahead of them.
+			<-inflight[0].done
+			continue
+		case queued:
+			if b := o.build(o.take(), inflight); b != nil {
+				commits <- b
+				inflight = append(inflight, b)
+			}
+			sinceTrim++
 			continue
 		case maintain:
 			settle(true)
@@ -147,9 +152,20 @@ func (o *Outbox) run() {
 	}
 }
 
-// next takes the next batch of append requests, whole, up to MaxBatch
-// entries (at least one request), and peeks at the first trim.
-func (o *Outbox) next() (reqs []*request, trim *trimOp, closing bool) {
+// peek looks at the queues: the first trim, whether appends wait, and
+// whether the outbox is closing.
+func (o *Outbox) peek() (trim *trimOp, queued, closing bool) {
+	o.qmu.Lock()
+	defer o.qmu.Unlock()
+	if len(o.trims) > 0 {
+		trim = o.trims[0]
+	}
+	return trim, len(o.queue) > 0, o.closing
+}
+
+// take takes the next batch of append requests, whole, up to MaxBatch
+// entries (at least one request).
+func (o *Outbox) take() []*request {
 	o.qmu.Lock()
 	defer o.qmu.Unlock()
 	n, i := 0, 0
@@ -160,17 +176,12 @@ func (o *Outbox) next() (reqs []*request, trim *trimOp, closing bool) {
 		}
 		n += k
 	}
-	if i > 0 {
-		reqs = make([]*request, i)
-		copy(reqs, o.queue)
-		rest := copy(o.queue, o.queue[i:])
-		clear(o.queue[rest:])
-		o.queue = o.queue[:rest]
-	}
-	if len(o.trims) > 0 {
-		trim = o.trims[0]
-	}
-	return reqs, trim, o.closing
+	reqs := make([]*request, i)
+	copy(reqs, o.queue)
+	rest := copy(o.queue, o.queue[i:])
+	clear(o.queue[rest:])
+	o.queue = o.queue[:rest]
+	return reqs
 }
 
 // recover handles the failure of bs[0]: it waits for the batches handed

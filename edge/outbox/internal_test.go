@@ -93,7 +93,7 @@ func (f *failCommits) set(on bool) {
 }
 
 func TestDiskFullDrainOnly(t *testing.T) {
-	o, clk := mustOpen(t, nil)
+	o, clk := mustOpen(t, func(o *Options) { o.MaxBatch = 50 })
 	fc := &failCommits{n: 4, on: true}
 	o.commitHook = fc.hook
 	// Many appends in flight, so that batches are built while an earlier

@@ -1,7 +1,9 @@
 package outbox
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -147,7 +149,7 @@ type Outbox struct {
 	mu      sync.Mutex
 	pub     wstate
 	commits uint64
-	changed chan struct{} // closed and replaced when head or hwm moves
+	changed chan struct{} // closed and replaced when the head moves
 
 	closeOnce sync.Once
 	closeErr  error
@@ -243,75 +245,118 @@ func Open(path string, opts Options) (*Outbox, error) {
 	return o, nil
 }
 
-// load creates or reads the buckets and rebuilds the in-memory state.
+// load creates the buckets and the stream of a new file, and rebuilds the
+// in-memory state from the file. An existing outbox is only read, so that
+// it opens even on a full disk.
 func (o *Outbox) load() error {
-	return o.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketRecords, bucketCheckpoints, bucketIndex} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return fmt.Errorf("create bucket %s: %w", name, err)
-			}
-		}
+	fresh := false
+	if err := o.db.View(func(tx *bolt.Tx) error { fresh = tx.Bucket(bucketMeta) == nil; return nil }); err != nil {
+		return err
+	}
+	init := o.db.View
+	if fresh {
+		init = o.db.Update
+	}
+	if err := init(o.initFile); err != nil {
+		return err
+	}
+	// The quotas are recorded for Inspect only; on a full disk, they wait.
+	if err := o.db.Update(func(tx *bolt.Tx) error {
 		mb := tx.Bucket(bucketMeta)
-		m, err := readMeta(tx)
-		if err != nil {
-			return err
+		q := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, uint64(o.opts.LedgerQuota)), uint64(o.opts.TelemetryQuota))
+		if bytes.Equal(mb.Get(metaQuota), q) {
+			return nil
 		}
+		return mb.Put(metaQuota, q)
+	}); err != nil {
+		o.log.Warn("record the quotas in the outbox file", "err", err)
+	}
+	return o.db.View(o.loadState)
+}
+
+// initFile creates the buckets and the stream when the file is new. On an
+// outbox it only checks the layout and the edge, and writes nothing.
+func (o *Outbox) initFile(tx *bolt.Tx) error {
+	if tx.Bucket(bucketMeta) != nil {
+		m, err := readMeta(tx)
 		switch {
+		case err != nil:
+			return err
 		case !m.hasStream:
-			epoch, err := protocol.NewEpoch(nil)
-			if err != nil {
-				return err
-			}
-			m.stream = protocol.Stream{Edge: o.opts.Edge, Epoch: epoch}
-			if err := errors.Join(
-				putU64s(mb, metaVersion, layoutVersion),
-				mb.Put(metaEdge, []byte(o.opts.Edge)),
-				mb.Put(metaEpoch, epoch[:]),
-				putU64s(mb, metaCreated, uint64(o.opts.Now().UnixMilli())),
-			); err != nil {
-				return err
-			}
-			o.log.Info("outbox created with a new epoch", "stream", m.stream.String())
+			return fmt.Errorf("no stream in the meta bucket: %w", ErrCorrupt)
 		case m.layout != layoutVersion:
 			return fmt.Errorf("layout version %d; this build reads version %d: use a matching edge build", m.layout, layoutVersion)
 		case m.stream.Edge != o.opts.Edge:
 			return fmt.Errorf("the file belongs to edge %q, not %q: point the edge at its own outbox file or fix --edge", m.stream.Edge, o.opts.Edge)
 		}
-		if err := putU64s(mb, metaQuota, uint64(o.opts.LedgerQuota), uint64(o.opts.TelemetryQuota)); err != nil {
-			return err
-		}
-		o.stream = m.stream
-		if err := checkPositions(tx, m); err != nil {
-			return err
-		}
-		w := wstate{
-			head: m.head, headHash: m.headHash, headTime: m.headTime,
-			base: m.base, baseHash: m.baseHash, hwm: m.hwm, hwmHead: m.hwmHead,
-			ledgerBytes: m.ledgerBytes, telBytes: m.telBytes,
-			shed: m.shed, shedUpto: m.shedUpto,
-		}
-		o.hlc.Observe(m.headTime)
-		recs := tx.Bucket(bucketRecords)
-		c := recs.Cursor()
-		for k, v := c.Seek(seqKey(w.base + 1)); k != nil && keySeq(k) <= w.hwm; k, v = c.Next() {
-			w.ackedBytes += int64(len(v))
-		}
-		idx := tx.Bucket(bucketIndex)
-		if err := errors.Join(refreshOldest(idx, &w, 0), refreshOldestUnsent(idx, &w)); err != nil {
-			return err
-		}
-		cutoff := protocol.HLCFromTime(o.opts.Now().Add(-o.opts.DedupWindow))
-		if err := walkIndex(idx, 0, func(e *indexEntry) bool {
-			if e.edgeTime >= cutoff {
-				o.dedup[dedupKey(o.seed, e.device, e.id)] = e.seq
+		for _, name := range [][]byte{bucketRecords, bucketCheckpoints, bucketIndex} {
+			if tx.Bucket(name) == nil {
+				return fmt.Errorf("no %s bucket: %w", name, ErrCorrupt)
 			}
-			return true
-		}); err != nil {
-			return err
 		}
-		o.w = w
 		return nil
-	})
+	}
+	if k, _ := tx.Cursor().First(); k != nil {
+		return fmt.Errorf("the file holds bucket %q and no outbox: is it the right path?", k)
+	}
+	for _, name := range [][]byte{bucketMeta, bucketRecords, bucketCheckpoints, bucketIndex} {
+		if _, err := tx.CreateBucket(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	epoch, err := protocol.NewEpoch(nil)
+	if err != nil {
+		return err
+	}
+	mb := tx.Bucket(bucketMeta)
+	if err := errors.Join(
+		putU64s(mb, metaVersion, layoutVersion),
+		mb.Put(metaEdge, []byte(o.opts.Edge)),
+		mb.Put(metaEpoch, epoch[:]),
+		putU64s(mb, metaCreated, uint64(o.opts.Now().UnixMilli())),
+	); err != nil {
+		return err
+	}
+	o.log.Info("outbox created with a new epoch", "stream", protocol.Stream{Edge: o.opts.Edge, Epoch: epoch}.String())
+	return nil
+}
+
+// loadState reads the position, accounting and dedup table.
+func (o *Outbox) loadState(tx *bolt.Tx) error {
+	m, err := readMeta(tx)
+	if err != nil {
+		return err
+	}
+	o.stream = m.stream
+	if err := checkPositions(tx, m); err != nil {
+		return err
+	}
+	w := wstate{
+		head: m.head, headHash: m.headHash, headTime: m.headTime,
+		base: m.base, baseHash: m.baseHash, hwm: m.hwm, hwmHead: m.hwmHead,
+		ledgerBytes: m.ledgerBytes, telBytes: m.telBytes,
+		shed: m.shed, shedUpto: m.shedUpto,
+	}
+	o.hlc.Observe(m.headTime)
+	c := tx.Bucket(bucketRecords).Cursor()
+	for k, v := c.Seek(seqKey(w.base + 1)); k != nil && keySeq(k) <= w.hwm; k, v = c.Next() {
+		w.ackedBytes += int64(len(v))
+	}
+	idx := tx.Bucket(bucketIndex)
+	if err := errors.Join(refreshOldest(idx, &w, 0), refreshOldestUnsent(idx, &w)); err != nil {
+		return err
+	}
+	cutoff := protocol.HLCFromTime(o.opts.Now().Add(-o.opts.DedupWindow))
+	if err := walkIndex(idx, 0, func(e *indexEntry) bool {
+		if e.edgeTime >= cutoff {
+			o.dedup[dedupKey(o.seed, e.device, e.id)] = e.seq
+		}
+		return true
+	}); err != nil {
+		return err
+	}
+	o.w = w
+	return nil
 }
 
 // checkPositions checks that the stored records run from base+1 to head and
