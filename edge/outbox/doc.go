@@ -86,8 +86,10 @@
 //
 // Two goroutines own the write side: the builder (run) owns the in-memory
 // state, the dedup table and the clock, and runs Trim and maintenance while
-// no batch is in flight; the committer owns the write transaction of the
-// batch it is given. Two mutexes guard what callers touch: qmu the queues
+// no batch is in flight, taking turns with appends so that neither starves;
+// the committer owns the write transaction of the batch it is given, and
+// is handed at most two batches ahead (commit.go explains how a failed
+// commit unwinds the one built on top of it). Two mutexes guard what callers touch: qmu the queues
 // of appends and trims and the closing flag, mu the published State. They
 // are never held together. Readers (Segments, State, Wait) never block the
 // write side beyond bbolt's own locking.

@@ -54,7 +54,7 @@ var (
 	// ErrInvalid: an entry that cannot become a record (bad device id, event
 	// id or type, body that is not a CBOR map, record over the size limit).
 	// It is reported per entry; the other entries of the call go on.
-	ErrInvalid = errors.New("invalid entry")
+	ErrInvalid = errors.New("invalid entry, refused: the device must send a valid event")
 )
 
 // isDiskFull reports whether a commit failed for lack of space. bbolt wraps
