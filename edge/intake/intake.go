@@ -247,6 +247,7 @@ func (s *Server) Close() error {
 		}
 		s.mu.Unlock()
 		if s.broker != nil {
+			s.drainClients()
 			if e := s.broker.Close(); e != nil {
 				err = errors.Join(err, fmt.Errorf("close broker: %w", e))
 			}
@@ -260,6 +261,25 @@ func (s *Server) Close() error {
 		}
 	})
 	return err
+}
+
+// drainClients stops accepting MQTT connections, disconnects every client
+// and waits until their goroutines have ended. mochi v2.7.9's Server.Close
+// calls Clients.GetByListener, which takes a read lock twice and deadlocks
+// when a client connects or disconnects in between (mochi-mqtt/server#488,
+// fixed by open PRs #489 and #507); with nothing left moving, it cannot.
+func (s *Server) drainClients() {
+	s.mqttLn.Close()
+	// Twice: a connection accepted just before the listener closed may
+	// attach while the first round waits.
+	for range 2 {
+		for _, cl := range s.broker.Clients.GetAll() {
+			if !cl.Net.Inline {
+				cl.Stop(ErrClosed)
+			}
+		}
+		s.broker.Listeners.ClientsWg.Wait()
+	}
 }
 
 // appendEvents calls the Appender, keeping the in-flight gauge and the

@@ -404,24 +404,55 @@ func TestStorageRefusal311(t *testing.T) {
 }
 
 func TestQoS0AndQoS2(t *testing.T) {
+	for _, v := range []byte{4, 5} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			f := newFake(t)
+			h := intaketest.MustStart(t, f, nil)
+			rc, _ := dialRaw(t, h.MQTTAddr(), v, "qos", "dev-1", h.Secret("dev-1"))
+			rc.publish(evTopic("dev-1"), 0, 0, eventJSON("zero", "sale.note"))
+			rc.publish(evTopic("dev-1"), 2, 9, eventJSON("two", "sale.note"))
+			pk := rc.mustRead(nil)
+			if pk.FixedHeader.Type != packets.Pubrec || pk.PacketID != 9 || pk.ReasonCode != 0 {
+				t.Fatalf("want PUBREC 9, got type %d id %d reason %#x", pk.FixedHeader.Type, pk.PacketID, pk.ReasonCode)
+			}
+			if n := len(f.Records()); n != 2 {
+				t.Fatalf("%d records at PUBREC, want 2 (QoS 0 and 2 both durable)", n)
+			}
+			rc.pubrel(9)
+			if pk := rc.mustRead(nil); pk.FixedHeader.Type != packets.Pubcomp || pk.PacketID != 9 || pk.ReasonCode != 0 {
+				t.Fatalf("want PUBCOMP 9 success, got type %d id %d reason %#x", pk.FixedHeader.Type, pk.PacketID, pk.ReasonCode)
+			}
+			if q := h.Server.Metrics().QoS0.Load(); q != 1 {
+				t.Fatalf("QoS0 = %d", q)
+			}
+		})
+	}
+}
+
+// TestClientBackpressure checks that a client with MaxPendingPerClient
+// publishes unacknowledged is not read from, and resumes in order.
+func TestClientBackpressure(t *testing.T) {
 	f := newFake(t)
-	h := intaketest.MustStart(t, f, nil)
-	rc, _ := dialRaw(t, h.MQTTAddr(), 4, "qos", "dev-1", h.Secret("dev-1"))
-	rc.publish(evTopic("dev-1"), 0, 0, eventJSON("zero", "sale.note"))
-	rc.publish(evTopic("dev-1"), 2, 9, eventJSON("two", "sale.note"))
-	pk := rc.mustRead(nil)
-	if pk.FixedHeader.Type != packets.Pubrec || pk.PacketID != 9 {
-		t.Fatalf("want PUBREC 9, got type %d id %d", pk.FixedHeader.Type, pk.PacketID)
+	h := intaketest.MustStart(t, f, func(s *intake.Server) { s.MaxPendingPerClient = 5 })
+	rc, _ := dialRaw(t, h.MQTTAddr(), 5, "bp", "dev-1", h.Secret("dev-1"))
+	f.Hold()
+	const n = 12
+	for i := 1; i <= n; i++ {
+		rc.publish(evTopic("dev-1"), 1, uint16(i), eventJSON(fmt.Sprintf("bp%d", i), "sale.note"))
 	}
-	if n := len(f.Records()); n != 2 {
-		t.Fatalf("%d records before PUBREC's PUBREL, want 2 (QoS 0 and 2 both durable)", n)
-	}
-	rc.pubrel(9)
-	if pk := rc.mustRead(nil); pk.FixedHeader.Type != packets.Pubcomp || pk.PacketID != 9 {
-		t.Fatalf("want PUBCOMP 9, got type %d id %d", pk.FixedHeader.Type, pk.PacketID)
-	}
-	if q := h.Server.Metrics().QoS0.Load(); q != 1 {
-		t.Fatalf("QoS0 = %d", q)
+	m := h.Server.Metrics()
+	checkFor(t, waitLimit, func() error {
+		// Five in the queue, the sixth read and waiting for room.
+		if f.Calls() != 5 || m.Published.Load() != 6 {
+			return fmt.Errorf("%d appends, %d publishes read; want 5 and 6", f.Calls(), m.Published.Load())
+		}
+		return nil
+	})
+	f.Release()
+	for i := 1; i <= n; i++ {
+		if pk := rc.mustRead(nil); pk.FixedHeader.Type != packets.Puback || pk.PacketID != uint16(i) {
+			t.Fatalf("ack %d: type %d id %d", i, pk.FixedHeader.Type, pk.PacketID)
+		}
 	}
 }
 
