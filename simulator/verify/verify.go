@@ -39,6 +39,7 @@ package verify
 import (
 	"cmp"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -128,13 +129,41 @@ func (d Discrepancy) String() string {
 	return b.String()
 }
 
-// Latency summarizes durations.
+// Latency summarizes durations. In JSON the durations are milliseconds.
 type Latency struct {
-	N   int           `json:"n"`
-	P50 time.Duration `json:"p50_ns"`
-	P95 time.Duration `json:"p95_ns"`
-	P99 time.Duration `json:"p99_ns"`
-	Max time.Duration `json:"max_ns"`
+	N   int
+	P50 time.Duration
+	P95 time.Duration
+	P99 time.Duration
+	Max time.Duration
+}
+
+type latencyJSON struct {
+	N   int     `json:"n"`
+	P50 float64 `json:"p50_ms"`
+	P95 float64 `json:"p95_ms"`
+	P99 float64 `json:"p99_ms"`
+	Max float64 `json:"max_ms"`
+}
+
+// Millis returns d in milliseconds, to the microsecond.
+func Millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func fromMillis(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }
+
+// MarshalJSON writes the durations as milliseconds.
+func (l Latency) MarshalJSON() ([]byte, error) {
+	return json.Marshal(latencyJSON{N: l.N, P50: Millis(l.P50), P95: Millis(l.P95), P99: Millis(l.P99), Max: Millis(l.Max)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (l *Latency) UnmarshalJSON(b []byte) error {
+	var j latencyJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*l = Latency{N: j.N, P50: fromMillis(j.P50), P95: fromMillis(j.P95), P99: fromMillis(j.P99), Max: fromMillis(j.Max)}
+	return nil
 }
 
 // Percentiles summarizes ds (nearest rank); it sorts ds.

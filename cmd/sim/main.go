@@ -1,0 +1,125 @@
+// Command sim is Outpost's fleet simulator and end-to-end verifier.
+//
+//	sim run      run a fleet (a cloud, an edge per store, their devices)
+//	             under a schedule of faults, then verify the cloud's ledger
+//	sim verify   verify a running cloud's ledger, against an oracle file
+//	             from a run when one is given
+//
+// `make demo` is `sim run --scenario demo` and `make soak` is
+// `sim run --scenario soak`. docs/SIMULATOR.md describes both commands,
+// the faults and the verdict. Every flag can also be set through an
+// OUTPOST_SIM_* environment variable (--stores is OUTPOST_SIM_STORES) or a
+// config file (--config); the database URL is also read from
+// OUTPOST_DATABASE_URL.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	os.Exit(Run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `Usage: sim <command> [flags]
+
+Commands:
+  run      run a fleet under faults and verify the cloud's ledger against what the devices sent
+  verify   verify a running cloud's ledger (with --oracle, against a run's record of what was sent)
+
+Scenarios (sim run --scenario):
+  demo     3 stores of 4 devices for about a minute, one uplink outage and one edge crash (make demo)
+  soak     every fault type in turns for --duration (make soak, SOAK_DURATION)
+
+Run 'sim <command> --help' for the flags of a command.
+`
+
+// usageError is a mistake in how the command was called (exit code 2).
+type usageError struct{ error }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// errFailed is a verdict that failed (exit code 1, after the verdict was
+// printed).
+var errFailed = errors.New("the verdict failed")
+
+// Run runs the command line args and returns the exit code.
+func Run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "--help" || args[0] == "-h" {
+		fmt.Fprint(stdout, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	ctx, stop := signalContext(stderr)
+	defer stop()
+	var err error
+	switch cmd := args[0]; cmd {
+	case "run":
+		m := NewMain(stdout, stderr)
+		if err = m.ParseFlags(args[1:]); err == nil {
+			err = m.Run(ctx)
+			if cerr := m.Close(); err == nil {
+				err = cerr
+			}
+		}
+	case "verify":
+		err = runVerify(ctx, args[1:], stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "sim: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errFailed):
+		return 1
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "sim: %v\n", err)
+		return 2
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(stderr, "sim: interrupted; stopped everything it started")
+		return 130
+	}
+	fmt.Fprintf(stderr, "sim: %v\n", err)
+	return 1
+}
+
+// signalContext is cancelled by the first SIGINT or SIGTERM, which stops
+// the run and cleans up; a second one exits at once (the children die
+// with the simulator: they get SIGKILL from the kernel).
+func signalContext(stderr io.Writer) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-ch:
+			cancel()
+		case <-ctx.Done():
+			return
+		}
+		<-ch
+		fmt.Fprintln(stderr, "sim: second signal, exiting now")
+		os.Exit(1)
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}
+
+// isTerminal reports whether f is a terminal.
+func isTerminal(f any) bool {
+	file, ok := f.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := file.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,290 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/outpost-edge/outpost/internal/flagenv"
+	"github.com/outpost-edge/outpost/internal/pgcluster"
+	"github.com/outpost-edge/outpost/simulator"
+	"github.com/outpost-edge/outpost/simulator/fault"
+)
+
+// envPrefix is the prefix of the environment variables sim reads its
+// flags from.
+const envPrefix = "OUTPOST_SIM_"
+
+// Options are `sim run`'s flags.
+type Options struct {
+	Scenario       string
+	Dir            string
+	BinDir         string
+	DatabaseURL    string
+	Stores         int
+	Devices        int
+	Rate           float64
+	Duration       time.Duration
+	Events         int
+	Seed           uint64
+	Faults         string
+	FaultGap       time.Duration
+	QuotaEdges     int
+	TelemetryQuota int64
+	Retransmit     float64
+	Duplicate      float64
+	Skewed         float64
+	AckTimeout     time.Duration
+	DrainTimeout   time.Duration
+	Report         string
+	ProgressEvery  time.Duration
+	Quiet          bool
+	Hold           string
+	Keep           bool
+	Config         string
+}
+
+// Main is `sim run`.
+type Main struct {
+	Opts   Options
+	stdout io.Writer
+	stderr io.Writer
+
+	// Report is the last run's report, once Run returns.
+	Report *simulator.Report
+	// AfterVerdict, when not nil, is called after the verdict while the
+	// fleet still runs (before any --hold); tests use it.
+	AfterVerdict func(ctx context.Context, r *simulator.Report)
+
+	set     map[string]bool // flags given (command line, environment or file)
+	pg      *pgcluster.Cluster
+	tempDir bool
+}
+
+// NewMain returns a Main with defaults.
+func NewMain(stdout, stderr io.Writer) *Main {
+	return &Main{stdout: stdout, stderr: stderr}
+}
+
+// ParseFlags parses `sim run` flags, OUTPOST_SIM_* variables and --config.
+func (m *Main) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("sim run", flag.ContinueOnError)
+	fs.SetOutput(m.stderr)
+	o := &m.Opts
+	fs.StringVar(&o.Scenario, "scenario", "", "preset: demo (3 stores × 4 devices, 1 minute, an uplink outage and an edge crash) or soak (every fault type in turns, a small telemetry quota); flags given as well override it")
+	fs.StringVar(&o.Dir, "dir", "", "run directory for logs, data, the oracle and the report (default: a new temporary directory)")
+	fs.StringVar(&o.BinDir, "bin-dir", "", "directory holding the edge and cloud programs (default: next to this program, else built from the source around the working directory)")
+	fs.StringVar(&o.DatabaseURL, "database-url", "", "the cloud's Postgres, also read from OUTPOST_DATABASE_URL (default: a private Postgres under --dir, from the PostgreSQL server binaries)")
+	fs.IntVar(&o.Stores, "stores", 3, "stores, each with an edge")
+	fs.IntVar(&o.Devices, "devices", 4, "devices per store: a till, a scale, a sensor, a second till, then tills and sensors in turn")
+	fs.Float64Var(&o.Rate, "rate", 2, "events per second per device (Poisson arrivals)")
+	fs.DurationVar(&o.Duration, "duration", time.Minute, "how long the devices send (0 with --events: until the count)")
+	fs.IntVar(&o.Events, "events", 0, "stop the traffic after this many events (0: by --duration only)")
+	fs.Uint64Var(&o.Seed, "seed", 1, "seed of the traffic, the devices' choices and the soak schedule")
+	fs.StringVar(&o.Faults, "faults", "", "fault schedule: kind[:edge]@at[+for],... with kinds cut, blackhole, slow, throttle, edge-kill, cloud-kill (such as cut:shop-2@10s+8s,edge-kill:shop-1@25s); \"soak\": every kind in turns; \"none\"")
+	fs.DurationVar(&o.FaultGap, "fault-gap", 30*time.Second, "with --faults soak: time between the starts of two faults")
+	fs.IntVar(&o.QuotaEdges, "quota-edges", 0, "how many edges (the last ones) run with --telemetry-quota, so that outages make them shed readings")
+	fs.Int64Var(&o.TelemetryQuota, "telemetry-quota", 24<<10, "the small telemetry quota of --quota-edges, in bytes")
+	fs.Float64Var(&o.Retransmit, "retransmit", 0.02, "share of acknowledged payloads a device sends again (negative: none)")
+	fs.Float64Var(&o.Duplicate, "duplicate", 0.02, "share of payloads a device publishes twice at once (negative: none)")
+	fs.Float64Var(&o.Skewed, "skewed", 0.25, "share of devices whose clock is off by hours or days (negative: none)")
+	fs.DurationVar(&o.AckTimeout, "ack-timeout", 5*time.Second, "how long a device waits for its edge's acknowledgement before sending again")
+	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 3*time.Minute, "how long to wait, after the traffic, for the edges to drain")
+	fs.StringVar(&o.Report, "report", "", "write the JSON report here (default <dir>/report.json)")
+	fs.DurationVar(&o.ProgressEvery, "progress-every", 0, "live progress on stderr this often (default 1s on a terminal, else 5s)")
+	fs.BoolVar(&o.Quiet, "quiet", false, "no live progress")
+	fs.StringVar(&o.Hold, "hold", "auto", "after the verdict keep the fleet running until Ctrl-C, to look around: yes, no, or auto (yes when stdin is a terminal)")
+	fs.BoolVar(&o.Keep, "keep", false, "keep the edges', the cloud's and Postgres's data in --dir (default: keep only logs, oracle and report)")
+	fs.StringVar(&o.Config, "config", "", "optional config file of `name = value` lines (names are the flag names)")
+	fs.Usage = flagenv.Usage(fs, envPrefix, "Usage: sim run [flags]\n\nRuns a fleet under faults and verifies the cloud's ledger against what the devices sent.\nExit status: 0 when the verdict passes, 1 when it fails or the run could not be carried out.")
+	if err := flagenv.Parse(fs, args, envPrefix, "config"); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("sim run takes no arguments, got %q", fs.Args())
+	}
+	m.set = map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) {
+		if _, ok := os.LookupEnv(flagenv.EnvName(envPrefix, f.Name)); ok {
+			m.set[f.Name] = true
+		}
+	})
+	fs.Visit(func(f *flag.Flag) { m.set[f.Name] = true })
+	if o.DatabaseURL == "" {
+		o.DatabaseURL = os.Getenv("OUTPOST_DATABASE_URL")
+	}
+	return m.applyScenario()
+}
+
+// applyScenario sets the scenario's values of the flags not given.
+func (m *Main) applyScenario() error {
+	o := &m.Opts
+	def := func(name string, set func()) {
+		if !m.set[name] {
+			set()
+		}
+	}
+	switch o.Scenario {
+	case "":
+	case "demo":
+		def("stores", func() { o.Stores = 3 })
+		def("devices", func() { o.Devices = 4 })
+		def("rate", func() { o.Rate = 3 })
+		def("duration", func() { o.Duration = time.Minute })
+		def("faults", func() { o.Faults = "cut:shop-2@12s+15s,edge-kill:shop-1@34s+1s" })
+	case "soak":
+		def("stores", func() { o.Stores = 3 })
+		def("devices", func() { o.Devices = 6 })
+		def("rate", func() { o.Rate = 5 })
+		def("duration", func() { o.Duration = 10 * time.Minute })
+		def("faults", func() { o.Faults = "soak" })
+		def("quota-edges", func() { o.QuotaEdges = 1 })
+		def("telemetry-quota", func() { o.TelemetryQuota = 16 << 10 })
+		def("retransmit", func() { o.Retransmit = 0.03 })
+		def("duplicate", func() { o.Duplicate = 0.03 })
+	default:
+		return usagef("--scenario %q: want demo or soak", o.Scenario)
+	}
+	switch o.Hold {
+	case "auto", "yes", "no":
+	default:
+		return usagef("--hold %q: want yes, no or auto", o.Hold)
+	}
+	return nil
+}
+
+// faults returns the fault schedule.
+func (m *Main) faults() ([]fault.Fault, error) {
+	o := &m.Opts
+	switch o.Faults {
+	case "", "none":
+		return nil, nil
+	case "soak":
+		return fault.Soak(o.Seed, o.Duration, simulator.StoreIDs(o.Stores), o.FaultGap), nil
+	}
+	fs, err := fault.Parse(o.Faults)
+	if err != nil {
+		return nil, usagef("--faults: %w", err)
+	}
+	return fs, nil
+}
+
+// Run runs the simulation and prints the verdict. It returns errFailed
+// when the verdict fails.
+func (m *Main) Run(ctx context.Context) error {
+	o := &m.Opts
+	faults, err := m.faults()
+	if err != nil {
+		return err
+	}
+	if o.Dir == "" {
+		if o.Dir, err = os.MkdirTemp("", "outpost-sim-"); err != nil {
+			return err
+		}
+		m.tempDir = true
+	} else if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return err
+	}
+	if o.Dir, err = filepath.Abs(o.Dir); err != nil {
+		return err
+	}
+	// Postgres may run as another user (when this runs as root): it must
+	// be able to reach its directory under this one.
+	_ = os.Chmod(o.Dir, 0o755)
+	fmt.Fprintf(m.stdout, "Outpost simulator: run directory %s\n", o.Dir)
+
+	dbURL := o.DatabaseURL
+	if dbURL == "" {
+		fmt.Fprintf(m.stdout, "starting a private Postgres under %s (no --database-url or OUTPOST_DATABASE_URL)\n", filepath.Join(o.Dir, "pg"))
+		m.pg, err = pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(o.Dir, "pg")})
+		if err != nil {
+			return fmt.Errorf("private Postgres: %w", err)
+		}
+		if err := m.pg.CreateDatabase(ctx, "outpost"); err != nil {
+			return err
+		}
+		dbURL = m.pg.URL("outpost")
+	}
+
+	progress := io.Writer(m.stderr)
+	tty := isTerminal(m.stderr)
+	if o.Quiet {
+		progress = nil
+	}
+	every := o.ProgressEvery
+	if every == 0 {
+		every = time.Second
+		if !tty {
+			every = 5 * time.Second
+		}
+	}
+	hold := o.Hold == "yes" || o.Hold == "auto" && isTerminal(os.Stdin) && isTerminal(m.stdout)
+	cfg := simulator.Config{
+		Dir: o.Dir, BinDir: o.BinDir, DatabaseURL: dbURL,
+		Stores: o.Stores, Devices: o.Devices, Rate: o.Rate, Duration: o.Duration, Events: o.Events, Seed: o.Seed,
+		Faults: faults, QuotaEdges: o.QuotaEdges, TelemetryQuota: o.TelemetryQuota,
+		Retransmit: o.Retransmit, Duplicate: o.Duplicate, Skewed: o.Skewed,
+		AckTimeout: o.AckTimeout, DrainTimeout: o.DrainTimeout,
+		Progress: progress, ProgressEvery: every, TTY: tty, Out: m.stdout, ReportPath: o.Report, Keep: o.Keep,
+		Hold: func(ctx context.Context, r *simulator.Report) {
+			if m.AfterVerdict != nil {
+				m.AfterVerdict(ctx, r)
+			}
+			m.whereNext(r, hold)
+			if hold {
+				<-ctx.Done()
+			}
+		},
+	}
+	rep, err := simulator.Run(ctx, cfg)
+	m.Report = rep
+	if err != nil {
+		return err
+	}
+	if !rep.Verdict.OK {
+		return errFailed
+	}
+	return nil
+}
+
+// whereNext tells a person where to look: the API with the token the run
+// made, an edge's status, the logs and the report.
+func (m *Main) whereNext(r *simulator.Report, hold bool) {
+	w := m.stdout
+	fmt.Fprintln(w)
+	if hold {
+		fmt.Fprintln(w, "Where to look next. The fleet is still running so that you can look around; press Ctrl-C to stop it and clean up.")
+	} else {
+		fmt.Fprintln(w, "Where to look next. The fleet stops now; with --hold yes it keeps running after the verdict, for these:")
+	}
+	epoch := "EPOCH"
+	for _, s := range r.Streams {
+		if s.Edge == "shop-1" {
+			epoch = s.Epoch
+			break
+		}
+	}
+	fmt.Fprintf(w, "  export CLOUD=%s TOKEN=%s   # the cloud's API and the admin token this run made\n", r.API, r.AdminToken)
+	fmt.Fprintln(w, `  curl -H "Authorization: Bearer $TOKEN" $CLOUD/v1/streams                      # every edge's stream: watermark, lag`)
+	fmt.Fprintln(w, `  curl -H "Authorization: Bearer $TOKEN" "$CLOUD/v1/events?type=till.closed"    # the Z reports, as JSON`)
+	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" \"$CLOUD/v1/streams/shop-1/%s/records?limit=5\"   # raw records, signed checkpoints\n", epoch)
+	fmt.Fprintf(w, "  sim verify --cloud $CLOUD --token $TOKEN --oracle %s   # verify again\n", filepath.Join(r.Dir, "oracle.jsonl"))
+	fmt.Fprintf(w, "  logs in %s, the JSON report in %s; the API is described in docs/API.md\n", filepath.Join(r.Dir, "logs"), r.Path)
+}
+
+// Close stops the private Postgres and removes its data unless --keep.
+func (m *Main) Close() error {
+	var err error
+	if m.pg != nil {
+		err = m.pg.Stop()
+		if !m.Opts.Keep {
+			_ = os.RemoveAll(filepath.Join(m.Opts.Dir, "pg"))
+		}
+		m.pg = nil
+	}
+	return err
+}

@@ -1,0 +1,151 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// EdgeOptions configure one edge.
+type EdgeOptions struct {
+	ID        string
+	Binary    string
+	Dir       string // its --data-dir
+	LogDir    string
+	CloudMQTT string // the broker address it uplinks to (the fault proxy's)
+	// TelemetryQuota, when not 0, is its --telemetry-quota in bytes.
+	TelemetryQuota int64
+	Args           []string // more flags for `edge run`
+}
+
+// Edge is one store's edge.
+type Edge struct {
+	o      EdgeOptions
+	Proc   *Proc
+	MQTT   string // the device MQTT listener, 127.0.0.1:port
+	HTTP   string // the device HTTP listener
+	Status string // the status listener
+
+	mu      sync.Mutex
+	secrets map[string]string
+}
+
+// NewEdge picks the edge's ports. It does not start it.
+func NewEdge(o EdgeOptions) (*Edge, error) {
+	e := &Edge{o: o, secrets: map[string]string{}}
+	for _, p := range []*string{&e.MQTT, &e.HTTP, &e.Status} {
+		a, err := FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		*p = a
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	args := []string{"run", "--data-dir", o.Dir, "--cloud-mqtt", "tcp://" + o.CloudMQTT,
+		"--mqtt-listen", e.MQTT, "--http-listen", e.HTTP, "--status-listen", e.Status, "--ack-timeout", "5s"}
+	if o.TelemetryQuota > 0 {
+		args = append(args, "--telemetry-quota", strconv.FormatInt(o.TelemetryQuota, 10))
+	}
+	e.Proc = &Proc{Name: "edge " + o.ID, Path: o.Binary, Args: append(args, o.Args...), Log: filepath.Join(o.LogDir, o.ID+".log")}
+	return e, nil
+}
+
+// ID returns the edge's id.
+func (e *Edge) ID() string { return e.o.ID }
+
+// TelemetryQuota returns the quota it runs with (0: the default).
+func (e *Edge) TelemetryQuota() int64 { return e.o.TelemetryQuota }
+
+// Enroll registers the edge with the cloud: `edge enroll` with a one-time
+// token.
+func (e *Edge) Enroll(ctx context.Context, cloudAPI, token string) error {
+	_, err := runTool(ctx, nil, e.o.Binary, "enroll", "--cloud", cloudAPI, "--token", token, "--data-dir", e.o.Dir)
+	return err
+}
+
+// AddDevice adds a device's credentials (`edge devices add`) and returns
+// its secret.
+func (e *Edge) AddDevice(ctx context.Context, id string) (string, error) {
+	sec, err := runTool(ctx, nil, e.o.Binary, "devices", "add", "--id", id, "--data-dir", e.o.Dir)
+	if err != nil {
+		return "", err
+	}
+	e.mu.Lock()
+	e.secrets[id] = sec
+	e.mu.Unlock()
+	return sec, nil
+}
+
+// Secret returns a device's secret.
+func (e *Edge) Secret(id string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.secrets[id]
+}
+
+// Start starts the edge and waits until its status endpoint answers.
+func (e *Edge) Start(ctx context.Context) error {
+	if err := e.Proc.Start(); err != nil {
+		return err
+	}
+	err := waitFor(ctx, "edge "+e.o.ID+" to be up", 60*time.Second, func() bool {
+		return e.Proc.Running() && getJSON(ctx, "http://"+e.Status+"/healthz", "", nil) == nil
+	})
+	if err != nil && !e.Proc.Running() {
+		return fmt.Errorf("edge %s exited; the end of %s:\n%s", e.o.ID, e.Proc.Log, e.Proc.Tail(3000))
+	}
+	return err
+}
+
+// Kill kills the edge with SIGKILL.
+func (e *Edge) Kill() { e.Proc.Kill() }
+
+// Stop stops the edge gracefully.
+func (e *Edge) Stop() { e.Proc.Stop(15 * time.Second) }
+
+// EdgeStatus is what the edge's GET /v1/status says (the fields the
+// simulator reads).
+type EdgeStatus struct {
+	Edge     string `json:"edge"`
+	Epoch    string `json:"epoch"`
+	NextSeq  uint64 `json:"next_seq"`
+	AckedHWM uint64 `json:"acked_hwm"`
+	Backlog  uint64 `json:"backlog"`
+	Shed     uint64 `json:"shed"`
+	Uplink   *struct {
+		Connected bool   `json:"connected"`
+		State     string `json:"state"`
+	} `json:"uplink"`
+	Intake struct {
+		Events   uint64 `json:"events"`
+		Acked    uint64 `json:"acked"`
+		Dups     uint64 `json:"duplicates"`
+		Rejected uint64 `json:"rejected_kept"`
+	} `json:"intake"`
+}
+
+// Head returns the last seq the edge stored.
+func (s EdgeStatus) Head() uint64 {
+	if s.NextSeq == 0 {
+		return 0
+	}
+	return s.NextSeq - 1
+}
+
+// Drained reports whether the cloud has acknowledged everything stored.
+func (s EdgeStatus) Drained() bool { return s.AckedHWM >= s.Head() }
+
+// State reads the edge's status.
+func (e *Edge) State(ctx context.Context) (EdgeStatus, error) {
+	var s EdgeStatus
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	err := getJSON(ctx, "http://"+e.Status+"/v1/status", "", &s)
+	return s, err
+}

@@ -1,0 +1,347 @@
+package simulator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/outpost-edge/outpost/simulator/fault"
+	"github.com/outpost-edge/outpost/simulator/fleet"
+	"github.com/outpost-edge/outpost/simulator/oracle"
+	"github.com/outpost-edge/outpost/simulator/traffic"
+	"github.com/outpost-edge/outpost/simulator/verify"
+)
+
+// run is one simulation in progress.
+type run struct {
+	cfg    Config
+	oracle *oracle.Oracle
+	c      counters
+	out    *printer
+
+	bins    fleet.Binaries
+	cloud   *fleet.Cloud
+	edges   []*fleet.Edge
+	links   []*fault.Link
+	devices []*device
+
+	start      time.Time // of the traffic
+	limitOnce  sync.Once
+	trafficEnd chan struct{} // closed when the traffic is to stop
+
+	drained     time.Duration // how long the drain after the traffic took
+	trafficTime time.Duration // from the start of the traffic to the last device's last acknowledgement
+
+	mu     sync.Mutex
+	active map[int]activeFault // faults in force, by index in the schedule
+	faults []FaultResult
+}
+
+// Run runs a simulation as cfg describes: it starts the cloud and one edge
+// per store as child processes, sends the devices' traffic through them
+// while it injects the faults, waits for every edge to drain, checks the
+// cloud's ledger against what the devices sent, and returns the report.
+// The error is for a run that could not be carried out; a run whose
+// verdict fails returns a report whose Verdict.OK is false, and no error.
+func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	r := &run{cfg: cfg, oracle: oracle.New(), out: newPrinter(cfg.Out, cfg.Progress, cfg.TTY),
+		trafficEnd: make(chan struct{}), active: map[int]activeFault{}}
+	for _, d := range []string{cfg.Dir, r.path("logs")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	defer func() {
+		r.out.endProgress()
+		r.teardown()
+	}()
+	if err := r.setup(ctx); err != nil {
+		return nil, err
+	}
+	r.start = time.Now()
+	progCtx, stopProgress := context.WithCancel(ctx)
+	var prog sync.WaitGroup
+	if cfg.Progress != nil {
+		prog.Add(1)
+		go func() { defer prog.Done(); r.progress(progCtx) }()
+	}
+	err = r.traffic(ctx)
+	if err == nil {
+		err = r.drain(ctx)
+	}
+	stopProgress()
+	prog.Wait()
+	r.out.endProgress()
+	if err != nil {
+		return nil, err
+	}
+	rep, err = r.finish(ctx)
+	if err != nil {
+		return rep, err
+	}
+	if cfg.Hold != nil {
+		cfg.Hold(ctx, rep)
+	}
+	return rep, nil
+}
+
+func (r *run) path(elem ...string) string {
+	return filepath.Join(append([]string{r.cfg.Dir}, elem...)...)
+}
+
+func (r *run) printf(format string, args ...any) { r.out.printf(format, args...) }
+
+// setup finds the programs, starts the cloud, and enrolls and starts the
+// edges, each behind its uplink proxy, with their devices.
+func (r *run) setup(ctx context.Context) error {
+	var how string
+	var err error
+	r.bins, how, err = fleet.FindBinaries(ctx, r.cfg.BinDir, r.path("bin"))
+	if err != nil {
+		return err
+	}
+	r.printf("programs: %s and %s (%s)", r.bins.Edge, r.bins.Cloud, how)
+	r.cloud, err = fleet.StartCloud(ctx, fleet.CloudOptions{Binary: r.bins.Cloud, Dir: r.path("cloud"), LogDir: r.path("logs"),
+		DatabaseURL: r.cfg.DatabaseURL, Args: r.cfg.CloudArgs})
+	if err != nil {
+		return fmt.Errorf("start the cloud: %w", err)
+	}
+	r.printf("cloud: API %s, MQTT %s (log %s)", r.cloud.API, r.cloud.MQTT, r.cloud.Proc.Log)
+
+	seed := r.cfg.Seed
+	rng := rand.New(rand.NewPCG(seed, 0xde71ce))
+	day := time.Now().UTC().Format(time.DateOnly)
+	for i := range r.cfg.Stores {
+		id := storeID(i)
+		link, err := fault.NewLink(id, r.cloud.MQTT)
+		if err != nil {
+			return err
+		}
+		r.links = append(r.links, link)
+		var quota int64
+		if i >= r.cfg.Stores-r.cfg.QuotaEdges {
+			quota = r.cfg.TelemetryQuota
+		}
+		e, err := fleet.NewEdge(fleet.EdgeOptions{ID: id, Binary: r.bins.Edge, Dir: r.path("edges", id), LogDir: r.path("logs"),
+			CloudMQTT: link.Addr(), TelemetryQuota: quota, Args: r.cfg.EdgeArgs})
+		if err != nil {
+			return err
+		}
+		r.edges = append(r.edges, e)
+		tok, err := r.cloud.EnrollToken(ctx, id)
+		if err != nil {
+			return err
+		}
+		if err := e.Enroll(ctx, r.cloud.API, tok); err != nil {
+			return err
+		}
+		currency, incl := "EUR", true
+		if i%3 == 2 {
+			currency, incl = "USD", false
+		}
+		for j, kind := range layout(r.cfg.Devices) {
+			devID := fmt.Sprintf("s%d-%s-%d", i+1, kind, j+1)
+			secret, err := e.AddDevice(ctx, devID)
+			if err != nil {
+				return err
+			}
+			var skew time.Duration
+			if rng.Float64() < r.cfg.Skewed {
+				// Hours or days off, either way: a till with a flat CMOS
+				// battery, a sensor that never had its clock set.
+				skew = time.Duration(1+rng.IntN(72)) * time.Hour * time.Duration(1-2*rng.IntN(2))
+			}
+			d := &device{id: devID, edge: e, rng: rand.New(rand.NewPCG(seed, hash(devID))), batch: 1,
+				gen: traffic.New(traffic.Options{Seed: seed, Store: id, Device: devID, Kind: kind, Currency: currency,
+					TaxIncluded: incl, BusinessDay: day, Skew: skew})}
+			switch kind {
+			case traffic.Scale:
+				d.sender, d.batch = fleet.NewHTTPSender(e.HTTP, devID, secret), r.cfg.BatchMax
+			case traffic.Sensor:
+				d.cbor = true
+				d.sender, err = fleet.DialMQTT(e.MQTT, devID, secret)
+			default:
+				d.sender, err = fleet.DialMQTT(e.MQTT, devID, secret)
+			}
+			if err != nil {
+				return err
+			}
+			r.devices = append(r.devices, d)
+		}
+		if err := e.Start(ctx); err != nil {
+			return err
+		}
+		note := ""
+		if quota > 0 {
+			note = fmt.Sprintf(", telemetry quota %d bytes", quota)
+		}
+		r.printf("edge %s: enrolled, %d devices, devices' MQTT %s, status http://%s/v1/status%s", id, r.cfg.Devices, e.MQTT, e.Status, note)
+	}
+	return nil
+}
+
+func hash(s string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	return h.Sum64()
+}
+
+func (r *run) noteLimit() { r.limitOnce.Do(func() { close(r.trafficEnd) }) }
+
+// traffic runs the devices and the fault schedule until the duration or
+// the event count is reached, then heals every fault and waits for the
+// devices' last sends (their Z reports) to be acknowledged.
+func (r *run) traffic(ctx context.Context) error {
+	what := fmt.Sprintf("for %s", r.cfg.Duration)
+	if r.cfg.Events > 0 {
+		what = fmt.Sprintf("until %d events", r.cfg.Events)
+		if r.cfg.Duration > 0 {
+			what += fmt.Sprintf(" or %s", r.cfg.Duration)
+		}
+	}
+	r.printf("traffic: %d stores × %d devices at %.3g events/s each, %s; faults: %s", r.cfg.Stores, r.cfg.Devices, r.cfg.Rate, what, scheduleText(r.cfg.Faults))
+
+	var devs sync.WaitGroup
+	for _, d := range r.devices {
+		devs.Add(1)
+		go func() {
+			defer devs.Done()
+			r.runDevice(ctx, d, r.trafficEnd)
+		}()
+	}
+	faultsDone := make(chan struct{})
+	go func() { defer close(faultsDone); r.schedule(ctx) }()
+
+	var timeout <-chan time.Time
+	if r.cfg.Duration > 0 {
+		t := time.NewTimer(r.cfg.Duration)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-ctx.Done():
+	case <-timeout:
+		r.noteLimit()
+	case <-r.trafficEnd:
+	}
+	<-faultsDone // heals what is in force, restarts what is down
+	if ctx.Err() != nil {
+		devs.Wait()
+		return ctx.Err()
+	}
+	r.printf("traffic: done after %s; faults healed; tills closing the day", time.Since(r.start).Round(100*time.Millisecond))
+	devs.Wait()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	r.trafficTime = time.Since(r.start)
+	return nil
+}
+
+// drain waits until every edge's outbox is acknowledged up to its head.
+func (r *run) drain(ctx context.Context) error {
+	r.printf("drain: waiting for every edge's outbox to be acknowledged by the cloud")
+	t0 := time.Now()
+	defer func() { r.drained = time.Since(t0) }()
+	deadline := t0.Add(r.cfg.DrainTimeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		left := 0
+		var last string
+		for _, e := range r.edges {
+			st, err := e.State(ctx)
+			if err != nil || !st.Drained() {
+				left++
+				last = fmt.Sprintf("edge %s: %+v %v", e.ID(), st, err)
+			}
+		}
+		if left == 0 {
+			r.printf("drain: done in %s", time.Since(t0).Round(10*time.Millisecond))
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d edges not drained after %s (%s); see the logs in %s", left, r.cfg.DrainTimeout, last, r.path("logs"))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// finish saves the oracle, verifies and reports.
+func (r *run) finish(ctx context.Context) (*Report, error) {
+	entries := r.oracle.Entries()
+	if err := oracle.Save(r.path("oracle.jsonl"), entries); err != nil {
+		return nil, err
+	}
+	r.printf("verify: reading the ledger back from %s", r.cloud.API)
+	cl := &verify.Client{URL: r.cloud.API, Token: r.cloud.AdminToken}
+	led, err := cl.Ledger(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the ledger: %w", err)
+	}
+	v := verify.Check(led, entries, verify.Options{})
+	rep := r.report(ctx, led, v, entries, r.drained)
+	path := r.cfg.ReportPath
+	if path == "" {
+		path = r.path("report.json")
+	}
+	if path != "-" {
+		if err := rep.Save(path); err != nil {
+			return rep, err
+		}
+		rep.Path = path
+	}
+	rep.Print(r.cfg.Out)
+	return rep, nil
+}
+
+// teardown stops everything the run started, and removes the data it
+// made unless Keep.
+func (r *run) teardown() {
+	for _, d := range r.devices {
+		if d.sender != nil {
+			d.sender.Close()
+		}
+	}
+	var wg sync.WaitGroup
+	for _, e := range r.edges {
+		wg.Add(1)
+		go func() { defer wg.Done(); e.Stop() }()
+	}
+	wg.Wait()
+	if r.cloud != nil {
+		r.cloud.Stop()
+	}
+	for _, l := range r.links {
+		l.Close()
+	}
+	if !r.cfg.Keep {
+		_ = os.RemoveAll(r.path("edges"))
+		_ = os.RemoveAll(r.path("cloud"))
+		_ = os.RemoveAll(r.path("bin"))
+	}
+}
+
+var errNoEdge = errors.New("no such edge")
+
+func (r *run) edge(id string) (*fleet.Edge, *fault.Link, error) {
+	for i, e := range r.edges {
+		if e.ID() == id {
+			return e, r.links[i], nil
+		}
+	}
+	return nil, nil, fmt.Errorf("%w: %s", errNoEdge, id)
+}
