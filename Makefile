@@ -37,3 +37,22 @@ check-deps:
 
 clean:
 	rm -rf bin
+
+## demo: the first thing to run. Builds everything, starts a private
+## Postgres (or uses OUTPOST_DATABASE_URL), the cloud and 3 stores of 4
+## devices; runs about a minute with an uplink outage and an edge crash,
+## with live progress; ends with the verifier's verdict and where to look
+## next (docs/SIMULATOR.md). DEMOFLAGS passes more `sim run` flags.
+DEMOFLAGS ?=
+## soak: every fault type in turns for SOAK_DURATION, then the verdict.
+## Not part of `make test`. SOAKFLAGS passes more `sim run` flags.
+SOAK_DURATION ?= 10m
+SOAKFLAGS     ?=
+
+.PHONY: demo soak
+
+demo: build
+	bin/sim run --scenario demo $(DEMOFLAGS)
+
+soak: build
+	bin/sim run --scenario soak --duration $(SOAK_DURATION) --hold no $(SOAKFLAGS)

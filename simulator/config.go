@@ -49,6 +49,9 @@ type Config struct {
 	// Skewed is the share of devices whose clock is off by hours or days
 	// (default 0.25; negative: none).
 	Skewed float64
+	// MQTT5 is the share of MQTT devices that speak MQTT 5 rather than
+	// 3.1.1 (default 0.3; negative: none).
+	MQTT5 float64
 	// BatchMax bounds the events of one HTTP request (default 3).
 	BatchMax int
 	// AckTimeout is how long a device waits for an acknowledgement
@@ -118,6 +121,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Skewed == 0 {
 		c.Skewed = 0.25
+	}
+	if c.MQTT5 == 0 {
+		c.MQTT5 = 0.3
 	}
 	if c.BatchMax <= 0 {
 		c.BatchMax = 3

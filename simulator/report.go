@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/protocol"
+	"github.com/outpost-edge/outpost/simulator/fleet"
 	"github.com/outpost-edge/outpost/simulator/oracle"
 	"github.com/outpost-edge/outpost/simulator/verify"
 )
@@ -60,6 +61,7 @@ type Report struct {
 	} `json:"config"`
 
 	Traffic struct {
+		Devices     map[string]int `json:"devices"`     // by transport: MQTT 3.1.1, MQTT 5, HTTP
 		Events      int            `json:"events"`      // distinct events sent
 		Acked       int            `json:"acked"`       // acknowledged by an edge
 		Sends       int            `json:"sends"`       // publishes and requests, every copy
@@ -120,6 +122,10 @@ func (r *run) report(ctx context.Context, led *verify.Ledger, v *verify.Verdict,
 	t := &rep.Traffic
 	oc := r.oracle.Counts()
 	t.Events, t.Acked, t.Sends = oc.Events, oc.Acked, oc.Sends
+	t.Devices = map[string]int{}
+	for _, d := range r.devices {
+		t.Devices[fleet.String(d.sender)]++
+	}
 	t.Retransmits, t.Duplicates, t.Dropped = int(r.c.retransmits.Load()), int(r.c.duplicates.Load()), int(r.c.dropped.Load())
 	t.Invalid, t.ZReports = int(r.c.invalid.Load()), int(r.c.zReports.Load())
 	for _, d := range r.devices {

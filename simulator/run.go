@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -148,6 +149,7 @@ func (r *run) setup(ctx context.Context) error {
 		if i%3 == 2 {
 			currency, incl = "USD", false
 		}
+		transports := map[string]int{}
 		for j, kind := range layout(r.cfg.Devices) {
 			devID := fmt.Sprintf("s%d-%s-%d", i+1, kind, j+1)
 			secret, err := e.AddDevice(ctx, devID)
@@ -163,12 +165,14 @@ func (r *run) setup(ctx context.Context) error {
 			d := &device{id: devID, edge: e, rng: rand.New(rand.NewPCG(seed, hash(devID))), batch: 1,
 				gen: traffic.New(traffic.Options{Seed: seed, Store: id, Device: devID, Kind: kind, Currency: currency,
 					TaxIncluded: incl, BusinessDay: day, Skew: skew})}
-			switch kind {
-			case traffic.Scale:
+			// Tills and sensors speak MQTT (3.1.1 or 5), sensors in CBOR;
+			// the scale posts batches over HTTP.
+			d.cbor = kind == traffic.Sensor
+			switch {
+			case kind == traffic.Scale:
 				d.sender, d.batch = fleet.NewHTTPSender(e.HTTP, devID, secret), r.cfg.BatchMax
-			case traffic.Sensor:
-				d.cbor = true
-				d.sender, err = fleet.DialMQTT(e.MQTT, devID, secret)
+			case rng.Float64() < r.cfg.MQTT5:
+				d.sender, err = fleet.NewMQTT5Sender(e.MQTT, devID, secret)
 			default:
 				d.sender, err = fleet.DialMQTT(e.MQTT, devID, secret)
 			}
@@ -176,6 +180,7 @@ func (r *run) setup(ctx context.Context) error {
 				return err
 			}
 			r.devices = append(r.devices, d)
+			transports[fleet.String(d.sender)]++
 		}
 		if err := e.Start(ctx); err != nil {
 			return err
@@ -184,7 +189,13 @@ func (r *run) setup(ctx context.Context) error {
 		if quota > 0 {
 			note = fmt.Sprintf(", telemetry quota %d bytes", quota)
 		}
-		r.printf("edge %s: enrolled, %d devices, devices' MQTT %s, status http://%s/v1/status%s", id, r.cfg.Devices, e.MQTT, e.Status, note)
+		var ts []string
+		for _, t := range []string{"MQTT 3.1.1", "MQTT 5", "HTTP"} {
+			if n := transports[t]; n > 0 {
+				ts = append(ts, fmt.Sprintf("%d %s", n, t))
+			}
+		}
+		r.printf("edge %s: enrolled; devices %s; status http://%s/v1/status%s", id, strings.Join(ts, ", "), e.Status, note)
 	}
 	return nil
 }

@@ -76,7 +76,7 @@ func TestFleetUnderFaults(t *testing.T) {
 	schedule := "cut:shop-1@3s+6s,edge-kill:shop-2@6s+500ms,cloud-kill@11s+1s,slow:shop-2@13s+3s"
 	err := m.ParseFlags([]string{"--dir", dir, "--bin-dir", binDir, "--database-url", pgtest.New(t),
 		"--stores", "2", "--devices", "4", "--rate", "8", "--duration", "18s", "--seed", "7",
-		"--faults", schedule, "--retransmit", "0.08", "--duplicate", "0.05",
+		"--faults", schedule, "--retransmit", "0.08", "--duplicate", "0.05", "--mqtt5", "0.5",
 		"--quota-edges", "1", "--telemetry-quota", "8192",
 		"--drain-timeout", "90s", "--hold", "no", "--progress-every", "2s"})
 	if err != nil {
@@ -119,6 +119,9 @@ func TestFleetUnderFaults(t *testing.T) {
 	}
 	if rep.Traffic.Retransmits == 0 || rep.Traffic.Duplicates == 0 {
 		t.Errorf("%d retransmits and %d duplicate publishes: the run did not test deduplication", rep.Traffic.Retransmits, rep.Traffic.Duplicates)
+	}
+	if d := rep.Traffic.Devices; d["MQTT 3.1.1"] == 0 || d["MQTT 5"] == 0 || d["HTTP"] == 0 {
+		t.Errorf("devices by transport %v: want some of each", d)
 	}
 	if v.TillsExact != 4 || rep.Traffic.ZReports != 4 {
 		t.Errorf("%d Z reports acknowledged, %d match the ledger; want 4", rep.Traffic.ZReports, v.TillsExact)

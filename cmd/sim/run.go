@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -38,6 +39,7 @@ type Options struct {
 	Retransmit     float64
 	Duplicate      float64
 	Skewed         float64
+	MQTT5          float64
 	AckTimeout     time.Duration
 	DrainTimeout   time.Duration
 	Report         string
@@ -92,6 +94,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.Float64Var(&o.Retransmit, "retransmit", 0.02, "share of acknowledged payloads a device sends again (negative: none)")
 	fs.Float64Var(&o.Duplicate, "duplicate", 0.02, "share of payloads a device publishes twice at once (negative: none)")
 	fs.Float64Var(&o.Skewed, "skewed", 0.25, "share of devices whose clock is off by hours or days (negative: none)")
+	fs.Float64Var(&o.MQTT5, "mqtt5", 0.3, "share of the MQTT devices (tills, sensors) that speak MQTT 5 rather than 3.1.1 (negative: none)")
 	fs.DurationVar(&o.AckTimeout, "ack-timeout", 5*time.Second, "how long a device waits for its edge's acknowledgement before sending again")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 3*time.Minute, "how long to wait, after the traffic, for the edges to drain")
 	fs.StringVar(&o.Report, "report", "", "write the JSON report here (default <dir>/report.json)")
@@ -227,7 +230,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Dir: o.Dir, BinDir: o.BinDir, DatabaseURL: dbURL,
 		Stores: o.Stores, Devices: o.Devices, Rate: o.Rate, Duration: o.Duration, Events: o.Events, Seed: o.Seed,
 		Faults: faults, QuotaEdges: o.QuotaEdges, TelemetryQuota: o.TelemetryQuota,
-		Retransmit: o.Retransmit, Duplicate: o.Duplicate, Skewed: o.Skewed,
+		Retransmit: o.Retransmit, Duplicate: o.Duplicate, Skewed: o.Skewed, MQTT5: o.MQTT5,
 		AckTimeout: o.AckTimeout, DrainTimeout: o.DrainTimeout,
 		Progress: progress, ProgressEvery: every, TTY: tty, Out: m.stdout, ReportPath: o.Report, Keep: o.Keep,
 		Hold: func(ctx context.Context, r *simulator.Report) {
@@ -236,7 +239,7 @@ func (m *Main) Run(ctx context.Context) error {
 			}
 			m.whereNext(r, hold)
 			if hold {
-				<-ctx.Done()
+				waitEnter(ctx)
 			}
 		},
 	}
@@ -257,7 +260,7 @@ func (m *Main) whereNext(r *simulator.Report, hold bool) {
 	w := m.stdout
 	fmt.Fprintln(w)
 	if hold {
-		fmt.Fprintln(w, "Where to look next. The fleet is still running so that you can look around; press Ctrl-C to stop it and clean up.")
+		fmt.Fprintln(w, "Where to look next. The fleet is still running so that you can look around; press Enter (or Ctrl-C) to stop it and clean up.")
 	} else {
 		fmt.Fprintln(w, "Where to look next. The fleet stops now; with --hold yes it keeps running after the verdict, for these:")
 	}
@@ -274,6 +277,19 @@ func (m *Main) whereNext(r *simulator.Report, hold bool) {
 	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" \"$CLOUD/v1/streams/shop-1/%s/records?limit=5\"   # raw records, signed checkpoints\n", epoch)
 	fmt.Fprintf(w, "  sim verify --cloud $CLOUD --token $TOKEN --oracle %s   # verify again\n", filepath.Join(r.Dir, "oracle.jsonl"))
 	fmt.Fprintf(w, "  logs in %s, the JSON report in %s; the API is described in docs/API.md\n", filepath.Join(r.Dir, "logs"), r.Path)
+}
+
+// waitEnter returns when a line is read from stdin or ctx ends.
+func waitEnter(ctx context.Context) {
+	line := make(chan struct{})
+	go func() {
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		close(line)
+	}()
+	select {
+	case <-ctx.Done():
+	case <-line:
+	}
 }
 
 // Close stops the private Postgres and removes its data unless --keep.

@@ -207,9 +207,11 @@ func (s *HTTPSender) Close() { s.client.CloseIdleConnections() }
 func String(s Sender) string {
 	switch s.(type) {
 	case *MQTTSender:
-		return "mqtt"
+		return "MQTT 3.1.1"
+	case *MQTT5Sender:
+		return "MQTT 5"
 	case *HTTPSender:
-		return "http"
+		return "HTTP"
 	}
 	return fmt.Sprintf("%T", s)
 }
