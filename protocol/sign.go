@@ -148,7 +148,8 @@ func verifySigned[T signedPayload](what, wantCT string, m *cose.Sign1Message, ke
 	kid := KeyID(kidb)
 	pub, err := keys.PublicKey(kid)
 	if err != nil {
-		return badSig("%s: key %s: %v", what, kid, err)
+		// Both wrapped: callers tell "revoked" from "unknown" by the cause.
+		return fmt.Errorf("%s: key %s: %w: %w", what, kid, err, ErrBadSignature)
 	}
 	ver, err := cose.NewVerifier(cose.AlgorithmEdDSA, pub)
 	if err != nil {
