@@ -26,6 +26,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/broker"
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
+	ingestnats "github.com/outpost-edge/outpost/cloud/ingest/nats"
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/flagenv"
@@ -54,6 +55,7 @@ type Config struct {
 	LogLevel     string
 	LogFormat    string
 	Config       string
+	NATS         natsConfig
 }
 
 // commonFlags are shared by serve and the admin commands.
@@ -81,6 +83,8 @@ type Main struct {
 	pg      *pgcluster.Cluster
 	broker  *broker.Broker
 	apiAddr string
+
+	natsServer *ingestnats.Server
 }
 
 // NewMain returns a Main with defaults.
@@ -97,7 +101,7 @@ func (m *Main) ParseFlags(args []string) error {
 	commonFlags(fs, c)
 	fs.BoolVar(&c.Migrate, "migrate", false, "apply database migrations at start-up")
 	fs.StringVar(&c.MQTT, "mqtt", "", "external MQTT broker URL (tcp://host:1883, ssl://…); empty runs the embedded broker")
-	fs.StringVar(&c.MQTTListen, "mqtt-listen", ":18830", "embedded broker: address edges connect to")
+	fs.StringVar(&c.MQTTListen, "mqtt-listen", ":18830", "embedded broker: address edges connect to (empty, with no --mqtt: no MQTT, for a NATS-only cloud)")
 	fs.StringVar(&c.MQTTUser, "mqtt-user", "", "external broker: user name of the cloud's ingest clients")
 	fs.StringVar(&c.MQTTPassword, "mqtt-password", "", "external broker: password of the cloud's ingest clients")
 	fs.StringVar(&c.Group, "group", "outpost-ingest", "MQTT shared-subscription group; cloud processes in one group share segments")
@@ -106,6 +110,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.IntVar(&c.MaxBatch, "max-batch", 64, "segments per commit transaction")
 	fs.DurationVar(&c.GapWait, "gap-wait", 2*time.Second, "how long a segment after a gap waits for the gap to fill before a nack")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "on the first SIGTERM, how long to finish work in hand")
+	natsFlags(fs, &c.NATS)
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud serve [flags]\n\nRuns the cloud service.")
 	return flagenv.Parse(fs, args, "OUTPOST_", "config")
 }
@@ -223,8 +228,18 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	natsConsumer, err := m.startNATS(c, svc, led, log)
+	if err != nil {
+		return err
+	}
+	var consumer *ingestmqtt.Consumer
 	brokerURL, user, pass := c.MQTT, c.MQTTUser, c.MQTTPassword
-	if brokerURL == "" {
+	if brokerURL == "" && c.MQTTListen == "" {
+		if natsConsumer == nil {
+			return usagef("%v", errNoTransport)
+		}
+		log.Info("no MQTT (--mqtt-listen is empty): edges connect over NATS only")
+	} else if brokerURL == "" {
 		m.broker, err = broker.Start(broker.Options{
 			Addr:   c.MQTTListen,
 			Keys:   func(ctx context.Context, edge string) (protocol.Keys, error) { return led.EdgeKeys(ctx, edge) },
@@ -236,19 +251,27 @@ func (m *Main) Run(ctx context.Context) error {
 		_, port, _ := net.SplitHostPort(m.broker.Addr())
 		brokerURL, user, pass = "tcp://127.0.0.1:"+port, broker.InternalUser, m.broker.InternalPassword()
 	}
-	consumer, err := ingestmqtt.New(ingestmqtt.Options{Broker: brokerURL, Username: user, Password: pass, Group: c.Group, Service: svc, Logger: log})
-	if err != nil {
-		return err
+	if brokerURL != "" {
+		consumer, err = ingestmqtt.New(ingestmqtt.Options{Broker: brokerURL, Username: user, Password: pass, Group: c.Group, Service: svc, Logger: log})
+		if err != nil {
+			return err
+		}
 	}
 
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, svc, led)
+	if natsConsumer != nil {
+		registerNATSMetrics(reg, natsConsumer)
+	}
 	handler := api.New(api.Options{
 		Ledger:         led,
 		CloudPublicKey: signer.Public(),
 		Ready: func(ctx context.Context) error {
-			if !consumer.Connected() {
+			if consumer != nil && !consumer.Connected() {
 				return errors.New("ingest is not connected to the MQTT broker")
+			}
+			if natsConsumer != nil && !natsConsumer.Connected() {
+				return errors.New("ingest is not consuming from NATS JetStream")
 			}
 			return nil
 		},
@@ -266,7 +289,12 @@ func (m *Main) Run(ctx context.Context) error {
 	defer stopWork()
 	g, gctx := errgroup.WithContext(work)
 	g.Go(func() error { return svc.Run(gctx) })
-	g.Go(func() error { return consumer.Run(gctx) })
+	if consumer != nil {
+		g.Go(func() error { return consumer.Run(gctx) })
+	}
+	if natsConsumer != nil {
+		g.Go(func() error { return natsConsumer.Run(gctx) })
+	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -274,7 +302,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return partitionKeeper(gctx, m.pool, log) })
-	log.Info("cloud serving", "api", m.apiAddr, "mqtt", redact(brokerURL), "kid", signer.KeyID())
+	log.Info("cloud serving", "api", m.apiAddr, "mqtt", redact(brokerURL), "nats", natsWhere(c, m), "kid", signer.KeyID())
 	close(m.Ready)
 
 	select {
@@ -308,6 +336,9 @@ func (m *Main) BrokerAddr() string {
 func (m *Main) Close() error {
 	if m.broker != nil {
 		_ = m.broker.Close()
+	}
+	if m.natsServer != nil {
+		_ = m.natsServer.Close()
 	}
 	if m.pool != nil {
 		m.pool.Close()

@@ -22,7 +22,6 @@ import (
 	"github.com/outpost-edge/outpost/edge/intake"
 	"github.com/outpost-edge/outpost/edge/outbox"
 	"github.com/outpost-edge/outpost/edge/uplink"
-	uplinkmqtt "github.com/outpost-edge/outpost/edge/uplink/mqtt"
 	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/protocol"
@@ -55,6 +54,7 @@ type Config struct {
 	LogLevel       string
 	LogFormat      string
 	Config         string
+	NATS           natsConfig
 }
 
 func dataDirFlag(fs *flag.FlagSet, p *string) {
@@ -91,6 +91,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&c.CloudKey, "cloud-key", "", "pin the cloud's Ed25519 public key, hex (default: the key stored by 'edge enroll')")
 	fs.StringVar(&c.CloudMQTT, "cloud-mqtt", "", "the cloud's MQTT broker, such as tcp://cloud.example:18830 (empty: no uplink, events wait in the outbox)")
 	fs.StringVar(&c.CloudPassword, "cloud-password", "", "static MQTT password for the cloud broker (default: a fresh signature by the edge key)")
+	natsFlags(fs, &c.NATS)
 	fs.StringVar(&c.MQTTListen, "mqtt-listen", ":1883", "address devices publish to over MQTT")
 	fs.StringVar(&c.HTTPListen, "http-listen", ":8081", "address of the devices' HTTP intake, POST /v1/events (empty: none)")
 	fs.StringVar(&c.StatusListen, "status-listen", "127.0.0.1:8082", "address of /v1/status, /metrics and /healthz")
@@ -181,15 +182,15 @@ func (m *Main) Run(ctx context.Context) error {
 	defer stopWork()
 	g, gctx := errgroup.WithContext(work)
 
-	if c.CloudMQTT != "" {
+	tr, cloudURL, err := uplinkTransport(c, edgeID, signer, log)
+	if err != nil {
+		return err
+	}
+	if tr != nil {
 		if cloudKeyHex == "" {
 			return usagef("no cloud key to verify receipts with: run `edge enroll`, or pin one with --cloud-key")
 		}
 		cloudPub, err := parseKeyHex("--cloud-key", cloudKeyHex)
-		if err != nil {
-			return err
-		}
-		tr, err := uplinkmqtt.New(uplinkmqtt.Options{Broker: c.CloudMQTT, Edge: edgeID, Signer: signer, Password: c.CloudPassword, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -205,7 +206,7 @@ func (m *Main) Run(ctx context.Context) error {
 		g.Go(func() error { return wakeOnCommit(gctx, m.ob, wake) })
 		g.Go(func() error { return m.up.Run(gctx) })
 	} else {
-		log.Warn("no --cloud-mqtt: running offline; events stay in the outbox until an uplink is configured")
+		log.Warn("no --cloud-mqtt or --cloud-nats: running offline; events stay in the outbox until an uplink is configured")
 	}
 
 	if err := m.in.Start(ctx); err != nil {
@@ -234,7 +235,7 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	log.Info("edge running", "edge", edgeID, "mqtt", m.in.MQTTAddrActual(), "http", m.in.HTTPAddrActual(), "status", m.statusAddr, "cloud", c.CloudMQTT)
+	log.Info("edge running", "edge", edgeID, "mqtt", m.in.MQTTAddrActual(), "http", m.in.HTTPAddrActual(), "status", m.statusAddr, "cloud", cloudURL)
 	close(m.Ready)
 
 	select {

@@ -1,0 +1,526 @@
+package nats_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-edge/outpost/cloud/ingest"
+	ingestnats "github.com/outpost-edge/outpost/cloud/ingest/nats"
+	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// quiet drops logs; the tests say what failed.
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func signer(name string) *protocol.Signer {
+	seed := sha256.Sum256([]byte(name))
+	s, _ := protocol.NewSigner(ed25519.NewKeyFromSeed(seed[:]))
+	return s
+}
+
+// fleet is the edges the test server knows, by id.
+type fleet map[string]*protocol.Signer
+
+func (f fleet) keys(_ context.Context, edge string) (protocol.Keys, error) {
+	s, ok := f[edge]
+	if !ok {
+		return nil, fmt.Errorf("edge %q is not registered", edge)
+	}
+	return protocol.NewKeyMap(s.Public()), nil
+}
+
+// MustServer starts the embedded server on a free port for tb.
+func MustServer(tb testing.TB, f fleet) *ingestnats.Server {
+	tb.Helper()
+	s, err := ingestnats.StartServer(ingestnats.ServerOptions{Addr: "127.0.0.1:0", StoreDir: tb.TempDir(), Keys: f.keys, Logger: quiet})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// MustInternal connects as the cloud's internal user.
+func MustInternal(tb testing.TB, s *ingestnats.Server) (*natsgo.Conn, jetstream.JetStream) {
+	tb.Helper()
+	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(ingestnats.InternalUser, s.InternalPassword()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return nc, js
+}
+
+// MustEdge connects as an edge with a broker token, the way the edge's
+// uplink does.
+func MustEdge(tb testing.TB, s *ingestnats.Server, edge string, sg *protocol.Signer) (*natsgo.Conn, *errs) {
+	tb.Helper()
+	e := &errs{}
+	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(edge, sg.BrokerToken(edge, time.Now())),
+		natsgo.CustomInboxPrefix(ingestnats.EdgeInboxPrefix(edge)),
+		natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) { e.add(err) }))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc, e
+}
+
+type errs struct {
+	mu   sync.Mutex
+	list []error
+}
+
+func (e *errs) add(err error) { e.mu.Lock(); e.list = append(e.list, err); e.mu.Unlock() }
+func (e *errs) has(substr string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, err := range e.list {
+		if strings.Contains(strings.ToLower(err.Error()), substr) {
+			return true
+		}
+	}
+	return false
+}
+
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		<-tick.C
+	}
+}
+
+func TestEdgeLogin(t *testing.T) {
+	e1, e2 := signer("e1"), signer("e2")
+	s := MustServer(t, fleet{"e1": e1, "e2": e2})
+	for _, tc := range []struct {
+		name, user, pass string
+		ok               bool
+	}{
+		{"edge with its token", "e1", e1.BrokerToken("e1", time.Now()), true},
+		{"token signed by another edge's key", "e1", e2.BrokerToken("e1", time.Now()), false},
+		{"token for another edge", "e1", e1.BrokerToken("e2", time.Now()), false},
+		{"stale token", "e1", e1.BrokerToken("e1", time.Now().Add(-time.Hour)), false},
+		{"unknown edge", "e9", signer("e9").BrokerToken("e9", time.Now()), false},
+		{"not an edge id", "e1.seg", "x", false},
+		{"internal user", ingestnats.InternalUser, s.InternalPassword(), true},
+		{"internal user, wrong password", ingestnats.InternalUser, "nope", false},
+		{"no credentials", "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(tc.user, tc.pass), natsgo.NoReconnect())
+			if nc != nil {
+				nc.Close()
+			}
+			if tc.ok && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if !tc.ok && !errors.Is(err, natsgo.ErrAuthorization) {
+				t.Fatalf("got %v, want an authorization error", err)
+			}
+		})
+	}
+}
+
+// TestEdgePermissions: an edge may publish only its own segments, hellos
+// and status, and hear only its own receipts, commands and inboxes.
+func TestEdgePermissions(t *testing.T) {
+	e1 := signer("e1")
+	s := MustServer(t, fleet{"e1": e1, "e2": signer("e2")})
+	cloud, _ := MustInternal(t, s)
+	heard := make(chan string, 16)
+	if _, err := cloud.Subscribe("outpost.>", func(m *natsgo.Msg) { heard <- m.Subject }); err != nil {
+		t.Fatal(err)
+	}
+	if err := cloud.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	nc, perr := MustEdge(t, s, "e1", e1)
+
+	for _, subj := range []string{"outpost.v1.edge.e2.seg", "outpost.v1.edge.e2.hello", "outpost.v1.edge.e1.rcpt", "outpost.v1.dev.d1.ev", "$JS.API.STREAM.LIST"} {
+		if err := nc.Publish(subj, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, subj := range []string{"outpost.v1.edge.e1.seg", "outpost.v1.edge.e1.hello", "outpost.v1.edge.e1.status"} {
+		if err := nc.Publish(subj, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	waitFor(t, "the allowed publishes", func() bool {
+		for {
+			select {
+			case s := <-heard:
+				got[s] = true
+			default:
+				return len(got) >= 3
+			}
+		}
+	})
+	for s := range got {
+		if !strings.HasPrefix(s, "outpost.v1.edge.e1.") || strings.HasSuffix(s, ".rcpt") {
+			t.Errorf("the cloud heard %s from edge e1", s)
+		}
+	}
+	waitFor(t, "publish violations reported", func() bool { return perr.has("permissions violation for publish") })
+
+	for _, subj := range []string{"outpost.v1.edge.e2.rcpt", "outpost.v1.edge.*.rcpt", "outpost.>", "_INBOX.>", "_INBOX.edge.e2.>"} {
+		sub, err := nc.SubscribeSync(subj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.Flush()
+		waitFor(t, "subscribe violation for "+subj, func() bool { return perr.has("subscription to \"" + strings.ToLower(subj) + "\"") })
+		_ = sub.Unsubscribe()
+	}
+	for _, subj := range []string{"outpost.v1.edge.e1.rcpt", "outpost.v1.edge.e1.cmd", ingestnats.EdgeInboxPrefix("e1") + ".x.y"} {
+		sub, err := nc.SubscribeSync(subj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cloud.Publish(subj, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sub.NextMsg(5 * time.Second); err != nil {
+			t.Errorf("edge e1 did not get its message on %s: %v", subj, err)
+		}
+	}
+}
+
+func TestEnsureStreamAndConsumer(t *testing.T) {
+	s := MustServer(t, fleet{})
+	_, js := MustInternal(t, s)
+	ctx := context.Background()
+
+	st, created, err := ingestnats.EnsureStream(ctx, js, ingestnats.StreamOptions{})
+	if err != nil || !created {
+		t.Fatalf("create: created %v, %v", created, err)
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.Name != ingestnats.DefaultStream || cfg.Retention != jetstream.WorkQueuePolicy || cfg.MaxAge != ingestnats.DefaultMaxAge ||
+		len(cfg.Subjects) != 1 || cfg.Subjects[0] != protocol.SegmentFilterNATS || cfg.Storage != jetstream.FileStorage {
+		t.Fatalf("stream config %+v", cfg)
+	}
+	if _, created, err := ingestnats.EnsureStream(ctx, js, ingestnats.StreamOptions{Retention: "workqueue"}); err != nil || created {
+		t.Fatalf("check: created %v, %v", created, err)
+	}
+	for _, tc := range []struct {
+		name string
+		o    ingestnats.StreamOptions
+		want []string
+	}{
+		{"retention", ingestnats.StreamOptions{Retention: "limits"}, []string{"retention is workqueue, want limits", "--nats-retention"}},
+		{"max age and replicas", ingestnats.StreamOptions{MaxAge: time.Hour, Replicas: 3}, []string{"max age is 24h0m0s, want 1h0m0s", "replicas are 1, want 3"}},
+		{"subjects", ingestnats.StreamOptions{Subjects: []string{"outpost.v1.edge.e1.seg"}}, []string{"subjects are"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := ingestnats.EnsureStream(ctx, js, tc.o)
+			if !errors.Is(err, ingestnats.ErrMismatch) {
+				t.Fatalf("got %v, want ErrMismatch", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+	for _, bad := range []ingestnats.StreamOptions{
+		{Retention: "interest"}, {Subjects: []string{"outpost.v1.edge.>"}}, {Subjects: []string{"outpost.v1.edge.*.rcpt"}}, {Name: "a.b"},
+	} {
+		if _, _, err := ingestnats.EnsureStream(ctx, js, bad); err == nil || errors.Is(err, ingestnats.ErrMismatch) {
+			t.Errorf("%+v: got %v, want a refusal of the options", bad, err)
+		}
+	}
+
+	c, created, err := ingestnats.EnsureConsumer(ctx, st, ingestnats.ConsumerOptions{})
+	if err != nil || !created {
+		t.Fatalf("consumer: created %v, %v", created, err)
+	}
+	cc := c.CachedInfo().Config
+	if cc.Durable != ingestnats.DefaultConsumer || cc.AckPolicy != jetstream.AckExplicitPolicy || cc.AckWait != ingestnats.DefaultAckWait ||
+		cc.MaxAckPending != ingestnats.DefaultMaxAckPending || cc.DeliverSubject != "" {
+		t.Fatalf("consumer config %+v", cc)
+	}
+	if _, created, err := ingestnats.EnsureConsumer(ctx, st, ingestnats.ConsumerOptions{AckWait: ingestnats.DefaultAckWait}); err != nil || created {
+		t.Fatalf("check consumer: created %v, %v", created, err)
+	}
+	_, _, err = ingestnats.EnsureConsumer(ctx, st, ingestnats.ConsumerOptions{AckWait: time.Minute, MaxAckPending: 10})
+	if !errors.Is(err, ingestnats.ErrMismatch) || !strings.Contains(err.Error(), "ack wait is 10s, want 1m0s") ||
+		!strings.Contains(err.Error(), "max ack pending is 256, want 10") {
+		t.Fatalf("got %v, want a mismatch naming ack wait and max ack pending", err)
+	}
+}
+
+// gatedLedger commits segments in order per stream once its gate is open.
+type gatedLedger struct {
+	mu      sync.Mutex
+	hwm     map[protocol.Stream]uint64
+	records int
+	calls   int
+	gate    chan struct{}
+}
+
+func newGatedLedger(open bool) *gatedLedger {
+	l := &gatedLedger{hwm: map[protocol.Stream]uint64{}, gate: make(chan struct{})}
+	if open {
+		close(l.gate)
+	}
+	return l
+}
+
+func (l *gatedLedger) Commit(ctx context.Context, batch []ledger.Input) ([]ledger.Outcome, error) {
+	l.mu.Lock()
+	l.calls++
+	l.mu.Unlock()
+	select {
+	case <-l.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]ledger.Outcome, len(batch))
+	for i, in := range batch {
+		s := in.Segment.Stream()
+		h := l.hwm[s]
+		w := ledger.Watermark{Stream: s, HWM: h, CommittedAt: time.UnixMilli(1)}
+		switch {
+		case in.Segment.First > h+1:
+			out[i] = ledger.Outcome{Kind: ledger.KindGap, Watermark: w, Code: protocol.NackGap, Reason: "gap"}
+		case in.Segment.Last <= h:
+			out[i] = ledger.Outcome{Kind: ledger.KindDuplicate, Watermark: w}
+		default:
+			l.records += int(in.Segment.Last - h)
+			l.hwm[s] = in.Segment.Last
+			w.HWM = in.Segment.Last
+			out[i] = ledger.Outcome{Kind: ledger.KindCommitted, Watermark: w, Records: int(in.Segment.Last - h)}
+		}
+	}
+	return out, nil
+}
+
+func (l *gatedLedger) NoteHello(_ context.Context, h protocol.Hello) (ledger.Watermark, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := protocol.Stream{Edge: h.Edge, Epoch: h.Epoch}
+	return ledger.Watermark{Stream: s, HWM: l.hwm[s]}, nil
+}
+
+func (l *gatedLedger) count() int { l.mu.Lock(); defer l.mu.Unlock(); return l.records }
+func (l *gatedLedger) tried() int { l.mu.Lock(); defer l.mu.Unlock(); return l.calls }
+
+// seg builds a syntactically valid segment (signatures are the ledger's
+// business, not checked here).
+func seg(t *testing.T, s *protocol.Signer, st protocol.Stream, first, last uint64) []byte {
+	t.Helper()
+	var recs [][]byte
+	for q := first; q <= last; q++ {
+		r := protocol.NewRecord(st, "d1", protocol.Event{ID: fmt.Sprint(q), Type: "a.b", TS: time.UnixMilli(1)})
+		r.Seq = q
+		recs = append(recs, r.Encode())
+	}
+	b, err := protocol.EncodeSegment(&protocol.Segment{V: 1, Edge: st.Edge, Epoch: st.Epoch, First: first, Last: last, Records: recs,
+		Checkpoint: s.SignCheckpoint(protocol.Checkpoint{Edge: st.Edge, Epoch: st.Epoch, Seq: last})}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// runCloud runs an ingest service and a NATS consumer until the test ends.
+func runCloud(t *testing.T, s *ingestnats.Server, l ingest.Ledger, cloudKey *protocol.Signer, co ingestnats.ConsumerOptions, gapWait time.Duration) *ingestnats.Consumer {
+	t.Helper()
+	svc, err := ingest.New(ingest.Options{Ledger: l, Signer: cloudKey, GapWait: gapWait, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ingestnats.New(ingestnats.Options{InProcess: s, User: ingestnats.InternalUser, Password: s.InternalPassword(),
+		Consumer: co, Service: svc, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = svc.Run(ctx) }()
+	go func() { defer wg.Done(); errc <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		if err := <-errc; err != nil {
+			t.Errorf("consumer: %v", err)
+		}
+	})
+	waitFor(t, "the consumer pulling", c.Connected)
+	return c
+}
+
+// TestAckAfterCommit: a segment stays unacked (NumAckPending 1, still in
+// the work queue) until ingest has committed it; then the receipt goes to
+// the edge's rcpt subject and the message leaves the stream.
+func TestAckAfterCommit(t *testing.T) {
+	edgeKey, cloudKey := signer("e1"), signer("cloud")
+	s := MustServer(t, fleet{"e1": edgeKey})
+	l := newGatedLedger(false)
+	c := runCloud(t, s, l, cloudKey, ingestnats.ConsumerOptions{}, 0)
+	_, cjs := MustInternal(t, s)
+
+	nc, _ := MustEdge(t, s, "e1", edgeKey)
+	rcpt, err := nc.SubscribeSync("outpost.v1.edge.e1.rcpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
+	ctx := context.Background()
+	ack, err := js.Publish(ctx, "outpost.v1.edge.e1.seg", seg(t, edgeKey, st, 1, 3), jetstream.WithMsgID("e1:x:1-3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.Stream != ingestnats.DefaultStream {
+		t.Fatalf("stored in %q", ack.Stream)
+	}
+	// Inside the duplicate window the server drops a resend.
+	if ack, err := js.Publish(ctx, "outpost.v1.edge.e1.seg", seg(t, edgeKey, st, 1, 3), jetstream.WithMsgID("e1:x:1-3")); err != nil || !ack.Duplicate {
+		t.Fatalf("resend: %+v, %v; want a duplicate", ack, err)
+	}
+	waitFor(t, "the segment delivered and held", func() bool {
+		info, err := c.Info(ctx)
+		return err == nil && info.NumAckPending == 1
+	})
+	if si, err := cjs.Stream(ctx, ingestnats.DefaultStream); err != nil || si.CachedInfo().State.Msgs != 1 {
+		t.Fatalf("stream before the commit: %v", err)
+	}
+	close(l.gate)
+	m, err := rcpt.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := protocol.VerifyReply(m.Data, protocol.NewKeyMap(cloudKey.Public()))
+	if err != nil || r.Receipt == nil || r.Receipt.HWM != 3 {
+		t.Fatalf("reply %+v, %v", r, err)
+	}
+	waitFor(t, "the message acked and gone from the work queue", func() bool {
+		info, err := c.Info(ctx)
+		si, serr := cjs.Stream(ctx, ingestnats.DefaultStream)
+		return err == nil && serr == nil && info.NumAckPending == 0 && si.CachedInfo().State.Msgs == 0
+	})
+
+	// A hello is answered with the stream's receipt.
+	h := protocol.EncodeHello(protocol.Hello{Edge: "e1", Epoch: st.Epoch, Seq: 3, SentAt: 1})
+	rep, err := nc.Request("outpost.v1.edge.e1.hello", h, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := protocol.VerifyReply(rep.Data, protocol.NewKeyMap(cloudKey.Public())); err != nil || r.Receipt == nil || r.Receipt.HWM != 3 {
+		t.Fatalf("hello reply %+v, %v", r, err)
+	}
+}
+
+// TestSharedConsumer: two consumers (two cloud processes) share the
+// durable consumer, and one of them stops with segments in hand, unacked.
+// JetStream redelivers those to the other after AckWait, so every record is
+// committed. (The survivor's gap wait is longer than AckWait, so the
+// segments after the missing ones wait for them instead of being nacked:
+// there is no edge here to resend.)
+func TestSharedConsumer(t *testing.T) {
+	edgeKey, cloudKey := signer("e1"), signer("cloud")
+	s := MustServer(t, fleet{"e1": edgeKey})
+	co := ingestnats.ConsumerOptions{AckWait: time.Second}
+
+	// The process that stops: its database hangs, so it acks nothing.
+	stuck := newGatedLedger(false)
+	svc, _ := ingest.New(ingest.Options{Ledger: stuck, Signer: cloudKey, Logger: quiet})
+	c2, err := ingestnats.New(ingestnats.Options{InProcess: s, User: ingestnats.InternalUser, Password: s.InternalPassword(), Consumer: co, Service: svc, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx2, stop2 := context.WithCancel(context.Background())
+	var wg2 sync.WaitGroup
+	wg2.Add(2)
+	go func() { defer wg2.Done(); _ = svc.Run(ctx2) }()
+	go func() { defer wg2.Done(); _ = c2.Run(ctx2) }()
+	defer func() { stop2(); wg2.Wait() }()
+	waitFor(t, "the first consumer", c2.Connected)
+
+	nc, _ := MustEdge(t, s, "e1", edgeKey)
+	js, _ := jetstream.New(nc)
+	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{2}}
+	const n = 40
+	publish := func(from, to uint64) {
+		for i := from; i < to; i++ {
+			if _, err := js.Publish(context.Background(), "outpost.v1.edge.e1.seg", seg(t, edgeKey, st, 2*i+1, 2*i+2)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish(0, n/2)
+	waitFor(t, "the first consumer holding segments", func() bool { return stuck.tried() > 0 })
+
+	l := newGatedLedger(true)
+	runCloud(t, s, l, cloudKey, co, time.Minute)
+	publish(n/2, n)
+	stop2()
+	wg2.Wait()
+	waitFor(t, "every record committed once", func() bool { return l.count() == 2*n })
+}
+
+// TestKeepalive: a message held longer than AckWait (its commit hangs) is
+// kept in progress, not redelivered.
+func TestKeepalive(t *testing.T) {
+	edgeKey, cloudKey := signer("e1"), signer("cloud")
+	s := MustServer(t, fleet{"e1": edgeKey})
+	l := newGatedLedger(false)
+	defer close(l.gate)
+	c := runCloud(t, s, l, cloudKey, ingestnats.ConsumerOptions{AckWait: 300 * time.Millisecond}, 0)
+	nc, _ := MustEdge(t, s, "e1", edgeKey)
+	js, _ := jetstream.New(nc)
+	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{3}}
+	if _, err := js.Publish(context.Background(), "outpost.v1.edge.e1.seg", seg(t, edgeKey, st, 1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	// Ten keepalives span more than three AckWaits.
+	waitFor(t, "keepalives", func() bool { return c.Stats().InProgress >= 10 })
+	info, err := c.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 1 || info.NumRedelivered != 0 || c.Stats().Redelivered != 0 {
+		t.Fatalf("ack pending %d, redelivered %d (server) %d (here); want 1, 0, 0", info.NumAckPending, info.NumRedelivered, c.Stats().Redelivered)
+	}
+}

@@ -1,0 +1,197 @@
+package nats
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// InternalUser is the user name of the cloud's own clients on the embedded
+// server.
+const InternalUser = "outpost-cloud"
+
+// EdgeInboxPrefix is the prefix of an edge's reply inboxes; it must match
+// the edge's (edge/uplink/nats.InboxPrefix).
+func EdgeInboxPrefix(edge string) string { return "_INBOX.edge." + edge }
+
+// EdgePermissions are what an edge may do on NATS: publish its own
+// segments, hellos and status, and subscribe to its own receipts,
+// commands and reply inboxes (JetStream PubAcks and hello replies).
+func EdgePermissions(edge string) *server.Permissions {
+	subj := func(kind string) string { s, _ := protocol.EdgeSubject(edge, kind); return s }
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			subj(protocol.KindSegment), subj(protocol.KindHello), subj(protocol.KindStatus),
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{
+			subj(protocol.KindReceipt), subj(protocol.KindCommand), EdgeInboxPrefix(edge) + ".>",
+		}},
+	}
+}
+
+// ServerOptions configure the embedded server.
+type ServerOptions struct {
+	Addr     string // host:port edges connect to, such as ":14222" (port 0 picks one)
+	StoreDir string // JetStream's file storage; required
+	TLS      *tls.Config
+	// Keys returns the active keys of an edge (an error for an unknown or
+	// revoked edge).
+	Keys   func(ctx context.Context, edge string) (protocol.Keys, error)
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Server is a running embedded nats-server with JetStream.
+type Server struct {
+	srv      *server.Server
+	password string
+	log      *slog.Logger
+}
+
+// StartServer starts nats-server in this process, with JetStream on file
+// storage under StoreDir, and edge authentication: an edge logs in with its
+// id as user name and a broker token as password, and gets
+// EdgePermissions. The cloud's own clients log in as InternalUser with
+// InternalPassword.
+func StartServer(o ServerOptions) (*Server, error) {
+	if o.Keys == nil || o.StoreDir == "" {
+		return nil, errors.New("nats server: Keys and StoreDir are required")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	host, portStr, err := net.SplitHostPort(o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("nats server: listen address %q: %w", o.Addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("nats server: listen address %q: bad port", o.Addr)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	pw := make([]byte, 24)
+	if _, err := rand.Read(pw); err != nil {
+		return nil, err
+	}
+	log := o.Logger.With("component", "nats-server")
+	s := &Server{password: hex.EncodeToString(pw), log: log}
+	opts := &server.Options{
+		ServerName: "outpost-cloud",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   o.StoreDir,
+		// A segment of protocol.MaxSegmentBytes and its headers must fit.
+		MaxPayload: protocol.MaxSegmentBytes + 64<<10,
+		// The cloud handles its own signals (two-stage shutdown).
+		NoSigs:                     true,
+		CustomClientAuthentication: &edgeAuth{s: s, o: o},
+	}
+	if o.TLS != nil {
+		opts.TLSConfig = o.TLS
+		opts.TLS = true
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	srv.SetLoggerV2(slogLogger{log}, false, false, false)
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("nats server: not ready to listen on %s (is the port taken? see the log)", o.Addr)
+	}
+	s.srv = srv
+	log.Info("embedded NATS server with JetStream listening", "addr", s.Addr(), "store", o.StoreDir)
+	return s, nil
+}
+
+// Addr is the client listener's address (host:port).
+func (s *Server) Addr() string { return s.srv.Addr().String() }
+
+// ClientURL is a URL for clients on this host.
+func (s *Server) ClientURL() string { return s.srv.ClientURL() }
+
+// InternalPassword is the per-process password of InternalUser.
+func (s *Server) InternalPassword() string { return s.password }
+
+// InProcessConn connects to the server without the network
+// (nats.InProcessServer).
+func (s *Server) InProcessConn() (net.Conn, error) { return s.srv.InProcessConn() }
+
+// Close shuts the server down and waits for it.
+func (s *Server) Close() error {
+	s.srv.Shutdown()
+	s.srv.WaitForShutdown()
+	return nil
+}
+
+type edgeAuth struct {
+	s *Server
+	o ServerOptions
+}
+
+// Check implements server.Authentication.
+func (a *edgeAuth) Check(c server.ClientAuthentication) bool {
+	co := c.GetOpts()
+	user := co.Username
+	if user == InternalUser {
+		if subtle.ConstantTimeCompare([]byte(co.Password), []byte(a.s.password)) != 1 {
+			a.s.log.Warn("refused a NATS login as the cloud's internal user", "remote", addr(c))
+			return false
+		}
+		c.RegisterUser(&server.User{Username: user})
+		return true
+	}
+	if err := protocol.ValidateName("edge", user); err != nil {
+		a.s.log.Warn("refused a NATS login", "user", user, "remote", addr(c), "err", err)
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	keys, err := a.o.Keys(ctx, user)
+	if err == nil {
+		err = protocol.VerifyBrokerToken(user, co.Password, keys, a.o.Now())
+	}
+	if err != nil {
+		a.s.log.Warn("refused a NATS login", "edge", user, "remote", addr(c), "err", err)
+		return false
+	}
+	c.RegisterUser(&server.User{Username: user, Permissions: EdgePermissions(user)})
+	return true
+}
+
+func addr(c server.ClientAuthentication) string {
+	if a := c.RemoteAddress(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// slogLogger adapts slog to nats-server's Logger. Notices are info: the
+// server says little at that level once it runs.
+type slogLogger struct{ l *slog.Logger }
+
+func (l slogLogger) Noticef(f string, v ...any) { l.l.Info(fmt.Sprintf(f, v...)) }
+func (l slogLogger) Warnf(f string, v ...any)   { l.l.Warn(fmt.Sprintf(f, v...)) }
+func (l slogLogger) Fatalf(f string, v ...any)  { l.l.Error(fmt.Sprintf(f, v...)) }
+func (l slogLogger) Errorf(f string, v ...any)  { l.l.Error(fmt.Sprintf(f, v...)) }
+func (l slogLogger) Debugf(f string, v ...any)  { l.l.Debug(fmt.Sprintf(f, v...)) }
+func (l slogLogger) Tracef(f string, v ...any)  { l.l.Debug(fmt.Sprintf(f, v...)) }

@@ -1,0 +1,356 @@
+// Package nats is the uplink's NATS transport (nats.go and its jetstream
+// package).
+//
+//   - Segments are published through JetStream to outpost.v1.edge.{edge}.seg
+//     with Nats-Msg-Id set to the segment's MsgID ({edge}:{epoch}:{first}-{last}),
+//     so the server drops a resend inside its duplicate window. Nothing
+//     depends on that window: the cloud's watermark is the real dedup, and a
+//     resend outside the window is dropped there.
+//   - A hello is a request on outpost.v1.edge.{edge}.hello; the reply, the
+//     cloud's signed receipt, is handed to onReply like any other reply.
+//   - Receipts and nacks arrive on outpost.v1.edge.{edge}.rcpt, a core NATS
+//     subscription: nothing is buffered for an edge that is away.
+//
+// Each session is one connection with reconnects turned off: when it drops,
+// Lost is closed and the uplink connects again and says hello, so it always
+// resumes from the cloud's watermark and never from receipts it may have
+// missed while it was away.
+//
+// Credentials: by default the edge logs in with its edge id as user name and
+// a fresh broker token (protocol.Signer.BrokerToken) as password, which the
+// cloud's embedded nats-server checks. For a NATS deployment of your own,
+// give a user and password, a token, an nkey seed, or a .creds file, and TLS
+// settings. Replies come to inboxes under InboxPrefix(edge), so server
+// permissions can confine each edge to its own subjects (see
+// docs/TRANSPORTS.md).
+package nats
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-edge/outpost/edge/uplink"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// InboxPrefix is the prefix of the reply inboxes of an edge's connection:
+// _INBOX.edge.{edge}. A server confines an edge by allowing it to subscribe
+// only to its rcpt and cmd subjects and to InboxPrefix(edge)+".>".
+// (cloud/ingest/nats grants the same on its embedded server.)
+func InboxPrefix(edge string) string { return "_INBOX.edge." + edge }
+
+// Options configure the transport. Of Token, NKeySeedFile, CredsFile and
+// User/Password at most one kind may be set; with none, the edge logs in
+// with its id and a broker token signed by Signer.
+type Options struct {
+	URL    string // nats://host:4222, tls://host:4222; several separated by commas
+	Edge   string
+	Signer *protocol.Signer // signs the broker token when no other credential is set
+
+	User         string // default: the edge id
+	Password     string // a static password instead of a broker token
+	Token        string
+	NKeySeedFile string
+	CredsFile    string // a JWT and nkey seed (.creds)
+
+	TLS      *tls.Config // takes precedence over the file settings below
+	CAFile   string      // PEM roots to verify the server with
+	CertFile string      // client certificate (PEM)
+	KeyFile  string
+
+	ConnectTimeout time.Duration // default 10s
+	RequestTimeout time.Duration // wait for a hello's reply; default 10s
+	PublishTimeout time.Duration // wait for a JetStream PubAck before calling the session lost; default 30s
+	Now            func() time.Time
+	Logger         *slog.Logger
+}
+
+// Transport implements uplink.Transport over NATS JetStream.
+type Transport struct {
+	o                        Options
+	log                      *slog.Logger
+	auth                     []natsgo.Option
+	segSubj, helloSubj, rcpt string
+
+	mu      sync.Mutex
+	nc      *natsgo.Conn
+	js      jetstream.JetStream
+	lost    chan struct{}
+	once    *sync.Once
+	onReply func([]byte)
+}
+
+var _ uplink.Transport = (*Transport)(nil)
+
+// Sentinel errors.
+var (
+	// ErrNotConnected is returned by Hello and Publish outside a session.
+	ErrNotConnected = errors.New("nats uplink: not connected")
+	// ErrTooLarge is returned by Publish for a segment the server's
+	// max_payload cannot carry; lower the edge's --segment-bytes.
+	ErrTooLarge = errors.New("nats uplink: segment exceeds the server's max_payload")
+)
+
+// headerRoom is what a segment's message adds to its payload: the
+// Nats-Msg-Id header and the protocol line.
+const headerRoom = 256
+
+// New checks opts and returns a transport.
+func New(opts Options) (*Transport, error) {
+	if opts.URL == "" {
+		return nil, errors.New("nats uplink: a server URL is required")
+	}
+	seg, err := protocol.EdgeSubject(opts.Edge, protocol.KindSegment)
+	if err != nil {
+		return nil, fmt.Errorf("nats uplink: %w", err)
+	}
+	hello, _ := protocol.EdgeSubject(opts.Edge, protocol.KindHello)
+	rcpt, _ := protocol.EdgeSubject(opts.Edge, protocol.KindReceipt)
+	kinds := 0
+	for _, set := range []bool{opts.Token != "", opts.NKeySeedFile != "", opts.CredsFile != "", opts.Password != ""} {
+		if set {
+			kinds++
+		}
+	}
+	if kinds > 1 {
+		return nil, errors.New("nats uplink: give only one of a password, a token, an nkey seed or a creds file")
+	}
+	if kinds == 0 && opts.Signer == nil {
+		return nil, errors.New("nats uplink: need the edge key (for a broker token) or a NATS credential")
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 10 * time.Second
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 10 * time.Second
+	}
+	if opts.PublishTimeout <= 0 {
+		opts.PublishTimeout = 30 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	t := &Transport{o: opts, log: opts.Logger.With("component", "uplink-nats"), segSubj: seg, helloSubj: hello, rcpt: rcpt}
+	user := opts.User
+	if user == "" {
+		user = opts.Edge
+	}
+	switch {
+	case opts.Token != "":
+		t.auth = append(t.auth, natsgo.Token(opts.Token))
+	case opts.NKeySeedFile != "":
+		o, err := natsgo.NkeyOptionFromSeed(opts.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats uplink: nkey seed %s: %w", opts.NKeySeedFile, err)
+		}
+		t.auth = append(t.auth, o)
+	case opts.CredsFile != "":
+		t.auth = append(t.auth, natsgo.UserCredentials(opts.CredsFile))
+	case opts.Password != "":
+		t.auth = append(t.auth, natsgo.UserInfo(user, opts.Password))
+	default:
+		// Signed afresh at every connect, so it is never older than the
+		// session.
+		t.auth = append(t.auth, natsgo.UserInfoHandler(func() (string, string) {
+			return user, opts.Signer.BrokerToken(opts.Edge, opts.Now())
+		}))
+	}
+	switch {
+	case opts.TLS != nil:
+		t.auth = append(t.auth, natsgo.Secure(opts.TLS))
+	default:
+		if opts.CAFile != "" {
+			t.auth = append(t.auth, natsgo.RootCAs(opts.CAFile))
+		}
+		if opts.CertFile != "" || opts.KeyFile != "" {
+			if opts.CertFile == "" || opts.KeyFile == "" {
+				return nil, errors.New("nats uplink: a client certificate needs both the certificate and the key file")
+			}
+			t.auth = append(t.auth, natsgo.ClientCert(opts.CertFile, opts.KeyFile))
+		}
+	}
+	return t, nil
+}
+
+// Connect opens a connection, without reconnects, and subscribes to the
+// receipt subject.
+func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
+	lost := make(chan struct{})
+	once := new(sync.Once)
+	markLost := func() { once.Do(func() { close(lost) }) }
+	opts := append([]natsgo.Option{
+		natsgo.Name("outpost-edge-" + t.o.Edge),
+		natsgo.CustomInboxPrefix(InboxPrefix(t.o.Edge)),
+		natsgo.NoReconnect(),
+		natsgo.Timeout(t.o.ConnectTimeout),
+		natsgo.PingInterval(20 * time.Second),
+		natsgo.MaxPingsOutstanding(3),
+		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			if err != nil { // nil when the uplink closed it
+				t.log.Warn("nats uplink connection lost", "err", err)
+			}
+			markLost()
+		}),
+		natsgo.ClosedHandler(func(*natsgo.Conn) { markLost() }),
+		natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) {
+			// Permission violations and slow consumer reports land here.
+			t.log.Warn("nats uplink: server reported an error", "err", err)
+		}),
+	}, t.auth...)
+
+	type result struct {
+		nc  *natsgo.Conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		nc, err := natsgo.Connect(t.o.URL, opts...)
+		done <- result{nc, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.nc != nil {
+				r.nc.Close()
+			}
+		}()
+		return ctx.Err()
+	}
+	if r.err != nil {
+		return fmt.Errorf("connect to %s: %w", t.o.URL, r.err)
+	}
+	nc := r.nc
+	if _, err := nc.Subscribe(t.rcpt, func(m *natsgo.Msg) { onReply(m.Data) }); err != nil {
+		nc.Close()
+		return fmt.Errorf("subscribe %s: %w", t.rcpt, err)
+	}
+	// The round trip makes sure the subscription is in place (and allowed)
+	// before the hello that asks for a receipt on it.
+	if err := nc.FlushTimeout(t.o.ConnectTimeout); err != nil {
+		nc.Close()
+		return fmt.Errorf("subscribe %s: %w", t.rcpt, err)
+	}
+	if err := nc.LastError(); err != nil {
+		nc.Close()
+		return fmt.Errorf("subscribe %s: %w", t.rcpt, err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(t.o.PublishTimeout))
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	t.mu.Lock()
+	t.nc, t.js, t.lost, t.once, t.onReply = nc, js, lost, once, onReply
+	t.mu.Unlock()
+	t.log.Debug("nats uplink connected", "server", nc.ConnectedUrlRedacted(), "max_payload", nc.MaxPayload())
+	return nil
+}
+
+func (t *Transport) session() (*natsgo.Conn, jetstream.JetStream, func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	once, lost := t.once, t.lost
+	if once == nil {
+		return nil, nil, func() {}
+	}
+	return t.nc, t.js, func() { once.Do(func() { close(lost) }) }
+}
+
+// Hello sends a hello as a request and hands the reply to onReply, so the
+// uplink takes it like a receipt on the rcpt subject. It returns once the
+// reply is in, or with an error when no cloud answers (the server tells at
+// once when nobody subscribes to the subject).
+func (t *Transport) Hello(ctx context.Context, hello []byte) error {
+	nc, _, _ := t.session()
+	t.mu.Lock()
+	onReply := t.onReply
+	t.mu.Unlock()
+	if nc == nil {
+		return ErrNotConnected
+	}
+	rctx, cancel := context.WithTimeout(ctx, t.o.RequestTimeout)
+	defer cancel()
+	m, err := nc.RequestWithContext(rctx, t.helloSubj, hello)
+	if errors.Is(err, natsgo.ErrNoResponders) {
+		return fmt.Errorf("hello on %s: no cloud is answering hellos: %w", t.helloSubj, err)
+	}
+	if err != nil {
+		return fmt.Errorf("hello on %s: %w", t.helloSubj, err)
+	}
+	onReply(m.Data)
+	return nil
+}
+
+// Publish hands a segment to JetStream without waiting for its PubAck:
+// many segments are in flight at once. A PubAck that is an error (no stream
+// for the subject, the stream is full) or that does not come within
+// PublishTimeout ends the session; the uplink reconnects with backoff and
+// resends from the cloud's watermark.
+func (t *Transport) Publish(ctx context.Context, seg []byte, msgID string) error {
+	nc, js, markLost := t.session()
+	if nc == nil {
+		return ErrNotConnected
+	}
+	if max := nc.MaxPayload(); max > 0 && int64(len(seg)+len(msgID)+headerRoom) > max {
+		return fmt.Errorf("%w: %d bytes, max_payload %d", ErrTooLarge, len(seg), max)
+	}
+	f, err := js.PublishAsync(t.segSubj, seg, jetstream.WithMsgID(msgID))
+	if err != nil {
+		markLost()
+		return fmt.Errorf("publish %s: %w", t.segSubj, err)
+	}
+	go func() {
+		select {
+		case ack := <-f.Ok():
+			if ack.Duplicate {
+				t.log.Debug("JetStream dropped a duplicate segment", "msg_id", msgID)
+			}
+		case err := <-f.Err():
+			if errors.Is(err, natsgo.ErrNoResponders) {
+				err = fmt.Errorf("no JetStream stream takes %s (is the cloud's stream set up?): %w", t.segSubj, err)
+			}
+			t.log.Warn("nats uplink publish not acknowledged", "msg_id", msgID, "err", err)
+			markLost()
+		}
+	}()
+	return nil
+}
+
+// Lost is closed when the session ends.
+func (t *Transport) Lost() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.lost == nil {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return t.lost
+}
+
+// Close ends the session. Unacknowledged publishes are abandoned: the
+// next session resends from the cloud's watermark.
+func (t *Transport) Close() error {
+	nc, _, markLost := t.session()
+	if nc != nil {
+		nc.Close()
+	}
+	markLost()
+	t.mu.Lock()
+	t.nc, t.js = nil, nil
+	t.mu.Unlock()
+	return nil
+}

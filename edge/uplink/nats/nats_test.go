@@ -1,0 +1,332 @@
+package nats_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	uplinknats "github.com/outpost-edge/outpost/edge/uplink/nats"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+func signer(name string) *protocol.Signer {
+	seed := sha256.Sum256([]byte(name))
+	s, _ := protocol.NewSigner(ed25519.NewKeyFromSeed(seed[:]))
+	return s
+}
+
+// MustServer starts nats-server with JetStream on a free port, with opts
+// adjusted by f (for authentication settings).
+func MustServer(tb testing.TB, f func(*server.Options)) *server.Server {
+	tb.Helper()
+	o := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: tb.TempDir(), NoSigs: true, NoLog: true}
+	if f != nil {
+		f(o)
+	}
+	s, err := server.NewServer(o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		tb.Fatal("nats-server not ready")
+	}
+	tb.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return s
+}
+
+// cloud is the cloud's side in these tests: the stream, a hello
+// responder, and a connection to send receipts with.
+type cloud struct {
+	nc     *natsgo.Conn
+	js     jetstream.JetStream
+	hellos chan []byte
+}
+
+func mustCloud(tb testing.TB, url string, opts ...natsgo.Option) *cloud {
+	tb.Helper()
+	nc, err := natsgo.Connect(url, opts...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "SEG", Subjects: []string{protocol.SegmentFilterNATS},
+		Retention: jetstream.WorkQueuePolicy, Duplicates: time.Minute}); err != nil {
+		tb.Fatal(err)
+	}
+	c := &cloud{nc: nc, js: js, hellos: make(chan []byte, 16)}
+	if _, err := nc.Subscribe(protocol.HelloFilterNATS, func(m *natsgo.Msg) {
+		c.hellos <- m.Data
+		_ = m.Respond(append([]byte("receipt for "), m.Data...))
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+func (c *cloud) msgs(tb testing.TB) uint64 {
+	tb.Helper()
+	s, err := c.js.Stream(context.Background(), "SEG")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s.CachedInfo().State.Msgs
+}
+
+// replies collects what the transport hands to onReply.
+type replies struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (r *replies) on(b []byte) { r.mu.Lock(); r.got = append(r.got, string(b)); r.mu.Unlock() }
+func (r *replies) list() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.got...)
+}
+
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		<-tick.C
+	}
+}
+
+func mustConnect(tb testing.TB, o uplinknats.Options) (*uplinknats.Transport, *replies) {
+	tb.Helper()
+	tr, err := uplinknats.New(o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r := &replies{}
+	if err := tr.Connect(context.Background(), r.on); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = tr.Close() })
+	return tr, r
+}
+
+// TestSession: hello as request/reply through onReply, segments into
+// JetStream with the server dropping a resend of the same Nats-Msg-Id,
+// receipts from the rcpt subject in order.
+func TestSession(t *testing.T) {
+	s := MustServer(t, nil)
+	c := mustCloud(t, s.ClientURL())
+	tr, r := mustConnect(t, uplinknats.Options{URL: s.ClientURL(), Edge: "e1", Signer: signer("e1")})
+	ctx := context.Background()
+
+	if err := tr.Hello(ctx, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-c.hellos; string(got) != "hi" {
+		t.Fatalf("cloud got hello %q", got)
+	}
+	if got := r.list(); len(got) != 1 || got[0] != "receipt for hi" {
+		t.Fatalf("replies %q", got)
+	}
+
+	for _, p := range []struct{ data, id string }{{"seg1", "e1:x:1-2"}, {"seg1", "e1:x:1-2"}, {"seg2", "e1:x:3-4"}} {
+		if err := tr.Publish(ctx, []byte(p.data), p.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "two segments stored, the resend dropped", func() bool { return c.msgs(t) == 2 })
+	sub, err := c.js.CreateConsumer(ctx, "SEG", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := sub.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for m := range batch.Messages() {
+		got = append(got, m.Subject()+" "+string(m.Data())+" "+m.Headers().Get(jetstream.MsgIDHeader))
+	}
+	if want := []string{"outpost.v1.edge.e1.seg seg1 e1:x:1-2", "outpost.v1.edge.e1.seg seg2 e1:x:3-4"}; strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("stream holds %q, want %q", got, want)
+	}
+
+	for _, m := range []string{"r1", "r2", "r3"} {
+		if err := c.nc.Publish("outpost.v1.edge.e1.rcpt", []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = c.nc.Publish("outpost.v1.edge.e2.rcpt", []byte("not mine"))
+	waitFor(t, "three receipts", func() bool { return len(r.list()) == 4 })
+	if got := r.list(); strings.Join(got[1:], ",") != "r1,r2,r3" {
+		t.Fatalf("replies %q", got)
+	}
+	select {
+	case <-tr.Lost():
+		t.Fatal("session lost")
+	default:
+	}
+}
+
+// TestNoCloud: a hello nobody answers fails at once, and a segment no
+// stream takes ends the session (the uplink reconnects with backoff).
+func TestNoCloud(t *testing.T) {
+	s := MustServer(t, nil)
+	tr, _ := mustConnect(t, uplinknats.Options{URL: s.ClientURL(), Edge: "e1", Signer: signer("e1")})
+	err := tr.Hello(context.Background(), []byte("hi"))
+	if !errors.Is(err, natsgo.ErrNoResponders) {
+		t.Fatalf("hello: %v, want no responders", err)
+	}
+	if err := tr.Publish(context.Background(), []byte("seg"), "id"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-tr.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session outlived a segment no stream took")
+	}
+}
+
+// TestLostOnDisconnect: the session ends when the server goes away, and a
+// new Connect starts a fresh one.
+func TestLostOnDisconnect(t *testing.T) {
+	dir := t.TempDir()
+	s := MustServer(t, func(o *server.Options) { o.StoreDir = dir })
+	url, port := s.ClientURL(), s.Addr().(*net.TCPAddr).Port
+	mustCloud(t, url)
+	tr, r := mustConnect(t, uplinknats.Options{URL: url, Edge: "e1", Signer: signer("e1")})
+	s.Shutdown()
+	s.WaitForShutdown()
+	select {
+	case <-tr.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Lost not closed after the server went away")
+	}
+	_ = tr.Close()
+	if err := tr.Publish(context.Background(), []byte("x"), "id"); !errors.Is(err, uplinknats.ErrNotConnected) {
+		t.Fatalf("publish after close: %v", err)
+	}
+
+	// The same address and store, back again.
+	MustServer(t, func(o *server.Options) { o.StoreDir = dir; o.Port = port })
+	mustCloud(t, url)
+	if err := tr.Connect(context.Background(), r.on); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-tr.Lost():
+		t.Fatal("the new session starts lost")
+	default:
+	}
+	if err := tr.Hello(context.Background(), []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTooLarge: a segment beyond the server's max_payload is refused with
+// a clear error instead of being sent.
+func TestTooLarge(t *testing.T) {
+	s := MustServer(t, func(o *server.Options) { o.MaxPayload = 4096 })
+	mustCloud(t, s.ClientURL())
+	tr, _ := mustConnect(t, uplinknats.Options{URL: s.ClientURL(), Edge: "e1", Signer: signer("e1")})
+	err := tr.Publish(context.Background(), make([]byte, 4096), "id")
+	if !errors.Is(err, uplinknats.ErrTooLarge) {
+		t.Fatalf("got %v, want ErrTooLarge", err)
+	}
+}
+
+// TestCredentials: each kind of NATS credential logs in to a server that
+// requires it; the default (edge id and broker token) is what the cloud's
+// embedded server checks, and is covered there.
+func TestCredentials(t *testing.T) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	seed, _ := kp.Seed()
+	seedFile := filepath.Join(t.TempDir(), "edge.nk")
+	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		server func(*server.Options)
+		cloud  natsgo.Option
+		edge   uplinknats.Options
+	}{
+		{"token", func(o *server.Options) { o.Authorization = "s3cret" }, natsgo.Token("s3cret"), uplinknats.Options{Token: "s3cret"}},
+		{"user and password", func(o *server.Options) { o.Username, o.Password = "e1", "pw" }, natsgo.UserInfo("e1", "pw"), uplinknats.Options{Password: "pw"}},
+		{"nkey", func(o *server.Options) {
+			o.Nkeys = []*server.NkeyUser{{Nkey: pub}}
+		}, nkeyOption(t, seedFile), uplinknats.Options{NKeySeedFile: seedFile}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := MustServer(t, tc.server)
+			mustCloud(t, s.ClientURL(), tc.cloud)
+			o := tc.edge
+			o.URL, o.Edge = s.ClientURL(), "e1"
+			tr, r := mustConnect(t, o)
+			if err := tr.Hello(context.Background(), []byte("hi")); err != nil {
+				t.Fatal(err)
+			}
+			if len(r.list()) != 1 {
+				t.Fatal("no reply")
+			}
+
+			bad := tc.edge
+			bad.URL, bad.Edge, bad.Token, bad.Password, bad.NKeySeedFile = s.ClientURL(), "e1", "", "", ""
+			bad.Signer = signer("e1")
+			tr2, err := uplinknats.New(bad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tr2.Connect(context.Background(), func([]byte) {}); err == nil {
+				_ = tr2.Close()
+				t.Fatal("connected without the credential")
+			}
+		})
+	}
+}
+
+func TestNewRefuses(t *testing.T) {
+	for _, o := range []uplinknats.Options{
+		{Edge: "e1", Signer: signer("e1")},                                     // no URL
+		{URL: "nats://x", Edge: "e.1", Signer: signer("e1")},                   // bad edge id
+		{URL: "nats://x", Edge: "e1"},                                          // no credential at all
+		{URL: "nats://x", Edge: "e1", Token: "t", Password: "p"},               // two kinds
+		{URL: "nats://x", Edge: "e1", Signer: signer("e1"), CertFile: "c.pem"}, // cert without key
+	} {
+		if _, err := uplinknats.New(o); err == nil {
+			t.Errorf("New(%+v) accepted", o)
+		}
+	}
+}
+
+func nkeyOption(tb testing.TB, seedFile string) natsgo.Option {
+	o, err := natsgo.NkeyOptionFromSeed(seedFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return o
+}
