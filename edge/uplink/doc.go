@@ -13,8 +13,10 @@
 //     stream and moves the watermark forward: trim the outbox up to its hwm.
 //     A forged, replayed or wrong-stream receipt is ignored, counted and
 //     logged, and trims nothing.
-//  4. On a nack: resend from the nack's hwm+1 (after a backoff, unless the
-//     nack reports a gap that a segment in flight is already filling).
+//  4. On a nack: resend from the nack's hwm+1, after a backoff unless it
+//     reports a gap (the cloud waited for the gap to fill before nacking);
+//     the nacks of the other segments behind the same gap cause no more
+//     rewinds.
 //  5. When no receipt moves the watermark for AckTimeout while segments are
 //     in flight, say hello again and resend from the cloud's watermark.
 //  6. When the session is lost, reconnect with exponential backoff and full

@@ -205,10 +205,7 @@ func (u *Uplink) backoff(attempt int) time.Duration {
 	return time.Duration(rand.Int64N(int64(ceil)) + 1)
 }
 
-type inflight struct {
-	first, last uint64
-	sent        time.Time
-}
+type inflight struct{ first, last uint64 }
 
 // session runs one connection. progressed says whether the cloud's
 // watermark moved during it, which resets the reconnect backoff.
@@ -244,6 +241,14 @@ func (u *Uplink) session(ctx context.Context) (progressed bool, err error) {
 	lastProgress := u.o.Now()
 	var nackBackoff time.Duration
 	var holdUntil time.Time // no sending before this (after a refusing nack)
+	// The cloud nacks a gap only after waiting for it to fill, so a gap
+	// nack means the fill was lost: resend from its hwm. Every segment that
+	// was waiting behind the gap brings its own nack with the same hwm;
+	// rewind once for them, not once each.
+	var gapRewind struct {
+		hwm uint64
+		at  time.Time
+	}
 	poll := time.NewTicker(u.o.Poll)
 	defer poll.Stop()
 
@@ -272,7 +277,7 @@ func (u *Uplink) session(ctx context.Context) (progressed bool, err error) {
 			if len(flight) == 0 {
 				lastProgress = u.o.Now()
 			}
-			flight = append(flight, inflight{first: seg.First, last: seg.Last, sent: u.o.Now()})
+			flight = append(flight, inflight{first: seg.First, last: seg.Last})
 			next = seg.Last + 1
 			u.update(func(s *Stats) {
 				s.SegmentsSent++
@@ -322,8 +327,11 @@ func (u *Uplink) session(ctx context.Context) (progressed bool, err error) {
 			case r.Nack != nil:
 				n := r.Nack
 				u.update(func(s *Stats) { s.Nacks++; s.LastError = fmt.Sprintf("nack %s at hwm %d: %s", n.Code, n.HWM, n.Reason) })
-				if n.Code == protocol.NackGap && fillingGap(flight, n.HWM+1, u.o.Now(), u.o.AckTimeout) {
-					continue // the segment that fills the gap is on its way
+				if n.Code == protocol.NackGap {
+					if gapRewind.hwm == n.HWM && !gapRewind.at.IsZero() && u.o.Now().Sub(gapRewind.at) < u.o.AckTimeout {
+						continue // already resending from there
+					}
+					gapRewind.hwm, gapRewind.at = n.HWM, u.o.Now()
 				}
 				if n.HWM+1 < next {
 					u.log.Warn("cloud refused a segment; resending from its watermark", "code", n.Code.String(), "reason", n.Reason, "cloud_hwm", n.HWM)
@@ -337,17 +345,6 @@ func (u *Uplink) session(ctx context.Context) (progressed bool, err error) {
 			}
 		}
 	}
-}
-
-// fillingGap reports whether a segment starting at seq was sent within the
-// last ack timeout: then a gap nack is about segments sent before it.
-func fillingGap(flight []inflight, seq uint64, now time.Time, timeout time.Duration) bool {
-	for _, f := range flight {
-		if f.first == seq && now.Sub(f.sent) < timeout {
-			return true
-		}
-	}
-	return false
 }
 
 // hello sends a hello and waits for the cloud's receipt for this stream,

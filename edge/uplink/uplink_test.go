@@ -234,11 +234,21 @@ type rig struct {
 	done   chan struct{}
 }
 
-func newRig(t *testing.T, mod func(*uplink.Options)) *rig {
+func newRig(t *testing.T, mod func(*uplink.Options), prefill ...int) *rig {
+	t.Helper()
+	return newRigDropping(t, nil, mod, prefill...)
+}
+
+// newRigDropping is newRig with a fake cloud that silently loses the
+// segments drop says to, from the first segment on.
+func newRigDropping(t *testing.T, drop func(*protocol.Segment) bool, mod func(*uplink.Options), prefill ...int) *rig {
 	t.Helper()
 	edgeKey, cloudKey := key("edge"), key("cloud")
 	r := &rig{src: newMemSource("e1", edgeKey), addr: freeAddr(t)}
-	r.cloud = &fakeCloud{t: t, signer: cloudKey, edgeKs: protocol.NewKeyMap(edgeKey.Public()), state: map[protocol.Stream]protocol.ChainState{}}
+	for _, n := range prefill {
+		r.src.add(n)
+	}
+	r.cloud = &fakeCloud{t: t, signer: cloudKey, edgeKs: protocol.NewKeyMap(edgeKey.Public()), state: map[protocol.Stream]protocol.ChainState{}, dropSeg: drop}
 	r.broker = startBroker(t, r.addr, r.cloud)
 	tr, err := mqtt.New(mqtt.Options{Broker: "tcp://" + r.addr, Edge: "e1", Signer: edgeKey, ConnectTimeout: 2 * time.Second})
 	if err != nil {
@@ -332,24 +342,25 @@ func TestForgedReplayedAndWrongStreamReceiptsTrimNothing(t *testing.T) {
 	}
 }
 
+// A lost segment is resent on the first gap nack, not after the ack
+// timeout, and the nacks of the segments behind it cause no more rewinds.
 func TestGapNackResends(t *testing.T) {
 	var once sync.Once
-	r := newRig(t, nil)
-	r.cloud.mu.Lock()
-	r.cloud.dropSeg = func(s *protocol.Segment) bool { // lose the first segment once
+	ten := make([]int, 20)
+	for i := range ten {
+		ten[i] = 10
+	}
+	dropFirst := func(s *protocol.Segment) bool { // lose the first segment once
 		dropped := false
 		if s.First == 1 {
 			once.Do(func() { dropped = true })
 		}
 		return dropped
 	}
-	r.cloud.mu.Unlock()
-	for i := 0; i < 20; i++ {
-		r.src.add(10)
-	}
+	r := newRigDropping(t, dropFirst, func(o *uplink.Options) { o.AckTimeout = time.Minute }, ten...)
 	waitFor(t, "trim to 200", 15*time.Second, func() bool { return r.src.Trimmed() == 200 })
-	if r.up.Stats().Nacks == 0 {
-		t.Fatal("no nack seen")
+	if s := r.up.Stats(); s.Nacks < 2 || s.Rewinds != 1 {
+		t.Fatalf("%d nacks and %d rewinds; want several nacks and one rewind", s.Nacks, s.Rewinds)
 	}
 }
 
