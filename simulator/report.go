@@ -230,7 +230,11 @@ func (rep *Report) Print(w io.Writer) {
 			label = "  faults  "
 		}
 		line := fmt.Sprintf("%s  %-48s at %6.1fs, lasted %s", label, f.What, f.Started.Sub(rep.Started).Seconds(), f.Ended.Sub(f.Started).Round(10*time.Millisecond))
-		if f.Fault.Kind.IsOutage() {
+		switch {
+		case !f.Fault.Kind.IsOutage():
+		case f.Drain == 0:
+			line += "; nothing left to drain"
+		default:
 			line += fmt.Sprintf("; drained %s after", f.Drain)
 		}
 		if f.Error != "" {

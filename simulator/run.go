@@ -221,14 +221,20 @@ func (r *run) traffic(ctx context.Context) error {
 	}
 	r.printf("traffic: %d stores × %d devices at %.3g events/s each, %s; faults: %s", r.cfg.Stores, r.cfg.Devices, r.cfg.Rate, what, scheduleText(r.cfg.Faults))
 
+	// The devices' last sends after the traffic ends are bounded, so that
+	// an edge that never comes back cannot hang the run.
+	devCtx, stopDevices := context.WithCancel(ctx)
+	defer stopDevices()
 	var devs sync.WaitGroup
+	devsDone := make(chan struct{})
 	for _, d := range r.devices {
 		devs.Add(1)
 		go func() {
 			defer devs.Done()
-			r.runDevice(ctx, d, r.trafficEnd)
+			r.runDevice(devCtx, d, r.trafficEnd)
 		}()
 	}
+	go func() { devs.Wait(); close(devsDone) }()
 	faultsDone := make(chan struct{})
 	go func() { defer close(faultsDone); r.schedule(ctx) }()
 
@@ -250,7 +256,15 @@ func (r *run) traffic(ctx context.Context) error {
 		return ctx.Err()
 	}
 	r.printf("traffic: done after %s; faults healed; tills closing the day", time.Since(r.start).Round(100*time.Millisecond))
-	devs.Wait()
+	t := time.NewTimer(r.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-devsDone:
+	case <-t.C:
+		stopDevices()
+		<-devsDone
+		return fmt.Errorf("devices still had unacknowledged events %s after the traffic ended; see the logs in %s", r.cfg.DrainTimeout, r.path("logs"))
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

@@ -233,8 +233,8 @@ func Soak(seed uint64, duration time.Duration, edges []string, gap time.Duration
 		switch k {
 		case Cut, Blackhole:
 			f.For = gap/3 + time.Duration(rng.Int64N(int64(gap/3)))
-			if i%5 == 4 {
-				f.Target = "*"
+			if i%len(cycle) == len(cycle)-1 {
+				f.Target = "*" // the whole fleet offline at once
 			}
 		case Slow, Throttle:
 			f.For = gap / 2
@@ -244,7 +244,7 @@ func Soak(seed uint64, duration time.Duration, edges []string, gap time.Duration
 			f.Target = ""
 			f.For = time.Second + time.Duration(rng.Int64N(int64(3*time.Second)))
 		}
-		f.For = min(f.For, end-at)
+		f.For = min(f.For, end-at).Round(100 * time.Millisecond)
 		out = append(out, f.withDefaults())
 	}
 	return out
