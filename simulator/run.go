@@ -312,7 +312,8 @@ func (r *run) finish(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	r.printf("verify: reading the ledger back from %s", r.cloud.API)
-	cl := &verify.Client{URL: r.cloud.API, Token: r.cloud.AdminToken}
+	// Only this run's streams: the database may hold earlier runs'.
+	cl := &verify.Client{URL: r.cloud.API, Token: r.cloud.AdminToken, Since: r.out.start}
 	led, err := cl.Ledger(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read the ledger: %w", err)

@@ -275,7 +275,8 @@ func (m *Main) whereNext(r *simulator.Report, hold bool) {
 	fmt.Fprintln(w, `  curl -H "Authorization: Bearer $TOKEN" $CLOUD/v1/streams                      # every edge's stream: watermark, lag`)
 	fmt.Fprintln(w, `  curl -H "Authorization: Bearer $TOKEN" "$CLOUD/v1/events?type=till.closed"    # the Z reports, as JSON`)
 	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" \"$CLOUD/v1/streams/shop-1/%s/records?limit=5\"   # raw records, signed checkpoints\n", epoch)
-	fmt.Fprintf(w, "  sim verify --cloud $CLOUD --token $TOKEN --oracle %s   # verify again\n", filepath.Join(r.Dir, "oracle.jsonl"))
+	fmt.Fprintf(w, "  bin/sim verify --cloud $CLOUD --token $TOKEN --oracle %s --since %s   # verify again\n",
+		filepath.Join(r.Dir, "oracle.jsonl"), r.Started.UTC().Format(time.RFC3339Nano))
 	fmt.Fprintf(w, "  logs in %s, the JSON report in %s; the API is described in docs/API.md\n", filepath.Join(r.Dir, "logs"), r.Path)
 }
 

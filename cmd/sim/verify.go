@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/simulator/oracle"
@@ -23,6 +24,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	oracleFile := fs.String("oracle", "", "a run's oracle.jsonl: what the devices sent and which events were acknowledged (default: check only the ledger's own consistency: chains, signatures, gaps, duplicates, Z reports)")
 	report := fs.String("report", "", "write the verdict as JSON to this file")
 	examples := fs.Int("examples", 5, "discrepancies of each kind to list")
+	since := fs.String("since", "", "only the streams the cloud first saw at or after this RFC 3339 time (a run's start, when several runs share a database)")
 	cfg := fs.String("config", "", "optional config file of `name = value` lines")
 	_ = cfg
 	fs.Usage = flagenv.Usage(fs, envPrefix, "Usage: sim verify --cloud URL --token TOKEN [--oracle FILE]\n\nVerifies a cloud's ledger. Exit status: 0 when the verdict passes, 1 when it fails.")
@@ -40,6 +42,13 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 	cl := &verify.Client{URL: *cloud, Token: *token}
+	if *since != "" {
+		t, err := time.Parse(time.RFC3339Nano, *since)
+		if err != nil {
+			return usagef("--since %q is not an RFC 3339 time such as 2026-11-22T09:00:00Z", *since)
+		}
+		cl.Since = t
+	}
 	led, err := cl.Ledger(ctx)
 	if err != nil {
 		return err

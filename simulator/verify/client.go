@@ -24,6 +24,9 @@ type Client struct {
 	HTTP  *http.Client
 	// PageSize is how many seqs one records request spans (default 1000).
 	PageSize int
+	// Since, when not zero, leaves out the streams the cloud first saw
+	// before it: those of earlier runs on the same database.
+	Since time.Time
 }
 
 func (c *Client) get(ctx context.Context, path string, v any) error {
@@ -59,6 +62,7 @@ type StreamInfo struct {
 	EdgeSeq    uint64         `json:"edge_seq"`
 	Lag        uint64         `json:"lag"`
 	LastCommit *time.Time     `json:"last_commit"`
+	FirstSeen  time.Time      `json:"first_seen"`
 }
 
 // Streams returns every stream's watermark.
@@ -111,6 +115,9 @@ func (c *Client) Ledger(ctx context.Context) (*Ledger, error) {
 	}
 	l := &Ledger{Keys: keys}
 	for _, si := range infos {
+		if si.FirstSeen.Before(c.Since) {
+			continue
+		}
 		s, err := c.Stream(ctx, protocol.Stream{Edge: si.Edge, Epoch: si.Epoch})
 		if err != nil {
 			return nil, err
