@@ -149,41 +149,50 @@ func (r *run) setup(ctx context.Context) error {
 		if i%3 == 2 {
 			currency, incl = "USD", false
 		}
-		transports := map[string]int{}
+		type plan struct {
+			id, secret string
+			kind       traffic.Kind
+			skew       time.Duration
+			mqtt5      bool
+		}
+		var plans []plan
 		for j, kind := range layout(r.cfg.Devices) {
-			devID := fmt.Sprintf("s%d-%s-%d", i+1, kind, j+1)
-			secret, err := e.AddDevice(ctx, devID)
-			if err != nil {
+			p := plan{id: fmt.Sprintf("s%d-%s-%d", i+1, kind, j+1), kind: kind}
+			if p.secret, err = e.AddDevice(ctx, p.id); err != nil {
 				return err
 			}
-			var skew time.Duration
 			if rng.Float64() < r.cfg.Skewed {
 				// Hours or days off, either way: a till with a flat CMOS
 				// battery, a sensor that never had its clock set.
-				skew = time.Duration(1+rng.IntN(72)) * time.Hour * time.Duration(1-2*rng.IntN(2))
+				p.skew = time.Duration(1+rng.IntN(72)) * time.Hour * time.Duration(1-2*rng.IntN(2))
 			}
-			d := &device{id: devID, edge: e, rng: rand.New(rand.NewPCG(seed, hash(devID))), batch: 1,
-				gen: traffic.New(traffic.Options{Seed: seed, Store: id, Device: devID, Kind: kind, Currency: currency,
-					TaxIncluded: incl, BusinessDay: day, Skew: skew})}
+			p.mqtt5 = kind != traffic.Scale && rng.Float64() < r.cfg.MQTT5
+			plans = append(plans, p)
+		}
+		if err := e.Start(ctx); err != nil {
+			return err
+		}
+		transports := map[string]int{}
+		for _, p := range plans {
+			d := &device{id: p.id, edge: e, rng: rand.New(rand.NewPCG(seed, hash(p.id))), batch: 1,
+				gen: traffic.New(traffic.Options{Seed: seed, Store: id, Device: p.id, Kind: p.kind, Currency: currency,
+					TaxIncluded: incl, BusinessDay: day, Skew: p.skew})}
 			// Tills and sensors speak MQTT (3.1.1 or 5), sensors in CBOR;
 			// the scale posts batches over HTTP.
-			d.cbor = kind == traffic.Sensor
+			d.cbor = p.kind == traffic.Sensor
 			switch {
-			case kind == traffic.Scale:
-				d.sender, d.batch = fleet.NewHTTPSender(e.HTTP, devID, secret), r.cfg.BatchMax
-			case rng.Float64() < r.cfg.MQTT5:
-				d.sender, err = fleet.NewMQTT5Sender(e.MQTT, devID, secret)
+			case p.kind == traffic.Scale:
+				d.sender, d.batch = fleet.NewHTTPSender(e.HTTP, p.id, p.secret), r.cfg.BatchMax
+			case p.mqtt5:
+				d.sender, err = fleet.NewMQTT5Sender(e.MQTT, p.id, p.secret)
 			default:
-				d.sender, err = fleet.DialMQTT(e.MQTT, devID, secret)
+				d.sender, err = fleet.DialMQTT(e.MQTT, p.id, p.secret)
 			}
 			if err != nil {
 				return err
 			}
 			r.devices = append(r.devices, d)
 			transports[fleet.String(d.sender)]++
-		}
-		if err := e.Start(ctx); err != nil {
-			return err
 		}
 		note := ""
 		if quota > 0 {

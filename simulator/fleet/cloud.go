@@ -34,26 +34,34 @@ type Cloud struct {
 // StartCloud starts the cloud (migrating the database), waits until it is
 // ready, and makes an admin API token with `cloud tokens create --admin`.
 func StartCloud(ctx context.Context, o CloudOptions) (*Cloud, error) {
-	api, err := FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	mqtt, err := FreeAddr()
-	if err != nil {
-		return nil, err
-	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	c := &Cloud{o: o, API: "http://" + api, MQTT: mqtt}
 	// The database URL goes in the environment, not on the command line,
 	// where ps would show a password in it.
 	env := []string{"OUTPOST_DATABASE_URL=" + o.DatabaseURL}
-	args := append([]string{"serve", "--migrate", "--data-dir", o.Dir,
-		"--http", api, "--mqtt-listen", mqtt, "--gap-wait", "500ms", "--drain-timeout", "3s"}, o.Args...)
-	c.Proc = &Proc{Name: "cloud", Path: o.Binary, Args: args, Env: env, Log: filepath.Join(o.LogDir, "cloud.log")}
-	if err := c.Start(ctx); err != nil {
-		return c, err
+	var c *Cloud
+	for attempt := 1; ; attempt++ {
+		api, err := FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		mqtt, err := FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		c = &Cloud{o: o, API: "http://" + api, MQTT: mqtt}
+		args := append([]string{"serve", "--migrate", "--data-dir", o.Dir,
+			"--http", api, "--mqtt-listen", mqtt, "--gap-wait", "500ms", "--drain-timeout", "3s"}, o.Args...)
+		c.Proc = &Proc{Name: "cloud", Path: o.Binary, Args: args, Env: env, Log: filepath.Join(o.LogDir, "cloud.log")}
+		err = c.Start(ctx)
+		if err == nil {
+			break
+		}
+		// Another program may take a free port before the cloud binds it.
+		if attempt == 3 || !portTaken(c.Proc) {
+			return c, err
+		}
 	}
 	name := fmt.Sprintf("sim-%d", time.Now().UnixNano())
 	tok, err := runTool(ctx, env, o.Binary, "tokens", "create", "--admin", "--name", name, "--data-dir", o.Dir)

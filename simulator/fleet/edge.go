@@ -36,24 +36,31 @@ type Edge struct {
 
 // NewEdge picks the edge's ports. It does not start it.
 func NewEdge(o EdgeOptions) (*Edge, error) {
-	e := &Edge{o: o, secrets: map[string]string{}}
-	for _, p := range []*string{&e.MQTT, &e.HTTP, &e.Status} {
-		a, err := FreeAddr()
-		if err != nil {
-			return nil, err
-		}
-		*p = a
-	}
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, err
 	}
+	e := &Edge{o: o, secrets: map[string]string{}}
+	e.Proc = &Proc{Name: "edge " + o.ID, Path: o.Binary, Log: filepath.Join(o.LogDir, o.ID+".log")}
+	return e, e.pickPorts()
+}
+
+// pickPorts picks the edge's listeners' addresses and its arguments.
+func (e *Edge) pickPorts() error {
+	for _, p := range []*string{&e.MQTT, &e.HTTP, &e.Status} {
+		a, err := FreeAddr()
+		if err != nil {
+			return err
+		}
+		*p = a
+	}
+	o := e.o
 	args := []string{"run", "--data-dir", o.Dir, "--cloud-mqtt", "tcp://" + o.CloudMQTT,
 		"--mqtt-listen", e.MQTT, "--http-listen", e.HTTP, "--status-listen", e.Status, "--ack-timeout", "5s"}
 	if o.TelemetryQuota > 0 {
 		args = append(args, "--telemetry-quota", strconv.FormatInt(o.TelemetryQuota, 10))
 	}
-	e.Proc = &Proc{Name: "edge " + o.ID, Path: o.Binary, Args: append(args, o.Args...), Log: filepath.Join(o.LogDir, o.ID+".log")}
-	return e, nil
+	e.Proc.Args = append(args, o.Args...)
+	return nil
 }
 
 // ID returns the edge's id.
@@ -89,8 +96,24 @@ func (e *Edge) Secret(id string) string {
 	return e.secrets[id]
 }
 
-// Start starts the edge and waits until its status endpoint answers.
+// Start starts the edge and waits until its status endpoint answers. The
+// first start picks other ports when another program took one of those
+// picked before the edge could bind it; later starts keep the ports, where
+// the devices reconnect.
 func (e *Edge) Start(ctx context.Context) error {
+	first := e.Proc.Starts() == 0
+	for attempt := 1; ; attempt++ {
+		err := e.start(ctx)
+		if err == nil || !first || attempt == 3 || !portTaken(e.Proc) {
+			return err
+		}
+		if err := e.pickPorts(); err != nil {
+			return err
+		}
+	}
+}
+
+func (e *Edge) start(ctx context.Context) error {
 	if err := e.Proc.Start(); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -82,9 +83,12 @@ func TestProcKillTakesTheGroup(t *testing.T) {
 }
 
 func TestHTTPSenderOutcomes(t *testing.T) {
+	var mu sync.Mutex // the handler runs on the server's goroutines
 	status := http.StatusCreated
 	var user, ct string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
 		user, _, _ = r.BasicAuth()
 		ct = r.Header.Get("Content-Type")
 		w.WriteHeader(status)
@@ -104,14 +108,18 @@ func TestHTTPSenderOutcomes(t *testing.T) {
 		{http.StatusInternalServerError, fleet.NoAnswer},
 		{http.StatusBadRequest, fleet.Invalid},
 	} {
+		mu.Lock()
 		status = tc.status
+		mu.Unlock()
 		if got := s.Send(context.Background(), []byte(`{"id":"a"}`), 2, 5*time.Second); got != tc.want {
 			t.Errorf("status %d: %v, want %v", tc.status, got, tc.want)
 		}
 	}
+	mu.Lock()
 	if user != "scale-1" || ct != "application/json" {
 		t.Errorf("user %q, content type %q", user, ct)
 	}
+	mu.Unlock()
 	if s.Refusals() != 2*5 {
 		t.Errorf("%d refusals counted, want 10", s.Refusals())
 	}

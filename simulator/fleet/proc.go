@@ -143,3 +143,9 @@ func (p *Proc) Tail(n int) string {
 	}
 	return string(b)
 }
+
+// portTaken reports whether the program's last run ended because an
+// address it was to listen on was in use.
+func portTaken(p *Proc) bool {
+	return !p.Running() && strings.Contains(p.Tail(2000), "address already in use")
+}
