@@ -29,6 +29,7 @@ type Options struct {
 	Stores         int
 	Devices        int
 	Rate           float64
+	TotalRate      float64
 	Duration       time.Duration
 	Events         int
 	Seed           uint64
@@ -84,6 +85,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.IntVar(&o.Stores, "stores", 3, "stores, each with an edge")
 	fs.IntVar(&o.Devices, "devices", 4, "devices per store: a till, a scale, a sensor, a second till, then tills and sensors in turn")
 	fs.Float64Var(&o.Rate, "rate", 2, "events per second per device (Poisson arrivals)")
+	fs.Float64Var(&o.TotalRate, "total-rate", 0, "events per second of the whole fleet, shared by its devices (overrides --rate)")
 	fs.DurationVar(&o.Duration, "duration", time.Minute, "how long the devices send (0 with --events: until the count)")
 	fs.IntVar(&o.Events, "events", 0, "stop the traffic after this many events (0: by --duration only)")
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed of the traffic, the devices' choices and the soak schedule")
@@ -100,7 +102,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&o.Report, "report", "", "write the JSON report here (default <dir>/report.json)")
 	fs.DurationVar(&o.ProgressEvery, "progress-every", 0, "live progress on stderr this often (default 1s on a terminal, else 5s)")
 	fs.BoolVar(&o.Quiet, "quiet", false, "no live progress")
-	fs.StringVar(&o.Hold, "hold", "auto", "after the verdict keep the fleet running until Ctrl-C, to look around: yes, no, or auto (yes when stdin is a terminal)")
+	fs.StringVar(&o.Hold, "hold", "auto", "after the verdict keep the fleet running until Enter (or Ctrl-C), to look around: yes, no, or auto (yes when stdin is a terminal)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the edges', the cloud's and Postgres's data in --dir (default: keep only logs, oracle and report)")
 	fs.StringVar(&o.Config, "config", "", "optional config file of `name = value` lines (names are the flag names)")
 	fs.Usage = flagenv.Usage(fs, envPrefix, "Usage: sim run [flags]\n\nRuns a fleet under faults and verifies the cloud's ledger against what the devices sent.\nExit status: 0 when the verdict passes, 1 when it fails or the run could not be carried out.")
@@ -151,6 +153,9 @@ func (m *Main) applyScenario() error {
 		def("duplicate", func() { o.Duplicate = 0.03 })
 	default:
 		return usagef("--scenario %q: want demo or soak", o.Scenario)
+	}
+	if o.TotalRate > 0 && o.Stores > 0 && o.Devices > 0 {
+		o.Rate = o.TotalRate / float64(o.Stores*o.Devices)
 	}
 	switch o.Hold {
 	case "auto", "yes", "no":
