@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -227,9 +228,14 @@ func (s *site) drained(timeout time.Duration) {
 // TestEndToEndCrashes runs two edges and a cloud while devices publish over
 // MQTT and HTTP, with device retransmits, and kills an edge and then the
 // cloud with SIGKILL mid-stream. The ledger must hold every acknowledged
-// event exactly once, in gapless streams.
+// event exactly once, in gapless streams. It runs over each transport (see
+// transports), and once with one edge on MQTT and the other on NATS.
 func TestEndToEndCrashes(t *testing.T) {
-	s := newSite(t)
+	forTransports(t, slices.Concat(transports, []transport{transportMixed}), testEndToEndCrashes)
+}
+
+func testEndToEndCrashes(t *testing.T, so siteOptions) {
+	s := newSiteWith(t, so)
 	e1 := s.addEdge("e1", "till-1", "till-2")
 	e2 := s.addEdge("e2", "till-9")
 	o := newOracle()
@@ -274,8 +280,14 @@ func TestEndToEndCrashes(t *testing.T) {
 // every third commit, after the transaction and before any receipt goes
 // out, and restarts it each time. The edges' resends must produce no
 // duplicate, and the edges must still end with every record acknowledged.
+// It runs over each transport.
 func TestCloudKilledBetweenCommitAndReceipt(t *testing.T) {
-	s := newSite(t, "OUTPOST_FAULT_CRASH_AFTER_COMMIT=2")
+	forTransports(t, transports, testCloudKilledBetweenCommitAndReceipt)
+}
+
+func testCloudKilledBetweenCommitAndReceipt(t *testing.T, so siteOptions) {
+	so.env = append(so.env, "OUTPOST_FAULT_CRASH_AFTER_COMMIT=2")
+	s := newSiteWith(t, so)
 	e1 := s.addEdge("e1", "till-1")
 	o := newOracle()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)

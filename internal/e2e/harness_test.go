@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 	pgtest.Main(m)
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -57,7 +57,7 @@ func freePort(t *testing.T) string {
 
 // proc is a child process whose output goes to a log file.
 type proc struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	args []string
 	env  []string
@@ -137,7 +137,7 @@ func (p *proc) tail() string {
 	return string(b)
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool, logs ...*proc) {
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool, logs ...*proc) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -163,7 +163,7 @@ func httpOK(url string) bool {
 	return resp.StatusCode == 200
 }
 
-func run(t *testing.T, name string, args ...string) string {
+func run(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	var out, errb bytes.Buffer
 	cmd := exec.Command(name, args...)
@@ -176,7 +176,7 @@ func run(t *testing.T, name string, args ...string) string {
 
 // site is one cloud and its edges, each a child process.
 type site struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	dbURL string
 	cloud *proc
@@ -184,6 +184,8 @@ type site struct {
 	mqtt  string
 	admin string
 	edges map[string]*edgeProc
+	o     siteOptions // the transports (nats_test.go)
+	nats  string      // the NATS server edges use (host:port), when NATS is on
 }
 
 type edgeProc struct {
@@ -197,15 +199,21 @@ func newSite(t *testing.T, cloudEnv ...string) *site { return newSiteOn(t, "", c
 // newSiteOn is newSite with an external MQTT broker (host:port) between
 // edges and cloud instead of the cloud's embedded one; "" for embedded.
 func newSiteOn(t *testing.T, broker string, cloudEnv ...string) *site {
+	return newSiteWith(t, siteOptions{broker: broker, env: cloudEnv})
+}
+
+// newSiteWith is newSite with the transports of o.
+func newSiteWith(t testing.TB, o siteOptions) *site {
 	t.Helper()
-	s := &site{t: t, dir: t.TempDir(), dbURL: pgtest.New(t), edges: map[string]*edgeProc{}}
-	s.api, s.mqtt = freePort(t), broker
-	mqttArgs := []string{"--mqtt", "tcp://" + broker}
-	if broker == "" {
+	s := &site{t: t, dir: t.TempDir(), dbURL: pgtest.New(t), edges: map[string]*edgeProc{}, o: o}
+	s.api, s.mqtt = freePort(t), o.broker
+	mqttArgs := []string{"--mqtt", "tcp://" + o.broker}
+	if o.broker == "" {
 		s.mqtt = freePort(t)
 		mqttArgs = []string{"--mqtt-listen", s.mqtt}
 	}
-	s.cloud = &proc{t: t, name: bin.cloud, log: filepath.Join(s.dir, "cloud.log"), env: cloudEnv, args: append([]string{"serve",
+	mqttArgs = append(mqttArgs, s.natsCloudArgs()...)
+	s.cloud = &proc{t: t, name: bin.cloud, log: filepath.Join(s.dir, "cloud.log"), env: o.env, args: append([]string{"serve",
 		"--database-url", s.dbURL, "--migrate", "--data-dir", filepath.Join(s.dir, "cloud"),
 		"--http", s.api, "--gap-wait", "500ms", "--log-level", "warn"}, mqttArgs...)}
 	s.startCloud()
@@ -236,9 +244,9 @@ func (s *site) addEdge(id string, devices ...string) *edgeProc {
 	for _, d := range devices {
 		e.secrets[d] = run(t, bin.edge, "devices", "add", "--id", d, "--data-dir", dir)
 	}
-	e.proc = &proc{t: t, name: bin.edge, log: filepath.Join(s.dir, id+".log"), args: []string{"run", "--data-dir", dir,
-		"--cloud-mqtt", "tcp://" + s.mqtt, "--mqtt-listen", e.mqtt, "--http-listen", e.http, "--status-listen", e.status,
-		"--ack-timeout", "3s", "--log-level", "warn"}}
+	e.proc = &proc{t: t, name: bin.edge, log: filepath.Join(s.dir, id+".log"), args: append([]string{"run", "--data-dir", dir,
+		s.uplinkFlag(len(s.edges)), "--mqtt-listen", e.mqtt, "--http-listen", e.http, "--status-listen", e.status,
+		"--ack-timeout", "3s", "--log-level", "warn"}, s.o.edgeArgs...)}
 	s.edges[id] = e
 	e.startEdge()
 	return e

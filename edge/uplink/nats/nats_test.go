@@ -330,3 +330,71 @@ func nkeyOption(tb testing.TB, seedFile string) natsgo.Option {
 	}
 	return o
 }
+
+// TestResendAfterNack: a resend of a segment is dropped by the server's
+// duplicate window, as long as no nack came since; after a nack (the
+// cloud took the refused copy off the stream), the resend gets a fresh id
+// and is stored.
+func TestResendAfterNack(t *testing.T) {
+	s := MustServer(t, nil)
+	c := mustCloud(t, s.ClientURL())
+	cloudKey := signer("cloud")
+	tr, r := mustConnect(t, uplinknats.Options{URL: s.ClientURL(), Edge: "e1", Signer: signer("e1"), CloudKeys: protocol.NewKeyMap(cloudKey.Public())})
+	ctx := context.Background()
+	cons, err := c.js.CreateConsumer(ctx, "SEG", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// take consumes one message and returns its Nats-Msg-Id.
+	take := func() string {
+		t.Helper()
+		b, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range b.Messages() {
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatal(err)
+			}
+			return m.Headers().Get(jetstream.MsgIDHeader)
+		}
+		t.Fatal("no message")
+		return ""
+	}
+	const id = "e1:x:1-2"
+	if err := tr.Publish(ctx, []byte("seg"), id); err != nil {
+		t.Fatal(err)
+	}
+	if got := take(); got != id {
+		t.Fatalf("stored id %q", got)
+	}
+	// Consumed, and sent again with no nack: the server drops it.
+	if err := tr.Publish(ctx, []byte("seg"), id); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Publish(ctx, []byte("seg2"), "e1:x:3-4"); err != nil {
+		t.Fatal(err)
+	}
+	if got := take(); got != "e1:x:3-4" {
+		t.Fatalf("stored %q, want the resend dropped", got)
+	}
+
+	nack := cloudKey.SignNack(protocol.Nack{Edge: "e1", Epoch: protocol.Epoch{1}, Code: protocol.NackGap, Reason: "gap", At: 1})
+	if err := c.nc.Publish("outpost.v1.edge.e1.rcpt", nack); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the nack", func() bool { return len(r.list()) == 1 })
+	if err := tr.Publish(ctx, []byte("seg"), id); err != nil {
+		t.Fatal(err)
+	}
+	if got := take(); got != id+"~1" {
+		t.Fatalf("resend after a nack stored as %q, want %q", got, id+"~1")
+	}
+	// A segment first sent after the nack keeps the plain id.
+	if err := tr.Publish(ctx, []byte("seg3"), "e1:x:5-6"); err != nil {
+		t.Fatal(err)
+	}
+	if got := take(); got != "e1:x:5-6" {
+		t.Fatalf("stored %q", got)
+	}
+}
