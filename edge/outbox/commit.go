@@ -58,6 +58,17 @@ type kv struct{ k, v []byte }
 
 type shedLog struct{ n, first, last uint64 }
 
+// bytes is about what the batch writes.
+func (b *batch) bytes() int {
+	n := 0
+	for _, kvs := range [...][]kv{b.recs, b.tombs, b.cps, b.blobs} {
+		for _, x := range kvs {
+			n += len(x.k) + len(x.v) + 16
+		}
+	}
+	return n
+}
+
 func (b *batch) empty() bool {
 	return len(b.recs) == 0 && len(b.tombs) == 0 && len(b.idxDel) == 0
 }
@@ -223,10 +234,10 @@ func (o *Outbox) recover(bs []*batch) {
 func (o *Outbox) undo(undo []dedupUndo) {
 	for i := len(undo) - 1; i >= 0; i-- {
 		u := undo[i]
-		if u.existed {
-			o.dedup[u.key] = u.seq
+		if u.old != 0 {
+			o.dedup.replace(u.key, u.seq, u.old)
 		} else {
-			delete(o.dedup, u.key)
+			o.dedup.remove(u.key, u.seq)
 		}
 	}
 }
@@ -280,6 +291,9 @@ func (o *Outbox) committer(in <-chan *batch, done chan<- struct{}) {
 			close(rq.p.done)
 		}
 		close(b.done)
+		if !b.empty() {
+			o.readMapped(nil, commitReads+b.bytes())
+		}
 	}
 }
 
@@ -417,15 +431,13 @@ func (o *Outbox) build(reqs []*request, inflight []*batch) *batch {
 				res.Err = pe.err
 				continue
 			}
-			if seq, ok := o.dedup[pe.key]; ok {
-				dup, err := o.isDuplicate(rd, seq, e, cutoff, b, inflight)
-				if err != nil {
-					return fail(err)
-				}
-				if dup {
-					*res = Result{Seq: seq, Duplicate: true}
-					continue
-				}
+			prior, dup, err := o.findPair(rd, pe.key, e, cutoff, b, inflight)
+			if err != nil {
+				return fail(err)
+			}
+			if dup {
+				*res = Result{Seq: prior, Duplicate: true}
+				continue
 			}
 			seq := st.head + 1
 			et := o.hlc.Next()
@@ -478,9 +490,12 @@ func (o *Outbox) build(reqs []*request, inflight []*batch) *batch {
 				st.telBytes += size
 			}
 			b.entries = append(b.entries, batchEntry{device: e.Device, id: e.Event.ID, edgeTime: et})
-			old, existed := o.dedup[pe.key]
-			b.undo = append(b.undo, dedupUndo{key: pe.key, seq: old, existed: existed})
-			o.dedup[pe.key] = seq
+			if prior != 0 {
+				o.dedup.replace(pe.key, prior, seq)
+			} else {
+				o.dedup.insert(pe.key, seq)
+			}
+			b.undo = append(b.undo, dedupUndo{key: pe.key, seq: seq, old: prior})
 			*res = Result{Seq: seq}
 		}
 	}
@@ -496,11 +511,26 @@ func (o *Outbox) build(reqs []*request, inflight []*batch) *batch {
 	return b
 }
 
-// isDuplicate reports whether seq, the dedup table's candidate for e's
-// (device, id), is really that pair and still inside the window. The
-// candidate may be in the batch being built, in the batch in flight, or
-// committed.
-func (o *Outbox) isDuplicate(rd *reader, seq uint64, e *Entry, cutoff protocol.HLCTime, b *batch, inflight []*batch) (bool, error) {
+// findPair looks up e's (device, id) in the dedup table: the seq of the
+// pair's slot (0 when it has none), and whether that seq is inside the
+// window, which makes e a duplicate. Each candidate of key is confirmed
+// against its record's (device, id), found in the batch being built, in a
+// batch in flight, or in the committed index.
+func (o *Outbox) findPair(rd *reader, key uint64, e *Entry, cutoff protocol.HLCTime, b *batch, inflight []*batch) (seq uint64, dup bool, err error) {
+	o.dedup.candidates(key, func(cand uint64) bool {
+		var same, fresh bool
+		same, fresh, err = o.pairOf(rd, cand, e, cutoff, b, inflight)
+		if same {
+			seq, dup = cand, fresh
+		}
+		return !same && err == nil
+	})
+	return seq, dup, err
+}
+
+// pairOf reports whether the record at seq is e's (device, id), and whether
+// its edge_time is inside the window.
+func (o *Outbox) pairOf(rd *reader, seq uint64, e *Entry, cutoff protocol.HLCTime, b *batch, inflight []*batch) (same, fresh bool, err error) {
 	var be *batchEntry
 	for _, x := range append(inflight, b) {
 		if seq >= x.first && seq < x.first+uint64(len(x.entries)) {
@@ -508,17 +538,18 @@ func (o *Outbox) isDuplicate(rd *reader, seq uint64, e *Entry, cutoff protocol.H
 		}
 	}
 	if be != nil {
-		return be.device == e.Device && be.id == e.Event.ID && be.edgeTime >= cutoff, nil
+		return be.device == e.Device && be.id == e.Event.ID, be.edgeTime >= cutoff, nil
 	}
 	tx, err := rd.get()
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
+	o.readMapped(tx, 4096)
 	ie, ok, err := lookupIndex(tx.Bucket(bucketIndex), seq)
 	if err != nil || !ok {
-		return false, err
+		return false, false, err
 	}
-	return ie.edgeTime >= cutoff && string(ie.device) == e.Device && string(ie.id) == e.Event.ID, nil
+	return string(ie.device) == e.Device && string(ie.id) == e.Event.ID, ie.edgeTime >= cutoff, nil
 }
 
 // closeRun signs the checkpoint for the run's last record and adds it to
@@ -570,6 +601,7 @@ func (o *Outbox) shed(rd *reader, b *batch, st *wstate, size int64, limit uint64
 			werr = fmt.Errorf("shed: record %d: %w: %w", e.seq, ErrCorrupt, err)
 			return false
 		}
+		o.readMapped(tx, len(raw))
 		tb := tomb.Encode()
 		freed := int64(len(raw) - len(tb))
 		if freed <= 0 {
@@ -630,9 +662,7 @@ func (o *Outbox) pruneIndex(rd *reader, b *batch, st *wstate, cutoff protocol.HL
 // on to a later record of the same pair.
 func (o *Outbox) forget(pruned []indexEntryKey) {
 	for _, p := range pruned {
-		if o.dedup[p.key] == p.seq {
-			delete(o.dedup, p.key)
-		}
+		o.dedup.remove(p.key, p.seq)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/outpost-edge/outpost/protocol"
@@ -42,6 +43,16 @@ const (
 	// minSegmentBytes is the least Options.SegmentBytes: a record at its
 	// largest must fit in a segment on its own.
 	minSegmentBytes = protocol.MaxRecordBytes + segmentFixed + 16
+	// releaseEvery is how many bytes of bbolt's file mapping the outbox
+	// reads before it drops the mapping's pages from memory (readMapped).
+	releaseEvery = 2 << 20
+	// commitReads is about what a group commit reads of the mapping beyond
+	// the bytes it writes: the root, branch and last leaf pages of each
+	// bucket it appends to, which the commit before it wrote to new pages.
+	// The bytes written count too: reading a page maps its neighbours that
+	// are in the page cache as well (Linux's fault-around, 64 KiB), and the
+	// pages just written are.
+	commitReads = 64 << 10
 )
 
 // Options configures an Outbox. Zero values take the documented defaults.
@@ -115,6 +126,9 @@ func (o *Options) fill() error {
 	return nil
 }
 
+// newSeed makes the seed of the dedup table's hash (a variable for tests).
+var newSeed = maphash.MakeSeed
+
 // Outbox is the edge's durable store of records waiting for the cloud's
 // receipt. It is safe for concurrent use.
 type Outbox struct {
@@ -140,10 +154,13 @@ type Outbox struct {
 	committed wstate // as of the last batch committed
 	gen       uint64 // batches built since the last failed commit carry it
 	hlc       protocol.HLC
-	dedup     map[uint64]uint64 // hash of (device, id) -> seq; see dedup.go
+	dedup     dedupTable // hash of (device, id) -> seq; see dedup.go
 	// commitHook, when set (tests), runs in the committer just before each
 	// commit and fails it with its error.
 	commitHook func() error
+
+	// Bytes of the file mapping read since its pages were last dropped.
+	mapped atomic.Int64
 
 	// Guarded by mu: what State and Wait read.
 	mu      sync.Mutex
@@ -208,7 +225,7 @@ func Open(path string, opts Options) (*Outbox, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:        openTimeout,
-		NoFreelistSync: true, // the freelist is rebuilt at open; commits stay small
+		NoFreelistSync: true, // commits stay small; Close stores the freelist (see there)
 		FreelistType:   bolt.FreelistMapType,
 		NoSync:         opts.NoSync,
 		MaxSize:        int(opts.MaxFileBytes),
@@ -222,17 +239,20 @@ func Open(path string, opts Options) (*Outbox, error) {
 	o := &Outbox{
 		db: db, path: path, opts: opts,
 		log:     opts.Logger.With("component", "outbox"),
-		seed:    maphash.MakeSeed(),
+		seed:    newSeed(),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
-		dedup:   make(map[uint64]uint64),
 		changed: make(chan struct{}),
 	}
 	o.hlc.Now = opts.Now
 	if err := o.load(); err != nil {
 		db.Close()
+		o.dedup.free()
 		return nil, fmt.Errorf("open outbox %s: %w", path, err)
 	}
+	// bbolt's open may have read the whole file (a free-page scan, after a
+	// crash); so did the rebuild of the dedup table. Drop those pages.
+	db.View(func(tx *bolt.Tx) error { releaseMapped(db, tx); return nil })
 	o.codec = newCodec(o.stream)
 	if o.codec == nil {
 		o.log.Warn("record templates unavailable for this stream; encoding each record in full", "stream", o.stream.String())
@@ -241,7 +261,7 @@ func Open(path string, opts Options) (*Outbox, error) {
 	o.publish(o.w, false)
 	go o.run()
 	o.log.Info("outbox open", "path", path, "stream", o.stream.String(), "head", o.w.head,
-		"hwm", o.w.hwm, "backlog", o.w.head-o.w.hwm, "dedup_entries", len(o.dedup))
+		"hwm", o.w.hwm, "backlog", o.w.head-o.w.hwm, "dedup_entries", o.dedup.len())
 	return o, nil
 }
 
@@ -341,22 +361,84 @@ func (o *Outbox) loadState(tx *bolt.Tx) error {
 	c := tx.Bucket(bucketRecords).Cursor()
 	for k, v := c.Seek(seqKey(w.base + 1)); k != nil && keySeq(k) <= w.hwm; k, v = c.Next() {
 		w.ackedBytes += int64(len(v))
+		o.readMapped(tx, len(v))
 	}
 	idx := tx.Bucket(bucketIndex)
 	if err := errors.Join(refreshOldest(idx, &w, 0), refreshOldestUnsent(idx, &w)); err != nil {
 		return err
 	}
-	cutoff := protocol.HLCFromTime(o.opts.Now().Add(-o.opts.DedupWindow))
-	if err := walkIndex(idx, 0, func(e *indexEntry) bool {
-		if e.edgeTime >= cutoff {
-			o.dedup[dedupKey(o.seed, e.device, e.id)] = e.seq
-		}
-		return true
-	}); err != nil {
+	if err := o.loadDedup(idx); err != nil {
 		return err
 	}
 	o.w = w
 	return nil
+}
+
+// loadDedup rebuilds the dedup table from the index blobs inside the
+// window. Blobs are in seq order, so a pair stored twice (again after the
+// window had passed) keeps its latest seq, as it did when it was appended.
+func (o *Outbox) loadDedup(idx *bolt.Bucket) error {
+	cutoff := protocol.HLCFromTime(o.opts.Now().Add(-o.opts.DedupWindow))
+	c := idx.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		ib, err := parseIndexBlob(keySeq(k), v)
+		if err != nil {
+			return err
+		}
+		var werr error
+		err = ib.each(0, func(e *indexEntry) bool {
+			if e.edgeTime < cutoff {
+				return true
+			}
+			key := dedupKey(o.seed, e.device, e.id)
+			var old uint64
+			o.dedup.candidates(key, func(seq uint64) bool {
+				ie, ok, err := lookupIndex(idx, seq)
+				if err != nil {
+					werr = err
+					return false
+				}
+				if ok && bytes.Equal(ie.device, e.device) && bytes.Equal(ie.id, e.id) {
+					old = seq
+					return false
+				}
+				return true
+			})
+			if old != 0 {
+				o.dedup.replace(key, old, e.seq)
+			} else {
+				o.dedup.insert(key, e.seq)
+			}
+			return werr == nil
+		})
+		if err = errors.Join(err, werr); err != nil {
+			return err
+		}
+		o.readMapped(idx.Tx(), len(k)+len(v))
+	}
+	return nil
+}
+
+// readMapped notes that n bytes of bbolt's file mapping were read, and
+// drops the mapping's pages from memory (releaseMapped) once releaseEvery
+// bytes were read since the last time. The outbox reads most of its data
+// once (a record when it is sent, a commit's pages until the next commit
+// rewrites them), so pages left mapped are a resident set that grows with
+// the file and buys nothing: the page cache keeps what is hot. tx is an
+// open transaction, or nil for one of its own.
+func (o *Outbox) readMapped(tx *bolt.Tx, n int) {
+	if o.mapped.Add(int64(n)) < releaseEvery {
+		return
+	}
+	o.mapped.Store(0)
+	if tx != nil {
+		releaseMapped(o.db, tx)
+		return
+	}
+	if tx, err := o.db.Begin(false); err == nil {
+		releaseMapped(o.db, tx)
+		tx.Rollback()
+	}
 }
 
 // checkPositions checks that the stored records run from base+1 to head and
@@ -399,6 +481,14 @@ func (o *Outbox) Close() error {
 		close(o.changed)
 		o.changed = nil
 		o.mu.Unlock()
+		o.dedup.free()
+		// Store bbolt's free-page list on the way out, so that the next Open
+		// reads it instead of scanning (and mapping) the whole file. Commits
+		// do not store it (NoFreelistSync): after a crash, Open scans.
+		o.db.NoFreelistSync = false
+		if err := o.db.Update(func(*bolt.Tx) error { return nil }); err != nil {
+			o.log.Warn("store the free-page list at close; the next open scans the file", "err", err)
+		}
 		if err := o.db.Close(); err != nil {
 			o.closeErr = fmt.Errorf("close outbox %s: %w", o.path, err)
 		}

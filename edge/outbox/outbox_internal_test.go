@@ -4,9 +4,13 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -216,7 +220,7 @@ func TestDedupIndexIsPruned(t *testing.T) {
 	if err := o.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(o.dedup); n != 53 {
+	if n := o.dedup.len(); n != 53 {
 		t.Fatalf("dedup table holds %d pairs, want 53 (50 unacknowledged + 3 new)", n)
 	}
 	info, err := Inspect(o.path)
@@ -232,7 +236,7 @@ func TestDedupIndexIsPruned(t *testing.T) {
 	}
 	// The unacknowledged 50 are older than the window too: still stored,
 	// but no longer duplicates.
-	if n := len(o2.dedup); n != 3 {
+	if n := o2.dedup.len(); n != 3 {
 		t.Errorf("dedup table rebuilt with %d pairs, want 3", n)
 	}
 	res, err := o2.Append(t.Context(), []Entry{testEntry(60), testEntry(1000)})
@@ -253,4 +257,164 @@ func mustLinkHash(t *testing.T, o *Outbox, seq uint64) protocol.Hash {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// TestDedupHashCollision appends two pairs whose hashes share a dedup table
+// shard and tag: both are stored, each is its own duplicate and not the
+// other's, before and after a reopen, and after the window has passed.
+func TestDedupHashCollision(t *testing.T) {
+	seed := maphash.MakeSeed()
+	defer func(f func() maphash.Seed) { newSeed = f }(newSeed)
+	newSeed = func() maphash.Seed { return seed }
+	group := func(id string) uint64 {
+		s, tag := split(dedupKeyString(seed, "dev-1", id))
+		return uint64(s)<<24 | tag
+	}
+	seen := map[uint64]string{}
+	var a, b string
+	for i := 0; a == ""; i++ {
+		id := fmt.Sprint("ev-", i)
+		if other, ok := seen[group(id)]; ok {
+			a, b = other, id
+		}
+		seen[group(id)] = id
+	}
+	ev := func(id string) Entry { e := testEntry(0); e.Event.ID = id; return e }
+	o, clk := mustOpen(t, func(o *Options) { o.DedupWindow = time.Hour })
+	appendAll := func(o *Outbox, ids ...string) []Result {
+		t.Helper()
+		var es []Entry
+		for _, id := range ids {
+			es = append(es, ev(id))
+		}
+		res, err := o.Append(t.Context(), es)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	res := appendAll(o, a, b, a, b)
+	if res[0].Duplicate || res[1].Duplicate || res[0].Seq == res[1].Seq || res[2] != (Result{Seq: res[0].Seq, Duplicate: true}) || res[3] != (Result{Seq: res[1].Seq, Duplicate: true}) {
+		t.Fatalf("%s and %s share a tag: %+v", a, b, res)
+	}
+	seqA, seqB := res[0].Seq, res[1].Seq
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Open(o.path, o.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if n := o.dedup.len(); n != 2 {
+		t.Fatalf("dedup table rebuilt with %d pairs, want 2", n)
+	}
+	res = appendAll(o, b, a)
+	if res[0] != (Result{Seq: seqB, Duplicate: true}) || res[1] != (Result{Seq: seqA, Duplicate: true}) {
+		t.Fatalf("after reopen: %+v", res)
+	}
+	// Past the window, a stores again; its slot moves to the new record.
+	clk.Add(2 * time.Hour)
+	res = appendAll(o, a, a)
+	if res[0].Duplicate || res[0].Seq <= seqB || res[1] != (Result{Seq: res[0].Seq, Duplicate: true}) {
+		t.Fatalf("after the window: %+v", res)
+	}
+	if n := o.dedup.len(); n != 2 {
+		t.Fatalf("dedup table holds %d pairs, want 2", n)
+	}
+}
+
+// TestReleaseMappedPages drops the file mapping's pages over and over while
+// appends commit and segments are read, and checks that every read sees its
+// data and that a release takes the pages read out of the resident set.
+func TestReleaseMappedPages(t *testing.T) {
+	o, _ := mustOpen(t, nil)
+	const n = 16000 // about 6 MiB of records
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() { // releases while the others work
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				o.readMapped(nil, releaseEvery)
+			}
+		}
+	}()
+	for i := 0; i < n; i += 500 {
+		es := make([]Entry, 500)
+		for j := range es {
+			es[j] = testEntry(i + j)
+			es[j].Event.Body = testBody400
+		}
+		if _, err := o.Append(t.Context(), es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readAll := func() {
+		t.Helper()
+		next := uint64(1)
+		for {
+			seg, err := o.Segments(next, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if seg == nil {
+				break
+			}
+			for i, raw := range seg.Records {
+				r, err := protocol.DecodeRecord(raw)
+				if err != nil || r.Seq != next+uint64(i) {
+					t.Fatalf("record %d: seq %d, %v", next+uint64(i), r.Seq, err)
+				}
+			}
+			next = seg.Last + 1
+		}
+		if next != n+1 {
+			t.Fatalf("read up to %d, want %d", next-1, n)
+		}
+	}
+	readAll()
+	close(stop)
+	wg.Wait()
+	if runtime.GOOS != "linux" {
+		return
+	}
+	o.mapped.Store(-1 << 40) // no releases while the file is read
+	readAll()
+	before := rssFileKiB(t)
+	o.readMapped(nil, 1<<41)
+	if after := rssFileKiB(t); before-after < 4<<10 {
+		t.Errorf("file-backed RSS went from %d KiB to %d KiB; want at least 4 MiB dropped", before, after)
+	}
+}
+
+var testBody400 = func() protocol.Body {
+	b, err := protocol.NewBody(map[string]any{"pad": fmt.Sprintf("%0390d", 0)})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}()
+
+func rssFileKiB(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no RssFile in /proc/self/status")
+	return 0
 }

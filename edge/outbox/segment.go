@@ -38,6 +38,13 @@ func (o *Outbox) Segments(from uint64, maxBytes int) (*protocol.Segment, error) 
 	err := o.db.View(func(tx *bolt.Tx) error {
 		var err error
 		seg, err = buildSegment(tx, o.stream, from, maxBytes)
+		if seg != nil {
+			n := len(seg.Checkpoint)
+			for _, r := range seg.Records {
+				n += len(r)
+			}
+			o.readMapped(tx, n)
+		}
 		return err
 	})
 	if err != nil {

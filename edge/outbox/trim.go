@@ -136,6 +136,7 @@ func (o *Outbox) advanceHWM(b buckets, st *wstate, r protocol.Receipt) error {
 	c := b.recs.Cursor()
 	for k, v := c.Seek(seqKey(st.hwm + 1)); k != nil && keySeq(k) <= r.HWM; k, v = c.Next() {
 		st.ackedBytes += int64(len(v))
+		o.readMapped(b.recs.Tx(), len(v))
 	}
 	st.hwm, st.hwmHead = r.HWM, r.Head
 	if err := refreshOldestUnsent(b.idx, st); err != nil {
@@ -162,6 +163,7 @@ func (o *Outbox) deleteThrough(b buckets, st *wstate, end uint64) error {
 		}
 		k := seqKey(e.seq)
 		n := int64(len(b.recs.Get(k)))
+		o.readMapped(b.recs.Tx(), int(n))
 		if e.class == classLedger {
 			st.ledgerBytes -= n
 		} else {
