@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"log/slog"
@@ -24,6 +25,8 @@ type natsConfig struct {
 	Embedded bool
 	Listen   string
 	Store    string
+	TLSCert  string
+	TLSKey   string
 
 	User, Password, Token, NKey, Creds string
 	CA, Cert, Key                      string
@@ -43,6 +46,8 @@ func natsFlags(fs *flag.FlagSet, c *natsConfig) {
 	fs.BoolVar(&c.Embedded, "nats-embedded", false, "run an embedded nats-server with JetStream (file storage under --data-dir) for edges on NATS; edges log in with broker tokens")
 	fs.StringVar(&c.Listen, "nats-listen", ":14222", "embedded NATS server: address edges connect to")
 	fs.StringVar(&c.Store, "nats-store", "", "embedded NATS server: JetStream storage directory (default <data-dir>/nats)")
+	fs.StringVar(&c.TLSCert, "nats-tls-cert", "", "embedded NATS server: serve TLS with this certificate (PEM); edges then use tls:// URLs")
+	fs.StringVar(&c.TLSKey, "nats-tls-key", "", "embedded NATS server: key of --nats-tls-cert")
 	fs.StringVar(&c.User, "nats-user", "", "--nats: user name of the cloud's NATS connection")
 	fs.StringVar(&c.Password, "nats-password", "", "--nats: password of the cloud's NATS connection")
 	fs.StringVar(&c.Token, "nats-token", "", "--nats: token of the cloud's NATS connection")
@@ -88,9 +93,17 @@ func (m *Main) startNATS(c *Config, svc *ingest.Service, led *ledger.Ledger, log
 		if store == "" {
 			store = filepath.Join(c.DataDir, "nats")
 		}
+		var tlsConf *tls.Config
+		if nc.TLSCert != "" || nc.TLSKey != "" {
+			cert, err := tls.LoadX509KeyPair(nc.TLSCert, nc.TLSKey)
+			if err != nil {
+				return nil, usagef("--nats-tls-cert, --nats-tls-key: %v", err)
+			}
+			tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		}
 		var err error
 		m.natsServer, err = ingestnats.StartServer(ingestnats.ServerOptions{
-			Addr: nc.Listen, StoreDir: store, Logger: log,
+			Addr: nc.Listen, StoreDir: store, TLS: tlsConf, Logger: log,
 			Keys: func(ctx context.Context, edge string) (protocol.Keys, error) { return led.EdgeKeys(ctx, edge) },
 		})
 		if err != nil {

@@ -288,13 +288,18 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 }
 
 func (t *Transport) session() (*natsgo.Conn, jetstream.JetStream, func()) {
+	nc, js, _, markLost := t.sessionLost()
+	return nc, js, markLost
+}
+
+func (t *Transport) sessionLost() (*natsgo.Conn, jetstream.JetStream, <-chan struct{}, func()) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	once, lost := t.once, t.lost
 	if once == nil {
-		return nil, nil, func() {}
+		return nil, nil, nil, func() {}
 	}
-	return t.nc, t.js, func() { once.Do(func() { close(lost) }) }
+	return t.nc, t.js, lost, func() { once.Do(func() { close(lost) }) }
 }
 
 // Hello sends a hello as a request and hands the reply to onReply, so the
@@ -328,7 +333,7 @@ func (t *Transport) Hello(ctx context.Context, hello []byte) error {
 // PublishTimeout ends the session; the uplink reconnects with backoff and
 // resends from the cloud's watermark.
 func (t *Transport) Publish(ctx context.Context, seg []byte, msgID string) error {
-	nc, js, markLost := t.session()
+	nc, js, lost, markLost := t.sessionLost()
 	if nc == nil {
 		return ErrNotConnected
 	}
@@ -348,6 +353,13 @@ func (t *Transport) Publish(ctx context.Context, seg []byte, msgID string) error
 				t.log.Debug("JetStream dropped a duplicate segment", "msg_id", id)
 			}
 		case err := <-f.Err():
+			select {
+			case <-lost:
+				// The session ended first; its publishes are abandoned.
+				t.log.Debug("nats uplink publish abandoned with its session", "msg_id", id, "err", err)
+				return
+			default:
+			}
 			if errors.Is(err, natsgo.ErrNoResponders) {
 				err = fmt.Errorf("no JetStream stream takes %s (is the cloud's stream set up?): %w", t.segSubj, err)
 			}

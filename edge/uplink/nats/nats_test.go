@@ -2,9 +2,17 @@ package nats_test
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -397,4 +405,80 @@ func TestResendAfterNack(t *testing.T) {
 	if got := take(); got != "e1:x:5-6" {
 		t.Fatalf("stored %q", got)
 	}
+}
+
+// TestTLS: the transport verifies the server with --nats-ca and presents a
+// client certificate to a server that requires one.
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, caKey := mustCert(t, dir, "ca", nil, nil)
+	mustCert(t, dir, "server", ca, caKey)
+	mustCert(t, dir, "client", ca, caKey)
+	f := func(n string) string { return filepath.Join(dir, n) }
+	tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: f("server.pem"), KeyFile: f("server.key"), CaFile: f("ca.pem"), Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := MustServer(t, func(o *server.Options) { o.TLSConfig, o.TLS, o.TLSVerify = tc, true, true })
+	url := fmt.Sprintf("tls://127.0.0.1:%d", s.Addr().(*net.TCPAddr).Port)
+	mustCloud(t, url, natsgo.RootCAs(f("ca.pem")), natsgo.ClientCert(f("client.pem"), f("client.key")))
+
+	tr, r := mustConnect(t, uplinknats.Options{URL: url, Edge: "e1", Signer: signer("e1"),
+		CAFile: f("ca.pem"), CertFile: f("client.pem"), KeyFile: f("client.key")})
+	if err := tr.Hello(context.Background(), []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.list()) != 1 {
+		t.Fatal("no reply over TLS")
+	}
+	// Without the client certificate the server refuses the edge.
+	tr2, _ := uplinknats.New(uplinknats.Options{URL: url, Edge: "e1", Signer: signer("e1"), CAFile: f("ca.pem")})
+	if err := tr2.Connect(context.Background(), func([]byte) {}); err == nil {
+		_ = tr2.Close()
+		t.Fatal("connected without a client certificate")
+	}
+}
+
+// mustCert writes name.pem and name.key: a CA when parent is nil, else a
+// certificate for 127.0.0.1 signed by parent.
+func mustCert(t *testing.T, dir, name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	signerCert, signerKey := tmpl, key
+	if parent == nil {
+		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
+	} else {
+		signerCert, signerKey = parent, parentKey
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signerCert, &key.PublicKey, signerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
 }
