@@ -369,23 +369,27 @@ func (c *Consumer) acker() {
 	for {
 		select {
 		case m := <-c.acks:
-			c.doubleAck(m)
+			c.doubleAck(context.Background(), m)
 		case <-c.closing:
-			// Acks already handed over still go out.
-			for {
+			// Acks already handed over still go out, for a short while:
+			// what is not acked then comes again, and the watermark drops it.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			for ctx.Err() == nil {
 				select {
 				case m := <-c.acks:
-					c.doubleAck(m)
+					c.doubleAck(ctx, m)
 				default:
 					return
 				}
 			}
+			return
 		}
 	}
 }
 
-func (c *Consumer) doubleAck(m jetstream.Msg) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+func (c *Consumer) doubleAck(ctx context.Context, m jetstream.Msg) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := m.DoubleAck(ctx); err != nil {
 		c.ackErrs.Add(1)
