@@ -201,7 +201,7 @@ func enroll(ctx context.Context, dataDir, cloud, token string, stdout io.Writer)
 	if err := saveIdentity(dataDir, identity{Edge: r.Edge, CloudPublicKey: r.CloudPublicKey, CloudKID: r.CloudKID, Cloud: cloud}); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "enrolled as edge %s; pinned cloud key %s. Start the daemon with `edge run --cloud-mqtt tcp://<cloud>:18830`.\n", r.Edge, r.CloudKID)
+	fmt.Fprintf(stdout, "enrolled as edge %s; pinned cloud key %s. Start the daemon with `edge run --cloud-mqtt tcp://<cloud>:18830` (or `--transport nats --cloud-nats nats://<cloud>:14222`).\n", r.Edge, r.CloudKID)
 	return nil
 }
 
