@@ -51,6 +51,7 @@ type Config struct {
 	Compress       bool
 	RateBytes      int
 	AckTimeout     time.Duration
+	ReconnectMax   time.Duration
 	LogLevel       string
 	LogFormat      string
 	Config         string
@@ -106,6 +107,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.BoolVar(&c.Compress, "compress", false, "uplink: zstd-compress segments")
 	fs.IntVar(&c.RateBytes, "rate-bytes", 0, "uplink: cap in bytes per second for thin links (0: none)")
 	fs.DurationVar(&c.AckTimeout, "ack-timeout", 30*time.Second, "uplink: resend when no receipt arrives for this long")
+	fs.DurationVar(&c.ReconnectMax, "reconnect-max", 15*time.Second, "uplink: longest wait between reconnect attempts (exponential backoff with full jitter up to this); it bounds how long a restored link stays unused")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.Config, "config", "", "optional config file of 'name = value' lines (names are the flag names)")
@@ -198,7 +200,7 @@ func (m *Main) Run(ctx context.Context) error {
 		m.up, err = uplink.New(uplink.Options{
 			Transport: tr, Source: outboxSource{m.ob}, CloudKeys: protocol.NewKeyMap(cloudPub),
 			Window: c.Window, MaxSegmentBytes: c.SegmentBytes, Compress: c.Compress, RateBytes: c.RateBytes,
-			AckTimeout: c.AckTimeout, Wake: wake, Agent: "outpost-edge/" + Version, Logger: log,
+			AckTimeout: c.AckTimeout, BackoffMax: c.ReconnectMax, Wake: wake, Agent: "outpost-edge/" + Version, Logger: log,
 		})
 		if err != nil {
 			return err

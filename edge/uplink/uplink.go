@@ -128,7 +128,7 @@ func New(opts Options) (*Uplink, error) {
 		opts.BackoffBase = 500 * time.Millisecond
 	}
 	if opts.BackoffMax <= 0 {
-		opts.BackoffMax = 60 * time.Second
+		opts.BackoffMax = 15 * time.Second
 	}
 	if opts.Poll <= 0 {
 		opts.Poll = 250 * time.Millisecond
