@@ -63,6 +63,15 @@ type request struct {
 	p       *Pending
 }
 
+// call is what an AppendAsync call allocates, in one piece when it has one
+// entry, as most do.
+type call struct {
+	p    Pending
+	rq   request
+	res  [1]Result
+	prep [1]prepared
+}
+
 // prepared is what the caller's goroutine works out for an entry before the
 // loop sees it.
 type prepared struct {
@@ -81,12 +90,19 @@ type prepared struct {
 // bounds its entries in flight (the intake does, with MQTT's receive
 // maximum and HTTP's concurrency).
 func (o *Outbox) AppendAsync(entries []Entry) *Pending {
-	p := &Pending{done: make(chan struct{}), results: make([]Result, len(entries))}
+	c := &call{}
+	p, rq := &c.p, &c.rq
+	p.done = make(chan struct{})
 	if len(entries) == 0 {
 		close(p.done)
 		return p
 	}
-	rq := &request{entries: entries, prep: make([]prepared, len(entries)), p: p}
+	if len(entries) == 1 {
+		p.results, rq.prep = c.res[:], c.prep[:]
+	} else {
+		p.results, rq.prep = make([]Result, len(entries)), make([]prepared, len(entries))
+	}
+	rq.entries, rq.p = entries, p
 	for i := range entries {
 		o.prepare(&rq.prep[i], &entries[i])
 	}

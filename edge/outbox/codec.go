@@ -63,7 +63,8 @@ type template struct {
 
 // codec encodes the records of one stream.
 type codec struct {
-	t [2][2]template // [class][has body]
+	t     [2][2]template // [class][has body]
+	fixed int            // the longest template: a bound on a record's bytes beyond its strings and body
 }
 
 // newCodec builds the templates for stream, or returns nil when the
@@ -103,6 +104,7 @@ func newCodec(stream protocol.Stream) *codec {
 			}
 			slices.SortFunc(t.slots, func(a, b slot) int { return a.off - b.off })
 			c.t[class][hasBody] = t
+			c.fixed = max(c.fixed, len(t.b))
 		}
 	}
 	return c

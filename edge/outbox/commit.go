@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/outpost-edge/outpost/protocol"
@@ -41,7 +42,9 @@ type batch struct {
 	first   uint64 // seq of its first record
 	entries []batchEntry
 	recs    []kv // new records, in seq order
-	tombs   []kv // shed records' tombstones
+	keys    []byte
+	arena   []byte // recs' keys and values live here
+	tombs   []kv   // shed records' tombstones
 	cps     []kv
 	blobs   []kv
 	idxDel  [][]byte
@@ -71,6 +74,28 @@ func (b *batch) bytes() int {
 
 func (b *batch) empty() bool {
 	return len(b.recs) == 0 && len(b.tombs) == 0 && len(b.idxDel) == 0
+}
+
+// batchBufs are the buffers of a batch's records, which the builder reuses
+// once the batch is committed: allocating and zeroing them for every batch
+// costs the builder and the garbage collector more than the copying.
+type batchBufs struct {
+	keys, arena []byte
+	recs        []kv
+	entries     []batchEntry
+	undo        []dedupUndo
+}
+
+// recycle keeps a committed batch's buffers for a later one. Nothing
+// refers to them any more: bbolt let go of the keys and values with the
+// transaction, and the callers were given their Results.
+func (o *Outbox) recycle(b *batch) {
+	if len(o.spare) > maxInflight || b.recs == nil {
+		return
+	}
+	clear(b.recs)
+	clear(b.entries) // they hold the callers' strings
+	o.spare = append(o.spare, batchBufs{b.keys[:0], b.arena[:0], b.recs[:0], b.entries[:0], b.undo[:0]})
 }
 
 // run is the builder. See above.
@@ -110,6 +135,7 @@ func (o *Outbox) run() {
 			}
 			o.committed = b.st
 			o.forget(b.pruned)
+			o.recycle(b)
 			inflight = inflight[1:]
 		}
 	}
@@ -286,14 +312,14 @@ func (o *Outbox) committer(in <-chan *batch, done chan<- struct{}) {
 			o.commits++
 		}
 		o.mu.Unlock()
+		if !b.empty() {
+			o.readMapped(nil, commitReads+b.bytes())
+		}
 		o.publish(b.st, b.moved)
 		for _, rq := range b.reqs {
 			close(rq.p.done)
 		}
-		close(b.done)
-		if !b.empty() {
-			o.readMapped(nil, commitReads+b.bytes())
-		}
+		close(b.done) // the builder may reuse b's buffers from here on
 	}
 }
 
@@ -354,9 +380,10 @@ func writeBuckets(tx *bolt.Tx) buckets {
 // reader is a lazily begun read transaction for the builder's lookups of
 // committed data (dedup hits, shedding, pruning).
 type reader struct {
-	db  *bolt.DB
-	tx  *bolt.Tx
-	err error
+	db     *bolt.DB
+	tx     *bolt.Tx
+	err    error
+	shedAt *indexIter // where shed stopped, in tx
 }
 
 func (r *reader) get() (*bolt.Tx, error) {
@@ -387,6 +414,7 @@ type runBuilder struct {
 // records how to undo the latter.
 func (o *Outbox) build(reqs []*request, inflight []*batch) *batch {
 	now := o.opts.Now()
+	o.batchNow = now // the wall clock of every edge_time in the batch
 	b := &batch{gen: o.gen, reqs: reqs, done: make(chan struct{})}
 	if o.w.drainOnly && now.Before(o.w.drainRetryAt) {
 		for _, rq := range reqs {
@@ -405,15 +433,32 @@ func (o *Outbox) build(reqs []*request, inflight []*batch) *batch {
 		visible = inflight[0].first
 	}
 	cutoff := protocol.HLCFromTime(now.Add(-o.opts.DedupWindow))
-	n := 0
+	// Size the batch's buffers, and warm the dedup table (see warm).
+	n, size, blobSize := 0, 0, indexHeaderLen
 	for _, rq := range reqs {
 		n += len(rq.entries)
+		for i := range rq.entries {
+			e := &rq.entries[i]
+			size += len(e.Device) + len(e.Event.ID) + len(e.Event.Type) + len(e.Event.Body)
+			blobSize += 11 + len(e.Device) + len(e.Event.ID)
+			if rq.prep[i].err == nil {
+				o.dedup.warm(rq.prep[i].key)
+			}
+		}
 	}
-	keys := make([]byte, 0, 8*n)
-	arena := make([]byte, 0, 448*n)
-	b.recs = make([]kv, 0, n)
-	b.entries = make([]batchEntry, 0, n)
-	b.undo = make([]dedupUndo, 0, n)
+	var bufs batchBufs
+	if k := len(o.spare); k > 0 {
+		bufs, o.spare = o.spare[k-1], o.spare[:k-1]
+	}
+	keys := slices.Grow(bufs.keys, 8*n)
+	var arena []byte
+	if o.codec != nil {
+		arena = slices.Grow(bufs.arena, size+n*o.codec.fixed)
+	}
+	b.recs = slices.Grow(bufs.recs, n)
+	b.entries = slices.Grow(bufs.entries, n)
+	b.undo = slices.Grow(bufs.undo, n)
+	defer func() { b.keys, b.arena = keys, arena }()
 	var run runBuilder
 	fail := func(err error) *batch {
 		// Reading committed data failed: refuse the whole batch.
@@ -475,6 +520,9 @@ func (o *Outbox) build(reqs []*request, inflight []*batch) *batch {
 			keys = binary.BigEndian.AppendUint64(keys, seq)
 			b.recs = append(b.recs, kv{keys[len(keys)-8:], raw})
 			if run.n == 0 {
+				if run.blob == nil {
+					run.blob = make([]byte, 0, blobSize)
+				}
 				run = runBuilder{first: seq, blob: append(run.blob[:0], make([]byte, indexHeaderLen)...)}
 			}
 			run.n++
@@ -582,30 +630,41 @@ func (o *Outbox) shed(rd *reader, b *batch, st *wstate, size int64, limit uint64
 	}
 	recs := tx.Bucket(bucketRecords)
 	from := max(st.shedUpto, st.base) + 1
-	var werr error
-	err = walkIndex(tx.Bucket(bucketIndex), from, func(e *indexEntry) bool {
+	// A batch that sheds, sheds for each telemetry record it adds: the
+	// walk goes on from where the last one stopped, not from the start of
+	// that index blob.
+	it := rd.shedAt
+	if it == nil || it.e.seq != from {
+		if it, err = newIndexIter(tx.Bucket(bucketIndex), from); err != nil {
+			return err
+		}
+		rd.shedAt = it
+	}
+	for ; it.e.seq != 0; err = it.next() {
+		if err != nil {
+			return err
+		}
+		e := &it.e
 		if e.seq >= limit || st.telBytes+size <= o.opts.TelemetryQuota {
-			return false
+			return nil
 		}
 		st.shedUpto = e.seq
 		if e.class != classTelemetry {
-			return true
+			continue
 		}
 		raw := recs.Get(seqKey(e.seq))
 		if raw == nil {
-			werr = fmt.Errorf("shed: record %d is missing: %w", e.seq, ErrCorrupt)
-			return false
+			return fmt.Errorf("shed: record %d is missing: %w", e.seq, ErrCorrupt)
 		}
 		tomb, err := protocol.Tombstone(raw)
 		if err != nil {
-			werr = fmt.Errorf("shed: record %d: %w: %w", e.seq, ErrCorrupt, err)
-			return false
+			return fmt.Errorf("shed: record %d: %w: %w", e.seq, ErrCorrupt, err)
 		}
 		o.readMapped(tx, len(raw))
 		tb := tomb.Encode()
 		freed := int64(len(raw) - len(tb))
 		if freed <= 0 {
-			return true // a tombstone would be no smaller: a tiny body, or one already
+			continue // a tombstone would be no smaller: a tiny body, or one already
 		}
 		b.tombs = append(b.tombs, kv{seqKey(e.seq), tb})
 		st.telBytes -= freed
@@ -618,9 +677,8 @@ func (o *Outbox) shed(rd *reader, b *batch, st *wstate, size int64, limit uint64
 		}
 		b.shedLog.n++
 		b.shedLog.last = e.seq
-		return true
-	})
-	return errors.Join(err, werr)
+	}
+	return err
 }
 
 // indexEntryKey is a dedup table slot to forget once its blob is pruned.

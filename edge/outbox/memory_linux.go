@@ -13,10 +13,11 @@ import (
 // heap and let the collector wait for as much garbage again before it runs
 // (GOGC=100): for a backlog of a million pairs, 12 MiB of table would let
 // the heap hold 12 MiB more garbage. When the mapping fails they come from
-// the heap.
+// the heap. The pages are populated up front: the slots are spread by a
+// hash, so every page is soon written, and faulting each in costs more.
 func allocSlots(n int) ([]uint64, []byte) {
 	size := n * 8
-	mem, err := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+	mem, err := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON|syscall.MAP_POPULATE)
 	if err != nil {
 		return make([]uint64, n), nil
 	}

@@ -150,11 +150,13 @@ type Outbox struct {
 	done chan struct{} // closed when the loop has exited
 
 	// Owned by the builder goroutine (run; and by Open before it starts).
-	w         wstate // as of the last batch built
-	committed wstate // as of the last batch committed
-	gen       uint64 // batches built since the last failed commit carry it
-	hlc       protocol.HLC
-	dedup     dedupTable // hash of (device, id) -> seq; see dedup.go
+	w         wstate       // as of the last batch built
+	committed wstate       // as of the last batch committed
+	gen       uint64       // batches built since the last failed commit carry it
+	hlc       protocol.HLC // reads batchNow
+	batchNow  time.Time    // the wall clock as of the batch being built
+	spare     []batchBufs  // buffers of committed batches, to reuse
+	dedup     dedupTable   // hash of (device, id) -> seq; see dedup.go
 	// commitHook, when set (tests), runs in the committer just before each
 	// commit and fails it with its error.
 	commitHook func() error
@@ -244,7 +246,7 @@ func Open(path string, opts Options) (*Outbox, error) {
 		done:    make(chan struct{}),
 		changed: make(chan struct{}),
 	}
-	o.hlc.Now = opts.Now
+	o.hlc.Now = func() time.Time { return o.batchNow }
 	if err := o.load(); err != nil {
 		db.Close()
 		o.dedup.free()

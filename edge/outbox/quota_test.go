@@ -73,6 +73,56 @@ func TestLedgerQuota(t *testing.T) {
 	}
 }
 
+// TestTelemetryShedInOneBatch sheds many records, across index blobs and
+// past ledger records, in one group commit.
+func TestTelemetryShedInOneBatch(t *testing.T) {
+	size := readingSize(t)
+	b := MustOpen(t, func(o *outbox.Options) { o.TelemetryQuota = 20 * size })
+	for i := range 20 { // a commit, and an index blob, each
+		if r := appendReading(t, b, fmt.Sprint(i)); r.Err != nil {
+			t.Fatalf("reading %d: %v", i, r.Err)
+		}
+		if i%3 == 0 {
+			b.MustAppendN(t, "dev-1", "sale.completed", 1)
+		}
+	}
+	var es []outbox.Entry
+	for i := range 12 {
+		e := entry("dev-1", fmt.Sprint("batch-", i), "telemetry.reading")
+		e.Event.Body = body2k
+		es = append(es, e)
+	}
+	for i, r := range b.MustAppend(t, es...) {
+		if r.Err != nil {
+			t.Fatalf("batch reading %d: %v", i, r.Err)
+		}
+	}
+	st := b.State()
+	if st.Shed < 12 || st.TelemetryBytes > st.TelemetryQuota {
+		t.Fatalf("state %+v", st)
+	}
+	recs, _ := walk(t, b, 0)
+	var shed uint64
+	live := false
+	for _, raw := range recs {
+		r, err := protocol.DecodeRecord(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case r.IsTombstone() && (r.Class != protocol.ClassTelemetry || live):
+			t.Fatalf("seq %d: a %s record shed out of order", r.Seq, r.Class)
+		case r.IsTombstone():
+			shed++
+		case r.Class == protocol.ClassTelemetry:
+			live = true
+		}
+	}
+	if shed != st.Shed {
+		t.Fatalf("%d tombstones, state says %d shed", shed, st.Shed)
+	}
+}
+
 func TestTelemetryIsShedOldestFirst(t *testing.T) {
 	size := readingSize(t)
 	b := MustOpen(t, func(o *outbox.Options) { o.TelemetryQuota = 10 * size })

@@ -233,25 +233,10 @@ func (ib indexBlob) each(from uint64, fn func(e *indexEntry) bool) error {
 	p := ib.b[indexHeaderLen:]
 	var e indexEntry
 	for i := 0; i < ib.n; i++ {
-		if len(p) < 10 {
-			return fmt.Errorf("index blob for seq %d: truncated: %w", ib.first, ErrCorrupt)
-		}
 		e.seq = ib.first + uint64(i)
-		e.edgeTime = protocol.HLCTime(u64(p, 0))
-		e.class = p[8]
-		dl := int(p[9])
-		p = p[10:]
-		if len(p) < dl+1 {
+		if p = readIndexEntry(p, &e); p == nil {
 			return fmt.Errorf("index blob for seq %d: truncated: %w", ib.first, ErrCorrupt)
 		}
-		e.device = p[:dl]
-		il := int(p[dl])
-		p = p[dl+1:]
-		if len(p) < il {
-			return fmt.Errorf("index blob for seq %d: truncated: %w", ib.first, ErrCorrupt)
-		}
-		e.id = p[:il]
-		p = p[il:]
 		if e.seq < from {
 			continue
 		}
@@ -259,6 +244,77 @@ func (ib indexBlob) each(from uint64, fn func(e *indexEntry) bool) error {
 			return nil
 		}
 	}
+	return nil
+}
+
+// readIndexEntry reads the entry at the front of p into e (all but its
+// seq) and returns the rest of p, or nil when p is truncated.
+func readIndexEntry(p []byte, e *indexEntry) []byte {
+	if len(p) < 10 {
+		return nil
+	}
+	e.edgeTime = protocol.HLCTime(u64(p, 0))
+	e.class = p[8]
+	dl := int(p[9])
+	p = p[10:]
+	if len(p) < dl+1 {
+		return nil
+	}
+	e.device = p[:dl]
+	il := int(p[dl])
+	p = p[dl+1:]
+	if len(p) < il {
+		return nil
+	}
+	e.id = p[:il]
+	return p[il:]
+}
+
+// indexIter walks the index entries in seq order, across blobs, one at a
+// time. e is the current entry; e.seq is 0 past the last.
+type indexIter struct {
+	c    *bolt.Cursor
+	ib   indexBlob
+	p    []byte // the rest of ib after e
+	read int    // ib's entries read
+	e    indexEntry
+}
+
+// newIndexIter returns an iterator at the first entry with a seq of at
+// least from.
+func newIndexIter(idx *bolt.Bucket, from uint64) (*indexIter, error) {
+	it := &indexIter{c: idx.Cursor()}
+	k, v := it.c.Seek(seqKey(from))
+	err := it.load(k, v)
+	for err == nil && it.e.seq != 0 && it.e.seq < from {
+		err = it.next()
+	}
+	return it, err
+}
+
+func (it *indexIter) load(k, v []byte) error {
+	it.e = indexEntry{}
+	if k == nil {
+		return nil
+	}
+	ib, err := parseIndexBlob(keySeq(k), v)
+	if err != nil {
+		return err
+	}
+	it.ib, it.p, it.read = ib, v[indexHeaderLen:], 0
+	return it.next()
+}
+
+// next moves to the next entry.
+func (it *indexIter) next() error {
+	if it.read == it.ib.n {
+		return it.load(it.c.Next())
+	}
+	it.e.seq = it.ib.first + uint64(it.read)
+	if it.p = readIndexEntry(it.p, &it.e); it.p == nil {
+		return fmt.Errorf("index blob for seq %d: truncated: %w", it.ib.first, ErrCorrupt)
+	}
+	it.read++
 	return nil
 }
 
