@@ -329,7 +329,7 @@ func TestDedupHashCollision(t *testing.T) {
 // data and that a release takes the pages read out of the resident set.
 func TestReleaseMappedPages(t *testing.T) {
 	o, _ := mustOpen(t, nil)
-	const n = 16000 // about 6 MiB of records
+	const n = 8000 // about 3.5 MiB of records
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	wg.Add(1)
@@ -341,6 +341,7 @@ func TestReleaseMappedPages(t *testing.T) {
 				return
 			default:
 				o.readMapped(nil, releaseEvery)
+				runtime.Gosched()
 			}
 		}
 	}()
@@ -387,8 +388,8 @@ func TestReleaseMappedPages(t *testing.T) {
 	readAll()
 	before := rssFileKiB(t)
 	o.readMapped(nil, 1<<41)
-	if after := rssFileKiB(t); before-after < 4<<10 {
-		t.Errorf("file-backed RSS went from %d KiB to %d KiB; want at least 4 MiB dropped", before, after)
+	if after := rssFileKiB(t); before-after < 2<<10 {
+		t.Errorf("file-backed RSS went from %d KiB to %d KiB; want at least 2 MiB dropped", before, after)
 	}
 }
 
