@@ -12,7 +12,7 @@ failed=()
 pkgs=$("$go" list -f '{{.ImportPath}} {{.Dir}} {{join .TestGoFiles " "}} {{join .XTestGoFiles " "}}' ./... |
 	while read -r pkg dir files; do
 		[[ -n "$files" ]] || continue
-		(cd "$dir" && grep -lqE '^func Fuzz[A-Za-z0-9_]*\(' $files 2>/dev/null) && echo "$pkg"
+		if (cd "$dir" && grep -lqE '^func Fuzz[A-Za-z0-9_]*\(' $files 2>/dev/null); then echo "$pkg"; fi
 	done)
 
 for pkg in $pkgs; do
