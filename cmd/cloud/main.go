@@ -13,9 +13,6 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -70,17 +67,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "cloud: unknown command %q\n\n%s", cmd, usage)
 		return 2
 	}
-	switch {
-	case err == nil, errors.Is(err, context.Canceled):
-		return 0
-	case errors.Is(err, flag.ErrHelp):
-		return 0
-	case cli.IsUsage(err):
-		fmt.Fprintf(stderr, "cloud: %v\n", err)
-		return 2
-	}
-	fmt.Fprintf(stderr, "cloud: %v\n", err)
-	return 1
+	return cli.ExitCode("cloud", err, stderr)
 }
 
 // usagef reports a mistake in how the command was called (exit code 2).

@@ -15,9 +15,6 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -76,13 +73,5 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "edge: unknown command %q\n\n%s", cmd, usage)
 		return 2
 	}
-	switch {
-	case err == nil, errors.Is(err, context.Canceled), errors.Is(err, flag.ErrHelp):
-		return 0
-	case cli.IsUsage(err):
-		fmt.Fprintf(stderr, "edge: %v\n", err)
-		return 2
-	}
-	fmt.Fprintf(stderr, "edge: %v\n", err)
-	return 1
+	return cli.ExitCode("edge", err, stderr)
 }

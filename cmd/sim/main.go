@@ -16,12 +16,11 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/outpost-edge/outpost/internal/cli"
 )
 
 func main() {
@@ -41,10 +40,8 @@ Scenarios (sim run --scenario):
 Run 'sim <command> --help' for the flags of a command.
 `
 
-// usageError is a mistake in how the command was called (exit code 2).
-type usageError struct{ error }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+// usagef reports a mistake in how the command was called (exit code 2).
+var usagef = cli.Usagef
 
 // errFailed is a verdict that failed (exit code 1, after the verdict was
 // printed).
@@ -59,7 +56,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	ctx, stop := signalContext(stderr)
+	ctx, stop := cli.SignalContext("sim")
 	defer stop()
 	var err error
 	switch cmd := args[0]; cmd {
@@ -78,40 +75,13 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
 	case errors.Is(err, errFailed):
-		return 1
-	case errors.As(err, new(usageError)):
-		fmt.Fprintf(stderr, "sim: %v\n", err)
-		return 2
+		return 1 // the verdict said why
 	case errors.Is(err, context.Canceled):
 		fmt.Fprintln(stderr, "sim: interrupted; stopped everything it started")
 		return 130
 	}
-	fmt.Fprintf(stderr, "sim: %v\n", err)
-	return 1
-}
-
-// signalContext is cancelled by the first SIGINT or SIGTERM, which stops
-// the run and cleans up; a second one exits at once (the children die
-// with the simulator: they get SIGKILL from the kernel).
-func signalContext(stderr io.Writer) (context.Context, func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan os.Signal, 2)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		select {
-		case <-ch:
-			cancel()
-		case <-ctx.Done():
-			return
-		}
-		<-ch
-		fmt.Fprintln(stderr, "sim: second signal, exiting now")
-		os.Exit(1)
-	}()
-	return ctx, func() { signal.Stop(ch); cancel() }
+	return cli.ExitCode("sim", err, stderr)
 }
 
 // isTerminal reports whether f is a terminal.

@@ -6,6 +6,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -65,4 +66,19 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(w, o)), nil
 	}
 	return nil, Usagef("--log-format %q: want text or json", format)
+}
+
+// ExitCode maps a command's error to its exit status, printing it to
+// stderr prefixed by name: 0 for success, a cancelled context (a signal)
+// or --help; 2 for a usage error; 1 for anything else.
+func ExitCode(name string, err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, context.Canceled), errors.Is(err, flag.ErrHelp):
+		return 0
+	case IsUsage(err):
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 2
+	}
+	fmt.Fprintf(stderr, "%s: %v\n", name, err)
+	return 1
 }
