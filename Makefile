@@ -56,3 +56,10 @@ demo: build
 
 soak: build
 	bin/sim run --scenario soak --duration $(SOAK_DURATION) --hold no $(SOAKFLAGS)
+
+## soak-crash: the outbox's kill -9 crash test with CRASH_ITERATIONS kills
+## (make test runs 50). Not part of `make test`.
+CRASH_ITERATIONS ?= 500
+.PHONY: soak-crash
+soak-crash:
+	OUTPOST_CRASH_ITERATIONS=$(CRASH_ITERATIONS) $(GO) test -count=1 -timeout 60m -run '^TestCrashRecovery$$' -v ./edge/outbox/
