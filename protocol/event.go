@@ -85,6 +85,15 @@ func dottedLower(t string) bool {
 	return !start && segs >= 2
 }
 
+// CheckTS checks a device time in Unix milliseconds: 1970-01-01 to
+// 9999-12-31, the range every record's ts must be in.
+func CheckTS(ms int64) error {
+	if ms < minTSms || ms > maxTSms {
+		return fieldf("ts", "%d ms is outside 1970-01-01 to 9999-12-31", ms)
+	}
+	return nil
+}
+
 // minTS and maxTS bound a device timestamp: 1970-01-01 to 9999-12-31.
 const (
 	minTSms = 0

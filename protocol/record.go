@@ -152,6 +152,12 @@ func (r *Record) check() error {
 	if err := ValidateType(r.Type); err != nil {
 		return err
 	}
+	if err := CheckTS(r.TS); err != nil {
+		return err
+	}
+	if ms := int64(r.EdgeTime >> hlcLogicalBits); ms > maxTSms {
+		return fieldf("edge_time", "%d ms is after 9999-12-31", ms)
+	}
 	if r.Class != ClassOf(r.Type) {
 		return fieldf("class", "is %q; type %q has class %q", r.Class, r.Type, ClassOf(r.Type))
 	}

@@ -48,8 +48,8 @@ var (
 	zdecOnce sync.Once
 )
 
-// EncodeSegment encodes s, zstd-compressed when compress is true. It refuses
-// a segment over MaxSegmentBytes (checked before and after compression).
+// EncodeSegment encodes s, zstd-compressed when compress is true and that
+// makes it smaller. It refuses a segment over MaxSegmentBytes.
 func EncodeSegment(s *Segment, compress bool) ([]byte, error) {
 	if err := s.check(); err != nil {
 		return nil, err
@@ -68,7 +68,11 @@ func EncodeSegment(s *Segment, compress bool) ([]byte, error) {
 			panic(err)
 		}
 	})
-	return zenc.EncodeAll(b, make([]byte, 0, len(b)/2)), nil
+	z := zenc.EncodeAll(b, make([]byte, 0, len(b)/2))
+	if len(z) >= len(b) {
+		return b, nil // incompressible: the plain form is smaller, and within the cap
+	}
+	return z, nil
 }
 
 // DecodeSegment decodes a segment, decompressing it first if it is a zstd

@@ -166,6 +166,9 @@ func checkEntry(e *Entry) error {
 	if err := validateType(e.Event.Type); err != nil {
 		return err
 	}
+	if err := protocol.CheckTS(e.Event.TS.UnixMilli()); err != nil {
+		return err
+	}
 	if b := e.Event.Body; len(b) > 0 {
 		if len(b) > protocol.MaxBodyBytes {
 			return fmt.Errorf("body is %d bytes; the limit is %d", len(b), protocol.MaxBodyBytes)

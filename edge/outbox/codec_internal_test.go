@@ -108,7 +108,7 @@ func TestCheckBodyNesting(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		e := Entry{Device: "d", Event: protocol.Event{ID: "x", Type: "a.b", Body: body}}
+		e := Entry{Device: "d", Event: protocol.Event{ID: "x", Type: "a.b", TS: time.UnixMilli(1), Body: body}}
 		if _, err := protocol.DecodeRecord(encodeRecord(testStream(), &e, 1, 1, protocol.Hash{})); err != nil {
 			t.Fatalf("depth %d accepted, but the record does not decode: %v", depth, err)
 		}
@@ -143,7 +143,7 @@ func TestCheckBody(t *testing.T) {
 			t.Errorf("%s: %v", tc.name, err)
 		}
 		if err == nil {
-			e := Entry{Device: "d", Event: protocol.Event{ID: "x", Type: "a.b", Body: tc.body}}
+			e := Entry{Device: "d", Event: protocol.Event{ID: "x", Type: "a.b", TS: time.UnixMilli(1), Body: tc.body}}
 			if _, err := protocol.DecodeRecord(encodeRecord(testStream(), &e, 1, 1, protocol.Hash{})); err != nil {
 				t.Errorf("%s: accepted, but the record does not decode: %v", tc.name, err)
 			}
