@@ -88,6 +88,7 @@ type Stats struct {
 	CommitErrs  uint64 `json:"commit_errors"`
 	ReplyErrs   uint64 `json:"reply_errors"`
 	Hellos      uint64 `json:"hellos"`
+	Overflow    uint64 `json:"segments_overflow"` // refused by Offer: the queue stayed full
 }
 
 // Service is the ingest pipeline.
@@ -98,6 +99,7 @@ type Service struct {
 
 	segments, batches, committed, records, duplicates, gaps atomic.Uint64
 	quarantined, malformed, commitErrs, replyErrs, hellos   atomic.Uint64
+	overflow                                                atomic.Uint64
 
 	wg sync.WaitGroup
 }
@@ -146,7 +148,7 @@ func (s *Service) Stats() Stats {
 		Segments: s.segments.Load(), Batches: s.batches.Load(), Committed: s.committed.Load(),
 		Records: s.records.Load(), Duplicates: s.duplicates.Load(), Gaps: s.gaps.Load(),
 		Quarantined: s.quarantined.Load(), Malformed: s.malformed.Load(), CommitErrs: s.commitErrs.Load(),
-		ReplyErrs: s.replyErrs.Load(), Hellos: s.hellos.Load(),
+		ReplyErrs: s.replyErrs.Load(), Hellos: s.hellos.Load(), Overflow: s.overflow.Load(),
 	}
 }
 
@@ -165,7 +167,7 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // Handle queues a delivery. It blocks while the queue is full, which is how
-// backpressure reaches the broker (and through it the edges).
+// backpressure reaches a pull-based transport (and through it the edges).
 func (s *Service) Handle(ctx context.Context, d Delivery) error {
 	s.segments.Add(1)
 	select {
@@ -173,6 +175,32 @@ func (s *Service) Handle(ctx context.Context, d Delivery) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// Offer queues a delivery, waiting at most wait for room. It is for push
+// transports whose receive loop must not block for long (an MQTT client
+// that stops reading also stops answering pings). When the queue stays
+// full it returns false: the caller acks the message to free the broker's
+// in-flight slot, and the edge, which has no receipt for it, resends it
+// after its ack timeout. Nothing is lost; the edge still holds the records.
+func (s *Service) Offer(ctx context.Context, d Delivery, wait time.Duration) (bool, error) {
+	s.segments.Add(1)
+	select {
+	case s.queue <- &item{d: d}:
+		return true, nil
+	default:
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case s.queue <- &item{d: d}:
+		return true, nil
+	case <-t.C:
+		s.overflow.Add(1)
+		return false, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
 	}
 }
 
@@ -237,7 +265,9 @@ func (s *Service) gather(ctx context.Context, parked []*item) ([]*item, bool) {
 	// segments arrive to try it with.
 	delay := s.o.MaxDelay
 	if len(parked) > 0 {
-		delay = max(delay, 20*time.Millisecond)
+		// Each retry verifies and runs a commit transaction: a few per
+		// second are enough for a gap that another worker is filling.
+		delay = max(delay, 100*time.Millisecond)
 	}
 	t := time.NewTimer(delay)
 	defer t.Stop()
@@ -282,24 +312,9 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 	if len(inputs) == 0 {
 		return nil
 	}
-	var outs []ledger.Outcome
-	for attempt := 0; ; attempt++ {
-		var err error
-		outs, err = s.o.Ledger.Commit(ctx, inputs)
-		if err == nil {
-			break
-		}
-		s.commitErrs.Add(1)
-		if ctx.Err() != nil {
-			return nil // not acked: the broker redelivers
-		}
-		d := min(5*time.Second, 50*time.Millisecond<<min(attempt, 7))
-		s.log.Error("commit failed; retrying the batch", "segments", len(inputs), "err", err, "retry_in", d)
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-			return nil
-		}
+	outs, ok := s.commit(ctx, inputs)
+	if !ok {
+		return nil // shutting down: not acked, the broker redelivers
 	}
 	s.batches.Add(1)
 	if s.o.AfterCommit != nil {
@@ -361,6 +376,51 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 		ack(it)
 	}
 	return parked
+}
+
+// commit commits inputs, retrying with backoff while the database is
+// unavailable. When the database refuses the data itself (a permanent
+// error), running the batch again would fail forever and hold up every
+// edge in it: the inputs are then committed one by one, and the one that
+// fails is refused with a malformed nack. ok is false only when ctx ends.
+func (s *Service) commit(ctx context.Context, inputs []ledger.Input) (outs []ledger.Outcome, ok bool) {
+	for attempt := 0; ; attempt++ {
+		var err error
+		outs, err = s.o.Ledger.Commit(ctx, inputs)
+		if err == nil {
+			return outs, true
+		}
+		s.commitErrs.Add(1)
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		if ledger.Permanent(err) {
+			if len(inputs) == 1 {
+				seg := inputs[0].Segment
+				s.log.Error("the database refused a segment's records; refusing the segment", "edge", inputs[0].TopicEdge,
+					"first", seg.First, "last", seg.Last, "err", err)
+				return []ledger.Outcome{{Kind: ledger.KindQuarantined, Watermark: ledger.Watermark{Stream: seg.Stream()},
+					Code: protocol.NackMalformed, Reason: "the ledger refused the records: " + err.Error()}}, true
+			}
+			s.log.Error("the database refused a batch; committing its segments one by one", "segments", len(inputs), "err", err)
+			outs = make([]ledger.Outcome, 0, len(inputs))
+			for i := range inputs {
+				o, ok := s.commit(ctx, inputs[i:i+1])
+				if !ok {
+					return nil, false
+				}
+				outs = append(outs, o...)
+			}
+			return outs, true
+		}
+		d := min(5*time.Second, 50*time.Millisecond<<min(attempt, 7))
+		s.log.Error("commit failed; retrying the batch", "segments", len(inputs), "err", err, "retry_in", d)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
 }
 
 func (s *Service) reply(ctx context.Context, it *item, msg []byte) {

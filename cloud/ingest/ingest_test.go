@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/protocol"
@@ -30,6 +32,7 @@ type fakeLedger struct {
 	failures int
 	calls    int
 	batches  [][]ledger.Input
+	poison   string // a batch holding this edge's segment fails as Postgres refusing the data
 }
 
 func (f *fakeLedger) Commit(ctx context.Context, batch []ledger.Input) ([]ledger.Outcome, error) {
@@ -39,6 +42,11 @@ func (f *fakeLedger) Commit(ctx context.Context, batch []ledger.Input) ([]ledger
 	if f.failures > 0 {
 		f.failures--
 		return nil, errors.New("database unavailable")
+	}
+	for _, in := range batch {
+		if f.poison != "" && in.Segment.Edge == f.poison {
+			return nil, &pgconn.PgError{Code: "22008", Message: "timestamp out of range"}
+		}
 	}
 	f.batches = append(f.batches, batch)
 	out := make([]ledger.Outcome, len(batch))
@@ -269,5 +277,30 @@ func TestMalformedAndHello(t *testing.T) {
 	}
 	if _, err := svc.Hello(context.Background(), "e2", protocol.EncodeHello(protocol.Hello{Edge: "e1", Epoch: ep})); err == nil {
 		t.Fatal("a hello naming another edge than its topic was answered")
+	}
+}
+
+// A segment whose records the database refuses (a data error, not an
+// outage) is refused alone; the other segments of its batch commit.
+func TestPoisonSegmentIsolated(t *testing.T) {
+	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}, poison: "bad"}
+	svc, cloud := start(t, fl, func(o *ingest.Options) { o.MaxDelay = 200 * time.Millisecond })
+	edge := signer("edge")
+	rp := &replies{msgs: map[string][][]byte{}}
+	var wg sync.WaitGroup
+	for _, e := range []string{"e1", "bad", "e2"} {
+		wg.Add(1)
+		st := protocol.Stream{Edge: e, Epoch: protocol.Epoch{1}}
+		_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: e, Payload: seg(t, edge, st, 1, 5), Replier: rp, Ack: wg.Done})
+	}
+	wg.Wait()
+	keys := protocol.NewKeyMap(cloud.Public())
+	for _, e := range []string{"e1", "e2"} {
+		if reps := rp.verified(t, e, keys); len(reps) != 1 || reps[0].Receipt == nil || reps[0].Receipt.HWM != 5 {
+			t.Fatalf("%s: replies %+v", e, reps)
+		}
+	}
+	if reps := rp.verified(t, "bad", keys); len(reps) != 1 || reps[0].Nack == nil || reps[0].Nack.Code != protocol.NackMalformed {
+		t.Fatalf("bad: replies %+v", reps)
 	}
 }

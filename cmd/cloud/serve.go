@@ -400,6 +400,7 @@ func registerMetrics(reg *prometheus.Registry, svc *ingest.Service, led *ledger.
 	counter("commit_errors_total", "Failed commit attempts (retried).", func(s ingest.Stats) uint64 { return s.CommitErrs })
 	counter("reply_errors_total", "Receipts or nacks that could not be published.", func(s ingest.Stats) uint64 { return s.ReplyErrs })
 	counter("hellos_total", "Hellos answered.", func(s ingest.Stats) uint64 { return s.Hellos })
+	counter("segments_overflow_total", "Segments left for their edge to resend because the ingest queue stayed full.", func(s ingest.Stats) uint64 { return s.Overflow })
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_ledger_gaps_total", Help: "Commit outcomes that were gaps (before any gap wait)."},
 		func() float64 { return float64(led.Stats().Gaps) }))
 }

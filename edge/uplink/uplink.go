@@ -40,6 +40,8 @@ type Source interface {
 	Stream() protocol.Stream
 	// LastSeq is the seq of the newest durable record (0 when empty).
 	LastSeq() uint64
+	// AckedSeq is the watermark of the last receipt the source trimmed to.
+	AckedSeq() uint64
 	// Segment returns records from..k, ending on a checkpoint, in at most
 	// maxBytes; nil when there is no record at from yet.
 	Segment(from uint64, maxBytes int) (*protocol.Segment, error)
@@ -372,6 +374,11 @@ func (u *Uplink) hello(ctx context.Context, replies <-chan []byte) (uint64, erro
 				continue // a nack from the previous session, or noise
 			}
 			rc := *r.Receipt
+			if rc.HWM < src.AckedSeq() {
+				// A receipt from before this hello (several cloud workers
+				// answer independently): the hello's own answer follows.
+				continue
+			}
 			if rc.HWM > src.LastSeq() {
 				u.countForged("receipt hwm %d is beyond the local head %d", rc.HWM, src.LastSeq())
 				continue

@@ -68,6 +68,8 @@ func (m *memSource) LastSeq() uint64 {
 	defer m.mu.Unlock()
 	return m.last
 }
+func (m *memSource) AckedSeq() uint64 { return m.Trimmed() }
+
 func (m *memSource) Trimmed() uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -64,7 +64,7 @@ func New(opts Options) (*Consumer, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Consumer{o: opts, log: opts.Logger.With("component", "ingest-mqtt", "broker", opts.Broker), hellos: make(chan struct{}, 16)}, nil
+	return &Consumer{o: opts, log: opts.Logger.With("component", "ingest-mqtt", "broker", opts.Broker), hellos: make(chan struct{}, 64)}, nil
 }
 
 // Run connects and consumes until ctx ends, reconnecting as needed.
@@ -131,15 +131,24 @@ func (c *Consumer) onMessage(ctx context.Context, m paho.Message) {
 	}
 	switch t.Kind {
 	case protocol.KindSegment:
-		payload := m.Payload()
-		if err := c.o.Service.Handle(ctx, ingest.Delivery{TopicEdge: t.ID, Payload: payload, Replier: c, Ack: m.Ack}); err != nil {
-			return // shutting down: not acked
+		// paho runs this callback on its only receive goroutine: it must
+		// not block for long, or PUBACKs and pings stop being read.
+		ok, err := c.o.Service.Offer(ctx, ingest.Delivery{TopicEdge: t.ID, Payload: m.Payload(), Replier: c, Ack: m.Ack}, time.Second)
+		switch {
+		case err != nil:
+			return // shutting down: not acked, the broker redelivers or the edge resends
+		case !ok:
+			c.log.Warn("ingest queue full: a segment is left for its edge to resend", "edge", t.ID)
+			m.Ack()
 		}
 	case protocol.KindHello:
 		m.Ack()
 		select {
 		case c.hellos <- struct{}{}:
-		case <-ctx.Done():
+		default:
+			// Too many hellos at once (a whole fleet reconnecting): the
+			// edge asks again after its hello timeout.
+			c.log.Warn("too many hellos in flight; one is left for its edge to repeat", "edge", t.ID)
 			return
 		}
 		go func() {

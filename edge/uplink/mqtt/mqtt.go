@@ -118,6 +118,9 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 	}
 	c := paho.NewClient(opts)
 	if err := wait(ctx, c.Connect(), t.o.ConnectTimeout); err != nil {
+		// A connect that completes late must not take over the client id
+		// from the next session.
+		go c.Disconnect(0)
 		return fmt.Errorf("connect to %s: %w", t.o.Broker, err)
 	}
 	sub := c.Subscribe(t.rcpt, 1, func(_ paho.Client, m paho.Message) { onReply(m.Payload()) })
