@@ -47,8 +47,7 @@ type Transport struct {
 
 	mu     sync.Mutex
 	client paho.Client
-	lost   chan struct{}
-	once   *sync.Once
+	ended  *uplink.Ended
 }
 
 var _ uplink.Transport = (*Transport)(nil)
@@ -90,10 +89,7 @@ func New(opts Options) (*Transport, error) {
 
 // Connect opens a session and subscribes to the receipt topic.
 func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
-	lost := make(chan struct{})
-	once := new(sync.Once)
-	markLost := func() { once.Do(func() { close(lost) }) }
-
+	ended := uplink.NewEnded()
 	opts := paho.NewClientOptions().
 		AddBroker(t.o.Broker).
 		SetClientID("outpost-edge-" + t.o.Edge).
@@ -111,7 +107,7 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 		}).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			t.o.Logger.Warn("mqtt uplink connection lost", "err", err)
-			markLost()
+			ended.End()
 		})
 	if t.o.TLS != nil {
 		opts.SetTLSConfig(t.o.TLS)
@@ -129,26 +125,25 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 		return fmt.Errorf("subscribe %s: %w", t.rcpt, err)
 	}
 	t.mu.Lock()
-	t.client, t.lost, t.once = c, lost, once
+	t.client, t.ended = c, ended
 	t.mu.Unlock()
 	return nil
 }
 
-func (t *Transport) session() (paho.Client, func()) {
+func (t *Transport) session() (paho.Client, *uplink.Ended) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	once, lost := t.once, t.lost
-	return t.client, func() { once.Do(func() { close(lost) }) }
+	return t.client, t.ended
 }
 
 // Hello publishes a hello at QoS 1 and waits for the broker's PUBACK.
 func (t *Transport) Hello(ctx context.Context, hello []byte) error {
-	c, markLost := t.session()
+	c, ended := t.session()
 	if c == nil {
 		return errors.New("not connected")
 	}
 	if err := wait(ctx, c.Publish(t.helloTopic, 1, false, hello), t.o.PublishTimeout); err != nil {
-		markLost()
+		ended.End()
 		return err
 	}
 	return nil
@@ -158,7 +153,7 @@ func (t *Transport) Hello(ctx context.Context, hello []byte) error {
 // flight at once. A PUBACK that does not come within PublishTimeout ends
 // the session.
 func (t *Transport) Publish(ctx context.Context, seg []byte, _ string) error {
-	c, markLost := t.session()
+	c, ended := t.session()
 	if c == nil {
 		return errors.New("not connected")
 	}
@@ -166,7 +161,7 @@ func (t *Transport) Publish(ctx context.Context, seg []byte, _ string) error {
 	go func() {
 		if !tok.WaitTimeout(t.o.PublishTimeout) || tok.Error() != nil {
 			t.o.Logger.Warn("mqtt uplink publish not acknowledged", "err", tok.Error(), "timeout", t.o.PublishTimeout)
-			markLost()
+			ended.End()
 		}
 	}()
 	return nil
@@ -176,20 +171,15 @@ func (t *Transport) Publish(ctx context.Context, seg []byte, _ string) error {
 func (t *Transport) Lost() <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.lost == nil {
-		c := make(chan struct{})
-		close(c)
-		return c
-	}
-	return t.lost
+	return t.ended.Done()
 }
 
 // Close disconnects, waiting briefly for in-flight work.
 func (t *Transport) Close() error {
-	c, markLost := t.session()
+	c, ended := t.session()
 	if c != nil {
 		c.Disconnect(250)
-		markLost()
+		ended.End()
 	}
 	t.mu.Lock()
 	t.client = nil

@@ -93,8 +93,7 @@ type Transport struct {
 	mu      sync.Mutex
 	nc      *natsgo.Conn
 	js      jetstream.JetStream
-	lost    chan struct{}
-	once    *sync.Once
+	ended   *uplink.Ended
 	onReply func([]byte)
 
 	idMu  sync.Mutex        // guards nacks and sent; never held with mu
@@ -214,9 +213,7 @@ func New(opts Options) (*Transport, error) {
 // Connect opens a connection, without reconnects, and subscribes to the
 // receipt subject.
 func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
-	lost := make(chan struct{})
-	once := new(sync.Once)
-	markLost := func() { once.Do(func() { close(lost) }) }
+	ended := uplink.NewEnded()
 	opts := append([]natsgo.Option{
 		natsgo.Name("outpost-edge-" + t.o.Edge),
 		natsgo.CustomInboxPrefix(InboxPrefix(t.o.Edge)),
@@ -228,9 +225,9 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 			if err != nil { // nil when the uplink closed it
 				t.log.Warn("nats uplink connection lost", "err", err)
 			}
-			markLost()
+			ended.End()
 		}),
-		natsgo.ClosedHandler(func(*natsgo.Conn) { markLost() }),
+		natsgo.ClosedHandler(func(*natsgo.Conn) { ended.End() }),
 		natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) {
 			// Permission violations and slow consumer reports land here.
 			t.log.Warn("nats uplink: server reported an error", "err", err)
@@ -281,7 +278,7 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	t.mu.Lock()
-	t.nc, t.js, t.lost, t.once, t.onReply = nc, js, lost, once, onReply
+	t.nc, t.js, t.ended, t.onReply = nc, js, ended, onReply
 	t.mu.Unlock()
 	t.log.Debug("nats uplink connected", "server", nc.ConnectedUrlRedacted(), "max_payload", nc.MaxPayload())
 	return nil
@@ -295,11 +292,7 @@ func (t *Transport) session() (*natsgo.Conn, jetstream.JetStream, func()) {
 func (t *Transport) sessionLost() (*natsgo.Conn, jetstream.JetStream, <-chan struct{}, func()) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	once, lost := t.once, t.lost
-	if once == nil {
-		return nil, nil, nil, func() {}
-	}
-	return t.nc, t.js, lost, func() { once.Do(func() { close(lost) }) }
+	return t.nc, t.js, t.ended.Done(), t.ended.End
 }
 
 // Hello sends a hello as a request and hands the reply to onReply, so the
@@ -411,12 +404,7 @@ func (t *Transport) publishID(msgID string) string {
 func (t *Transport) Lost() <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.lost == nil {
-		c := make(chan struct{})
-		close(c)
-		return c
-	}
-	return t.lost
+	return t.ended.Done()
 }
 
 // Close ends the session. Unacknowledged publishes are abandoned: the
