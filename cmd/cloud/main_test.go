@@ -1,0 +1,74 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// TestServeInProcess drives `cloud serve` in-process: it starts on free
+// ports, becomes ready, and stops cleanly when its context ends.
+func TestServeInProcess(t *testing.T) {
+	var logs bytes.Buffer
+	m := NewMain(&logs, &logs)
+	dir := t.TempDir()
+	if err := m.ParseFlags([]string{"--database-url", pgtest.New(t), "--migrate", "--data-dir", filepath.Join(dir, "cloud"),
+		"--http", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--log-level", "warn"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	select {
+	case <-m.Ready:
+	case err := <-done:
+		t.Fatalf("serve stopped: %v\n%s", err, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve not ready within 30s")
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + m.APIAddr() + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz never 200: %v\n%s", err, logs.String())
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve returned %v", err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := Run([]string{"serve", "--log-level", "loud", "--database-url", "postgres://x"}, &out, &errb); code != 2 {
+		t.Fatalf("exit %d, want 2: %s", code, errb.String())
+	}
+	if !strings.Contains(errb.String(), "--log-level") {
+		t.Fatalf("message %q does not name the flag", errb.String())
+	}
+	if code := Run([]string{"serve", "--data-dir", t.TempDir()}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--database-url") {
+		t.Fatalf("no database: exit %d, %q", code, errb.String())
+	}
+	if code := Run([]string{"nope"}, &out, &errb); code != 2 {
+		t.Fatalf("unknown command: exit %d", code)
+	}
+}
