@@ -105,6 +105,10 @@ type Uplink struct {
 	dropped atomic.Uint64
 }
 
+// RefusedHold is how long the uplink holds its backlog after a nack saying
+// the cloud does not know or has revoked the edge's key.
+const RefusedHold = 10 * time.Minute
+
 // errLost ends a session whose transport went away.
 var errLost = errors.New("uplink session lost")
 
@@ -340,7 +344,15 @@ func (u *Uplink) session(ctx context.Context) (progressed bool, err error) {
 					next, flight = max(n.HWM, acked)+1, nil
 					u.update(func(s *Stats) { s.Rewinds++; s.NextSeq = next; s.InFlight = 0 })
 				}
-				if n.Code != protocol.NackGap {
+				switch n.Code {
+				case protocol.NackGap:
+				case protocol.NackRevoked, protocol.NackUnknown:
+					// Only an operator can change this (register or
+					// re-enroll the edge). Ask again rarely: each refused
+					// segment is kept in the cloud's quarantine.
+					u.log.Error("the cloud does not accept this edge's key; holding the backlog", "code", n.Code.String(), "reason", n.Reason, "retry_in", RefusedHold)
+					holdUntil = u.o.Now().Add(RefusedHold)
+				default:
 					nackBackoff = min(u.o.BackoffMax, max(u.o.BackoffBase, 2*nackBackoff))
 					holdUntil = u.o.Now().Add(nackBackoff)
 				}
