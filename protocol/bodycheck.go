@@ -8,21 +8,24 @@ import (
 	"unicode/utf8"
 )
 
-// checkBody checks that b is one CBOR map holding only the JSON data model:
+// CheckBody checks that b is one CBOR map holding only the JSON data model:
 // maps with text keys and no duplicates, arrays, text, integers, finite
 // floats, booleans and null; no byte strings, tags, undefined or indefinite
-// lengths, and nesting within MaxNesting. It walks the bytes without
-// decoding them into values: it runs for every record the cloud verifies.
-func checkBody(b []byte) error {
+// lengths, with the decoder's limits on sizes and on nesting (counting the
+// record or event map the body sits in). It walks the bytes without
+// decoding them into values and builds no error text unless it refuses: it
+// runs for every record the edge stores and the cloud verifies. Every body
+// it accepts makes a record that DecodeRecord accepts.
+func CheckBody(b []byte) error {
 	if len(b) > MaxBodyBytes {
 		return fieldf("body", "is %d bytes; the limit is %d", len(b), MaxBodyBytes)
 	}
 	if len(b) == 0 || b[0]>>5 != 5 {
 		return fieldf("body", "must be a CBOR map")
 	}
-	rest, err := walkJSONModel(b, "body", 1)
+	rest, err := walkJSONModel(b, 2)
 	if err != nil {
-		return err
+		return prefixField("body", err)
 	}
 	if len(rest) != 0 {
 		return fieldf("body", "has %d bytes after the map", len(rest))
@@ -30,10 +33,12 @@ func checkBody(b []byte) error {
 	return nil
 }
 
+func checkBody(b []byte) error { return CheckBody(b) }
+
 // cborHead reads a data item's head: major type, argument, and the rest.
-func cborHead(b []byte, path string) (major byte, arg uint64, info byte, rest []byte, err error) {
+func cborHead(b []byte) (major byte, arg uint64, info byte, rest []byte, err error) {
 	if len(b) == 0 {
-		return 0, 0, 0, nil, fieldf(path, "truncated CBOR")
+		return 0, 0, 0, nil, fieldf("", "truncated CBOR")
 	}
 	major, info = b[0]>>5, b[0]&0x1f
 	b = b[1:]
@@ -49,15 +54,18 @@ func cborHead(b []byte, path string) (major byte, arg uint64, info byte, rest []
 	case info == 27 && len(b) >= 8:
 		return major, binary.BigEndian.Uint64(b), info, b[8:], nil
 	case info == 31:
-		return 0, 0, 0, nil, fieldf(path, "indefinite-length items are not allowed")
+		return 0, 0, 0, nil, fieldf("", "indefinite-length items are not allowed")
 	case info >= 28:
-		return 0, 0, 0, nil, fieldf(path, "malformed CBOR (reserved additional information %d)", info)
+		return 0, 0, 0, nil, fieldf("", "malformed CBOR (reserved additional information %d)", info)
 	}
-	return 0, 0, 0, nil, fieldf(path, "truncated CBOR")
+	return 0, 0, 0, nil, fieldf("", "truncated CBOR")
 }
 
-func walkJSONModel(b []byte, path string, depth int) ([]byte, error) {
-	major, arg, info, rest, err := cborHead(b, path)
+// walkJSONModel checks one data item at nesting depth and returns the bytes
+// after it. Its errors name the field relative to the item; callers prefix
+// their own key on the way out, so a body that passes costs no strings.
+func walkJSONModel(b []byte, depth int) ([]byte, error) {
+	major, arg, info, rest, err := cborHead(b)
 	if err != nil {
 		return nil, err
 	}
@@ -66,54 +74,54 @@ func walkJSONModel(b []byte, path string, depth int) ([]byte, error) {
 		return rest, nil
 	case 1: // negative integers: -1-arg must fit an int64
 		if arg > math.MaxInt64 {
-			return nil, fieldf(path, "negative integer below the int64 range")
+			return nil, fieldf("", "negative integer below the int64 range")
 		}
 		return rest, nil
 	case 2:
-		return nil, fieldf(path, "byte strings are not allowed: bodies hold the JSON data model only")
+		return nil, fieldf("", "byte strings are not allowed: bodies hold the JSON data model only")
 	case 3:
 		if arg > uint64(len(rest)) {
-			return nil, fieldf(path, "truncated text")
+			return nil, fieldf("", "truncated text")
 		}
 		if !utf8.Valid(rest[:arg]) {
-			return nil, fieldf(path, "text is not valid UTF-8")
+			return nil, fieldf("", "text is not valid UTF-8")
 		}
 		return rest[arg:], nil
 	case 4, 5:
 		if depth > MaxNesting {
-			return nil, fieldf(path, "nesting is deeper than %d", MaxNesting)
+			return nil, fieldf("", "nesting is deeper than %d", MaxNesting)
 		}
 		if major == 4 {
 			if arg > maxArrayElems {
-				return nil, fieldf(path, "has %d elements; the limit is %d", arg, maxArrayElems)
+				return nil, fieldf("", "has %d elements; the limit is %d", arg, maxArrayElems)
 			}
 			for i := uint64(0); i < arg; i++ {
-				if rest, err = walkJSONModel(rest, path+"[]", depth+1); err != nil {
-					return nil, err
+				if rest, err = walkJSONModel(rest, depth+1); err != nil {
+					return nil, prefixField(fmt.Sprintf("[%d]", i), err)
 				}
 			}
 			return rest, nil
 		}
 		if arg > maxMapPairs {
-			return nil, fieldf(path, "has %d keys; the limit is %d", arg, maxMapPairs)
+			return nil, fieldf("", "has %d keys; the limit is %d", arg, maxMapPairs)
 		}
 		var prev []byte
 		var seen map[string]bool // only when keys are out of canonical order
 		for i := uint64(0); i < arg; i++ {
-			km, klen, _, krest, err := cborHead(rest, path)
+			km, klen, _, krest, err := cborHead(rest)
 			if err != nil {
 				return nil, err
 			}
 			if km != 3 {
-				return nil, fieldf(path, "map keys must be text")
+				return nil, fieldf("", "map keys must be text")
 			}
 			if klen > uint64(len(krest)) {
-				return nil, fieldf(path, "truncated key")
+				return nil, fieldf("", "truncated key")
 			}
 			key := rest[:len(rest)-len(krest)+int(klen)] // the key's whole encoding
 			name := krest[:klen]
 			if !utf8.Valid(name) {
-				return nil, fieldf(path, "key is not valid UTF-8")
+				return nil, fieldf("", "key is not valid UTF-8")
 			}
 			switch {
 			case seen == nil && (prev == nil || bytes.Compare(key, prev) > 0):
@@ -126,17 +134,17 @@ func walkJSONModel(b []byte, path string, depth int) ([]byte, error) {
 					}
 				}
 				if seen[string(key)] {
-					return nil, fieldf(joinPath(path, string(name)), "duplicate key")
+					return nil, fieldf(string(name), "duplicate key")
 				}
 				seen[string(key)] = true
 			}
-			if rest, err = walkJSONModel(krest[klen:], joinPath(path, string(name)), depth+1); err != nil {
-				return nil, err
+			if rest, err = walkJSONModel(krest[klen:], depth+1); err != nil {
+				return nil, prefixField(string(name), err)
 			}
 		}
 		return rest, nil
 	case 6:
-		return nil, fieldf(path, "CBOR tags are not allowed: bodies hold the JSON data model only")
+		return nil, fieldf("", "CBOR tags are not allowed: bodies hold the JSON data model only")
 	}
 	// major 7: simple values and floats
 	switch info {
@@ -153,22 +161,22 @@ func walkJSONModel(b []byte, path string, depth int) ([]byte, error) {
 			f = math.Float64frombits(arg)
 		}
 		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return nil, fieldf(path, "NaN and infinities are not allowed")
+			return nil, fieldf("", "NaN and infinities are not allowed")
 		}
 		return rest, nil
 	}
-	return nil, fieldf(path, "CBOR simple value %d is not allowed: bodies hold the JSON data model only", arg)
+	return nil, fieldf("", "CBOR simple value %d is not allowed: bodies hold the JSON data model only", arg)
 }
 
 // collectKeys records the encoded keys of the first n pairs of the map at b
 // (used once a map's keys turn out not to be in canonical order).
 func collectKeys(b []byte, n uint64, seen map[string]bool) error {
-	_, _, _, rest, err := cborHead(b, "body")
+	_, _, _, rest, err := cborHead(b)
 	if err != nil {
 		return err
 	}
 	for i := uint64(0); i < n; i++ {
-		_, klen, _, krest, err := cborHead(rest, "body")
+		_, klen, _, krest, err := cborHead(rest)
 		if err != nil {
 			return err
 		}
@@ -182,7 +190,7 @@ func collectKeys(b []byte, n uint64, seen map[string]bool) error {
 
 // skipItem skips one (already checked) data item.
 func skipItem(b []byte) ([]byte, error) {
-	major, arg, info, rest, err := cborHead(b, "body")
+	major, arg, _, rest, err := cborHead(b)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +214,6 @@ func skipItem(b []byte) ([]byte, error) {
 	case 6:
 		return skipItem(rest)
 	}
-	_ = info
 	return rest, nil
 }
 

@@ -3,8 +3,6 @@ package outbox
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/outpost-edge/outpost/protocol"
@@ -163,7 +161,7 @@ func checkEntry(e *Entry) error {
 			return fmt.Errorf("event id contains control character %U", r)
 		}
 	}
-	if err := validateType(e.Event.Type); err != nil {
+	if err := protocol.ValidateType(e.Event.Type); err != nil {
 		return err
 	}
 	if err := protocol.CheckTS(e.Event.TS.UnixMilli()); err != nil {
@@ -176,26 +174,6 @@ func checkEntry(e *Entry) error {
 		if err := checkBody(b); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// validTypes remembers event types that passed protocol.ValidateType (a
-// regexp): a site has a few dozen, seen over and over.
-var (
-	validTypes  sync.Map
-	validTypesN atomic.Int32
-)
-
-func validateType(t string) error {
-	if _, ok := validTypes.Load(t); ok {
-		return nil
-	}
-	if err := protocol.ValidateType(t); err != nil {
-		return err
-	}
-	if validTypesN.Add(1) <= 4096 {
-		validTypes.Store(t, struct{}{})
 	}
 	return nil
 }

@@ -3,9 +3,7 @@ package outbox
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"slices"
-	"unicode/utf8"
 
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -182,157 +180,10 @@ func cborBytes(b, v []byte) []byte { return append(cborHead(b, 0x40, uint64(len(
 
 func cborText(b []byte, s string) []byte { return append(cborHead(b, 0x60, uint64(len(s))), s...) }
 
-// Limits checkBody applies: the protocol decoder's, less one level of
-// nesting for the record map around the body.
-const (
-	bodyMaxNesting = protocol.MaxNesting - 1
-	bodyMaxArray   = 10000
-	bodyMaxMap     = 1024
-)
+// bodyMaxNesting is the deepest body protocol.CheckBody accepts: the
+// decoder's limit, less one level for the record map around the body.
+const bodyMaxNesting = protocol.MaxNesting - 1
 
-// checkBody checks that b is exactly one CBOR map holding only the JSON data
-// model (text-keyed maps without duplicate keys, arrays, text, integers,
-// finite floats, true, false, null), with definite lengths, no tags, valid
-// UTF-8 and the decoder's limits on nesting and sizes. It accepts a subset
-// of what protocol.DecodeRecord accepts in a body (FuzzCodec checks that),
-// so a stored record always decodes, whoever made the body. The intake's
-// bodies, made by the protocol package, always pass.
-func checkBody(b []byte) error {
-	if len(b) == 0 || b[0]>>5 != 5 {
-		return fmt.Errorf("body is not a CBOR map")
-	}
-	n, err := bodyItem(b, 0, 1)
-	if err != nil {
-		return fmt.Errorf("body: %w", err)
-	}
-	if n != len(b) {
-		return fmt.Errorf("body has %d bytes after its CBOR map", len(b)-n)
-	}
-	return nil
-}
-
-// bodyHead reads the CBOR head at b[off]: major type, argument, offset
-// after the head.
-func bodyHead(b []byte, off int) (major byte, arg uint64, next int, err error) {
-	if off >= len(b) {
-		return 0, 0, 0, fmt.Errorf("truncated")
-	}
-	major, ai := b[off]>>5, b[off]&0x1f
-	off++
-	switch {
-	case ai < 24:
-		return major, uint64(ai), off, nil
-	case ai <= 27:
-		n := 1 << (ai - 24)
-		if len(b)-off < n {
-			return 0, 0, 0, fmt.Errorf("truncated")
-		}
-		for _, x := range b[off : off+n] {
-			arg = arg<<8 | uint64(x)
-		}
-		return major, arg, off + n, nil
-	}
-	return 0, 0, 0, fmt.Errorf("indefinite length or reserved head 0x%02x", b[off-1])
-}
-
-// bodyItem checks the item at b[off:] and returns the offset after it.
-func bodyItem(b []byte, off, depth int) (int, error) {
-	start := off
-	major, arg, off, err := bodyHead(b, off)
-	if err != nil {
-		return 0, err
-	}
-	switch major {
-	case 0:
-		return off, nil
-	case 1:
-		if arg >= 1<<63 {
-			return 0, fmt.Errorf("negative integer out of the int64 range")
-		}
-		return off, nil
-	case 3:
-		if arg > uint64(len(b)-off) {
-			return 0, fmt.Errorf("truncated")
-		}
-		end := off + int(arg)
-		if !utf8.Valid(b[off:end]) {
-			return 0, fmt.Errorf("text that is not valid UTF-8")
-		}
-		return end, nil
-	case 4, 5:
-		if depth > bodyMaxNesting {
-			return 0, fmt.Errorf("nesting deeper than %d", bodyMaxNesting)
-		}
-		if major == 4 {
-			if arg > bodyMaxArray {
-				return 0, fmt.Errorf("an array of %d elements; the limit is %d", arg, bodyMaxArray)
-			}
-			for range arg {
-				if off, err = bodyItem(b, off, depth+1); err != nil {
-					return 0, err
-				}
-			}
-			return off, nil
-		}
-		if arg > bodyMaxMap {
-			return 0, fmt.Errorf("a map of %d pairs; the limit is %d", arg, bodyMaxMap)
-		}
-		var small [16][]byte // the keys of a small map, compared without allocating
-		var seen map[string]struct{}
-		for i := range arg {
-			km, klen, koff, err := bodyHead(b, off)
-			if err != nil {
-				return 0, err
-			}
-			if km != 3 {
-				return 0, fmt.Errorf("a map key that is not a text string")
-			}
-			if off, err = bodyItem(b, off, depth+1); err != nil {
-				return 0, err
-			}
-			k := b[koff : koff+int(klen)]
-			if arg <= uint64(len(small)) {
-				for _, x := range small[:i] {
-					if bytes.Equal(x, k) {
-						return 0, fmt.Errorf("duplicate map key %q", k)
-					}
-				}
-				small[i] = k
-			} else {
-				if seen == nil {
-					seen = make(map[string]struct{}, arg)
-				}
-				if _, dup := seen[string(k)]; dup {
-					return 0, fmt.Errorf("duplicate map key %q", k)
-				}
-				seen[string(k)] = struct{}{}
-			}
-			if off, err = bodyItem(b, off, depth+1); err != nil {
-				return 0, err
-			}
-		}
-		return off, nil
-	case 7:
-		switch b[start] {
-		case 0xf4, 0xf5, 0xf6: // false, true, null
-			return off, nil
-		case 0xf9:
-			if arg&0x7c00 == 0x7c00 {
-				return 0, fmt.Errorf("NaN or infinity")
-			}
-			return off, nil
-		case 0xfa:
-			if arg&0x7f800000 == 0x7f800000 {
-				return 0, fmt.Errorf("NaN or infinity")
-			}
-			return off, nil
-		case 0xfb:
-			if arg&0x7ff0000000000000 == 0x7ff0000000000000 {
-				return 0, fmt.Errorf("NaN or infinity")
-			}
-			return off, nil
-		}
-		return 0, fmt.Errorf("simple value 0x%02x outside the JSON data model", b[start])
-	}
-	return 0, fmt.Errorf("CBOR major type %d outside the JSON data model (byte strings and tags are not allowed)", major)
-}
+// checkBody is protocol.CheckBody: the body check DecodeRecord applies, so a
+// stored record always decodes, whoever made the body.
+func checkBody(b []byte) error { return protocol.CheckBody(b) }
