@@ -42,25 +42,15 @@ Run 'cloud <command> --help' for the flags of a command.
 
 // Run runs the command line args and returns the exit code.
 func Run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "--help" || args[0] == "-h" {
-		fmt.Fprint(stdout, usage)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
+	if code, ok := cli.Help(args, usage, stdout); ok {
+		return code
 	}
 	ctx, stop := cli.SignalContext("cloud")
 	defer stop()
 	var err error
 	switch cmd := args[0]; cmd {
 	case "serve":
-		m := NewMain(stdout, stderr)
-		if err = m.ParseFlags(args[1:]); err == nil {
-			err = m.Run(ctx)
-			if cerr := m.Close(); err == nil {
-				err = cerr
-			}
-		}
+		err = cli.RunProgram(ctx, NewMain(stdout, stderr), args[1:])
 	case "migrate", "edges", "tokens", "key":
 		err = runAdmin(ctx, args, stdout, stderr)
 	default:

@@ -82,3 +82,38 @@ func ExitCode(name string, err error, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "%s: %v\n", name, err)
 	return 1
 }
+
+// Help handles a command line that asks for the usage text (no arguments,
+// "help", "--help" or "-h"): it prints usage and returns the exit code and
+// true (2 when there were no arguments at all, a mistake; 0 when asked).
+func Help(args []string, usage string, stdout io.Writer) (int, bool) {
+	if len(args) > 0 && args[0] != "help" && args[0] != "--help" && args[0] != "-h" {
+		return 0, false
+	}
+	fmt.Fprint(stdout, usage)
+	if len(args) == 0 {
+		return 2, true
+	}
+	return 0, true
+}
+
+// Program is a long-running command (edge run, cloud serve, sim run): its
+// flags are parsed, it runs until ctx ends, and it is closed in any case.
+type Program interface {
+	ParseFlags(args []string) error
+	Run(ctx context.Context) error
+	Close() error
+}
+
+// RunProgram parses args into p, runs it and closes it, returning the first
+// error.
+func RunProgram(ctx context.Context, p Program, args []string) error {
+	if err := p.ParseFlags(args); err != nil {
+		return err
+	}
+	err := p.Run(ctx)
+	if cerr := p.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
