@@ -14,6 +14,7 @@ import (
 
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -121,15 +122,7 @@ func seg(t *testing.T, s *protocol.Signer, st protocol.Stream, first, last uint6
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
+	poll.Until(t, 10*time.Second, what, cond)
 }
 
 func start(t *testing.T, l ingest.Ledger, mod func(*ingest.Options)) (*ingest.Service, *protocol.Signer) {

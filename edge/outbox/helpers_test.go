@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/edge/outbox"
+	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -227,11 +228,5 @@ func baseHash(tb testing.TB, b *box) protocol.Hash {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(tb testing.TB, d time.Duration, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	poll.Until(tb, d, what, cond)
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/outpost-edge/outpost/edge/uplink"
 	"github.com/outpost-edge/outpost/edge/uplink/mqtt"
+	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -279,15 +280,7 @@ func newRigDropping(t *testing.T, drop func(*protocol.Segment) bool, mod func(*u
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
+	poll.Until(t, timeout, what, cond)
 }
 
 func TestDeliversAndTrimsOnReceipt(t *testing.T) {

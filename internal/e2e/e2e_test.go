@@ -124,7 +124,7 @@ func httpDevice(ctx context.Context, e *edgeProc, dev string, n int, o *oracle, 
 					break
 				}
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond) // the edge is restarting: back off, then resend the batch
 		}
 	}
 	return nil
