@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	brokernats "github.com/outpost-edge/outpost/cloud/broker/nats"
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	ingestnats "github.com/outpost-edge/outpost/cloud/ingest/nats"
 	"github.com/outpost-edge/outpost/cloud/ledger"
@@ -102,7 +103,7 @@ func (m *Main) startNATS(c *Config, svc *ingest.Service, led *ledger.Ledger, log
 			tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		}
 		var err error
-		m.natsServer, err = ingestnats.StartServer(ingestnats.ServerOptions{
+		m.natsServer, err = brokernats.Start(brokernats.Options{
 			Addr: nc.Listen, StoreDir: store, TLS: tlsConf, Logger: log,
 			Keys: func(ctx context.Context, edge string) (protocol.Keys, error) { return led.EdgeKeys(ctx, edge) },
 		})
@@ -110,7 +111,7 @@ func (m *Main) startNATS(c *Config, svc *ingest.Service, led *ledger.Ledger, log
 			return nil, err
 		}
 		opts.URL, opts.InProcess = m.natsServer.ClientURL(), m.natsServer
-		opts.User, opts.Password = ingestnats.InternalUser, m.natsServer.InternalPassword()
+		opts.User, opts.Password = brokernats.InternalUser, m.natsServer.InternalPassword()
 		opts.Token, opts.NKeySeedFile, opts.CredsFile, opts.CAFile, opts.CertFile, opts.KeyFile = "", "", "", "", "", ""
 	}
 	cons, err := ingestnats.New(opts)

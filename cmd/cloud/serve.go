@@ -23,10 +23,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-edge/outpost/cloud/api"
-	"github.com/outpost-edge/outpost/cloud/broker"
+	brokermqtt "github.com/outpost-edge/outpost/cloud/broker/mqtt"
+	brokernats "github.com/outpost-edge/outpost/cloud/broker/nats"
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
-	ingestnats "github.com/outpost-edge/outpost/cloud/ingest/nats"
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/flagenv"
@@ -81,10 +81,10 @@ type Main struct {
 
 	pool    *pgxpool.Pool
 	pg      *pgcluster.Cluster
-	broker  *broker.Broker
+	broker  *brokermqtt.Broker
 	apiAddr string
 
-	natsServer *ingestnats.Server
+	natsServer *brokernats.Broker
 }
 
 // NewMain returns a Main with defaults.
@@ -240,7 +240,7 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		log.Info("no MQTT (--mqtt-listen is empty): edges connect over NATS only")
 	} else if brokerURL == "" {
-		m.broker, err = broker.Start(broker.Options{
+		m.broker, err = brokermqtt.Start(brokermqtt.Options{
 			Addr:   c.MQTTListen,
 			Keys:   func(ctx context.Context, edge string) (protocol.Keys, error) { return led.EdgeKeys(ctx, edge) },
 			Logger: log,
@@ -249,7 +249,7 @@ func (m *Main) Run(ctx context.Context) error {
 			return err
 		}
 		_, port, _ := net.SplitHostPort(m.broker.Addr())
-		brokerURL, user, pass = "tcp://127.0.0.1:"+port, broker.InternalUser, m.broker.InternalPassword()
+		brokerURL, user, pass = "tcp://127.0.0.1:"+port, brokermqtt.InternalUser, m.broker.InternalPassword()
 	}
 	if brokerURL != "" {
 		consumer, err = ingestmqtt.New(ingestmqtt.Options{Broker: brokerURL, Username: user, Password: pass, Group: c.Group, Service: svc, Logger: log})

@@ -46,7 +46,7 @@
 //
 // Identity: the edge id in a segment's subject is trusted as the sender's,
 // as the MQTT topic is, so the server must stop edges from publishing on
-// each other's subjects. The embedded server (StartServer) does: edges log
+// each other's subjects. The embedded server (cloud/broker/nats) does: edges log
 // in with their id and a broker token (protocol.VerifyBrokerToken against the
 // edge's registered keys), and each is allowed only its own subjects and
 // reply inboxes (EdgePermissions). On a NATS deployment of your own, give

@@ -16,6 +16,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	brokernats "github.com/outpost-edge/outpost/cloud/broker/nats"
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	ingestnats "github.com/outpost-edge/outpost/cloud/ingest/nats"
 	"github.com/outpost-edge/outpost/cloud/ledger"
@@ -43,9 +44,9 @@ func (f fleet) keys(_ context.Context, edge string) (protocol.Keys, error) {
 }
 
 // MustServer starts the embedded server on a free port for tb.
-func MustServer(tb testing.TB, f fleet) *ingestnats.Server {
+func MustServer(tb testing.TB, f fleet) *brokernats.Broker {
 	tb.Helper()
-	s, err := ingestnats.StartServer(ingestnats.ServerOptions{Addr: "127.0.0.1:0", StoreDir: tb.TempDir(), Keys: f.keys, Logger: quiet})
+	s, err := brokernats.Start(brokernats.Options{Addr: "127.0.0.1:0", StoreDir: tb.TempDir(), Keys: f.keys, Logger: quiet})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -54,9 +55,9 @@ func MustServer(tb testing.TB, f fleet) *ingestnats.Server {
 }
 
 // MustInternal connects as the cloud's internal user.
-func MustInternal(tb testing.TB, s *ingestnats.Server) (*natsgo.Conn, jetstream.JetStream) {
+func MustInternal(tb testing.TB, s *brokernats.Broker) (*natsgo.Conn, jetstream.JetStream) {
 	tb.Helper()
-	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(ingestnats.InternalUser, s.InternalPassword()))
+	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(brokernats.InternalUser, s.InternalPassword()))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -70,11 +71,11 @@ func MustInternal(tb testing.TB, s *ingestnats.Server) (*natsgo.Conn, jetstream.
 
 // MustEdge connects as an edge with a broker token, the way the edge's
 // uplink does.
-func MustEdge(tb testing.TB, s *ingestnats.Server, edge string, sg *protocol.Signer) (*natsgo.Conn, *errs) {
+func MustEdge(tb testing.TB, s *brokernats.Broker, edge string, sg *protocol.Signer) (*natsgo.Conn, *errs) {
 	tb.Helper()
 	e := &errs{}
 	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(edge, sg.BrokerToken(edge, time.Now())),
-		natsgo.CustomInboxPrefix(ingestnats.EdgeInboxPrefix(edge)),
+		natsgo.CustomInboxPrefix(brokernats.EdgeInboxPrefix(edge)),
 		natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) { e.add(err) }))
 	if err != nil {
 		tb.Fatal(err)
@@ -126,8 +127,8 @@ func TestEdgeLogin(t *testing.T) {
 		{"stale token", "e1", e1.BrokerToken("e1", time.Now().Add(-time.Hour)), false},
 		{"unknown edge", "e9", signer("e9").BrokerToken("e9", time.Now()), false},
 		{"not an edge id", "e1.seg", "x", false},
-		{"internal user", ingestnats.InternalUser, s.InternalPassword(), true},
-		{"internal user, wrong password", ingestnats.InternalUser, "nope", false},
+		{"internal user", brokernats.InternalUser, s.InternalPassword(), true},
+		{"internal user, wrong password", brokernats.InternalUser, "nope", false},
 		{"no credentials", "", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -200,7 +201,7 @@ func TestEdgePermissions(t *testing.T) {
 		waitFor(t, "subscribe violation for "+subj, func() bool { return perr.has("subscription to \"" + strings.ToLower(subj) + "\"") })
 		_ = sub.Unsubscribe()
 	}
-	for _, subj := range []string{"outpost.v1.edge.e1.rcpt", "outpost.v1.edge.e1.cmd", ingestnats.EdgeInboxPrefix("e1") + ".x.y"} {
+	for _, subj := range []string{"outpost.v1.edge.e1.rcpt", "outpost.v1.edge.e1.cmd", brokernats.EdgeInboxPrefix("e1") + ".x.y"} {
 		sub, err := nc.SubscribeSync(subj)
 		if err != nil {
 			t.Fatal(err)
@@ -359,13 +360,13 @@ func seg(t *testing.T, s *protocol.Signer, st protocol.Stream, first, last uint6
 }
 
 // runCloud runs an ingest service and a NATS consumer until the test ends.
-func runCloud(t *testing.T, s *ingestnats.Server, l ingest.Ledger, cloudKey *protocol.Signer, co ingestnats.ConsumerOptions, gapWait time.Duration) *ingestnats.Consumer {
+func runCloud(t *testing.T, s *brokernats.Broker, l ingest.Ledger, cloudKey *protocol.Signer, co ingestnats.ConsumerOptions, gapWait time.Duration) *ingestnats.Consumer {
 	t.Helper()
 	svc, err := ingest.New(ingest.Options{Ledger: l, Signer: cloudKey, GapWait: gapWait, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ingestnats.New(ingestnats.Options{InProcess: s, User: ingestnats.InternalUser, Password: s.InternalPassword(),
+	c, err := ingestnats.New(ingestnats.Options{InProcess: s, User: brokernats.InternalUser, Password: s.InternalPassword(),
 		Consumer: co, Service: svc, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
@@ -466,7 +467,7 @@ func TestSharedConsumer(t *testing.T) {
 	// The process that stops: its database hangs, so it acks nothing.
 	stuck := newGatedLedger(false)
 	svc, _ := ingest.New(ingest.Options{Ledger: stuck, Signer: cloudKey, Logger: quiet})
-	c2, err := ingestnats.New(ingestnats.Options{InProcess: s, User: ingestnats.InternalUser, Password: s.InternalPassword(), Consumer: co, Service: svc, Logger: quiet})
+	c2, err := ingestnats.New(ingestnats.Options{InProcess: s, User: brokernats.InternalUser, Password: s.InternalPassword(), Consumer: co, Service: svc, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

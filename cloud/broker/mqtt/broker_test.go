@@ -1,4 +1,4 @@
-package broker_test
+package mqtt_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/outpost-edge/outpost/cloud/broker"
+	broker "github.com/outpost-edge/outpost/cloud/broker/mqtt"
 	"github.com/outpost-edge/outpost/protocol"
 )
 

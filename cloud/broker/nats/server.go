@@ -1,3 +1,11 @@
+// Package nats is the cloud's embedded NATS server (nats-server with
+// JetStream): with --nats-embedded, `cloud serve` runs one in-process, as
+// cloud/broker/mqtt does for MQTT.
+//
+// Edges log in with their edge id as user name and a broker token as
+// password (protocol.BrokerToken) and get EdgePermissions: their own
+// subjects and their own reply inboxes. The cloud's own clients log in as
+// InternalUser with a random per-process password.
 package nats
 
 import (
@@ -41,8 +49,8 @@ func EdgePermissions(edge string) *server.Permissions {
 	}
 }
 
-// ServerOptions configure the embedded server.
-type ServerOptions struct {
+// Options configure the embedded server.
+type Options struct {
 	Addr     string // host:port edges connect to, such as ":14222" (port 0 picks one)
 	StoreDir string // JetStream's file storage; required
 	TLS      *tls.Config
@@ -53,19 +61,19 @@ type ServerOptions struct {
 	Logger *slog.Logger
 }
 
-// Server is a running embedded nats-server with JetStream.
-type Server struct {
+// Broker is a running embedded nats-server with JetStream.
+type Broker struct {
 	srv      *server.Server
 	password string
 	log      *slog.Logger
 }
 
-// StartServer starts nats-server in this process, with JetStream on file
+// Start starts nats-server in this process, with JetStream on file
 // storage under StoreDir, and edge authentication: an edge logs in with its
 // id as user name and a broker token as password, and gets
 // EdgePermissions. The cloud's own clients log in as InternalUser with
 // InternalPassword.
-func StartServer(o ServerOptions) (*Server, error) {
+func Start(o Options) (*Broker, error) {
 	if o.Keys == nil || o.StoreDir == "" {
 		return nil, errors.New("nats server: Keys and StoreDir are required")
 	}
@@ -91,7 +99,7 @@ func StartServer(o ServerOptions) (*Server, error) {
 		return nil, err
 	}
 	log := o.Logger.With("component", "nats-server")
-	s := &Server{password: hex.EncodeToString(pw), log: log}
+	s := &Broker{password: hex.EncodeToString(pw), log: log}
 	opts := &server.Options{
 		ServerName: "outpost-cloud",
 		Host:       host,
@@ -124,28 +132,28 @@ func StartServer(o ServerOptions) (*Server, error) {
 }
 
 // Addr is the client listener's address (host:port).
-func (s *Server) Addr() string { return s.srv.Addr().String() }
+func (s *Broker) Addr() string { return s.srv.Addr().String() }
 
 // ClientURL is a URL for clients on this host.
-func (s *Server) ClientURL() string { return s.srv.ClientURL() }
+func (s *Broker) ClientURL() string { return s.srv.ClientURL() }
 
 // InternalPassword is the per-process password of InternalUser.
-func (s *Server) InternalPassword() string { return s.password }
+func (s *Broker) InternalPassword() string { return s.password }
 
 // InProcessConn connects to the server without the network
 // (nats.InProcessServer).
-func (s *Server) InProcessConn() (net.Conn, error) { return s.srv.InProcessConn() }
+func (s *Broker) InProcessConn() (net.Conn, error) { return s.srv.InProcessConn() }
 
 // Close shuts the server down and waits for it.
-func (s *Server) Close() error {
+func (s *Broker) Close() error {
 	s.srv.Shutdown()
 	s.srv.WaitForShutdown()
 	return nil
 }
 
 type edgeAuth struct {
-	s *Server
-	o ServerOptions
+	s *Broker
+	o Options
 }
 
 // Check implements server.Authentication.

@@ -1,4 +1,4 @@
-// Package broker is the cloud's embedded MQTT broker (mochi-mqtt): with no
+// Package mqtt is the cloud's embedded MQTT broker (mochi-mqtt): with no
 // external broker configured, `cloud serve` runs one in-process, so one
 // binary plus Postgres is a working cloud.
 //
@@ -10,7 +10,7 @@
 // .../status, and subscribe to .../rcpt and .../cmd. The cloud's own
 // ingest clients log in as an internal user with a random per-process
 // password and may use every topic.
-package broker
+package mqtt
 
 import (
 	"bytes"
