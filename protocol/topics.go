@@ -5,21 +5,24 @@ import (
 	"strings"
 )
 
+// Kind is the last level of a topic or subject: what the message is.
+type Kind string
+
 // Topic kinds. Devices use ev, err and cmd under outpost/v1/dev/{device}/;
 // edges use seg, hello, rcpt, cmd and status under outpost/v1/edge/{edge}/.
 const (
-	KindEvent   = "ev"
-	KindError   = "err"
-	KindCommand = "cmd"
-	KindSegment = "seg"
-	KindHello   = "hello"
-	KindReceipt = "rcpt"
-	KindStatus  = "status"
+	KindEvent   Kind = "ev"
+	KindError   Kind = "err"
+	KindCommand Kind = "cmd"
+	KindSegment Kind = "seg"
+	KindHello   Kind = "hello"
+	KindReceipt Kind = "rcpt"
+	KindStatus  Kind = "status"
 )
 
 var (
-	deviceKinds = map[string]bool{KindEvent: true, KindError: true, KindCommand: true}
-	edgeKinds   = map[string]bool{KindSegment: true, KindHello: true, KindReceipt: true, KindCommand: true, KindStatus: true}
+	deviceKinds = map[Kind]bool{KindEvent: true, KindError: true, KindCommand: true}
+	edgeKinds   = map[Kind]bool{KindSegment: true, KindHello: true, KindReceipt: true, KindCommand: true, KindStatus: true}
 )
 
 // Scope says whose topic a topic is.
@@ -34,17 +37,17 @@ const (
 type Topic struct {
 	Scope Scope  // dev or edge
 	ID    string // the device or edge id
-	Kind  string // ev, err, cmd, seg, hello, rcpt, status
+	Kind  Kind   // ev, err, cmd, seg, hello, rcpt, status
 }
 
 // MQTT returns the topic's MQTT form, such as outpost/v1/edge/e1/seg.
-func (t Topic) MQTT() string { return "outpost/v1/" + string(t.Scope) + "/" + t.ID + "/" + t.Kind }
+func (t Topic) MQTT() string { return "outpost/v1/" + string(t.Scope) + "/" + t.ID + "/" + string(t.Kind) }
 
 // NATS returns the topic's NATS subject form, such as outpost.v1.edge.e1.seg.
-func (t Topic) NATS() string { return "outpost.v1." + string(t.Scope) + "." + t.ID + "." + t.Kind }
+func (t Topic) NATS() string { return "outpost.v1." + string(t.Scope) + "." + t.ID + "." + string(t.Kind) }
 
 // DeviceTopic returns the MQTT topic of kind (ev, err, cmd) for a device.
-func DeviceTopic(device, kind string) (string, error) {
+func DeviceTopic(device string, kind Kind) (string, error) {
 	t := Topic{Scope: ScopeDevice, ID: device, Kind: kind}
 	if err := t.check(); err != nil {
 		return "", err
@@ -54,7 +57,7 @@ func DeviceTopic(device, kind string) (string, error) {
 
 // EdgeTopic returns the MQTT topic of kind (seg, hello, rcpt, cmd, status)
 // for an edge.
-func EdgeTopic(edge, kind string) (string, error) {
+func EdgeTopic(edge string, kind Kind) (string, error) {
 	t := Topic{Scope: ScopeEdge, ID: edge, Kind: kind}
 	if err := t.check(); err != nil {
 		return "", err
@@ -63,7 +66,7 @@ func EdgeTopic(edge, kind string) (string, error) {
 }
 
 // EdgeSubject returns the NATS subject of kind for an edge.
-func EdgeSubject(edge, kind string) (string, error) {
+func EdgeSubject(edge string, kind Kind) (string, error) {
 	t := Topic{Scope: ScopeEdge, ID: edge, Kind: kind}
 	if err := t.check(); err != nil {
 		return "", err
@@ -77,7 +80,7 @@ func SharedSegmentFilter(group string) (string, error) {
 	if err := ValidateName("group", group); err != nil {
 		return "", err
 	}
-	return "$share/" + group + "/outpost/v1/edge/+/" + KindSegment, nil
+	return "$share/" + group + "/outpost/v1/edge/+/" + string(KindSegment), nil
 }
 
 // SegmentFilterMQTT and the other filters match a kind for all edges.
@@ -101,7 +104,7 @@ func parseTopic(s, sep, what string) (Topic, error) {
 	if len(parts) != 5 || parts[0] != "outpost" || parts[1] != "v1" {
 		return Topic{}, fmt.Errorf("%s %q is not outpost%sv1%s{dev|edge}%s{id}%s{kind}: %w", what, s, sep, sep, sep, sep, ErrMalformed)
 	}
-	t := Topic{Scope: Scope(parts[2]), ID: parts[3], Kind: parts[4]}
+	t := Topic{Scope: Scope(parts[2]), ID: parts[3], Kind: Kind(parts[4])}
 	if err := t.check(); err != nil {
 		return Topic{}, fmt.Errorf("%s %q: %w", what, s, err)
 	}
@@ -109,7 +112,7 @@ func parseTopic(s, sep, what string) (Topic, error) {
 }
 
 func (t Topic) check() error {
-	var kinds map[string]bool
+	var kinds map[Kind]bool
 	switch t.Scope {
 	case ScopeDevice:
 		kinds = deviceKinds

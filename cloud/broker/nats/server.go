@@ -38,7 +38,7 @@ func EdgeInboxPrefix(edge string) string { return "_INBOX.edge." + edge }
 // segments, hellos and status, and subscribe to its own receipts,
 // commands and reply inboxes (JetStream PubAcks and hello replies).
 func EdgePermissions(edge string) *server.Permissions {
-	subj := func(kind string) string { s, _ := protocol.EdgeSubject(edge, kind); return s }
+	subj := func(kind protocol.Kind) string { s, _ := protocol.EdgeSubject(edge, kind); return s }
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			subj(protocol.KindSegment), subj(protocol.KindHello), subj(protocol.KindStatus),
