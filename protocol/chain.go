@@ -4,22 +4,22 @@ import (
 	"fmt"
 )
 
-// Fault is the kind of break a chain check found.
-type Fault string
+// ChainFault is the kind of break a chain check found.
+type ChainFault string
 
 const (
-	FaultMalformed Fault = "malformed" // the record's bytes do not decode
-	FaultStream    Fault = "stream"    // the record belongs to another edge or epoch
-	FaultGap       Fault = "gap"       // a seq is missing (or records are out of order)
-	FaultFork      Fault = "fork"      // prev does not match the hash before it
-	FaultAltered   Fault = "altered"   // the record's bytes differ from what the chain committed to
-	FaultHead      Fault = "head"      // the last record is not the signed head
+	FaultMalformed ChainFault = "malformed" // the record's bytes do not decode
+	FaultStream    ChainFault = "stream"    // the record belongs to another edge or epoch
+	FaultGap       ChainFault = "gap"       // a seq is missing (or records are out of order)
+	FaultFork      ChainFault = "fork"      // prev does not match the hash before it
+	FaultAltered   ChainFault = "altered"   // the record's bytes differ from what the chain committed to
+	FaultHead      ChainFault = "head"      // the last record is not the signed head
 )
 
 // ChainError reports the first bad seq in a chain and why.
 type ChainError struct {
 	Seq    uint64 // the first seq that is not as it should be
-	Fault  Fault
+	Fault  ChainFault
 	Detail string
 }
 

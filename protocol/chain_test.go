@@ -13,7 +13,7 @@ func verify(t *testing.T, raws [][]byte, head protocol.ChainState) error {
 	return err
 }
 
-func wantBreak(t *testing.T, err error, seq uint64, faults ...protocol.Fault) {
+func wantBreak(t *testing.T, err error, seq uint64, faults ...protocol.ChainFault) {
 	t.Helper()
 	var ce *protocol.ChainError
 	if !errors.As(err, &ce) {
