@@ -422,7 +422,7 @@ func (s outboxSource) Stream() protocol.Stream { return s.ob.Stream() }
 func (s outboxSource) LastSeq() uint64         { return s.ob.State().Head }
 func (s outboxSource) AckedSeq() uint64        { return s.ob.State().HWM }
 func (s outboxSource) Segment(from uint64, maxBytes int) (*protocol.Segment, error) {
-	return s.ob.Segments(from, maxBytes)
+	return s.ob.Segment(from, maxBytes)
 }
 func (s outboxSource) Trim(r protocol.Receipt) error { return s.ob.Trim(r) }
 

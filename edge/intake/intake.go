@@ -194,7 +194,7 @@ func (s *Server) Start(ctx context.Context) error {
 		go func() {
 			defer s.wg.Done()
 			if err := s.httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.log.Error("http intake stopped", "error", err)
+				s.log.Error("http intake stopped", "err", err)
 			}
 		}()
 	}

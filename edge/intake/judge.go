@@ -197,7 +197,7 @@ func (s *Server) rejects(device, where, transport string, r Reason, raws [][]byt
 		}
 		body, err := protocol.NewBody(b)
 		if err != nil { // cannot happen: the body is plain JSON data
-			s.log.Error("build rejected record", "device", device, "error", err)
+			s.log.Error("build rejected record", "device", device, "err", err)
 			s.metrics.RejectedDropped.Add(1)
 			continue
 		}

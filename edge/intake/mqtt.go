@@ -139,7 +139,7 @@ func (s *Server) authCert(cn, user string) (string, Reason, string) {
 	}
 	known, err := s.creds.Known(cn)
 	if err != nil {
-		s.log.Error("credentials", "error", err)
+		s.log.Error("credentials", "err", err)
 	}
 	if !known {
 		if err != nil {
@@ -158,7 +158,7 @@ func (s *Server) authSecret(device, secret string) (string, Reason, string) {
 	case errors.Is(err, ErrUnknownDevice), errors.Is(err, ErrBadSecret):
 		return "", ReasonAuth, err.Error()
 	}
-	s.log.Error("credentials", "device", device, "error", err)
+	s.log.Error("credentials", "device", device, "err", err)
 	return "", ReasonInternal, "credentials unreadable"
 }
 
@@ -423,7 +423,7 @@ func (c *conn) ack(p *pub) bool {
 		// tell the device it may forget events that are not stored. Close
 		// the connection instead: the device resends what is unacknowledged
 		// when it reconnects, and the Appender deduplicates what was stored.
-		s.log.Warn("mqtt publish not stored; disconnecting the device so it resends later", "device", c.device, "packet_id", p.packetID, "reason", r.String(), "error", detail)
+		s.log.Warn("mqtt publish not stored; disconnecting the device so it resends later", "device", c.device, "packet_id", p.packetID, "reason", r.String(), "err", detail)
 		c.kill()
 		c.cl.Stop(fmt.Errorf("events not stored: %s", r))
 		return false
@@ -497,6 +497,6 @@ func (c *conn) publishErr(p *pub, r Reason, detail string, acked bool) {
 		err = c.s.broker.Publish(c.errTopic, b, false, 1)
 	}
 	if err != nil {
-		c.s.log.Error("publish refusal", "device", c.device, "error", err)
+		c.s.log.Error("publish refusal", "device", c.device, "err", err)
 	}
 }

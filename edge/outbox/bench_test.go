@@ -72,7 +72,7 @@ func benchAppend(b *testing.B, producers, window int) {
 		b.StopTimer()
 		var recs [][]byte
 		for from := first; ; {
-			seg, err := o.Segments(from, 0)
+			seg, err := o.Segment(from, 0)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -225,7 +225,7 @@ func BenchmarkBacklogMemory(b *testing.B) {
 	report("append")
 	read := 0
 	for from := uint64(1); ; {
-		seg, err := o.Segments(from, segBytes)
+		seg, err := o.Segment(from, segBytes)
 		if err != nil {
 			b.Fatal(err)
 		}

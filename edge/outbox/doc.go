@@ -7,7 +7,7 @@
 //
 // The intake appends with AppendAsync (or Append) and acknowledges a device
 // only when the Pending is done: by then the record is on disk (fsync). The
-// uplink reads with Segments from the cloud's watermark + 1, waits for more
+// uplink reads with Segment from the cloud's watermark + 1, waits for more
 // with Wait, and calls Trim with each verified receipt. State reports the
 // backlog, quotas and health. Verify, Inspect and Export are the offline
 // tools; they open the file read-only and refuse (ErrLocked) while the
@@ -75,7 +75,7 @@
 //
 // A commit that fails with ENOSPC (or reaches Options.MaxFileBytes) puts the
 // outbox in drain-only mode: appends fail with ErrDiskFull at once, while
-// Segments and Trim go on so that the uplink can drain the backlog. Nothing
+// Segment and Trim go on so that the uplink can drain the backlog. Nothing
 // is torn: bbolt writes new pages to free space and switches to them only by
 // writing its meta page last, so a failed write, fsync or file growth leaves
 // the previous commit in place, and the failed transaction is rolled back.
@@ -88,7 +88,7 @@
 //
 // The outbox keeps its resident set small whatever the backlog: under 64 MB
 // for the whole process with a million unsent events (BenchmarkBacklogMemory
-// reports it after appending them, after reading them all through Segments,
+// reports it after appending them, after reading them all through Segment,
 // and after a reopen: 31 to 37 MiB, 45 MiB at the highest, on the 2-core
 // reference machine). Three things would grow with the backlog, and none
 // does:
@@ -101,7 +101,7 @@
 //     mmap, and every page read (and, through the kernel's fault-around, its
 //     neighbours in the page cache, such as the pages the last commit wrote)
 //     stays in the resident set until unmapped. The outbox counts what it
-//     reads (commits, Segments, trims, the rebuild at Open) and after every
+//     reads (commits, Segment, trims, the rebuild at Open) and after every
 //     2 MiB drops the mapping's pages with madvise(MADV_DONTNEED). The pages
 //     are clean views of the page cache, so nothing is lost; what is read
 //     again faults back in from the page cache.
@@ -124,6 +124,6 @@
 // is handed at most two batches ahead (commit.go explains how a failed
 // commit unwinds the one built on top of it). Two mutexes guard what callers touch: qmu the queues
 // of appends and trims and the closing flag, mu the published State. They
-// are never held together. Readers (Segments, State, Wait) never block the
+// are never held together. Readers (Segment, State, Wait) never block the
 // write side beyond bbolt's own locking.
 package outbox

@@ -141,7 +141,7 @@ func (b *box) Receipt(tb testing.TB, hwm uint64) protocol.Receipt {
 	case hwm == st.Head:
 		head = st.HeadHash
 	default:
-		seg, err := b.Segments(hwm, 0)
+		seg, err := b.Segment(hwm, 0)
 		if err != nil || seg == nil {
 			tb.Fatalf("receipt for %d: %v", hwm, err)
 		}
@@ -184,7 +184,7 @@ func walk(tb testing.TB, b *box, maxBytes int) (recs [][]byte, segs []*protocol.
 		chain.Head = baseHash(tb, b)
 	}
 	for from := st.Base + 1; ; {
-		seg, err := b.Segments(from, maxBytes)
+		seg, err := b.Segment(from, maxBytes)
 		if err != nil {
 			tb.Fatalf("segment from %d: %v", from, err)
 		}
@@ -214,7 +214,7 @@ func walk(tb testing.TB, b *box, maxBytes int) (recs [][]byte, segs []*protocol.
 // chain: the prev of the first stored record.
 func baseHash(tb testing.TB, b *box) protocol.Hash {
 	tb.Helper()
-	seg, err := b.Segments(b.State().Base+1, 0)
+	seg, err := b.Segment(b.State().Base+1, 0)
 	if err != nil || seg == nil {
 		tb.Fatalf("first stored record: %v", err)
 	}

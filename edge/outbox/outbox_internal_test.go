@@ -131,7 +131,7 @@ func TestDiskFullDrainOnly(t *testing.T) {
 		t.Fatalf("ok %d full %d last %d state %+v", ok, full, last, st)
 	}
 	// Reading and trimming go on in drain-only mode.
-	seg, err := o.Segments(1, 0)
+	seg, err := o.Segment(1, 0)
 	if err != nil || seg.Last != st.Head {
 		t.Fatalf("segment: %v", err)
 	}
@@ -248,7 +248,7 @@ func TestDedupIndexIsPruned(t *testing.T) {
 
 func mustLinkHash(t *testing.T, o *Outbox, seq uint64) protocol.Hash {
 	t.Helper()
-	seg, err := o.Segments(seq, 0)
+	seg, err := o.Segment(seq, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +359,7 @@ func TestReleaseMappedPages(t *testing.T) {
 		t.Helper()
 		next := uint64(1)
 		for {
-			seg, err := o.Segments(next, 0)
+			seg, err := o.Segment(next, 0)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -359,7 +359,7 @@ func TestCloseCommitsWhatWasHandedOver(t *testing.T) {
 	if err := b.Trim(protocol.Receipt{Edge: "edge-1", Epoch: b.Stream().Epoch, HWM: 1}); !errors.Is(err, outbox.ErrClosed) {
 		t.Fatalf("trim after close: %v", err)
 	}
-	if _, err := b.Segments(1, 0); !errors.Is(err, outbox.ErrClosed) {
+	if _, err := b.Segment(1, 0); !errors.Is(err, outbox.ErrClosed) {
 		t.Fatalf("segments after close: %v", err)
 	}
 	if err := b.Wait(context.Background(), 1000); !errors.Is(err, outbox.ErrClosed) {

@@ -196,7 +196,7 @@ func TestSegmentCarriesTombstones(t *testing.T) {
 	for i := range 4 {
 		appendReading(t, b, fmt.Sprint(i))
 	}
-	seg, err := b.Segments(1, 0) // taken before the shedding
+	seg, err := b.Segment(1, 0) // taken before the shedding
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestSegmentCarriesTombstones(t *testing.T) {
 			t.Fatal(r.Err)
 		}
 	}
-	after, err := b.Segments(1, 0)
+	after, err := b.Segment(1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

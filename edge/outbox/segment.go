@@ -7,7 +7,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Segments builds the segment that starts at seq from: records from..k,
+// Segment builds the segment that starts at seq from: records from..k,
 // with k the last seq that has a stored checkpoint and keeps the encoded
 // segment within maxBytes (protocol.SegmentOverhead included; 0 or more
 // than protocol.MaxSegmentBytes means that limit). It returns nil, nil when
@@ -19,9 +19,9 @@ import (
 // checkpoint at least every Options.SegmentBytes of records, so with
 // maxBytes >= Options.SegmentBytes a segment never exceeds maxBytes.
 //
-// Shed telemetry records appear as their tombstones. Segments only reads;
+// Shed telemetry records appear as their tombstones. Segment only reads;
 // it can run concurrently with appends and with other reads.
-func (o *Outbox) Segments(from uint64, maxBytes int) (*protocol.Segment, error) {
+func (o *Outbox) Segment(from uint64, maxBytes int) (*protocol.Segment, error) {
 	if maxBytes <= 0 || maxBytes > protocol.MaxSegmentBytes {
 		maxBytes = protocol.MaxSegmentBytes
 	}

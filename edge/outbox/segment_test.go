@@ -65,24 +65,24 @@ func TestSegmentBounds(t *testing.T) {
 	b := MustOpen(t)
 	b.MustAppendN(t, "dev-1", "sale.completed", 5)
 	b.MustAppendN(t, "dev-1", "sale.completed", 5)
-	if seg, err := b.Segments(11, 0); seg != nil || err != nil {
+	if seg, err := b.Segment(11, 0); seg != nil || err != nil {
 		t.Fatalf("from past the head: %v %v", seg, err)
 	}
-	seg, err := b.Segments(0, 0) // 0 is the start
+	seg, err := b.Segment(0, 0) // 0 is the start
 	if err != nil || seg.First != 1 || seg.Last != 10 {
 		t.Fatalf("from 0: %+v %v", seg, err)
 	}
-	seg, err = b.Segments(3, 0) // a start inside a run
+	seg, err = b.Segment(3, 0) // a start inside a run
 	if err != nil || seg.First != 3 || seg.Last != 10 {
 		t.Fatalf("from 3: %+v %v", seg, err)
 	}
 	if err := b.Trim(b.Receipt(t, 5)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Segments(5, 0); !errors.Is(err, outbox.ErrTrimmed) {
+	if _, err := b.Segment(5, 0); !errors.Is(err, outbox.ErrTrimmed) {
 		t.Fatalf("from a trimmed seq: %v", err)
 	}
-	if seg, err := b.Segments(6, 0); err != nil || seg.First != 6 || seg.Last != 10 {
+	if seg, err := b.Segment(6, 0); err != nil || seg.First != 6 || seg.Last != 10 {
 		t.Fatalf("from hwm+1: %+v %v", seg, err)
 	}
 }

@@ -84,7 +84,7 @@ func TestTrim(t *testing.T) {
 	if st.Base != 20 || st.Backlog != 0 || st.BacklogBytes != 0 || st.LedgerBytes != 0 || st.TelemetryBytes != 0 || !st.OldestUnsent.IsZero() {
 		t.Fatalf("after trim to the head: %+v", st)
 	}
-	if seg, err := b.Segments(21, 0); seg != nil || err != nil {
+	if seg, err := b.Segment(21, 0); seg != nil || err != nil {
 		t.Fatal(seg, err)
 	}
 	b.MustAppendN(t, "dev-1", "sale.completed", 3)
