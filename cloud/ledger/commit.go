@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -191,123 +189,6 @@ func (l *Ledger) Commit(ctx context.Context, batch []Input) ([]Outcome, error) {
 	return out, nil
 }
 
-// verified is an input whose checkpoint and internal chain are good: it
-// only remains to see how it meets the stored head.
-type verified struct {
-	idx    int // in the batch
-	seg    *protocol.Segment
-	stream protocol.Stream
-	cp     protocol.Checkpoint
-	recs   []protocol.Record
-	links  []protocol.Hash // links[i] is the link hash of record seg.First+i
-	rows   [][]any         // the ledger rows (ledgerColumns) of the records, pos and committed_at to fill
-}
-
-// verifyAll verifies every input, in parallel, and returns those that
-// passed. It fills out for those that did not.
-func (l *Ledger) verifyAll(batch []Input, keys map[string]*Keys, out []Outcome) []*verified {
-	res := make([]*verified, len(batch))
-	if len(batch) == 1 || l.opts.Verifiers == 1 {
-		for i := range batch {
-			res[i] = verifyOne(i, &batch[i], keys, &out[i])
-		}
-	} else {
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, l.opts.Verifiers)
-		for i := range batch {
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				res[i] = verifyOne(i, &batch[i], keys, &out[i])
-			})
-		}
-		wg.Wait()
-	}
-	var work []*verified
-	for _, v := range res {
-		if v != nil {
-			work = append(work, v)
-		}
-	}
-	return work
-}
-
-// keyProbe remembers why the key lookup failed, which VerifyCheckpoint
-// folds into ErrBadSignature, so that the nack can say unknown or revoked.
-type keyProbe struct {
-	keys *Keys
-	err  error
-}
-
-func (p *keyProbe) PublicKey(kid protocol.KeyID) (ed25519.PublicKey, error) {
-	k, err := p.keys.PublicKey(kid)
-	p.err = err
-	return k, err
-}
-
-func verifyOne(idx int, in *Input, keys map[string]*Keys, o *Outcome) *verified {
-	seg := in.Segment
-	if seg == nil {
-		*o = quarantined(protocol.Stream{Edge: in.TopicEdge}, protocol.NackMalformed, "no segment")
-		return nil
-	}
-	s := seg.Stream()
-	if n := uint64(len(seg.Records)); n == 0 || seg.First == 0 || seg.Last != seg.First+n-1 {
-		*o = quarantined(s, protocol.NackMalformed,
-			fmt.Sprintf("segment first %d and last %d do not match its %d records", seg.First, seg.Last, n))
-		return nil
-	}
-	if seg.Edge != in.TopicEdge {
-		*o = quarantined(s, protocol.NackSignature,
-			fmt.Sprintf("segment of edge %q arrived on the topic of edge %q", seg.Edge, in.TopicEdge))
-		return nil
-	}
-	k := keys[seg.Edge]
-	if k == nil {
-		*o = quarantined(s, protocol.NackUnknown, fmt.Sprintf("edge %q is not registered", seg.Edge))
-		return nil
-	}
-	probe := &keyProbe{keys: k}
-	cp, err := protocol.VerifyCheckpoint(seg.Checkpoint, probe)
-	if err != nil {
-		code := protocol.NackSignature
-		switch {
-		case errors.Is(probe.err, ErrRevoked):
-			code = protocol.NackRevoked
-		case errors.Is(probe.err, ErrUnknownKey):
-			code = protocol.NackUnknown
-		case errors.Is(err, protocol.ErrMalformed), errors.Is(err, protocol.ErrTooLarge):
-			code = protocol.NackMalformed
-		}
-		*o = quarantined(s, code, err.Error())
-		return nil
-	}
-	r0, _ := protocol.DecodeRecord(seg.Records[0]) // a bad record 0 is VerifyChain's to report
-	from := protocol.ChainState{Stream: s, Seq: seg.First - 1, Head: r0.Prev}
-	want := protocol.ChainState{Stream: cp.Stream(), Seq: cp.Seq, Head: cp.Head}
-	_, recs, err := protocol.VerifyChain(from, seg.Records, &want)
-	if err != nil {
-		*o = quarantined(s, protocol.NackChain, err.Error())
-		return nil
-	}
-	links := make([]protocol.Hash, len(recs))
-	for i := range len(recs) - 1 {
-		links[i] = recs[i+1].Prev // VerifyChain checked that it is record i's link hash
-	}
-	links[len(recs)-1] = cp.Head
-	rows := make([][]any, len(recs))
-	for i := range recs {
-		r := &recs[i]
-		rows[i] = []any{s.Edge, s.Epoch[:], int64(r.Seq), nil, nil, r.Device, r.ID, r.Type, string(r.Class),
-			time.UnixMilli(r.TS), r.EdgeTime.Time(), int64(r.EdgeTime), r.IsTombstone(), links[i][:], seg.Records[i]}
-	}
-	return &verified{idx: idx, seg: seg, stream: s, cp: cp, recs: recs, links: links, rows: rows}
-}
-
-func quarantined(s protocol.Stream, code protocol.NackCode, reason string) Outcome {
-	return Outcome{Kind: KindQuarantined, Watermark: Watermark{Stream: s}, Code: code, Reason: reason}
-}
-
 // streamState is a locked stream row and what the batch does to it.
 type streamState struct {
 	hwm, dbHWM uint64
@@ -354,78 +235,151 @@ var ledgerColumns = []string{"edge", "epoch", "seq", "pos", "committed_at", "dev
 // their outcomes (parallel to work, which it sorts) and the records it
 // committed. It changes nothing outside the transaction, so it can simply
 // be run again after a deadlock.
+//
+// The steps, each a method of txn: lock the streams (and take the commit
+// position), decide each input against its stream, check duplicates against
+// the stored records, COPY the new records, advance the watermarks and end
+// the old epochs (one round trip), apply the projections, commit.
 func (l *Ledger) commitTx(ctx context.Context, work []*verified) ([]Outcome, []Committed, error) {
-	// Same stream together, in seq order: segment k+1 of a stream can only
-	// follow k when k is applied first.
-	slices.SortStableFunc(work, func(a, b *verified) int {
-		return cmp.Or(compareStreams(a.stream, b.stream), cmp.Compare(a.seg.First, b.seg.First),
-			cmp.Compare(a.seg.Last, b.seg.Last))
-	})
-	var (
-		sEdges  []string
-		sEpochs [][]byte
-		edges   []string
-		kids    []string
-		maxNew  int // records that could be new: the positions to take
-	)
-	for i, v := range work {
-		maxNew += len(v.recs)
-		if i == 0 || v.stream != work[i-1].stream {
-			sEdges = append(sEdges, v.stream.Edge)
-			sEpochs = append(sEpochs, v.stream.Epoch[:])
-		}
-		if len(edges) == 0 || edges[len(edges)-1] != v.stream.Edge {
-			edges = append(edges, v.stream.Edge)
-		}
-		kids = append(kids, string(v.cp.KID))
-	}
-	slices.Sort(kids)
-	kids = slices.Compact(kids)
-
+	t := &txn{l: l, work: work}
+	t.plan()
 	tx, err := l.db.Begin(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
+	t.tx = tx
+	if err := t.lockStreams(ctx); err != nil {
+		return nil, nil, err
+	}
+	if err := t.decide(); err != nil {
+		return nil, nil, err
+	}
+	if err := t.checkDuplicates(ctx); err != nil {
+		return nil, nil, err
+	}
+	if err := t.copyRecords(ctx); err != nil {
+		return nil, nil, err
+	}
+	b := &pgx.Batch{}
+	t.advance(b)
+	t.endOldEpochs(b)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, nil, fmt.Errorf("update streams: %w", err)
+	}
+	if len(t.recs) > 0 {
+		for _, p := range l.opts.Projections {
+			if err := p.Apply(ctx, tx, t.recs); err != nil {
+				return nil, nil, fmt.Errorf("projection %T: %w", p, err)
+			}
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, nil, err
+	}
+	t.fillWatermarks()
+	return t.res, t.recs, nil
+}
 
-	// The one round trip before the COPY:
-	//  1. Insert the streams not seen before (in lock order, so two
-	//     transactions inserting the same new streams wait on each other in
-	//     the same order).
-	//  2. Lock every stream row of the batch's edges, in (edge, epoch) order.
-	//  3. Take a share lock on the edges and keys that signed, re-reading
-	//     their status: a revocation that committed after phase 1 read the
-	//     keys is seen here, and one that starts now waits for this commit.
-	//  4. Take the commit lock, last, and hold it to COMMIT: it makes pos
-	//     order commit order.
-	//  5. Read the commit time and take a range of positions, as many as
-	//     there are records (duplicates leave gaps in pos, which is fine).
+// txn is one run of the commit transaction: what the batch needs locked,
+// the locked state, and the outcomes as they are decided.
+type txn struct {
+	l    *Ledger
+	tx   pgx.Tx
+	work []*verified // sorted by stream, then seq
+
+	// From plan: what to lock.
+	sEdges  []string // the batch's streams, in lock order
+	sEpochs [][]byte
+	edges   []string // the batch's edges, in order
+	kids    []string // the key ids that signed, sorted, unique
+	maxNew  int      // records that could be new: the positions to take
+
+	// From lockStreams.
+	states      map[protocol.Stream]*streamState
+	byEdge      []protocol.Stream // every locked stream, in lock order
+	active      map[edgeKID]bool  // the signing keys still active
+	committedAt time.Time
+	nextPos     int64
+
+	// From decide and checkDuplicates.
+	res      []Outcome
+	starts   []int // index of the first new record, for KindCommitted
+	dbChecks []dupCheck
+	total    int // records to commit
+
+	recs []Committed // from copyRecords
+}
+
+// dupCheck is a duplicate input whose last record must be compared with
+// the stored one.
+type dupCheck struct {
+	i    int
+	seq  uint64
+	want protocol.Hash
+}
+
+// plan sorts the work and lists the streams, edges and keys to lock.
+func (t *txn) plan() {
+	// Same stream together, in seq order: segment k+1 of a stream can only
+	// follow k when k is applied first.
+	slices.SortStableFunc(t.work, func(a, b *verified) int {
+		return cmp.Or(compareStreams(a.stream, b.stream), cmp.Compare(a.seg.First, b.seg.First),
+			cmp.Compare(a.seg.Last, b.seg.Last))
+	})
+	for i, v := range t.work {
+		t.maxNew += len(v.recs)
+		if i == 0 || v.stream != t.work[i-1].stream {
+			t.sEdges = append(t.sEdges, v.stream.Edge)
+			t.sEpochs = append(t.sEpochs, v.stream.Epoch[:])
+		}
+		if len(t.edges) == 0 || t.edges[len(t.edges)-1] != v.stream.Edge {
+			t.edges = append(t.edges, v.stream.Edge)
+		}
+		t.kids = append(t.kids, string(v.cp.KID))
+	}
+	slices.Sort(t.kids)
+	t.kids = slices.Compact(t.kids)
+}
+
+// lockStreams is the one round trip before the COPY:
+//  1. Insert the streams not seen before (in lock order, so two
+//     transactions inserting the same new streams wait on each other in
+//     the same order).
+//  2. Lock every stream row of the batch's edges, in (edge, epoch) order.
+//  3. Take a share lock on the edges and keys that signed, re-reading
+//     their status: a revocation that committed after phase 1 read the
+//     keys is seen here, and one that starts now waits for this commit.
+//  4. Take the commit lock, last, and hold it to COMMIT: it makes pos
+//     order commit order.
+//  5. Read the commit time and take a range of positions, as many as
+//     there are records (duplicates leave gaps in pos, which is fine).
+func (t *txn) lockStreams(ctx context.Context) error {
 	b := &pgx.Batch{}
 	b.Queue(`INSERT INTO streams (edge, epoch)
 		SELECT * FROM unnest($1::text[], $2::bytea[])
-		ON CONFLICT DO NOTHING RETURNING edge, epoch`, sEdges, sEpochs)
+		ON CONFLICT DO NOTHING RETURNING edge, epoch`, t.sEdges, t.sEpochs)
 	b.Queue(`SELECT edge, epoch, hwm, head, last_commit, first_seen, ended_at IS NOT NULL
-		FROM streams WHERE edge = ANY($1) ORDER BY edge, epoch FOR UPDATE`, edges)
+		FROM streams WHERE edge = ANY($1) ORDER BY edge, epoch FOR UPDATE`, t.edges)
 	b.Queue(`SELECT k.edge, k.kid FROM edge_keys k JOIN edges e ON e.id = k.edge
 		WHERE k.edge = ANY($1) AND k.kid = ANY($2) AND k.status = 'active' AND e.status = 'active'
-		FOR SHARE OF k, e`, edges, kids)
+		FOR SHARE OF k, e`, t.edges, t.kids)
 	b.Queue(`SELECT pg_advisory_xact_lock($1)`, lockCommit)
-	b.Queue(`SELECT clock_timestamp(), setval('ledger_pos_seq', nextval('ledger_pos_seq') + $1 - 1)`, maxNew)
-	br := tx.SendBatch(ctx, b)
+	b.Queue(`SELECT clock_timestamp(), setval('ledger_pos_seq', nextval('ledger_pos_seq') + $1 - 1)`, t.maxNew)
+	br := t.tx.SendBatch(ctx, b)
 	fresh := map[protocol.Stream]bool{}
 	rows, _ := br.Query()
 	var edge string
 	var epoch []byte
-	_, err = pgx.ForEachRow(rows, []any{&edge, &epoch}, func() error {
+	_, err := pgx.ForEachRow(rows, []any{&edge, &epoch}, func() error {
 		fresh[streamOf(edge, epoch)] = true
 		return nil
 	})
 	if err != nil {
 		br.Close()
-		return nil, nil, fmt.Errorf("insert streams: %w", err)
+		return fmt.Errorf("insert streams: %w", err)
 	}
-	states := map[protocol.Stream]*streamState{}
-	var byEdge []protocol.Stream // every locked stream, in lock order
+	t.states = map[protocol.Stream]*streamState{}
 	var hwm int64
 	var head []byte
 	var lastCommit *time.Time
@@ -437,173 +391,181 @@ func (l *Ledger) commitTx(ctx context.Context, work []*verified) ([]Outcome, []C
 		st := &streamState{hwm: uint64(hwm), dbHWM: uint64(hwm), lastCommit: deref(lastCommit),
 			firstSeen: firstSeen, ended: ended, isNew: fresh[s]}
 		copy(st.head[:], head)
-		states[s] = st
-		byEdge = append(byEdge, s)
+		t.states[s] = st
+		t.byEdge = append(t.byEdge, s)
 		return nil
 	})
 	if err != nil {
 		br.Close()
-		return nil, nil, fmt.Errorf("lock streams: %w", err)
+		return fmt.Errorf("lock streams: %w", err)
 	}
-	active := map[edgeKID]bool{}
+	t.active = map[edgeKID]bool{}
 	var kid string
 	rows, _ = br.Query()
 	_, err = pgx.ForEachRow(rows, []any{&edge, &kid}, func() error {
-		active[edgeKID{edge, protocol.KeyID(kid)}] = true
+		t.active[edgeKID{edge, protocol.KeyID(kid)}] = true
 		return nil
 	})
 	if err != nil {
 		br.Close()
-		return nil, nil, fmt.Errorf("recheck keys: %w", err)
+		return fmt.Errorf("recheck keys: %w", err)
 	}
-	var committedAt time.Time
 	var lastPos int64
 	_, err = br.Exec()
 	if err == nil {
-		err = br.QueryRow().Scan(&committedAt, &lastPos)
+		err = br.QueryRow().Scan(&t.committedAt, &lastPos)
 	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("take commit position: %w", err)
+		return fmt.Errorf("take commit position: %w", err)
 	}
-	nextPos := lastPos - int64(maxNew) + 1
+	t.nextPos = lastPos - int64(t.maxNew) + 1
+	return nil
+}
 
-	// Decide each input against its stream, in seq order.
-	res := make([]Outcome, len(work))
-	starts := make([]int, len(work)) // index of the first new record, for KindCommitted
-	type dupCheck struct {
-		i    int
-		seq  uint64
-		want protocol.Hash
-	}
-	var dbChecks []dupCheck
-	total := 0
-	for i, v := range work {
-		st := states[v.stream]
+// decide decides each input against its stream, in seq order: revoked,
+// duplicate (to be checked), gap, fork, or committed. A commit moves the
+// stream's hwm and head in t.states for the inputs that follow.
+func (t *txn) decide() error {
+	t.res = make([]Outcome, len(t.work))
+	t.starts = make([]int, len(t.work))
+	for i, v := range t.work {
+		st := t.states[v.stream]
 		if st == nil {
-			return nil, nil, fmt.Errorf("stream %s: row missing after insert", v.stream)
+			return fmt.Errorf("stream %s: row missing after insert", v.stream)
 		}
 		st.touched = true
 		first, last := v.seg.First, v.seg.Last
 		n := len(v.recs)
-		if !active[edgeKID{v.stream.Edge, v.cp.KID}] {
-			l.keys.forget(v.stream.Edge)
-			res[i] = quarantined(v.stream, protocol.NackRevoked,
+		if !t.active[edgeKID{v.stream.Edge, v.cp.KID}] {
+			t.l.keys.forget(v.stream.Edge)
+			t.res[i] = quarantined(v.stream, protocol.NackRevoked,
 				fmt.Sprintf("key %s of edge %s was revoked", v.cp.KID, v.stream.Edge))
 			continue
 		}
 		st.signed = true
 		switch {
 		case last <= st.hwm:
-			res[i] = Outcome{Kind: KindDuplicate}
+			t.res[i] = Outcome{Kind: KindDuplicate}
 			want := v.links[n-1]
 			switch {
 			case last == st.hwm:
 				if want != st.head {
-					res[i] = forked(v.stream, last)
+					t.res[i] = forked(v.stream, last)
 				}
 			case last > st.dbHWM:
 				if h, _ := st.pendingLink(last); h != want {
-					res[i] = forked(v.stream, last)
+					t.res[i] = forked(v.stream, last)
 				}
 			default:
-				dbChecks = append(dbChecks, dupCheck{i, last, want})
+				t.dbChecks = append(t.dbChecks, dupCheck{i, last, want})
 			}
 		case first > st.hwm+1:
-			res[i] = Outcome{Kind: KindGap, Code: protocol.NackGap,
+			t.res[i] = Outcome{Kind: KindGap, Code: protocol.NackGap,
 				Reason: fmt.Sprintf("segment starts at seq %d; committed up to %d", first, st.hwm)}
 		default:
 			k := int(st.hwm + 1 - first)
 			if v.recs[k].Prev != st.head {
-				res[i] = quarantined(v.stream, protocol.NackChain,
+				t.res[i] = quarantined(v.stream, protocol.NackChain,
 					fmt.Sprintf("seq %d does not continue the committed head %s at seq %d (fork)",
 						st.hwm+1, st.head, st.hwm))
 				break
 			}
 			st.pending = append(st.pending, pendingRun{first: st.hwm + 1, links: v.links[k:]})
 			st.hwm, st.head, st.committed = last, v.links[n-1], true
-			starts[i] = k
-			total += n - k
-			res[i] = Outcome{Kind: KindCommitted, Records: n - k,
+			t.starts[i] = k
+			t.total += n - k
+			t.res[i] = Outcome{Kind: KindCommitted, Records: n - k,
 				Watermark: Watermark{Stream: v.stream, HWM: last, Head: v.links[n-1]}}
 		}
 	}
+	return nil
+}
 
-	// A duplicate of records committed before must be the same records:
-	// the edge signed both, so a difference is a fork.
-	if len(dbChecks) > 0 {
-		var is []int32
-		var es []string
-		var eps [][]byte
-		var seqs []int64
-		for _, c := range dbChecks {
-			v := work[c.i]
-			is = append(is, int32(c.i))
-			es = append(es, v.stream.Edge)
-			eps = append(eps, v.stream.Epoch[:])
-			seqs = append(seqs, int64(c.seq))
+// checkDuplicates compares duplicates of records committed before with the
+// stored records: the edge signed both, so a difference is a fork.
+func (t *txn) checkDuplicates(ctx context.Context) error {
+	if len(t.dbChecks) == 0 {
+		return nil
+	}
+	var is []int32
+	var es []string
+	var eps [][]byte
+	var seqs []int64
+	for _, c := range t.dbChecks {
+		v := t.work[c.i]
+		is = append(is, int32(c.i))
+		es = append(es, v.stream.Edge)
+		eps = append(eps, v.stream.Epoch[:])
+		seqs = append(seqs, int64(c.seq))
+	}
+	rows, _ := t.tx.Query(ctx, `SELECT q.i, l.hash
+		FROM unnest($1::int[], $2::text[], $3::bytea[], $4::bigint[]) AS q(i, edge, epoch, seq)
+		LEFT JOIN LATERAL (SELECT hash FROM ledger l
+			WHERE l.edge = q.edge AND l.epoch = q.epoch AND l.seq = q.seq LIMIT 1) l ON true`,
+		is, es, eps, seqs)
+	stored := map[int]protocol.Hash{}
+	var i int32
+	var h []byte
+	if _, err := pgx.ForEachRow(rows, []any{&i, &h}, func() error {
+		var hh protocol.Hash
+		if len(h) == len(hh) {
+			copy(hh[:], h)
+			stored[int(i)] = hh
 		}
-		rows, _ := tx.Query(ctx, `SELECT q.i, l.hash
-			FROM unnest($1::int[], $2::text[], $3::bytea[], $4::bigint[]) AS q(i, edge, epoch, seq)
-			LEFT JOIN LATERAL (SELECT hash FROM ledger l
-				WHERE l.edge = q.edge AND l.epoch = q.epoch AND l.seq = q.seq LIMIT 1) l ON true`,
-			is, es, eps, seqs)
-		stored := map[int]protocol.Hash{}
-		var i int32
-		var h []byte
-		if _, err := pgx.ForEachRow(rows, []any{&i, &h}, func() error {
-			var hh protocol.Hash
-			if len(h) == len(hh) {
-				copy(hh[:], h)
-				stored[int(i)] = hh
-			}
-			return nil
-		}); err != nil {
-			return nil, nil, fmt.Errorf("check duplicates: %w", err)
-		}
-		for _, c := range dbChecks {
-			if h, ok := stored[c.i]; !ok || h != c.want {
-				res[c.i] = forked(work[c.i].stream, c.seq)
-			}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("check duplicates: %w", err)
+	}
+	for _, c := range t.dbChecks {
+		if h, ok := stored[c.i]; !ok || h != c.want {
+			t.res[c.i] = forked(t.work[c.i].stream, c.seq)
 		}
 	}
+	return nil
+}
 
-	var recs []Committed
-	var copyRows [][]any
-	if total > 0 {
-		recs = make([]Committed, 0, total)
-		copyRows = make([][]any, 0, total)
-		for i, v := range work {
-			if res[i].Kind != KindCommitted {
-				continue
-			}
-			res[i].CommittedAt = committedAt
-			for j := starts[i]; j < len(v.recs); j++ {
-				pos := nextPos
-				nextPos++
-				recs = append(recs, Committed{Stream: v.stream, Record: v.recs[j], Raw: v.seg.Records[j],
-					Hash: v.links[j], CommittedAt: committedAt, Pos: pos})
-				row := v.rows[j]
-				row[3], row[4] = pos, committedAt
-				copyRows = append(copyRows, row)
-			}
+// copyRecords gives the new records their positions and commit time and
+// COPYs them into the ledger.
+func (t *txn) copyRecords(ctx context.Context) error {
+	if t.total == 0 {
+		return nil
+	}
+	t.recs = make([]Committed, 0, t.total)
+	copyRows := make([][]any, 0, t.total)
+	for i, v := range t.work {
+		if t.res[i].Kind != KindCommitted {
+			continue
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"ledger"}, ledgerColumns, pgx.CopyFromRows(copyRows)); err != nil {
-			return nil, nil, fmt.Errorf("copy records: %w", err)
+		t.res[i].CommittedAt = t.committedAt
+		for j := t.starts[i]; j < len(v.recs); j++ {
+			pos := t.nextPos
+			t.nextPos++
+			t.recs = append(t.recs, Committed{Stream: v.stream, Record: v.recs[j], Raw: v.seg.Records[j],
+				Hash: v.links[j], CommittedAt: t.committedAt, Pos: pos})
+			row := v.rows[j]
+			row[3], row[4] = pos, t.committedAt
+			copyRows = append(copyRows, row)
 		}
 	}
+	if _, err := t.tx.CopyFrom(ctx, pgx.Identifier{"ledger"}, ledgerColumns, pgx.CopyFromRows(copyRows)); err != nil {
+		return fmt.Errorf("copy records: %w", err)
+	}
+	return nil
+}
 
-	// The round trip after the COPY: checkpoints, watermarks, epochs.
-	b = &pgx.Batch{}
-	if total > 0 {
+// advance queues, for the round trip after the COPY, the checkpoints of
+// the committed inputs and the new watermarks of every touched stream.
+func (t *txn) advance(b *pgx.Batch) {
+	if t.total > 0 {
 		var ce []string
 		var cep, ch, csig [][]byte
 		var cs []int64
 		var ck []string
-		for i, v := range work {
-			if res[i].Kind == KindCommitted {
+		for i, v := range t.work {
+			if t.res[i].Kind == KindCommitted {
 				ce = append(ce, v.stream.Edge)
 				cep = append(cep, v.stream.Epoch[:])
 				cs = append(cs, int64(v.cp.Seq))
@@ -614,14 +576,14 @@ func (l *Ledger) commitTx(ctx context.Context, work []*verified) ([]Outcome, []C
 		}
 		b.Queue(`INSERT INTO checkpoints (edge, epoch, seq, head, kid, signature, committed_at)
 			SELECT t.*, $7::timestamptz FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::bytea[], $5::text[], $6::bytea[]) AS t
-			ON CONFLICT DO NOTHING`, ce, cep, cs, ch, ck, csig, committedAt)
+			ON CONFLICT DO NOTHING`, ce, cep, cs, ch, ck, csig, t.committedAt)
 	}
 	var ue []string
 	var uep, uh [][]byte
 	var uhwm []int64
 	var uc []bool
-	for _, s := range byEdge {
-		if st := states[s]; st.touched {
+	for _, s := range t.byEdge {
+		if st := t.states[s]; st.touched {
 			ue = append(ue, s.Edge)
 			uep = append(uep, s.Epoch[:])
 			uhwm = append(uhwm, int64(st.hwm))
@@ -630,28 +592,32 @@ func (l *Ledger) commitTx(ctx context.Context, work []*verified) ([]Outcome, []C
 		}
 	}
 	var at *time.Time
-	if total > 0 {
-		at = &committedAt
+	if t.total > 0 {
+		at = &t.committedAt
 	}
 	b.Queue(`UPDATE streams s SET hwm = t.hwm, head = t.head,
 			last_commit = CASE WHEN t.committed THEN $6::timestamptz ELSE s.last_commit END,
 			last_seen = coalesce($6::timestamptz, now())
 		FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::bytea[], $5::bool[]) AS t(edge, epoch, hwm, head, committed)
 		WHERE s.edge = t.edge AND s.epoch = t.epoch`, ue, uep, uhwm, uh, uc, at)
-	// A stream seen for the first time is a new epoch of its edge: end the
-	// edge's open epochs where their watermark stands, and link both ways.
-	// Only on the word of a key that is still active.
-	for _, s := range byEdge {
-		st := states[s]
+}
+
+// endOldEpochs queues the end of the old epochs: a stream seen for the
+// first time is a new epoch of its edge, so the edge's open epochs end
+// where their watermark stands, linked both ways. Only on the word of a
+// key that is still active.
+func (t *txn) endOldEpochs(b *pgx.Batch) {
+	for _, s := range t.byEdge {
+		st := t.states[s]
 		if !st.isNew || !st.signed {
 			continue
 		}
 		var prev *protocol.Stream
 		var olds [][]byte
-		for _, o := range byEdge {
-			if so := states[o]; o.Edge == s.Edge && !so.isNew && !so.ended {
+		for _, o := range t.byEdge {
+			if so := t.states[o]; o.Edge == s.Edge && !so.isNew && !so.ended {
 				olds = append(olds, o.Epoch[:])
-				if prev == nil || so.firstSeen.After(states[*prev].firstSeen) {
+				if prev == nil || so.firstSeen.After(t.states[*prev].firstSeen) {
 					prev = &o
 				}
 			}
@@ -663,38 +629,24 @@ func (l *Ledger) commitTx(ctx context.Context, work []*verified) ([]Outcome, []C
 			WHERE edge = $1 AND epoch = ANY($3)`, s.Edge, s.Epoch[:], olds)
 		b.Queue(`UPDATE streams SET prev_epoch = $3 WHERE edge = $1 AND epoch = $2`,
 			s.Edge, s.Epoch[:], prev.Epoch[:])
-		l.opts.Logger.Info("new epoch", "edge", s.Edge, "epoch", s.Epoch.String(),
-			"prev_epoch", prev.Epoch.String(), "prev_hwm", states[*prev].dbHWM)
+		t.l.opts.Logger.Info("new epoch", "edge", s.Edge, "epoch", s.Epoch.String(),
+			"prev_epoch", prev.Epoch.String(), "prev_hwm", t.states[*prev].dbHWM)
 	}
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return nil, nil, fmt.Errorf("update streams: %w", err)
-	}
+}
 
-	for _, p := range l.opts.Projections {
-		if len(recs) == 0 {
-			break
-		}
-		if err := p.Apply(ctx, tx, recs); err != nil {
-			return nil, nil, fmt.Errorf("projection %T: %w", p, err)
-		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, nil, err
-	}
-
-	// Watermarks for the outcomes that are not commits: the stream's state
-	// as this transaction left it.
-	for i, v := range work {
-		if res[i].Kind == KindCommitted {
+// fillWatermarks gives the outcomes that are not commits the stream's
+// state as the committed transaction left it.
+func (t *txn) fillWatermarks() {
+	for i, v := range t.work {
+		if t.res[i].Kind == KindCommitted {
 			continue
 		}
-		st := states[v.stream]
-		res[i].Watermark = Watermark{Stream: v.stream, HWM: st.hwm, Head: st.head, CommittedAt: st.lastCommit}
+		st := t.states[v.stream]
+		t.res[i].Watermark = Watermark{Stream: v.stream, HWM: st.hwm, Head: st.head, CommittedAt: st.lastCommit}
 		if st.committed {
-			res[i].CommittedAt = committedAt
+			t.res[i].CommittedAt = t.committedAt
 		}
 	}
-	return res, recs, nil
 }
 
 func forked(s protocol.Stream, seq uint64) Outcome {
