@@ -7,7 +7,7 @@ import (
 )
 
 func BenchmarkDecodeRecord(b *testing.B) {
-	raws, _ := chain(b, testStream, protocol.ChainState{}, 3)
+	raws, _ := chain(b, testStream, 3)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(raws[1])))
 	for b.Loop() {
@@ -18,7 +18,7 @@ func BenchmarkDecodeRecord(b *testing.B) {
 }
 
 func BenchmarkVerifyChain(b *testing.B) {
-	raws, head := chain(b, testStream, protocol.ChainState{}, 100)
+	raws, head := chain(b, testStream, 100)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, _, err := protocol.VerifyChain(protocol.ChainState{Stream: testStream}, raws, &head); err != nil {

@@ -39,7 +39,7 @@ func clone(raws [][]byte) [][]byte {
 }
 
 func TestChainIntact(t *testing.T) {
-	raws, head := chain(t, testStream, protocol.ChainState{}, 20)
+	raws, head := chain(t, testStream, 20)
 	st, recs, err := protocol.VerifyChain(protocol.ChainState{Stream: testStream}, raws, &head)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +56,7 @@ func TestChainIntact(t *testing.T) {
 
 // Every single changed byte in every record is detected at that record's seq.
 func TestChainEveryFlippedByte(t *testing.T) {
-	raws, head := chain(t, testStream, protocol.ChainState{}, 12)
+	raws, head := chain(t, testStream, 12)
 	for i := range raws {
 		for j := range raws[i] {
 			bad := clone(raws)
@@ -74,11 +74,11 @@ func TestChainEveryFlippedByte(t *testing.T) {
 }
 
 func TestChainBreaks(t *testing.T) {
-	raws, head := chain(t, testStream, protocol.ChainState{}, 10)
+	raws, head := chain(t, testStream, 10)
 	other := protocol.Stream{Edge: testStream.Edge, Epoch: protocol.Epoch{9}}
-	otherRaws, _ := chain(t, other, protocol.ChainState{}, 10)
+	otherRaws, _ := chain(t, other, 10)
 	otherEdge := protocol.Stream{Edge: "edge-002", Epoch: testStream.Epoch}
-	otherEdgeRaws, _ := chain(t, otherEdge, protocol.ChainState{}, 10)
+	otherEdgeRaws, _ := chain(t, otherEdge, 10)
 
 	t.Run("dropped record", func(t *testing.T) {
 		for k := 0; k < 9; k++ {
@@ -121,7 +121,7 @@ func TestChainBreaks(t *testing.T) {
 
 // A tombstone keeps the chain verifiable in place of the shed record.
 func TestChainTombstone(t *testing.T) {
-	raws, head := chain(t, testStream, protocol.ChainState{}, 9)
+	raws, head := chain(t, testStream, 9)
 	// seq 3, 6 and 9 are telemetry; shed 3 and the last one, 9.
 	for _, k := range []int{2, 8} {
 		tomb, err := protocol.Tombstone(raws[k])

@@ -174,10 +174,8 @@ func TestTopics(t *testing.T) {
 }
 
 func TestSegmentLimits(t *testing.T) {
-	s := mustSigner(t, edgeKeyName)
-	raws, head := chain(t, testStream, protocol.ChainState{}, 5)
-	seg := &protocol.Segment{V: 1, Edge: testStream.Edge, Epoch: testStream.Epoch, First: 1, Last: 5, Records: raws,
-		Checkpoint: s.SignCheckpoint(protocol.Checkpoint{Edge: testStream.Edge, Epoch: testStream.Epoch, Seq: 5, Head: head.Head})}
+	s := stream(t, testStream, 5).SignedBy(mustSigner(t, edgeKeyName))
+	seg := s.Segment(1, 5)
 	for _, z := range []bool{false, true} {
 		b, err := protocol.EncodeSegment(seg, z)
 		if err != nil {

@@ -2,27 +2,20 @@ package protocol_test
 
 import (
 	"crypto/ed25519"
-	"crypto/sha256"
 	"testing"
 	"time"
 
 	"github.com/outpost-edge/outpost/protocol"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
 // Fixed test keys: the seed is SHA-256 of a name, so other implementations
 // can derive them too (testdata/vectors/keys.json).
-func testKey(name string) ed25519.PrivateKey {
-	seed := sha256.Sum256([]byte(name))
-	return ed25519.NewKeyFromSeed(seed[:])
-}
+func testKey(name string) ed25519.PrivateKey { return protocoltest.Key(name) }
 
 func mustSigner(tb testing.TB, name string) *protocol.Signer {
 	tb.Helper()
-	s, err := protocol.NewSigner(testKey(name))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return s
+	return protocoltest.Signer(tb, name)
 }
 
 var (
@@ -30,15 +23,13 @@ var (
 	testT0     = time.Date(2026, 11, 22, 9, 30, 0, 0, time.UTC)
 )
 
-// chain builds n records of testStream with a mix of ledger and telemetry
-// events and returns their bytes and the state after the last.
-func chain(tb testing.TB, st protocol.Stream, from protocol.ChainState, n int) ([][]byte, protocol.ChainState) {
+// stream builds n records of st with a mix of ledger and telemetry
+// events, from till-1, edge time testT0 plus seq logical ticks.
+func stream(tb testing.TB, st protocol.Stream, n int) *protocoltest.Stream {
 	tb.Helper()
-	raws := make([][]byte, 0, n)
-	cur := from
-	cur.Stream = st
-	for i := 0; i < n; i++ {
-		seq := cur.Seq + 1
+	s := &protocoltest.Stream{Stream: st}
+	for range n {
+		seq := s.Last() + 1
 		var ev protocol.Event
 		if seq%3 == 0 {
 			ev = telemetryEvent(tb, seq)
@@ -46,14 +37,17 @@ func chain(tb testing.TB, st protocol.Stream, from protocol.ChainState, n int) (
 			ev = inventoryEvent(tb, seq)
 		}
 		r := protocol.NewRecord(st, "till-1", ev)
-		r.Seq = seq
-		r.Prev = cur.Head
 		r.EdgeTime = protocol.HLCFromTime(testT0) + protocol.HLCTime(seq)
-		b := r.Encode()
-		raws = append(raws, b)
-		cur.Seq, cur.Head = seq, protocol.HashBytes(b)
+		s.Add(r)
 	}
-	return raws, cur
+	return s
+}
+
+// chain is stream's records and the state after the last.
+func chain(tb testing.TB, st protocol.Stream, n int) ([][]byte, protocol.ChainState) {
+	tb.Helper()
+	s := stream(tb, st, n)
+	return s.Raws, s.Head()
 }
 
 func telemetryEvent(tb testing.TB, n uint64) protocol.Event {

@@ -108,7 +108,8 @@ func TestVectors(t *testing.T) {
 	checkVector(t, "events", evs)
 
 	// A chain of records, a tombstone, and the checkpoint over the head.
-	raws, head := chain(t, testStream, protocol.ChainState{}, 3)
+	chained := stream(t, testStream, 3).SignedBy(edge)
+	raws, head := chained.Raws, chained.Head()
 	var recs []recordVector
 	for _, raw := range raws {
 		r, err := protocol.DecodeRecord(raw)
@@ -128,10 +129,10 @@ func TestVectors(t *testing.T) {
 		"tombstone": recordVector{Seq: tomb.Seq, Decoded: diag(t, tb), Hex: hex.EncodeToString(tb), LinkHash: tomb.LinkHash(tb).String()},
 	})
 
-	cp := edge.SignCheckpoint(protocol.Checkpoint{Edge: testStream.Edge, Epoch: testStream.Epoch, Seq: head.Seq, Head: head.Head, EdgeTime: protocol.HLCFromTime(testT0) + 3})
+	cp := chained.Checkpoint(head.Seq)
 	rc := cloud.SignReceipt(protocol.Receipt{Edge: testStream.Edge, Epoch: testStream.Epoch, HWM: head.Seq, Head: head.Head, CommittedAt: testT0.UnixMilli() + 1500})
 	nk := cloud.SignNack(protocol.Nack{Edge: testStream.Edge, Epoch: testStream.Epoch, HWM: 1, Head: protocol.HashBytes(raws[0]), Code: protocol.NackGap, Reason: "expected seq 2, segment starts at 3", At: testT0.UnixMilli() + 1600})
-	seg := &protocol.Segment{V: protocol.SegmentVersion, Edge: testStream.Edge, Epoch: testStream.Epoch, First: 1, Last: 3, Records: raws, Checkpoint: cp}
+	seg := chained.Segment(1, 3)
 	segb, err := protocol.EncodeSegment(seg, false)
 	if err != nil {
 		t.Fatal(err)

@@ -219,8 +219,8 @@ func TestEvents(t *testing.T) {
 		}
 		return out
 	}
-	a.Append(t, base, types(20)...)
-	b.Append(t, base, types(12)...)
+	appendTypes(t, a, base, types(20)...)
+	appendTypes(t, b, base, types(12)...)
 	// Interleave the two edges' commits, so that a filter has to skip.
 	e.MustCommit(t, a, 1, 6)
 	e.MustCommit(t, b, 1, 5)
@@ -366,8 +366,8 @@ func TestStreams(t *testing.T) {
 
 	base := time.Date(2026, 2, 10, 9, 0, 0, 0, time.UTC)
 	a, b := e.MustStream(t, "shop-a"), e.MustStream(t, "shop-b")
-	a.Append(t, base, "sale.completed", "sale.completed", "sale.completed")
-	b.Append(t, base, "sale.completed", "sale.completed")
+	appendTypes(t, a, base, "sale.completed", "sale.completed", "sale.completed")
+	appendTypes(t, b, base, "sale.completed", "sale.completed")
 	e.MustCommit(t, a, 1, 3)
 	e.MustCommit(t, b, 1, 2)
 	// shop-a says it holds 10 records: 7 are not committed yet.
@@ -549,10 +549,10 @@ func TestQuarantine(t *testing.T) {
 	e := MustEnv(t, envOptions{})
 	base := time.Date(2026, 2, 10, 9, 0, 0, 0, time.UTC)
 	a := e.MustStream(t, "shop-a")
-	a.Append(t, base, "sale.completed", "sale.completed")
+	appendTypes(t, a, base, "sale.completed", "sale.completed")
 	// A segment signed by a key that is not shop-a's is quarantined.
 	seg := a.Segment(1, 2)
-	seg.Checkpoint = MustSigner(t).SignCheckpoint(protocol.Checkpoint{Edge: "shop-a", Epoch: a.Stream.Epoch, Seq: 2, Head: a.Links[1], EdgeTime: a.Times[1]})
+	seg.Checkpoint = a.SignedBy(MustSigner(t)).Checkpoint(2)
 	out, err := e.Ledger.Commit(context.Background(), []ledger.Input{{TopicEdge: "shop-a", Segment: seg}})
 	if err != nil || out[0].Kind != ledger.KindQuarantined {
 		t.Fatalf("commit: %v %+v", err, out)

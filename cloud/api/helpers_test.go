@@ -22,6 +22,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/internal/pgtest"
 	"github.com/outpost-edge/outpost/protocol"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -95,15 +96,7 @@ func MustConn(tb testing.TB, url string) *pgx.Conn {
 // MustSigner returns a signer with a fresh key.
 func MustSigner(tb testing.TB) *protocol.Signer {
 	tb.Helper()
-	_, priv, err := protocol.GenerateKey()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s, err := protocol.NewSigner(priv)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return s
+	return protocoltest.NewSigner(tb)
 }
 
 // MustEnv starts the API on a fresh database. The ledger uses one
@@ -249,60 +242,30 @@ func wantError(tb testing.TB, r response, status int, parts ...string) {
 func hexKey(pub ed25519.PublicKey) string { return hex.EncodeToString(pub) }
 
 // testStream is one outbox life of an edge: its records and signer.
-type testStream struct {
-	Stream protocol.Stream
-	Signer *protocol.Signer
-	Raws   [][]byte // Raws[i] is seq i+1
-	Links  []protocol.Hash
-	Times  []protocol.HLCTime
-}
+type testStream = protocoltest.Stream
 
 // MustStream registers edge (when new) and returns a new stream of it.
 func (e *env) MustStream(tb testing.TB, edge string) *testStream {
 	tb.Helper()
-	s := &testStream{Signer: MustSigner(tb)}
+	s := protocoltest.NewStream(tb, edge, MustSigner(tb))
 	if _, err := e.Ledger.AddEdge(context.Background(), edge, s.Signer.Public()); err != nil {
 		tb.Fatalf("add edge %s: %v", edge, err)
 	}
-	epoch, err := protocol.NewEpoch(nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s.Stream = protocol.Stream{Edge: edge, Epoch: epoch}
 	return s
 }
 
-// Append adds records of the given types, one millisecond apart in edge
-// time from base onwards.
-func (s *testStream) Append(tb testing.TB, base time.Time, types ...string) {
+// appendTypes adds records of the given types to s, one millisecond apart
+// in edge time from base onwards.
+func appendTypes(tb testing.TB, s *testStream, base time.Time, types ...string) {
 	tb.Helper()
 	for _, typ := range types {
-		seq := uint64(len(s.Raws) + 1)
+		seq := s.Last() + 1
 		body, err := protocol.NewBody(map[string]any{"n": seq})
 		if err != nil {
 			tb.Fatal(err)
 		}
 		at := base.Add(time.Duration(seq) * time.Millisecond)
-		r := protocol.NewRecord(s.Stream, "till-1", protocol.Event{ID: fmt.Sprintf("ev-%d", seq), Type: typ, TS: at, Body: body})
-		r.Seq = seq
-		r.EdgeTime = protocol.HLCFromTime(at)
-		if seq > 1 {
-			r.Prev = s.Links[seq-2]
-		}
-		raw := r.Encode()
-		s.Raws = append(s.Raws, raw)
-		s.Links = append(s.Links, r.LinkHash(raw))
-		s.Times = append(s.Times, r.EdgeTime)
-	}
-}
-
-// Segment returns records first..last, signed.
-func (s *testStream) Segment(first, last uint64) *protocol.Segment {
-	return &protocol.Segment{
-		V: protocol.SegmentVersion, Edge: s.Stream.Edge, Epoch: s.Stream.Epoch,
-		First: first, Last: last, Records: s.Raws[first-1 : last],
-		Checkpoint: s.Signer.SignCheckpoint(protocol.Checkpoint{
-			Edge: s.Stream.Edge, Epoch: s.Stream.Epoch, Seq: last, Head: s.Links[last-1], EdgeTime: s.Times[last-1]}),
+		s.AddEvent("till-1", protocol.Event{ID: fmt.Sprintf("ev-%d", seq), Type: typ, TS: at, Body: body})
 	}
 }
 

@@ -38,7 +38,7 @@ type recordsAnswer struct {
 func TestStreamRecords(t *testing.T) {
 	e := MustEnv(t, envOptions{})
 	a := e.MustStream(t, "shop-a")
-	a.Append(t, time.Date(2026, 2, 10, 9, 0, 0, 0, time.UTC), "sale.completed", "telemetry.temperature", "sale.completed",
+	appendTypes(t, a, time.Date(2026, 2, 10, 9, 0, 0, 0, time.UTC), "sale.completed", "telemetry.temperature", "sale.completed",
 		"sale.completed", "sale.voided", "sale.completed", "telemetry.temperature")
 	e.MustCommit(t, a, 1, 3)
 	e.MustCommit(t, a, 4, 7)

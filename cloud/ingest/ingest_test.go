@@ -2,8 +2,6 @@ package ingest_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"sync"
@@ -16,13 +14,8 @@ import (
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
-
-func signer(name string) *protocol.Signer {
-	seed := sha256.Sum256([]byte(name))
-	s, _ := protocol.NewSigner(ed25519.NewKeyFromSeed(seed[:]))
-	return s
-}
 
 // fakeLedger commits segments in order per stream, reports gaps, and can
 // fail a number of times first. It checks nothing cryptographic: that is
@@ -103,21 +96,12 @@ func (r *replies) verified(t *testing.T, edge string, keys protocol.Keys) []prot
 	return out
 }
 
-// seg builds a syntactically valid segment (signatures are not checked here).
+// seg builds records first..last of stream st, signed by s (the fake
+// ledger checks no signature; the real one would accept them).
 func seg(t *testing.T, s *protocol.Signer, st protocol.Stream, first, last uint64) []byte {
 	t.Helper()
-	var recs [][]byte
-	for q := first; q <= last; q++ {
-		r := protocol.NewRecord(st, "d1", protocol.Event{ID: fmt.Sprint(q), Type: "a.b", TS: time.UnixMilli(1)})
-		r.Seq = q
-		recs = append(recs, r.Encode())
-	}
-	b, err := protocol.EncodeSegment(&protocol.Segment{V: 1, Edge: st.Edge, Epoch: st.Epoch, First: first, Last: last, Records: recs,
-		Checkpoint: s.SignCheckpoint(protocol.Checkpoint{Edge: st.Edge, Epoch: st.Epoch, Seq: last})}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	chain := (&protocoltest.Stream{Stream: st, Signer: s}).AddN(t, int(last))
+	return protocoltest.Encode(t, chain.Segment(first, last), false)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -127,7 +111,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func start(t *testing.T, l ingest.Ledger, mod func(*ingest.Options)) (*ingest.Service, *protocol.Signer) {
 	t.Helper()
-	cloud := signer("cloud")
+	cloud := protocoltest.Signer(t, "cloud")
 	o := ingest.Options{Ledger: l, Signer: cloud, Workers: 1, MaxDelay: time.Millisecond, GapWait: 5 * time.Second}
 	if mod != nil {
 		mod(&o)
@@ -148,7 +132,7 @@ func start(t *testing.T, l ingest.Ledger, mod func(*ingest.Options)) (*ingest.Se
 func TestGapWaitsForItsFill(t *testing.T) {
 	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}}
 	svc, cloud := start(t, fl, nil)
-	edge := signer("edge")
+	edge := protocoltest.Signer(t, "edge")
 	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
 	rp := &replies{msgs: map[string][][]byte{}}
 	var acked sync.Map
@@ -193,7 +177,7 @@ func TestGapNackedAfterWait(t *testing.T) {
 	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
 	rp := &replies{msgs: map[string][][]byte{}}
 	acked := make(chan struct{})
-	_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: seg(t, signer("edge"), st, 5, 9), Replier: rp, Ack: func() { close(acked) }})
+	_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: seg(t, protocoltest.Signer(t, "edge"), st, 5, 9), Replier: rp, Ack: func() { close(acked) }})
 	<-acked
 	reps := rp.verified(t, "e1", protocol.NewKeyMap(cloud.Public()))
 	if len(reps) != 1 || reps[0].Nack == nil || reps[0].Nack.Code != protocol.NackGap || reps[0].Nack.HWM != 0 {
@@ -209,7 +193,7 @@ func TestCommitRetriedWithoutAck(t *testing.T) {
 	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
 	rp := &replies{msgs: map[string][][]byte{}}
 	acked := make(chan struct{})
-	_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: seg(t, signer("edge"), st, 1, 3), Replier: rp, Ack: func() { close(acked) }})
+	_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: seg(t, protocoltest.Signer(t, "edge"), st, 1, 3), Replier: rp, Ack: func() { close(acked) }})
 	<-acked
 	fl.mu.Lock()
 	calls := fl.calls
@@ -232,7 +216,7 @@ func TestCommitRetriedWithoutAck(t *testing.T) {
 func TestBatchingAndOneReceiptPerStream(t *testing.T) {
 	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}}
 	svc, cloud := start(t, fl, func(o *ingest.Options) { o.MaxDelay = 200 * time.Millisecond })
-	edge := signer("edge")
+	edge := protocoltest.Signer(t, "edge")
 	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
 	rp := &replies{msgs: map[string][][]byte{}}
 	var wg sync.WaitGroup
@@ -278,7 +262,7 @@ func TestMalformedAndHello(t *testing.T) {
 func TestPoisonSegmentIsolated(t *testing.T) {
 	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}, poison: "bad"}
 	svc, cloud := start(t, fl, func(o *ingest.Options) { o.MaxDelay = 200 * time.Millisecond })
-	edge := signer("edge")
+	edge := protocoltest.Signer(t, "edge")
 	rp := &replies{msgs: map[string][][]byte{}}
 	var wg sync.WaitGroup
 	for _, e := range []string{"e1", "bad", "e2"} {

@@ -23,10 +23,10 @@ type benchStream struct {
 }
 
 func (s *benchStream) segments(tb testing.TB, n, size int) []*protocol.Segment {
-	s.c.extend(tb, n*size, time.Now(), "")
+	extend(tb, s.c, n*size, time.Now(), "")
 	out := make([]*protocol.Segment, n)
 	for i := range out {
-		out[i] = s.c.segment(s.e, s.next, s.next+uint64(size)-1)
+		out[i] = segment(s.c, s.e, s.next, s.next+uint64(size)-1)
 		s.next += uint64(size)
 	}
 	return out

@@ -22,7 +22,7 @@ func TestCommitInOrder(t *testing.T) {
 	l := ledger.New(conn, ledger.Options{})
 	e := MustAddEdge(t, l, "edge-1")
 	c := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 30, time.Now())
-	segs := c.cut(e, 10)
+	segs := cut(c, e, 10)
 
 	out := MustCommit(t, l, inputs(segs[0])...)
 	if o := out[0]; o.Kind != ledger.KindCommitted || o.HWM != 10 || o.Head != c.Links[9] || o.Records != 10 || o.CommittedAt.IsZero() {
@@ -38,15 +38,15 @@ func TestCommitInOrder(t *testing.T) {
 	if err != nil || w.HWM != 30 || w.Head != c.Links[29] {
 		t.Fatalf("Receipt = %+v, %v", w, err)
 	}
-	out = MustCommit(t, l, inputs(segs[0], c.segment(e, 5, 25))...)
+	out = MustCommit(t, l, inputs(segs[0], segment(c, e, 5, 25))...)
 	for i, o := range out {
 		if o.Kind != ledger.KindDuplicate || o.Watermark != w {
 			t.Errorf("duplicate %d: %+v, want receipt %+v", i, o, w)
 		}
 	}
 	// A segment that overlaps the watermark adds only what is new.
-	c.extend(t, 10, time.Now(), "")
-	out = MustCommit(t, l, inputs(c.segment(e, 21, 40))...)
+	extend(t, c, 10, time.Now(), "")
+	out = MustCommit(t, l, inputs(segment(c, e, 21, 40))...)
 	if o := out[0]; o.Kind != ledger.KindCommitted || o.Records != 10 || o.HWM != 40 {
 		t.Fatalf("overlapping segment: %+v", o)
 	}
@@ -88,8 +88,8 @@ func TestCommitConcurrentRedelivery(t *testing.T) {
 		for range 2 {
 			c := makeChain(t, protocol.Stream{Edge: id, Epoch: newEpoch(t)}, 120, time.Now())
 			chains = append(chains, c)
-			all = append(all, c.cut(e, 10)...)
-			all = append(all, c.cut(e, 7)...) // overlaps the cut by 10
+			all = append(all, cut(c, e, 10)...)
+			all = append(all, cut(c, e, 7)...) // overlaps the cut by 10
 		}
 	}
 
@@ -169,17 +169,17 @@ func TestCommitRefusesForgeries(t *testing.T) {
 		code  protocol.NackCode
 	}{
 		{"flipped byte in a record", func(t *testing.T, s setup) ledger.Input {
-			seg := s.c.segment(s.e, 1, 10)
+			seg := segment(s.c, s.e, 1, 10)
 			r := bytes.Clone(seg.Records[4])
 			r[len(r)-2] ^= 0x01
 			seg.Records[4] = r
 			return inputs(seg)[0]
 		}, protocol.NackChain},
 		{"checkpoint signed by another edge's key", func(t *testing.T, s setup) ledger.Input {
-			return inputs(s.c.segment(other, 1, 10))[0]
+			return inputs(segment(s.c, other, 1, 10))[0]
 		}, protocol.NackUnknown},
 		{"valid segment on another edge's topic", func(t *testing.T, s setup) ledger.Input {
-			return ledger.Input{TopicEdge: other.ID, Segment: s.c.segment(s.e, 1, 10)}
+			return ledger.Input{TopicEdge: other.ID, Segment: segment(s.c, s.e, 1, 10)}
 		}, protocol.NackSignature},
 		{"revoked key", func(t *testing.T, s setup) ledger.Input {
 			newKey := newTestEdge(t, s.e.ID)
@@ -189,26 +189,26 @@ func TestCommitRefusesForgeries(t *testing.T) {
 			if err := l.RevokeKey(ctx, s.e.ID, s.e.Signer.KeyID()); err != nil {
 				t.Fatal(err)
 			}
-			return inputs(s.c.segment(s.e, 1, 10))[0]
+			return inputs(segment(s.c, s.e, 1, 10))[0]
 		}, protocol.NackRevoked},
 		{"revoked edge", func(t *testing.T, s setup) ledger.Input {
 			if err := l.RevokeEdge(ctx, s.e.ID); err != nil {
 				t.Fatal(err)
 			}
-			return inputs(s.c.segment(s.e, 1, 10))[0]
+			return inputs(segment(s.c, s.e, 1, 10))[0]
 		}, protocol.NackRevoked},
 		{"unregistered edge", func(t *testing.T, s setup) ledger.Input {
 			stranger := newTestEdge(t, "stranger")
 			c := makeChain(t, protocol.Stream{Edge: stranger.ID, Epoch: newEpoch(t)}, 3, time.Now())
-			return inputs(c.segment(stranger, 1, 3))[0]
+			return inputs(segment(c, stranger, 1, 3))[0]
 		}, protocol.NackUnknown},
 		{"checkpoint for another seq", func(t *testing.T, s setup) ledger.Input {
-			seg := s.c.segment(s.e, 1, 10)
-			seg.Checkpoint = s.c.segment(s.e, 1, 9).Checkpoint
+			seg := segment(s.c, s.e, 1, 10)
+			seg.Checkpoint = segment(s.c, s.e, 1, 9).Checkpoint
 			return inputs(seg)[0]
 		}, protocol.NackChain},
 		{"records' seqs do not match first..last", func(t *testing.T, s setup) ledger.Input {
-			seg := s.c.segment(s.e, 2, 10)
+			seg := segment(s.c, s.e, 2, 10)
 			seg.First, seg.Last = 1, 9
 			return inputs(seg)[0]
 		}, protocol.NackChain},
@@ -246,7 +246,7 @@ func TestCommitGapAndRecovery(t *testing.T) {
 	l := ledger.New(conn, ledger.Options{})
 	e := MustAddEdge(t, l, "edge-g")
 	c := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 30, time.Now())
-	segs := c.cut(e, 10)
+	segs := cut(c, e, 10)
 
 	// A gap is a nack with the watermark, not a quarantine.
 	out := MustCommit(t, l, inputs(segs[1])...)
@@ -257,7 +257,7 @@ func TestCommitGapAndRecovery(t *testing.T) {
 	// A forged segment next to valid ones: the valid ones commit, the
 	// forged one is quarantined, and the stream goes on when the real
 	// records arrive.
-	forged := c.segment(e, 11, 20)
+	forged := segment(c, e, 11, 20)
 	forged.Records[3] = bytes.Clone(forged.Records[3])
 	forged.Records[3][len(forged.Records[3])-2] ^= 0x40
 	out = MustCommit(t, l, inputs(segs[0], forged, segs[2])...)
@@ -275,8 +275,8 @@ func TestCommitGapAndRecovery(t *testing.T) {
 	// A fork: records the edge signed that differ from what is committed,
 	// as a duplicate and as a continuation.
 	fork := &chain{Stream: c.Stream}
-	fork.extend(t, 40, time.Now(), "fork")
-	for _, seg := range []*protocol.Segment{fork.segment(e, 1, 10), fork.segment(e, 25, 30), fork.segment(e, 31, 40)} {
+	extend(t, fork, 40, time.Now(), "fork")
+	for _, seg := range []*protocol.Segment{segment(fork, e, 1, 10), segment(fork, e, 25, 30), segment(fork, e, 31, 40)} {
 		out = MustCommit(t, l, inputs(seg)...)
 		if o := out[0]; o.Kind != ledger.KindQuarantined || o.Code != protocol.NackChain {
 			t.Errorf("fork %d-%d: %+v", seg.First, seg.Last, o)
@@ -292,14 +292,14 @@ func TestNewEpoch(t *testing.T) {
 	l := MustLedger(t, url, ledger.Options{})
 	e := MustAddEdge(t, l, "edge-w")
 	old := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 30, time.Now())
-	MustCommit(t, l, inputs(old.cut(e, 10)...)...)
+	MustCommit(t, l, inputs(cut(old, e, 10)...)...)
 	if _, err := l.NoteHello(ctx, protocol.Hello{V: 1, Edge: e.ID, Epoch: old.Stream.Epoch, Seq: 35}); err != nil {
 		t.Fatal(err)
 	}
 
 	// The disk is wiped: a new epoch starts at seq 1.
 	cur := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 10, time.Now())
-	out := MustCommit(t, l, inputs(cur.segment(e, 1, 10))...)
+	out := MustCommit(t, l, inputs(segment(cur, e, 1, 10))...)
 	if out[0].Kind != ledger.KindCommitted {
 		t.Fatalf("new epoch: %+v", out[0])
 	}
@@ -360,11 +360,11 @@ func TestProjectionRunsInTheCommit(t *testing.T) {
 	l := ledger.New(MustConn(t, url), ledger.Options{Projections: []ledger.Projection{p}})
 	e := MustAddEdge(t, l, "edge-j")
 	c := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 20, time.Now())
-	forged := c.segment(other(t, l), 11, 20)
+	forged := segment(c, other(t, l), 11, 20)
 
 	// A failing projection rolls the whole commit back; the forged input
 	// of the same batch is quarantined all the same.
-	out, err := l.Commit(ctx, []ledger.Input{inputs(c.segment(e, 1, 10))[0], {TopicEdge: e.ID, Segment: forged}})
+	out, err := l.Commit(ctx, []ledger.Input{inputs(segment(c, e, 1, 10))[0], {TopicEdge: e.ID, Segment: forged}})
 	if err == nil || !errors.Is(err, p.fail) {
 		t.Fatalf("commit with a failing projection: %v", err)
 	}
@@ -382,7 +382,7 @@ func TestProjectionRunsInTheCommit(t *testing.T) {
 	}
 
 	p.fail = nil
-	MustCommit(t, l, inputs(c.cut(e, 10)...)...)
+	MustCommit(t, l, inputs(cut(c, e, 10)...)...)
 	if n := count(t, conn, `SELECT coalesce(sum(n), 0) FROM proj`); n != 20 {
 		t.Errorf("projection wrote %d, want 20", n)
 	}
@@ -399,7 +399,7 @@ func TestKeyCacheAcrossInstances(t *testing.T) {
 	b := MustLedger(t, url, ledger.Options{})
 	e := MustAddEdge(t, b, "edge-k")
 	c := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 30, time.Now())
-	if out := MustCommit(t, a, inputs(c.segment(e, 1, 10))...); out[0].Kind != ledger.KindCommitted {
+	if out := MustCommit(t, a, inputs(segment(c, e, 1, 10))...); out[0].Kind != ledger.KindCommitted {
 		t.Fatalf("first segment: %+v", out[0])
 	}
 
@@ -407,18 +407,18 @@ func TestKeyCacheAcrossInstances(t *testing.T) {
 	if _, err := b.RotateKey(ctx, e.ID, next.Signer.Public()); err != nil {
 		t.Fatal(err)
 	}
-	if out := MustCommit(t, a, inputs(c.segment(next, 11, 20))...); out[0].Kind != ledger.KindCommitted {
+	if out := MustCommit(t, a, inputs(segment(c, next, 11, 20))...); out[0].Kind != ledger.KindCommitted {
 		t.Fatalf("segment signed by the key another instance added: %+v", out[0])
 	}
 
 	if err := b.RevokeKey(ctx, e.ID, e.Signer.KeyID()); err != nil {
 		t.Fatal(err)
 	}
-	out := MustCommit(t, a, inputs(c.segment(e, 21, 30))...)
+	out := MustCommit(t, a, inputs(segment(c, e, 21, 30))...)
 	if o := out[0]; o.Kind != ledger.KindQuarantined || o.Code != protocol.NackRevoked || o.HWM != 20 {
 		t.Fatalf("segment signed by a key another instance revoked: %+v", o)
 	}
-	if out := MustCommit(t, a, inputs(c.segment(next, 21, 30))...); out[0].Kind != ledger.KindCommitted {
+	if out := MustCommit(t, a, inputs(segment(c, next, 21, 30))...); out[0].Kind != ledger.KindCommitted {
 		t.Fatalf("the same records signed by the new key: %+v", out[0])
 	}
 }

@@ -143,7 +143,7 @@ func TestEnroll(t *testing.T) {
 
 	// The enrolled key signs segments that commit.
 	c := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 5, time.Now())
-	if out := MustCommit(t, l, inputs(c.segment(e, 1, 5))...); out[0].Kind != ledger.KindCommitted {
+	if out := MustCommit(t, l, inputs(segment(c, e, 1, 5))...); out[0].Kind != ledger.KindCommitted {
 		t.Errorf("segment signed by the enrolled key: %+v", out[0])
 	}
 

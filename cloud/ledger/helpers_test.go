@@ -11,6 +11,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/internal/pgtest"
 	"github.com/outpost-edge/outpost/protocol"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -50,15 +51,7 @@ type testEdge struct {
 
 func newTestEdge(tb testing.TB, id string) *testEdge {
 	tb.Helper()
-	_, priv, err := protocol.GenerateKey()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s, err := protocol.NewSigner(priv)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return &testEdge{ID: id, Signer: s}
+	return &testEdge{ID: id, Signer: protocoltest.NewSigner(tb)}
 }
 
 // MustAddEdge makes a test edge and registers it.
@@ -71,37 +64,27 @@ func MustAddEdge(tb testing.TB, l *ledger.Ledger, id string) *testEdge {
 	return e
 }
 
-func newEpoch(tb testing.TB) protocol.Epoch {
-	tb.Helper()
-	e, err := protocol.NewEpoch(nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return e
-}
+func newEpoch(tb testing.TB) protocol.Epoch { return protocoltest.NewEpoch(tb) }
 
-// chain is a stream's records 1..n as an edge's outbox would hold them.
-type chain struct {
-	Stream protocol.Stream
-	Raws   [][]byte        // Raws[i] is seq i+1
-	Links  []protocol.Hash // Links[i] is the link hash of seq i+1
-	Times  []protocol.HLCTime
-}
+// chain is a stream's records 1..n as an edge's outbox would hold them;
+// each segment says which edge's key signs it.
+type chain = protocoltest.Stream
 
 // makeChain builds n records of stream s, alternating ledger and
 // telemetry types, starting at wall time base.
 func makeChain(tb testing.TB, s protocol.Stream, n int, base time.Time) *chain {
 	tb.Helper()
 	c := &chain{Stream: s}
-	c.extend(tb, n, base, "")
+	extend(tb, c, n, base, "")
 	return c
 }
 
-// extend appends n records; salt changes their content (to make a fork).
-func (c *chain) extend(tb testing.TB, n int, base time.Time, salt string) {
+// extend appends n records to c; salt changes their content (to make a
+// fork).
+func extend(tb testing.TB, c *chain, n int, base time.Time, salt string) {
 	tb.Helper()
 	for range n {
-		seq := uint64(len(c.Raws) + 1)
+		seq := c.Last() + 1
 		typ := "sale.completed"
 		if seq%5 == 0 {
 			typ = "telemetry.temperature"
@@ -111,42 +94,20 @@ func (c *chain) extend(tb testing.TB, n int, base time.Time, salt string) {
 			tb.Fatal(err)
 		}
 		at := base.Add(time.Duration(seq) * time.Millisecond)
-		r := protocol.NewRecord(c.Stream, fmt.Sprintf("dev-%d", seq%3), protocol.Event{
+		c.AddEvent(fmt.Sprintf("dev-%d", seq%3), protocol.Event{
 			ID: fmt.Sprintf("ev-%d%s", seq, salt), Type: typ, TS: at, Body: body})
-		r.Seq = seq
-		r.EdgeTime = protocol.HLCFromTime(at)
-		if seq > 1 {
-			r.Prev = c.Links[seq-2]
-		}
-		raw := r.Encode()
-		c.Raws = append(c.Raws, raw)
-		c.Links = append(c.Links, r.LinkHash(raw))
-		c.Times = append(c.Times, r.EdgeTime)
 	}
 }
 
 // segment returns records first..last of c, signed by e.
-func (c *chain) segment(e *testEdge, first, last uint64) *protocol.Segment {
-	raws := make([][]byte, 0, last-first+1)
-	for q := first; q <= last; q++ {
-		raws = append(raws, c.Raws[q-1])
-	}
-	return &protocol.Segment{
-		V: protocol.SegmentVersion, Edge: c.Stream.Edge, Epoch: c.Stream.Epoch,
-		First: first, Last: last, Records: raws,
-		Checkpoint: e.Signer.SignCheckpoint(protocol.Checkpoint{
-			Edge: c.Stream.Edge, Epoch: c.Stream.Epoch, Seq: last, Head: c.Links[last-1], EdgeTime: c.Times[last-1]}),
-	}
+func segment(c *chain, e *testEdge, first, last uint64) *protocol.Segment {
+	return c.SignedBy(e.Signer).Segment(first, last)
 }
 
-// cut cuts c into segments of size records (the last may be shorter).
-func (c *chain) cut(e *testEdge, size int) []*protocol.Segment {
-	var out []*protocol.Segment
-	for first := 1; first <= len(c.Raws); first += size {
-		last := min(first+size-1, len(c.Raws))
-		out = append(out, c.segment(e, uint64(first), uint64(last)))
-	}
-	return out
+// cut cuts c into segments of size records (the last may be shorter),
+// signed by e.
+func cut(c *chain, e *testEdge, size int) []*protocol.Segment {
+	return c.SignedBy(e.Signer).Segments(size)
 }
 
 func inputs(segs ...*protocol.Segment) []ledger.Input {

@@ -94,7 +94,7 @@ func TestPartitions(t *testing.T) {
 	l := ledger.New(conn, ledger.Options{})
 	e := MustAddEdge(t, l, "edge-p")
 	c := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 5, now)
-	MustCommit(t, l, inputs(c.segment(e, 1, 5))...)
+	MustCommit(t, l, inputs(segment(c, e, 1, 5))...)
 	var part string
 	if err := conn.QueryRow(ctx, `SELECT DISTINCT tableoid::regclass::text FROM ledger`).Scan(&part); err != nil {
 		t.Fatal(err)

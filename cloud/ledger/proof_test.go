@@ -18,7 +18,7 @@ func TestStreamProof(t *testing.T) {
 	l := ledger.New(conn, ledger.Options{})
 	e := MustAddEdge(t, l, "edge-p")
 	c := makeChain(t, protocol.Stream{Edge: "edge-p", Epoch: newEpoch(t)}, 25, time.Now().Add(-time.Minute))
-	MustCommit(t, l, inputs(c.cut(e, 10)...)...)
+	MustCommit(t, l, inputs(cut(c, e, 10)...)...)
 	keys := protocol.NewKeyMap(e.Signer.Public())
 
 	seqsOf := func(p ledger.Proof) (rs, cs []uint64) {

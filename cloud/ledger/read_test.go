@@ -19,7 +19,7 @@ func TestEvents(t *testing.T) {
 		e := MustAddEdge(t, l, id)
 		c := makeChain(t, protocol.Stream{Edge: id, Epoch: newEpoch(t)}, 25, base)
 		chains = append(chains, c)
-		MustCommit(t, l, inputs(c.cut(e, 10)...)...)
+		MustCommit(t, l, inputs(cut(c, e, 10)...)...)
 	}
 
 	// Paging through everything sees each record once, in commit order.
@@ -99,7 +99,7 @@ func TestStreamsAndHello(t *testing.T) {
 	if err != nil || w.HWM != 0 || w.Stream != c.Stream {
 		t.Fatalf("hello before any commit: %+v, %v", w, err)
 	}
-	out := MustCommit(t, l, inputs(c.segment(e, 1, 12))...)
+	out := MustCommit(t, l, inputs(segment(c, e, 1, 12))...)
 	w, err = l.NoteHello(ctx, protocol.Hello{V: 1, Edge: e.ID, Epoch: c.Stream.Epoch, Seq: 20})
 	if err != nil || w != out[0].Watermark {
 		t.Fatalf("hello = %+v, %v; want the receipt %+v", w, err, out[0].Watermark)

@@ -2,8 +2,6 @@ package uplink_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,11 +20,11 @@ import (
 	"github.com/outpost-edge/outpost/edge/uplink/mqtt"
 	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
 func key(name string) *protocol.Signer {
-	seed := sha256.Sum256([]byte(name))
-	s, err := protocol.NewSigner(ed25519.NewKeyFromSeed(seed[:]))
+	s, err := protocol.NewSigner(protocoltest.Key(name))
 	if err != nil {
 		panic(err)
 	}
@@ -36,38 +34,34 @@ func key(name string) *protocol.Signer {
 // memSource is an in-memory outbox: records in groups, a checkpoint per group.
 type memSource struct {
 	mu      sync.Mutex
-	stream  protocol.Stream
-	signer  *protocol.Signer
-	raws    map[uint64][]byte
+	chain   *protocoltest.Stream
 	cps     map[uint64][]byte // checkpoint by the last seq of its group
-	last    uint64
-	head    protocol.Hash
 	trimmed uint64
 }
 
 func newMemSource(edge string, signer *protocol.Signer) *memSource {
 	ep, _ := protocol.NewEpoch(nil)
-	return &memSource{stream: protocol.Stream{Edge: edge, Epoch: ep}, signer: signer, raws: map[uint64][]byte{}, cps: map[uint64][]byte{}}
+	return &memSource{chain: &protocoltest.Stream{Stream: protocol.Stream{Edge: edge, Epoch: ep}, Signer: signer},
+		cps: map[uint64][]byte{}}
 }
 
 func (m *memSource) add(n int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for i := 0; i < n; i++ {
-		seq := m.last + 1
-		r := protocol.NewRecord(m.stream, "d1", protocol.Event{ID: fmt.Sprint("e", seq), Type: "door.opened", TS: time.UnixMilli(1)})
-		r.Seq, r.Prev, r.EdgeTime = seq, m.head, protocol.HLCTime(seq)
-		b := r.Encode()
-		m.raws[seq], m.last, m.head = b, seq, protocol.HashBytes(b)
+	for range n {
+		seq := m.chain.Last() + 1
+		r := protocol.NewRecord(m.chain.Stream, "d1", protocol.Event{ID: fmt.Sprint("e", seq), Type: "door.opened", TS: time.UnixMilli(1)})
+		r.EdgeTime = protocol.HLCTime(seq)
+		m.chain.Add(r)
 	}
-	m.cps[m.last] = m.signer.SignCheckpoint(protocol.Checkpoint{Edge: m.stream.Edge, Epoch: m.stream.Epoch, Seq: m.last, Head: m.head})
+	m.cps[m.chain.Last()] = m.chain.Checkpoint(m.chain.Last())
 }
 
-func (m *memSource) Stream() protocol.Stream { return m.stream }
+func (m *memSource) Stream() protocol.Stream { return m.chain.Stream }
 func (m *memSource) LastSeq() uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.last
+	return m.chain.Last()
 }
 func (m *memSource) AckedSeq() uint64 { return m.Trimmed() }
 
@@ -83,17 +77,19 @@ func (m *memSource) Segment(from uint64, maxBytes int) (*protocol.Segment, error
 	if from <= m.trimmed {
 		return nil, fmt.Errorf("seq %d is trimmed", from)
 	}
-	if from > m.last {
+	last := m.chain.Last()
+	if from > last {
 		return nil, nil
 	}
-	s := &protocol.Segment{V: 1, Edge: m.stream.Edge, Epoch: m.stream.Epoch, First: from}
+	s := &protocol.Segment{V: 1, Edge: m.chain.Stream.Edge, Epoch: m.chain.Stream.Epoch, First: from}
 	size := protocol.SegmentOverhead
-	for seq := from; seq <= m.last; seq++ {
-		size += len(m.raws[seq])
+	for seq := from; seq <= last; seq++ {
+		raw := m.chain.Raws[seq-1]
+		size += len(raw)
 		if size > maxBytes && s.Checkpoint != nil {
 			break
 		}
-		s.Records = append(s.Records, m.raws[seq])
+		s.Records = append(s.Records, raw)
 		if cp, ok := m.cps[seq]; ok {
 			s.Last, s.Checkpoint = seq, cp
 		}
@@ -102,21 +98,19 @@ func (m *memSource) Segment(from uint64, maxBytes int) (*protocol.Segment, error
 	return s, nil
 }
 
+// Trim forgets records up to a receipt's hwm, after checking the receipt
+// names a record it holds (or has trimmed already).
 func (m *memSource) Trim(r protocol.Receipt) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if r.Stream() != m.stream {
+	if r.Stream() != m.chain.Stream {
 		return errors.New("wrong stream")
 	}
-	raw, ok := m.raws[r.HWM]
-	if !ok && r.HWM > m.trimmed {
+	if r.HWM > m.chain.Last() {
 		return fmt.Errorf("no record %d", r.HWM)
 	}
-	if ok && protocol.HashBytes(raw) != r.Head {
+	if r.HWM > m.trimmed && m.chain.Links[r.HWM-1] != r.Head {
 		return errors.New("head mismatch")
-	}
-	for s := m.trimmed + 1; s <= r.HWM; s++ {
-		delete(m.raws, s)
 	}
 	m.trimmed = max(m.trimmed, r.HWM)
 	return nil
@@ -308,7 +302,7 @@ func TestForgedReplayedAndWrongStreamReceiptsTrimNothing(t *testing.T) {
 	topic, _ := protocol.EdgeTopic("e1", protocol.KindReceipt)
 	st := r.src.Stream()
 	forger := key("not the cloud")
-	_ = r.broker.Publish(topic, forger.SignReceipt(protocol.Receipt{Edge: "e1", Epoch: st.Epoch, HWM: 10, Head: r.src.head}), false, 1)
+	_ = r.broker.Publish(topic, forger.SignReceipt(protocol.Receipt{Edge: "e1", Epoch: st.Epoch, HWM: 10, Head: r.src.chain.Head().Head}), false, 1)
 	other := protocol.Epoch{9}
 	_ = r.broker.Publish(topic, r.cloud.signer.SignReceipt(protocol.Receipt{Edge: "e1", Epoch: other, HWM: 10}), false, 1)
 	_ = r.broker.Publish(topic, r.cloud.signer.SignReceipt(protocol.Receipt{Edge: "e1", Epoch: st.Epoch, HWM: 5, Head: protocol.Hash{1}}), false, 1)

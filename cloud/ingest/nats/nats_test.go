@@ -2,8 +2,6 @@ package nats_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -21,16 +19,11 @@ import (
 	ingestnats "github.com/outpost-edge/outpost/cloud/ingest/nats"
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/protocol"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
 // quiet drops logs; the tests say what failed.
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-func signer(name string) *protocol.Signer {
-	seed := sha256.Sum256([]byte(name))
-	s, _ := protocol.NewSigner(ed25519.NewKeyFromSeed(seed[:]))
-	return s
-}
 
 // fleet is the edges the test server knows, by id.
 type fleet map[string]*protocol.Signer
@@ -115,7 +108,7 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 }
 
 func TestEdgeLogin(t *testing.T) {
-	e1, e2 := signer("e1"), signer("e2")
+	e1, e2 := protocoltest.Signer(t, "e1"), protocoltest.Signer(t, "e2")
 	s := MustServer(t, fleet{"e1": e1, "e2": e2})
 	for _, tc := range []struct {
 		name, user, pass string
@@ -125,7 +118,7 @@ func TestEdgeLogin(t *testing.T) {
 		{"token signed by another edge's key", "e1", e2.BrokerToken("e1", time.Now()), false},
 		{"token for another edge", "e1", e1.BrokerToken("e2", time.Now()), false},
 		{"stale token", "e1", e1.BrokerToken("e1", time.Now().Add(-time.Hour)), false},
-		{"unknown edge", "e9", signer("e9").BrokerToken("e9", time.Now()), false},
+		{"unknown edge", "e9", protocoltest.Signer(t, "e9").BrokerToken("e9", time.Now()), false},
 		{"not an edge id", "e1.seg", "x", false},
 		{"internal user", brokernats.InternalUser, s.InternalPassword(), true},
 		{"internal user, wrong password", brokernats.InternalUser, "nope", false},
@@ -149,8 +142,8 @@ func TestEdgeLogin(t *testing.T) {
 // TestEdgePermissions: an edge may publish only its own segments, hellos
 // and status, and hear only its own receipts, commands and inboxes.
 func TestEdgePermissions(t *testing.T) {
-	e1 := signer("e1")
-	s := MustServer(t, fleet{"e1": e1, "e2": signer("e2")})
+	e1 := protocoltest.Signer(t, "e1")
+	s := MustServer(t, fleet{"e1": e1, "e2": protocoltest.Signer(t, "e2")})
 	cloud, _ := MustInternal(t, s)
 	heard := make(chan string, 16)
 	if _, err := cloud.Subscribe("outpost.>", func(m *natsgo.Msg) { heard <- m.Subject }); err != nil {
@@ -341,22 +334,12 @@ func (l *gatedLedger) NoteHello(_ context.Context, h protocol.Hello) (ledger.Wat
 func (l *gatedLedger) count() int { l.mu.Lock(); defer l.mu.Unlock(); return l.records }
 func (l *gatedLedger) tried() int { l.mu.Lock(); defer l.mu.Unlock(); return l.calls }
 
-// seg builds a syntactically valid segment (signatures are the ledger's
-// business, not checked here).
+// seg builds records first..last of stream st, signed by s (signatures
+// are the ledger's business, not checked here).
 func seg(t *testing.T, s *protocol.Signer, st protocol.Stream, first, last uint64) []byte {
 	t.Helper()
-	var recs [][]byte
-	for q := first; q <= last; q++ {
-		r := protocol.NewRecord(st, "d1", protocol.Event{ID: fmt.Sprint(q), Type: "a.b", TS: time.UnixMilli(1)})
-		r.Seq = q
-		recs = append(recs, r.Encode())
-	}
-	b, err := protocol.EncodeSegment(&protocol.Segment{V: 1, Edge: st.Edge, Epoch: st.Epoch, First: first, Last: last, Records: recs,
-		Checkpoint: s.SignCheckpoint(protocol.Checkpoint{Edge: st.Edge, Epoch: st.Epoch, Seq: last})}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	chain := (&protocoltest.Stream{Stream: st, Signer: s}).AddN(t, int(last))
+	return protocoltest.Encode(t, chain.Segment(first, last), false)
 }
 
 // runCloud runs an ingest service and a NATS consumer until the test ends.
@@ -392,7 +375,7 @@ func runCloud(t *testing.T, s *brokernats.Broker, l ingest.Ledger, cloudKey *pro
 // the work queue) until ingest has committed it; then the receipt goes to
 // the edge's rcpt subject and the message leaves the stream.
 func TestAckAfterCommit(t *testing.T) {
-	edgeKey, cloudKey := signer("e1"), signer("cloud")
+	edgeKey, cloudKey := protocoltest.Signer(t, "e1"), protocoltest.Signer(t, "cloud")
 	s := MustServer(t, fleet{"e1": edgeKey})
 	l := newGatedLedger(false)
 	c := runCloud(t, s, l, cloudKey, ingestnats.ConsumerOptions{}, 0)
@@ -460,7 +443,7 @@ func TestAckAfterCommit(t *testing.T) {
 // segments after the missing ones wait for them instead of being nacked:
 // there is no edge here to resend.)
 func TestSharedConsumer(t *testing.T) {
-	edgeKey, cloudKey := signer("e1"), signer("cloud")
+	edgeKey, cloudKey := protocoltest.Signer(t, "e1"), protocoltest.Signer(t, "cloud")
 	s := MustServer(t, fleet{"e1": edgeKey})
 	co := ingestnats.ConsumerOptions{AckWait: time.Second}
 
@@ -504,7 +487,7 @@ func TestSharedConsumer(t *testing.T) {
 // TestKeepalive: a message held longer than AckWait (its commit hangs) is
 // kept in progress, not redelivered.
 func TestKeepalive(t *testing.T) {
-	edgeKey, cloudKey := signer("e1"), signer("cloud")
+	edgeKey, cloudKey := protocoltest.Signer(t, "e1"), protocoltest.Signer(t, "cloud")
 	s := MustServer(t, fleet{"e1": edgeKey})
 	l := newGatedLedger(false)
 	defer close(l.gate)
