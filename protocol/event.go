@@ -87,7 +87,11 @@ func dottedLower(t string) bool {
 
 // CheckTS checks a device time in Unix milliseconds: 1970-01-01 to
 // 9999-12-31, the range every record's ts must be in.
-func CheckTS(ms int64) error {
+func CheckTS(ms int64) error { return checkTS(ms) }
+
+// checkTS is the one range check of a device time, for the int64 and
+// uint64 values decoders produce.
+func checkTS[T int64 | uint64](ms T) error {
 	if ms < minTSms || ms > maxTSms {
 		return fieldf("ts", "%d ms is outside 1970-01-01 to 9999-12-31", ms)
 	}
@@ -110,9 +114,9 @@ func (e *Event) Validate() error {
 	if err := ValidateType(e.Type); err != nil {
 		return err
 	}
-	ms := e.TS.UnixMilli()
-	if e.TS.IsZero() || ms < minTSms || ms > maxTSms {
-		return fieldf("ts", "%s is outside 1970-01-01 to 9999-12-31", e.TS.Format(time.RFC3339Nano))
+	ms := e.TS.UnixMilli() // the zero time is year 1: out of range too
+	if err := CheckTS(ms); err != nil {
+		return err
 	}
 	if len(e.Body) > MaxBodyBytes {
 		return fieldf("body", "is %d bytes as CBOR; the limit is %d", len(e.Body), MaxBodyBytes)
@@ -343,13 +347,13 @@ func eventFromTree(v any) (Event, error) {
 func parseTS(v any) (time.Time, error) {
 	switch x := v.(type) {
 	case int64:
-		if x < minTSms || x > maxTSms {
-			return time.Time{}, fieldf("ts", "%d ms is outside 1970-01-01 to 9999-12-31", x)
+		if err := checkTS(x); err != nil {
+			return time.Time{}, err
 		}
 		return time.UnixMilli(x).UTC(), nil
 	case uint64:
-		if x > maxTSms {
-			return time.Time{}, fieldf("ts", "%d ms is outside 1970-01-01 to 9999-12-31", x)
+		if err := checkTS(x); err != nil {
+			return time.Time{}, err
 		}
 		return time.UnixMilli(int64(x)).UTC(), nil
 	case string:
