@@ -108,7 +108,7 @@ const (
 // body size, and for the known POS types (see package pos) the body's schema
 // and arithmetic.
 func (e *Event) Validate() error {
-	if err := validateEventID(e.ID); err != nil {
+	if err := ValidateEventID(e.ID); err != nil {
 		return err
 	}
 	if err := ValidateType(e.Type); err != nil {
