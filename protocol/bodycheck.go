@@ -84,7 +84,7 @@ func walkJSONModel(b []byte, depth int) ([]byte, error) {
 			return nil, fieldf("", "truncated text")
 		}
 		if !utf8.Valid(rest[:arg]) {
-			return nil, fieldf("", "text is not valid UTF-8")
+			return nil, fieldf("", "text is not valid UTF-8; send text as UTF-8")
 		}
 		return rest[arg:], nil
 	case 4, 5:
@@ -121,7 +121,7 @@ func walkJSONModel(b []byte, depth int) ([]byte, error) {
 			key := rest[:len(rest)-len(krest)+int(klen)] // the key's whole encoding
 			name := krest[:klen]
 			if !utf8.Valid(name) {
-				return nil, fieldf("", "key is not valid UTF-8")
+				return nil, fieldf("", "a key is not valid UTF-8; send text as UTF-8")
 			}
 			switch {
 			case seen == nil && (prev == nil || bytes.Compare(key, prev) > 0):
@@ -150,6 +150,8 @@ func walkJSONModel(b []byte, depth int) ([]byte, error) {
 	switch info {
 	case 20, 21, 22: // false, true, null
 		return rest, nil
+	case 23:
+		return nil, fieldf("", "CBOR undefined (0xf7) is not allowed: send null, or leave the field out")
 	case 25, 26, 27:
 		var f float64
 		switch info {

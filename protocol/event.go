@@ -87,7 +87,11 @@ func dottedLower(t string) bool {
 
 // CheckTS checks a device time in Unix milliseconds: 1970-01-01 to
 // 9999-12-31, the range every record's ts must be in.
-func CheckTS(ms int64) error {
+func CheckTS(ms int64) error { return checkTS(ms) }
+
+// checkTS is the one range check of a device time, for the int64 and
+// uint64 values decoders produce.
+func checkTS[T int64 | uint64](ms T) error {
 	if ms < minTSms || ms > maxTSms {
 		return fieldf("ts", "%d ms is outside 1970-01-01 to 9999-12-31", ms)
 	}
@@ -104,15 +108,15 @@ const (
 // body size, and for the known POS types (see package pos) the body's schema
 // and arithmetic.
 func (e *Event) Validate() error {
-	if err := validateEventID(e.ID); err != nil {
+	if err := ValidateEventID(e.ID); err != nil {
 		return err
 	}
 	if err := ValidateType(e.Type); err != nil {
 		return err
 	}
-	ms := e.TS.UnixMilli()
-	if e.TS.IsZero() || ms < minTSms || ms > maxTSms {
-		return fieldf("ts", "%s is outside 1970-01-01 to 9999-12-31", e.TS.Format(time.RFC3339Nano))
+	ms := e.TS.UnixMilli() // the zero time is year 1: out of range too
+	if err := CheckTS(ms); err != nil {
+		return err
 	}
 	if len(e.Body) > MaxBodyBytes {
 		return fieldf("body", "is %d bytes as CBOR; the limit is %d", len(e.Body), MaxBodyBytes)
@@ -141,8 +145,9 @@ func joinPath(a, b string) string {
 
 // ItemError is the refusal of one event in a batch.
 type ItemError struct {
-	Index int // position in the batch, from 0
-	ID    string
+	Index int    // position in the batch, from 0
+	ID    string // the item's id, when it got that far
+	Raw   []byte // the item's own bytes as the device sent them (a sub-slice of the payload)
 	Err   error
 }
 
@@ -205,30 +210,27 @@ func DecodeEvents(payload []byte) (events []Event, errs []*ItemError, batch bool
 	if err != nil {
 		return nil, nil, false, err
 	}
-	var tree any
+	var items [][]byte
 	if f == FormatJSON {
-		tree, err = parseJSON(payload)
+		items, batch, err = splitJSON(payload)
 	} else {
-		tree, err = parseCBOR(payload)
+		items, batch, err = splitCBOR(payload)
 	}
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, batch, err
 	}
-	items, batch := tree.([]any)
-	if !batch {
-		if len(payload) > MaxEventBytes {
-			return nil, nil, false, tooLarge("event", len(payload), MaxEventBytes)
-		}
-		items = []any{tree}
+	if !batch && len(payload) > MaxEventBytes {
+		return nil, nil, false, tooLarge("event", len(payload), MaxEventBytes)
 	}
 	if len(items) == 0 {
 		return nil, nil, true, fmt.Errorf("batch is empty: %w", ErrMalformed)
 	}
-	if len(items) > MaxBatchEvents {
-		return nil, nil, true, fmt.Errorf("batch has %d events; the limit is %d: %w", len(items), MaxBatchEvents, ErrTooLarge)
+	depth := 1 // the nesting level of each event: inside the batch array, if any
+	if batch {
+		depth = 2
 	}
-	for i, it := range items {
-		ev, err := eventFromTree(it)
+	for i, raw := range items {
+		ev, err := decodeItem(f, raw, depth)
 		if err == nil {
 			err = ev.Validate()
 		}
@@ -236,12 +238,42 @@ func DecodeEvents(payload []byte) (events []Event, errs []*ItemError, batch bool
 			err = fieldf("type", "%q is reserved for the edge itself; devices may not send %s* types", ev.Type, ReservedTypePrefix)
 		}
 		if err != nil {
-			errs = append(errs, &ItemError{Index: i, ID: ev.ID, Err: err})
+			errs = append(errs, &ItemError{Index: i, ID: ev.ID, Raw: raw, Err: err})
 			continue
 		}
 		events = append(events, ev)
 	}
 	return events, errs, batch, nil
+}
+
+// decodeItem decodes one event of a payload, at nesting level depth. Text
+// is checked as the device sent it (valid UTF-8, no lone surrogates), before
+// any decoder could replace what it cannot read.
+func decodeItem(f Format, raw []byte, depth int) (Event, error) {
+	var tree any
+	var err error
+	if f == FormatJSON {
+		tree, err = parseJSONAt(raw, depth-1)
+	} else {
+		if _, err := walkJSONModel(raw, depth); err != nil {
+			return Event{}, itemField(err)
+		}
+		tree, err = parseCBOR(raw)
+	}
+	if err != nil {
+		return Event{}, itemField(err)
+	}
+	return eventFromTree(tree)
+}
+
+// itemField turns a FieldError about the event item itself (no field) into
+// a plain malformed error, so that it does not read ": msg".
+func itemField(err error) error {
+	var fe *FieldError
+	if errors.As(err, &fe) && fe.Field == "" {
+		return fmt.Errorf("event: %s: %w", fe.Msg, ErrMalformed)
+	}
+	return err
 }
 
 // DecodeEvent decodes exactly one event (not a batch), in JSON or CBOR.
@@ -315,13 +347,13 @@ func eventFromTree(v any) (Event, error) {
 func parseTS(v any) (time.Time, error) {
 	switch x := v.(type) {
 	case int64:
-		if x < minTSms || x > maxTSms {
-			return time.Time{}, fieldf("ts", "%d ms is outside 1970-01-01 to 9999-12-31", x)
+		if err := checkTS(x); err != nil {
+			return time.Time{}, err
 		}
 		return time.UnixMilli(x).UTC(), nil
 	case uint64:
-		if x > maxTSms {
-			return time.Time{}, fieldf("ts", "%d ms is outside 1970-01-01 to 9999-12-31", x)
+		if err := checkTS(x); err != nil {
+			return time.Time{}, err
 		}
 		return time.UnixMilli(int64(x)).UTC(), nil
 	case string:
@@ -380,6 +412,10 @@ func normalize(path string, v any) (any, error) {
 		if u, err := strconv.ParseUint(string(x), 10, 64); err == nil {
 			return u, nil
 		}
+		if !strings.ContainsAny(string(x), ".eE") {
+			// An integer a float64 cannot hold exactly: refused, never rounded.
+			return nil, fieldf(path, "integer %s is outside the 64-bit range (-9223372036854775808 to 18446744073709551615); send it as a string, or in a smaller unit", x)
+		}
 		f, err := strconv.ParseFloat(string(x), 64)
 		if err != nil {
 			return nil, fieldf(path, "number %s is out of range", x)
@@ -412,17 +448,25 @@ func normalize(path string, v any) (any, error) {
 func parseCBOR(b []byte) (any, error) {
 	var v any
 	if err := anyDecMode.Unmarshal(b, &v); err != nil {
-		return nil, fmt.Errorf("cbor: %v: %w", err, ErrMalformed)
+		return nil, fmt.Errorf("cbor: %s: %w", cborErrText(err), ErrMalformed)
 	}
 	return v, nil
 }
 
+// cborErrText is a decoder error's text without the "cbor: " its package
+// starts every error with, so that ours say it once.
+func cborErrText(err error) string { return strings.TrimPrefix(err.Error(), "cbor: ") }
+
 // parseJSON reads JSON into a tree with the same limits as the CBOR decoder:
 // bounded nesting, map and array sizes, and no duplicate keys.
-func parseJSON(b []byte) (any, error) {
+func parseJSON(b []byte) (any, error) { return parseJSONAt(b, 0) }
+
+// parseJSONAt is parseJSON for a value at nesting level depth (from 0).
+func parseJSONAt(b []byte, depth int) (any, error) {
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.UseNumber()
-	v, err := jsonValue(d, "", 0)
+	r := &jsonReader{d: d, b: b}
+	v, err := r.value("", depth)
 	if err != nil {
 		return nil, err
 	}
@@ -432,10 +476,36 @@ func parseJSON(b []byte) (any, error) {
 	return v, nil
 }
 
-func jsonValue(d *json.Decoder, path string, depth int) (any, error) {
-	tok, err := d.Token()
+// jsonReader reads tokens and checks each string against the bytes it came
+// from (encoding/json replaces invalid UTF-8 and lone surrogates silently).
+type jsonReader struct {
+	d *json.Decoder
+	b []byte
+}
+
+// token returns the next token and, for a string, what is wrong with its
+// raw text ("" when nothing is).
+func (r *jsonReader) token() (json.Token, string, error) {
+	from := r.d.InputOffset()
+	tok, err := r.d.Token()
 	if err != nil {
-		return nil, fmt.Errorf("json: %v: %w", err, ErrMalformed)
+		return nil, "", fmt.Errorf("json: %v: %w", err, ErrMalformed)
+	}
+	if _, ok := tok.(string); ok {
+		seg := r.b[from:r.d.InputOffset()] // separators, then the literal
+		return tok, checkJSONText(seg[bytes.IndexByte(seg, '"'):]), nil
+	}
+	return tok, "", nil
+}
+
+func (r *jsonReader) value(path string, depth int) (any, error) {
+	d := r.d
+	tok, bad, err := r.token()
+	if err != nil {
+		return nil, err
+	}
+	if bad != "" {
+		return nil, fieldf(path, "%s", bad)
 	}
 	delim, ok := tok.(json.Delim)
 	if !ok {
@@ -448,9 +518,12 @@ func jsonValue(d *json.Decoder, path string, depth int) (any, error) {
 	case '{':
 		m := map[string]any{}
 		for d.More() {
-			kt, err := d.Token()
+			kt, bad, err := r.token()
 			if err != nil {
-				return nil, fmt.Errorf("json: %v: %w", err, ErrMalformed)
+				return nil, err
+			}
+			if bad != "" {
+				return nil, fieldf(path, "a key %s", bad)
 			}
 			k := kt.(string)
 			if _, dup := m[k]; dup {
@@ -459,7 +532,7 @@ func jsonValue(d *json.Decoder, path string, depth int) (any, error) {
 			if len(m) >= maxMapPairs {
 				return nil, fieldf(path, "has more than %d keys", maxMapPairs)
 			}
-			v, err := jsonValue(d, joinPath(path, k), depth+1)
+			v, err := r.value(joinPath(path, k), depth+1)
 			if err != nil {
 				return nil, err
 			}
@@ -475,7 +548,7 @@ func jsonValue(d *json.Decoder, path string, depth int) (any, error) {
 			if len(a) >= maxArrayElems {
 				return nil, fieldf(path, "has more than %d elements", maxArrayElems)
 			}
-			v, err := jsonValue(d, fmt.Sprintf("%s[%d]", path, len(a)), depth+1)
+			v, err := r.value(fmt.Sprintf("%s[%d]", path, len(a)), depth+1)
 			if err != nil {
 				return nil, err
 			}

@@ -33,9 +33,9 @@ func ValidateName(what, s string) error {
 	return nil
 }
 
-// validateEventID checks a device-chosen idempotency key: 1 to MaxIDLen bytes
+// ValidateEventID checks a device-chosen idempotency key: 1 to MaxIDLen bytes
 // of UTF-8 without control characters.
-func validateEventID(s string) error {
+func ValidateEventID(s string) error {
 	if s == "" {
 		return &FieldError{Field: "id", Msg: "is required: a device-chosen idempotency key of 1 to 64 bytes"}
 	}

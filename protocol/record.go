@@ -146,7 +146,7 @@ func (r *Record) check() error {
 	if err := ValidateName("device", r.Device); err != nil {
 		return err
 	}
-	if err := validateEventID(r.ID); err != nil {
+	if err := ValidateEventID(r.ID); err != nil {
 		return err
 	}
 	if err := ValidateType(r.Type); err != nil {

@@ -4,12 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/fxamacker/cbor/v2"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -87,11 +85,11 @@ func (s *Server) judge(device, where, transport string, payload []byte, topicOK 
 	}
 	// Keep each bad item's own bytes when there are few; otherwise the
 	// payload as a whole, so one batch makes a bounded number of records.
-	if raws, err := splitBatch(payload); batch && err == nil && len(raws) == len(ierrs)+len(evs) && len(ierrs) <= maxItemRejects {
+	if batch && len(ierrs) <= maxItemRejects {
 		var items [][]byte
 		var idx []*int
 		for _, ie := range ierrs {
-			items = append(items, raws[ie.Index])
+			items = append(items, ie.Raw)
 			idx = append(idx, &ie.Index)
 		}
 		v.rejects = s.rejects(device, where, transport, ReasonInvalid, items, idx, "", v.items)
@@ -109,34 +107,6 @@ func toItemError(ie *protocol.ItemError) itemError {
 		out.Field, out.Error = fe.Field, fe.Msg
 	}
 	return out
-}
-
-// splitBatch returns the raw bytes of each element of a JSON or CBOR array.
-// The payload has already passed protocol.DecodeEvents, with its limits.
-func splitBatch(payload []byte) ([][]byte, error) {
-	f, err := protocol.DetectFormat(payload)
-	if err != nil {
-		return nil, err
-	}
-	var out [][]byte
-	if f == protocol.FormatJSON {
-		var raws []json.RawMessage
-		if err := json.Unmarshal(payload, &raws); err != nil {
-			return nil, err
-		}
-		for _, r := range raws {
-			out = append(out, r)
-		}
-		return out, nil
-	}
-	var raws []cbor.RawMessage
-	if err := cbor.Unmarshal(payload, &raws); err != nil {
-		return nil, err
-	}
-	for _, r := range raws {
-		out = append(out, r)
-	}
-	return out, nil
 }
 
 // rejectedBody is the body of an intake.rejected record.

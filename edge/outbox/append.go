@@ -3,7 +3,6 @@ package outbox
 import (
 	"context"
 	"fmt"
-	"unicode/utf8"
 
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -147,19 +146,8 @@ func checkEntry(e *Entry) error {
 	if err := protocol.ValidateName("device", e.Device); err != nil {
 		return err
 	}
-	id := e.Event.ID
-	switch {
-	case id == "":
-		return fmt.Errorf("event id is empty; a device-chosen idempotency key of 1 to %d bytes is required", protocol.MaxIDLen)
-	case len(id) > protocol.MaxIDLen:
-		return fmt.Errorf("event id is %d bytes; the limit is %d", len(id), protocol.MaxIDLen)
-	case !utf8.ValidString(id):
-		return fmt.Errorf("event id is not valid UTF-8")
-	}
-	for _, r := range id {
-		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("event id contains control character %U", r)
-		}
+	if err := protocol.ValidateEventID(e.Event.ID); err != nil {
+		return err
 	}
 	if err := protocol.ValidateType(e.Event.Type); err != nil {
 		return err
