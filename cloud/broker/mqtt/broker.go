@@ -74,8 +74,10 @@ func Start(opts Options) (*Broker, error) {
 	log := opts.Logger.With("component", "broker")
 	b := &Broker{password: hex.EncodeToString(pw), log: log}
 	// mochi logs every connection at info; keep its own log to warnings.
-	b.srv = mochi.New(&mochi.Options{InlineClient: true, Logger: log.With("lib", "mochi")})
-	b.srv.Log = slog.New(levelHandler{slog.LevelWarn, log.Handler()})
+	// The logger is given once, to New: mochi hands it to its hooks there,
+	// so replacing srv.Log afterwards would leave them on another logger.
+	mlog := slog.New(levelHandler{slog.LevelWarn, log.With("lib", "mochi").Handler()})
+	b.srv = mochi.New(&mochi.Options{InlineClient: true, Logger: mlog})
 	if err := b.srv.AddHook(&authHook{b: b, o: opts}, nil); err != nil {
 		return nil, err
 	}
