@@ -7,7 +7,9 @@
 // edge (protocol.BrokerToken), so there is no extra shared secret. Each edge
 // must use the client id "outpost-edge-{edge}" and is limited to its own
 // topics: it may publish to outpost/v1/edge/{edge}/seg, .../hello and
-// .../status, and subscribe to .../rcpt and .../cmd. The cloud's own
+// .../status, and subscribe to .../rcpt and .../cmd. A will is held to the
+// same ACL (mochi publishes wills unchecked): one on a topic the edge may
+// not publish to is dropped at login. The cloud's own
 // ingest clients log in as an internal user with a random per-process
 // password and may use every topic.
 package mqtt
@@ -81,6 +83,9 @@ func Start(opts Options) (*Broker, error) {
 	if err := b.srv.AddHook(&authHook{b: b, o: opts}, nil); err != nil {
 		return nil, err
 	}
+	if err := b.srv.AddHook(&willHook{log: log}, nil); err != nil {
+		return nil, err
+	}
 	l := listeners.NewTCP(listeners.Config{ID: "edges", Address: opts.Addr, TLSConfig: opts.TLS})
 	if err := b.srv.AddListener(l); err != nil {
 		return nil, fmt.Errorf("broker: listen on %s: %w", opts.Addr, err)
@@ -143,7 +148,11 @@ func (h *authHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bo
 }
 
 func (h *authHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
-	user := string(cl.Properties.Username)
+	return allowed(string(cl.Properties.Username), topic, write)
+}
+
+// allowed is the ACL: what user may publish (write) or subscribe to.
+func allowed(user, topic string, write bool) bool {
 	if user == InternalUser {
 		return true
 	}
