@@ -1,13 +1,18 @@
 package mqtt
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -25,8 +30,51 @@ func testSigner(name string) *protocol.Signer {
 	return s
 }
 
+// endings counts the connections mochi has finished with: its listener
+// logs a warning with the error each one ended on, after it is done with
+// the connection. A test waits for its connections to end before the
+// broker is closed, because mochi's Close races with a connection still
+// being set up (a WaitGroup Add during Wait; mochi-mqtt/server#488).
+type endings struct {
+	slog.Handler
+	mu *sync.Mutex
+	n  *int
+}
+
+func (e endings) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "" && r.Level == slog.LevelWarn {
+		e.mu.Lock()
+		*e.n++
+		e.mu.Unlock()
+	}
+	return e.Handler.Handle(ctx, r)
+}
+
+func (e endings) WithAttrs(a []slog.Attr) slog.Handler {
+	return endings{e.Handler.WithAttrs(a), e.mu, e.n}
+}
+
+func (e endings) WithGroup(g string) slog.Handler { return endings{e.Handler.WithGroup(g), e.mu, e.n} }
+
+var (
+	endedMu sync.Mutex
+	ended   = map[*Broker]*int{}
+)
+
+// waitEnded waits until n connections to b have ended.
+func waitEnded(t *testing.T, b *Broker, n int) {
+	t.Helper()
+	poll.Until(t, 10*time.Second, fmt.Sprintf("%d connections to end", n), func() bool {
+		endedMu.Lock()
+		defer endedMu.Unlock()
+		return *ended[b] >= n
+	})
+}
+
 func startTestBroker(t *testing.T, mod func(*Options)) *Broker {
 	t.Helper()
+	count := new(int)
+	h := endings{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), &endedMu, count}
 	keys := map[string]protocol.Keys{
 		"e1": protocol.NewKeyMap(testSigner("e1").Public()),
 		"e2": protocol.NewKeyMap(testSigner("e2").Public()),
@@ -36,7 +84,7 @@ func startTestBroker(t *testing.T, mod func(*Options)) *Broker {
 			return k, nil
 		}
 		return nil, errors.New("unknown edge")
-	}}
+	}, Logger: slog.New(h)}
 	if mod != nil {
 		mod(&o)
 	}
@@ -44,6 +92,9 @@ func startTestBroker(t *testing.T, mod func(*Options)) *Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
+	endedMu.Lock()
+	ended[b] = count
+	endedMu.Unlock()
 	t.Cleanup(func() { _ = b.Close() })
 	return b
 }
@@ -137,7 +188,7 @@ func TestWillOutsideACLNotDelivered(t *testing.T) {
 		{"a device topic", "outpost/v1/dev/d1/ev", false},
 		{"its own status", "outpost/v1/edge/e1/status", true},
 	}
-	for _, c := range cases {
+	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			payload := []byte("forged by e1: " + c.name)
 			conn, code := dialConnect(t, b.Addr(), rawConnect("outpost-edge-e1", "e1",
@@ -156,6 +207,7 @@ func TestWillOutsideACLNotDelivered(t *testing.T) {
 				_, ok := b.srv.Clients.Get("outpost-edge-e1")
 				return !ok
 			})
+			waitEnded(t, b, i+1)
 			mu.Lock()
 			p, ok := got[c.topic]
 			delete(got, c.topic)
@@ -165,4 +217,118 @@ func TestWillOutsideACLNotDelivered(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitClosed reads from c until the broker closes it; it fails the test
+// when the broker keeps the connection open for 10 seconds.
+func waitClosed(t *testing.T, c net.Conn, what string) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("%s: the broker kept the connection open", what)
+	}
+}
+
+// An unauthenticated CONNECT that declares 256 MiB is refused from its
+// fixed header: the broker closes the connection without allocating the
+// declared length (mochi allocates it, twice, as soon as it has the header).
+func TestHugeConnectRefusedUnallocated(t *testing.T) {
+	b := startTestBroker(t, nil)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", b.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		hdr := append([]byte{0x10}, varint(256<<20-1)...)
+		if _, err := c.Write(append(hdr, mqttString("MQTT")...)); err != nil {
+			t.Fatal(err)
+		}
+		waitClosed(t, c, "a CONNECT declaring 256 MiB")
+	}
+	waitEnded(t, b, 2)
+	runtime.ReadMemStats(&after)
+	// TotalAlloc only grows, so a collection cannot hide an allocation.
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+		t.Fatalf("two CONNECTs declaring 256 MiB made the process allocate %d MiB", grew>>20)
+	}
+}
+
+// The size cap holds after authentication too: a PUBLISH declaring more
+// than MaxPacketBytes ends the connection.
+func TestOversizePublishRefused(t *testing.T) {
+	b := startTestBroker(t, nil)
+	c, code := dialConnect(t, b.Addr(), rawConnect("outpost-edge-e1", "e1", testSigner("e1").BrokerToken("e1", time.Now()), "", nil))
+	if code != 0 {
+		t.Fatalf("login refused with %#x", code)
+	}
+	hdr := append([]byte{0x32}, varint(MaxPacketBytes+1)...) // PUBLISH at QoS 1
+	if _, err := c.Write(append(hdr, mqttString("outpost/v1/edge/e1/seg")...)); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, c, "a PUBLISH over MaxPacketBytes")
+	waitEnded(t, b, 1)
+}
+
+// A connection that sends no CONNECT is closed after ConnectTimeout.
+func TestSilentConnectionClosed(t *testing.T) {
+	b := startTestBroker(t, func(o *Options) { o.ConnectTimeout = 50 * time.Millisecond })
+	c, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitClosed(t, c, "a connection that never sends CONNECT")
+	waitEnded(t, b, 1)
+}
+
+// The MQTT 5 CONNACK tells the edge the largest packet it may send.
+func TestConnackAdvertisesMaxPacketSize(t *testing.T) {
+	b := startTestBroker(t, nil)
+	user, pass := "e1", testSigner("e1").BrokerToken("e1", time.Now())
+	body := append(mqttString("MQTT"), 5, 0x02|0x80|0x40, 0, 60, 0) // v5, no properties
+	body = append(body, mqttString("outpost-edge-e1")...)
+	body = append(body, mqttString(user)...)
+	body = append(body, mqttString(pass)...)
+	c, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(append(append([]byte{0x10}, varint(len(body))...), body...)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	var fh packets.FixedHeader
+	first, err := r.ReadByte()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fh.Decode(first); err != nil || fh.Type != packets.Connack {
+		t.Fatalf("got packet type %d (%v), want a CONNACK", fh.Type, err)
+	}
+	if fh.Remaining, _, err = packets.DecodeLength(r); err != nil {
+		t.Fatal(err)
+	}
+	rest := make([]byte, fh.Remaining)
+	if _, err := io.ReadFull(r, rest); err != nil {
+		t.Fatal(err)
+	}
+	pk := packets.Packet{FixedHeader: fh, ProtocolVersion: 5}
+	if err := pk.ConnackDecode(rest); err != nil {
+		t.Fatal(err)
+	}
+	if pk.ReasonCode != 0 {
+		t.Fatalf("login refused with %#x", pk.ReasonCode)
+	}
+	if got := pk.Properties.MaximumPacketSize; got != MaxPacketBytes {
+		t.Fatalf("CONNACK Maximum Packet Size %d, want %d", got, MaxPacketBytes)
+	}
+	_ = c.Close()
+	waitEnded(t, b, 1)
 }
