@@ -41,10 +41,14 @@ type Topic struct {
 }
 
 // MQTT returns the topic's MQTT form, such as outpost/v1/edge/e1/seg.
-func (t Topic) MQTT() string { return "outpost/v1/" + string(t.Scope) + "/" + t.ID + "/" + string(t.Kind) }
+func (t Topic) MQTT() string {
+	return "outpost/v1/" + string(t.Scope) + "/" + t.ID + "/" + string(t.Kind)
+}
 
 // NATS returns the topic's NATS subject form, such as outpost.v1.edge.e1.seg.
-func (t Topic) NATS() string { return "outpost.v1." + string(t.Scope) + "." + t.ID + "." + string(t.Kind) }
+func (t Topic) NATS() string {
+	return "outpost.v1." + string(t.Scope) + "." + t.ID + "." + string(t.Kind)
+}
 
 // DeviceTopic returns the MQTT topic of kind (ev, err, cmd) for a device.
 func DeviceTopic(device string, kind Kind) (string, error) {
@@ -82,6 +86,13 @@ func SharedSegmentFilter(group string) (string, error) {
 	}
 	return "$share/" + group + "/outpost/v1/edge/+/" + string(KindSegment), nil
 }
+
+// MaxEdgePacketBytes bounds one MQTT packet between an edge and the cloud's
+// broker: the largest segment (MaxSegmentBytes) plus what a PUBLISH adds
+// around it (fixed header, topic, packet id, MQTT 5 properties), with room
+// to spare. The cloud's broker refuses anything larger and advertises it in
+// the MQTT 5 CONNACK.
+const MaxEdgePacketBytes = MaxSegmentBytes + 16<<10
 
 // SegmentFilterMQTT and the other filters match a kind for all edges.
 const (

@@ -7,7 +7,9 @@
 // edge (protocol.BrokerToken), so there is no extra shared secret. Each edge
 // must use the client id "outpost-edge-{edge}" and is limited to its own
 // topics: it may publish to outpost/v1/edge/{edge}/seg, .../hello and
-// .../status, and subscribe to .../rcpt and .../cmd. The cloud's own
+// .../status, and subscribe to .../rcpt and .../cmd. A will is held to the
+// same ACL (mochi publishes wills unchecked): one on a topic the edge may
+// not publish to is dropped at login. The cloud's own
 // ingest clients log in as an internal user with a random per-process
 // password and may use every topic.
 package mqtt
@@ -22,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
@@ -43,9 +46,13 @@ type Options struct {
 	TLS  *tls.Config // optional
 	// Keys returns the active keys of an edge (an error for an unknown or
 	// revoked edge).
-	Keys   func(ctx context.Context, edge string) (protocol.Keys, error)
-	Now    func() time.Time
-	Logger *slog.Logger
+	Keys func(ctx context.Context, edge string) (protocol.Keys, error)
+	// ConnectTimeout is how long a new connection has to finish its TLS
+	// handshake and send its CONNECT; default 10s. mochi sets no deadline
+	// before the CONNECT, and replaces this one with the keepalive after.
+	ConnectTimeout time.Duration
+	Now            func() time.Time
+	Logger         *slog.Logger
 }
 
 // Broker is a running embedded broker.
@@ -64,6 +71,9 @@ func Start(opts Options) (*Broker, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 10 * time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -74,13 +84,31 @@ func Start(opts Options) (*Broker, error) {
 	log := opts.Logger.With("component", "broker")
 	b := &Broker{password: hex.EncodeToString(pw), log: log}
 	// mochi logs every connection at info; keep its own log to warnings.
-	b.srv = mochi.New(&mochi.Options{InlineClient: true, Logger: log.With("lib", "mochi")})
-	b.srv.Log = slog.New(levelHandler{slog.LevelWarn, log.Handler()})
+	// The logger is given once, to New: mochi hands it to its hooks there,
+	// so replacing srv.Log afterwards would leave them on another logger.
+	mlog := slog.New(levelHandler{slog.LevelWarn, log.With("lib", "mochi").Handler()})
+	caps := mochi.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = MaxPacketBytes
+	b.srv = mochi.New(&mochi.Options{InlineClient: true, Logger: mlog, Capabilities: caps})
 	if err := b.srv.AddHook(&authHook{b: b, o: opts}, nil); err != nil {
 		return nil, err
 	}
-	l := listeners.NewTCP(listeners.Config{ID: "edges", Address: opts.Addr, TLSConfig: opts.TLS})
+	if err := b.srv.AddHook(&willHook{log: log}, nil); err != nil {
+		return nil, err
+	}
+	if err := b.srv.AddHook(&limitHook{}, nil); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("broker: listen on %s: %w", opts.Addr, err)
+	}
+	if opts.TLS != nil {
+		ln = tls.NewListener(ln, opts.TLS)
+	}
+	l := listeners.NewNet("edges", limitListener{ln, opts.ConnectTimeout})
 	if err := b.srv.AddListener(l); err != nil {
+		_ = ln.Close()
 		return nil, fmt.Errorf("broker: listen on %s: %w", opts.Addr, err)
 	}
 	b.addr = l.Address()
@@ -141,7 +169,11 @@ func (h *authHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bo
 }
 
 func (h *authHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
-	user := string(cl.Properties.Username)
+	return allowed(string(cl.Properties.Username), topic, write)
+}
+
+// allowed is the ACL: what user may publish (write) or subscribe to.
+func allowed(user, topic string, write bool) bool {
 	if user == InternalUser {
 		return true
 	}
