@@ -111,7 +111,7 @@ func (m *Main) startNATS(c *Config, svc *ingest.Service, led *ledger.Ledger, log
 			return nil, err
 		}
 		opts.URL, opts.InProcess = m.natsServer.ClientURL(), m.natsServer
-		opts.User, opts.Password = brokernats.InternalUser, m.natsServer.InternalPassword()
+		opts.User, opts.Password = protocol.InternalUser, m.natsServer.InternalPassword()
 		opts.Token, opts.NKeySeedFile, opts.CredsFile, opts.CAFile, opts.CertFile, opts.KeyFile = "", "", "", "", "", ""
 	}
 	cons, err := ingestnats.New(opts)

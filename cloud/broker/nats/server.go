@@ -5,7 +5,7 @@
 // Edges log in with their edge id as user name and a broker token as
 // password (protocol.BrokerToken) and get EdgePermissions: their own
 // subjects and their own reply inboxes. The cloud's own clients log in as
-// InternalUser with a random per-process password.
+// protocol.InternalUser with a random per-process password.
 package nats
 
 import (
@@ -26,14 +26,6 @@ import (
 	"github.com/outpost-edge/outpost/protocol"
 )
 
-// InternalUser is the user name of the cloud's own clients on the embedded
-// server.
-const InternalUser = "outpost-cloud"
-
-// EdgeInboxPrefix is the prefix of an edge's reply inboxes; it must match
-// the edge's (edge/uplink/nats.InboxPrefix).
-func EdgeInboxPrefix(edge string) string { return "_INBOX.edge." + edge }
-
 // EdgePermissions are what an edge may do on NATS: publish its own
 // segments, hellos and status, and subscribe to its own receipts,
 // commands and reply inboxes (JetStream PubAcks and hello replies).
@@ -44,7 +36,7 @@ func EdgePermissions(edge string) *server.Permissions {
 			subj(protocol.KindSegment), subj(protocol.KindHello), subj(protocol.KindStatus),
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
-			subj(protocol.KindReceipt), subj(protocol.KindCommand), EdgeInboxPrefix(edge) + ".>",
+			subj(protocol.KindReceipt), subj(protocol.KindCommand), protocol.NATSInboxPrefix(edge) + ".>",
 		}},
 	}
 }
@@ -71,8 +63,8 @@ type Broker struct {
 // Start starts nats-server in this process, with JetStream on file
 // storage under StoreDir, and edge authentication: an edge logs in with its
 // id as user name and a broker token as password, and gets
-// EdgePermissions. The cloud's own clients log in as InternalUser with
-// InternalPassword.
+// EdgePermissions. The cloud's own clients log in as protocol.InternalUser
+// with InternalPassword.
 func Start(o Options) (*Broker, error) {
 	if o.Keys == nil || o.StoreDir == "" {
 		return nil, errors.New("nats server: Keys and StoreDir are required")
@@ -137,7 +129,7 @@ func (s *Broker) Addr() string { return s.srv.Addr().String() }
 // ClientURL is a URL for clients on this host.
 func (s *Broker) ClientURL() string { return s.srv.ClientURL() }
 
-// InternalPassword is the per-process password of InternalUser.
+// InternalPassword is the per-process password of protocol.InternalUser.
 func (s *Broker) InternalPassword() string { return s.password }
 
 // InProcessConn connects to the server without the network
@@ -160,7 +152,7 @@ type edgeAuth struct {
 func (a *edgeAuth) Check(c server.ClientAuthentication) bool {
 	co := c.GetOpts()
 	user := co.Username
-	if user == InternalUser {
+	if user == protocol.InternalUser {
 		if subtle.ConstantTimeCompare([]byte(co.Password), []byte(a.s.password)) != 1 {
 			a.s.log.Warn("refused a NATS login as the cloud's internal user", "remote", addr(c))
 			return false

@@ -57,7 +57,7 @@ func MustServer(tb testing.TB, f fleet) *brokernats.Broker {
 // MustInternal connects as the cloud's internal user.
 func MustInternal(tb testing.TB, s *brokernats.Broker) (*natsgo.Conn, jetstream.JetStream) {
 	tb.Helper()
-	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(brokernats.InternalUser, s.InternalPassword()))
+	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(protocol.InternalUser, s.InternalPassword()))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func MustEdge(tb testing.TB, s *brokernats.Broker, edge string, sg *protocol.Sig
 	tb.Helper()
 	e := &errs{}
 	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(edge, sg.BrokerToken(edge, time.Now())),
-		natsgo.CustomInboxPrefix(brokernats.EdgeInboxPrefix(edge)),
+		natsgo.CustomInboxPrefix(protocol.NATSInboxPrefix(edge)),
 		natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) { e.add(err) }))
 	if err != nil {
 		tb.Fatal(err)
@@ -127,8 +127,8 @@ func TestEdgeLogin(t *testing.T) {
 		{"stale token", "e1", e1.BrokerToken("e1", time.Now().Add(-time.Hour)), false},
 		{"unknown edge", "e9", signer("e9").BrokerToken("e9", time.Now()), false},
 		{"not an edge id", "e1.seg", "x", false},
-		{"internal user", brokernats.InternalUser, s.InternalPassword(), true},
-		{"internal user, wrong password", brokernats.InternalUser, "nope", false},
+		{"internal user", protocol.InternalUser, s.InternalPassword(), true},
+		{"internal user, wrong password", protocol.InternalUser, "nope", false},
 		{"no credentials", "", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -201,7 +201,7 @@ func TestEdgePermissions(t *testing.T) {
 		waitFor(t, "subscribe violation for "+subj, func() bool { return perr.has("subscription to \"" + strings.ToLower(subj) + "\"") })
 		_ = sub.Unsubscribe()
 	}
-	for _, subj := range []string{"outpost.v1.edge.e1.rcpt", "outpost.v1.edge.e1.cmd", brokernats.EdgeInboxPrefix("e1") + ".x.y"} {
+	for _, subj := range []string{"outpost.v1.edge.e1.rcpt", "outpost.v1.edge.e1.cmd", protocol.NATSInboxPrefix("e1") + ".x.y"} {
 		sub, err := nc.SubscribeSync(subj)
 		if err != nil {
 			t.Fatal(err)
@@ -366,7 +366,7 @@ func runCloud(t *testing.T, s *brokernats.Broker, l ingest.Ledger, cloudKey *pro
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ingestnats.New(ingestnats.Options{InProcess: s, User: brokernats.InternalUser, Password: s.InternalPassword(),
+	c, err := ingestnats.New(ingestnats.Options{InProcess: s, User: protocol.InternalUser, Password: s.InternalPassword(),
 		Consumer: co, Service: svc, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
@@ -467,7 +467,7 @@ func TestSharedConsumer(t *testing.T) {
 	// The process that stops: its database hangs, so it acks nothing.
 	stuck := newGatedLedger(false)
 	svc, _ := ingest.New(ingest.Options{Ledger: stuck, Signer: cloudKey, Logger: quiet})
-	c2, err := ingestnats.New(ingestnats.Options{InProcess: s, User: brokernats.InternalUser, Password: s.InternalPassword(), Consumer: co, Service: svc, Logger: quiet})
+	c2, err := ingestnats.New(ingestnats.Options{InProcess: s, User: protocol.InternalUser, Password: s.InternalPassword(), Consumer: co, Service: svc, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
