@@ -41,6 +41,39 @@ func EdgePermissions(edge string) *server.Permissions {
 	}
 }
 
+// InternalPermissions are what the cloud's own user (protocol.InternalUser)
+// may publish on the embedded server: receipts and commands to edges,
+// replies to edges' own inboxes (hellos), and only the JetStream API calls
+// that cloud ingest makes (stream and consumer info and create, pulls and
+// acks). Purging or deleting a stream, a message or a consumer, and any
+// other subject, are refused: a reply subject an edge chose can never make
+// the cloud's user reach them, even if a bug in the consumer sent a reply
+// there (it does not: cloud/ingest/nats answers a hello only to the edge's
+// own inbox).
+func InternalPermissions() *server.Permissions {
+	return &server.Permissions{Publish: &server.SubjectPermission{
+		Allow: []string{
+			"outpost.v1.edge.*." + string(protocol.KindReceipt),
+			"outpost.v1.edge.*." + string(protocol.KindCommand),
+			protocol.NATSInboxFilter,
+			"$JS.API.INFO",
+			"$JS.API.STREAM.INFO.*",
+			"$JS.API.STREAM.CREATE.*",
+			"$JS.API.CONSUMER.INFO.*.*",
+			"$JS.API.CONSUMER.CREATE.*.>",
+			"$JS.API.CONSUMER.DURABLE.CREATE.*.*",
+			"$JS.API.CONSUMER.MSG.NEXT.*.*",
+			"$JS.ACK.>",
+		},
+		// Also denied by the allow list; named so that a widened allow
+		// list cannot let them through.
+		Deny: []string{
+			"$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.MSG.DELETE.>",
+			"$JS.API.STREAM.UPDATE.>", "$JS.API.CONSUMER.DELETE.>",
+		},
+	}}
+}
+
 // Options configure the embedded server.
 type Options struct {
 	Addr     string // host:port edges connect to, such as ":14222" (port 0 picks one)
@@ -102,7 +135,7 @@ func Start(o Options) (*Broker, error) {
 		MaxPayload: protocol.MaxSegmentBytes + 64<<10,
 		// The cloud handles its own signals (two-stage shutdown).
 		NoSigs:                     true,
-		CustomClientAuthentication: &edgeAuth{s: s, o: o},
+		CustomClientAuthentication: internalConfined{&edgeAuth{s: s, o: o}},
 	}
 	if o.TLS != nil {
 		opts.TLSConfig = o.TLS
@@ -176,6 +209,23 @@ func (a *edgeAuth) Check(c server.ClientAuthentication) bool {
 	}
 	c.RegisterUser(&server.User{Username: user, Permissions: EdgePermissions(user)})
 	return true
+}
+
+// internalConfined gives the cloud's internal user InternalPermissions,
+// whichever check let it in.
+type internalConfined struct{ server.Authentication }
+
+func (a internalConfined) Check(c server.ClientAuthentication) bool {
+	return a.Authentication.Check(internalClient{c})
+}
+
+type internalClient struct{ server.ClientAuthentication }
+
+func (c internalClient) RegisterUser(u *server.User) {
+	if u.Username == protocol.InternalUser {
+		u.Permissions = InternalPermissions()
+	}
+	c.ClientAuthentication.RegisterUser(u)
 }
 
 func addr(c server.ClientAuthentication) string {

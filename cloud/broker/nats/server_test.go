@@ -14,6 +14,7 @@ import (
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	brokernats "github.com/outpost-edge/outpost/cloud/broker/nats"
 	"github.com/outpost-edge/outpost/internal/poll"
@@ -204,6 +205,79 @@ func TestEdgePermissions(t *testing.T) {
 		}
 		if _, err := sub.NextMsg(5 * time.Second); err != nil {
 			t.Errorf("edge e1 did not get its message on %s: %v", subj, err)
+		}
+	}
+}
+
+// TestInternalPermissions: the cloud's own user reaches only what cloud
+// ingest uses. Purging or deleting the stream, its messages or its
+// consumer is refused by the server, so no reply subject can make the
+// cloud's user do it.
+func TestInternalPermissions(t *testing.T) {
+	e1 := signer("e1")
+	s := MustServer(t, fleet{"e1": e1})
+	cloud, cerr := MustInternal(t, s)
+	ctx := context.Background()
+	js, err := jetstream.New(cloud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SEG", Subjects: []string{protocol.SegmentFilterNATS}, Retention: jetstream.WorkQueuePolicy})
+	if err != nil {
+		t.Fatalf("the internal user could not create the stream: %v", err)
+	}
+	cons, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "ingest", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("the internal user could not create the consumer: %v", err)
+	}
+	edge, _ := MustEdge(t, s, "e1", e1)
+	ejs, _ := jetstream.New(edge)
+	for range 3 {
+		if _, err := ejs.Publish(ctx, "outpost.v1.edge.e1.seg", []byte("seg")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, subj := range []string{
+		"$JS.API.STREAM.PURGE.SEG", "$JS.API.STREAM.DELETE.SEG", "$JS.API.STREAM.MSG.DELETE.SEG",
+		"$JS.API.STREAM.UPDATE.SEG", "$JS.API.CONSUMER.DELETE.SEG.ingest", "outpost.v1.edge.e1.seg", "outpost.v1.edge.e1.hello",
+	} {
+		if err := cloud.Publish(subj, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		poll.Until(t, 15*time.Second, "a publish violation for "+subj, func() bool {
+			return cerr.has(`permissions violation for publish to "` + strings.ToLower(subj) + `"`)
+		})
+	}
+	// What ingest does is allowed: info, pull, ack, receipts, replies.
+	info, err := st.Info(ctx)
+	if err != nil || info.State.Msgs != 3 {
+		t.Fatalf("stream info %+v, %v; want 3 messages, untouched", info, err)
+	}
+	b, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range b.Messages() {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatalf("ack: %v", err)
+		}
+	}
+	if info, err := st.Info(ctx); err != nil || info.State.Msgs != 2 {
+		t.Fatalf("after one ack the stream holds %+v, %v; want 2", info, err)
+	}
+	for _, subj := range []string{"outpost.v1.edge.e1.rcpt", "outpost.v1.edge.e1.cmd", protocol.NATSInboxPrefix("e1") + ".r1"} {
+		sub, err := edge.SubscribeSync(subj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := edge.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cloud.Publish(subj, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sub.NextMsg(5 * time.Second); err != nil {
+			t.Errorf("the cloud could not reach %s: %v", subj, err)
 		}
 	}
 }

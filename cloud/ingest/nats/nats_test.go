@@ -409,3 +409,84 @@ func TestKeepalive(t *testing.T) {
 		t.Fatalf("ack pending %d, redelivered %d (server) %d (here); want 1, 0, 0", info.NumAckPending, info.NumRedelivered, c.Stats().Redelivered)
 	}
 }
+
+// TestHelloReplySubjectAttack: edge A, with its own valid credentials and a
+// plain nats.go client, sends hellos whose reply subjects are the
+// JetStream API's purge of the shared stream, and edge B's rcpt and seg
+// subjects. The cloud answers none of them: B's pending and ack-pending
+// segments stay in the stream (on main the purge emptied it), nothing
+// lands on B's subjects, and A's honest hello is still answered.
+func TestHelloReplySubjectAttack(t *testing.T) {
+	aKey, bKey, cloudKey := signer("ea"), signer("eb"), signer("cloud")
+	s := MustServer(t, fleet{"ea": aKey, "eb": bKey})
+	l := newGatedLedger(false) // nothing commits: B's segments stay pending
+	defer close(l.gate)
+	c := runCloud(t, s, l, cloudKey, ingestnats.ConsumerOptions{MaxAckPending: 4}, 0)
+	_, cjs := MustInternal(t, s)
+	ctx := context.Background()
+
+	b, _ := MustEdge(t, s, "eb", bKey)
+	bRcpt, err := b.SubscribeSync("outpost.v1.edge.eb.rcpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bjs, _ := jetstream.New(b)
+	st := protocol.Stream{Edge: "eb", Epoch: protocol.Epoch{9}}
+	for i := range uint64(10) {
+		if _, err := bjs.Publish(ctx, "outpost.v1.edge.eb.seg", seg(t, bKey, st, i+1, i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := func() (msgs, pending, ackPending uint64) {
+		t.Helper()
+		si, err := cjs.Stream(ctx, ingestnats.DefaultStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return si.CachedInfo().State.Msgs, info.NumPending, uint64(info.NumAckPending)
+	}
+	poll.Until(t, 15*time.Second, "B's segments pending 6, ack-pending 4", func() bool {
+		m, p, ap := state()
+		return m == 10 && p == 6 && ap == 4
+	})
+
+	a, _ := MustEdge(t, s, "ea", aKey)
+	hello := protocol.EncodeHello(protocol.Hello{Edge: "ea", Epoch: protocol.Epoch{1}, Seq: 1, SentAt: 1})
+	attacks := []string{"$JS.API.STREAM.PURGE." + ingestnats.DefaultStream, "outpost.v1.edge.eb.rcpt", "outpost.v1.edge.eb.seg", "_INBOX.edge.eb.x"}
+	for _, reply := range attacks {
+		if err := a.PublishRequest("outpost.v1.edge.ea.hello", reply, hello); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 15*time.Second, "the attacking hellos refused, or the stream changed", func() bool {
+		m, p, ap := state()
+		return c.Stats().BadReplySubjects == uint64(len(attacks)) || m != 10 || p != 6 || ap != 4
+	})
+	if m, p, ap := state(); m != 10 || p != 6 || ap != 4 {
+		t.Fatalf("after A's hellos the stream holds %d, pending %d, ack-pending %d; want 10, 6, 4 (untouched)", m, p, ap)
+	}
+	// An honest hello from A still gets its receipt, and B got nothing.
+	rep, err := a.Request("outpost.v1.edge.ea.hello", hello, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := protocol.VerifyReply(rep.Data, protocol.NewKeyMap(cloudKey.Public())); err != nil || r.Receipt == nil {
+		t.Fatalf("honest hello reply %+v, %v", r, err)
+	}
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := bRcpt.Pending(); n != 0 {
+		t.Errorf("B's rcpt subject got %d messages from A's hellos", n)
+	}
+	if m, _, _ := state(); m != 10 {
+		t.Errorf("the stream holds %d messages after A's hellos, want B's 10", m)
+	}
+}
