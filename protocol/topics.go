@@ -104,6 +104,45 @@ const (
 	StatusFilterNATS  = "outpost.v1.edge.*.status"
 )
 
+// InternalUser is the user name of the cloud's own clients on the cloud's
+// embedded brokers (MQTT and NATS). The brokers let it log in only with
+// their per-process password.
+const InternalUser = "outpost-cloud"
+
+// NATSInboxRoot starts every edge's NATS reply inboxes; see NATSInboxPrefix.
+const NATSInboxRoot = "_INBOX.edge"
+
+// NATSInboxFilter matches the reply inboxes of all edges. The cloud's NATS
+// user may publish only there (hello replies), to the edges' rcpt and cmd
+// subjects, and to the JetStream API it uses itself.
+const NATSInboxFilter = NATSInboxRoot + ".*.>"
+
+// NATSInboxPrefix is the prefix of an edge's NATS reply inboxes,
+// _INBOX.edge.{edge}: the edge's connection takes its request and PubAck
+// inboxes under it, a server lets only that edge subscribe under it, and the
+// cloud answers a hello only to a reply subject under it (IsNATSInbox).
+func NATSInboxPrefix(edge string) string { return NATSInboxRoot + "." + edge }
+
+// IsNATSInbox reports whether subject is a reply inbox of edge: under
+// NATSInboxPrefix(edge), with no wildcards and no empty tokens. A reply
+// subject a requester chose is published to only when it is its own
+// inbox, never to a subject someone else (or the JetStream API) listens on.
+func IsNATSInbox(edge, subject string) bool {
+	if ValidateName("edge", edge) != nil {
+		return false
+	}
+	rest, ok := strings.CutPrefix(subject, NATSInboxPrefix(edge)+".")
+	if !ok || rest == "" {
+		return false
+	}
+	for tok := range strings.SplitSeq(rest, ".") {
+		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") {
+			return false
+		}
+	}
+	return true
+}
+
 // ParseTopic parses an MQTT topic of the form outpost/v1/{dev|edge}/{id}/{kind}.
 func ParseTopic(topic string) (Topic, error) { return parseTopic(topic, "/", "topic") }
 

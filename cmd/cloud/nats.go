@@ -111,7 +111,7 @@ func (m *Main) startNATS(c *Config, svc *ingest.Service, led *ledger.Ledger, log
 			return nil, err
 		}
 		opts.URL, opts.InProcess = m.natsServer.ClientURL(), m.natsServer
-		opts.User, opts.Password = brokernats.InternalUser, m.natsServer.InternalPassword()
+		opts.User, opts.Password = protocol.InternalUser, m.natsServer.InternalPassword()
 		opts.Token, opts.NKeySeedFile, opts.CredsFile, opts.CAFile, opts.CertFile, opts.KeyFile = "", "", "", "", "", ""
 	}
 	cons, err := ingestnats.New(opts)
@@ -149,6 +149,7 @@ func registerNATSMetrics(reg *prometheus.Registry, c *ingestnats.Consumer) {
 	counter("redelivered_total", "Segments JetStream delivered to this process more than once.", func(s ingestnats.Stats) uint64 { return s.Redelivered })
 	counter("ack_errors_total", "Double acks the server did not confirm.", func(s ingestnats.Stats) uint64 { return s.AckErrors })
 	counter("hello_errors_total", "Hellos that could not be answered.", func(s ingestnats.Stats) uint64 { return s.HelloErrors })
+	counter("bad_reply_subjects_total", "Hellos not answered because their reply subject was not the edge's own inbox.", func(s ingestnats.Stats) uint64 { return s.BadReplySubjects })
 	reg.MustRegister(&consumerCollector{c: c,
 		ackPending: prometheus.NewDesc("outpost_cloud_nats_ack_pending_messages", "Segments delivered and not yet acked, across all cloud processes (at most --nats-max-ack-pending).", nil, nil),
 		pending:    prometheus.NewDesc("outpost_cloud_nats_pending_messages", "Segments in the stream not yet delivered to any cloud process.", nil, nil),

@@ -34,8 +34,9 @@ import (
 	"github.com/outpost-edge/outpost/protocol"
 )
 
-// InternalUser is the user name of the cloud's own clients.
-const InternalUser = "outpost-cloud"
+// InternalUser is the user name of the cloud's own clients
+// (protocol.InternalUser, the same on both embedded brokers).
+const InternalUser = protocol.InternalUser
 
 // EdgeClientPrefix starts every edge's MQTT client id.
 const EdgeClientPrefix = "outpost-edge-"

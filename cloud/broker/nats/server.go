@@ -5,7 +5,7 @@
 // Edges log in with their edge id as user name and a broker token as
 // password (protocol.BrokerToken) and get EdgePermissions: their own
 // subjects and their own reply inboxes. The cloud's own clients log in as
-// InternalUser with a random per-process password.
+// protocol.InternalUser with a random per-process password.
 package nats
 
 import (
@@ -26,14 +26,6 @@ import (
 	"github.com/outpost-edge/outpost/protocol"
 )
 
-// InternalUser is the user name of the cloud's own clients on the embedded
-// server.
-const InternalUser = "outpost-cloud"
-
-// EdgeInboxPrefix is the prefix of an edge's reply inboxes; it must match
-// the edge's (edge/uplink/nats.InboxPrefix).
-func EdgeInboxPrefix(edge string) string { return "_INBOX.edge." + edge }
-
 // EdgePermissions are what an edge may do on NATS: publish its own
 // segments, hellos and status, and subscribe to its own receipts,
 // commands and reply inboxes (JetStream PubAcks and hello replies).
@@ -44,9 +36,42 @@ func EdgePermissions(edge string) *server.Permissions {
 			subj(protocol.KindSegment), subj(protocol.KindHello), subj(protocol.KindStatus),
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
-			subj(protocol.KindReceipt), subj(protocol.KindCommand), EdgeInboxPrefix(edge) + ".>",
+			subj(protocol.KindReceipt), subj(protocol.KindCommand), protocol.NATSInboxPrefix(edge) + ".>",
 		}},
 	}
+}
+
+// InternalPermissions are what the cloud's own user (protocol.InternalUser)
+// may publish on the embedded server: receipts and commands to edges,
+// replies to edges' own inboxes (hellos), and only the JetStream API calls
+// that cloud ingest makes (stream and consumer info and create, pulls and
+// acks). Purging or deleting a stream, a message or a consumer, and any
+// other subject, are refused: a reply subject an edge chose can never make
+// the cloud's user reach them, even if a bug in the consumer sent a reply
+// there (it does not: cloud/ingest/nats answers a hello only to the edge's
+// own inbox).
+func InternalPermissions() *server.Permissions {
+	return &server.Permissions{Publish: &server.SubjectPermission{
+		Allow: []string{
+			"outpost.v1.edge.*." + string(protocol.KindReceipt),
+			"outpost.v1.edge.*." + string(protocol.KindCommand),
+			protocol.NATSInboxFilter,
+			"$JS.API.INFO",
+			"$JS.API.STREAM.INFO.*",
+			"$JS.API.STREAM.CREATE.*",
+			"$JS.API.CONSUMER.INFO.*.*",
+			"$JS.API.CONSUMER.CREATE.*.>",
+			"$JS.API.CONSUMER.DURABLE.CREATE.*.*",
+			"$JS.API.CONSUMER.MSG.NEXT.*.*",
+			"$JS.ACK.>",
+		},
+		// Also denied by the allow list; named so that a widened allow
+		// list cannot let them through.
+		Deny: []string{
+			"$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.MSG.DELETE.>",
+			"$JS.API.STREAM.UPDATE.>", "$JS.API.CONSUMER.DELETE.>",
+		},
+	}}
 }
 
 // Options configure the embedded server.
@@ -71,8 +96,8 @@ type Broker struct {
 // Start starts nats-server in this process, with JetStream on file
 // storage under StoreDir, and edge authentication: an edge logs in with its
 // id as user name and a broker token as password, and gets
-// EdgePermissions. The cloud's own clients log in as InternalUser with
-// InternalPassword.
+// EdgePermissions. The cloud's own clients log in as protocol.InternalUser
+// with InternalPassword.
 func Start(o Options) (*Broker, error) {
 	if o.Keys == nil || o.StoreDir == "" {
 		return nil, errors.New("nats server: Keys and StoreDir are required")
@@ -110,7 +135,7 @@ func Start(o Options) (*Broker, error) {
 		MaxPayload: protocol.MaxSegmentBytes + 64<<10,
 		// The cloud handles its own signals (two-stage shutdown).
 		NoSigs:                     true,
-		CustomClientAuthentication: &edgeAuth{s: s, o: o},
+		CustomClientAuthentication: internalConfined{&edgeAuth{s: s, o: o}},
 	}
 	if o.TLS != nil {
 		opts.TLSConfig = o.TLS
@@ -137,7 +162,7 @@ func (s *Broker) Addr() string { return s.srv.Addr().String() }
 // ClientURL is a URL for clients on this host.
 func (s *Broker) ClientURL() string { return s.srv.ClientURL() }
 
-// InternalPassword is the per-process password of InternalUser.
+// InternalPassword is the per-process password of protocol.InternalUser.
 func (s *Broker) InternalPassword() string { return s.password }
 
 // InProcessConn connects to the server without the network
@@ -160,7 +185,7 @@ type edgeAuth struct {
 func (a *edgeAuth) Check(c server.ClientAuthentication) bool {
 	co := c.GetOpts()
 	user := co.Username
-	if user == InternalUser {
+	if user == protocol.InternalUser {
 		if subtle.ConstantTimeCompare([]byte(co.Password), []byte(a.s.password)) != 1 {
 			a.s.log.Warn("refused a NATS login as the cloud's internal user", "remote", addr(c))
 			return false
@@ -184,6 +209,23 @@ func (a *edgeAuth) Check(c server.ClientAuthentication) bool {
 	}
 	c.RegisterUser(&server.User{Username: user, Permissions: EdgePermissions(user)})
 	return true
+}
+
+// internalConfined gives the cloud's internal user InternalPermissions,
+// whichever check let it in.
+type internalConfined struct{ server.Authentication }
+
+func (a internalConfined) Check(c server.ClientAuthentication) bool {
+	return a.Authentication.Check(internalClient{c})
+}
+
+type internalClient struct{ server.ClientAuthentication }
+
+func (c internalClient) RegisterUser(u *server.User) {
+	if u.Username == protocol.InternalUser {
+		u.Permissions = InternalPermissions()
+	}
+	c.ClientAuthentication.RegisterUser(u)
 }
 
 func addr(c server.ClientAuthentication) string {

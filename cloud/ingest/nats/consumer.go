@@ -67,7 +67,8 @@ type Consumer struct {
 	heldMu sync.Mutex // guards held; never held with mu
 	held   map[jetstream.Msg]struct{}
 
-	redelivered, ackErrs, helloErrs, kept atomic.Uint64
+	redelivered, ackErrs, helloErrs, kept, badReplies atomic.Uint64
+	badReplyLogged                                    atomic.Int64 // unix nanos of the last log line about one
 }
 
 var _ ingest.Replier = (*Consumer)(nil)
@@ -78,6 +79,10 @@ type Stats struct {
 	AckErrors   uint64 `json:"ack_errors"`  // double acks the server did not confirm (the message comes again)
 	HelloErrors uint64 `json:"hello_errors"`
 	InProgress  uint64 `json:"in_progress"` // in-progress marks sent for messages held (keepalive)
+	// BadReplySubjects counts hellos not answered because their reply
+	// subject was not the sending edge's own inbox (an attack, or a client
+	// without the edge's inbox prefix).
+	BadReplySubjects uint64 `json:"bad_reply_subjects"`
 }
 
 // New checks opts and fills in defaults.
@@ -403,6 +408,15 @@ func (c *Consumer) onHello(ctx context.Context, m *natsgo.Msg) {
 		c.log.Warn("ignored a message on the hello subjects", "subject", m.Subject)
 		return
 	}
+	if !protocol.IsNATSInbox(t.ID, m.Reply) {
+		// The reply subject is the requester's choice. Publishing to one
+		// outside the edge's own inbox would let an edge aim the cloud's
+		// signed receipt at another edge's subjects, or at the JetStream
+		// API ($JS.API.STREAM.PURGE...), with the cloud's user.
+		c.badReplies.Add(1)
+		c.logBadReply(t.ID, m.Reply)
+		return
+	}
 	select {
 	case c.hellos <- struct{}{}:
 	case <-ctx.Done():
@@ -420,6 +434,18 @@ func (c *Consumer) onHello(ctx context.Context, m *natsgo.Msg) {
 			c.log.Warn("could not send a hello's receipt", "edge", t.ID, "err", err)
 		}
 	}()
+}
+
+// logBadReply logs a refused reply subject at most once per ten seconds:
+// a flood of them costs a counter, not megabytes of logs.
+func (c *Consumer) logBadReply(edge, reply string) {
+	now := time.Now().UnixNano()
+	last := c.badReplyLogged.Load()
+	if now-last < int64(10*time.Second) || !c.badReplyLogged.CompareAndSwap(last, now) {
+		return
+	}
+	c.log.Warn("refused to answer a hello whose reply subject is not the edge's own inbox (counted in outpost_cloud_nats_bad_reply_subjects_total)",
+		"edge", edge, "reply", reply, "want_prefix", protocol.NATSInboxPrefix(edge)+".")
 }
 
 // Reply publishes a signed reply to the edge's rcpt subject.
@@ -446,7 +472,8 @@ func (c *Consumer) Connected() bool {
 
 // Stats returns the counters.
 func (c *Consumer) Stats() Stats {
-	return Stats{Redelivered: c.redelivered.Load(), AckErrors: c.ackErrs.Load(), HelloErrors: c.helloErrs.Load(), InProgress: c.kept.Load()}
+	return Stats{Redelivered: c.redelivered.Load(), AckErrors: c.ackErrs.Load(), HelloErrors: c.helloErrs.Load(), InProgress: c.kept.Load(),
+		BadReplySubjects: c.badReplies.Load()}
 }
 
 // Info asks the server for the consumer's state (NumAckPending,

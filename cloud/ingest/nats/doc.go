@@ -40,7 +40,9 @@
 //
 // Hellos are requests on outpost.v1.edge.{edge}.hello, answered through a
 // queue group (one process answers each) with the signed receipt of the
-// edge's stream. Receipts and nacks are published, core NATS, to
+// edge's stream. The reply subject is the requester's choice, so a hello is
+// answered only when it is the edge's own inbox (protocol.IsNATSInbox):
+// never another edge's subjects or the JetStream API. Receipts and nacks are published, core NATS, to
 // outpost.v1.edge.{edge}.rcpt: an edge that is away misses them and asks
 // again with a hello when it is back.
 //

@@ -18,6 +18,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	ingestnats "github.com/outpost-edge/outpost/cloud/ingest/nats"
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
 	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
@@ -50,7 +51,7 @@ func MustServer(tb testing.TB, f fleet) *brokernats.Broker {
 // MustInternal connects as the cloud's internal user.
 func MustInternal(tb testing.TB, s *brokernats.Broker) (*natsgo.Conn, jetstream.JetStream) {
 	tb.Helper()
-	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(brokernats.InternalUser, s.InternalPassword()))
+	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(protocol.InternalUser, s.InternalPassword()))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func MustEdge(tb testing.TB, s *brokernats.Broker, edge string, sg *protocol.Sig
 	tb.Helper()
 	e := &errs{}
 	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(edge, sg.BrokerToken(edge, time.Now())),
-		natsgo.CustomInboxPrefix(brokernats.EdgeInboxPrefix(edge)),
+		natsgo.CustomInboxPrefix(protocol.NATSInboxPrefix(edge)),
 		natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) { e.add(err) }))
 	if err != nil {
 		tb.Fatal(err)
@@ -92,123 +93,6 @@ func (e *errs) has(substr string) bool {
 		}
 	}
 	return false
-}
-
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
-
-func TestEdgeLogin(t *testing.T) {
-	e1, e2 := protocoltest.Signer(t, "e1"), protocoltest.Signer(t, "e2")
-	s := MustServer(t, fleet{"e1": e1, "e2": e2})
-	for _, tc := range []struct {
-		name, user, pass string
-		ok               bool
-	}{
-		{"edge with its token", "e1", e1.BrokerToken("e1", time.Now()), true},
-		{"token signed by another edge's key", "e1", e2.BrokerToken("e1", time.Now()), false},
-		{"token for another edge", "e1", e1.BrokerToken("e2", time.Now()), false},
-		{"stale token", "e1", e1.BrokerToken("e1", time.Now().Add(-time.Hour)), false},
-		{"unknown edge", "e9", protocoltest.Signer(t, "e9").BrokerToken("e9", time.Now()), false},
-		{"not an edge id", "e1.seg", "x", false},
-		{"internal user", brokernats.InternalUser, s.InternalPassword(), true},
-		{"internal user, wrong password", brokernats.InternalUser, "nope", false},
-		{"no credentials", "", "", false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(tc.user, tc.pass), natsgo.NoReconnect())
-			if nc != nil {
-				nc.Close()
-			}
-			if tc.ok && err != nil {
-				t.Fatalf("refused: %v", err)
-			}
-			if !tc.ok && !errors.Is(err, natsgo.ErrAuthorization) {
-				t.Fatalf("got %v, want an authorization error", err)
-			}
-		})
-	}
-}
-
-// TestEdgePermissions: an edge may publish only its own segments, hellos
-// and status, and hear only its own receipts, commands and inboxes.
-func TestEdgePermissions(t *testing.T) {
-	e1 := protocoltest.Signer(t, "e1")
-	s := MustServer(t, fleet{"e1": e1, "e2": protocoltest.Signer(t, "e2")})
-	cloud, _ := MustInternal(t, s)
-	heard := make(chan string, 16)
-	if _, err := cloud.Subscribe("outpost.>", func(m *natsgo.Msg) { heard <- m.Subject }); err != nil {
-		t.Fatal(err)
-	}
-	if err := cloud.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	nc, perr := MustEdge(t, s, "e1", e1)
-
-	for _, subj := range []string{"outpost.v1.edge.e2.seg", "outpost.v1.edge.e2.hello", "outpost.v1.edge.e1.rcpt", "outpost.v1.dev.d1.ev", "$JS.API.STREAM.LIST"} {
-		if err := nc.Publish(subj, []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, subj := range []string{"outpost.v1.edge.e1.seg", "outpost.v1.edge.e1.hello", "outpost.v1.edge.e1.status"} {
-		if err := nc.Publish(subj, []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]bool{}
-	waitFor(t, "the allowed publishes", func() bool {
-		for {
-			select {
-			case s := <-heard:
-				got[s] = true
-			default:
-				return len(got) >= 3
-			}
-		}
-	})
-	for s := range got {
-		if !strings.HasPrefix(s, "outpost.v1.edge.e1.") || strings.HasSuffix(s, ".rcpt") {
-			t.Errorf("the cloud heard %s from edge e1", s)
-		}
-	}
-	waitFor(t, "publish violations reported", func() bool { return perr.has("permissions violation for publish") })
-
-	for _, subj := range []string{"outpost.v1.edge.e2.rcpt", "outpost.v1.edge.*.rcpt", "outpost.>", "_INBOX.>", "_INBOX.edge.e2.>"} {
-		sub, err := nc.SubscribeSync(subj)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = nc.Flush()
-		waitFor(t, "subscribe violation for "+subj, func() bool { return perr.has("subscription to \"" + strings.ToLower(subj) + "\"") })
-		_ = sub.Unsubscribe()
-	}
-	for _, subj := range []string{"outpost.v1.edge.e1.rcpt", "outpost.v1.edge.e1.cmd", brokernats.EdgeInboxPrefix("e1") + ".x.y"} {
-		sub, err := nc.SubscribeSync(subj)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := nc.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		if err := cloud.Publish(subj, []byte("hi")); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := sub.NextMsg(5 * time.Second); err != nil {
-			t.Errorf("edge e1 did not get its message on %s: %v", subj, err)
-		}
-	}
 }
 
 func TestEnsureStreamAndConsumer(t *testing.T) {
@@ -349,7 +233,7 @@ func runCloud(t *testing.T, s *brokernats.Broker, l ingest.Ledger, cloudKey *pro
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ingestnats.New(ingestnats.Options{InProcess: s, User: brokernats.InternalUser, Password: s.InternalPassword(),
+	c, err := ingestnats.New(ingestnats.Options{InProcess: s, User: protocol.InternalUser, Password: s.InternalPassword(),
 		Consumer: co, Service: svc, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
@@ -367,7 +251,7 @@ func runCloud(t *testing.T, s *brokernats.Broker, l ingest.Ledger, cloudKey *pro
 			t.Errorf("consumer: %v", err)
 		}
 	})
-	waitFor(t, "the consumer pulling", c.Connected)
+	poll.Until(t, 15*time.Second, "the consumer pulling", c.Connected)
 	return c
 }
 
@@ -403,7 +287,7 @@ func TestAckAfterCommit(t *testing.T) {
 	if ack, err := js.Publish(ctx, "outpost.v1.edge.e1.seg", seg(t, edgeKey, st, 1, 3), jetstream.WithMsgID("e1:x:1-3")); err != nil || !ack.Duplicate {
 		t.Fatalf("resend: %+v, %v; want a duplicate", ack, err)
 	}
-	waitFor(t, "the segment delivered and held", func() bool {
+	poll.Until(t, 15*time.Second, "the segment delivered and held", func() bool {
 		info, err := c.Info(ctx)
 		return err == nil && info.NumAckPending == 1
 	})
@@ -419,7 +303,7 @@ func TestAckAfterCommit(t *testing.T) {
 	if err != nil || r.Receipt == nil || r.Receipt.HWM != 3 {
 		t.Fatalf("reply %+v, %v", r, err)
 	}
-	waitFor(t, "the message acked and gone from the work queue", func() bool {
+	poll.Until(t, 15*time.Second, "the message acked and gone from the work queue", func() bool {
 		info, err := c.Info(ctx)
 		si, serr := cjs.Stream(ctx, ingestnats.DefaultStream)
 		return err == nil && serr == nil && info.NumAckPending == 0 && si.CachedInfo().State.Msgs == 0
@@ -450,7 +334,7 @@ func TestSharedConsumer(t *testing.T) {
 	// The process that stops: its database hangs, so it acks nothing.
 	stuck := newGatedLedger(false)
 	svc, _ := ingest.New(ingest.Options{Ledger: stuck, Signer: cloudKey, Logger: quiet})
-	c2, err := ingestnats.New(ingestnats.Options{InProcess: s, User: brokernats.InternalUser, Password: s.InternalPassword(), Consumer: co, Service: svc, Logger: quiet})
+	c2, err := ingestnats.New(ingestnats.Options{InProcess: s, User: protocol.InternalUser, Password: s.InternalPassword(), Consumer: co, Service: svc, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -460,7 +344,7 @@ func TestSharedConsumer(t *testing.T) {
 	go func() { defer wg2.Done(); _ = svc.Run(ctx2) }()
 	go func() { defer wg2.Done(); _ = c2.Run(ctx2) }()
 	defer func() { stop2(); wg2.Wait() }()
-	waitFor(t, "the first consumer", c2.Connected)
+	poll.Until(t, 15*time.Second, "the first consumer", c2.Connected)
 
 	nc, _ := MustEdge(t, s, "e1", edgeKey)
 	js, _ := jetstream.New(nc)
@@ -474,14 +358,14 @@ func TestSharedConsumer(t *testing.T) {
 		}
 	}
 	publish(0, n/2)
-	waitFor(t, "the first consumer holding segments", func() bool { return stuck.tried() > 0 })
+	poll.Until(t, 15*time.Second, "the first consumer holding segments", func() bool { return stuck.tried() > 0 })
 
 	l := newGatedLedger(true)
 	runCloud(t, s, l, cloudKey, co, time.Minute)
 	publish(n/2, n)
 	stop2()
 	wg2.Wait()
-	waitFor(t, "every record committed once", func() bool { return l.count() == 2*n })
+	poll.Until(t, 15*time.Second, "every record committed once", func() bool { return l.count() == 2*n })
 }
 
 // TestKeepalive: a message held longer than AckWait (its commit hangs) is
@@ -499,12 +383,93 @@ func TestKeepalive(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Ten keepalives span more than three AckWaits.
-	waitFor(t, "keepalives", func() bool { return c.Stats().InProgress >= 10 })
+	poll.Until(t, 15*time.Second, "keepalives", func() bool { return c.Stats().InProgress >= 10 })
 	info, err := c.Info(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if info.NumAckPending != 1 || info.NumRedelivered != 0 || c.Stats().Redelivered != 0 {
 		t.Fatalf("ack pending %d, redelivered %d (server) %d (here); want 1, 0, 0", info.NumAckPending, info.NumRedelivered, c.Stats().Redelivered)
+	}
+}
+
+// TestHelloReplySubjectAttack: edge A, with its own valid credentials and a
+// plain nats.go client, sends hellos whose reply subjects are the
+// JetStream API's purge of the shared stream, and edge B's rcpt and seg
+// subjects. The cloud answers none of them: B's pending and ack-pending
+// segments stay in the stream (on main the purge emptied it), nothing
+// lands on B's subjects, and A's honest hello is still answered.
+func TestHelloReplySubjectAttack(t *testing.T) {
+	aKey, bKey, cloudKey := protocoltest.Signer(t, "ea"), protocoltest.Signer(t, "eb"), protocoltest.Signer(t, "cloud")
+	s := MustServer(t, fleet{"ea": aKey, "eb": bKey})
+	l := newGatedLedger(false) // nothing commits: B's segments stay pending
+	defer close(l.gate)
+	c := runCloud(t, s, l, cloudKey, ingestnats.ConsumerOptions{MaxAckPending: 4}, 0)
+	_, cjs := MustInternal(t, s)
+	ctx := context.Background()
+
+	b, _ := MustEdge(t, s, "eb", bKey)
+	bRcpt, err := b.SubscribeSync("outpost.v1.edge.eb.rcpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bjs, _ := jetstream.New(b)
+	st := protocol.Stream{Edge: "eb", Epoch: protocol.Epoch{9}}
+	for i := range uint64(10) {
+		if _, err := bjs.Publish(ctx, "outpost.v1.edge.eb.seg", seg(t, bKey, st, i+1, i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := func() (msgs, pending, ackPending uint64) {
+		t.Helper()
+		si, err := cjs.Stream(ctx, ingestnats.DefaultStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return si.CachedInfo().State.Msgs, info.NumPending, uint64(info.NumAckPending)
+	}
+	poll.Until(t, 15*time.Second, "B's segments pending 6, ack-pending 4", func() bool {
+		m, p, ap := state()
+		return m == 10 && p == 6 && ap == 4
+	})
+
+	a, _ := MustEdge(t, s, "ea", aKey)
+	hello := protocol.EncodeHello(protocol.Hello{Edge: "ea", Epoch: protocol.Epoch{1}, Seq: 1, SentAt: 1})
+	attacks := []string{"$JS.API.STREAM.PURGE." + ingestnats.DefaultStream, "outpost.v1.edge.eb.rcpt", "outpost.v1.edge.eb.seg", "_INBOX.edge.eb.x"}
+	for _, reply := range attacks {
+		if err := a.PublishRequest("outpost.v1.edge.ea.hello", reply, hello); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 15*time.Second, "the attacking hellos refused, or the stream changed", func() bool {
+		m, p, ap := state()
+		return c.Stats().BadReplySubjects == uint64(len(attacks)) || m != 10 || p != 6 || ap != 4
+	})
+	if m, p, ap := state(); m != 10 || p != 6 || ap != 4 {
+		t.Fatalf("after A's hellos the stream holds %d, pending %d, ack-pending %d; want 10, 6, 4 (untouched)", m, p, ap)
+	}
+	// An honest hello from A still gets its receipt, and B got nothing.
+	rep, err := a.Request("outpost.v1.edge.ea.hello", hello, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := protocol.VerifyReply(rep.Data, protocol.NewKeyMap(cloudKey.Public())); err != nil || r.Receipt == nil {
+		t.Fatalf("honest hello reply %+v, %v", r, err)
+	}
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := bRcpt.Pending(); n != 0 {
+		t.Errorf("B's rcpt subject got %d messages from A's hellos", n)
+	}
+	if m, _, _ := state(); m != 10 {
+		t.Errorf("the stream holds %d messages after A's hellos, want B's 10", m)
 	}
 }

@@ -25,7 +25,7 @@
 // a fresh broker token (protocol.Signer.BrokerToken) as password, which the
 // cloud's embedded nats-server checks. For a NATS deployment of your own,
 // give a user and password, a token, an nkey seed, or a .creds file, and TLS
-// settings. Replies come to inboxes under InboxPrefix(edge), so server
+// settings. Replies come to inboxes under protocol.NATSInboxPrefix(edge), so server
 // permissions can confine each edge to its own subjects (see
 // docs/TRANSPORTS.md).
 package nats
@@ -45,12 +45,6 @@ import (
 	"github.com/outpost-edge/outpost/edge/uplink"
 	"github.com/outpost-edge/outpost/protocol"
 )
-
-// InboxPrefix is the prefix of the reply inboxes of an edge's connection:
-// _INBOX.edge.{edge}. A server confines an edge by allowing it to subscribe
-// only to its rcpt and cmd subjects and to InboxPrefix(edge)+".>".
-// (cloud/ingest/nats grants the same on its embedded server.)
-func InboxPrefix(edge string) string { return "_INBOX.edge." + edge }
 
 // Options configure the transport. Of Token, NKeySeedFile, CredsFile and
 // User/Password at most one kind may be set; with none, the edge logs in
@@ -216,7 +210,7 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 	ended := uplink.NewEnded()
 	opts := append([]natsgo.Option{
 		natsgo.Name("outpost-edge-" + t.o.Edge),
-		natsgo.CustomInboxPrefix(InboxPrefix(t.o.Edge)),
+		natsgo.CustomInboxPrefix(protocol.NATSInboxPrefix(t.o.Edge)),
 		natsgo.NoReconnect(),
 		natsgo.Timeout(t.o.ConnectTimeout),
 		natsgo.PingInterval(20 * time.Second),

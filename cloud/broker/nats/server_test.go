@@ -1,0 +1,283 @@
+package nats_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	brokernats "github.com/outpost-edge/outpost/cloud/broker/nats"
+	"github.com/outpost-edge/outpost/internal/poll"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// quiet drops logs; the tests say what failed.
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func signer(name string) *protocol.Signer {
+	seed := sha256.Sum256([]byte(name))
+	s, _ := protocol.NewSigner(ed25519.NewKeyFromSeed(seed[:]))
+	return s
+}
+
+// fleet is the edges the test server knows, by id.
+type fleet map[string]*protocol.Signer
+
+func (f fleet) keys(_ context.Context, edge string) (protocol.Keys, error) {
+	s, ok := f[edge]
+	if !ok {
+		return nil, fmt.Errorf("edge %q is not registered", edge)
+	}
+	return protocol.NewKeyMap(s.Public()), nil
+}
+
+// MustServer starts the embedded server on a free port for tb, with o's
+// Addr, StoreDir, Keys and Logger filled in.
+func MustServer(tb testing.TB, f fleet, o ...brokernats.Options) *brokernats.Broker {
+	tb.Helper()
+	var opts brokernats.Options
+	if len(o) > 0 {
+		opts = o[0]
+	}
+	opts.Addr, opts.StoreDir, opts.Keys, opts.Logger = "127.0.0.1:0", tb.TempDir(), f.keys, quiet
+	s, err := brokernats.Start(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// MustInternal connects as the cloud's internal user; violations the
+// server reports land in the returned errs.
+func MustInternal(tb testing.TB, s *brokernats.Broker) (*natsgo.Conn, *errs) {
+	tb.Helper()
+	e := &errs{}
+	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(protocol.InternalUser, s.InternalPassword()),
+		natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) { e.add(err) }))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc, e
+}
+
+// MustEdge connects as an edge with a broker token, the way the edge's
+// uplink does.
+func MustEdge(tb testing.TB, s *brokernats.Broker, edge string, sg *protocol.Signer) (*natsgo.Conn, *errs) {
+	tb.Helper()
+	e := &errs{}
+	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(edge, sg.BrokerToken(edge, time.Now())),
+		natsgo.CustomInboxPrefix(protocol.NATSInboxPrefix(edge)),
+		natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) { e.add(err) }))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc, e
+}
+
+// errs collects the asynchronous errors a connection reports.
+type errs struct {
+	mu   sync.Mutex
+	list []error
+}
+
+func (e *errs) add(err error) { e.mu.Lock(); e.list = append(e.list, err); e.mu.Unlock() }
+func (e *errs) has(substr string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, err := range e.list {
+		if strings.Contains(strings.ToLower(err.Error()), substr) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestEdgeLogin(t *testing.T) {
+	e1, e2 := signer("e1"), signer("e2")
+	s := MustServer(t, fleet{"e1": e1, "e2": e2})
+	for _, tc := range []struct {
+		name, user, pass string
+		ok               bool
+	}{
+		{"edge with its token", "e1", e1.BrokerToken("e1", time.Now()), true},
+		{"token signed by another edge's key", "e1", e2.BrokerToken("e1", time.Now()), false},
+		{"token for another edge", "e1", e1.BrokerToken("e2", time.Now()), false},
+		{"stale token", "e1", e1.BrokerToken("e1", time.Now().Add(-time.Hour)), false},
+		{"unknown edge", "e9", signer("e9").BrokerToken("e9", time.Now()), false},
+		{"not an edge id", "e1.seg", "x", false},
+		{"internal user", protocol.InternalUser, s.InternalPassword(), true},
+		{"internal user, wrong password", protocol.InternalUser, "nope", false},
+		{"no credentials", "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(tc.user, tc.pass), natsgo.NoReconnect())
+			if nc != nil {
+				nc.Close()
+			}
+			if tc.ok && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if !tc.ok && !errors.Is(err, natsgo.ErrAuthorization) {
+				t.Fatalf("got %v, want an authorization error", err)
+			}
+		})
+	}
+}
+
+// TestEdgePermissions: an edge may publish only its own segments, hellos
+// and status, and hear only its own receipts, commands and inboxes.
+func TestEdgePermissions(t *testing.T) {
+	e1 := signer("e1")
+	s := MustServer(t, fleet{"e1": e1, "e2": signer("e2")})
+	cloud, _ := MustInternal(t, s)
+	heard := make(chan string, 16)
+	if _, err := cloud.Subscribe("outpost.>", func(m *natsgo.Msg) { heard <- m.Subject }); err != nil {
+		t.Fatal(err)
+	}
+	if err := cloud.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	nc, perr := MustEdge(t, s, "e1", e1)
+
+	for _, subj := range []string{"outpost.v1.edge.e2.seg", "outpost.v1.edge.e2.hello", "outpost.v1.edge.e1.rcpt", "outpost.v1.dev.d1.ev", "$JS.API.STREAM.LIST"} {
+		if err := nc.Publish(subj, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, subj := range []string{"outpost.v1.edge.e1.seg", "outpost.v1.edge.e1.hello", "outpost.v1.edge.e1.status"} {
+		if err := nc.Publish(subj, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	poll.Until(t, 15*time.Second, "the allowed publishes", func() bool {
+		for {
+			select {
+			case s := <-heard:
+				got[s] = true
+			default:
+				return len(got) >= 3
+			}
+		}
+	})
+	for s := range got {
+		if !strings.HasPrefix(s, "outpost.v1.edge.e1.") || strings.HasSuffix(s, ".rcpt") {
+			t.Errorf("the cloud heard %s from edge e1", s)
+		}
+	}
+	poll.Until(t, 15*time.Second, "publish violations reported", func() bool { return perr.has("permissions violation for publish") })
+
+	for _, subj := range []string{"outpost.v1.edge.e2.rcpt", "outpost.v1.edge.*.rcpt", "outpost.>", "_INBOX.>", "_INBOX.edge.e2.>"} {
+		sub, err := nc.SubscribeSync(subj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.Flush()
+		poll.Until(t, 15*time.Second, "subscribe violation for "+subj, func() bool { return perr.has("subscription to \"" + strings.ToLower(subj) + "\"") })
+		_ = sub.Unsubscribe()
+	}
+	for _, subj := range []string{"outpost.v1.edge.e1.rcpt", "outpost.v1.edge.e1.cmd", protocol.NATSInboxPrefix("e1") + ".x.y"} {
+		sub, err := nc.SubscribeSync(subj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cloud.Publish(subj, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sub.NextMsg(5 * time.Second); err != nil {
+			t.Errorf("edge e1 did not get its message on %s: %v", subj, err)
+		}
+	}
+}
+
+// TestInternalPermissions: the cloud's own user reaches only what cloud
+// ingest uses. Purging or deleting the stream, its messages or its
+// consumer is refused by the server, so no reply subject can make the
+// cloud's user do it.
+func TestInternalPermissions(t *testing.T) {
+	e1 := signer("e1")
+	s := MustServer(t, fleet{"e1": e1})
+	cloud, cerr := MustInternal(t, s)
+	ctx := context.Background()
+	js, err := jetstream.New(cloud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SEG", Subjects: []string{protocol.SegmentFilterNATS}, Retention: jetstream.WorkQueuePolicy})
+	if err != nil {
+		t.Fatalf("the internal user could not create the stream: %v", err)
+	}
+	cons, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "ingest", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("the internal user could not create the consumer: %v", err)
+	}
+	edge, _ := MustEdge(t, s, "e1", e1)
+	ejs, _ := jetstream.New(edge)
+	for range 3 {
+		if _, err := ejs.Publish(ctx, "outpost.v1.edge.e1.seg", []byte("seg")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, subj := range []string{
+		"$JS.API.STREAM.PURGE.SEG", "$JS.API.STREAM.DELETE.SEG", "$JS.API.STREAM.MSG.DELETE.SEG",
+		"$JS.API.STREAM.UPDATE.SEG", "$JS.API.CONSUMER.DELETE.SEG.ingest", "outpost.v1.edge.e1.seg", "outpost.v1.edge.e1.hello",
+	} {
+		if err := cloud.Publish(subj, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		poll.Until(t, 15*time.Second, "a publish violation for "+subj, func() bool {
+			return cerr.has(`permissions violation for publish to "` + strings.ToLower(subj) + `"`)
+		})
+	}
+	// What ingest does is allowed: info, pull, ack, receipts, replies.
+	info, err := st.Info(ctx)
+	if err != nil || info.State.Msgs != 3 {
+		t.Fatalf("stream info %+v, %v; want 3 messages, untouched", info, err)
+	}
+	b, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range b.Messages() {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatalf("ack: %v", err)
+		}
+	}
+	if info, err := st.Info(ctx); err != nil || info.State.Msgs != 2 {
+		t.Fatalf("after one ack the stream holds %+v, %v; want 2", info, err)
+	}
+	for _, subj := range []string{"outpost.v1.edge.e1.rcpt", "outpost.v1.edge.e1.cmd", protocol.NATSInboxPrefix("e1") + ".r1"} {
+		sub, err := edge.SubscribeSync(subj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := edge.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cloud.Publish(subj, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sub.NextMsg(5 * time.Second); err != nil {
+			t.Errorf("the cloud could not reach %s: %v", subj, err)
+		}
+	}
+}
