@@ -151,6 +151,11 @@ func verifySigned[T signedPayload](what, wantCT string, m *cose.Sign1Message, ke
 		// Both wrapped: callers tell "revoked" from "unknown" by the cause.
 		return fmt.Errorf("%s: key %s: %w: %w", what, kid, err, ErrBadSignature)
 	}
+	// Strict: a key that is not a canonical point of large order would let
+	// anyone forge signatures, whatever Keys returned it.
+	if err := ValidatePublicKey(pub); err != nil {
+		return badSig("%s: key %s: %v", what, kid, err)
+	}
 	ver, err := cose.NewVerifier(cose.AlgorithmEdDSA, pub)
 	if err != nil {
 		return badSig("%s: key %s: %v", what, kid, err)
