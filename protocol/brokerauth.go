@@ -54,6 +54,9 @@ func VerifyBrokerToken(edge, token string, keys Keys, now time.Time) error {
 	if err != nil {
 		return badSig("broker token: key %s: %v", parts[1], err)
 	}
+	if err := ValidatePublicKey(pub); err != nil {
+		return badSig("broker token: key %s: %v", parts[1], err)
+	}
 	if !ed25519.Verify(pub, brokerAuthMessage(edge, ms), sig) {
 		return badSig("broker token: signature by key %s does not verify for edge %q", parts[1], edge)
 	}

@@ -19,6 +19,10 @@ var (
 	// ErrBadSignature: a COSE_Sign1 message whose signature does not verify,
 	// whose key id is unknown, or whose algorithm or content type is wrong.
 	ErrBadSignature = errors.New("bad signature")
+
+	// ErrBadKey: bytes that are not a trustworthy Ed25519 public key (wrong
+	// length, not on the curve, not canonically encoded, or of small order).
+	ErrBadKey = errors.New("bad public key")
 )
 
 // FieldError says which field of a message broke which rule. It wraps

@@ -151,6 +151,11 @@ func verifySigned[T signedPayload](what, wantCT string, m *cose.Sign1Message, ke
 		// Both wrapped: callers tell "revoked" from "unknown" by the cause.
 		return fmt.Errorf("%s: key %s: %w: %w", what, kid, err, ErrBadSignature)
 	}
+	// Strict: a key that is not a canonical point of large order would let
+	// anyone forge signatures, whatever Keys returned it.
+	if err := ValidatePublicKey(pub); err != nil {
+		return badSig("%s: key %s: %v", what, kid, err)
+	}
 	ver, err := cose.NewVerifier(cose.AlgorithmEdDSA, pub)
 	if err != nil {
 		return badSig("%s: key %s: %v", what, kid, err)
@@ -262,26 +267,83 @@ func (c NackCode) String() string {
 	return fmt.Sprintf("nack(%d)", uint8(c))
 }
 
-// Nack is the cloud's signed refusal of a segment. It carries the cloud's
-// watermark, from which the edge resends.
+// NackVersion is the version of the nack payload this package signs.
+// Version 2 binds a nack to the segment it refuses: its range, the key id
+// of its checkpoint and the hash of its bytes as published. Version 1 (no
+// "v" key) named only the stream, so a replayed nack, a nack about a forged
+// segment on the edge's topic or about another key could stall an edge;
+// the uplink counts and ignores nacks of any other version.
+const NackVersion = 2
+
+// Nack is the cloud's signed refusal of one segment. It carries the cloud's
+// watermark, from which the edge resends, and (version 2) the segment it
+// refuses, so that the edge acts only on nacks about segments it sent.
 type Nack struct {
+	V      uint64   `cbor:"v,omitempty" json:"v,omitempty"` // NackVersion; absent in version 1
 	Edge   string   `cbor:"edge" json:"edge"`
 	Epoch  Epoch    `cbor:"epoch" json:"epoch"`
 	HWM    uint64   `cbor:"hwm" json:"hwm"`
 	Head   Hash     `cbor:"head" json:"head"`
 	Code   NackCode `cbor:"code" json:"code"`
 	Reason string   `cbor:"reason" json:"reason"`
-	At     int64    `cbor:"at" json:"at"` // Unix ms
+	At     int64    `cbor:"at" json:"at"` // Unix ms, the cloud's clock
 	KID    KeyID    `cbor:"kid" json:"kid"`
+	// The refused segment (version 2): first and last as the segment said
+	// (0 when it did not decode), the kid in its checkpoint's protected
+	// header ("" when there was none to read), and SHA-256 of its bytes as
+	// the broker delivered them.
+	First   uint64 `cbor:"first,omitempty" json:"first,omitempty"`
+	Last    uint64 `cbor:"last,omitempty" json:"last,omitempty"`
+	SegKID  KeyID  `cbor:"seg_kid,omitempty" json:"seg_kid,omitempty"`
+	SegHash Hash   `cbor:"seg_hash,omitzero" json:"seg_hash,omitzero"`
 }
 
 // Stream returns the nack's stream.
 func (n *Nack) Stream() Stream { return Stream{Edge: n.Edge, Epoch: n.Epoch} }
 
-// SignNack fills n.KID and returns the signed nack.
+// Refused returns the segment a version 2 nack refuses.
+func (n *Nack) Refused() SegmentRef {
+	return SegmentRef{First: n.First, Last: n.Last, KID: n.SegKID, Hash: n.SegHash}
+}
+
+// SignNack fills n.V and n.KID and returns the signed nack.
 func (s *Signer) SignNack(n Nack) []byte {
-	n.KID = s.kid
+	n.V, n.KID = NackVersion, s.kid
 	return s.sign(ContentTypeNack, marshal(&n))
+}
+
+// SegmentRef names one segment as its sender published it: what a nack
+// refuses. Two publishes of the same bytes have the same ref.
+type SegmentRef struct {
+	First, Last uint64
+	KID         KeyID // the key id in the checkpoint's protected header
+	Hash        Hash  // SHA-256 of the bytes as published (compressed or not)
+}
+
+// RefOf returns the ref of a segment published as raw. seg is raw decoded,
+// or nil when it does not decode (then only Hash is set, and the KID when
+// nothing but the checkpoint is missing).
+func RefOf(raw []byte, seg *Segment) SegmentRef {
+	ref := SegmentRef{Hash: HashBytes(raw)}
+	if seg != nil {
+		ref.First, ref.Last, ref.KID = seg.First, seg.Last, CheckpointKeyID(seg.Checkpoint)
+	}
+	return ref
+}
+
+// CheckpointKeyID reads the key id from a signed checkpoint's protected
+// header without verifying anything: it names the key the sender claims,
+// for binding a refusal to it. It returns "" when there is none to read.
+func CheckpointKeyID(cp []byte) KeyID {
+	m, err := openSign1("checkpoint", cp)
+	if err != nil {
+		return ""
+	}
+	kid, _ := m.Headers.Protected[cose.HeaderLabelKeyID].([]byte)
+	if len(kid) > 64 {
+		return ""
+	}
+	return KeyID(kid)
 }
 
 // Reply is what arrives on an edge's rcpt topic: a receipt or a nack.
@@ -307,6 +369,9 @@ func VerifyReply(msg []byte, keys Keys) (Reply, error) {
 		var n Nack
 		if err := verifySigned("nack", ct, m, keys, &n); err != nil {
 			return Reply{}, err
+		}
+		if n.V != 0 && n.V != NackVersion {
+			return Reply{}, fieldf("nack.v", "is %d; this version reads nack versions 1 and %d", n.V, NackVersion)
 		}
 		return Reply{Nack: &n}, nil
 	default:

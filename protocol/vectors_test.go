@@ -131,12 +131,17 @@ func TestVectors(t *testing.T) {
 
 	cp := chained.Checkpoint(head.Seq)
 	rc := cloud.SignReceipt(protocol.Receipt{Edge: testStream.Edge, Epoch: testStream.Epoch, HWM: head.Seq, Head: head.Head, CommittedAt: testT0.UnixMilli() + 1500})
-	nk := cloud.SignNack(protocol.Nack{Edge: testStream.Edge, Epoch: testStream.Epoch, HWM: 1, Head: protocol.HashBytes(raws[0]), Code: protocol.NackGap, Reason: "expected seq 2, segment starts at 3", At: testT0.UnixMilli() + 1600})
 	seg := chained.Segment(1, 3)
 	segb, err := protocol.EncodeSegment(seg, false)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A version 2 nack, bound to the segment of the vectors (as if it had
+	// arrived with hwm 0 and been refused for its chain).
+	ref := protocol.RefOf(segb, seg)
+	nk := cloud.SignNack(protocol.Nack{Edge: testStream.Edge, Epoch: testStream.Epoch, Code: protocol.NackChain,
+		Reason: "record 1 does not continue the stored head", At: testT0.UnixMilli() + 1600,
+		First: ref.First, Last: ref.Last, SegKID: ref.KID, SegHash: ref.Hash})
 	hello := protocol.EncodeHello(protocol.Hello{Edge: testStream.Edge, Epoch: testStream.Epoch, Seq: 3, SentAt: testT0.UnixMilli(), Agent: "outpost-edge/0.1.0"})
 	checkVector(t, "signed", map[string]any{
 		"checkpoint": map[string]any{"hex": hex.EncodeToString(cp), "decoded": diag(t, cp)},

@@ -3,7 +3,6 @@ package api
 import (
 	"bytes"
 	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -21,23 +20,18 @@ const (
 	MaxEnrollTTL     = 30 * 24 * time.Hour
 )
 
-// parsePublicKey reads an Ed25519 public key given as 64 hex digits or as
-// base64 (standard or URL alphabet, padded or not) of its 32 bytes.
+// parsePublicKey reads and validates an Ed25519 public key given as 64 hex
+// digits or as base64 of its 32 bytes (protocol.ParsePublicKey): a key of
+// small order or off the curve is a 400, like a malformed one.
 func parsePublicKey(field, s string) (ed25519.PublicKey, error) {
 	if s == "" {
 		return nil, badRequest("%s is required: the edge's 32-byte Ed25519 public key, as 64 hex digits or base64", field)
 	}
-	if len(s) == 2*ed25519.PublicKeySize {
-		if b, err := hex.DecodeString(s); err == nil {
-			return ed25519.PublicKey(b), nil
-		}
+	pub, err := protocol.ParsePublicKey(s)
+	if err != nil {
+		return nil, badRequest("%s: %v", field, err)
 	}
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
-		if b, err := enc.DecodeString(s); err == nil && len(b) == ed25519.PublicKeySize {
-			return ed25519.PublicKey(b), nil
-		}
-	}
-	return nil, badRequest("%s must be the 32-byte Ed25519 public key as 64 hex digits or base64 (44 characters)", field)
+	return pub, nil
 }
 
 func checkEdgeID(field, id string) error {

@@ -215,10 +215,7 @@ func checkEdgeKey(id string, pub ed25519.PublicKey) error {
 	if err := protocol.ValidateName("edge", id); err != nil {
 		return err
 	}
-	if len(pub) != ed25519.PublicKeySize {
-		return fmt.Errorf("public key is %d bytes, want %d", len(pub), ed25519.PublicKeySize)
-	}
-	return nil
+	return protocol.ValidatePublicKey(pub)
 }
 
 func insertKey(ctx context.Context, tx pgx.Tx, edge string, pub ed25519.PublicKey) error {
@@ -417,6 +414,9 @@ func (l *Ledger) CreateEnrollToken(ctx context.Context, edge string, ttl time.Du
 // ErrTokenExpired tell the cases apart. A refused enrollment (ErrRevoked,
 // ErrKeyInUse) does not spend the token.
 func (l *Ledger) Enroll(ctx context.Context, token string, pub ed25519.PublicKey) (Edge, error) {
+	if err := protocol.ValidatePublicKey(pub); err != nil {
+		return Edge{}, fmt.Errorf("enroll: %w", err)
+	}
 	tx, err := l.db.Begin(ctx)
 	if err != nil {
 		return Edge{}, fmt.Errorf("enroll: %w", err)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
@@ -174,19 +173,16 @@ func keysSummary(e ledger.Edge) string {
 	return strings.Join(parts, " ")
 }
 
-// ParsePublicKey reads a 32-byte Ed25519 public key in hex or base64.
+// ParsePublicKey reads and validates an edge's Ed25519 public key in hex or
+// base64 (protocol.ParsePublicKey).
 func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return nil, usagef("--public-key is required: the edge's Ed25519 public key (edge key show prints it)")
 	}
-	if b, err := hex.DecodeString(s); err == nil && len(b) == ed25519.PublicKeySize {
-		return b, nil
+	pub, err := protocol.ParsePublicKey(s)
+	if err != nil {
+		return nil, usagef("--public-key: %v", err)
 	}
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
-		if b, err := enc.DecodeString(s); err == nil && len(b) == ed25519.PublicKeySize {
-			return b, nil
-		}
-	}
-	return nil, usagef("--public-key %q is not 32 bytes of hex or base64", s)
+	return pub, nil
 }

@@ -67,5 +67,8 @@ func parseKeyHex(what, s string) (ed25519.PublicKey, error) {
 	if err != nil || len(b) != ed25519.PublicKeySize {
 		return nil, usagef("%s %q is not a 32-byte Ed25519 public key in hex", what, s)
 	}
+	if err := protocol.ValidatePublicKey(b); err != nil {
+		return nil, usagef("%s: %v; pin the cloud's real key (cloud key show prints it)", what, err)
+	}
 	return b, nil
 }

@@ -82,3 +82,17 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("devices without a subcommand: exit %d", code)
 	}
 }
+
+// An edge pinned to a small-order cloud key would trim on receipts anyone
+// can forge (the attack trimmed 3 acknowledged events with --cloud-key
+// 00…00): it refuses to start, naming the flag.
+func TestRunRefusesSmallOrderCloudKey(t *testing.T) {
+	for _, k := range []string{strings.Repeat("00", 32), "01" + strings.Repeat("00", 31)} {
+		var out, errb bytes.Buffer
+		code := Run([]string{"run", "--data-dir", t.TempDir(), "--edge-id", "shop-1", "--cloud-mqtt", "tcp://127.0.0.1:1",
+			"--cloud-key", k, "--mqtt-listen", "127.0.0.1:0", "--http-listen", "", "--status-listen", "127.0.0.1:0"}, &out, &errb)
+		if code != 2 || !strings.Contains(errb.String(), "--cloud-key") || !strings.Contains(errb.String(), "small order") {
+			t.Fatalf("--cloud-key %s: exit %d, %q; want 2 and a message naming the flag and the reason", k, code, errb.String())
+		}
+	}
+}

@@ -151,9 +151,16 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := protocol.ValidateName("edge id", edgeID); err != nil {
 		return usagef("%w", err)
 	}
-	cloudKeyHex := c.CloudKey
+	cloudKeyHex, cloudKeyFrom := c.CloudKey, "--cloud-key"
 	if cloudKeyHex == "" {
-		cloudKeyHex = id.CloudPublicKey
+		cloudKeyHex, cloudKeyFrom = id.CloudPublicKey, "cloud_public_key in "+identityPath(c.DataDir)
+	}
+	if cloudKeyHex != "" {
+		// Refused before anything starts: receipts verified under a
+		// small-order key could be forged, and trimming on one loses data.
+		if _, err := parseKeyHex(cloudKeyFrom, cloudKeyHex); err != nil {
+			return err
+		}
 	}
 
 	m.ob, err = outbox.Open(outboxPath(c.DataDir), outbox.Options{
@@ -192,7 +199,7 @@ func (m *Main) Run(ctx context.Context) error {
 		if cloudKeyHex == "" {
 			return usagef("no cloud key to verify receipts with: run `edge enroll`, or pin one with --cloud-key")
 		}
-		cloudPub, err := parseKeyHex("--cloud-key", cloudKeyHex)
+		cloudPub, err := parseKeyHex(cloudKeyFrom, cloudKeyHex)
 		if err != nil {
 			return err
 		}

@@ -75,6 +75,9 @@ func Verify(path string, pub ed25519.PublicKey) (Report, error) {
 	if len(pub) != ed25519.PublicKeySize {
 		return Report{}, fmt.Errorf("verify %s: need the edge's Ed25519 public key (%d bytes), got %d bytes", path, ed25519.PublicKeySize, len(pub))
 	}
+	if err := protocol.ValidatePublicKey(pub); err != nil {
+		return Report{}, fmt.Errorf("verify %s: %w", path, err)
+	}
 	return VerifyKeys(path, protocol.NewKeyMap(pub))
 }
 

@@ -213,13 +213,40 @@ func (u *Uplink) backoff(attempt int) time.Duration {
 
 type inflight struct{ first, last uint64 }
 
+// session is one connection's state machine. Run makes one per Connect;
+// its loop (run) waits for an event and hands it to one step: fill sends
+// segments while the window has room, onReceipt and onNack act on verified
+// replies, onAckTimeout asks the cloud where to resume when nothing moved.
+// Only the session's own goroutine touches its fields.
+type session struct {
+	u       *Uplink
+	replies chan []byte
+	stream  protocol.Stream
+
+	acked        uint64     // the cloud's watermark as this session knows it
+	next         uint64     // the next seq to send
+	flight       []inflight // sent and not yet covered by a receipt, oldest first
+	lastProgress time.Time  // the last receipt that moved acked, or the first send into an empty window
+	progressed   bool       // acked moved during the session: resets the reconnect backoff
+	nackBackoff  time.Duration
+	holdUntil    time.Time // no sending before this (after a refusing nack)
+	// The cloud nacks a gap only after waiting for it to fill, so a gap
+	// nack means the fill was lost: resend from its hwm. Every segment that
+	// was waiting behind the gap brings its own nack with the same hwm;
+	// rewind once for them, not once each.
+	gapRewind struct {
+		hwm uint64
+		at  time.Time
+	}
+}
+
 // session runs one connection. progressed says whether the cloud's
 // watermark moved during it, which resets the reconnect backoff.
 func (u *Uplink) session(ctx context.Context) (progressed bool, err error) {
-	replies := make(chan []byte, 256)
+	s := &session{u: u, replies: make(chan []byte, 256), stream: u.o.Source.Stream()}
 	onReply := func(m []byte) {
 		select {
-		case replies <- m:
+		case s.replies <- m:
 		default:
 			// A later receipt supersedes a dropped one, and the ack
 			// timeout recovers from a dropped nack.
@@ -233,131 +260,159 @@ func (u *Uplink) session(ctx context.Context) (progressed bool, err error) {
 	defer u.o.Transport.Close()
 	u.update(func(s *Stats) { s.Connected = true; s.State = "hello" })
 
-	src := u.o.Source
-	stream := src.Stream()
-	acked, err := u.hello(ctx, replies)
+	acked, err := u.hello(ctx, s.replies)
 	if err != nil {
 		return false, err
 	}
-	u.log.Info("uplink session started", "stream", stream.String(), "cloud_hwm", acked, "local_last", src.LastSeq())
+	u.log.Info("uplink session started", "stream", s.stream.String(), "cloud_hwm", acked, "local_last", u.o.Source.LastSeq())
 	u.update(func(s *Stats) { s.State = "streaming"; s.AckedHWM = acked; s.LastError = "" })
+	s.acked, s.next, s.lastProgress = acked, acked+1, u.o.Now()
+	err = s.run(ctx)
+	return s.progressed, err
+}
 
-	next := acked + 1
-	var flight []inflight
-	lastProgress := u.o.Now()
-	var nackBackoff time.Duration
-	var holdUntil time.Time // no sending before this (after a refusing nack)
-	// The cloud nacks a gap only after waiting for it to fill, so a gap
-	// nack means the fill was lost: resend from its hwm. Every segment that
-	// was waiting behind the gap brings its own nack with the same hwm;
-	// rewind once for them, not once each.
-	var gapRewind struct {
-		hwm uint64
-		at  time.Time
-	}
+// run is the session's loop: fill the window, then wait for one event.
+func (s *session) run(ctx context.Context) error {
+	u := s.u
 	poll := time.NewTicker(u.o.Poll)
 	defer poll.Stop()
-
 	for {
-		// Fill the window.
-		for len(flight) < u.o.Window && !u.o.Now().Before(holdUntil) {
-			seg, err := src.Segment(next, u.o.MaxSegmentBytes)
-			if err != nil {
-				return progressed, fmt.Errorf("read outbox at seq %d: %w", next, err)
-			}
-			if seg == nil {
-				break
-			}
-			b, err := protocol.EncodeSegment(seg, u.o.Compress)
-			if err != nil {
-				return progressed, fmt.Errorf("encode segment %d-%d: %w", seg.First, seg.Last, err)
-			}
-			if u.limiter != nil {
-				if err := u.limiter.WaitN(ctx, len(b)); err != nil {
-					return progressed, err
-				}
-			}
-			if err := u.o.Transport.Publish(ctx, b, seg.MsgID()); err != nil {
-				return progressed, fmt.Errorf("publish segment %d-%d: %w", seg.First, seg.Last, err)
-			}
-			if len(flight) == 0 {
-				lastProgress = u.o.Now()
-			}
-			flight = append(flight, inflight{first: seg.First, last: seg.Last})
-			next = seg.Last + 1
-			u.update(func(s *Stats) {
-				s.SegmentsSent++
-				s.BytesSent += uint64(len(b))
-				s.NextSeq = next
-				s.InFlight = len(flight)
-			})
+		if err := s.fill(ctx); err != nil {
+			return err
 		}
-
 		select {
 		case <-ctx.Done():
-			return progressed, ctx.Err()
+			return ctx.Err()
 		case <-u.o.Transport.Lost():
-			return progressed, errLost
+			return errLost
 		case <-u.o.Wake:
 		case <-poll.C:
-			if len(flight) > 0 && u.o.Now().Sub(lastProgress) > u.o.AckTimeout {
-				u.log.Warn("no receipt within the ack timeout; asking the cloud where to resume", "acked", acked, "in_flight", len(flight), "timeout", u.o.AckTimeout)
-				hwm, err := u.hello(ctx, replies)
-				if err != nil {
-					return progressed, err
+			if len(s.flight) > 0 && u.o.Now().Sub(s.lastProgress) > u.o.AckTimeout {
+				if err := s.onAckTimeout(ctx); err != nil {
+					return err
 				}
-				if hwm > acked {
-					acked, progressed = hwm, true
-				}
-				next, flight, lastProgress = acked+1, nil, u.o.Now()
-				u.update(func(s *Stats) { s.Rewinds++; s.AckedHWM = acked; s.NextSeq = next; s.InFlight = 0 })
 			}
-		case m := <-replies:
-			r, ok := u.verify(m, stream)
+		case m := <-s.replies:
+			r, ok := u.verify(m, s.stream)
 			if !ok {
 				continue
 			}
 			switch {
 			case r.Receipt != nil:
-				if moved := u.accept(*r.Receipt, acked); moved {
-					acked, progressed, nackBackoff = r.Receipt.HWM, true, 0
-					lastProgress = u.o.Now()
-					for len(flight) > 0 && flight[0].last <= acked {
-						flight = flight[1:]
-					}
-					if next <= acked {
-						next, flight = acked+1, nil
-					}
-					u.update(func(s *Stats) { s.InFlight = len(flight); s.NextSeq = next })
-				}
+				s.onReceipt(*r.Receipt)
 			case r.Nack != nil:
-				n := r.Nack
-				u.update(func(s *Stats) { s.Nacks++; s.LastError = fmt.Sprintf("nack %s at hwm %d: %s", n.Code, n.HWM, n.Reason) })
-				if n.Code == protocol.NackGap {
-					if gapRewind.hwm == n.HWM && !gapRewind.at.IsZero() && u.o.Now().Sub(gapRewind.at) < u.o.AckTimeout {
-						continue // already resending from there
-					}
-					gapRewind.hwm, gapRewind.at = n.HWM, u.o.Now()
-				}
-				if n.HWM+1 < next {
-					u.log.Warn("cloud refused a segment; resending from its watermark", "code", n.Code.String(), "reason", n.Reason, "cloud_hwm", n.HWM)
-					next, flight = max(n.HWM, acked)+1, nil
-					u.update(func(s *Stats) { s.Rewinds++; s.NextSeq = next; s.InFlight = 0 })
-				}
-				switch n.Code {
-				case protocol.NackGap:
-				case protocol.NackRevoked, protocol.NackUnknown:
-					// Only an operator can change this (register or
-					// re-enroll the edge). Ask again rarely: each refused
-					// segment is kept in the cloud's quarantine.
-					u.log.Error("the cloud does not accept this edge's key; holding the backlog", "code", n.Code.String(), "reason", n.Reason, "retry_in", RefusedHold)
-					holdUntil = u.o.Now().Add(RefusedHold)
-				default:
-					nackBackoff = min(u.o.BackoffMax, max(u.o.BackoffBase, 2*nackBackoff))
-					holdUntil = u.o.Now().Add(nackBackoff)
-				}
+				s.onNack(*r.Nack)
 			}
 		}
+	}
+}
+
+// fill sends segments from next while the window has room and no hold is
+// in force.
+func (s *session) fill(ctx context.Context) error {
+	u := s.u
+	for len(s.flight) < u.o.Window && !u.o.Now().Before(s.holdUntil) {
+		seg, err := u.o.Source.Segment(s.next, u.o.MaxSegmentBytes)
+		if err != nil {
+			return fmt.Errorf("read outbox at seq %d: %w", s.next, err)
+		}
+		if seg == nil {
+			return nil
+		}
+		b, err := protocol.EncodeSegment(seg, u.o.Compress)
+		if err != nil {
+			return fmt.Errorf("encode segment %d-%d: %w", seg.First, seg.Last, err)
+		}
+		if u.limiter != nil {
+			if err := u.limiter.WaitN(ctx, len(b)); err != nil {
+				return err
+			}
+		}
+		if err := u.o.Transport.Publish(ctx, b, seg.MsgID()); err != nil {
+			return fmt.Errorf("publish segment %d-%d: %w", seg.First, seg.Last, err)
+		}
+		if len(s.flight) == 0 {
+			s.lastProgress = u.o.Now()
+		}
+		s.flight = append(s.flight, inflight{first: seg.First, last: seg.Last})
+		s.next = seg.Last + 1
+		next, n := s.next, len(s.flight)
+		u.update(func(s *Stats) {
+			s.SegmentsSent++
+			s.BytesSent += uint64(len(b))
+			s.NextSeq = next
+			s.InFlight = n
+		})
+	}
+	return nil
+}
+
+// onAckTimeout runs when segments are in flight and no receipt moved the
+// watermark for AckTimeout: a hello says where the cloud is, and sending
+// resumes from there.
+func (s *session) onAckTimeout(ctx context.Context) error {
+	u := s.u
+	u.log.Warn("no receipt within the ack timeout; asking the cloud where to resume", "acked", s.acked, "in_flight", len(s.flight), "timeout", u.o.AckTimeout)
+	hwm, err := u.hello(ctx, s.replies)
+	if err != nil {
+		return err
+	}
+	if hwm > s.acked {
+		s.acked, s.progressed = hwm, true
+	}
+	s.next, s.flight, s.lastProgress = s.acked+1, nil, u.o.Now()
+	acked, next := s.acked, s.next
+	u.update(func(s *Stats) { s.Rewinds++; s.AckedHWM = acked; s.NextSeq = next; s.InFlight = 0 })
+	return nil
+}
+
+// onReceipt trims to a verified receipt that moves the watermark, and
+// drops the segments it covers from the window.
+func (s *session) onReceipt(r protocol.Receipt) {
+	u := s.u
+	if !u.accept(r, s.acked) {
+		return
+	}
+	s.acked, s.progressed, s.nackBackoff = r.HWM, true, 0
+	s.lastProgress = u.o.Now()
+	for len(s.flight) > 0 && s.flight[0].last <= s.acked {
+		s.flight = s.flight[1:]
+	}
+	if s.next <= s.acked {
+		s.next, s.flight = s.acked+1, nil
+	}
+	n, next := len(s.flight), s.next
+	u.update(func(s *Stats) { s.InFlight = n; s.NextSeq = next })
+}
+
+// onNack acts on a verified nack: rewind to the cloud's watermark, and
+// hold the backlog for a while unless it was a gap.
+func (s *session) onNack(n protocol.Nack) {
+	u := s.u
+	u.update(func(s *Stats) { s.Nacks++; s.LastError = fmt.Sprintf("nack %s at hwm %d: %s", n.Code, n.HWM, n.Reason) })
+	if n.Code == protocol.NackGap {
+		if s.gapRewind.hwm == n.HWM && !s.gapRewind.at.IsZero() && u.o.Now().Sub(s.gapRewind.at) < u.o.AckTimeout {
+			return // already resending from there
+		}
+		s.gapRewind.hwm, s.gapRewind.at = n.HWM, u.o.Now()
+	}
+	if n.HWM+1 < s.next {
+		u.log.Warn("cloud refused a segment; resending from its watermark", "code", n.Code.String(), "reason", n.Reason, "cloud_hwm", n.HWM)
+		s.next, s.flight = max(n.HWM, s.acked)+1, nil
+		next := s.next
+		u.update(func(s *Stats) { s.Rewinds++; s.NextSeq = next; s.InFlight = 0 })
+	}
+	switch n.Code {
+	case protocol.NackGap:
+	case protocol.NackRevoked, protocol.NackUnknown:
+		// Only an operator can change this (register or re-enroll the
+		// edge). Ask again rarely: each refused segment is kept in the
+		// cloud's quarantine.
+		u.log.Error("the cloud does not accept this edge's key; holding the backlog", "code", n.Code.String(), "reason", n.Reason, "retry_in", RefusedHold)
+		s.holdUntil = u.o.Now().Add(RefusedHold)
+	default:
+		s.nackBackoff = min(u.o.BackoffMax, max(u.o.BackoffBase, 2*s.nackBackoff))
+		s.holdUntil = u.o.Now().Add(s.nackBackoff)
 	}
 }
 
