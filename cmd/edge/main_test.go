@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -80,5 +81,35 @@ func TestUsage(t *testing.T) {
 	}
 	if code := Run([]string{"devices"}, &out, &errb); code != 2 {
 		t.Fatalf("devices without a subcommand: exit %d", code)
+	}
+}
+
+// TestRunStartErrorStopsUplink: when start-up fails after the uplink has
+// started (here the status address is taken), Run stops the uplink and
+// waits for it before it returns, so that nothing uses the outbox Close
+// then closes.
+func TestRunStartErrorStopsUplink(t *testing.T) {
+	dir := t.TempDir()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	var logs bytes.Buffer
+	m := NewMain(&logs, &logs)
+	if err := m.ParseFlags([]string{"--data-dir", dir, "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0",
+		"--http-listen", "", "--status-listen", taken.Addr().String(), "--log-level", "error",
+		"--cloud-mqtt", "tcp://" + taken.Addr().String(), "--cloud-key", strings.Repeat("ab", 32)}); err != nil {
+		t.Fatal(err)
+	}
+	err = m.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "--status-listen") {
+		t.Fatalf("run: %v, want the --status-listen error", err)
+	}
+	if s := m.up.Stats().State; s != "stopped" {
+		t.Fatalf("uplink state %q after Run returned, want stopped", s)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

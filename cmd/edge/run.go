@@ -181,8 +181,17 @@ func (m *Main) Run(ctx context.Context) error {
 	m.in.MQTTAddr, m.in.HTTPAddr, m.in.Logger = c.MQTTListen, c.HTTPListen, log
 
 	work, stopWork := context.WithCancel(context.Background())
-	defer stopWork()
 	g, gctx := errgroup.WithContext(work)
+	// Every way out of Run, a start-up error included, stops the goroutines
+	// of g and waits for them, so that none is left using the outbox that
+	// Close is about to close.
+	waited := false
+	defer func() {
+		if !waited {
+			stopWork()
+			_ = g.Wait()
+		}
+	}()
 
 	tr, cloudURL, err := uplinkTransport(c, edgeID, signer, cloudKeyHex, log)
 	if err != nil {
@@ -254,6 +263,7 @@ func (m *Main) Run(ctx context.Context) error {
 	_ = srv.Shutdown(sctx)
 	stopWork()
 	err = g.Wait()
+	waited = true
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
