@@ -23,6 +23,7 @@ import (
 	"github.com/outpost-edge/outpost/edge/outbox"
 	"github.com/outpost-edge/outpost/edge/uplink"
 	"github.com/outpost-edge/outpost/internal/cli"
+	"github.com/outpost-edge/outpost/internal/durable"
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -127,7 +128,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	m.log = log
-	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+	if err := durable.MkdirAll(c.DataDir, 0o700); err != nil {
 		return err
 	}
 	signer, created, err := loadSigner(c.DataDir)
