@@ -5,7 +5,7 @@ TESTTIMEOUT ?= 12m
 BENCHTIME   ?= 1s
 FUZZTIME    ?= 10s
 
-.PHONY: build test bench fuzz lint check-deps clean
+.PHONY: build test test-short bench fuzz lint check-deps clean
 
 build:
 	@if [ -d cmd ] && [ -n "$$($(GO) list ./cmd/... 2>/dev/null)" ]; then \
@@ -18,6 +18,14 @@ build:
 ## server binaries (see check-deps) or OUTPOST_TEST_DATABASE_URL.
 test: check-deps
 	$(GO) test -race -count=1 -timeout $(TESTTIMEOUT) $(GOTESTFLAGS) ./...
+
+## test-short: the inner loop, with -short: the end-to-end suites that run
+## real programs (internal/e2e, cmd/sim) are skipped and the outbox's kill
+## -9 test makes 3 kills instead of 50. make test runs everything in full.
+## PKG narrows it (make test-short PKG=./edge/...).
+PKG ?= ./...
+test-short: check-deps
+	$(GO) test -short -count=1 -timeout 5m $(GOTESTFLAGS) $(PKG)
 
 bench: check-deps
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(GOTESTFLAGS) ./...

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/outpost-edge/outpost/internal/durable"
 	"github.com/outpost-edge/outpost/internal/keyfile"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -41,16 +42,11 @@ func loadIdentity(dataDir string) (identity, error) {
 	return id, nil
 }
 
+// saveIdentity stores id durably: `edge run` cannot start without it, and
+// it must survive a power cut right after `edge enroll`.
 func saveIdentity(dataDir string, id identity) error {
 	b, _ := json.MarshalIndent(id, "", "  ")
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return err
-	}
-	tmp := identityPath(dataDir) + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, identityPath(dataDir))
+	return durable.WriteFile(identityPath(dataDir), append(b, '\n'), 0o600)
 }
 
 func loadSigner(dataDir string) (*protocol.Signer, bool, error) {

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/edge/intake"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
 // TestRunOffline drives `edge run` in-process with no uplink: a device's
@@ -94,5 +97,35 @@ func TestRunRefusesSmallOrderCloudKey(t *testing.T) {
 		if code != 2 || !strings.Contains(errb.String(), "--cloud-key") || !strings.Contains(errb.String(), "small order") {
 			t.Fatalf("--cloud-key %s: exit %d, %q; want 2 and a message naming the flag and the reason", k, code, errb.String())
 		}
+	}
+}
+
+// TestRunStartErrorStopsUplink: when start-up fails after the uplink has
+// started (here the status address is taken), Run stops the uplink and
+// waits for it before it returns, so that nothing uses the outbox Close
+// then closes.
+func TestRunStartErrorStopsUplink(t *testing.T) {
+	dir := t.TempDir()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	var logs bytes.Buffer
+	m := NewMain(&logs, &logs)
+	if err := m.ParseFlags([]string{"--data-dir", dir, "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0",
+		"--http-listen", "", "--status-listen", taken.Addr().String(), "--log-level", "error",
+		"--cloud-mqtt", "tcp://" + taken.Addr().String(), "--cloud-key", hex.EncodeToString(protocoltest.Signer(t, "cloud").Public())}); err != nil {
+		t.Fatal(err)
+	}
+	err = m.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "--status-listen") {
+		t.Fatalf("run: %v, want the --status-listen error", err)
+	}
+	if s := m.up.Stats().State; s != "stopped" {
+		t.Fatalf("uplink state %q after Run returned, want stopped", s)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -11,13 +11,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/durable"
 	"github.com/outpost-edge/outpost/protocol"
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
@@ -186,9 +186,10 @@ func checkCredMode(path string) error {
 	return nil
 }
 
-// writeCredFile replaces the file atomically: a temp file in the same
-// directory, written and fsynced, renamed over the old one, then the
-// directory fsynced, so that a crash leaves the old or the new file whole.
+// writeCredFile replaces the file atomically and durably
+// (durable.WriteFile: a temp file written and fsynced, renamed over the
+// old one, the directory fsynced; a missing directory is created, 0700),
+// so that a crash or power cut leaves the old or the new file whole.
 // Concurrent writers are not coordinated: the last rename wins.
 func writeCredFile(path string, f *credFile) error {
 	f.Version = credFileVersion
@@ -196,38 +197,8 @@ func writeCredFile(path string, f *credFile) error {
 	if err != nil {
 		return fmt.Errorf("write credentials %s: %w", path, err)
 	}
-	b = append(b, '\n')
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write credentials %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write credentials %s: %w", path, err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write credentials %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write credentials %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write credentials %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write credentials %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write credentials %s: %w", path, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("write credentials %s: sync dir: %w", path, err)
+	if err := durable.WriteFile(path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write credentials: %w", err)
 	}
 	return nil
 }

@@ -31,6 +31,7 @@ type Pending struct {
 	done    chan struct{}
 	results []Result
 	err     error
+	onDone  func([]Result, error) // AppendFunc's callback
 }
 
 // Done is closed when the entries are durable or refused.
@@ -46,11 +47,34 @@ func (p *Pending) Results() ([]Result, error) {
 }
 
 func (p *Pending) fail(err error) {
+	p.setErr(err)
+	p.finish()
+}
+
+func (p *Pending) setErr(err error) {
 	for i := range p.results {
 		p.results[i] = Result{Err: err}
 	}
 	p.err = err
+}
+
+// finishNow completes p before the call that made it returns: a callback
+// then runs on a goroutine of its own, so that it never runs inside its
+// caller's AppendFunc (the caller may hold a lock its callback takes).
+func (p *Pending) finishNow() {
+	if p.onDone != nil {
+		go p.finish()
+		return
+	}
+	p.finish()
+}
+
+// finish completes p: Done is closed, then AppendFunc's callback runs.
+func (p *Pending) finish() {
 	close(p.done)
+	if p.onDone != nil {
+		p.onDone(p.results, p.err)
+	}
 }
 
 // request is one AppendAsync call on its way through the commit loop.
@@ -87,11 +111,27 @@ type prepared struct {
 // bounds its entries in flight (the intake does, with MQTT's receive
 // maximum and HTTP's concurrency).
 func (o *Outbox) AppendAsync(entries []Entry) *Pending {
+	return o.appendAsync(entries, nil)
+}
+
+// AppendFunc is AppendAsync with a callback instead of a Pending to wait
+// on: onDone gets the Results (as Pending.Results returns them) once the
+// entries are durable or refused, so that a caller with many appends in
+// flight needs no goroutine per append to wait for each. onDone runs on
+// the outbox's commit goroutine (or, for an empty call or one refused at
+// once, on a goroutine of its own): it must not block, and must not wait
+// for the outbox.
+// The Results slice is the callee's; copy what is kept.
+func (o *Outbox) AppendFunc(entries []Entry, onDone func(results []Result, err error)) {
+	o.appendAsync(entries, onDone)
+}
+
+func (o *Outbox) appendAsync(entries []Entry, onDone func([]Result, error)) *Pending {
 	c := &call{}
 	p, rq := &c.p, &c.rq
-	p.done = make(chan struct{})
+	p.done, p.onDone = make(chan struct{}), onDone
 	if len(entries) == 0 {
-		close(p.done)
+		p.finishNow()
 		return p
 	}
 	if len(entries) == 1 {
@@ -106,7 +146,8 @@ func (o *Outbox) AppendAsync(entries []Entry) *Pending {
 	o.qmu.Lock()
 	if o.closing {
 		o.qmu.Unlock()
-		p.fail(ErrClosed)
+		p.setErr(ErrClosed)
+		p.finishNow()
 		return p
 	}
 	o.queue = append(o.queue, rq)

@@ -317,7 +317,7 @@ func (o *Outbox) committer(in <-chan *batch, done chan<- struct{}) {
 		}
 		o.publish(b.st, b.moved)
 		for _, rq := range b.reqs {
-			close(rq.p.done)
+			rq.p.finish()
 		}
 		close(b.done) // the builder may reuse b's buffers from here on
 	}

@@ -124,6 +124,9 @@ func TestCrashRecovery(t *testing.T) {
 		t.Skip("this is the child")
 	}
 	iterations := 50
+	if testing.Short() {
+		iterations = 3 // -short (make test-short): a smoke run; make test does 50
+	}
 	if s := os.Getenv(crashIterationsEnv); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil {

@@ -5,8 +5,9 @@
 //
 // # Use
 //
-// The intake appends with AppendAsync (or Append) and acknowledges a device
-// only when the Pending is done: by then the record is on disk (fsync). The
+// The intake appends with AppendFunc (or AppendAsync, Append) and
+// acknowledges a device only when its callback runs (or the Pending is
+// done): by then the record is on disk (fsync). The
 // uplink reads with Segment from the cloud's watermark + 1, waits for more
 // with Wait, and calls Trim with each verified receipt. State reports the
 // backlog, quotas and health. Verify, Inspect and Export are the offline

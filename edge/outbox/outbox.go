@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -225,6 +227,8 @@ func Open(path string, opts Options) (*Outbox, error) {
 	if err := opts.fill(); err != nil {
 		return nil, fmt.Errorf("open outbox %s: %w", path, err)
 	}
+	_, statErr := os.Stat(path)
+	created := errors.Is(statErr, fs.ErrNotExist)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:        openTimeout,
 		NoFreelistSync: true, // commits stay small; Close stores the freelist (see there)
@@ -251,6 +255,16 @@ func Open(path string, opts Options) (*Outbox, error) {
 		db.Close()
 		o.dedup.free()
 		return nil, fmt.Errorf("open outbox %s: %w", path, err)
+	}
+	if created && !opts.NoSync {
+		// bbolt fsyncs the file, not the directory that names it: without
+		// this a power cut could take the whole new outbox, with records
+		// already acknowledged, away.
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			db.Close()
+			o.dedup.free()
+			return nil, fmt.Errorf("open outbox %s: fsync its directory: %w", path, err)
+		}
 	}
 	// bbolt's open may have read the whole file (a free-page scan, after a
 	// crash); so did the rebuild of the dedup table. Drop those pages.
@@ -592,6 +606,18 @@ func refreshOldestUnsent(idx *bolt.Bucket, w *wstate) error {
 	}
 	w.oldestUnsent = e.edgeTime
 	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // fileSize is for tests and Inspect.

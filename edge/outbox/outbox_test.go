@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -407,5 +408,58 @@ func TestWait(t *testing.T) {
 	b.MustAppendN(t, "dev-1", "sale.completed", 1)
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAppendFunc: the callback gets each call's Results once they are
+// durable (the head covers them), on the commit goroutine; after Close it
+// gets ErrClosed, never inside the AppendFunc call itself.
+func TestAppendFunc(t *testing.T) {
+	b := MustOpen(t)
+	const n = 500
+	type outcome struct {
+		res  []outbox.Result
+		err  error
+		head uint64
+	}
+	got := make(chan outcome, n)
+	for i := range n {
+		b.AppendFunc([]outbox.Entry{entry("dev-1", fmt.Sprint(i%400), "sale.completed")}, func(rs []outbox.Result, err error) {
+			got <- outcome{slices.Clone(rs), err, b.State().Head}
+		})
+	}
+	seqs := map[uint64]bool{}
+	dups := 0
+	for range n {
+		o := <-got
+		if o.err != nil || len(o.res) != 1 || o.res[0].Err != nil || o.res[0].Seq == 0 {
+			t.Fatalf("callback: %+v %v", o.res, o.err)
+		}
+		if o.res[0].Seq > o.head {
+			t.Fatalf("callback for seq %d ran before the commit was published (head %d)", o.res[0].Seq, o.head)
+		}
+		if o.res[0].Duplicate {
+			dups++
+		} else {
+			seqs[o.res[0].Seq] = true
+		}
+	}
+	if len(seqs) != 400 || dups != 100 {
+		t.Fatalf("%d new records and %d duplicates, want 400 and 100", len(seqs), dups)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	mu.Lock() // held across the call: a callback run inside it would deadlock
+	closed := make(chan error, 1)
+	b.AppendFunc([]outbox.Entry{entry("dev-1", "late", "sale.completed")}, func(_ []outbox.Result, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		closed <- err
+	})
+	mu.Unlock()
+	if err := <-closed; !errors.Is(err, outbox.ErrClosed) {
+		t.Fatalf("append after close: %v", err)
 	}
 }

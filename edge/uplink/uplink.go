@@ -63,7 +63,7 @@ type Options struct {
 	HelloTimeout    time.Duration   // wait for the hello's receipt; default 10s
 	AckTimeout      time.Duration   // no progress with segments in flight; default 30s
 	BackoffBase     time.Duration   // default 500ms
-	BackoffMax      time.Duration   // default 60s
+	BackoffMax      time.Duration   // default 15s (edge run --reconnect-max)
 	Poll            time.Duration   // look for new records at least this often; default 250ms
 	Wake            <-chan struct{} // optional: signalled after each outbox commit
 	Agent           string          // software version for the hello

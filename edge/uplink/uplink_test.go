@@ -367,8 +367,4 @@ func TestBrokerRestart(t *testing.T) {
 	}
 }
 
-func TestRateCap(t *testing.T) {
-	r := newRig(t, func(o *uplink.Options) { o.RateBytes = 1 << 30; o.Compress = true })
-	r.src.add(40)
-	waitFor(t, "trim to 40", 10*time.Second, func() bool { return r.src.Trimmed() == 40 })
-}
+// TestRateCap is in ratecap_test.go: it measures the cap in virtual time.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -23,6 +24,13 @@ import (
 var bin struct{ edge, cloud string }
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		// Every test here runs real programs for tens of seconds; -short
+		// (make test-short) skips them all, make test runs them in full.
+		fmt.Fprintln(os.Stderr, "e2e: -short: skipping the end-to-end suite (real edge, cloud and Postgres processes); make test runs it")
+		pgtest.Main(m)
+	}
 	dir, err := os.MkdirTemp("", "outpost-e2e-bin-")
 	if err != nil {
 		panic(err)
@@ -205,6 +213,9 @@ func newSiteOn(t *testing.T, broker string, cloudEnv ...string) *site {
 // newSiteWith is newSite with the transports of o.
 func newSiteWith(t testing.TB, o siteOptions) *site {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: the end-to-end suite runs real programs; make test runs it")
+	}
 	s := &site{t: t, dir: t.TempDir(), dbURL: pgtest.New(t), edges: map[string]*edgeProc{}, o: o}
 	s.api, s.mqtt = freePort(t), o.broker
 	mqttArgs := []string{"--mqtt", "tcp://" + o.broker}

@@ -10,7 +10,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
+
+	"github.com/outpost-edge/outpost/internal/durable"
 )
 
 // ErrLoosePermissions: a key file that others could read is refused.
@@ -64,46 +65,20 @@ func LoadOrCreate(path string) (key ed25519.PrivateKey, created bool, err error)
 	return k, true, nil
 }
 
-// Save writes k to path atomically (temp file, fsync, rename) with mode 0600.
-// It refuses to overwrite an existing file.
+// Save writes k to path durably (durable.CreateFile: temp file, fsync,
+// link, fsync of the directory) with mode 0600, creating the directory
+// (0700) when needed. It refuses to overwrite an existing file.
 func Save(path string, k ed25519.PrivateKey) error {
 	der, err := x509.MarshalPKCS8PrivateKey(k)
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("key dir %s: %w", dir, err)
-	}
-	if _, err := os.Stat(path); err == nil {
+	err = durable.CreateFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("key %s already exists; remove it first if you mean to replace it", path)
 	}
-	tmp, err := os.CreateTemp(dir, ".key-*")
 	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Link(tmp.Name(), path); err != nil { // fails if path exists
 		return fmt.Errorf("key %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return nil
 }
