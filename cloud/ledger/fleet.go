@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -63,6 +64,9 @@ var _ protocol.Keys = (*Keys)(nil)
 
 // Edge returns the edge whose keys these are.
 func (k *Keys) Edge() string { return k.edge }
+
+// Revoked reports whether the edge itself is revoked (every key refused).
+func (k *Keys) Revoked() bool { return k.revoked }
 
 // PublicKey returns the active key kid of the edge. Errors wrap
 // ErrUnknownKey or ErrRevoked.
@@ -522,4 +526,79 @@ func (l *Ledger) RevokeAPIToken(ctx context.Context, name string) error {
 		return fmt.Errorf("revoke api token %q: %w", name, ErrNotFound)
 	}
 	return nil
+}
+
+// UseBrokerCounter spends one broker login of edge with key kid: it
+// succeeds only if counter is above the highest counter accepted for the
+// edge so far, and the edge and the key are active, in one UPDATE, so that
+// two replicas offered the same token accept it at most once. Errors wrap
+// ErrCounterUsed (the token was used or is older than one that was: a
+// replay), ErrRevoked, ErrUnknownKey or ErrNotFound.
+func (l *Ledger) UseBrokerCounter(ctx context.Context, edge string, kid protocol.KeyID, counter uint64) error {
+	if counter > math.MaxInt64 {
+		return fmt.Errorf("broker login of %s: counter %d is above 2^63-1", edge, counter)
+	}
+	tag, err := l.db.Exec(ctx,
+		`UPDATE edges e SET broker_counter = $3
+		 WHERE e.id = $1 AND e.status = 'active' AND e.broker_counter < $3
+		   AND EXISTS (SELECT 1 FROM edge_keys k WHERE k.kid = $2 AND k.edge = $1 AND k.status = 'active')`,
+		edge, string(kid), int64(counter))
+	if err != nil {
+		return fmt.Errorf("broker login of %s: %w", edge, err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	// Refused: say why.
+	var status string
+	var highest int64
+	var kstatus *string
+	err = l.db.QueryRow(ctx,
+		`SELECT e.status, e.broker_counter, (SELECT k.status FROM edge_keys k WHERE k.kid = $2 AND k.edge = e.id)
+		 FROM edges e WHERE e.id = $1`, edge, string(kid)).Scan(&status, &highest, &kstatus)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("broker login: edge %s: %w", edge, ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("broker login of %s: %w", edge, err)
+	case status != StatusActive:
+		return fmt.Errorf("broker login: edge %s: %w", edge, ErrRevoked)
+	case kstatus == nil:
+		return fmt.Errorf("broker login: key %s is not registered to edge %s: %w", kid, edge, ErrUnknownKey)
+	case *kstatus != StatusActive:
+		return fmt.Errorf("broker login: key %s of edge %s: %w", kid, edge, ErrRevoked)
+	}
+	return fmt.Errorf("broker login of %s: counter %d is not above %d, the highest accepted: %w", edge, counter, highest, ErrCounterUsed)
+}
+
+// Revocation is one revocation of an edge (KID empty) or of one key.
+type Revocation struct {
+	ID        int64
+	Edge      string
+	KID       protocol.KeyID // empty: the whole edge
+	RevokedAt time.Time
+}
+
+// RecentRevocations returns the revocations made in the last window, by id.
+// Callers that poll it (cloud/edgeauth) remember the ids they acted on: ids
+// are not committed in order, so "everything after the last id seen"
+// could miss one that committed late, and a window cannot.
+func (l *Ledger) RecentRevocations(ctx context.Context, window time.Duration) ([]Revocation, error) {
+	rows, err := l.db.Query(ctx,
+		`SELECT id, edge, coalesce(kid, ''), revoked_at FROM revocations
+		 WHERE revoked_at > clock_timestamp() - $1::interval ORDER BY id`, window)
+	if err != nil {
+		return nil, fmt.Errorf("recent revocations: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Revocation, error) {
+		var v Revocation
+		var kid string
+		err := r.Scan(&v.ID, &v.Edge, &kid, &v.RevokedAt)
+		v.KID = protocol.KeyID(kid)
+		return v, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recent revocations: %w", err)
+	}
+	return out, nil
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -205,4 +207,95 @@ func TestAPITokens(t *testing.T) {
 	if _, err := l.AuthAPIToken(ctx, tok); !errors.Is(err, ledger.ErrRevoked) {
 		t.Errorf("revoked token: %v, want ErrRevoked", err)
 	}
+}
+
+// A broker login counter is spent once: the same or a lower counter is a
+// replay, on this Ledger or another one on the same database (another
+// cloud replica), and a revoked edge or key cannot log in at all.
+func TestUseBrokerCounter(t *testing.T) {
+	ctx := context.Background()
+	url := MustMigratedDB(t)
+	l := ledger.New(MustPool(t, url), ledger.Options{})
+	other := ledger.New(MustPool(t, url), ledger.Options{}) // a second replica
+	a := MustAddEdge(t, l, "edge-a")
+	kid := a.Signer.KeyID()
+
+	if err := l.UseBrokerCounter(ctx, "edge-a", kid, 100); err != nil {
+		t.Fatalf("first login: %v", err)
+	}
+	for _, c := range []uint64{100, 99} {
+		if err := other.UseBrokerCounter(ctx, "edge-a", kid, c); !errors.Is(err, ledger.ErrCounterUsed) {
+			t.Errorf("counter %d on the other replica: %v, want ErrCounterUsed", c, err)
+		}
+	}
+	if err := other.UseBrokerCounter(ctx, "edge-a", kid, 101); err != nil {
+		t.Fatalf("next login on the other replica: %v", err)
+	}
+
+	// Two replicas offered the same token at once accept it once.
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = []*ledger.Ledger{l, other}[i%2].UseBrokerCounter(ctx, "edge-a", kid, 200)
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, ledger.ErrCounterUsed):
+			t.Errorf("concurrent login: %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("one token offered 8 times at once was accepted %d times, want 1", ok)
+	}
+
+	if err := l.UseBrokerCounter(ctx, "edge-a", "0000000000000000", 300); !errors.Is(err, ledger.ErrUnknownKey) {
+		t.Errorf("unknown kid: %v, want ErrUnknownKey", err)
+	}
+	if err := l.UseBrokerCounter(ctx, "edge-z", kid, 300); !errors.Is(err, ledger.ErrNotFound) {
+		t.Errorf("unknown edge: %v, want ErrNotFound", err)
+	}
+	b := MustAddEdge(t, l, "edge-b")
+	if err := l.RevokeKey(ctx, "edge-a", kid); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.UseBrokerCounter(ctx, "edge-a", kid, 300); !errors.Is(err, ledger.ErrRevoked) {
+		t.Errorf("revoked key: %v, want ErrRevoked", err)
+	}
+	if err := l.RevokeEdge(ctx, "edge-b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.UseBrokerCounter(ctx, "edge-b", b.Signer.KeyID(), 1); !errors.Is(err, ledger.ErrRevoked) {
+		t.Errorf("revoked edge: %v, want ErrRevoked", err)
+	}
+	// Revoking again adds nothing.
+	if err := l.RevokeEdge(ctx, "edge-b"); err != nil {
+		t.Fatal(err)
+	}
+
+	revs, err := other.RecentRevocations(ctx, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(revs) != 2 || revs[0].Edge != "edge-a" || revs[0].KID != kid || revs[1].Edge != "edge-b" || revs[1].KID != "" {
+		t.Fatalf("recent revocations: %+v, want edge-a's key then edge-b", revs)
+	}
+}
+
+// MustPool opens a connection pool to url, closed when tb ends.
+func MustPool(tb testing.TB, url string) *pgxpool.Pool {
+	tb.Helper()
+	p, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		tb.Fatalf("connect: %v", err)
+	}
+	tb.Cleanup(p.Close)
+	return p
 }

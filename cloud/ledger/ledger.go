@@ -52,6 +52,9 @@ var (
 	ErrTokenUsed = errors.New("enrollment token already used")
 	// ErrTokenExpired: the enrollment token expired before it was used.
 	ErrTokenExpired = errors.New("enrollment token expired")
+	// ErrCounterUsed: a broker login whose counter is not above the
+	// highest accepted for the edge (a replayed or stale broker token).
+	ErrCounterUsed = errors.New("broker login counter already used")
 )
 
 // Options configure a Ledger. The zero value is usable; New fills defaults.
