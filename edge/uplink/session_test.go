@@ -28,6 +28,7 @@ type memTransport struct {
 type published struct {
 	at          time.Time
 	first, last uint64
+	size        int // bytes of the segment as sent
 }
 
 var _ uplink.Transport = (*memTransport)(nil)
@@ -60,7 +61,7 @@ func (m *memTransport) Publish(_ context.Context, b []byte, _ string) error {
 		return err
 	}
 	m.mu.Lock()
-	m.pubs = append(m.pubs, published{at: time.Now(), first: seg.First, last: seg.Last})
+	m.pubs = append(m.pubs, published{at: time.Now(), first: seg.First, last: seg.Last, size: len(b)})
 	reply := m.onReply
 	m.mu.Unlock()
 	for _, r := range m.cloud.segment(seg) {
