@@ -34,7 +34,7 @@ func setup(t *testing.T, opts firmwaretest.Options) (*firmwaretest.Repo, *firmwa
 	r.AddTarget("edge-1.1.0", []byte("release 1.1.0"), custom("1.1.0", 2))
 	r.Publish()
 	c := &clock{r.Now.Add(time.Minute)}
-	return r, r.Trust(c.now), c
+	return r, r.Trust(t, c.now), c
 }
 
 func mustRefresh(t *testing.T, tr *firmware.Trust, src firmware.Source) *firmware.Verified {
@@ -247,7 +247,7 @@ func TestMixAndMatchRefused(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, file), r.Published[file][2], 0o644); err != nil {
 				t.Fatal(err)
 			}
-			tr := r.Trust(func() time.Time { return r.Now.Add(time.Minute) })
+			tr := r.Trust(t, func() time.Time { return r.Now.Add(time.Minute) })
 			refuse(t, tr, firmware.DirSource(dir), firmware.ErrUntrusted, file)
 		})
 	}
@@ -273,7 +273,7 @@ func TestRootRotation(t *testing.T) {
 	mustRefresh(t, tr, r.Source())
 
 	// A fresh edge walks the whole chain from root 1.
-	tr2 := r.Trust(func() time.Time { return r.Now.Add(time.Minute) })
+	tr2 := r.Trust(t, func() time.Time { return r.Now.Add(time.Minute) })
 	if v := mustRefresh(t, tr2, r.Source()); v.Root.Version != 3 {
 		t.Fatalf("fresh edge root %d", v.Root.Version)
 	}
@@ -314,7 +314,7 @@ func TestOldRootReplayRefused(t *testing.T) {
 	// root 2's keys if it cannot find root 2.
 	os.Remove(filepath.Join(r.Dir, "3.root.json"))
 	os.Remove(filepath.Join(r.Dir, "2.root.json"))
-	tr2 := r.Trust(func() time.Time { return r.Now.Add(time.Minute) })
+	tr2 := r.Trust(t, func() time.Time { return r.Now.Add(time.Minute) })
 	refuse(t, tr2, r.Source(), firmware.ErrUntrusted, "timestamp")
 }
 

@@ -4,6 +4,7 @@
 package firmwaretest
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
@@ -308,17 +309,45 @@ func (r *Repo) metaFile(version int64, data []byte) *metadata.MetaFiles {
 // Source is the repository as a firmware.Source.
 func (r *Repo) Source() firmware.Source { return firmware.DirSource(r.Dir) }
 
-// Trust provisions a new trust directory with root version 1 and opens
-// it with the clock now.
-func (r *Repo) Trust(now func() time.Time) *firmware.Trust {
-	r.tb.Helper()
-	dir := filepath.Join(r.tb.TempDir(), "trust")
-	if err := firmware.Init(dir, r.RootBytes(1)); err != nil {
-		r.tb.Fatal(err)
+// Trust provisions a new trust directory (in tb's temp dir) with root
+// version 1 and opens it with the clock now.
+func (r *Repo) Trust(tb testing.TB, now func() time.Time) *firmware.Trust {
+	tb.Helper()
+	dir := filepath.Join(tb.TempDir(), "trust")
+	if err := firmware.Init(dir, r.Published["root.json"][1]); err != nil {
+		tb.Fatal(err)
 	}
 	t, err := firmware.Open(dir, &firmware.Options{Now: now})
 	if err != nil {
-		r.tb.Fatal(err)
+		tb.Fatal(err)
 	}
 	return t
+}
+
+// Bundle is an offline bundle of target name with the repository's
+// current metadata (every root from version 2 on).
+func (r *Repo) Bundle(name string) []byte {
+	r.tb.Helper()
+	meta := map[string][]byte{}
+	for v := int64(2); v <= r.Root.Signed.Version; v++ {
+		meta[fmt.Sprintf("%d.root.json", v)] = r.read(fmt.Sprintf("%d.root.json", v))
+	}
+	for _, n := range []string{"timestamp.json", "snapshot.json", "targets.json"} {
+		meta[n] = r.read(n)
+	}
+	art := r.read("targets/" + name)
+	var buf bytes.Buffer
+	if err := firmware.WriteBundle(&buf, firmware.Bundle{Metadata: meta, Target: name, Length: int64(len(art)), Artifact: bytes.NewReader(art)}); err != nil {
+		r.tb.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func (r *Repo) read(name string) []byte {
+	r.tb.Helper()
+	b, err := os.ReadFile(filepath.Join(r.Dir, filepath.FromSlash(name)))
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	return b
 }
