@@ -111,15 +111,18 @@ func TestDowngradeBelowFloorRefused(t *testing.T) {
 	if err := tr.State().RaiseFloor(2); err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.State().RaiseFloor(1); err != nil { // lower: ignored
-		t.Fatal(err)
-	}
 	if _, err := tr.Installable(v, "edge-1.0.9", firmware.Running{Version: "1.1.0"}); !errors.Is(err, firmware.ErrDowngrade) {
 		t.Fatalf("release 1 over floor 2: %v", err)
 	}
-	// The committed release itself (release == floor) may be reinstalled.
-	if _, err := tr.Installable(v, "edge-1.1.0", firmware.Running{Version: "1.1.0"}); err != nil {
+	// The committed release itself (release == floor) is not a new install.
+	if _, err := tr.Installable(v, "edge-1.1.0", firmware.Running{Version: "1.1.0"}); !errors.Is(err, firmware.ErrDowngrade) {
 		t.Fatalf("release 2 over floor 2: %v", err)
+	}
+	if err := tr.State().RaiseFloor(1); err != nil {
+		t.Fatal(err)
+	}
+	if tr.State().Floor() != 2 {
+		t.Fatal("the floor went down")
 	}
 	// The floor survives a restart and never went down.
 	st, err := firmware.OpenState(filepath.Join(tr.Dir(), "state.json"))
