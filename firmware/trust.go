@@ -16,10 +16,11 @@ import (
 )
 
 // Source is where a refresh reads metadata from: the cloud's repository
-// over HTTP, or an offline bundle. Fetch returns the named file ("root.json"
-// is never asked for; "2.root.json", "timestamp.json", "snapshot.json",
-// "targets.json" are), reading at most max bytes; a longer file is an
-// error. A file that is not there is ErrNotFound.
+// over HTTP, or an offline bundle. Fetch returns the named file, reading
+// at most max bytes (a longer file is an error): "N.root.json" for the
+// root walk, "timestamp.json", then "snapshot.json" and "targets.json", or
+// "N.snapshot.json" and "N.targets.json" when the root sets
+// consistent_snapshot. A file that is not there is ErrNotFound.
 type Source interface {
 	Fetch(ctx context.Context, name string, max int64) ([]byte, error)
 }
@@ -295,9 +296,10 @@ func (r *refresh) snapshot(ctx context.Context) error {
 	if meta == nil {
 		return fmt.Errorf("%w: timestamp.json names no snapshot.json", ErrUntrusted)
 	}
-	data, err := r.src.Fetch(ctx, "snapshot.json", r.limit(meta.Length))
+	name := r.name("snapshot.json", meta.Version)
+	data, err := r.src.Fetch(ctx, name, r.limit(meta.Length))
 	if err != nil {
-		return fmt.Errorf("fetch snapshot.json: %w", err)
+		return fmt.Errorf("fetch %s: %w", name, err)
 	}
 	if _, err := r.tm.UpdateSnapshot(data, false); err != nil {
 		if errors.Is(err, &metadata.ErrExpiredMetadata{}) {
@@ -320,9 +322,10 @@ func (r *refresh) targets(ctx context.Context) error {
 	if meta == nil {
 		return fmt.Errorf("%w: snapshot.json names no targets.json", ErrUntrusted)
 	}
-	data, err := r.src.Fetch(ctx, "targets.json", r.limit(meta.Length))
+	name := r.name("targets.json", meta.Version)
+	data, err := r.src.Fetch(ctx, name, r.limit(meta.Length))
 	if err != nil {
-		return fmt.Errorf("fetch targets.json: %w", err)
+		return fmt.Errorf("fetch %s: %w", name, err)
 	}
 	if _, err := r.tm.UpdateTargets(data); err != nil {
 		if errors.Is(err, &metadata.ErrExpiredMetadata{}) {
@@ -334,6 +337,16 @@ func (r *refresh) targets(ctx context.Context) error {
 		return fmt.Errorf("%w: targets.json: %v", ErrUntrusted, err)
 	}
 	return r.cache("targets.json", data)
+}
+
+// name is the file to fetch for a role: with consistent snapshots (the
+// root says so) the version the role above signed, "3.snapshot.json", so a
+// repository can publish a new set while edges read the old one.
+func (r *refresh) name(file string, version int64) string {
+	if r.tm.Root.Signed.ConsistentSnapshot {
+		return fmt.Sprintf("%d.%s", version, file)
+	}
+	return file
 }
 
 func (r *refresh) limit(signed int64) int64 {

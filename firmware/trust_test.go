@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -241,18 +242,24 @@ func TestFreezeRefused(t *testing.T) {
 
 // Mix and match: individually valid files of different versions combined.
 func TestMixAndMatchRefused(t *testing.T) {
-	r, _, _ := setup(t, firmwaretest.Options{})
-	r.AddTarget("edge-1.2.0", []byte("1.2.0"), custom("1.2.0", 3))
-	r.Publish() // targets 3, snapshot 3, timestamp 3
-	for _, file := range []string{"snapshot.json", "targets.json"} {
-		t.Run("old "+file, func(t *testing.T) {
-			dir := copyRepo(t, r.Dir)
-			if err := os.WriteFile(filepath.Join(dir, file), r.Published[file][2], 0o644); err != nil {
-				t.Fatal(err)
-			}
-			tr := r.Trust(t, func() time.Time { return r.Now.Add(time.Minute) })
-			refuse(t, tr, firmware.DirSource(dir), firmware.ErrUntrusted, file)
-		})
+	for _, consistent := range []bool{true, false} {
+		r, _, _ := setup(t, firmwaretest.Options{NoConsistentSnapshot: !consistent})
+		r.AddTarget("edge-1.2.0", []byte("1.2.0"), custom("1.2.0", 3))
+		r.Publish() // targets 3, snapshot 3, timestamp 3
+		for _, file := range []string{"snapshot.json", "targets.json"} {
+			t.Run(fmt.Sprintf("consistent=%v/old %s", consistent, file), func(t *testing.T) {
+				dir := copyRepo(t, r.Dir)
+				served := file
+				if consistent {
+					served = "3." + file
+				}
+				if err := os.WriteFile(filepath.Join(dir, served), r.Published[file][2], 0o644); err != nil {
+					t.Fatal(err)
+				}
+				tr := r.Trust(t, func() time.Time { return r.Now.Add(time.Minute) })
+				refuse(t, tr, firmware.DirSource(dir), firmware.ErrUntrusted, file)
+			})
+		}
 	}
 }
 

@@ -30,11 +30,15 @@ type Options struct {
 	// Keys per role (default 1 each) and Threshold per role (default 1).
 	Keys      map[string]int
 	Threshold map[string]int
+	// NoConsistentSnapshot makes a root without consistent_snapshot, so
+	// clients read snapshot.json and targets.json by those names.
+	NoConsistentSnapshot bool
 }
 
 // Repo is a release repository on disk: Dir holds N.root.json,
-// timestamp.json, snapshot.json, targets.json and targets/<name>, as a
-// server would serve them.
+// timestamp.json, snapshot.json and targets.json (and, for consistent
+// snapshots, which the root sets by default, N.snapshot.json and
+// N.targets.json) and targets/<name>, as a server would serve them.
 type Repo struct {
 	tb  testing.TB
 	Dir string
@@ -84,6 +88,7 @@ func New(tb testing.TB, opts Options) *Repo {
 		r.Now = time.Now().UTC().Truncate(time.Second)
 	}
 	r.Root = metadata.Root(r.expiry(metadata.ROOT))
+	r.Root.Signed.ConsistentSnapshot = !opts.NoConsistentSnapshot
 	for _, role := range Roles {
 		n, th := opts.Keys[role], opts.Threshold[role]
 		if n == 0 {
@@ -282,12 +287,14 @@ func (r *Repo) Publish() {
 	r.Targets.Signed.Expires = r.expiry(metadata.TARGETS)
 	tb := r.Sign(r.Targets, r.signers(metadata.TARGETS)...)
 	r.Write("targets.json", r.Targets.Signed.Version, tb)
+	r.Write(fmt.Sprintf("%d.targets.json", r.Targets.Signed.Version), r.Targets.Signed.Version, tb)
 
 	r.Snapshot.Signed.Version++
 	r.Snapshot.Signed.Expires = r.expiry(metadata.SNAPSHOT)
 	r.Snapshot.Signed.Meta["targets.json"] = r.metaFile(r.Targets.Signed.Version, tb)
 	sb := r.Sign(r.Snapshot, r.signers(metadata.SNAPSHOT)...)
 	r.Write("snapshot.json", r.Snapshot.Signed.Version, sb)
+	r.Write(fmt.Sprintf("%d.snapshot.json", r.Snapshot.Signed.Version), r.Snapshot.Signed.Version, sb)
 
 	r.Timestamp.Signed.Version++
 	r.Timestamp.Signed.Expires = r.expiry(metadata.TIMESTAMP)
