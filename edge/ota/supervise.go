@@ -141,6 +141,17 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if st.RolledBack != nil {
 			s.event(Event{Kind: "ota.rolled_back", Version: st.RolledBack.Version, Release: st.RolledBack.Release, Reason: st.Reason})
 		}
+		if st.Pending != nil && st.Pending.Previous == "" {
+			// The first release on this gateway has nothing to roll back
+			// to, so a probation could decide nothing: it is committed.
+			p, err := s.Layout.Commit(s.State)
+			if err != nil {
+				return err
+			}
+			s.event(Event{Kind: "ota.committed", Version: p.Version, Release: p.Release, Reason: "first release on this gateway"})
+			st.Pending = nil
+		}
+		t0 := s.Now()
 		failed, err := s.runOnce(ctx, st)
 		if err != nil {
 			return err
@@ -158,6 +169,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			break
+		}
+		if s.Now().Sub(t0) > time.Minute {
+			backoff = s.RestartBackoff // it ran a while: not a crash loop
 		}
 		s.Logger.Warn("edge exited; restarting", "version", st.Version, "why", failed, "wait", backoff)
 		if err := sleep(ctx, backoff); err != nil {
@@ -191,20 +205,21 @@ func (s *Supervisor) runOnce(ctx context.Context, st Start) (failed string, err 
 	if st.Pending != nil {
 		s.event(Event{Kind: "ota.started", Version: st.Version, Release: st.Pending.Release})
 	}
+	started := s.Now()
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
 	if st.Pending == nil {
 		select {
 		case err := <-exited:
-			return fmt.Sprintf("exited: %v", err), nil
+			return fmt.Sprintf("exited after %s: %v", s.Now().Sub(started).Round(time.Second), err), nil
 		case <-ctx.Done():
 			s.stop(cmd, exited)
 			return "", nil
 		}
 	}
 
-	verdict, gone := s.probation(ctx, exited)
+	verdict, gone := s.probation(ctx, exited, st.Pending.Deadline)
 	if gone {
 		return verdict, nil
 	}
@@ -235,7 +250,7 @@ func (s *Supervisor) runOnce(ctx context.Context, st Start) (failed string, err 
 
 // probation watches a release on probation: verdict "" means it passed
 // (or ctx ended); gone, that the child has exited.
-func (s *Supervisor) probation(ctx context.Context, exited <-chan error) (verdict string, gone bool) {
+func (s *Supervisor) probation(ctx context.Context, exited <-chan error, deadline time.Time) (verdict string, gone bool) {
 	start := s.Now()
 	var healthySince time.Time
 	tick := time.NewTicker(s.ProbeEvery)
@@ -262,6 +277,8 @@ func (s *Supervisor) probation(ctx context.Context, exited <-chan error) (verdic
 			return fmt.Sprintf("health check failed during probation: %v", err), false
 		case err != nil && now.Sub(start) > s.ReadyTimeout:
 			return fmt.Sprintf("not ready within %s: %v", s.ReadyTimeout, err), false
+		case now.After(deadline):
+			return fmt.Sprintf("probation deadline %s passed without a commit", deadline.Format(time.RFC3339)), false
 		}
 		if !healthySince.IsZero() && now.Sub(healthySince) >= s.Probation {
 			return "", false

@@ -222,6 +222,32 @@ func TestSuperviseRollsBack(t *testing.T) {
 	}
 }
 
+// A release still not committed at its pending deadline (here: its healthy
+// window is longer than the deadline allows) is rolled back while it runs.
+func TestSuperviseDeadlineDuringProbation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("child processes")
+	}
+	s, rec := supervised(t, "good")
+	p, _ := s.Layout.Pending()
+	p.Deadline = time.Now().Add(time.Second)
+	if err := s.Layout.WritePending(p); err != nil {
+		t.Fatal(err)
+	}
+	s.Probation = time.Hour
+	runSupervisor(t, s)
+	poll.Until(t, 30*time.Second, "a rollback", func() bool {
+		_, ok := rec.find("ota.rolled_back")
+		return ok
+	})
+	if ev, _ := rec.find("ota.rolled_back"); !strings.Contains(ev.Reason, "deadline") {
+		t.Fatalf("rollback %+v, want for the deadline", ev)
+	}
+	if cur, _ := s.Layout.Current(); cur != "1.0.0" {
+		t.Fatalf("current %s", cur)
+	}
+}
+
 func TestGuard(t *testing.T) {
 	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	setup := func(t *testing.T) (*ota.Layout, *firmware.State) {
