@@ -2,6 +2,7 @@ package firmware
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -354,4 +355,30 @@ func (r *refresh) limit(signed int64) int64 {
 		return signed
 	}
 	return r.t.opts.MaxMetadataBytes
+}
+
+// Cached is the version and expiry of each role as cached in the trust
+// directory, for display (`edge ota status`). It verifies nothing: only
+// Refresh says what is trusted. Roles not cached are absent.
+func (t *Trust) Cached() map[string]Role {
+	out := map[string]Role{}
+	read := func(role string) {
+		b, err := os.ReadFile(filepath.Join(t.dir, role+".json"))
+		if err != nil {
+			return
+		}
+		var m struct {
+			Signed struct {
+				Version int64     `json:"version"`
+				Expires time.Time `json:"expires"`
+			} `json:"signed"`
+		}
+		if json.Unmarshal(b, &m) == nil {
+			out[role] = Role{Version: m.Signed.Version, Expires: m.Signed.Expires}
+		}
+	}
+	for _, role := range []string{metadata.ROOT, metadata.TIMESTAMP, metadata.SNAPSHOT, metadata.TARGETS} {
+		read(role)
+	}
+	return out
 }

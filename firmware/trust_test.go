@@ -83,6 +83,9 @@ func TestRefreshAndInstallable(t *testing.T) {
 	}
 	// A second refresh with nothing new is fine and uses the cache.
 	mustRefresh(t, tr, r.Source())
+	if c := tr.Cached(); c["timestamp"].Version != 2 || c["targets"].Version != 2 || c["root"].Version != 1 {
+		t.Fatalf("cached roles %+v", c)
+	}
 }
 
 func TestTamperedArtifactRefused(t *testing.T) {
