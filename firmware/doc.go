@@ -15,7 +15,8 @@
 //   - Every target carries Custom metadata (version, release counter,
 //     channel, min_version, arch); a target without it is not installable.
 //   - The anti-rollback floor (State.Floor) never goes down, and a target
-//     whose release is below it is refused. TUF's version checks cover the
+//     whose release is not above it is refused (the release at the floor
+//     is the committed one). TUF's version checks cover the
 //     metadata, not what the targets are, so the floor is ours.
 //   - The reference time of a refresh is the later of the local clock and
 //     the newest reference time at which metadata was verified, fixed at

@@ -2,6 +2,7 @@ package firmware
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,10 +17,11 @@ import (
 )
 
 // Source is where a refresh reads metadata from: the cloud's repository
-// over HTTP, or an offline bundle. Fetch returns the named file ("root.json"
-// is never asked for; "2.root.json", "timestamp.json", "snapshot.json",
-// "targets.json" are), reading at most max bytes; a longer file is an
-// error. A file that is not there is ErrNotFound.
+// over HTTP, or an offline bundle. Fetch returns the named file, reading
+// at most max bytes (a longer file is an error): "N.root.json" for the
+// root walk, "timestamp.json", then "snapshot.json" and "targets.json", or
+// "N.snapshot.json" and "N.targets.json" when the root sets
+// consistent_snapshot. A file that is not there is ErrNotFound.
 type Source interface {
 	Fetch(ctx context.Context, name string, max int64) ([]byte, error)
 }
@@ -295,9 +297,10 @@ func (r *refresh) snapshot(ctx context.Context) error {
 	if meta == nil {
 		return fmt.Errorf("%w: timestamp.json names no snapshot.json", ErrUntrusted)
 	}
-	data, err := r.src.Fetch(ctx, "snapshot.json", r.limit(meta.Length))
+	name := r.name("snapshot.json", meta.Version)
+	data, err := r.src.Fetch(ctx, name, r.limit(meta.Length))
 	if err != nil {
-		return fmt.Errorf("fetch snapshot.json: %w", err)
+		return fmt.Errorf("fetch %s: %w", name, err)
 	}
 	if _, err := r.tm.UpdateSnapshot(data, false); err != nil {
 		if errors.Is(err, &metadata.ErrExpiredMetadata{}) {
@@ -320,9 +323,10 @@ func (r *refresh) targets(ctx context.Context) error {
 	if meta == nil {
 		return fmt.Errorf("%w: snapshot.json names no targets.json", ErrUntrusted)
 	}
-	data, err := r.src.Fetch(ctx, "targets.json", r.limit(meta.Length))
+	name := r.name("targets.json", meta.Version)
+	data, err := r.src.Fetch(ctx, name, r.limit(meta.Length))
 	if err != nil {
-		return fmt.Errorf("fetch targets.json: %w", err)
+		return fmt.Errorf("fetch %s: %w", name, err)
 	}
 	if _, err := r.tm.UpdateTargets(data); err != nil {
 		if errors.Is(err, &metadata.ErrExpiredMetadata{}) {
@@ -336,9 +340,45 @@ func (r *refresh) targets(ctx context.Context) error {
 	return r.cache("targets.json", data)
 }
 
+// name is the file to fetch for a role: with consistent snapshots (the
+// root says so) the version the role above signed, "3.snapshot.json", so a
+// repository can publish a new set while edges read the old one.
+func (r *refresh) name(file string, version int64) string {
+	if r.tm.Root.Signed.ConsistentSnapshot {
+		return fmt.Sprintf("%d.%s", version, file)
+	}
+	return file
+}
+
 func (r *refresh) limit(signed int64) int64 {
 	if signed > 0 {
 		return signed
 	}
 	return r.t.opts.MaxMetadataBytes
+}
+
+// Cached is the version and expiry of each role as cached in the trust
+// directory, for display (`edge ota status`). It verifies nothing: only
+// Refresh says what is trusted. Roles not cached are absent.
+func (t *Trust) Cached() map[string]Role {
+	out := map[string]Role{}
+	read := func(role string) {
+		b, err := os.ReadFile(filepath.Join(t.dir, role+".json"))
+		if err != nil {
+			return
+		}
+		var m struct {
+			Signed struct {
+				Version int64     `json:"version"`
+				Expires time.Time `json:"expires"`
+			} `json:"signed"`
+		}
+		if json.Unmarshal(b, &m) == nil {
+			out[role] = Role{Version: m.Signed.Version, Expires: m.Signed.Expires}
+		}
+	}
+	for _, role := range []string{metadata.ROOT, metadata.TIMESTAMP, metadata.SNAPSHOT, metadata.TARGETS} {
+		read(role)
+	}
+	return out
 }

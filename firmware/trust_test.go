@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,7 +35,7 @@ func setup(t *testing.T, opts firmwaretest.Options) (*firmwaretest.Repo, *firmwa
 	r.AddTarget("edge-1.1.0", []byte("release 1.1.0"), custom("1.1.0", 2))
 	r.Publish()
 	c := &clock{r.Now.Add(time.Minute)}
-	return r, r.Trust(c.now), c
+	return r, r.Trust(t, c.now), c
 }
 
 func mustRefresh(t *testing.T, tr *firmware.Trust, src firmware.Source) *firmware.Verified {
@@ -82,6 +83,9 @@ func TestRefreshAndInstallable(t *testing.T) {
 	}
 	// A second refresh with nothing new is fine and uses the cache.
 	mustRefresh(t, tr, r.Source())
+	if c := tr.Cached(); c["timestamp"].Version != 2 || c["targets"].Version != 2 || c["root"].Version != 1 {
+		t.Fatalf("cached roles %+v", c)
+	}
 }
 
 func TestTamperedArtifactRefused(t *testing.T) {
@@ -111,15 +115,18 @@ func TestDowngradeBelowFloorRefused(t *testing.T) {
 	if err := tr.State().RaiseFloor(2); err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.State().RaiseFloor(1); err != nil { // lower: ignored
-		t.Fatal(err)
-	}
 	if _, err := tr.Installable(v, "edge-1.0.9", firmware.Running{Version: "1.1.0"}); !errors.Is(err, firmware.ErrDowngrade) {
 		t.Fatalf("release 1 over floor 2: %v", err)
 	}
-	// The committed release itself (release == floor) may be reinstalled.
-	if _, err := tr.Installable(v, "edge-1.1.0", firmware.Running{Version: "1.1.0"}); err != nil {
+	// The committed release itself (release == floor) is not a new install.
+	if _, err := tr.Installable(v, "edge-1.1.0", firmware.Running{Version: "1.1.0"}); !errors.Is(err, firmware.ErrDowngrade) {
 		t.Fatalf("release 2 over floor 2: %v", err)
+	}
+	if err := tr.State().RaiseFloor(1); err != nil {
+		t.Fatal(err)
+	}
+	if tr.State().Floor() != 2 {
+		t.Fatal("the floor went down")
 	}
 	// The floor survives a restart and never went down.
 	st, err := firmware.OpenState(filepath.Join(tr.Dir(), "state.json"))
@@ -238,18 +245,24 @@ func TestFreezeRefused(t *testing.T) {
 
 // Mix and match: individually valid files of different versions combined.
 func TestMixAndMatchRefused(t *testing.T) {
-	r, _, _ := setup(t, firmwaretest.Options{})
-	r.AddTarget("edge-1.2.0", []byte("1.2.0"), custom("1.2.0", 3))
-	r.Publish() // targets 3, snapshot 3, timestamp 3
-	for _, file := range []string{"snapshot.json", "targets.json"} {
-		t.Run("old "+file, func(t *testing.T) {
-			dir := copyRepo(t, r.Dir)
-			if err := os.WriteFile(filepath.Join(dir, file), r.Published[file][2], 0o644); err != nil {
-				t.Fatal(err)
-			}
-			tr := r.Trust(func() time.Time { return r.Now.Add(time.Minute) })
-			refuse(t, tr, firmware.DirSource(dir), firmware.ErrUntrusted, file)
-		})
+	for _, consistent := range []bool{true, false} {
+		r, _, _ := setup(t, firmwaretest.Options{NoConsistentSnapshot: !consistent})
+		r.AddTarget("edge-1.2.0", []byte("1.2.0"), custom("1.2.0", 3))
+		r.Publish() // targets 3, snapshot 3, timestamp 3
+		for _, file := range []string{"snapshot.json", "targets.json"} {
+			t.Run(fmt.Sprintf("consistent=%v/old %s", consistent, file), func(t *testing.T) {
+				dir := copyRepo(t, r.Dir)
+				served := file
+				if consistent {
+					served = "3." + file
+				}
+				if err := os.WriteFile(filepath.Join(dir, served), r.Published[file][2], 0o644); err != nil {
+					t.Fatal(err)
+				}
+				tr := r.Trust(t, func() time.Time { return r.Now.Add(time.Minute) })
+				refuse(t, tr, firmware.DirSource(dir), firmware.ErrUntrusted, file)
+			})
+		}
 	}
 }
 
@@ -273,7 +286,7 @@ func TestRootRotation(t *testing.T) {
 	mustRefresh(t, tr, r.Source())
 
 	// A fresh edge walks the whole chain from root 1.
-	tr2 := r.Trust(func() time.Time { return r.Now.Add(time.Minute) })
+	tr2 := r.Trust(t, func() time.Time { return r.Now.Add(time.Minute) })
 	if v := mustRefresh(t, tr2, r.Source()); v.Root.Version != 3 {
 		t.Fatalf("fresh edge root %d", v.Root.Version)
 	}
@@ -314,7 +327,7 @@ func TestOldRootReplayRefused(t *testing.T) {
 	// root 2's keys if it cannot find root 2.
 	os.Remove(filepath.Join(r.Dir, "3.root.json"))
 	os.Remove(filepath.Join(r.Dir, "2.root.json"))
-	tr2 := r.Trust(func() time.Time { return r.Now.Add(time.Minute) })
+	tr2 := r.Trust(t, func() time.Time { return r.Now.Add(time.Minute) })
 	refuse(t, tr2, r.Source(), firmware.ErrUntrusted, "timestamp")
 }
 

@@ -112,7 +112,7 @@ type Running struct {
 
 // Installable says whether target name may be installed now over running:
 // the metadata is unexpired at the current reference time, the target is
-// signed, its release is not below the floor, the running version is not
+// signed, its release is above the floor, the running version is not
 // below its min_version, and its arch (if it names one) is ours. The error
 // says which check failed and wraps ErrExpired, ErrUnknownTarget,
 // ErrDowngrade, ErrTooOld or ErrBadCustom.
@@ -126,8 +126,10 @@ func (t *Trust) Installable(v *Verified, name string, running Running) (Target, 
 	if err != nil {
 		return Target{}, err
 	}
-	if floor := t.state.Floor(); tg.Custom.Release < floor {
-		return Target{}, fmt.Errorf("%w: %s is release %d (version %s), the floor is %d", ErrDowngrade, name, tg.Custom.Release, tg.Custom.Version, floor)
+	// Strictly above: the release at the floor is the committed one, and a
+	// release on probation is always above the floor until it commits.
+	if floor := t.state.Floor(); tg.Custom.Release <= floor {
+		return Target{}, fmt.Errorf("%w: %s is release %d (version %s), the floor is %d; only releases above it install", ErrDowngrade, name, tg.Custom.Release, tg.Custom.Version, floor)
 	}
 	if tg.Custom.MinVersion != "" {
 		rv, err := ParseVersion(running.Version)

@@ -4,6 +4,7 @@
 package firmwaretest
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
@@ -29,11 +30,15 @@ type Options struct {
 	// Keys per role (default 1 each) and Threshold per role (default 1).
 	Keys      map[string]int
 	Threshold map[string]int
+	// NoConsistentSnapshot makes a root without consistent_snapshot, so
+	// clients read snapshot.json and targets.json by those names.
+	NoConsistentSnapshot bool
 }
 
 // Repo is a release repository on disk: Dir holds N.root.json,
-// timestamp.json, snapshot.json, targets.json and targets/<name>, as a
-// server would serve them.
+// timestamp.json, snapshot.json and targets.json (and, for consistent
+// snapshots, which the root sets by default, N.snapshot.json and
+// N.targets.json) and targets/<name>, as a server would serve them.
 type Repo struct {
 	tb  testing.TB
 	Dir string
@@ -83,6 +88,7 @@ func New(tb testing.TB, opts Options) *Repo {
 		r.Now = time.Now().UTC().Truncate(time.Second)
 	}
 	r.Root = metadata.Root(r.expiry(metadata.ROOT))
+	r.Root.Signed.ConsistentSnapshot = !opts.NoConsistentSnapshot
 	for _, role := range Roles {
 		n, th := opts.Keys[role], opts.Threshold[role]
 		if n == 0 {
@@ -281,12 +287,14 @@ func (r *Repo) Publish() {
 	r.Targets.Signed.Expires = r.expiry(metadata.TARGETS)
 	tb := r.Sign(r.Targets, r.signers(metadata.TARGETS)...)
 	r.Write("targets.json", r.Targets.Signed.Version, tb)
+	r.Write(fmt.Sprintf("%d.targets.json", r.Targets.Signed.Version), r.Targets.Signed.Version, tb)
 
 	r.Snapshot.Signed.Version++
 	r.Snapshot.Signed.Expires = r.expiry(metadata.SNAPSHOT)
 	r.Snapshot.Signed.Meta["targets.json"] = r.metaFile(r.Targets.Signed.Version, tb)
 	sb := r.Sign(r.Snapshot, r.signers(metadata.SNAPSHOT)...)
 	r.Write("snapshot.json", r.Snapshot.Signed.Version, sb)
+	r.Write(fmt.Sprintf("%d.snapshot.json", r.Snapshot.Signed.Version), r.Snapshot.Signed.Version, sb)
 
 	r.Timestamp.Signed.Version++
 	r.Timestamp.Signed.Expires = r.expiry(metadata.TIMESTAMP)
@@ -308,17 +316,45 @@ func (r *Repo) metaFile(version int64, data []byte) *metadata.MetaFiles {
 // Source is the repository as a firmware.Source.
 func (r *Repo) Source() firmware.Source { return firmware.DirSource(r.Dir) }
 
-// Trust provisions a new trust directory with root version 1 and opens
-// it with the clock now.
-func (r *Repo) Trust(now func() time.Time) *firmware.Trust {
-	r.tb.Helper()
-	dir := filepath.Join(r.tb.TempDir(), "trust")
-	if err := firmware.Init(dir, r.RootBytes(1)); err != nil {
-		r.tb.Fatal(err)
+// Trust provisions a new trust directory (in tb's temp dir) with root
+// version 1 and opens it with the clock now.
+func (r *Repo) Trust(tb testing.TB, now func() time.Time) *firmware.Trust {
+	tb.Helper()
+	dir := filepath.Join(tb.TempDir(), "trust")
+	if err := firmware.Init(dir, r.Published["root.json"][1]); err != nil {
+		tb.Fatal(err)
 	}
 	t, err := firmware.Open(dir, &firmware.Options{Now: now})
 	if err != nil {
-		r.tb.Fatal(err)
+		tb.Fatal(err)
 	}
 	return t
+}
+
+// Bundle is an offline bundle of target name with the repository's
+// current metadata (every root from version 2 on).
+func (r *Repo) Bundle(name string) []byte {
+	r.tb.Helper()
+	meta := map[string][]byte{}
+	for v := int64(2); v <= r.Root.Signed.Version; v++ {
+		meta[fmt.Sprintf("%d.root.json", v)] = r.read(fmt.Sprintf("%d.root.json", v))
+	}
+	for _, n := range []string{"timestamp.json", "snapshot.json", "targets.json"} {
+		meta[n] = r.read(n)
+	}
+	art := r.read("targets/" + name)
+	var buf bytes.Buffer
+	if err := firmware.WriteBundle(&buf, firmware.Bundle{Metadata: meta, Target: name, Length: int64(len(art)), Artifact: bytes.NewReader(art)}); err != nil {
+		r.tb.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func (r *Repo) read(name string) []byte {
+	r.tb.Helper()
+	b, err := os.ReadFile(filepath.Join(r.Dir, filepath.FromSlash(name)))
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	return b
 }

@@ -1,0 +1,300 @@
+package ota
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/outpost-edge/outpost/firmware"
+)
+
+// Defaults for Supervisor.
+const (
+	DefaultProbation    = 5 * time.Minute
+	DefaultReadyTimeout = 30 * time.Second
+	DefaultStopTimeout  = 10 * time.Second
+	DefaultProbeEvery   = time.Second
+)
+
+// Event is one step of the updater's life, for the audit trail. Kind is
+// one of "ota.started", "ota.committed", "ota.rolled_back".
+type Event struct {
+	Kind    string
+	Version string
+	Release uint64
+	Reason  string
+}
+
+// Supervisor runs the current release as a child process and applies the
+// rollback rules. The new version is always started from outside the
+// process it replaces. Only local facts decide: the child's own health
+// endpoint, whether it exits, and the clock; a cloud outage decides
+// nothing.
+//
+// During probation:
+//   - the child must be healthy within ReadyTimeout of its start
+//     (a panic at start or a hang before ready fails it);
+//   - it must stay healthy, every probe, for Probation; then it is
+//     committed and the floor rises;
+//   - an exit, or a failed probe, before that rolls back to previous.
+//
+// A committed release that exits is restarted (with backoff), never
+// rolled back.
+type Supervisor struct {
+	Layout *Layout
+	State  *firmware.State
+	// Args are given to the child after "run".
+	Args []string
+	// Env is added to the child's environment.
+	Env []string
+	// Stdout and Stderr of the child (os.Stdout, os.Stderr).
+	Stdout, Stderr io.Writer
+	// Health probes the child (local only). Default: GET HealthURL.
+	Health    func(ctx context.Context) error
+	HealthURL string
+	// Probation, ReadyTimeout, ProbeEvery, StopTimeout and MaxAttempts:
+	// see the type's comment. Zero takes the defaults.
+	Probation, ReadyTimeout, ProbeEvery, StopTimeout time.Duration
+	MaxAttempts                                      int
+	// RestartBackoff bounds the wait before restarting a committed
+	// release that exited (1s doubling to 1m).
+	RestartBackoff time.Duration
+	// OnEvent receives every Event (nil: only logged).
+	OnEvent func(Event)
+	Now     func() time.Time
+	Logger  *slog.Logger
+}
+
+func (s *Supervisor) defaults() {
+	if s.Probation <= 0 {
+		s.Probation = DefaultProbation
+	}
+	if s.ReadyTimeout <= 0 {
+		s.ReadyTimeout = DefaultReadyTimeout
+	}
+	if s.ProbeEvery <= 0 {
+		s.ProbeEvery = DefaultProbeEvery
+	}
+	if s.StopTimeout <= 0 {
+		s.StopTimeout = DefaultStopTimeout
+	}
+	if s.RestartBackoff <= 0 {
+		s.RestartBackoff = time.Second
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	if s.Stdout == nil {
+		s.Stdout = os.Stdout
+	}
+	if s.Stderr == nil {
+		s.Stderr = os.Stderr
+	}
+	if s.Logger == nil {
+		s.Logger = slog.Default()
+	}
+	if s.Health == nil {
+		url := s.HealthURL
+		client := &http.Client{Timeout: 2 * time.Second}
+		s.Health = func(ctx context.Context) error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("health %s: %s", url, resp.Status)
+			}
+			return nil
+		}
+	}
+}
+
+func (s *Supervisor) event(e Event) {
+	s.Logger.Info("ota event", "kind", e.Kind, "version", e.Version, "release", e.Release, "reason", e.Reason)
+	if s.OnEvent != nil {
+		s.OnEvent(e)
+	}
+}
+
+// Run supervises until ctx ends, then stops the child (SIGTERM, then
+// SIGKILL after StopTimeout).
+func (s *Supervisor) Run(ctx context.Context) error {
+	s.defaults()
+	backoff := s.RestartBackoff
+	for ctx.Err() == nil {
+		st, err := Guard(s.Layout, s.State, s.Now(), s.MaxAttempts)
+		if err != nil {
+			return err
+		}
+		if st.RolledBack != nil {
+			s.event(Event{Kind: "ota.rolled_back", Version: st.RolledBack.Version, Release: st.RolledBack.Release, Reason: st.Reason})
+		}
+		if st.Pending != nil && st.Pending.Previous == "" {
+			// The first release on this gateway has nothing to roll back
+			// to, so a probation could decide nothing: it is committed.
+			p, err := s.Layout.Commit(s.State)
+			if err != nil {
+				return err
+			}
+			s.event(Event{Kind: "ota.committed", Version: p.Version, Release: p.Release, Reason: "first release on this gateway"})
+			st.Pending = nil
+		}
+		t0 := s.Now()
+		failed, err := s.runOnce(ctx, st)
+		if err != nil {
+			return err
+		}
+		if st.Pending != nil {
+			if failed != "" {
+				rb, err := s.Layout.Rollback(failed)
+				if err != nil {
+					return err
+				}
+				s.event(Event{Kind: "ota.rolled_back", Version: rb.Version, Release: rb.Release, Reason: failed})
+			}
+			backoff = s.RestartBackoff
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if s.Now().Sub(t0) > time.Minute {
+			backoff = s.RestartBackoff // it ran a while: not a crash loop
+		}
+		s.Logger.Warn("edge exited; restarting", "version", st.Version, "why", failed, "wait", backoff)
+		if err := sleep(ctx, backoff); err != nil {
+			break
+		}
+		backoff = min(2*backoff, time.Minute)
+	}
+	return nil
+}
+
+// runOnce runs the child once. For a release on probation it returns
+// when the release committed (""), or failed (the reason), having stopped
+// the child if it still ran; for a committed release, when the child
+// exits (why) or ctx ends.
+func (s *Supervisor) runOnce(ctx context.Context, st Start) (failed string, err error) {
+	// Resolve current now, so the child keeps its binary whatever current
+	// is switched to while it runs.
+	bin, err := filepath.EvalSymlinks(s.Layout.CurrentBinary())
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrLayout, err)
+	}
+	cmd := exec.Command(bin, append([]string{"run"}, s.Args...)...)
+	cmd.Stdout, cmd.Stderr = s.Stdout, s.Stderr
+	cmd.Env = append(os.Environ(), s.Env...)
+	if err := cmd.Start(); err != nil {
+		if st.Pending != nil {
+			return fmt.Sprintf("start %s: %v", bin, err), nil
+		}
+		return "", fmt.Errorf("start %s: %w", bin, err)
+	}
+	if st.Pending != nil {
+		s.event(Event{Kind: "ota.started", Version: st.Version, Release: st.Pending.Release})
+	}
+	started := s.Now()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	if st.Pending == nil {
+		select {
+		case err := <-exited:
+			return fmt.Sprintf("exited after %s: %v", s.Now().Sub(started).Round(time.Second), err), nil
+		case <-ctx.Done():
+			s.stop(cmd, exited)
+			return "", nil
+		}
+	}
+
+	verdict, gone := s.probation(ctx, exited, st.Pending.Deadline)
+	if gone {
+		return verdict, nil
+	}
+	switch {
+	case verdict == "" && ctx.Err() == nil:
+		p, err := s.Layout.Commit(s.State)
+		if err != nil {
+			return "", err
+		}
+		s.event(Event{Kind: "ota.committed", Version: p.Version, Release: p.Release})
+		// It keeps running as the committed release.
+		select {
+		case <-exited:
+		case <-ctx.Done():
+			s.stop(cmd, exited)
+		}
+		return "", nil
+	case ctx.Err() != nil:
+		// Stopped during probation: not a verdict. The next start counts
+		// another attempt.
+		s.stop(cmd, exited)
+		return "", nil
+	default:
+		s.stop(cmd, exited)
+		return verdict, nil
+	}
+}
+
+// probation watches a release on probation: verdict "" means it passed
+// (or ctx ended); gone, that the child has exited.
+func (s *Supervisor) probation(ctx context.Context, exited <-chan error, deadline time.Time) (verdict string, gone bool) {
+	start := s.Now()
+	var healthySince time.Time
+	tick := time.NewTicker(s.ProbeEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-exited:
+			if healthySince.IsZero() {
+				return fmt.Sprintf("exited before ready: %v", err), true
+			}
+			return fmt.Sprintf("exited during probation: %v", err), true
+		case <-ctx.Done():
+			return "", false
+		case <-tick.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, s.ProbeEvery+2*time.Second)
+		err := s.Health(pctx)
+		cancel()
+		now := s.Now()
+		switch {
+		case err == nil && healthySince.IsZero():
+			healthySince = now
+		case err != nil && !healthySince.IsZero():
+			return fmt.Sprintf("health check failed during probation: %v", err), false
+		case err != nil && now.Sub(start) > s.ReadyTimeout:
+			return fmt.Sprintf("not ready within %s: %v", s.ReadyTimeout, err), false
+		case now.After(deadline):
+			return fmt.Sprintf("probation deadline %s passed without a commit", deadline.Format(time.RFC3339)), false
+		}
+		if !healthySince.IsZero() && now.Sub(healthySince) >= s.Probation {
+			return "", false
+		}
+	}
+}
+
+// stop ends the child: SIGTERM, then SIGKILL after StopTimeout.
+func (s *Supervisor) stop(cmd *exec.Cmd, exited <-chan error) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(s.StopTimeout)
+	defer t.Stop()
+	select {
+	case <-exited:
+	case <-t.C:
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+}
