@@ -23,6 +23,12 @@
 // backoff and nothing is acked: a crash at any point means redelivery or a
 // resend from the edge, never loss, and the watermark makes resends
 // harmless.
+//
+// Shutdown drains: it stops taking deliveries, lets each worker finish the
+// batch in hand (commit, replies, acks) while the transports that carry the
+// replies still run, and returns when the workers have stopped. Only then
+// should the caller stop the transports and end Run's context; ending that
+// context first cancels commits and replies in the middle.
 package ingest
 
 import (
@@ -43,6 +49,11 @@ type Ledger interface {
 	Commit(ctx context.Context, batch []ledger.Input) ([]ledger.Outcome, error)
 	NoteHello(ctx context.Context, h protocol.Hello) (ledger.Watermark, error)
 }
+
+// ErrDraining is what Offer returns once Shutdown has begun: the delivery
+// is not taken, and the transport must not ack it (the broker redelivers
+// it, or its edge resends it).
+var ErrDraining = errors.New("ingest: shutting down, not taking segments")
 
 // Replier sends a signed reply (receipt or nack) to an edge's rcpt topic.
 type Replier interface {
@@ -101,7 +112,10 @@ type Service struct {
 	quarantined, malformed, commitErrs, replyErrs, hellos   atomic.Uint64
 	overflow                                                atomic.Uint64
 
-	wg sync.WaitGroup
+	wg       sync.WaitGroup
+	stop     chan struct{} // closed by Shutdown: take no more deliveries
+	stopOnce sync.Once
+	exited   chan struct{} // closed when Run's workers have returned
 }
 
 type item struct {
@@ -139,7 +153,8 @@ func New(opts Options) (*Service, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Service{o: opts, log: opts.Logger.With("component", "ingest"), queue: make(chan *item, opts.Queue)}, nil
+	return &Service{o: opts, log: opts.Logger.With("component", "ingest"), queue: make(chan *item, opts.Queue),
+		stop: make(chan struct{}), exited: make(chan struct{})}, nil
 }
 
 // Stats returns the counters.
@@ -152,9 +167,13 @@ func (s *Service) Stats() Stats {
 	}
 }
 
-// Run runs the workers until ctx ends, then waits for them. Deliveries
-// still queued are not acked; their brokers redeliver them.
+// Run runs the workers until ctx ends, or until Shutdown has let them
+// finish the batches in hand, then waits for them. Deliveries still queued
+// are not acked; their brokers redeliver them. Ending ctx cancels the
+// commits and replies in progress: for a clean stop, call Shutdown first.
+// Run is called once.
 func (s *Service) Run(ctx context.Context) error {
+	defer close(s.exited)
 	for i := 0; i < s.o.Workers; i++ {
 		s.wg.Add(1)
 		go func() {
@@ -166,16 +185,49 @@ func (s *Service) Run(ctx context.Context) error {
 	return nil
 }
 
+// Shutdown drains the service: Offer refuses new deliveries (ErrDraining)
+// and Handle blocks until its context ends, each worker finishes the batch
+// it holds (the commit, its receipts and nacks, the acks) and stops, and
+// Shutdown returns once Run has returned. Gaps parked for their fill and
+// deliveries still queued are left unacked. If ctx ends first, Shutdown
+// returns its error; the caller then ends Run's context, which cancels
+// what is still in progress.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stop) })
+	select {
+	case <-s.exited:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("ingest: drain: %w", ctx.Err())
+	}
+}
+
+// Draining reports whether Shutdown has begun.
+func (s *Service) Draining() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
 // Handle queues a delivery. It blocks while the queue is full, which is how
 // backpressure reaches a pull-based transport (and through it the edges).
+//
+// Once Shutdown has begun it takes nothing more and blocks until ctx ends,
+// as a full queue would, so a pull loop neither acks nor spins.
 func (s *Service) Handle(ctx context.Context, d Delivery) error {
 	s.segments.Add(1)
 	select {
+	case <-s.stop:
 	case s.queue <- &item{d: d}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 // Offer queues a delivery, waiting at most wait for room. It is for push
@@ -184,8 +236,12 @@ func (s *Service) Handle(ctx context.Context, d Delivery) error {
 // full it returns false: the caller acks the message to free the broker's
 // in-flight slot, and the edge, which has no receipt for it, resends it
 // after its ack timeout. Nothing is lost; the edge still holds the records.
+// Once Shutdown has begun it returns ErrDraining: the caller does not ack.
 func (s *Service) Offer(ctx context.Context, d Delivery, wait time.Duration) (bool, error) {
 	s.segments.Add(1)
+	if s.Draining() {
+		return false, ErrDraining
+	}
 	select {
 	case s.queue <- &item{d: d}:
 		return true, nil
@@ -194,6 +250,8 @@ func (s *Service) Offer(ctx context.Context, d Delivery, wait time.Duration) (bo
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
+	case <-s.stop:
+		return false, ErrDraining
 	case s.queue <- &item{d: d}:
 		return true, nil
 	case <-t.C:
@@ -242,11 +300,20 @@ func (s *Service) worker(ctx context.Context) {
 			return
 		}
 		parked = s.process(ctx, batch)
+		if s.Draining() {
+			return // parked gaps stay unacked: redelivered or resent
+		}
 	}
 }
 
-// gather returns the next batch: parked gaps first, then queued items.
+// gather returns the next batch: parked gaps first, then queued items. It
+// returns false when ctx ends, or when Shutdown has begun and there is
+// nothing new in hand; what it has gathered when Shutdown begins is
+// returned to be processed.
 func (s *Service) gather(ctx context.Context, parked []*item) ([]*item, bool) {
+	if s.Draining() {
+		return nil, false
+	}
 	batch := parked
 	size := 0
 	for _, it := range batch {
@@ -257,6 +324,8 @@ func (s *Service) gather(ctx context.Context, parked []*item) ([]*item, bool) {
 		case it := <-s.queue:
 			batch = append(batch, it)
 			size += len(it.d.Payload)
+		case <-s.stop:
+			return nil, false
 		case <-ctx.Done():
 			return nil, false
 		}
@@ -277,6 +346,8 @@ func (s *Service) gather(ctx context.Context, parked []*item) ([]*item, bool) {
 			batch = append(batch, it)
 			size += len(it.d.Payload)
 		case <-t.C:
+			return batch, true
+		case <-s.stop:
 			return batch, true
 		case <-ctx.Done():
 			return nil, false

@@ -310,9 +310,21 @@ func (m *Main) Run(ctx context.Context) error {
 		log.Info("shutting down: draining", "timeout", c.DrainTimeout)
 	case <-gctx.Done():
 	}
+	// Drain, within --drain-timeout: ingest stops taking segments and
+	// finishes the batches in hand (commit, receipts, acks) while the
+	// consumers, which carry the receipts, still run; the API finishes its
+	// requests meanwhile. Only then are the consumers and whatever is left
+	// cancelled.
 	sctx, cancel := context.WithTimeout(context.Background(), c.DrainTimeout)
 	defer cancel()
-	_ = srv.Shutdown(sctx)
+	hg := errgroup.Group{}
+	hg.Go(func() error { return srv.Shutdown(sctx) })
+	if err := svc.Shutdown(sctx); err != nil {
+		log.Warn("drain timed out: commits still in hand are cancelled; their segments come again (not acked)", "timeout", c.DrainTimeout, "err", err)
+	} else {
+		log.Info("ingest drained")
+	}
+	_ = hg.Wait()
 	stopWork()
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
