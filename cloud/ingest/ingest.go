@@ -113,6 +113,8 @@ type Service struct {
 	overflow                                                atomic.Uint64
 
 	wg       sync.WaitGroup
+	healthMu sync.Mutex
+	health   *CommitError  // nil while commits succeed
 	stop     chan struct{} // closed by Shutdown: take no more deliveries
 	stopOnce sync.Once
 	exited   chan struct{} // closed when Run's workers have returned
@@ -200,6 +202,49 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("ingest: drain: %w", ctx.Err())
 	}
+}
+
+// CommitError describes a commit path that is failing: every commit attempt
+// since Since has failed, the last with Err. Ingest keeps retrying.
+type CommitError struct {
+	Err      error
+	Since    time.Time
+	Attempts int
+}
+
+func (e *CommitError) Error() string {
+	return fmt.Sprintf("%d commit attempts failed since %s: %v", e.Attempts, e.Since.UTC().Format(time.RFC3339), e.Err)
+}
+
+func (e *CommitError) Unwrap() error { return e.Err }
+
+// CommitError returns nil while the latest commit attempt succeeded (or
+// none was made), and otherwise how long commits have been failing: the
+// database is down, full, or refusing writes. Readiness reports it, since
+// a service whose every commit fails is not doing its work.
+func (s *Service) CommitError() *CommitError {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	return s.health
+}
+
+// noteCommit records the outcome of a commit attempt for CommitError.
+// Only the commit workers call it.
+func (s *Service) noteCommit(err error) {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	if err == nil {
+		if s.health != nil {
+			s.log.Info("commits succeed again", "failed_attempts", s.health.Attempts, "since", s.health.Since)
+			s.health = nil
+		}
+		return
+	}
+	ce := &CommitError{Err: err, Since: s.o.Now(), Attempts: 1}
+	if s.health != nil {
+		ce.Since, ce.Attempts = s.health.Since, s.health.Attempts+1
+	}
+	s.health = ce // a new value: what CommitError returned is not changed
 }
 
 // Draining reports whether Shutdown has begun.
@@ -459,11 +504,17 @@ func (s *Service) commit(ctx context.Context, inputs []ledger.Input) (outs []led
 		var err error
 		outs, err = s.o.Ledger.Commit(ctx, inputs)
 		if err == nil {
+			s.noteCommit(nil)
 			return outs, true
 		}
 		s.commitErrs.Add(1)
 		if ctx.Err() != nil {
 			return nil, false
+		}
+		if !ledger.Permanent(err) {
+			// A permanent error is one batch's data, not the commit path:
+			// the inputs are tried one by one below.
+			s.noteCommit(err)
 		}
 		if ledger.Permanent(err) {
 			if len(inputs) == 1 {

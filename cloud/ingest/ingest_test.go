@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -373,5 +374,34 @@ func TestShutdownTimesOut(t *testing.T) {
 	cancel() // a drain timeout that has passed
 	if err := svc.Shutdown(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Shutdown with the commit still held: %v, want context.Canceled", err)
+	}
+}
+
+// CommitError reports a commit path whose every attempt fails, with when
+// it began and how many attempts failed, and clears on the first success.
+func TestCommitErrorWhileFailing(t *testing.T) {
+	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}, failures: 1 << 30}
+	svc, _ := start(t, fl, nil)
+	if ce := svc.CommitError(); ce != nil {
+		t.Fatalf("CommitError before any commit: %v", ce)
+	}
+	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
+	acked := make(chan struct{})
+	_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: seg(t, protocoltest.Signer(t, "edge"), st, 1, 3),
+		Ack: func() { close(acked) }})
+	poll.Until(t, 10*time.Second, "two failed attempts reported", func() bool {
+		ce := svc.CommitError()
+		return ce != nil && ce.Attempts >= 2
+	})
+	ce := svc.CommitError()
+	if !strings.Contains(ce.Error(), "database unavailable") || ce.Since.IsZero() {
+		t.Fatalf("CommitError %v", ce)
+	}
+	fl.mu.Lock()
+	fl.failures = 0
+	fl.mu.Unlock()
+	<-acked
+	if ce := svc.CommitError(); ce != nil {
+		t.Fatalf("CommitError after a commit succeeded: %v", ce)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -267,6 +268,12 @@ func (m *Main) Run(ctx context.Context) error {
 		Ledger:         led,
 		CloudPublicKey: signer.Public(),
 		Ready: func(ctx context.Context) error {
+			if svc.Draining() {
+				return errors.New("shutting down")
+			}
+			if err := commitFailing(svc.CommitError()); err != nil {
+				return err
+			}
 			if consumer != nil && !consumer.Connected() {
 				return errors.New("ingest is not connected to the MQTT broker")
 			}
@@ -331,6 +338,25 @@ func (m *Main) Run(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// commitFailing is the readiness error for a failing commit path: what
+// anyone asking /readyz may see (the SQLSTATE, not the driver's message;
+// the log has that).
+func commitFailing(ce *ingest.CommitError) error {
+	if ce == nil {
+		return nil
+	}
+	why := "the database is unreachable"
+	var pe *pgconn.PgError
+	if errors.As(ce.Err, &pe) {
+		why = "the database refuses them, SQLSTATE " + pe.Code
+		if pe.Code == "53100" { // disk_full
+			why += " (disk full)"
+		}
+	}
+	return fmt.Errorf("commits are failing (%s) since %s, %d attempts; ingest keeps retrying, the cloud's log has the details",
+		why, ce.Since.UTC().Format(time.RFC3339), ce.Attempts)
 }
 
 // APIAddr is the HTTP listener's address once Ready is closed.
