@@ -72,3 +72,26 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("unknown command: exit %d", code)
 	}
 }
+
+// `cloud migrate` and `cloud serve` say how the ledger is partitioned and
+// why (here, with no TimescaleDB preloaded, native and the reason).
+func TestPartitioningSaid(t *testing.T) {
+	url := pgtest.New(t)
+	var out, errb bytes.Buffer
+	if code := Run([]string{"migrate", "--database-url", url, "--data-dir", t.TempDir()}, &out, &errb); code != 0 {
+		t.Fatalf("migrate: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "(ledger partitioning: native: ") && !strings.Contains(out.String(), "(ledger partitioning: timescaledb: ") {
+		t.Fatalf("migrate says %q; want the partitioning and its reason", out.String())
+	}
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	_, done := startServe(t, ctx, logs, "--database-url", url, "--log-level", "info")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), `msg="ledger partitioning" mode=`) || !strings.Contains(logs.String(), "why=") {
+		t.Fatalf("serve's start-up log does not say the partitioning and why:\n%s", logs.String())
+	}
+}

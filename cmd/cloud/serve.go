@@ -214,13 +214,17 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var part ledger.PartitionChoice
 	if c.Migrate {
-		if err := ledger.Migrate(ctx, m.pool); err != nil {
+		if part, err = ledger.MigrateReport(ctx, m.pool); err != nil {
 			return err
 		}
 	} else if err := ledger.CheckSchema(ctx, m.pool); err != nil {
 		return fmt.Errorf("%w (run `cloud migrate`, or start with --migrate)", err)
+	} else if part, err = ledger.PartitioningReport(ctx, m.pool); err != nil {
+		return err
 	}
+	log.Info("ledger partitioning", "mode", part.Mode, "why", part.Reason)
 	led := ledger.New(m.pool, ledger.Options{Logger: log})
 
 	svc, err := ingest.New(ingest.Options{Ledger: led, Signer: signer, Workers: c.Workers, MaxBatch: c.MaxBatch, GapWait: c.GapWait,
