@@ -25,8 +25,8 @@ const (
 )
 
 // DefaultPartitionsAhead is how far past now Migrate makes partitions, and
-// what the service should pass to EnsurePartitions (daily, say): the
-// current month and the two after it.
+// how far PartitionKeeper keeps them made: the current month and the two
+// after it.
 const DefaultPartitionsAhead = 62 * 24 * time.Hour
 
 // Advisory lock keys (pg_advisory_xact_lock). Arbitrary constants; "outpost"
@@ -407,8 +407,8 @@ func Partitioning(ctx context.Context, db DB) (string, error) {
 }
 
 // EnsurePartitions makes the monthly ledger partitions that cover now
-// through now+ahead and do not exist yet, and returns their names. Call it
-// periodically (daily is plenty with the default of two months ahead); a
+// through now+ahead and do not exist yet, and returns their names.
+// PartitionKeeper calls it on the maintenance policy's schedule; a
 // partition must exist before its month starts, or rows land in the
 // DEFAULT partition. Rows already in the DEFAULT partition for a month it
 // creates are moved into the new partition. It does nothing under

@@ -2,12 +2,17 @@ package ledger_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/internal/pgtest"
+	"github.com/outpost-edge/outpost/internal/poll"
 )
 
 // The partitioning decision, case by case, and what it tells the operator.
@@ -108,5 +113,37 @@ func TestProbeTimescale(t *testing.T) {
 	p.Available, p.Preload, p.PreloadReadable = true, "timescaledb", true
 	if d := ledger.DecidePartitioning(p); d.Mode != ledger.PartitionNative || !strings.Contains(d.Reason, "may not create extensions") {
 		t.Fatalf("with TimescaleDB there, a plain role would be told %s", d)
+	}
+}
+
+// The keeper makes the partitions of the policy (the current month and
+// the two after it) at once, and stops when its context ends.
+func TestPartitionKeeper(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	url := MustMigratedDB(t)
+	conn, keeperConn := MustConn(t, url), MustConn(t, url)
+	now := time.Date(2031, 5, 15, 12, 0, 0, 0, time.UTC)
+	done := make(chan error, 1)
+	go func() {
+		done <- ledger.PartitionKeeper{DB: keeperConn, Now: func() time.Time { return now },
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}.Run(ctx)
+	}()
+	want := []string{"ledger_p203105", "ledger_p203106", "ledger_p203107"}
+	poll.Until(t, 30*time.Second, "the partitions of May to July 2031", func() bool {
+		var n int
+		_ = conn.QueryRow(ctx, `SELECT count(*) FROM pg_class WHERE relname = ANY($1)`, want).Scan(&n)
+		return n == len(want)
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	have, err := ledger.Partitions(context.Background(), conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(have, "ledger_p203108") {
+		t.Fatalf("partitions %v go beyond the policy's two months ahead", have)
 	}
 }

@@ -312,7 +312,7 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	g.Go(func() error { return partitionKeeper(gctx, m.pool, log) })
+	g.Go(func() error { return ledger.PartitionKeeper{DB: m.pool, Logger: log}.Run(gctx) })
 	log.Info("cloud serving", "api", m.apiAddr, "mqtt", redact(brokerURL), "nats", natsWhere(c, m), "kid", signer.KeyID())
 	close(m.Ready)
 
@@ -406,22 +406,6 @@ func crashAfterCommitFault(log *slog.Logger) func(int) {
 		if records > 0 && count.Add(1)%int64(n) == 0 {
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			select {} // never reply
-		}
-	}
-}
-
-// partitionKeeper creates ledger partitions a week ahead, hourly.
-func partitionKeeper(ctx context.Context, db ledger.DB, log *slog.Logger) error {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		if _, err := ledger.EnsurePartitions(ctx, db, time.Now(), 7*24*time.Hour); err != nil && ctx.Err() == nil {
-			log.Error("could not create ledger partitions ahead; rows fall into the default partition meanwhile", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
 		}
 	}
 }
