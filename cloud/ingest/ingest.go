@@ -88,18 +88,18 @@ type Options struct {
 
 // Stats are counters for metrics and the status page.
 type Stats struct {
-	Segments    uint64 `json:"segments"`
-	Batches     uint64 `json:"batches"`
-	Committed   uint64 `json:"segments_committed"`
-	Records     uint64 `json:"records_committed"`
-	Duplicates  uint64 `json:"segments_duplicate"`
-	Gaps        uint64 `json:"gap_nacks"`
-	Quarantined uint64 `json:"segments_quarantined"`
-	Malformed   uint64 `json:"segments_malformed"`
-	CommitErrs  uint64 `json:"commit_errors"`
-	ReplyErrs   uint64 `json:"reply_errors"`
-	Hellos      uint64 `json:"hellos"`
-	Overflow    uint64 `json:"segments_overflow"` // refused by Offer: the queue stayed full
+	Segments   uint64 `json:"segments"`
+	Batches    uint64 `json:"batches"`
+	Committed  uint64 `json:"segments_committed"`
+	Records    uint64 `json:"records_committed"`
+	Duplicates uint64 `json:"segments_duplicate"`
+	Gaps       uint64 `json:"gap_nacks"`
+	Refused    uint64 `json:"segments_refused"` // the database refused their records (a malformed nack); quarantines are the ledger's count
+	Malformed  uint64 `json:"segments_malformed"`
+	CommitErrs uint64 `json:"commit_errors"`
+	ReplyErrs  uint64 `json:"reply_errors"`
+	Hellos     uint64 `json:"hellos"`
+	Overflow   uint64 `json:"segments_overflow"` // refused by Offer: the queue stayed full
 }
 
 // Service is the ingest pipeline.
@@ -109,7 +109,7 @@ type Service struct {
 	queue chan *item
 
 	segments, batches, committed, records, duplicates, gaps atomic.Uint64
-	quarantined, malformed, commitErrs, replyErrs, hellos   atomic.Uint64
+	refused, malformed, commitErrs, replyErrs, hellos       atomic.Uint64
 	overflow                                                atomic.Uint64
 
 	wg       sync.WaitGroup
@@ -164,7 +164,7 @@ func (s *Service) Stats() Stats {
 	return Stats{
 		Segments: s.segments.Load(), Batches: s.batches.Load(), Committed: s.committed.Load(),
 		Records: s.records.Load(), Duplicates: s.duplicates.Load(), Gaps: s.gaps.Load(),
-		Quarantined: s.quarantined.Load(), Malformed: s.malformed.Load(), CommitErrs: s.commitErrs.Load(),
+		Refused: s.refused.Load(), Malformed: s.malformed.Load(), CommitErrs: s.commitErrs.Load(),
 		ReplyErrs: s.replyErrs.Load(), Hellos: s.hellos.Load(), Overflow: s.overflow.Load(),
 	}
 }
@@ -472,9 +472,8 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 			s.reply(ctx, it, s.nack(o.Watermark, protocol.NackGap, o.Reason))
 			acks = append(acks, it)
 		case ledger.KindQuarantined:
-			s.quarantined.Add(1)
-			s.log.Warn("segment quarantined", "edge", it.d.TopicEdge, "first", it.seg.First, "last", it.seg.Last,
-				"code", o.Code.String(), "reason", o.Reason, "quarantine_id", o.QuarantineID)
+			// The ledger logged and counted it, where it wrote the
+			// quarantine row (or commit logged the refusal).
 			s.reply(ctx, it, s.nack(o.Watermark, o.Code, o.Reason))
 			acks = append(acks, it)
 		}
@@ -519,6 +518,7 @@ func (s *Service) commit(ctx context.Context, inputs []ledger.Input) (outs []led
 		if ledger.Permanent(err) {
 			if len(inputs) == 1 {
 				seg := inputs[0].Segment
+				s.refused.Add(1)
 				s.log.Error("the database refused a segment's records; refusing the segment", "edge", inputs[0].TopicEdge,
 					"first", seg.First, "last", seg.Last, "err", err)
 				return []ledger.Outcome{{Kind: ledger.KindQuarantined, Watermark: ledger.Watermark{Stream: seg.Stream()},

@@ -665,6 +665,11 @@ func streamOf(edge string, epoch []byte) protocol.Stream {
 func (l *Ledger) writeQuarantine(ctx context.Context, batch []Input, out []Outcome) error {
 	b := &pgx.Batch{}
 	var idx []int
+	type logged struct {
+		edge        string
+		first, last any // int64, or nil without a segment
+	}
+	var logs []logged
 	now := l.opts.Now()
 	for i := range out {
 		o := &out[i]
@@ -691,9 +696,11 @@ func (l *Ledger) writeQuarantine(ctx context.Context, batch []Input, out []Outco
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
 			edge, epoch, first, last, o.Reason, o.Code.String(), payload, now)
 		idx = append(idx, i)
-		l.stats.quarantined.Add(1)
-		l.opts.Logger.Warn("segment quarantined", "edge", edge, "stream", o.Stream.String(),
-			"code", o.Code.String(), "reason", o.Reason)
+		lg := logged{edge: edge}
+		if first != nil {
+			lg.first, lg.last = *first, *last
+		}
+		logs = append(logs, lg)
 	}
 	if len(idx) == 0 {
 		return nil
@@ -713,5 +720,15 @@ func (l *Ledger) writeQuarantine(ctx context.Context, batch []Input, out []Outco
 	if err := br.Close(); err != nil {
 		return err
 	}
-	return tx.Commit(ctx)
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	// The one log line and count of a quarantine (ingest only nacks it).
+	for n, i := range idx {
+		o := &out[i]
+		l.stats.quarantined.Add(1)
+		l.opts.Logger.Warn("segment quarantined", "edge", logs[n].edge, "stream", o.Stream.String(),
+			"first", logs[n].first, "last", logs[n].last, "code", o.Code.String(), "reason", o.Reason, "quarantine_id", o.QuarantineID)
+	}
+	return nil
 }

@@ -419,7 +419,7 @@ func registerMetrics(reg *prometheus.Registry, svc *ingest.Service, led *ledger.
 	counter("segments_committed_total", "Segments that added records to the ledger.", func(s ingest.Stats) uint64 { return s.Committed })
 	counter("records_committed_total", "Records committed to the ledger.", func(s ingest.Stats) uint64 { return s.Records })
 	counter("segments_duplicate_total", "Segments whose records were all committed before.", func(s ingest.Stats) uint64 { return s.Duplicates })
-	counter("segments_quarantined_total", "Segments that failed signature or chain checks.", func(s ingest.Stats) uint64 { return s.Quarantined })
+	counter("segments_refused_total", "Segments whose records the database refused (answered with a malformed nack).", func(s ingest.Stats) uint64 { return s.Refused })
 	counter("segments_malformed_total", "Segments that did not decode.", func(s ingest.Stats) uint64 { return s.Malformed })
 	counter("gap_nacks_total", "Gap nacks sent after the gap wait.", func(s ingest.Stats) uint64 { return s.Gaps })
 	counter("commit_batches_total", "Commit transactions.", func(s ingest.Stats) uint64 { return s.Batches })
@@ -427,6 +427,9 @@ func registerMetrics(reg *prometheus.Registry, svc *ingest.Service, led *ledger.
 	counter("reply_errors_total", "Receipts or nacks that could not be published.", func(s ingest.Stats) uint64 { return s.ReplyErrs })
 	counter("hellos_total", "Hellos answered.", func(s ingest.Stats) uint64 { return s.Hellos })
 	counter("segments_overflow_total", "Segments left for their edge to resend because the ingest queue stayed full.", func(s ingest.Stats) uint64 { return s.Overflow })
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_segments_quarantined_total",
+		Help: "Segments that failed signature or chain checks, kept in the quarantine table."},
+		func() float64 { return float64(led.Stats().Quarantined) }))
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_ledger_gaps_total", Help: "Commit outcomes that were gaps (before any gap wait)."},
 		func() float64 { return float64(led.Stats().Gaps) }))
 }
