@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/pgtest"
+	"github.com/outpost-edge/outpost/internal/poll"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -34,20 +36,17 @@ func TestServeInProcess(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve not ready within 30s")
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	poll.For(t, 15*time.Second, func() error {
 		resp, err := http.Get("http://" + m.APIAddr() + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
+		if err != nil {
+			return fmt.Errorf("/readyz: %v\n%s", err, logs.String())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz never 200: %v\n%s", err, logs.String())
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("/readyz %s\n%s", resp.Status, logs.String())
 		}
-		<-time.After(20 * time.Millisecond)
-	}
+		return nil
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve returned %v", err)
