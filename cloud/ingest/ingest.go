@@ -40,15 +40,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/protocol"
 )
-
-// Ledger is what ingest needs of the ledger.
-type Ledger interface {
-	Commit(ctx context.Context, batch []ledger.Input) ([]ledger.Outcome, error)
-	NoteHello(ctx context.Context, h protocol.Hello) (ledger.Watermark, error)
-}
 
 // ErrDraining is what Offer returns once Shutdown has begun: the delivery
 // is not taken, and the transport must not ack it (the broker redelivers
@@ -324,7 +317,7 @@ func (s *Service) Hello(ctx context.Context, topicEdge string, payload []byte) (
 	return s.receipt(w), nil
 }
 
-func (s *Service) receipt(w ledger.Watermark) []byte {
+func (s *Service) receipt(w Watermark) []byte {
 	var at int64
 	if !w.CommittedAt.IsZero() {
 		at = w.CommittedAt.UnixMilli()
@@ -332,7 +325,7 @@ func (s *Service) receipt(w ledger.Watermark) []byte {
 	return s.o.Signer.SignReceipt(protocol.Receipt{Edge: w.Stream.Edge, Epoch: w.Stream.Epoch, HWM: w.HWM, Head: w.Head, CommittedAt: at})
 }
 
-func (s *Service) nack(w ledger.Watermark, code protocol.NackCode, reason string) []byte {
+func (s *Service) nack(w Watermark, code protocol.NackCode, reason string) []byte {
 	return s.o.Signer.SignNack(protocol.Nack{Edge: w.Stream.Edge, Epoch: w.Stream.Epoch, HWM: w.HWM, Head: w.Head,
 		Code: code, Reason: reason, At: s.o.Now().UnixMilli()})
 }
@@ -404,7 +397,7 @@ func (s *Service) gather(ctx context.Context, parked []*item) ([]*item, bool) {
 // process commits a batch and replies. It returns the gaps to retry.
 func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 	now := s.o.Now()
-	var inputs []ledger.Input
+	var inputs []Input
 	var its []*item
 	for _, it := range batch {
 		if it.first.IsZero() {
@@ -422,7 +415,7 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 			}
 			it.seg = seg
 		}
-		inputs = append(inputs, ledger.Input{TopicEdge: it.d.TopicEdge, Segment: it.seg, Raw: it.d.Payload})
+		inputs = append(inputs, Input{TopicEdge: it.d.TopicEdge, Segment: it.seg, Raw: it.d.Payload})
 		its = append(its, it)
 	}
 	if len(inputs) == 0 {
@@ -446,13 +439,13 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 		stream protocol.Stream
 		r      Replier
 	}
-	receipts := map[key]ledger.Watermark{}
+	receipts := map[key]Watermark{}
 	var acks []*item
 	for i, o := range outs {
 		it := its[i]
 		switch o.Kind {
-		case ledger.KindCommitted, ledger.KindDuplicate:
-			if o.Kind == ledger.KindCommitted {
+		case KindCommitted, KindDuplicate:
+			if o.Kind == KindCommitted {
 				s.committed.Add(1)
 				s.records.Add(uint64(o.Records))
 			} else {
@@ -463,7 +456,7 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 				receipts[k] = o.Watermark
 			}
 			acks = append(acks, it)
-		case ledger.KindGap:
+		case KindGap:
 			if now.Sub(it.first) < s.o.GapWait {
 				parked = append(parked, it)
 				continue
@@ -471,7 +464,7 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 			s.gaps.Add(1)
 			s.reply(ctx, it, s.nack(o.Watermark, protocol.NackGap, o.Reason))
 			acks = append(acks, it)
-		case ledger.KindQuarantined:
+		case KindQuarantined:
 			// The ledger logged and counted it, where it wrote the
 			// quarantine row (or commit logged the refusal).
 			s.reply(ctx, it, s.nack(o.Watermark, o.Code, o.Reason))
@@ -498,7 +491,7 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 // error), running the batch again would fail forever and hold up every
 // edge in it: the inputs are then committed one by one, and the one that
 // fails is refused with a malformed nack. ok is false only when ctx ends.
-func (s *Service) commit(ctx context.Context, inputs []ledger.Input) (outs []ledger.Outcome, ok bool) {
+func (s *Service) commit(ctx context.Context, inputs []Input) (outs []Outcome, ok bool) {
 	for attempt := 0; ; attempt++ {
 		var err error
 		outs, err = s.o.Ledger.Commit(ctx, inputs)
@@ -510,22 +503,22 @@ func (s *Service) commit(ctx context.Context, inputs []ledger.Input) (outs []led
 		if ctx.Err() != nil {
 			return nil, false
 		}
-		if !ledger.Permanent(err) {
+		if !refused(err) {
 			// A permanent error is one batch's data, not the commit path:
 			// the inputs are tried one by one below.
 			s.noteCommit(err)
 		}
-		if ledger.Permanent(err) {
+		if refused(err) {
 			if len(inputs) == 1 {
 				seg := inputs[0].Segment
 				s.refused.Add(1)
 				s.log.Error("the database refused a segment's records; refusing the segment", "edge", inputs[0].TopicEdge,
 					"first", seg.First, "last", seg.Last, "err", err)
-				return []ledger.Outcome{{Kind: ledger.KindQuarantined, Watermark: ledger.Watermark{Stream: seg.Stream()},
+				return []Outcome{{Kind: KindQuarantined, Watermark: Watermark{Stream: seg.Stream()},
 					Code: protocol.NackMalformed, Reason: "the ledger refused the records: " + err.Error()}}, true
 			}
 			s.log.Error("the database refused a batch; committing its segments one by one", "segments", len(inputs), "err", err)
-			outs = make([]ledger.Outcome, 0, len(inputs))
+			outs = make([]Outcome, 0, len(inputs))
 			for i := range inputs {
 				o, ok := s.commit(ctx, inputs[i:i+1])
 				if !ok {

@@ -40,7 +40,7 @@ func (f *fakeLedger) Commit(ctx context.Context, batch []ledger.Input) ([]ledger
 	}
 	for _, in := range batch {
 		if f.poison != "" && in.Segment.Edge == f.poison {
-			return nil, &pgconn.PgError{Code: "22008", Message: "timestamp out of range"}
+			return nil, fmt.Errorf("commit: %w", &ingest.RefusedError{Err: &pgconn.PgError{Code: "22008", Message: "timestamp out of range"}})
 		}
 	}
 	f.batches = append(f.batches, batch)
