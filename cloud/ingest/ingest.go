@@ -23,6 +23,12 @@
 // backoff and nothing is acked: a crash at any point means redelivery or a
 // resend from the edge, never loss, and the watermark makes resends
 // harmless.
+//
+// Shutdown drains: it stops taking deliveries, lets each worker finish the
+// batch in hand (commit, replies, acks) while the transports that carry the
+// replies still run, and returns when the workers have stopped. Only then
+// should the caller stop the transports and end Run's context; ending that
+// context first cancels commits and replies in the middle.
 package ingest
 
 import (
@@ -34,15 +40,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
-// Ledger is what ingest needs of the ledger.
-type Ledger interface {
-	Commit(ctx context.Context, batch []ledger.Input) ([]ledger.Outcome, error)
-	NoteHello(ctx context.Context, h protocol.Hello) (ledger.Watermark, error)
-}
+// ErrDraining is what Offer returns once Shutdown has begun: the delivery
+// is not taken, and the transport must not ack it (the broker redelivers
+// it, or its edge resends it).
+var ErrDraining = errors.New("ingest: shutting down, not taking segments")
 
 // Replier sends a signed reply (receipt or nack) to an edge's rcpt topic.
 type Replier interface {
@@ -77,18 +81,18 @@ type Options struct {
 
 // Stats are counters for metrics and the status page.
 type Stats struct {
-	Segments    uint64 `json:"segments"`
-	Batches     uint64 `json:"batches"`
-	Committed   uint64 `json:"segments_committed"`
-	Records     uint64 `json:"records_committed"`
-	Duplicates  uint64 `json:"segments_duplicate"`
-	Gaps        uint64 `json:"gap_nacks"`
-	Quarantined uint64 `json:"segments_quarantined"`
-	Malformed   uint64 `json:"segments_malformed"`
-	CommitErrs  uint64 `json:"commit_errors"`
-	ReplyErrs   uint64 `json:"reply_errors"`
-	Hellos      uint64 `json:"hellos"`
-	Overflow    uint64 `json:"segments_overflow"` // refused by Offer: the queue stayed full
+	Segments   uint64 `json:"segments"`
+	Batches    uint64 `json:"batches"`
+	Committed  uint64 `json:"segments_committed"`
+	Records    uint64 `json:"records_committed"`
+	Duplicates uint64 `json:"segments_duplicate"`
+	Gaps       uint64 `json:"gap_nacks"`
+	Refused    uint64 `json:"segments_refused"` // the database refused their records (a malformed nack); quarantines are the ledger's count
+	Malformed  uint64 `json:"segments_malformed"`
+	CommitErrs uint64 `json:"commit_errors"`
+	ReplyErrs  uint64 `json:"reply_errors"`
+	Hellos     uint64 `json:"hellos"`
+	Overflow   uint64 `json:"segments_overflow"` // refused by Offer: the queue stayed full
 }
 
 // Service is the ingest pipeline.
@@ -98,10 +102,15 @@ type Service struct {
 	queue chan *item
 
 	segments, batches, committed, records, duplicates, gaps atomic.Uint64
-	quarantined, malformed, commitErrs, replyErrs, hellos   atomic.Uint64
+	refused, malformed, commitErrs, replyErrs, hellos       atomic.Uint64
 	overflow                                                atomic.Uint64
 
-	wg sync.WaitGroup
+	wg       sync.WaitGroup
+	healthMu sync.Mutex
+	health   *CommitError  // nil while commits succeed
+	stop     chan struct{} // closed by Shutdown: take no more deliveries
+	stopOnce sync.Once
+	exited   chan struct{} // closed when Run's workers have returned
 }
 
 type item struct {
@@ -139,7 +148,8 @@ func New(opts Options) (*Service, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Service{o: opts, log: opts.Logger.With("component", "ingest"), queue: make(chan *item, opts.Queue)}, nil
+	return &Service{o: opts, log: opts.Logger.With("component", "ingest"), queue: make(chan *item, opts.Queue),
+		stop: make(chan struct{}), exited: make(chan struct{})}, nil
 }
 
 // Stats returns the counters.
@@ -147,14 +157,18 @@ func (s *Service) Stats() Stats {
 	return Stats{
 		Segments: s.segments.Load(), Batches: s.batches.Load(), Committed: s.committed.Load(),
 		Records: s.records.Load(), Duplicates: s.duplicates.Load(), Gaps: s.gaps.Load(),
-		Quarantined: s.quarantined.Load(), Malformed: s.malformed.Load(), CommitErrs: s.commitErrs.Load(),
+		Refused: s.refused.Load(), Malformed: s.malformed.Load(), CommitErrs: s.commitErrs.Load(),
 		ReplyErrs: s.replyErrs.Load(), Hellos: s.hellos.Load(), Overflow: s.overflow.Load(),
 	}
 }
 
-// Run runs the workers until ctx ends, then waits for them. Deliveries
-// still queued are not acked; their brokers redeliver them.
+// Run runs the workers until ctx ends, or until Shutdown has let them
+// finish the batches in hand, then waits for them. Deliveries still queued
+// are not acked; their brokers redeliver them. Ending ctx cancels the
+// commits and replies in progress: for a clean stop, call Shutdown first.
+// Run is called once.
 func (s *Service) Run(ctx context.Context) error {
+	defer close(s.exited)
 	for i := 0; i < s.o.Workers; i++ {
 		s.wg.Add(1)
 		go func() {
@@ -166,16 +180,92 @@ func (s *Service) Run(ctx context.Context) error {
 	return nil
 }
 
+// Shutdown drains the service: Offer refuses new deliveries (ErrDraining)
+// and Handle blocks until its context ends, each worker finishes the batch
+// it holds (the commit, its receipts and nacks, the acks) and stops, and
+// Shutdown returns once Run has returned. Gaps parked for their fill and
+// deliveries still queued are left unacked. If ctx ends first, Shutdown
+// returns its error; the caller then ends Run's context, which cancels
+// what is still in progress.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stop) })
+	select {
+	case <-s.exited:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("ingest: drain: %w", ctx.Err())
+	}
+}
+
+// CommitError describes a commit path that is failing: every commit attempt
+// since Since has failed, the last with Err. Ingest keeps retrying.
+type CommitError struct {
+	Err      error
+	Since    time.Time
+	Attempts int
+}
+
+func (e *CommitError) Error() string {
+	return fmt.Sprintf("%d commit attempts failed since %s: %v", e.Attempts, e.Since.UTC().Format(time.RFC3339), e.Err)
+}
+
+func (e *CommitError) Unwrap() error { return e.Err }
+
+// CommitError returns nil while the latest commit attempt succeeded (or
+// none was made), and otherwise how long commits have been failing: the
+// database is down, full, or refusing writes. Readiness reports it, since
+// a service whose every commit fails is not doing its work.
+func (s *Service) CommitError() *CommitError {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	return s.health
+}
+
+// noteCommit records the outcome of a commit attempt for CommitError.
+// Only the commit workers call it.
+func (s *Service) noteCommit(err error) {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	if err == nil {
+		if s.health != nil {
+			s.log.Info("commits succeed again", "failed_attempts", s.health.Attempts, "since", s.health.Since)
+			s.health = nil
+		}
+		return
+	}
+	ce := &CommitError{Err: err, Since: s.o.Now(), Attempts: 1}
+	if s.health != nil {
+		ce.Since, ce.Attempts = s.health.Since, s.health.Attempts+1
+	}
+	s.health = ce // a new value: what CommitError returned is not changed
+}
+
+// Draining reports whether Shutdown has begun.
+func (s *Service) Draining() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
 // Handle queues a delivery. It blocks while the queue is full, which is how
 // backpressure reaches a pull-based transport (and through it the edges).
+//
+// Once Shutdown has begun it takes nothing more and blocks until ctx ends,
+// as a full queue would, so a pull loop neither acks nor spins.
 func (s *Service) Handle(ctx context.Context, d Delivery) error {
 	s.segments.Add(1)
 	select {
+	case <-s.stop:
 	case s.queue <- &item{d: d}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 // Offer queues a delivery, waiting at most wait for room. It is for push
@@ -184,8 +274,12 @@ func (s *Service) Handle(ctx context.Context, d Delivery) error {
 // full it returns false: the caller acks the message to free the broker's
 // in-flight slot, and the edge, which has no receipt for it, resends it
 // after its ack timeout. Nothing is lost; the edge still holds the records.
+// Once Shutdown has begun it returns ErrDraining: the caller does not ack.
 func (s *Service) Offer(ctx context.Context, d Delivery, wait time.Duration) (bool, error) {
 	s.segments.Add(1)
+	if s.Draining() {
+		return false, ErrDraining
+	}
 	select {
 	case s.queue <- &item{d: d}:
 		return true, nil
@@ -194,6 +288,8 @@ func (s *Service) Offer(ctx context.Context, d Delivery, wait time.Duration) (bo
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
+	case <-s.stop:
+		return false, ErrDraining
 	case s.queue <- &item{d: d}:
 		return true, nil
 	case <-t.C:
@@ -221,7 +317,7 @@ func (s *Service) Hello(ctx context.Context, topicEdge string, payload []byte) (
 	return s.receipt(w), nil
 }
 
-func (s *Service) receipt(w ledger.Watermark) []byte {
+func (s *Service) receipt(w Watermark) []byte {
 	var at int64
 	if !w.CommittedAt.IsZero() {
 		at = w.CommittedAt.UnixMilli()
@@ -229,7 +325,7 @@ func (s *Service) receipt(w ledger.Watermark) []byte {
 	return s.o.Signer.SignReceipt(protocol.Receipt{Edge: w.Stream.Edge, Epoch: w.Stream.Epoch, HWM: w.HWM, Head: w.Head, CommittedAt: at})
 }
 
-func (s *Service) nack(w ledger.Watermark, code protocol.NackCode, reason string) []byte {
+func (s *Service) nack(w Watermark, code protocol.NackCode, reason string) []byte {
 	return s.o.Signer.SignNack(protocol.Nack{Edge: w.Stream.Edge, Epoch: w.Stream.Epoch, HWM: w.HWM, Head: w.Head,
 		Code: code, Reason: reason, At: s.o.Now().UnixMilli()})
 }
@@ -242,11 +338,20 @@ func (s *Service) worker(ctx context.Context) {
 			return
 		}
 		parked = s.process(ctx, batch)
+		if s.Draining() {
+			return // parked gaps stay unacked: redelivered or resent
+		}
 	}
 }
 
-// gather returns the next batch: parked gaps first, then queued items.
+// gather returns the next batch: parked gaps first, then queued items. It
+// returns false when ctx ends, or when Shutdown has begun and there is
+// nothing new in hand; what it has gathered when Shutdown begins is
+// returned to be processed.
 func (s *Service) gather(ctx context.Context, parked []*item) ([]*item, bool) {
+	if s.Draining() {
+		return nil, false
+	}
 	batch := parked
 	size := 0
 	for _, it := range batch {
@@ -257,6 +362,8 @@ func (s *Service) gather(ctx context.Context, parked []*item) ([]*item, bool) {
 		case it := <-s.queue:
 			batch = append(batch, it)
 			size += len(it.d.Payload)
+		case <-s.stop:
+			return nil, false
 		case <-ctx.Done():
 			return nil, false
 		}
@@ -278,6 +385,8 @@ func (s *Service) gather(ctx context.Context, parked []*item) ([]*item, bool) {
 			size += len(it.d.Payload)
 		case <-t.C:
 			return batch, true
+		case <-s.stop:
+			return batch, true
 		case <-ctx.Done():
 			return nil, false
 		}
@@ -288,7 +397,7 @@ func (s *Service) gather(ctx context.Context, parked []*item) ([]*item, bool) {
 // process commits a batch and replies. It returns the gaps to retry.
 func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 	now := s.o.Now()
-	var inputs []ledger.Input
+	var inputs []Input
 	var its []*item
 	for _, it := range batch {
 		if it.first.IsZero() {
@@ -306,7 +415,7 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 			}
 			it.seg = seg
 		}
-		inputs = append(inputs, ledger.Input{TopicEdge: it.d.TopicEdge, Segment: it.seg, Raw: it.d.Payload})
+		inputs = append(inputs, Input{TopicEdge: it.d.TopicEdge, Segment: it.seg, Raw: it.d.Payload})
 		its = append(its, it)
 	}
 	if len(inputs) == 0 {
@@ -330,13 +439,13 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 		stream protocol.Stream
 		r      Replier
 	}
-	receipts := map[key]ledger.Watermark{}
+	receipts := map[key]Watermark{}
 	var acks []*item
 	for i, o := range outs {
 		it := its[i]
 		switch o.Kind {
-		case ledger.KindCommitted, ledger.KindDuplicate:
-			if o.Kind == ledger.KindCommitted {
+		case KindCommitted, KindDuplicate:
+			if o.Kind == KindCommitted {
 				s.committed.Add(1)
 				s.records.Add(uint64(o.Records))
 			} else {
@@ -347,7 +456,7 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 				receipts[k] = o.Watermark
 			}
 			acks = append(acks, it)
-		case ledger.KindGap:
+		case KindGap:
 			if now.Sub(it.first) < s.o.GapWait {
 				parked = append(parked, it)
 				continue
@@ -355,10 +464,9 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 			s.gaps.Add(1)
 			s.reply(ctx, it, s.nack(o.Watermark, protocol.NackGap, o.Reason))
 			acks = append(acks, it)
-		case ledger.KindQuarantined:
-			s.quarantined.Add(1)
-			s.log.Warn("segment quarantined", "edge", it.d.TopicEdge, "first", it.seg.First, "last", it.seg.Last,
-				"code", o.Code.String(), "reason", o.Reason, "quarantine_id", o.QuarantineID)
+		case KindQuarantined:
+			// The ledger logged and counted it, where it wrote the
+			// quarantine row (or commit logged the refusal).
 			s.reply(ctx, it, s.nack(o.Watermark, o.Code, o.Reason))
 			acks = append(acks, it)
 		}
@@ -383,27 +491,34 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 // error), running the batch again would fail forever and hold up every
 // edge in it: the inputs are then committed one by one, and the one that
 // fails is refused with a malformed nack. ok is false only when ctx ends.
-func (s *Service) commit(ctx context.Context, inputs []ledger.Input) (outs []ledger.Outcome, ok bool) {
+func (s *Service) commit(ctx context.Context, inputs []Input) (outs []Outcome, ok bool) {
 	for attempt := 0; ; attempt++ {
 		var err error
 		outs, err = s.o.Ledger.Commit(ctx, inputs)
 		if err == nil {
+			s.noteCommit(nil)
 			return outs, true
 		}
 		s.commitErrs.Add(1)
 		if ctx.Err() != nil {
 			return nil, false
 		}
-		if ledger.Permanent(err) {
+		if !refused(err) {
+			// A permanent error is one batch's data, not the commit path:
+			// the inputs are tried one by one below.
+			s.noteCommit(err)
+		}
+		if refused(err) {
 			if len(inputs) == 1 {
 				seg := inputs[0].Segment
+				s.refused.Add(1)
 				s.log.Error("the database refused a segment's records; refusing the segment", "edge", inputs[0].TopicEdge,
 					"first", seg.First, "last", seg.Last, "err", err)
-				return []ledger.Outcome{{Kind: ledger.KindQuarantined, Watermark: ledger.Watermark{Stream: seg.Stream()},
+				return []Outcome{{Kind: KindQuarantined, Watermark: Watermark{Stream: seg.Stream()},
 					Code: protocol.NackMalformed, Reason: "the ledger refused the records: " + err.Error()}}, true
 			}
 			s.log.Error("the database refused a batch; committing its segments one by one", "segments", len(inputs), "err", err)
-			outs = make([]ledger.Outcome, 0, len(inputs))
+			outs = make([]Outcome, 0, len(inputs))
 			for i := range inputs {
 				o, ok := s.commit(ctx, inputs[i:i+1])
 				if !ok {

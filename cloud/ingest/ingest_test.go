@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ func (f *fakeLedger) Commit(ctx context.Context, batch []ledger.Input) ([]ledger
 	}
 	for _, in := range batch {
 		if f.poison != "" && in.Segment.Edge == f.poison {
-			return nil, &pgconn.PgError{Code: "22008", Message: "timestamp out of range"}
+			return nil, fmt.Errorf("commit: %w", &ingest.RefusedError{Err: &pgconn.PgError{Code: "22008", Message: "timestamp out of range"}})
 		}
 	}
 	f.batches = append(f.batches, batch)
@@ -279,5 +280,128 @@ func TestPoisonSegmentIsolated(t *testing.T) {
 	}
 	if reps := rp.verified(t, "bad", keys); len(reps) != 1 || reps[0].Nack == nil || reps[0].Nack.Code != protocol.NackMalformed {
 		t.Fatalf("bad: replies %+v", reps)
+	}
+}
+
+// gatedLedger holds each Commit until the test releases it, so a test can
+// act while a batch is in hand. Its commits honour the context as the real
+// ledger's transaction does: a cancelled commit commits nothing.
+type gatedLedger struct {
+	*fakeLedger
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedLedger) Commit(ctx context.Context, batch []ledger.Input) ([]ledger.Outcome, error) {
+	g.entered <- struct{}{}
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return g.fakeLedger.Commit(ctx, batch)
+}
+
+// ctxReplies is a transport's replier: once its context ends it sends
+// nothing, as a disconnected broker client does.
+type ctxReplies struct{ replies }
+
+func (r *ctxReplies) Reply(ctx context.Context, edge string, msg []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return r.replies.Reply(ctx, edge, msg)
+}
+
+// Shutdown lets the batch in hand finish, commit, receipt and ack,
+// refuses new deliveries meanwhile, and returns once the workers stopped;
+// Run's context is still alive throughout, as cmd/cloud ends it only
+// after the drain.
+func TestShutdownFinishesTheBatchInHand(t *testing.T) {
+	gl := &gatedLedger{fakeLedger: &fakeLedger{hwm: map[protocol.Stream]uint64{}},
+		entered: make(chan struct{}, 1), release: make(chan struct{})}
+	svc, cloud := start(t, gl, nil)
+	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
+	rp := &ctxReplies{replies{msgs: map[string][][]byte{}}}
+	acked := make(chan struct{})
+	edge := protocoltest.Signer(t, "edge")
+	if err := svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: seg(t, edge, st, 1, 3), Replier: rp,
+		Ack: func() { close(acked) }}); err != nil {
+		t.Fatal(err)
+	}
+	<-gl.entered // the batch is in hand, its commit in progress
+
+	drained := make(chan error, 1)
+	go func() { drained <- svc.Shutdown(context.Background()) }()
+	poll.Until(t, 10*time.Second, "Shutdown begun", svc.Draining)
+	ok, err := svc.Offer(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: seg(t, edge, st, 4, 5), Replier: rp,
+		Ack: func() { t.Error("a delivery offered while draining was acked") }}, time.Second)
+	if ok || !errors.Is(err, ingest.ErrDraining) {
+		t.Fatalf("Offer while draining: %v, %v; want false, ErrDraining", ok, err)
+	}
+	select {
+	case err := <-drained:
+		t.Fatalf("Shutdown returned %v with a commit in hand", err)
+	default:
+	}
+	close(gl.release)
+	if err := <-drained; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	<-acked
+	reps := rp.verified(t, "e1", protocol.NewKeyMap(cloud.Public()))
+	if len(reps) != 1 || reps[0].Receipt == nil || reps[0].Receipt.HWM != 3 {
+		t.Fatalf("replies %+v, want one receipt of hwm 3", reps)
+	}
+	if gl.calls != 1 {
+		t.Fatalf("%d commits, want 1 (nothing offered while draining may be committed)", gl.calls)
+	}
+}
+
+// A drain that cannot finish in time says so, and ending Run's context
+// then stops the worker.
+func TestShutdownTimesOut(t *testing.T) {
+	gl := &gatedLedger{fakeLedger: &fakeLedger{hwm: map[protocol.Stream]uint64{}},
+		entered: make(chan struct{}, 1), release: make(chan struct{})}
+	svc, _ := start(t, gl, nil)
+	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
+	if err := svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: seg(t, protocoltest.Signer(t, "edge"), st, 1, 3),
+		Ack: func() { t.Error("an abandoned batch was acked") }}); err != nil {
+		t.Fatal(err)
+	}
+	<-gl.entered
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // a drain timeout that has passed
+	if err := svc.Shutdown(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown with the commit still held: %v, want context.Canceled", err)
+	}
+}
+
+// CommitError reports a commit path whose every attempt fails, with when
+// it began and how many attempts failed, and clears on the first success.
+func TestCommitErrorWhileFailing(t *testing.T) {
+	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}, failures: 1 << 30}
+	svc, _ := start(t, fl, nil)
+	if ce := svc.CommitError(); ce != nil {
+		t.Fatalf("CommitError before any commit: %v", ce)
+	}
+	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
+	acked := make(chan struct{})
+	_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: seg(t, protocoltest.Signer(t, "edge"), st, 1, 3),
+		Ack: func() { close(acked) }})
+	poll.Until(t, 10*time.Second, "two failed attempts reported", func() bool {
+		ce := svc.CommitError()
+		return ce != nil && ce.Attempts >= 2
+	})
+	ce := svc.CommitError()
+	if !strings.Contains(ce.Error(), "database unavailable") || ce.Since.IsZero() {
+		t.Fatalf("CommitError %v", ce)
+	}
+	fl.mu.Lock()
+	fl.failures = 0
+	fl.mu.Unlock()
+	<-acked
+	if ce := svc.CommitError(); ce != nil {
+		t.Fatalf("CommitError after a commit succeeded: %v", ce)
 	}
 }

@@ -11,68 +11,28 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/outpost-edge/outpost/cloud/ingest"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
-// Input is one segment to commit, as it arrived.
-type Input struct {
-	// TopicEdge is the edge id of the topic or subject the segment arrived
-	// on: the identity the broker authenticated. A segment naming another
-	// edge is quarantined, so that one edge cannot replay another's
-	// segments.
-	TopicEdge string
-	Segment   *protocol.Segment
-	// Raw is the segment as received (optional). It is what a quarantine
-	// row keeps; without it the segment is re-encoded.
-	Raw []byte
-}
-
-// Kind is what Commit did with one input.
-type Kind uint8
-
-const (
-	// KindCommitted: the input's records above the stream's hwm are
-	// committed. Answer with a receipt.
-	KindCommitted Kind = iota + 1
-	// KindDuplicate: every record of the input was committed before (and
-	// is the same). Answer with a receipt of the stored watermark.
-	KindDuplicate
-	// KindGap: the input starts above hwm+1. Nothing of it is committed;
-	// wait for the missing segments or nack (NackGap) with the hwm.
-	KindGap
-	// KindQuarantined: the input failed its signature or chain check. It
-	// is kept in the quarantine table and never committed; nack with Code.
-	KindQuarantined
+// The values of a commit are declared by ingest, the package that uses
+// them (its Ledger interface, which *Ledger implements); these names keep
+// the ledger's code and its callers reading as before.
+type (
+	Input   = ingest.Input
+	Kind    = ingest.Kind
+	Outcome = ingest.Outcome
 )
 
-func (k Kind) String() string {
-	switch k {
-	case KindCommitted:
-		return "committed"
-	case KindDuplicate:
-		return "duplicate"
-	case KindGap:
-		return "gap"
-	case KindQuarantined:
-		return "quarantined"
-	}
-	return fmt.Sprintf("kind(%d)", uint8(k))
-}
+// What Commit did with one input (ingest.Kind).
+const (
+	KindCommitted   = ingest.KindCommitted
+	KindDuplicate   = ingest.KindDuplicate
+	KindGap         = ingest.KindGap
+	KindQuarantined = ingest.KindQuarantined
+)
 
-// Outcome is what Commit did with one input.
-type Outcome struct {
-	Kind Kind
-	// Watermark is the stream's state for the receipt or nack. For
-	// KindCommitted it is the state right after this input's records; for
-	// the other kinds the stream's state when the batch committed. It has
-	// only Stream set for an input quarantined before its stream was read
-	// (a bad signature, an unknown or revoked key, the wrong topic).
-	Watermark
-	Records      int               // records this input added (KindCommitted)
-	Code         protocol.NackCode // KindGap and KindQuarantined
-	Reason       string            // KindGap and KindQuarantined, for people
-	QuarantineID int64             // KindQuarantined: the quarantine row
-}
+var _ ingest.Ledger = (*Ledger)(nil)
 
 // Committed is one record as committed, given to projections.
 type Committed struct {
@@ -163,6 +123,9 @@ func (l *Ledger) Commit(ctx context.Context, batch []Input) ([]Outcome, error) {
 				out[v.idx] = res[i]
 			}
 			l.stats.records.Add(uint64(len(recs)))
+		} else if Permanent(err) {
+			// The data, not the database: ingest isolates the input.
+			err = fmt.Errorf("commit: %w", &ingest.RefusedError{Err: err})
 		} else {
 			err = fmt.Errorf("commit: %w", err)
 		}
@@ -665,6 +628,11 @@ func streamOf(edge string, epoch []byte) protocol.Stream {
 func (l *Ledger) writeQuarantine(ctx context.Context, batch []Input, out []Outcome) error {
 	b := &pgx.Batch{}
 	var idx []int
+	type logged struct {
+		edge        string
+		first, last any // int64, or nil without a segment
+	}
+	var logs []logged
 	now := l.opts.Now()
 	for i := range out {
 		o := &out[i]
@@ -691,9 +659,11 @@ func (l *Ledger) writeQuarantine(ctx context.Context, batch []Input, out []Outco
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
 			edge, epoch, first, last, o.Reason, o.Code.String(), payload, now)
 		idx = append(idx, i)
-		l.stats.quarantined.Add(1)
-		l.opts.Logger.Warn("segment quarantined", "edge", edge, "stream", o.Stream.String(),
-			"code", o.Code.String(), "reason", o.Reason)
+		lg := logged{edge: edge}
+		if first != nil {
+			lg.first, lg.last = *first, *last
+		}
+		logs = append(logs, lg)
 	}
 	if len(idx) == 0 {
 		return nil
@@ -713,5 +683,15 @@ func (l *Ledger) writeQuarantine(ctx context.Context, batch []Input, out []Outco
 	if err := br.Close(); err != nil {
 		return err
 	}
-	return tx.Commit(ctx)
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	// The one log line and count of a quarantine (ingest only nacks it).
+	for n, i := range idx {
+		o := &out[i]
+		l.stats.quarantined.Add(1)
+		l.opts.Logger.Warn("segment quarantined", "edge", logs[n].edge, "stream", o.Stream.String(),
+			"first", logs[n].first, "last", logs[n].last, "code", o.Code.String(), "reason", o.Reason, "quarantine_id", o.QuarantineID)
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/outpost-edge/outpost/cloud/ingest"
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -420,5 +421,43 @@ func TestKeyCacheAcrossInstances(t *testing.T) {
 	}
 	if out := MustCommit(t, a, inputs(segment(c, next, 21, 30))...); out[0].Kind != ledger.KindCommitted {
 		t.Fatalf("the same records signed by the new key: %+v", out[0])
+	}
+}
+
+// projectionFunc is a Projection from a function.
+type projectionFunc func(ctx context.Context, tx pgx.Tx, recs []ledger.Committed) error
+
+func (f projectionFunc) Apply(ctx context.Context, tx pgx.Tx, recs []ledger.Committed) error {
+	return f(ctx, tx, recs)
+}
+
+// A commit the database refuses for its data (SQLSTATE class 22 or 23)
+// says so as an ingest.RefusedError, so ingest isolates the input instead
+// of retrying the batch forever; any other failure does not.
+func TestCommitRefusedIsMarked(t *testing.T) {
+	url := MustMigratedDB(t)
+	admin := MustLedger(t, url, ledger.Options{})
+	e := MustAddEdge(t, admin, "edge-r")
+	c := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 5, time.Now())
+	for name, tc := range map[string]struct {
+		apply   projectionFunc
+		refused bool
+	}{
+		"data exception": {func(ctx context.Context, tx pgx.Tx, _ []ledger.Committed) error {
+			_, err := tx.Exec(ctx, `SELECT 'not a number'::int`) // 22P02
+			return err
+		}, true},
+		"not the data": {func(context.Context, pgx.Tx, []ledger.Committed) error {
+			return errors.New("the read model's store is down")
+		}, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			l := MustLedger(t, url, ledger.Options{Projections: []ledger.Projection{tc.apply}})
+			_, err := l.Commit(context.Background(), inputs(segment(c, e, 1, 5)))
+			var re *ingest.RefusedError
+			if err == nil || errors.As(err, &re) != tc.refused || ledger.Permanent(err) != tc.refused {
+				t.Fatalf("Commit: %v; refused %v, want %v", err, errors.As(err, &re), tc.refused)
+			}
+		})
 	}
 }

@@ -36,15 +36,19 @@
 // The ledger is partitioned by commit time. With native partitioning (the
 // default) there is one RANGE partition per UTC month, ledger_pYYYYMM, made
 // ahead of time by EnsurePartitions (Migrate makes the current month and
-// the next two; the service calls it daily), and a DEFAULT partition that
+// the next two; the service runs PartitionKeeper, which keeps them made:
+// at start-up, then daily, retrying hourly), and a DEFAULT partition that
 // catches rows of a month nobody made a partition for; EnsurePartitions
 // moves such rows out when it makes their partition. Monthly, not daily:
 // reads page by pos across all partitions, so fewer partitions mean cheaper
 // plans, and a month of even a large fleet's events is a comfortable table.
-// When the timescaledb extension is available and loads, Migrate makes the
-// ledger a hypertable on committed_at with 7-day chunks instead, and
+// When TimescaleDB is installed, preloaded and may be created by the role
+// (DecidePartitioning, which checks before trying, since CREATE EXTENSION
+// without the preload ends the session), Migrate makes the ledger a
+// hypertable on committed_at with 7-day chunks instead, and
 // EnsurePartitions does nothing. The choice is made once, when the ledger
-// table is created; Partitioning reports it.
+// table is created; Partitioning reports it, and MigrateReport and
+// PartitioningReport say why.
 //
 // A unique index on a partitioned table must include the partition key, so
 // nothing in the ledger enforces one row per (edge, epoch, seq): the streams

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/outpost-edge/outpost/cloud/ingest"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -124,13 +125,9 @@ func (l *Ledger) Stats() Stats {
 	}
 }
 
-// Watermark is a stream's committed state: the fields of a receipt.
-type Watermark struct {
-	Stream      protocol.Stream
-	HWM         uint64        // every seq up to and including HWM is committed
-	Head        protocol.Hash // link hash of record HWM (zero when HWM is 0)
-	CommittedAt time.Time     // the commit that reached HWM (zero when HWM is 0)
-}
+// Watermark is a stream's committed state: the fields of a receipt
+// (ingest.Watermark).
+type Watermark = ingest.Watermark
 
 // Receipt returns the latest receipt fields of a stream: HWM 0 for a
 // stream the ledger has never seen.

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -24,8 +25,8 @@ const (
 )
 
 // DefaultPartitionsAhead is how far past now Migrate makes partitions, and
-// what the service should pass to EnsurePartitions (daily, say): the
-// current month and the two after it.
+// how far PartitionKeeper keeps them made: the current month and the two
+// after it.
 const DefaultPartitionsAhead = 62 * 24 * time.Hour
 
 // Advisory lock keys (pg_advisory_xact_lock). Arbitrary constants; "outpost"
@@ -144,85 +145,222 @@ const createVersionTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
 // binary knows. It also makes the ledger partitions for the coming months
 // (EnsurePartitions with DefaultPartitionsAhead).
 //
-// The ledger table's partitioning is chosen when it is created: a
-// TimescaleDB hypertable when the timescaledb extension is available and
-// loads, native monthly partitions otherwise. The choice is permanent for
-// that database; installing TimescaleDB later does not convert it.
+// The ledger table's partitioning is chosen when it is created
+// (DecidePartitioning): a TimescaleDB hypertable when the extension is
+// installed, preloaded and may be created by this role, native monthly
+// partitions otherwise. The choice is permanent for that database;
+// installing TimescaleDB later does not convert it. MigrateReport also
+// says what was chosen and why.
 func Migrate(ctx context.Context, db DB) error {
+	_, err := MigrateReport(ctx, db)
+	return err
+}
+
+// MigrateReport is Migrate, and returns the ledger's partitioning with the
+// reason for it: the choice this run made when it created the ledger
+// table, or PartitioningReport's account of the existing one.
+func MigrateReport(ctx context.Context, db DB) (PartitionChoice, error) {
 	tx, err := db.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return PartitionChoice{}, fmt.Errorf("migrate: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockMigrate); err != nil {
-		return fmt.Errorf("migrate: lock: %w", err)
+		return PartitionChoice{}, fmt.Errorf("migrate: lock: %w", err)
 	}
 	if _, err := tx.Exec(ctx, createVersionTable); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return PartitionChoice{}, fmt.Errorf("migrate: %w", err)
 	}
 	have, err := schemaVersion(ctx, tx)
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return PartitionChoice{}, fmt.Errorf("migrate: %w", err)
 	}
 	if have > len(migrations) {
-		return &SchemaError{Have: have, Known: len(migrations)}
+		return PartitionChoice{}, &SchemaError{Have: have, Known: len(migrations)}
 	}
-	mode := ""
+	var choice PartitionChoice
 	for _, m := range migrations[have:] {
 		sql, variant := m.sql, ""
 		if m.variants != nil {
-			if mode == "" {
-				if mode, err = choosePartitioning(ctx, tx); err != nil {
-					return fmt.Errorf("migrate: %w", err)
+			if choice.Mode == "" {
+				if choice, err = choosePartitioning(ctx, tx); err != nil {
+					return PartitionChoice{}, fmt.Errorf("migrate: %w", err)
 				}
 			}
-			sql, variant = m.variants[mode], mode
+			sql, variant = m.variants[choice.Mode], choice.Mode
 		}
 		if _, err := tx.Exec(ctx, sql); err != nil {
-			return fmt.Errorf("migrate: apply %04d_%s: %w", m.version, m.name, err)
+			return PartitionChoice{}, fmt.Errorf("migrate: apply %04d_%s: %w", m.version, m.name, err)
 		}
 		if _, err := tx.Exec(ctx,
 			`INSERT INTO schema_migrations (version, name, variant) VALUES ($1, $2, $3)`,
 			m.version, m.name, variant); err != nil {
-			return fmt.Errorf("migrate: record %04d: %w", m.version, err)
+			return PartitionChoice{}, fmt.Errorf("migrate: record %04d: %w", m.version, err)
 		}
 	}
 	if _, err := ensurePartitions(ctx, tx, time.Now(), DefaultPartitionsAhead); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return PartitionChoice{}, fmt.Errorf("migrate: %w", err)
+	}
+	if choice.Mode == "" {
+		if choice, err = partitioningReport(ctx, tx); err != nil {
+			return PartitionChoice{}, fmt.Errorf("migrate: %w", err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("migrate: commit: %w", err)
+		return PartitionChoice{}, fmt.Errorf("migrate: commit: %w", err)
 	}
-	return nil
+	return choice, nil
 }
 
-// choosePartitioning picks TimescaleDB when the extension is available and
-// can be created (it also needs to be in shared_preload_libraries), native
-// partitioning otherwise. The attempt runs in a savepoint, so a failed
-// CREATE EXTENSION leaves the migration transaction usable.
-func choosePartitioning(ctx context.Context, tx pgx.Tx) (string, error) {
-	var avail bool
-	if err := tx.QueryRow(ctx,
-		`SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')`).Scan(&avail); err != nil {
-		return "", fmt.Errorf("look for timescaledb: %w", err)
+// PartitionChoice is how the ledger is (or would be) partitioned, and why,
+// in words for the operator.
+type PartitionChoice struct {
+	Mode   string // PartitionNative or PartitionTimescaleDB
+	Reason string
+}
+
+func (c PartitionChoice) String() string { return c.Mode + ": " + c.Reason }
+
+// TimescaleProbe is what the server says about TimescaleDB, read before
+// choosing the partitioning.
+type TimescaleProbe struct {
+	Available bool // installed on the server (pg_available_extensions)
+	Created   bool // the extension exists in this database already
+	// Preload is shared_preload_libraries, when this role may read it.
+	Preload         string
+	PreloadReadable bool
+	// Loaded: timescaledb's own settings are registered, so its library
+	// is loaded (readable by any role).
+	Loaded     bool
+	Superuser  bool
+	CreateOnDB bool // the role has CREATE on the database
+	Role       string
+	Database   string
+}
+
+// Preloaded reports whether the timescaledb library is loaded at server
+// start, which CREATE EXTENSION needs: without it the server ends the
+// session with FATAL, which no savepoint catches.
+func (p TimescaleProbe) Preloaded() bool {
+	if p.Loaded {
+		return true
 	}
-	if !avail {
-		return PartitionNative, nil
+	for _, lib := range strings.Split(p.Preload, ",") {
+		lib = strings.Trim(strings.TrimSpace(lib), `"'`)
+		if i := strings.LastIndexByte(lib, '/'); i >= 0 {
+			lib = lib[i+1:]
+		}
+		if lib == "timescaledb" {
+			return true
+		}
+	}
+	return false
+}
+
+// DecidePartitioning chooses how to partition a new ledger table. Mode is
+// PartitionTimescaleDB only when CREATE EXTENSION may be tried safely;
+// that attempt can still fail (and then the ledger is native, saying so).
+func DecidePartitioning(p TimescaleProbe) PartitionChoice {
+	switch {
+	case p.Created:
+		return PartitionChoice{PartitionTimescaleDB, fmt.Sprintf("the timescaledb extension exists in database %s", p.Database)}
+	case !p.Available:
+		return PartitionChoice{PartitionNative, "TimescaleDB is not installed on this Postgres server (native monthly partitions are the default)"}
+	case !p.Preloaded():
+		preload := fmt.Sprintf("shared_preload_libraries is %q", p.Preload)
+		if !p.PreloadReadable {
+			preload = fmt.Sprintf("role %s may not read shared_preload_libraries, and no timescaledb.* settings are loaded", p.Role)
+		}
+		return PartitionChoice{PartitionNative, "TimescaleDB is installed but not preloaded (" + preload +
+			"), and CREATE EXTENSION would end the session; to use it, add timescaledb to shared_preload_libraries and restart Postgres before the first migrate"}
+	case !p.Superuser && !p.CreateOnDB:
+		return PartitionChoice{PartitionNative, fmt.Sprintf("TimescaleDB is preloaded, but role %s may not create extensions in database %s; "+
+			"to use it, GRANT CREATE ON DATABASE %s TO %s (or migrate as a superuser) before the first migrate", p.Role, p.Database, p.Database, p.Role)}
+	}
+	return PartitionChoice{PartitionTimescaleDB, "TimescaleDB is installed and preloaded, and role " + p.Role + " may create it"}
+}
+
+// ProbeTimescale reads what DecidePartitioning needs. Every query is one
+// any role may run.
+func ProbeTimescale(ctx context.Context, db DB) (TimescaleProbe, error) {
+	var p TimescaleProbe
+	var preload *string
+	err := db.QueryRow(ctx, `SELECT
+		EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
+		EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'),
+		(SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'),
+		EXISTS (SELECT 1 FROM pg_settings WHERE name LIKE 'timescaledb.%'),
+		coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false),
+		has_database_privilege(current_database(), 'CREATE'),
+		current_user::text, current_database()::text`).Scan(
+		&p.Available, &p.Created, &preload, &p.Loaded, &p.Superuser, &p.CreateOnDB, &p.Role, &p.Database)
+	if err != nil {
+		return p, fmt.Errorf("look for timescaledb: %w", err)
+	}
+	if preload != nil {
+		p.Preload, p.PreloadReadable = *preload, true
+	}
+	return p, nil
+}
+
+// choosePartitioning decides, and when the decision is TimescaleDB creates
+// the extension in a savepoint, so that a failed CREATE EXTENSION leaves
+// the migration transaction usable and the ledger native.
+func choosePartitioning(ctx context.Context, tx pgx.Tx) (PartitionChoice, error) {
+	p, err := ProbeTimescale(ctx, tx)
+	if err != nil {
+		return PartitionChoice{}, err
+	}
+	c := DecidePartitioning(p)
+	if c.Mode != PartitionTimescaleDB || p.Created {
+		return c, nil
 	}
 	sp, err := tx.Begin(ctx)
 	if err != nil {
-		return "", err
+		return PartitionChoice{}, err
 	}
 	if _, err := sp.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS timescaledb`); err != nil {
 		if rerr := sp.Rollback(ctx); rerr != nil {
-			return "", rerr
+			return PartitionChoice{}, rerr
 		}
-		return PartitionNative, nil
+		return PartitionChoice{PartitionNative, "CREATE EXTENSION timescaledb failed: " + err.Error()}, nil
 	}
 	if err := sp.Commit(ctx); err != nil {
-		return "", err
+		return PartitionChoice{}, err
 	}
-	return PartitionTimescaleDB, nil
+	return PartitionChoice{PartitionTimescaleDB, "created the timescaledb extension: " + c.Reason}, nil
+}
+
+// PartitioningReport says how the existing ledger is partitioned and why,
+// for start-up logs: a hypertable, or native with the reason TimescaleDB is
+// not used (and, when it could be now, that an existing ledger is not
+// converted).
+func PartitioningReport(ctx context.Context, db DB) (PartitionChoice, error) {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return PartitionChoice{}, fmt.Errorf("partitioning: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	return partitioningReport(ctx, tx)
+}
+
+func partitioningReport(ctx context.Context, tx pgx.Tx) (PartitionChoice, error) {
+	mode, err := Partitioning(ctx, tx)
+	if err != nil {
+		return PartitionChoice{}, err
+	}
+	if mode == PartitionTimescaleDB {
+		return PartitionChoice{mode, "the ledger is a TimescaleDB hypertable"}, nil
+	}
+	p, err := ProbeTimescale(ctx, tx)
+	if err != nil {
+		return PartitionChoice{}, err
+	}
+	if c := DecidePartitioning(p); c.Mode == PartitionNative {
+		return c, nil
+	}
+	return PartitionChoice{PartitionNative, "the ledger was created with native partitions; TimescaleDB is usable now, " +
+		"but an existing ledger is not converted (the choice is made once, when the ledger table is created)"}, nil
 }
 
 func schemaVersion(ctx context.Context, q DB) (int, error) {
@@ -269,8 +407,8 @@ func Partitioning(ctx context.Context, db DB) (string, error) {
 }
 
 // EnsurePartitions makes the monthly ledger partitions that cover now
-// through now+ahead and do not exist yet, and returns their names. Call it
-// periodically (daily is plenty with the default of two months ahead); a
+// through now+ahead and do not exist yet, and returns their names.
+// PartitionKeeper calls it on the maintenance policy's schedule; a
 // partition must exist before its month starts, or rows land in the
 // DEFAULT partition. Rows already in the DEFAULT partition for a month it
 // creates are moved into the new partition. It does nothing under

@@ -74,10 +74,10 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}()
 	if name == "migrate" {
-		if err := ledger.Migrate(ctx, pool); err != nil {
+		part, err := ledger.MigrateReport(ctx, pool)
+		if err != nil {
 			return err
 		}
-		part, _ := ledger.Partitioning(ctx, pool)
 		fmt.Fprintf(stdout, "schema at version %d (ledger partitioning: %s)\n", ledger.SchemaVersion(), part)
 		return nil
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/pgtest"
+	"github.com/outpost-edge/outpost/internal/poll"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -34,20 +36,17 @@ func TestServeInProcess(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve not ready within 30s")
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	poll.For(t, 15*time.Second, func() error {
 		resp, err := http.Get("http://" + m.APIAddr() + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
+		if err != nil {
+			return fmt.Errorf("/readyz: %v\n%s", err, logs.String())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz never 200: %v\n%s", err, logs.String())
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("/readyz %s\n%s", resp.Status, logs.String())
 		}
-		<-time.After(20 * time.Millisecond)
-	}
+		return nil
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve returned %v", err)
@@ -70,5 +69,28 @@ func TestUsage(t *testing.T) {
 	}
 	if code := Run([]string{"nope"}, &out, &errb); code != 2 {
 		t.Fatalf("unknown command: exit %d", code)
+	}
+}
+
+// `cloud migrate` and `cloud serve` say how the ledger is partitioned and
+// why (here, with no TimescaleDB preloaded, native and the reason).
+func TestPartitioningSaid(t *testing.T) {
+	url := pgtest.New(t)
+	var out, errb bytes.Buffer
+	if code := Run([]string{"migrate", "--database-url", url, "--data-dir", t.TempDir()}, &out, &errb); code != 0 {
+		t.Fatalf("migrate: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "(ledger partitioning: native: ") && !strings.Contains(out.String(), "(ledger partitioning: timescaledb: ") {
+		t.Fatalf("migrate says %q; want the partitioning and its reason", out.String())
+	}
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	_, done := startServe(t, ctx, logs, "--database-url", url, "--log-level", "info")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), `msg="ledger partitioning" mode=`) || !strings.Contains(logs.String(), "why=") {
+		t.Fatalf("serve's start-up log does not say the partitioning and why:\n%s", logs.String())
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -213,13 +214,17 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var part ledger.PartitionChoice
 	if c.Migrate {
-		if err := ledger.Migrate(ctx, m.pool); err != nil {
+		if part, err = ledger.MigrateReport(ctx, m.pool); err != nil {
 			return err
 		}
 	} else if err := ledger.CheckSchema(ctx, m.pool); err != nil {
 		return fmt.Errorf("%w (run `cloud migrate`, or start with --migrate)", err)
+	} else if part, err = ledger.PartitioningReport(ctx, m.pool); err != nil {
+		return err
 	}
+	log.Info("ledger partitioning", "mode", part.Mode, "why", part.Reason)
 	led := ledger.New(m.pool, ledger.Options{Logger: log})
 
 	svc, err := ingest.New(ingest.Options{Ledger: led, Signer: signer, Workers: c.Workers, MaxBatch: c.MaxBatch, GapWait: c.GapWait,
@@ -267,6 +272,12 @@ func (m *Main) Run(ctx context.Context) error {
 		Ledger:         led,
 		CloudPublicKey: signer.Public(),
 		Ready: func(ctx context.Context) error {
+			if svc.Draining() {
+				return errors.New("shutting down")
+			}
+			if err := commitFailing(svc.CommitError()); err != nil {
+				return err
+			}
 			if consumer != nil && !consumer.Connected() {
 				return errors.New("ingest is not connected to the MQTT broker")
 			}
@@ -301,7 +312,7 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	g.Go(func() error { return partitionKeeper(gctx, m.pool, log) })
+	g.Go(func() error { return ledger.PartitionKeeper{DB: m.pool, Logger: log}.Run(gctx) })
 	log.Info("cloud serving", "api", m.apiAddr, "mqtt", redact(brokerURL), "nats", natsWhere(c, m), "kid", signer.KeyID())
 	close(m.Ready)
 
@@ -310,15 +321,46 @@ func (m *Main) Run(ctx context.Context) error {
 		log.Info("shutting down: draining", "timeout", c.DrainTimeout)
 	case <-gctx.Done():
 	}
+	// Drain, within --drain-timeout: ingest stops taking segments and
+	// finishes the batches in hand (commit, receipts, acks) while the
+	// consumers, which carry the receipts, still run; the API finishes its
+	// requests meanwhile. Only then are the consumers and whatever is left
+	// cancelled.
 	sctx, cancel := context.WithTimeout(context.Background(), c.DrainTimeout)
 	defer cancel()
-	_ = srv.Shutdown(sctx)
+	hg := errgroup.Group{}
+	hg.Go(func() error { return srv.Shutdown(sctx) })
+	if err := svc.Shutdown(sctx); err != nil {
+		log.Warn("drain timed out: commits still in hand are cancelled; their segments come again (not acked)", "timeout", c.DrainTimeout, "err", err)
+	} else {
+		log.Info("ingest drained")
+	}
+	_ = hg.Wait()
 	stopWork()
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
 	return err
+}
+
+// commitFailing is the readiness error for a failing commit path: what
+// anyone asking /readyz may see (the SQLSTATE, not the driver's message;
+// the log has that).
+func commitFailing(ce *ingest.CommitError) error {
+	if ce == nil {
+		return nil
+	}
+	why := "the database is unreachable"
+	var pe *pgconn.PgError
+	if errors.As(ce.Err, &pe) {
+		why = "the database refuses them, SQLSTATE " + pe.Code
+		if pe.Code == "53100" { // disk_full
+			why += " (disk full)"
+		}
+	}
+	return fmt.Errorf("commits are failing (%s) since %s, %d attempts; ingest keeps retrying, the cloud's log has the details",
+		why, ce.Since.UTC().Format(time.RFC3339), ce.Attempts)
 }
 
 // APIAddr is the HTTP listener's address once Ready is closed.
@@ -368,22 +410,6 @@ func crashAfterCommitFault(log *slog.Logger) func(int) {
 	}
 }
 
-// partitionKeeper creates ledger partitions a week ahead, hourly.
-func partitionKeeper(ctx context.Context, db ledger.DB, log *slog.Logger) error {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		if _, err := ledger.EnsurePartitions(ctx, db, time.Now(), 7*24*time.Hour); err != nil && ctx.Err() == nil {
-			log.Error("could not create ledger partitions ahead; rows fall into the default partition meanwhile", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
-}
-
 func registerMetrics(reg *prometheus.Registry, svc *ingest.Service, led *ledger.Ledger) {
 	counter := func(name, help string, f func(ingest.Stats) uint64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_" + name, Help: help},
@@ -393,7 +419,7 @@ func registerMetrics(reg *prometheus.Registry, svc *ingest.Service, led *ledger.
 	counter("segments_committed_total", "Segments that added records to the ledger.", func(s ingest.Stats) uint64 { return s.Committed })
 	counter("records_committed_total", "Records committed to the ledger.", func(s ingest.Stats) uint64 { return s.Records })
 	counter("segments_duplicate_total", "Segments whose records were all committed before.", func(s ingest.Stats) uint64 { return s.Duplicates })
-	counter("segments_quarantined_total", "Segments that failed signature or chain checks.", func(s ingest.Stats) uint64 { return s.Quarantined })
+	counter("segments_refused_total", "Segments whose records the database refused (answered with a malformed nack).", func(s ingest.Stats) uint64 { return s.Refused })
 	counter("segments_malformed_total", "Segments that did not decode.", func(s ingest.Stats) uint64 { return s.Malformed })
 	counter("gap_nacks_total", "Gap nacks sent after the gap wait.", func(s ingest.Stats) uint64 { return s.Gaps })
 	counter("commit_batches_total", "Commit transactions.", func(s ingest.Stats) uint64 { return s.Batches })
@@ -401,6 +427,9 @@ func registerMetrics(reg *prometheus.Registry, svc *ingest.Service, led *ledger.
 	counter("reply_errors_total", "Receipts or nacks that could not be published.", func(s ingest.Stats) uint64 { return s.ReplyErrs })
 	counter("hellos_total", "Hellos answered.", func(s ingest.Stats) uint64 { return s.Hellos })
 	counter("segments_overflow_total", "Segments left for their edge to resend because the ingest queue stayed full.", func(s ingest.Stats) uint64 { return s.Overflow })
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_segments_quarantined_total",
+		Help: "Segments that failed signature or chain checks, kept in the quarantine table."},
+		func() float64 { return float64(led.Stats().Quarantined) }))
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_ledger_gaps_total", Help: "Commit outcomes that were gaps (before any gap wait)."},
 		func() float64 { return float64(led.Stats().Gaps) }))
 }

@@ -14,24 +14,16 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/outpost-edge/outpost/edge/intake/intaketest"
+	"github.com/outpost-edge/outpost/internal/poll"
 )
 
 const waitLimit = 10 * time.Second
 
-// checkFor polls f until it returns nil or the deadline passes.
+// checkFor polls f until it returns nil, failing tb with f's last error
+// after d.
 func checkFor(tb testing.TB, d time.Duration, f func() error) {
 	tb.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("after %s: %v", d, err)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	poll.For(tb, d, f)
 }
 
 func evTopic(dev string) string  { return "outpost/v1/dev/" + dev + "/ev" }

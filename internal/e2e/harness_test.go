@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/pgtest"
+	"github.com/outpost-edge/outpost/internal/poll"
 )
 
 var bin struct{ edge, cloud string }
@@ -147,18 +148,22 @@ func (p *proc) tail() string {
 
 func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool, logs ...*proc) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			for _, p := range logs {
-				t.Logf("--- %s log tail:\n%s", filepath.Base(p.name), p.tail())
-			}
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
+	poll.Until(tailsOnFailure{t, logs}, timeout, what, cond)
+}
+
+// tailsOnFailure is a test that shows the tails of the processes' logs
+// before it fails.
+type tailsOnFailure struct {
+	testing.TB
+	logs []*proc
+}
+
+func (t tailsOnFailure) Fatalf(format string, args ...any) {
+	t.TB.Helper()
+	for _, p := range t.logs {
+		t.Logf("--- %s log tail:\n%s", filepath.Base(p.name), p.tail())
 	}
+	t.TB.Fatalf(format, args...)
 }
 
 func httpOK(url string) bool {

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outpost-edge/outpost/internal/pgcluster"
+	"github.com/outpost-edge/outpost/internal/poll"
 )
 
 // mustTempDir returns a directory removed at cleanup. Not t.TempDir: as root
@@ -185,14 +186,17 @@ func TestPdeathsigKillsServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	deadline := time.Now().Add(10 * time.Second)
-	for alive(pid) {
-		if time.Now().After(deadline) {
+	t.Cleanup(func() {
+		if alive(pid) {
 			syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("postgres %d still running 10s after its owner was killed", pid)
 		}
-		time.Sleep(20 * time.Millisecond) // polling, bounded by deadline
-	}
+	})
+	poll.For(t, 10*time.Second, func() error {
+		if alive(pid) {
+			return fmt.Errorf("postgres %d still running after its owner was killed", pid)
+		}
+		return nil
+	})
 }
 
 // alive reports whether pid runs and is not a zombie (a container's init

@@ -8,6 +8,11 @@
 // floats for money anywhere. A mismatch is an *Error naming the field and the
 // numbers, so a till developer can see what their till got wrong.
 //
+// TillTotals folds sales, returns and voids into the per-till totals a Z
+// report (till.closed) must match, and Reconcile says how a report differs:
+// the one arithmetic the end-to-end verifier and the cloud's reconciliation
+// share.
+//
 // Event types outside this package are valid with an opaque body: the ledger
 // is extensible, and projections ignore what they do not know.
 package pos

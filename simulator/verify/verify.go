@@ -273,7 +273,7 @@ func Check(l *Ledger, sent []oracle.Entry, o Options) *Verdict {
 	c := &checker{v: v, examples: o.Examples, byKind: map[Kind]int{}}
 	occ := map[oracle.Key][]occurrence{}
 	var zs []occurrence
-	sales := map[tillDay]*pos.TillClosed{}
+	sales := pos.TillTotals{}
 
 	streams := slices.Clone(l.Streams)
 	sort.Slice(streams, func(i, j int) bool { return streams[i].Stream.String() < streams[j].Stream.String() })
@@ -286,7 +286,9 @@ func Check(l *Ledger, sent []oracle.Entry, o Options) *Verdict {
 			if o.rec.Type == pos.TypeTillClosed && !o.rec.IsTombstone() {
 				zs = append(zs, o)
 			}
-			addToTill(sales, o.rec)
+			if !o.rec.IsTombstone() {
+				sales.Add(o.rec.Type, o.rec.Body)
+			}
 			if v.FirstCommit.IsZero() || o.at.Before(v.FirstCommit) {
 				v.FirstCommit = o.at
 			}
@@ -539,113 +541,15 @@ func (c *checker) stream(s Stream, keys protocol.KeyMap) []occurrence {
 	return out
 }
 
-// tillDay is one till's business day.
-type tillDay struct{ store, terminal, day, currency string }
-
-// addToTill adds a sale, return or void in the ledger to its till's totals.
-func addToTill(m map[tillDay]*pos.TillClosed, r protocol.Record) {
-	if r.IsTombstone() {
-		return
-	}
-	get := func(store, terminal, day, currency string) *pos.TillClosed {
-		k := tillDay{store, terminal, day, currency}
-		z, ok := m[k]
-		if !ok {
-			z = &pos.TillClosed{}
-			m[k] = z
-		}
-		return z
-	}
-	tender := func(z *pos.TillClosed, typ string, amount int64) {
-		for i := range z.Tenders {
-			if z.Tenders[i].Type == typ {
-				z.Tenders[i].Count++
-				z.Tenders[i].Amount += amount
-				return
-			}
-		}
-		z.Tenders = append(z.Tenders, pos.TenderTally{Type: typ, Count: 1, Amount: amount})
-	}
-	switch r.Type {
-	case pos.TypeSaleCompleted, pos.TypeReturnCompleted:
-		var t pos.Transaction
-		if pos.Decode(r.Type, r.Body, &t) != nil {
-			return
-		}
-		z := get(t.Store, t.Terminal, t.BusinessDay, t.Currency)
-		if r.Type == pos.TypeSaleCompleted {
-			z.Sales.Count++
-			z.Sales.Total += t.Total
-			for _, tn := range t.Tenders {
-				amt := tn.Amount
-				if tn.Type == "cash" {
-					amt -= t.Change
-				}
-				tender(z, tn.Type, amt)
-			}
-			if t.Change > 0 && !slices.ContainsFunc(t.Tenders, func(tn pos.Tender) bool { return tn.Type == "cash" }) {
-				tender(z, "cash", -t.Change)
-			}
-		} else {
-			z.Returns.Count++
-			z.Returns.Total += t.Total
-			for _, tn := range t.Tenders {
-				tender(z, tn.Type, -tn.Amount)
-			}
-		}
-	case pos.TypeSaleVoided:
-		var v pos.Void
-		if pos.Decode(r.Type, r.Body, &v) != nil {
-			return
-		}
-		z := get(v.Store, v.Terminal, v.BusinessDay, v.Currency)
-		z.Voids.Count++
-		z.Voids.Total += v.Total
-		for _, tn := range v.Tenders {
-			tender(z, tn.Type, -tn.Amount)
-		}
-	}
-}
-
 // zReport checks a till.closed against the till's sales, returns and
 // voids in the ledger: their counts, totals and net amounts per tender.
-func (c *checker) zReport(o occurrence, sums map[tillDay]*pos.TillClosed) {
+func (c *checker) zReport(o occurrence, sums pos.TillTotals) {
 	var z pos.TillClosed
 	if err := pos.Decode(o.rec.Type, o.rec.Body, &z); err != nil {
 		c.report(Discrepancy{Kind: ZReport, Stream: o.stream, Seq: o.seq, Device: o.rec.Device, ID: o.rec.ID, Detail: err.Error()})
 		return
 	}
-	got := sums[tillDay{z.Store, z.Terminal, z.BusinessDay, z.Currency}]
-	if got == nil {
-		got = &pos.TillClosed{}
-	}
-	var diffs []string
-	for _, t := range []struct {
-		name      string
-		said, has pos.Tally
-	}{{"sales", z.Sales, got.Sales}, {"returns", z.Returns, got.Returns}, {"voids", z.Voids, got.Voids}} {
-		if t.said != t.has {
-			diffs = append(diffs, fmt.Sprintf("%s: the Z report says %d for %d, the ledger holds %d for %d",
-				t.name, t.said.Count, t.said.Total, t.has.Count, t.has.Total))
-		}
-	}
-	has := map[string]int64{}
-	for _, t := range got.Tenders {
-		has[t.Type] = t.Amount
-	}
-	for _, t := range z.Tenders {
-		if has[t.Type] != t.Amount {
-			diffs = append(diffs, fmt.Sprintf("tender %s: the Z report says %d, the ledger adds up to %d", t.Type, t.Amount, has[t.Type]))
-		}
-		delete(has, t.Type)
-	}
-	for typ, amt := range has {
-		if amt != 0 {
-			diffs = append(diffs, fmt.Sprintf("tender %s: the ledger adds up to %d, which the Z report leaves out", typ, amt))
-		}
-	}
-	if len(diffs) > 0 {
-		sort.Strings(diffs)
+	if diffs := pos.Reconcile(&z, sums.Of(&z)); len(diffs) > 0 {
 		c.report(Discrepancy{Kind: ZReport, Stream: o.stream, Seq: o.seq, Device: o.rec.Device, ID: o.rec.ID,
 			Detail: fmt.Sprintf("till %s/%s day %s: %s", z.Store, z.Terminal, z.BusinessDay, strings.Join(diffs, "; "))})
 		return

@@ -12,6 +12,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	broker "github.com/outpost-edge/outpost/cloud/broker/mqtt"
+	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -107,10 +108,10 @@ func TestEdgeACL(t *testing.T) {
 	count := func(topic string) func() bool {
 		return func() bool { mu.Lock(); defer mu.Unlock(); return got[topic] >= 1 }
 	}
-	eventually(count("outpost/v1/edge/e1/seg"))
+	poll.Until(t, 10*time.Second, "e1's own segment forwarded", count("outpost/v1/edge/e1/seg"))
 	// Give a wrongly forwarded message the same chance to arrive.
 	internal.Publish("outpost/v1/edge/e1/status", 1, false, []byte("marker")).Wait()
-	eventually(count("outpost/v1/edge/e1/status"))
+	poll.Until(t, 10*time.Second, "the marker after it", count("outpost/v1/edge/e1/status"))
 	mu.Lock()
 	defer mu.Unlock()
 	delete(got, "outpost/v1/edge/e1/status")
@@ -121,15 +122,5 @@ func TestEdgeACL(t *testing.T) {
 	st.WaitTimeout(2 * time.Second)
 	if r := st.(*paho.SubscribeToken).Result()["outpost/v1/edge/e2/rcpt"]; r != 0x80 {
 		t.Fatalf("subscribing to another edge's receipts returned %#x, want 0x80", r)
-	}
-}
-
-// eventually polls cond for up to 5 seconds; the assertions after it say
-// what was expected.
-func eventually(cond func() bool) {
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for deadline := time.Now().Add(5 * time.Second); !cond() && time.Now().Before(deadline); {
-		<-tick.C
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	uplinknats "github.com/outpost-edge/outpost/edge/uplink/nats"
+	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -113,15 +114,7 @@ func (r *replies) list() []string {
 
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
+	poll.Until(tb, 10*time.Second, what, cond)
 }
 
 func mustConnect(tb testing.TB, o uplinknats.Options) (*uplinknats.Transport, *replies) {
