@@ -150,13 +150,19 @@ func (s *Server) authCert(cn, user string) (string, Reason, string) {
 	return cn, ReasonNone, ""
 }
 
+// authFailed is the one answer to an unknown device and to a bad secret.
+const authFailed = "unknown device or bad secret"
+
 func (s *Server) authSecret(device, secret string) (string, Reason, string) {
 	err := s.creds.Verify(device, secret)
 	switch {
 	case err == nil:
 		return device, ReasonNone, ""
 	case errors.Is(err, ErrUnknownDevice), errors.Is(err, ErrBadSecret):
-		return "", ReasonAuth, err.Error()
+		// One answer for both, so that device ids cannot be probed; only
+		// the edge's own log tells them apart.
+		s.log.Debug("device authentication failed", "device", logName(device), "err", err)
+		return "", ReasonAuth, authFailed
 	}
 	s.log.Error("credentials", "device", device, "err", err)
 	return "", ReasonInternal, "credentials unreadable"
