@@ -14,6 +14,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/outpost-edge/outpost/internal/mochiutil"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -85,10 +86,11 @@ type Server struct {
 	metrics Metrics
 	log     *slog.Logger
 
-	broker  *mqtt.Server
-	mqttLn  net.Listener
-	httpSrv *http.Server
-	httpLn  net.Listener
+	broker    *mqtt.Server
+	mqttLn    net.Listener
+	mqttConns *mochiutil.Conns // the TCP connections, for Close
+	httpSrv   *http.Server
+	httpLn    net.Listener
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -140,10 +142,12 @@ func (s *Server) Start(ctx context.Context) error {
 	s.log = s.Logger.With("component", "intake")
 	var lc net.ListenConfig
 
-	ln, err := lc.Listen(ctx, "tcp", s.MQTTAddr)
+	tcp, err := lc.Listen(ctx, "tcp", s.MQTTAddr)
 	if err != nil {
 		return fmt.Errorf("start intake: listen mqtt %s: %w", s.MQTTAddr, err)
 	}
+	s.mqttConns = mochiutil.Track(tcp)
+	var ln net.Listener = s.mqttConns
 	if s.MQTTTLS != nil {
 		ln = tls.NewListener(ln, s.MQTTTLS)
 	}
@@ -167,7 +171,7 @@ func (s *Server) Start(ctx context.Context) error {
 		ln.Close()
 		return fmt.Errorf("start intake: %w", err)
 	}
-	if err := s.broker.AddListener(listeners.NewNet("mqtt", ln)); err != nil {
+	if err := s.broker.AddListener(listeners.NewNet(mqttListenerID, ln)); err != nil {
 		ln.Close()
 		return fmt.Errorf("start intake: %w", err)
 	}
@@ -224,9 +228,23 @@ func (s *Server) HTTPAddrActual() string {
 	return s.httpLn.Addr().String()
 }
 
-// Close stops accepting devices, disconnects them, and waits (up to
-// CloseTimeout) for the appends in flight to complete, so that the Appender
-// can be closed after it. Acknowledgements that could not be sent are not
+// mqttListenerID names the intake's one mochi listener.
+const mqttListenerID = "mqtt"
+
+// OpenConnections returns how many MQTT connections are open, counting
+// those that have not finished their CONNECT.
+func (s *Server) OpenConnections() int {
+	if s.mqttConns == nil {
+		return 0
+	}
+	return s.mqttConns.Open()
+}
+
+// Close stops accepting devices, refuses CONNECTs that complete after it
+// began (CONNACK 0x8B, 3.1.1: 0x03), disconnects every device, including one
+// in the middle of its CONNECT, and waits for the appends in flight to
+// complete, so that the Appender can be closed after it. All of it is
+// bounded by CloseTimeout. Acknowledgements that could not be sent are not
 // lost work: the events are durable, and devices resend unacknowledged
 // publishes, which the Appender deduplicates.
 func (s *Server) Close() error {
@@ -247,9 +265,8 @@ func (s *Server) Close() error {
 		}
 		s.mu.Unlock()
 		if s.broker != nil {
-			s.drainClients()
-			if e := s.broker.Close(); e != nil {
-				err = errors.Join(err, fmt.Errorf("close broker: %w", e))
+			if e := mochiutil.Shutdown(ctx, s.broker, []string{mqttListenerID}, s.mqttConns); e != nil {
+				err = errors.Join(err, fmt.Errorf("close intake broker: %w", e))
 			}
 		}
 		done := make(chan struct{})
@@ -261,25 +278,6 @@ func (s *Server) Close() error {
 		}
 	})
 	return err
-}
-
-// drainClients stops accepting MQTT connections, disconnects every client
-// and waits until their goroutines have ended. mochi v2.7.9's Server.Close
-// calls Clients.GetByListener, which takes a read lock twice and deadlocks
-// when a client connects or disconnects in between (mochi-mqtt/server#488,
-// fixed by open PRs #489 and #507); with nothing left moving, it cannot.
-func (s *Server) drainClients() {
-	s.mqttLn.Close()
-	// Twice: a connection accepted just before the listener closed may
-	// attach while the first round waits.
-	for range 2 {
-		for _, cl := range s.broker.Clients.GetAll() {
-			if !cl.Net.Inline {
-				cl.Stop(ErrClosed)
-			}
-		}
-		s.broker.Listeners.ClientsWg.Wait()
-	}
 }
 
 // appendEvents calls the Appender, keeping the in-flight gauge and the

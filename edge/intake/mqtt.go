@@ -49,6 +49,19 @@ var (
 // an ACL check, so it would let a device write to any topic).
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	s := h.s
+	if s.closed.Load() {
+		// Close has begun: a CONNECT that completes now gets no session
+		// (Close may already have swept the clients).
+		code := packets.ErrServerShuttingDown
+		if cl.Properties.ProtocolVersion < 5 {
+			code = packets.ErrServerUnavailable // 3.1.1 CONNACK 0x03
+		}
+		s.metrics.ConnectRefused.Add(1)
+		if err := s.broker.SendConnack(cl, code, false, nil); err != nil {
+			return fmt.Errorf("refuse connect: %w", err)
+		}
+		return code
+	}
 	device, r, why := s.authMQTT(cl, pk)
 	if r != ReasonNone {
 		s.metrics.ConnectRefused.Add(1)
