@@ -73,9 +73,16 @@
 //	internal        0x83            500    no
 //	auth            CONNACK 0x86    401    no (unauthenticated)
 //
-// CONNACK uses 0x86 (3.1.1: 0x04) for an unknown device or a bad secret,
-// and 0x87 (3.1.1: 0x05) for a certificate whose CN is not listed or does
-// not match the user name.
+// CONNACK uses 0x86 (3.1.1: 0x04) for an unknown device or a bad secret
+// (one answer for both, over HTTP too, and the same argon2 work, so that
+// device ids cannot be probed), 0x87 (3.1.1: 0x05) for a certificate whose
+// CN is not listed or does not match the user name, and 0x8B (3.1.1: 0x03)
+// once Close has begun.
+//
+// An MQTT packet over MaxPacketSize (2 MiB, announced as Maximum Packet
+// Size in the MQTT 5 CONNACK) is not read: an MQTT 5 device gets
+// DISCONNECT 0x95, a 3.1.1 device has its connection closed. Nothing is
+// acknowledged or kept, and each try costs the edge one connection.
 //
 // Every refusal of a publish is also described on the device's err topic
 // as JSON (see errMessage: topic, packet_id, code, reason, error,

@@ -151,13 +151,14 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.MQTTTLS != nil {
 		ln = tls.NewListener(ln, s.MQTTTLS)
 	}
+	ln = sizeListener{ln}
 	s.mqttLn = ln
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.ReceiveMaximum = uint16(s.MaxPendingPerClient)
 	// A publish may carry a whole batch; anything larger is refused by the
-	// broker before it is buffered.
-	caps.MaximumPacketSize = 2 * protocol.MaxBatchBytes
+	// broker before it is buffered (see MaxPacketSize).
+	caps.MaximumPacketSize = MaxPacketSize
 	// Sessions of devices that went away (MQTT 3.1.1 clean=false, or MQTT 5
 	// asking for more) are forgotten after a day, so that client ids that
 	// change do not grow the broker's memory forever.

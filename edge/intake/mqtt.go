@@ -27,7 +27,7 @@ func (h *hook) ID() string { return "outpost-intake" }
 
 func (h *hook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnDisconnect:
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnDisconnect, mqtt.OnPacketEncode:
 		return true
 	}
 	return false
@@ -120,8 +120,21 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	return pk, packets.ErrRejectPacket
 }
 
+// OnPacketEncode announces MaxPacketSize in a successful MQTT 5 CONNACK
+// (mochi enforces its limit but does not say it).
+func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && cl.Properties.ProtocolVersion >= 5 && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+		pk.Properties.MaximumPacketSize = MaxPacketSize
+	}
+	return pk
+}
+
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	s := h.s
+	if errors.Is(err, packets.ErrPacketTooLarge) {
+		s.metrics.refuse(ReasonTooLarge)
+		s.log.Warn("mqtt packet over the maximum packet size: connection closed, nothing acknowledged or kept", "device", logName(string(cl.Properties.Username)), "limit", MaxPacketSize, "mqtt", cl.Properties.ProtocolVersion)
+	}
 	s.mu.Lock()
 	c := s.conns[cl]
 	delete(s.conns, cl)
@@ -184,7 +197,7 @@ func (s *Server) authSecret(device, secret string) (string, Reason, string) {
 // verifiedCN returns the subject CN of a client certificate that verified
 // against the listener's ClientCAs.
 func verifiedCN(c net.Conn) (string, bool) {
-	tc, ok := c.(*tls.Conn)
+	tc, ok := netConn(c).(*tls.Conn)
 	if !ok {
 		return "", false
 	}

@@ -88,6 +88,14 @@ type conn struct {
 	once sync.Once
 }
 
+// CloseWrite half-closes a TCP connection (and so a TLS one above it).
+func (tc *conn) CloseWrite() error {
+	if cw, ok := tc.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
 func (tc *conn) Close() error {
 	err := tc.Conn.Close()
 	tc.once.Do(func() {
