@@ -72,6 +72,11 @@ type Server struct {
 	// RejectedPerMinute bounds the rejected records one device can make per
 	// minute; refusals beyond it are answered but not kept. Default 600.
 	RejectedPerMinute int
+	// HoldRetry is how soon the intake tries again to store an MQTT 3.1.1
+	// publish it could not store (full quota or disk): 3.1.1 has no negative
+	// acknowledgement, so the PUBACK is held, and the append retried, first
+	// after HoldRetry, then at doubling intervals up to 32 times it. Default 1s.
+	HoldRetry time.Duration
 	// CloseTimeout bounds how long Close waits for appends in flight.
 	// Default 10s.
 	CloseTimeout time.Duration
@@ -114,6 +119,7 @@ func New(app Appender, creds *Credentials) *Server {
 		MaxPendingPerClient: 1024,
 		RejectedPayloadCap:  4096,
 		RejectedPerMinute:   600,
+		HoldRetry:           time.Second,
 		CloseTimeout:        10 * time.Second,
 		Logger:              slog.Default(),
 		Now:                 time.Now,
@@ -135,6 +141,9 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	if s.RejectedPayloadCap <= 0 || s.RejectedPayloadCap > maxRejectedPayloadCap {
 		return fmt.Errorf("start intake: RejectedPayloadCap %d is outside 1..%d (a rejected record's body must stay under protocol.MaxBodyBytes)", s.RejectedPayloadCap, maxRejectedPayloadCap)
+	}
+	if s.HoldRetry <= 0 {
+		return fmt.Errorf("start intake: HoldRetry %s must be positive", s.HoldRetry)
 	}
 	if s.MaxPendingPerClient <= 0 || s.MaxPendingPerClient > 65535 {
 		return fmt.Errorf("start intake: MaxPendingPerClient %d is outside 1..65535", s.MaxPendingPerClient)

@@ -58,8 +58,9 @@ func Reasons() []Reason {
 	return out
 }
 
-// transient reports whether the same input may succeed later: the device
-// must keep it and retry, so an MQTT 3.1.1 device is not acknowledged.
+// transient reports whether the same input may succeed later: an MQTT 5
+// device must keep it and retry; for an MQTT 3.1.1 device the intake holds
+// the PUBACK and retries the append itself.
 func (r Reason) transient() bool {
 	return r == ReasonQuota || r == ReasonDiskFull || r == ReasonBusy || r == ReasonInternal
 }
