@@ -531,6 +531,8 @@ func (c *conn) ack(p *pub) int {
 		if code.Code < packets.ErrUnspecifiedError.Code {
 			// Let mochi finish the exchange: with the PUBREC in the
 			// client's inflight map, its PUBREL gets a PUBCOMP.
+			// mochi expires inflight messages by its own wall clock, so
+			// this is time.Now, not Server.Now (the records' clock).
 			now := time.Now().Unix()
 			ack.Created, ack.Expiry = now, now+s.broker.Options.Capabilities.MaximumMessageExpiryInterval
 			if c.cl.State.Inflight.Set(ack) {
