@@ -379,6 +379,11 @@ func (c *Credentials) Verify(id, secret string) error {
 		if rerr != nil {
 			return rerr
 		}
+		// Do the work a listed device costs, so that an unknown id does not
+		// answer faster than a bad secret.
+		c.slow <- struct{}{}
+		checkSecret(unknownDeviceHash(), secret)
+		<-c.slow
 		return ErrUnknownDevice
 	}
 	if hit && cached.hash == hash && hmac.Equal(cached.mac[:], mac[:]) {
@@ -398,6 +403,18 @@ func (c *Credentials) Verify(id, secret string) error {
 	c.mu.Unlock()
 	return nil
 }
+
+// unknownDeviceHash is a hash of a random secret with the parameters new
+// secrets get, checked against when a device is not listed.
+var unknownDeviceHash = sync.OnceValue(func() string {
+	var b [16]byte
+	rand.Read(b[:])
+	h, err := hashSecret(string(b[:]))
+	if err != nil {
+		panic(err)
+	}
+	return h
+})
 
 func (c *Credentials) mac(secret string) [32]byte {
 	h := hmac.New(sha256.New, c.key[:])

@@ -73,9 +73,16 @@
 //	internal        0x83            500    no
 //	auth            CONNACK 0x86    401    no (unauthenticated)
 //
-// CONNACK uses 0x86 (3.1.1: 0x04) for an unknown device or a bad secret,
-// and 0x87 (3.1.1: 0x05) for a certificate whose CN is not listed or does
-// not match the user name.
+// CONNACK uses 0x86 (3.1.1: 0x04) for an unknown device or a bad secret
+// (one answer for both, over HTTP too, and the same argon2 work, so that
+// device ids cannot be probed), 0x87 (3.1.1: 0x05) for a certificate whose
+// CN is not listed or does not match the user name, and 0x8B (3.1.1: 0x03)
+// once Close has begun.
+//
+// An MQTT packet over MaxPacketSize (2 MiB, announced as Maximum Packet
+// Size in the MQTT 5 CONNACK) is not read: an MQTT 5 device gets
+// DISCONNECT 0x95, a 3.1.1 device has its connection closed. Nothing is
+// acknowledged or kept, and each try costs the edge one connection.
 //
 // Every refusal of a publish is also described on the device's err topic
 // as JSON (see errMessage: topic, packet_id, code, reason, error,
@@ -85,11 +92,25 @@
 //
 //   - bad input (not_authorized, invalid, too_large) is acknowledged, so the
 //     device does not resend it forever; the err message says why;
-//   - a storage refusal (quota, disk_full, internal) is not acknowledged:
-//     the intake publishes the err message (best effort: the connection
-//     closes right after) and closes the connection, so the device keeps
-//     the events and resends them after reconnecting.
-//     Ledger events are never acknowledged unless stored.
+//   - a storage refusal (quota, disk_full, internal) is not acknowledged,
+//     and the device is not disconnected: the PUBACK is held (with the
+//     acknowledgements of the publishes after it, in order), the err
+//     message says so (acked false), and the intake retries the append by
+//     itself, after HoldRetry and then at doubling intervals up to 32
+//     times it, until it is stored; then the PUBACK goes out. Ledger events
+//     are never acknowledged unless stored. (Disconnecting, as the intake
+//     once did, is not safe: paho.mqtt.golang with auto-reconnect and a
+//     session or store completes the token of every publish it resends on
+//     reconnecting without an error, so a till took refused events for
+//     delivered ones.)
+//
+// What a 3.1.1 till must do: treat only a completed token (a PUBACK) as
+// delivered, keep unacknowledged messages (paho: a persistent store), and
+// bound its publishes in flight (wait on each token, or a few): while the
+// edge holds a PUBACK the intake reads up to MaxPendingPerClient more
+// publishes of that client, then stops reading it, and a client that
+// cannot send its PINGREQ is disconnected by its keepalive; paho then
+// reports its unacknowledged publishes as complete on reconnecting.
 //
 // A batch with some invalid items: over MQTT, the valid items are stored,
 // the PUBACK is a success (0x00, with a reason string in MQTT 5) and the err

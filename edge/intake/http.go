@@ -53,7 +53,7 @@ type httpBody struct {
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		writeJSON(w, http.StatusMethodNotAllowed, httpBody{Error: "method " + r.Method + " is not allowed", WhatToDo: "POST one event or an array of events"})
+		writeJSON(w, statusBadMethod, httpBody{Error: "method " + r.Method + " is not allowed", WhatToDo: "POST one event or an array of events"})
 		return
 	}
 	device, rr, why := s.authHTTP(r)
@@ -70,7 +70,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if ct != ContentTypeJSON && ct != ContentTypeCBOR {
 		s.metrics.refuse(ReasonInvalid)
-		writeJSON(w, http.StatusUnsupportedMediaType, httpBody{
+		writeJSON(w, statusBadMedia, httpBody{
 			Error:    fmt.Sprintf("content type %q is not accepted", r.Header.Get("Content-Type")),
 			Reason:   ReasonInvalid.String(),
 			WhatToDo: "send Content-Type: application/json or application/cbor",
@@ -99,12 +99,12 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 			s.refuseHTTP(w, ReasonTooLarge, fmt.Sprintf("body is over %d bytes", protocol.MaxBatchBytes), nil, nil)
 			return
 		}
-		writeJSON(w, http.StatusBadRequest, httpBody{Error: "read body: " + err.Error(), WhatToDo: "send the whole body"})
+		writeJSON(w, statusUnreadable, httpBody{Error: "read body: " + err.Error(), WhatToDo: "send the whole body"})
 		return
 	}
 	if f, err := protocol.DetectFormat(payload); err == nil && (f == protocol.FormatJSON) != (ct == ContentTypeJSON) {
 		s.metrics.refuse(ReasonInvalid)
-		writeJSON(w, http.StatusBadRequest, httpBody{
+		writeJSON(w, ReasonInvalid.httpStatus(), httpBody{
 			Error:    fmt.Sprintf("the body is %s but Content-Type says %s", f, ct),
 			Reason:   ReasonInvalid.String(),
 			WhatToDo: "send Content-Type: application/" + f.String() + " for this body",
@@ -162,10 +162,10 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, rr.httpStatus(), b)
 		return
 	}
-	status := http.StatusOK // every item a repeat: nothing new was created
+	status := statusAllRepeats
 	for _, x := range d.res {
 		if !x.Duplicate {
-			status = http.StatusCreated
+			status = statusStored
 		}
 	}
 	s.metrics.Acked.Add(1)
@@ -239,7 +239,7 @@ func writeJSON(w http.ResponseWriter, status int, body httpBody) {
 	b, err := json.Marshal(body)
 	if err != nil {
 		b = []byte(`{"error":"encode response"}`)
-		status = http.StatusInternalServerError
+		status = statusCannotWrite
 	}
 	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")

@@ -14,6 +14,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/outpost-edge/outpost/internal/mochiutil"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -71,6 +72,11 @@ type Server struct {
 	// RejectedPerMinute bounds the rejected records one device can make per
 	// minute; refusals beyond it are answered but not kept. Default 600.
 	RejectedPerMinute int
+	// HoldRetry is how soon the intake tries again to store an MQTT 3.1.1
+	// publish it could not store (full quota or disk): 3.1.1 has no negative
+	// acknowledgement, so the PUBACK is held, and the append retried, first
+	// after HoldRetry, then at doubling intervals up to 32 times it. Default 1s.
+	HoldRetry time.Duration
 	// CloseTimeout bounds how long Close waits for appends in flight.
 	// Default 10s.
 	CloseTimeout time.Duration
@@ -85,10 +91,11 @@ type Server struct {
 	metrics Metrics
 	log     *slog.Logger
 
-	broker  *mqtt.Server
-	mqttLn  net.Listener
-	httpSrv *http.Server
-	httpLn  net.Listener
+	broker    *mqtt.Server
+	mqttLn    net.Listener
+	mqttConns *mochiutil.Conns // the TCP connections, for Close
+	httpSrv   *http.Server
+	httpLn    net.Listener
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -112,6 +119,7 @@ func New(app Appender, creds *Credentials) *Server {
 		MaxPendingPerClient: 1024,
 		RejectedPayloadCap:  4096,
 		RejectedPerMinute:   600,
+		HoldRetry:           time.Second,
 		CloseTimeout:        10 * time.Second,
 		Logger:              slog.Default(),
 		Now:                 time.Now,
@@ -134,26 +142,32 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.RejectedPayloadCap <= 0 || s.RejectedPayloadCap > maxRejectedPayloadCap {
 		return fmt.Errorf("start intake: RejectedPayloadCap %d is outside 1..%d (a rejected record's body must stay under protocol.MaxBodyBytes)", s.RejectedPayloadCap, maxRejectedPayloadCap)
 	}
+	if s.HoldRetry <= 0 {
+		return fmt.Errorf("start intake: HoldRetry %s must be positive", s.HoldRetry)
+	}
 	if s.MaxPendingPerClient <= 0 || s.MaxPendingPerClient > 65535 {
 		return fmt.Errorf("start intake: MaxPendingPerClient %d is outside 1..65535", s.MaxPendingPerClient)
 	}
 	s.log = s.Logger.With("component", "intake")
 	var lc net.ListenConfig
 
-	ln, err := lc.Listen(ctx, "tcp", s.MQTTAddr)
+	tcp, err := lc.Listen(ctx, "tcp", s.MQTTAddr)
 	if err != nil {
 		return fmt.Errorf("start intake: listen mqtt %s: %w", s.MQTTAddr, err)
 	}
+	s.mqttConns = mochiutil.Track(tcp)
+	var ln net.Listener = s.mqttConns
 	if s.MQTTTLS != nil {
 		ln = tls.NewListener(ln, s.MQTTTLS)
 	}
+	ln = sizeListener{ln}
 	s.mqttLn = ln
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.ReceiveMaximum = uint16(s.MaxPendingPerClient)
 	// A publish may carry a whole batch; anything larger is refused by the
-	// broker before it is buffered.
-	caps.MaximumPacketSize = 2 * protocol.MaxBatchBytes
+	// broker before it is buffered (see MaxPacketSize).
+	caps.MaximumPacketSize = MaxPacketSize
 	// Sessions of devices that went away (MQTT 3.1.1 clean=false, or MQTT 5
 	// asking for more) are forgotten after a day, so that client ids that
 	// change do not grow the broker's memory forever.
@@ -167,7 +181,7 @@ func (s *Server) Start(ctx context.Context) error {
 		ln.Close()
 		return fmt.Errorf("start intake: %w", err)
 	}
-	if err := s.broker.AddListener(listeners.NewNet("mqtt", ln)); err != nil {
+	if err := s.broker.AddListener(listeners.NewNet(mqttListenerID, ln)); err != nil {
 		ln.Close()
 		return fmt.Errorf("start intake: %w", err)
 	}
@@ -224,9 +238,23 @@ func (s *Server) HTTPAddrActual() string {
 	return s.httpLn.Addr().String()
 }
 
-// Close stops accepting devices, disconnects them, and waits (up to
-// CloseTimeout) for the appends in flight to complete, so that the Appender
-// can be closed after it. Acknowledgements that could not be sent are not
+// mqttListenerID names the intake's one mochi listener.
+const mqttListenerID = "mqtt"
+
+// OpenConnections returns how many MQTT connections are open, counting
+// those that have not finished their CONNECT.
+func (s *Server) OpenConnections() int {
+	if s.mqttConns == nil {
+		return 0
+	}
+	return s.mqttConns.Open()
+}
+
+// Close stops accepting devices, refuses CONNECTs that complete after it
+// began (CONNACK 0x8B, 3.1.1: 0x03), disconnects every device, including one
+// in the middle of its CONNECT, and waits for the appends in flight to
+// complete, so that the Appender can be closed after it. All of it is
+// bounded by CloseTimeout. Acknowledgements that could not be sent are not
 // lost work: the events are durable, and devices resend unacknowledged
 // publishes, which the Appender deduplicates.
 func (s *Server) Close() error {
@@ -247,9 +275,8 @@ func (s *Server) Close() error {
 		}
 		s.mu.Unlock()
 		if s.broker != nil {
-			s.drainClients()
-			if e := s.broker.Close(); e != nil {
-				err = errors.Join(err, fmt.Errorf("close broker: %w", e))
+			if e := mochiutil.Shutdown(ctx, s.broker, []string{mqttListenerID}, s.mqttConns); e != nil {
+				err = errors.Join(err, fmt.Errorf("close intake broker: %w", e))
 			}
 		}
 		done := make(chan struct{})
@@ -261,25 +288,6 @@ func (s *Server) Close() error {
 		}
 	})
 	return err
-}
-
-// drainClients stops accepting MQTT connections, disconnects every client
-// and waits until their goroutines have ended. mochi v2.7.9's Server.Close
-// calls Clients.GetByListener, which takes a read lock twice and deadlocks
-// when a client connects or disconnects in between (mochi-mqtt/server#488,
-// fixed by open PRs #489 and #507); with nothing left moving, it cannot.
-func (s *Server) drainClients() {
-	s.mqttLn.Close()
-	// Twice: a connection accepted just before the listener closed may
-	// attach while the first round waits.
-	for range 2 {
-		for _, cl := range s.broker.Clients.GetAll() {
-			if !cl.Net.Inline {
-				cl.Stop(ErrClosed)
-			}
-		}
-		s.broker.Listeners.ClientsWg.Wait()
-	}
 }
 
 // appendEvents calls the Appender, keeping the in-flight gauge and the

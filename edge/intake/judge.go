@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -185,11 +186,16 @@ func (s *Server) rejects(device, where, transport string, r Reason, raws [][]byt
 	return out
 }
 
+// clip cuts s to maxErrorText bytes, at a character boundary.
 func clip(s string) string {
 	if len(s) <= maxErrorText {
 		return s
 	}
-	return s[:maxErrorText] + "…"
+	n := maxErrorText
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // allowRejects returns how many of n rejected records device may still make

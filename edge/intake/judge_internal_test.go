@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/outpost-edge/outpost/protocol"
@@ -71,4 +72,22 @@ func FuzzJudge(f *testing.F) {
 			}
 		}
 	})
+}
+
+// clip shortens error text for records and err messages without cutting a
+// UTF-8 character in two (the record's text must stay valid UTF-8).
+func TestClipKeepsUTF8(t *testing.T) {
+	for pad := range 4 {
+		s := strings.Repeat("x", maxErrorText-pad) + strings.Repeat("é€😀", 40)
+		got := clip(s)
+		if !utf8.ValidString(got) {
+			t.Fatalf("pad %d: clip cut a character: %q", pad, got[len(got)-8:])
+		}
+		if !strings.HasSuffix(got, "…") || len(got) > maxErrorText+len("…") {
+			t.Fatalf("pad %d: %d bytes, %q", pad, len(got), got[len(got)-8:])
+		}
+	}
+	if got := clip("short é"); got != "short é" {
+		t.Fatalf("%q", got)
+	}
 }

@@ -27,7 +27,7 @@ func (h *hook) ID() string { return "outpost-intake" }
 
 func (h *hook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnDisconnect:
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnDisconnect, mqtt.OnPacketEncode:
 		return true
 	}
 	return false
@@ -49,6 +49,19 @@ var (
 // an ACL check, so it would let a device write to any topic).
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	s := h.s
+	if s.closed.Load() {
+		// Close has begun: a CONNECT that completes now gets no session
+		// (Close may already have swept the clients).
+		code := packets.ErrServerShuttingDown
+		if cl.Properties.ProtocolVersion < 5 {
+			code = packets.ErrServerUnavailable // 3.1.1 CONNACK 0x03
+		}
+		s.metrics.ConnectRefused.Add(1)
+		if err := s.broker.SendConnack(cl, code, false, nil); err != nil {
+			return fmt.Errorf("refuse connect: %w", err)
+		}
+		return code
+	}
 	device, r, why := s.authMQTT(cl, pk)
 	if r != ReasonNone {
 		s.metrics.ConnectRefused.Add(1)
@@ -107,8 +120,21 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	return pk, packets.ErrRejectPacket
 }
 
+// OnPacketEncode announces MaxPacketSize in a successful MQTT 5 CONNACK
+// (mochi enforces its limit but does not say it).
+func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && cl.Properties.ProtocolVersion >= 5 && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+		pk.Properties.MaximumPacketSize = MaxPacketSize
+	}
+	return pk
+}
+
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	s := h.s
+	if errors.Is(err, packets.ErrPacketTooLarge) {
+		s.metrics.refuse(ReasonTooLarge)
+		s.log.Warn("mqtt packet over the maximum packet size: connection closed, nothing acknowledged or kept", "device", logName(string(cl.Properties.Username)), "limit", MaxPacketSize, "mqtt", cl.Properties.ProtocolVersion)
+	}
 	s.mu.Lock()
 	c := s.conns[cl]
 	delete(s.conns, cl)
@@ -150,13 +176,19 @@ func (s *Server) authCert(cn, user string) (string, Reason, string) {
 	return cn, ReasonNone, ""
 }
 
+// authFailed is the one answer to an unknown device and to a bad secret.
+const authFailed = "unknown device or bad secret"
+
 func (s *Server) authSecret(device, secret string) (string, Reason, string) {
 	err := s.creds.Verify(device, secret)
 	switch {
 	case err == nil:
 		return device, ReasonNone, ""
 	case errors.Is(err, ErrUnknownDevice), errors.Is(err, ErrBadSecret):
-		return "", ReasonAuth, err.Error()
+		// One answer for both, so that device ids cannot be probed; only
+		// the edge's own log tells them apart.
+		s.log.Debug("device authentication failed", "device", logName(device), "err", err)
+		return "", ReasonAuth, authFailed
 	}
 	s.log.Error("credentials", "device", device, "err", err)
 	return "", ReasonInternal, "credentials unreadable"
@@ -165,7 +197,7 @@ func (s *Server) authSecret(device, secret string) (string, Reason, string) {
 // verifiedCN returns the subject CN of a client certificate that verified
 // against the listener's ClientCAs.
 func verifiedCN(c net.Conn) (string, bool) {
-	tc, ok := c.(*tls.Conn)
+	tc, ok := netConn(c).(*tls.Conn)
 	if !ok {
 		return "", false
 	}
@@ -208,10 +240,11 @@ type conn struct {
 	v5       bool
 
 	mu      sync.Mutex
-	cond    *sync.Cond // signalled when the queue shrinks or the conn dies
-	queue   []*pub     // unacknowledged publishes, in packet order
-	writing bool       // a writer goroutine is running
-	dead    bool       // disconnected: append nothing more, write nothing more
+	cond    *sync.Cond  // signalled when the queue shrinks or the conn dies
+	queue   []*pub      // unacknowledged publishes, in packet order
+	writing bool        // a writer goroutine is running
+	dead    bool        // disconnected: append nothing more, write nothing more
+	retry   *time.Timer // the held publish's next append (MQTT 3.1.1), or nil
 }
 
 // pub is one PUBLISH on its way through the pipeline.
@@ -225,6 +258,7 @@ type pub struct {
 	res  []Result
 	err  error
 	done bool
+	held int // appends refused for storage so far (MQTT 3.1.1: the PUBACK is held)
 }
 
 func (s *Server) connFor(cl *mqtt.Client) *conn {
@@ -328,17 +362,57 @@ func (c *conn) write() {
 		c.cond.Broadcast()
 		dead := c.dead
 		c.mu.Unlock()
-		for _, p := range ready {
+		for i, p := range ready {
 			if dead {
 				break
 			}
-			dead = !c.ack(p)
+			switch c.ack(p) {
+			case ackGone:
+				dead = true
+			case ackHeld:
+				// p and those after it wait at the head of the queue, in
+				// order, until p's retry completes.
+				c.mu.Lock()
+				p.done, p.res, p.err = false, nil, nil
+				c.queue = append(slices.Clone(ready[i:]), c.queue...)
+				c.mu.Unlock()
+				c.hold(p)
+				dead = true // stop this round; the retry's completion starts the next
+			}
 		}
 	}
 }
 
+// hold schedules p's next append. It runs in the writer, whose WaitGroup
+// count covers the timer's until the timer's own append has been added.
+func (c *conn) hold(p *pub) {
+	s := c.s
+	d := s.HoldRetry << min(p.held-1, 5)
+	s.wg.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead {
+		s.wg.Done()
+		return
+	}
+	c.retry = time.AfterFunc(d, func() {
+		defer s.wg.Done()
+		c.mu.Lock()
+		dead := c.dead
+		c.retry = nil
+		c.mu.Unlock()
+		if !dead {
+			s.appendEvents(c.device, p.events, func(res []Result, err error) { c.complete(p, res, err) })
+		}
+	})
+}
+
 func (c *conn) kill() {
 	c.mu.Lock()
+	if c.retry != nil && c.retry.Stop() {
+		c.s.wg.Done()
+	}
+	c.retry = nil
 	c.dead = true
 	c.cond.Broadcast()
 	c.mu.Unlock()
@@ -398,38 +472,47 @@ type errMessage struct {
 	Reason      string      `json:"reason"`              // none, not_authorized, invalid, too_large, quota, disk_full, internal
 	Error       string      `json:"error"`
 	WhatToDo    string      `json:"what_to_do"`
-	Acked       bool        `json:"acked"`              // the publish was acknowledged; false: it will be resent by the client
+	Acked       bool        `json:"acked"`              // the publish was acknowledged; false: not yet (MQTT 5: the client resends it; 3.1.1: the edge holds the PUBACK and retries)
 	Accepted    int         `json:"accepted"`           // events of the payload stored (or already stored)
 	Errors      []itemError `json:"errors,omitempty"`   // per item
 	ErrorsTotal int         `json:"errors_total"`       // items refused, when Errors is cut short
 	Rejected    []string    `json:"rejected,omitempty"` // ids of the intake.rejected records that keep the refused bytes
 }
 
+// What ack did with a publish.
+const (
+	ackSent = iota // answered (or nothing to answer, at QoS 0)
+	ackHeld        // MQTT 3.1.1 storage refusal: no PUBACK yet; retry the append
+	ackGone        // the client is gone or has been disconnected
+)
+
 // ack answers one publish: the err topic message when something was
-// refused, then the PUBACK or PUBREC. It returns false when the client is
-// gone or has been disconnected.
-func (c *conn) ack(p *pub) bool {
+// refused, then the PUBACK or PUBREC.
+func (c *conn) ack(p *pub) int {
 	s := c.s
 	r, detail := outcome(p.v, p.res, p.err)
 	if p.v.refusal == ReasonNone && r != ReasonNone {
 		s.metrics.refuse(r)
 	}
-	withhold := r.transient() && !c.v5 && p.qos > 0
-	if r != ReasonNone || len(p.v.items) > 0 {
-		c.publishErr(p, r, detail, !withhold)
-	}
-	if withhold {
+	if r.transient() && !c.v5 && p.qos > 0 {
 		// MQTT 3.1.1 has no negative acknowledgement, and a PUBACK would
-		// tell the device it may forget events that are not stored. Close
-		// the connection instead: the device resends what is unacknowledged
-		// when it reconnects, and the Appender deduplicates what was stored.
-		s.log.Warn("mqtt publish not stored; disconnecting the device so it resends later", "device", c.device, "packet_id", p.packetID, "reason", r.String(), "err", detail)
-		c.kill()
-		c.cl.Stop(fmt.Errorf("events not stored: %s", r))
-		return false
+		// tell the device it may forget events that are not stored. Nor
+		// may the intake disconnect: paho.mqtt.golang, reconnecting with
+		// its session or store, completes the token of every publish it
+		// resends without an error, as if acknowledged. So the PUBACK is
+		// held and the append retried until it is stored (or the device
+		// leaves, and resends it after reconnecting).
+		if p.held++; p.held == 1 {
+			c.publishErr(p, r, detail, false)
+			s.log.Warn("mqtt 3.1.1 publish not stored; holding its PUBACK and retrying", "device", c.device, "packet_id", p.packetID, "reason", r.String(), "err", detail)
+		}
+		return ackHeld
+	}
+	if r != ReasonNone || len(p.v.items) > 0 {
+		c.publishErr(p, r, detail, true)
 	}
 	if p.qos == 0 {
-		return true
+		return ackSent
 	}
 	code := packets.CodeSuccess
 	if c.v5 {
@@ -448,6 +531,8 @@ func (c *conn) ack(p *pub) bool {
 		if code.Code < packets.ErrUnspecifiedError.Code {
 			// Let mochi finish the exchange: with the PUBREC in the
 			// client's inflight map, its PUBREL gets a PUBCOMP.
+			// mochi expires inflight messages by its own wall clock, so
+			// this is time.Now, not Server.Now (the records' clock).
 			now := time.Now().Unix()
 			ack.Created, ack.Expiry = now, now+s.broker.Options.Capabilities.MaximumMessageExpiryInterval
 			if c.cl.State.Inflight.Set(ack) {
@@ -457,10 +542,10 @@ func (c *conn) ack(p *pub) bool {
 	}
 	if err := c.cl.WritePacket(ack); err != nil {
 		c.kill()
-		return false
+		return ackGone
 	}
 	s.metrics.Acked.Add(1)
-	return true
+	return ackSent
 }
 
 func (c *conn) publishErr(p *pub, r Reason, detail string, acked bool) {

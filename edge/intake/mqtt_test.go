@@ -4,13 +4,15 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/outpost-edge/outpost/edge/intake"
 	"github.com/outpost-edge/outpost/edge/intake/intaketest"
+	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -370,15 +372,24 @@ func TestReasonCodesMQTT5(t *testing.T) {
 
 // TestStorageRefusal311 checks that an MQTT 3.1.1 publish that could not be
 // stored is not acknowledged: the device is disconnected and resends it.
+// An MQTT 3.1.1 publish the edge cannot store is not acknowledged, and the
+// device is not disconnected (see TestPaho311StorageRefusalIsNotAnAck): the
+// PUBACK is held, with those after it, until a retry stores it.
 func TestStorageRefusal311(t *testing.T) {
 	f := newFake(t)
+	var full atomic.Bool
+	full.Store(true)
+	var tries atomic.Int64
 	f.Fail = func(_ string, ev protocol.Event) error {
 		if ev.ID == "q1" {
-			return intaketest.QuotaError{}
+			tries.Add(1)
+			if full.Load() {
+				return intaketest.QuotaError{}
+			}
 		}
 		return nil
 	}
-	h := intaketest.MustStart(t, f, nil)
+	h := intaketest.MustStart(t, f, func(s *intake.Server) { s.HoldRetry = 5 * time.Millisecond })
 	rc, _ := dialRaw(t, h.MQTTAddr(), 4, "quota3", "dev-1", h.Secret("dev-1"))
 	rc.publish(evTopic("dev-1"), 1, 1, eventJSON("fine", "sale.note"))
 	rc.publish(evTopic("dev-1"), 1, 2, eventJSON("q1", "sale.note"))
@@ -386,20 +397,19 @@ func TestStorageRefusal311(t *testing.T) {
 	if pk := rc.mustRead(nil); pk.FixedHeader.Type != packets.Puback || pk.PacketID != 1 {
 		t.Fatalf("first ack: %+v", pk)
 	}
-	for {
-		pk, err := rc.read(waitLimit)
-		if errors.Is(err, io.EOF) {
-			break
+	poll.Until(t, waitLimit, "retries of the refused append", func() bool { return tries.Load() >= 3 })
+	full.Store(false)
+	for _, want := range []uint16{2, 3} {
+		pk := rc.mustRead(nil)
+		if pk.FixedHeader.Type != packets.Puback || pk.PacketID != want {
+			t.Fatalf("got type %d id %d, want PUBACK %d", pk.FixedHeader.Type, pk.PacketID, want)
 		}
-		if err != nil {
-			t.Fatalf("want the connection closed, got %v", err)
-		}
-		if pk.FixedHeader.Type == packets.Puback {
-			t.Fatalf("PUBACK %d for a publish that was not stored (or one after it)", pk.PacketID)
+		if len(f.RecordsOfType("sale.note")) != 3 {
+			t.Fatalf("PUBACK %d before q1 was stored", want)
 		}
 	}
-	if n := h.Server.Metrics().Refused(intake.ReasonQuota); n != 1 {
-		t.Fatalf("Refused(quota) = %d", n)
+	if n := h.Server.Metrics().Refused(intake.ReasonQuota); n < 3 {
+		t.Fatalf("Refused(quota) = %d, want one per try", n)
 	}
 }
 

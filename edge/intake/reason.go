@@ -58,8 +58,9 @@ func Reasons() []Reason {
 	return out
 }
 
-// transient reports whether the same input may succeed later: the device
-// must keep it and retry, so an MQTT 3.1.1 device is not acknowledged.
+// transient reports whether the same input may succeed later: an MQTT 5
+// device must keep it and retry; for an MQTT 3.1.1 device the intake holds
+// the PUBACK and retries the append itself.
 func (r Reason) transient() bool {
 	return r == ReasonQuota || r == ReasonDiskFull || r == ReasonBusy || r == ReasonInternal
 }
@@ -87,7 +88,7 @@ func (r Reason) mqtt5() packets.Code {
 func (r Reason) httpStatus() int {
 	switch r {
 	case ReasonNone:
-		return http.StatusCreated
+		return statusStored
 	case ReasonAuth:
 		return http.StatusUnauthorized
 	case ReasonNotAuthorized:
@@ -105,6 +106,17 @@ func (r Reason) httpStatus() int {
 	}
 	return http.StatusInternalServerError
 }
+
+// The HTTP intake's other statuses, here with the Reasons' so that this
+// file is the one place that maps outcomes to statuses.
+const (
+	statusStored      = http.StatusCreated              // at least one new record
+	statusAllRepeats  = http.StatusOK                   // every event of the request was already stored
+	statusBadMethod   = http.StatusMethodNotAllowed     // not a POST
+	statusBadMedia    = http.StatusUnsupportedMediaType // neither application/json nor application/cbor
+	statusUnreadable  = http.StatusBadRequest           // the body could not be read
+	statusCannotWrite = http.StatusInternalServerError  // the answer could not be encoded
+)
 
 // advice says what the device or its integrator should do about r.
 func (r Reason) advice() string {

@@ -95,7 +95,7 @@ func Validate(typ string, body []byte) error {
 		return errf("", "a %s event needs a body", typ)
 	}
 	if err := dec.Unmarshal(body, v); err != nil {
-		return decodeError(err)
+		return decodeError(err, body, v)
 	}
 	return v.validate()
 }
@@ -104,7 +104,7 @@ func Validate(typ string, body []byte) error {
 // this package) and validates it.
 func Decode(typ string, body []byte, v any) error {
 	if err := dec.Unmarshal(body, v); err != nil {
-		return decodeError(err)
+		return decodeError(err, body, v)
 	}
 	if vv, ok := v.(interface{ validate() error }); ok {
 		return vv.validate()
@@ -112,7 +112,12 @@ func Decode(typ string, body []byte, v any) error {
 	return nil
 }
 
-func decodeError(err error) error {
+// decodeError names the exact field a failed decode of body into v was
+// about (typeError), or failing that the outermost one.
+func decodeError(err error, body []byte, v any) error {
+	if e := typeError(body, v); e != nil {
+		return e
+	}
 	if te, ok := err.(*cbor.UnmarshalTypeError); ok {
 		// StructFieldName is "pos.Type.field": keep the field.
 		f := te.StructFieldName
@@ -121,9 +126,9 @@ func decodeError(err error) error {
 				f = f[i+1+j+1:]
 			}
 		}
-		return errf(f, "must be %s, got CBOR %s", goKind(te.GoType), te.CBORType)
+		return errf(f, "must be %s", goKind(te.GoType))
 	}
-	return errf("", "%v", err)
+	return errf("", "%s", strings.TrimPrefix(err.Error(), "cbor: "))
 }
 
 func goKind(t string) string {
@@ -137,7 +142,10 @@ func goKind(t string) string {
 	case "float64":
 		return "a number"
 	}
-	return t
+	if strings.HasPrefix(t, "[]") {
+		return "an array"
+	}
+	return "a map"
 }
 
 // Line is one sale or return line item.

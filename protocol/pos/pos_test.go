@@ -51,7 +51,7 @@ func TestArithmeticErrors(t *testing.T) {
 		{"tenders", pos.TypeSaleCompleted, `"change":37`, `"change":36`, "tenders", "add up to 900; want total 863 + change 36 = 899"},
 		{"currency", pos.TypeSaleCompleted, `"EUR"`, `"EURO"`, "currency", `"EURO" is not an ISO 4217 code`},
 		{"qty", pos.TypeSaleCompleted, `"qty":3000`, `"qty":0`, "lines[0].qty", "is 0"},
-		{"type mismatch", pos.TypeSaleCompleted, `"qty":3000`, `"qty":"3"`, "lines", "must be an integer"},
+		{"type mismatch", pos.TypeSaleCompleted, `"qty":3000`, `"qty":"3"`, "lines[0].qty", "must be an integer in thousandths"},
 		{"day", pos.TypeSaleCompleted, `"2026-11-22"`, `"22/11/2026"`, "business_day", "not a date"},
 	}
 	for _, c := range cases {

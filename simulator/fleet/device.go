@@ -57,8 +57,14 @@ type MQTTSender struct {
 	c        paho.Client
 	topic    string
 	refusals atomic.Uint64
-	mu       sync.Mutex
-	lastErr  string
+	// store holds paho's unacknowledged publishes. paho completes the
+	// token of a publish it resends after reconnecting without an error,
+	// though no PUBACK came for it; a real PUBACK removes the publish from
+	// the store before its token completes. So a publish counts as
+	// acknowledged only when its token completed and it left the store.
+	store   *paho.MemoryStore
+	mu      sync.Mutex
+	lastErr string
 }
 
 var _ Sender = (*MQTTSender)(nil)
@@ -71,12 +77,13 @@ func DialMQTT(addr, device, secret string) (*MQTTSender, error) {
 		return nil, err
 	}
 	errTopic, _ := protocol.DeviceTopic(device, protocol.KindError)
-	s := &MQTTSender{topic: topic}
+	s := &MQTTSender{topic: topic, store: paho.NewMemoryStore()}
 	opts := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(device).
 		SetUsername(device).SetPassword(secret).SetProtocolVersion(4).SetCleanSession(true).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).
 		SetMaxReconnectInterval(time.Second).SetConnectTimeout(3 * time.Second).SetKeepAlive(10 * time.Second).
 		SetWriteTimeout(5 * time.Second).SetOrderMatters(false).
+		SetStore(s.store).
 		SetOnConnectHandler(func(c paho.Client) {
 			c.Subscribe(errTopic, 0, func(_ paho.Client, m paho.Message) {
 				s.refusals.Add(1)
@@ -90,7 +97,8 @@ func DialMQTT(addr, device, secret string) (*MQTTSender, error) {
 	return s, nil
 }
 
-// Send publishes payload at QoS 1.
+// Send publishes payload at QoS 1. It is Acked only when a PUBACK came for
+// one of the copies.
 func (s *MQTTSender) Send(ctx context.Context, payload []byte, copies int, timeout time.Duration) Outcome {
 	if !s.c.IsConnectionOpen() {
 		// Publishing while disconnected queues the message in paho; wait
@@ -106,7 +114,7 @@ func (s *MQTTSender) Send(ctx context.Context, payload []byte, copies int, timeo
 	deadline := time.Now().Add(timeout)
 	acked := false
 	for _, t := range toks {
-		if t.WaitTimeout(time.Until(deadline)) && t.Error() == nil {
+		if t.WaitTimeout(time.Until(deadline)) && t.Error() == nil && s.pubacked(t) {
 			acked = true
 		}
 	}
@@ -114,6 +122,15 @@ func (s *MQTTSender) Send(ctx context.Context, payload []byte, copies int, timeo
 		return Acked
 	}
 	return NoAnswer
+}
+
+// pubacked reports whether the completed token t was completed by a PUBACK:
+// then its publish is no longer in paho's store. (Should paho reuse the
+// message id for a new publish first, this says no: a send counted as no
+// answer is resent and deduplicated, never wrongly counted.)
+func (s *MQTTSender) pubacked(t paho.Token) bool {
+	pt, ok := t.(*paho.PublishToken)
+	return ok && s.store.Get(fmt.Sprintf("o.%d", pt.MessageID())) == nil
 }
 
 // Refusals counts the messages on the device's err topic.
