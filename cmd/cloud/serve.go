@@ -25,6 +25,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/api"
 	brokermqtt "github.com/outpost-edge/outpost/cloud/broker/mqtt"
 	brokernats "github.com/outpost-edge/outpost/cloud/broker/nats"
+	"github.com/outpost-edge/outpost/cloud/edgeauth"
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
 	"github.com/outpost-edge/outpost/cloud/ledger"
@@ -85,6 +86,7 @@ type Main struct {
 	apiAddr string
 
 	natsServer *brokernats.Broker
+	auth       *edgeauth.Authenticator // edge logins on the embedded brokers
 }
 
 // NewMain returns a Main with defaults.
@@ -228,6 +230,12 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	// One Authenticator for both embedded brokers: it spends broker tokens
+	// in Postgres (once across replicas) and closes revoked edges' sessions.
+	m.auth, err = edgeauth.New(edgeauth.Options{Store: edgeauth.LedgerStore(led), Cluster: string(signer.KeyID()), Logger: log})
+	if err != nil {
+		return err
+	}
 	natsConsumer, err := m.startNATS(c, svc, led, log)
 	if err != nil {
 		return err
@@ -240,11 +248,7 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		log.Info("no MQTT (--mqtt-listen is empty): edges connect over NATS only")
 	} else if brokerURL == "" {
-		m.broker, err = brokermqtt.Start(brokermqtt.Options{
-			Addr:   c.MQTTListen,
-			Keys:   func(ctx context.Context, edge string) (protocol.Keys, error) { return led.EdgeKeys(ctx, edge) },
-			Logger: log,
-		})
+		m.broker, err = brokermqtt.Start(brokermqtt.Options{Addr: c.MQTTListen, Auth: m.auth, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -289,6 +293,9 @@ func (m *Main) Run(ctx context.Context) error {
 	defer stopWork()
 	g, gctx := errgroup.WithContext(work)
 	g.Go(func() error { return svc.Run(gctx) })
+	if m.broker != nil || m.natsServer != nil {
+		g.Go(func() error { return m.auth.Run(gctx) })
+	}
 	if consumer != nil {
 		g.Go(func() error { return consumer.Run(gctx) })
 	}
