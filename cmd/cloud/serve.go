@@ -264,6 +264,7 @@ func (m *Main) Run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, svc, led)
+	registerAuthMetrics(reg, m.auth)
 	if natsConsumer != nil {
 		registerNATSMetrics(reg, natsConsumer)
 	}
