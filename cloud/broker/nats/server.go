@@ -203,7 +203,7 @@ func (a *edgeAuth) Check(c server.ClientAuthentication) bool {
 	user := co.Username
 	if user == protocol.InternalUser {
 		if subtle.ConstantTimeCompare([]byte(co.Password), []byte(a.s.password)) != 1 {
-			a.s.log.Warn("refused a NATS login as the cloud's internal user", "remote", addr(c))
+			a.s.auth.Refused(protocol.BrokerNATS, user, addr(c), errors.New("wrong password for the cloud's internal user"))
 			return false
 		}
 		c.RegisterUser(&server.User{Username: user})
