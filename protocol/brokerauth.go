@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // An edge logs in to the cloud's brokers (MQTT and NATS) with its edge id as
@@ -24,8 +25,10 @@ import (
 // A token therefore works once, on one kind of broker of one cloud, and no
 // clock has to agree with any other: an edge whose clock is days off still
 // logs in. Version 1 tokens (a timestamp checked against the broker's clock
-// within ±10 minutes, and valid for every broker) are refused: they could
-// be replayed for their whole window and across brokers.
+// within ±10 minutes, and valid for every broker) are refused by
+// ParseBrokerToken: they could be replayed for their whole window and
+// across brokers. A cloud may still accept them while edges are upgraded
+// (VerifyBrokerTokenV1).
 
 // Brokers an audience names.
 const (
@@ -136,6 +139,55 @@ func VerifyBrokerToken(audience, edge, token string, keys Keys) (BrokerToken, er
 	}
 	if err := t.Verify(audience, edge, keys); err != nil {
 		return BrokerToken{}, err
+	}
+	return t, nil
+}
+
+// BrokerTokenV1Skew is how far a v1 token's time may be from the cloud's
+// clock, when v1 is accepted at all (VerifyBrokerTokenV1).
+const BrokerTokenV1Skew = 10 * time.Minute
+
+// VerifyBrokerTokenV1 checks a version 1 token, which older edges send:
+//
+//	token   = "v1." kid "." unix_ms "." base64url(signature)
+//	message = "outpost-broker-auth/v1" 0x00 edge 0x00 unix_ms
+//
+// accepted within BrokerTokenV1Skew of now. It is for a cloud that accepts
+// them while its edges are upgraded (cloud serve --broker-tokens-v1): the
+// returned token's Counter is unix_ms, which the cloud spends like a v2
+// counter, so a v1 token too works once; but it is valid on either broker,
+// and needs the edge's clock. Errors wrap ErrBadSignature.
+func VerifyBrokerTokenV1(edge, token string, keys Keys, now time.Time) (BrokerToken, error) {
+	if len(token) > MaxBrokerTokenBytes {
+		return BrokerToken{}, badSig("broker token: %d bytes, limit %d", len(token), MaxBrokerTokenBytes)
+	}
+	parts := strings.Split(token, ".")
+	if len(parts) != 4 || parts[0] != "v1" {
+		return BrokerToken{}, badSig("broker token v1: want v1.<kid>.<unix ms>.<signature>")
+	}
+	ms, err := strconv.ParseInt(parts[2], 10, 64)
+	if err != nil || ms <= 0 {
+		return BrokerToken{}, badSig("broker token v1: time %q is not Unix milliseconds", parts[2])
+	}
+	if d := now.Sub(time.UnixMilli(ms)); d > BrokerTokenV1Skew || d < -BrokerTokenV1Skew {
+		return BrokerToken{}, badSig("broker token v1: signed at %s, %s from the cloud's clock (limit %s): check the edge's clock, or upgrade the edge to v2 tokens, which need none",
+			time.UnixMilli(ms).UTC().Format(time.RFC3339), d.Round(time.Second), BrokerTokenV1Skew)
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(parts[3])
+	if err != nil || len(sig) != ed25519.SignatureSize {
+		return BrokerToken{}, badSig("broker token v1: signature is not %d bytes of base64url", ed25519.SignatureSize)
+	}
+	t := BrokerToken{KID: KeyID(parts[1]), Counter: uint64(ms), Signature: sig}
+	pub, err := keys.PublicKey(t.KID)
+	if err != nil {
+		return BrokerToken{}, fmt.Errorf("broker token: key %s: %w: %w", t.KID, err, ErrBadSignature)
+	}
+	if err := ValidatePublicKey(pub); err != nil {
+		return BrokerToken{}, badSig("broker token: key %s: %v", t.KID, err)
+	}
+	msg := []byte("outpost-broker-auth/v1\x00" + edge + "\x00" + strconv.FormatInt(ms, 10))
+	if !ed25519.Verify(pub, msg, sig) {
+		return BrokerToken{}, badSig("broker token v1: signature by key %s does not verify for edge %q", t.KID, edge)
 	}
 	return t, nil
 }

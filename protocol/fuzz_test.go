@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -133,5 +134,13 @@ func FuzzParseBrokerToken(f *testing.F) {
 		if again != string(b) {
 			t.Fatalf("%q parsed, but its canonical form is %q", b, again)
 		}
+	})
+}
+
+func FuzzVerifyBrokerTokenV1(f *testing.F) {
+	f.Add([]byte("v1.0b64e89c4e3f7edc.1795340000000.AAAA"))
+	keys := protocol.NewKeyMap(make([]byte, 32))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = protocol.VerifyBrokerTokenV1("edge-001", string(b), keys, time.UnixMilli(1795340000000))
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/fxamacker/cbor/v2"
@@ -174,13 +175,14 @@ func TestVectors(t *testing.T) {
 	}
 	if *update {
 		writeSeedCorpus(t, map[string][][]byte{
-			"FuzzDecodeEvents":     {[]byte(evs[0].JSON), []byte(evs[2].JSON), mustHex(t, evs[2].CBORHex), []byte("[" + evs[0].JSON + "," + evs[1].JSON + "]")},
-			"FuzzDecodeRecord":     {raws[0], tb},
-			"FuzzDecodeSegment":    {segb, mustEncodeSegment(t, seg, true)},
-			"FuzzVerifyReply":      {rc, nk},
-			"FuzzVerifyCheckpoint": {cp},
-			"FuzzDecodeHello":      {hello},
-			"FuzzParseBrokerToken": {[]byte(btok), []byte("v1.0b64e89c4e3f7edc.1795340000000.AAAA")},
+			"FuzzDecodeEvents":        {[]byte(evs[0].JSON), []byte(evs[2].JSON), mustHex(t, evs[2].CBORHex), []byte("[" + evs[0].JSON + "," + evs[1].JSON + "]")},
+			"FuzzDecodeRecord":        {raws[0], tb},
+			"FuzzDecodeSegment":       {segb, mustEncodeSegment(t, seg, true)},
+			"FuzzVerifyReply":         {rc, nk},
+			"FuzzVerifyCheckpoint":    {cp},
+			"FuzzDecodeHello":         {hello},
+			"FuzzParseBrokerToken":    {[]byte(btok), []byte("v1.0b64e89c4e3f7edc.1795340000000.AAAA")},
+			"FuzzVerifyBrokerTokenV1": {[]byte("v1." + string(edge.KeyID()) + ".1795340000000." + strings.Repeat("A", 86))},
 		})
 	}
 }

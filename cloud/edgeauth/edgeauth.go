@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,10 @@ type Options struct {
 	// Cluster is the cloud's part of every token's audience: the id of the
 	// cloud's signing key, which edges pin at enrollment.
 	Cluster string
+	// AcceptV1 also accepts older edges' v1 tokens while they are upgraded
+	// (protocol.VerifyBrokerTokenV1): spent once like v2, but valid on
+	// either broker and only within ±10 minutes of this clock.
+	AcceptV1 bool
 
 	MaxSessionsPerEdge int           // sessions one edge may hold on this process
 	FailureBurst       int           // failed logins a source may make at once
@@ -75,6 +80,7 @@ type Options struct {
 // Stats count what the Authenticator did since it started.
 type Stats struct {
 	Accepted     uint64 // logins accepted
+	AcceptedV1   uint64 // of which with a v1 token (Options.AcceptV1)
 	Refused      uint64 // logins refused, for any reason
 	RateLimited  uint64 // of which refused for the source's failures, unchecked
 	NegativeHits uint64 // of which refused from the negative cache, with no lookup
@@ -95,7 +101,7 @@ type Authenticator struct {
 	mu       sync.Mutex
 	sessions map[string]map[*Session]struct{} // by edge
 
-	accepted, refused, rateLimited, negativeHits, lookups, kicked atomic.Uint64
+	accepted, acceptedV1, refused, rateLimited, negativeHits, lookups, kicked atomic.Uint64
 }
 
 // New returns an Authenticator; Run watches revocations.
@@ -170,7 +176,8 @@ func (a *Authenticator) login(ctx context.Context, broker, edge, token, src stri
 		return fail(fmt.Errorf("user name: %w", err))
 	}
 	tok, err := protocol.ParseBrokerToken(token)
-	if err != nil {
+	v1 := a.o.AcceptV1 && errors.Is(err, protocol.ErrBrokerTokenVersion) && strings.HasPrefix(token, "v1.")
+	if err != nil && !v1 {
 		return fail(err)
 	}
 	if a.negative.has(edge, now) {
@@ -187,7 +194,12 @@ func (a *Authenticator) login(ctx context.Context, broker, edge, token, src stri
 		// The database failing is not the client's fault.
 		return nil, fmt.Errorf("look up the keys of edge %s: %w", edge, err)
 	}
-	if err := tok.Verify(a.Audience(broker), edge, keys); err != nil {
+	if v1 {
+		tok, err = protocol.VerifyBrokerTokenV1(edge, token, keys, now)
+	} else {
+		err = tok.Verify(a.Audience(broker), edge, keys)
+	}
+	if err != nil {
 		return fail(err)
 	}
 	s := &Session{Edge: edge, KID: tok.KID, Broker: broker, a: a}
@@ -203,6 +215,9 @@ func (a *Authenticator) login(ctx context.Context, broker, edge, token, src stri
 	}
 	if s.Kicked() {
 		return nil, fmt.Errorf("edge %s or key %s was revoked during the login: %w", edge, tok.KID, ErrRevoked)
+	}
+	if v1 {
+		a.acceptedV1.Add(1)
 	}
 	return s, nil
 }
@@ -352,7 +367,7 @@ func (a *Authenticator) prune() {
 // Stats returns the counters.
 func (a *Authenticator) Stats() Stats {
 	return Stats{
-		Accepted: a.accepted.Load(), Refused: a.refused.Load(), RateLimited: a.rateLimited.Load(),
+		Accepted: a.accepted.Load(), AcceptedV1: a.acceptedV1.Load(), Refused: a.refused.Load(), RateLimited: a.rateLimited.Load(),
 		NegativeHits: a.negativeHits.Load(), Lookups: a.lookups.Load(), Kicked: a.kicked.Load(),
 		LogsDropped: a.logs.droppedTotal(),
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"log/slog"
 	"strconv"
@@ -275,5 +276,37 @@ func TestRunKicksOncePerRevocation(t *testing.T) {
 	poll.Until(t, 10*time.Second, "three more polls", func() bool { return rs.polls.Load() >= from+3 })
 	if s2.Kicked() || a.Sessions("e1") != 1 {
 		t.Fatal("a new session was kicked again for an old revocation")
+	}
+}
+
+// v1 tokens are refused unless the cloud accepts them for an upgrade, and
+// then they too work once, and only near the cloud's clock.
+func TestV1Tokens(t *testing.T) {
+	seed := sha256.Sum256([]byte("e1"))
+	key := ed25519.NewKeyFromSeed(seed[:])
+	v1 := func(at time.Time) string {
+		ms := strconv.FormatInt(at.UnixMilli(), 10)
+		sig := ed25519.Sign(key, []byte("outpost-broker-auth/v1\x00e1\x00"+ms))
+		return "v1." + string(signer("e1").KeyID()) + "." + ms + "." + base64.RawURLEncoding.EncodeToString(sig)
+	}
+	ctx := context.Background()
+	strict, _, c, _ := newAuth(t, edgeauth.Options{})
+	if _, err := strict.Login(ctx, protocol.BrokerMQTT, "e1", v1(c.Now()), ""); !errors.Is(err, protocol.ErrBrokerTokenVersion) {
+		t.Errorf("v1 by default: %v, want a version refusal", err)
+	}
+	lax, _, c, _ := newAuth(t, edgeauth.Options{AcceptV1: true})
+	tok := v1(c.Now())
+	if _, err := lax.Login(ctx, protocol.BrokerMQTT, "e1", tok, ""); err != nil || lax.Stats().AcceptedV1 != 1 {
+		t.Fatalf("v1 while upgrading: %v, %+v", err, lax.Stats())
+	}
+	if _, err := lax.Login(ctx, protocol.BrokerNATS, "e1", tok, ""); !errors.Is(err, edgeauth.ErrReplay) {
+		t.Errorf("v1 replayed: %v, want ErrReplay", err)
+	}
+	if _, err := lax.Login(ctx, protocol.BrokerMQTT, "e1", v1(c.Now().Add(-time.Hour)), ""); !errors.Is(err, protocol.ErrBadSignature) {
+		t.Errorf("stale v1: %v", err)
+	}
+	// Then the upgraded edge's v2 counters (its clock's ms) follow on.
+	if _, err := lax.Login(ctx, protocol.BrokerMQTT, "e1", signer("e1").BrokerToken(protocol.BrokerMQTT, "e1", uint64(c.Now().UnixMilli())+1), ""); err != nil {
+		t.Errorf("v2 after v1: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ func registerAuthMetrics(reg *prometheus.Registry, a *edgeauth.Authenticator) {
 			func() float64 { return float64(f(a.Stats())) }))
 	}
 	counter("logins_accepted_total", "Edge logins accepted by the embedded brokers.", func(s edgeauth.Stats) uint64 { return s.Accepted })
+	counter("logins_v1_total", "Edge logins accepted with a v1 broker token (--broker-tokens-v1): edges still to upgrade.", func(s edgeauth.Stats) uint64 { return s.AcceptedV1 })
 	counter("logins_refused_total", "Edge logins refused, for any reason (the log names each, rate-limited).", func(s edgeauth.Stats) uint64 { return s.Refused })
 	counter("logins_rate_limited_total", "Logins refused unchecked because their address failed too often lately.", func(s edgeauth.Stats) uint64 { return s.RateLimited })
 	counter("logins_negative_cached_total", "Logins refused from the cache of unknown and revoked edges, with no lookup.", func(s edgeauth.Stats) uint64 { return s.NegativeHits })

@@ -53,6 +53,7 @@ type Config struct {
 	MaxBatch     int
 	GapWait      time.Duration
 	DrainTimeout time.Duration
+	TokensV1     bool
 	LogLevel     string
 	LogFormat    string
 	Config       string
@@ -112,6 +113,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.IntVar(&c.MaxBatch, "max-batch", 64, "segments per commit transaction")
 	fs.DurationVar(&c.GapWait, "gap-wait", 2*time.Second, "how long a segment after a gap waits for the gap to fill before a nack")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "on the first SIGTERM, how long to finish work in hand")
+	fs.BoolVar(&c.TokensV1, "broker-tokens-v1", false, "embedded brokers: also accept older edges' v1 broker tokens while they are upgraded (once each, like v2, but valid on either broker and within 10 minutes of this clock)")
 	natsFlags(fs, &c.NATS)
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud serve [flags]\n\nRuns the cloud service.")
 	return flagenv.Parse(fs, args, "OUTPOST_", "config")
@@ -232,7 +234,7 @@ func (m *Main) Run(ctx context.Context) error {
 
 	// One Authenticator for both embedded brokers: it spends broker tokens
 	// in Postgres (once across replicas) and closes revoked edges' sessions.
-	m.auth, err = edgeauth.New(edgeauth.Options{Store: edgeauth.LedgerStore(led), Cluster: string(signer.KeyID()), Logger: log})
+	m.auth, err = edgeauth.New(edgeauth.Options{Store: edgeauth.LedgerStore(led), Cluster: string(signer.KeyID()), AcceptV1: c.TokensV1, Logger: log})
 	if err != nil {
 		return err
 	}
