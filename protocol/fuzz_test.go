@@ -1,7 +1,10 @@
 package protocol_test
 
 import (
+	"encoding/base64"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -116,5 +119,28 @@ func FuzzParseTopic(f *testing.F) {
 		if tp, err := protocol.ParseSubject(s); err == nil && tp.NATS() != s {
 			t.Fatalf("ParseSubject(%q) round trips to %q", s, tp.NATS())
 		}
+	})
+}
+
+func FuzzParseBrokerToken(f *testing.F) {
+	f.Add([]byte("v2.0b64e89c4e3f7edc.1.AAAA"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tok, err := protocol.ParseBrokerToken(string(b))
+		if err != nil {
+			return
+		}
+		// One token has one spelling: what parses is the canonical form.
+		again := "v2." + string(tok.KID) + "." + strconv.FormatUint(tok.Counter, 10) + "." + base64.RawURLEncoding.EncodeToString(tok.Signature)
+		if again != string(b) {
+			t.Fatalf("%q parsed, but its canonical form is %q", b, again)
+		}
+	})
+}
+
+func FuzzVerifyBrokerTokenV1(f *testing.F) {
+	f.Add([]byte("v1.0b64e89c4e3f7edc.1795340000000.AAAA"))
+	keys := protocol.NewKeyMap(make([]byte, 32))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = protocol.VerifyBrokerTokenV1("edge-001", string(b), keys, time.UnixMilli(1795340000000))
 	})
 }

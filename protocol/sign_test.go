@@ -7,7 +7,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/veraison/go-cose"
@@ -148,24 +147,34 @@ func TestReplies(t *testing.T) {
 func TestBrokerToken(t *testing.T) {
 	s := mustSigner(t, edgeKeyName)
 	keys := protocol.NewKeyMap(s.Public())
-	now := testT0
-	tok := s.BrokerToken("edge-001", now)
-	if err := protocol.VerifyBrokerToken("edge-001", tok, keys, now.Add(time.Minute)); err != nil {
+	aud := protocol.BrokerAudience(protocol.BrokerMQTT, "c1")
+	tok := s.BrokerToken(aud, "edge-001", 42)
+	got, err := protocol.VerifyBrokerToken(aud, "edge-001", tok, keys)
+	if err != nil {
 		t.Fatal(err)
 	}
+	if got.Counter != 42 || got.KID != s.KeyID() {
+		t.Fatalf("parsed %+v, want counter 42 and kid %s", got, s.KeyID())
+	}
 	for name, c := range map[string]struct {
-		edge, tok string
-		at        time.Time
+		aud, edge, tok string
 	}{
-		"other edge":   {"edge-002", tok, now},
-		"stale":        {"edge-001", tok, now.Add(time.Hour)},
-		"future":       {"edge-001", tok, now.Add(-time.Hour)},
-		"other key":    {"edge-001", mustSigner(t, "x").BrokerToken("edge-001", now), now},
-		"garbage":      {"edge-001", "hunter2", now},
-		"altered time": {"edge-001", strings.Replace(tok, ".1", ".2", 1), now},
+		"other edge":         {aud, "edge-002", tok},
+		"NATS token on MQTT": {aud, "edge-001", s.BrokerToken(protocol.BrokerAudience(protocol.BrokerNATS, "c1"), "edge-001", 42)},
+		"other cloud":        {aud, "edge-001", s.BrokerToken(protocol.BrokerAudience(protocol.BrokerMQTT, "c2"), "edge-001", 42)},
+		"other key":          {aud, "edge-001", mustSigner(t, "x").BrokerToken(aud, "edge-001", 42)},
+		"garbage":            {aud, "edge-001", "hunter2"},
+		"altered counter":    {aud, "edge-001", strings.Replace(tok, ".42.", ".43.", 1)},
+		"leading zero":       {aud, "edge-001", strings.Replace(tok, ".42.", ".042.", 1)},
+		"negative counter":   {aud, "edge-001", strings.Replace(tok, ".42.", ".-42.", 1)},
+		"v1":                 {aud, "edge-001", "v1." + string(s.KeyID()) + ".1795340000000.AAAA"},
+		"too long":           {aud, "edge-001", tok + strings.Repeat("A", 300)},
 	} {
-		if err := protocol.VerifyBrokerToken(c.edge, c.tok, keys, c.at); !errors.Is(err, protocol.ErrBadSignature) {
+		if _, err := protocol.VerifyBrokerToken(c.aud, c.edge, c.tok, keys); !errors.Is(err, protocol.ErrBadSignature) {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+	if _, err := protocol.ParseBrokerToken("v1.k.1.x"); !errors.Is(err, protocol.ErrBrokerTokenVersion) || !strings.Contains(err.Error(), "upgrade the edge") {
+		t.Errorf("v1 token: %v, want a version refusal that says to upgrade", err)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/fxamacker/cbor/v2"
@@ -150,6 +152,17 @@ func TestVectors(t *testing.T) {
 	})
 	checkVector(t, "segment", map[string]any{"hex": hex.EncodeToString(segb), "msg_id": seg.MsgID()})
 	checkVector(t, "hello", map[string]any{"hex": hex.EncodeToString(hello), "decoded": diag(t, hello)})
+	aud := protocol.BrokerAudience(protocol.BrokerNATS, string(cloud.KeyID()))
+	const counter = 1795340000000
+	btok := edge.BrokerToken(aud, testStream.Edge, counter)
+	checkVector(t, "brokertoken", map[string]any{
+		"audience": aud, "edge": testStream.Edge, "counter": uint64(counter),
+		"message": "outpost-broker-auth/v2\\x00" + aud + "\\x00" + testStream.Edge + "\\x00" + strconv.FormatUint(counter, 10),
+		"token":   btok,
+	})
+	if _, err := protocol.VerifyBrokerToken(aud, testStream.Edge, btok, protocol.NewKeyMap(edge.Public())); err != nil {
+		t.Fatal(err)
+	}
 
 	// The vectors verify with the published keys.
 	if _, err := protocol.VerifyCheckpoint(cp, protocol.NewKeyMap(edge.Public())); err != nil {
@@ -162,12 +175,14 @@ func TestVectors(t *testing.T) {
 	}
 	if *update {
 		writeSeedCorpus(t, map[string][][]byte{
-			"FuzzDecodeEvents":     {[]byte(evs[0].JSON), []byte(evs[2].JSON), mustHex(t, evs[2].CBORHex), []byte("[" + evs[0].JSON + "," + evs[1].JSON + "]")},
-			"FuzzDecodeRecord":     {raws[0], tb},
-			"FuzzDecodeSegment":    {segb, mustEncodeSegment(t, seg, true)},
-			"FuzzVerifyReply":      {rc, nk},
-			"FuzzVerifyCheckpoint": {cp},
-			"FuzzDecodeHello":      {hello},
+			"FuzzDecodeEvents":        {[]byte(evs[0].JSON), []byte(evs[2].JSON), mustHex(t, evs[2].CBORHex), []byte("[" + evs[0].JSON + "," + evs[1].JSON + "]")},
+			"FuzzDecodeRecord":        {raws[0], tb},
+			"FuzzDecodeSegment":       {segb, mustEncodeSegment(t, seg, true)},
+			"FuzzVerifyReply":         {rc, nk},
+			"FuzzVerifyCheckpoint":    {cp},
+			"FuzzDecodeHello":         {hello},
+			"FuzzParseBrokerToken":    {[]byte(btok), []byte("v1.0b64e89c4e3f7edc.1795340000000.AAAA")},
+			"FuzzVerifyBrokerTokenV1": {[]byte("v1." + string(edge.KeyID()) + ".1795340000000." + strings.Repeat("A", 86))},
 		})
 	}
 }

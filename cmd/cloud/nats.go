@@ -104,8 +104,7 @@ func (m *Main) startNATS(c *Config, svc *ingest.Service, led *ledger.Ledger, log
 		}
 		var err error
 		m.natsServer, err = brokernats.Start(brokernats.Options{
-			Addr: nc.Listen, StoreDir: store, TLS: tlsConf, Logger: log,
-			Keys: func(ctx context.Context, edge string) (protocol.Keys, error) { return led.EdgeKeys(ctx, edge) },
+			Addr: nc.Listen, StoreDir: store, TLS: tlsConf, Logger: log, Auth: m.auth,
 		})
 		if err != nil {
 			return nil, err

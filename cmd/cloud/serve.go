@@ -26,6 +26,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/api"
 	brokermqtt "github.com/outpost-edge/outpost/cloud/broker/mqtt"
 	brokernats "github.com/outpost-edge/outpost/cloud/broker/nats"
+	"github.com/outpost-edge/outpost/cloud/edgeauth"
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
 	"github.com/outpost-edge/outpost/cloud/ledger"
@@ -53,6 +54,7 @@ type Config struct {
 	MaxBatch     int
 	GapWait      time.Duration
 	DrainTimeout time.Duration
+	TokensV1     bool
 	LogLevel     string
 	LogFormat    string
 	Config       string
@@ -86,6 +88,7 @@ type Main struct {
 	apiAddr string
 
 	natsServer *brokernats.Broker
+	auth       *edgeauth.Authenticator // edge logins on the embedded brokers
 }
 
 // NewMain returns a Main with defaults.
@@ -111,6 +114,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.IntVar(&c.MaxBatch, "max-batch", 64, "segments per commit transaction")
 	fs.DurationVar(&c.GapWait, "gap-wait", 2*time.Second, "how long a segment after a gap waits for the gap to fill before a nack")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "on the first SIGTERM, how long to finish work in hand")
+	fs.BoolVar(&c.TokensV1, "broker-tokens-v1", false, "embedded brokers: also accept older edges' v1 broker tokens while they are upgraded (once each, like v2, but valid on either broker and within 10 minutes of this clock)")
 	natsFlags(fs, &c.NATS)
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud serve [flags]\n\nRuns the cloud service.")
 	return flagenv.Parse(fs, args, "OUTPOST_", "config")
@@ -233,6 +237,12 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	// One Authenticator for both embedded brokers: it spends broker tokens
+	// in Postgres (once across replicas) and closes revoked edges' sessions.
+	m.auth, err = edgeauth.New(edgeauth.Options{Store: edgeauth.LedgerStore(led), Cluster: string(signer.KeyID()), AcceptV1: c.TokensV1, Logger: log})
+	if err != nil {
+		return err
+	}
 	natsConsumer, err := m.startNATS(c, svc, led, log)
 	if err != nil {
 		return err
@@ -245,11 +255,7 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		log.Info("no MQTT (--mqtt-listen is empty): edges connect over NATS only")
 	} else if brokerURL == "" {
-		m.broker, err = brokermqtt.Start(brokermqtt.Options{
-			Addr:   c.MQTTListen,
-			Keys:   func(ctx context.Context, edge string) (protocol.Keys, error) { return led.EdgeKeys(ctx, edge) },
-			Logger: log,
-		})
+		m.broker, err = brokermqtt.Start(brokermqtt.Options{Addr: c.MQTTListen, Auth: m.auth, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -265,6 +271,7 @@ func (m *Main) Run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, svc, led)
+	registerAuthMetrics(reg, m.auth)
 	if natsConsumer != nil {
 		registerNATSMetrics(reg, natsConsumer)
 	}
@@ -300,6 +307,9 @@ func (m *Main) Run(ctx context.Context) error {
 	defer stopWork()
 	g, gctx := errgroup.WithContext(work)
 	g.Go(func() error { return svc.Run(gctx) })
+	if m.broker != nil || m.natsServer != nil {
+		g.Go(func() error { return m.auth.Run(gctx) })
+	}
 	if consumer != nil {
 		g.Go(func() error { return consumer.Run(gctx) })
 	}

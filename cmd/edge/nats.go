@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"log/slog"
+	"path/filepath"
 
 	"github.com/outpost-edge/outpost/edge/uplink"
 	uplinkmqtt "github.com/outpost-edge/outpost/edge/uplink/mqtt"
@@ -48,12 +49,22 @@ func uplinkTransport(c *Config, edgeID string, signer *protocol.Signer, cloudKey
 			return nil, "", nil
 		}
 	}
+	// Broker tokens carry the pinned cloud key's id in their audience, and
+	// a counter kept in the data dir (docs/PROTOCOL.md, "Broker tokens").
+	var cluster string
+	if pub, err := parseKeyHex("--cloud-key", cloudKeyHex); err == nil {
+		cluster = string(protocol.KeyIDOf(pub))
+	}
+	tokens, err := uplink.OpenTokens(uplink.TokenOptions{Signer: signer, Edge: edgeID, Cluster: cluster, Path: brokerCounterPath(c.DataDir)})
+	if err != nil {
+		return nil, "", err
+	}
 	switch tr {
 	case "mqtt":
 		if c.CloudMQTT == "" {
 			return nil, "", usagef("--transport mqtt needs --cloud-mqtt")
 		}
-		t, err := uplinkmqtt.New(uplinkmqtt.Options{Broker: c.CloudMQTT, Edge: edgeID, Signer: signer, Password: c.CloudPassword, Logger: log})
+		t, err := uplinkmqtt.New(uplinkmqtt.Options{Broker: c.CloudMQTT, Edge: edgeID, Tokens: tokens, Password: c.CloudPassword, Logger: log})
 		return t, c.CloudMQTT, err
 	case "nats":
 		if c.NATS.URL == "" {
@@ -64,7 +75,7 @@ func uplinkTransport(c *Config, edgeID string, signer *protocol.Signer, cloudKey
 		if pub, err := parseKeyHex("--cloud-key", cloudKeyHex); err == nil {
 			keys = protocol.NewKeyMap(pub) // to notice nacks; a missing key is reported by the caller
 		}
-		t, err := uplinknats.New(uplinknats.Options{URL: n.URL, Edge: edgeID, Signer: signer, CloudKeys: keys,
+		t, err := uplinknats.New(uplinknats.Options{URL: n.URL, Edge: edgeID, Tokens: tokens, CloudKeys: keys,
 			User: n.User, Password: n.Password, Token: n.Token, NKeySeedFile: n.NKey, CredsFile: n.Creds,
 			CAFile: n.CA, CertFile: n.Cert, KeyFile: n.Key, Logger: log})
 		if err != nil {
@@ -74,3 +85,6 @@ func uplinkTransport(c *Config, edgeID string, signer *protocol.Signer, cloudKey
 	}
 	return nil, "", usagef("--transport %q: want mqtt or nats", tr)
 }
+
+// brokerCounterPath is the file of the last broker login counter used.
+func brokerCounterPath(dataDir string) string { return filepath.Join(dataDir, "broker-counter") }

@@ -3,8 +3,11 @@
 // binary plus Postgres is a working cloud.
 //
 // Edges log in with their edge id as user name and a broker token as
-// password: a fresh Ed25519 signature by a registered, unrevoked key of that
-// edge (protocol.BrokerToken), so there is no extra shared secret. Each edge
+// password: an Ed25519 signature by a registered, unrevoked key of that
+// edge over this broker's audience and a counter that works once
+// (protocol.BrokerToken), checked by cloud/edgeauth, which also limits
+// failed logins and sessions and closes the sessions of revoked edges and
+// keys (a kicked session's will is dropped). Each edge
 // must use the client id "outpost-edge-{edge}" and is limited to its own
 // topics: it may publish to outpost/v1/edge/{edge}/seg, .../hello and
 // .../status, and subscribe to .../rcpt and .../cmd. A will is held to the
@@ -21,16 +24,17 @@ import (
 	"crypto/subtle"
 	"crypto/tls"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/outpost-edge/outpost/cloud/edgeauth"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -45,8 +49,13 @@ const EdgeClientPrefix = "outpost-edge-"
 type Options struct {
 	Addr string      // listen address for edges, such as ":18830"
 	TLS  *tls.Config // optional
+	// Auth checks edge logins and kicks sessions on revocation (shared
+	// with the NATS server of the same process). Without it, Keys is used
+	// with an in-memory edgeauth.KeysStore: counters are not shared with
+	// other processes and nothing is revoked.
+	Auth *edgeauth.Authenticator
 	// Keys returns the active keys of an edge (an error for an unknown or
-	// revoked edge).
+	// revoked edge); used only without Auth.
 	Keys func(ctx context.Context, edge string) (protocol.Keys, error)
 	// ConnectTimeout is how long a new connection has to finish its TLS
 	// handshake and send its CONNECT; default 10s. mochi sets no deadline
@@ -62,13 +71,12 @@ type Broker struct {
 	addr     string
 	password string
 	log      *slog.Logger
+	auth     *edgeauth.Authenticator
+	sessions sync.Map // *mochi.Client -> *edgeauth.Session
 }
 
 // Start starts the broker and its listener.
 func Start(opts Options) (*Broker, error) {
-	if opts.Keys == nil {
-		return nil, errors.New("broker: Keys is required")
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -78,16 +86,22 @@ func Start(opts Options) (*Broker, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	auth, err := authenticator(opts)
+	if err != nil {
+		return nil, err
+	}
 	pw := make([]byte, 24)
 	if _, err := rand.Read(pw); err != nil {
 		return nil, err
 	}
 	log := opts.Logger.With("component", "broker")
-	b := &Broker{password: hex.EncodeToString(pw), log: log}
-	// mochi logs every connection at info; keep its own log to warnings.
-	// The logger is given once, to New: mochi hands it to its hooks there,
-	// so replacing srv.Log afterwards would leave them on another logger.
-	mlog := slog.New(levelHandler{slog.LevelWarn, log.With("lib", "mochi").Handler()})
+	b := &Broker{password: hex.EncodeToString(pw), log: log, auth: auth}
+	// mochi logs every connection at info; keep its own log to warnings,
+	// without its line per refused login (edgeauth logs those,
+	// rate-limited). The logger is given once, to New: mochi hands it to
+	// its hooks there, so replacing srv.Log afterwards would leave them on
+	// another logger.
+	mlog := slog.New(levelHandler{slog.LevelWarn, quietRefusals{log.With("lib", "mochi").Handler()}})
 	caps := mochi.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = MaxPacketBytes
 	b.srv = mochi.New(&mochi.Options{InlineClient: true, Logger: mlog, Capabilities: caps})
@@ -140,7 +154,7 @@ type authHook struct {
 func (h *authHook) ID() string { return "outpost-edge-auth" }
 
 func (h *authHook) Provides(x byte) bool {
-	return bytes.Contains([]byte{mochi.OnConnectAuthenticate, mochi.OnACLCheck}, []byte{x})
+	return bytes.Contains([]byte{mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnDisconnect}, []byte{x})
 }
 
 func (h *authHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
@@ -148,25 +162,26 @@ func (h *authHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bo
 	if user == InternalUser {
 		return subtle.ConstantTimeCompare(pk.Connect.Password, []byte(h.b.password)) == 1
 	}
-	if err := protocol.ValidateName("edge", user); err != nil {
-		h.b.log.Warn("refused an MQTT login", "user", user, "err", err)
-		return false
-	}
 	if cl.ID != EdgeClientPrefix+user {
-		h.b.log.Warn("refused an MQTT login: wrong client id", "edge", user, "client_id", cl.ID, "want", EdgeClientPrefix+user)
+		h.b.auth.Refused(protocol.BrokerMQTT, user, cl.Net.Remote,
+			fmt.Errorf("client id %q, want %q", cl.ID, EdgeClientPrefix+user))
 		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	keys, err := h.o.Keys(ctx, user)
-	if err == nil {
-		err = protocol.VerifyBrokerToken(user, string(pk.Connect.Password), keys, h.o.Now())
-	}
+	s, err := h.b.auth.Login(ctx, protocol.BrokerMQTT, user, string(pk.Connect.Password), cl.Net.Remote)
 	if err != nil {
-		h.b.log.Warn("refused an MQTT login", "edge", user, "err", err)
 		return false
 	}
+	h.b.sessions.Store(cl, s)
+	s.OnKick(func() { h.b.kick(cl) })
 	return true
+}
+
+func (h *authHook) OnDisconnect(cl *mochi.Client, _ error, _ bool) {
+	if s, ok := h.b.sessions.LoadAndDelete(cl); ok {
+		s.(*edgeauth.Session).Release()
+	}
 }
 
 func (h *authHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {

@@ -192,7 +192,7 @@ func TestWillOutsideACLNotDelivered(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			payload := []byte("forged by e1: " + c.name)
 			conn, code := dialConnect(t, b.Addr(), rawConnect("outpost-edge-e1", "e1",
-				testSigner("e1").BrokerToken("e1", time.Now()), c.topic, payload))
+				testSigner("e1").BrokerToken(protocol.BrokerMQTT, "e1", uint64(time.Now().UnixNano())), c.topic, payload))
 			if code != 0 {
 				t.Fatalf("login refused with %#x", code)
 			}
@@ -262,7 +262,7 @@ func TestHugeConnectRefusedUnallocated(t *testing.T) {
 // than MaxPacketBytes ends the connection.
 func TestOversizePublishRefused(t *testing.T) {
 	b := startTestBroker(t, nil)
-	c, code := dialConnect(t, b.Addr(), rawConnect("outpost-edge-e1", "e1", testSigner("e1").BrokerToken("e1", time.Now()), "", nil))
+	c, code := dialConnect(t, b.Addr(), rawConnect("outpost-edge-e1", "e1", testSigner("e1").BrokerToken(protocol.BrokerMQTT, "e1", uint64(time.Now().UnixNano())), "", nil))
 	if code != 0 {
 		t.Fatalf("login refused with %#x", code)
 	}
@@ -289,7 +289,7 @@ func TestSilentConnectionClosed(t *testing.T) {
 // The MQTT 5 CONNACK tells the edge the largest packet it may send.
 func TestConnackAdvertisesMaxPacketSize(t *testing.T) {
 	b := startTestBroker(t, nil)
-	user, pass := "e1", testSigner("e1").BrokerToken("e1", time.Now())
+	user, pass := "e1", testSigner("e1").BrokerToken(protocol.BrokerMQTT, "e1", uint64(time.Now().UnixNano()))
 	body := append(mqttString("MQTT"), 5, 0x02|0x80|0x40, 0, 60, 0) // v5, no properties
 	body = append(body, mqttString("outpost-edge-e1")...)
 	body = append(body, mqttString(user)...)

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +21,16 @@ func signer(name string) *protocol.Signer {
 	seed := sha256.Sum256([]byte(name))
 	s, _ := protocol.NewSigner(ed25519.NewKeyFromSeed(seed[:]))
 	return s
+}
+
+// counter returns broker-token counters that only go up.
+func counter() uint64 { return lastCounter.Add(1) }
+
+var lastCounter atomic.Uint64
+
+// token is a fresh MQTT broker token for edge, signed by s.
+func token(s *protocol.Signer, edge string) string {
+	return s.BrokerToken(protocol.BrokerMQTT, edge, counter())
 }
 
 func startBroker(t *testing.T) *broker.Broker {
@@ -56,15 +67,14 @@ func connect(t *testing.T, b *broker.Broker, clientID, user, pass string) (paho.
 
 func TestEdgeLogin(t *testing.T) {
 	b := startBroker(t)
-	now := time.Now()
-	if _, err := connect(t, b, "outpost-edge-e1", "e1", signer("e1").BrokerToken("e1", now)); err != nil {
+	if _, err := connect(t, b, "outpost-edge-e1", "e1", token(signer("e1"), "e1")); err != nil {
 		t.Fatalf("a valid edge login was refused: %v", err)
 	}
 	cases := map[string][3]string{
-		"another edge's key":     {"outpost-edge-e1", "e1", signer("e2").BrokerToken("e1", now)},
-		"wrong client id":        {"someone", "e1", signer("e1").BrokerToken("e1", now)},
-		"stale token":            {"outpost-edge-e1", "e1", signer("e1").BrokerToken("e1", now.Add(-time.Hour))},
-		"unknown edge":           {"outpost-edge-e9", "e9", signer("e9").BrokerToken("e9", now)},
+		"another edge's key":     {"outpost-edge-e1", "e1", token(signer("e2"), "e1")},
+		"wrong client id":        {"someone", "e1", token(signer("e1"), "e1")},
+		"token for NATS":         {"outpost-edge-e1", "e1", signer("e1").BrokerToken(protocol.BrokerNATS, "e1", counter())},
+		"unknown edge":           {"outpost-edge-e9", "e9", token(signer("e9"), "e9")},
 		"garbage password":       {"outpost-edge-e1", "e1", "hunter2"},
 		"internal, bad password": {"x", broker.InternalUser, "nope"},
 	}
@@ -92,7 +102,7 @@ func TestEdgeACL(t *testing.T) {
 	})
 	tok.Wait()
 	login := func() paho.Client {
-		c, err := connect(t, b, "outpost-edge-e1", "e1", signer("e1").BrokerToken("e1", time.Now()))
+		c, err := connect(t, b, "outpost-edge-e1", "e1", token(signer("e1"), "e1"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,7 +3,9 @@
 // cloud/broker/mqtt does for MQTT.
 //
 // Edges log in with their edge id as user name and a broker token as
-// password (protocol.BrokerToken) and get EdgePermissions: their own
+// password (protocol.BrokerToken, checked by cloud/edgeauth: one use, this
+// broker's audience, limits on failures and sessions, and sessions closed
+// when the edge or key is revoked) and get EdgePermissions: their own
 // subjects and their own reply inboxes. The cloud's own clients log in as
 // protocol.InternalUser with a random per-process password.
 package nats
@@ -19,10 +21,12 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/outpost-edge/outpost/cloud/edgeauth"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -79,8 +83,13 @@ type Options struct {
 	Addr     string // host:port edges connect to, such as ":14222" (port 0 picks one)
 	StoreDir string // JetStream's file storage; required
 	TLS      *tls.Config
+	// Auth checks edge logins and kicks sessions on revocation (shared
+	// with the MQTT broker of the same process). Without it, Keys is used
+	// with an in-memory edgeauth.KeysStore: counters are not shared with
+	// other processes and nothing is revoked.
+	Auth *edgeauth.Authenticator
 	// Keys returns the active keys of an edge (an error for an unknown or
-	// revoked edge).
+	// revoked edge); used only without Auth.
 	Keys   func(ctx context.Context, edge string) (protocol.Keys, error)
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -91,6 +100,7 @@ type Broker struct {
 	srv      *server.Server
 	password string
 	log      *slog.Logger
+	auth     *edgeauth.Authenticator
 }
 
 // Start starts nats-server in this process, with JetStream on file
@@ -99,8 +109,8 @@ type Broker struct {
 // EdgePermissions. The cloud's own clients log in as protocol.InternalUser
 // with InternalPassword.
 func Start(o Options) (*Broker, error) {
-	if o.Keys == nil || o.StoreDir == "" {
-		return nil, errors.New("nats server: Keys and StoreDir are required")
+	if (o.Auth == nil && o.Keys == nil) || o.StoreDir == "" {
+		return nil, errors.New("nats server: Auth (or Keys) and StoreDir are required")
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -124,7 +134,13 @@ func Start(o Options) (*Broker, error) {
 		return nil, err
 	}
 	log := o.Logger.With("component", "nats-server")
-	s := &Broker{password: hex.EncodeToString(pw), log: log}
+	auth := o.Auth
+	if auth == nil {
+		if auth, err = edgeauth.New(edgeauth.Options{Store: edgeauth.KeysStore(o.Keys), Now: o.Now, Logger: o.Logger}); err != nil {
+			return nil, err
+		}
+	}
+	s := &Broker{password: hex.EncodeToString(pw), log: log, auth: auth}
 	opts := &server.Options{
 		ServerName: "outpost-cloud",
 		Host:       host,
@@ -146,12 +162,12 @@ func Start(o Options) (*Broker, error) {
 		return nil, fmt.Errorf("nats server: %w", err)
 	}
 	srv.SetLoggerV2(slogLogger{log}, false, false, false)
+	s.srv = srv // before Start: Check uses it for the first login
 	srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("nats server: not ready to listen on %s (is the port taken? see the log)", o.Addr)
 	}
-	s.srv = srv
 	log.Info("embedded NATS server with JetStream listening", "addr", s.Addr(), "store", o.StoreDir)
 	return s, nil
 }
@@ -187,26 +203,26 @@ func (a *edgeAuth) Check(c server.ClientAuthentication) bool {
 	user := co.Username
 	if user == protocol.InternalUser {
 		if subtle.ConstantTimeCompare([]byte(co.Password), []byte(a.s.password)) != 1 {
-			a.s.log.Warn("refused a NATS login as the cloud's internal user", "remote", addr(c))
+			a.s.auth.Refused(protocol.BrokerNATS, user, addr(c), errors.New("wrong password for the cloud's internal user"))
 			return false
 		}
 		c.RegisterUser(&server.User{Username: user})
 		return true
 	}
-	if err := protocol.ValidateName("edge", user); err != nil {
-		a.s.log.Warn("refused a NATS login", "user", user, "remote", addr(c), "err", err)
-		return false
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	keys, err := a.o.Keys(ctx, user)
-	if err == nil {
-		err = protocol.VerifyBrokerToken(user, co.Password, keys, a.o.Now())
-	}
+	sess, err := a.s.auth.Login(ctx, protocol.BrokerNATS, user, co.Password, addr(c))
 	if err != nil {
-		a.s.log.Warn("refused a NATS login", "edge", user, "remote", addr(c), "err", err)
 		return false
 	}
+	srv, cid := a.s.srv, c.GetID()
+	// nats-server has no callback when a connection ends: the session asks
+	// whether the connection is still there when it needs to know.
+	sess.SetAlive(func() bool {
+		cz, err := srv.Connz(&server.ConnzOptions{CID: cid})
+		return err == nil && len(cz.Conns) > 0
+	})
+	sess.OnKick(func() { _ = srv.DisconnectClientByID(cid) })
 	c.RegisterUser(&server.User{Username: user, Permissions: EdgePermissions(user)})
 	return true
 }
@@ -242,6 +258,15 @@ type slogLogger struct{ l *slog.Logger }
 func (l slogLogger) Noticef(f string, v ...any) { l.l.Info(fmt.Sprintf(f, v...)) }
 func (l slogLogger) Warnf(f string, v ...any)   { l.l.Warn(fmt.Sprintf(f, v...)) }
 func (l slogLogger) Fatalf(f string, v ...any)  { l.l.Error(fmt.Sprintf(f, v...)) }
-func (l slogLogger) Errorf(f string, v ...any)  { l.l.Error(fmt.Sprintf(f, v...)) }
-func (l slogLogger) Debugf(f string, v ...any)  { l.l.Debug(fmt.Sprintf(f, v...)) }
-func (l slogLogger) Tracef(f string, v ...any)  { l.l.Debug(fmt.Sprintf(f, v...)) }
+func (l slogLogger) Errorf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	if strings.Contains(msg, server.ErrAuthentication.Error()) {
+		// One per refused login: edgeauth logs those with the reason,
+		// rate-limited, so that a CONNECT flood is not a log flood.
+		l.l.Debug(msg)
+		return
+	}
+	l.l.Error(msg)
+}
+func (l slogLogger) Debugf(f string, v ...any) { l.l.Debug(fmt.Sprintf(f, v...)) }
+func (l slogLogger) Tracef(f string, v ...any) { l.l.Debug(fmt.Sprintf(f, v...)) }

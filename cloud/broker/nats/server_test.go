@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,14 @@ func signer(name string) *protocol.Signer {
 	seed := sha256.Sum256([]byte(name))
 	s, _ := protocol.NewSigner(ed25519.NewKeyFromSeed(seed[:]))
 	return s
+}
+
+var lastCounter atomic.Uint64
+
+// natsToken is a fresh NATS broker token for edge, for a server started
+// without Auth (no cloud key id in its audience).
+func natsToken(s *protocol.Signer, edge string) string {
+	return s.BrokerToken(protocol.BrokerNATS, edge, lastCounter.Add(1))
 }
 
 // fleet is the edges the test server knows, by id.
@@ -77,7 +86,7 @@ func MustInternal(tb testing.TB, s *brokernats.Broker) (*natsgo.Conn, *errs) {
 func MustEdge(tb testing.TB, s *brokernats.Broker, edge string, sg *protocol.Signer) (*natsgo.Conn, *errs) {
 	tb.Helper()
 	e := &errs{}
-	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(edge, sg.BrokerToken(edge, time.Now())),
+	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(edge, natsToken(sg, edge)),
 		natsgo.CustomInboxPrefix(protocol.NATSInboxPrefix(edge)),
 		natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) { e.add(err) }))
 	if err != nil {
@@ -112,11 +121,11 @@ func TestEdgeLogin(t *testing.T) {
 		name, user, pass string
 		ok               bool
 	}{
-		{"edge with its token", "e1", e1.BrokerToken("e1", time.Now()), true},
-		{"token signed by another edge's key", "e1", e2.BrokerToken("e1", time.Now()), false},
-		{"token for another edge", "e1", e1.BrokerToken("e2", time.Now()), false},
-		{"stale token", "e1", e1.BrokerToken("e1", time.Now().Add(-time.Hour)), false},
-		{"unknown edge", "e9", signer("e9").BrokerToken("e9", time.Now()), false},
+		{"edge with its token", "e1", natsToken(e1, "e1"), true},
+		{"token signed by another edge's key", "e1", natsToken(e2, "e1"), false},
+		{"token for another edge", "e1", natsToken(e1, "e2"), false},
+		{"token for MQTT", "e1", e1.BrokerToken(protocol.BrokerMQTT, "e1", lastCounter.Add(1)), false},
+		{"unknown edge", "e9", natsToken(signer("e9"), "e9"), false},
 		{"not an edge id", "e1.seg", "x", false},
 		{"internal user", protocol.InternalUser, s.InternalPassword(), true},
 		{"internal user, wrong password", protocol.InternalUser, "nope", false},

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,7 +69,7 @@ func MustInternal(tb testing.TB, s *brokernats.Broker) (*natsgo.Conn, jetstream.
 func MustEdge(tb testing.TB, s *brokernats.Broker, edge string, sg *protocol.Signer) (*natsgo.Conn, *errs) {
 	tb.Helper()
 	e := &errs{}
-	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(edge, sg.BrokerToken(edge, time.Now())),
+	nc, err := natsgo.Connect(s.ClientURL(), natsgo.UserInfo(edge, sg.BrokerToken(protocol.BrokerNATS, edge, counter())),
 		natsgo.CustomInboxPrefix(protocol.NATSInboxPrefix(edge)),
 		natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) { e.add(err) }))
 	if err != nil {
@@ -77,6 +78,11 @@ func MustEdge(tb testing.TB, s *brokernats.Broker, edge string, sg *protocol.Sig
 	tb.Cleanup(nc.Close)
 	return nc, e
 }
+
+// counter returns broker-token counters that only go up.
+func counter() uint64 { return lastCounter.Add(1) }
+
+var lastCounter atomic.Uint64
 
 type errs struct {
 	mu   sync.Mutex

@@ -5,8 +5,8 @@
 // Each session is a fresh clean-session client: nothing is queued for the
 // edge while it is away, because every session starts with a hello that
 // gets the cloud's latest receipt. The edge logs in with its edge id and a
-// broker token (protocol.Signer.BrokerToken) unless a static password is
-// configured.
+// fresh broker token for MQTT (uplink.Tokens: one use, no clock needed)
+// unless a static password is configured.
 package mqtt
 
 import (
@@ -19,6 +19,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/outpost-edge/outpost/edge/uplink"
 	"github.com/outpost-edge/outpost/protocol"
@@ -26,11 +27,16 @@ import (
 
 // Options configure the transport.
 type Options struct {
-	Broker   string // tcp://host:1883, ssl://host:8883, ws://…
-	Edge     string
-	Signer   *protocol.Signer // signs the broker token when Password is empty
-	Username string           // default: the edge id
-	Password string           // a static password instead of a broker token
+	Broker string // tcp://host:1883, ssl://host:8883, ws://…
+	Edge   string
+	// Tokens makes the broker tokens when Password is empty
+	// (*uplink.Tokens, with the counter file and the cloud's key id).
+	Tokens uplink.TokenSource
+	// Signer is used without Tokens: an in-memory uplink.Tokens with no
+	// cloud key id in the audience (for tests).
+	Signer   *protocol.Signer
+	Username string // default: the edge id
+	Password string // a static password instead of a broker token
 	TLS      *tls.Config
 
 	ConnectTimeout time.Duration // default 10s
@@ -63,8 +69,11 @@ func New(opts Options) (*Transport, error) {
 	}
 	hello, _ := protocol.EdgeTopic(opts.Edge, protocol.KindHello)
 	rcpt, _ := protocol.EdgeTopic(opts.Edge, protocol.KindReceipt)
-	if opts.Password == "" && opts.Signer == nil {
-		return nil, errors.New("mqtt uplink: need the edge key (for a broker token) or a password")
+	if opts.Password == "" && opts.Tokens == nil {
+		if opts.Signer == nil {
+			return nil, errors.New("mqtt uplink: need the edge key (for a broker token) or a password")
+		}
+		opts.Tokens, _ = uplink.OpenTokens(uplink.TokenOptions{Signer: opts.Signer, Edge: opts.Edge, Now: opts.Now})
 	}
 	if opts.Username == "" {
 		opts.Username = opts.Edge
@@ -103,7 +112,11 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 			if t.o.Password != "" {
 				return t.o.Username, t.o.Password
 			}
-			return t.o.Username, t.o.Signer.BrokerToken(t.o.Edge, t.o.Now())
+			tok, err := t.o.Tokens.Token(protocol.BrokerMQTT)
+			if err != nil {
+				t.o.Logger.Error("mqtt uplink: cannot make a broker token", "err", err)
+			}
+			return t.o.Username, tok
 		}).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			t.o.Logger.Warn("mqtt uplink connection lost", "err", err)
@@ -117,6 +130,9 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 		// A connect that completes late must not take over the client id
 		// from the next session.
 		go c.Disconnect(0)
+		if errors.Is(err, packets.ErrorRefusedNotAuthorised) || errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) {
+			return fmt.Errorf("connect to %s: %w: %s", t.o.Broker, err, t.refusal())
+		}
 		return fmt.Errorf("connect to %s: %w", t.o.Broker, err)
 	}
 	sub := c.Subscribe(t.rcpt, 1, func(_ paho.Client, m paho.Message) { onReply(m.Payload()) })
@@ -128,6 +144,14 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 	t.client, t.ended = c, ended
 	t.mu.Unlock()
 	return nil
+}
+
+// refusal says what a refused login means.
+func (t *Transport) refusal() string {
+	if tk, ok := t.o.Tokens.(*uplink.Tokens); ok && t.o.Password == "" {
+		return tk.Refusal(protocol.BrokerMQTT)
+	}
+	return "the broker refused the configured user name and password (--cloud-password)"
 }
 
 func (t *Transport) session() (paho.Client, *uplink.Ended) {

@@ -22,8 +22,9 @@
 // missed while it was away.
 //
 // Credentials: by default the edge logs in with its edge id as user name and
-// a fresh broker token (protocol.Signer.BrokerToken) as password, which the
-// cloud's embedded nats-server checks. For a NATS deployment of your own,
+// a fresh broker token for NATS (uplink.Tokens: one use, no clock needed)
+// as password, which the cloud's embedded nats-server checks. For a NATS
+// deployment of your own,
 // give a user and password, a token, an nkey seed, or a .creds file, and TLS
 // settings. Replies come to inboxes under protocol.NATSInboxPrefix(edge), so server
 // permissions can confine each edge to its own subjects (see
@@ -50,9 +51,14 @@ import (
 // User/Password at most one kind may be set; with none, the edge logs in
 // with its id and a broker token signed by Signer.
 type Options struct {
-	URL    string // nats://host:4222, tls://host:4222; several separated by commas
-	Edge   string
-	Signer *protocol.Signer // signs the broker token when no other credential is set
+	URL  string // nats://host:4222, tls://host:4222; several separated by commas
+	Edge string
+	// Tokens makes the broker tokens when no other credential is set
+	// (*uplink.Tokens, with the counter file and the cloud's key id).
+	Tokens uplink.TokenSource
+	// Signer is used without Tokens: an in-memory uplink.Tokens with no
+	// cloud key id in the audience (for tests).
+	Signer *protocol.Signer
 
 	User         string // default: the edge id
 	Password     string // a static password instead of a broker token
@@ -82,6 +88,7 @@ type Transport struct {
 	o                        Options
 	log                      *slog.Logger
 	auth                     []natsgo.Option
+	tokens                   bool // logs in with broker tokens
 	segSubj, helloSubj, rcpt string
 
 	mu      sync.Mutex
@@ -143,8 +150,11 @@ func New(opts Options) (*Transport, error) {
 	if kinds > 1 {
 		return nil, errors.New("nats uplink: give only one of a password, a token, an nkey seed or a creds file")
 	}
-	if kinds == 0 && opts.Signer == nil {
-		return nil, errors.New("nats uplink: need the edge key (for a broker token) or a NATS credential")
+	if kinds == 0 && opts.Tokens == nil {
+		if opts.Signer == nil {
+			return nil, errors.New("nats uplink: need the edge key (for a broker token) or a NATS credential")
+		}
+		opts.Tokens, _ = uplink.OpenTokens(uplink.TokenOptions{Signer: opts.Signer, Edge: opts.Edge, Now: opts.Now})
 	}
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = 10 * time.Second
@@ -181,10 +191,14 @@ func New(opts Options) (*Transport, error) {
 	case opts.Password != "":
 		t.auth = append(t.auth, natsgo.UserInfo(user, opts.Password))
 	default:
-		// Signed afresh at every connect, so it is never older than the
-		// session.
+		// A fresh token at every connect: each works once.
+		t.tokens = true
 		t.auth = append(t.auth, natsgo.UserInfoHandler(func() (string, string) {
-			return user, opts.Signer.BrokerToken(opts.Edge, opts.Now())
+			tok, err := opts.Tokens.Token(protocol.BrokerNATS)
+			if err != nil {
+				t.log.Error("nats uplink: cannot make a broker token", "err", err)
+			}
+			return user, tok
 		}))
 	}
 	switch {
@@ -202,6 +216,14 @@ func New(opts Options) (*Transport, error) {
 		}
 	}
 	return t, nil
+}
+
+// refusal says what a refused login means.
+func (t *Transport) refusal() string {
+	if tk, ok := t.o.Tokens.(*uplink.Tokens); ok && t.tokens {
+		return tk.Refusal(protocol.BrokerNATS)
+	}
+	return "the server refused the configured NATS credentials"
 }
 
 // Connect opens a connection, without reconnects, and subscribes to the
@@ -249,6 +271,9 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 		return ctx.Err()
 	}
 	if r.err != nil {
+		if errors.Is(r.err, natsgo.ErrAuthorization) {
+			return fmt.Errorf("connect to %s: %w: %s", t.o.URL, r.err, t.refusal())
+		}
 		return fmt.Errorf("connect to %s: %w", t.o.URL, r.err)
 	}
 	nc := r.nc
