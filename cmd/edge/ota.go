@@ -60,7 +60,7 @@ const otaUsage = `Usage: edge ota <command> [flags]
 
 Commands:
   init --root FILE                      provision the release signers' root (once per gateway)
-  adopt --binary FILE --version V       make FILE the first, committed release (provisioning)
+  adopt [--binary FILE --version V]     make FILE (default: this binary) the first, committed release
   status                                current, previous and pending releases, the floor, metadata expiry
   check --repo DIR|URL [--channel C]    refresh the metadata and list what could install
   install FILE                          install an offline bundle (it goes on probation under edge supervise)
@@ -78,8 +78,8 @@ func runOTA(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var o otaFlags
 	o.register(fs)
 	root := fs.String("root", "", "init: the release root metadata (root.json) to trust")
-	binary := fs.String("binary", "", "adopt: the edge binary to make the first release")
-	version := fs.String("version", "", "adopt: its version (semver)")
+	binary := fs.String("binary", "", "adopt: the edge binary to make the first release (default: this one)")
+	version := fs.String("version", "", "adopt: its version, semver (default for this binary: the one it was built with)")
 	repo := fs.String("repo", "", "check: the release repository, a directory or an http(s) URL")
 	channel := fs.String("channel", "stable", "check: the channel to list")
 	probation := fs.Duration("probation", 15*time.Minute, "install: the pending deadline: by then the release must have committed, or it is rolled back")
@@ -132,8 +132,19 @@ func runOTA(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 func otaAdopt(o *otaFlags, binary, version string, stdout io.Writer) error {
-	if binary == "" || version == "" {
-		return usagef("edge ota adopt needs --binary FILE and --version V")
+	if binary == "" {
+		// Adopt this very binary, with the version it was built with.
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		binary = self
+		if version == "" {
+			version = Version
+		}
+	}
+	if version == "" {
+		return usagef("edge ota adopt --binary FILE needs --version V")
 	}
 	if _, err := firmware.ParseVersion(version); err != nil {
 		return usagef("--version: %w", err)
