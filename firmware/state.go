@@ -39,72 +39,106 @@ const stateFile = "state.json"
 // OpenState reads the state at path; a missing file is the zero state (a
 // newly provisioned edge). An unreadable file is an ErrState error: the
 // caller must refuse installs rather than guess a floor of zero.
+//
+// Several processes may hold a State on the same file (the supervisor
+// commits, `edge ota check` refreshes): every read goes to the file, and
+// every write is a read-merge-write under an advisory lock on path.lock,
+// keeping the larger of each field, so no process can lower what another
+// raised.
 func OpenState(path string) (*State, error) {
 	s := &State{path: path}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return s, nil
-	}
+	st, err := readState(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrState, path, err)
+		return nil, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s.st); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v; see docs/OTA.md, \"Recovering a gateway by hand\"", ErrState, path, err)
-	}
+	s.st = st
 	return s, nil
 }
 
-// Floor is the anti-rollback floor.
-func (s *State) Floor() uint64 {
+func readState(path string) (persistedState, error) {
+	var st persistedState
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("%w: %s: %v", ErrState, path, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&st); err != nil {
+		return st, fmt.Errorf("%w: %s: %v; see docs/OTA.md, \"Recovering a gateway by hand\"", ErrState, path, err)
+	}
+	return st, nil
+}
+
+// current is the state on disk merged with what this process has seen (a
+// file that became unreadable leaves the last good values, which are never
+// above the truth).
+func (s *State) current() persistedState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.st.Floor
+	if st, err := readState(s.path); err == nil {
+		s.st = merge(s.st, st)
+	}
+	return s.st
 }
+
+func merge(a, b persistedState) persistedState {
+	if b.Floor > a.Floor {
+		a.Floor = b.Floor
+	}
+	if b.Verified.After(a.Verified) {
+		a.Verified = b.Verified
+	}
+	return a
+}
+
+// Floor is the anti-rollback floor.
+func (s *State) Floor() uint64 { return s.current().Floor }
 
 // Verified is the reference time of the newest successful refresh (zero
 // before the first).
-func (s *State) Verified() time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.st.Verified
-}
+func (s *State) Verified() time.Time { return s.current().Verified }
 
 // RaiseFloor sets the floor to release if that is higher, durably. A lower
 // release leaves the floor where it is: the floor never goes down.
 func (s *State) RaiseFloor(release uint64) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if release <= s.st.Floor {
-		return nil
-	}
-	next := s.st
-	next.Floor = release
-	return s.save(next)
+	return s.update(persistedState{Floor: release})
 }
 
 // advanceVerified records t as the newest verified reference time if it is
 // later than the one stored.
 func (s *State) advanceVerified(t time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !t.After(s.st.Verified) {
-		return nil
-	}
-	next := s.st
-	next.Verified = t.UTC()
-	return s.save(next)
+	return s.update(persistedState{Verified: t.UTC()})
 }
 
-func (s *State) save(next persistedState) error {
-	b, err := json.Marshal(next)
+// update merges next into the state on disk, under the lock, and writes
+// the result if it changed anything.
+func (s *State) update(next persistedState) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	unlock, err := lockFile(s.path + ".lock")
+	if err != nil {
+		return fmt.Errorf("lock trust state: %w", err)
+	}
+	defer unlock()
+	disk, err := readState(s.path)
+	if err != nil {
+		return err
+	}
+	merged := merge(merge(disk, s.st), next)
+	if merged == disk {
+		s.st = merged
+		return nil
+	}
+	b, err := json.Marshal(merged)
 	if err != nil {
 		return err
 	}
 	if err := WriteFileAtomic(s.path, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("save trust state: %w", err)
 	}
-	s.st = next
+	s.st = merged
 	return nil
 }

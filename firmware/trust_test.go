@@ -361,3 +361,29 @@ func copyRepo(t *testing.T, dir string) string {
 	}
 	return out
 }
+
+// Two processes' States on one file: neither lowers what the other raised.
+func TestStateSharedBetweenProcesses(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	a, err := firmware.OpenState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := firmware.OpenState(path) // loaded before a raises the floor
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RaiseFloor(5); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.RaiseFloor(3); err != nil {
+		t.Fatal(err)
+	}
+	if b.Floor() != 5 {
+		t.Fatalf("b sees floor %d, want 5", b.Floor())
+	}
+	c, _ := firmware.OpenState(path)
+	if c.Floor() != 5 {
+		t.Fatalf("floor on disk %d, want 5", c.Floor())
+	}
+}

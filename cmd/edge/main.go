@@ -9,6 +9,8 @@
 //	edge devices add|list|remove   manage device credentials
 //	edge outbox verify|inspect|export   offline outbox tools
 //	edge status            print the running daemon's status
+//	edge supervise         run the current release, commit or roll back updates
+//	edge ota init|adopt|status|check|install   the updater (docs/OTA.md)
 //
 // Every flag can also be set through an OUTPOST_* environment variable
 // (--edge-id is OUTPOST_EDGE_ID) or a config file (--config).
@@ -39,6 +41,8 @@ Commands:
   outbox inspect                        summarize the outbox (counts, bytes, backlog, quotas)
   outbox export [--from N] [--to N]     print records as JSON lines
   status                                print the running daemon's status
+  supervise [-- edge run flags]         run the current release under the updater's probation and rollback
+  ota init|adopt|status|check|install   the updater's trust and releases (edge ota --help; docs/OTA.md)
 
 Run 'edge <command> --help' for the flags of a command.
 `
@@ -59,6 +63,10 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		err = cli.RunProgram(ctx, NewMain(stdout, stderr), args[1:])
 	case "enroll", "key", "devices", "outbox", "status":
 		err = runTool(ctx, args, stdout, stderr)
+	case "ota":
+		err = runOTA(ctx, args[1:], stdout, stderr)
+	case "supervise":
+		err = runSupervise(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "edge: unknown command %q\n\n%s", cmd, usage)
 		return 2

@@ -170,6 +170,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			break
 		}
+		if failed == "" {
+			continue // current was switched: start the new release now
+		}
 		if s.Now().Sub(t0) > time.Minute {
 			backoff = s.RestartBackoff // it ran a while: not a crash loop
 		}
@@ -210,13 +213,7 @@ func (s *Supervisor) runOnce(ctx context.Context, st Start) (failed string, err 
 	go func() { exited <- cmd.Wait() }()
 
 	if st.Pending == nil {
-		select {
-		case err := <-exited:
-			return fmt.Sprintf("exited after %s: %v", s.Now().Sub(started).Round(time.Second), err), nil
-		case <-ctx.Done():
-			s.stop(cmd, exited)
-			return "", nil
-		}
+		return s.watchCommitted(ctx, st, cmd, exited, started), nil
 	}
 
 	verdict, gone := s.probation(ctx, exited, st.Pending.Deadline)
@@ -245,6 +242,30 @@ func (s *Supervisor) runOnce(ctx context.Context, st Start) (failed string, err 
 	default:
 		s.stop(cmd, exited)
 		return verdict, nil
+	}
+}
+
+// watchCommitted waits while a committed release runs: until it exits
+// (the reason is returned, for the restart), ctx ends, or an install
+// switches current to another release, which is then started (stopping
+// this one) so that it goes on probation.
+func (s *Supervisor) watchCommitted(ctx context.Context, st Start, cmd *exec.Cmd, exited <-chan error, started time.Time) string {
+	tick := time.NewTicker(s.ProbeEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-exited:
+			return fmt.Sprintf("exited after %s: %v", s.Now().Sub(started).Round(time.Second), err)
+		case <-ctx.Done():
+			s.stop(cmd, exited)
+			return ""
+		case <-tick.C:
+		}
+		if cur, err := s.Layout.Current(); err == nil && cur != st.Version {
+			s.Logger.Info("a new release was installed; restarting into it", "from", st.Version, "to", cur)
+			s.stop(cmd, exited)
+			return ""
+		}
 	}
 }
 

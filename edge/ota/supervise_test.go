@@ -183,6 +183,33 @@ func TestSuperviseCommitsHealthyRelease(t *testing.T) {
 	}
 }
 
+// An install while a committed release runs (edge ota install from a
+// shell) is picked up: the old one is stopped and the new one goes on
+// probation, and commits.
+func TestSuperviseTakesNewInstall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("child processes")
+	}
+	s, rec := supervised(t, "good")
+	if _, err := s.Layout.Rollback("make room: start from 1.0.0 committed"); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(s.Layout.Dir, "known-bad.json"))
+	runSupervisor(t, s)
+	poll.Until(t, 30*time.Second, "1.0.0 healthy", func() bool { return s.Health(context.Background()) == nil })
+	src, tg := fakeRelease(t, filepath.Dir(s.Layout.Dir), "1.2.0", 3, "good")
+	if err := s.Layout.Install(src, tg, ota.InstallOptions{Probation: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 30*time.Second, "1.2.0 committed", func() bool {
+		ev, ok := rec.find("ota.committed")
+		return ok && ev.Version == "1.2.0"
+	})
+	if s.State.Floor() != 3 {
+		t.Fatalf("floor %d", s.State.Floor())
+	}
+}
+
 // The failure matrix: each bad release ends back on 1.0.0, pinned as known
 // bad, with a rollback event that says why.
 func TestSuperviseRollsBack(t *testing.T) {

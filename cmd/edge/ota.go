@@ -1,0 +1,393 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/outpost-edge/outpost/edge/ota"
+	"github.com/outpost-edge/outpost/firmware"
+	"github.com/outpost-edge/outpost/internal/cli"
+	"github.com/outpost-edge/outpost/internal/flagenv"
+)
+
+// otaFlags are the flags every `edge ota` command and `edge supervise`
+// share.
+type otaFlags struct {
+	dataDir, otaDir, cfg string
+}
+
+func (o *otaFlags) register(fs *flag.FlagSet) {
+	dataDirFlag(fs, &o.dataDir)
+	fs.StringVar(&o.otaDir, "ota-dir", "", "the updater's directory: releases/, current, previous, pending.json, trust/ (default <data-dir>/ota)")
+	fs.StringVar(&o.cfg, "config", "", "optional config file of 'name = value' lines")
+}
+
+func (o *otaFlags) dir() string {
+	if o.otaDir != "" {
+		return o.otaDir
+	}
+	return filepath.Join(o.dataDir, "ota")
+}
+
+func (o *otaFlags) layout() *ota.Layout { return &ota.Layout{Dir: o.dir()} }
+
+func (o *otaFlags) trustDir() string { return filepath.Join(o.dir(), "trust") }
+
+func (o *otaFlags) trust() (*firmware.Trust, error) { return firmware.Open(o.trustDir(), nil) }
+
+// running is what the install checks compare against: the release current
+// names (what the supervisor runs), else this binary's version.
+func (o *otaFlags) running() firmware.Running {
+	v := Version
+	if cur, err := o.layout().Current(); err == nil && cur != "" {
+		v = cur
+	}
+	return firmware.Running{Version: v, Arch: runtime.GOOS + "/" + runtime.GOARCH}
+}
+
+const otaUsage = `Usage: edge ota <command> [flags]
+
+Commands:
+  init --root FILE                      provision the release signers' root (once per gateway)
+  adopt [--binary FILE --version V]     make FILE (default: this binary) the first, committed release
+  status                                current, previous and pending releases, the floor, metadata expiry
+  check --repo DIR|URL [--channel C]    refresh the metadata and list what could install
+  install FILE                          install an offline bundle (it goes on probation under edge supervise)
+`
+
+// runOTA runs `edge ota ...`.
+func runOTA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprint(stderr, otaUsage)
+		return usagef("edge ota needs a subcommand")
+	}
+	name, rest := args[0], args[1:]
+	fs := flag.NewFlagSet("edge ota "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o otaFlags
+	o.register(fs)
+	root := fs.String("root", "", "init: the release root metadata (root.json) to trust")
+	binary := fs.String("binary", "", "adopt: the edge binary to make the first release (default: this one)")
+	version := fs.String("version", "", "adopt: its version, semver (default for this binary: the one it was built with)")
+	repo := fs.String("repo", "", "check: the release repository, a directory or an http(s) URL")
+	channel := fs.String("channel", "stable", "check: the channel to list")
+	probation := fs.Duration("probation", 15*time.Minute, "install: the pending deadline: by then the release must have committed, or it is rolled back")
+	asJSON := fs.Bool("json", false, "print JSON")
+	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: edge ota "+name+" [flags]")
+	if err := flagenv.Parse(fs, rest, "OUTPOST_", "config"); err != nil {
+		return err
+	}
+	out := func(v any) error {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	switch name {
+	case "init":
+		if *root == "" {
+			return usagef("edge ota init needs --root FILE (the release signers' root.json)")
+		}
+		b, err := os.ReadFile(*root)
+		if err != nil {
+			return err
+		}
+		if err := firmware.Init(o.trustDir(), b); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "trusting the release root from %s in %s\n", *root, o.trustDir())
+		return nil
+	case "adopt":
+		return otaAdopt(&o, *binary, *version, stdout)
+	case "status":
+		s, err := otaStatus(&o)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return out(s)
+		}
+		return s.print(stdout)
+	case "check":
+		return otaCheck(ctx, &o, *repo, *channel, *asJSON, stdout)
+	case "install":
+		if fs.NArg() != 1 {
+			return usagef("edge ota install needs one bundle FILE")
+		}
+		return otaInstall(ctx, &o, fs.Arg(0), *probation, stdout)
+	default:
+		fmt.Fprint(stderr, otaUsage)
+		return usagef("edge ota: unknown command %q", name)
+	}
+}
+
+func otaAdopt(o *otaFlags, binary, version string, stdout io.Writer) error {
+	if binary == "" {
+		// Adopt this very binary, with the version it was built with.
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		binary = self
+		if version == "" {
+			version = Version
+		}
+	}
+	if version == "" {
+		return usagef("edge ota adopt --binary FILE needs --version V")
+	}
+	if _, err := firmware.ParseVersion(version); err != nil {
+		return usagef("--version: %w", err)
+	}
+	f, err := os.Open(binary)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	fi, err := os.Stat(binary)
+	if err != nil {
+		return err
+	}
+	l := o.layout()
+	if cur, err := l.Current(); err != nil {
+		return err
+	} else if cur != "" {
+		return fmt.Errorf("%s already has a current release (%s); later releases come through edge ota install", l.Dir, cur)
+	}
+	// The first release is the operator's own binary: it is hashed here so
+	// that the swap's copy is checked like any other, and it is committed
+	// at once (there is nothing to roll back to).
+	tg := firmware.Target{Name: filepath.Base(binary), Length: n, Hashes: map[string][]byte{"sha256": h.Sum(nil)}, Custom: firmware.Custom{Version: version}}
+	if err := l.Install(binary, tg, ota.InstallOptions{Mode: fi.Mode().Perm() | 0o100}); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.trustDir(), 0o755); err != nil {
+		return err
+	}
+	st, err := firmware.OpenState(filepath.Join(o.trustDir(), "state.json"))
+	if err != nil {
+		return err
+	}
+	// Its release counter is 0, at any floor, so Recover inside Commit may
+	// already count it as committed: either way nothing is pending after.
+	if _, err := l.Commit(st); err != nil && !errors.Is(err, ota.ErrNothingPending) {
+		return err
+	}
+	fmt.Fprintf(stdout, "adopted %s as release %s: %s\n", binary, version, l.CurrentBinary())
+	return nil
+}
+
+type otaStatusJSON struct {
+	Current  string                   `json:"current"`
+	Previous string                   `json:"previous,omitempty"`
+	Pending  *ota.Pending             `json:"pending,omitempty"`
+	KnownBad map[string]string        `json:"known_bad,omitempty"`
+	Floor    uint64                   `json:"floor"`
+	Verified time.Time                `json:"verified,omitzero"`
+	Metadata map[string]firmware.Role `json:"metadata,omitempty"`
+	Expires  time.Time                `json:"expires,omitzero"`
+	Trust    string                   `json:"trust"`
+}
+
+func otaStatus(o *otaFlags) (*otaStatusJSON, error) {
+	l := o.layout()
+	s := &otaStatusJSON{Trust: "ok"}
+	var err error
+	if s.Current, err = l.Current(); err != nil {
+		return nil, err
+	}
+	if s.Previous, err = l.Previous(); err != nil {
+		return nil, err
+	}
+	if s.Pending, err = l.Pending(); err != nil {
+		return nil, err
+	}
+	if s.KnownBad, err = l.KnownBad(); err != nil {
+		return nil, err
+	}
+	tr, err := o.trust()
+	if err != nil {
+		// Status reports it rather than failing: an edge without trust
+		// still runs, it just cannot install.
+		s.Trust = err.Error()
+		return s, nil
+	}
+	s.Floor, s.Verified, s.Metadata = tr.State().Floor(), tr.State().Verified(), tr.Cached()
+	for _, r := range s.Metadata {
+		if s.Expires.IsZero() || r.Expires.Before(s.Expires) {
+			s.Expires = r.Expires
+		}
+	}
+	if len(s.Metadata) == 4 && tr.RefTime().After(s.Expires) {
+		s.Trust = fmt.Sprintf("metadata expired at %s: new installs are blocked until a refresh; the running release is not affected", s.Expires.Format(time.RFC3339))
+	}
+	return s, nil
+}
+
+func (s *otaStatusJSON) print(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	or := func(v, none string) string {
+		if v == "" {
+			return none
+		}
+		return v
+	}
+	fmt.Fprintf(tw, "current\t%s\n", or(s.Current, "none (edge ota adopt)"))
+	fmt.Fprintf(tw, "previous\t%s\n", or(s.Previous, "none"))
+	if s.Pending != nil {
+		fmt.Fprintf(tw, "pending\t%s (release %d) on probation until %s, %d starts\n", s.Pending.Version, s.Pending.Release, s.Pending.Deadline.Format(time.RFC3339), s.Pending.Attempts)
+	} else {
+		fmt.Fprintf(tw, "pending\tnone\n")
+	}
+	fmt.Fprintf(tw, "floor\trelease %d\n", s.Floor)
+	for v, why := range s.KnownBad {
+		fmt.Fprintf(tw, "known bad\t%s: %s\n", v, why)
+	}
+	if !s.Expires.IsZero() {
+		fmt.Fprintf(tw, "metadata\texpires %s (verified at %s)\n", s.Expires.Format(time.RFC3339), s.Verified.Format(time.RFC3339))
+	}
+	fmt.Fprintf(tw, "trust\t%s\n", s.Trust)
+	return tw.Flush()
+}
+
+func otaCheck(ctx context.Context, o *otaFlags, repo, channel string, asJSON bool, stdout io.Writer) error {
+	if repo == "" {
+		return usagef("edge ota check needs --repo DIR or URL")
+	}
+	tr, err := o.trust()
+	if err != nil {
+		return err
+	}
+	var src firmware.Source = firmware.DirSource(repo)
+	if strings.HasPrefix(repo, "http://") || strings.HasPrefix(repo, "https://") {
+		src = &ota.HTTPSource{Base: repo}
+	}
+	v, err := tr.Refresh(ctx, src)
+	if err != nil {
+		return err
+	}
+	type row struct {
+		firmware.Target
+		Installable string `json:"installable"`
+	}
+	var rows []row
+	running := o.running()
+	for _, tg := range v.List() {
+		if tg.Custom.Channel != channel {
+			continue
+		}
+		r := row{Target: tg, Installable: "yes"}
+		if _, err := tr.Installable(v, tg.Name, running); err != nil {
+			r.Installable = err.Error()
+		}
+		rows = append(rows, r)
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"verified": v, "running": running, "targets": rows})
+	}
+	fmt.Fprintf(stdout, "metadata verified: targets version %d, expires %s; running %s\n", v.Targets.Version, v.Expires().Format(time.RFC3339), running.Version)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TARGET\tVERSION\tRELEASE\tINSTALLABLE")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Name, r.Custom.Version, r.Custom.Release, r.Installable)
+	}
+	return tw.Flush()
+}
+
+func otaInstall(ctx context.Context, o *otaFlags, bundle string, probation time.Duration, stdout io.Writer) error {
+	tr, err := o.trust()
+	if err != nil {
+		return err
+	}
+	in, err := os.Open(bundle)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	dl := filepath.Join(o.dir(), "downloads")
+	if err := os.MkdirAll(dl, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dl, "bundle-*.part")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	tg, err := tr.ReadBundle(ctx, in, o.running(), tmp)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("bundle %s refused: %w", bundle, err)
+	}
+	l := o.layout()
+	if err := l.Install(tmp.Name(), tg, ota.InstallOptions{Probation: probation}); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "installed %s (version %s, release %d); on probation until committed by edge supervise, or rolled back\n",
+		tg.Name, tg.Custom.Version, tg.Custom.Release)
+	return nil
+}
+
+// runSupervise runs `edge supervise [flags] [-- edge run flags]`.
+func runSupervise(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var runArgs []string
+	for i, a := range args {
+		if a == "--" {
+			args, runArgs = args[:i], args[i+1:]
+			break
+		}
+	}
+	fs := flag.NewFlagSet("edge supervise", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o otaFlags
+	o.register(fs)
+	status := fs.String("status-listen", "127.0.0.1:8082", "the child's --status-listen, whose /healthz is probed (local only)")
+	probation := fs.Duration("probation", ota.DefaultProbation, "how long a new release must stay healthy before it is committed")
+	ready := fs.Duration("ready-timeout", ota.DefaultReadyTimeout, "how long a new release may take to become healthy")
+	attempts := fs.Int("max-attempts", ota.DefaultMaxAttempts, "starts a release on probation gets (reboots count) before it is rolled back")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	format := fs.String("log-format", "text", "text or json")
+	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: edge supervise [flags] [-- edge run flags]")
+	if err := flagenv.Parse(fs, args, "OUTPOST_", "config"); err != nil {
+		return err
+	}
+	log, err := cli.NewLogger(stderr, *level, *format)
+	if err != nil {
+		return usagef("%w", err)
+	}
+	st, err := firmware.OpenState(filepath.Join(o.trustDir(), "state.json"))
+	if err != nil {
+		return err
+	}
+	if cur, err := o.layout().Current(); err != nil {
+		return err
+	} else if cur == "" {
+		return errors.New("no current release to run: provision one with edge ota adopt --binary FILE --version V")
+	}
+	runArgs = append([]string{"--data-dir", o.dataDir, "--status-listen", *status}, runArgs...)
+	s := &ota.Supervisor{
+		Layout: o.layout(), State: st, Args: runArgs,
+		HealthURL: "http://" + *status + "/healthz",
+		Probation: *probation, ReadyTimeout: *ready, MaxAttempts: *attempts,
+		Stdout: stdout, Stderr: stderr, Logger: log.With("component", "supervise"),
+	}
+	return s.Run(ctx)
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/firmware"
+	"github.com/outpost-edge/outpost/firmware/firmwaretest"
+)
+
+func edgeCmd(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Run(args, &out, &errb)
+	return out.String() + errb.String(), code
+}
+
+// TestOTACommands drives `edge ota` from provisioning to an installed
+// offline bundle on probation, with the refusals an operator would meet.
+func TestOTACommands(t *testing.T) {
+	dir := t.TempDir()
+	r := firmwaretest.New(t, firmwaretest.Options{Now: time.Now().UTC().Truncate(time.Second)})
+	r.AddTarget("edge-1.1.0", []byte("#!/bin/sh\necho 1.1.0\n"), firmware.Custom{Version: "1.1.0", Release: 2, Channel: "stable"})
+	r.Publish()
+	root := filepath.Join(dir, "root.json")
+	os.WriteFile(root, r.RootBytes(1), 0o644)
+	bin := filepath.Join(dir, "edge-1.0.0")
+	os.WriteFile(bin, []byte("#!/bin/sh\necho 1.0.0\n"), 0o755)
+	data := filepath.Join(dir, "data")
+
+	if out, code := edgeCmd(t, "ota", "status", "--data-dir", data); code != 0 || !strings.Contains(out, "no trusted root") {
+		t.Fatalf("status before init (%d): %s", code, out)
+	}
+	if out, code := edgeCmd(t, "ota", "init", "--data-dir", data, "--root", root); code != 0 {
+		t.Fatalf("init (%d): %s", code, out)
+	}
+	if out, code := edgeCmd(t, "ota", "init", "--data-dir", data, "--root", root); code == 0 {
+		t.Fatalf("a second init was accepted: %s", out)
+	}
+	if out, code := edgeCmd(t, "ota", "adopt", "--data-dir", data, "--binary", bin, "--version", "1.0.0"); code != 0 {
+		t.Fatalf("adopt (%d): %s", code, out)
+	}
+	out, code := edgeCmd(t, "ota", "check", "--data-dir", data, "--repo", r.Dir)
+	if code != 0 || !strings.Contains(out, "edge-1.1.0") || !strings.Contains(out, "yes") {
+		t.Fatalf("check (%d): %s", code, out)
+	}
+
+	bundle := filepath.Join(dir, "edge-1.1.0.bundle")
+	good := r.Bundle("edge-1.1.0")
+	os.WriteFile(bundle, bytes.Replace(good, []byte("echo 1.1.0"), []byte("echo 6.6.6"), 1), 0o644)
+	if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, bundle); code == 0 || !strings.Contains(out, "does not match") {
+		t.Fatalf("tampered bundle (%d): %s", code, out)
+	}
+	os.WriteFile(bundle, good, 0o644)
+	if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, bundle); code != 0 {
+		t.Fatalf("install (%d): %s", code, out)
+	}
+	if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, bundle); code == 0 {
+		t.Fatalf("a second install during probation was accepted: %s", out)
+	}
+
+	out, code = edgeCmd(t, "ota", "status", "--data-dir", data, "--json")
+	if code != 0 {
+		t.Fatalf("status (%d): %s", code, out)
+	}
+	var st otaStatusJSON
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if st.Current != "1.1.0" || st.Previous != "1.0.0" || st.Pending == nil || st.Pending.Release != 2 || st.Trust != "ok" || st.Metadata["timestamp"].Version != 2 {
+		t.Fatalf("status %+v", st)
+	}
+	b, _ := os.ReadFile(filepath.Join(data, "ota", "current", "edge"))
+	if string(b) != "#!/bin/sh\necho 1.1.0\n" {
+		t.Fatalf("current binary %q", b)
+	}
+	if out, code := edgeCmd(t, "ota", "status", "--data-dir", data); code != 0 || !strings.Contains(out, "on probation") {
+		t.Fatalf("status text (%d): %s", code, out)
+	}
+}

@@ -1,0 +1,131 @@
+//go:build unix
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/firmware"
+	"github.com/outpost-edge/outpost/firmware/firmwaretest"
+	"github.com/outpost-edge/outpost/internal/poll"
+)
+
+// buildEdge builds this repo's edge binary as version, with a fault switch.
+func buildEdge(t *testing.T, version, fault string) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go tool on PATH to build releases with")
+	}
+	out := filepath.Join(t.TempDir(), "edge")
+	cmd := exec.Command(goBin, "build", "-o", out, "-ldflags", "-X main.Version="+version+" -X main.otaFault="+fault, ".")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build edge %s: %v\n%s", version, err, b)
+	}
+	return out
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestSuperviseRealReleases runs `edge supervise` over real edge binaries
+// built from this repo: a release that panics at start is rolled back to
+// the adopted one, which keeps serving; a good release is then committed
+// and the floor rises.
+func TestSuperviseRealReleases(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds edge binaries and runs them")
+	}
+	good := buildEdge(t, "1.0.0", "")
+	bad := buildEdge(t, "1.1.0", "panic")
+	next := buildEdge(t, "1.2.0", "")
+
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	r := firmwaretest.New(t, firmwaretest.Options{Now: time.Now().UTC().Truncate(time.Second)})
+	for _, rel := range []struct {
+		version, path string
+		counter       uint64
+	}{{"1.1.0", bad, 2}, {"1.2.0", next, 3}} {
+		b, err := os.ReadFile(rel.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.AddTarget("edge-"+rel.version, b, firmware.Custom{Version: rel.version, Release: rel.counter, Channel: "stable"})
+	}
+	r.Publish()
+	root := filepath.Join(dir, "root.json")
+	os.WriteFile(root, r.RootBytes(1), 0o644)
+	for _, args := range [][]string{
+		{"ota", "init", "--data-dir", data, "--root", root},
+		{"ota", "adopt", "--data-dir", data, "--binary", good, "--version", "1.0.0"},
+	} {
+		if out, code := edgeCmd(t, args...); code != 0 {
+			t.Fatalf("%v (%d): %s", args, code, out)
+		}
+	}
+	install := func(target string) {
+		t.Helper()
+		bundle := filepath.Join(dir, target+".bundle")
+		os.WriteFile(bundle, r.Bundle(target), 0o644)
+		if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, "--probation", "10m", bundle); code != 0 {
+			t.Fatalf("install %s (%d): %s", target, code, out)
+		}
+	}
+	status := func() otaStatusJSON {
+		out, _ := edgeCmd(t, "ota", "status", "--data-dir", data, "--json")
+		var st otaStatusJSON
+		json.Unmarshal([]byte(out), &st)
+		return st
+	}
+	addr := freeAddr(t)
+	healthy := func() bool {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+
+	install("edge-1.1.0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runSupervise(ctx, []string{"--data-dir", data, "--status-listen", addr, "--probation", "1s", "--ready-timeout", "20s", "--log-level", "warn",
+			"--", "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn"}, os.Stderr, os.Stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("supervise: %v", err)
+		}
+	})
+
+	poll.Until(t, 60*time.Second, "1.1.0 rolled back and 1.0.0 serving", func() bool {
+		st := status()
+		_, bad := st.KnownBad["1.1.0"]
+		return bad && st.Current == "1.0.0" && st.Pending == nil && healthy()
+	})
+
+	install("edge-1.2.0")
+	poll.Until(t, 60*time.Second, "1.2.0 committed", func() bool {
+		st := status()
+		return st.Current == "1.2.0" && st.Pending == nil && st.Floor == 3 && healthy()
+	})
+}
