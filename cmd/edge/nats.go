@@ -34,7 +34,7 @@ func natsFlags(fs *flag.FlagSet, c *natsConfig) {
 
 // uplinkTransport picks the uplink's transport from the flags. It returns
 // nil when no cloud is configured (the edge runs offline).
-func uplinkTransport(c *Config, edgeID string, signer *protocol.Signer, cloudKeyHex string, log *slog.Logger) (uplink.Transport, string, error) {
+func uplinkTransport(c *Config, edgeID string, signer *protocol.Signer, log *slog.Logger) (uplink.Transport, string, error) {
 	tr := c.NATS.Transport
 	if tr == "" {
 		switch {
@@ -60,11 +60,7 @@ func uplinkTransport(c *Config, edgeID string, signer *protocol.Signer, cloudKey
 			return nil, "", usagef("--transport nats needs --cloud-nats")
 		}
 		n := c.NATS
-		var keys protocol.Keys
-		if pub, err := parseKeyHex("--cloud-key", cloudKeyHex); err == nil {
-			keys = protocol.NewKeyMap(pub) // to notice nacks; a missing key is reported by the caller
-		}
-		t, err := uplinknats.New(uplinknats.Options{URL: n.URL, Edge: edgeID, Signer: signer, CloudKeys: keys,
+		t, err := uplinknats.New(uplinknats.Options{URL: n.URL, Edge: edgeID, Signer: signer,
 			User: n.User, Password: n.Password, Token: n.Token, NKeySeedFile: n.NKey, CredsFile: n.Creds,
 			CAFile: n.CA, CertFile: n.Cert, KeyFile: n.Key, Logger: log})
 		if err != nil {

@@ -184,7 +184,7 @@ func (m *Main) Run(ctx context.Context) error {
 	defer stopWork()
 	g, gctx := errgroup.WithContext(work)
 
-	tr, cloudURL, err := uplinkTransport(c, edgeID, signer, cloudKeyHex, log)
+	tr, cloudURL, err := uplinkTransport(c, edgeID, signer, log)
 	if err != nil {
 		return err
 	}
