@@ -256,7 +256,10 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 		nc.Close()
 		return fmt.Errorf("subscribe %s: %w", t.rcpt, err)
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(t.o.PublishTimeout))
+	// One handler per session owns every publish's outcome: no goroutine
+	// waits on each segment's future.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(t.o.PublishTimeout),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *natsgo.Msg, err error) { t.publishFailed(ended, m, err) }))
 	if err != nil {
 		nc.Close()
 		return fmt.Errorf("jetstream: %w", err)
@@ -269,14 +272,9 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 }
 
 func (t *Transport) session() (*natsgo.Conn, jetstream.JetStream, func()) {
-	nc, js, _, markLost := t.sessionLost()
-	return nc, js, markLost
-}
-
-func (t *Transport) sessionLost() (*natsgo.Conn, jetstream.JetStream, <-chan struct{}, func()) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.nc, t.js, t.ended.Done(), t.ended.End
+	return t.nc, t.js, t.ended.End
 }
 
 // Hello sends a hello as a request and hands the reply to onReply, so the
@@ -310,7 +308,7 @@ func (t *Transport) Hello(ctx context.Context, hello []byte) error {
 // PublishTimeout ends the session; the uplink reconnects with backoff and
 // resends from the cloud's watermark.
 func (t *Transport) Publish(ctx context.Context, seg []byte, msgID string) error {
-	nc, js, lost, markLost := t.sessionLost()
+	nc, js, markLost := t.session()
 	if nc == nil {
 		return ErrNotConnected
 	}
@@ -318,33 +316,33 @@ func (t *Transport) Publish(ctx context.Context, seg []byte, msgID string) error
 	if max := nc.MaxPayload(); max > 0 && int64(len(seg)+len(id)+headerRoom) > max {
 		return fmt.Errorf("%w: %d bytes, max_payload %d", ErrTooLarge, len(seg), max)
 	}
-	f, err := js.PublishAsync(t.segSubj, seg, jetstream.WithMsgID(id))
-	if err != nil {
+	if _, err := js.PublishAsync(t.segSubj, seg, jetstream.WithMsgID(id)); err != nil {
 		markLost()
 		return fmt.Errorf("publish %s: %w", t.segSubj, err)
 	}
-	go func() {
-		select {
-		case ack := <-f.Ok():
-			if ack.Duplicate {
-				t.log.Debug("JetStream dropped a duplicate segment", "msg_id", id)
-			}
-		case err := <-f.Err():
-			select {
-			case <-lost:
-				// The session ended first; its publishes are abandoned.
-				t.log.Debug("nats uplink publish abandoned with its session", "msg_id", id, "err", err)
-				return
-			default:
-			}
-			if errors.Is(err, natsgo.ErrNoResponders) {
-				err = fmt.Errorf("no JetStream stream takes %s (is the cloud's stream set up?): %w", t.segSubj, err)
-			}
-			t.log.Warn("nats uplink publish not acknowledged", "msg_id", id, "err", err)
-			markLost()
-		}
-	}()
 	return nil
+}
+
+// publishFailed is the session's JetStream async error handler: a PubAck
+// that is an error, or none within PublishTimeout, ends the session (the
+// uplink reconnects and resends from the cloud's watermark).
+func (t *Transport) publishFailed(session *uplink.Ended, m *natsgo.Msg, err error) {
+	id := ""
+	if m != nil {
+		id = m.Header.Get(jetstream.MsgIDHeader)
+	}
+	select {
+	case <-session.Done():
+		// The session ended first; its publishes are abandoned.
+		t.log.Debug("nats uplink publish abandoned with its session", "msg_id", id, "err", err)
+		return
+	default:
+	}
+	if errors.Is(err, natsgo.ErrNoResponders) {
+		err = fmt.Errorf("no JetStream stream takes %s (is the cloud's stream set up?): %w", t.segSubj, err)
+	}
+	t.log.Warn("nats uplink publish not acknowledged", "msg_id", id, "err", err)
+	session.End()
 }
 
 // Lost is closed when the session ends.

@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -519,4 +520,53 @@ func mustCert(t *testing.T, dir, name string, parent *x509.Certificate, parentKe
 		t.Fatal(err)
 	}
 	return cert, key
+}
+
+// TestNoGoroutinePerPublish: segments whose PubAcks have not come yet (a
+// subscriber takes them and never answers) hold no goroutine each: one
+// handler per session owns their outcome. When PublishTimeout passes
+// without a PubAck, the session ends.
+func TestNoGoroutinePerPublish(t *testing.T) {
+	s := MustServer(t, nil)
+	silent, err := natsgo.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	got := make(chan struct{}, 1024)
+	if _, err := silent.Subscribe(protocol.SegmentFilterNATS, func(*natsgo.Msg) { got <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	if err := silent.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	tr, _ := mustConnect(t, uplinknats.Options{URL: s.ClientURL(), Edge: "e1", Signer: signer("e1"), PublishTimeout: time.Hour})
+	before := runtime.NumGoroutine()
+	const n = 200
+	for i := range n {
+		if err := tr.Publish(context.Background(), []byte("seg"), fmt.Sprintf("e1:x:%d-%d~0", i, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n {
+		<-got
+	}
+	if after := runtime.NumGoroutine(); after > before+n/4 {
+		t.Fatalf("%d goroutines with %d publishes awaiting their PubAcks (%d before)", after, n, before)
+	}
+
+	tr2, _ := mustConnect(t, uplinknats.Options{URL: s.ClientURL(), Edge: "e2", Signer: signer("e2"), PublishTimeout: 50 * time.Millisecond})
+	if err := tr2.Publish(context.Background(), []byte("seg"), "e2:x:1-1~0"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-tr2.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session outlived a publish whose PubAck never came")
+	}
+	select {
+	case <-tr.Lost():
+		t.Fatal("the first session ended")
+	default:
+	}
 }
