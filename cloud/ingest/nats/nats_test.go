@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -550,4 +551,59 @@ func TestEdgeShare(t *testing.T) {
 	if err != nil || si.CachedInfo().State.Msgs != 4 {
 		t.Fatalf("stream %+v, %v; want A's 3 and B's 1", si.CachedInfo().State, err)
 	}
+}
+
+// helloLedger is a gatedLedger whose hellos wait for release, ignoring
+// their context, as a slow database read would.
+type helloLedger struct {
+	*gatedLedger
+	entered  chan struct{}
+	release  chan struct{}
+	finished atomic.Bool
+}
+
+func (l *helloLedger) NoteHello(ctx context.Context, h protocol.Hello) (ledger.Watermark, error) {
+	l.entered <- struct{}{}
+	<-l.release
+	defer l.finished.Store(true)
+	return l.gatedLedger.NoteHello(ctx, h)
+}
+
+// TestRunWaitsForHellos: Run returns only once the hello handlers it
+// started have returned.
+func TestRunWaitsForHellos(t *testing.T) {
+	edgeKey, cloudKey := signer("e1"), signer("cloud")
+	s := MustServer(t, fleet{"e1": edgeKey})
+	l := &helloLedger{gatedLedger: newGatedLedger(true), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	svc, err := ingest.New(ingest.Options{Ledger: l, Signer: cloudKey, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ingestnats.New(ingestnats.Options{InProcess: s, User: protocol.InternalUser, Password: s.InternalPassword(), Service: svc, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	svcDone, runDone := make(chan struct{}), make(chan error, 1)
+	go func() { defer close(svcDone); _ = svc.Run(ctx) }()
+	go func() { runDone <- c.Run(ctx) }()
+	poll.Until(t, 15*time.Second, "the consumer pulling", c.Connected)
+
+	nc, _ := MustEdge(t, s, "e1", edgeKey)
+	h := protocol.EncodeHello(protocol.Hello{Edge: "e1", Epoch: protocol.Epoch{1}, Seq: 1, SentAt: 1})
+	reply := nc.NewRespInbox()
+	if err := nc.PublishRequest("outpost.v1.edge.e1.hello", reply, h); err != nil {
+		t.Fatal(err)
+	}
+	<-l.entered
+	cancel()
+	close(l.release)
+	if err := <-runDone; err != nil {
+		t.Fatal(err)
+	}
+	if !l.finished.Load() {
+		t.Fatal("Run returned while a hello handler was still running")
+	}
+	<-svcDone
 }
