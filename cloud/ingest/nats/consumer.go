@@ -95,6 +95,10 @@ type Stats struct {
 	HellosDropped uint64 `json:"hellos_dropped"`
 }
 
+// FetchBytes bounds the bytes of the messages a Consumer has asked for and
+// not yet received.
+const FetchBytes = 32 << 20
+
 // MaxHellos is how many hellos one Consumer answers at once (each is a
 // database read and a signature).
 const MaxHellos = 64
@@ -301,7 +305,10 @@ func (c *Consumer) setReady(cons jetstream.Consumer) {
 // consume pulls until ctx ends or the iterator stops (the consumer was
 // deleted, say), when Run sets it up again.
 func (c *Consumer) consume(ctx context.Context, cons jetstream.Consumer) {
-	it, err := cons.Messages(jetstream.PullMaxMessages(c.o.Fetch))
+	// The byte bound keeps what the server sends this connection ahead of
+	// its reads well under the server's max_pending (64 MiB by default),
+	// which would cut it off as a slow consumer.
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(c.o.Fetch, FetchBytes))
 	if err != nil {
 		c.log.Warn("could not pull from the NATS consumer", "err", err)
 		return

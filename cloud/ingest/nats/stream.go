@@ -33,7 +33,7 @@ const (
 
 // MaxMsgSize is the largest message the stream stores: a segment of
 // protocol.MaxSegmentBytes and room for its headers.
-const MaxMsgSize = protocol.MaxSegmentBytes + 64<<10
+const MaxMsgSize = protocol.NATSMaxPayload
 
 // Sentinel errors.
 var (
