@@ -27,9 +27,17 @@ type Segment struct {
 func (s *Segment) Stream() Stream { return Stream{Edge: s.Edge, Epoch: s.Epoch} }
 
 // MsgID is the segment's deduplication id for brokers that have one (NATS'
-// Nats-Msg-Id): {edge}:{epoch}:{first}-{last}.
-func (s *Segment) MsgID() string {
-	return fmt.Sprintf("%s:%s:%d-%d", s.Edge, s.Epoch, s.First, s.Last)
+// Nats-Msg-Id): {edge}:{epoch}:{first}-{last}~{rewinds}, where rewinds is
+// how many times the sender's uplink has rewound (after a nack or an ack
+// timeout). A resend in the same run of the uplink, after a reconnect, has
+// the same id and a broker may drop it while the first copy is stored; a
+// resend the cloud asked for (after a rewind) has a new one. A transport
+// whose broker shares one duplicate window among all edges makes the id
+// its own (the NATS transport appends a secret), so no one else can
+// publish it first. The cloud's watermark, not the broker, drops
+// duplicates.
+func (s *Segment) MsgID(rewinds uint64) string {
+	return fmt.Sprintf("%s:%s:%d-%d~%d", s.Edge, s.Epoch, s.First, s.Last, rewinds)
 }
 
 // SegmentOverhead is an upper bound on the bytes a segment adds around its

@@ -143,6 +143,12 @@ func IsNATSInbox(edge, subject string) bool {
 	return true
 }
 
+// NATSMaxPayload is the largest NATS message Outpost sends: a segment of
+// MaxSegmentBytes and room for its headers. The cloud's embedded server
+// advertises it as max_payload and the cloud's stream takes messages up to
+// it.
+const NATSMaxPayload = MaxSegmentBytes + 64<<10
+
 // ParseTopic parses an MQTT topic of the form outpost/v1/{dev|edge}/{id}/{kind}.
 func ParseTopic(topic string) (Topic, error) { return parseTopic(topic, "/", "topic") }
 

@@ -150,7 +150,7 @@ func TestVectors(t *testing.T) {
 		"receipt":    map[string]any{"hex": hex.EncodeToString(rc), "decoded": diag(t, rc)},
 		"nack":       map[string]any{"hex": hex.EncodeToString(nk), "decoded": diag(t, nk)},
 	})
-	checkVector(t, "segment", map[string]any{"hex": hex.EncodeToString(segb), "msg_id": seg.MsgID()})
+	checkVector(t, "segment", map[string]any{"hex": hex.EncodeToString(segb), "msg_id": seg.MsgID(0)})
 	checkVector(t, "hello", map[string]any{"hex": hex.EncodeToString(hello), "decoded": diag(t, hello)})
 	aud := protocol.BrokerAudience(protocol.BrokerNATS, string(cloud.KeyID()))
 	const counter = 1795340000000

@@ -82,16 +82,6 @@ func TestShutdownDrainsIngest(t *testing.T) {
 	if _, err := ledger.New(conn, ledger.Options{}).AddEdge(ctx, "shop-1", stream.Signer.Public()); err != nil {
 		t.Fatal(err)
 	}
-	// Hold the edge's row: the commit's recheck of the key (FOR SHARE)
-	// waits for it.
-	hold, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Rollback(ctx)
-	if _, err := hold.Exec(ctx, `SELECT 1 FROM edges WHERE id = 'shop-1' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
 
 	logs := &syncBuffer{}
 	runCtx, sigterm := context.WithCancel(ctx)
@@ -108,7 +98,7 @@ func TestShutdownDrainsIngest(t *testing.T) {
 	var receipts []protocol.Receipt
 	opts := paho.NewClientOptions().AddBroker("tcp://" + m.BrokerAddr()).
 		SetClientID(brokermqtt.EdgeClientPrefix + "shop-1").SetUsername("shop-1").
-		SetPassword(stream.Signer.BrokerToken("shop-1", time.Now())).SetAutoReconnect(false)
+		SetPassword(mqttToken(stream.Signer, cloudKey.Public().(ed25519.PublicKey), "shop-1")).SetAutoReconnect(false)
 	edge := paho.NewClient(opts)
 	if tok := edge.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatalf("edge connect: %v", tok.Error())
@@ -136,6 +126,17 @@ func TestShutdownDrainsIngest(t *testing.T) {
 		}
 	}
 
+	// Hold the edge's row (after the login, which spends a broker-token
+	// counter on it): the commit's recheck of the key (FOR SHARE) waits
+	// for it.
+	hold, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM edges WHERE id = 'shop-1' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
 	publish(1, 5)
 	poll.Until(t, 30*time.Second, "the commit waiting on the held row", func() bool {
 		var n int
@@ -180,4 +181,11 @@ func TestShutdownDrainsIngest(t *testing.T) {
 	if hwm != 5 || got != uint64(hwm) {
 		t.Fatalf("committed up to %d, receipts up to %d (%d receipts); want both 5\n%s", hwm, got, n, logs.String())
 	}
+}
+
+// mqttToken is a broker token for edge on the embedded MQTT broker of the
+// cloud whose key is cloud, with the clock as its counter.
+func mqttToken(s *protocol.Signer, cloud ed25519.PublicKey, edge string) string {
+	aud := protocol.BrokerAudience(protocol.BrokerMQTT, string(protocol.KeyIDOf(cloud)))
+	return s.BrokerToken(aud, edge, uint64(time.Now().UnixMilli()))
 }

@@ -37,6 +37,8 @@ type natsConfig struct {
 	Retention     string
 	MaxAge        time.Duration
 	Replicas      int
+	MaxBytes      int64
+	MaxPerEdge    int64
 	Consumer      string
 	AckWait       time.Duration
 	MaxAckPending int
@@ -62,6 +64,8 @@ func natsFlags(fs *flag.FlagSet, c *natsConfig) {
 	fs.StringVar(&c.Retention, "nats-retention", ingestnats.DefaultRetention, "the stream's retention: workqueue (removed once committed) or limits (kept for --nats-max-age)")
 	fs.DurationVar(&c.MaxAge, "nats-max-age", ingestnats.DefaultMaxAge, "how long the stream keeps a segment; edges resend anything older that the ledger lacks")
 	fs.IntVar(&c.Replicas, "nats-replicas", ingestnats.DefaultReplicas, "the stream's replicas (3 on a 3-node JetStream cluster)")
+	fs.Int64Var(&c.MaxBytes, "nats-max-bytes", ingestnats.DefaultMaxBytes, "the stream's byte cap; when full it refuses new segments (edges back off and buffer), it never drops stored ones")
+	fs.Int64Var(&c.MaxPerEdge, "nats-max-per-edge", ingestnats.DefaultMaxPerEdge, "segments one edge may have in the stream at once (its share); beyond, that edge's publishes are refused and it backs off")
 	fs.StringVar(&c.Consumer, "nats-consumer", ingestnats.DefaultConsumer, "durable pull consumer that every cloud process shares; also the hello queue group")
 	fs.DurationVar(&c.AckWait, "nats-ack-wait", ingestnats.DefaultAckWait, "JetStream redelivers a segment not acked (committed) within this time; see docs/TRANSPORTS.md")
 	fs.IntVar(&c.MaxAckPending, "nats-max-ack-pending", ingestnats.DefaultMaxAckPending, "segments delivered and not yet acked, across all cloud processes: the cloud's memory bound and backpressure")
@@ -83,7 +87,7 @@ func (m *Main) startNATS(c *Config, svc *ingest.Service, led *ledger.Ledger, log
 		URL: nc.URL, User: nc.User, Password: nc.Password, Token: nc.Token, NKeySeedFile: nc.NKey, CredsFile: nc.Creds,
 		CAFile: nc.CA, CertFile: nc.Cert, KeyFile: nc.Key,
 		Stream: ingestnats.StreamOptions{Name: nc.Stream, Subjects: splitList(nc.Subjects), Retention: nc.Retention,
-			MaxAge: nc.MaxAge, Replicas: nc.Replicas},
+			MaxAge: nc.MaxAge, Replicas: nc.Replicas, MaxBytes: nc.MaxBytes, MaxPerEdge: nc.MaxPerEdge},
 		Consumer: ingestnats.ConsumerOptions{Name: nc.Consumer, AckWait: nc.AckWait, MaxAckPending: nc.MaxAckPending},
 		Fetch:    2 * c.MaxBatch,
 		Service:  svc,
@@ -148,6 +152,7 @@ func registerNATSMetrics(reg *prometheus.Registry, c *ingestnats.Consumer) {
 	counter("redelivered_total", "Segments JetStream delivered to this process more than once.", func(s ingestnats.Stats) uint64 { return s.Redelivered })
 	counter("ack_errors_total", "Double acks the server did not confirm.", func(s ingestnats.Stats) uint64 { return s.AckErrors })
 	counter("hello_errors_total", "Hellos that could not be answered.", func(s ingestnats.Stats) uint64 { return s.HelloErrors })
+	counter("hellos_dropped_total", "Hellos not answered because this process was answering its limit of them; the edge asks again.", func(s ingestnats.Stats) uint64 { return s.HellosDropped })
 	counter("bad_reply_subjects_total", "Hellos not answered because their reply subject was not the edge's own inbox.", func(s ingestnats.Stats) uint64 { return s.BadReplySubjects })
 	reg.MustRegister(&consumerCollector{c: c,
 		ackPending: prometheus.NewDesc("outpost_cloud_nats_ack_pending_messages", "Segments delivered and not yet acked, across all cloud processes (at most --nats-max-ack-pending).", nil, nil),

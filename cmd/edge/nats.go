@@ -71,11 +71,7 @@ func uplinkTransport(c *Config, edgeID string, signer *protocol.Signer, cloudKey
 			return nil, "", usagef("--transport nats needs --cloud-nats")
 		}
 		n := c.NATS
-		var keys protocol.Keys
-		if pub, err := parseKeyHex("--cloud-key", cloudKeyHex); err == nil {
-			keys = protocol.NewKeyMap(pub) // to notice nacks; a missing key is reported by the caller
-		}
-		t, err := uplinknats.New(uplinknats.Options{URL: n.URL, Edge: edgeID, Tokens: tokens, CloudKeys: keys,
+		t, err := uplinknats.New(uplinknats.Options{URL: n.URL, Edge: edgeID, Tokens: tokens,
 			User: n.User, Password: n.Password, Token: n.Token, NKeySeedFile: n.NKey, CredsFile: n.Creds,
 			CAFile: n.CA, CertFile: n.Cert, KeyFile: n.Key, Logger: log})
 		if err != nil {

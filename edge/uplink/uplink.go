@@ -163,6 +163,13 @@ func (u *Uplink) Stats() Stats {
 	return s
 }
 
+// rewinds counts the uplink's rewinds, for segments' message ids.
+func (u *Uplink) rewinds() uint64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.stats.Rewinds
+}
+
 func (u *Uplink) update(f func(s *Stats)) {
 	u.mu.Lock()
 	f(&u.stats)
@@ -328,7 +335,7 @@ func (s *session) fill(ctx context.Context) error {
 				return err
 			}
 		}
-		if err := u.o.Transport.Publish(ctx, b, seg.MsgID()); err != nil {
+		if err := u.o.Transport.Publish(ctx, b, seg.MsgID(u.rewinds())); err != nil {
 			return fmt.Errorf("publish segment %d-%d: %w", seg.First, seg.Last, err)
 		}
 		if len(s.flight) == 0 {

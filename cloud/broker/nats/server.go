@@ -90,10 +90,32 @@ type Options struct {
 	Auth *edgeauth.Authenticator
 	// Keys returns the active keys of an edge (an error for an unknown or
 	// revoked edge); used only without Auth.
-	Keys   func(ctx context.Context, edge string) (protocol.Keys, error)
-	Now    func() time.Time
-	Logger *slog.Logger
+	Keys func(ctx context.Context, edge string) (protocol.Keys, error)
+	// AuthTimeout is how long a connection may take to log in before the
+	// server closes it; default DefaultAuthTimeout.
+	AuthTimeout time.Duration
+	Now         func() time.Time
+	Logger      *slog.Logger
 }
+
+// Bounds on what a connection, before and after it logs in, can make the
+// server hold. An unauthenticated connection can send only CONNECT (any
+// other operation first is an authorization violation), of at most
+// MaxControlLine bytes, for at most AuthTimeout: about 4 KiB for a few
+// seconds, whatever it sends. After login, one message is at most
+// protocol.NATSMaxPayload (advertised as max_payload), and what the server
+// buffers for a client that does not read is at most MaxPending before it
+// is cut off as a slow consumer.
+const (
+	// MaxControlLine caps a protocol line (CONNECT with its credentials,
+	// PUB and SUB with their subjects): the server closes a connection whose
+	// line grows past it. Broker tokens and Outpost subjects are far below.
+	MaxControlLine = 4096
+	// MaxPending caps the bytes the server queues for one client.
+	MaxPending = 64 << 20
+	// DefaultAuthTimeout is as long as the edge login's key lookup may take.
+	DefaultAuthTimeout = 5 * time.Second
+)
 
 // Broker is a running embedded nats-server with JetStream.
 type Broker struct {
@@ -117,6 +139,9 @@ func Start(o Options) (*Broker, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.AuthTimeout <= 0 {
+		o.AuthTimeout = DefaultAuthTimeout
 	}
 	host, portStr, err := net.SplitHostPort(o.Addr)
 	if err != nil {
@@ -148,7 +173,10 @@ func Start(o Options) (*Broker, error) {
 		JetStream:  true,
 		StoreDir:   o.StoreDir,
 		// A segment of protocol.MaxSegmentBytes and its headers must fit.
-		MaxPayload: protocol.MaxSegmentBytes + 64<<10,
+		MaxPayload:     protocol.NATSMaxPayload,
+		MaxControlLine: MaxControlLine,
+		MaxPending:     MaxPending,
+		AuthTimeout:    o.AuthTimeout.Seconds(),
 		// The cloud handles its own signals (two-stage shutdown).
 		NoSigs:                     true,
 		CustomClientAuthentication: internalConfined{&edgeAuth{s: s, o: o}},

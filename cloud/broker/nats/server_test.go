@@ -1,13 +1,16 @@
 package nats_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -289,4 +292,80 @@ func TestInternalPermissions(t *testing.T) {
 			t.Errorf("the cloud could not reach %s: %v", subj, err)
 		}
 	}
+}
+
+// rawConn is a TCP connection to the server that speaks the NATS protocol
+// by hand, where a client library would not send what an attacker does.
+type rawConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func dialRaw(t *testing.T, s *brokernats.Broker) (*rawConn, map[string]any) {
+	t.Helper()
+	c, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	rc := &rawConn{Conn: c, r: bufio.NewReader(c)}
+	line, err := rc.r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "INFO ") {
+		t.Fatalf("first line %q, %v; want INFO", line, err)
+	}
+	var info map[string]any
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "INFO ")), &info); err != nil {
+		t.Fatal(err)
+	}
+	return rc, info
+}
+
+// rest reads what the server sends until it closes the connection.
+func (rc *rawConn) rest(t *testing.T) string {
+	t.Helper()
+	_ = rc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	b, _ := io.ReadAll(rc.r)
+	return string(b)
+}
+
+// TestUnauthenticatedBounds: what a connection that has not logged in can
+// make the server hold is bounded: the server advertises max_payload, cuts
+// a CONNECT line beyond MaxControlLine (the NATS analogue of MQTT's
+// 256 MiB CONNECT), refuses a publish before CONNECT, and closes a
+// connection that does not log in within AuthTimeout.
+func TestUnauthenticatedBounds(t *testing.T) {
+	s := MustServer(t, fleet{"e1": signer("e1")}, brokernats.Options{AuthTimeout: 300 * time.Millisecond})
+
+	t.Run("advertised limits", func(t *testing.T) {
+		_, info := dialRaw(t, s)
+		if mp, _ := info["max_payload"].(float64); int(mp) != protocol.NATSMaxPayload {
+			t.Errorf("max_payload %v, want %d", info["max_payload"], protocol.NATSMaxPayload)
+		}
+		if info["auth_required"] != true {
+			t.Errorf("auth_required %v", info["auth_required"])
+		}
+	})
+	t.Run("huge CONNECT", func(t *testing.T) {
+		rc, _ := dialRaw(t, s)
+		junk := "CONNECT {\"user\":\"e1\",\"pass\":\"" + strings.Repeat("a", 4*brokernats.MaxControlLine)
+		// The server may close the connection while this is still being
+		// written; the write error does not matter, its answer does.
+		_, _ = io.WriteString(rc, junk)
+		if got := rc.rest(t); !strings.Contains(strings.ToLower(got), "-err 'maximum control line exceeded'") {
+			t.Fatalf("server answered %q, want a control line violation", got)
+		}
+	})
+	t.Run("publish before CONNECT", func(t *testing.T) {
+		rc, _ := dialRaw(t, s)
+		_, _ = fmt.Fprintf(rc, "PUB outpost.v1.edge.e1.seg %d\r\n", protocol.NATSMaxPayload)
+		if got := rc.rest(t); !strings.Contains(strings.ToLower(got), "-err 'authorization violation'") {
+			t.Fatalf("server answered %q, want an authorization violation", got)
+		}
+	})
+	t.Run("silent connection", func(t *testing.T) {
+		rc, _ := dialRaw(t, s)
+		if got := rc.rest(t); !strings.Contains(strings.ToLower(got), "-err 'authentication timeout'") {
+			t.Fatalf("server answered %q, want an authentication timeout", got)
+		}
+	})
 }

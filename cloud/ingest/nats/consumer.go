@@ -12,6 +12,7 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	"github.com/outpost-edge/outpost/protocol"
@@ -62,13 +63,19 @@ type Consumer struct {
 
 	acks    chan jetstream.Msg
 	closing chan struct{}
-	hellos  chan struct{} // bounds concurrent hello handlers
+
+	// hellos runs the hello handlers, at most MaxHellos at once; Run waits
+	// for them. helloMu orders TryGo before Wait: once hellosDone is set,
+	// no handler starts.
+	helloMu    sync.Mutex
+	hellos     errgroup.Group
+	hellosDone bool
 
 	heldMu sync.Mutex // guards held; never held with mu
 	held   map[jetstream.Msg]struct{}
 
-	redelivered, ackErrs, helloErrs, kept, badReplies atomic.Uint64
-	badReplyLogged                                    atomic.Int64 // unix nanos of the last log line about one
+	redelivered, ackErrs, helloErrs, kept, badReplies, helloDrops atomic.Uint64
+	badReplyLogged                                                atomic.Int64 // unix nanos of the last log line about one
 }
 
 var _ ingest.Replier = (*Consumer)(nil)
@@ -83,7 +90,18 @@ type Stats struct {
 	// subject was not the sending edge's own inbox (an attack, or a client
 	// without the edge's inbox prefix).
 	BadReplySubjects uint64 `json:"bad_reply_subjects"`
+	// HellosDropped counts hellos that came while MaxHellos were being
+	// answered; the edge asks again after its hello timeout.
+	HellosDropped uint64 `json:"hellos_dropped"`
 }
+
+// FetchBytes bounds the bytes of the messages a Consumer has asked for and
+// not yet received.
+const FetchBytes = 32 << 20
+
+// MaxHellos is how many hellos one Consumer answers at once (each is a
+// database read and a signature).
+const MaxHellos = 64
 
 // New checks opts and fills in defaults.
 func New(opts Options) (*Consumer, error) {
@@ -116,14 +134,15 @@ func New(opts Options) (*Consumer, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Consumer{
+	c := &Consumer{
 		o:       opts,
 		log:     opts.Logger.With("component", "ingest-nats", "stream", opts.Stream.Name, "consumer", opts.Consumer.Name),
 		acks:    make(chan jetstream.Msg, opts.Consumer.MaxAckPending),
 		closing: make(chan struct{}),
-		hellos:  make(chan struct{}, 16),
 		held:    map[jetstream.Msg]struct{}{},
-	}, nil
+	}
+	c.hellos.SetLimit(MaxHellos)
+	return c, nil
 }
 
 func (c *Consumer) connOptions() ([]natsgo.Option, error) {
@@ -202,6 +221,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	defer func() {
+		c.stopHellos()
 		close(c.closing)
 		wg.Wait()
 		nc.Close()
@@ -211,7 +231,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("nats ingest: subscribe %s: %w", protocol.HelloFilterNATS, err)
 	}
-	defer hsub.Unsubscribe()
+	defer func() { _ = hsub.Unsubscribe() }()
 
 	for range 4 {
 		wg.Add(1)
@@ -285,7 +305,10 @@ func (c *Consumer) setReady(cons jetstream.Consumer) {
 // consume pulls until ctx ends or the iterator stops (the consumer was
 // deleted, say), when Run sets it up again.
 func (c *Consumer) consume(ctx context.Context, cons jetstream.Consumer) {
-	it, err := cons.Messages(jetstream.PullMaxMessages(c.o.Fetch))
+	// The byte bound keeps what the server sends this connection ahead of
+	// its reads well under the server's max_pending (64 MiB by default),
+	// which would cut it off as a slow consumer.
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(c.o.Fetch, FetchBytes))
 	if err != nil {
 		c.log.Warn("could not pull from the NATS consumer", "err", err)
 		return
@@ -417,23 +440,37 @@ func (c *Consumer) onHello(ctx context.Context, m *natsgo.Msg) {
 		c.logBadReply(t.ID, m.Reply)
 		return
 	}
-	select {
-	case c.hellos <- struct{}{}:
-	case <-ctx.Done():
+	c.helloMu.Lock()
+	defer c.helloMu.Unlock()
+	if c.hellosDone {
 		return
 	}
-	go func() {
-		defer func() { <-c.hellos }()
+	started := c.hellos.TryGo(func() error {
 		rc, err := c.o.Service.Hello(ctx, t.ID, m.Data)
 		if err != nil {
 			c.helloErrs.Add(1)
 			c.log.Warn("could not answer a hello", "edge", t.ID, "err", err)
-			return
+			return nil
 		}
 		if err := m.Respond(rc); err != nil {
 			c.log.Warn("could not send a hello's receipt", "edge", t.ID, "err", err)
 		}
-	}()
+		return nil
+	})
+	if !started {
+		// Not blocking here keeps the subscription's callback (and the
+		// hellos queued behind it) moving; the edge asks again.
+		c.helloDrops.Add(1)
+	}
+}
+
+// stopHellos lets no more hello handlers start and waits for those
+// running (they end with Run's ctx).
+func (c *Consumer) stopHellos() {
+	c.helloMu.Lock()
+	c.hellosDone = true
+	c.helloMu.Unlock()
+	_ = c.hellos.Wait()
 }
 
 // logBadReply logs a refused reply subject at most once per ten seconds:
@@ -473,7 +510,7 @@ func (c *Consumer) Connected() bool {
 // Stats returns the counters.
 func (c *Consumer) Stats() Stats {
 	return Stats{Redelivered: c.redelivered.Load(), AckErrors: c.ackErrs.Load(), HelloErrors: c.helloErrs.Load(), InProgress: c.kept.Load(),
-		BadReplySubjects: c.badReplies.Load()}
+		BadReplySubjects: c.badReplies.Load(), HellosDropped: c.helloDrops.Load()}
 }
 
 // Info asks the server for the consumer's state (NumAckPending,

@@ -23,12 +23,11 @@
 //     (queued, in a commit batch, or a gap waiting for its fill), however
 //     long the commit takes. So AckWait only decides how soon the segments
 //     of a process that died (or stalled completely) go to another process.
-//     That matters more than it seems: an edge's resend of such a segment
-//     carries the same Nats-Msg-Id, and JetStream drops it as a duplicate
-//     of the message that is still pending, so the segment moves on only
-//     when AckWait runs out. Much shorter, and a process paused by the
-//     machine (a VM migration, swapping) would see its segments delivered
-//     twice, which is harmless but wasted work.
+//     (An edge that resends after its ack timeout has rewound, so its
+//     resend has a new Nats-Msg-Id and is stored next to the held copy;
+//     the watermark drops whichever comes second.) Much shorter, and a
+//     process paused by the machine (a VM migration, swapping) would see
+//     its segments delivered twice, which is harmless but wasted work.
 //   - MaxAckPending (default 256) is how many messages may be delivered and
 //     not yet acked, across all processes sharing the consumer. It bounds
 //     the cloud's memory (at most MaxAckPending segments of up to 1 MiB are

@@ -112,7 +112,9 @@ func TestEnsureStreamAndConsumer(t *testing.T) {
 	}
 	cfg := st.CachedInfo().Config
 	if cfg.Name != ingestnats.DefaultStream || cfg.Retention != jetstream.WorkQueuePolicy || cfg.MaxAge != ingestnats.DefaultMaxAge ||
-		len(cfg.Subjects) != 1 || cfg.Subjects[0] != protocol.SegmentFilterNATS || cfg.Storage != jetstream.FileStorage {
+		len(cfg.Subjects) != 1 || cfg.Subjects[0] != protocol.SegmentFilterNATS || cfg.Storage != jetstream.FileStorage ||
+		!cfg.DenyPurge || !cfg.DenyDelete || cfg.MaxBytes != ingestnats.DefaultMaxBytes || cfg.MaxMsgsPerSubject != ingestnats.DefaultMaxPerEdge ||
+		cfg.MaxMsgSize != ingestnats.MaxMsgSize || cfg.Discard != jetstream.DiscardNew || !cfg.DiscardNewPerSubject {
 		t.Fatalf("stream config %+v", cfg)
 	}
 	if _, created, err := ingestnats.EnsureStream(ctx, js, ingestnats.StreamOptions{Retention: "workqueue"}); err != nil || created {
@@ -126,6 +128,8 @@ func TestEnsureStreamAndConsumer(t *testing.T) {
 		{"retention", ingestnats.StreamOptions{Retention: "limits"}, []string{"retention is workqueue, want limits", "--nats-retention"}},
 		{"max age and replicas", ingestnats.StreamOptions{MaxAge: time.Hour, Replicas: 3}, []string{"max age is 24h0m0s, want 1h0m0s", "replicas are 1, want 3"}},
 		{"subjects", ingestnats.StreamOptions{Subjects: []string{"outpost.v1.edge.e1.seg"}}, []string{"subjects are"}},
+		{"limits", ingestnats.StreamOptions{MaxBytes: 8 << 30, MaxPerEdge: 10}, []string{"max bytes are 4294967296, want 8589934592 (--nats-max-bytes)",
+			"max messages per subject (per edge) are 64, want 10 (--nats-max-per-edge)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := ingestnats.EnsureStream(ctx, js, tc.o)
@@ -141,6 +145,7 @@ func TestEnsureStreamAndConsumer(t *testing.T) {
 	}
 	for _, bad := range []ingestnats.StreamOptions{
 		{Retention: "interest"}, {Subjects: []string{"outpost.v1.edge.>"}}, {Subjects: []string{"outpost.v1.edge.*.rcpt"}}, {Name: "a.b"},
+		{MaxBytes: 1000},
 	} {
 		if _, _, err := ingestnats.EnsureStream(ctx, js, bad); err == nil || errors.Is(err, ingestnats.ErrMismatch) {
 			t.Errorf("%+v: got %v, want a refusal of the options", bad, err)
@@ -478,4 +483,115 @@ func TestHelloReplySubjectAttack(t *testing.T) {
 	if m, _, _ := state(); m != 10 {
 		t.Errorf("the stream holds %d messages after A's hellos, want B's 10", m)
 	}
+}
+
+// TestEnsureStreamRefusesOpenStream: a stream made before the limits
+// (purge and delete allowed, no byte or per-edge cap, discard old) is not
+// used; the error names each difference.
+func TestEnsureStreamRefusesOpenStream(t *testing.T) {
+	s := MustServer(t, fleet{})
+	_, js := MustInternal(t, s)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: ingestnats.DefaultStream, Subjects: []string{protocol.SegmentFilterNATS},
+		Retention: jetstream.WorkQueuePolicy, MaxAge: ingestnats.DefaultMaxAge, Storage: jetstream.FileStorage, MaxBytes: -1, MaxMsgs: -1}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := ingestnats.EnsureStream(ctx, js, ingestnats.StreamOptions{})
+	if !errors.Is(err, ingestnats.ErrMismatch) {
+		t.Fatalf("got %v, want ErrMismatch", err)
+	}
+	for _, w := range []string{"purge is allowed, want denied", "message delete is allowed, want denied", "max bytes are -1, want 4294967296",
+		"max messages per subject (per edge) are -1, want 64", "max message size is -1", "discard policy is DiscardOld"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not say %q", err, w)
+		}
+	}
+}
+
+// TestEdgeShare: while the cloud takes nothing (a commit stall), one edge
+// can store only its share of segments; the next is refused with an error
+// it sees (and backs off on), and another edge's segments still land.
+func TestEdgeShare(t *testing.T) {
+	aKey, bKey := protocoltest.Signer(t, "ea"), protocoltest.Signer(t, "eb")
+	s := MustServer(t, fleet{"ea": aKey, "eb": bKey})
+	_, cjs := MustInternal(t, s)
+	ctx := context.Background()
+	if _, _, err := ingestnats.EnsureStream(ctx, cjs, ingestnats.StreamOptions{MaxPerEdge: 3}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := MustEdge(t, s, "ea", aKey)
+	ajs, _ := jetstream.New(a)
+	st := protocol.Stream{Edge: "ea", Epoch: protocol.Epoch{1}}
+	for i := range uint64(3) {
+		if _, err := ajs.Publish(ctx, "outpost.v1.edge.ea.seg", seg(t, aKey, st, i+1, i+1)); err != nil {
+			t.Fatalf("segment %d within the share: %v", i+1, err)
+		}
+	}
+	if _, err := ajs.Publish(ctx, "outpost.v1.edge.ea.seg", seg(t, aKey, st, 4, 4)); err == nil || !strings.Contains(err.Error(), "maximum messages per subject") {
+		t.Fatalf("a segment beyond the edge's share: %v, want refused", err)
+	}
+	b, _ := MustEdge(t, s, "eb", bKey)
+	bjs, _ := jetstream.New(b)
+	if _, err := bjs.Publish(ctx, "outpost.v1.edge.eb.seg", seg(t, bKey, protocol.Stream{Edge: "eb", Epoch: protocol.Epoch{2}}, 1, 1)); err != nil {
+		t.Fatalf("another edge's segment: %v", err)
+	}
+	si, err := cjs.Stream(ctx, ingestnats.DefaultStream)
+	if err != nil || si.CachedInfo().State.Msgs != 4 {
+		t.Fatalf("stream %+v, %v; want A's 3 and B's 1", si.CachedInfo().State, err)
+	}
+}
+
+// helloLedger is a gatedLedger whose hellos wait for release, ignoring
+// their context, as a slow database read would.
+type helloLedger struct {
+	*gatedLedger
+	entered  chan struct{}
+	release  chan struct{}
+	finished atomic.Bool
+}
+
+func (l *helloLedger) NoteHello(ctx context.Context, h protocol.Hello) (ledger.Watermark, error) {
+	l.entered <- struct{}{}
+	<-l.release
+	defer l.finished.Store(true)
+	return l.gatedLedger.NoteHello(ctx, h)
+}
+
+// TestRunWaitsForHellos: Run returns only once the hello handlers it
+// started have returned.
+func TestRunWaitsForHellos(t *testing.T) {
+	edgeKey, cloudKey := protocoltest.Signer(t, "e1"), protocoltest.Signer(t, "cloud")
+	s := MustServer(t, fleet{"e1": edgeKey})
+	l := &helloLedger{gatedLedger: newGatedLedger(true), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	svc, err := ingest.New(ingest.Options{Ledger: l, Signer: cloudKey, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ingestnats.New(ingestnats.Options{InProcess: s, User: protocol.InternalUser, Password: s.InternalPassword(), Service: svc, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	svcDone, runDone := make(chan struct{}), make(chan error, 1)
+	go func() { defer close(svcDone); _ = svc.Run(ctx) }()
+	go func() { runDone <- c.Run(ctx) }()
+	poll.Until(t, 15*time.Second, "the consumer pulling", c.Connected)
+
+	nc, _ := MustEdge(t, s, "e1", edgeKey)
+	h := protocol.EncodeHello(protocol.Hello{Edge: "e1", Epoch: protocol.Epoch{1}, Seq: 1, SentAt: 1})
+	reply := nc.NewRespInbox()
+	if err := nc.PublishRequest("outpost.v1.edge.e1.hello", reply, h); err != nil {
+		t.Fatal(err)
+	}
+	<-l.entered
+	cancel()
+	close(l.release)
+	if err := <-runDone; err != nil {
+		t.Fatal(err)
+	}
+	if !l.finished.Load() {
+		t.Fatal("Run returned while a hello handler was still running")
+	}
+	<-svcDone
 }

@@ -23,7 +23,17 @@ const (
 	DefaultDuplicates    = 2 * time.Minute
 	DefaultAckWait       = 10 * time.Second
 	DefaultMaxAckPending = 256
+	// DefaultMaxBytes caps the whole stream: room for 16k segments of the
+	// edges' default 256 KiB, or a window of 8 for 2000 edges.
+	DefaultMaxBytes = 4 << 30
+	// DefaultMaxPerEdge is how many segments one edge may have in the
+	// stream at once: eight windows of the default 8 segments.
+	DefaultMaxPerEdge = 64
 )
+
+// MaxMsgSize is the largest message the stream stores: a segment of
+// protocol.MaxSegmentBytes and room for its headers.
+const MaxMsgSize = protocol.NATSMaxPayload
 
 // Sentinel errors.
 var (
@@ -49,6 +59,15 @@ type StreamOptions struct {
 	// Duplicates is the window in which JetStream drops a publish whose
 	// Nats-Msg-Id it has seen. It saves work; the watermark is the dedup.
 	Duplicates time.Duration
+	// MaxBytes caps the stream's bytes. When it is full, publishes are
+	// refused (discard new): edges back off and keep buffering in their
+	// outboxes; nothing already stored is dropped.
+	MaxBytes int64
+	// MaxPerEdge caps the segments one edge has in the stream (a per-subject
+	// limit: each edge publishes on its own subject), so one edge cannot
+	// take the whole of MaxBytes; with MaxMsgSize it bounds an edge's bytes
+	// too. A publish beyond it is refused, and that edge backs off.
+	MaxPerEdge int64
 }
 
 func (o *StreamOptions) fill() error {
@@ -80,6 +99,15 @@ func (o *StreamOptions) fill() error {
 	}
 	if o.Duplicates <= 0 {
 		o.Duplicates = DefaultDuplicates
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	if o.MaxPerEdge <= 0 {
+		o.MaxPerEdge = DefaultMaxPerEdge
+	}
+	if o.MaxBytes < MaxMsgSize {
+		return fmt.Errorf("nats stream max bytes %d: must hold at least one segment of %d bytes (--nats-max-bytes)", o.MaxBytes, MaxMsgSize)
 	}
 	return nil
 }
@@ -123,8 +151,19 @@ func (o StreamOptions) config() jetstream.StreamConfig {
 		Storage:     jetstream.FileStorage,
 		Duplicates:  o.Duplicates,
 		MaxMsgs:     -1,
-		MaxBytes:    -1,
-		Discard:     jetstream.DiscardOld,
+		MaxBytes:    o.MaxBytes,
+		MaxMsgSize:  MaxMsgSize,
+		// A full stream, or an edge over its share, refuses new segments:
+		// the edge backs off and resends, and nothing stored is dropped.
+		Discard:              jetstream.DiscardNew,
+		MaxMsgsPerSubject:    o.MaxPerEdge,
+		DiscardNewPerSubject: true,
+		// Nobody empties the stream through the API: an edge that aims a
+		// reply at $JS.API.STREAM.PURGE (or an operator's slip) cannot
+		// remove other edges' segments. Acks still remove messages from a
+		// work queue.
+		DenyPurge:  true,
+		DenyDelete: true,
 	}
 }
 
@@ -174,6 +213,24 @@ func streamDiffs(got, want jetstream.StreamConfig) []string {
 	}
 	if got.Replicas != want.Replicas {
 		d = append(d, fmt.Sprintf("replicas are %d, want %d (--nats-replicas)", got.Replicas, want.Replicas))
+	}
+	if got.MaxBytes != want.MaxBytes {
+		d = append(d, fmt.Sprintf("max bytes are %d, want %d (--nats-max-bytes)", got.MaxBytes, want.MaxBytes))
+	}
+	if got.MaxMsgsPerSubject != want.MaxMsgsPerSubject {
+		d = append(d, fmt.Sprintf("max messages per subject (per edge) are %d, want %d (--nats-max-per-edge)", got.MaxMsgsPerSubject, want.MaxMsgsPerSubject))
+	}
+	if got.MaxMsgSize != want.MaxMsgSize {
+		d = append(d, fmt.Sprintf("max message size is %d, want %d", got.MaxMsgSize, want.MaxMsgSize))
+	}
+	if got.Discard != want.Discard || got.DiscardNewPerSubject != want.DiscardNewPerSubject {
+		d = append(d, fmt.Sprintf("discard policy is %s (per subject %v), want %s (per subject %v)", got.Discard, got.DiscardNewPerSubject, want.Discard, want.DiscardNewPerSubject))
+	}
+	if !got.DenyPurge {
+		d = append(d, "purge is allowed, want denied")
+	}
+	if !got.DenyDelete {
+		d = append(d, "message delete is allowed, want denied")
 	}
 	return d
 }

@@ -2,15 +2,17 @@
 // package).
 //
 //   - Segments are published through JetStream to outpost.v1.edge.{edge}.seg
-//     with Nats-Msg-Id set to the segment's MsgID ({edge}:{epoch}:{first}-{last}),
-//     so the server drops a resend inside its duplicate window while the
-//     first copy is still in the stream (after a reconnect, say). Nothing
-//     depends on that window: the cloud's watermark is the real dedup.
-//   - One exception to the plain id: a segment sent again after the cloud
-//     nacked (a gap, a quarantine) is sent as {MsgID}~{n}. The cloud takes a
-//     segment it refuses off the stream, but the server still remembers its
-//     id, and would drop the resend for the rest of its window (two minutes
-//     by default) while the edge waits for a receipt that cannot come.
+//     with Nats-Msg-Id set to the id the uplink gives
+//     (protocol.Segment.MsgID: {edge}:{epoch}:{first}-{last}~{rewinds})
+//     followed by ":" and a secret of this transport, 128 random bits drawn
+//     in New. The server drops a resend inside its duplicate window while
+//     the first copy is in the stream (after a reconnect, say), and a
+//     resend after a rewind (the uplink's answer to a nack) has a new id,
+//     so the window never swallows the resend the cloud asked for. The
+//     secret matters because JetStream's duplicate window is one for the
+//     whole stream: without it, another edge could publish this edge's next
+//     id first and have the real segment dropped. Nothing depends on the
+//     window: the cloud's watermark is the real dedup.
 //   - A hello is a request on outpost.v1.edge.{edge}.hello; the reply, the
 //     cloud's signed receipt, is handed to onReply like any other reply.
 //   - Receipts and nacks arrive on outpost.v1.edge.{edge}.rcpt, a core NATS
@@ -33,7 +35,9 @@ package nats
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,11 +70,6 @@ type Options struct {
 	NKeySeedFile string
 	CredsFile    string // a JWT and nkey seed (.creds)
 
-	// CloudKeys verify the replies the transport watches for nacks (see
-	// the package doc). Without them a resend after a nack may wait out
-	// the server's duplicate window.
-	CloudKeys protocol.Keys
-
 	TLS      *tls.Config // takes precedence over the file settings below
 	CAFile   string      // PEM roots to verify the server with
 	CertFile string      // client certificate (PEM)
@@ -91,29 +90,16 @@ type Transport struct {
 	tokens                   bool // logs in with broker tokens
 	segSubj, helloSubj, rcpt string
 
+	// idSecret ends every Nats-Msg-Id this transport sends (see the
+	// package doc).
+	idSecret string
+
 	mu      sync.Mutex
 	nc      *natsgo.Conn
 	js      jetstream.JetStream
 	ended   *uplink.Ended
 	onReply func([]byte)
-
-	idMu  sync.Mutex        // guards nacks and sent; never held with mu
-	nacks uint64            // nacks seen, across sessions
-	sent  map[string]sentID // msg ids published, for resends after a nack
 }
-
-// sentID is when a segment's id was last published: after how many nacks.
-type sentID struct {
-	nacks uint64
-	at    time.Time
-}
-
-// Bounds on the ids remembered: more than any window of segments in
-// flight, and longer than any sane duplicate window.
-const (
-	maxSent = 4096
-	sentAge = 10 * time.Minute
-)
 
 var _ uplink.Transport = (*Transport)(nil)
 
@@ -171,8 +157,12 @@ func New(opts Options) (*Transport, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	secret := make([]byte, 16)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, fmt.Errorf("nats uplink: message id secret: %w", err)
+	}
 	t := &Transport{o: opts, log: opts.Logger.With("component", "uplink-nats"), segSubj: seg, helloSubj: hello, rcpt: rcpt,
-		sent: map[string]sentID{}}
+		idSecret: hex.EncodeToString(secret)}
 	user := opts.User
 	if user == "" {
 		user = opts.Edge
@@ -277,7 +267,7 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 		return fmt.Errorf("connect to %s: %w", t.o.URL, r.err)
 	}
 	nc := r.nc
-	if _, err := nc.Subscribe(t.rcpt, func(m *natsgo.Msg) { t.noteReply(m.Data); onReply(m.Data) }); err != nil {
+	if _, err := nc.Subscribe(t.rcpt, func(m *natsgo.Msg) { onReply(m.Data) }); err != nil {
 		nc.Close()
 		return fmt.Errorf("subscribe %s: %w", t.rcpt, err)
 	}
@@ -291,7 +281,10 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 		nc.Close()
 		return fmt.Errorf("subscribe %s: %w", t.rcpt, err)
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(t.o.PublishTimeout))
+	// One handler per session owns every publish's outcome: no goroutine
+	// waits on each segment's future.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(t.o.PublishTimeout),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *natsgo.Msg, err error) { t.publishFailed(ended, m, err) }))
 	if err != nil {
 		nc.Close()
 		return fmt.Errorf("jetstream: %w", err)
@@ -304,14 +297,9 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 }
 
 func (t *Transport) session() (*natsgo.Conn, jetstream.JetStream, func()) {
-	nc, js, _, markLost := t.sessionLost()
-	return nc, js, markLost
-}
-
-func (t *Transport) sessionLost() (*natsgo.Conn, jetstream.JetStream, <-chan struct{}, func()) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.nc, t.js, t.ended.Done(), t.ended.End
+	return t.nc, t.js, t.ended.End
 }
 
 // Hello sends a hello as a request and hands the reply to onReply, so the
@@ -345,78 +333,41 @@ func (t *Transport) Hello(ctx context.Context, hello []byte) error {
 // PublishTimeout ends the session; the uplink reconnects with backoff and
 // resends from the cloud's watermark.
 func (t *Transport) Publish(ctx context.Context, seg []byte, msgID string) error {
-	nc, js, lost, markLost := t.sessionLost()
+	nc, js, markLost := t.session()
 	if nc == nil {
 		return ErrNotConnected
 	}
-	if max := nc.MaxPayload(); max > 0 && int64(len(seg)+len(msgID)+headerRoom) > max {
+	id := msgID + ":" + t.idSecret
+	if max := nc.MaxPayload(); max > 0 && int64(len(seg)+len(id)+headerRoom) > max {
 		return fmt.Errorf("%w: %d bytes, max_payload %d", ErrTooLarge, len(seg), max)
 	}
-	id := t.publishID(msgID)
-	f, err := js.PublishAsync(t.segSubj, seg, jetstream.WithMsgID(id))
-	if err != nil {
+	if _, err := js.PublishAsync(t.segSubj, seg, jetstream.WithMsgID(id)); err != nil {
 		markLost()
 		return fmt.Errorf("publish %s: %w", t.segSubj, err)
 	}
-	go func() {
-		select {
-		case ack := <-f.Ok():
-			if ack.Duplicate {
-				t.log.Debug("JetStream dropped a duplicate segment", "msg_id", id)
-			}
-		case err := <-f.Err():
-			select {
-			case <-lost:
-				// The session ended first; its publishes are abandoned.
-				t.log.Debug("nats uplink publish abandoned with its session", "msg_id", id, "err", err)
-				return
-			default:
-			}
-			if errors.Is(err, natsgo.ErrNoResponders) {
-				err = fmt.Errorf("no JetStream stream takes %s (is the cloud's stream set up?): %w", t.segSubj, err)
-			}
-			t.log.Warn("nats uplink publish not acknowledged", "msg_id", id, "err", err)
-			markLost()
-		}
-	}()
 	return nil
 }
 
-// noteReply counts verified nacks for this edge.
-func (t *Transport) noteReply(b []byte) {
-	if t.o.CloudKeys == nil {
+// publishFailed is the session's JetStream async error handler: a PubAck
+// that is an error, or none within PublishTimeout, ends the session (the
+// uplink reconnects and resends from the cloud's watermark).
+func (t *Transport) publishFailed(session *uplink.Ended, m *natsgo.Msg, err error) {
+	id := ""
+	if m != nil {
+		id = m.Header.Get(jetstream.MsgIDHeader)
+	}
+	select {
+	case <-session.Done():
+		// The session ended first; its publishes are abandoned.
+		t.log.Debug("nats uplink publish abandoned with its session", "msg_id", id, "err", err)
 		return
+	default:
 	}
-	r, err := protocol.VerifyReply(b, t.o.CloudKeys)
-	if err != nil || r.Nack == nil || r.Nack.Edge != t.o.Edge {
-		return
+	if errors.Is(err, natsgo.ErrNoResponders) {
+		err = fmt.Errorf("no JetStream stream takes %s (is the cloud's stream set up?): %w", t.segSubj, err)
 	}
-	t.idMu.Lock()
-	t.nacks++
-	t.idMu.Unlock()
-}
-
-// publishID is the Nats-Msg-Id for a publish of the segment msgID: msgID
-// itself, unless it was published before a nack that came since, when a
-// copy the cloud refused may be gone from the stream while the server
-// still remembers the id.
-func (t *Transport) publishID(msgID string) string {
-	now := t.o.Now()
-	t.idMu.Lock()
-	defer t.idMu.Unlock()
-	id := msgID
-	if prev, ok := t.sent[msgID]; ok && prev.nacks < t.nacks {
-		id = fmt.Sprintf("%s~%d", msgID, t.nacks)
-	}
-	if len(t.sent) >= maxSent {
-		for k, v := range t.sent {
-			if now.Sub(v.at) > sentAge || len(t.sent) >= maxSent {
-				delete(t.sent, k)
-			}
-		}
-	}
-	t.sent[msgID] = sentID{nacks: t.nacks, at: now}
-	return id
+	t.log.Warn("nats uplink publish not acknowledged", "msg_id", id, "err", err)
+	session.End()
 }
 
 // Lost is closed when the session ends.

@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -164,12 +165,18 @@ func TestSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
+	var got, ids []string
 	for m := range batch.Messages() {
-		got = append(got, m.Subject()+" "+string(m.Data())+" "+m.Headers().Get(jetstream.MsgIDHeader))
+		got = append(got, m.Subject()+" "+string(m.Data()))
+		ids = append(ids, m.Headers().Get(jetstream.MsgIDHeader))
 	}
-	if want := []string{"outpost.v1.edge.e1.seg seg1 e1:x:1-2", "outpost.v1.edge.e1.seg seg2 e1:x:3-4"}; strings.Join(got, "|") != strings.Join(want, "|") {
+	if want := []string{"outpost.v1.edge.e1.seg seg1", "outpost.v1.edge.e1.seg seg2"}; strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("stream holds %q, want %q", got, want)
+	}
+	// Each id is the uplink's, then the transport's secret.
+	if len(ids) != 2 || !strings.HasPrefix(ids[0], "e1:x:1-2:") || !strings.HasPrefix(ids[1], "e1:x:3-4:") ||
+		ids[0][len("e1:x:1-2:"):] != ids[1][len("e1:x:3-4:"):] || len(ids[0][len("e1:x:1-2:"):]) != 32 {
+		t.Fatalf("message ids %q, want {id}:{32 hex digits of one secret}", ids)
 	}
 
 	for _, m := range []string{"r1", "r2", "r3"} {
@@ -332,22 +339,20 @@ func nkeyOption(tb testing.TB, seedFile string) natsgo.Option {
 	return o
 }
 
-// TestResendAfterNack: a resend of a segment is dropped by the server's
-// duplicate window, as long as no nack came since; after a nack (the
-// cloud took the refused copy off the stream), the resend gets a fresh id
-// and is stored.
-func TestResendAfterNack(t *testing.T) {
+// TestMsgIDs: a resend with the uplink's same id (after a reconnect) is
+// dropped by the server's duplicate window; a resend with the id the
+// uplink gives after a rewind ("~1") is stored. Another transport of the
+// same edge (the edge restarted) has another secret.
+func TestMsgIDs(t *testing.T) {
 	s := MustServer(t, nil)
 	c := mustCloud(t, s.ClientURL())
-	cloudKey := signer("cloud")
-	tr, r := mustConnect(t, uplinknats.Options{URL: s.ClientURL(), Edge: "e1", Signer: signer("e1"), CloudKeys: protocol.NewKeyMap(cloudKey.Public())})
+	tr, _ := mustConnect(t, uplinknats.Options{URL: s.ClientURL(), Edge: "e1", Signer: signer("e1")})
 	ctx := context.Background()
 	cons, err := c.js.CreateConsumer(ctx, "SEG", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// take consumes one message and returns its Nats-Msg-Id.
-	take := func() string {
+	take := func() (data, id string) {
 		t.Helper()
 		b, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
@@ -357,47 +362,80 @@ func TestResendAfterNack(t *testing.T) {
 			if err := m.DoubleAck(ctx); err != nil {
 				t.Fatal(err)
 			}
-			return m.Headers().Get(jetstream.MsgIDHeader)
+			return string(m.Data()), m.Headers().Get(jetstream.MsgIDHeader)
 		}
 		t.Fatal("no message")
-		return ""
+		return "", ""
 	}
-	const id = "e1:x:1-2"
-	if err := tr.Publish(ctx, []byte("seg"), id); err != nil {
-		t.Fatal(err)
+	for _, p := range []struct{ data, id string }{{"seg", "e1:x:1-2~0"}, {"seg again", "e1:x:1-2~0"}, {"seg2", "e1:x:3-4~0"}, {"seg after a rewind", "e1:x:1-2~1"}} {
+		if err := tr.Publish(ctx, []byte(p.data), p.id); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if got := take(); got != id {
-		t.Fatalf("stored id %q", got)
+	var got []string
+	var first string
+	for range 3 {
+		d, id := take()
+		got = append(got, d)
+		if first == "" {
+			first = id
+		}
 	}
-	// Consumed, and sent again with no nack: the server drops it.
-	if err := tr.Publish(ctx, []byte("seg"), id); err != nil {
-		t.Fatal(err)
-	}
-	if err := tr.Publish(ctx, []byte("seg2"), "e1:x:3-4"); err != nil {
-		t.Fatal(err)
-	}
-	if got := take(); got != "e1:x:3-4" {
-		t.Fatalf("stored %q, want the resend dropped", got)
+	if want := "seg|seg2|seg after a rewind"; strings.Join(got, "|") != want {
+		t.Fatalf("stream got %q, want %q (the same id dropped, the rewound one stored)", strings.Join(got, "|"), want)
 	}
 
-	nack := cloudKey.SignNack(protocol.Nack{Edge: "e1", Epoch: protocol.Epoch{1}, Code: protocol.NackGap, Reason: "gap", At: 1})
-	if err := c.nc.Publish("outpost.v1.edge.e1.rcpt", nack); err != nil {
+	tr2, _ := mustConnect(t, uplinknats.Options{URL: s.ClientURL(), Edge: "e1", Signer: signer("e1")})
+	if err := tr2.Publish(ctx, []byte("seg from a restarted edge"), "e1:x:1-2~0"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the nack", func() bool { return len(r.list()) == 1 })
-	if err := tr.Publish(ctx, []byte("seg"), id); err != nil {
+	d, id := take()
+	if d != "seg from a restarted edge" || id == first {
+		t.Fatalf("restarted edge: stored %q with id %q (first run %q); want stored, with another secret", d, id, first)
+	}
+}
+
+// TestMsgIDSquatting: edge A knows how edge B's ids are made and publishes
+// B's next one first (as the plain id and as the id the uplink gives). The
+// stream's duplicate window is one for all edges, yet B's segment still
+// lands, because B's transport ends its ids with a secret.
+func TestMsgIDSquatting(t *testing.T) {
+	s := MustServer(t, nil)
+	c := mustCloud(t, s.ClientURL())
+	ctx := context.Background()
+	a, err := natsgo.Connect(s.ClientURL())
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := take(); got != id+"~1" {
-		t.Fatalf("resend after a nack stored as %q, want %q", got, id+"~1")
+	defer a.Close()
+	ajs, _ := jetstream.New(a)
+	next := "e2:0e90c10102030405060708090a0b0c0d:1-3"
+	for _, id := range []string{next, next + "~0", next + "~1"} {
+		if _, err := ajs.Publish(ctx, "outpost.v1.edge.e1.seg", []byte("squat"), jetstream.WithMsgID(id)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	// A segment first sent after the nack keeps the plain id.
-	if err := tr.Publish(ctx, []byte("seg3"), "e1:x:5-6"); err != nil {
+	b, _ := mustConnect(t, uplinknats.Options{URL: s.ClientURL(), Edge: "e2", Signer: signer("e2")})
+	if err := b.Publish(ctx, []byte("B's segment"), next+"~0"); err != nil {
 		t.Fatal(err)
 	}
-	if got := take(); got != "e1:x:5-6" {
-		t.Fatalf("stored %q", got)
+	poll.Until(t, 10*time.Second, "B's segment stored next to A's three", func() bool { return c.msgs(t) == 4 })
+	cons, err := c.js.CreateConsumer(ctx, "SEG", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy,
+		FilterSubject: "outpost.v1.edge.e2.seg"})
+	if err != nil {
+		t.Fatal(err)
 	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		if string(m.Data()) != "B's segment" {
+			t.Fatalf("B's subject holds %q", m.Data())
+		}
+		return
+	}
+	t.Fatal("B's segment is not in the stream")
 }
 
 // TestTLS: the transport verifies the server with --nats-ca and presents a
@@ -474,4 +512,53 @@ func mustCert(t *testing.T, dir, name string, parent *x509.Certificate, parentKe
 		t.Fatal(err)
 	}
 	return cert, key
+}
+
+// TestNoGoroutinePerPublish: segments whose PubAcks have not come yet (a
+// subscriber takes them and never answers) hold no goroutine each: one
+// handler per session owns their outcome. When PublishTimeout passes
+// without a PubAck, the session ends.
+func TestNoGoroutinePerPublish(t *testing.T) {
+	s := MustServer(t, nil)
+	silent, err := natsgo.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	got := make(chan struct{}, 1024)
+	if _, err := silent.Subscribe(protocol.SegmentFilterNATS, func(*natsgo.Msg) { got <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	if err := silent.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	tr, _ := mustConnect(t, uplinknats.Options{URL: s.ClientURL(), Edge: "e1", Signer: signer("e1"), PublishTimeout: time.Hour})
+	before := runtime.NumGoroutine()
+	const n = 200
+	for i := range n {
+		if err := tr.Publish(context.Background(), []byte("seg"), fmt.Sprintf("e1:x:%d-%d~0", i, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n {
+		<-got
+	}
+	if after := runtime.NumGoroutine(); after > before+n/4 {
+		t.Fatalf("%d goroutines with %d publishes awaiting their PubAcks (%d before)", after, n, before)
+	}
+
+	tr2, _ := mustConnect(t, uplinknats.Options{URL: s.ClientURL(), Edge: "e2", Signer: signer("e2"), PublishTimeout: 50 * time.Millisecond})
+	if err := tr2.Publish(context.Background(), []byte("seg"), "e2:x:1-1~0"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-tr2.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session outlived a publish whose PubAck never came")
+	}
+	select {
+	case <-tr.Lost():
+		t.Fatal("the first session ended")
+	default:
+	}
 }
