@@ -229,9 +229,13 @@ func (s *Service) receipt(w ledger.Watermark) []byte {
 	return s.o.Signer.SignReceipt(protocol.Receipt{Edge: w.Stream.Edge, Epoch: w.Stream.Epoch, HWM: w.HWM, Head: w.Head, CommittedAt: at})
 }
 
-func (s *Service) nack(w ledger.Watermark, code protocol.NackCode, reason string) []byte {
+// nack signs a refusal of it's segment, bound to that segment as it arrived
+// (protocol.SegmentRef): the edge acts only on nacks about segments it sent.
+func (s *Service) nack(it *item, w ledger.Watermark, code protocol.NackCode, reason string) []byte {
+	ref := protocol.RefOf(it.d.Payload, it.seg)
 	return s.o.Signer.SignNack(protocol.Nack{Edge: w.Stream.Edge, Epoch: w.Stream.Epoch, HWM: w.HWM, Head: w.Head,
-		Code: code, Reason: reason, At: s.o.Now().UnixMilli()})
+		Code: code, Reason: reason, At: s.o.Now().UnixMilli(),
+		First: ref.First, Last: ref.Last, SegKID: ref.KID, SegHash: ref.Hash})
 }
 
 func (s *Service) worker(ctx context.Context) {
@@ -353,13 +357,13 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 				continue
 			}
 			s.gaps.Add(1)
-			s.reply(ctx, it, s.nack(o.Watermark, protocol.NackGap, o.Reason))
+			s.reply(ctx, it, s.nack(it, o.Watermark, protocol.NackGap, o.Reason))
 			acks = append(acks, it)
 		case ledger.KindQuarantined:
 			s.quarantined.Add(1)
 			s.log.Warn("segment quarantined", "edge", it.d.TopicEdge, "first", it.seg.First, "last", it.seg.Last,
 				"code", o.Code.String(), "reason", o.Reason, "quarantine_id", o.QuarantineID)
-			s.reply(ctx, it, s.nack(o.Watermark, o.Code, o.Reason))
+			s.reply(ctx, it, s.nack(it, o.Watermark, o.Code, o.Reason))
 			acks = append(acks, it)
 		}
 	}

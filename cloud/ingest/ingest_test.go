@@ -281,3 +281,27 @@ func TestPoisonSegmentIsolated(t *testing.T) {
 		t.Fatalf("bad: replies %+v", reps)
 	}
 }
+
+// A nack names the segment it refuses, as it arrived: its range, the kid of
+// its checkpoint and the hash of its bytes (nack version 2), so that the
+// edge can tell it from a replay or a nack about someone else's segment.
+func TestNackNamesTheSegment(t *testing.T) {
+	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}}
+	svc, cloud := start(t, fl, func(o *ingest.Options) { o.GapWait = time.Millisecond })
+	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
+	edge := protocoltest.Signer(t, "edge")
+	payload := seg(t, edge, st, 5, 9)
+	rp := &replies{msgs: map[string][][]byte{}}
+	acked := make(chan struct{})
+	_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: payload, Replier: rp, Ack: func() { close(acked) }})
+	<-acked
+	reps := rp.verified(t, "e1", protocol.NewKeyMap(cloud.Public()))
+	if len(reps) != 1 || reps[0].Nack == nil {
+		t.Fatalf("replies %+v", reps)
+	}
+	n := reps[0].Nack
+	want := protocol.SegmentRef{First: 5, Last: 9, KID: edge.KeyID(), Hash: protocol.HashBytes(payload)}
+	if n.V != protocol.NackVersion || n.Refused() != want || n.Stream() != st || n.At == 0 {
+		t.Fatalf("nack %+v; want version %d refusing %+v", n, protocol.NackVersion, want)
+	}
+}
