@@ -84,7 +84,8 @@ type Stats struct {
 	SegmentsSent    uint64    `json:"segments_sent"`
 	BytesSent       uint64    `json:"bytes_sent"`
 	Receipts        uint64    `json:"receipts"`
-	Nacks           uint64    `json:"nacks"`
+	Nacks           uint64    `json:"nacks"`         // nacks acted on
+	IgnoredNacks    uint64    `json:"ignored_nacks"` // stale, replayed, unbound or about segments not sent in this session
 	Rewinds         uint64    `json:"rewinds"`
 	ForgedReplies   uint64    `json:"forged_replies"`
 	ReplayedReplies uint64    `json:"replayed_replies"`
@@ -103,10 +104,21 @@ type Uplink struct {
 	stats Stats
 
 	dropped atomic.Uint64
+
+	// nackAt is the cloud time (at) of the last nack acted on, by the hash
+	// of the segment it refused: a replayed nack carries the same at and is
+	// ignored. Only Run's goroutine (the current session) touches it.
+	nackAt map[protocol.Hash]int64
 }
 
+// maxNackMemory bounds Uplink.nackAt. Forgetting is safe: a replay must
+// still name a segment sent in the current session to be acted on.
+const maxNackMemory = 4096
+
 // RefusedHold is how long the uplink holds its backlog after a nack saying
-// the cloud does not know or has revoked the edge's key.
+// the cloud does not know or has revoked the edge's key. Only a nack bound
+// to a segment this session sent (and so signed by the edge's own key)
+// holds it; see session.bound.
 const RefusedHold = 10 * time.Minute
 
 // errLost ends a session whose transport went away.
@@ -145,7 +157,7 @@ func New(opts Options) (*Uplink, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	u := &Uplink{o: opts, log: opts.Logger.With("component", "uplink")}
+	u := &Uplink{o: opts, log: opts.Logger.With("component", "uplink"), nackAt: map[protocol.Hash]int64{}}
 	if opts.RateBytes > 0 {
 		// The burst must hold the largest segment, or WaitN could never pass.
 		u.limiter = rate.NewLimiter(rate.Limit(opts.RateBytes), protocol.MaxSegmentBytes)
@@ -213,6 +225,10 @@ func (u *Uplink) backoff(attempt int) time.Duration {
 
 type inflight struct{ first, last uint64 }
 
+// sentSegment is what a session remembers of a segment it published, to
+// bind nacks to it.
+type sentSegment = protocol.SegmentRef
+
 // session is one connection's state machine. Run makes one per Connect;
 // its loop (run) waits for an event and hands it to one step: fill sends
 // segments while the window has room, onReceipt and onNack act on verified
@@ -238,12 +254,16 @@ type session struct {
 		hwm uint64
 		at  time.Time
 	}
+	// sent holds the refs of the segments published in this session that no
+	// receipt has covered yet, by hash: a nack is acted on only when it
+	// names one of them (bound).
+	sent map[protocol.Hash]sentSegment
 }
 
 // session runs one connection. progressed says whether the cloud's
 // watermark moved during it, which resets the reconnect backoff.
 func (u *Uplink) session(ctx context.Context) (progressed bool, err error) {
-	s := &session{u: u, replies: make(chan []byte, 256), stream: u.o.Source.Stream()}
+	s := &session{u: u, replies: make(chan []byte, 256), stream: u.o.Source.Stream(), sent: map[protocol.Hash]sentSegment{}}
 	onReply := func(m []byte) {
 		select {
 		case s.replies <- m:
@@ -301,7 +321,9 @@ func (s *session) run(ctx context.Context) error {
 			case r.Receipt != nil:
 				s.onReceipt(*r.Receipt)
 			case r.Nack != nil:
-				s.onNack(*r.Nack)
+				if s.bound(*r.Nack) {
+					s.onNack(*r.Nack)
+				}
 			}
 		}
 	}
@@ -335,6 +357,8 @@ func (s *session) fill(ctx context.Context) error {
 			s.lastProgress = u.o.Now()
 		}
 		s.flight = append(s.flight, inflight{first: seg.First, last: seg.Last})
+		ref := protocol.RefOf(b, seg)
+		s.sent[ref.Hash] = ref
 		s.next = seg.Last + 1
 		next, n := s.next, len(s.flight)
 		u.update(func(s *Stats) {
@@ -378,6 +402,11 @@ func (s *session) onReceipt(r protocol.Receipt) {
 	for len(s.flight) > 0 && s.flight[0].last <= s.acked {
 		s.flight = s.flight[1:]
 	}
+	for h, ref := range s.sent {
+		if ref.Last <= s.acked {
+			delete(s.sent, h)
+		}
+	}
 	if s.next <= s.acked {
 		s.next, s.flight = s.acked+1, nil
 	}
@@ -385,7 +414,38 @@ func (s *session) onReceipt(r protocol.Receipt) {
 	u.update(func(s *Stats) { s.InFlight = n; s.NextSeq = next })
 }
 
-// onNack acts on a verified nack: rewind to the cloud's watermark, and
+// bound reports whether a verified nack (of this session's stream) is one
+// to act on: version 2, about a segment this session published and no
+// receipt has covered (so its seg_kid is the key the edge signed it with),
+// and not a replay of a nack already acted on. Anything else is counted
+// and ignored: a stale or replayed nack, or one about a forged segment on
+// the edge's topic, must not rewind or hold the uplink. A nack acted on
+// uses up its segment until that segment is sent again.
+func (s *session) bound(n protocol.Nack) bool {
+	u := s.u
+	ref := n.Refused()
+	why := ""
+	if n.V != protocol.NackVersion {
+		why = fmt.Sprintf("nack version %d names no segment", n.V)
+	} else if got, ok := s.sent[ref.Hash]; !ok || got != ref {
+		why = "it is not about a segment sent in this session"
+	} else if at, seen := u.nackAt[ref.Hash]; seen && n.At <= at {
+		why = "a replay of a nack already acted on"
+	}
+	if why != "" {
+		u.update(func(s *Stats) { s.IgnoredNacks++ })
+		u.log.Info("ignored a nack", "why", why, "code", n.Code.String(), "first", n.First, "last", n.Last, "seg_kid", string(n.SegKID), "at", n.At)
+		return false
+	}
+	delete(s.sent, ref.Hash)
+	if len(u.nackAt) >= maxNackMemory {
+		clear(u.nackAt)
+	}
+	u.nackAt[ref.Hash] = n.At
+	return true
+}
+
+// onNack acts on a verified, bound nack: rewind to the cloud's watermark, and
 // hold the backlog for a while unless it was a gap.
 func (s *session) onNack(n protocol.Nack) {
 	u := s.u

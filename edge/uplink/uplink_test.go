@@ -170,7 +170,9 @@ func (c *fakeCloud) onSegment(_ *mochi.Client, _ packets.Subscription, pk packet
 	}
 	topic, _ := protocol.EdgeTopic(st.Edge, protocol.KindReceipt)
 	if seg.First > cs.Seq+1 {
-		_ = c.srv.Publish(topic, c.signer.SignNack(protocol.Nack{Edge: st.Edge, Epoch: st.Epoch, HWM: cs.Seq, Head: cs.Head, Code: protocol.NackGap, Reason: "gap"}), false, 1)
+		ref := protocol.RefOf(pk.Payload, seg)
+		_ = c.srv.Publish(topic, c.signer.SignNack(protocol.Nack{Edge: st.Edge, Epoch: st.Epoch, HWM: cs.Seq, Head: cs.Head, Code: protocol.NackGap, Reason: "gap",
+			At: time.Now().UnixMilli(), First: ref.First, Last: ref.Last, SegKID: ref.KID, SegHash: ref.Hash}), false, 1)
 		return
 	}
 	if seg.Last > cs.Seq {
