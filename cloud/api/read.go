@@ -163,7 +163,11 @@ type quarantineJSON struct {
 	Code         string          `json:"code"`
 	Reason       string          `json:"reason"`
 	ReceivedAt   time.Time       `json:"received_at"`
-	PayloadBytes int             `json:"payload_bytes"`
+	PayloadBytes int             `json:"payload_bytes"`       // bytes kept (a prefix when truncated)
+	Size         int64           `json:"size"`                // bytes of the payload as received
+	Truncated    bool            `json:"truncated,omitempty"` // only a prefix was kept: the sender was over its cap
+	Copies       int64           `json:"copies"`              // arrivals of this same payload from this sender
+	LastAt       time.Time       `json:"last_at"`
 	Payload      []byte          `json:"payload,omitempty"` // base64; only from GET /v1/quarantine/{id}
 }
 
@@ -174,7 +178,8 @@ type quarantineBody struct {
 
 func quarantineOf(q ledger.QuarantineEntry, payload bool) quarantineJSON {
 	j := quarantineJSON{ID: q.ID, Edge: q.Edge, Epoch: q.Epoch, First: q.First, Last: q.Last, Code: q.Code,
-		Reason: q.Reason, ReceivedAt: q.ReceivedAt.UTC(), PayloadBytes: len(q.Payload)}
+		Reason: q.Reason, ReceivedAt: q.ReceivedAt.UTC(), PayloadBytes: len(q.Payload),
+		Size: q.Size, Truncated: q.Truncated, Copies: q.Copies, LastAt: q.LastAt.UTC()}
 	if payload {
 		j.Payload = q.Payload
 	}

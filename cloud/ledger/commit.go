@@ -25,6 +25,9 @@ type Input struct {
 	// Raw is the segment as received (optional). It is what a quarantine
 	// row keeps; without it the segment is re-encoded.
 	Raw []byte
+	// Problem says why Segment is nil: Raw did not decode. Such an input is
+	// quarantined (malformed) under TopicEdge.
+	Problem string
 }
 
 // Kind is what Commit did with one input.
@@ -658,60 +661,4 @@ func streamOf(edge string, epoch []byte) protocol.Stream {
 	s := protocol.Stream{Edge: edge}
 	copy(s.Epoch[:], epoch)
 	return s
-}
-
-// writeQuarantine writes a row for every quarantined outcome, in one
-// transaction of its own, and fills in their ids.
-func (l *Ledger) writeQuarantine(ctx context.Context, batch []Input, out []Outcome) error {
-	b := &pgx.Batch{}
-	var idx []int
-	now := l.opts.Now()
-	for i := range out {
-		o := &out[i]
-		if o.Kind != KindQuarantined {
-			continue
-		}
-		in := &batch[i]
-		edge := in.TopicEdge
-		var epoch []byte
-		var first, last *int64
-		payload := in.Raw
-		if seg := in.Segment; seg != nil {
-			if edge == "" {
-				edge = seg.Edge
-			}
-			epoch = seg.Epoch[:]
-			f, la := int64(seg.First), int64(seg.Last)
-			first, last = &f, &la
-			if payload == nil {
-				payload, _ = protocol.EncodeSegment(seg, false)
-			}
-		}
-		b.Queue(`INSERT INTO quarantine (edge, epoch, first, last, reason, code, payload, received_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
-			edge, epoch, first, last, o.Reason, o.Code.String(), payload, now)
-		idx = append(idx, i)
-		l.stats.quarantined.Add(1)
-		l.opts.Logger.Warn("segment quarantined", "edge", edge, "stream", o.Stream.String(),
-			"code", o.Code.String(), "reason", o.Reason)
-	}
-	if len(idx) == 0 {
-		return nil
-	}
-	tx, err := l.db.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	br := tx.SendBatch(ctx, b)
-	for _, i := range idx {
-		if err := br.QueryRow().Scan(&out[i].QuarantineID); err != nil {
-			br.Close()
-			return err
-		}
-	}
-	if err := br.Close(); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
 }

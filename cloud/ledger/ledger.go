@@ -70,6 +70,9 @@ type Options struct {
 	Now func() time.Time
 	// Logger gets quarantines and retries. Default slog.Default().
 	Logger *slog.Logger
+	// Quarantine bounds what refused segments may keep; zero fields take
+	// the defaults of QuarantineLimits.
+	Quarantine QuarantineLimits
 }
 
 // Ledger commits verified segments to Postgres and reads them back, and
@@ -80,6 +83,8 @@ type Ledger struct {
 	opts  Options
 	stats stats
 	keys  keyCache
+
+	lastPrune atomic.Int64 // Unix ns of the last quarantine retention pass
 }
 
 // New returns a Ledger on db, whose schema Migrate has brought up to date.
@@ -94,6 +99,7 @@ func New(db DB, opts Options) *Ledger {
 		opts.Logger = slog.Default()
 	}
 	opts.Logger = opts.Logger.With("component", "ledger")
+	opts.Quarantine = opts.Quarantine.withDefaults()
 	return &Ledger{db: db, opts: opts}
 }
 
@@ -107,10 +113,18 @@ type Stats struct {
 	Duplicates  uint64 // segments already committed entirely
 	Gaps        uint64 // segments refused because they start above hwm+1
 	Quarantined uint64 // segments that failed their signature or chain
+
+	// What the quarantine bounds did (QuarantineLimits).
+	QuarantineCopies    uint64 // arrivals of a payload already kept: counted on its row
+	QuarantineTruncated uint64 // payloads kept only as a prefix: the sender was over its byte cap
+	QuarantineDropped   uint64 // arrivals not kept at all: the sender was over its row cap
+	QuarantinePruned    uint64 // rows deleted after the retention
 }
 
 type stats struct {
 	committed, records, duplicates, gaps, quarantined atomic.Uint64
+
+	qCopies, qTruncated, qDropped, qPruned atomic.Uint64
 }
 
 // Stats returns the counters.
@@ -121,6 +135,11 @@ func (l *Ledger) Stats() Stats {
 		Duplicates:  l.stats.duplicates.Load(),
 		Gaps:        l.stats.gaps.Load(),
 		Quarantined: l.stats.quarantined.Load(),
+
+		QuarantineCopies:    l.stats.qCopies.Load(),
+		QuarantineTruncated: l.stats.qTruncated.Load(),
+		QuarantineDropped:   l.stats.qDropped.Load(),
+		QuarantinePruned:    l.stats.qPruned.Load(),
 	}
 }
 
