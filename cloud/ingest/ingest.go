@@ -298,19 +298,20 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 		if it.first.IsZero() {
 			it.first = now
 		}
+		problem := ""
 		if it.seg == nil {
 			seg, err := protocol.DecodeSegment(it.d.Payload)
 			if err != nil {
-				// Without a stream there is nobody to nack; the edge's
-				// ack timeout resends.
+				// Quarantined (bounded) under the sender the broker
+				// authenticated, and nacked to it: the nack names the
+				// bytes by their hash only.
 				s.malformed.Add(1)
-				s.log.Warn("dropped a segment that does not decode", "edge", it.d.TopicEdge, "bytes", len(it.d.Payload), "err", err)
-				ack(it)
-				continue
+				s.log.Warn("a segment does not decode; quarantining it", "edge", it.d.TopicEdge, "bytes", len(it.d.Payload), "err", err)
+				problem = err.Error()
 			}
 			it.seg = seg
 		}
-		inputs = append(inputs, ledger.Input{TopicEdge: it.d.TopicEdge, Segment: it.seg, Raw: it.d.Payload})
+		inputs = append(inputs, ledger.Input{TopicEdge: it.d.TopicEdge, Segment: it.seg, Raw: it.d.Payload, Problem: problem})
 		its = append(its, it)
 	}
 	if len(inputs) == 0 {
@@ -361,7 +362,8 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 			acks = append(acks, it)
 		case ledger.KindQuarantined:
 			s.quarantined.Add(1)
-			s.log.Warn("segment quarantined", "edge", it.d.TopicEdge, "first", it.seg.First, "last", it.seg.Last,
+			ref := protocol.RefOf(it.d.Payload, it.seg)
+			s.log.Warn("segment quarantined", "edge", it.d.TopicEdge, "first", ref.First, "last", ref.Last,
 				"code", o.Code.String(), "reason", o.Reason, "quarantine_id", o.QuarantineID)
 			s.reply(ctx, it, s.nack(it, o.Watermark, o.Code, o.Reason))
 			acks = append(acks, it)
@@ -400,10 +402,15 @@ func (s *Service) commit(ctx context.Context, inputs []ledger.Input) (outs []led
 		}
 		if ledger.Permanent(err) {
 			if len(inputs) == 1 {
-				seg := inputs[0].Segment
-				s.log.Error("the database refused a segment's records; refusing the segment", "edge", inputs[0].TopicEdge,
-					"first", seg.First, "last", seg.Last, "err", err)
-				return []ledger.Outcome{{Kind: ledger.KindQuarantined, Watermark: ledger.Watermark{Stream: seg.Stream()},
+				in := inputs[0]
+				ref := protocol.RefOf(in.Raw, in.Segment)
+				st := protocol.Stream{Edge: in.TopicEdge}
+				if in.Segment != nil {
+					st = in.Segment.Stream()
+				}
+				s.log.Error("the database refused a segment's records; refusing the segment", "edge", in.TopicEdge,
+					"first", ref.First, "last", ref.Last, "err", err)
+				return []ledger.Outcome{{Kind: ledger.KindQuarantined, Watermark: ledger.Watermark{Stream: st},
 					Code: protocol.NackMalformed, Reason: "the ledger refused the records: " + err.Error()}}, true
 			}
 			s.log.Error("the database refused a batch; committing its segments one by one", "segments", len(inputs), "err", err)

@@ -1,6 +1,7 @@
 package ingest_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -38,13 +39,18 @@ func (f *fakeLedger) Commit(ctx context.Context, batch []ledger.Input) ([]ledger
 		return nil, errors.New("database unavailable")
 	}
 	for _, in := range batch {
-		if f.poison != "" && in.Segment.Edge == f.poison {
+		if in.Segment != nil && f.poison != "" && in.Segment.Edge == f.poison {
 			return nil, &pgconn.PgError{Code: "22008", Message: "timestamp out of range"}
 		}
 	}
 	f.batches = append(f.batches, batch)
 	out := make([]ledger.Outcome, len(batch))
 	for i, in := range batch {
+		if in.Segment == nil {
+			out[i] = ledger.Outcome{Kind: ledger.KindQuarantined, Watermark: ledger.Watermark{Stream: protocol.Stream{Edge: in.TopicEdge}},
+				Code: protocol.NackMalformed, Reason: in.Problem, QuarantineID: 1}
+			continue
+		}
 		s := in.Segment.Stream()
 		h := f.hwm[s]
 		w := ledger.Watermark{Stream: s, HWM: h, CommittedAt: time.UnixMilli(1)}
@@ -238,10 +244,24 @@ func TestMalformedAndHello(t *testing.T) {
 	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}}
 	svc, cloud := start(t, fl, nil)
 	acked := make(chan struct{})
-	_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: []byte("not a segment"), Ack: func() { close(acked) }})
+	rp := &replies{msgs: map[string][][]byte{}}
+	garbage := []byte("not a segment")
+	_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: garbage, Replier: rp, Ack: func() { close(acked) }})
 	<-acked
-	if svc.Stats().Malformed != 1 {
-		t.Fatal("malformed not counted")
+	if svc.Stats().Malformed != 1 || svc.Stats().Quarantined != 1 {
+		t.Fatalf("malformed not counted and quarantined: %+v", svc.Stats())
+	}
+	// It went to the ledger's quarantine with the decoder's complaint, and
+	// the sender the topic names got a nack naming the bytes.
+	fl.mu.Lock()
+	in := fl.batches[len(fl.batches)-1][0]
+	fl.mu.Unlock()
+	if in.Segment != nil || in.TopicEdge != "e1" || !bytes.Equal(in.Raw, garbage) || in.Problem == "" {
+		t.Fatalf("ledger input %+v", in)
+	}
+	reps := rp.verified(t, "e1", protocol.NewKeyMap(cloud.Public()))
+	if len(reps) != 1 || reps[0].Nack == nil || reps[0].Nack.Code != protocol.NackMalformed || reps[0].Nack.SegHash != protocol.HashBytes(garbage) || reps[0].Nack.Edge != "e1" {
+		t.Fatalf("replies %+v", reps)
 	}
 	ep := protocol.Epoch{7}
 	rc, err := svc.Hello(context.Background(), "e1", protocol.EncodeHello(protocol.Hello{Edge: "e1", Epoch: ep}))
