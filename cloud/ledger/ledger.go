@@ -175,22 +175,33 @@ func (l *Ledger) Receipt(ctx context.Context, s protocol.Stream) (Watermark, err
 	return w, nil
 }
 
-// NoteHello records a hello from an edge: the edge's own last seq (for the
-// lag shown by Streams) and when it was seen. It returns the receipt fields
-// to answer with. A hello for a stream the ledger has not committed
+// NoteHello records a hello from an edge and returns the receipt fields to
+// answer with. It records when the stream was seen and, from the hello's
+// signed checkpoint only, the edge's head (for the lag shown by Streams):
+// the checkpoint with the latest edge_time wins, so neither an unsigned seq
+// nor a replayed older checkpoint moves it. A checkpoint that does not
+// verify against the edge's keys is ignored (and logged); the hello is
+// still answered. A hello for a stream the ledger has not committed
 // anything of changes nothing: stream rows are only made from verified
 // segments.
 func (l *Ledger) NoteHello(ctx context.Context, h protocol.Hello) (Watermark, error) {
 	s := protocol.Stream{Edge: h.Edge, Epoch: h.Epoch}
 	w := Watermark{Stream: s}
+	var edgeSeq, edgeTime *int64
+	if cp, ok := l.helloCheckpoint(ctx, h); ok {
+		seq, t := int64(cp.Seq), int64(cp.EdgeTime)
+		edgeSeq, edgeTime = &seq, &t
+	}
 	var head []byte
 	var at *time.Time
 	var hwm int64
 	err := l.db.QueryRow(ctx,
-		`UPDATE streams SET edge_seq = GREATEST(edge_seq, $3), last_seen = now()
+		`UPDATE streams SET last_seen = now(),
+			edge_seq = CASE WHEN $4::bigint IS NOT NULL AND (edge_seq_time IS NULL OR edge_seq_time < $4) THEN $3 ELSE edge_seq END,
+			edge_seq_time = CASE WHEN $4::bigint IS NOT NULL AND (edge_seq_time IS NULL OR edge_seq_time < $4) THEN $4 ELSE edge_seq_time END
 		 WHERE edge = $1 AND epoch = $2
 		 RETURNING hwm, head, last_commit`,
-		h.Edge, h.Epoch[:], int64(h.Seq)).Scan(&hwm, &head, &at)
+		h.Edge, h.Epoch[:], edgeSeq, edgeTime).Scan(&hwm, &head, &at)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return w, nil
@@ -203,6 +214,31 @@ func (l *Ledger) NoteHello(ctx context.Context, h protocol.Hello) (Watermark, er
 		w.CommittedAt = *at
 	}
 	return w, nil
+}
+
+// helloCheckpoint verifies a hello's checkpoint against the edge's keys.
+func (l *Ledger) helloCheckpoint(ctx context.Context, h protocol.Hello) (protocol.Checkpoint, bool) {
+	if h.Checkpoint == nil {
+		return protocol.Checkpoint{}, false
+	}
+	keys, err := l.keys.get(ctx, l.db, []string{h.Edge})
+	if err != nil {
+		l.opts.Logger.Warn("hello: could not load the edge's keys; its head is not recorded", "edge", h.Edge, "err", err)
+		return protocol.Checkpoint{}, false
+	}
+	k := keys[h.Edge]
+	if k == nil {
+		return protocol.Checkpoint{}, false
+	}
+	cp, err := protocol.VerifyCheckpoint(h.Checkpoint, k)
+	if err == nil && cp.Stream() != (protocol.Stream{Edge: h.Edge, Epoch: h.Epoch}) {
+		err = fmt.Errorf("checkpoint of stream %s in a hello for %s", cp.Stream(), protocol.Stream{Edge: h.Edge, Epoch: h.Epoch})
+	}
+	if err != nil {
+		l.opts.Logger.Warn("hello: the checkpoint does not verify; the edge's head is not recorded", "edge", h.Edge, "err", err)
+		return protocol.Checkpoint{}, false
+	}
+	return cp, true
 }
 
 // retryable reports whether err is a deadlock or serialization failure,

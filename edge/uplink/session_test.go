@@ -23,7 +23,7 @@ type memTransport struct {
 	lost    chan struct{}
 	cloud   *memCloud
 	pubs    []published
-	hellos  int
+	hellos  []protocol.Hello
 	replies [][]byte // every reply the cloud sent, in order
 }
 
@@ -62,7 +62,7 @@ func (m *memTransport) Hello(_ context.Context, b []byte) error {
 		return err
 	}
 	m.mu.Lock()
-	m.hellos++
+	m.hellos = append(m.hellos, h)
 	reply := m.onReply
 	m.mu.Unlock()
 	for _, r := range m.cloud.hello(h) {
@@ -407,6 +407,23 @@ func TestSessionForeignNacksIgnored(t *testing.T) {
 		trimsWithin(t, r, 2)
 		if s := r.up.Stats(); s.Nacks != 0 || s.IgnoredNacks != 12 || s.WrongStream != 4 {
 			t.Fatalf("%d nacks acted on, %d ignored, %d for another stream; want 0, 12, 4", s.Nacks, s.IgnoredNacks, s.WrongStream)
+		}
+	})
+}
+
+// The hello carries the edge's signed checkpoint of its head, from which
+// alone the cloud records the edge's head (for lag); with everything
+// acknowledged there is none to send.
+func TestSessionHelloCarriesSignedHead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := startMem(t, func(*protocol.Segment) int { return -1 }, nil, 4, 3) // the cloud is silent
+		settle(time.Second)
+		r.tr.mu.Lock()
+		h := r.tr.hellos[0]
+		r.tr.mu.Unlock()
+		cp, err := protocol.VerifyCheckpoint(h.Checkpoint, protocol.NewKeyMap(key("edge").Public()))
+		if err != nil || h.V != protocol.HelloVersion || h.Seq != 7 || cp.Seq != 7 || cp.Stream() != r.src.Stream() {
+			t.Fatalf("hello %+v: checkpoint %+v, %v", h, cp, err)
 		}
 	})
 }

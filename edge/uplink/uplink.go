@@ -481,8 +481,7 @@ func (s *session) onNack(n protocol.Nack) {
 func (u *Uplink) hello(ctx context.Context, replies <-chan []byte) (uint64, error) {
 	src := u.o.Source
 	st := src.Stream()
-	h := protocol.EncodeHello(protocol.Hello{Edge: st.Edge, Epoch: st.Epoch, Seq: src.LastSeq(), SentAt: u.o.Now().UnixMilli(), Agent: u.o.Agent})
-	if err := u.o.Transport.Hello(ctx, h); err != nil {
+	if err := u.o.Transport.Hello(ctx, protocol.EncodeHello(u.helloMessage())); err != nil {
 		return 0, fmt.Errorf("hello: %w", err)
 	}
 	t := time.NewTimer(u.o.HelloTimeout)
@@ -520,6 +519,21 @@ func (u *Uplink) hello(ctx context.Context, replies <-chan []byte) (uint64, erro
 			return rc.HWM, nil
 		}
 	}
+}
+
+// helloMessage is the hello for the outbox as it is now: its head, and the
+// signed checkpoint of that head while the outbox still holds the record
+// (the cloud believes the head, for lag, only from the signature).
+func (u *Uplink) helloMessage() protocol.Hello {
+	src := u.o.Source
+	st := src.Stream()
+	h := protocol.Hello{Edge: st.Edge, Epoch: st.Epoch, Seq: src.LastSeq(), SentAt: u.o.Now().UnixMilli(), Agent: u.o.Agent}
+	if h.Seq > src.AckedSeq() {
+		if seg, err := src.Segment(h.Seq, 0); err == nil && seg != nil && seg.Last == h.Seq {
+			h.Checkpoint = seg.Checkpoint
+		}
+	}
+	return h
 }
 
 // verify checks a reply's signature and stream, counting what it ignores.
