@@ -9,6 +9,9 @@
 //     the edge's own guess.
 //  2. Keep up to Window segments in flight, each at most MaxSegmentBytes,
 //     optionally zstd-compressed and held to a byte-rate cap (token bucket).
+//     New records wake the session through Source.Changed; the only timer
+//     is the next deadline (the ack timeout, or the end of a hold). Nothing
+//     polls.
 //  3. On a receipt that verifies against the pinned cloud key, names this
 //     stream and moves the watermark forward: trim the outbox up to its hwm.
 //     A forged, replayed or wrong-stream receipt is ignored, counted and

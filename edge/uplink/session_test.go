@@ -174,7 +174,7 @@ func startMem(t *testing.T, refuse func(*protocol.Segment) int, mod func(*uplink
 	r.cloud = &memCloud{signer: cloudKey, stream: r.src.Stream(), refuse: refuse}
 	r.tr = &memTransport{cloud: r.cloud}
 	o := uplink.Options{Transport: r.tr, Source: r.src, CloudKeys: protocol.NewKeyMap(cloudKey.Public()),
-		Window: 4, MaxSegmentBytes: 600, Poll: 50 * time.Millisecond, BackoffBase: 500 * time.Millisecond, BackoffMax: 4 * time.Second,
+		Window: 4, MaxSegmentBytes: 600, BackoffBase: 500 * time.Millisecond, BackoffMax: 4 * time.Second,
 		HelloTimeout: 2 * time.Second, AckTimeout: 30 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if mod != nil {
@@ -217,8 +217,8 @@ func TestSessionRefusalHold(t *testing.T) {
 		if len(p) != 2 {
 			t.Fatalf("%d segments sent after the hold; want 2", len(p))
 		}
-		if gap := p[1].at.Sub(p[0].at); gap < uplink.RefusedHold {
-			t.Fatalf("resent after %s; want at least %s", gap, uplink.RefusedHold)
+		if gap := p[1].at.Sub(p[0].at); gap != uplink.RefusedHold {
+			t.Fatalf("resent after %s; want %s", gap, uplink.RefusedHold)
 		}
 		if s := r.up.Stats(); s.Nacks != 2 || s.AckedHWM != 0 {
 			t.Fatalf("stats %+v", s)
@@ -246,10 +246,10 @@ func TestSessionNackBackoff(t *testing.T) {
 		if len(p) < len(want)+1 {
 			t.Fatalf("%d sends in 20s; want at least %d", len(p), len(want)+1)
 		}
-		const tick = 50 * time.Millisecond // the uplink's Poll in startMem
+		// In virtual time the hold ends on its own timer, exactly.
 		for i, w := range want {
-			if gap := p[i+1].at.Sub(p[i].at); gap < w || gap > w+tick {
-				t.Errorf("send %d came %s after the one before; want %s (the backoff), within one poll", i+1, gap, w)
+			if gap := p[i+1].at.Sub(p[i].at); gap != w {
+				t.Errorf("send %d came %s after the one before; want %s (the backoff)", i+1, gap, w)
 			}
 		}
 		mu.Lock()
@@ -424,6 +424,25 @@ func TestSessionHelloCarriesSignedHead(t *testing.T) {
 		cp, err := protocol.VerifyCheckpoint(h.Checkpoint, protocol.NewKeyMap(key("edge").Public()))
 		if err != nil || h.V != protocol.HelloVersion || h.Seq != 7 || cp.Seq != 7 || cp.Stream() != r.src.Stream() {
 			t.Fatalf("hello %+v: checkpoint %+v, %v", h, cp, err)
+		}
+	})
+}
+
+// New records are sent at once, woken by the source's Changed channel: no
+// polling, so in virtual time they go out at the very instant they commit.
+func TestSessionWokenByChanged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := startMem(t, nil, nil)
+		settle(time.Minute) // idle: nothing to send, nothing sent
+		if n := len(r.tr.published()); n != 0 {
+			t.Fatalf("%d sends with an empty outbox", n)
+		}
+		at := time.Now()
+		r.src.add(3)
+		synctest.Wait()
+		p := r.tr.published()
+		if len(p) != 1 || !p[0].at.Equal(at) || r.src.Trimmed() != 3 {
+			t.Fatalf("sends %+v (records committed at %s), trimmed %d", p, at, r.src.Trimmed())
 		}
 	})
 }

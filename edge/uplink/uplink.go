@@ -48,6 +48,10 @@ type Source interface {
 	// Trim forgets records up to a verified receipt's hwm. It refuses a
 	// receipt whose head is not the stored hash at hwm.
 	Trim(r protocol.Receipt) error
+	// Changed returns a channel that is closed when LastSeq next moves; a
+	// new one after each close. The uplink takes it before it reads, so it
+	// never misses a commit and never polls.
+	Changed() <-chan struct{}
 }
 
 // Options configure an Uplink. Zero values take the defaults noted.
@@ -56,17 +60,15 @@ type Options struct {
 	Source    Source
 	CloudKeys protocol.Keys // the pinned cloud key(s)
 
-	Window          int             // segments in flight; default 8
-	MaxSegmentBytes int             // default 256 KiB, at most protocol.MaxSegmentBytes
-	Compress        bool            // zstd
-	RateBytes       int             // bytes per second cap; 0 = no cap
-	HelloTimeout    time.Duration   // wait for the hello's receipt; default 10s
-	AckTimeout      time.Duration   // no progress with segments in flight; default 30s
-	BackoffBase     time.Duration   // default 500ms
-	BackoffMax      time.Duration   // default 15s (edge run --reconnect-max)
-	Poll            time.Duration   // look for new records at least this often; default 250ms
-	Wake            <-chan struct{} // optional: signalled after each outbox commit
-	Agent           string          // software version for the hello
+	Window          int           // segments in flight; default 8
+	MaxSegmentBytes int           // default 256 KiB, at most protocol.MaxSegmentBytes
+	Compress        bool          // zstd
+	RateBytes       int           // bytes per second cap; 0 = no cap
+	HelloTimeout    time.Duration // wait for the hello's receipt; default 10s
+	AckTimeout      time.Duration // no progress with segments in flight; default 30s
+	BackoffBase     time.Duration // default 500ms
+	BackoffMax      time.Duration // default 15s (edge run --reconnect-max)
+	Agent           string        // software version for the hello
 	Now             func() time.Time
 	Logger          *slog.Logger
 }
@@ -147,9 +149,6 @@ func New(opts Options) (*Uplink, error) {
 	}
 	if opts.BackoffMax <= 0 {
 		opts.BackoffMax = 15 * time.Second
-	}
-	if opts.Poll <= 0 {
-		opts.Poll = 250 * time.Millisecond
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -291,23 +290,31 @@ func (u *Uplink) session(ctx context.Context) (progressed bool, err error) {
 	return s.progressed, err
 }
 
-// run is the session's loop: fill the window, then wait for one event.
+// run is the session's loop: fill the window, then wait for one event: a
+// reply, new records in the outbox (Source.Changed), or the next deadline
+// (the ack timeout of the segments in flight, or the end of a hold).
 func (s *session) run(ctx context.Context) error {
 	u := s.u
-	poll := time.NewTicker(u.o.Poll)
-	defer poll.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
+		changed := u.o.Source.Changed() // before fill reads, so no commit goes unseen
 		if err := s.fill(ctx); err != nil {
 			return err
+		}
+		var deadline <-chan time.Time
+		if d, ok := s.nextDeadline(); ok {
+			timer.Reset(d)
+			deadline = timer.C
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-u.o.Transport.Lost():
 			return errLost
-		case <-u.o.Wake:
-		case <-poll.C:
-			if len(s.flight) > 0 && u.o.Now().Sub(s.lastProgress) > u.o.AckTimeout {
+		case <-changed:
+		case <-deadline:
+			if len(s.flight) > 0 && u.o.Now().Sub(s.lastProgress) >= u.o.AckTimeout {
 				if err := s.onAckTimeout(ctx); err != nil {
 					return err
 				}
@@ -327,6 +334,22 @@ func (s *session) run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// nextDeadline is how long until the session must act without an event:
+// the ack timeout while segments are in flight, or the end of a hold that
+// keeps the window from filling. ok is false when there is none.
+func (s *session) nextDeadline() (d time.Duration, ok bool) {
+	now := s.u.o.Now()
+	if len(s.flight) > 0 {
+		d, ok = max(0, s.lastProgress.Add(s.u.o.AckTimeout).Sub(now)), true
+	}
+	if s.holdUntil.After(now) && len(s.flight) < s.u.o.Window {
+		if h := s.holdUntil.Sub(now); !ok || h < d {
+			d, ok = h, true
+		}
+	}
+	return d, ok
 }
 
 // fill sends segments from next while the window has room and no hold is

@@ -37,6 +37,7 @@ type memSource struct {
 	chain   *protocoltest.Stream
 	cps     map[uint64][]byte // checkpoint by the last seq of its group
 	trimmed uint64
+	changed chan struct{} // closed and replaced by add
 }
 
 func newMemSource(edge string, signer *protocol.Signer) *memSource {
@@ -55,6 +56,19 @@ func (m *memSource) add(n int) {
 		m.chain.Add(r)
 	}
 	m.cps[m.chain.Last()] = m.chain.Checkpoint(m.chain.Last())
+	if m.changed != nil {
+		close(m.changed)
+	}
+	m.changed = make(chan struct{})
+}
+
+func (m *memSource) Changed() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.changed == nil {
+		m.changed = make(chan struct{})
+	}
+	return m.changed
 }
 
 func (m *memSource) Stream() protocol.Stream { return m.chain.Stream }
@@ -254,7 +268,7 @@ func newRigDropping(t *testing.T, drop func(*protocol.Segment) bool, mod func(*u
 		t.Fatal(err)
 	}
 	o := uplink.Options{Transport: tr, Source: r.src, CloudKeys: protocol.NewKeyMap(cloudKey.Public()),
-		Window: 4, MaxSegmentBytes: 4 << 10, Poll: 20 * time.Millisecond, BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+		Window: 4, MaxSegmentBytes: 4 << 10, BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
 		HelloTimeout: 2 * time.Second, AckTimeout: time.Second}
 	if mod != nil {
 		mod(&o)
