@@ -151,23 +151,34 @@ func (s *Segment) check() error {
 	return nil
 }
 
+// HelloVersion is the version of the hello this package writes. Version 2
+// adds the edge's signed checkpoint of its head: the cloud believes the
+// edge's head (and so the lag it reports) only from a signature, never
+// from the unsigned seq.
+const HelloVersion = 2
+
 // Hello opens every uplink session: the edge names its stream and its head,
 // and the cloud answers with its latest receipt (or a receipt with HWM 0 for
 // a stream it has never seen), so the edge resumes from the cloud's
-// watermark rather than from its own guess. Hello is not signed: the broker
-// has authenticated the edge, and a hello only ever asks for a signed answer.
+// watermark rather than from its own guess. The hello itself is not signed:
+// the broker has authenticated the edge, and a hello only ever asks for a
+// signed answer. What the cloud records from it (the edge's head, for lag)
+// comes from Checkpoint, which is.
 type Hello struct {
 	V      uint64 `cbor:"v" json:"v"`
 	Edge   string `cbor:"edge" json:"edge"`
 	Epoch  Epoch  `cbor:"epoch" json:"epoch"`
 	Seq    uint64 `cbor:"seq" json:"seq"`                         // the edge's last seq (0 when empty)
-	SentAt int64  `cbor:"sent_at" json:"sent_at"`                 // Unix ms, for logs and lag
+	SentAt int64  `cbor:"sent_at" json:"sent_at"`                 // Unix ms, for logs
 	Agent  string `cbor:"agent,omitempty" json:"agent,omitempty"` // software version
+	// Checkpoint (version 2) is the edge's signed checkpoint for Seq, when
+	// it still holds that record; absent when everything is acknowledged.
+	Checkpoint []byte `cbor:"checkpoint,omitempty" json:"checkpoint,omitempty"`
 }
 
-// EncodeHello encodes h.
+// EncodeHello encodes h as a version 2 hello.
 func EncodeHello(h Hello) []byte {
-	h.V = 1
+	h.V = HelloVersion
 	return marshal(&h)
 }
 
@@ -180,8 +191,14 @@ func DecodeHello(b []byte) (Hello, error) {
 	if err := unmarshal("hello", b, &h); err != nil {
 		return h, err
 	}
-	if h.V != 1 {
-		return h, fieldf("hello.v", "is %d; want 1", h.V)
+	if h.V != 1 && h.V != HelloVersion {
+		return h, fieldf("hello.v", "is %d; this version reads hello versions 1 and %d", h.V, HelloVersion)
+	}
+	if h.V == 1 && h.Checkpoint != nil {
+		return h, fieldf("hello.checkpoint", "is not part of hello version 1")
+	}
+	if len(h.Checkpoint) > MaxSignedBytes {
+		return h, fieldf("hello.checkpoint", "is %d bytes; the limit is %d", len(h.Checkpoint), MaxSignedBytes)
 	}
 	if err := ValidateName("edge", h.Edge); err != nil {
 		return h, prefixField("hello", err)

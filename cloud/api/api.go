@@ -101,35 +101,41 @@ type endpoint struct {
 	pattern string // a ServeMux pattern with its method
 	need    access
 	h       handlerFunc
+	// params are the query parameters the endpoint reads; any other, or
+	// one given twice, is a 400 (API.md: a typo is an error, never a
+	// silently ignored filter). anyParams skips the check (/metrics, which
+	// is promhttp's).
+	params    []string
+	anyParams bool
 }
 
 // endpoints lists the API's routes; docs/openapi.yaml and docs/API.md
 // document each of them (docs_internal_test.go checks that).
 func (s *server) endpoints() []endpoint {
 	eps := []endpoint{
-		{"GET /healthz", public, s.healthz},
-		{"GET /readyz", public, s.readyz},
-		{"GET /v1/cloud-key", public, s.cloudKey},
-		{"POST /v1/enroll", public, s.enroll},
+		{"GET /healthz", public, s.healthz, nil, false},
+		{"GET /readyz", public, s.readyz, nil, false},
+		{"GET /v1/cloud-key", public, s.cloudKey, nil, false},
+		{"POST /v1/enroll", public, s.enroll, nil, false},
 
-		{"GET /v1/streams", reader, s.streams},
-		{"GET /v1/streams/{edge}/{epoch}/records", admin, s.streamRecords},
-		{"GET /v1/events", reader, s.events},
-		{"GET /v1/quarantine", reader, s.quarantine},
-		{"GET /v1/quarantine/{id}", reader, s.quarantineEntry},
+		{"GET /v1/streams", reader, s.streams, nil, false},
+		{"GET /v1/streams/{edge}/{epoch}/records", admin, s.streamRecords, []string{"from", "limit"}, false},
+		{"GET /v1/events", reader, s.events, []string{"edge", "type", "from", "to", "after", "limit"}, false},
+		{"GET /v1/quarantine", reader, s.quarantine, []string{"after", "limit"}, false},
+		{"GET /v1/quarantine/{id}", reader, s.quarantineEntry, nil, false},
 
-		{"GET /v1/edges", reader, s.listEdges},
-		{"GET /v1/edges/{id}", reader, s.getEdge},
-		{"POST /v1/edges", admin, s.addEdge},
-		{"POST /v1/edges/{id}/revoke", admin, s.revokeEdge},
-		{"POST /v1/edges/{id}/keys", admin, s.rotateKey},
-		{"POST /v1/edges/{id}/keys/{kid}/revoke", admin, s.revokeKey},
-		{"POST /v1/tokens", admin, s.createEnrollToken},
-		{"POST /v1/api-tokens", admin, s.createAPIToken},
-		{"POST /v1/api-tokens/{name}/revoke", admin, s.revokeAPIToken},
+		{"GET /v1/edges", reader, s.listEdges, nil, false},
+		{"GET /v1/edges/{id}", reader, s.getEdge, nil, false},
+		{"POST /v1/edges", admin, s.addEdge, nil, false},
+		{"POST /v1/edges/{id}/revoke", admin, s.revokeEdge, nil, false},
+		{"POST /v1/edges/{id}/keys", admin, s.rotateKey, nil, false},
+		{"POST /v1/edges/{id}/keys/{kid}/revoke", admin, s.revokeKey, nil, false},
+		{"POST /v1/tokens", admin, s.createEnrollToken, nil, false},
+		{"POST /v1/api-tokens", admin, s.createAPIToken, nil, false},
+		{"POST /v1/api-tokens/{name}/revoke", admin, s.revokeAPIToken, nil, false},
 	}
 	if s.opts.Metrics != nil {
-		eps = append(eps, endpoint{"GET /metrics", public, func(w http.ResponseWriter, r *http.Request) error {
+		eps = append(eps, endpoint{pattern: "GET /metrics", need: public, anyParams: true, h: func(w http.ResponseWriter, r *http.Request) error {
 			s.opts.Metrics.ServeHTTP(w, r)
 			return nil
 		}})
@@ -139,7 +145,7 @@ func (s *server) endpoints() []endpoint {
 
 func (s *server) routes() {
 	for _, ep := range s.endpoints() {
-		s.handle(ep.pattern, ep.need, ep.h)
+		s.handle(ep)
 	}
 }
 
@@ -147,14 +153,17 @@ func (s *server) routes() {
 // for serve to write.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
-func (s *server) handle(pattern string, need access, h handlerFunc) {
-	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+func (s *server) handle(ep endpoint) {
+	s.mux.HandleFunc(ep.pattern, func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), RequestTimeout)
 		defer cancel()
 		r = r.WithContext(ctx)
-		err := s.authorize(r, need)
+		err := s.authorize(r, ep.need)
+		if err == nil && !ep.anyParams {
+			err = onlyParams(r, ep.params...)
+		}
 		if err == nil {
-			err = h(w, r)
+			err = ep.h(w, r)
 		}
 		if err != nil {
 			s.writeError(w, r, err)

@@ -371,7 +371,8 @@ func TestStreams(t *testing.T) {
 	e.MustCommit(t, a, 1, 3)
 	e.MustCommit(t, b, 1, 2)
 	// shop-a says it holds 10 records: 7 are not committed yet.
-	if _, err := e.Ledger.NoteHello(context.Background(), protocol.Hello{V: 1, Edge: "shop-a", Epoch: a.Stream.Epoch, Seq: 10}); err != nil {
+	appendTypes(t, a, base.Add(time.Minute), "sale.completed", "sale.completed", "sale.completed", "sale.completed", "sale.completed", "sale.completed", "sale.completed")
+	if _, err := e.Ledger.NoteHello(context.Background(), protocol.Hello{V: 2, Edge: "shop-a", Epoch: a.Stream.Epoch, Seq: 10, Checkpoint: a.Checkpoint(10)}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -87,9 +87,6 @@ type streamsBody struct {
 }
 
 func (s *server) streams(w http.ResponseWriter, r *http.Request) error {
-	if err := onlyParams(r); err != nil {
-		return err
-	}
 	ss, err := s.opts.Ledger.Streams(r.Context())
 	if err != nil {
 		return err
@@ -115,9 +112,6 @@ func (s *server) streams(w http.ResponseWriter, r *http.Request) error {
 // documented wire form (pos, committed_at and protocol.RecordJSON's
 // fields per event; next).
 func (s *server) events(w http.ResponseWriter, r *http.Request) error {
-	if err := onlyParams(r, "edge", "type", "from", "to", "after", "limit"); err != nil {
-		return err
-	}
 	q := r.URL.Query()
 	var f ledger.Filter
 	var err error
@@ -163,7 +157,11 @@ type quarantineJSON struct {
 	Code         string          `json:"code"`
 	Reason       string          `json:"reason"`
 	ReceivedAt   time.Time       `json:"received_at"`
-	PayloadBytes int             `json:"payload_bytes"`
+	PayloadBytes int             `json:"payload_bytes"`       // bytes kept (a prefix when truncated)
+	Size         int64           `json:"size"`                // bytes of the payload as received
+	Truncated    bool            `json:"truncated,omitempty"` // only a prefix was kept: the sender was over its cap
+	Copies       int64           `json:"copies"`              // arrivals of this same payload from this sender
+	LastAt       time.Time       `json:"last_at"`
 	Payload      []byte          `json:"payload,omitempty"` // base64; only from GET /v1/quarantine/{id}
 }
 
@@ -174,7 +172,8 @@ type quarantineBody struct {
 
 func quarantineOf(q ledger.QuarantineEntry, payload bool) quarantineJSON {
 	j := quarantineJSON{ID: q.ID, Edge: q.Edge, Epoch: q.Epoch, First: q.First, Last: q.Last, Code: q.Code,
-		Reason: q.Reason, ReceivedAt: q.ReceivedAt.UTC(), PayloadBytes: len(q.Payload)}
+		Reason: q.Reason, ReceivedAt: q.ReceivedAt.UTC(), PayloadBytes: len(q.Payload),
+		Size: q.Size, Truncated: q.Truncated, Copies: q.Copies, LastAt: q.LastAt.UTC()}
 	if payload {
 		j.Payload = q.Payload
 	}
@@ -184,9 +183,6 @@ func quarantineOf(q ledger.QuarantineEntry, payload bool) quarantineJSON {
 // quarantine lists quarantined segments, oldest first, without their
 // payloads (a page of them could be large); GET /v1/quarantine/{id} has it.
 func (s *server) quarantine(w http.ResponseWriter, r *http.Request) error {
-	if err := onlyParams(r, "after", "limit"); err != nil {
-		return err
-	}
 	after, err := parseCursor(r, "after")
 	if err != nil {
 		return err
@@ -209,9 +205,6 @@ func (s *server) quarantine(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) quarantineEntry(w http.ResponseWriter, r *http.Request) error {
-	if err := onlyParams(r); err != nil {
-		return err
-	}
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id < 1 {
 		return badRequest("quarantine id in the path must be a positive integer (an id from GET /v1/quarantine)")

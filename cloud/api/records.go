@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -39,9 +40,6 @@ type recordsBody struct {
 // record bytes of seqs from..from+limit-1, as stored, with the signed
 // checkpoints that cover them, for offline proofs and audits.
 func (s *server) streamRecords(w http.ResponseWriter, r *http.Request) error {
-	if err := onlyParams(r, "from", "limit"); err != nil {
-		return err
-	}
 	edge := r.PathValue("edge")
 	if err := checkEdgeID("edge in the path", edge); err != nil {
 		return err
@@ -54,7 +52,7 @@ func (s *server) streamRecords(w http.ResponseWriter, r *http.Request) error {
 	if v := r.URL.Query().Get("from"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 63)
 		if err != nil || n < 1 {
-			return badRequest("parameter from must be a seq, an integer from 1, got %q", v)
+			return badRequest("parameter from must be a seq, an integer from 1 to %d, got %q", uint64(math.MaxInt64), v)
 		}
 		from = n
 	}
@@ -62,7 +60,10 @@ func (s *server) streamRecords(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	to := from + uint64(limit) - 1
+	// Seqs are stored as bigint: the page ends at the last one that exists
+	// rather than wrapping around (from=9223372036854775807 used to make a
+	// negative to, and a checkpoint below from).
+	to := from + min(uint64(limit)-1, math.MaxInt64-from)
 	p, err := s.opts.Ledger.StreamProof(r.Context(), protocol.Stream{Edge: edge, Epoch: epoch}, from, to)
 	if errors.Is(err, ledger.ErrNotFound) {
 		return errorf(http.StatusNotFound, "stream %s/%s: not found; GET /v1/streams lists the streams", edge, epoch)
@@ -78,7 +79,7 @@ func (s *server) streamRecords(w http.ResponseWriter, r *http.Request) error {
 	for _, c := range p.Checkpoints {
 		out.Checkpoints = append(out.Checkpoints, storedCheckpointJSON{Seq: c.Seq, CommittedAt: c.CommittedAt.UTC(), Signature: c.Signature})
 	}
-	if to < max(p.HWM, p.LastSeq) {
+	if to < max(p.HWM, p.LastSeq) && to < math.MaxInt64 {
 		out.Next = to + 1
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -325,9 +325,13 @@ func (s *Service) receipt(w Watermark) []byte {
 	return s.o.Signer.SignReceipt(protocol.Receipt{Edge: w.Stream.Edge, Epoch: w.Stream.Epoch, HWM: w.HWM, Head: w.Head, CommittedAt: at})
 }
 
-func (s *Service) nack(w Watermark, code protocol.NackCode, reason string) []byte {
+// nack signs a refusal of its segment, bound to that segment as it arrived
+// (protocol.SegmentRef): the edge acts only on nacks about segments it sent.
+func (s *Service) nack(it *item, w Watermark, code protocol.NackCode, reason string) []byte {
+	ref := protocol.RefOf(it.d.Payload, it.seg)
 	return s.o.Signer.SignNack(protocol.Nack{Edge: w.Stream.Edge, Epoch: w.Stream.Epoch, HWM: w.HWM, Head: w.Head,
-		Code: code, Reason: reason, At: s.o.Now().UnixMilli()})
+		Code: code, Reason: reason, At: s.o.Now().UnixMilli(),
+		First: ref.First, Last: ref.Last, SegKID: ref.KID, SegHash: ref.Hash})
 }
 
 func (s *Service) worker(ctx context.Context) {
@@ -403,19 +407,20 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 		if it.first.IsZero() {
 			it.first = now
 		}
+		problem := ""
 		if it.seg == nil {
 			seg, err := protocol.DecodeSegment(it.d.Payload)
 			if err != nil {
-				// Without a stream there is nobody to nack; the edge's
-				// ack timeout resends.
+				// Quarantined (bounded) under the sender the broker
+				// authenticated, and nacked to it: the nack names the
+				// bytes by their hash only.
 				s.malformed.Add(1)
-				s.log.Warn("dropped a segment that does not decode", "edge", it.d.TopicEdge, "bytes", len(it.d.Payload), "err", err)
-				ack(it)
-				continue
+				s.log.Warn("a segment does not decode; quarantining it", "edge", it.d.TopicEdge, "bytes", len(it.d.Payload), "err", err)
+				problem = err.Error()
 			}
 			it.seg = seg
 		}
-		inputs = append(inputs, Input{TopicEdge: it.d.TopicEdge, Segment: it.seg, Raw: it.d.Payload})
+		inputs = append(inputs, Input{TopicEdge: it.d.TopicEdge, Segment: it.seg, Raw: it.d.Payload, Problem: problem})
 		its = append(its, it)
 	}
 	if len(inputs) == 0 {
@@ -462,12 +467,12 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 				continue
 			}
 			s.gaps.Add(1)
-			s.reply(ctx, it, s.nack(o.Watermark, protocol.NackGap, o.Reason))
+			s.reply(ctx, it, s.nack(it, o.Watermark, protocol.NackGap, o.Reason))
 			acks = append(acks, it)
 		case KindQuarantined:
 			// The ledger logged and counted it, where it wrote the
 			// quarantine row (or commit logged the refusal).
-			s.reply(ctx, it, s.nack(o.Watermark, o.Code, o.Reason))
+			s.reply(ctx, it, s.nack(it, o.Watermark, o.Code, o.Reason))
 			acks = append(acks, it)
 		}
 	}
@@ -510,11 +515,16 @@ func (s *Service) commit(ctx context.Context, inputs []Input) (outs []Outcome, o
 		}
 		if refused(err) {
 			if len(inputs) == 1 {
-				seg := inputs[0].Segment
+				in := inputs[0]
 				s.refused.Add(1)
-				s.log.Error("the database refused a segment's records; refusing the segment", "edge", inputs[0].TopicEdge,
-					"first", seg.First, "last", seg.Last, "err", err)
-				return []Outcome{{Kind: KindQuarantined, Watermark: Watermark{Stream: seg.Stream()},
+				ref := protocol.RefOf(in.Raw, in.Segment)
+				st := protocol.Stream{Edge: in.TopicEdge}
+				if in.Segment != nil {
+					st = in.Segment.Stream()
+				}
+				s.log.Error("the database refused a segment's records; refusing the segment", "edge", in.TopicEdge,
+					"first", ref.First, "last", ref.Last, "err", err)
+				return []Outcome{{Kind: KindQuarantined, Watermark: Watermark{Stream: st},
 					Code: protocol.NackMalformed, Reason: "the ledger refused the records: " + err.Error()}}, true
 			}
 			s.log.Error("the database refused a batch; committing its segments one by one", "segments", len(inputs), "err", err)

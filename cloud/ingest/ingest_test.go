@@ -1,6 +1,7 @@
 package ingest_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -39,13 +40,18 @@ func (f *fakeLedger) Commit(ctx context.Context, batch []ledger.Input) ([]ledger
 		return nil, errors.New("database unavailable")
 	}
 	for _, in := range batch {
-		if f.poison != "" && in.Segment.Edge == f.poison {
+		if in.Segment != nil && f.poison != "" && in.Segment.Edge == f.poison {
 			return nil, fmt.Errorf("commit: %w", &ingest.RefusedError{Err: &pgconn.PgError{Code: "22008", Message: "timestamp out of range"}})
 		}
 	}
 	f.batches = append(f.batches, batch)
 	out := make([]ledger.Outcome, len(batch))
 	for i, in := range batch {
+		if in.Segment == nil {
+			out[i] = ledger.Outcome{Kind: ledger.KindQuarantined, Watermark: ledger.Watermark{Stream: protocol.Stream{Edge: in.TopicEdge}},
+				Code: protocol.NackMalformed, Reason: in.Problem, QuarantineID: 1}
+			continue
+		}
 		s := in.Segment.Stream()
 		h := f.hwm[s]
 		w := ledger.Watermark{Stream: s, HWM: h, CommittedAt: time.UnixMilli(1)}
@@ -239,10 +245,24 @@ func TestMalformedAndHello(t *testing.T) {
 	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}}
 	svc, cloud := start(t, fl, nil)
 	acked := make(chan struct{})
-	_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: []byte("not a segment"), Ack: func() { close(acked) }})
+	rp := &replies{msgs: map[string][][]byte{}}
+	garbage := []byte("not a segment")
+	_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: garbage, Replier: rp, Ack: func() { close(acked) }})
 	<-acked
 	if svc.Stats().Malformed != 1 {
-		t.Fatal("malformed not counted")
+		t.Fatalf("malformed not counted: %+v", svc.Stats())
+	}
+	// It went to the ledger's quarantine with the decoder's complaint, and
+	// the sender the topic names got a nack naming the bytes.
+	fl.mu.Lock()
+	in := fl.batches[len(fl.batches)-1][0]
+	fl.mu.Unlock()
+	if in.Segment != nil || in.TopicEdge != "e1" || !bytes.Equal(in.Raw, garbage) || in.Problem == "" {
+		t.Fatalf("ledger input %+v", in)
+	}
+	reps := rp.verified(t, "e1", protocol.NewKeyMap(cloud.Public()))
+	if len(reps) != 1 || reps[0].Nack == nil || reps[0].Nack.Code != protocol.NackMalformed || reps[0].Nack.SegHash != protocol.HashBytes(garbage) || reps[0].Nack.Edge != "e1" {
+		t.Fatalf("replies %+v", reps)
 	}
 	ep := protocol.Epoch{7}
 	rc, err := svc.Hello(context.Background(), "e1", protocol.EncodeHello(protocol.Hello{Edge: "e1", Epoch: ep}))
@@ -403,5 +423,29 @@ func TestCommitErrorWhileFailing(t *testing.T) {
 	<-acked
 	if ce := svc.CommitError(); ce != nil {
 		t.Fatalf("CommitError after a commit succeeded: %v", ce)
+	}
+}
+
+// A nack names the segment it refuses, as it arrived: its range, the kid of
+// its checkpoint and the hash of its bytes (nack version 2), so that the
+// edge can tell it from a replay or a nack about someone else's segment.
+func TestNackNamesTheSegment(t *testing.T) {
+	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}}
+	svc, cloud := start(t, fl, func(o *ingest.Options) { o.GapWait = time.Millisecond })
+	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
+	edge := protocoltest.Signer(t, "edge")
+	payload := seg(t, edge, st, 5, 9)
+	rp := &replies{msgs: map[string][][]byte{}}
+	acked := make(chan struct{})
+	_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: "e1", Payload: payload, Replier: rp, Ack: func() { close(acked) }})
+	<-acked
+	reps := rp.verified(t, "e1", protocol.NewKeyMap(cloud.Public()))
+	if len(reps) != 1 || reps[0].Nack == nil {
+		t.Fatalf("replies %+v", reps)
+	}
+	n := reps[0].Nack
+	want := protocol.SegmentRef{First: 5, Last: 9, KID: edge.KeyID(), Hash: protocol.HashBytes(payload)}
+	if n.V != protocol.NackVersion || n.Refused() != want || n.Stream() != st || n.At == 0 {
+		t.Fatalf("nack %+v; want version %d refusing %+v", n, protocol.NackVersion, want)
 	}
 }

@@ -53,6 +53,9 @@ type Input struct {
 	// Raw is the segment as received (optional). It is what a quarantine
 	// row keeps; without it the segment is re-encoded.
 	Raw []byte
+	// Problem says why Segment is nil: Raw did not decode. Such an input is
+	// quarantined (malformed) under TopicEdge.
+	Problem string
 }
 
 // Kind is what Ledger.Commit did with one input.

@@ -292,9 +292,9 @@ func TestNewEpoch(t *testing.T) {
 	url := MustMigratedDB(t)
 	l := MustLedger(t, url, ledger.Options{})
 	e := MustAddEdge(t, l, "edge-w")
-	old := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 30, time.Now())
-	MustCommit(t, l, inputs(cut(old, e, 10)...)...)
-	if _, err := l.NoteHello(ctx, protocol.Hello{V: 1, Edge: e.ID, Epoch: old.Stream.Epoch, Seq: 35}); err != nil {
+	old := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 35, time.Now())
+	MustCommit(t, l, inputs(segment(old, e, 1, 10), segment(old, e, 11, 20), segment(old, e, 21, 30))...)
+	if _, err := l.NoteHello(ctx, protocol.Hello{V: 2, Edge: e.ID, Epoch: old.Stream.Epoch, Seq: 35, Checkpoint: old.SignedBy(e.Signer).Checkpoint(35)}); err != nil {
 		t.Fatal(err)
 	}
 

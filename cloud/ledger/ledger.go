@@ -71,6 +71,9 @@ type Options struct {
 	Now func() time.Time
 	// Logger gets quarantines and retries. Default slog.Default().
 	Logger *slog.Logger
+	// Quarantine bounds what refused segments may keep; zero fields take
+	// the defaults of QuarantineLimits.
+	Quarantine QuarantineLimits
 }
 
 // Ledger commits verified segments to Postgres and reads them back, and
@@ -81,6 +84,8 @@ type Ledger struct {
 	opts  Options
 	stats stats
 	keys  keyCache
+
+	lastPrune atomic.Int64 // Unix ns of the last quarantine retention pass
 }
 
 // New returns a Ledger on db, whose schema Migrate has brought up to date.
@@ -95,6 +100,7 @@ func New(db DB, opts Options) *Ledger {
 		opts.Logger = slog.Default()
 	}
 	opts.Logger = opts.Logger.With("component", "ledger")
+	opts.Quarantine = opts.Quarantine.withDefaults()
 	return &Ledger{db: db, opts: opts}
 }
 
@@ -108,10 +114,18 @@ type Stats struct {
 	Duplicates  uint64 // segments already committed entirely
 	Gaps        uint64 // segments refused because they start above hwm+1
 	Quarantined uint64 // segments that failed their signature or chain
+
+	// What the quarantine bounds did (QuarantineLimits).
+	QuarantineCopies    uint64 // arrivals of a payload already kept: counted on its row
+	QuarantineTruncated uint64 // payloads kept only as a prefix: the sender was over its byte cap
+	QuarantineDropped   uint64 // arrivals not kept at all: the sender was over its row cap
+	QuarantinePruned    uint64 // rows deleted after the retention
 }
 
 type stats struct {
 	committed, records, duplicates, gaps, quarantined atomic.Uint64
+
+	qCopies, qTruncated, qDropped, qPruned atomic.Uint64
 }
 
 // Stats returns the counters.
@@ -122,6 +136,11 @@ func (l *Ledger) Stats() Stats {
 		Duplicates:  l.stats.duplicates.Load(),
 		Gaps:        l.stats.gaps.Load(),
 		Quarantined: l.stats.quarantined.Load(),
+
+		QuarantineCopies:    l.stats.qCopies.Load(),
+		QuarantineTruncated: l.stats.qTruncated.Load(),
+		QuarantineDropped:   l.stats.qDropped.Load(),
+		QuarantinePruned:    l.stats.qPruned.Load(),
 	}
 }
 
@@ -153,22 +172,33 @@ func (l *Ledger) Receipt(ctx context.Context, s protocol.Stream) (Watermark, err
 	return w, nil
 }
 
-// NoteHello records a hello from an edge: the edge's own last seq (for the
-// lag shown by Streams) and when it was seen. It returns the receipt fields
-// to answer with. A hello for a stream the ledger has not committed
+// NoteHello records a hello from an edge and returns the receipt fields to
+// answer with. It records when the stream was seen and, from the hello's
+// signed checkpoint only, the edge's head (for the lag shown by Streams):
+// the checkpoint with the latest edge_time wins, so neither an unsigned seq
+// nor a replayed older checkpoint moves it. A checkpoint that does not
+// verify against the edge's keys is ignored (and logged); the hello is
+// still answered. A hello for a stream the ledger has not committed
 // anything of changes nothing: stream rows are only made from verified
 // segments.
 func (l *Ledger) NoteHello(ctx context.Context, h protocol.Hello) (Watermark, error) {
 	s := protocol.Stream{Edge: h.Edge, Epoch: h.Epoch}
 	w := Watermark{Stream: s}
+	var edgeSeq, edgeTime *int64
+	if cp, ok := l.helloCheckpoint(ctx, h); ok {
+		seq, t := int64(cp.Seq), int64(cp.EdgeTime)
+		edgeSeq, edgeTime = &seq, &t
+	}
 	var head []byte
 	var at *time.Time
 	var hwm int64
 	err := l.db.QueryRow(ctx,
-		`UPDATE streams SET edge_seq = GREATEST(edge_seq, $3), last_seen = now()
+		`UPDATE streams SET last_seen = now(),
+			edge_seq = CASE WHEN $4::bigint IS NOT NULL AND (edge_seq_time IS NULL OR edge_seq_time < $4) THEN $3 ELSE edge_seq END,
+			edge_seq_time = CASE WHEN $4::bigint IS NOT NULL AND (edge_seq_time IS NULL OR edge_seq_time < $4) THEN $4 ELSE edge_seq_time END
 		 WHERE edge = $1 AND epoch = $2
 		 RETURNING hwm, head, last_commit`,
-		h.Edge, h.Epoch[:], int64(h.Seq)).Scan(&hwm, &head, &at)
+		h.Edge, h.Epoch[:], edgeSeq, edgeTime).Scan(&hwm, &head, &at)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return w, nil
@@ -181,6 +211,31 @@ func (l *Ledger) NoteHello(ctx context.Context, h protocol.Hello) (Watermark, er
 		w.CommittedAt = *at
 	}
 	return w, nil
+}
+
+// helloCheckpoint verifies a hello's checkpoint against the edge's keys.
+func (l *Ledger) helloCheckpoint(ctx context.Context, h protocol.Hello) (protocol.Checkpoint, bool) {
+	if h.Checkpoint == nil {
+		return protocol.Checkpoint{}, false
+	}
+	keys, err := l.keys.get(ctx, l.db, []string{h.Edge})
+	if err != nil {
+		l.opts.Logger.Warn("hello: could not load the edge's keys; its head is not recorded", "edge", h.Edge, "err", err)
+		return protocol.Checkpoint{}, false
+	}
+	k := keys[h.Edge]
+	if k == nil {
+		return protocol.Checkpoint{}, false
+	}
+	cp, err := protocol.VerifyCheckpoint(h.Checkpoint, k)
+	if err == nil && cp.Stream() != (protocol.Stream{Edge: h.Edge, Epoch: h.Epoch}) {
+		err = fmt.Errorf("checkpoint of stream %s in a hello for %s", cp.Stream(), protocol.Stream{Edge: h.Edge, Epoch: h.Epoch})
+	}
+	if err != nil {
+		l.opts.Logger.Warn("hello: the checkpoint does not verify; the edge's head is not recorded", "edge", h.Edge, "err", err)
+		return protocol.Checkpoint{}, false
+	}
+	return cp, true
 }
 
 // retryable reports whether err is a deadlock or serialization failure,

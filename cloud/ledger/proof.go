@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,8 +53,8 @@ type Proof struct {
 // when the cloud has never seen the stream.
 func (l *Ledger) StreamProof(ctx context.Context, s protocol.Stream, from, to uint64) (Proof, error) {
 	p := Proof{Stream: s}
-	if from < 1 || to < from {
-		return p, fmt.Errorf("stream proof %s: range %d..%d: want 1 <= from <= to", s, from, to)
+	if from < 1 || to < from || to > math.MaxInt64 {
+		return p, fmt.Errorf("stream proof %s: range %d..%d: want 1 <= from <= to <= %d", s, from, to, uint64(math.MaxInt64))
 	}
 	err := l.readSnapshot(ctx, func(tx pgx.Tx) error {
 		var hwm, last int64

@@ -171,8 +171,12 @@ type QuarantineEntry struct {
 	First, Last uint64
 	Code        string // a protocol.NackCode name
 	Reason      string
-	Payload     []byte
+	Payload     []byte // the payload as received, or only its prefix when Truncated
 	ReceivedAt  time.Time
+	Size        int64     // bytes of the payload as received
+	Truncated   bool      // Payload is a prefix: the sender was over its byte cap
+	Copies      int64     // how many times this payload arrived from this sender
+	LastAt      time.Time // when it last arrived
 }
 
 // Quarantine returns quarantined segments with id greater than after, oldest
@@ -182,7 +186,8 @@ func (l *Ledger) Quarantine(ctx context.Context, after int64, limit int) ([]Quar
 		limit = DefaultLimit
 	}
 	rows, err := l.db.Query(ctx,
-		`SELECT id, edge, epoch, coalesce(first, 0), coalesce(last, 0), code, reason, payload, received_at
+		`SELECT id, edge, epoch, coalesce(first, 0), coalesce(last, 0), code, reason, coalesce(payload, ''), received_at,
+		        coalesce(size, length(payload), 0), truncated, copies, coalesce(last_at, received_at)
 		 FROM quarantine WHERE id > $1 ORDER BY id LIMIT $2`, after, min(limit, MaxLimit))
 	if err != nil {
 		return nil, fmt.Errorf("quarantine: %w", err)
@@ -191,7 +196,8 @@ func (l *Ledger) Quarantine(ctx context.Context, after int64, limit int) ([]Quar
 	var q QuarantineEntry
 	var epoch []byte
 	var first, last int64
-	_, err = pgx.ForEachRow(rows, []any{&q.ID, &q.Edge, &epoch, &first, &last, &q.Code, &q.Reason, &q.Payload, &q.ReceivedAt},
+	_, err = pgx.ForEachRow(rows, []any{&q.ID, &q.Edge, &epoch, &first, &last, &q.Code, &q.Reason, &q.Payload, &q.ReceivedAt,
+		&q.Size, &q.Truncated, &q.Copies, &q.LastAt},
 		func() error {
 			e := q
 			e.Epoch, e.First, e.Last = epochPtr(epoch), uint64(first), uint64(last)

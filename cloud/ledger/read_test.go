@@ -100,7 +100,8 @@ func TestStreamsAndHello(t *testing.T) {
 		t.Fatalf("hello before any commit: %+v, %v", w, err)
 	}
 	out := MustCommit(t, l, inputs(segment(c, e, 1, 12))...)
-	w, err = l.NoteHello(ctx, protocol.Hello{V: 1, Edge: e.ID, Epoch: c.Stream.Epoch, Seq: 20})
+	signed := c.SignedBy(e.Signer)
+	w, err = l.NoteHello(ctx, protocol.Hello{V: 2, Edge: e.ID, Epoch: c.Stream.Epoch, Seq: 20, Checkpoint: signed.Checkpoint(20)})
 	if err != nil || w != out[0].Watermark {
 		t.Fatalf("hello = %+v, %v; want the receipt %+v", w, err, out[0].Watermark)
 	}
@@ -112,5 +113,58 @@ func TestStreamsAndHello(t *testing.T) {
 	if s.HWM != 12 || s.Head != c.Links[11] || s.EdgeSeq != 20 || s.Lag != 8 || s.CommittedAt.IsZero() ||
 		s.LastSeen.Before(s.FirstSeen) || !s.EndedAt.IsZero() || s.PrevEpoch != nil {
 		t.Errorf("stream %+v", s)
+	}
+}
+
+// A spoofed hello used to poison the lag for good (GREATEST(edge_seq, seq):
+// a hello with seq 999999 stuck, and the honest edge's hello could not lower
+// it). Now only a checkpoint the edge signed moves it, the one with the
+// latest edge time: an unsigned seq, a checkpoint by another key or of
+// another stream, and a replayed older checkpoint change nothing.
+func TestSpoofedHelloDoesNotMoveLag(t *testing.T) {
+	ctx := context.Background()
+	l := MustLedger(t, MustMigratedDB(t), ledger.Options{})
+	e := MustAddEdge(t, l, "edge-s")
+	c := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 30, time.Now())
+	MustCommit(t, l, inputs(segment(c, e, 1, 10))...)
+	signed := c.SignedBy(e.Signer)
+	lag := func() (uint64, uint64) {
+		t.Helper()
+		ss, err := l.Streams(ctx)
+		if err != nil || len(ss) != 1 {
+			t.Fatalf("streams %+v, %v", ss, err)
+		}
+		return ss[0].EdgeSeq, ss[0].Lag
+	}
+	hello := func(h protocol.Hello) {
+		t.Helper()
+		h.Edge, h.Epoch = e.ID, c.Stream.Epoch
+		if _, err := l.NoteHello(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hello(protocol.Hello{V: 2, Seq: 20, Checkpoint: signed.Checkpoint(20)})
+	if seq, lg := lag(); seq != 20 || lg != 10 {
+		t.Fatalf("honest hello: edge seq %d, lag %d; want 20, 10", seq, lg)
+	}
+	other := newTestEdge(t, "edge-s")
+	otherStream := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 3, time.Now()).SignedBy(e.Signer)
+	for name, h := range map[string]protocol.Hello{
+		"unsigned seq 999999 (version 1)":   {V: 1, Seq: 999999},
+		"unsigned seq 999999 (version 2)":   {V: 2, Seq: 999999},
+		"checkpoint by another key":         {V: 2, Seq: 30, Checkpoint: c.SignedBy(other.Signer).Checkpoint(30)},
+		"checkpoint of another stream":      {V: 2, Seq: 3, Checkpoint: otherStream.Checkpoint(3)},
+		"replayed older checkpoint":         {V: 2, Seq: 15, Checkpoint: signed.Checkpoint(15)},
+		"garbage where the checkpoint goes": {V: 2, Seq: 999999, Checkpoint: []byte("\xd2\x84")},
+	} {
+		hello(h)
+		if seq, lg := lag(); seq != 20 || lg != 10 {
+			t.Fatalf("%s: edge seq %d, lag %d; want 20, 10 still", name, seq, lg)
+		}
+	}
+	// The edge's next honest hello moves it.
+	hello(protocol.Hello{V: 2, Seq: 30, Checkpoint: signed.Checkpoint(30)})
+	if seq, lg := lag(); seq != 30 || lg != 20 {
+		t.Fatalf("next honest hello: edge seq %d, lag %d; want 30, 20", seq, lg)
 	}
 }

@@ -72,7 +72,11 @@ func (p *keyProbe) PublicKey(kid protocol.KeyID) (ed25519.PublicKey, error) {
 func verifyOne(idx int, in *Input, keys map[string]*Keys, o *Outcome) *verified {
 	seg := in.Segment
 	if seg == nil {
-		*o = quarantined(protocol.Stream{Edge: in.TopicEdge}, protocol.NackMalformed, "no segment")
+		why := "no segment"
+		if in.Problem != "" {
+			why = "the segment does not decode: " + in.Problem
+		}
+		*o = quarantined(protocol.Stream{Edge: in.TopicEdge}, protocol.NackMalformed, why)
 		return nil
 	}
 	s := seg.Stream()

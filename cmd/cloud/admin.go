@@ -36,6 +36,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	commonFlags(fs, &c)
 	id := fs.String("id", "", "edge id")
 	pub := fs.String("public-key", "", "the edge's Ed25519 public key, hex or base64 (32 bytes)")
+	kidFlag := fs.String("kid", "", "edges revoke-key: the key id to revoke (16 hex digits, from edges list)")
 	edge := fs.String("edge", "", "tokens create: the edge the enrollment token is for")
 	ttl := fs.Duration("ttl", 24*time.Hour, "tokens create: how long the enrollment token is valid")
 	admin := fs.Bool("admin", false, "tokens create: make an API token instead of an enrollment token")
@@ -137,6 +138,18 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		fmt.Fprintf(stdout, "revoked edge %s: its segments are refused from now on\n", *id)
+		return nil
+	case "edges revoke-key":
+		if err := need(*id, "id"); err != nil {
+			return err
+		}
+		if err := need(*kidFlag, "kid"); err != nil {
+			return err
+		}
+		if err := led.RevokeKey(ctx, *id, protocol.KeyID(*kidFlag)); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "revoked key %s of edge %s: segments signed with it are refused from now on\n", *kidFlag, *id)
 		return nil
 	case "tokens create":
 		if *admin {

@@ -32,7 +32,8 @@ Commands:
   edges add      --id ID --public-key KEY   register an edge
   edges list                                list edges and their keys
   edges revoke   --id ID                    revoke an edge (all its keys)
-  edges rotate-key --id ID --public-key KEY add a new key to an edge
+  edges rotate-key --id ID --public-key KEY add a new key to an edge (edge key rotate does it for you)
+  edges revoke-key --id ID --kid KID        revoke one key of an edge
   tokens create  --edge ID [--ttl 24h]      make a one-time enrollment token
   tokens create  --admin --name NAME [--role admin|reader]   make an API token
   key show                                  print the cloud's public key

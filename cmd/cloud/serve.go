@@ -442,4 +442,12 @@ func registerMetrics(reg *prometheus.Registry, svc *ingest.Service, led *ledger.
 		func() float64 { return float64(led.Stats().Quarantined) }))
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_ledger_gaps_total", Help: "Commit outcomes that were gaps (before any gap wait)."},
 		func() float64 { return float64(led.Stats().Gaps) }))
+	ledgerCounter := func(name, help string, f func(ledger.Stats) uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_" + name, Help: help},
+			func() float64 { return float64(f(led.Stats())) }))
+	}
+	ledgerCounter("quarantine_copies_total", "Quarantined payloads that arrived again from the same sender (counted on their row).", func(s ledger.Stats) uint64 { return s.QuarantineCopies })
+	ledgerCounter("quarantine_truncated_total", "Quarantined payloads kept only as a prefix: the sender was over its byte cap.", func(s ledger.Stats) uint64 { return s.QuarantineTruncated })
+	ledgerCounter("quarantine_dropped_total", "Quarantined payloads not kept at all: the sender was over its row cap.", func(s ledger.Stats) uint64 { return s.QuarantineDropped })
+	ledgerCounter("quarantine_pruned_total", "Quarantine rows deleted after the retention.", func(s ledger.Stats) uint64 { return s.QuarantinePruned })
 }

@@ -6,6 +6,7 @@
 //	edge run               run the daemon
 //	edge enroll            register with the cloud using a one-time token
 //	edge key show          print this edge's public key
+//	edge key rotate        make a new key, register it, then switch to it
 //	edge devices add|list|remove   manage device credentials
 //	edge outbox verify|inspect|export   offline outbox tools
 //	edge status            print the running daemon's status
@@ -34,6 +35,7 @@ Commands:
   run                                   run the edge daemon
   enroll   --cloud URL --token TOKEN    register with the cloud (one-time token from an admin)
   key show                              print this edge's public key and key id
+  key rotate --token ADMIN [--cloud URL]  make a new key, register it with the cloud, then switch to it
   devices add --id ID [--secret S]      add a device (prints its generated secret once)
   devices list                          list devices
   devices remove --id ID                remove a device

@@ -213,16 +213,14 @@ func (m *Main) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		wake := make(chan struct{}, 1)
 		m.up, err = uplink.New(uplink.Options{
 			Transport: tr, Source: outboxSource{m.ob}, CloudKeys: protocol.NewKeyMap(cloudPub),
 			Window: c.Window, MaxSegmentBytes: c.SegmentBytes, Compress: c.Compress, RateBytes: c.RateBytes,
-			AckTimeout: c.AckTimeout, BackoffMax: c.ReconnectMax, Wake: wake, Agent: "outpost-edge/" + Version, Logger: log,
+			AckTimeout: c.AckTimeout, BackoffMax: c.ReconnectMax, Agent: "outpost-edge/" + Version, Logger: log,
 		})
 		if err != nil {
 			return err
 		}
-		g.Go(func() error { return wakeOnCommit(gctx, m.ob, wake) })
 		g.Go(func() error { return m.up.Run(gctx) })
 	} else {
 		log.Warn("no --cloud-mqtt or --cloud-nats: running offline; events stay in the outbox until an uplink is configured")
@@ -415,24 +413,6 @@ func (m *Main) registerMetrics(reg *prometheus.Registry) {
 	})
 }
 
-// wakeOnCommit signals the uplink after each commit that adds records.
-func wakeOnCommit(ctx context.Context, ob *outbox.Outbox, wake chan<- struct{}) error {
-	seen := ob.State().Head
-	for {
-		if err := ob.Wait(ctx, seen); err != nil {
-			if errors.Is(err, outbox.ErrClosed) || ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		seen = ob.State().Head
-		select {
-		case wake <- struct{}{}:
-		default:
-		}
-	}
-}
-
 // outboxSource adapts the outbox to uplink.Source.
 type outboxSource struct{ ob *outbox.Outbox }
 
@@ -443,6 +423,7 @@ func (s outboxSource) Segment(from uint64, maxBytes int) (*protocol.Segment, err
 	return s.ob.Segment(from, maxBytes)
 }
 func (s outboxSource) Trim(r protocol.Receipt) error { return s.ob.Trim(r) }
+func (s outboxSource) Changed() <-chan struct{}      { return s.ob.Changed() }
 
 // outboxAppender adapts the outbox to intake.Appender.
 type outboxAppender struct{ ob *outbox.Outbox }

@@ -36,8 +36,8 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var dataDir, cfg string
 	dataDirFlag(fs, &dataDir)
 	fs.StringVar(&cfg, "config", "", "optional config file of 'name = value' lines")
-	cloud := fs.String("cloud", "", "enroll: the cloud's API URL, such as http://cloud.example:18080")
-	token := fs.String("token", "", "enroll: the one-time enrollment token from 'cloud tokens create --edge ID'")
+	cloud := fs.String("cloud", "", "enroll, key rotate: the cloud's API URL, such as http://cloud.example:18080 (key rotate: default the enrolled one)")
+	token := fs.String("token", "", "enroll: the one-time enrollment token from 'cloud tokens create --edge ID'; key rotate: an admin API token ('cloud tokens create --admin')")
 	id := fs.String("id", "", "devices: the device id")
 	secret := fs.String("secret", "", "devices add: the device's secret (default: generate one)")
 	devices := fs.String("devices", "", "devices: the credentials file (default <data-dir>/devices.json)")
@@ -71,6 +71,8 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		fmt.Fprintf(stdout, "public key: %s\nkid:        %s\n", hex.EncodeToString(s.Public()), s.KeyID())
 		return nil
+	case "key rotate":
+		return rotateKey(ctx, dataDir, *cloud, *token, stdout)
 	case "enroll":
 		return enroll(ctx, dataDir, *cloud, *token, stdout)
 	case "devices add":
@@ -108,11 +110,13 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "removed device %s; it can no longer connect\n", *id)
 		return nil
 	case "outbox verify":
-		s, _, err := loadSigner(dataDir)
+		// Every key the edge has signed with: a backlog from before a
+		// rotation verifies under the key it was signed with.
+		keys, err := verifyKeys(dataDir)
 		if err != nil {
 			return err
 		}
-		rep, err := outbox.Verify(outboxPath(dataDir), s.Public())
+		rep, err := outbox.VerifyKeys(outboxPath(dataDir), keys)
 		if *asJSON {
 			_ = out(rep)
 		} else {

@@ -552,6 +552,21 @@ func (o *Outbox) State() State {
 	return s
 }
 
+// Changed returns a channel that is closed when the head next moves (a
+// commit adds records) or the outbox closes; take a new one after each
+// close. Take it before reading the head, so that no commit falls between
+// the two unseen.
+func (o *Outbox) Changed() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.changed == nil {
+		return closedChan
+	}
+	return o.changed
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 // Wait blocks until the head is past seq (there is something from seq+1 to
 // send), ctx is done or the outbox is closed.
 func (o *Outbox) Wait(ctx context.Context, seq uint64) error {

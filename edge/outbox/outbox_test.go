@@ -463,3 +463,35 @@ func TestAppendFunc(t *testing.T) {
 		t.Fatalf("append after close: %v", err)
 	}
 }
+
+// Changed is closed by the commit that moves the head (and by Close), so
+// the uplink can wait for records without polling.
+func TestChanged(t *testing.T) {
+	b := MustOpen(t)
+	ch := b.Changed()
+	select {
+	case <-ch:
+		t.Fatal("Changed closed before any commit")
+	default:
+	}
+	b.MustAppendN(t, "dev-1", "sale.completed", 1) // returns once durable, after publish
+	select {
+	case <-ch:
+	default:
+		t.Fatal("Changed not closed by a commit")
+	}
+	next := b.Changed()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-next:
+	default:
+		t.Fatal("Changed not closed by Close")
+	}
+	select {
+	case <-b.Changed():
+	default:
+		t.Fatal("Changed of a closed outbox is not closed")
+	}
+}

@@ -9,14 +9,21 @@
 //     the edge's own guess.
 //  2. Keep up to Window segments in flight, each at most MaxSegmentBytes,
 //     optionally zstd-compressed and held to a byte-rate cap (token bucket).
+//     New records wake the session through Source.Changed; the only timer
+//     is the next deadline (the ack timeout, or the end of a hold). Nothing
+//     polls.
 //  3. On a receipt that verifies against the pinned cloud key, names this
 //     stream and moves the watermark forward: trim the outbox up to its hwm.
 //     A forged, replayed or wrong-stream receipt is ignored, counted and
 //     logged, and trims nothing.
-//  4. On a nack: resend from the nack's hwm+1, after a backoff unless it
-//     reports a gap (the cloud waited for the gap to fill before nacking);
-//     the nacks of the other segments behind the same gap cause no more
-//     rewinds.
+//  4. On a nack bound to a segment this session sent (nack version 2: its
+//     first, last, checkpoint kid and hash match one not yet covered by a
+//     receipt, and it is not a replay of a nack already acted on): resend
+//     from the nack's hwm+1, after a backoff unless it reports a gap (the
+//     cloud waited for the gap to fill before nacking); the nacks of the
+//     other segments behind the same gap cause no more rewinds. Any other
+//     nack (replayed, stale, about a forged segment on the edge's topic or
+//     another key) is counted in IgnoredNacks and changes nothing.
 //  5. When no receipt moves the watermark for AckTimeout while segments are
 //     in flight, say hello again and resend from the cloud's watermark.
 //  6. When the session is lost, reconnect with exponential backoff and full

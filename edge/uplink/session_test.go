@@ -11,6 +11,7 @@ import (
 
 	"github.com/outpost-edge/outpost/edge/uplink"
 	"github.com/outpost-edge/outpost/protocol"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
 // memTransport is an in-memory Transport with a scripted cloud behind it.
@@ -22,7 +23,22 @@ type memTransport struct {
 	lost    chan struct{}
 	cloud   *memCloud
 	pubs    []published
-	hellos  int
+	hellos  []protocol.Hello
+	replies [][]byte // every reply the cloud sent, in order
+}
+
+// firstNack returns the first nack the cloud sent, as signed bytes.
+func (m *memTransport) firstNack(t *testing.T) []byte {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, b := range m.replies {
+		if r, err := protocol.VerifyReply(b, protocol.NewKeyMap(m.cloud.signer.Public())); err == nil && r.Nack != nil {
+			return b
+		}
+	}
+	t.Fatal("the cloud sent no nack")
+	return nil
 }
 
 type published struct {
@@ -46,7 +62,7 @@ func (m *memTransport) Hello(_ context.Context, b []byte) error {
 		return err
 	}
 	m.mu.Lock()
-	m.hellos++
+	m.hellos = append(m.hellos, h)
 	reply := m.onReply
 	m.mu.Unlock()
 	for _, r := range m.cloud.hello(h) {
@@ -64,7 +80,10 @@ func (m *memTransport) Publish(_ context.Context, b []byte, _ string) error {
 	m.pubs = append(m.pubs, published{at: time.Now(), first: seg.First, last: seg.Last, size: len(b)})
 	reply := m.onReply
 	m.mu.Unlock()
-	for _, r := range m.cloud.segment(seg) {
+	for _, r := range m.cloud.segment(b, seg) {
+		m.mu.Lock()
+		m.replies = append(m.replies, r)
+		m.mu.Unlock()
 		reply(r)
 	}
 	return nil
@@ -101,9 +120,13 @@ func (c *memCloud) receipt() []byte {
 	return c.signer.SignReceipt(protocol.Receipt{Edge: c.stream.Edge, Epoch: c.stream.Epoch, HWM: c.hwm, Head: c.head, CommittedAt: time.Now().UnixMilli()})
 }
 
-func (c *memCloud) nack(seg *protocol.Segment, code protocol.NackCode) []byte {
+// nack refuses the segment published as raw, bound to it as the real
+// cloud binds its nacks.
+func (c *memCloud) nack(raw []byte, seg *protocol.Segment, code protocol.NackCode) []byte {
+	ref := protocol.RefOf(raw, seg)
 	return c.signer.SignNack(protocol.Nack{Edge: c.stream.Edge, Epoch: c.stream.Epoch, HWM: c.hwm, Head: c.head,
-		Code: code, Reason: code.String(), At: time.Now().UnixMilli()})
+		Code: code, Reason: code.String(), At: time.Now().UnixMilli(),
+		First: ref.First, Last: ref.Last, SegKID: ref.KID, SegHash: ref.Hash})
 }
 
 func (c *memCloud) hello(protocol.Hello) [][]byte {
@@ -112,7 +135,7 @@ func (c *memCloud) hello(protocol.Hello) [][]byte {
 	return [][]byte{c.receipt()}
 }
 
-func (c *memCloud) segment(seg *protocol.Segment) [][]byte {
+func (c *memCloud) segment(raw []byte, seg *protocol.Segment) [][]byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.refuse != nil {
@@ -120,11 +143,11 @@ func (c *memCloud) segment(seg *protocol.Segment) [][]byte {
 		case code < 0:
 			return nil
 		case code > 0:
-			return [][]byte{c.nack(seg, protocol.NackCode(code))}
+			return [][]byte{c.nack(raw, seg, protocol.NackCode(code))}
 		}
 	}
 	if seg.First > c.hwm+1 {
-		return [][]byte{c.nack(seg, protocol.NackGap)}
+		return [][]byte{c.nack(raw, seg, protocol.NackGap)}
 	}
 	if seg.Last > c.hwm {
 		c.hwm, c.head = seg.Last, protocol.HashBytes(seg.Records[len(seg.Records)-1])
@@ -151,7 +174,7 @@ func startMem(t *testing.T, refuse func(*protocol.Segment) int, mod func(*uplink
 	r.cloud = &memCloud{signer: cloudKey, stream: r.src.Stream(), refuse: refuse}
 	r.tr = &memTransport{cloud: r.cloud}
 	o := uplink.Options{Transport: r.tr, Source: r.src, CloudKeys: protocol.NewKeyMap(cloudKey.Public()),
-		Window: 4, MaxSegmentBytes: 600, Poll: 50 * time.Millisecond, BackoffBase: 500 * time.Millisecond, BackoffMax: 4 * time.Second,
+		Window: 4, MaxSegmentBytes: 600, BackoffBase: 500 * time.Millisecond, BackoffMax: 4 * time.Second,
 		HelloTimeout: 2 * time.Second, AckTimeout: 30 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if mod != nil {
@@ -194,8 +217,8 @@ func TestSessionRefusalHold(t *testing.T) {
 		if len(p) != 2 {
 			t.Fatalf("%d segments sent after the hold; want 2", len(p))
 		}
-		if gap := p[1].at.Sub(p[0].at); gap < uplink.RefusedHold {
-			t.Fatalf("resent after %s; want at least %s", gap, uplink.RefusedHold)
+		if gap := p[1].at.Sub(p[0].at); gap != uplink.RefusedHold {
+			t.Fatalf("resent after %s; want %s", gap, uplink.RefusedHold)
 		}
 		if s := r.up.Stats(); s.Nacks != 2 || s.AckedHWM != 0 {
 			t.Fatalf("stats %+v", s)
@@ -223,10 +246,10 @@ func TestSessionNackBackoff(t *testing.T) {
 		if len(p) < len(want)+1 {
 			t.Fatalf("%d sends in 20s; want at least %d", len(p), len(want)+1)
 		}
-		const tick = 50 * time.Millisecond // the uplink's Poll in startMem
+		// In virtual time the hold ends on its own timer, exactly.
 		for i, w := range want {
-			if gap := p[i+1].at.Sub(p[i].at); gap < w || gap > w+tick {
-				t.Errorf("send %d came %s after the one before; want %s (the backoff), within one poll", i+1, gap, w)
+			if gap := p[i+1].at.Sub(p[i].at); gap != w {
+				t.Errorf("send %d came %s after the one before; want %s (the backoff)", i+1, gap, w)
 			}
 		}
 		mu.Lock()
@@ -257,9 +280,11 @@ func TestSessionGapRewindWindow(t *testing.T) {
 		}, nil, 5, 5, 5, 5)
 		settle(time.Second)
 		// Sent 4, three gap nacks, one rewind; the resend lost seg 1 again,
-		// whose three gap nacks fall in the window and are ignored.
-		if p, s := r.tr.published(), r.up.Stats(); len(p) != 8 || s.Rewinds != 1 || s.Nacks != 6 {
-			t.Fatalf("%d sends, %d rewinds, %d nacks; want 8, 1, 6", len(p), s.Rewinds, s.Nacks)
+		// whose three gap nacks fall in the window and cause no rewind. (In
+		// virtual time they carry the same at as the first three, so the
+		// uplink counts them as replays: either way, nothing moves.)
+		if p, s := r.tr.published(), r.up.Stats(); len(p) != 8 || s.Rewinds != 1 || s.Nacks+s.IgnoredNacks != 6 {
+			t.Fatalf("%d sends, %d rewinds, %d+%d nacks; want 8, 1, 6", len(p), s.Rewinds, s.Nacks, s.IgnoredNacks)
 		}
 		settle(25 * time.Second)
 		if got := r.src.Trimmed(); got != 0 {
@@ -268,6 +293,156 @@ func TestSessionGapRewindWindow(t *testing.T) {
 		settle(10 * time.Second)
 		if got, s := r.src.Trimmed(), r.up.Stats(); got != 20 || s.Rewinds != 2 {
 			t.Fatalf("trimmed %d with %d rewinds after the ack timeout; want 20 and 2", got, s.Rewinds)
+		}
+	})
+}
+
+// inject delivers msg as if it arrived on the edge's rcpt topic.
+func (m *memTransport) inject(msg []byte) {
+	m.mu.Lock()
+	reply := m.onReply
+	m.mu.Unlock()
+	reply(msg)
+}
+
+// trimsWithin adds n records at each second for secs seconds and checks
+// that each batch is trimmed within 100ms of virtual time: uploads never
+// stall.
+func trimsWithin(t *testing.T, r *memRig, secs int) {
+	t.Helper()
+	for i := 0; i < secs; i++ {
+		settle(time.Second - 100*time.Millisecond)
+		r.src.add(3)
+		want := r.src.LastSeq()
+		settle(100 * time.Millisecond)
+		if got := r.src.Trimmed(); got != want {
+			t.Fatalf("second %d: trimmed to %d, want %d: uploads stalled (stats %+v)", i+1, got, want, r.up.Stats())
+		}
+	}
+}
+
+// A real nack replayed every 0.5s (the attack kept an edge from uploading
+// for 30s) is acted on once; its replays are counted and ignored.
+func TestSessionReplayedNackIgnored(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// The first send of segment 1-10 is refused (chain): that nack is
+		// what the attacker records and replays.
+		refused := false
+		r := startMem(t, func(*protocol.Segment) int {
+			if !refused {
+				refused = true
+				return int(protocol.NackChain)
+			}
+			return 0
+		}, nil, 10)
+		settle(time.Second)
+		if got := r.src.Trimmed(); got != 10 {
+			t.Fatalf("trimmed %d after the honest nack and resend; want 10", got)
+		}
+		nack := r.tr.firstNack(t)
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			tk := time.NewTicker(500 * time.Millisecond)
+			defer tk.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tk.C:
+					r.tr.inject(nack)
+				}
+			}
+		}()
+		trimsWithin(t, r, 30)
+		if s := r.up.Stats(); s.Nacks != 1 || s.IgnoredNacks < 55 {
+			t.Fatalf("%d nacks acted on and %d ignored; want 1 and one per replay", s.Nacks, s.IgnoredNacks)
+		}
+	})
+}
+
+// Nacks about segments the edge did not send do nothing: a forged segment
+// on the edge's topic (the cloud refuses it as signed by a key it does not
+// know, which used to hold the backlog for RefusedHold), a nack about
+// another stream's segment, and one naming the edge's own range but other
+// bytes or another key.
+func TestSessionForeignNacksIgnored(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := startMem(t, nil, nil, 5)
+		settle(time.Second)
+		if got := r.src.Trimmed(); got != 5 {
+			t.Fatalf("trimmed %d; want 5", got)
+		}
+		st := r.src.Stream()
+		// An attacker's segment for the edge's stream and next range, signed
+		// by a key the edge never had; the cloud nacks it to the edge's topic.
+		forger := (&protocoltest.Stream{Stream: st, Signer: key("attacker")}).AddN(t, 8)
+		fseg := forger.Segment(6, 8)
+		fraw := protocoltest.Encode(t, fseg, false)
+		cloud := r.cloud.signer
+		bind := func(n protocol.Nack, ref protocol.SegmentRef) []byte {
+			n.First, n.Last, n.SegKID, n.SegHash, n.At = ref.First, ref.Last, ref.KID, ref.Hash, time.Now().UnixMilli()
+			return cloud.SignNack(n)
+		}
+		forged := protocol.RefOf(fraw, fseg)
+		other := protocol.Stream{Edge: "e2", Epoch: protocol.Epoch{2}}
+		nacks := [][]byte{
+			bind(protocol.Nack{Edge: st.Edge, Epoch: st.Epoch, HWM: 5, Code: protocol.NackUnknown, Reason: "key unknown"}, forged),
+			bind(protocol.Nack{Edge: other.Edge, Epoch: other.Epoch, Code: protocol.NackRevoked, Reason: "revoked"}, forged),
+			bind(protocol.Nack{Edge: st.Edge, Epoch: st.Epoch, HWM: 5, Code: protocol.NackRevoked, Reason: "revoked"},
+				protocol.SegmentRef{First: 6, Last: 8, KID: key("edge").KeyID(), Hash: protocol.Hash{1}}),
+			bind(protocol.Nack{Edge: st.Edge, Epoch: st.Epoch, HWM: 5, Code: protocol.NackUnknown, Reason: "unknown"},
+				protocol.SegmentRef{First: 1, Last: 5, KID: key("attacker").KeyID(), Hash: protocol.RefOf(nil, nil).Hash}),
+		}
+		for _, n := range nacks {
+			r.tr.inject(n)
+		}
+		trimsWithin(t, r, 5)
+		for range 3 { // and again, while segments are in flight
+			r.src.add(3)
+			for _, n := range nacks {
+				r.tr.inject(n)
+			}
+		}
+		trimsWithin(t, r, 2)
+		if s := r.up.Stats(); s.Nacks != 0 || s.IgnoredNacks != 12 || s.WrongStream != 4 {
+			t.Fatalf("%d nacks acted on, %d ignored, %d for another stream; want 0, 12, 4", s.Nacks, s.IgnoredNacks, s.WrongStream)
+		}
+	})
+}
+
+// The hello carries the edge's signed checkpoint of its head, from which
+// alone the cloud records the edge's head (for lag); with everything
+// acknowledged there is none to send.
+func TestSessionHelloCarriesSignedHead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := startMem(t, func(*protocol.Segment) int { return -1 }, nil, 4, 3) // the cloud is silent
+		settle(time.Second)
+		r.tr.mu.Lock()
+		h := r.tr.hellos[0]
+		r.tr.mu.Unlock()
+		cp, err := protocol.VerifyCheckpoint(h.Checkpoint, protocol.NewKeyMap(key("edge").Public()))
+		if err != nil || h.V != protocol.HelloVersion || h.Seq != 7 || cp.Seq != 7 || cp.Stream() != r.src.Stream() {
+			t.Fatalf("hello %+v: checkpoint %+v, %v", h, cp, err)
+		}
+	})
+}
+
+// New records are sent at once, woken by the source's Changed channel: no
+// polling, so in virtual time they go out at the very instant they commit.
+func TestSessionWokenByChanged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := startMem(t, nil, nil)
+		settle(time.Minute) // idle: nothing to send, nothing sent
+		if n := len(r.tr.published()); n != 0 {
+			t.Fatalf("%d sends with an empty outbox", n)
+		}
+		at := time.Now()
+		r.src.add(3)
+		synctest.Wait()
+		p := r.tr.published()
+		if len(p) != 1 || !p[0].at.Equal(at) || r.src.Trimmed() != 3 {
+			t.Fatalf("sends %+v (records committed at %s), trimmed %d", p, at, r.src.Trimmed())
 		}
 	})
 }

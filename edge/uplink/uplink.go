@@ -48,6 +48,10 @@ type Source interface {
 	// Trim forgets records up to a verified receipt's hwm. It refuses a
 	// receipt whose head is not the stored hash at hwm.
 	Trim(r protocol.Receipt) error
+	// Changed returns a channel that is closed when LastSeq next moves; a
+	// new one after each close. The uplink takes it before it reads, so it
+	// never misses a commit and never polls.
+	Changed() <-chan struct{}
 }
 
 // Options configure an Uplink. Zero values take the defaults noted.
@@ -56,17 +60,15 @@ type Options struct {
 	Source    Source
 	CloudKeys protocol.Keys // the pinned cloud key(s)
 
-	Window          int             // segments in flight; default 8
-	MaxSegmentBytes int             // default 256 KiB, at most protocol.MaxSegmentBytes
-	Compress        bool            // zstd
-	RateBytes       int             // bytes per second cap; 0 = no cap
-	HelloTimeout    time.Duration   // wait for the hello's receipt; default 10s
-	AckTimeout      time.Duration   // no progress with segments in flight; default 30s
-	BackoffBase     time.Duration   // default 500ms
-	BackoffMax      time.Duration   // default 15s (edge run --reconnect-max)
-	Poll            time.Duration   // look for new records at least this often; default 250ms
-	Wake            <-chan struct{} // optional: signalled after each outbox commit
-	Agent           string          // software version for the hello
+	Window          int           // segments in flight; default 8
+	MaxSegmentBytes int           // default 256 KiB, at most protocol.MaxSegmentBytes
+	Compress        bool          // zstd
+	RateBytes       int           // bytes per second cap; 0 = no cap
+	HelloTimeout    time.Duration // wait for the hello's receipt; default 10s
+	AckTimeout      time.Duration // no progress with segments in flight; default 30s
+	BackoffBase     time.Duration // default 500ms
+	BackoffMax      time.Duration // default 15s (edge run --reconnect-max)
+	Agent           string        // software version for the hello
 	Now             func() time.Time
 	Logger          *slog.Logger
 }
@@ -84,7 +86,8 @@ type Stats struct {
 	SegmentsSent    uint64    `json:"segments_sent"`
 	BytesSent       uint64    `json:"bytes_sent"`
 	Receipts        uint64    `json:"receipts"`
-	Nacks           uint64    `json:"nacks"`
+	Nacks           uint64    `json:"nacks"`         // nacks acted on
+	IgnoredNacks    uint64    `json:"ignored_nacks"` // stale, replayed, unbound or about segments not sent in this session
 	Rewinds         uint64    `json:"rewinds"`
 	ForgedReplies   uint64    `json:"forged_replies"`
 	ReplayedReplies uint64    `json:"replayed_replies"`
@@ -103,10 +106,21 @@ type Uplink struct {
 	stats Stats
 
 	dropped atomic.Uint64
+
+	// nackAt is the cloud time (at) of the last nack acted on, by the hash
+	// of the segment it refused: a replayed nack carries the same at and is
+	// ignored. Only Run's goroutine (the current session) touches it.
+	nackAt map[protocol.Hash]int64
 }
 
+// maxNackMemory bounds Uplink.nackAt. Forgetting is safe: a replay must
+// still name a segment sent in the current session to be acted on.
+const maxNackMemory = 4096
+
 // RefusedHold is how long the uplink holds its backlog after a nack saying
-// the cloud does not know or has revoked the edge's key.
+// the cloud does not know or has revoked the edge's key. Only a nack bound
+// to a segment this session sent (and so signed by the edge's own key)
+// holds it; see session.bound.
 const RefusedHold = 10 * time.Minute
 
 // errLost ends a session whose transport went away.
@@ -136,16 +150,13 @@ func New(opts Options) (*Uplink, error) {
 	if opts.BackoffMax <= 0 {
 		opts.BackoffMax = 15 * time.Second
 	}
-	if opts.Poll <= 0 {
-		opts.Poll = 250 * time.Millisecond
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	u := &Uplink{o: opts, log: opts.Logger.With("component", "uplink")}
+	u := &Uplink{o: opts, log: opts.Logger.With("component", "uplink"), nackAt: map[protocol.Hash]int64{}}
 	if opts.RateBytes > 0 {
 		// The burst must hold the largest segment, or WaitN could never pass.
 		u.limiter = rate.NewLimiter(rate.Limit(opts.RateBytes), protocol.MaxSegmentBytes)
@@ -220,6 +231,10 @@ func (u *Uplink) backoff(attempt int) time.Duration {
 
 type inflight struct{ first, last uint64 }
 
+// sentSegment is what a session remembers of a segment it published, to
+// bind nacks to it.
+type sentSegment = protocol.SegmentRef
+
 // session is one connection's state machine. Run makes one per Connect;
 // its loop (run) waits for an event and hands it to one step: fill sends
 // segments while the window has room, onReceipt and onNack act on verified
@@ -245,12 +260,16 @@ type session struct {
 		hwm uint64
 		at  time.Time
 	}
+	// sent holds the refs of the segments published in this session that no
+	// receipt has covered yet, by hash: a nack is acted on only when it
+	// names one of them (bound).
+	sent map[protocol.Hash]sentSegment
 }
 
 // session runs one connection. progressed says whether the cloud's
 // watermark moved during it, which resets the reconnect backoff.
 func (u *Uplink) session(ctx context.Context) (progressed bool, err error) {
-	s := &session{u: u, replies: make(chan []byte, 256), stream: u.o.Source.Stream()}
+	s := &session{u: u, replies: make(chan []byte, 256), stream: u.o.Source.Stream(), sent: map[protocol.Hash]sentSegment{}}
 	onReply := func(m []byte) {
 		select {
 		case s.replies <- m:
@@ -278,23 +297,31 @@ func (u *Uplink) session(ctx context.Context) (progressed bool, err error) {
 	return s.progressed, err
 }
 
-// run is the session's loop: fill the window, then wait for one event.
+// run is the session's loop: fill the window, then wait for one event: a
+// reply, new records in the outbox (Source.Changed), or the next deadline
+// (the ack timeout of the segments in flight, or the end of a hold).
 func (s *session) run(ctx context.Context) error {
 	u := s.u
-	poll := time.NewTicker(u.o.Poll)
-	defer poll.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
+		changed := u.o.Source.Changed() // before fill reads, so no commit goes unseen
 		if err := s.fill(ctx); err != nil {
 			return err
+		}
+		var deadline <-chan time.Time
+		if d, ok := s.nextDeadline(); ok {
+			timer.Reset(d)
+			deadline = timer.C
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-u.o.Transport.Lost():
 			return errLost
-		case <-u.o.Wake:
-		case <-poll.C:
-			if len(s.flight) > 0 && u.o.Now().Sub(s.lastProgress) > u.o.AckTimeout {
+		case <-changed:
+		case <-deadline:
+			if len(s.flight) > 0 && u.o.Now().Sub(s.lastProgress) >= u.o.AckTimeout {
 				if err := s.onAckTimeout(ctx); err != nil {
 					return err
 				}
@@ -308,10 +335,28 @@ func (s *session) run(ctx context.Context) error {
 			case r.Receipt != nil:
 				s.onReceipt(*r.Receipt)
 			case r.Nack != nil:
-				s.onNack(*r.Nack)
+				if s.bound(*r.Nack) {
+					s.onNack(*r.Nack)
+				}
 			}
 		}
 	}
+}
+
+// nextDeadline is how long until the session must act without an event:
+// the ack timeout while segments are in flight, or the end of a hold that
+// keeps the window from filling. ok is false when there is none.
+func (s *session) nextDeadline() (d time.Duration, ok bool) {
+	now := s.u.o.Now()
+	if len(s.flight) > 0 {
+		d, ok = max(0, s.lastProgress.Add(s.u.o.AckTimeout).Sub(now)), true
+	}
+	if s.holdUntil.After(now) && len(s.flight) < s.u.o.Window {
+		if h := s.holdUntil.Sub(now); !ok || h < d {
+			d, ok = h, true
+		}
+	}
+	return d, ok
 }
 
 // fill sends segments from next while the window has room and no hold is
@@ -342,6 +387,8 @@ func (s *session) fill(ctx context.Context) error {
 			s.lastProgress = u.o.Now()
 		}
 		s.flight = append(s.flight, inflight{first: seg.First, last: seg.Last})
+		ref := protocol.RefOf(b, seg)
+		s.sent[ref.Hash] = ref
 		s.next = seg.Last + 1
 		next, n := s.next, len(s.flight)
 		u.update(func(s *Stats) {
@@ -385,6 +432,11 @@ func (s *session) onReceipt(r protocol.Receipt) {
 	for len(s.flight) > 0 && s.flight[0].last <= s.acked {
 		s.flight = s.flight[1:]
 	}
+	for h, ref := range s.sent {
+		if ref.Last <= s.acked {
+			delete(s.sent, h)
+		}
+	}
 	if s.next <= s.acked {
 		s.next, s.flight = s.acked+1, nil
 	}
@@ -392,7 +444,38 @@ func (s *session) onReceipt(r protocol.Receipt) {
 	u.update(func(s *Stats) { s.InFlight = n; s.NextSeq = next })
 }
 
-// onNack acts on a verified nack: rewind to the cloud's watermark, and
+// bound reports whether a verified nack (of this session's stream) is one
+// to act on: version 2, about a segment this session published and no
+// receipt has covered (so its seg_kid is the key the edge signed it with),
+// and not a replay of a nack already acted on. Anything else is counted
+// and ignored: a stale or replayed nack, or one about a forged segment on
+// the edge's topic, must not rewind or hold the uplink. A nack acted on
+// uses up its segment until that segment is sent again.
+func (s *session) bound(n protocol.Nack) bool {
+	u := s.u
+	ref := n.Refused()
+	why := ""
+	if n.V != protocol.NackVersion {
+		why = fmt.Sprintf("nack version %d names no segment", n.V)
+	} else if got, ok := s.sent[ref.Hash]; !ok || got != ref {
+		why = "it is not about a segment sent in this session"
+	} else if at, seen := u.nackAt[ref.Hash]; seen && n.At <= at {
+		why = "a replay of a nack already acted on"
+	}
+	if why != "" {
+		u.update(func(s *Stats) { s.IgnoredNacks++ })
+		u.log.Info("ignored a nack", "why", why, "code", n.Code.String(), "first", n.First, "last", n.Last, "seg_kid", string(n.SegKID), "at", n.At)
+		return false
+	}
+	delete(s.sent, ref.Hash)
+	if len(u.nackAt) >= maxNackMemory {
+		clear(u.nackAt)
+	}
+	u.nackAt[ref.Hash] = n.At
+	return true
+}
+
+// onNack acts on a verified, bound nack: rewind to the cloud's watermark, and
 // hold the backlog for a while unless it was a gap.
 func (s *session) onNack(n protocol.Nack) {
 	u := s.u
@@ -428,8 +511,7 @@ func (s *session) onNack(n protocol.Nack) {
 func (u *Uplink) hello(ctx context.Context, replies <-chan []byte) (uint64, error) {
 	src := u.o.Source
 	st := src.Stream()
-	h := protocol.EncodeHello(protocol.Hello{Edge: st.Edge, Epoch: st.Epoch, Seq: src.LastSeq(), SentAt: u.o.Now().UnixMilli(), Agent: u.o.Agent})
-	if err := u.o.Transport.Hello(ctx, h); err != nil {
+	if err := u.o.Transport.Hello(ctx, protocol.EncodeHello(u.helloMessage())); err != nil {
 		return 0, fmt.Errorf("hello: %w", err)
 	}
 	t := time.NewTimer(u.o.HelloTimeout)
@@ -467,6 +549,21 @@ func (u *Uplink) hello(ctx context.Context, replies <-chan []byte) (uint64, erro
 			return rc.HWM, nil
 		}
 	}
+}
+
+// helloMessage is the hello for the outbox as it is now: its head, and the
+// signed checkpoint of that head while the outbox still holds the record
+// (the cloud believes the head, for lag, only from the signature).
+func (u *Uplink) helloMessage() protocol.Hello {
+	src := u.o.Source
+	st := src.Stream()
+	h := protocol.Hello{Edge: st.Edge, Epoch: st.Epoch, Seq: src.LastSeq(), SentAt: u.o.Now().UnixMilli(), Agent: u.o.Agent}
+	if h.Seq > src.AckedSeq() {
+		if seg, err := src.Segment(h.Seq, 0); err == nil && seg != nil && seg.Last == h.Seq {
+			h.Checkpoint = seg.Checkpoint
+		}
+	}
+	return h
 }
 
 // verify checks a reply's signature and stream, counting what it ignores.

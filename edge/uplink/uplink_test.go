@@ -37,6 +37,7 @@ type memSource struct {
 	chain   *protocoltest.Stream
 	cps     map[uint64][]byte // checkpoint by the last seq of its group
 	trimmed uint64
+	changed chan struct{} // closed and replaced by add
 }
 
 func newMemSource(edge string, signer *protocol.Signer) *memSource {
@@ -55,6 +56,19 @@ func (m *memSource) add(n int) {
 		m.chain.Add(r)
 	}
 	m.cps[m.chain.Last()] = m.chain.Checkpoint(m.chain.Last())
+	if m.changed != nil {
+		close(m.changed)
+	}
+	m.changed = make(chan struct{})
+}
+
+func (m *memSource) Changed() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.changed == nil {
+		m.changed = make(chan struct{})
+	}
+	return m.changed
 }
 
 func (m *memSource) Stream() protocol.Stream { return m.chain.Stream }
@@ -170,7 +184,9 @@ func (c *fakeCloud) onSegment(_ *mochi.Client, _ packets.Subscription, pk packet
 	}
 	topic, _ := protocol.EdgeTopic(st.Edge, protocol.KindReceipt)
 	if seg.First > cs.Seq+1 {
-		_ = c.srv.Publish(topic, c.signer.SignNack(protocol.Nack{Edge: st.Edge, Epoch: st.Epoch, HWM: cs.Seq, Head: cs.Head, Code: protocol.NackGap, Reason: "gap"}), false, 1)
+		ref := protocol.RefOf(pk.Payload, seg)
+		_ = c.srv.Publish(topic, c.signer.SignNack(protocol.Nack{Edge: st.Edge, Epoch: st.Epoch, HWM: cs.Seq, Head: cs.Head, Code: protocol.NackGap, Reason: "gap",
+			At: time.Now().UnixMilli(), First: ref.First, Last: ref.Last, SegKID: ref.KID, SegHash: ref.Hash}), false, 1)
 		return
 	}
 	if seg.Last > cs.Seq {
@@ -252,7 +268,7 @@ func newRigDropping(t *testing.T, drop func(*protocol.Segment) bool, mod func(*u
 		t.Fatal(err)
 	}
 	o := uplink.Options{Transport: tr, Source: r.src, CloudKeys: protocol.NewKeyMap(cloudKey.Public()),
-		Window: 4, MaxSegmentBytes: 4 << 10, Poll: 20 * time.Millisecond, BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+		Window: 4, MaxSegmentBytes: 4 << 10, BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
 		HelloTimeout: 2 * time.Second, AckTimeout: time.Second}
 	if mod != nil {
 		mod(&o)
