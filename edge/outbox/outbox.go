@@ -273,6 +273,13 @@ func Open(path string, opts Options) (*Outbox, error) {
 	if o.codec == nil {
 		o.log.Warn("record templates unavailable for this stream; encoding each record in full", "stream", o.stream.String())
 	}
+	if size := fileSize(path); opts.MaxFileBytes > 0 && size >= opts.MaxFileBytes {
+		// A cap lowered below the file's size: start as a full disk would
+		// leave it, draining, rather than refuse to start.
+		o.w.drainOnly, o.w.drainRetryAt = true, opts.Now().Add(drainRetry)
+		o.log.Warn("the outbox file is at or over its cap (--max-file-bytes): drain-only until a receipt trims records; appends are refused",
+			"file_bytes", size, "max_file_bytes", opts.MaxFileBytes)
+	}
 	o.committed = o.w
 	o.publish(o.w, false)
 	go o.run()
