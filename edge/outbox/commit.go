@@ -354,6 +354,7 @@ func (o *Outbox) write(b *batch) error {
 		putHead(bk.meta, st.head, st.headHash, st.headTime),
 		putU64s(bk.meta, metaBytes, uint64(st.ledgerBytes), uint64(st.telBytes)),
 		putU64s(bk.meta, metaShed, st.shed, st.shedUpto),
+		putU64s(bk.meta, metaDedupCut, uint64(st.dedupCut), uint64(st.dedupCutAt)),
 	); err != nil {
 		return err
 	}
@@ -424,6 +425,7 @@ func (o *Outbox) build(reqs []*request, inflight []*batch) *batch {
 	}
 	rd := &reader{db: o.db}
 	defer rd.close()
+	cutoff := o.cutoff(now)
 	st := o.w
 	st.drainOnly = false // a retry: if it commits, the disk has room again
 	b.first = st.head + 1
@@ -432,7 +434,6 @@ func (o *Outbox) build(reqs []*request, inflight []*batch) *batch {
 	if len(inflight) > 0 {
 		visible = inflight[0].first
 	}
-	cutoff := protocol.HLCFromTime(now.Add(-o.opts.DedupWindow))
 	// Size the batch's buffers, and warm the dedup table (see warm).
 	n, size, blobSize := 0, 0, indexHeaderLen
 	for _, rq := range reqs {
@@ -727,8 +728,7 @@ func (o *Outbox) forget(pruned []indexEntryKey) {
 // maintain runs on a timer, with nothing in flight: it prunes the dedup
 // index when appends have not done it.
 func (o *Outbox) maintain() {
-	now := o.opts.Now()
-	cutoff := protocol.HLCFromTime(now.Add(-o.opts.DedupWindow))
+	cutoff := o.cutoff(o.opts.Now())
 	st := o.w
 	if st.idxOldest == 0 || st.idxOldest > st.base || st.idxOldestTime >= cutoff {
 		return

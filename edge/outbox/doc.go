@@ -56,6 +56,8 @@
 //     a receipt, never by a quota.
 //   - meta's head and byte counts match the records (Verify checks them).
 //   - A (device, id) pair appended inside the dedup window maps to one seq.
+//     The window's cutoff moves with real time, not with steps of the wall
+//     clock (window.go).
 //     The table of pairs lives in memory and is rebuilt at Open from the
 //     index blobs, which are kept until their records are trimmed and the
 //     window has passed. The table holds hashes; a hit counts only once the

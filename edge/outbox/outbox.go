@@ -68,6 +68,12 @@ type Options struct {
 	// Now is the wall clock (time.Now when nil). edge_time never goes
 	// backwards even when it does.
 	Now func() time.Time
+	// Monotonic is the time since some fixed start, from a clock that no
+	// step of the wall clock moves. It bounds how fast the dedup window
+	// may move (window.go). When nil: Go's monotonic clock when Now is nil
+	// too, else Now's own elapsed time (so that a test clock drives both;
+	// a test that steps the wall clock gives its own Monotonic).
+	Monotonic func() time.Duration
 	// DedupWindow is how long a (device, id) pair is remembered
 	// (DefaultDedupWindow when 0).
 	DedupWindow time.Duration
@@ -102,6 +108,14 @@ func (o *Options) fill() error {
 	}
 	if o.Signer == nil {
 		return errors.New("no signer: the outbox signs a checkpoint in every commit; pass the edge key")
+	}
+	if o.Monotonic == nil {
+		now := o.Now
+		if now == nil {
+			now = time.Now // with its monotonic reading
+		}
+		start := now()
+		o.Monotonic = func() time.Duration { return now().Sub(start) }
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -152,13 +166,14 @@ type Outbox struct {
 	done chan struct{} // closed when the loop has exited
 
 	// Owned by the builder goroutine (run; and by Open before it starts).
-	w         wstate       // as of the last batch built
-	committed wstate       // as of the last batch committed
-	gen       uint64       // batches built since the last failed commit carry it
-	hlc       protocol.HLC // reads batchNow
-	batchNow  time.Time    // the wall clock as of the batch being built
-	spare     []batchBufs  // buffers of committed batches, to reuse
-	dedup     dedupTable   // hash of (device, id) -> seq; see dedup.go
+	w         wstate        // as of the last batch built
+	committed wstate        // as of the last batch committed
+	gen       uint64        // batches built since the last failed commit carry it
+	hlc       protocol.HLC  // reads batchNow
+	batchNow  time.Time     // the wall clock as of the batch being built
+	spare     []batchBufs   // buffers of committed batches, to reuse
+	cutMono   time.Duration // Options.Monotonic as of the last move of the dedup cutoff
+	dedup     dedupTable    // hash of (device, id) -> seq; see dedup.go
 	// commitHook, when set (tests), runs in the committer just before each
 	// commit and fails it with its error.
 	commitHook func() error
@@ -192,6 +207,9 @@ type wstate struct {
 	shedUpto              uint64 // every record <= shedUpto is ledger or a tombstone
 
 	oldestUnsent protocol.HLCTime // edge_time of hwm+1, 0 when none
+
+	dedupCut   protocol.HLCTime // the dedup window's cutoff (window.go)
+	dedupCutAt int64            // the wall clock (Unix ms) when it was last moved
 
 	// The oldest index blob: its key and latest edge_time (0 when none).
 	idxOldest     uint64
@@ -379,6 +397,7 @@ func (o *Outbox) loadState(tx *bolt.Tx) error {
 		base: m.base, baseHash: m.baseHash, hwm: m.hwm, hwmHead: m.hwmHead,
 		ledgerBytes: m.ledgerBytes, telBytes: m.telBytes,
 		shed: m.shed, shedUpto: m.shedUpto,
+		dedupCut: o.startCutoff(m.dedupCut, m.dedupCutAt), dedupCutAt: o.opts.Now().UnixMilli(),
 	}
 	o.hlc.Observe(m.headTime)
 	c := tx.Bucket(bucketRecords).Cursor()
@@ -390,7 +409,7 @@ func (o *Outbox) loadState(tx *bolt.Tx) error {
 	if err := errors.Join(refreshOldest(idx, &w, 0), refreshOldestUnsent(idx, &w)); err != nil {
 		return err
 	}
-	if err := o.loadDedup(idx); err != nil {
+	if err := o.loadDedup(idx, w.dedupCut); err != nil {
 		return err
 	}
 	o.w = w
@@ -400,8 +419,7 @@ func (o *Outbox) loadState(tx *bolt.Tx) error {
 // loadDedup rebuilds the dedup table from the index blobs inside the
 // window. Blobs are in seq order, so a pair stored twice (again after the
 // window had passed) keeps its latest seq, as it did when it was appended.
-func (o *Outbox) loadDedup(idx *bolt.Bucket) error {
-	cutoff := protocol.HLCFromTime(o.opts.Now().Add(-o.opts.DedupWindow))
+func (o *Outbox) loadDedup(idx *bolt.Bucket, cutoff protocol.HLCTime) error {
 	c := idx.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		ib, err := parseIndexBlob(keySeq(k), v)
@@ -509,7 +527,10 @@ func (o *Outbox) Close() error {
 		// reads it instead of scanning (and mapping) the whole file. Commits
 		// do not store it (NoFreelistSync): after a crash, Open scans.
 		o.db.NoFreelistSync = false
-		if err := o.db.Update(func(*bolt.Tx) error { return nil }); err != nil {
+		// The dedup cutoff goes with it (window.go).
+		if err := o.db.Update(func(tx *bolt.Tx) error {
+			return putU64s(tx.Bucket(bucketMeta), metaDedupCut, uint64(o.w.dedupCut), uint64(o.w.dedupCutAt))
+		}); err != nil {
 			o.log.Warn("store the free-page list at close; the next open scans the file", "err", err)
 		}
 		if err := o.db.Close(); err != nil {

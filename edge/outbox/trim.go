@@ -48,6 +48,7 @@ func (o *Outbox) Trim(r protocol.Receipt) error {
 // trimStep runs one transaction of op and reports whether op is finished.
 func (o *Outbox) trimStep(op *trimOp) bool {
 	now := o.opts.Now()
+	dedupCut := o.cutoff(now)
 	st := o.w
 	finished := false
 	pb := &batch{}
@@ -82,7 +83,7 @@ func (o *Outbox) trimStep(op *trimOp) bool {
 			op.freed = true
 		}
 		// The write transaction serves as the reader; it is not closed here.
-		if err := o.pruneIndex(&reader{tx: tx}, pb, &st, protocol.HLCFromTime(now.Add(-o.opts.DedupWindow)), pruneBlobs); err != nil {
+		if err := o.pruneIndex(&reader{tx: tx}, pb, &st, dedupCut, pruneBlobs); err != nil {
 			return err
 		}
 		for _, k := range pb.idxDel {
@@ -90,7 +91,7 @@ func (o *Outbox) trimStep(op *trimOp) bool {
 				return err
 			}
 		}
-		return nil
+		return putU64s(b.meta, metaDedupCut, uint64(st.dedupCut), uint64(st.dedupCutAt))
 	})
 	if err != nil {
 		if isDiskFull(err) {
