@@ -124,7 +124,7 @@
 // state, the dedup table and the clock, and runs Trim and maintenance while
 // no batch is in flight, taking turns with appends so that neither starves;
 // the committer owns the write transaction of the batch it is given, and
-// is handed at most two batches ahead (commit.go explains how a failed
+// is handed at most two batches ahead (pipeline.go explains how a failed
 // commit unwinds the one built on top of it). Two mutexes guard what callers touch: qmu the queues
 // of appends and trims and the closing flag, mu the published State. They
 // are never held together. Readers (Segment, State, Wait) never block the
