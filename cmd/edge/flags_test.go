@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,5 +102,35 @@ func TestOutboxToolsWithoutOutbox(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("the tools created %s: %v", dir, err)
+	}
+}
+
+// TestOutboxCompactCommand: `edge outbox compact` on a stopped edge's
+// outbox reports the sizes and leaves an outbox that verifies.
+func TestOutboxCompactCommand(t *testing.T) {
+	dir := t.TempDir()
+	m := NewMain(&bytes.Buffer{}, &bytes.Buffer{})
+	if err := m.ParseFlags([]string{"--data-dir", dir, "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0",
+		"--http-listen", "", "--status-listen", "127.0.0.1:0", "--log-level", "error"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	<-m.Ready
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := Run([]string{"outbox", "compact", "--data-dir", dir}, &out, &errb); code != 0 || !strings.Contains(out.String(), "bytes before") {
+		t.Fatalf("outbox compact: exit %d: %s%s", code, out.String(), errb.String())
+	}
+	out.Reset()
+	if code := Run([]string{"outbox", "verify", "--data-dir", dir}, &out, &errb); code != 0 {
+		t.Fatalf("verify after compact: exit %d: %s%s", code, out.String(), errb.String())
 	}
 }

@@ -68,6 +68,7 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case "devices remove":
 		id = fs.String("id", "", "the device id")
 		devicesFlag()
+	case "outbox compact":
 	case "outbox export":
 		from = fs.Uint64("from", 0, "first seq (default: the oldest stored)")
 		to = fs.Uint64("to", 0, "last seq (default: the newest)")
@@ -191,6 +192,17 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		return outbox.Export(outboxPath(dataDir), *from, *to, stdout)
+	case "outbox compact":
+		if err := outboxExists(outboxPath(dataDir)); err != nil {
+			return err
+		}
+		rep, err := outbox.Compact(outboxPath(dataDir))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "compacted %s: %d bytes before, %d after; %d bytes went back to the volume\n",
+			rep.Path, rep.BytesBefore, rep.BytesAfter, rep.BytesBefore-rep.BytesAfter)
+		return nil
 	case "status":
 		return printStatus(ctx, *status, *asJSON, stdout)
 	}

@@ -97,6 +97,8 @@ type Options struct {
 	MaxFileBytes int64
 	// NoSync skips fsync. Tests and benchmarks only: it gives up durability.
 	NoSync bool
+	// NoShrink keeps the file from being compacted online (compact.go).
+	NoShrink bool
 	// Logger receives the outbox's logs (slog.Default when nil), under
 	// component=outbox.
 	Logger *slog.Logger
@@ -148,6 +150,10 @@ var newSeed = maphash.MakeSeed
 // Outbox is the edge's durable store of records waiting for the cloud's
 // receipt. It is safe for concurrent use.
 type Outbox struct {
+	// db is replaced only by an online shrink (compact.go), in the builder
+	// with nothing in flight, under dbmu; Segment, the one reader outside
+	// the write side, holds dbmu's read lock.
+	dbmu   sync.RWMutex
 	db     *bolt.DB
 	path   string
 	opts   Options

@@ -149,6 +149,9 @@ func (o *Outbox) run() {
 				o.qmu.Lock()
 				o.trims = o.trims[1:]
 				o.qmu.Unlock()
+				if trim.freed {
+					o.maybeShrink()
+				}
 			}
 			sinceTrim = 0
 			continue
@@ -167,6 +170,7 @@ func (o *Outbox) run() {
 		case maintain:
 			settle(true)
 			o.maintain()
+			o.maybeShrink()
 			maintain = false
 			continue
 		case closing:

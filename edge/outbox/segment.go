@@ -35,6 +35,8 @@ func (o *Outbox) Segment(from uint64, maxBytes int) (*protocol.Segment, error) {
 		return nil, ErrClosed
 	}
 	var seg *protocol.Segment
+	o.dbmu.RLock()
+	defer o.dbmu.RUnlock()
 	err := o.db.View(func(tx *bolt.Tx) error {
 		var err error
 		seg, err = buildSegment(tx, o.stream, from, maxBytes)
