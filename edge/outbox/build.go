@@ -133,7 +133,7 @@ func (bd *builder) add(pe *prepared, e *Entry, res *Result) error {
 func (bd *builder) encode(e *Entry, class byte, seq uint64, et protocol.HLCTime) []byte {
 	o := bd.o
 	if o.codec == nil {
-		return encodeRecord(o.stream, e, seq, et, bd.st.headHash)
+		return encodeRecord(o.Stream(), e, seq, et, bd.st.headHash)
 	}
 	ext := o.codec.encode(bd.arena, e, class, seq, et, bd.st.headHash)
 	raw := ext[len(bd.arena):len(ext):len(ext)]
@@ -289,7 +289,7 @@ func (o *Outbox) closeRun(b *batch, run *runBuilder, st *wstate) {
 	binary.BigEndian.PutUint64(blob[1:], run.first)
 	binary.BigEndian.PutUint32(blob[9:], uint32(run.n))
 	cp := o.opts.Signer.SignCheckpoint(protocol.Checkpoint{
-		Edge: o.stream.Edge, Epoch: o.stream.Epoch, Seq: st.head, Head: st.headHash, EdgeTime: st.headTime,
+		Edge: o.Stream().Edge, Epoch: o.Stream().Epoch, Seq: st.head, Head: st.headHash, EdgeTime: st.headTime,
 	})
 	k := seqKey(st.head)
 	b.cps = append(b.cps, kv{k, cp})

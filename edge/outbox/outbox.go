@@ -153,19 +153,20 @@ type Outbox struct {
 	// db is replaced only by an online shrink (compact.go), in the builder
 	// with nothing in flight, under dbmu; Segment, the one reader outside
 	// the write side, holds dbmu's read lock.
-	dbmu   sync.RWMutex
-	db     *bolt.DB
-	path   string
-	opts   Options
-	log    *slog.Logger
-	stream protocol.Stream
-	seed   maphash.Seed
-	codec  *codec // nil: encode through protocol (see codec.go)
+	dbmu    sync.RWMutex
+	db      *bolt.DB
+	path    string
+	opts    Options
+	log     *slog.Logger
+	streamp atomic.Pointer[protocol.Stream] // changed by NewEpoch only
+	seed    maphash.Seed
+	codec   *codec // nil: encode through protocol (see codec.go)
 
 	// Guarded by qmu: the requests waiting for the commit loop.
 	qmu     sync.Mutex
 	queue   []*request
 	trims   []*trimOp
+	epochs  []*epochOp
 	closing bool
 
 	wake chan struct{} // cap 1: something was queued
@@ -191,7 +192,10 @@ type Outbox struct {
 	mu      sync.Mutex
 	pub     wstate
 	commits uint64
-	changed chan struct{} // closed and replaced when the head moves
+	// Kept files of earlier epochs (epoch.go), and the epochs started since Open.
+	stuck         []string
+	epochRestarts uint64
+	changed       chan struct{} // closed and replaced when the head moves
 
 	closeOnce sync.Once
 	closeErr  error
@@ -243,6 +247,13 @@ type State struct {
 	Shed                        uint64 // telemetry records replaced by tombstones, ever
 	DrainOnly                   bool   // a full disk stopped appends (ErrDiskFull)
 	Commits                     uint64 // group commits since Open
+
+	// Stuck counts the files of earlier streams kept beside the outbox
+	// after the cloud was found beyond or apart from them (a restored file;
+	// see NewEpoch and StuckFiles), until an operator removes them.
+	// EpochRestarts counts the new epochs started since Open.
+	Stuck         int
+	EpochRestarts uint64
 }
 
 // Open opens the outbox at path, creating it with a new random epoch when it
@@ -253,17 +264,8 @@ func Open(path string, opts Options) (*Outbox, error) {
 	}
 	_, statErr := os.Stat(path)
 	created := errors.Is(statErr, fs.ErrNotExist)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        openTimeout,
-		NoFreelistSync: true, // commits stay small; Close stores the freelist (see there)
-		FreelistType:   bolt.FreelistMapType,
-		NoSync:         opts.NoSync,
-		MaxSize:        int(opts.MaxFileBytes),
-	})
+	db, err := openBolt(path, &opts)
 	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
-			err = ErrLocked
-		}
 		return nil, fmt.Errorf("open outbox %s: %w", path, err)
 	}
 	o := &Outbox{
@@ -293,9 +295,9 @@ func Open(path string, opts Options) (*Outbox, error) {
 	// bbolt's open may have read the whole file (a free-page scan, after a
 	// crash); so did the rebuild of the dedup table. Drop those pages.
 	db.View(func(tx *bolt.Tx) error { releaseMapped(db, tx); return nil })
-	o.codec = newCodec(o.stream)
+	o.codec = newCodec(o.Stream())
 	if o.codec == nil {
-		o.log.Warn("record templates unavailable for this stream; encoding each record in full", "stream", o.stream.String())
+		o.log.Warn("record templates unavailable for this stream; encoding each record in full", "stream", o.Stream().String())
 	}
 	if size := fileSize(path); opts.MaxFileBytes > 0 && size >= opts.MaxFileBytes {
 		// A cap lowered below the file's size: start as a full disk would
@@ -304,12 +306,27 @@ func Open(path string, opts Options) (*Outbox, error) {
 		o.log.Warn("the outbox file is at or over its cap (--max-file-bytes): drain-only until a receipt trims records; appends are refused",
 			"file_bytes", size, "max_file_bytes", opts.MaxFileBytes)
 	}
+	o.stuck = findStuck(filepath.Dir(path))
 	o.committed = o.w
 	o.publish(o.w, false)
 	go o.run()
-	o.log.Info("outbox open", "path", path, "stream", o.stream.String(), "head", o.w.head,
+	o.log.Info("outbox open", "path", path, "stream", o.Stream().String(), "head", o.w.head,
 		"hwm", o.w.hwm, "backlog", o.w.head-o.w.hwm, "dedup_entries", o.dedup.len())
 	return o, nil
+}
+
+func openBolt(path string, opts *Options) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        openTimeout,
+		NoFreelistSync: true, // commits stay small; Close stores the freelist (see there)
+		FreelistType:   bolt.FreelistMapType,
+		NoSync:         opts.NoSync,
+		MaxSize:        int(opts.MaxFileBytes),
+	})
+	if errors.Is(err, berrors.ErrTimeout) {
+		err = ErrLocked
+	}
+	return db, err
 }
 
 // load creates the buckets and the stream of a new file, and rebuilds the
@@ -394,7 +411,7 @@ func (o *Outbox) loadState(tx *bolt.Tx) error {
 	if err != nil {
 		return err
 	}
-	o.stream = m.stream
+	o.streamp.Store(&m.stream)
 	if err := checkPositions(tx, m); err != nil {
 		return err
 	}
@@ -510,7 +527,9 @@ func checkPositions(tx *bolt.Tx, m meta) error {
 }
 
 // Stream returns the outbox's stream (edge and epoch).
-func (o *Outbox) Stream() protocol.Stream { return o.stream }
+// Stream returns the outbox's stream (edge and epoch). It changes only
+// when NewEpoch starts a new one.
+func (o *Outbox) Stream() protocol.Stream { return *o.streamp.Load() }
 
 // Path returns the file the outbox lives in.
 func (o *Outbox) Path() string { return o.path }
@@ -569,15 +588,16 @@ func (o *Outbox) publish(st wstate, moved bool) {
 // State returns a snapshot of the outbox's position and accounting.
 func (o *Outbox) State() State {
 	o.mu.Lock()
-	w, commits := o.pub, o.commits
+	w, commits, stuck, restarts := o.pub, o.commits, o.stuck, o.epochRestarts
 	o.mu.Unlock()
 	s := State{
-		Stream: o.stream, Head: w.head, HeadHash: w.headHash, HWM: w.hwm, Base: w.base,
+		Stream: o.Stream(), Head: w.head, HeadHash: w.headHash, HWM: w.hwm, Base: w.base,
 		Backlog:      w.head - w.hwm,
 		BacklogBytes: w.ledgerBytes + w.telBytes - w.ackedBytes,
 		LedgerBytes:  w.ledgerBytes, TelemetryBytes: w.telBytes,
 		LedgerQuota: o.opts.LedgerQuota, TelemetryQuota: o.opts.TelemetryQuota,
 		Shed: w.shed, DrainOnly: w.drainOnly, Commits: commits,
+		Stuck: len(stuck), EpochRestarts: restarts,
 	}
 	if w.oldestUnsent != 0 && s.Backlog > 0 {
 		s.OldestUnsent = w.oldestUnsent.Time()

@@ -140,8 +140,16 @@ func (o *Outbox) run() {
 	sinceTrim := 0 // batches built since the last trim step
 	for {
 		settle(false)
-		trim, queued, closing := o.peek()
+		trim, epoch, queued, closing := o.peek()
 		switch {
+		case epoch != nil:
+			settle(true)
+			ch, err := o.newEpoch(epoch)
+			o.qmu.Lock()
+			o.epochs = o.epochs[1:]
+			o.qmu.Unlock()
+			epoch.done <- epochResult{ch, err}
+			continue
 		case trim != nil && (!queued || sinceTrim > 0):
 			// Trims and appends take turns, so that neither starves.
 			settle(true)
@@ -190,15 +198,18 @@ func (o *Outbox) run() {
 	}
 }
 
-// peek looks at the queues: the first trim, whether appends wait, and
+// peek looks at the queues: the first trim and new epoch, whether appends wait, and
 // whether the outbox is closing.
-func (o *Outbox) peek() (trim *trimOp, queued, closing bool) {
+func (o *Outbox) peek() (trim *trimOp, epoch *epochOp, queued, closing bool) {
 	o.qmu.Lock()
 	defer o.qmu.Unlock()
 	if len(o.trims) > 0 {
 		trim = o.trims[0]
 	}
-	return trim, len(o.queue) > 0, o.closing
+	if len(o.epochs) > 0 {
+		epoch = o.epochs[0]
+	}
+	return trim, epoch, len(o.queue) > 0, o.closing
 }
 
 // take takes the next batch of append requests, whole, up to MaxBatch

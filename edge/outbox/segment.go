@@ -39,7 +39,7 @@ func (o *Outbox) Segment(from uint64, maxBytes int) (*protocol.Segment, error) {
 	defer o.dbmu.RUnlock()
 	err := o.db.View(func(tx *bolt.Tx) error {
 		var err error
-		seg, err = buildSegment(tx, o.stream, from, maxBytes)
+		seg, err = buildSegment(tx, o.Stream(), from, maxBytes)
 		if seg != nil {
 			n := len(seg.Checkpoint)
 			for _, r := range seg.Records {

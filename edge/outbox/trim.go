@@ -30,8 +30,8 @@ type trimOp struct {
 // needed. Trim returns when the deletion is durable; a large one is done in
 // chunks, with appends committed in between.
 func (o *Outbox) Trim(r protocol.Receipt) error {
-	if r.Stream() != o.stream {
-		return fmt.Errorf("trim: receipt is for stream %s, this outbox is %s: %w", r.Stream(), o.stream, ErrReceipt)
+	if r.Stream() != o.Stream() {
+		return fmt.Errorf("trim: receipt is for stream %s, this outbox is %s: %w", r.Stream(), o.Stream(), ErrReceipt)
 	}
 	op := &trimOp{r: r, done: make(chan error, 1)}
 	o.qmu.Lock()
@@ -47,6 +47,10 @@ func (o *Outbox) Trim(r protocol.Receipt) error {
 
 // trimStep runs one transaction of op and reports whether op is finished.
 func (o *Outbox) trimStep(op *trimOp) bool {
+	if op.r.Stream() != o.Stream() { // NewEpoch ran since Trim was called
+		op.done <- fmt.Errorf("trim: receipt is for stream %s, this outbox is now %s: %w", op.r.Stream(), o.Stream(), ErrReceipt)
+		return true
+	}
 	now := o.opts.Now()
 	dedupCut := o.cutoff(now)
 	st := o.w
