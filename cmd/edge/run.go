@@ -300,23 +300,28 @@ func (m *Main) StatusAddr() string { return m.statusAddr }
 
 // Status is the JSON of GET /v1/status and `edge status`.
 type Status struct {
-	Version         string        `json:"version"`
-	Edge            string        `json:"edge"`
-	Epoch           string        `json:"epoch"`
-	NextSeq         uint64        `json:"next_seq"`
-	AckedHWM        uint64        `json:"acked_hwm"`
-	Backlog         uint64        `json:"backlog"`
-	BacklogBytes    int64         `json:"backlog_bytes"`
-	OldestUnsentAge string        `json:"oldest_unsent_age"`
-	LedgerBytes     int64         `json:"ledger_bytes"`
-	LedgerQuota     int64         `json:"ledger_quota"`
-	TelemetryBytes  int64         `json:"telemetry_bytes"`
-	TelemetryQuota  int64         `json:"telemetry_quota"`
-	Shed            uint64        `json:"shed"`
-	DrainOnly       bool          `json:"drain_only"`
-	DiskFreeBytes   int64         `json:"disk_free_bytes"`
-	Uplink          *uplink.Stats `json:"uplink,omitempty"`
-	Intake          intakeStatus  `json:"intake"`
+	Version         string `json:"version"`
+	Edge            string `json:"edge"`
+	Epoch           string `json:"epoch"`
+	NextSeq         uint64 `json:"next_seq"`
+	AckedHWM        uint64 `json:"acked_hwm"`
+	Backlog         uint64 `json:"backlog"`
+	BacklogBytes    int64  `json:"backlog_bytes"`
+	OldestUnsentAge string `json:"oldest_unsent_age"`
+	LedgerBytes     int64  `json:"ledger_bytes"`
+	LedgerQuota     int64  `json:"ledger_quota"`
+	TelemetryBytes  int64  `json:"telemetry_bytes"`
+	TelemetryQuota  int64  `json:"telemetry_quota"`
+	Shed            uint64 `json:"shed"`
+	DrainOnly       bool   `json:"drain_only"`
+	// StuckOutboxes are files of earlier epochs kept after the cloud was
+	// found past them (a restored outbox); an operator reconciles and
+	// removes them (docs/OPERATIONS.md).
+	StuckOutboxes []string      `json:"stuck_outboxes,omitempty"`
+	EpochRestarts uint64        `json:"epoch_restarts,omitempty"`
+	DiskFreeBytes int64         `json:"disk_free_bytes"`
+	Uplink        *uplink.Stats `json:"uplink,omitempty"`
+	Intake        intakeStatus  `json:"intake"`
 }
 
 type intakeStatus struct {
@@ -336,6 +341,7 @@ func (m *Main) Status() Status {
 		AckedHWM: st.HWM, Backlog: st.Backlog, BacklogBytes: st.BacklogBytes, OldestUnsentAge: st.OldestUnsentAge.Round(time.Millisecond).String(),
 		LedgerBytes: st.LedgerBytes, LedgerQuota: st.LedgerQuota, TelemetryBytes: st.TelemetryBytes, TelemetryQuota: st.TelemetryQuota,
 		Shed: st.Shed, DrainOnly: st.DrainOnly, DiskFreeBytes: diskFree(m.Config.DataDir),
+		StuckOutboxes: m.ob.StuckFiles(), EpochRestarts: st.EpochRestarts,
 	}
 	if m.up != nil {
 		u := m.up.Stats()
@@ -378,6 +384,8 @@ func (m *Main) registerMetrics(reg *prometheus.Registry) {
 		return 0
 	})
 	counter("outbox_shed_total", "Telemetry records shed to tombstones.", func() float64 { return float64(m.ob.State().Shed) })
+	gauge("outbox_stuck_files", "Outbox files of earlier epochs kept after the cloud was found past them (a restored outbox): alarm on > 0.", func() float64 { return float64(m.ob.State().Stuck) })
+	counter("outbox_epoch_restarts_total", "New epochs started because the cloud was past the outbox's stream.", func() float64 { return float64(m.ob.State().EpochRestarts) })
 	counter("outbox_commits_total", "Group commits since start.", func() float64 { return float64(m.ob.State().Commits) })
 	in := func(f func(*intake.Metrics) uint64) func() float64 {
 		return func() float64 {
@@ -445,6 +453,35 @@ func (s outboxSource) Segment(from uint64, maxBytes int) (*protocol.Segment, err
 	return s.ob.Segment(from, maxBytes)
 }
 func (s outboxSource) Trim(r protocol.Receipt) error { return s.ob.Trim(r) }
+
+// Diverges and Diverged make the outbox an uplink.Diverger: a restored,
+// older outbox file is left for a new epoch when the cloud's receipt shows
+// the cloud past it (outbox.NewEpoch), and the new stream's first record
+// says so (epochRestartedType), so that the cloud's ledger has it too.
+func (s outboxSource) Diverges(r protocol.Receipt) (bool, error) { return s.ob.Diverges(r) }
+
+func (s outboxSource) Diverged(r protocol.Receipt) error {
+	reason := fmt.Sprintf("the cloud's receipt is at seq %d (head %s); the outbox's head is %d", r.HWM, r.Head, s.ob.State().Head)
+	ch, err := s.ob.NewEpoch(reason)
+	if err != nil {
+		return err
+	}
+	body, err := protocol.NewBody(map[string]any{
+		"old_epoch": ch.Old.Epoch.String(), "old_head": ch.Head, "old_acked": ch.HWM,
+		"cloud_hwm": r.HWM, "kept_as": filepath.Base(ch.Stuck),
+		"reason": "the cloud's stream is beyond or apart from the outbox: an older outbox file was restored",
+	})
+	if err != nil {
+		return nil // the new epoch stands; the record is only the cloud's copy of the alarm
+	}
+	ev := protocol.Event{ID: "epoch-" + ch.New.Epoch.String(), Type: epochRestartedType, TS: time.Now(), Body: body}
+	s.ob.AppendFunc([]outbox.Entry{{Device: ch.New.Edge, Event: ev}}, func([]outbox.Result, error) {})
+	return nil
+}
+
+// epochRestartedType is the record the edge writes first in a new epoch it
+// started because the cloud was past the old one (a restored outbox).
+const epochRestartedType = "edge.epoch_restarted"
 
 // outboxAppender adapts the outbox to intake.Appender.
 type outboxAppender struct{ ob *outbox.Outbox }

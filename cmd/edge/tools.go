@@ -51,6 +51,10 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if name != "status" {
 		dataDirFlag(fs, &dataDir)
 	}
+	var file string
+	if strings.HasPrefix(name, "outbox ") {
+		fs.StringVar(&file, "file", "", "the outbox file (default <data-dir>/outbox.db; one kept after a restore is <data-dir>/"+outbox.StuckPrefix+"<epoch>"+outbox.StuckSuffix+")")
+	}
 	fs.StringVar(&cfg, "config", "", "optional config file of 'name = value' lines")
 	switch name {
 	case "key show", "outbox verify", "outbox inspect":
@@ -84,6 +88,9 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if devices == "" {
 		devices = filepath.Join(dataDir, "devices.json")
+	}
+	if file == "" {
+		file = outboxPath(dataDir)
 	}
 	out := func(v any) error {
 		enc := json.NewEncoder(stdout)
@@ -141,7 +148,7 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "removed device %s; it can no longer connect\n", *id)
 		return nil
 	case "outbox verify":
-		path := outboxPath(dataDir)
+		path := file
 		if err := outboxExists(path); err != nil {
 			return err
 		}
@@ -168,10 +175,10 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintln(stdout, "ok: chain and checkpoints verify")
 		return nil
 	case "outbox inspect":
-		if err := outboxExists(outboxPath(dataDir)); err != nil {
+		if err := outboxExists(file); err != nil {
 			return err
 		}
-		info, err := outbox.Inspect(outboxPath(dataDir))
+		info, err := outbox.Inspect(file)
 		if err != nil {
 			return err
 		}
@@ -188,15 +195,15 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(tw, "checkpoints\t%d\n", info.Checkpoints)
 		return tw.Flush()
 	case "outbox export":
-		if err := outboxExists(outboxPath(dataDir)); err != nil {
+		if err := outboxExists(file); err != nil {
 			return err
 		}
-		return outbox.Export(outboxPath(dataDir), *from, *to, stdout)
+		return outbox.Export(file, *from, *to, stdout)
 	case "outbox compact":
-		if err := outboxExists(outboxPath(dataDir)); err != nil {
+		if err := outboxExists(file); err != nil {
 			return err
 		}
-		rep, err := outbox.Compact(outboxPath(dataDir))
+		rep, err := outbox.Compact(file)
 		if err != nil {
 			return err
 		}
@@ -299,6 +306,9 @@ func printStatus(ctx context.Context, addr string, asJSON bool, stdout io.Writer
 	fmt.Fprintf(tw, "backlog\t%d records, %d bytes, oldest unsent %s\n", s.Backlog, s.BacklogBytes, s.OldestUnsentAge)
 	fmt.Fprintf(tw, "quotas\tledger %d/%d bytes, telemetry %d/%d bytes, %d shed\n", s.LedgerBytes, s.LedgerQuota, s.TelemetryBytes, s.TelemetryQuota, s.Shed)
 	fmt.Fprintf(tw, "disk\t%d bytes free, drain-only %v\n", s.DiskFreeBytes, s.DrainOnly)
+	for _, f := range s.StuckOutboxes {
+		fmt.Fprintf(tw, "ALARM\tstuck outbox %s: the cloud was past it (a restored outbox?); a new epoch took over. Reconcile with `edge outbox export --file %s`, then remove it\n", f, f)
+	}
 	if u := s.Uplink; u != nil {
 		last := "never"
 		if !u.LastReceipt.IsZero() {
