@@ -38,3 +38,21 @@ func TestServeFlagValues(t *testing.T) {
 		}
 	}
 }
+
+// TestNATSStreamFlags: the stream's byte cap takes units, and neither cap
+// takes zero.
+func TestNATSStreamFlags(t *testing.T) {
+	m := NewMain(&bytes.Buffer{}, &bytes.Buffer{})
+	if err := m.ParseFlags([]string{"--nats-max-bytes", "2GiB", "--nats-max-per-edge", "32"}); err != nil {
+		t.Fatal(err)
+	}
+	if c := m.Config.NATS; c.MaxBytes != 2<<30 || c.MaxPerEdge != 32 {
+		t.Fatalf("got %d, %d", c.MaxBytes, c.MaxPerEdge)
+	}
+	for _, args := range [][]string{{"--nats-max-bytes", "0"}, {"--nats-max-per-edge", "0"}, {"--nats-max-bytes", "-1GiB"}} {
+		m := NewMain(&bytes.Buffer{}, &bytes.Buffer{})
+		if err := m.ParseFlags(args); err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("%q: %v", args, err)
+		}
+	}
+}

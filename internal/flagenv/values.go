@@ -134,36 +134,36 @@ func BytesVar[T integer](fs *flag.FlagSet, p *T, name string, value T, r Range, 
 	fs.Var(&bytesValue[T]{p, r}, name, usage)
 }
 
-type intValue struct {
-	p *int
+type intValue[T integer] struct {
+	p *T
 	r Range
 }
 
-func (v *intValue) String() string {
+func (v *intValue[T]) String() string {
 	if v == nil || v.p == nil {
 		return ""
 	}
-	return strconv.Itoa(*v.p)
+	return strconv.FormatInt(int64(*v.p), 10)
 }
 
-func (v *intValue) kind() string { return "int" }
+func (v *intValue[T]) kind() string { return "int" }
 
-func (v *intValue) Set(s string) error {
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 0)
-	if err != nil {
+func (v *intValue[T]) Set(s string) error {
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || int64(T(n)) != n {
 		return fmt.Errorf("%q is not a whole number", s)
 	}
 	if err := v.r.check(n, func(n int64) string { return strconv.FormatInt(n, 10) }); err != nil {
 		return err
 	}
-	*v.p = int(n)
+	*v.p = T(n)
 	return nil
 }
 
 // IntVar defines an integer flag whose value must be in r.
-func IntVar(fs *flag.FlagSet, p *int, name string, value int, r Range, usage string) {
+func IntVar[T integer](fs *flag.FlagSet, p *T, name string, value T, r Range, usage string) {
 	*p = value
-	fs.Var(&intValue{p, r}, name, usage)
+	fs.Var(&intValue[T]{p, r}, name, usage)
 }
 
 type durationValue struct {
