@@ -16,6 +16,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	ingestnats "github.com/outpost-edge/outpost/cloud/ingest/nats"
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -62,13 +63,13 @@ func natsFlags(fs *flag.FlagSet, c *natsConfig) {
 	fs.StringVar(&c.Stream, "nats-stream", ingestnats.DefaultStream, "JetStream stream of segments (created at start-up when missing, checked otherwise)")
 	fs.StringVar(&c.Subjects, "nats-subjects", protocol.SegmentFilterNATS, "the stream's subjects, comma-separated")
 	fs.StringVar(&c.Retention, "nats-retention", ingestnats.DefaultRetention, "the stream's retention: workqueue (removed once committed) or limits (kept for --nats-max-age)")
-	fs.DurationVar(&c.MaxAge, "nats-max-age", ingestnats.DefaultMaxAge, "how long the stream keeps a segment; edges resend anything older that the ledger lacks")
-	fs.IntVar(&c.Replicas, "nats-replicas", ingestnats.DefaultReplicas, "the stream's replicas (3 on a 3-node JetStream cluster)")
-	fs.Int64Var(&c.MaxBytes, "nats-max-bytes", ingestnats.DefaultMaxBytes, "the stream's byte cap; when full it refuses new segments (edges back off and buffer), it never drops stored ones")
-	fs.Int64Var(&c.MaxPerEdge, "nats-max-per-edge", ingestnats.DefaultMaxPerEdge, "segments one edge may have in the stream at once (its share); beyond, that edge's publishes are refused and it backs off")
+	flagenv.DurationVar(fs, &c.MaxAge, "nats-max-age", ingestnats.DefaultMaxAge, flagenv.Durations(time.Minute, 0, ""), "how long the stream keeps a segment; edges resend anything older that the ledger lacks")
+	flagenv.IntVar(fs, &c.Replicas, "nats-replicas", ingestnats.DefaultReplicas, flagenv.Range{Min: 1, Max: 5}, "the stream's replicas (3 on a 3-node JetStream cluster)")
+	flagenv.BytesVar(fs, &c.MaxBytes, "nats-max-bytes", ingestnats.DefaultMaxBytes, flagenv.Range{Min: 1 << 20}, "the stream's byte cap, such as 4GiB; when full it refuses new segments (edges back off and buffer), it never drops stored ones")
+	flagenv.IntVar(fs, &c.MaxPerEdge, "nats-max-per-edge", ingestnats.DefaultMaxPerEdge, flagenv.Range{Min: 1}, "segments one edge may have in the stream at once (its share); beyond, that edge's publishes are refused and it backs off")
 	fs.StringVar(&c.Consumer, "nats-consumer", ingestnats.DefaultConsumer, "durable pull consumer that every cloud process shares; also the hello queue group")
-	fs.DurationVar(&c.AckWait, "nats-ack-wait", ingestnats.DefaultAckWait, "JetStream redelivers a segment not acked (committed) within this time; see docs/TRANSPORTS.md")
-	fs.IntVar(&c.MaxAckPending, "nats-max-ack-pending", ingestnats.DefaultMaxAckPending, "segments delivered and not yet acked, across all cloud processes: the cloud's memory bound and backpressure")
+	flagenv.DurationVar(fs, &c.AckWait, "nats-ack-wait", ingestnats.DefaultAckWait, flagenv.Durations(time.Second, 0, ""), "JetStream redelivers a segment not acked (committed) within this time; see docs/TRANSPORTS.md")
+	flagenv.IntVar(fs, &c.MaxAckPending, "nats-max-ack-pending", ingestnats.DefaultMaxAckPending, flagenv.Range{Min: 1, Max: 1 << 20}, "segments delivered and not yet acked, across all cloud processes: the cloud's memory bound and backpressure")
 }
 
 func (c *natsConfig) enabled() bool { return c.URL != "" || c.Embedded }

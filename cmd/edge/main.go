@@ -8,7 +8,7 @@
 //	edge key show          print this edge's public key
 //	edge key rotate        make a new key, register it, then switch to it
 //	edge devices add|list|remove   manage device credentials
-//	edge outbox verify|inspect|export   offline outbox tools
+//	edge outbox verify|inspect|export|compact   offline outbox tools
 //	edge status            print the running daemon's status
 //	edge supervise         run the current release, commit or roll back updates
 //	edge ota init|adopt|status|check|install   the updater (docs/OTA.md)
@@ -42,6 +42,7 @@ Commands:
   outbox verify                         check the outbox's chain and signatures offline
   outbox inspect                        summarize the outbox (counts, bytes, backlog, quotas)
   outbox export [--from N] [--to N]     print records as JSON lines
+  outbox compact                        give the file's free space back to the volume (edge stopped)
   status                                print the running daemon's status
   supervise [-- edge run flags]         run the current release under the updater's probation and rollback
   ota init|adopt|status|check|install   the updater's trust and releases (edge ota --help; docs/OTA.md)

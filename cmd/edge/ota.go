@@ -84,8 +84,12 @@ func runOTA(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	channel := fs.String("channel", "stable", "check: the channel to list")
 	probation := fs.Duration("probation", 15*time.Minute, "install: the pending deadline: by then the release must have committed, or it is rolled back")
 	asJSON := fs.Bool("json", false, "print JSON")
-	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: edge ota "+name+" [flags]")
-	if err := flagenv.Parse(fs, rest, "OUTPOST_", "config"); err != nil {
+	usage, maxArgs := "Usage: edge ota "+name+" [flags]", 0
+	if name == "install" {
+		usage, maxArgs = "Usage: edge ota install [flags] FILE", 1
+	}
+	fs.Usage = flagenv.Usage(fs, "OUTPOST_", usage)
+	if err := flagenv.ParseArgs(fs, rest, "OUTPOST_", "config", maxArgs); err != nil {
 		return err
 	}
 	out := func(v any) error {

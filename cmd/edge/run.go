@@ -98,17 +98,19 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&c.HTTPListen, "http-listen", ":8081", "address of the devices' HTTP intake, POST /v1/events (empty: none)")
 	fs.StringVar(&c.StatusListen, "status-listen", "127.0.0.1:8082", "address of /v1/status, /metrics and /healthz")
 	fs.StringVar(&c.Devices, "devices", "", "device credentials file (default <data-dir>/devices.json; manage with 'edge devices')")
-	fs.Int64Var(&c.LedgerQuota, "ledger-quota", outbox.DefaultLedgerQuota, "bytes of ledger records the outbox may hold; beyond, new ledger events are refused")
-	fs.Int64Var(&c.TelemetryQuota, "telemetry-quota", outbox.DefaultTelemetryQuota, "bytes of telemetry records; beyond, the oldest are shed to tombstones")
-	fs.Int64Var(&c.MaxFileBytes, "max-file-bytes", 0, "cap on the outbox file; reaching it acts like a full disk (0: no cap)")
-	fs.DurationVar(&c.DedupWindow, "dedup-window", outbox.DefaultDedupWindow, "how long a (device, id) is remembered for deduplication")
-	fs.DurationVar(&c.Retain, "retain", 0, "keep acknowledged records this long for local reports")
-	fs.IntVar(&c.Window, "window", 8, "uplink: segments in flight")
-	fs.IntVar(&c.SegmentBytes, "segment-bytes", 256<<10, "uplink: largest segment in bytes")
+	// Sizes take units (1GiB, 256MiB); every number is range-checked
+	// (flagenv), so a bad value stops start-up naming the flag and the range.
+	flagenv.BytesVar(fs, &c.LedgerQuota, "ledger-quota", outbox.DefaultLedgerQuota, flagenv.Range{Min: 1}, "bytes of ledger records the outbox may hold, such as 1GiB; beyond, new ledger events are refused")
+	flagenv.BytesVar(fs, &c.TelemetryQuota, "telemetry-quota", outbox.DefaultTelemetryQuota, flagenv.Range{Min: 1}, "bytes of telemetry records, such as 256MiB; beyond, the oldest are shed to tombstones")
+	flagenv.BytesVar(fs, &c.MaxFileBytes, "max-file-bytes", 0, flagenv.Range{Min: 1 << 20, Zero: "no cap"}, "cap on the outbox file, such as 4GiB; reaching it (or starting above it) acts like a full disk: drain-only (0: no cap)")
+	flagenv.DurationVar(fs, &c.DedupWindow, "dedup-window", outbox.DefaultDedupWindow, flagenv.Durations(time.Second, 0, ""), "how long a (device, id) is remembered for deduplication")
+	flagenv.DurationVar(fs, &c.Retain, "retain", 0, flagenv.Durations(0, 0, ""), "keep acknowledged records this long for local reports")
+	flagenv.IntVar(fs, &c.Window, "window", 8, flagenv.Range{Min: 1, Max: 1024}, "uplink: segments in flight")
+	flagenv.BytesVar(fs, &c.SegmentBytes, "segment-bytes", 256<<10, flagenv.Range{Min: 64 << 10, Max: protocol.MaxSegmentBytes}, "uplink: largest segment, such as 256KiB")
 	fs.BoolVar(&c.Compress, "compress", false, "uplink: zstd-compress segments")
-	fs.IntVar(&c.RateBytes, "rate-bytes", 0, "uplink: cap in bytes per second for thin links (0: none)")
-	fs.DurationVar(&c.AckTimeout, "ack-timeout", 30*time.Second, "uplink: resend when no receipt arrives for this long")
-	fs.DurationVar(&c.ReconnectMax, "reconnect-max", 15*time.Second, "uplink: longest wait between reconnect attempts (exponential backoff with full jitter up to this); it bounds how long a restored link stays unused")
+	flagenv.BytesVar(fs, &c.RateBytes, "rate-bytes", 0, flagenv.Range{Min: 1 << 10, Zero: "none"}, "uplink: cap in bytes per second for thin links, such as 64KiB (0: none)")
+	flagenv.DurationVar(fs, &c.AckTimeout, "ack-timeout", 30*time.Second, flagenv.Durations(100*time.Millisecond, 0, ""), "uplink: resend when no receipt arrives for this long")
+	flagenv.DurationVar(fs, &c.ReconnectMax, "reconnect-max", 15*time.Second, flagenv.Durations(100*time.Millisecond, 0, ""), "uplink: longest wait between reconnect attempts (exponential backoff with full jitter up to this); it bounds how long a restored link stays unused")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.Config, "config", "", "optional config file of 'name = value' lines (names are the flag names)")
@@ -296,23 +298,28 @@ func (m *Main) StatusAddr() string { return m.statusAddr }
 
 // Status is the JSON of GET /v1/status and `edge status`.
 type Status struct {
-	Version         string        `json:"version"`
-	Edge            string        `json:"edge"`
-	Epoch           string        `json:"epoch"`
-	NextSeq         uint64        `json:"next_seq"`
-	AckedHWM        uint64        `json:"acked_hwm"`
-	Backlog         uint64        `json:"backlog"`
-	BacklogBytes    int64         `json:"backlog_bytes"`
-	OldestUnsentAge string        `json:"oldest_unsent_age"`
-	LedgerBytes     int64         `json:"ledger_bytes"`
-	LedgerQuota     int64         `json:"ledger_quota"`
-	TelemetryBytes  int64         `json:"telemetry_bytes"`
-	TelemetryQuota  int64         `json:"telemetry_quota"`
-	Shed            uint64        `json:"shed"`
-	DrainOnly       bool          `json:"drain_only"`
-	DiskFreeBytes   int64         `json:"disk_free_bytes"`
-	Uplink          *uplink.Stats `json:"uplink,omitempty"`
-	Intake          intakeStatus  `json:"intake"`
+	Version         string `json:"version"`
+	Edge            string `json:"edge"`
+	Epoch           string `json:"epoch"`
+	NextSeq         uint64 `json:"next_seq"`
+	AckedHWM        uint64 `json:"acked_hwm"`
+	Backlog         uint64 `json:"backlog"`
+	BacklogBytes    int64  `json:"backlog_bytes"`
+	OldestUnsentAge string `json:"oldest_unsent_age"`
+	LedgerBytes     int64  `json:"ledger_bytes"`
+	LedgerQuota     int64  `json:"ledger_quota"`
+	TelemetryBytes  int64  `json:"telemetry_bytes"`
+	TelemetryQuota  int64  `json:"telemetry_quota"`
+	Shed            uint64 `json:"shed"`
+	DrainOnly       bool   `json:"drain_only"`
+	// StuckOutboxes are files of earlier epochs kept after the cloud was
+	// found past them (a restored outbox); an operator reconciles and
+	// removes them (docs/OPERATIONS.md).
+	StuckOutboxes []string      `json:"stuck_outboxes,omitempty"`
+	EpochRestarts uint64        `json:"epoch_restarts,omitempty"`
+	DiskFreeBytes int64         `json:"disk_free_bytes"`
+	Uplink        *uplink.Stats `json:"uplink,omitempty"`
+	Intake        intakeStatus  `json:"intake"`
 }
 
 type intakeStatus struct {
@@ -332,6 +339,7 @@ func (m *Main) Status() Status {
 		AckedHWM: st.HWM, Backlog: st.Backlog, BacklogBytes: st.BacklogBytes, OldestUnsentAge: st.OldestUnsentAge.Round(time.Millisecond).String(),
 		LedgerBytes: st.LedgerBytes, LedgerQuota: st.LedgerQuota, TelemetryBytes: st.TelemetryBytes, TelemetryQuota: st.TelemetryQuota,
 		Shed: st.Shed, DrainOnly: st.DrainOnly, DiskFreeBytes: diskFree(m.Config.DataDir),
+		StuckOutboxes: m.ob.StuckFiles(), EpochRestarts: st.EpochRestarts,
 	}
 	if m.up != nil {
 		u := m.up.Stats()
@@ -374,6 +382,8 @@ func (m *Main) registerMetrics(reg *prometheus.Registry) {
 		return 0
 	})
 	counter("outbox_shed_total", "Telemetry records shed to tombstones.", func() float64 { return float64(m.ob.State().Shed) })
+	gauge("outbox_stuck_files", "Outbox files of earlier epochs kept after the cloud was found past them (a restored outbox): alarm on > 0.", func() float64 { return float64(m.ob.State().Stuck) })
+	counter("outbox_epoch_restarts_total", "New epochs started because the cloud was past the outbox's stream.", func() float64 { return float64(m.ob.State().EpochRestarts) })
 	counter("outbox_commits_total", "Group commits since start.", func() float64 { return float64(m.ob.State().Commits) })
 	in := func(f func(*intake.Metrics) uint64) func() float64 {
 		return func() float64 {
@@ -424,6 +434,35 @@ func (s outboxSource) Segment(from uint64, maxBytes int) (*protocol.Segment, err
 }
 func (s outboxSource) Trim(r protocol.Receipt) error { return s.ob.Trim(r) }
 func (s outboxSource) Changed() <-chan struct{}      { return s.ob.Changed() }
+
+// Diverges and Diverged make the outbox an uplink.Diverger: a restored,
+// older outbox file is left for a new epoch when the cloud's receipt shows
+// the cloud past it (outbox.NewEpoch), and the new stream's first record
+// says so (epochRestartedType), so that the cloud's ledger has it too.
+func (s outboxSource) Diverges(r protocol.Receipt) (bool, error) { return s.ob.Diverges(r) }
+
+func (s outboxSource) Diverged(r protocol.Receipt) error {
+	reason := fmt.Sprintf("the cloud's receipt is at seq %d (head %s); the outbox's head is %d", r.HWM, r.Head, s.ob.State().Head)
+	ch, err := s.ob.NewEpoch(reason)
+	if err != nil {
+		return err
+	}
+	body, err := protocol.NewBody(map[string]any{
+		"old_epoch": ch.Old.Epoch.String(), "old_head": ch.Head, "old_acked": ch.HWM,
+		"cloud_hwm": r.HWM, "kept_as": filepath.Base(ch.Stuck),
+		"reason": "the cloud's stream is beyond or apart from the outbox: an older outbox file was restored",
+	})
+	if err != nil {
+		return nil // the new epoch stands; the record is only the cloud's copy of the alarm
+	}
+	ev := protocol.Event{ID: "epoch-" + ch.New.Epoch.String(), Type: epochRestartedType, TS: time.Now(), Body: body}
+	s.ob.AppendFunc([]outbox.Entry{{Device: ch.New.Edge, Event: ev}}, func([]outbox.Result, error) {})
+	return nil
+}
+
+// epochRestartedType is the record the edge writes first in a new epoch it
+// started because the cloud was past the old one (a restored outbox).
+const epochRestartedType = "edge.epoch_restarted"
 
 // outboxAppender adapts the outbox to intake.Appender.
 type outboxAppender struct{ ob *outbox.Outbox }

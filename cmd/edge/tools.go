@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -33,24 +36,62 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fs := flag.NewFlagSet("edge "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var dataDir, cfg string
-	dataDirFlag(fs, &dataDir)
+	// Each command defines only the flags it reads, so that its --help
+	// lists only those.
+	var dataDir, cfg, devices string
+	var id, secret, cloud, token, status *string
+	var from, to *uint64
+	asJSON := new(bool)
+	jsonFlag := func() { fs.BoolVar(asJSON, "json", false, "print JSON") }
+	devicesFlag := func() {
+		fs.StringVar(&devices, "devices", "", "the device credentials file (default <data-dir>/devices.json)")
+	}
+	if name != "status" {
+		dataDirFlag(fs, &dataDir)
+	}
+	var file string
+	if strings.HasPrefix(name, "outbox ") {
+		fs.StringVar(&file, "file", "", "the outbox file (default <data-dir>/outbox.db; one kept after a restore is <data-dir>/"+outbox.StuckPrefix+"<epoch>"+outbox.StuckSuffix+")")
+	}
 	fs.StringVar(&cfg, "config", "", "optional config file of 'name = value' lines")
-	cloud := fs.String("cloud", "", "enroll, key rotate: the cloud's API URL, such as http://cloud.example:18080 (key rotate: default the enrolled one)")
-	token := fs.String("token", "", "enroll: the one-time enrollment token from 'cloud tokens create --edge ID'; key rotate: an admin API token ('cloud tokens create --admin')")
-	id := fs.String("id", "", "devices: the device id")
-	secret := fs.String("secret", "", "devices add: the device's secret (default: generate one)")
-	devices := fs.String("devices", "", "devices: the credentials file (default <data-dir>/devices.json)")
-	from := fs.Uint64("from", 0, "outbox export: first seq (default: the oldest stored)")
-	to := fs.Uint64("to", 0, "outbox export: last seq (default: the newest)")
-	status := fs.String("status-listen", "127.0.0.1:8082", "status: the daemon's --status-listen address")
-	asJSON := fs.Bool("json", false, "print JSON")
+	switch name {
+	case "key show", "outbox verify", "outbox inspect":
+		jsonFlag()
+	case "enroll":
+		cloud = fs.String("cloud", "", "the cloud's API URL, such as http://cloud.example:18080")
+		token = fs.String("token", "", "the one-time enrollment token from 'cloud tokens create --edge ID'")
+	case "key rotate":
+		cloud = fs.String("cloud", "", "the cloud's API URL (default: the enrolled one)")
+		token = fs.String("token", "", "an admin API token ('cloud tokens create --admin')")
+	case "devices add":
+		id = fs.String("id", "", "the device id")
+		secret = fs.String("secret", "", "the device's secret (default: generate one)")
+		devicesFlag()
+	case "devices list":
+		devicesFlag()
+		jsonFlag()
+	case "devices remove":
+		id = fs.String("id", "", "the device id")
+		devicesFlag()
+	case "outbox compact":
+	case "outbox export":
+		from = fs.Uint64("from", 0, "first seq (default: the oldest stored)")
+		to = fs.Uint64("to", 0, "last seq (default: the newest)")
+	case "status":
+		status = fs.String("status-listen", "127.0.0.1:8082", "the daemon's --status-listen address")
+		jsonFlag()
+	default:
+		return usagef("unknown command `edge %s`; see edge --help", name)
+	}
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: edge "+name+" [flags]")
 	if err := flagenv.Parse(fs, rest, "OUTPOST_", "config"); err != nil {
 		return err
 	}
-	if *devices == "" {
-		*devices = filepath.Join(dataDir, "devices.json")
+	if devices == "" {
+		devices = filepath.Join(dataDir, "devices.json")
+	}
+	if file == "" {
+		file = outboxPath(dataDir)
 	}
 	out := func(v any) error {
 		enc := json.NewEncoder(stdout)
@@ -79,7 +120,7 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if *id == "" {
 			return usagef("edge devices add needs --id")
 		}
-		sec, err := intake.AddDevice(*devices, *id, *secret)
+		sec, err := intake.AddDevice(devices, *id, *secret)
 		if err != nil {
 			return err
 		}
@@ -87,7 +128,7 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stderr, "added device %s. Its secret (above) is shown once; the device logs in with user name %q and this secret.\n", *id, *id)
 		return nil
 	case "devices list":
-		list, err := intake.ListDevices(*devices)
+		list, err := intake.ListDevices(devices)
 		if err != nil {
 			return err
 		}
@@ -104,7 +145,7 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if *id == "" {
 			return usagef("edge devices remove needs --id")
 		}
-		if err := intake.RemoveDevice(*devices, *id); err != nil {
+		if err := intake.RemoveDevice(devices, *id); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "removed device %s; it can no longer connect\n", *id)
@@ -112,11 +153,18 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case "outbox verify":
 		// Every key the edge has signed with: a backlog from before a
 		// rotation verifies under the key it was signed with.
+		path := file
+		if err := outboxExists(path); err != nil {
+			return err
+		}
 		keys, err := verifyKeys(dataDir)
 		if err != nil {
 			return err
 		}
-		rep, err := outbox.VerifyKeys(outboxPath(dataDir), keys)
+		rep, err := outbox.VerifyKeys(path, keys)
+		if err != nil && !errors.Is(err, outbox.ErrCorrupt) {
+			return err // it could not be read: no report to show
+		}
 		if *asJSON {
 			_ = out(rep)
 		} else {
@@ -124,12 +172,18 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				rep.Stream, rep.Base+1, rep.Head, rep.HWM, rep.Records, rep.Tombstones, rep.Checkpoints)
 		}
 		if err != nil {
+			if rep.FirstBad == 0 {
+				return err
+			}
 			return fmt.Errorf("first bad seq %d: %s: %w", rep.FirstBad, rep.Problem, err)
 		}
 		fmt.Fprintln(stdout, "ok: chain and checkpoints verify")
 		return nil
 	case "outbox inspect":
-		info, err := outbox.Inspect(outboxPath(dataDir))
+		if err := outboxExists(file); err != nil {
+			return err
+		}
+		info, err := outbox.Inspect(file)
 		if err != nil {
 			return err
 		}
@@ -146,11 +200,35 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(tw, "checkpoints\t%d\n", info.Checkpoints)
 		return tw.Flush()
 	case "outbox export":
-		return outbox.Export(outboxPath(dataDir), *from, *to, stdout)
+		if err := outboxExists(file); err != nil {
+			return err
+		}
+		return outbox.Export(file, *from, *to, stdout)
+	case "outbox compact":
+		if err := outboxExists(file); err != nil {
+			return err
+		}
+		rep, err := outbox.Compact(file)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "compacted %s: %d bytes before, %d after; %d bytes went back to the volume\n",
+			rep.Path, rep.BytesBefore, rep.BytesAfter, rep.BytesBefore-rep.BytesAfter)
+		return nil
 	case "status":
 		return printStatus(ctx, *status, *asJSON, stdout)
 	}
 	return usagef("unknown command `edge %s`; see edge --help", name)
+}
+
+// outboxExists says plainly when there is no outbox to work on, rather
+// than letting a tool report it as a bad file.
+func outboxExists(path string) error {
+	_, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("no outbox at %s: nothing to check; the edge creates it on its first `edge run` (is --data-dir right?)", path)
+	}
+	return err
 }
 
 // enroll sends this edge's public key with a one-time token to the cloud,
@@ -233,6 +311,9 @@ func printStatus(ctx context.Context, addr string, asJSON bool, stdout io.Writer
 	fmt.Fprintf(tw, "backlog\t%d records, %d bytes, oldest unsent %s\n", s.Backlog, s.BacklogBytes, s.OldestUnsentAge)
 	fmt.Fprintf(tw, "quotas\tledger %d/%d bytes, telemetry %d/%d bytes, %d shed\n", s.LedgerBytes, s.LedgerQuota, s.TelemetryBytes, s.TelemetryQuota, s.Shed)
 	fmt.Fprintf(tw, "disk\t%d bytes free, drain-only %v\n", s.DiskFreeBytes, s.DrainOnly)
+	for _, f := range s.StuckOutboxes {
+		fmt.Fprintf(tw, "ALARM\tstuck outbox %s: the cloud was past it (a restored outbox?); a new epoch took over. Reconcile with `edge outbox export --file %s`, then remove it\n", f, f)
+	}
 	if u := s.Uplink; u != nil {
 		last := "never"
 		if !u.LastReceipt.IsZero() {

@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 
 	"github.com/outpost-edge/outpost/edge/outbox"
@@ -62,4 +63,51 @@ func TestFileCapDrainsOnly(t *testing.T) {
 	if err != nil || res[0].Seq != stored+1 {
 		t.Fatalf("append after the trim: %+v %v", res, err)
 	}
+}
+
+// TestReopenBelowFileCap: an outbox reopened with MaxFileBytes below its
+// file's size opens (the README promises drain-only, not a refusal to
+// start): appends are refused with ErrDiskFull, State says DrainOnly from
+// the start, and the backlog is still read and trimmed, after which appends
+// work again.
+func TestReopenBelowFileCap(t *testing.T) {
+	b := MustOpen(t)
+	for i := range 40 {
+		es := make([]outbox.Entry, 100)
+		for j := range es {
+			es[j] = entry("dev-1", fmt.Sprintf("%d-%d", i, j), "sale.completed")
+		}
+		b.MustAppend(t, es...)
+	}
+	head := b.State().Head
+	size := fileSizeOf(t, b.Path)
+	b.Opts.MaxFileBytes = size / 2
+	b.Reopen(t)
+	if st := b.State(); !st.DrainOnly {
+		t.Fatalf("reopened with a cap of %d below the file's %d bytes: not drain-only: %+v", size/2, size, st)
+	}
+	if _, err := b.Append(t.Context(), []outbox.Entry{entry("dev-2", "x", "sale.completed")}); !errors.Is(err, outbox.ErrDiskFull) {
+		t.Fatalf("append over the cap: %v", err)
+	}
+	if recs, _ := walk(t, b, 0); uint64(len(recs)) != head {
+		t.Fatalf("%d records readable, %d stored", len(recs), head)
+	}
+	if err := b.Trim(b.Receipt(t, head)); err != nil {
+		t.Fatal(err)
+	}
+	if st := b.State(); st.DrainOnly {
+		t.Fatalf("still drain-only after a trim freed space: %+v", st)
+	}
+	if res, err := b.Append(t.Context(), []outbox.Entry{entry("dev-2", "x", "sale.completed")}); err != nil || res[0].Seq != head+1 {
+		t.Fatalf("append after the trim: %+v %v", res, err)
+	}
+}
+
+func fileSizeOf(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
 }

@@ -56,6 +56,8 @@
 //     a receipt, never by a quota.
 //   - meta's head and byte counts match the records (Verify checks them).
 //   - A (device, id) pair appended inside the dedup window maps to one seq.
+//     The window's cutoff moves with real time, not with steps of the wall
+//     clock (window.go).
 //     The table of pairs lives in memory and is rebuilt at Open from the
 //     index blobs, which are kept until their records are trimmed and the
 //     window has passed. The table holds hashes; a hit counts only once the
@@ -122,7 +124,7 @@
 // state, the dedup table and the clock, and runs Trim and maintenance while
 // no batch is in flight, taking turns with appends so that neither starves;
 // the committer owns the write transaction of the batch it is given, and
-// is handed at most two batches ahead (commit.go explains how a failed
+// is handed at most two batches ahead (pipeline.go explains how a failed
 // commit unwinds the one built on top of it). Two mutexes guard what callers touch: qmu the queues
 // of appends and trims and the closing flag, mu the published State. They
 // are never held together. Readers (Segment, State, Wait) never block the

@@ -28,10 +28,26 @@ func mustSigner(tb testing.TB) *protocol.Signer {
 	return s
 }
 
-// clock is a settable wall clock.
+// clock is a settable wall clock with a monotonic clock beside it: Add
+// moves both (time passes), Step only the wall clock (as NTP does).
 type clock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu   sync.Mutex
+	t    time.Time
+	mono time.Duration
+}
+
+// Mono is the monotonic clock, for Options.Monotonic.
+func (c *clock) Mono() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mono
+}
+
+// Step moves the wall clock alone, forward or back.
+func (c *clock) Step(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
 }
 
 func newClock() *clock { return &clock{t: time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)} }
@@ -45,6 +61,7 @@ func (c *clock) Now() time.Time {
 func (c *clock) Add(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
+	c.mono += d
 	c.mu.Unlock()
 }
 
@@ -65,11 +82,12 @@ func MustOpen(tb testing.TB, mods ...func(*outbox.Options)) *box {
 	tb.Helper()
 	b := &box{Path: filepath.Join(tb.TempDir(), "outbox.db"), Clock: newClock()}
 	b.Opts = outbox.Options{
-		Edge:   "edge-1",
-		Signer: mustSigner(tb),
-		Now:    b.Clock.Now,
-		NoSync: true,
-		Logger: slog.New(slog.DiscardHandler),
+		Edge:      "edge-1",
+		Signer:    mustSigner(tb),
+		Now:       b.Clock.Now,
+		Monotonic: b.Clock.Mono,
+		NoSync:    true,
+		Logger:    slog.New(slog.DiscardHandler),
 	}
 	for _, m := range mods {
 		m(&b.Opts)

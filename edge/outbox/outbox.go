@@ -68,6 +68,12 @@ type Options struct {
 	// Now is the wall clock (time.Now when nil). edge_time never goes
 	// backwards even when it does.
 	Now func() time.Time
+	// Monotonic is the time since some fixed start, from a clock that no
+	// step of the wall clock moves. It bounds how fast the dedup window
+	// may move (window.go). When nil: Go's monotonic clock when Now is nil
+	// too, else Now's own elapsed time (so that a test clock drives both;
+	// a test that steps the wall clock gives its own Monotonic).
+	Monotonic func() time.Duration
 	// DedupWindow is how long a (device, id) pair is remembered
 	// (DefaultDedupWindow when 0).
 	DedupWindow time.Duration
@@ -91,6 +97,8 @@ type Options struct {
 	MaxFileBytes int64
 	// NoSync skips fsync. Tests and benchmarks only: it gives up durability.
 	NoSync bool
+	// NoShrink keeps the file from being compacted online (compact.go).
+	NoShrink bool
 	// Logger receives the outbox's logs (slog.Default when nil), under
 	// component=outbox.
 	Logger *slog.Logger
@@ -102,6 +110,14 @@ func (o *Options) fill() error {
 	}
 	if o.Signer == nil {
 		return errors.New("no signer: the outbox signs a checkpoint in every commit; pass the edge key")
+	}
+	if o.Monotonic == nil {
+		now := o.Now
+		if now == nil {
+			now = time.Now // with its monotonic reading
+		}
+		start := now()
+		o.Monotonic = func() time.Duration { return now().Sub(start) }
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -134,31 +150,37 @@ var newSeed = maphash.MakeSeed
 // Outbox is the edge's durable store of records waiting for the cloud's
 // receipt. It is safe for concurrent use.
 type Outbox struct {
-	db     *bolt.DB
-	path   string
-	opts   Options
-	log    *slog.Logger
-	stream protocol.Stream
-	seed   maphash.Seed
-	codec  *codec // nil: encode through protocol (see codec.go)
+	// db is replaced only by an online shrink (compact.go), in the builder
+	// with nothing in flight, under dbmu; Segment, the one reader outside
+	// the write side, holds dbmu's read lock.
+	dbmu    sync.RWMutex
+	db      *bolt.DB
+	path    string
+	opts    Options
+	log     *slog.Logger
+	streamp atomic.Pointer[protocol.Stream] // changed by NewEpoch only
+	seed    maphash.Seed
+	codec   *codec // nil: encode through protocol (see codec.go)
 
 	// Guarded by qmu: the requests waiting for the commit loop.
 	qmu     sync.Mutex
 	queue   []*request
 	trims   []*trimOp
+	epochs  []*epochOp
 	closing bool
 
 	wake chan struct{} // cap 1: something was queued
 	done chan struct{} // closed when the loop has exited
 
 	// Owned by the builder goroutine (run; and by Open before it starts).
-	w         wstate       // as of the last batch built
-	committed wstate       // as of the last batch committed
-	gen       uint64       // batches built since the last failed commit carry it
-	hlc       protocol.HLC // reads batchNow
-	batchNow  time.Time    // the wall clock as of the batch being built
-	spare     []batchBufs  // buffers of committed batches, to reuse
-	dedup     dedupTable   // hash of (device, id) -> seq; see dedup.go
+	w         wstate        // as of the last batch built
+	committed wstate        // as of the last batch committed
+	gen       uint64        // batches built since the last failed commit carry it
+	hlc       protocol.HLC  // reads batchNow
+	batchNow  time.Time     // the wall clock as of the batch being built
+	spare     []batchBufs   // buffers of committed batches, to reuse
+	cutMono   time.Duration // Options.Monotonic as of the last move of the dedup cutoff
+	dedup     dedupTable    // hash of (device, id) -> seq; see dedup.go
 	// commitHook, when set (tests), runs in the committer just before each
 	// commit and fails it with its error.
 	commitHook func() error
@@ -170,7 +192,10 @@ type Outbox struct {
 	mu      sync.Mutex
 	pub     wstate
 	commits uint64
-	changed chan struct{} // closed and replaced when the head moves
+	// Kept files of earlier epochs (epoch.go), and the epochs started since Open.
+	stuck         []string
+	epochRestarts uint64
+	changed       chan struct{} // closed and replaced when the head moves
 
 	closeOnce sync.Once
 	closeErr  error
@@ -192,6 +217,9 @@ type wstate struct {
 	shedUpto              uint64 // every record <= shedUpto is ledger or a tombstone
 
 	oldestUnsent protocol.HLCTime // edge_time of hwm+1, 0 when none
+
+	dedupCut   protocol.HLCTime // the dedup window's cutoff (window.go)
+	dedupCutAt int64            // the wall clock (Unix ms) when it was last moved
 
 	// The oldest index blob: its key and latest edge_time (0 when none).
 	idxOldest     uint64
@@ -219,6 +247,13 @@ type State struct {
 	Shed                        uint64 // telemetry records replaced by tombstones, ever
 	DrainOnly                   bool   // a full disk stopped appends (ErrDiskFull)
 	Commits                     uint64 // group commits since Open
+
+	// Stuck counts the files of earlier streams kept beside the outbox
+	// after the cloud was found beyond or apart from them (a restored file;
+	// see NewEpoch and StuckFiles), until an operator removes them.
+	// EpochRestarts counts the new epochs started since Open.
+	Stuck         int
+	EpochRestarts uint64
 }
 
 // Open opens the outbox at path, creating it with a new random epoch when it
@@ -229,17 +264,8 @@ func Open(path string, opts Options) (*Outbox, error) {
 	}
 	_, statErr := os.Stat(path)
 	created := errors.Is(statErr, fs.ErrNotExist)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        openTimeout,
-		NoFreelistSync: true, // commits stay small; Close stores the freelist (see there)
-		FreelistType:   bolt.FreelistMapType,
-		NoSync:         opts.NoSync,
-		MaxSize:        int(opts.MaxFileBytes),
-	})
+	db, err := openBolt(path, &opts)
 	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
-			err = ErrLocked
-		}
 		return nil, fmt.Errorf("open outbox %s: %w", path, err)
 	}
 	o := &Outbox{
@@ -269,16 +295,38 @@ func Open(path string, opts Options) (*Outbox, error) {
 	// bbolt's open may have read the whole file (a free-page scan, after a
 	// crash); so did the rebuild of the dedup table. Drop those pages.
 	db.View(func(tx *bolt.Tx) error { releaseMapped(db, tx); return nil })
-	o.codec = newCodec(o.stream)
+	o.codec = newCodec(o.Stream())
 	if o.codec == nil {
-		o.log.Warn("record templates unavailable for this stream; encoding each record in full", "stream", o.stream.String())
+		o.log.Warn("record templates unavailable for this stream; encoding each record in full", "stream", o.Stream().String())
 	}
+	if size := fileSize(path); opts.MaxFileBytes > 0 && size >= opts.MaxFileBytes {
+		// A cap lowered below the file's size: start as a full disk would
+		// leave it, draining, rather than refuse to start.
+		o.w.drainOnly, o.w.drainRetryAt = true, opts.Now().Add(drainRetry)
+		o.log.Warn("the outbox file is at or over its cap (--max-file-bytes): drain-only until a receipt trims records; appends are refused",
+			"file_bytes", size, "max_file_bytes", opts.MaxFileBytes)
+	}
+	o.stuck = findStuck(filepath.Dir(path))
 	o.committed = o.w
 	o.publish(o.w, false)
 	go o.run()
-	o.log.Info("outbox open", "path", path, "stream", o.stream.String(), "head", o.w.head,
+	o.log.Info("outbox open", "path", path, "stream", o.Stream().String(), "head", o.w.head,
 		"hwm", o.w.hwm, "backlog", o.w.head-o.w.hwm, "dedup_entries", o.dedup.len())
 	return o, nil
+}
+
+func openBolt(path string, opts *Options) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        openTimeout,
+		NoFreelistSync: true, // commits stay small; Close stores the freelist (see there)
+		FreelistType:   bolt.FreelistMapType,
+		NoSync:         opts.NoSync,
+		MaxSize:        int(opts.MaxFileBytes),
+	})
+	if errors.Is(err, berrors.ErrTimeout) {
+		err = ErrLocked
+	}
+	return db, err
 }
 
 // load creates the buckets and the stream of a new file, and rebuilds the
@@ -363,7 +411,7 @@ func (o *Outbox) loadState(tx *bolt.Tx) error {
 	if err != nil {
 		return err
 	}
-	o.stream = m.stream
+	o.streamp.Store(&m.stream)
 	if err := checkPositions(tx, m); err != nil {
 		return err
 	}
@@ -372,6 +420,7 @@ func (o *Outbox) loadState(tx *bolt.Tx) error {
 		base: m.base, baseHash: m.baseHash, hwm: m.hwm, hwmHead: m.hwmHead,
 		ledgerBytes: m.ledgerBytes, telBytes: m.telBytes,
 		shed: m.shed, shedUpto: m.shedUpto,
+		dedupCut: o.startCutoff(m.dedupCut, m.dedupCutAt), dedupCutAt: o.opts.Now().UnixMilli(),
 	}
 	o.hlc.Observe(m.headTime)
 	c := tx.Bucket(bucketRecords).Cursor()
@@ -383,7 +432,7 @@ func (o *Outbox) loadState(tx *bolt.Tx) error {
 	if err := errors.Join(refreshOldest(idx, &w, 0), refreshOldestUnsent(idx, &w)); err != nil {
 		return err
 	}
-	if err := o.loadDedup(idx); err != nil {
+	if err := o.loadDedup(idx, w.dedupCut); err != nil {
 		return err
 	}
 	o.w = w
@@ -393,8 +442,7 @@ func (o *Outbox) loadState(tx *bolt.Tx) error {
 // loadDedup rebuilds the dedup table from the index blobs inside the
 // window. Blobs are in seq order, so a pair stored twice (again after the
 // window had passed) keeps its latest seq, as it did when it was appended.
-func (o *Outbox) loadDedup(idx *bolt.Bucket) error {
-	cutoff := protocol.HLCFromTime(o.opts.Now().Add(-o.opts.DedupWindow))
+func (o *Outbox) loadDedup(idx *bolt.Bucket, cutoff protocol.HLCTime) error {
 	c := idx.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		ib, err := parseIndexBlob(keySeq(k), v)
@@ -479,7 +527,9 @@ func checkPositions(tx *bolt.Tx, m meta) error {
 }
 
 // Stream returns the outbox's stream (edge and epoch).
-func (o *Outbox) Stream() protocol.Stream { return o.stream }
+// Stream returns the outbox's stream (edge and epoch). It changes only
+// when NewEpoch starts a new one.
+func (o *Outbox) Stream() protocol.Stream { return *o.streamp.Load() }
 
 // Path returns the file the outbox lives in.
 func (o *Outbox) Path() string { return o.path }
@@ -502,7 +552,10 @@ func (o *Outbox) Close() error {
 		// reads it instead of scanning (and mapping) the whole file. Commits
 		// do not store it (NoFreelistSync): after a crash, Open scans.
 		o.db.NoFreelistSync = false
-		if err := o.db.Update(func(*bolt.Tx) error { return nil }); err != nil {
+		// The dedup cutoff goes with it (window.go).
+		if err := o.db.Update(func(tx *bolt.Tx) error {
+			return putU64s(tx.Bucket(bucketMeta), metaDedupCut, uint64(o.w.dedupCut), uint64(o.w.dedupCutAt))
+		}); err != nil {
 			o.log.Warn("store the free-page list at close; the next open scans the file", "err", err)
 		}
 		if err := o.db.Close(); err != nil {
@@ -535,15 +588,16 @@ func (o *Outbox) publish(st wstate, moved bool) {
 // State returns a snapshot of the outbox's position and accounting.
 func (o *Outbox) State() State {
 	o.mu.Lock()
-	w, commits := o.pub, o.commits
+	w, commits, stuck, restarts := o.pub, o.commits, o.stuck, o.epochRestarts
 	o.mu.Unlock()
 	s := State{
-		Stream: o.stream, Head: w.head, HeadHash: w.headHash, HWM: w.hwm, Base: w.base,
+		Stream: o.Stream(), Head: w.head, HeadHash: w.headHash, HWM: w.hwm, Base: w.base,
 		Backlog:      w.head - w.hwm,
 		BacklogBytes: w.ledgerBytes + w.telBytes - w.ackedBytes,
 		LedgerBytes:  w.ledgerBytes, TelemetryBytes: w.telBytes,
 		LedgerQuota: o.opts.LedgerQuota, TelemetryQuota: o.opts.TelemetryQuota,
 		Shed: w.shed, DrainOnly: w.drainOnly, Commits: commits,
+		Stuck: len(stuck), EpochRestarts: restarts,
 	}
 	if w.oldestUnsent != 0 && s.Backlog > 0 {
 		s.OldestUnsent = w.oldestUnsent.Time()

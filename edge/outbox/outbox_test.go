@@ -495,3 +495,68 @@ func TestChanged(t *testing.T) {
 		t.Fatal("Changed of a closed outbox is not closed")
 	}
 }
+
+// TestDedupClockStep: no clock step, forward or back, while running or
+// across a restart, lets a resend of a recent event through as a new
+// record. (Before, a forward step larger than the window stored a resend 9
+// seconds after the step a second time.) Without steps the window is still
+// the wall clock's, and pairs do leave it once real time has passed.
+func TestDedupClockStep(t *testing.T) {
+	const day = 24 * time.Hour
+	dupOf := func(t *testing.T, b *box, e outbox.Entry, seq uint64, when string) {
+		t.Helper()
+		got := b.MustAppend(t, e)[0]
+		if got.Err != nil || !got.Duplicate || got.Seq != seq {
+			t.Fatalf("%s: resend of %s got %+v, want a duplicate of seq %d", when, e.Event.ID, got, seq)
+		}
+	}
+	t.Run("forward while running", func(t *testing.T) {
+		b := MustOpen(t)
+		a := b.MustAppend(t, entry("till-1", "a", "sale.completed"))[0]
+		b.Clock.Add(time.Hour)
+		b.MustAppendN(t, "till-2", "sale.completed", 5)
+		b.Clock.Step(8 * day) // NTP corrects a gateway that ran 8 days behind
+		b.Clock.Add(9 * time.Second)
+		dupOf(t, b, entry("till-1", "a", "sale.completed"), a.Seq, "9s after an 8-day step forward")
+		// The trim and an idle maintenance pass do not forget it either.
+		if err := b.Trim(b.Receipt(t, b.State().Head)); err != nil {
+			t.Fatal(err)
+		}
+		b.Clock.Add(time.Hour)
+		dupOf(t, b, entry("till-1", "a", "sale.completed"), a.Seq, "an hour later, trimmed")
+		// A crash or restart right after keeps the protection.
+		b.Reopen(t)
+		dupOf(t, b, entry("till-1", "a", "sale.completed"), a.Seq, "after a restart")
+		// Real time passing still ends the window, at most twice as fast as
+		// it passes while the cutoff catches up.
+		b.Clock.Add(outbox.DefaultDedupWindow)
+		b.MustAppendN(t, "till-3", "sale.completed", 1)
+		got := b.MustAppend(t, entry("till-1", "a", "sale.completed"))[0]
+		if got.Duplicate {
+			t.Fatalf("a whole window of real time after the step: still a duplicate: %+v", got)
+		}
+	})
+	t.Run("back while running", func(t *testing.T) {
+		b := MustOpen(t)
+		a := b.MustAppend(t, entry("till-1", "a", "sale.completed"))[0]
+		b.Clock.Step(-8 * day)
+		c := b.MustAppend(t, entry("till-1", "c", "sale.completed"))[0]
+		b.Clock.Add(time.Minute)
+		dupOf(t, b, entry("till-1", "a", "sale.completed"), a.Seq, "after an 8-day step back")
+		dupOf(t, b, entry("till-1", "c", "sale.completed"), c.Seq, "after an 8-day step back")
+		b.Reopen(t)
+		dupOf(t, b, entry("till-1", "a", "sale.completed"), a.Seq, "after a step back and a restart")
+		// The clock is put right again: forward by the 8 days.
+		b.Clock.Step(8 * day)
+		b.Clock.Add(time.Second)
+		dupOf(t, b, entry("till-1", "c", "sale.completed"), c.Seq, "after the step back was undone")
+	})
+	t.Run("no step", func(t *testing.T) {
+		b := MustOpen(t)
+		b.MustAppend(t, entry("till-1", "a", "sale.completed"))
+		b.Clock.Add(outbox.DefaultDedupWindow + time.Minute)
+		if got := b.MustAppend(t, entry("till-1", "a", "sale.completed"))[0]; got.Duplicate {
+			t.Fatalf("after the window with a steady clock: %+v, want a new record", got)
+		}
+	})
+}

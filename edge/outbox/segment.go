@@ -35,9 +35,11 @@ func (o *Outbox) Segment(from uint64, maxBytes int) (*protocol.Segment, error) {
 		return nil, ErrClosed
 	}
 	var seg *protocol.Segment
+	o.dbmu.RLock()
+	defer o.dbmu.RUnlock()
 	err := o.db.View(func(tx *bolt.Tx) error {
 		var err error
-		seg, err = buildSegment(tx, o.stream, from, maxBytes)
+		seg, err = buildSegment(tx, o.Stream(), from, maxBytes)
 		if seg != nil {
 			n := len(seg.Checkpoint)
 			for _, r := range seg.Records {

@@ -28,6 +28,10 @@ var (
 	metaBytes   = []byte("bytes")   // ledger u64 | telemetry u64
 	metaShed    = []byte("shed")    // count u64 | upto u64
 	metaQuota   = []byte("quota")   // ledger u64 | telemetry u64, as of the last open
+	// dedup window cutoff u64 (an HLC reading; window.go) | wall clock
+	// then, Unix ms u64. Files without it (from older builds) start from
+	// wall clock minus window.
+	metaDedupCut = []byte("dedupcut")
 )
 
 // layoutVersion is the version of the bucket layout this package writes.
@@ -60,6 +64,8 @@ type meta struct {
 	shedUpto     uint64
 	ledgerQuota  int64
 	telQuota     int64
+	dedupCut     protocol.HLCTime
+	dedupCutAt   int64
 	stream       protocol.Stream
 	created      int64
 	layout       uint64
@@ -128,6 +134,9 @@ func readMeta(tx *bolt.Tx) (meta, error) {
 			return m, bad(metaShed, 16)
 		}
 		m.shed, m.shedUpto = u64(v, 0), u64(v, 8)
+	}
+	if v := b.Get(metaDedupCut); len(v) == 16 {
+		m.dedupCut, m.dedupCutAt = protocol.HLCTime(u64(v, 0)), int64(u64(v, 8))
 	}
 	if v := b.Get(metaQuota); len(v) == 16 {
 		m.ledgerQuota, m.telQuota = int64(u64(v, 0)), int64(u64(v, 8))

@@ -30,8 +30,8 @@ type trimOp struct {
 // needed. Trim returns when the deletion is durable; a large one is done in
 // chunks, with appends committed in between.
 func (o *Outbox) Trim(r protocol.Receipt) error {
-	if r.Stream() != o.stream {
-		return fmt.Errorf("trim: receipt is for stream %s, this outbox is %s: %w", r.Stream(), o.stream, ErrReceipt)
+	if r.Stream() != o.Stream() {
+		return fmt.Errorf("trim: receipt is for stream %s, this outbox is %s: %w", r.Stream(), o.Stream(), ErrReceipt)
 	}
 	op := &trimOp{r: r, done: make(chan error, 1)}
 	o.qmu.Lock()
@@ -47,7 +47,12 @@ func (o *Outbox) Trim(r protocol.Receipt) error {
 
 // trimStep runs one transaction of op and reports whether op is finished.
 func (o *Outbox) trimStep(op *trimOp) bool {
+	if op.r.Stream() != o.Stream() { // NewEpoch ran since Trim was called
+		op.done <- fmt.Errorf("trim: receipt is for stream %s, this outbox is now %s: %w", op.r.Stream(), o.Stream(), ErrReceipt)
+		return true
+	}
 	now := o.opts.Now()
+	dedupCut := o.cutoff(now)
 	st := o.w
 	finished := false
 	pb := &batch{}
@@ -82,7 +87,7 @@ func (o *Outbox) trimStep(op *trimOp) bool {
 			op.freed = true
 		}
 		// The write transaction serves as the reader; it is not closed here.
-		if err := o.pruneIndex(&reader{tx: tx}, pb, &st, protocol.HLCFromTime(now.Add(-o.opts.DedupWindow)), pruneBlobs); err != nil {
+		if err := o.pruneIndex(&reader{tx: tx}, pb, &st, dedupCut, pruneBlobs); err != nil {
 			return err
 		}
 		for _, k := range pb.idxDel {
@@ -90,7 +95,7 @@ func (o *Outbox) trimStep(op *trimOp) bool {
 				return err
 			}
 		}
-		return nil
+		return putU64s(b.meta, metaDedupCut, uint64(st.dedupCut), uint64(st.dedupCutAt))
 	})
 	if err != nil {
 		if isDiskFull(err) {

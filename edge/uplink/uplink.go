@@ -93,6 +93,7 @@ type Stats struct {
 	ReplayedReplies uint64    `json:"replayed_replies"`
 	WrongStream     uint64    `json:"wrong_stream_replies"`
 	DroppedReplies  uint64    `json:"dropped_replies"`
+	NewStreams      uint64    `json:"new_streams,omitempty"` // streams left because the cloud was past them (diverged.go)
 }
 
 // Uplink sends an outbox's records to the cloud. Run it with Run; read its
@@ -534,6 +535,9 @@ func (u *Uplink) hello(ctx context.Context, replies <-chan []byte) (uint64, erro
 				// A receipt from before this hello (several cloud workers
 				// answer independently): the hello's own answer follows.
 				continue
+			}
+			if err := u.checkDiverged(rc); err != nil {
+				return 0, err // the outbox left a stream the cloud is past (diverged.go)
 			}
 			if rc.HWM > src.LastSeq() {
 				u.countForged("receipt hwm %d is beyond the local head %d", rc.HWM, src.LastSeq())

@@ -7,10 +7,13 @@ package flagenv
 
 import (
 	"bufio"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/outpost-edge/outpost/internal/cli"
 )
 
 // EnvName returns the environment variable for a flag name.
@@ -21,9 +24,33 @@ func EnvName(prefix, name string) string {
 // Parse parses args into fs, then fills the flags not set from the
 // environment (prefix such as "OUTPOST_") and from the config file named by
 // the flag configFlag (if fs has it and it is set).
+//
+// Every error but flag.ErrHelp is a cli.UsageError (exit status 2), and
+// names the flag or setting, the value and what is accepted. Commands take
+// flags only: an argument that is not a flag is an error.
 func Parse(fs *flag.FlagSet, args []string, prefix, configFlag string) error {
+	return ParseArgs(fs, args, prefix, configFlag, 0)
+}
+
+// ParseArgs is Parse for a command that also takes up to maxArgs
+// arguments after its flags (fs.Args), such as a file name.
+func ParseArgs(fs *flag.FlagSet, args []string, prefix, configFlag string, maxArgs int) error {
+	err := parse(fs, args, prefix, configFlag, maxArgs)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return cli.UsageError{Err: err}
+}
+
+func parse(fs *flag.FlagSet, args []string, prefix, configFlag string, maxArgs int) error {
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > maxArgs {
+		if maxArgs == 0 {
+			return fmt.Errorf("unexpected argument %q: %s takes flags only (--name value); see --help", fs.Arg(0), fs.Name())
+		}
+		return fmt.Errorf("unexpected argument %q: %s takes at most %d after its flags; see --help", fs.Arg(maxArgs), fs.Name(), maxArgs)
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -73,7 +100,7 @@ func applyFile(fs *flag.FlagSet, path string, set map[string]bool) error {
 			continue
 		}
 		if err := fs.Set(k, v); err != nil {
-			return fmt.Errorf("%s:%d: %s: %w", path, n, k, err)
+			return fmt.Errorf("%s:%d: %s = %q: %w", path, n, k, v, err)
 		}
 	}
 	return sc.Err()
@@ -87,6 +114,9 @@ func Usage(fs *flag.FlagSet, prefix, synopsis string) func() {
 		fmt.Fprintf(w, "%s\n\nFlags (each also read from the environment variable shown):\n", synopsis)
 		fs.VisitAll(func(f *flag.Flag) {
 			name, usage := flag.UnquoteUsage(f)
+			if k, ok := f.Value.(interface{ kind() string }); ok {
+				name = k.kind()
+			}
 			fmt.Fprintf(w, "  --%s %s\n    \t%s", f.Name, name, strings.ReplaceAll(usage, "\n", "\n    \t"))
 			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
 				fmt.Fprintf(w, " (default %q)", f.DefValue)
