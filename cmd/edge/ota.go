@@ -42,6 +42,15 @@ func (o *otaFlags) dir() string {
 
 func (o *otaFlags) layout() *ota.Layout { return &ota.Layout{Dir: o.dir()} }
 
+// record spools an audit event for the outbox; failing to is reported, and
+// does not undo what was done.
+func (o *otaFlags) record(sp ota.Spool, e ota.Event) {
+	e.At = time.Now().UTC()
+	if err := sp.Add(e); err != nil {
+		fmt.Fprintf(os.Stderr, "edge ota: could not record %s for the ledger: %v\n", e.Kind, err)
+	}
+}
+
 func (o *otaFlags) trustDir() string { return filepath.Join(o.dir(), "trust") }
 
 func (o *otaFlags) trust() (*firmware.Trust, error) { return firmware.Open(o.trustDir(), nil) }
@@ -334,13 +343,18 @@ func otaInstall(ctx context.Context, o *otaFlags, bundle string, probation time.
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
+	spool := otaSpool(o.dir())
 	if err != nil {
-		return fmt.Errorf("bundle %s refused: %w", bundle, err)
+		err = fmt.Errorf("bundle %s refused: %w", bundle, err)
+		o.record(spool, ota.Event{Kind: "ota.refused", Target: filepath.Base(bundle), Reason: err.Error()})
+		return err
 	}
 	l := o.layout()
 	if err := l.Install(tmp.Name(), tg, ota.InstallOptions{Probation: probation}); err != nil {
+		o.record(spool, ota.Event{Kind: "ota.refused", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: err.Error()})
 		return err
 	}
+	o.record(spool, ota.Event{Kind: "ota.installed", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: "offline bundle " + filepath.Base(bundle)})
 	fmt.Fprintf(stdout, "installed %s (version %s, release %d); on probation until committed by edge supervise, or rolled back\n",
 		tg.Name, tg.Custom.Version, tg.Custom.Release)
 	return nil
@@ -383,11 +397,19 @@ func runSupervise(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return errors.New("no current release to run: provision one with edge ota adopt --binary FILE --version V")
 	}
 	runArgs = append([]string{"--data-dir", o.dataDir, "--status-listen", *status}, runArgs...)
+	spool := otaSpool(o.dir())
+	supLog := log.With("component", "supervise")
 	s := &ota.Supervisor{
 		Layout: o.layout(), State: st, Args: runArgs,
+		Env: []string{"OUTPOST_OTA_DIR=" + o.dir()},
+		OnEvent: func(e ota.Event) {
+			if err := spool.Add(e); err != nil {
+				supLog.Error("could not record an ota event for the ledger", "kind", e.Kind, "err", err)
+			}
+		},
 		HealthURL: "http://" + *status + "/healthz",
 		Probation: *probation, ReadyTimeout: *ready, MaxAttempts: *attempts,
-		Stdout: stdout, Stderr: stderr, Logger: log.With("component", "supervise"),
+		Stdout: stdout, Stderr: stderr, Logger: supLog,
 	}
 	return s.Run(ctx)
 }

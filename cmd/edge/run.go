@@ -231,6 +231,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.in.Start(ctx); err != nil {
 		return err
 	}
+	g.Go(func() error { return drainOTAEvents(gctx, m.ob, c.DataDir, log) })
 	reg := prometheus.NewRegistry()
 	m.registerMetrics(reg)
 	mux := http.NewServeMux()
