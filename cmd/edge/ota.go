@@ -73,6 +73,7 @@ Commands:
   status                                current, previous and pending releases, the floor, metadata expiry
   check --repo DIR|URL [--channel C]    refresh the metadata and list what could install
   install FILE                          install an offline bundle (it goes on probation under edge supervise)
+  install --repo DIR|URL --target NAME  refresh, download (resumable, verified) and install a target
 `
 
 // runOTA runs `edge ota ...`.
@@ -92,6 +93,10 @@ func runOTA(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	repo := fs.String("repo", "", "check: the release repository, a directory or an http(s) URL")
 	channel := fs.String("channel", "stable", "check: the channel to list")
 	probation := fs.Duration("probation", 15*time.Minute, "install: the pending deadline: by then the release must have committed, or it is rolled back")
+	target := fs.String("target", "", "install: the target to fetch from --repo (instead of a bundle FILE)")
+	artifactURL := fs.String("artifact-url", "", "install --target: where the artifact is (default <repo>/targets/<target>)")
+	rateBytes := fs.Int("rate-bytes", 0, "install --target: download rate cap in bytes per second (0: none)")
+	window := fs.String("window", "", "install --target: download only in this local-time window, HH:MM-HH:MM")
 	asJSON := fs.Bool("json", false, "print JSON")
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: edge ota "+name+" [flags]")
 	if err := flagenv.Parse(fs, rest, "OUTPOST_", "config"); err != nil {
@@ -130,8 +135,22 @@ func runOTA(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case "check":
 		return otaCheck(ctx, &o, *repo, *channel, *asJSON, stdout)
 	case "install":
+		if *target != "" {
+			if fs.NArg() != 0 || *repo == "" {
+				return usagef("edge ota install --target NAME needs --repo DIR|URL and no FILE")
+			}
+			var win *ota.Window
+			if *window != "" {
+				w, err := ota.ParseWindow(*window)
+				if err != nil {
+					return usagef("--window: %w", err)
+				}
+				win = w
+			}
+			return otaInstallOnline(ctx, &o, onlineInstall{repo: *repo, target: *target, artifactURL: *artifactURL, rateBytes: *rateBytes, window: win, probation: *probation}, stdout)
+		}
 		if fs.NArg() != 1 {
-			return usagef("edge ota install needs one bundle FILE")
+			return usagef("edge ota install needs one bundle FILE, or --repo and --target")
 		}
 		return otaInstall(ctx, &o, fs.Arg(0), *probation, stdout)
 	default:
@@ -283,7 +302,7 @@ func otaCheck(ctx context.Context, o *otaFlags, repo, channel string, asJSON boo
 		return err
 	}
 	var src firmware.Source = firmware.DirSource(repo)
-	if strings.HasPrefix(repo, "http://") || strings.HasPrefix(repo, "https://") {
+	if isURL(repo) {
 		src = &ota.HTTPSource{Base: repo}
 	}
 	v, err := tr.Refresh(ctx, src)
@@ -412,4 +431,70 @@ func runSupervise(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		Stdout: stdout, Stderr: stderr, Logger: supLog,
 	}
 	return s.Run(ctx)
+}
+
+type onlineInstall struct {
+	repo, target, artifactURL string
+	rateBytes                 int
+	window                    *ota.Window
+	probation                 time.Duration
+}
+
+func isURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") }
+
+// otaInstallOnline refreshes the metadata from the repository, checks the
+// target like any install, downloads it (streamed, resumable, verified;
+// from a directory repository the swap's own verifying copy reads it in
+// place) and installs it on probation.
+func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout io.Writer) error {
+	tr, err := o.trust()
+	if err != nil {
+		return err
+	}
+	spool := otaSpool(o.dir())
+	refuse := func(tg firmware.Target, err error) error {
+		o.record(spool, ota.Event{Kind: "ota.refused", Target: in.target, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: err.Error()})
+		return err
+	}
+	var src firmware.Source = firmware.DirSource(in.repo)
+	if isURL(in.repo) {
+		src = &ota.HTTPSource{Base: in.repo}
+	}
+	v, err := tr.Refresh(ctx, src)
+	if err != nil {
+		return refuse(firmware.Target{}, err)
+	}
+	tg, err := tr.Installable(v, in.target, o.running())
+	if err != nil {
+		return refuse(tg, err)
+	}
+	art := in.artifactURL
+	if art == "" {
+		if isURL(in.repo) {
+			art = strings.TrimSuffix(in.repo, "/") + "/targets/" + in.target
+		} else {
+			art = filepath.Join(in.repo, "targets", filepath.FromSlash(in.target))
+		}
+	}
+	path := art
+	if isURL(art) {
+		d := &ota.Downloader{Dir: filepath.Join(o.dir(), "downloads"), RateBytes: in.rateBytes, Window: in.window, MaxAttempts: 8}
+		path, err = d.Fetch(ctx, art, tg)
+		if err != nil {
+			return refuse(tg, err)
+		}
+		o.record(spool, ota.Event{Kind: "ota.downloaded", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: "verified " + art})
+	}
+	if err := o.layout().Install(path, tg, ota.InstallOptions{Probation: in.probation}); err != nil {
+		// A verified download is kept: a retry (after a probation ends)
+		// re-verifies it instead of fetching it again.
+		return refuse(tg, err)
+	}
+	if path != art {
+		_ = os.Remove(path) // the release has its own verified copy now
+	}
+	o.record(spool, ota.Event{Kind: "ota.installed", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: "from " + in.repo})
+	fmt.Fprintf(stdout, "installed %s (version %s, release %d); on probation until committed by edge supervise, or rolled back\n",
+		tg.Name, tg.Custom.Version, tg.Custom.Release)
+	return nil
 }
