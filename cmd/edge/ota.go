@@ -42,12 +42,21 @@ func (o *otaFlags) dir() string {
 
 func (o *otaFlags) layout() *ota.Layout { return &ota.Layout{Dir: o.dir()} }
 
-// record spools an audit event for the outbox; failing to is reported, and
-// does not undo what was done.
+// lastRefusalFile keeps the last refused install for status.
+const lastRefusalFile = "last-refusal.json"
+
+// record spools an audit event for the outbox (and keeps a refusal for
+// status); failing to is reported, and does not undo what was done.
 func (o *otaFlags) record(sp ota.Spool, e ota.Event) {
 	e.At = time.Now().UTC()
 	if err := sp.Add(e); err != nil {
 		fmt.Fprintf(os.Stderr, "edge ota: could not record %s for the ledger: %v\n", e.Kind, err)
+	}
+	if e.Kind == "ota.refused" {
+		b, _ := json.Marshal(e)
+		if err := firmware.WriteFileAtomic(filepath.Join(o.dir(), lastRefusalFile), b, 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "edge ota: could not keep the refusal for status: %v\n", err)
+		}
 	}
 }
 
@@ -221,15 +230,52 @@ func otaAdopt(o *otaFlags, binary, version string, stdout io.Writer) error {
 }
 
 type otaStatusJSON struct {
-	Current  string                   `json:"current"`
-	Previous string                   `json:"previous,omitempty"`
-	Pending  *ota.Pending             `json:"pending,omitempty"`
-	KnownBad map[string]string        `json:"known_bad,omitempty"`
-	Floor    uint64                   `json:"floor"`
-	Verified time.Time                `json:"verified,omitzero"`
-	Metadata map[string]firmware.Role `json:"metadata,omitempty"`
-	Expires  time.Time                `json:"expires,omitzero"`
-	Trust    string                   `json:"trust"`
+	// Committed is the release a rollback would return to now: current,
+	// or previous while current is on probation.
+	Committed string                   `json:"committed,omitempty"`
+	Current   string                   `json:"current"`
+	Previous  string                   `json:"previous,omitempty"`
+	Pending   *ota.Pending             `json:"pending,omitempty"`
+	KnownBad  map[string]string        `json:"known_bad,omitempty"`
+	Floor     uint64                   `json:"floor"`
+	Verified  time.Time                `json:"verified,omitzero"`
+	Metadata  map[string]firmware.Role `json:"metadata,omitempty"`
+	Expires   time.Time                `json:"expires,omitzero"`
+	Trust     string                   `json:"trust"`
+	// LastRefusal is the last install the checks refused, and why.
+	LastRefusal *ota.Event `json:"last_refusal,omitempty"`
+}
+
+// otaStatusFor is the updater's part of /v1/status, or nil on an edge
+// that has none.
+func otaStatusFor(dataDir string) *otaStatusJSON {
+	o := &otaFlags{dataDir: dataDir, otaDir: otaDirFor(dataDir)}
+	if _, err := os.Stat(o.dir()); err != nil {
+		return nil
+	}
+	s, err := otaStatus(o)
+	if err != nil {
+		return &otaStatusJSON{Trust: err.Error()}
+	}
+	return s
+}
+
+func (s *otaStatusJSON) printSummary(tw io.Writer) {
+	line := "release " + s.Current
+	if s.Pending != nil {
+		line += fmt.Sprintf(" on probation until %s (committed: %s)", s.Pending.Deadline.Format(time.RFC3339), s.Committed)
+	}
+	line += fmt.Sprintf(", floor %d", s.Floor)
+	if !s.Expires.IsZero() {
+		line += ", metadata expires " + s.Expires.Format(time.RFC3339)
+	}
+	fmt.Fprintf(tw, "ota\t%s\n", line)
+	if s.Trust != "ok" {
+		fmt.Fprintf(tw, "\t%s\n", s.Trust)
+	}
+	if r := s.LastRefusal; r != nil {
+		fmt.Fprintf(tw, "\tlast refusal %s: %s: %s\n", r.At.Format(time.RFC3339), r.Target, r.Reason)
+	}
 }
 
 func otaStatus(o *otaFlags) (*otaStatusJSON, error) {
@@ -247,6 +293,16 @@ func otaStatus(o *otaFlags) (*otaStatusJSON, error) {
 	}
 	if s.KnownBad, err = l.KnownBad(); err != nil {
 		return nil, err
+	}
+	s.Committed = s.Current
+	if s.Pending != nil {
+		s.Committed = s.Pending.Previous
+	}
+	if b, err := os.ReadFile(filepath.Join(o.dir(), lastRefusalFile)); err == nil {
+		var e ota.Event
+		if json.Unmarshal(b, &e) == nil {
+			s.LastRefusal = &e
+		}
 	}
 	tr, err := o.trust()
 	if err != nil {
@@ -290,6 +346,9 @@ func (s *otaStatusJSON) print(w io.Writer) error {
 		fmt.Fprintf(tw, "metadata\texpires %s (verified at %s)\n", s.Expires.Format(time.RFC3339), s.Verified.Format(time.RFC3339))
 	}
 	fmt.Fprintf(tw, "trust\t%s\n", s.Trust)
+	if r := s.LastRefusal; r != nil {
+		fmt.Fprintf(tw, "last refusal\t%s %s: %s\n", r.At.Format(time.RFC3339), r.Target, r.Reason)
+	}
 	return tw.Flush()
 }
 

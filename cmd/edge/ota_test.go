@@ -114,6 +114,11 @@ func TestOTAInstallOnline(t *testing.T) {
 	if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, "--repo", srv.URL, "--target", "edge-2.0.0"); code == 0 || !strings.Contains(out, "min_version") {
 		t.Fatalf("2.0.0 over 1.0.0 (%d): %s", code, out)
 	}
+	out, _ := edgeCmd(t, "ota", "status", "--data-dir", data, "--json")
+	var st otaStatusJSON
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.LastRefusal == nil || !strings.Contains(st.LastRefusal.Reason, "min_version") || st.Committed != "1.0.0" {
+		t.Fatalf("status after a refusal (%v): %s", err, out)
+	}
 	if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, "--repo", srv.URL, "--target", "edge-1.1.0", "--rate-bytes", "1000000"); code != 0 {
 		t.Fatalf("install (%d): %s", code, out)
 	}

@@ -32,10 +32,19 @@ func TestRunAppendsOTAEvents(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
+	select {
+	case <-m.Ready:
+	case err := <-done:
+		t.Fatalf("edge stopped: %v\n%s", err, logs.String())
+	}
 	poll.Until(t, 30*time.Second, "the spool drained", func() bool {
 		_, err := os.Stat(sp.Path)
 		return os.IsNotExist(err)
 	})
+	// /v1/status carries the updater's part once there is an ota dir.
+	if st := m.Status(); st.OTA == nil || st.OTA.Trust == "ok" {
+		t.Fatalf("status ota %+v, want one saying there is no trusted root", st.OTA)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v\n%s", err, logs.String())

@@ -316,6 +316,9 @@ type Status struct {
 	DiskFreeBytes   int64         `json:"disk_free_bytes"`
 	Uplink          *uplink.Stats `json:"uplink,omitempty"`
 	Intake          intakeStatus  `json:"intake"`
+
+	// OTA is the updater's state (docs/OTA.md), when there is one.
+	OTA *otaStatusJSON `json:"ota,omitempty"`
 }
 
 type intakeStatus struct {
@@ -340,6 +343,7 @@ func (m *Main) Status() Status {
 		u := m.up.Stats()
 		s.Uplink = &u
 	}
+	s.OTA = otaStatusFor(m.Config.DataDir)
 	if m.in != nil {
 		im := m.in.Metrics()
 		s.Intake = intakeStatus{Published: im.Published.Load(), Events: im.Events.Load(), Acked: im.Acked.Load(),
