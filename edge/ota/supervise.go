@@ -232,11 +232,10 @@ func (s *Supervisor) runOnce(ctx context.Context, st Start) (failed string, err 
 			return "", err
 		}
 		s.event(Event{Kind: "ota.committed", Version: p.Version, Release: p.Release})
-		// It keeps running as the committed release.
-		select {
-		case <-exited:
-		case <-ctx.Done():
-			s.stop(cmd, exited)
+		// It keeps running as the committed release, watched like one (a
+		// later install is picked up). Whatever ends it now is no verdict.
+		if why := s.watchCommitted(ctx, Start{Version: st.Version}, cmd, exited, started); why != "" {
+			s.Logger.Warn("edge exited after its commit; restarting", "version", st.Version, "why", why)
 		}
 		return "", nil
 	case ctx.Err() != nil:
