@@ -87,6 +87,10 @@ Commands:
 
 // runOTA runs `edge ota ...`.
 func runOTA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprint(stdout, otaUsage)
+		return nil
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprint(stderr, otaUsage)
 		return usagef("edge ota needs a subcommand")

@@ -36,6 +36,12 @@ func TestOTACommands(t *testing.T) {
 	os.WriteFile(bin, []byte("#!/bin/sh\necho 1.0.0\n"), 0o755)
 	data := filepath.Join(dir, "data")
 
+	if out, code := edgeCmd(t, "ota", "--help"); code != 0 || !strings.Contains(out, "install FILE") {
+		t.Fatalf("ota --help (%d): %s", code, out)
+	}
+	if out, code := edgeCmd(t, "ota"); code != 2 {
+		t.Fatalf("ota without a subcommand (%d): %s", code, out)
+	}
 	if out, code := edgeCmd(t, "ota", "status", "--data-dir", data); code != 0 || !strings.Contains(out, "no trusted root") {
 		t.Fatalf("status before init (%d): %s", code, out)
 	}
