@@ -2,7 +2,7 @@
 
 package firmware
 
-// lockFile is a no-op where flock is not available; the edge runs on
+// LockFile is a no-op where flock is not available; the edge runs on
 // Linux, and the merge in State.update still keeps each field monotonic
 // within a process.
-func lockFile(string) (func(), error) { return func() {}, nil }
+func LockFile(string) (func(), error) { return func() {}, nil }

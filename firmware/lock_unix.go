@@ -7,9 +7,11 @@ import (
 	"syscall"
 )
 
-// lockFile takes an exclusive advisory lock on path (made if missing),
-// blocking until it is free; the returned func releases it.
-func lockFile(path string) (func(), error) {
+// LockFile takes an exclusive advisory lock (flock) on path, made if
+// missing, blocking until it is free; the returned func releases it. The
+// edge's processes (supervise, run, the ota commands) share files through
+// it.
+func LockFile(path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err

@@ -118,7 +118,7 @@ func (s *State) advanceVerified(t time.Time) error {
 func (s *State) update(next persistedState) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	unlock, err := lockFile(s.path + ".lock")
+	unlock, err := LockFile(s.path + ".lock")
 	if err != nil {
 		return fmt.Errorf("lock trust state: %w", err)
 	}

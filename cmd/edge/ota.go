@@ -42,6 +42,24 @@ func (o *otaFlags) dir() string {
 
 func (o *otaFlags) layout() *ota.Layout { return &ota.Layout{Dir: o.dir()} }
 
+// lastRefusalFile keeps the last refused install for status.
+const lastRefusalFile = "last-refusal.json"
+
+// record spools an audit event for the outbox (and keeps a refusal for
+// status); failing to is reported, and does not undo what was done.
+func (o *otaFlags) record(sp ota.Spool, e ota.Event) {
+	e.At = time.Now().UTC()
+	if err := sp.Add(e); err != nil {
+		fmt.Fprintf(os.Stderr, "edge ota: could not record %s for the ledger: %v\n", e.Kind, err)
+	}
+	if e.Kind == "ota.refused" {
+		b, _ := json.Marshal(e)
+		if err := firmware.WriteFileAtomic(filepath.Join(o.dir(), lastRefusalFile), b, 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "edge ota: could not keep the refusal for status: %v\n", err)
+		}
+	}
+}
+
 func (o *otaFlags) trustDir() string { return filepath.Join(o.dir(), "trust") }
 
 func (o *otaFlags) trust() (*firmware.Trust, error) { return firmware.Open(o.trustDir(), nil) }
@@ -64,10 +82,15 @@ Commands:
   status                                current, previous and pending releases, the floor, metadata expiry
   check --repo DIR|URL [--channel C]    refresh the metadata and list what could install
   install FILE                          install an offline bundle (it goes on probation under edge supervise)
+  install --repo DIR|URL --target NAME  refresh, download (resumable, verified) and install a target
 `
 
 // runOTA runs `edge ota ...`.
 func runOTA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprint(stdout, otaUsage)
+		return nil
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprint(stderr, otaUsage)
 		return usagef("edge ota needs a subcommand")
@@ -83,6 +106,10 @@ func runOTA(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	repo := fs.String("repo", "", "check: the release repository, a directory or an http(s) URL")
 	channel := fs.String("channel", "stable", "check: the channel to list")
 	probation := fs.Duration("probation", 15*time.Minute, "install: the pending deadline: by then the release must have committed, or it is rolled back")
+	target := fs.String("target", "", "install: the target to fetch from --repo (instead of a bundle FILE)")
+	artifactURL := fs.String("artifact-url", "", "install --target: where the artifact is (default <repo>/targets/<target>)")
+	rateBytes := fs.Int("rate-bytes", 0, "install --target: download rate cap in bytes per second (0: none)")
+	window := fs.String("window", "", "install --target: download only in this local-time window, HH:MM-HH:MM")
 	asJSON := fs.Bool("json", false, "print JSON")
 	usage, maxArgs := "Usage: edge ota "+name+" [flags]", 0
 	if name == "install" {
@@ -125,8 +152,22 @@ func runOTA(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case "check":
 		return otaCheck(ctx, &o, *repo, *channel, *asJSON, stdout)
 	case "install":
+		if *target != "" {
+			if fs.NArg() != 0 || *repo == "" {
+				return usagef("edge ota install --target NAME needs --repo DIR|URL and no FILE")
+			}
+			var win *ota.Window
+			if *window != "" {
+				w, err := ota.ParseWindow(*window)
+				if err != nil {
+					return usagef("--window: %w", err)
+				}
+				win = w
+			}
+			return otaInstallOnline(ctx, &o, onlineInstall{repo: *repo, target: *target, artifactURL: *artifactURL, rateBytes: *rateBytes, window: win, probation: *probation}, stdout)
+		}
 		if fs.NArg() != 1 {
-			return usagef("edge ota install needs one bundle FILE")
+			return usagef("edge ota install needs one bundle FILE, or --repo and --target")
 		}
 		return otaInstall(ctx, &o, fs.Arg(0), *probation, stdout)
 	default:
@@ -197,15 +238,52 @@ func otaAdopt(o *otaFlags, binary, version string, stdout io.Writer) error {
 }
 
 type otaStatusJSON struct {
-	Current  string                   `json:"current"`
-	Previous string                   `json:"previous,omitempty"`
-	Pending  *ota.Pending             `json:"pending,omitempty"`
-	KnownBad map[string]string        `json:"known_bad,omitempty"`
-	Floor    uint64                   `json:"floor"`
-	Verified time.Time                `json:"verified,omitzero"`
-	Metadata map[string]firmware.Role `json:"metadata,omitempty"`
-	Expires  time.Time                `json:"expires,omitzero"`
-	Trust    string                   `json:"trust"`
+	// Committed is the release a rollback would return to now: current,
+	// or previous while current is on probation.
+	Committed string                   `json:"committed,omitempty"`
+	Current   string                   `json:"current"`
+	Previous  string                   `json:"previous,omitempty"`
+	Pending   *ota.Pending             `json:"pending,omitempty"`
+	KnownBad  map[string]string        `json:"known_bad,omitempty"`
+	Floor     uint64                   `json:"floor"`
+	Verified  time.Time                `json:"verified,omitzero"`
+	Metadata  map[string]firmware.Role `json:"metadata,omitempty"`
+	Expires   time.Time                `json:"expires,omitzero"`
+	Trust     string                   `json:"trust"`
+	// LastRefusal is the last install the checks refused, and why.
+	LastRefusal *ota.Event `json:"last_refusal,omitempty"`
+}
+
+// otaStatusFor is the updater's part of /v1/status, or nil on an edge
+// that has none.
+func otaStatusFor(dataDir string) *otaStatusJSON {
+	o := &otaFlags{dataDir: dataDir, otaDir: otaDirFor(dataDir)}
+	if _, err := os.Stat(o.dir()); err != nil {
+		return nil
+	}
+	s, err := otaStatus(o)
+	if err != nil {
+		return &otaStatusJSON{Trust: err.Error()}
+	}
+	return s
+}
+
+func (s *otaStatusJSON) printSummary(tw io.Writer) {
+	line := "release " + s.Current
+	if s.Pending != nil {
+		line += fmt.Sprintf(" on probation until %s (committed: %s)", s.Pending.Deadline.Format(time.RFC3339), s.Committed)
+	}
+	line += fmt.Sprintf(", floor %d", s.Floor)
+	if !s.Expires.IsZero() {
+		line += ", metadata expires " + s.Expires.Format(time.RFC3339)
+	}
+	fmt.Fprintf(tw, "ota\t%s\n", line)
+	if s.Trust != "ok" {
+		fmt.Fprintf(tw, "\t%s\n", s.Trust)
+	}
+	if r := s.LastRefusal; r != nil {
+		fmt.Fprintf(tw, "\tlast refusal %s: %s: %s\n", r.At.Format(time.RFC3339), r.Target, r.Reason)
+	}
 }
 
 func otaStatus(o *otaFlags) (*otaStatusJSON, error) {
@@ -223,6 +301,16 @@ func otaStatus(o *otaFlags) (*otaStatusJSON, error) {
 	}
 	if s.KnownBad, err = l.KnownBad(); err != nil {
 		return nil, err
+	}
+	s.Committed = s.Current
+	if s.Pending != nil {
+		s.Committed = s.Pending.Previous
+	}
+	if b, err := os.ReadFile(filepath.Join(o.dir(), lastRefusalFile)); err == nil {
+		var e ota.Event
+		if json.Unmarshal(b, &e) == nil {
+			s.LastRefusal = &e
+		}
 	}
 	tr, err := o.trust()
 	if err != nil {
@@ -266,6 +354,9 @@ func (s *otaStatusJSON) print(w io.Writer) error {
 		fmt.Fprintf(tw, "metadata\texpires %s (verified at %s)\n", s.Expires.Format(time.RFC3339), s.Verified.Format(time.RFC3339))
 	}
 	fmt.Fprintf(tw, "trust\t%s\n", s.Trust)
+	if r := s.LastRefusal; r != nil {
+		fmt.Fprintf(tw, "last refusal\t%s %s: %s\n", r.At.Format(time.RFC3339), r.Target, r.Reason)
+	}
 	return tw.Flush()
 }
 
@@ -278,7 +369,7 @@ func otaCheck(ctx context.Context, o *otaFlags, repo, channel string, asJSON boo
 		return err
 	}
 	var src firmware.Source = firmware.DirSource(repo)
-	if strings.HasPrefix(repo, "http://") || strings.HasPrefix(repo, "https://") {
+	if isURL(repo) {
 		src = &ota.HTTPSource{Base: repo}
 	}
 	v, err := tr.Refresh(ctx, src)
@@ -338,13 +429,18 @@ func otaInstall(ctx context.Context, o *otaFlags, bundle string, probation time.
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
+	spool := otaSpool(o.dir())
 	if err != nil {
-		return fmt.Errorf("bundle %s refused: %w", bundle, err)
+		err = fmt.Errorf("bundle %s refused: %w", bundle, err)
+		o.record(spool, ota.Event{Kind: "ota.refused", Target: filepath.Base(bundle), Reason: err.Error()})
+		return err
 	}
 	l := o.layout()
 	if err := l.Install(tmp.Name(), tg, ota.InstallOptions{Probation: probation}); err != nil {
+		o.record(spool, ota.Event{Kind: "ota.refused", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: err.Error()})
 		return err
 	}
+	o.record(spool, ota.Event{Kind: "ota.installed", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: "offline bundle " + filepath.Base(bundle)})
 	fmt.Fprintf(stdout, "installed %s (version %s, release %d); on probation until committed by edge supervise, or rolled back\n",
 		tg.Name, tg.Custom.Version, tg.Custom.Release)
 	return nil
@@ -387,11 +483,85 @@ func runSupervise(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return errors.New("no current release to run: provision one with edge ota adopt --binary FILE --version V")
 	}
 	runArgs = append([]string{"--data-dir", o.dataDir, "--status-listen", *status}, runArgs...)
+	spool := otaSpool(o.dir())
+	supLog := log.With("component", "supervise")
 	s := &ota.Supervisor{
 		Layout: o.layout(), State: st, Args: runArgs,
+		Env: []string{"OUTPOST_OTA_DIR=" + o.dir()},
+		OnEvent: func(e ota.Event) {
+			if err := spool.Add(e); err != nil {
+				supLog.Error("could not record an ota event for the ledger", "kind", e.Kind, "err", err)
+			}
+		},
 		HealthURL: "http://" + *status + "/healthz",
 		Probation: *probation, ReadyTimeout: *ready, MaxAttempts: *attempts,
-		Stdout: stdout, Stderr: stderr, Logger: log.With("component", "supervise"),
+		Stdout: stdout, Stderr: stderr, Logger: supLog,
 	}
 	return s.Run(ctx)
+}
+
+type onlineInstall struct {
+	repo, target, artifactURL string
+	rateBytes                 int
+	window                    *ota.Window
+	probation                 time.Duration
+}
+
+func isURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") }
+
+// otaInstallOnline refreshes the metadata from the repository, checks the
+// target like any install, downloads it (streamed, resumable, verified;
+// from a directory repository the swap's own verifying copy reads it in
+// place) and installs it on probation.
+func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout io.Writer) error {
+	tr, err := o.trust()
+	if err != nil {
+		return err
+	}
+	spool := otaSpool(o.dir())
+	refuse := func(tg firmware.Target, err error) error {
+		o.record(spool, ota.Event{Kind: "ota.refused", Target: in.target, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: err.Error()})
+		return err
+	}
+	var src firmware.Source = firmware.DirSource(in.repo)
+	if isURL(in.repo) {
+		src = &ota.HTTPSource{Base: in.repo}
+	}
+	v, err := tr.Refresh(ctx, src)
+	if err != nil {
+		return refuse(firmware.Target{}, err)
+	}
+	tg, err := tr.Installable(v, in.target, o.running())
+	if err != nil {
+		return refuse(tg, err)
+	}
+	art := in.artifactURL
+	if art == "" {
+		if isURL(in.repo) {
+			art = strings.TrimSuffix(in.repo, "/") + "/targets/" + in.target
+		} else {
+			art = filepath.Join(in.repo, "targets", filepath.FromSlash(in.target))
+		}
+	}
+	path := art
+	if isURL(art) {
+		d := &ota.Downloader{Dir: filepath.Join(o.dir(), "downloads"), RateBytes: in.rateBytes, Window: in.window, MaxAttempts: 8}
+		path, err = d.Fetch(ctx, art, tg)
+		if err != nil {
+			return refuse(tg, err)
+		}
+		o.record(spool, ota.Event{Kind: "ota.downloaded", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: "verified " + art})
+	}
+	if err := o.layout().Install(path, tg, ota.InstallOptions{Probation: in.probation}); err != nil {
+		// A verified download is kept: a retry (after a probation ends)
+		// re-verifies it instead of fetching it again.
+		return refuse(tg, err)
+	}
+	if path != art {
+		_ = os.Remove(path) // the release has its own verified copy now
+	}
+	o.record(spool, ota.Event{Kind: "ota.installed", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: "from " + in.repo})
+	fmt.Fprintf(stdout, "installed %s (version %s, release %d); on probation until committed by edge supervise, or rolled back\n",
+		tg.Name, tg.Custom.Version, tg.Custom.Release)
+	return nil
 }

@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/edge/ota"
 	"github.com/outpost-edge/outpost/firmware"
 	"github.com/outpost-edge/outpost/firmware/firmwaretest"
 )
@@ -33,6 +36,12 @@ func TestOTACommands(t *testing.T) {
 	os.WriteFile(bin, []byte("#!/bin/sh\necho 1.0.0\n"), 0o755)
 	data := filepath.Join(dir, "data")
 
+	if out, code := edgeCmd(t, "ota", "--help"); code != 0 || !strings.Contains(out, "install FILE") {
+		t.Fatalf("ota --help (%d): %s", code, out)
+	}
+	if out, code := edgeCmd(t, "ota"); code != 2 {
+		t.Fatalf("ota without a subcommand (%d): %s", code, out)
+	}
 	if out, code := edgeCmd(t, "ota", "status", "--data-dir", data); code != 0 || !strings.Contains(out, "no trusted root") {
 		t.Fatalf("status before init (%d): %s", code, out)
 	}
@@ -81,5 +90,59 @@ func TestOTACommands(t *testing.T) {
 	}
 	if out, code := edgeCmd(t, "ota", "status", "--data-dir", data); code != 0 || !strings.Contains(out, "on probation") {
 		t.Fatalf("status text (%d): %s", code, out)
+	}
+}
+
+// TestOTAInstallOnline: refresh over HTTP, download with the Downloader,
+// install on probation; a target the checks refuse is reported and spooled
+// as ota.refused.
+func TestOTAInstallOnline(t *testing.T) {
+	dir := t.TempDir()
+	r := firmwaretest.New(t, firmwaretest.Options{Now: time.Now().UTC().Truncate(time.Second)})
+	r.AddTarget("edge-1.1.0", []byte("#!/bin/sh\necho 1.1.0\n"), firmware.Custom{Version: "1.1.0", Release: 2, Channel: "stable"})
+	r.AddTarget("edge-2.0.0", []byte("#!/bin/sh\necho 2.0.0\n"), firmware.Custom{Version: "2.0.0", Release: 3, Channel: "stable", MinVersion: "1.5.0"})
+	r.Publish()
+	srv := httptest.NewServer(http.FileServer(http.Dir(r.Dir)))
+	t.Cleanup(srv.Close)
+	root := filepath.Join(dir, "root.json")
+	os.WriteFile(root, r.RootBytes(1), 0o644)
+	bin := filepath.Join(dir, "edge-1.0.0")
+	os.WriteFile(bin, []byte("#!/bin/sh\necho 1.0.0\n"), 0o755)
+	data := filepath.Join(dir, "data")
+	for _, args := range [][]string{
+		{"ota", "init", "--data-dir", data, "--root", root},
+		{"ota", "adopt", "--data-dir", data, "--binary", bin, "--version", "1.0.0"},
+	} {
+		if out, code := edgeCmd(t, args...); code != 0 {
+			t.Fatalf("%v (%d): %s", args, code, out)
+		}
+	}
+	if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, "--repo", srv.URL, "--target", "edge-2.0.0"); code == 0 || !strings.Contains(out, "min_version") {
+		t.Fatalf("2.0.0 over 1.0.0 (%d): %s", code, out)
+	}
+	out, _ := edgeCmd(t, "ota", "status", "--data-dir", data, "--json")
+	var st otaStatusJSON
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.LastRefusal == nil || !strings.Contains(st.LastRefusal.Reason, "min_version") || st.Committed != "1.0.0" {
+		t.Fatalf("status after a refusal (%v): %s", err, out)
+	}
+	if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, "--repo", srv.URL, "--target", "edge-1.1.0", "--rate-bytes", "1000000"); code != 0 {
+		t.Fatalf("install (%d): %s", code, out)
+	}
+	b, _ := os.ReadFile(filepath.Join(data, "ota", "current", "edge"))
+	if string(b) != "#!/bin/sh\necho 1.1.0\n" {
+		t.Fatalf("current binary %q", b)
+	}
+	var kinds []string
+	otaSpool(filepath.Join(data, "ota")).Drain(func(evs []ota.Event) error {
+		for _, e := range evs {
+			kinds = append(kinds, e.Kind)
+		}
+		return nil
+	})
+	if strings.Join(kinds, ",") != "ota.refused,ota.downloaded,ota.installed" {
+		t.Fatalf("spooled %v", kinds)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(data, "ota", "downloads")); len(ents) != 0 {
+		t.Fatalf("downloads left behind after the install: %v", ents)
 	}
 }

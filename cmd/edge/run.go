@@ -231,6 +231,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.in.Start(ctx); err != nil {
 		return err
 	}
+	g.Go(func() error { return drainOTAEvents(gctx, m.ob, c.DataDir, log) })
 	reg := prometheus.NewRegistry()
 	m.registerMetrics(reg)
 	mux := http.NewServeMux()
@@ -320,6 +321,9 @@ type Status struct {
 	DiskFreeBytes int64         `json:"disk_free_bytes"`
 	Uplink        *uplink.Stats `json:"uplink,omitempty"`
 	Intake        intakeStatus  `json:"intake"`
+
+	// OTA is the updater's state (docs/OTA.md), when there is one.
+	OTA *otaStatusJSON `json:"ota,omitempty"`
 }
 
 type intakeStatus struct {
@@ -345,6 +349,7 @@ func (m *Main) Status() Status {
 		u := m.up.Stats()
 		s.Uplink = &u
 	}
+	s.OTA = otaStatusFor(m.Config.DataDir)
 	if m.in != nil {
 		im := m.in.Metrics()
 		s.Intake = intakeStatus{Published: im.Published.Load(), Events: im.Events.Load(), Acked: im.Acked.Load(),

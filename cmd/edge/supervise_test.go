@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,12 +111,17 @@ func TestSuperviseRealReleases(t *testing.T) {
 		done <- runSupervise(ctx, []string{"--data-dir", data, "--status-listen", addr, "--probation", "1s", "--ready-timeout", "20s", "--log-level", "warn",
 			"--", "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn"}, os.Stderr, os.Stderr)
 	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("supervise: %v", err)
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("supervise: %v", err)
+			}
 		}
-	})
+	}
+	t.Cleanup(stop)
 
 	poll.Until(t, 60*time.Second, "1.1.0 rolled back and 1.0.0 serving", func() bool {
 		st := status()
@@ -128,4 +134,22 @@ func TestSuperviseRealReleases(t *testing.T) {
 		st := status()
 		return st.Current == "1.2.0" && st.Pending == nil && st.Floor == 3 && healthy()
 	})
+
+	// Every step is in the outbox (ledger class, device _edge), moved there
+	// by the running release from the supervisor's spool.
+	spool := filepath.Join(data, "ota", "events.jsonl")
+	poll.Until(t, 60*time.Second, "the ota events drained into the outbox", func() bool {
+		_, err := os.Stat(spool)
+		return os.IsNotExist(err)
+	})
+	stop()
+	out, code := edgeCmd(t, "outbox", "export", "--data-dir", data)
+	if code != 0 {
+		t.Fatalf("export (%d): %s", code, out)
+	}
+	for _, want := range []string{`"ota.installed"`, `"ota.started"`, `"ota.rolled_back"`, `"ota.committed"`, `exited before ready`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("outbox has no %s:\n%s", want, out)
+		}
+	}
 }

@@ -327,5 +327,8 @@ func printStatus(ctx context.Context, addr string, asJSON bool, stdout io.Writer
 		fmt.Fprintf(tw, "uplink\tnone configured (offline)\n")
 	}
 	fmt.Fprintf(tw, "intake\t%d events, %d acked, %d duplicates, %d rejected kept, %d QoS 0\n", s.Intake.Events, s.Intake.Acked, s.Intake.Dups, s.Intake.Rejected, s.Intake.QoS0)
+	if s.OTA != nil {
+		s.OTA.printSummary(tw)
+	}
 	return tw.Flush()
 }

@@ -333,7 +333,7 @@ func contentRangeStart(v string) (int64, error) {
 		return 0, fmt.Errorf("content-range %q", v)
 	}
 	start, _, ok := strings.Cut(rest, "-")
-	if !ok {
+	if !ok || start == "" || strings.Trim(start, "0123456789") != "" {
 		return 0, fmt.Errorf("content-range %q", v)
 	}
 	return strconv.ParseInt(start, 10, 64)

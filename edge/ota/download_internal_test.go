@@ -2,8 +2,11 @@ package ota
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"io"
+	"strconv"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -21,6 +24,24 @@ func TestRateReader(t *testing.T) {
 		}
 		if got := time.Since(start); got != 3750*time.Millisecond {
 			t.Fatalf("took %s of virtual time, want 3.75s", got)
+		}
+	})
+}
+
+// Content-Range comes from the server: any bytes parse or fail, never
+// panic, and a parsed start is what the header says.
+func FuzzContentRangeStart(f *testing.F) {
+	for _, s := range []string{"bytes 100-199/200", "bytes */200", "bytes -1-5/6", "items 0-1/2", "bytes 9223372036854775808-1/2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		n, err := contentRangeStart(v)
+		if err != nil {
+			return
+		}
+		digits := strings.TrimLeft(strings.SplitN(strings.TrimPrefix(v, "bytes "), "-", 2)[0], "0")
+		if n < 0 || strconv.FormatInt(n, 10) != cmp.Or(digits, "0") {
+			t.Fatalf("%q parsed as %d", v, n)
 		}
 	})
 }

@@ -24,12 +24,16 @@ const (
 )
 
 // Event is one step of the updater's life, for the audit trail. Kind is
-// one of "ota.started", "ota.committed", "ota.rolled_back".
+// one of "ota.started", "ota.committed", "ota.rolled_back" (from the
+// supervisor), "ota.installed", "ota.refused" (from edge ota install).
 type Event struct {
-	Kind    string
-	Version string
-	Release uint64
-	Reason  string
+	ID      string    `json:"id,omitempty"` // set by Spool.Add
+	Kind    string    `json:"kind"`
+	Version string    `json:"version,omitempty"`
+	Release uint64    `json:"release,omitempty"`
+	Target  string    `json:"target,omitempty"`
+	Reason  string    `json:"reason,omitempty"`
+	At      time.Time `json:"at"`
 }
 
 // Supervisor runs the current release as a child process and applies the
@@ -122,6 +126,7 @@ func (s *Supervisor) defaults() {
 }
 
 func (s *Supervisor) event(e Event) {
+	e.At = s.Now().UTC()
 	s.Logger.Info("ota event", "kind", e.Kind, "version", e.Version, "release", e.Release, "reason", e.Reason)
 	if s.OnEvent != nil {
 		s.OnEvent(e)
@@ -227,11 +232,10 @@ func (s *Supervisor) runOnce(ctx context.Context, st Start) (failed string, err 
 			return "", err
 		}
 		s.event(Event{Kind: "ota.committed", Version: p.Version, Release: p.Release})
-		// It keeps running as the committed release.
-		select {
-		case <-exited:
-		case <-ctx.Done():
-			s.stop(cmd, exited)
+		// It keeps running as the committed release, watched like one (a
+		// later install is picked up). Whatever ends it now is no verdict.
+		if why := s.watchCommitted(ctx, Start{Version: st.Version}, cmd, exited, started); why != "" {
+			s.Logger.Warn("edge exited after its commit; restarting", "version", st.Version, "why", why)
 		}
 		return "", nil
 	case ctx.Err() != nil:

@@ -181,6 +181,13 @@ func TestSuperviseCommitsHealthyRelease(t *testing.T) {
 	if p, _ := s.Layout.Pending(); p != nil {
 		t.Fatalf("still pending: %+v", p)
 	}
+	// The release it committed is watched like any committed one: the
+	// next install is picked up.
+	src, tg := fakeRelease(t, filepath.Dir(s.Layout.Dir), "1.2.0", 3, "good")
+	if err := s.Layout.Install(src, tg, ota.InstallOptions{Probation: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 30*time.Second, "1.2.0 committed", func() bool { return s.State.Floor() == 3 })
 }
 
 // An install while a committed release runs (edge ota install from a

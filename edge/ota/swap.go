@@ -264,7 +264,9 @@ func (l *Layout) writeBinary(src string, tg firmware.Target, mode fs.FileMode) e
 		return fmt.Errorf("install %s: %w", tg.Name, err)
 	}
 	defer in.Close()
-	out, err := renameio.NewPendingFile(filepath.Join(dir, binaryName), renameio.WithTempDir(dir), renameio.WithStaticPermissions(mode))
+	// The temp file is 0600 until its bytes have verified: nothing is
+	// executable before that, not even under a temp name.
+	out, err := renameio.NewPendingFile(filepath.Join(dir, binaryName), renameio.WithTempDir(dir), renameio.WithStaticPermissions(0o600))
 	if err != nil {
 		return fmt.Errorf("install %s: %w", tg.Name, err)
 	}
@@ -275,6 +277,9 @@ func (l *Layout) writeBinary(src string, tg firmware.Target, mode fs.FileMode) e
 	}
 	if err := vf.Check(); err != nil {
 		return fmt.Errorf("install: %w", err)
+	}
+	if err := out.Chmod(mode); err != nil {
+		return fmt.Errorf("install %s: %w", tg.Name, err)
 	}
 	l.step("binary-written")
 	if err := out.CloseAtomicallyReplace(); err != nil { // fsync, rename
