@@ -23,10 +23,13 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -47,8 +50,11 @@ const EdgeClientPrefix = "outpost-edge-"
 
 // Options configure a Broker.
 type Options struct {
-	Addr string      // listen address for edges, such as ":18830"
-	TLS  *tls.Config // optional
+	Addr string // listen address for edges, such as ":18830"
+	// TLS, when set, serves the edges' listener over TLS (see ServerTLS),
+	// and adds a plain listener on 127.0.0.1 for the cloud's own clients
+	// (InternalAddr).
+	TLS *tls.Config
 	// Auth checks edge logins and kicks sessions on revocation (shared
 	// with the NATS server of the same process). Without it, Keys is used
 	// with an in-memory edgeauth.KeysStore: counters are not shared with
@@ -67,12 +73,13 @@ type Options struct {
 
 // Broker is a running embedded broker.
 type Broker struct {
-	srv      *mochi.Server
-	addr     string
-	password string
-	log      *slog.Logger
-	auth     *edgeauth.Authenticator
-	sessions sync.Map // *mochi.Client -> *edgeauth.Session
+	srv          *mochi.Server
+	addr         string
+	internalAddr string
+	password     string
+	log          *slog.Logger
+	auth         *edgeauth.Authenticator
+	sessions     sync.Map // *mochi.Client -> *edgeauth.Session
 }
 
 // Start starts the broker and its listener.
@@ -114,19 +121,17 @@ func Start(opts Options) (*Broker, error) {
 	if err := b.srv.AddHook(&limitHook{}, nil); err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", opts.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("broker: listen on %s: %w", opts.Addr, err)
+	if b.addr, err = b.listen("edges", opts.Addr, opts.TLS, opts.ConnectTimeout); err != nil {
+		return nil, err
 	}
+	b.internalAddr = b.addr
 	if opts.TLS != nil {
-		ln = tls.NewListener(ln, opts.TLS)
+		// The cloud's own ingest clients, in this process, connect over
+		// loopback without TLS (they have no client certificate).
+		if b.internalAddr, err = b.listen("internal", "127.0.0.1:0", nil, opts.ConnectTimeout); err != nil {
+			return nil, err
+		}
 	}
-	l := listeners.NewNet("edges", limitListener{ln, opts.ConnectTimeout})
-	if err := b.srv.AddListener(l); err != nil {
-		_ = ln.Close()
-		return nil, fmt.Errorf("broker: listen on %s: %w", opts.Addr, err)
-	}
-	b.addr = l.Address()
 	go func() {
 		if err := b.srv.Serve(); err != nil {
 			log.Error("broker stopped", "err", err)
@@ -136,8 +141,56 @@ func Start(opts Options) (*Broker, error) {
 	return b, nil
 }
 
-// Addr is the listener's address (host:port).
+func (b *Broker) listen(id, addr string, conf *tls.Config, timeout time.Duration) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("broker: listen on %s: %w", addr, err)
+	}
+	if conf != nil {
+		ln = tls.NewListener(ln, conf)
+	}
+	l := listeners.NewNet(id, limitListener{ln, timeout})
+	if err := b.srv.AddListener(l); err != nil {
+		_ = ln.Close()
+		return "", fmt.Errorf("broker: listen on %s: %w", addr, err)
+	}
+	return l.Address(), nil
+}
+
+// Addr is the edges' listener's address (host:port).
 func (b *Broker) Addr() string { return b.addr }
+
+// InternalAddr is where the cloud's own clients connect: Addr, or with
+// TLS a plain listener on 127.0.0.1.
+func (b *Broker) InternalAddr() string { return b.internalAddr }
+
+// ServerTLS loads the TLS configuration of the edges' listener: a
+// certificate and its key (PEM files), and when clientCAFile is not empty,
+// the CAs that must have signed every edge's client certificate (a client
+// without one is refused in the handshake). The broker token is checked
+// either way: the certificate proves the edge's host, the token its key.
+func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("a TLS listener needs both a certificate and its key (--mqtt-tls-cert and --mqtt-tls-key)")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load the TLS certificate %s and key %s: %w", certFile, keyFile, err)
+	}
+	conf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if clientCAFile != "" {
+		pem, err := os.ReadFile(clientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read the client CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client CA file %s: no PEM certificate in it", clientCAFile)
+		}
+		conf.ClientCAs, conf.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return conf, nil
+}
 
 // InternalPassword is the per-process password of InternalUser.
 func (b *Broker) InternalPassword() string { return b.password }
