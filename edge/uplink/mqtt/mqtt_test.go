@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
 	"os"
 	"runtime"
@@ -21,6 +22,7 @@ import (
 	"github.com/outpost-edge/outpost/edge/uplink"
 	"github.com/outpost-edge/outpost/edge/uplink/mqtt"
 	"github.com/outpost-edge/outpost/internal/poll"
+	"github.com/outpost-edge/outpost/internal/tlstest"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -192,5 +194,51 @@ func TestAckedPublishesKeepSession(t *testing.T) {
 	case <-tr.Lost():
 	default:
 		t.Fatal("Close did not end the session")
+	}
+}
+
+// --cloud-mqtt-ca, --cloud-mqtt-cert and --cloud-mqtt-key: the uplink
+// verifies the broker with the given CA and presents its client
+// certificate to a broker that requires one.
+func TestTLS(t *testing.T) {
+	pki := tlstest.New(t, "e1")
+	conf := pki.ServerConfig(t)
+	conf.ClientCAs, conf.ClientAuth = pki.Pool(), tls.RequireAndVerifyClientCert
+	url := "ssl://" + startBroker(t, &holdAcks{}, conf)
+	ctx := context.Background()
+
+	tr := newTransport(t, url, func(o *mqtt.Options) { o.CAFile, o.CertFile, o.KeyFile = pki.CAFile, pki.ClientCert, pki.ClientKey })
+	if err := tr.Connect(ctx, func([]byte) {}); err != nil {
+		t.Fatalf("TLS with a client certificate: %v", err)
+	}
+	_ = tr.Close()
+
+	noCert := newTransport(t, url, func(o *mqtt.Options) { o.CAFile = pki.CAFile })
+	if err := noCert.Connect(ctx, func([]byte) {}); err == nil {
+		t.Fatal("connected without the client certificate the broker requires")
+	}
+	// The system roots do not know the test CA.
+	if _, err := x509.SystemCertPool(); err == nil {
+		noCA := newTransport(t, url, func(o *mqtt.Options) { o.CertFile, o.KeyFile = pki.ClientCert, pki.ClientKey })
+		if err := noCA.Connect(ctx, func([]byte) {}); err == nil {
+			t.Fatal("connected to a broker whose certificate no trusted CA signed")
+		}
+	}
+}
+
+func TestTLSOptionErrors(t *testing.T) {
+	pki := tlstest.New(t, "e1")
+	cases := map[string]mqtt.Options{
+		"cert without key": {CertFile: pki.ClientCert},
+		"key without cert": {KeyFile: pki.ClientKey},
+		"missing CA file":  {CAFile: "/nonexistent.pem"},
+		"CA not PEM":       {CAFile: pki.ClientKey},
+		"bad key pair":     {CertFile: pki.ClientCert, KeyFile: pki.ServerKey},
+	}
+	for name, o := range cases {
+		o.Broker, o.Edge, o.Password = "ssl://127.0.0.1:1", "e1", "x"
+		if _, err := mqtt.New(o); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }
