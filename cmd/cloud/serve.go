@@ -306,6 +306,12 @@ func (m *Main) Run(ctx context.Context) error {
 			}
 			return nil
 		},
+		Live: func() error {
+			if consumer != nil {
+				return consumer.Healthy()
+			}
+			return nil
+		},
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Logger:  log,
 	})
