@@ -14,6 +14,9 @@
 // Connected reports whether it is consuming (for /readyz); Healthy fails
 // once it has not been for StuckAfter (for /healthz, the liveness probe:
 // a restart is the last resort when the process cannot recover by itself).
+//
+// Hellos are answered by at most MaxHellos goroutines at once, owned by an
+// errgroup that Run waits for before it returns.
 package mqtt
 
 import (
@@ -28,6 +31,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	"github.com/outpost-edge/outpost/protocol"
@@ -66,7 +70,7 @@ type Consumer struct {
 	downSince  time.Time // when it last stopped being subscribed (or started)
 	lastErr    error     // why the last session ended
 
-	hellos chan struct{} // bounds concurrent hello handlers
+	hellos errgroup.Group // SetLimit(MaxHellos); Run waits for it
 }
 
 var _ ingest.Replier = (*Consumer)(nil)
@@ -108,18 +112,20 @@ func New(opts Options) (*Consumer, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Consumer{o: opts, log: opts.Logger.With("component", "ingest-mqtt", "broker", opts.Broker), downSince: opts.Now(),
-		hellos: make(chan struct{}, opts.MaxHellos)}, nil
+	c := &Consumer{o: opts, log: opts.Logger.With("component", "ingest-mqtt", "broker", opts.Broker), downSince: opts.Now()}
+	c.hellos.SetLimit(opts.MaxHellos)
+	return c, nil
 }
 
 // Run connects and consumes until ctx ends, reconnecting and resubscribing
-// for as long as it takes.
+// for as long as it takes. It returns once the hellos in hand are answered.
 func (c *Consumer) Run(ctx context.Context) error {
 	segFilter, err := protocol.SharedSegmentFilter(c.o.Group)
 	if err != nil {
 		return err
 	}
 	filters := map[string]byte{segFilter: 1, "$share/" + c.o.Group + "/" + protocol.HelloFilterMQTT: 1}
+	defer func() { _ = c.hellos.Wait() }()
 	wait := c.o.RetryMin
 	for {
 		consumed, err := c.session(ctx, filters)
@@ -248,25 +254,23 @@ func (c *Consumer) onMessage(ctx context.Context, m paho.Message) {
 		}
 	case protocol.KindHello:
 		m.Ack()
-		select {
-		case c.hellos <- struct{}{}:
-		default:
-			// Too many hellos at once (a whole fleet reconnecting): the
-			// edge asks again after its hello timeout.
-			c.log.Warn("too many hellos in flight; one is left for its edge to repeat", "edge", t.ID)
-			return
-		}
-		go func() {
-			defer func() { <-c.hellos }()
-			rc, err := c.o.Service.Hello(ctx, t.ID, m.Payload())
+		payload := m.Payload()
+		ok := c.hellos.TryGo(func() error {
+			rc, err := c.o.Service.Hello(ctx, t.ID, payload)
 			if err != nil {
 				c.log.Warn("could not answer a hello", "edge", t.ID, "err", err)
-				return
+				return nil
 			}
 			if err := c.Reply(ctx, t.ID, rc); err != nil {
 				c.log.Warn("could not send a hello's receipt", "edge", t.ID, "err", err)
 			}
-		}()
+			return nil
+		})
+		if !ok {
+			// Too many hellos at once (a whole fleet reconnecting): the
+			// edge asks again after its hello timeout.
+			c.log.Warn("too many hellos in flight; one is left for its edge to repeat", "edge", t.ID)
+		}
 	default:
 		m.Ack()
 	}

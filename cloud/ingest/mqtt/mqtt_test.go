@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -285,4 +287,77 @@ func TestRunStopsWhileRetrying(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after its context ended")
 	}
+}
+
+// blockingHello is a ledger whose NoteHello waits for release (ignoring
+// its context, as a slow database query would).
+type blockingHello struct {
+	memLedger
+	entered  chan struct{}
+	release  chan struct{}
+	finished atomic.Bool
+}
+
+func (l *blockingHello) NoteHello(ctx context.Context, h protocol.Hello) (ledger.Watermark, error) {
+	close(l.entered)
+	<-l.release
+	defer l.finished.Store(true)
+	return l.memLedger.NoteHello(ctx, h)
+}
+
+// Run does not return while a hello handler it started is still running:
+// the handlers belong to it.
+func TestRunWaitsForHelloHandlers(t *testing.T) {
+	h := &subscribeFaults{ingestClientID: "ingest-1"}
+	_, url := startBroker(t, h)
+	l := &blockingHello{memLedger: memLedger{hwm: map[protocol.Stream]uint64{}}, entered: make(chan struct{}), release: make(chan struct{})}
+	svc, err := ingest.New(ingest.Options{Ledger: l, Signer: protocoltest.Signer(t, "cloud"), Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ingestmqtt.New(ingestmqtt.Options{Broker: url, Service: svc, ClientID: "ingest-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runDone := make(chan struct{})
+	go func() { defer close(runDone); _ = c.Run(ctx) }()
+	poll.Until(t, 10*time.Second, "ingest to subscribe", c.Connected)
+	newEdge(t, url).publish(t, protocol.KindHello, protocol.EncodeHello(protocol.Hello{Edge: "e1", Epoch: protocol.Epoch{1}}))
+	<-l.entered
+	cancel()
+	// Run either returns at once (it does not own its handlers: wrong) or
+	// waits in its errgroup for the handler, which is then released.
+	var returnedEarly bool
+	poll.Until(t, 10*time.Second, "Run to return or to wait for its hello handler", func() bool {
+		select {
+		case <-runDone:
+			returnedEarly = !l.finished.Load()
+			return true
+		default:
+		}
+		return waitingInRun()
+	})
+	close(l.release)
+	<-runDone
+	if returnedEarly {
+		t.Fatal("Run returned while a hello handler it started was still running")
+	}
+	if !l.finished.Load() {
+		t.Fatal("Run returned before its hello handler finished")
+	}
+}
+
+// waitingInRun reports whether a goroutine is in Consumer.Run, waiting for
+// its errgroup.
+func waitingInRun() bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "ingest/mqtt.(*Consumer).Run") && strings.Contains(g, "errgroup.(*Group).Wait") {
+			return true
+		}
+	}
+	return false
 }
