@@ -73,7 +73,10 @@ type Consumer struct {
 	hellos errgroup.Group // SetLimit(MaxHellos); Run waits for it
 }
 
-var _ ingest.Replier = (*Consumer)(nil)
+var (
+	_ ingest.Replier      = (*Consumer)(nil)
+	_ ingest.AsyncReplier = (*Consumer)(nil)
+)
 
 // New checks opts.
 func New(opts Options) (*Consumer, error) {
@@ -277,22 +280,32 @@ func (c *Consumer) onMessage(ctx context.Context, m paho.Message) {
 }
 
 // Reply publishes a signed reply to the edge's rcpt topic at QoS 1 and
-// waits for the broker's PUBACK (at most ReplyTimeout).
+// waits for the broker's PUBACK.
 func (c *Consumer) Reply(ctx context.Context, edge string, msg []byte) error {
+	return c.ReplyAsync(edge, msg)(ctx)
+}
+
+// ReplyAsync publishes a signed reply at QoS 1 without waiting; the
+// function it returns waits for the PUBACK (at most ReplyTimeout). Ingest
+// sends a whole batch's replies this way before it waits for any.
+func (c *Consumer) ReplyAsync(edge string, msg []byte) func(context.Context) error {
 	topic, err := protocol.EdgeTopic(edge, protocol.KindReceipt)
 	if err != nil {
-		return err
+		return func(context.Context) error { return err }
 	}
 	c.mu.Lock()
 	cl := c.client
 	c.mu.Unlock()
 	if cl == nil {
-		return errors.New("not connected")
+		return func(context.Context) error { return errors.New("not connected") }
 	}
-	if err := wait(ctx, cl.Publish(topic, 1, false, msg), c.o.ReplyTimeout); err != nil {
-		return fmt.Errorf("publish to %s: %w", topic, err)
+	tok := cl.Publish(topic, 1, false, msg)
+	return func(ctx context.Context) error {
+		if err := wait(ctx, tok, c.o.ReplyTimeout); err != nil {
+			return fmt.Errorf("publish to %s: %w", topic, err)
+		}
+		return nil
 	}
-	return nil
 }
 
 func wait(ctx context.Context, tok paho.Token, timeout time.Duration) error {
