@@ -127,8 +127,14 @@ type cloud struct {
 // runCloud runs an ingest service and the MQTT consumer until the test ends.
 func runCloud(t *testing.T, url string, h *subscribeFaults, mod func(*ingestmqtt.Options)) *cloud {
 	t.Helper()
+	return runCloudOn(t, url, h, &memLedger{hwm: map[protocol.Stream]uint64{}}, mod)
+}
+
+// runCloudOn is runCloud on the ledger l.
+func runCloudOn(t *testing.T, url string, h *subscribeFaults, l ingest.Ledger, mod func(*ingestmqtt.Options)) *cloud {
+	t.Helper()
 	cl := &cloud{signer: protocoltest.Signer(t, "cloud"), done: make(chan struct{})}
-	svc, err := ingest.New(ingest.Options{Ledger: &memLedger{hwm: map[protocol.Stream]uint64{}}, Signer: cl.signer, Workers: 1, MaxDelay: time.Millisecond})
+	svc, err := ingest.New(ingest.Options{Ledger: l, Signer: cl.signer, Workers: 1, MaxDelay: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
