@@ -12,9 +12,17 @@
 // topics: it may publish to outpost/v1/edge/{edge}/seg, .../hello and
 // .../status, and subscribe to .../rcpt and .../cmd. A will is held to the
 // same ACL (mochi publishes wills unchecked): one on a topic the edge may
-// not publish to is dropped at login. The cloud's own
-// ingest clients log in as an internal user with a random per-process
-// password and may use every topic.
+// not publish to is dropped at login. The cloud's own ingest clients log
+// in as an internal user with a random per-process password and may use
+// every topic.
+//
+// What a connection can make the broker hold is bounded (limits.go): a
+// packet is at most MaxPacketBytes (advertised in the MQTT 5 CONNACK), and
+// before authentication a connection gets ConnectTimeout to send a CONNECT
+// of at most MaxConnectBytes, checked from its fixed header before mochi
+// allocates anything. With Options.TLS the edges' listener is TLS only
+// (ServerTLS loads it, optionally requiring client certificates), and the
+// cloud's own clients use a plain listener on 127.0.0.1 (InternalAddr).
 package mqtt
 
 import (
