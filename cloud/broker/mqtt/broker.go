@@ -31,13 +31,10 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"time"
 
@@ -46,6 +43,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/outpost-edge/outpost/cloud/edgeauth"
+	"github.com/outpost-edge/outpost/internal/tlsconf"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -178,26 +176,7 @@ func (b *Broker) InternalAddr() string { return b.internalAddr }
 // without one is refused in the handshake). The broker token is checked
 // either way: the certificate proves the edge's host, the token its key.
 func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
-	if certFile == "" || keyFile == "" {
-		return nil, errors.New("a TLS listener needs both a certificate and its key (--mqtt-tls-cert and --mqtt-tls-key)")
-	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("load the TLS certificate %s and key %s: %w", certFile, keyFile, err)
-	}
-	conf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if clientCAFile != "" {
-		pem, err := os.ReadFile(clientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("read the client CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("client CA file %s: no PEM certificate in it", clientCAFile)
-		}
-		conf.ClientCAs, conf.ClientAuth = pool, tls.RequireAndVerifyClientCert
-	}
-	return conf, nil
+	return tlsconf.Server(certFile, keyFile, clientCAFile)
 }
 
 // InternalPassword is the per-process password of InternalUser.

@@ -12,11 +12,9 @@ package mqtt
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/outpost-edge/outpost/edge/uplink"
+	"github.com/outpost-edge/outpost/internal/tlsconf"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -198,7 +197,7 @@ func New(opts Options) (*Transport, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.TLS, err = clientTLS(opts); err != nil {
+	if opts.TLS, err = tlsconf.Client(opts.TLS, opts.CAFile, opts.CertFile, opts.KeyFile); err != nil {
 		return nil, fmt.Errorf("mqtt uplink: %w", err)
 	}
 	return &Transport{o: opts, segTopic: seg, helloTopic: hello, rcpt: rcpt}, nil
@@ -334,37 +333,4 @@ func wait(ctx context.Context, tok paho.Token, timeout time.Duration) error {
 	case <-tm.C:
 		return fmt.Errorf("no answer from the broker within %s", timeout)
 	}
-}
-
-// clientTLS adds opts' CA and client certificate files to opts.TLS.
-func clientTLS(opts Options) (*tls.Config, error) {
-	if opts.CAFile == "" && opts.CertFile == "" && opts.KeyFile == "" {
-		return opts.TLS, nil
-	}
-	conf := &tls.Config{MinVersion: tls.VersionTLS12}
-	if opts.TLS != nil {
-		conf = opts.TLS.Clone()
-	}
-	if opts.CAFile != "" {
-		pem, err := os.ReadFile(opts.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("read the broker CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("broker CA file %s: no PEM certificate in it", opts.CAFile)
-		}
-		conf.RootCAs = pool
-	}
-	if opts.CertFile != "" || opts.KeyFile != "" {
-		if opts.CertFile == "" || opts.KeyFile == "" {
-			return nil, errors.New("a client certificate needs both the certificate and the key file")
-		}
-		cert, err := tls.LoadX509KeyPair(opts.CertFile, opts.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("load the client certificate %s and key %s: %w", opts.CertFile, opts.KeyFile, err)
-		}
-		conf.Certificates = []tls.Certificate{cert}
-	}
-	return conf, nil
 }
