@@ -35,6 +35,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/internal/keyfile"
 	"github.com/outpost-edge/outpost/internal/pgcluster"
+	"github.com/outpost-edge/outpost/internal/tlsconf"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -52,6 +53,9 @@ type Config struct {
 	MQTTTLSCert  string
 	MQTTTLSKey   string
 	MQTTClientCA string
+	MQTTCA       string
+	MQTTCert     string
+	MQTTKey      string
 	Group        string
 	HTTP         string
 	Workers      int
@@ -115,6 +119,9 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&c.MQTTTLSCert, "mqtt-tls-cert", "", "embedded broker: serve TLS to edges with this certificate (PEM); edges then use ssl:// URLs")
 	fs.StringVar(&c.MQTTTLSKey, "mqtt-tls-key", "", "embedded broker: key of --mqtt-tls-cert (PEM)")
 	fs.StringVar(&c.MQTTClientCA, "mqtt-client-ca", "", "embedded broker: PEM CAs; when set, every edge must present a client certificate they signed")
+	fs.StringVar(&c.MQTTCA, "mqtt-ca", "", "external broker: PEM CAs that sign its certificate (default: the system's roots; use an ssl:// --mqtt)")
+	fs.StringVar(&c.MQTTCert, "mqtt-cert", "", "external broker: client certificate (PEM) of the cloud's ingest clients, for a broker that requires one")
+	fs.StringVar(&c.MQTTKey, "mqtt-key", "", "external broker: key of --mqtt-cert (PEM)")
 	fs.StringVar(&c.Group, "group", "outpost-ingest", "MQTT shared-subscription group; cloud processes in one group share segments")
 	fs.StringVar(&c.HTTP, "http", "127.0.0.1:18080", "address of the HTTP API, /healthz, /readyz and /metrics")
 	fs.IntVar(&c.Workers, "workers", 2, "ingest commit loops in this process")
@@ -275,8 +282,17 @@ func (m *Main) Run(ctx context.Context) error {
 	} else if c.MQTTTLSCert != "" || c.MQTTTLSKey != "" || c.MQTTClientCA != "" {
 		return usagef("--mqtt-tls-cert, --mqtt-tls-key and --mqtt-client-ca are for the embedded broker; with --mqtt %s, configure TLS on that broker", redact(brokerURL))
 	}
+	var ingestTLS *tls.Config
+	if c.MQTTCA != "" || c.MQTTCert != "" || c.MQTTKey != "" {
+		if c.MQTT == "" {
+			return usagef("--mqtt-ca, --mqtt-cert and --mqtt-key are for an external broker (--mqtt); the embedded broker's TLS is --mqtt-tls-cert and --mqtt-tls-key")
+		}
+		if ingestTLS, err = tlsconf.Client(nil, c.MQTTCA, c.MQTTCert, c.MQTTKey); err != nil {
+			return usagef("--mqtt-ca, --mqtt-cert, --mqtt-key: %v", err)
+		}
+	}
 	if brokerURL != "" {
-		consumer, err = ingestmqtt.New(ingestmqtt.Options{Broker: brokerURL, Username: user, Password: pass, Group: c.Group, Service: svc, Logger: log})
+		consumer, err = ingestmqtt.New(ingestmqtt.Options{Broker: brokerURL, Username: user, Password: pass, TLS: ingestTLS, Group: c.Group, Service: svc, Logger: log})
 		if err != nil {
 			return err
 		}
