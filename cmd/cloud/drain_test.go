@@ -82,17 +82,6 @@ func TestShutdownDrainsIngest(t *testing.T) {
 	if _, err := ledger.New(conn, ledger.Options{}).AddEdge(ctx, "shop-1", stream.Signer.Public()); err != nil {
 		t.Fatal(err)
 	}
-	// Hold the edge's row: the commit's recheck of the key (FOR SHARE)
-	// waits for it.
-	hold, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Rollback(ctx)
-	if _, err := hold.Exec(ctx, `SELECT 1 FROM edges WHERE id = 'shop-1' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
-
 	logs := &syncBuffer{}
 	runCtx, sigterm := context.WithCancel(ctx)
 	defer sigterm()
@@ -108,7 +97,7 @@ func TestShutdownDrainsIngest(t *testing.T) {
 	var receipts []protocol.Receipt
 	opts := paho.NewClientOptions().AddBroker("tcp://" + m.BrokerAddr()).
 		SetClientID(brokermqtt.EdgeClientPrefix + "shop-1").SetUsername("shop-1").
-		SetPassword(stream.Signer.BrokerToken("shop-1", time.Now())).SetAutoReconnect(false)
+		SetPassword(stream.Signer.BrokerToken(protocol.BrokerAudience(protocol.BrokerMQTT, string(protocol.KeyIDOf(cloudKey.Public().(ed25519.PublicKey)))), "shop-1", 1)).SetAutoReconnect(false)
 	edge := paho.NewClient(opts)
 	if tok := edge.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatalf("edge connect: %v", tok.Error())
@@ -136,6 +125,17 @@ func TestShutdownDrainsIngest(t *testing.T) {
 		}
 	}
 
+	// Hold the edge's row: the commit's recheck of the key (FOR SHARE)
+	// waits for it. (Only after the login, which uses the row too: it
+	// records the broker token's counter.)
+	hold, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM edges WHERE id = 'shop-1' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
 	publish(1, 5)
 	poll.Until(t, 30*time.Second, "the commit waiting on the held row", func() bool {
 		var n int

@@ -74,7 +74,7 @@ func TestReadyzReflectsCommits(t *testing.T) {
 	receipt := make(chan protocol.Receipt, 16)
 	edge := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + m.BrokerAddr()).
 		SetClientID(brokermqtt.EdgeClientPrefix + "shop-1").SetUsername("shop-1").
-		SetPassword(stream.Signer.BrokerToken("shop-1", time.Now())).SetAutoReconnect(false))
+		SetPassword(stream.Signer.BrokerToken(protocol.BrokerAudience(protocol.BrokerMQTT, string(protocol.KeyIDOf(cloudKey.Public().(ed25519.PublicKey)))), "shop-1", 1)).SetAutoReconnect(false))
 	if tok := edge.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatalf("edge connect: %v", tok.Error())
 	}
