@@ -45,6 +45,11 @@ type Options struct {
 	// the database's. Its error's text is shown to whoever asks /readyz.
 	// May be nil.
 	Ready func(ctx context.Context) error
+	// Live, when not nil, makes GET /healthz (the liveness probe) fail
+	// with its error: for a part that cannot recover without a restart
+	// (an ingest that has not consumed for minutes). Keep it cheap and
+	// free of the database. May be nil.
+	Live func() error
 	// Metrics, when not nil, is served at GET /metrics without auth.
 	Metrics http.Handler
 	// Logger gets the access log and internal errors. Default slog.Default().

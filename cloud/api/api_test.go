@@ -425,6 +425,13 @@ func TestReadyz(t *testing.T) {
 		e := MustEnv(t, envOptions{Ready: func(context.Context) error { return errors.New("broker not connected") }})
 		wantError(t, e.Do(t, "GET", "/readyz", "", nil), 503, "broker not connected")
 	})
+	t.Run("stuck part", func(t *testing.T) {
+		e := MustEnv(t, envOptions{Live: func() error { return errors.New("MQTT ingest has not consumed for 2m0s") }})
+		r := e.Do(t, "GET", "/healthz", "", nil)
+		if r.Status != 503 || !strings.Contains(string(r.Body), "MQTT ingest has not consumed") {
+			t.Fatalf("healthz with a stuck part: %d %q", r.Status, r.Body)
+		}
+	})
 }
 
 func TestFleet(t *testing.T) {

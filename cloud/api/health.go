@@ -11,11 +11,20 @@ import (
 	"github.com/outpost-edge/outpost/protocol"
 )
 
-// healthz says the process is alive and serving; it checks nothing else,
-// so that a slow database never gets the process restarted.
+// healthz says the process is alive and serving. It checks only
+// opts.Live (a part stuck for good), not the database, so that a slow
+// database never gets the process restarted.
 func (s *server) healthz(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	if s.opts.Live != nil {
+		if err := s.opts.Live(); err != nil {
+			info(r).err = err
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not live: " + err.Error() + "\n"))
+			return nil
+		}
+	}
 	_, _ = w.Write([]byte("ok\n"))
 	return nil
 }

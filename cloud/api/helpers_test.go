@@ -79,6 +79,7 @@ type env struct {
 type envOptions struct {
 	Unmigrated bool
 	Ready      func(context.Context) error
+	Live       func() error
 	Metrics    http.Handler
 }
 
@@ -115,7 +116,7 @@ func MustEnv(tb testing.TB, o envOptions) *env {
 	e.Ledger = ledger.New(e.Conn, ledger.Options{Now: e.Clock.Now, Logger: logger})
 	e.Cloud = MustSigner(tb)
 	e.Server = httptest.NewServer(api.New(api.Options{
-		Ledger: e.Ledger, CloudPublicKey: e.Cloud.Public(), Ready: o.Ready, Metrics: o.Metrics,
+		Ledger: e.Ledger, CloudPublicKey: e.Cloud.Public(), Ready: o.Ready, Live: o.Live, Metrics: o.Metrics,
 		Logger: logger, Now: e.Clock.Now,
 	}))
 	tb.Cleanup(e.Server.Close)

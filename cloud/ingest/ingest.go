@@ -11,7 +11,8 @@
 //     transaction, stream rows locked in a fixed order, signatures and
 //     chains verified, duplicates skipped, new records copied in.
 //  3. After the commit, sign and send one receipt per stream (the highest
-//     watermark reached), a nack for each quarantined segment, and ack the
+//     watermark reached) and a nack for each quarantined segment, all
+//     published before any is waited for (AsyncReplier), then ack the
 //     broker messages.
 //  4. A segment that starts beyond the stream's watermark (a gap) is most
 //     often the next segment of a pipelining edge that reached this worker
@@ -51,6 +52,16 @@ var ErrDraining = errors.New("ingest: shutting down, not taking segments")
 // Replier sends a signed reply (receipt or nack) to an edge's rcpt topic.
 type Replier interface {
 	Reply(ctx context.Context, edge string, msg []byte) error
+}
+
+// AsyncReplier is a Replier that can publish a reply without waiting for
+// the broker to confirm it: ReplyAsync publishes, and the function it
+// returns waits for the confirmation. A worker publishes all of a batch's
+// replies before it waits for any, so a batch costs one broker round trip,
+// not one per reply.
+type AsyncReplier interface {
+	Replier
+	ReplyAsync(edge string, msg []byte) (wait func(context.Context) error)
 }
 
 // Delivery is one segment message as a transport received it.
@@ -446,6 +457,7 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 	}
 	receipts := map[key]Watermark{}
 	var acks []*item
+	var out []reply
 	for i, o := range outs {
 		it := its[i]
 		switch o.Kind {
@@ -467,24 +479,21 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 				continue
 			}
 			s.gaps.Add(1)
-			s.reply(ctx, it, s.nack(it, o.Watermark, protocol.NackGap, o.Reason))
+			out = append(out, nackTo(it, s.nack(it, o.Watermark, protocol.NackGap, o.Reason))...)
 			acks = append(acks, it)
 		case KindQuarantined:
 			// The ledger logged and counted it, where it wrote the
 			// quarantine row (or commit logged the refusal).
-			s.reply(ctx, it, s.nack(it, o.Watermark, o.Code, o.Reason))
+			out = append(out, nackTo(it, s.nack(it, o.Watermark, o.Code, o.Reason))...)
 			acks = append(acks, it)
 		}
 	}
 	for k, w := range receipts {
-		if k.r == nil {
-			continue
-		}
-		if err := k.r.Reply(ctx, w.Stream.Edge, s.receipt(w)); err != nil {
-			s.replyErrs.Add(1)
-			s.log.Warn("could not send a receipt; the edge will ask again", "edge", w.Stream.Edge, "err", err)
+		if k.r != nil {
+			out = append(out, reply{r: k.r, edge: w.Stream.Edge, msg: s.receipt(w), receipt: true})
 		}
 	}
+	s.send(ctx, out)
 	for _, it := range acks {
 		ack(it)
 	}
@@ -548,15 +557,51 @@ func (s *Service) commit(ctx context.Context, inputs []Input) (outs []Outcome, o
 	}
 }
 
-func (s *Service) reply(ctx context.Context, it *item, msg []byte) {
-	// Nacks go to the sender the broker authenticated, which is not
-	// always the edge a forged segment names.
+// reply is a receipt or nack to send once a batch is committed.
+type reply struct {
+	r       Replier
+	edge    string
+	msg     []byte
+	receipt bool // else a nack
+}
+
+// nackTo addresses a nack for it. Nacks go to the sender the broker
+// authenticated, which is not always the edge a forged segment names.
+func nackTo(it *item, msg []byte) []reply {
 	if it.d.Replier == nil {
-		return
+		return nil
 	}
-	if err := it.d.Replier.Reply(ctx, it.d.TopicEdge, msg); err != nil {
+	return []reply{{r: it.d.Replier, edge: it.d.TopicEdge, msg: msg}}
+}
+
+// send publishes a batch's replies: every AsyncReplier's first, then it
+// waits for them all, so the commit worker waits for one round trip to
+// the broker per batch, not one per reply. A reply that fails costs the
+// edge a resend or a repeated hello, never a record: it is sent only after
+// the commit, and the edge keeps everything until a receipt.
+func (s *Service) send(ctx context.Context, out []reply) {
+	waits := make([]func(context.Context) error, len(out))
+	for i, r := range out {
+		if a, ok := r.r.(AsyncReplier); ok {
+			waits[i] = a.ReplyAsync(r.edge, r.msg)
+		}
+	}
+	for i, r := range out {
+		var err error
+		if waits[i] != nil {
+			err = waits[i](ctx)
+		} else {
+			err = r.r.Reply(ctx, r.edge, r.msg)
+		}
+		if err == nil {
+			continue
+		}
 		s.replyErrs.Add(1)
-		s.log.Warn("could not send a nack", "edge", it.d.TopicEdge, "err", err)
+		if r.receipt {
+			s.log.Warn("could not send a receipt; the edge will ask again", "edge", r.edge, "err", err)
+		} else {
+			s.log.Warn("could not send a nack", "edge", r.edge, "err", err)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -447,5 +448,66 @@ func TestNackNamesTheSegment(t *testing.T) {
 	want := protocol.SegmentRef{First: 5, Last: 9, KID: edge.KeyID(), Hash: protocol.HashBytes(payload)}
 	if n.V != protocol.NackVersion || n.Refused() != want || n.Stream() != st || n.At == 0 {
 		t.Fatalf("nack %+v; want version %d refusing %+v", n, protocol.NackVersion, want)
+	}
+}
+
+// batchReplier confirms a reply only once `want` replies have been
+// published: a worker that waits for each reply before it publishes the
+// next never gets there.
+type batchReplier struct {
+	mu        sync.Mutex
+	want      int
+	published int
+	confirmed int
+	all       chan struct{} // closed when want replies are published
+}
+
+func (r *batchReplier) ReplyAsync(edge string, msg []byte) func(context.Context) error {
+	r.mu.Lock()
+	r.published++
+	if r.published == r.want {
+		close(r.all)
+	}
+	r.mu.Unlock()
+	return func(ctx context.Context) error {
+		select {
+		case <-r.all:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		r.mu.Lock()
+		r.confirmed++
+		r.mu.Unlock()
+		return nil
+	}
+}
+
+func (r *batchReplier) Reply(ctx context.Context, edge string, msg []byte) error {
+	return r.ReplyAsync(edge, msg)(ctx)
+}
+
+// The receipts of one batch are all published before the worker waits for
+// any broker confirmation (one round trip per batch, not one per receipt),
+// and the broker messages are acked after that.
+func TestBatchRepliesPublishedTogether(t *testing.T) {
+	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}}
+	svc, _ := start(t, fl, func(o *ingest.Options) { o.MaxDelay = 200 * time.Millisecond })
+	edge := protocoltest.Signer(t, "edge")
+	rp := &batchReplier{want: 3, all: make(chan struct{})}
+	var acked atomic.Int64
+	for _, e := range []string{"e1", "e2", "e3"} {
+		st := protocol.Stream{Edge: e, Epoch: protocol.Epoch{1}}
+		_ = svc.Handle(context.Background(), ingest.Delivery{TopicEdge: e, Payload: seg(t, edge, st, 1, 5), Replier: rp,
+			Ack: func() { acked.Add(1) }})
+	}
+	waitFor(t, "three receipts confirmed and three acks", func() bool {
+		rp.mu.Lock()
+		defer rp.mu.Unlock()
+		return rp.confirmed == 3 && acked.Load() == 3
+	})
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if len(fl.batches) != 1 {
+		t.Fatalf("%d batches, want the three segments in one", len(fl.batches))
 	}
 }

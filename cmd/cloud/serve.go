@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +35,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/internal/keyfile"
 	"github.com/outpost-edge/outpost/internal/pgcluster"
+	"github.com/outpost-edge/outpost/internal/tlsconf"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -48,6 +50,12 @@ type Config struct {
 	MQTTListen   string
 	MQTTUser     string
 	MQTTPassword string
+	MQTTTLSCert  string
+	MQTTTLSKey   string
+	MQTTClientCA string
+	MQTTCA       string
+	MQTTCert     string
+	MQTTKey      string
 	Group        string
 	HTTP         string
 	Workers      int
@@ -108,6 +116,12 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&c.MQTTListen, "mqtt-listen", ":18830", "embedded broker: address edges connect to (empty, with no --mqtt: no MQTT, for a NATS-only cloud)")
 	fs.StringVar(&c.MQTTUser, "mqtt-user", "", "external broker: user name of the cloud's ingest clients")
 	fs.StringVar(&c.MQTTPassword, "mqtt-password", "", "external broker: password of the cloud's ingest clients")
+	fs.StringVar(&c.MQTTTLSCert, "mqtt-tls-cert", "", "embedded broker: serve TLS to edges with this certificate (PEM); edges then use ssl:// URLs")
+	fs.StringVar(&c.MQTTTLSKey, "mqtt-tls-key", "", "embedded broker: key of --mqtt-tls-cert (PEM)")
+	fs.StringVar(&c.MQTTClientCA, "mqtt-client-ca", "", "embedded broker: PEM CAs; when set, every edge must present a client certificate they signed")
+	fs.StringVar(&c.MQTTCA, "mqtt-ca", "", "external broker: PEM CAs that sign its certificate (default: the system's roots; use an ssl:// --mqtt)")
+	fs.StringVar(&c.MQTTCert, "mqtt-cert", "", "external broker: client certificate (PEM) of the cloud's ingest clients, for a broker that requires one")
+	fs.StringVar(&c.MQTTKey, "mqtt-key", "", "external broker: key of --mqtt-cert (PEM)")
 	fs.StringVar(&c.Group, "group", "outpost-ingest", "MQTT shared-subscription group; cloud processes in one group share segments")
 	fs.StringVar(&c.HTTP, "http", "127.0.0.1:18080", "address of the HTTP API, /healthz, /readyz and /metrics")
 	flagenv.IntVar(fs, &c.Workers, "workers", 2, flagenv.Range{Min: 1, Max: 256}, "ingest commit loops in this process")
@@ -255,15 +269,30 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		log.Info("no MQTT (--mqtt-listen is empty): edges connect over NATS only")
 	} else if brokerURL == "" {
-		m.broker, err = brokermqtt.Start(brokermqtt.Options{Addr: c.MQTTListen, Auth: m.auth, Logger: log})
+		tlsConf, err := embeddedBrokerTLS(c)
 		if err != nil {
 			return err
 		}
-		_, port, _ := net.SplitHostPort(m.broker.Addr())
+		m.broker, err = brokermqtt.Start(brokermqtt.Options{Addr: c.MQTTListen, TLS: tlsConf, Auth: m.auth, Logger: log})
+		if err != nil {
+			return err
+		}
+		_, port, _ := net.SplitHostPort(m.broker.InternalAddr())
 		brokerURL, user, pass = "tcp://127.0.0.1:"+port, brokermqtt.InternalUser, m.broker.InternalPassword()
+	} else if c.MQTTTLSCert != "" || c.MQTTTLSKey != "" || c.MQTTClientCA != "" {
+		return usagef("--mqtt-tls-cert, --mqtt-tls-key and --mqtt-client-ca are for the embedded broker; with --mqtt %s, configure TLS on that broker", redact(brokerURL))
+	}
+	var ingestTLS *tls.Config
+	if c.MQTTCA != "" || c.MQTTCert != "" || c.MQTTKey != "" {
+		if c.MQTT == "" {
+			return usagef("--mqtt-ca, --mqtt-cert and --mqtt-key are for an external broker (--mqtt); the embedded broker's TLS is --mqtt-tls-cert and --mqtt-tls-key")
+		}
+		if ingestTLS, err = tlsconf.Client(nil, c.MQTTCA, c.MQTTCert, c.MQTTKey); err != nil {
+			return usagef("--mqtt-ca, --mqtt-cert, --mqtt-key: %v", err)
+		}
 	}
 	if brokerURL != "" {
-		consumer, err = ingestmqtt.New(ingestmqtt.Options{Broker: brokerURL, Username: user, Password: pass, Group: c.Group, Service: svc, Logger: log})
+		consumer, err = ingestmqtt.New(ingestmqtt.Options{Broker: brokerURL, Username: user, Password: pass, TLS: ingestTLS, Group: c.Group, Service: svc, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -290,6 +319,12 @@ func (m *Main) Run(ctx context.Context) error {
 			}
 			if natsConsumer != nil && !natsConsumer.Connected() {
 				return errors.New("ingest is not consuming from NATS JetStream")
+			}
+			return nil
+		},
+		Live: func() error {
+			if consumer != nil {
+				return consumer.Healthy()
 			}
 			return nil
 		},
@@ -371,6 +406,22 @@ func commitFailing(ce *ingest.CommitError) error {
 	}
 	return fmt.Errorf("commits are failing (%s) since %s, %d attempts; ingest keeps retrying, the cloud's log has the details",
 		why, ce.Since.UTC().Format(time.RFC3339), ce.Attempts)
+}
+
+// embeddedBrokerTLS is the embedded broker's TLS from --mqtt-tls-cert,
+// --mqtt-tls-key and --mqtt-client-ca; nil when none is given.
+func embeddedBrokerTLS(c *Config) (*tls.Config, error) {
+	if c.MQTTTLSCert == "" && c.MQTTTLSKey == "" {
+		if c.MQTTClientCA != "" {
+			return nil, usagef("--mqtt-client-ca needs --mqtt-tls-cert and --mqtt-tls-key (client certificates are checked in the TLS handshake)")
+		}
+		return nil, nil
+	}
+	conf, err := brokermqtt.ServerTLS(c.MQTTTLSCert, c.MQTTTLSKey, c.MQTTClientCA)
+	if err != nil {
+		return nil, usagef("--mqtt-tls-cert, --mqtt-tls-key, --mqtt-client-ca: %v", err)
+	}
+	return conf, nil
 }
 
 // APIAddr is the HTTP listener's address once Ready is closed.

@@ -64,8 +64,14 @@ func uplinkTransport(c *Config, edgeID string, signer *protocol.Signer, cloudKey
 		if c.CloudMQTT == "" {
 			return nil, "", usagef("--transport mqtt needs --cloud-mqtt")
 		}
-		t, err := uplinkmqtt.New(uplinkmqtt.Options{Broker: c.CloudMQTT, Edge: edgeID, Tokens: tokens, Password: c.CloudPassword, Logger: log})
-		return t, c.CloudMQTT, err
+		t, err := uplinkmqtt.New(uplinkmqtt.Options{Broker: c.CloudMQTT, Edge: edgeID, Tokens: tokens, Password: c.CloudPassword,
+			CAFile: c.CloudMQTTCA, CertFile: c.CloudMQTTCert, KeyFile: c.CloudMQTTKey, Logger: log})
+		if err != nil && (c.CloudMQTTCA != "" || c.CloudMQTTCert != "" || c.CloudMQTTKey != "") {
+			return nil, "", usagef("%v (check --cloud-mqtt-ca, --cloud-mqtt-cert and --cloud-mqtt-key)", err)
+		} else if err != nil {
+			return nil, "", err
+		}
+		return t, c.CloudMQTT, nil
 	case "nats":
 		if c.NATS.URL == "" {
 			return nil, "", usagef("--transport nats needs --cloud-nats")

@@ -38,6 +38,9 @@ type Config struct {
 	CloudKey       string
 	CloudMQTT      string
 	CloudPassword  string
+	CloudMQTTCA    string
+	CloudMQTTCert  string
+	CloudMQTTKey   string
 	MQTTListen     string
 	HTTPListen     string
 	StatusListen   string
@@ -93,6 +96,9 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&c.CloudKey, "cloud-key", "", "pin the cloud's Ed25519 public key, hex (default: the key stored by 'edge enroll')")
 	fs.StringVar(&c.CloudMQTT, "cloud-mqtt", "", "the cloud's MQTT broker, such as tcp://cloud.example:18830 (empty: no uplink, events wait in the outbox)")
 	fs.StringVar(&c.CloudPassword, "cloud-password", "", "static MQTT password for the cloud broker (default: a fresh signature by the edge key)")
+	fs.StringVar(&c.CloudMQTTCA, "cloud-mqtt-ca", "", "PEM file of the CAs that sign the cloud broker's certificate (default: the system's roots; use an ssl:// --cloud-mqtt)")
+	fs.StringVar(&c.CloudMQTTCert, "cloud-mqtt-cert", "", "client certificate (PEM) for a cloud broker that requires one")
+	fs.StringVar(&c.CloudMQTTKey, "cloud-mqtt-key", "", "key of --cloud-mqtt-cert (PEM)")
 	natsFlags(fs, &c.NATS)
 	fs.StringVar(&c.MQTTListen, "mqtt-listen", ":1883", "address devices publish to over MQTT")
 	fs.StringVar(&c.HTTPListen, "http-listen", ":8081", "address of the devices' HTTP intake, POST /v1/events (empty: none)")

@@ -208,22 +208,87 @@ func (c *fakeCloud) onSegment(_ *mochi.Client, _ packets.Subscription, pk packet
 	_ = c.srv.Publish(topic, c.receipt(cs), false, 1)
 }
 
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// sharedListener is one listening socket that the rig holds for its whole
+// life and hands to each broker it starts in turn, so a broker restart
+// never rebinds a just-closed port (which another process may have taken
+// in between). Connections that arrive between two brokers wait for the
+// next one.
+type sharedListener struct {
+	ln    net.Listener
+	conns chan net.Conn
+	stop  chan struct{}
+}
+
+func newSharedListener(t *testing.T) *sharedListener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	s := &sharedListener{ln: ln, conns: make(chan net.Conn), stop: make(chan struct{})}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			select {
+			case s.conns <- c:
+			case <-s.stop:
+				_ = c.Close()
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(s.stop)
+		_ = ln.Close()
+		<-done
+	})
+	return s
 }
 
-func startBroker(t *testing.T, addr string, cloud *fakeCloud) *mochi.Server {
+func (s *sharedListener) Addr() string { return s.ln.Addr().String() }
+
+// next is the listener of one broker's life: closing it (as the broker's
+// Close does) leaves the socket open for the next.
+func (s *sharedListener) next() net.Listener {
+	return &brokerListener{s: s, closed: make(chan struct{})}
+}
+
+type brokerListener struct {
+	s      *sharedListener
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *brokerListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.s.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	case <-l.s.stop:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *brokerListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *brokerListener) Addr() net.Addr { return l.s.ln.Addr() }
+
+func startBroker(t *testing.T, ln *sharedListener, cloud *fakeCloud) *mochi.Server {
 	t.Helper()
 	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr})); err != nil {
+	if err := srv.AddListener(listeners.NewNet("tcp", ln.next())); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = srv.Serve() }()
@@ -242,6 +307,7 @@ type rig struct {
 	cloud  *fakeCloud
 	up     *uplink.Uplink
 	addr   string
+	ln     *sharedListener // every broker of the rig listens on it
 	broker *mochi.Server
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -257,12 +323,13 @@ func newRig(t *testing.T, mod func(*uplink.Options), prefill ...int) *rig {
 func newRigDropping(t *testing.T, drop func(*protocol.Segment) bool, mod func(*uplink.Options), prefill ...int) *rig {
 	t.Helper()
 	edgeKey, cloudKey := key("edge"), key("cloud")
-	r := &rig{src: newMemSource("e1", edgeKey), addr: freeAddr(t)}
+	r := &rig{src: newMemSource("e1", edgeKey), ln: newSharedListener(t)}
+	r.addr = r.ln.Addr()
 	for _, n := range prefill {
 		r.src.add(n)
 	}
 	r.cloud = &fakeCloud{t: t, signer: cloudKey, edgeKs: protocol.NewKeyMap(edgeKey.Public()), state: map[protocol.Stream]protocol.ChainState{}, dropSeg: drop}
-	r.broker = startBroker(t, r.addr, r.cloud)
+	r.broker = startBroker(t, r.ln, r.cloud)
 	tr, err := mqtt.New(mqtt.Options{Broker: "tcp://" + r.addr, Edge: "e1", Signer: edgeKey, ConnectTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -376,7 +443,7 @@ func TestBrokerRestart(t *testing.T) {
 	_ = r.broker.Close()
 	waitFor(t, "disconnect noticed", 10*time.Second, func() bool { return !r.up.Stats().Connected })
 	r.src.add(30) // the shop keeps selling
-	r.broker = startBroker(t, r.addr, r.cloud)
+	r.broker = startBroker(t, r.ln, r.cloud)
 	waitFor(t, "trim to 50 after the restart", 15*time.Second, func() bool { return r.src.Trimmed() == 50 })
 	if s := r.up.Stats(); s.Sessions < 2 {
 		t.Fatalf("sessions %d", s.Sessions)

@@ -12,9 +12,17 @@
 // topics: it may publish to outpost/v1/edge/{edge}/seg, .../hello and
 // .../status, and subscribe to .../rcpt and .../cmd. A will is held to the
 // same ACL (mochi publishes wills unchecked): one on a topic the edge may
-// not publish to is dropped at login. The cloud's own
-// ingest clients log in as an internal user with a random per-process
-// password and may use every topic.
+// not publish to is dropped at login. The cloud's own ingest clients log
+// in as an internal user with a random per-process password and may use
+// every topic.
+//
+// What a connection can make the broker hold is bounded (limits.go): a
+// packet is at most MaxPacketBytes (advertised in the MQTT 5 CONNACK), and
+// before authentication a connection gets ConnectTimeout to send a CONNECT
+// of at most MaxConnectBytes, checked from its fixed header before mochi
+// allocates anything. With Options.TLS the edges' listener is TLS only
+// (ServerTLS loads it, optionally requiring client certificates), and the
+// cloud's own clients use a plain listener on 127.0.0.1 (InternalAddr).
 package mqtt
 
 import (
@@ -35,6 +43,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/outpost-edge/outpost/cloud/edgeauth"
+	"github.com/outpost-edge/outpost/internal/tlsconf"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -47,8 +56,11 @@ const EdgeClientPrefix = "outpost-edge-"
 
 // Options configure a Broker.
 type Options struct {
-	Addr string      // listen address for edges, such as ":18830"
-	TLS  *tls.Config // optional
+	Addr string // listen address for edges, such as ":18830"
+	// TLS, when set, serves the edges' listener over TLS (see ServerTLS),
+	// and adds a plain listener on 127.0.0.1 for the cloud's own clients
+	// (InternalAddr).
+	TLS *tls.Config
 	// Auth checks edge logins and kicks sessions on revocation (shared
 	// with the NATS server of the same process). Without it, Keys is used
 	// with an in-memory edgeauth.KeysStore: counters are not shared with
@@ -67,12 +79,13 @@ type Options struct {
 
 // Broker is a running embedded broker.
 type Broker struct {
-	srv      *mochi.Server
-	addr     string
-	password string
-	log      *slog.Logger
-	auth     *edgeauth.Authenticator
-	sessions sync.Map // *mochi.Client -> *edgeauth.Session
+	srv          *mochi.Server
+	addr         string
+	internalAddr string
+	password     string
+	log          *slog.Logger
+	auth         *edgeauth.Authenticator
+	sessions     sync.Map // *mochi.Client -> *edgeauth.Session
 }
 
 // Start starts the broker and its listener.
@@ -114,19 +127,17 @@ func Start(opts Options) (*Broker, error) {
 	if err := b.srv.AddHook(&limitHook{}, nil); err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", opts.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("broker: listen on %s: %w", opts.Addr, err)
+	if b.addr, err = b.listen("edges", opts.Addr, opts.TLS, opts.ConnectTimeout); err != nil {
+		return nil, err
 	}
+	b.internalAddr = b.addr
 	if opts.TLS != nil {
-		ln = tls.NewListener(ln, opts.TLS)
+		// The cloud's own ingest clients, in this process, connect over
+		// loopback without TLS (they have no client certificate).
+		if b.internalAddr, err = b.listen("internal", "127.0.0.1:0", nil, opts.ConnectTimeout); err != nil {
+			return nil, err
+		}
 	}
-	l := listeners.NewNet("edges", limitListener{ln, opts.ConnectTimeout})
-	if err := b.srv.AddListener(l); err != nil {
-		_ = ln.Close()
-		return nil, fmt.Errorf("broker: listen on %s: %w", opts.Addr, err)
-	}
-	b.addr = l.Address()
 	go func() {
 		if err := b.srv.Serve(); err != nil {
 			log.Error("broker stopped", "err", err)
@@ -136,8 +147,37 @@ func Start(opts Options) (*Broker, error) {
 	return b, nil
 }
 
-// Addr is the listener's address (host:port).
+func (b *Broker) listen(id, addr string, conf *tls.Config, timeout time.Duration) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("broker: listen on %s: %w", addr, err)
+	}
+	if conf != nil {
+		ln = tls.NewListener(ln, conf)
+	}
+	l := listeners.NewNet(id, limitListener{ln, timeout})
+	if err := b.srv.AddListener(l); err != nil {
+		_ = ln.Close()
+		return "", fmt.Errorf("broker: listen on %s: %w", addr, err)
+	}
+	return l.Address(), nil
+}
+
+// Addr is the edges' listener's address (host:port).
 func (b *Broker) Addr() string { return b.addr }
+
+// InternalAddr is where the cloud's own clients connect: Addr, or with
+// TLS a plain listener on 127.0.0.1.
+func (b *Broker) InternalAddr() string { return b.internalAddr }
+
+// ServerTLS loads the TLS configuration of the edges' listener: a
+// certificate and its key (PEM files), and when clientCAFile is not empty,
+// the CAs that must have signed every edge's client certificate (a client
+// without one is refused in the handshake). The broker token is checked
+// either way: the certificate proves the edge's host, the token its key.
+func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	return tlsconf.Server(certFile, keyFile, clientCAFile)
+}
 
 // InternalPassword is the per-process password of InternalUser.
 func (b *Broker) InternalPassword() string { return b.password }

@@ -5,6 +5,18 @@
 // rcpt topic. Broker messages are acked manually (SetAutoAckDisabled), only
 // once ingest has committed, quarantined or nacked the segment, so a crash
 // before that means redelivery or an edge resend, never loss.
+//
+// Run owns the connection: it connects, subscribes, and checks the SUBACK
+// (a broker may refuse a filter with 0x80 and no error), and whenever any
+// of that fails or the connection is lost later, it starts over with a
+// fresh client, with backoff, until its context ends. It never gives up:
+// an ingest that is not consuming is a cloud that stores nothing.
+// Connected reports whether it is consuming (for /readyz); Healthy fails
+// once it has not been for StuckAfter (for /healthz, the liveness probe:
+// a restart is the last resort when the process cannot recover by itself).
+//
+// Hellos are answered by at most MaxHellos goroutines at once, owned by an
+// errgroup that Run waits for before it returns.
 package mqtt
 
 import (
@@ -19,12 +31,13 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
-// Options configure a Consumer.
+// Options configure a Consumer. Zero values take the defaults noted.
 type Options struct {
 	Broker   string // tcp://host:port or ssl://…
 	Username string
@@ -33,7 +46,17 @@ type Options struct {
 	Group    string // shared subscription group; default "outpost-ingest"
 	ClientID string // default "outpost-cloud-<random>"
 	Service  *ingest.Service
-	Logger   *slog.Logger
+
+	ConnectTimeout time.Duration // a CONNECT's CONNACK, a SUBSCRIBE's SUBACK; default 10s
+	ReplyTimeout   time.Duration // a receipt's PUBACK; default 10s
+	RetryMin       time.Duration // first wait before connecting again; default 100ms
+	RetryMax       time.Duration // the longest wait (backoff doubles up to it); default 10s
+	// StuckAfter is how long the consumer may be without a subscription
+	// before Healthy fails; default 2m.
+	StuckAfter time.Duration
+	MaxHellos  int // hellos answered at once; default 64
+	Now        func() time.Time
+	Logger     *slog.Logger
 }
 
 // Consumer feeds an ingest.Service from an MQTT broker.
@@ -41,12 +64,19 @@ type Consumer struct {
 	o   Options
 	log *slog.Logger
 
-	mu     sync.Mutex
-	client paho.Client
-	hellos chan struct{} // bounds concurrent hello handlers
+	mu         sync.Mutex
+	client     paho.Client
+	subscribed bool
+	downSince  time.Time // when it last stopped being subscribed (or started)
+	lastErr    error     // why the last session ended
+
+	hellos errgroup.Group // SetLimit(MaxHellos); Run waits for it
 }
 
-var _ ingest.Replier = (*Consumer)(nil)
+var (
+	_ ingest.Replier      = (*Consumer)(nil)
+	_ ingest.AsyncReplier = (*Consumer)(nil)
+)
 
 // New checks opts.
 func New(opts Options) (*Consumer, error) {
@@ -61,19 +91,73 @@ func New(opts Options) (*Consumer, error) {
 		_, _ = rand.Read(b)
 		opts.ClientID = "outpost-cloud-" + hex.EncodeToString(b)
 	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 10 * time.Second
+	}
+	if opts.ReplyTimeout <= 0 {
+		opts.ReplyTimeout = 10 * time.Second
+	}
+	if opts.RetryMin <= 0 {
+		opts.RetryMin = 100 * time.Millisecond
+	}
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = 10 * time.Second
+	}
+	if opts.StuckAfter <= 0 {
+		opts.StuckAfter = 2 * time.Minute
+	}
+	if opts.MaxHellos <= 0 {
+		opts.MaxHellos = 64
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Consumer{o: opts, log: opts.Logger.With("component", "ingest-mqtt", "broker", opts.Broker), hellos: make(chan struct{}, 64)}, nil
+	c := &Consumer{o: opts, log: opts.Logger.With("component", "ingest-mqtt", "broker", opts.Broker), downSince: opts.Now()}
+	c.hellos.SetLimit(opts.MaxHellos)
+	return c, nil
 }
 
-// Run connects and consumes until ctx ends, reconnecting as needed.
+// Run connects and consumes until ctx ends, reconnecting and resubscribing
+// for as long as it takes. It returns once the hellos in hand are answered.
 func (c *Consumer) Run(ctx context.Context) error {
 	segFilter, err := protocol.SharedSegmentFilter(c.o.Group)
 	if err != nil {
 		return err
 	}
-	helloFilter := "$share/" + c.o.Group + "/" + protocol.HelloFilterMQTT
+	filters := map[string]byte{segFilter: 1, "$share/" + c.o.Group + "/" + protocol.HelloFilterMQTT: 1}
+	defer func() { _ = c.hellos.Wait() }()
+	wait := c.o.RetryMin
+	for {
+		consumed, err := c.session(ctx, filters)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if consumed {
+			wait = c.o.RetryMin
+		}
+		c.mu.Lock()
+		c.lastErr = err
+		c.mu.Unlock()
+		c.log.Warn("ingest is not consuming from the broker; connecting again", "err", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		}
+		wait = min(2*wait, c.o.RetryMax)
+	}
+}
+
+// session is one connection: connect, subscribe, consume until the
+// connection is lost or ctx ends. consumed says whether it got as far as
+// consuming.
+func (c *Consumer) session(ctx context.Context, filters map[string]byte) (consumed bool, err error) {
+	lost := make(chan error, 1)
 	opts := paho.NewClientOptions().
 		AddBroker(c.o.Broker).
 		SetClientID(c.o.ClientID).
@@ -82,25 +166,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 		SetCleanSession(true).
 		SetAutoAckDisabled(true).
 		SetOrderMatters(true).
-		SetAutoReconnect(true).
-		SetConnectRetry(true).
-		SetConnectRetryInterval(time.Second).
-		SetMaxReconnectInterval(10 * time.Second).
+		SetAutoReconnect(false). // Run reconnects, and resubscribes
+		SetConnectRetry(false).
+		SetConnectTimeout(c.o.ConnectTimeout).
 		SetKeepAlive(20 * time.Second).
-		SetOnConnectHandler(func(cl paho.Client) {
-			// Subscribe on every (re)connect: the session is clean.
-			t := cl.SubscribeMultiple(map[string]byte{segFilter: 1, helloFilter: 1}, func(_ paho.Client, m paho.Message) {
-				c.onMessage(ctx, m)
-			})
-			if t.WaitTimeout(10*time.Second) && t.Error() == nil {
-				c.log.Info("ingest subscribed", "filters", []string{segFilter, helloFilter})
-			} else {
-				c.log.Error("ingest subscribe failed; reconnecting", "err", t.Error())
-				go cl.Disconnect(0)
-			}
-		}).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
-			c.log.Warn("ingest lost the broker; reconnecting", "err", err)
+			select {
+			case lost <- err:
+			default:
+			}
 		})
 	if c.o.TLS != nil {
 		opts.SetTLSConfig(c.o.TLS)
@@ -109,17 +183,57 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.mu.Lock()
 	c.client = cl
 	c.mu.Unlock()
-	cl.Connect() // retries in the background (SetConnectRetry)
-	<-ctx.Done()
-	cl.Disconnect(500)
-	return nil
+	defer func() {
+		c.mu.Lock()
+		if c.subscribed {
+			c.subscribed, c.downSince = false, c.o.Now()
+		}
+		c.mu.Unlock()
+		cl.Disconnect(500)
+	}()
+	if err := wait(ctx, cl.Connect(), c.o.ConnectTimeout); err != nil {
+		return false, fmt.Errorf("connect: %w", err)
+	}
+	sub := cl.SubscribeMultiple(filters, func(_ paho.Client, m paho.Message) { c.onMessage(ctx, m) })
+	if err := wait(ctx, sub, c.o.ConnectTimeout); err != nil {
+		return false, fmt.Errorf("subscribe: %w", err)
+	}
+	for f, code := range sub.(*paho.SubscribeToken).Result() {
+		if code >= 0x80 {
+			return false, fmt.Errorf("the broker refused the subscription to %s (SUBACK %#x): check the ingest user's ACL on the broker", f, code)
+		}
+	}
+	c.mu.Lock()
+	c.subscribed = true
+	c.mu.Unlock()
+	c.log.Info("ingest subscribed", "filters", keys(filters))
+	select {
+	case err := <-lost:
+		return true, fmt.Errorf("lost the broker: %w", err)
+	case <-ctx.Done():
+		return true, ctx.Err()
+	}
 }
 
-// Connected reports whether the consumer has a connection to the broker.
+// Connected reports whether the consumer is connected and subscribed.
 func (c *Consumer) Connected() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.client != nil && c.client.IsConnectionOpen()
+	return c.subscribed && c.client != nil && c.client.IsConnectionOpen()
+}
+
+// Healthy returns an error when the consumer has not been subscribed for
+// StuckAfter: it is trying, and not getting there.
+func (c *Consumer) Healthy() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.subscribed {
+		return nil
+	}
+	if d := c.o.Now().Sub(c.downSince); d >= c.o.StuckAfter {
+		return fmt.Errorf("MQTT ingest has not consumed from %s for %s (last error: %v)", c.o.Broker, d.Round(time.Second), c.lastErr)
+	}
+	return nil
 }
 
 func (c *Consumer) onMessage(ctx context.Context, m paho.Message) {
@@ -143,49 +257,74 @@ func (c *Consumer) onMessage(ctx context.Context, m paho.Message) {
 		}
 	case protocol.KindHello:
 		m.Ack()
-		select {
-		case c.hellos <- struct{}{}:
-		default:
-			// Too many hellos at once (a whole fleet reconnecting): the
-			// edge asks again after its hello timeout.
-			c.log.Warn("too many hellos in flight; one is left for its edge to repeat", "edge", t.ID)
-			return
-		}
-		go func() {
-			defer func() { <-c.hellos }()
-			rc, err := c.o.Service.Hello(ctx, t.ID, m.Payload())
+		payload := m.Payload()
+		ok := c.hellos.TryGo(func() error {
+			rc, err := c.o.Service.Hello(ctx, t.ID, payload)
 			if err != nil {
 				c.log.Warn("could not answer a hello", "edge", t.ID, "err", err)
-				return
+				return nil
 			}
 			if err := c.Reply(ctx, t.ID, rc); err != nil {
 				c.log.Warn("could not send a hello's receipt", "edge", t.ID, "err", err)
 			}
-		}()
+			return nil
+		})
+		if !ok {
+			// Too many hellos at once (a whole fleet reconnecting): the
+			// edge asks again after its hello timeout.
+			c.log.Warn("too many hellos in flight; one is left for its edge to repeat", "edge", t.ID)
+		}
 	default:
 		m.Ack()
 	}
 }
 
-// Reply publishes a signed reply to the edge's rcpt topic at QoS 1.
+// Reply publishes a signed reply to the edge's rcpt topic at QoS 1 and
+// waits for the broker's PUBACK.
 func (c *Consumer) Reply(ctx context.Context, edge string, msg []byte) error {
+	return c.ReplyAsync(edge, msg)(ctx)
+}
+
+// ReplyAsync publishes a signed reply at QoS 1 without waiting; the
+// function it returns waits for the PUBACK (at most ReplyTimeout). Ingest
+// sends a whole batch's replies this way before it waits for any.
+func (c *Consumer) ReplyAsync(edge string, msg []byte) func(context.Context) error {
 	topic, err := protocol.EdgeTopic(edge, protocol.KindReceipt)
 	if err != nil {
-		return err
+		return func(context.Context) error { return err }
 	}
 	c.mu.Lock()
 	cl := c.client
 	c.mu.Unlock()
 	if cl == nil {
-		return errors.New("not connected")
+		return func(context.Context) error { return errors.New("not connected") }
 	}
 	tok := cl.Publish(topic, 1, false, msg)
+	return func(ctx context.Context) error {
+		if err := wait(ctx, tok, c.o.ReplyTimeout); err != nil {
+			return fmt.Errorf("publish to %s: %w", topic, err)
+		}
+		return nil
+	}
+}
+
+func wait(ctx context.Context, tok paho.Token, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
 	select {
 	case <-tok.Done():
 		return tok.Error()
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("publish to %s: no PUBACK within 10s", topic)
+	case <-t.C:
+		return fmt.Errorf("no answer from the broker within %s", timeout)
 	}
+}
+
+func keys(m map[string]byte) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/outpost-edge/outpost/edge/uplink"
+	"github.com/outpost-edge/outpost/internal/tlsconf"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -38,6 +39,13 @@ type Options struct {
 	Username string // default: the edge id
 	Password string // a static password instead of a broker token
 	TLS      *tls.Config
+	// CAFile, CertFile and KeyFile are PEM files: the CAs that sign the
+	// broker's certificate (default: the system's roots), and a client
+	// certificate and its key for brokers that require one. They are
+	// added to TLS (or a new config). Use an ssl:// broker URL.
+	CAFile   string
+	CertFile string
+	KeyFile  string
 
 	ConnectTimeout time.Duration // default 10s
 	KeepAlive      time.Duration // default 30s
@@ -51,9 +59,105 @@ type Transport struct {
 	o                          Options
 	segTopic, helloTopic, rcpt string
 
-	mu     sync.Mutex
-	client paho.Client
-	ended  *uplink.Ended
+	mu      sync.Mutex
+	client  paho.Client
+	ended   *uplink.Ended
+	pending *pendingAcks
+	wg      sync.WaitGroup // the session's ack watcher
+}
+
+// pendingAcks is a session's segment publishes whose PUBACK has not been
+// seen, oldest first. One watcher goroutine per session owns the waiting
+// (not one per publish): the deadlines are in publish order, so it only
+// ever waits for the oldest.
+type pendingAcks struct {
+	mu    sync.Mutex
+	queue []pendingAck
+	more  chan struct{} // a publish was added; capacity 1
+}
+
+type pendingAck struct {
+	tok      paho.Token
+	deadline time.Time
+}
+
+func (p *pendingAcks) add(tok paho.Token, deadline time.Time) {
+	p.mu.Lock()
+	p.queue = append(p.queue, pendingAck{tok, deadline})
+	p.mu.Unlock()
+	select {
+	case p.more <- struct{}{}:
+	default:
+	}
+}
+
+func (p *pendingAcks) oldest() (pendingAck, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.queue) == 0 {
+		return pendingAck{}, false
+	}
+	return p.queue[0], true
+}
+
+func (p *pendingAcks) pop() {
+	p.mu.Lock()
+	p.queue[0] = pendingAck{}
+	p.queue = p.queue[1:]
+	p.mu.Unlock()
+}
+
+// Pending is the number of segment publishes waiting for their PUBACK.
+func (t *Transport) Pending() int {
+	t.mu.Lock()
+	p := t.pending
+	t.mu.Unlock()
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue)
+}
+
+// watch ends the session when a segment's PUBACK does not come within
+// PublishTimeout, or comes with an error. It returns when the session ends.
+func (t *Transport) watch(p *pendingAcks, ended *uplink.Ended) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		pa, ok := p.oldest()
+		if !ok {
+			select {
+			case <-p.more:
+				continue
+			case <-ended.Done():
+				return
+			}
+		}
+		timer.Reset(time.Until(pa.deadline))
+		select {
+		case <-pa.tok.Done():
+			if err := pa.tok.Error(); err != nil {
+				t.o.Logger.Warn("mqtt uplink publish not acknowledged", "err", err)
+				ended.End()
+				return
+			}
+			p.pop()
+		case <-timer.C:
+			t.o.Logger.Warn("mqtt uplink publish not acknowledged", "timeout", t.o.PublishTimeout)
+			ended.End()
+			return
+		case <-ended.Done():
+			return
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
 }
 
 var _ uplink.Transport = (*Transport)(nil)
@@ -92,6 +196,9 @@ func New(opts Options) (*Transport, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.TLS, err = tlsconf.Client(opts.TLS, opts.CAFile, opts.CertFile, opts.KeyFile); err != nil {
+		return nil, fmt.Errorf("mqtt uplink: %w", err)
 	}
 	return &Transport{o: opts, segTopic: seg, helloTopic: hello, rcpt: rcpt}, nil
 }
@@ -140,9 +247,15 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 		c.Disconnect(0)
 		return fmt.Errorf("subscribe %s: %w", t.rcpt, err)
 	}
+	p := &pendingAcks{more: make(chan struct{}, 1)}
 	t.mu.Lock()
-	t.client, t.ended = c, ended
+	t.client, t.ended, t.pending = c, ended, p
 	t.mu.Unlock()
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		t.watch(p, ended)
+	}()
 	return nil
 }
 
@@ -175,19 +288,16 @@ func (t *Transport) Hello(ctx context.Context, hello []byte) error {
 
 // Publish sends a segment at QoS 1 without waiting: many segments are in
 // flight at once. A PUBACK that does not come within PublishTimeout ends
-// the session.
+// the session; the session's one watcher goroutine waits for them.
 func (t *Transport) Publish(ctx context.Context, seg []byte, _ string) error {
-	c, ended := t.session()
+	t.mu.Lock()
+	c, p := t.client, t.pending
+	t.mu.Unlock()
 	if c == nil {
 		return errors.New("not connected")
 	}
-	tok := c.Publish(t.segTopic, 1, false, seg)
-	go func() {
-		if !tok.WaitTimeout(t.o.PublishTimeout) || tok.Error() != nil {
-			t.o.Logger.Warn("mqtt uplink publish not acknowledged", "err", tok.Error(), "timeout", t.o.PublishTimeout)
-			ended.End()
-		}
-	}()
+	// The deadline is on the real clock, as the watcher's timer is.
+	p.add(c.Publish(t.segTopic, 1, false, seg), time.Now().Add(t.o.PublishTimeout))
 	return nil
 }
 
@@ -205,8 +315,9 @@ func (t *Transport) Close() error {
 		c.Disconnect(250)
 		ended.End()
 	}
+	t.wg.Wait()
 	t.mu.Lock()
-	t.client = nil
+	t.client, t.pending = nil, nil
 	t.mu.Unlock()
 	return nil
 }

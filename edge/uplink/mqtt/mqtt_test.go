@@ -4,15 +4,25 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"log/slog"
+	"os"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/outpost-edge/outpost/edge/uplink"
-	uplinkmqtt "github.com/outpost-edge/outpost/edge/uplink/mqtt"
+	"github.com/outpost-edge/outpost/edge/uplink/mqtt"
+	"github.com/outpost-edge/outpost/internal/poll"
+	"github.com/outpost-edge/outpost/internal/tlstest"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -42,7 +52,7 @@ func TestRefusedLoginSaysWhy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := uplinkmqtt.New(uplinkmqtt.Options{Broker: "tcp://" + l.Address(), Edge: "e1", Tokens: tk})
+	tr, err := mqtt.New(mqtt.Options{Broker: "tcp://" + l.Address(), Edge: "e1", Tokens: tk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +64,181 @@ func TestRefusedLoginSaysWhy(t *testing.T) {
 	for _, want := range []string{"refused the login of edge e1", "clock is not the cause", `"mqtt:c1"`, "cloud's log"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
+
+// holdAcks counts segment publishes and, when hold is set, keeps mochi
+// from acknowledging them (as if the PUBACKs were lost).
+type holdAcks struct {
+	mochi.HookBase
+	hold bool
+	seen atomic.Int64
+}
+
+func (h *holdAcks) ID() string           { return "hold-acks" }
+func (h *holdAcks) Provides(b byte) bool { return b == mochi.OnPublish }
+func (h *holdAcks) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	h.seen.Add(1)
+	if h.hold {
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
+}
+
+func startBroker(t *testing.T, h *holdAcks, conf *tls.Config) string {
+	t.Helper()
+	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddHook(h, nil); err != nil {
+		t.Fatal(err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0", TLSConfig: conf})
+	if err := srv.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return l.Address()
+}
+
+func newTransport(t *testing.T, url string, mod func(*mqtt.Options)) *mqtt.Transport {
+	t.Helper()
+	o := mqtt.Options{Broker: url, Edge: "e1", Password: "static", ConnectTimeout: 5 * time.Second}
+	if mod != nil {
+		mod(&o)
+	}
+	tr, err := mqtt.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+	return tr
+}
+
+// Segments in flight cost no goroutine each: one watcher per session
+// waits for their PUBACKs.
+func TestPublishNoGoroutinePerSegment(t *testing.T) {
+	h := &holdAcks{hold: true}
+	tr := newTransport(t, "tcp://"+startBroker(t, h, nil), nil)
+	ctx := context.Background()
+	if err := tr.Connect(ctx, func([]byte) {}); err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	const n = 200
+	for i := 0; i < n; i++ {
+		if err := tr.Publish(ctx, []byte("segment"), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll.Until(t, 10*time.Second, "the broker to receive every segment", func() bool { return h.seen.Load() == n })
+	if grew := runtime.NumGoroutine() - before; grew > n/10 {
+		t.Fatalf("%d segments waiting for their PUBACK added %d goroutines", n, grew)
+	}
+	if p := tr.Pending(); p != n {
+		t.Fatalf("%d publishes pending, want %d", p, n)
+	}
+	select {
+	case <-tr.Lost():
+		t.Fatal("the session ended before any PUBACK was due")
+	default:
+	}
+}
+
+// A PUBACK that does not come within PublishTimeout ends the session.
+func TestPublishTimeoutEndsSession(t *testing.T) {
+	h := &holdAcks{hold: true}
+	tr := newTransport(t, "tcp://"+startBroker(t, h, nil), func(o *mqtt.Options) { o.PublishTimeout = 20 * time.Millisecond })
+	ctx := context.Background()
+	if err := tr.Connect(ctx, func([]byte) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Publish(ctx, []byte("segment"), ""); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-tr.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session outlived an unacknowledged segment")
+	}
+}
+
+// Acknowledged segments leave the pending queue and keep the session.
+func TestAckedPublishesKeepSession(t *testing.T) {
+	h := &holdAcks{}
+	tr := newTransport(t, "tcp://"+startBroker(t, h, nil), func(o *mqtt.Options) { o.PublishTimeout = time.Minute })
+	ctx := context.Background()
+	if err := tr.Connect(ctx, func([]byte) {}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		if err := tr.Publish(ctx, []byte("segment"), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll.Until(t, 10*time.Second, "every PUBACK", func() bool { return tr.Pending() == 0 })
+	select {
+	case <-tr.Lost():
+		t.Fatal("the session ended")
+	default:
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-tr.Lost():
+	default:
+		t.Fatal("Close did not end the session")
+	}
+}
+
+// --cloud-mqtt-ca, --cloud-mqtt-cert and --cloud-mqtt-key: the uplink
+// verifies the broker with the given CA and presents its client
+// certificate to a broker that requires one.
+func TestTLS(t *testing.T) {
+	pki := tlstest.New(t, "e1")
+	conf := pki.ServerConfig(t)
+	conf.ClientCAs, conf.ClientAuth = pki.Pool(), tls.RequireAndVerifyClientCert
+	url := "ssl://" + startBroker(t, &holdAcks{}, conf)
+	ctx := context.Background()
+
+	tr := newTransport(t, url, func(o *mqtt.Options) { o.CAFile, o.CertFile, o.KeyFile = pki.CAFile, pki.ClientCert, pki.ClientKey })
+	if err := tr.Connect(ctx, func([]byte) {}); err != nil {
+		t.Fatalf("TLS with a client certificate: %v", err)
+	}
+	_ = tr.Close()
+
+	noCert := newTransport(t, url, func(o *mqtt.Options) { o.CAFile = pki.CAFile })
+	if err := noCert.Connect(ctx, func([]byte) {}); err == nil {
+		t.Fatal("connected without the client certificate the broker requires")
+	}
+	// The system roots do not know the test CA.
+	if _, err := x509.SystemCertPool(); err == nil {
+		noCA := newTransport(t, url, func(o *mqtt.Options) { o.CertFile, o.KeyFile = pki.ClientCert, pki.ClientKey })
+		if err := noCA.Connect(ctx, func([]byte) {}); err == nil {
+			t.Fatal("connected to a broker whose certificate no trusted CA signed")
+		}
+	}
+}
+
+func TestTLSOptionErrors(t *testing.T) {
+	pki := tlstest.New(t, "e1")
+	cases := map[string]mqtt.Options{
+		"cert without key": {CertFile: pki.ClientCert},
+		"key without cert": {KeyFile: pki.ClientKey},
+		"missing CA file":  {CAFile: "/nonexistent.pem"},
+		"CA not PEM":       {CAFile: pki.ClientKey},
+		"bad key pair":     {CertFile: pki.ClientCert, KeyFile: pki.ServerKey},
+	}
+	for name, o := range cases {
+		o.Broker, o.Edge, o.Password = "ssl://127.0.0.1:1", "e1", "x"
+		if _, err := mqtt.New(o); err == nil {
+			t.Errorf("%s: accepted", name)
 		}
 	}
 }
