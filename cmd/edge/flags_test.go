@@ -24,7 +24,7 @@ func TestRunFlagValues(t *testing.T) {
 		{[]string{"--retain", "-1h"}, []string{"-retain", "at least 0s"}},
 		{[]string{"--window", "0"}, []string{"-window", "from 1 to 1024"}},
 		{[]string{"--window", "eight"}, []string{"-window", `"eight"`, "whole number"}},
-		{[]string{"--segment-bytes", "4MiB"}, []string{"-segment-bytes", "from 64KiB to 1MiB"}},
+		{[]string{"--segment-bytes", "4MiB"}, []string{"-segment-bytes", "from 4KiB to 1MiB"}},
 		{[]string{"--max-file-bytes", "-1"}, []string{"-max-file-bytes", "or 0 for no cap"}},
 		{[]string{"--ack-timeout", "0"}, []string{"-ack-timeout", "at least 100ms"}},
 		{[]string{"--reconnect-max", "soon"}, []string{"-reconnect-max", `"soon"`, "duration"}},

@@ -112,7 +112,7 @@ func (m *Main) ParseFlags(args []string) error {
 	flagenv.DurationVar(fs, &c.DedupWindow, "dedup-window", outbox.DefaultDedupWindow, flagenv.Durations(time.Second, 0, ""), "how long a (device, id) is remembered for deduplication")
 	flagenv.DurationVar(fs, &c.Retain, "retain", 0, flagenv.Durations(0, 0, ""), "keep acknowledged records this long for local reports")
 	flagenv.IntVar(fs, &c.Window, "window", 8, flagenv.Range{Min: 1, Max: 1024}, "uplink: segments in flight")
-	flagenv.BytesVar(fs, &c.SegmentBytes, "segment-bytes", 256<<10, flagenv.Range{Min: 64 << 10, Max: protocol.MaxSegmentBytes}, "uplink: largest segment, such as 256KiB")
+	flagenv.BytesVar(fs, &c.SegmentBytes, "segment-bytes", 256<<10, flagenv.Range{Min: 4 << 10, Max: protocol.MaxSegmentBytes}, "uplink: largest segment, such as 256KiB (a segment always holds at least one commit group)")
 	fs.BoolVar(&c.Compress, "compress", false, "uplink: zstd-compress segments")
 	flagenv.BytesVar(fs, &c.RateBytes, "rate-bytes", 0, flagenv.Range{Min: 1 << 10, Zero: "none"}, "uplink: cap in bytes per second for thin links, such as 64KiB (0: none)")
 	flagenv.DurationVar(fs, &c.AckTimeout, "ack-timeout", 30*time.Second, flagenv.Durations(100*time.Millisecond, 0, ""), "uplink: resend when no receipt arrives for this long")
