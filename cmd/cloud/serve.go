@@ -436,18 +436,23 @@ func (m *Main) BrokerAddr() string {
 }
 
 // Close releases what Run opened.
+// Calling it again does nothing.
 func (m *Main) Close() error {
 	if m.broker != nil {
 		_ = m.broker.Close()
+		m.broker = nil
 	}
 	if m.natsServer != nil {
 		_ = m.natsServer.Close()
+		m.natsServer = nil
 	}
 	if m.pool != nil {
 		m.pool.Close()
+		m.pool = nil
 	}
 	if m.pg != nil {
 		m.pg.Stop()
+		m.pg = nil
 	}
 	return nil
 }
