@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/poll"
+	"github.com/outpost-edge/outpost/protocol"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
 // A SIGTERM while a commit is in progress lets the commit finish and its
@@ -74,4 +77,48 @@ func TestShutdownDrainsIngest(t *testing.T) {
 	if hwm != 5 || got != uint64(hwm) {
 		t.Fatalf("committed up to %d, receipts up to %d (%d receipts); want both 5\n%s", hwm, got, n, logs.String())
 	}
+}
+
+// A SIGTERM during steady ingest: whatever was committed when serve stops
+// has its receipt at the edge.
+func TestShutdownDuringSteadyIngest(t *testing.T) {
+	ctx := context.Background()
+	const records, size = 1000, 5
+	url, conn, stream := mustEdgeDB(t, records)
+	logs := &syncBuffer{}
+	runCtx, sigterm := context.WithCancel(ctx)
+	defer sigterm()
+	m, done := startServe(t, runCtx, logs, "--database-url", url, "--drain-timeout", "2m", "--log-level", "warn")
+	edge := mustMQTTEdge(t, m, stream)
+
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for first := uint64(1); first+size-1 <= records && runCtx.Err() == nil; first += size {
+			topic, _ := protocol.EdgeTopic("shop-1", protocol.KindSegment)
+			tok := edge.client.Publish(topic, 1, false, protocoltest.Encode(t, stream.Segment(first, first+size-1), false))
+			if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+				return // the cloud is going away
+			}
+		}
+	}()
+	poll.Until(t, 60*time.Second, "steady ingest (100 records receipted)", func() bool {
+		hwm, _ := edge.receipted()
+		return hwm >= 100
+	})
+	sigterm()
+	if err := <-done; err != nil {
+		t.Fatalf("serve returned %v\n%s", err, logs.String())
+	}
+	<-sent
+	var hwm int64
+	if err := conn.QueryRow(ctx, `SELECT hwm FROM streams WHERE edge = 'shop-1'`).Scan(&hwm); err != nil {
+		t.Fatal(err)
+	}
+	poll.For(t, 30*time.Second, func() error {
+		if got, n := edge.receipted(); got != uint64(hwm) {
+			return fmt.Errorf("committed up to %d, receipted up to %d (%d receipts)", hwm, got, n)
+		}
+		return nil
+	})
 }
