@@ -399,9 +399,9 @@ func commitFailing(ce *ingest.CommitError) error {
 	why := "the database is unreachable"
 	var pe *pgconn.PgError
 	if errors.As(ce.Err, &pe) {
-		why = "the database refuses them, SQLSTATE " + pe.Code
+		why = "the database refuses them: SQLSTATE " + pe.Code
 		if pe.Code == "53100" { // disk_full
-			why += " (disk full)"
+			why += ", disk full"
 		}
 	}
 	return fmt.Errorf("commits are failing (%s) since %s, %d attempts; ingest keeps retrying, the cloud's log has the details",
