@@ -18,11 +18,11 @@ import (
 	"github.com/outpost-edge/outpost/cloud/edgeauth"
 	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
 func signer(name string) *protocol.Signer {
-	seed := sha256.Sum256([]byte(name))
-	s, _ := protocol.NewSigner(ed25519.NewKeyFromSeed(seed[:]))
+	s, _ := protocol.NewSigner(protocoltest.Key(name))
 	return s
 }
 

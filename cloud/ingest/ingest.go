@@ -23,7 +23,8 @@
 // When Commit fails (the database is down), the batch is retried with
 // backoff and nothing is acked: a crash at any point means redelivery or a
 // resend from the edge, never loss, and the watermark makes resends
-// harmless.
+// harmless. Meanwhile CommitError says the commit path is failing, which
+// the cloud's readiness reports.
 //
 // Shutdown drains: it stops taking deliveries, lets each worker finish the
 // batch in hand (commit, replies, acks) while the transports that carry the

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,23 +18,9 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // TestServeInProcess drives `cloud serve` in-process: it starts on free
 // ports, becomes ready, and stops cleanly when its context ends.
 func TestServeInProcess(t *testing.T) {
-	var logs bytes.Buffer
-	m := NewMain(&logs, &logs)
-	dir := t.TempDir()
-	if err := m.ParseFlags([]string{"--database-url", pgtest.New(t), "--migrate", "--data-dir", filepath.Join(dir, "cloud"),
-		"--http", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--log-level", "warn"}); err != nil {
-		t.Fatal(err)
-	}
+	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	select {
-	case <-m.Ready:
-	case err := <-done:
-		t.Fatalf("serve stopped: %v\n%s", err, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve not ready within 30s")
-	}
+	m, done := startServe(t, ctx, logs, "--database-url", pgtest.New(t), "--migrate", "--log-level", "warn")
 	poll.For(t, 15*time.Second, func() error {
 		resp, err := http.Get("http://" + m.APIAddr() + "/readyz")
 		if err != nil {

@@ -399,9 +399,9 @@ func commitFailing(ce *ingest.CommitError) error {
 	why := "the database is unreachable"
 	var pe *pgconn.PgError
 	if errors.As(ce.Err, &pe) {
-		why = "the database refuses them, SQLSTATE " + pe.Code
+		why = "the database refuses them: SQLSTATE " + pe.Code
 		if pe.Code == "53100" { // disk_full
-			why += " (disk full)"
+			why += ", disk full"
 		}
 	}
 	return fmt.Errorf("commits are failing (%s) since %s, %d attempts; ingest keeps retrying, the cloud's log has the details",
@@ -436,18 +436,23 @@ func (m *Main) BrokerAddr() string {
 }
 
 // Close releases what Run opened.
+// Calling it again does nothing.
 func (m *Main) Close() error {
 	if m.broker != nil {
 		_ = m.broker.Close()
+		m.broker = nil
 	}
 	if m.natsServer != nil {
 		_ = m.natsServer.Close()
+		m.natsServer = nil
 	}
 	if m.pool != nil {
 		m.pool.Close()
+		m.pool = nil
 	}
 	if m.pg != nil {
 		m.pg.Stop()
+		m.pg = nil
 	}
 	return nil
 }

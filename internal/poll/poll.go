@@ -19,7 +19,7 @@ import (
 // a process to start, say) does not spin.
 const (
 	MinInterval = 2 * time.Millisecond
-	MaxInterval = 50 * time.Millisecond
+	MaxInterval = 20 * time.Millisecond
 )
 
 // For runs check until it returns nil. If it has not within timeout, For

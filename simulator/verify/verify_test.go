@@ -8,6 +8,7 @@ import (
 
 	"github.com/outpost-edge/outpost/protocol"
 	"github.com/outpost-edge/outpost/protocol/pos"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 	"github.com/outpost-edge/outpost/simulator/oracle"
 	"github.com/outpost-edge/outpost/simulator/traffic"
 	"github.com/outpost-edge/outpost/simulator/verify"
@@ -15,78 +16,43 @@ import (
 
 var t0 = time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
 
-func mustSigner(t *testing.T) *protocol.Signer {
-	t.Helper()
-	_, priv, err := protocol.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := protocol.NewSigner(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 // fakeEdge builds a stream the way an edge's outbox does: seqs from 1,
 // each record chained to the one before, a signed checkpoint per commit.
 type fakeEdge struct {
-	t      *testing.T
-	signer *protocol.Signer
-	stream protocol.Stream
-	raws   [][]byte
-	links  []protocol.Hash
-	times  []protocol.HLCTime
-	cps    []verify.Checkpoint
-	clock  time.Time
+	t     *testing.T
+	chain *protocoltest.Stream
+	cps   []verify.Checkpoint
+	clock time.Time
 }
 
 func newFakeEdge(t *testing.T, id string) *fakeEdge {
 	t.Helper()
-	ep, err := protocol.NewEpoch(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &fakeEdge{t: t, signer: mustSigner(t), stream: protocol.Stream{Edge: id, Epoch: ep}, clock: t0}
+	return &fakeEdge{t: t, chain: protocoltest.NewStream(t, id, protocoltest.NewSigner(t)), clock: t0}
 }
 
-func (f *fakeEdge) record(device string, ev protocol.Event) protocol.Record {
-	r := protocol.NewRecord(f.stream, device, ev)
-	r.Seq = uint64(len(f.raws) + 1)
+// append adds the record of ev from device, one millisecond after the
+// last in edge time.
+func (f *fakeEdge) append(device string, ev protocol.Event) {
+	r := protocol.NewRecord(f.chain.Stream, device, ev)
 	f.clock = f.clock.Add(time.Millisecond)
 	r.EdgeTime = protocol.HLCFromTime(f.clock)
-	if len(f.links) > 0 {
-		r.Prev = f.links[len(f.links)-1]
-	}
-	return r
+	f.chain.Add(r)
 }
-
-// add stores a record as it is (a tombstone, say).
-func (f *fakeEdge) add(r protocol.Record) {
-	raw := r.Encode()
-	f.raws = append(f.raws, raw)
-	f.links = append(f.links, r.LinkHash(raw))
-	f.times = append(f.times, r.EdgeTime)
-}
-
-func (f *fakeEdge) append(device string, ev protocol.Event) { f.add(f.record(device, ev)) }
 
 // commit signs a checkpoint at the head, as every group commit does.
 func (f *fakeEdge) commit() {
-	n := len(f.raws)
-	if n == 0 || len(f.cps) > 0 && f.cps[len(f.cps)-1].Seq == uint64(n) {
+	n := f.chain.Last()
+	if n == 0 || len(f.cps) > 0 && f.cps[len(f.cps)-1].Seq == n {
 		return
 	}
-	sig := f.signer.SignCheckpoint(protocol.Checkpoint{Edge: f.stream.Edge, Epoch: f.stream.Epoch, Seq: uint64(n),
-		Head: f.links[n-1], EdgeTime: f.times[n-1]})
-	f.cps = append(f.cps, verify.Checkpoint{Seq: uint64(n), Signature: sig})
+	f.cps = append(f.cps, verify.Checkpoint{Seq: n, Signature: f.chain.Checkpoint(n)})
 }
 
 // stored returns the stream as the cloud stores it, committed one
 // millisecond a record after at.
 func (f *fakeEdge) stored(at time.Time) verify.Stream {
-	s := verify.Stream{Stream: f.stream, HWM: uint64(len(f.raws)), Checkpoints: append([]verify.Checkpoint(nil), f.cps...)}
-	for i, raw := range f.raws {
+	s := verify.Stream{Stream: f.chain.Stream, HWM: f.chain.Last(), Checkpoints: append([]verify.Checkpoint(nil), f.cps...)}
+	for i, raw := range f.chain.Raws {
 		s.Rows = append(s.Rows, verify.Row{Seq: uint64(i + 1), Pos: int64(1000 + i), CommittedAt: at.Add(time.Duration(i) * time.Millisecond),
 			Raw: append([]byte(nil), raw...)})
 	}
@@ -108,7 +74,7 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	w := &world{t: t, edge: newFakeEdge(t, "shop-1"), oracle: oracle.New(), evs: map[string]protocol.Event{}, devOf: map[string]string{}}
-	w.keys = protocol.NewKeyMap(w.edge.signer.Public())
+	w.keys = protocol.NewKeyMap(w.edge.chain.Signer.Public())
 	w.till = traffic.New(traffic.Options{Seed: 1, Store: "shop-1", Device: "till-1", Kind: traffic.Till})
 	devs := []*traffic.Device{
 		w.till,
@@ -180,7 +146,7 @@ func TestCleanLedger(t *testing.T) {
 	if v.Latency.N != 61 || v.Latency.Max <= 0 || v.Latency.P50 > v.Latency.P99 {
 		t.Errorf("latency %+v", v.Latency)
 	}
-	if at, ok := v.CommittedAt(w.edge.stream, 61); !ok || !at.After(v.FirstCommit) || !at.Equal(v.LastCommit) {
+	if at, ok := v.CommittedAt(w.edge.chain.Stream, 61); !ok || !at.After(v.FirstCommit) || !at.Equal(v.LastCommit) {
 		t.Errorf("commit time of the head: %v %v", at, ok)
 	}
 }
@@ -297,7 +263,7 @@ func TestForgedRow(t *testing.T) {
 		// that is not the edge's.
 		ev := protocol.Event{ID: "till-1-forged", Type: pos.TypeInventoryAdjusted, TS: t0, Body: mustBody(t, pos.InventoryAdjusted{Store: "shop-1", SKU: "4011", QtyDelta: -100000, Reason: "shrink"})}
 		w.edge.append("till-1", ev)
-		w.edge.signer = mustSigner(t)
+		w.edge.chain.Signer = protocoltest.NewSigner(t)
 		w.edge.commit()
 		wantOnly(t, w.check(w.ledger()), map[verify.Kind]int{verify.Signature: 1, verify.Unexpected: 1})
 	})
@@ -306,14 +272,14 @@ func TestForgedRow(t *testing.T) {
 		s := w.edge.stored(t0)
 		ev := protocol.Event{ID: "till-1-ghost", Type: pos.TypeInventoryCounted, TS: t0, Body: mustBody(t, pos.InventoryCounted{Store: "shop-1", SKU: "4011", Qty: 1})}
 		w.edge.append("till-1", ev)
-		s.Rows = append(s.Rows, verify.Row{Seq: 62, Pos: 9999, CommittedAt: t0, Raw: w.edge.raws[61]})
+		s.Rows = append(s.Rows, verify.Row{Seq: 62, Pos: 9999, CommittedAt: t0, Raw: w.edge.chain.Raws[61]})
 		wantOnly(t, w.check(w.ledger(s)), map[verify.Kind]int{verify.Watermark: 1, verify.Uncovered: 1, verify.Unexpected: 1})
 	})
 	t.Run("checkpoint of another stream", func(t *testing.T) {
 		w := newWorld(t)
 		s := w.edge.stored(t0)
 		other := newFakeEdge(t, "shop-1")
-		other.signer = w.edge.signer
+		other.chain.Signer = w.edge.chain.Signer
 		for range 7 {
 			other.append("till-1", protocol.Event{ID: "x", Type: "x.y", TS: t0})
 		}
@@ -328,14 +294,14 @@ func TestShedTelemetry(t *testing.T) {
 	// Shed the readings (to tombstones) as an outbox over its telemetry
 	// quota does: counted, not lost.
 	shed := 0
-	for i, raw := range w.edge.raws {
+	for i, raw := range w.edge.chain.Raws {
 		r, _ := protocol.DecodeRecord(raw)
 		if r.Class == protocol.ClassTelemetry && i < 30 {
 			tomb, err := protocol.Tombstone(raw)
 			if err != nil {
 				t.Fatal(err)
 			}
-			w.edge.raws[i] = tomb.Encode()
+			w.edge.chain.Raws[i] = tomb.Encode()
 			shed++
 		}
 	}
@@ -347,10 +313,10 @@ func TestShedTelemetry(t *testing.T) {
 
 	// A sale shed is a loss of ledger data.
 	w = newWorld(t)
-	for i, raw := range w.edge.raws {
+	for i, raw := range w.edge.chain.Raws {
 		if r, _ := protocol.DecodeRecord(raw); r.Type == pos.TypeSaleCompleted {
 			tomb, _ := protocol.Tombstone(raw)
-			w.edge.raws[i] = tomb.Encode()
+			w.edge.chain.Raws[i] = tomb.Encode()
 			break
 		}
 	}

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -22,11 +20,11 @@ import (
 
 	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
 func testSigner(name string) *protocol.Signer {
-	seed := sha256.Sum256([]byte(name))
-	s, _ := protocol.NewSigner(ed25519.NewKeyFromSeed(seed[:]))
+	s, _ := protocol.NewSigner(protocoltest.Key(name))
 	return s
 }
 

@@ -2,8 +2,6 @@ package mqtt_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/sha256"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -15,11 +13,11 @@ import (
 	broker "github.com/outpost-edge/outpost/cloud/broker/mqtt"
 	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
 func signer(name string) *protocol.Signer {
-	seed := sha256.Sum256([]byte(name))
-	s, _ := protocol.NewSigner(ed25519.NewKeyFromSeed(seed[:]))
+	s, _ := protocol.NewSigner(protocoltest.Key(name))
 	return s
 }
 

@@ -3,8 +3,6 @@ package nats_test
 import (
 	"bufio"
 	"context"
-	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,14 +21,14 @@ import (
 	brokernats "github.com/outpost-edge/outpost/cloud/broker/nats"
 	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
 // quiet drops logs; the tests say what failed.
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func signer(name string) *protocol.Signer {
-	seed := sha256.Sum256([]byte(name))
-	s, _ := protocol.NewSigner(ed25519.NewKeyFromSeed(seed[:]))
+	s, _ := protocol.NewSigner(protocoltest.Key(name))
 	return s
 }
 

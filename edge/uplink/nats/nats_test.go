@@ -3,10 +3,8 @@ package nats_test
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -30,11 +28,11 @@ import (
 	uplinknats "github.com/outpost-edge/outpost/edge/uplink/nats"
 	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
 func signer(name string) *protocol.Signer {
-	seed := sha256.Sum256([]byte(name))
-	s, _ := protocol.NewSigner(ed25519.NewKeyFromSeed(seed[:]))
+	s, _ := protocol.NewSigner(protocoltest.Key(name))
 	return s
 }
 
