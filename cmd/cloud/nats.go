@@ -156,6 +156,7 @@ func registerNATSMetrics(reg *prometheus.Registry, c *ingestnats.Consumer) {
 	}
 	counter("redelivered_total", "Segments JetStream delivered to this process more than once.", func(s ingestnats.Stats) uint64 { return s.Redelivered })
 	counter("ack_errors_total", "Double acks the server did not confirm.", func(s ingestnats.Stats) uint64 { return s.AckErrors })
+	counter("hellos_total", "Hellos answered.", func(s ingestnats.Stats) uint64 { return s.Hellos })
 	counter("hello_errors_total", "Hellos that could not be answered.", func(s ingestnats.Stats) uint64 { return s.HelloErrors })
 	counter("hellos_dropped_total", "Hellos not answered because this process was answering its limit of them; the edge asks again.", func(s ingestnats.Stats) uint64 { return s.HellosDropped })
 	counter("bad_reply_subjects_total", "Hellos not answered because their reply subject was not the edge's own inbox.", func(s ingestnats.Stats) uint64 { return s.BadReplySubjects })
