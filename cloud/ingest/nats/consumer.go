@@ -96,8 +96,8 @@ type Stats struct {
 	HelloErrors uint64 `json:"hello_errors"`
 	InProgress  uint64 `json:"in_progress"` // in-progress marks sent for messages held (keepalive)
 	// BadReplySubjects counts hellos not answered because their reply
-	// subject was not the sending edge's own inbox (an attack, or a client
-	// without the edge's inbox prefix).
+	// subject was missing or not the sending edge's own inbox (an attack,
+	// or a client without the edge's inbox prefix).
 	BadReplySubjects uint64 `json:"bad_reply_subjects"`
 	// HellosDropped counts hellos that came while MaxHellos were being
 	// answered; the edge asks again after its hello timeout.
@@ -441,7 +441,7 @@ func (c *Consumer) doubleAck(ctx context.Context, m jetstream.Msg) {
 
 func (c *Consumer) onHello(ctx context.Context, m *natsgo.Msg) {
 	t, err := protocol.ParseSubject(m.Subject)
-	if err != nil || t.Scope != protocol.ScopeEdge || t.Kind != protocol.KindHello || m.Reply == "" {
+	if err != nil || t.Scope != protocol.ScopeEdge || t.Kind != protocol.KindHello {
 		c.log.Warn("ignored a message on the hello subjects", "subject", m.Subject)
 		return
 	}

@@ -640,9 +640,9 @@ func TestHelloReplySubjectCheck(t *testing.T) {
 	defer a.Close()
 	hello := protocol.EncodeHello(protocol.Hello{Edge: "ea", Epoch: protocol.Epoch{1}, Seq: 1, SentAt: 1})
 	attacks := []string{"$JS.API.STREAM.PURGE." + ingestnats.DefaultStream, "outpost.v1.edge.eb.rcpt", "outpost.v1.edge.eb.seg",
-		"_INBOX.edge.eb.x", "_INBOX.edge.ea", "_INBOX.edge.ea.*"}
+		"_INBOX.edge.eb.x", "_INBOX.edge.ea", "_INBOX.edge.ea.*", ""}
 	for _, reply := range attacks {
-		if err := a.PublishRequest("outpost.v1.edge.ea.hello", reply, hello); err != nil {
+		if err := a.PublishMsg(&natsgo.Msg{Subject: "outpost.v1.edge.ea.hello", Reply: reply, Data: hello}); err != nil {
 			t.Fatal(err)
 		}
 	}
