@@ -308,7 +308,8 @@ func (c *confinedClient) RegisterUser(u *server.User) {
 // in the edge's own account, to whatever reply subject it chose: it can
 // reach no one but the edge itself. Permissions alone cannot do that: they
 // limit the subjects a client publishes to and subscribes on, not the
-// reply subjects it asks others to answer on.
+// reply subjects it asks others to answer on. An account is made at the
+// edge's first login and kept while the server runs (about 20 KB each).
 func EdgeAccount(edge string) string { return "outpost-edge-" + edge }
 
 func exportEdgeSubjects(g *server.Account) error {
