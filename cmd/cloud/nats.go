@@ -33,6 +33,8 @@ type natsConfig struct {
 	User, Password, Token, NKey, Creds string
 	CA, Cert, Key                      string
 
+	EdgeAccounts bool
+
 	Stream        string
 	Subjects      string
 	Retention     string
@@ -60,6 +62,7 @@ func natsFlags(fs *flag.FlagSet, c *natsConfig) {
 	fs.StringVar(&c.CA, "nats-ca", "", "--nats: PEM file of the CAs that sign the NATS servers' certificates")
 	fs.StringVar(&c.Cert, "nats-cert", "", "--nats: client certificate (PEM) for NATS servers that require one")
 	fs.StringVar(&c.Key, "nats-key", "", "--nats: key of --nats-cert")
+	fs.BoolVar(&c.EdgeAccounts, "nats-edge-accounts", false, "--nats: the server gives each edge an account of its own (deploy/nats/README.md), so hellos are answered on the server's reply subjects (_R_.…); implied by --nats-embedded")
 	fs.StringVar(&c.Stream, "nats-stream", ingestnats.DefaultStream, "JetStream stream of segments (created at start-up when missing, checked otherwise)")
 	fs.StringVar(&c.Subjects, "nats-subjects", protocol.SegmentFilterNATS, "the stream's subjects, comma-separated")
 	fs.StringVar(&c.Retention, "nats-retention", ingestnats.DefaultRetention, "the stream's retention: workqueue (removed once committed) or limits (kept for --nats-max-age)")
@@ -89,10 +92,11 @@ func (m *Main) startNATS(c *Config, svc *ingest.Service, led *ledger.Ledger, log
 		CAFile: nc.CA, CertFile: nc.Cert, KeyFile: nc.Key,
 		Stream: ingestnats.StreamOptions{Name: nc.Stream, Subjects: splitList(nc.Subjects), Retention: nc.Retention,
 			MaxAge: nc.MaxAge, Replicas: nc.Replicas, MaxBytes: nc.MaxBytes, MaxPerEdge: nc.MaxPerEdge},
-		Consumer: ingestnats.ConsumerOptions{Name: nc.Consumer, AckWait: nc.AckWait, MaxAckPending: nc.MaxAckPending},
-		Fetch:    2 * c.MaxBatch,
-		Service:  svc,
-		Logger:   log,
+		Consumer:        ingestnats.ConsumerOptions{Name: nc.Consumer, AckWait: nc.AckWait, MaxAckPending: nc.MaxAckPending},
+		Fetch:           2 * c.MaxBatch,
+		IsolatedReplies: nc.EdgeAccounts,
+		Service:         svc,
+		Logger:          log,
 	}
 	if nc.Embedded {
 		store := nc.Store
@@ -114,7 +118,7 @@ func (m *Main) startNATS(c *Config, svc *ingest.Service, led *ledger.Ledger, log
 		if err != nil {
 			return nil, err
 		}
-		opts.URL, opts.InProcess = m.natsServer.ClientURL(), m.natsServer
+		opts.URL, opts.InProcess, opts.IsolatedReplies = m.natsServer.ClientURL(), m.natsServer, true
 		opts.User, opts.Password = protocol.InternalUser, m.natsServer.InternalPassword()
 		opts.Token, opts.NKeySeedFile, opts.CredsFile, opts.CAFile, opts.CertFile, opts.KeyFile = "", "", "", "", "", ""
 	}
@@ -152,6 +156,7 @@ func registerNATSMetrics(reg *prometheus.Registry, c *ingestnats.Consumer) {
 	}
 	counter("redelivered_total", "Segments JetStream delivered to this process more than once.", func(s ingestnats.Stats) uint64 { return s.Redelivered })
 	counter("ack_errors_total", "Double acks the server did not confirm.", func(s ingestnats.Stats) uint64 { return s.AckErrors })
+	counter("hellos_total", "Hellos answered.", func(s ingestnats.Stats) uint64 { return s.Hellos })
 	counter("hello_errors_total", "Hellos that could not be answered.", func(s ingestnats.Stats) uint64 { return s.HelloErrors })
 	counter("hellos_dropped_total", "Hellos not answered because this process was answering its limit of them; the edge asks again.", func(s ingestnats.Stats) uint64 { return s.HellosDropped })
 	counter("bad_reply_subjects_total", "Hellos not answered because their reply subject was not the edge's own inbox.", func(s ingestnats.Stats) uint64 { return s.BadReplySubjects })

@@ -5,9 +5,15 @@
 // Edges log in with their edge id as user name and a broker token as
 // password (protocol.BrokerToken, checked by cloud/edgeauth: one use, this
 // broker's audience, limits on failures and sessions, and sessions closed
-// when the edge or key is revoked) and get EdgePermissions: their own
-// subjects and their own reply inboxes. The cloud's own clients log in as
-// protocol.InternalUser with a random per-process password.
+// when the edge or key is revoked). Each edge is put in an account of its
+// own (EdgeAccount) that imports only its own subjects from the global
+// account, where the cloud and JetStream are, and gets EdgePermissions
+// there: its own subjects and its own reply inboxes. So the replies to an
+// edge's requests (JetStream PubAcks, hello receipts) reach only that edge,
+// whatever reply subject it asks for. The cloud's own clients log in as
+// protocol.InternalUser with a random per-process password and get
+// InternalPermissions: no purge, no delete, no JetStream call ingest does
+// not make.
 package nats
 
 import (
@@ -22,6 +28,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -47,7 +54,7 @@ func EdgePermissions(edge string) *server.Permissions {
 
 // InternalPermissions are what the cloud's own user (protocol.InternalUser)
 // may publish on the embedded server: receipts and commands to edges,
-// replies to edges' own inboxes (hellos), and only the JetStream API calls
+// replies to edges' requests (hellos), and only the JetStream API calls
 // that cloud ingest makes (stream and consumer info and create, pulls and
 // acks). Purging or deleting a stream, a message or a consumer, and any
 // other subject, are refused: a reply subject an edge chose can never make
@@ -60,6 +67,9 @@ func InternalPermissions() *server.Permissions {
 			"outpost.v1.edge.*." + string(protocol.KindReceipt),
 			"outpost.v1.edge.*." + string(protocol.KindCommand),
 			protocol.NATSInboxFilter,
+			// Replies to edges' requests: the server maps each back to the
+			// requester's own account (see EdgeAccount).
+			"_R_.>",
 			"$JS.API.INFO",
 			"$JS.API.STREAM.INFO.*",
 			"$JS.API.STREAM.CREATE.*",
@@ -123,6 +133,8 @@ type Broker struct {
 	password string
 	log      *slog.Logger
 	auth     *edgeauth.Authenticator
+
+	accMu sync.Mutex // serializes making an edge's account and its imports
 }
 
 // Start starts nats-server in this process, with JetStream on file
@@ -179,7 +191,7 @@ func Start(o Options) (*Broker, error) {
 		AuthTimeout:    o.AuthTimeout.Seconds(),
 		// The cloud handles its own signals (two-stage shutdown).
 		NoSigs:                     true,
-		CustomClientAuthentication: internalConfined{&edgeAuth{s: s, o: o}},
+		CustomClientAuthentication: confined{s, &edgeAuth{s: s, o: o}},
 	}
 	if o.TLS != nil {
 		opts.TLSConfig = o.TLS
@@ -187,6 +199,9 @@ func Start(o Options) (*Broker, error) {
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
+		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	if err := exportEdgeSubjects(srv.GlobalAccount()); err != nil {
 		return nil, fmt.Errorf("nats server: %w", err)
 	}
 	srv.SetLoggerV2(slogLogger{log}, false, false, false)
@@ -255,21 +270,91 @@ func (a *edgeAuth) Check(c server.ClientAuthentication) bool {
 	return true
 }
 
-// internalConfined gives the cloud's internal user InternalPermissions,
-// whichever check let it in.
-type internalConfined struct{ server.Authentication }
-
-func (a internalConfined) Check(c server.ClientAuthentication) bool {
-	return a.Authentication.Check(internalClient{c})
+// confined puts every client the check lets in where it belongs: the
+// cloud's internal user in the global account (where JetStream is) with
+// InternalPermissions, and each edge in an account of its own (EdgeAccount)
+// with its EdgePermissions.
+type confined struct {
+	s *Broker
+	server.Authentication
 }
 
-type internalClient struct{ server.ClientAuthentication }
+func (a confined) Check(c server.ClientAuthentication) bool {
+	return a.Authentication.Check(&confinedClient{ClientAuthentication: c, s: a.s})
+}
 
-func (c internalClient) RegisterUser(u *server.User) {
+type confinedClient struct {
+	server.ClientAuthentication
+	s *Broker
+}
+
+func (c *confinedClient) RegisterUser(u *server.User) {
 	if u.Username == protocol.InternalUser {
-		u.Permissions = InternalPermissions()
+		u.Permissions, u.Account = InternalPermissions(), nil
+	} else if acc, err := c.s.edgeAccount(u.Username); err != nil {
+		c.s.log.Error("could not make a NATS account for an edge; it gets its permissions but shares the global account", "edge", u.Username, "err", err)
+	} else {
+		u.Account = acc
 	}
 	c.ClientAuthentication.RegisterUser(u)
+}
+
+// EdgeAccount is the name of an edge's own account on the embedded server.
+//
+// Each edge is alone in its account, which imports from the global account
+// (the cloud's, with JetStream) only that edge's subjects: its seg, hello
+// and status as services, its rcpt and cmd as streams. So every reply an
+// edge's request gets (a JetStream PubAck, a hello's receipt) is delivered
+// in the edge's own account, to whatever reply subject it chose: it can
+// reach no one but the edge itself. Permissions alone cannot do that: they
+// limit the subjects a client publishes to and subscribes on, not the
+// reply subjects it asks others to answer on. An account is made at the
+// edge's first login and kept while the server runs (about 20 KB each).
+func EdgeAccount(edge string) string { return "outpost-edge-" + edge }
+
+func exportEdgeSubjects(g *server.Account) error {
+	for _, k := range []protocol.Kind{protocol.KindSegment, protocol.KindHello, protocol.KindStatus} {
+		if err := g.AddServiceExport("outpost.v1.edge.*."+string(k), nil); err != nil {
+			return fmt.Errorf("export %s: %w", k, err)
+		}
+	}
+	for _, k := range []protocol.Kind{protocol.KindReceipt, protocol.KindCommand} {
+		if err := g.AddStreamExport("outpost.v1.edge.*."+string(k), nil); err != nil {
+			return fmt.Errorf("export %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// edgeAccount returns the edge's account, made with its imports the first
+// time the edge logs in.
+func (s *Broker) edgeAccount(edge string) (*server.Account, error) {
+	s.accMu.Lock()
+	defer s.accMu.Unlock()
+	acc, isNew := s.srv.LookupOrRegisterAccount(EdgeAccount(edge))
+	if !isNew {
+		return acc, nil
+	}
+	g := s.srv.GlobalAccount()
+	for _, k := range []protocol.Kind{protocol.KindSegment, protocol.KindHello, protocol.KindStatus} {
+		subj, err := protocol.EdgeSubject(edge, k)
+		if err == nil {
+			err = acc.AddServiceImport(g, subj, subj)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("import %s for edge %s: %w", k, edge, err)
+		}
+	}
+	for _, k := range []protocol.Kind{protocol.KindReceipt, protocol.KindCommand} {
+		subj, err := protocol.EdgeSubject(edge, k)
+		if err == nil {
+			err = acc.AddStreamImport(g, subj, "")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("import %s for edge %s: %w", k, edge, err)
+		}
+	}
+	return acc, nil
 }
 
 func addr(c server.ClientAuthentication) string {

@@ -202,7 +202,7 @@ func TestEdgePermissions(t *testing.T) {
 		poll.Until(t, 15*time.Second, "subscribe violation for "+subj, func() bool { return perr.has("subscription to \"" + strings.ToLower(subj) + "\"") })
 		_ = sub.Unsubscribe()
 	}
-	for _, subj := range []string{"outpost.v1.edge.e1.rcpt", "outpost.v1.edge.e1.cmd", protocol.NATSInboxPrefix("e1") + ".x.y"} {
+	for _, subj := range []string{"outpost.v1.edge.e1.rcpt", "outpost.v1.edge.e1.cmd"} {
 		sub, err := nc.SubscribeSync(subj)
 		if err != nil {
 			t.Fatal(err)
@@ -216,6 +216,88 @@ func TestEdgePermissions(t *testing.T) {
 		if _, err := sub.NextMsg(5 * time.Second); err != nil {
 			t.Errorf("edge e1 did not get its message on %s: %v", subj, err)
 		}
+	}
+	// Its inboxes get the answers to its requests.
+	hsub, err := cloud.Subscribe(protocol.HelloFilterNATS, func(m *natsgo.Msg) { _ = m.Respond([]byte("receipt")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hsub.Unsubscribe() }()
+	if err := cloud.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := nc.Request("outpost.v1.edge.e1.hello", []byte("hello"), 5*time.Second); err != nil || string(rep.Data) != "receipt" {
+		t.Errorf("edge e1's hello: %v, %v", rep, err)
+	}
+}
+
+// TestRepliesStayWithTheRequester: edge A asks for the replies to its
+// requests on edge B's subjects. JetStream's PubAcks and the cloud's hello
+// replies go where A asked, but inside A's own account (EdgeAccount): B's
+// rcpt subject gets nothing, and nothing is stored under B's seg subject.
+// (On one shared account B's rcpt got A's PubAck and the stream stored a
+// PubAck as a segment of B's.)
+func TestRepliesStayWithTheRequester(t *testing.T) {
+	aKey, bKey := signer("ea"), signer("eb")
+	s := MustServer(t, fleet{"ea": aKey, "eb": bKey})
+	cloud, _ := MustInternal(t, s)
+	ctx := context.Background()
+	js, err := jetstream.New(cloud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SEG", Subjects: []string{protocol.SegmentFilterNATS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hsub, err := cloud.Subscribe(protocol.HelloFilterNATS, func(m *natsgo.Msg) { _ = m.Respond([]byte("receipt")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hsub.Unsubscribe() }()
+	if err := cloud.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	b, _ := MustEdge(t, s, "eb", bKey)
+	bRcpt, err := b.SubscribeSync("outpost.v1.edge.eb.rcpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := MustEdge(t, s, "ea", aKey)
+	for _, reply := range []string{"outpost.v1.edge.eb.rcpt", "outpost.v1.edge.eb.seg"} {
+		for _, subj := range []string{"outpost.v1.edge.ea.seg", "outpost.v1.edge.ea.hello"} {
+			if err := a.PublishMsg(&natsgo.Msg{Subject: subj, Reply: reply, Data: []byte("aimed at B")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// A barrier: A's own publishes and requests are answered after those.
+	ajs, _ := jetstream.New(a)
+	for range 2 {
+		if _, err := ajs.Publish(ctx, "outpost.v1.edge.ea.seg", []byte("A's own")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Request("outpost.v1.edge.ea.hello", []byte("hello"), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := bRcpt.Pending(); n != 0 {
+		m, _ := bRcpt.NextMsg(time.Second)
+		t.Errorf("B's rcpt subject got %d replies meant for A's requests (first %q)", n, m.Data)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(protocol.SegmentFilterNATS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.State.Subjects; got["outpost.v1.edge.eb.seg"] != 0 || got["outpost.v1.edge.ea.seg"] != 4 {
+		t.Errorf("stream holds %v; want A's 4 segments and nothing under B's subject", got)
 	}
 }
 
@@ -275,7 +357,7 @@ func TestInternalPermissions(t *testing.T) {
 	if info, err := st.Info(ctx); err != nil || info.State.Msgs != 2 {
 		t.Fatalf("after one ack the stream holds %+v, %v; want 2", info, err)
 	}
-	for _, subj := range []string{"outpost.v1.edge.e1.rcpt", "outpost.v1.edge.e1.cmd", protocol.NATSInboxPrefix("e1") + ".r1"} {
+	for _, subj := range []string{"outpost.v1.edge.e1.rcpt", "outpost.v1.edge.e1.cmd"} {
 		sub, err := edge.SubscribeSync(subj)
 		if err != nil {
 			t.Fatal(err)

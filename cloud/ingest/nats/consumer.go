@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,13 @@ type Options struct {
 	// HelloGroup is the queue group that answers hellos; default the
 	// consumer's name.
 	HelloGroup string
+	// IsolatedReplies says the server delivers every reply to an edge's
+	// request inside that edge's own account, as the embedded server
+	// (cloud/broker/nats) does: a hello then arrives with a service-import
+	// reply subject (_R_.…), which no client can choose, and is answered.
+	// Otherwise a hello is answered only when its reply subject is the
+	// edge's own inbox (protocol.IsNATSInbox).
+	IsolatedReplies bool
 
 	Service *ingest.Service
 	Logger  *slog.Logger
@@ -74,8 +82,8 @@ type Consumer struct {
 	heldMu sync.Mutex // guards held; never held with mu
 	held   map[jetstream.Msg]struct{}
 
-	redelivered, ackErrs, helloErrs, kept, badReplies, helloDrops atomic.Uint64
-	badReplyLogged                                                atomic.Int64 // unix nanos of the last log line about one
+	redelivered, ackErrs, helloErrs, kept, badReplies, helloDrops, hellosAnswered atomic.Uint64
+	badReplyLogged                                                                atomic.Int64 // unix nanos of the last log line about one
 }
 
 var _ ingest.Replier = (*Consumer)(nil)
@@ -84,16 +92,22 @@ var _ ingest.Replier = (*Consumer)(nil)
 type Stats struct {
 	Redelivered uint64 `json:"redelivered"` // messages delivered more than once
 	AckErrors   uint64 `json:"ack_errors"`  // double acks the server did not confirm (the message comes again)
+	Hellos      uint64 `json:"hellos"`      // hellos answered
 	HelloErrors uint64 `json:"hello_errors"`
 	InProgress  uint64 `json:"in_progress"` // in-progress marks sent for messages held (keepalive)
 	// BadReplySubjects counts hellos not answered because their reply
-	// subject was not the sending edge's own inbox (an attack, or a client
-	// without the edge's inbox prefix).
+	// subject was missing or not the sending edge's own inbox (an attack,
+	// or a client without the edge's inbox prefix).
 	BadReplySubjects uint64 `json:"bad_reply_subjects"`
 	// HellosDropped counts hellos that came while MaxHellos were being
 	// answered; the edge asks again after its hello timeout.
 	HellosDropped uint64 `json:"hellos_dropped"`
 }
+
+// serviceReplyPrefix starts the reply subjects nats-server makes for a
+// request that crossed a service import. Clients cannot use such a reply
+// subject themselves (the server refuses it as reserved).
+const serviceReplyPrefix = "_R_."
 
 // FetchBytes bounds the bytes of the messages a Consumer has asked for and
 // not yet received.
@@ -427,11 +441,11 @@ func (c *Consumer) doubleAck(ctx context.Context, m jetstream.Msg) {
 
 func (c *Consumer) onHello(ctx context.Context, m *natsgo.Msg) {
 	t, err := protocol.ParseSubject(m.Subject)
-	if err != nil || t.Scope != protocol.ScopeEdge || t.Kind != protocol.KindHello || m.Reply == "" {
+	if err != nil || t.Scope != protocol.ScopeEdge || t.Kind != protocol.KindHello {
 		c.log.Warn("ignored a message on the hello subjects", "subject", m.Subject)
 		return
 	}
-	if !protocol.IsNATSInbox(t.ID, m.Reply) {
+	if !protocol.IsNATSInbox(t.ID, m.Reply) && !(c.o.IsolatedReplies && strings.HasPrefix(m.Reply, serviceReplyPrefix)) {
 		// The reply subject is the requester's choice. Publishing to one
 		// outside the edge's own inbox would let an edge aim the cloud's
 		// signed receipt at another edge's subjects, or at the JetStream
@@ -454,7 +468,9 @@ func (c *Consumer) onHello(ctx context.Context, m *natsgo.Msg) {
 		}
 		if err := m.Respond(rc); err != nil {
 			c.log.Warn("could not send a hello's receipt", "edge", t.ID, "err", err)
+			return nil
 		}
+		c.hellosAnswered.Add(1)
 		return nil
 	})
 	if !started {
@@ -509,7 +525,7 @@ func (c *Consumer) Connected() bool {
 
 // Stats returns the counters.
 func (c *Consumer) Stats() Stats {
-	return Stats{Redelivered: c.redelivered.Load(), AckErrors: c.ackErrs.Load(), HelloErrors: c.helloErrs.Load(), InProgress: c.kept.Load(),
+	return Stats{Redelivered: c.redelivered.Load(), AckErrors: c.ackErrs.Load(), Hellos: c.hellosAnswered.Load(), HelloErrors: c.helloErrs.Load(), InProgress: c.kept.Load(),
 		BadReplySubjects: c.badReplies.Load(), HellosDropped: c.helloDrops.Load()}
 }
 

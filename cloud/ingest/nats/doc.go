@@ -1,6 +1,6 @@
 // Package nats is cloud ingest's NATS JetStream transport (nats.go and its
-// jetstream package), and the embedded nats-server that `cloud serve
-// --nats-embedded` runs.
+// jetstream package). The embedded nats-server that `cloud serve
+// --nats-embedded` runs is cloud/broker/nats.
 //
 // Segments: edges publish to outpost.v1.edge.{edge}.seg through JetStream.
 // At start-up the Consumer creates, or checks, a stream over those subjects
@@ -50,6 +50,11 @@
 // each other's subjects. The embedded server (cloud/broker/nats) does: edges log
 // in with their id and a broker token (protocol.VerifyBrokerToken against the
 // edge's registered keys), and each is allowed only its own subjects and
-// reply inboxes (EdgePermissions). On a NATS deployment of your own, give
-// each edge equivalent permissions (deploy/nats).
+// reply inboxes (EdgePermissions), in an account of its own so that the
+// replies to its requests reach no one else. On a NATS deployment of your
+// own, give each edge equivalent permissions (deploy/nats), and
+// Options.IsolatedReplies when each edge also has its own account.
+//
+// The stream is closed to all but publishing and acking: DenyPurge and
+// DenyDelete, a byte cap and a per-edge share (StreamOptions).
 package nats

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -245,7 +246,7 @@ func runCloud(t *testing.T, s *brokernats.Broker, l ingest.Ledger, cloudKey *pro
 		t.Fatal(err)
 	}
 	c, err := ingestnats.New(ingestnats.Options{InProcess: s, User: protocol.InternalUser, Password: s.InternalPassword(),
-		Consumer: co, Service: svc, Logger: quiet})
+		Consumer: co, Service: svc, IsolatedReplies: true, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,12 +405,14 @@ func TestKeepalive(t *testing.T) {
 	}
 }
 
-// TestHelloReplySubjectAttack: edge A, with its own valid credentials and a
-// plain nats.go client, sends hellos whose reply subjects are the
-// JetStream API's purge of the shared stream, and edge B's rcpt and seg
-// subjects. The cloud answers none of them: B's pending and ack-pending
+// TestHelloReplySubjectAttack: on the embedded server, edge A, with its
+// own valid credentials and a plain nats.go client, sends hellos whose
+// reply subjects are the JetStream API's purge of the shared stream, and
+// edge B's rcpt, seg and inbox subjects. B's pending and ack-pending
 // segments stay in the stream (on main the purge emptied it), nothing
-// lands on B's subjects, and A's honest hello is still answered.
+// lands on B's subjects, and A's honest hello is still answered. (The
+// server delivers the replies inside A's own account, where they reach
+// nothing; TestHelloReplySubjectCheck covers a server without that.)
 func TestHelloReplySubjectAttack(t *testing.T) {
 	aKey, bKey, cloudKey := protocoltest.Signer(t, "ea"), protocoltest.Signer(t, "eb"), protocoltest.Signer(t, "cloud")
 	s := MustServer(t, fleet{"ea": aKey, "eb": bKey})
@@ -459,9 +462,10 @@ func TestHelloReplySubjectAttack(t *testing.T) {
 	if err := a.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	poll.Until(t, 15*time.Second, "the attacking hellos refused, or the stream changed", func() bool {
+	poll.Until(t, 15*time.Second, "the attacking hellos handled, or the stream changed", func() bool {
 		m, p, ap := state()
-		return c.Stats().BadReplySubjects == uint64(len(attacks)) || m != 10 || p != 6 || ap != 4
+		st := c.Stats()
+		return st.Hellos+st.BadReplySubjects == uint64(len(attacks)) || m != 10 || p != 6 || ap != 4
 	})
 	if m, p, ap := state(); m != 10 || p != 6 || ap != 4 {
 		t.Fatalf("after A's hellos the stream holds %d, pending %d, ack-pending %d; want 10, 6, 4 (untouched)", m, p, ap)
@@ -567,7 +571,8 @@ func TestRunWaitsForHellos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ingestnats.New(ingestnats.Options{InProcess: s, User: protocol.InternalUser, Password: s.InternalPassword(), Service: svc, Logger: quiet})
+	c, err := ingestnats.New(ingestnats.Options{InProcess: s, User: protocol.InternalUser, Password: s.InternalPassword(), Service: svc,
+		IsolatedReplies: true, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -594,4 +599,58 @@ func TestRunWaitsForHellos(t *testing.T) {
 		t.Fatal("Run returned while a hello handler was still running")
 	}
 	<-svcDone
+}
+
+// TestHelloReplySubjectCheck: on a server where all edges share one
+// account (an external deployment), the consumer itself refuses to answer
+// a hello whose reply subject is not the sending edge's own inbox: the
+// JetStream API's purge, another edge's subjects or inbox, its own inbox
+// prefix without a token or with a wildcard. It publishes nothing for
+// them; an honest hello is answered.
+func TestHelloReplySubjectCheck(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	svc, err := ingest.New(ingest.Options{Ledger: newGatedLedger(true), Signer: protocoltest.Signer(t, "cloud"), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ingestnats.New(ingestnats.Options{URL: srv.ClientURL(), Service: svc, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = svc.Run(ctx) }()
+	go func() { defer wg.Done(); _ = c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	poll.Until(t, 15*time.Second, "the consumer pulling", c.Connected)
+
+	a, err := natsgo.Connect(srv.ClientURL(), natsgo.CustomInboxPrefix(protocol.NATSInboxPrefix("ea")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	hello := protocol.EncodeHello(protocol.Hello{Edge: "ea", Epoch: protocol.Epoch{1}, Seq: 1, SentAt: 1})
+	attacks := []string{"$JS.API.STREAM.PURGE." + ingestnats.DefaultStream, "outpost.v1.edge.eb.rcpt", "outpost.v1.edge.eb.seg",
+		"_INBOX.edge.eb.x", "_INBOX.edge.ea", "_INBOX.edge.ea.*", ""}
+	for _, reply := range attacks {
+		if err := a.PublishMsg(&natsgo.Msg{Subject: "outpost.v1.edge.ea.hello", Reply: reply, Data: hello}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll.Until(t, 15*time.Second, "the attacking hellos refused", func() bool { return c.Stats().BadReplySubjects == uint64(len(attacks)) })
+	if st := c.Stats(); st.Hellos != 0 {
+		t.Fatalf("the cloud answered %d of A's hellos", st.Hellos)
+	}
+	if _, err := a.Request("outpost.v1.edge.ea.hello", hello, 10*time.Second); err != nil {
+		t.Fatalf("honest hello: %v", err)
+	}
 }

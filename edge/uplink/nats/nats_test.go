@@ -111,11 +111,6 @@ func (r *replies) list() []string {
 	return append([]string(nil), r.got...)
 }
 
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	poll.Until(tb, 10*time.Second, what, cond)
-}
-
 func mustConnect(tb testing.TB, o uplinknats.Options) (*uplinknats.Transport, *replies) {
 	tb.Helper()
 	tr, err := uplinknats.New(o)
@@ -154,7 +149,7 @@ func TestSession(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "two segments stored, the resend dropped", func() bool { return c.msgs(t) == 2 })
+	poll.Until(t, 10*time.Second, "two segments stored, the resend dropped", func() bool { return c.msgs(t) == 2 })
 	sub, err := c.js.CreateConsumer(ctx, "SEG", jetstream.ConsumerConfig{Durable: "d", AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +178,7 @@ func TestSession(t *testing.T) {
 		}
 	}
 	_ = c.nc.Publish("outpost.v1.edge.e2.rcpt", []byte("not mine"))
-	waitFor(t, "three receipts", func() bool { return len(r.list()) == 4 })
+	poll.Until(t, 10*time.Second, "three receipts", func() bool { return len(r.list()) == 4 })
 	if got := r.list(); strings.Join(got[1:], ",") != "r1,r2,r3" {
 		t.Fatalf("replies %q", got)
 	}
