@@ -491,7 +491,9 @@ func runSupervise(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	supLog := log.With("component", "supervise")
 	s := &ota.Supervisor{
 		Layout: o.layout(), State: st, Args: runArgs,
-		Env: []string{"OUTPOST_OTA_DIR=" + o.dir()},
+		// The supervisor decides probation; the release must not also
+		// decide it for itself (that is the systemd path).
+		Env: []string{"OUTPOST_OTA_DIR=" + o.dir(), "OUTPOST_OTA_PROBATION="},
 		OnEvent: func(e ota.Event) {
 			if err := spool.Add(e); err != nil {
 				supLog.Error("could not record an ota event for the ledger", "kind", e.Kind, "err", err)
