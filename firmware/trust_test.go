@@ -138,6 +138,21 @@ func TestDowngradeBelowFloorRefused(t *testing.T) {
 	}
 }
 
+func TestArch(t *testing.T) {
+	r, tr, _ := setup(t, firmwaretest.Options{})
+	c := custom("1.2.0", 3)
+	c.Arch = "linux/arm/v7"
+	r.AddTarget("edge-1.2.0-armv7", []byte("arm"), c)
+	r.Publish()
+	v := mustRefresh(t, tr, r.Source())
+	for arch, ok := range map[string]bool{"linux/arm": true, "linux/arm/v7": true, "linux/arm/v6": false, "linux/arm64": false, "linux/amd64": false, "": true} {
+		_, err := tr.Installable(v, "edge-1.2.0-armv7", firmware.Running{Version: "1.0.0", Arch: arch})
+		if (err == nil) != ok {
+			t.Errorf("linux/arm/v7 target on %q: %v", arch, err)
+		}
+	}
+}
+
 func TestMinVersion(t *testing.T) {
 	r, tr, _ := setup(t, firmwaretest.Options{})
 	c := custom("2.0.0", 3)

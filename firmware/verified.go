@@ -10,6 +10,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
@@ -141,7 +142,7 @@ func (t *Trust) Installable(v *Verified, name string, running Running) (Target, 
 			return Target{}, fmt.Errorf("%w: %s needs at least %s, this edge runs %s; install an intermediate release first", ErrTooOld, name, tg.Custom.MinVersion, running.Version)
 		}
 	}
-	if tg.Custom.Arch != "" && running.Arch != "" && tg.Custom.Arch != running.Arch {
+	if tg.Custom.Arch != "" && running.Arch != "" && !sameArch(tg.Custom.Arch, running.Arch) {
 		return Target{}, fmt.Errorf("%w: %s is for %s, this edge is %s", ErrBadCustom, name, tg.Custom.Arch, running.Arch)
 	}
 	return tg, nil
@@ -206,4 +207,14 @@ func (tg Target) VerifyArtifact(r io.Reader) error {
 		return fmt.Errorf("read artifact %s: %w", tg.Name, err)
 	}
 	return vf.Check()
+}
+
+// sameArch compares GOOS/GOARCH, and the variant (arm's v7) only when both
+// name one: a running binary knows its GOARCH but not always its GOARM.
+func sameArch(target, running string) bool {
+	t, r := strings.Split(target, "/"), strings.Split(running, "/")
+	if len(t) < 2 || len(r) < 2 || t[0] != r[0] || t[1] != r[1] {
+		return false
+	}
+	return len(t) < 3 || len(r) < 3 || t[2] == r[2]
 }

@@ -81,6 +81,7 @@ Commands:
   adopt [--binary FILE --version V]     make FILE (default: this binary) the first, committed release
   status                                current, previous and pending releases, the floor, metadata expiry
   check --repo DIR|URL [--channel C]    refresh the metadata and list what could install
+  guard [--max-attempts N]              before each start under systemd (ExecStartPre=): settle a crash, count the start, roll back
   install FILE                          install an offline bundle (it goes on probation under edge supervise)
   install --repo DIR|URL --target NAME  refresh, download (resumable, verified) and install a target
 `
@@ -110,6 +111,7 @@ func runOTA(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	artifactURL := fs.String("artifact-url", "", "install --target: where the artifact is (default <repo>/targets/<target>)")
 	rateBytes := fs.Int("rate-bytes", 0, "install --target: download rate cap in bytes per second (0: none)")
 	window := fs.String("window", "", "install --target: download only in this local-time window, HH:MM-HH:MM")
+	attempts := fs.Int("max-attempts", ota.DefaultMaxAttempts, "guard: starts a release on probation gets (reboots count) before it is rolled back")
 	asJSON := fs.Bool("json", false, "print JSON")
 	usage, maxArgs := "Usage: edge ota "+name+" [flags]", 0
 	if name == "install" {
@@ -151,6 +153,8 @@ func runOTA(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return s.print(stdout)
 	case "check":
 		return otaCheck(ctx, &o, *repo, *channel, *asJSON, stdout)
+	case "guard":
+		return otaGuard(&o, *attempts, stdout)
 	case "install":
 		if *target != "" {
 			if fs.NArg() != 0 || *repo == "" {
@@ -487,7 +491,9 @@ func runSupervise(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	supLog := log.With("component", "supervise")
 	s := &ota.Supervisor{
 		Layout: o.layout(), State: st, Args: runArgs,
-		Env: []string{"OUTPOST_OTA_DIR=" + o.dir()},
+		// The supervisor decides probation; the release must not also
+		// decide it for itself (that is the systemd path).
+		Env: []string{"OUTPOST_OTA_DIR=" + o.dir(), "OUTPOST_OTA_PROBATION="},
 		OnEvent: func(e ota.Event) {
 			if err := spool.Add(e); err != nil {
 				supLog.Error("could not record an ota event for the ledger", "kind", e.Kind, "err", err)
@@ -563,5 +569,33 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 	o.record(spool, ota.Event{Kind: "ota.installed", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: "from " + in.repo})
 	fmt.Fprintf(stdout, "installed %s (version %s, release %d); on probation until committed by edge supervise, or rolled back\n",
 		tg.Name, tg.Custom.Version, tg.Custom.Release)
+	return nil
+}
+
+// otaGuard is the ExecStartPre= of the systemd unit: ota.Guard, the same
+// decision edge supervise makes before each start. It fails only when the
+// layout cannot be read; a rollback is a success (the unit then starts the
+// release current names).
+func otaGuard(o *otaFlags, attempts int, stdout io.Writer) error {
+	if err := os.MkdirAll(o.trustDir(), 0o755); err != nil {
+		return err
+	}
+	st, err := firmware.OpenState(filepath.Join(o.trustDir(), "state.json"))
+	if err != nil {
+		return err
+	}
+	d, err := ota.Guard(o.layout(), st, time.Now(), attempts)
+	if err != nil {
+		return err
+	}
+	switch {
+	case d.RolledBack != nil:
+		o.record(otaSpool(o.dir()), ota.Event{Kind: "ota.rolled_back", Version: d.RolledBack.Version, Release: d.RolledBack.Release, Target: d.RolledBack.Target, Reason: d.Reason})
+		fmt.Fprintf(stdout, "rolled back %s (%s); starting %s\n", d.RolledBack.Version, d.Reason, d.Version)
+	case d.Pending != nil:
+		fmt.Fprintf(stdout, "starting %s on probation (start %d, deadline %s)\n", d.Version, d.Pending.Attempts, d.Pending.Deadline.Format(time.RFC3339))
+	default:
+		fmt.Fprintf(stdout, "starting %s\n", d.Version)
+	}
 	return nil
 }

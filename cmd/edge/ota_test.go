@@ -91,6 +91,20 @@ func TestOTACommands(t *testing.T) {
 	if out, code := edgeCmd(t, "ota", "status", "--data-dir", data); code != 0 || !strings.Contains(out, "on probation") {
 		t.Fatalf("status text (%d): %s", code, out)
 	}
+
+	// The systemd guard: each start is counted; past --max-attempts the
+	// release is rolled back, and a committed one is left alone.
+	for i := 1; i <= 2; i++ {
+		if out, code := edgeCmd(t, "ota", "guard", "--data-dir", data, "--max-attempts", "2"); code != 0 || !strings.Contains(out, "on probation") {
+			t.Fatalf("guard %d (%d): %s", i, code, out)
+		}
+	}
+	if out, code := edgeCmd(t, "ota", "guard", "--data-dir", data, "--max-attempts", "2"); code != 0 || !strings.Contains(out, "rolled back 1.1.0") {
+		t.Fatalf("guard after 2 starts (%d): %s", code, out)
+	}
+	if out, code := edgeCmd(t, "ota", "guard", "--data-dir", data); code != 0 || !strings.Contains(out, "starting 1.0.0") {
+		t.Fatalf("guard of the committed release (%d): %s", code, out)
+	}
 }
 
 // TestOTAInstallOnline: refresh over HTTP, download with the Downloader,

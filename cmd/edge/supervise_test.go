@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/outpost-edge/outpost/firmware"
 	"github.com/outpost-edge/outpost/firmware/firmwaretest"
 	"github.com/outpost-edge/outpost/internal/poll"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
 // buildEdge builds this repo's edge binary as version, with a fault switch.
@@ -45,9 +47,10 @@ func freeAddr(t *testing.T) string {
 }
 
 // TestSuperviseRealReleases runs `edge supervise` over real edge binaries
-// built from this repo: a release that panics at start is rolled back to
-// the adopted one, which keeps serving; a good release is then committed
-// and the floor rises.
+// built from this repo, with the cloud unreachable throughout: a release
+// that panics at start is rolled back to the adopted one, which keeps
+// serving; a good release is then committed and the floor rises (the
+// outage neither fails nor extends its probation).
 func TestSuperviseRealReleases(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds edge binaries and runs them")
@@ -109,7 +112,9 @@ func TestSuperviseRealReleases(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- runSupervise(ctx, []string{"--data-dir", data, "--status-listen", addr, "--probation", "1s", "--ready-timeout", "20s", "--log-level", "warn",
-			"--", "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn"}, os.Stderr, os.Stderr)
+			"--", "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn",
+			// The cloud is unreachable for the whole probation: it decides nothing.
+			"--cloud-mqtt", "tcp://" + freeAddr(t), "--cloud-key", hex.EncodeToString(protocoltest.Signer(t, "cloud").Public())}, os.Stderr, os.Stderr)
 	}()
 	stopped := false
 	stop := func() {

@@ -2,6 +2,7 @@ package ota
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -322,4 +323,43 @@ func (s *Supervisor) stop(cmd *exec.Cmd, exited <-chan error) {
 		_ = cmd.Process.Kill()
 		<-exited
 	}
+}
+
+// ErrRolledBack: SelfProbation rolled the running release back; the
+// process must exit so that its service manager starts the previous one.
+var ErrRolledBack = errors.New("release rolled back")
+
+// SelfProbation runs the probation of the release this process is, from
+// inside it: the systemd path, where systemd (not a supervisor) starts
+// each release and the unit's ExecStartPre= runs Guard. It probes Health
+// until the release has been healthy for Probation, then commits it, or
+// until a probe fails after it was healthy, it is not healthy within
+// ReadyTimeout, or the pending deadline passes, then rolls it back and
+// returns ErrRolledBack. A crash or a hang needs no code here: systemd
+// restarts the release, and Guard counts the start. With nothing pending
+// it returns at once.
+func (s *Supervisor) SelfProbation(ctx context.Context) error {
+	s.defaults()
+	p, err := s.Layout.Recover(s.State)
+	if err != nil || p == nil {
+		return err
+	}
+	verdict, _ := s.probation(ctx, nil, p.Deadline)
+	if ctx.Err() != nil {
+		return nil // stopped: no verdict; the next start counts another attempt
+	}
+	if verdict == "" {
+		c, err := s.Layout.Commit(s.State)
+		if err != nil {
+			return err
+		}
+		s.event(Event{Kind: "ota.committed", Version: c.Version, Release: c.Release})
+		return nil
+	}
+	rb, err := s.Layout.Rollback(verdict)
+	if err != nil {
+		return err
+	}
+	s.event(Event{Kind: "ota.rolled_back", Version: rb.Version, Release: rb.Release, Reason: verdict})
+	return fmt.Errorf("%w: %s: %s", ErrRolledBack, rb.Version, verdict)
 }

@@ -146,7 +146,9 @@ func supervised(t *testing.T, mode string) (*ota.Supervisor, *recorder) {
 			return nil
 		},
 		Probation: 300 * time.Millisecond, ProbeEvery: 20 * time.Millisecond,
-		ReadyTimeout: 2 * time.Second, StopTimeout: 5 * time.Second,
+		// Generous: a good release must never miss it on a loaded machine;
+		// the hang case sets its own.
+		ReadyTimeout: 30 * time.Second, StopTimeout: 5 * time.Second,
 		OnEvent: rec.add,
 		Stdout:  io.Discard, Stderr: io.Discard, // a release's own test output is not ours
 	}, rec
@@ -233,6 +235,12 @@ func TestSuperviseRollsBack(t *testing.T) {
 	} {
 		t.Run(mode, func(t *testing.T) {
 			s, rec := supervised(t, mode)
+			// No bad release can pass by a slow clock: the healthy window
+			// is longer than the test, and the faults count probes.
+			s.Probation = time.Hour
+			if mode == "hang" {
+				s.ReadyTimeout = time.Second
+			}
 			runSupervisor(t, s)
 			poll.Until(t, 30*time.Second, "a rollback", func() bool {
 				_, ok := rec.find("ota.rolled_back")
