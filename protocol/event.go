@@ -36,9 +36,25 @@ type Event struct {
 // that 1 and 1.0 are the same body.
 type Body []byte
 
-// ReservedTypePrefix starts the types only the edge itself may create, such
-// as "intake.rejected". A device event with such a type is refused.
-const ReservedTypePrefix = "intake."
+// ReservedTypePrefixes start the types only the edge itself may create:
+// "intake." (a refused payload it kept) and "ota." (its updater's steps,
+// which the cloud's rollouts count). A device event with such a type is
+// refused.
+var ReservedTypePrefixes = []string{"intake.", "ota."}
+
+// ReservedType returns the reserved prefix t starts with, if any.
+func ReservedType(t string) (prefix string, ok bool) {
+	for _, p := range ReservedTypePrefixes {
+		if strings.HasPrefix(t, p) {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+// EdgeDevice is the device name of the records the edge makes itself (its
+// updater's ota.* events); no device credential may take it.
+const EdgeDevice = "_edge"
 
 // TypeIntakeRejected is the record the edge keeps of a refused payload.
 const TypeIntakeRejected = "intake.rejected"
@@ -234,8 +250,8 @@ func DecodeEvents(payload []byte) (events []Event, errs []*ItemError, batch bool
 		if err == nil {
 			err = ev.Validate()
 		}
-		if err == nil && strings.HasPrefix(ev.Type, ReservedTypePrefix) {
-			err = fieldf("type", "%q is reserved for the edge itself; devices may not send %s* types", ev.Type, ReservedTypePrefix)
+		if p, reserved := ReservedType(ev.Type); err == nil && reserved {
+			err = fieldf("type", "%q is reserved for the edge itself; devices may not send %s* types", ev.Type, p)
 		}
 		if err != nil {
 			errs = append(errs, &ItemError{Index: i, ID: ev.ID, Raw: raw, Err: err})

@@ -50,6 +50,7 @@ func TestDecodeEventsRefusals(t *testing.T) {
 		{"upper-case type", `{"id":"a","type":"Sale.Completed","ts":1}`, "type"},
 		{"undotted type", `{"id":"a","type":"sale","ts":1}`, "type"},
 		{"reserved type", `{"id":"a","type":"intake.rejected","ts":1}`, "type"},
+		{"reserved ota type", `{"id":"a","type":"ota.committed","ts":1}`, "type"},
 		{"missing ts", `{"id":"a","type":"a.b"}`, "ts"},
 		{"negative ts", `{"id":"a","type":"a.b","ts":-5}`, "ts"},
 		{"bad ts string", `{"id":"a","type":"a.b","ts":"yesterday"}`, "ts"},

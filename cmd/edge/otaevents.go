@@ -17,7 +17,7 @@ import (
 // otaDevice is the device name of the edge's own ota.* events in its
 // outbox. The cloud must take ota.* events only from it (a device could
 // send an event of type ota.committed under its own name).
-const otaDevice = "_edge"
+const otaDevice = protocol.EdgeDevice
 
 // otaDrainEvery is how often `edge run` moves the updater's spooled events
 // into its outbox.

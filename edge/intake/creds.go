@@ -76,7 +76,7 @@ type DeviceInfo struct {
 // is generated. It returns the secret, which is stored only as a hash: the
 // caller (the `edge devices add` CLI) prints it once.
 func AddDevice(path, id, secret string) (string, error) {
-	if err := protocol.ValidateName("device", id); err != nil {
+	if err := validateDevice(id); err != nil {
 		return "", fmt.Errorf("add device: %w", err)
 	}
 	if secret == "" {
@@ -137,6 +137,18 @@ func RemoveDevice(path, id string) error {
 	return writeCredFile(path, f)
 }
 
+// validateDevice checks a device id a credential may name: a valid name,
+// and not protocol.EdgeDevice, under which the edge records its own events.
+func validateDevice(id string) error {
+	if err := protocol.ValidateName("device", id); err != nil {
+		return err
+	}
+	if id == protocol.EdgeDevice {
+		return &protocol.FieldError{Field: "device", Msg: fmt.Sprintf("%q is the edge's own name for the records it makes itself; choose another id", id)}
+	}
+	return nil
+}
+
 func readCredFile(path string, missingOK bool) (*credFile, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) && missingOK {
@@ -161,7 +173,7 @@ func parseCredFile(path string, b []byte) (*credFile, error) {
 	}
 	seen := map[string]bool{}
 	for i, e := range f.Devices {
-		if err := protocol.ValidateName("device", e.ID); err != nil {
+		if err := validateDevice(e.ID); err != nil {
 			return nil, fmt.Errorf("read credentials %s: devices[%d]: %w", path, i, err)
 		}
 		if seen[e.ID] {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/outpost-edge/outpost/edge/intake"
+	"github.com/outpost-edge/outpost/protocol"
 )
 
 func TestDevicesFile(t *testing.T) {
@@ -132,5 +133,14 @@ func TestCredentialsMissingFile(t *testing.T) {
 	}
 	if err := creds.Verify("dev", secret); err != nil {
 		t.Fatalf("device added after start: %v", err)
+	}
+}
+
+// The edge records its own events (ota.*) under protocol.EdgeDevice; no
+// device credential may take that name, or a device could forge them.
+func TestEdgeDeviceNameRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "devices.json")
+	if _, err := intake.AddDevice(path, protocol.EdgeDevice, ""); err == nil || !strings.Contains(err.Error(), "edge's own name") {
+		t.Fatalf("add device %s: %v, want a refusal naming why", protocol.EdgeDevice, err)
 	}
 }

@@ -209,7 +209,7 @@ func tlsCN(st tls.ConnectionState) (string, bool) {
 		return "", false
 	}
 	cn := st.VerifiedChains[0][0].Subject.CommonName
-	return cn, cn != ""
+	return cn, cn != "" && cn != protocol.EdgeDevice // the edge's own name is no device's
 }
 
 // logName returns a name fit for a log line: a valid id as is, anything
