@@ -319,7 +319,7 @@ func printStatus(ctx context.Context, addr string, asJSON bool, stdout io.Writer
 		if !u.LastReceipt.IsZero() {
 			last = u.LastReceipt.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "uplink\t%s (connected %v), last receipt %s, %d nacks, %d ignored replies\n", u.State, u.Connected, last, u.Nacks, u.ForgedReplies+u.ReplayedReplies+u.WrongStream)
+		fmt.Fprintf(tw, "uplink\t%s (connected %v), last receipt %s, %d nacks (%d ignored), %d ignored replies\n", u.State, u.Connected, last, u.Nacks, u.IgnoredNacks, u.ForgedReplies+u.ReplayedReplies+u.WrongStream)
 		if u.LastError != "" {
 			fmt.Fprintf(tw, "\tlast error: %s\n", u.LastError)
 		}
