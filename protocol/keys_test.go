@@ -129,3 +129,24 @@ func mustCBOR(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// FuzzParsePublicKey: whatever it accepts is a valid key, and its hex form
+// parses back to the same key.
+func FuzzParsePublicKey(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) {
+		pub, err := protocol.ParsePublicKey(s)
+		if err != nil {
+			if !errors.Is(err, protocol.ErrBadKey) {
+				t.Fatalf("error %v does not wrap ErrBadKey", err)
+			}
+			return
+		}
+		if err := protocol.ValidatePublicKey(pub); err != nil {
+			t.Fatalf("accepted %q, which does not validate: %v", s, err)
+		}
+		again, err := protocol.ParsePublicKey(hex.EncodeToString(pub))
+		if err != nil || !again.Equal(pub) {
+			t.Fatalf("hex of %q parses to %x, %v", s, again, err)
+		}
+	})
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -101,15 +103,22 @@ func (l *Ledger) writeQuarantine(ctx context.Context, batch []Input, out []Outco
 		return err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
+	var logs []func()
 	for _, i := range idx {
-		id, err := l.quarantineOne(ctx, tx, sender(i), &batch[i], &out[i], now)
+		id, log, err := l.quarantineOne(ctx, tx, sender(i), &batch[i], &out[i], now)
 		if err != nil {
 			return err
 		}
 		out[i].QuarantineID = id
+		logs = append(logs, log)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return err
+	}
+	// The one log line and count of each quarantine (ingest only nacks
+	// it), once it is certain.
+	for _, log := range logs {
+		log()
 	}
 	if last := l.lastPrune.Load(); now.Sub(time.Unix(0, last)) >= quarantinePruneEvery && l.lastPrune.CompareAndSwap(last, now.UnixNano()) {
 		if _, err := l.PruneQuarantine(ctx); err != nil {
@@ -120,21 +129,38 @@ func (l *Ledger) writeQuarantine(ctx context.Context, batch []Input, out []Outco
 	return nil
 }
 
-func (l *Ledger) quarantineOne(ctx context.Context, tx pgx.Tx, edge string, in *Input, o *Outcome, now time.Time) (int64, error) {
+// quarantineOne keeps one quarantined input within the limits and returns
+// its row id (0 when it was only counted) and what to log and count once the
+// transaction commits.
+func (l *Ledger) quarantineOne(ctx context.Context, tx pgx.Tx, edge string, in *Input, o *Outcome, now time.Time) (int64, func(), error) {
 	lim := l.opts.Quarantine
 	var epoch []byte
 	var first, last *int64
+	var logFirst, logLast any // int64, or nil without a segment
 	payload := in.Raw
 	if seg := in.Segment; seg != nil {
 		epoch = seg.Epoch[:]
 		f, la := int64(seg.First), int64(seg.Last)
-		first, last = &f, &la
+		first, last, logFirst, logLast = &f, &la, f, la
 		if payload == nil {
 			payload, _ = protocol.EncodeSegment(seg, false)
 		}
 	}
 	hash := protocol.HashBytes(payload)
-	l.stats.quarantined.Add(1)
+	logged := func(id int64, how string, stat *atomic.Uint64) func() {
+		return func() {
+			l.stats.quarantined.Add(1)
+			if stat != nil {
+				stat.Add(1)
+			}
+			lvl := slog.LevelWarn
+			if how != "kept" && how != "kept a prefix" {
+				lvl = slog.LevelDebug // a flood of copies or of an over-cap sender must not flood the log
+			}
+			l.opts.Logger.Log(context.Background(), lvl, "segment quarantined", "edge", edge, "stream", o.Stream.String(),
+				"first", logFirst, "last", logLast, "code", o.Code.String(), "reason", o.Reason, "quarantine_id", id, "quarantine", how)
+		}
+	}
 
 	// A copy of a payload this sender already has in quarantine.
 	var id int64
@@ -143,47 +169,42 @@ func (l *Ledger) quarantineOne(ctx context.Context, tx pgx.Tx, edge string, in *
 		edge, hash[:], now).Scan(&id)
 	switch {
 	case err == nil:
-		l.stats.qCopies.Add(1)
-		l.opts.Logger.Debug("quarantined segment arrived again", "edge", edge, "quarantine_id", id, "code", o.Code.String())
-		return id, nil
+		return id, logged(id, "counted a copy", &l.stats.qCopies), nil
 	case !errors.Is(err, pgx.ErrNoRows):
-		return 0, fmt.Errorf("quarantine dedup: %w", err)
+		return 0, nil, fmt.Errorf("quarantine dedup: %w", err)
 	}
 
 	var registered bool
 	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM edges WHERE id = $1)`, edge).Scan(&registered); err != nil {
-		return 0, fmt.Errorf("quarantine sender: %w", err)
+		return 0, nil, fmt.Errorf("quarantine sender: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO quarantine_senders (edge) VALUES ($1) ON CONFLICT DO NOTHING`, edge); err != nil {
-		return 0, fmt.Errorf("quarantine sender: %w", err)
+		return 0, nil, fmt.Errorf("quarantine sender: %w", err)
 	}
 	var bytes, rows int64
 	if err := tx.QueryRow(ctx, `SELECT bytes, rows FROM quarantine_senders WHERE edge = $1 FOR UPDATE`, edge).Scan(&bytes, &rows); err != nil {
-		return 0, fmt.Errorf("quarantine sender: %w", err)
+		return 0, nil, fmt.Errorf("quarantine sender: %w", err)
 	}
 	if rows >= lim.Rows {
 		if _, err := tx.Exec(ctx, `UPDATE quarantine_senders SET dropped = dropped + 1, dropped_bytes = dropped_bytes + $2 WHERE edge = $1`,
 			edge, int64(len(payload))); err != nil {
-			return 0, fmt.Errorf("quarantine sender: %w", err)
+			return 0, nil, fmt.Errorf("quarantine sender: %w", err)
 		}
-		l.stats.qDropped.Add(1)
-		l.opts.Logger.Debug("quarantine full for this sender; counted only", "edge", edge, "rows", rows, "code", o.Code.String())
-		return 0, nil
+		return 0, logged(0, "dropped: the sender is over its row cap", &l.stats.qDropped), nil
 	}
 	capBytes := lim.EdgeBytes
 	if !registered {
 		capBytes = lim.UnknownBytes
 	}
-	keep, truncated := payload, false
+	keep, truncated, how, stat := payload, false, "kept", (*atomic.Uint64)(nil)
 	if bytes+int64(len(payload)) > capBytes {
-		keep, truncated = payload[:min(len(payload), lim.Prefix)], true
-		l.stats.qTruncated.Add(1)
+		keep, truncated, how, stat = payload[:min(len(payload), lim.Prefix)], true, "kept a prefix", &l.stats.qTruncated
 	}
 	err = tx.QueryRow(ctx, `INSERT INTO quarantine (edge, epoch, first, last, reason, code, payload, received_at, hash, size, truncated, last_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $8) RETURNING id`,
 		edge, epoch, first, last, o.Reason, o.Code.String(), keep, now, hash[:], int64(len(payload)), truncated).Scan(&id)
 	if err != nil {
-		return 0, fmt.Errorf("quarantine insert: %w", err)
+		return 0, nil, fmt.Errorf("quarantine insert: %w", err)
 	}
 	t := 0
 	if truncated {
@@ -191,16 +212,9 @@ func (l *Ledger) quarantineOne(ctx context.Context, tx pgx.Tx, edge string, in *
 	}
 	if _, err := tx.Exec(ctx, `UPDATE quarantine_senders SET bytes = bytes + $2, rows = rows + 1, truncated = truncated + $3 WHERE edge = $1`,
 		edge, int64(len(keep)), t); err != nil {
-		return 0, fmt.Errorf("quarantine sender: %w", err)
+		return 0, nil, fmt.Errorf("quarantine sender: %w", err)
 	}
-	var logFirst, logLast any // the range, when the segment decoded
-	if first != nil {
-		logFirst, logLast = *first, *last
-	}
-	// The one log line of a quarantine (ingest only nacks it).
-	l.opts.Logger.Warn("segment quarantined", "edge", edge, "stream", o.Stream.String(), "first", logFirst, "last", logLast,
-		"code", o.Code.String(), "reason", o.Reason, "quarantine_id", id, "truncated", truncated)
-	return id, nil
+	return id, logged(id, how, stat), nil
 }
 
 // PruneQuarantine deletes quarantine rows whose last arrival is older than

@@ -3,13 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
+	"github.com/outpost-edge/outpost/edge/intake"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -103,5 +107,61 @@ func TestKeyRotateResumes(t *testing.T) {
 	}
 	if err := rotateKey(context.Background(), dir, "", "wrong", &out); err == nil {
 		t.Fatal("rotate with a wrong token succeeded")
+	}
+}
+
+// outbox verify after a key replaced by hand (not through edge key rotate)
+// says what happened and what to do, rather than just "corrupt"; with the
+// old key in the history it verifies.
+func TestVerifyKeyReplacedByHand(t *testing.T) {
+	dir := t.TempDir()
+	secret, err := intake.AddDevice(filepath.Join(dir, "devices.json"), "till-1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMain(&bytes.Buffer{}, &bytes.Buffer{})
+	if err := m.ParseFlags([]string{"--data-dir", dir, "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0",
+		"--http-listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0", "--log-level", "error"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	<-m.Ready
+	req, _ := http.NewRequest(http.MethodPost, "http://"+m.HTTPAddr()+"/v1/events",
+		strings.NewReader(`{"id":"a1","type":"inventory.adjusted","ts":1795340000000,"body":{"store":"s1","sku":"x","qty_delta":1000,"reason":"received"}}`))
+	req.SetBasicAuth("till-1", secret)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	old, _, _ := loadSigner(dir)
+	if err := os.Rename(keyPath(dir), filepath.Join(t.TempDir(), "old.key")); err != nil {
+		t.Fatal(err)
+	}
+	if _, created, err := loadSigner(dir); err != nil || !created {
+		t.Fatalf("new key: %v", err)
+	}
+	var out, errb bytes.Buffer
+	if code := Run([]string{"outbox", "verify", "--data-dir", dir}, &out, &errb); code == 0 ||
+		!strings.Contains(errb.String(), "neither") || !strings.Contains(errb.String(), "edge-keys.json") {
+		t.Fatalf("verify with the key replaced by hand: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	if err := saveKeyHistory(dir, keyHistory{Retired: []retiredKey{{KID: old.KeyID(), PublicKey: hex.EncodeToString(old.Public())}}}); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errb.Reset()
+	if code := Run([]string{"outbox", "verify", "--data-dir", dir}, &out, &errb); code != 0 || !strings.Contains(out.String(), "ok: chain and checkpoints verify") {
+		t.Fatalf("verify with the old key in the history: exit %d\n%s%s", code, out.String(), errb.String())
 	}
 }

@@ -175,6 +175,12 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			if rep.FirstBad == 0 {
 				return err
 			}
+			if strings.Contains(rep.Problem, "unknown key id") {
+				// Not corruption, most likely: a key replaced by hand.
+				return fmt.Errorf("first bad seq %d: %s: the checkpoint names a key that is neither %s nor in the key history %s; "+
+					"if the edge key was replaced by hand, add the old public key there (edge key rotate keeps it for you): %w",
+					rep.FirstBad, rep.Problem, keyPath(dataDir), keyHistoryPath(dataDir), err)
+			}
 			return fmt.Errorf("first bad seq %d: %s: %w", rep.FirstBad, rep.Problem, err)
 		}
 		fmt.Fprintln(stdout, "ok: chain and checkpoints verify")
@@ -319,7 +325,7 @@ func printStatus(ctx context.Context, addr string, asJSON bool, stdout io.Writer
 		if !u.LastReceipt.IsZero() {
 			last = u.LastReceipt.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "uplink\t%s (connected %v), last receipt %s, %d nacks, %d ignored replies\n", u.State, u.Connected, last, u.Nacks, u.ForgedReplies+u.ReplayedReplies+u.WrongStream)
+		fmt.Fprintf(tw, "uplink\t%s (connected %v), last receipt %s, %d nacks (%d ignored), %d ignored replies\n", u.State, u.Connected, last, u.Nacks, u.IgnoredNacks, u.ForgedReplies+u.ReplayedReplies+u.WrongStream)
 		if u.LastError != "" {
 			fmt.Fprintf(tw, "\tlast error: %s\n", u.LastError)
 		}

@@ -310,6 +310,12 @@ func (s *session) run(ctx context.Context) error {
 		if err := s.fill(ctx); err != nil {
 			return err
 		}
+		if len(s.flight) >= u.o.Window || u.o.Now().Before(s.holdUntil) {
+			// New records cannot be sent now anyway: a reply or the
+			// deadline wakes the loop. (And a closed outbox's Changed,
+			// closed for good, cannot spin it.)
+			changed = nil
+		}
 		var deadline <-chan time.Time
 		if d, ok := s.nextDeadline(); ok {
 			timer.Reset(d)
