@@ -348,18 +348,21 @@ func (a *Authenticator) poll(ctx context.Context, seen map[int64]time.Time) {
 	}
 }
 
-// prune forgets sessions whose connection ended without a Release.
+// prune forgets sessions whose connection ended without a Release. The
+// liveness checks (a broker lookup each) run outside the lock, so that
+// logins do not wait for them.
 func (a *Authenticator) prune() {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	for e, m := range a.sessions {
+	var all []*Session
+	for _, m := range a.sessions {
 		for s := range m {
-			if !s.alive() {
-				delete(m, s)
-			}
+			all = append(all, s)
 		}
-		if len(m) == 0 {
-			delete(a.sessions, e)
+	}
+	a.mu.Unlock()
+	for _, s := range all {
+		if !s.alive() {
+			a.remove(s)
 		}
 	}
 }

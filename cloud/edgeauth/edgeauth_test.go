@@ -310,3 +310,32 @@ func TestV1Tokens(t *testing.T) {
 		t.Errorf("v2 after v1: %v", err)
 	}
 }
+
+// Run also forgets sessions whose connection ended without a Release (NATS
+// gives no callback), so they stop counting against the edge's limit.
+func TestRunPrunesDeadSessions(t *testing.T) {
+	e1 := signer("e1")
+	rs := &revStore{Store: edgeauth.KeysStore(func(context.Context, string) (protocol.Keys, error) { return protocol.NewKeyMap(e1.Public()), nil })}
+	a, err := edgeauth.New(edgeauth.Options{Store: rs, PollInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	var alive atomic.Bool
+	alive.Store(true)
+	for range 2 {
+		s, err := a.Login(ctx, protocol.BrokerNATS, "e1", tok(e1, protocol.BrokerNATS, "e1"), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.SetAlive(alive.Load)
+	}
+	if a.Sessions("e1") != 2 {
+		t.Fatalf("%d sessions, want 2", a.Sessions("e1"))
+	}
+	alive.Store(false)
+	poll.Until(t, 10*time.Second, "dead sessions forgotten", func() bool { return a.Sessions("e1") == 0 })
+}

@@ -299,3 +299,21 @@ func MustPool(tb testing.TB, url string) *pgxpool.Pool {
 	tb.Cleanup(p.Close)
 	return p
 }
+
+// A revoked edge's hello gets no answer: through an external broker, which
+// cannot close its session, it may still send them.
+func TestHelloOfRevokedEdge(t *testing.T) {
+	ctx := context.Background()
+	l := MustLedger(t, MustMigratedDB(t), ledger.Options{})
+	e := MustAddEdge(t, l, "edge-r")
+	h := protocol.Hello{V: 1, Edge: e.ID, Epoch: newEpoch(t), Seq: 1}
+	if _, err := l.NoteHello(ctx, h); err != nil {
+		t.Fatalf("hello of an active edge: %v", err)
+	}
+	if err := l.RevokeEdge(ctx, e.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.NoteHello(ctx, h); !errors.Is(err, ledger.ErrRevoked) {
+		t.Fatalf("hello of a revoked edge: %v, want ErrRevoked", err)
+	}
+}

@@ -184,6 +184,15 @@ func (l *Ledger) Receipt(ctx context.Context, s protocol.Stream) (Watermark, err
 func (l *Ledger) NoteHello(ctx context.Context, h protocol.Hello) (Watermark, error) {
 	s := protocol.Stream{Edge: h.Edge, Epoch: h.Epoch}
 	w := Watermark{Stream: s}
+	// A revoked edge gets no answer (ErrRevoked): through an external
+	// broker, which cannot close its session, it may still say hello.
+	var status string
+	switch err := l.db.QueryRow(ctx, `SELECT status FROM edges WHERE id = $1`, h.Edge).Scan(&status); {
+	case err == nil && status != StatusActive:
+		return w, fmt.Errorf("hello from edge %s: %w", h.Edge, ErrRevoked)
+	case err != nil && !errors.Is(err, pgx.ErrNoRows):
+		return w, fmt.Errorf("hello %s: %w", s, err)
+	}
 	var edgeSeq, edgeTime *int64
 	if cp, ok := l.helloCheckpoint(ctx, h); ok {
 		seq, t := int64(cp.Seq), int64(cp.EdgeTime)
