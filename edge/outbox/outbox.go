@@ -622,14 +622,16 @@ func (o *Outbox) Changed() <-chan struct{} {
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // Wait blocks until the head is past seq (there is something from seq+1 to
-// send), ctx is done or the outbox is closed.
+// send), the stream changed (NewEpoch: seqs start again), ctx is done or
+// the outbox is closed.
 func (o *Outbox) Wait(ctx context.Context, seq uint64) error {
+	stream := o.Stream()
 	for {
 		o.mu.Lock()
 		head, ch := o.pub.head, o.changed
 		o.mu.Unlock()
 		switch {
-		case head > seq:
+		case head > seq, o.Stream() != stream:
 			return nil
 		case ch == nil:
 			return ErrClosed
