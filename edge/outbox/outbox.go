@@ -286,7 +286,7 @@ func Open(path string, opts Options) (*Outbox, error) {
 		// bbolt fsyncs the file, not the directory that names it: without
 		// this a power cut could take the whole new outbox, with records
 		// already acknowledged, away.
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := syncDirOnCreate(filepath.Dir(path)); err != nil {
 			db.Close()
 			o.dedup.free()
 			return nil, fmt.Errorf("open outbox %s: fsync its directory: %w", path, err)
@@ -678,6 +678,10 @@ func refreshOldestUnsent(idx *bolt.Bucket, w *wstate) error {
 	w.oldestUnsent = e.edgeTime
 	return nil
 }
+
+// syncDirOnCreate is syncDir where Open makes a new file (a variable for
+// tests).
+var syncDirOnCreate = syncDir
 
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
