@@ -180,7 +180,9 @@ type Outbox struct {
 	batchNow  time.Time     // the wall clock as of the batch being built
 	spare     []batchBufs   // buffers of committed batches, to reuse
 	cutMono   time.Duration // Options.Monotonic as of the last move of the dedup cutoff
-	dedup     dedupTable    // hash of (device, id) -> seq; see dedup.go
+	// shrinkRetryAt: no online shrink before this (after a failed one).
+	shrinkRetryAt time.Time
+	dedup         dedupTable // hash of (device, id) -> seq; see dedup.go
 	// commitHook, when set (tests), runs in the committer just before each
 	// commit and fails it with its error.
 	commitHook func() error
