@@ -66,6 +66,7 @@ func TestAdminFlags(t *testing.T) {
 		{[]string{"tokens", "create"}, []string{"--edge", "--ttl", "--admin", "--name", "--role"}, []string{"--id", "--public-key", "--json"}},
 		{[]string{"edges", "add"}, []string{"--id", "--public-key", "--database-url"}, []string{"--ttl", "--admin", "--json"}},
 		{[]string{"edges", "revoke"}, []string{"--id"}, []string{"--public-key", "--ttl"}},
+		{[]string{"edges", "revoke-key"}, []string{"--id", "--kid"}, []string{"--public-key", "--ttl"}},
 		{[]string{"edges", "list"}, []string{"--json"}, []string{"--id", "--ttl"}},
 		{[]string{"migrate"}, []string{"--database-url"}, []string{"--id", "--json", "--ttl"}},
 	} {
