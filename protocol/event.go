@@ -37,10 +37,11 @@ type Event struct {
 type Body []byte
 
 // ReservedTypePrefixes start the types only the edge itself may create:
-// "intake." (a refused payload it kept) and "ota." (its updater's steps,
-// which the cloud's rollouts count). A device event with such a type is
-// refused.
-var ReservedTypePrefixes = []string{"intake.", "ota."}
+// "intake." (a refused payload it kept), "ota." (its updater's steps,
+// which the cloud's rollouts count) and "edge." (its own alarms, such as
+// edge.epoch_restarted after a restored outbox). A device event with such
+// a type is refused.
+var ReservedTypePrefixes = []string{"intake.", "ota.", "edge."}
 
 // ReservedType returns the reserved prefix t starts with, if any.
 func ReservedType(t string) (prefix string, ok bool) {
@@ -53,7 +54,8 @@ func ReservedType(t string) (prefix string, ok bool) {
 }
 
 // EdgeDevice is the device name of the records the edge makes itself (its
-// updater's ota.* events); no device credential may take it.
+// updater's ota.* events, its edge.* alarms); no device credential may
+// take it.
 const EdgeDevice = "_edge"
 
 // TypeIntakeRejected is the record the edge keeps of a refused payload.

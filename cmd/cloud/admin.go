@@ -34,16 +34,32 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("cloud "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	commonFlags(fs, &c)
-	id := fs.String("id", "", "edge id")
-	pub := fs.String("public-key", "", "the edge's Ed25519 public key, hex or base64 (32 bytes)")
-	kidFlag := fs.String("kid", "", "edges revoke-key: the key id to revoke (16 hex digits, from edges list)")
-	edge := fs.String("edge", "", "tokens create: the edge the enrollment token is for")
+	// Each command defines only the flags it reads, so that its --help
+	// lists only those.
+	id, pub, kidFlag, edge, tokName, role := new(string), new(string), new(string), new(string), new(string), new(string)
+	admin, asJSON := new(bool), new(bool)
 	ttl := new(time.Duration)
-	flagenv.DurationVar(fs, ttl, "ttl", 24*time.Hour, flagenv.Durations(time.Minute, 0, ""), "tokens create: how long the enrollment token is valid")
-	admin := fs.Bool("admin", false, "tokens create: make an API token instead of an enrollment token")
-	tokName := fs.String("name", "", "tokens create --admin: a name for the API token")
-	role := fs.String("role", "admin", "tokens create --admin: admin (read and write) or reader")
-	asJSON := fs.Bool("json", false, "print JSON")
+	switch name {
+	case "migrate":
+	case "key show", "edges list":
+		fs.BoolVar(asJSON, "json", false, "print JSON")
+	case "edges add", "edges rotate-key":
+		fs.StringVar(id, "id", "", "edge id")
+		fs.StringVar(pub, "public-key", "", "the edge's Ed25519 public key, hex or base64 (32 bytes)")
+	case "edges revoke":
+		fs.StringVar(id, "id", "", "edge id")
+	case "edges revoke-key":
+		fs.StringVar(id, "id", "", "edge id")
+		fs.StringVar(kidFlag, "kid", "", "the key id to revoke (16 hex digits, from edges list)")
+	case "tokens create":
+		fs.StringVar(edge, "edge", "", "the edge the enrollment token is for")
+		flagenv.DurationVar(fs, ttl, "ttl", 24*time.Hour, flagenv.Durations(time.Minute, 0, ""), "how long the enrollment token is valid")
+		fs.BoolVar(admin, "admin", false, "make an API token instead of an enrollment token")
+		fs.StringVar(tokName, "name", "", "with --admin: a name for the API token")
+		fs.StringVar(role, "role", "admin", "with --admin: admin (read and write) or reader")
+	default:
+		return usagef("unknown command `cloud %s`; see cloud --help", name)
+	}
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud "+name+" [flags]")
 	if err := flagenv.Parse(fs, rest, "OUTPOST_", "config"); err != nil {
 		return err

@@ -56,3 +56,34 @@ func TestNATSStreamFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminFlags: each admin command's --help lists only its own flags.
+func TestAdminFlags(t *testing.T) {
+	for _, c := range []struct {
+		cmd      []string
+		has, not []string
+	}{
+		{[]string{"tokens", "create"}, []string{"--edge", "--ttl", "--admin", "--name", "--role"}, []string{"--id", "--public-key", "--json"}},
+		{[]string{"edges", "add"}, []string{"--id", "--public-key", "--database-url"}, []string{"--ttl", "--admin", "--json"}},
+		{[]string{"edges", "revoke"}, []string{"--id"}, []string{"--public-key", "--ttl"}},
+		{[]string{"edges", "revoke-key"}, []string{"--id", "--kid"}, []string{"--public-key", "--ttl"}},
+		{[]string{"edges", "list"}, []string{"--json"}, []string{"--id", "--ttl"}},
+		{[]string{"migrate"}, []string{"--database-url"}, []string{"--id", "--json", "--ttl"}},
+	} {
+		var out, errb bytes.Buffer
+		if code := Run(append(c.cmd, "--help"), &out, &errb); code != 0 {
+			t.Errorf("%v --help: exit %d: %s", c.cmd, code, errb.String())
+		}
+		help := errb.String()
+		for _, f := range c.has {
+			if !strings.Contains(help, "  "+f+" ") {
+				t.Errorf("%v --help lacks %s", c.cmd, f)
+			}
+		}
+		for _, f := range c.not {
+			if strings.Contains(help, "  "+f+" ") {
+				t.Errorf("%v --help lists %s, which is not its flag", c.cmd, f)
+			}
+		}
+	}
+}

@@ -52,7 +52,7 @@ func TestDivergedStartsEpoch(t *testing.T) {
 		t.Fatalf("new epoch's first segment: %+v %v", seg, err)
 	}
 	rec, err := protocol.DecodeRecord(seg.Records[0])
-	if err != nil || rec.Type != epochRestartedType || rec.Device != "shop-1" {
+	if err != nil || rec.Type != epochRestartedType || rec.Device != protocol.EdgeDevice {
 		t.Fatalf("first record of the new epoch: %+v %v", rec, err)
 	}
 	m := &Main{ob: ob, Config: Config{DataDir: dir}}

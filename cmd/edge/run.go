@@ -470,12 +470,13 @@ func (s outboxSource) Diverged(r protocol.Receipt) error {
 		return nil // the new epoch stands; the record is only the cloud's copy of the alarm
 	}
 	ev := protocol.Event{ID: "epoch-" + ch.New.Epoch.String(), Type: epochRestartedType, TS: time.Now(), Body: body}
-	s.ob.AppendFunc([]outbox.Entry{{Device: ch.New.Edge, Event: ev}}, func([]outbox.Result, error) {})
+	s.ob.AppendFunc([]outbox.Entry{{Device: protocol.EdgeDevice, Event: ev}}, func([]outbox.Result, error) {})
 	return nil
 }
 
 // epochRestartedType is the record the edge writes first in a new epoch it
-// started because the cloud was past the old one (a restored outbox).
+// started because the cloud was past the old one (a restored outbox), as
+// protocol.EdgeDevice; devices may not send edge.* types.
 const epochRestartedType = "edge.epoch_restarted"
 
 // outboxAppender adapts the outbox to intake.Appender.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -25,9 +26,13 @@ import (
 
 // Thresholds of the online shrink (variables for tests).
 var (
-	shrinkMinFile = int64(64 << 20)  // files smaller than this are left alone
-	shrinkMaxLive = int64(256 << 20) // live data larger than this waits for an offline compact
+	shrinkMinFile = int64(64 << 20) // files smaller than this are left alone
+	shrinkMaxLive = int64(64 << 20) // live data larger than this waits for an offline compact (appends wait for the copy)
 )
+
+// shrinkRetry is how long the online shrink waits after a failed attempt
+// (no room on the volume for the copy, most likely).
+const shrinkRetry = 10 * time.Minute
 
 // CompactReport says what Compact did.
 type CompactReport struct {
@@ -140,6 +145,9 @@ func (o *Outbox) maybeShrink() {
 	if o.opts.NoShrink {
 		return
 	}
+	if o.opts.Now().Before(o.shrinkRetryAt) {
+		return
+	}
 	file, live, ok := o.shouldShrink()
 	if !ok {
 		return
@@ -148,7 +156,9 @@ func (o *Outbox) maybeShrink() {
 	defer o.dbmu.Unlock()
 	dst, err := compactCopy(o.db, o.path)
 	if err != nil && dst == nil {
-		o.log.Warn("shrink the outbox file: not now", "err", err, "file_bytes", file, "live_bytes", live)
+		o.shrinkRetryAt = o.opts.Now().Add(shrinkRetry)
+		o.log.Warn("shrink the outbox file: not now", "err", err, "file_bytes", file, "live_bytes", live,
+			"retry_at", o.shrinkRetryAt.Format(time.RFC3339))
 		return
 	}
 	if err != nil {

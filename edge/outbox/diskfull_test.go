@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/outpost-edge/outpost/edge/outbox"
@@ -110,4 +111,21 @@ func fileSizeOf(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+// TestCreateSyncsDir: a new outbox file's directory is fsynced before Open
+// returns (bbolt syncs the file, not the directory entry naming it, which a
+// power cut could otherwise take away with every record acknowledged
+// since); reopening an existing file does not need it.
+func TestCreateSyncsDir(t *testing.T) {
+	var synced []string
+	t.Cleanup(outbox.OnCreateSyncDir(func(dir string) { synced = append(synced, dir) }))
+	b := MustOpen(t, func(o *outbox.Options) { o.NoSync = false })
+	if len(synced) != 1 || synced[0] != filepath.Dir(b.Path) {
+		t.Fatalf("directories fsynced at creation: %v, want [%s]", synced, filepath.Dir(b.Path))
+	}
+	b.Reopen(t)
+	if len(synced) != 1 {
+		t.Fatalf("fsynced again on reopen: %v", synced)
+	}
 }

@@ -87,6 +87,22 @@
 // usually has them from earlier commits, and a trim that fails is retried
 // with the next receipt.
 //
+// bbolt never shrinks its file, so a file that grew to fill the volume would
+// keep it full after the backlog is sent. Compaction copies the live data
+// into a new file and renames it into place (compact.go): online after a
+// trim when the file is large and mostly free, offline with Compact (`edge
+// outbox compact`). An outbox opened with MaxFileBytes at or below its
+// file's size starts drain-only.
+//
+// # A restored file
+//
+// An older copy of the file put back (a VM snapshot, a backup) continues
+// the stream from an older head while the cloud holds more of it: what is
+// appended then gets seqs the cloud has other records at. Diverges
+// recognises that from the cloud's receipt, and NewEpoch keeps the file
+// under another name for an operator and starts a new file and epoch in
+// its place, without closing the outbox (epoch.go).
+//
 // # Memory
 //
 // The outbox keeps its resident set small whatever the backlog: under 64 MB

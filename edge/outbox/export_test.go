@@ -7,3 +7,11 @@ func SetShrinkThresholds(minFile, maxLive int64) (restore func()) {
 	shrinkMinFile, shrinkMaxLive = minFile, maxLive
 	return func() { shrinkMinFile, shrinkMaxLive = f, l }
 }
+
+// OnCreateSyncDir calls f with the directory Open fsyncs after it creates a
+// file, for a test, and returns how to put it back.
+func OnCreateSyncDir(f func(dir string)) (restore func()) {
+	old := syncDirOnCreate
+	syncDirOnCreate = func(dir string) error { f(dir); return old(dir) }
+	return func() { syncDirOnCreate = old }
+}

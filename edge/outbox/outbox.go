@@ -180,7 +180,9 @@ type Outbox struct {
 	batchNow  time.Time     // the wall clock as of the batch being built
 	spare     []batchBufs   // buffers of committed batches, to reuse
 	cutMono   time.Duration // Options.Monotonic as of the last move of the dedup cutoff
-	dedup     dedupTable    // hash of (device, id) -> seq; see dedup.go
+	// shrinkRetryAt: no online shrink before this (after a failed one).
+	shrinkRetryAt time.Time
+	dedup         dedupTable // hash of (device, id) -> seq; see dedup.go
 	// commitHook, when set (tests), runs in the committer just before each
 	// commit and fails it with its error.
 	commitHook func() error
@@ -286,7 +288,7 @@ func Open(path string, opts Options) (*Outbox, error) {
 		// bbolt fsyncs the file, not the directory that names it: without
 		// this a power cut could take the whole new outbox, with records
 		// already acknowledged, away.
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := syncDirOnCreate(filepath.Dir(path)); err != nil {
 			db.Close()
 			o.dedup.free()
 			return nil, fmt.Errorf("open outbox %s: fsync its directory: %w", path, err)
@@ -622,14 +624,16 @@ func (o *Outbox) Changed() <-chan struct{} {
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // Wait blocks until the head is past seq (there is something from seq+1 to
-// send), ctx is done or the outbox is closed.
+// send), the stream changed (NewEpoch: seqs start again), ctx is done or
+// the outbox is closed.
 func (o *Outbox) Wait(ctx context.Context, seq uint64) error {
+	stream := o.Stream()
 	for {
 		o.mu.Lock()
 		head, ch := o.pub.head, o.changed
 		o.mu.Unlock()
 		switch {
-		case head > seq:
+		case head > seq, o.Stream() != stream:
 			return nil
 		case ch == nil:
 			return ErrClosed
@@ -676,6 +680,10 @@ func refreshOldestUnsent(idx *bolt.Bucket, w *wstate) error {
 	w.oldestUnsent = e.edgeTime
 	return nil
 }
+
+// syncDirOnCreate is syncDir where Open makes a new file (a variable for
+// tests).
+var syncDirOnCreate = syncDir
 
 func syncDir(dir string) error {
 	d, err := os.Open(dir)

@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/durable"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -89,43 +89,12 @@ func (t *Tokens) Token(broker string) (string, error) {
 		n = uint64(ms)
 	}
 	if t.path != "" {
-		if err := writeDurably(t.path, []byte(strconv.FormatUint(n, 10)+"\n")); err != nil {
+		if err := durable.WriteFile(t.path, []byte(strconv.FormatUint(n, 10)+"\n"), 0o600); err != nil {
 			return "", fmt.Errorf("broker login counter: %w", err)
 		}
 	}
 	t.last = n
 	return t.signer.BrokerToken(protocol.BrokerAudience(broker, t.cluster), t.edge, n), nil
-}
-
-// writeDurably replaces path with b: a temporary file, fsync, rename, and
-// fsync of the directory, so that after a power cut the file holds the old
-// or the new counter, never nothing.
-func writeDurably(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // TokenSource is what the transports need to log in with broker tokens.

@@ -3,6 +3,13 @@
 // Precedence: command line, then environment, then config file, then the
 // flag's default. A flag named mqtt-user is read from OUTPOST_MQTT_USER and
 // from a config line `mqtt-user = value`.
+//
+// It also defines the number flags the commands share (values.go): byte
+// sizes with units (BytesVar: 1GiB, 256MiB), integers and durations, each
+// checked against a Range when set from any of the three sources, so that a
+// bad value stops the command naming the flag, the value and what is
+// accepted. Parse refuses arguments that are not flags; ParseArgs takes
+// them for the commands that have some.
 package flagenv
 
 import (
