@@ -492,31 +492,10 @@ func (a outboxAppender) Append(device string, evs []protocol.Event, done func([]
 	a.ob.AppendFunc(entries, func(rs []outbox.Result, err error) {
 		out := make([]intake.Result, len(rs))
 		for i, r := range rs {
-			out[i] = intake.Result{Seq: r.Seq, Duplicate: r.Duplicate, Err: storageError(r.Err)}
+			out[i] = intake.Result{Seq: r.Seq, Duplicate: r.Duplicate, Err: r.Err}
 		}
-		done(out, storageError(err))
+		// The outbox's quota and disk-full sentinels carry the Quota and
+		// DiskFull methods the intake classifies by: no mapping here.
+		done(out, err)
 	})
 }
-
-// storageError gives the outbox's refusals the methods the intake maps.
-func storageError(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, outbox.ErrLedgerQuota), errors.Is(err, outbox.ErrTelemetryQuota):
-		return quotaErr{err}
-	case errors.Is(err, outbox.ErrDiskFull):
-		return diskFullErr{err}
-	}
-	return err
-}
-
-type quotaErr struct{ error }
-
-func (quotaErr) Quota() bool     { return true }
-func (e quotaErr) Unwrap() error { return e.error }
-
-type diskFullErr struct{ error }
-
-func (diskFullErr) DiskFull() bool  { return true }
-func (e diskFullErr) Unwrap() error { return e.error }
