@@ -413,6 +413,12 @@ func (m *Main) registerMetrics(reg *prometheus.Registry) {
 	counter("intake_duplicates_total", "Events already stored within the dedup window.", in(func(x *intake.Metrics) uint64 { return x.Duplicates.Load() }))
 	counter("intake_rejected_kept_total", "Refused payloads kept as intake.rejected records.", in(func(x *intake.Metrics) uint64 { return x.RejectedKept.Load() }))
 	counter("intake_connect_refused_total", "MQTT CONNECTs refused.", in(func(x *intake.Metrics) uint64 { return x.ConnectRefused.Load() }))
+	for _, r := range intake.Reasons() {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "outpost_edge_intake_refused_total", Help: "Publishes, requests or items refused, by reason.",
+			ConstLabels: prometheus.Labels{"reason": r.String()},
+		}, in(func(x *intake.Metrics) uint64 { return x.Refused(r) })))
+	}
 	up := func(f func(uplink.Stats) uint64) func() float64 {
 		return func() float64 {
 			if m.up == nil {
