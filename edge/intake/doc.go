@@ -108,8 +108,8 @@
 // delivered, keep unacknowledged messages (paho: a persistent store), and
 // bound its publishes in flight (wait on each token, or a few): while the
 // edge holds a PUBACK the intake reads up to MaxPendingPerClient more
-// publishes of that client, then stops reading it, and a client that
-// cannot send its PINGREQ is disconnected by its keepalive; paho then
+// publishes of that client, then stops reading it, so its PINGREQ goes
+// unanswered and the client drops the connection itself; paho then
 // reports its unacknowledged publishes as complete on reconnecting.
 //
 // A batch with some invalid items: over MQTT, the valid items are stored,
