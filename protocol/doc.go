@@ -31,6 +31,11 @@
 //   - Decoders of outside bytes enforce explicit limits (sizes, nesting,
 //     counts), refuse duplicate map keys, indefinite lengths and tags, and
 //     each is fuzzed.
+//   - Bytes a device sent are taken exactly or refused, never rewritten:
+//     text must be valid UTF-8 as sent (in JSON, no escaped lone
+//     surrogates), CBOR undefined is refused, integers must fit 64 bits. A
+//     refusal names the field; in a batch it refuses only its item, whose
+//     own bytes come back with it (ItemError.Raw).
 //   - Money is int64 minor units with an ISO 4217 code; quantities are int64
 //     thousandths (package pos).
 //

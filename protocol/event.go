@@ -256,7 +256,11 @@ func DecodeEvents(payload []byte) (events []Event, errs []*ItemError, batch bool
 			err = fieldf("type", "%q is reserved for the edge itself; devices may not send %s* types", ev.Type, p)
 		}
 		if err != nil {
-			errs = append(errs, &ItemError{Index: i, ID: ev.ID, Raw: raw, Err: err})
+			id := ev.ID
+			if id == "" {
+				id = itemID(f, raw)
+			}
+			errs = append(errs, &ItemError{Index: i, ID: id, Raw: raw, Err: err})
 			continue
 		}
 		events = append(events, ev)

@@ -143,3 +143,19 @@ func TestDecodeEventsRefusesIntegersBeyond64Bits(t *testing.T) {
 		}
 	})
 }
+
+// An item refused for its text still names its event when its id is good.
+func TestRefusedItemKeepsItsID(t *testing.T) {
+	for _, in := range [][]byte{
+		[]byte(`[{"id":"ok-1","type":"a.b","ts":1,"body":{"k":"` + "\xff" + `"}},{"id":"bad-` + "\xff" + `","type":"a.b","ts":1}]`),
+		append([]byte{0x82}, append(cborEvent("ok-1", "a.b", "k", cborText("\xff")), cborEvent("bad-\xff", "a.b", "k", []byte{0x01})...)...),
+	} {
+		_, errs, _, err := protocol.DecodeEvents(in)
+		if err != nil || len(errs) != 2 {
+			t.Fatalf("%v %v", err, errs)
+		}
+		if errs[0].ID != "ok-1" || errs[1].ID != "" {
+			t.Fatalf("ids %q and %q, want ok-1 and none (an id that is not valid is not repeated)", errs[0].ID, errs[1].ID)
+		}
+	}
+}

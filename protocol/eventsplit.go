@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"unicode/utf8"
@@ -177,4 +178,58 @@ func splitCBOR(payload []byte) (items [][]byte, batch bool, err error) {
 		rest = next
 	}
 	return items, true, nil
+}
+
+// itemID finds the id of an item that did not decode, so that its refusal
+// can still name the event: its top-level "id", when that is text that
+// meets the id rules as sent. Otherwise it returns "".
+func itemID(f Format, raw []byte) string {
+	if f == FormatCBOR {
+		major, n, _, rest, err := cborHead(raw)
+		if err != nil || major != 5 {
+			return ""
+		}
+		for range n {
+			km, kl, _, krest, err := cborHead(rest)
+			if err != nil || km != 3 || kl > uint64(len(krest)) {
+				return ""
+			}
+			val := krest[kl:]
+			if string(krest[:kl]) == "id" {
+				vm, vl, _, vrest, err := cborHead(val)
+				if err != nil || vm != 3 || vl > uint64(len(vrest)) || ValidateEventID(string(vrest[:vl])) != nil {
+					return ""
+				}
+				return string(vrest[:vl])
+			}
+			if rest, err = skipItem(val); err != nil {
+				return ""
+			}
+		}
+		return ""
+	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	r := &jsonReader{d: d, b: raw}
+	if tok, _, err := r.token(); err != nil || tok != json.Delim('{') {
+		return ""
+	}
+	for d.More() {
+		k, bad, err := r.token()
+		if err != nil || bad != "" {
+			return ""
+		}
+		if k == "id" {
+			v, bad, err := r.token()
+			id, ok := v.(string)
+			if err != nil || bad != "" || !ok || ValidateEventID(id) != nil {
+				return ""
+			}
+			return id
+		}
+		var skip json.RawMessage
+		if d.Decode(&skip) != nil {
+			return ""
+		}
+	}
+	return ""
 }

@@ -413,6 +413,12 @@ func (m *Main) registerMetrics(reg *prometheus.Registry) {
 	counter("intake_duplicates_total", "Events already stored within the dedup window.", in(func(x *intake.Metrics) uint64 { return x.Duplicates.Load() }))
 	counter("intake_rejected_kept_total", "Refused payloads kept as intake.rejected records.", in(func(x *intake.Metrics) uint64 { return x.RejectedKept.Load() }))
 	counter("intake_connect_refused_total", "MQTT CONNECTs refused.", in(func(x *intake.Metrics) uint64 { return x.ConnectRefused.Load() }))
+	for _, r := range intake.Reasons() {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "outpost_edge_intake_refused_total", Help: "Publishes, requests or items refused, by reason.",
+			ConstLabels: prometheus.Labels{"reason": r.String()},
+		}, in(func(x *intake.Metrics) uint64 { return x.Refused(r) })))
+	}
 	up := func(f func(uplink.Stats) uint64) func() float64 {
 		return func() float64 {
 			if m.up == nil {
@@ -492,31 +498,10 @@ func (a outboxAppender) Append(device string, evs []protocol.Event, done func([]
 	a.ob.AppendFunc(entries, func(rs []outbox.Result, err error) {
 		out := make([]intake.Result, len(rs))
 		for i, r := range rs {
-			out[i] = intake.Result{Seq: r.Seq, Duplicate: r.Duplicate, Err: storageError(r.Err)}
+			out[i] = intake.Result{Seq: r.Seq, Duplicate: r.Duplicate, Err: r.Err}
 		}
-		done(out, storageError(err))
+		// The outbox's quota and disk-full sentinels carry the Quota and
+		// DiskFull methods the intake classifies by: no mapping here.
+		done(out, err)
 	})
 }
-
-// storageError gives the outbox's refusals the methods the intake maps.
-func storageError(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, outbox.ErrLedgerQuota), errors.Is(err, outbox.ErrTelemetryQuota):
-		return quotaErr{err}
-	case errors.Is(err, outbox.ErrDiskFull):
-		return diskFullErr{err}
-	}
-	return err
-}
-
-type quotaErr struct{ error }
-
-func (quotaErr) Quota() bool     { return true }
-func (e quotaErr) Unwrap() error { return e.error }
-
-type diskFullErr struct{ error }
-
-func (diskFullErr) DiskFull() bool  { return true }
-func (e diskFullErr) Unwrap() error { return e.error }

@@ -108,8 +108,8 @@
 // delivered, keep unacknowledged messages (paho: a persistent store), and
 // bound its publishes in flight (wait on each token, or a few): while the
 // edge holds a PUBACK the intake reads up to MaxPendingPerClient more
-// publishes of that client, then stops reading it, and a client that
-// cannot send its PINGREQ is disconnected by its keepalive; paho then
+// publishes of that client, then stops reading it, so its PINGREQ goes
+// unanswered and the client drops the connection itself; paho then
 // reports its unacknowledged publishes as complete on reconnecting.
 //
 // A batch with some invalid items: over MQTT, the valid items are stored,
@@ -151,18 +151,22 @@
 //		for i, ev := range evs {
 //			entries[i] = outbox.Entry{Device: device, Event: ev}
 //		}
-//		p := a.ob.AppendAsync(entries) // returns at once; completes after the commit's fsync
-//		go func() {
-//			<-p.Done()
-//			rs, err := p.Results()
+//		// Returns at once; the callback runs once the commit is durable.
+//		a.ob.AppendFunc(entries, func(rs []outbox.Result, err error) {
 //			out := make([]intake.Result, len(rs))
 //			for i, r := range rs {
 //				out[i] = intake.Result{Seq: r.Seq, Duplicate: r.Duplicate, Err: r.Err}
 //			}
 //			done(out, err)
-//		}()
+//		})
 //	}
 //
-// The outbox's quota and disk-full errors need only methods Quota() bool
-// and DiskFull() bool for the intake to answer 0x97/507/503.
+// Storage errors need no mapping in between: classify (reason.go, the one
+// place refusals are mapped) takes an error with a method Quota() bool
+// returning true for a full quota (0x97, 507) and one with DiskFull() bool
+// for a full disk (0x97, 503), through any wrapping; anything else is
+// internal (0x83, 500). The outbox's ErrLedgerQuota, ErrTelemetryQuota and
+// ErrDiskFull have those methods; their advice for operators is the
+// outbox's (outbox.Error.Advice), the advice for devices is here
+// (Reason.advice).
 package intake

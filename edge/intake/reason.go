@@ -179,8 +179,11 @@ func worse(a, b Reason) Reason {
 	return a
 }
 
-// Metrics counts what the intake did. The cmd wiring exports it (as
-// outpost_intake_* Prometheus metrics); reads are atomic and need no lock.
+// Metrics counts what the intake did. cmd/edge exports it as
+// outpost_edge_intake_* Prometheus metrics (published_total, events_total,
+// acked_total, qos0_total, duplicates_total, rejected_kept_total,
+// connect_refused_total, and refused_total with a reason label); reads are
+// atomic and need no lock.
 type Metrics struct {
 	Published       atomic.Uint64 // MQTT publishes and HTTP requests from authenticated devices
 	Events          atomic.Uint64 // device events handed to the appender

@@ -2,7 +2,6 @@ package outbox
 
 import (
 	"bytes"
-	"encoding/binary"
 	"slices"
 
 	"github.com/outpost-edge/outpost/protocol"
@@ -31,7 +30,7 @@ var (
 	phID     = "\x01outpost:id\x01"
 	phType   = "\x01outpost:type\x01"
 	phDevice = "\x01outpost:device\x01"
-	phBody   = append(cborText([]byte{0xa1}, "\x01outpost:body\x01"), 0x00) // {"\x01outpost:body\x01": 0}
+	phBody   = append(protocol.AppendCBORText([]byte{0xa1}, "\x01outpost:body\x01"), 0x00) // {"\x01outpost:body\x01": 0}
 )
 
 type slotKind uint8
@@ -82,13 +81,13 @@ func newCodec(stream protocol.Stream) *codec {
 			b := r.Encode()
 			t := template{b: b}
 			for kind, pat := range [numSlots][]byte{
-				slotSeq:    cborUint(nil, phSeq),
-				slotTime:   cborUint(nil, phTime),
-				slotTS:     cborInt(nil, phTS),
-				slotPrev:   cborBytes(nil, phPrev[:]),
-				slotID:     cborText(nil, phID),
-				slotType:   cborText(nil, phType),
-				slotDevice: cborText(nil, phDevice),
+				slotSeq:    protocol.AppendCBORUint(nil, phSeq),
+				slotTime:   protocol.AppendCBORUint(nil, phTime),
+				slotTS:     protocol.AppendCBORInt(nil, phTS),
+				slotPrev:   protocol.AppendCBORBytes(nil, phPrev[:]),
+				slotID:     protocol.AppendCBORText(nil, phID),
+				slotType:   protocol.AppendCBORText(nil, phType),
+				slotDevice: protocol.AppendCBORText(nil, phDevice),
 				slotBody:   phBody,
 			} {
 				if slotKind(kind) == slotBody && hasBody == 0 {
@@ -124,19 +123,19 @@ func (c *codec) encode(dst []byte, e *Entry, class byte, seq uint64, et protocol
 		pos = s.off + s.n
 		switch s.kind {
 		case slotSeq:
-			out = cborUint(out, seq)
+			out = protocol.AppendCBORUint(out, seq)
 		case slotTime:
-			out = cborUint(out, uint64(et))
+			out = protocol.AppendCBORUint(out, uint64(et))
 		case slotTS:
-			out = cborInt(out, ev.TS.UnixMilli())
+			out = protocol.AppendCBORInt(out, ev.TS.UnixMilli())
 		case slotPrev:
-			out = cborBytes(out, prev[:])
+			out = protocol.AppendCBORBytes(out, prev[:])
 		case slotID:
-			out = cborText(out, ev.ID)
+			out = protocol.AppendCBORText(out, ev.ID)
 		case slotType:
-			out = cborText(out, ev.Type)
+			out = protocol.AppendCBORText(out, ev.Type)
 		case slotDevice:
-			out = cborText(out, e.Device)
+			out = protocol.AppendCBORText(out, e.Device)
 		case slotBody:
 			out = append(out, ev.Body...)
 		}
@@ -151,34 +150,14 @@ func encodeRecord(stream protocol.Stream, e *Entry, seq uint64, et protocol.HLCT
 	return r.Encode()
 }
 
-// cborHead appends a CBOR head of major type major (0-7, shifted) with
-// argument n, in the shortest form, as deterministic encoding requires.
-func cborHead(b []byte, major byte, n uint64) []byte {
-	switch {
-	case n < 24:
-		return append(b, major|byte(n))
-	case n <= 0xff:
-		return append(b, major|24, byte(n))
-	case n <= 0xffff:
-		return binary.BigEndian.AppendUint16(append(b, major|25), uint16(n))
-	case n <= 0xffffffff:
-		return binary.BigEndian.AppendUint32(append(b, major|26), uint32(n))
-	}
-	return binary.BigEndian.AppendUint64(append(b, major|27), n)
-}
+// The CBOR writers (protocol.AppendCBOR*) and the segment size arithmetic
+// are protocol's.
 
-func cborUint(b []byte, v uint64) []byte { return cborHead(b, 0x00, v) }
+// segmentCost is what one record of n bytes adds to an encoded segment.
+func segmentCost(n int) int { return protocol.SegmentRecordCost(n) }
 
-func cborInt(b []byte, v int64) []byte {
-	if v >= 0 {
-		return cborHead(b, 0x00, uint64(v))
-	}
-	return cborHead(b, 0x20, uint64(-1-v))
-}
-
-func cborBytes(b, v []byte) []byte { return append(cborHead(b, 0x40, uint64(len(v))), v...) }
-
-func cborText(b []byte, s string) []byte { return append(cborHead(b, 0x60, uint64(len(s))), s...) }
+// segmentFixed bounds what a segment costs beyond its records.
+const segmentFixed = protocol.SegmentFixedCost
 
 // bodyMaxNesting is the deepest body protocol.CheckBody accepts: the
 // decoder's limit, less one level for the record map around the body.

@@ -54,7 +54,7 @@ func TestLedgerQuota(t *testing.T) {
 	if !errors.Is(res[0].Err, outbox.ErrLedgerQuota) || res[0].Seq != 0 {
 		t.Fatalf("over the quota: %+v", res[0])
 	}
-	if !strings.Contains(res[0].Err.Error(), "--ledger-quota") {
+	if oe := (*outbox.Error)(nil); !errors.As(res[0].Err, &oe) || !strings.Contains(oe.Advice(), "--ledger-quota") {
 		t.Fatalf("the error does not say what to do: %v", res[0].Err)
 	}
 	if res[1].Err != nil || res[1].Seq != 11 {

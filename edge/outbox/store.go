@@ -367,22 +367,3 @@ func lookupIndex(idx *bolt.Bucket, seq uint64) (indexEntry, bool, error) {
 	})
 	return out, found, err
 }
-
-// segmentCost is what one record adds to an encoded segment: its bytes and
-// the CBOR byte-string head in front of them.
-func segmentCost(n int) int {
-	switch {
-	case n < 24:
-		return n + 1
-	case n < 1<<8:
-		return n + 2
-	case n < 1<<16:
-		return n + 3
-	}
-	return n + 5
-}
-
-// segmentFixed is what a segment costs beyond its records: the protocol's
-// bound on the envelope plus the head of the records array (at most
-// MaxSegmentRecs elements, so 3 bytes).
-const segmentFixed = protocol.SegmentOverhead + 3

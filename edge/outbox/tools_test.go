@@ -118,7 +118,7 @@ func TestOfflineToolsWhileTheDaemonRuns(t *testing.T) {
 		"export":  func() error { return outbox.Export(b.Path, 0, 0, &bytes.Buffer{}) },
 	} {
 		start := time.Now()
-		if err := run(); !errors.Is(err, outbox.ErrLocked) || !strings.Contains(err.Error(), "daemon") {
+		if err := run(); !errors.Is(err, outbox.ErrLocked) || !strings.Contains(outbox.ErrLocked.Advice(), "daemon") {
 			t.Fatalf("%s while open: %v", name, err)
 		}
 		if d := time.Since(start); d > 10*time.Second {

@@ -80,6 +80,12 @@ func ExitCode(name string, err error, stderr io.Writer) int {
 		return 2
 	}
 	fmt.Fprintf(stderr, "%s: %v\n", name, err)
+	// An error that knows what an operator should do about it (the outbox's
+	// sentinels) says so once, here.
+	var a interface{ Advice() string }
+	if errors.As(err, &a) && a.Advice() != "" {
+		fmt.Fprintf(stderr, "%s: what to do: %s\n", name, a.Advice())
+	}
 	return 1
 }
 

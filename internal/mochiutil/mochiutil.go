@@ -121,6 +121,13 @@ func (tc *conn) Close() error {
 // When ctx ends first, Shutdown returns an error and does not call
 // srv.Close (it would wait forever); the goroutines left end with the
 // process.
+//
+// One window remains, as in mochi's own Close: mochi counts a client in
+// Listeners.ClientsWg from inside the goroutine it starts per accepted
+// connection, so a connection accepted in the instant the listener closes
+// may be counted after the wait began (the race detector reports it as a
+// WaitGroup reused). Such a connection is closed by conns and its
+// goroutine ends at once.
 func Shutdown(ctx context.Context, srv *mqtt.Server, listenerIDs []string, conns *Conns) error {
 	for _, id := range listenerIDs {
 		srv.Listeners.Close(id, func(string) {})

@@ -43,6 +43,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/outpost-edge/outpost/cloud/edgeauth"
+	"github.com/outpost-edge/outpost/internal/mochiutil"
 	"github.com/outpost-edge/outpost/internal/tlsconf"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -138,11 +139,11 @@ func Start(opts Options) (*Broker, error) {
 			return nil, err
 		}
 	}
-	go func() {
-		if err := b.srv.Serve(); err != nil {
-			log.Error("broker stopped", "err", err)
-		}
-	}()
+	// mochi's Serve starts the listeners' goroutines and returns.
+	if err := b.srv.Serve(); err != nil {
+		_ = b.Close()
+		return nil, fmt.Errorf("broker: serve: %w", err)
+	}
 	log.Info("embedded MQTT broker listening", "addr", b.addr)
 	return b, nil
 }
@@ -182,8 +183,19 @@ func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 // InternalPassword is the per-process password of InternalUser.
 func (b *Broker) InternalPassword() string { return b.password }
 
-// Close stops the broker.
-func (b *Broker) Close() error { return b.srv.Close() }
+// closeTimeout bounds Close: a connection still in its CONNECT ends by
+// Options.ConnectTimeout (10s by default) at the latest.
+const closeTimeout = 30 * time.Second
+
+// Close stops the broker: it stops accepting, disconnects every client and
+// waits for them, then closes mochi, without mochi's Close deadlock
+// (mochi-mqtt/server#488; internal/mochiutil, shared with the edge's
+// intake).
+func (b *Broker) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	return mochiutil.Shutdown(ctx, b.srv, []string{"edges", "internal"}, nil)
+}
 
 type authHook struct {
 	mochi.HookBase
