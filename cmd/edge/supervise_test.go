@@ -143,9 +143,21 @@ func TestSuperviseRealReleases(t *testing.T) {
 	// Every step is in the outbox (ledger class, device _edge), moved there
 	// by the running release from the supervisor's spool.
 	spool := filepath.Join(data, "ota", "events.jsonl")
-	poll.Until(t, 60*time.Second, "the ota events drained into the outbox", func() bool {
-		_, err := os.Stat(spool)
-		return os.IsNotExist(err)
+	// Six events: installed, started, rolled_back for 1.1.0; installed,
+	// started, committed for 1.2.0. The supervisor spools "committed" just
+	// after the commit that the status above shows, so wait for the records
+	// themselves, not only for an empty spool.
+	poll.Until(t, 60*time.Second, "the six ota events drained into the outbox", func() bool {
+		if _, err := os.Stat(spool); !os.IsNotExist(err) {
+			return false
+		}
+		resp, err := http.Get("http://" + addr + "/v1/status")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st Status
+		return json.NewDecoder(resp.Body).Decode(&st) == nil && st.NextSeq > 6
 	})
 	stop()
 	out, code := edgeCmd(t, "outbox", "export", "--data-dir", data)
