@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/internal/flagenv"
 )
@@ -112,4 +114,25 @@ func auditJSON(rep ledger.AuditReport) auditReportJSON {
 			Epoch: f.Stream.Epoch.String(), Seq: f.Seq, Kind: strings.ReplaceAll(string(f.Kind), " ", "_"), Detail: f.Detail})
 	}
 	return out
+}
+
+// newAuditor returns the scheduled incremental audit of cloud serve with
+// its metrics registered, or nil when every is 0 (--audit-every 0).
+func newAuditor(reg *prometheus.Registry, led *ledger.Ledger, every time.Duration, log *slog.Logger) *ledger.Auditor {
+	if every <= 0 {
+		return nil
+	}
+	a := &ledger.Auditor{Ledger: led, Every: every, Logger: log}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_cloud_audit_faults",
+		Help: "Streams whose last scheduled ledger audit found a fault (altered, missing or out-of-order rows, a checkpoint that does not verify). Any value above 0 needs `cloud audit`."},
+		func() float64 { return float64(a.Faults()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_cloud_audit_last_success_timestamp_seconds",
+		Help: "When the last scheduled ledger audit that read everything it had to ended (Unix seconds; 0 before the first)."},
+		func() float64 {
+			if t := a.LastSuccess(); !t.IsZero() {
+				return float64(t.UnixNano()) / 1e9
+			}
+			return 0
+		}))
+	return a
 }

@@ -4,11 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/internal/poll"
 )
 
 // `cloud audit` passes a clean ledger, and names the stream and seq of a
@@ -57,5 +63,50 @@ func TestAuditCommand(t *testing.T) {
 	}
 	if code, _, errs := audit("--since", "yesterday"); code != 2 || !strings.Contains(errs, "--since") {
 		t.Fatalf("--since yesterday: exit %d, %q; want 2 naming --since", code, errs)
+	}
+}
+
+// `cloud serve` audits at start-up (and then every --audit-every) and
+// exports what it found: here a deleted row, so one stream with a fault.
+func TestServeAuditMetrics(t *testing.T) {
+	ctx := context.Background()
+	url, conn, stream := mustEdgeDB(t, 8)
+	seg := stream.Segment(1, 8)
+	if _, err := ledger.New(conn, ledger.Options{}).Commit(ctx, []ledger.Input{{TopicEdge: seg.Edge, Segment: seg}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `DELETE FROM ledger WHERE seq = 3`); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	m, done := startServe(t, sctx, logs, "--database-url", url, "--log-level", "warn", "--audit-every", "1h")
+	metric := regexp.MustCompile(`(?m)^(outpost_cloud_audit_faults|outpost_cloud_audit_last_success_timestamp_seconds) (\S+)$`)
+	poll.For(t, 30*time.Second, func() error {
+		resp, err := http.Get("http://" + m.APIAddr() + "/metrics")
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		got := map[string]float64{}
+		for _, mm := range metric.FindAllStringSubmatch(string(b), -1) {
+			got[mm[1]], _ = strconv.ParseFloat(mm[2], 64)
+		}
+		if got["outpost_cloud_audit_last_success_timestamp_seconds"] <= 0 || got["outpost_cloud_audit_faults"] != 1 {
+			return fmt.Errorf("audit metrics %v; want a last success and 1 fault", got)
+		}
+		return nil
+	})
+	if !strings.Contains(logs.String(), "seq 3") || !strings.Contains(logs.String(), "missing row") {
+		t.Errorf("the fault is not logged with its seq and kind:\n%s", logs.String())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
