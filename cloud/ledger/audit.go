@@ -19,10 +19,11 @@ import (
 // checkpoint's signature is checked against the keys the edge had when the
 // checkpoint was committed (the fleet tables' created_at and revoked_at).
 //
-// Each stream is read in one snapshot, by one query that interleaves its
-// rows and checkpoints in seq order, and checked as the rows arrive: the
-// memory it holds is the records since the last checkpoint, which is at
-// most one segment (every commit stores a checkpoint for its last record).
+// Each stream is read in one snapshot, through two cursors (its rows and
+// its checkpoints, each in index order) merged by seq, and checked as the
+// rows arrive: the memory it holds is a cursor batch and the records since
+// the last checkpoint, which is at most one segment (every commit stores a
+// checkpoint for its last record).
 
 // AuditFaultKind says, in plain words, what an audit found wrong.
 type AuditFaultKind string
@@ -150,45 +151,105 @@ func (l *Ledger) auditStream(ctx context.Context, s protocol.Stream, keys *audit
 		if err := c.start(ctx, tx, opts); err != nil || c.fault != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT seq, 0 AS kind, pos, committed_at, hash, raw, ''::text AS kid
-				FROM ledger WHERE edge = $1 AND epoch = $2 AND seq > $3
-			UNION ALL
-			SELECT seq, 1, 0, committed_at, head, signature, kid
-				FROM checkpoints WHERE edge = $1 AND epoch = $2 AND seq > $3
-			ORDER BY 1, 2, 3`, s.Edge, s.Epoch[:], int64(c.from.Seq))
-		if err != nil {
+		// Two cursors, merged here by seq (a row before the checkpoint of
+		// its seq): each is read in index order, so neither Postgres nor
+		// this loop holds more than a batch of the stream.
+		args := []any{s.Edge, s.Epoch[:], int64(c.from.Seq)}
+		recs := &auditCursor{tx: tx, name: "audit_rows"}
+		cps := &auditCursor{tx: tx, name: "audit_checkpoints_cur"}
+		if err := recs.open(ctx, `SELECT seq, pos, committed_at, hash, raw, ''::text
+			FROM ledger WHERE edge = $1 AND epoch = $2 AND seq > $3 ORDER BY seq, pos`, args); err != nil {
 			return err
 		}
-		defer rows.Close()
-		var (
-			seq, pos int64
-			kind     int
-			at       time.Time
-			hash     []byte
-			raw      []byte
-			kid      string
-		)
-		for c.fault == nil && rows.Next() {
-			if err := rows.Scan(&seq, &kind, &pos, &at, &hash, &raw, &kid); err != nil {
+		if err := cps.open(ctx, `SELECT seq, 0::bigint, committed_at, head, signature, kid
+			FROM checkpoints WHERE edge = $1 AND epoch = $2 AND seq > $3 ORDER BY seq`, args); err != nil {
+			return err
+		}
+		for c.fault == nil {
+			r, err := recs.peek(ctx)
+			if err != nil {
 				return err
 			}
-			if kind == 0 {
-				c.row(uint64(seq), pos, hash, raw)
-			} else {
-				c.checkpoint(uint64(seq), at, hash, protocol.KeyID(kid), raw)
+			cp, err := cps.peek(ctx)
+			if err != nil {
+				return err
 			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if c.fault == nil {
-			c.end(uint64(hwm), head)
+			switch {
+			case r != nil && (cp == nil || r.seq <= cp.seq):
+				c.row(uint64(r.seq), r.pos, r.hash, r.raw)
+				recs.next()
+			case cp != nil:
+				c.checkpoint(uint64(cp.seq), cp.at, cp.hash, protocol.KeyID(cp.kid), cp.raw)
+				cps.next()
+			default:
+				c.end(uint64(hwm), head)
+				return nil
+			}
 		}
 		return nil
 	})
 	return c.result(), err
 }
+
+// auditBatch is how many rows an audit cursor fetches at once.
+const auditBatch = 256
+
+// auditRow is one row of an audit cursor: a ledger row, or a checkpoint
+// (head in hash, signature in raw).
+type auditRow struct {
+	seq, pos int64
+	at       time.Time
+	hash     []byte
+	raw      []byte
+	kid      string
+}
+
+// auditCursor reads a query in batches through a server-side cursor of the
+// snapshot's transaction.
+type auditCursor struct {
+	tx   pgx.Tx
+	name string
+	buf  []auditRow
+	i    int
+	done bool
+}
+
+func (c *auditCursor) open(ctx context.Context, q string, args []any) error {
+	_, err := c.tx.Exec(ctx, "DECLARE "+c.name+" NO SCROLL CURSOR FOR "+q, args...)
+	return err
+}
+
+// peek returns the current row, fetching the next batch when needed, or nil
+// at the end.
+func (c *auditCursor) peek(ctx context.Context) (*auditRow, error) {
+	if c.i < len(c.buf) {
+		return &c.buf[c.i], nil
+	}
+	if c.done {
+		return nil, nil
+	}
+	rows, err := c.tx.Query(ctx, fmt.Sprintf("FETCH %d FROM %s", auditBatch, c.name))
+	if err != nil {
+		return nil, err
+	}
+	c.buf, c.i = c.buf[:0], 0
+	var r auditRow
+	if _, err := pgx.ForEachRow(rows, []any{&r.seq, &r.pos, &r.at, &r.hash, &r.raw, &r.kid}, func() error {
+		c.buf = append(c.buf, auditRow{seq: r.seq, pos: r.pos, at: r.at, hash: bytes.Clone(r.hash), raw: bytes.Clone(r.raw), kid: r.kid})
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if len(c.buf) < auditBatch {
+		c.done = true
+	}
+	if len(c.buf) == 0 {
+		return nil, nil
+	}
+	return &c.buf[0], nil
+}
+
+func (c *auditCursor) next() { c.i++ }
 
 // streamAudit is the state of one stream's check: verified up to from (a
 // checkpoint), with the rows since in window.
