@@ -259,3 +259,26 @@ func TestAuditLongStream(t *testing.T) {
 		t.Fatalf("seq 613 deleted: faults %v", rep.Faults)
 	}
 }
+
+// Checkpoints are checked against the keys valid when they were committed:
+// those signed by a key that was rotated out and revoked later still
+// verify, and so do those of the new key.
+func TestAuditKeyRotation(t *testing.T) {
+	ctx := context.Background()
+	f := newAuditFixture(t)
+	old := f.e1.Signer.KeyID()
+	next := newTestEdge(t, "shop-1")
+	if _, err := f.led.RotateKey(ctx, "shop-1", next.Signer.Public()); err != nil {
+		t.Fatal(err)
+	}
+	extend(t, f.c1, 5, time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC), "")
+	if o := MustCommit(t, f.led, inputs(segment(f.c1, next, 21, 25))...); o[0].Kind != ledger.KindCommitted {
+		t.Fatalf("commit with the new key: %+v", o[0])
+	}
+	if err := f.led.RevokeKey(ctx, "shop-1", old); err != nil {
+		t.Fatal(err)
+	}
+	if rep := MustAudit(t, f.led, ledger.AuditOptions{}); !rep.OK() || rep.Checkpoints != 5+3 {
+		t.Fatalf("after rotation and revocation: faults %v, %d checkpoints; want none and 8", rep.Faults, rep.Checkpoints)
+	}
+}
