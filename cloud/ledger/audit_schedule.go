@@ -18,8 +18,9 @@ const DefaultAuditEvery = time.Hour
 // AuditIncremental audits what is new since the last incremental audit:
 // each stream from the checkpoint where the last run stopped (recorded in
 // audit_checkpoints; a new stream from seq 1), and records how far each
-// stream now verifies. A stream with a fault keeps its old starting point,
-// so the fault is found again on every run until it is dealt with. Rows
+// stream now verifies. A stream with a fault advances only to the last
+// checkpoint verified before the fault, so the fault is found again on
+// every run until it is dealt with. Rows
 // below a recorded checkpoint are trusted: only a full Audit rechecks
 // them.
 func (l *Ledger) AuditIncremental(ctx context.Context) (AuditReport, error) {

@@ -235,7 +235,7 @@ func TestAuditIncremental(t *testing.T) {
 		}
 	}
 	if n := count(t, f.conn, `SELECT seq FROM audit_checkpoints WHERE edge = 'shop-1'`); n != 25 {
-		t.Fatalf("shop-1 audited up to %d, want 25: a stream with a fault keeps its starting point", n)
+		t.Fatalf("shop-1 audited up to %d, want 25: a stream with a fault advances only to the last good checkpoint before it", n)
 	}
 }
 
