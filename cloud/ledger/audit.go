@@ -98,16 +98,8 @@ func (l *Ledger) Audit(ctx context.Context, opts AuditOptions) (AuditReport, err
 	if err != nil {
 		return rep, fmt.Errorf("audit: %w", err)
 	}
-	keys := map[string]*auditKeys{}
 	for _, s := range streams {
-		k := keys[s.Edge]
-		if k == nil {
-			if k, err = loadAuditKeys(ctx, l.db, s.Edge); err != nil {
-				return rep, fmt.Errorf("audit: keys of edge %s: %w", s.Edge, err)
-			}
-			keys[s.Edge] = k
-		}
-		as, err := l.auditStream(ctx, s, k, opts)
+		as, err := l.auditStream(ctx, s, opts)
 		if err != nil {
 			return rep, fmt.Errorf("audit %s: %w", s, err)
 		}
@@ -137,10 +129,15 @@ func (l *Ledger) auditStreams(ctx context.Context, edge string) ([]protocol.Stre
 	return out, err
 }
 
-// auditStream checks one stream in one snapshot.
-func (l *Ledger) auditStream(ctx context.Context, s protocol.Stream, keys *auditKeys, opts AuditOptions) (AuditStream, error) {
+// auditStream checks one stream in one snapshot, with the edge's keys as
+// of that snapshot (so a key rotated in since the audit began is known).
+func (l *Ledger) auditStream(ctx context.Context, s protocol.Stream, opts AuditOptions) (AuditStream, error) {
 	c := &streamAudit{}
 	err := l.readSnapshot(ctx, func(tx pgx.Tx) error {
+		keys, err := loadAuditKeys(ctx, tx, s.Edge)
+		if err != nil {
+			return fmt.Errorf("keys of edge %s: %w", s.Edge, err)
+		}
 		*c = streamAudit{s: s, keys: keys, from: protocol.ChainState{Stream: s}}
 		var hwm int64
 		var head []byte
