@@ -152,9 +152,10 @@ func (l *Ledger) auditStream(ctx context.Context, s protocol.Stream, opts AuditO
 		// its seq): each is read in index order, so neither Postgres nor
 		// this loop holds more than a batch of the stream.
 		args := []any{s.Edge, s.Epoch[:], int64(c.from.Seq)}
-		recs := &auditCursor{tx: tx, name: "audit_rows"}
+		recs := &auditCursor{tx: tx, name: "audit_rows", cols: true}
 		cps := &auditCursor{tx: tx, name: "audit_checkpoints_cur"}
-		if err := recs.open(ctx, `SELECT seq, pos, committed_at, hash, raw, ''::text
+		if err := recs.open(ctx, `SELECT seq, pos, committed_at, hash, raw, ''::text,
+				device, event_id, type, class, device_ts, edge_time, hlc, shed
 			FROM ledger WHERE edge = $1 AND epoch = $2 AND seq > $3 ORDER BY seq, pos`, args); err != nil {
 			return err
 		}
@@ -173,7 +174,7 @@ func (l *Ledger) auditStream(ctx context.Context, s protocol.Stream, opts AuditO
 			}
 			switch {
 			case r != nil && (cp == nil || r.seq <= cp.seq):
-				c.row(uint64(r.seq), r.pos, r.hash, r.raw)
+				c.row(r)
 				recs.next()
 			case cp != nil:
 				c.checkpoint(uint64(cp.seq), cp.at, cp.hash, protocol.KeyID(cp.kid), cp.raw)
@@ -199,6 +200,37 @@ type auditRow struct {
 	hash     []byte
 	raw      []byte
 	kid      string
+	cols     rowColumns // of a ledger row
+}
+
+// rowColumns are the columns of a ledger row that repeat what its bytes
+// say, for queries to filter on: they must agree with the bytes.
+type rowColumns struct {
+	device, id, typ, class string
+	deviceTS, edgeTime     time.Time
+	hlc                    int64
+	shed                   bool
+}
+
+// disagree names the first column that does not say what r says, or "".
+func (c *rowColumns) disagree(r *protocol.Record) string {
+	switch {
+	case c.device != r.Device:
+		return fmt.Sprintf("device %q, but its bytes say %q", c.device, r.Device)
+	case c.id != r.ID:
+		return fmt.Sprintf("event_id %q, but its bytes say %q", c.id, r.ID)
+	case c.typ != r.Type:
+		return fmt.Sprintf("type %q, but its bytes say %q", c.typ, r.Type)
+	case c.class != string(r.Class):
+		return fmt.Sprintf("class %q, but its bytes say %q", c.class, r.Class)
+	case c.deviceTS.UnixMilli() != r.TS:
+		return fmt.Sprintf("device_ts %s, but its bytes say %s", c.deviceTS.UTC().Format(time.RFC3339Nano), time.UnixMilli(r.TS).UTC().Format(time.RFC3339Nano))
+	case c.hlc != int64(r.EdgeTime) || !c.edgeTime.Equal(r.EdgeTime.Time()):
+		return fmt.Sprintf("edge_time %s, hlc %d, but its bytes say %s, %d", c.edgeTime.UTC().Format(time.RFC3339Nano), c.hlc, r.EdgeTime.Time().Format(time.RFC3339Nano), int64(r.EdgeTime))
+	case c.shed != r.IsTombstone():
+		return fmt.Sprintf("shed %t, but its bytes say %t", c.shed, r.IsTombstone())
+	}
+	return ""
 }
 
 // auditCursor reads a query in batches through a server-side cursor of the
@@ -206,6 +238,7 @@ type auditRow struct {
 type auditCursor struct {
 	tx   pgx.Tx
 	name string
+	cols bool // the query also returns the rowColumns
 	buf  []auditRow
 	i    int
 	done bool
@@ -231,8 +264,14 @@ func (c *auditCursor) peek(ctx context.Context) (*auditRow, error) {
 	}
 	c.buf, c.i = c.buf[:0], 0
 	var r auditRow
-	if _, err := pgx.ForEachRow(rows, []any{&r.seq, &r.pos, &r.at, &r.hash, &r.raw, &r.kid}, func() error {
-		c.buf = append(c.buf, auditRow{seq: r.seq, pos: r.pos, at: r.at, hash: bytes.Clone(r.hash), raw: bytes.Clone(r.raw), kid: r.kid})
+	dest := []any{&r.seq, &r.pos, &r.at, &r.hash, &r.raw, &r.kid}
+	if c.cols {
+		k := &r.cols
+		dest = append(dest, &k.device, &k.id, &k.typ, &k.class, &k.deviceTS, &k.edgeTime, &k.hlc, &k.shed)
+	}
+	if _, err := pgx.ForEachRow(rows, dest, func() error {
+		c.buf = append(c.buf, auditRow{seq: r.seq, pos: r.pos, at: r.at, hash: bytes.Clone(r.hash), raw: bytes.Clone(r.raw),
+			kid: r.kid, cols: r.cols})
 		return nil
 	}); err != nil {
 		return nil, err
@@ -321,7 +360,8 @@ func (c *streamAudit) start(ctx context.Context, tx pgx.Tx, opts AuditOptions) e
 }
 
 // row takes the next stored row, in seq order.
-func (c *streamAudit) row(seq uint64, pos int64, hash, raw []byte) {
+func (c *streamAudit) row(ar *auditRow) {
+	seq, pos, hash, raw := uint64(ar.seq), ar.pos, ar.hash, ar.raw
 	c.records++
 	switch {
 	case seq < c.next:
@@ -345,6 +385,10 @@ func (c *streamAudit) row(seq uint64, pos int64, hash, raw []byte) {
 	}
 	if link := r.LinkHash(raw); !bytes.Equal(hash, link[:]) {
 		c.fail(seq, AuditAltered, "the stored bytes hash to %s, not to the %x stored with them", link, hash)
+		return
+	}
+	if col := ar.cols.disagree(&r); col != "" {
+		c.fail(seq, AuditAltered, "the row's column says %s (the bytes are what the edge signed)", col)
 		return
 	}
 	if len(c.window) >= protocol.MaxSegmentRecs {

@@ -114,6 +114,12 @@ func TestAuditFindsTampering(t *testing.T) {
 		{"bytes that do not decode", func(t *testing.T, f *auditFixture) {
 			f.exec(t, `UPDATE ledger SET raw = '\x00ff'::bytea WHERE edge = $1 AND epoch = $2 AND seq = 3`, f.s1.Edge, f.s1.Epoch[:])
 		}, 3, ledger.AuditAltered},
+		{"altered column", func(t *testing.T, f *auditFixture) {
+			f.exec(t, `UPDATE ledger SET type = 'sale.voided' WHERE edge = $1 AND epoch = $2 AND seq = 9`, f.s1.Edge, f.s1.Epoch[:])
+		}, 9, ledger.AuditAltered},
+		{"altered edge time", func(t *testing.T, f *auditFixture) {
+			f.exec(t, `UPDATE ledger SET edge_time = edge_time + interval '1 day' WHERE edge = $1 AND epoch = $2 AND seq = 11`, f.s1.Edge, f.s1.Epoch[:])
+		}, 11, ledger.AuditAltered},
 		{"deleted row", func(t *testing.T, f *auditFixture) {
 			f.exec(t, `DELETE FROM ledger WHERE edge = $1 AND epoch = $2 AND seq = 12`, f.s1.Edge, f.s1.Epoch[:])
 		}, 12, ledger.AuditMissing},
