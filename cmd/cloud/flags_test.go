@@ -20,6 +20,7 @@ func TestServeFlagValues(t *testing.T) {
 		{[]string{"serve", "--drain-timeout", "-1s"}, []string{"-drain-timeout", "at least 1ms"}},
 		{[]string{"serve", "--nats-replicas", "7"}, []string{"-nats-replicas", "from 1 to 5"}},
 		{[]string{"serve", "--nats-ack-wait", "fast"}, []string{"-nats-ack-wait", `"fast"`, "duration"}},
+		{[]string{"serve", "--audit-every", "1s"}, []string{"-audit-every", "at least 1m0s", "0 for no scheduled audit"}},
 		{[]string{"serve", "--dev-pg-port", "70000"}, []string{"-dev-pg-port", "from 1 to 65535"}},
 		{[]string{"serve", "now"}, []string{`unexpected argument "now"`}},
 		{[]string{"tokens", "create", "--ttl", "0"}, []string{"-ttl", "at least 1m"}},

@@ -7,6 +7,7 @@
 //	cloud edges     add, list, revoke edges; rotate their keys
 //	cloud tokens    create enrollment and API tokens
 //	cloud key show  print the cloud's public key (edges pin it)
+//	cloud audit     check the stored ledger's chains and signatures
 //
 // Every flag can also be set through an OUTPOST_* environment variable
 // (--database-url is OUTPOST_DATABASE_URL) or a config file (--config).
@@ -37,6 +38,7 @@ Commands:
   tokens create  --edge ID [--ttl 24h]      make a one-time enrollment token
   tokens create  --admin --name NAME [--role admin|reader]   make an API token
   key show                                  print the cloud's public key
+  audit          [--edge ID] [--since T]    check the stored ledger's chains and signatures (exit 1 on a fault)
 
 Run 'cloud <command> --help' for the flags of a command.
 `
@@ -54,6 +56,8 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		err = cli.RunProgram(ctx, NewMain(stdout, stderr), args[1:])
 	case "migrate", "edges", "tokens", "key":
 		err = runAdmin(ctx, args, stdout, stderr)
+	case "audit":
+		err = runAudit(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "cloud: unknown command %q\n\n%s", cmd, usage)
 		return 2

@@ -62,6 +62,7 @@ type Config struct {
 	MaxBatch     int
 	GapWait      time.Duration
 	DrainTimeout time.Duration
+	AuditEvery   time.Duration
 	TokensV1     bool
 	LogLevel     string
 	LogFormat    string
@@ -128,6 +129,7 @@ func (m *Main) ParseFlags(args []string) error {
 	flagenv.IntVar(fs, &c.MaxBatch, "max-batch", 64, flagenv.Range{Min: 1, Max: 4096}, "segments per commit transaction")
 	flagenv.DurationVar(fs, &c.GapWait, "gap-wait", 2*time.Second, flagenv.Durations(time.Millisecond, 0, ""), "how long a segment after a gap waits for the gap to fill before a nack")
 	flagenv.DurationVar(fs, &c.DrainTimeout, "drain-timeout", 10*time.Second, flagenv.Durations(time.Millisecond, 0, ""), "on the first SIGTERM, how long to finish work in hand")
+	flagenv.DurationVar(fs, &c.AuditEvery, "audit-every", ledger.DefaultAuditEvery, flagenv.Durations(time.Minute, 0, "no scheduled audit"), "how often to audit what was committed since the last audit (at start-up, then on this schedule; see cloud audit)")
 	fs.BoolVar(&c.TokensV1, "broker-tokens-v1", false, "embedded brokers: also accept older edges' v1 broker tokens while they are upgraded (once each, like v2, but valid on either broker and within 10 minutes of this clock)")
 	natsFlags(fs, &c.NATS)
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud serve [flags]\n\nRuns the cloud service.")
@@ -300,6 +302,7 @@ func (m *Main) Run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, svc, led)
+	auditor := newAuditor(reg, led, c.AuditEvery, log)
 	registerAuthMetrics(reg, m.auth)
 	if natsConsumer != nil {
 		registerNATSMetrics(reg, natsConsumer)
@@ -358,6 +361,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return ledger.PartitionKeeper{DB: m.pool, Logger: log}.Run(gctx) })
+	if auditor != nil {
+		g.Go(func() error { return auditor.Run(gctx) })
+	}
 	log.Info("cloud serving", "api", m.apiAddr, "mqtt", redact(brokerURL), "nats", natsWhere(c, m), "kid", signer.KeyID())
 	close(m.Ready)
 
