@@ -17,6 +17,10 @@ const day = "2026-11-30"
 // a USD sale, all on till T1 of store s1.
 func shop(tb testing.TB) (*ledger, pos.Transaction) {
 	l := newLedger(tb)
+	return l, shopInto(l)
+}
+
+func shopInto(l *ledger) pos.Transaction {
 	a := txn(day, "T100", "EUR", false, 20, "cash", 195,
 		line("apple", 2000, 150, 0, 30), line("pear", 1000, 500, 50, 45))
 	b := txn(day, "T101", "EUR", false, 0, "card", 0, line("apple", 1000, 150, 0, 15))
@@ -25,7 +29,7 @@ func shop(tb testing.TB) (*ledger, pos.Transaction) {
 	l.add("e1", "r", pos.TypeReturnCompleted, returnOf(a, "R1", 0))
 	l.add("e1", "v", pos.TypeSaleVoided, voidOf(b, "V1"))
 	l.add("e1", "u", pos.TypeSaleCompleted, txn(day, "T102", "USD", false, 0, "card", 0, line("apple", 1000, 200, 0, 20)))
-	return l, a
+	return a
 }
 
 func TestSalesSummary(t *testing.T) {

@@ -137,3 +137,10 @@ func fold(tb testing.TB, recs ...projection.Record) *projection.State {
 	s.Apply(projection.Fold(s, testStores(tb), recs))
 	return s
 }
+
+// record is the record body would have, without committing it (for a Z
+// report of events that arrive after it).
+func (l *ledger) record(typ string, body any) projection.Record {
+	l.tb.Helper()
+	return projection.Record{Record: protocol.Record{Type: typ, Body: mustBody(l.tb, body)}}
+}
