@@ -96,19 +96,23 @@ func (f *folder) store(r Record, store string) (Store, bool) {
 
 func (f *folder) anomaly(a Anomaly) { f.d.Anomalies = append(f.d.Anomalies, a) }
 
-// firstCount records a transaction under its key and reports whether it is
-// the first with that key; a later one is a duplicate anomaly.
-func (f *folder) firstCount(r Record, k TxnKey, t Txn) bool {
-	if prev, ok := get(f.d.Txns, k, f.prior.Txn); ok {
+// duplicate reports whether a transaction with key k was already counted,
+// and lists r as a duplicate anomaly when it was.
+func (f *folder) duplicate(r Record, k TxnKey) bool {
+	prev, ok := get(f.d.Txns, k, f.prior.Txn)
+	if ok {
 		f.anomaly(Anomaly{Kind: AnomalyDuplicate, Pos: r.Pos, ID: r.ID, Type: r.Type, Store: k.Store,
 			Other: prev.Pos, OtherID: prev.ID,
 			Detail: fmt.Sprintf("terminal %s, business day %s, txn %s was already counted at position %d (event %s); not counted again",
 				k.Terminal, k.BusinessDay, k.Txn, prev.Pos, prev.ID)})
-		return false
 	}
+	return ok
+}
+
+// counted records transaction t of record r under its key.
+func (f *folder) counted(r Record, k TxnKey, t Txn) {
 	t.Pos, t.ID, t.Type = r.Pos, r.ID, r.Type
 	f.d.Txns[k] = t
-	return true
 }
 
 // exTax returns what a line adds before tax and discounts: its extended
@@ -132,9 +136,11 @@ func (f *folder) transaction(r Record, t *pos.Transaction) {
 		txn.Lines = append(txn.Lines, TxnLine{SKU: l.SKU, Qty: l.Qty, Gross: exTax(l, t.TaxIncluded), Discount: l.Discount})
 	}
 	txn.Net = t.Total - t.Tax // gross − discounts, before tax
-	if !f.firstCount(r, TxnKey{t.Store, t.Terminal, t.BusinessDay, t.Txn}, txn) {
+	tk := TxnKey{t.Store, t.Terminal, t.BusinessDay, t.Txn}
+	if f.duplicate(r, tk) {
 		return
 	}
+	f.counted(r, tk, txn)
 	sk := SalesKey{st.Tenant, t.Store, t.BusinessDay, t.Currency}
 	s, _ := get(f.d.Tables.Sales, sk, f.prior.Sales)
 	hk := HourKey{t.Store, t.BusinessDay, hour(r, st), t.Currency}
@@ -194,6 +200,10 @@ func (f *folder) void(r Record, v *pos.Void) {
 	if !ok {
 		return
 	}
+	vk := TxnKey{v.Store, v.Terminal, v.BusinessDay, v.Txn}
+	if f.duplicate(r, vk) {
+		return
+	}
 	sk := TxnKey{v.Store, v.Terminal, v.BusinessDay, v.VoidedTxn}
 	sale, found := get(f.d.Txns, sk, f.prior.Txn)
 	if found && (sale.Type != pos.TypeSaleCompleted || sale.Voided) {
@@ -206,9 +216,7 @@ func (f *folder) void(r Record, v *pos.Void) {
 			Detail: fmt.Sprintf("txn %s voids txn %s, which is %s (position %d); not counted", v.Txn, v.VoidedTxn, what, sale.Pos)})
 		return
 	}
-	if !f.firstCount(r, TxnKey{v.Store, v.Terminal, v.BusinessDay, v.Txn}, Txn{Currency: v.Currency}) {
-		return
-	}
+	f.counted(r, vk, Txn{Currency: v.Currency})
 	key := SalesKey{st.Tenant, v.Store, v.BusinessDay, v.Currency}
 	s, _ := get(f.d.Tables.Sales, key, f.prior.Sales)
 	hk := HourKey{v.Store, v.BusinessDay, hour(r, st), v.Currency}

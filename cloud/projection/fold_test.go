@@ -211,3 +211,21 @@ func TestRejectedRecords(t *testing.T) {
 		t.Fatalf("last pos %d, want 3", s.LastPos)
 	}
 }
+
+// TestDuplicateVoid: a void retried under a new event id is a duplicate,
+// not a second void of its sale.
+func TestDuplicateVoid(t *testing.T) {
+	l := newLedger(t)
+	a := txn(day, "T100", "EUR", false, 0, "card", 0, line("apple", 1000, 100, 0, 10))
+	l.add("e1", "a", pos.TypeSaleCompleted, a)
+	v := voidOf(a, "V1")
+	first := l.add("e1", "v-1", pos.TypeSaleVoided, v)
+	l.add("e1", "v-2", pos.TypeSaleVoided, v)
+	s := fold(t, l.recs...)
+	if got := s.Tables.Sales[projection.SalesKey{Tenant: "t1", Store: "s1", BusinessDay: day, Currency: "EUR"}]; got.VoidsCount != 1 || got.TotalCollected != 0 {
+		t.Fatalf("sales: %+v", got)
+	}
+	if len(s.Anomalies) != 1 || s.Anomalies[0].Kind != projection.AnomalyDuplicate || s.Anomalies[0].Other != first.Pos {
+		t.Fatalf("anomalies: %+v", s.Anomalies)
+	}
+}
