@@ -33,6 +33,16 @@ type folder struct {
 }
 
 func (f *folder) record(r Record) {
+	if r.IsTombstone() {
+		// The edge shed the body to save space; what it said is gone.
+		switch r.Type {
+		case pos.TypeSaleCompleted, pos.TypeReturnCompleted, pos.TypeSaleVoided, pos.TypeInventoryAdjusted,
+			pos.TypeInventoryCounted, pos.TypeTelemetryReading, pos.TypeTillClosed:
+			f.anomaly(Anomaly{Kind: AnomalyShed, Pos: r.Pos, ID: r.ID, Type: r.Type,
+				Detail: fmt.Sprintf("the edge shed the body of this %s record; it is not counted", r.Type)})
+		}
+		return
+	}
 	switch r.Type {
 	case pos.TypeSaleCompleted, pos.TypeReturnCompleted:
 		var t pos.Transaction

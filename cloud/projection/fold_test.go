@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/cloud/projection"
+	"github.com/outpost-edge/outpost/protocol"
 	"github.com/outpost-edge/outpost/protocol/pos"
 )
 
@@ -227,5 +228,45 @@ func TestDuplicateVoid(t *testing.T) {
 	}
 	if len(s.Anomalies) != 1 || s.Anomalies[0].Kind != projection.AnomalyDuplicate || s.Anomalies[0].Other != first.Pos {
 		t.Fatalf("anomalies: %+v", s.Anomalies)
+	}
+}
+
+// TestShedRecord: a tombstone (the edge shed the body) is listed, not
+// counted, and its till day stays pending.
+func TestShedRecord(t *testing.T) {
+	l := newLedger(t)
+	a := l.add("e1", "a", pos.TypeSaleCompleted, txn(day, "T1", "EUR", false, 0, "card", 0, line("apple", 1000, 100, 0, 10)))
+	b := l.add("e1", "b", pos.TypeSaleCompleted, txn(day, "T2", "EUR", false, 0, "card", 0, line("apple", 1000, 100, 0, 10)))
+	l.add("e1", "z", pos.TypeTillClosed, zOf(t, tillEUR, a, b))
+	var h protocol.Hash
+	l.recs[1].Body, l.recs[1].Shed = nil, &h
+	s := fold(t, l.recs...)
+	if len(s.Anomalies) != 1 || s.Anomalies[0].Kind != projection.AnomalyShed || s.Anomalies[0].Pos != b.Pos {
+		t.Fatalf("anomalies: %+v", s.Anomalies)
+	}
+	if got := s.Tills[tillEUR].Status; got != projection.StatusPending {
+		t.Fatalf("status %s, want pending", got)
+	}
+}
+
+// TestFoldLeavesPriorAlone: Fold reads the prior rows and never changes
+// them, and its Delta holds only the keys the batch touched.
+func TestFoldLeavesPriorAlone(t *testing.T) {
+	l, a := shop(t)
+	l.add("e1", "z", pos.TypeTillClosed, zOf(t, tillEUR, l.recs[:4]...))
+	prior, again := fold(t, l.recs...), fold(t, l.recs...)
+	late := newLedger(t)
+	late.pos = l.pos
+	late.add("e1", "late", pos.TypeReturnCompleted, returnOf(a, "R9", 1))
+	d := projection.Fold(prior, testStores(t), late.recs)
+	if !reflect.DeepEqual(prior, again) {
+		t.Fatalf("Fold changed its prior view: %s", firstDiff(prior, again))
+	}
+	if len(d.Tables.Sales) != 1 || len(d.Tables.SKU) != 1 || len(d.Tables.Hour) != 1 || len(d.Tables.Tenders) != 1 ||
+		len(d.Tables.OnHand) != 1 || len(d.Tills) != 1 || len(d.Txns) != 1 || len(d.Tables.Telemetry) != 0 {
+		t.Fatalf("the delta of one return holds more than the keys it touched: %+v", d.Tables)
+	}
+	if got := d.Tills[tillEUR]; got.Status != projection.StatusRestated || len(d.Restatements) != 1 {
+		t.Fatalf("till %+v, restatements %+v", got, d.Restatements)
 	}
 }

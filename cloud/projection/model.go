@@ -199,6 +199,7 @@ const (
 	AnomalyVoidUnknown  = "void_of_unknown_sale"  // a void names a sale not counted before it
 	AnomalyVoidTwice    = "void_of_voided_sale"   // a void names a sale already voided
 	AnomalyZSuperseded  = "z_superseded"          // a second, different Z for the same till day
+	AnomalyShed         = "shed"                  // a tombstone: the edge shed the record's body
 )
 
 // Anomaly is a record the folds did not count as it stands, and why.
