@@ -216,10 +216,13 @@ func (f *folder) void(r Record, v *pos.Void) {
 	}
 	sk := TxnKey{v.Store, v.Terminal, v.BusinessDay, v.VoidedTxn}
 	sale, found := get(f.d.Txns, sk, f.prior.Txn)
-	if found && (sale.Type != pos.TypeSaleCompleted || sale.Voided) {
+	if found && (sale.Type != pos.TypeSaleCompleted || sale.Voided || sale.Currency != v.Currency) {
 		what := "already voided"
-		if !sale.Voided {
+		switch {
+		case sale.Type != pos.TypeSaleCompleted:
 			what = "a " + sale.Type + ", not a sale"
+		case sale.Currency != v.Currency:
+			what = "a sale in " + sale.Currency + ", not " + v.Currency
 		}
 		f.anomaly(Anomaly{Kind: AnomalyVoidTwice, Pos: r.Pos, ID: r.ID, Type: r.Type, Store: v.Store,
 			Other: sale.Pos, OtherID: sale.ID,

@@ -270,3 +270,33 @@ func TestFoldLeavesPriorAlone(t *testing.T) {
 		t.Fatalf("till %+v, restatements %+v", got, d.Restatements)
 	}
 }
+
+// TestVoidOfWhatCannotBeVoided: a void of a voided sale, of a return, or of
+// a sale in another currency is listed and not counted.
+func TestVoidOfWhatCannotBeVoided(t *testing.T) {
+	l := newLedger(t)
+	a := txn(day, "T100", "EUR", false, 0, "card", 0, line("apple", 1000, 100, 0, 10))
+	l.add("e1", "a", pos.TypeSaleCompleted, a)
+	l.add("e1", "v1", pos.TypeSaleVoided, voidOf(a, "V1"))
+	l.add("e1", "v2", pos.TypeSaleVoided, voidOf(a, "V2"))
+	r := returnOf(a, "R1", 0)
+	l.add("e1", "r", pos.TypeReturnCompleted, r)
+	vr := voidOf(r, "V3")
+	l.add("e1", "v3", pos.TypeSaleVoided, vr)
+	b := txn(day, "T101", "USD", false, 0, "card", 0, line("apple", 1000, 100, 0, 10))
+	l.add("e1", "b", pos.TypeSaleCompleted, b)
+	vb := voidOf(b, "V4")
+	vb.Currency = "EUR"
+	l.add("e1", "v4", pos.TypeSaleVoided, vb)
+	s := fold(t, l.recs...)
+	var got []string
+	for _, an := range s.Anomalies {
+		got = append(got, an.ID+": "+an.Detail)
+	}
+	if len(got) != 3 || !strings.Contains(got[0], "already voided") || !strings.Contains(got[1], "not a sale") || !strings.Contains(got[2], "in USD, not EUR") {
+		t.Fatalf("anomalies:\n%s", strings.Join(got, "\n"))
+	}
+	if eur := s.Tables.Sales[projection.SalesKey{Tenant: "t1", Store: "s1", BusinessDay: day, Currency: "EUR"}]; eur.VoidsCount != 1 {
+		t.Fatalf("EUR voids counted: %+v", eur)
+	}
+}

@@ -197,7 +197,7 @@ const (
 	AnomalyUnknownStore = "unknown_store"         // a POS body names a store Stores does not know
 	AnomalyUndecodable  = "undecodable"           // a body of a known type breaks its schema
 	AnomalyVoidUnknown  = "void_of_unknown_sale"  // a void names a sale not counted before it
-	AnomalyVoidTwice    = "void_of_voided_sale"   // a void names a sale already voided
+	AnomalyVoidTwice    = "void_of_voided_sale"   // a void names a sale already voided, not a sale, or one in another currency
 	AnomalyZSuperseded  = "z_superseded"          // a second, different Z for the same till day
 	AnomalyShed         = "shed"                  // a tombstone: the edge shed the record's body
 )
