@@ -50,12 +50,10 @@ func (l *ledger) add(edge, id, typ string, body any) projection.Record {
 	l.seq[edge]++
 	r := projection.Record{Pos: l.pos, Record: protocol.Record{
 		V: protocol.RecordVersion, Edge: edge, Epoch: protocol.Epoch{1}, Seq: l.seq[edge], Device: "till",
-		ID: id, Type: typ, TS: l.at.UnixMilli(), EdgeTime: protocol.HLCFromTime(l.at), Body: cbor(b)}}
+		ID: id, Type: typ, TS: l.at.UnixMilli(), EdgeTime: protocol.HLCFromTime(l.at), Body: []byte(b)}}
 	l.recs = append(l.recs, r)
 	return r
 }
-
-func cbor(b protocol.Body) []byte { return []byte(b) }
 
 // line is a line item of qty thousandths at price, with its amount filled.
 func line(sku string, qty, price, discount, tax int64) pos.Line {

@@ -1,9 +1,11 @@
 package projection_test
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -86,8 +88,8 @@ func randomLedger(tb testing.TB, seed uint64, n int) *ledger {
 			if len(keys) == 0 {
 				continue
 			}
-			// Sort for a deterministic pick.
-			slicesSortTillKeys(keys)
+			// Sorted, for a deterministic pick.
+			slices.SortFunc(keys, func(a, b pos.TillKey) int { return cmp.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
 			k := keys[rng.IntN(len(keys))]
 			sent := byTill[k]
 			if rng.IntN(3) == 0 {
@@ -115,14 +117,6 @@ func randomLedger(tb testing.TB, seed uint64, n int) *ledger {
 		}
 	}
 	return l
-}
-
-func slicesSortTillKeys(keys []pos.TillKey) {
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && fmt.Sprint(keys[j]) < fmt.Sprint(keys[j-1]); j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
 }
 
 // TestSplitEqualsWhole is the rebuild-equals-incremental invariant in
