@@ -1,0 +1,36 @@
+// Package projection holds the back office's read models as pure folds over
+// committed ledger records: sales summary, sales by SKU, sales by hour,
+// tenders, inventory on hand with its movements, telemetry per minute, till
+// reconciliation against every Z report (till.closed), and anomalies such
+// as duplicate transactions. docs/REPORTS.md defines every figure.
+//
+// Fold takes the rows a batch touches as they stood before it (a View) and
+// the batch's records in ledger (pos) order, and returns a Delta: the new
+// value of every key the batch touched, once per key, plus the append-only
+// rows (inventory movements, anomalies, restatements) the batch adds.
+// Records are folded one at a time, in pos order, on top of the prior rows,
+// so the result does not depend on how the ledger was cut into batches:
+// folding a sequence in one batch equals folding it in any split (the
+// rebuild-equals-incremental invariant; TestSplitEqualsWhole checks it).
+//
+// Invariants:
+//   - No I/O, no clock, no randomness: the output is a function of the
+//     prior rows, the records and the Stores lookup.
+//   - Money is int64 minor units, quantities int64 thousandths; never a
+//     float. Telemetry values (measurements, not money) are float64, summed
+//     in pos order so that the sum too is independent of batching.
+//   - The business day is the one the body declares (business_day), never
+//     a device clock; the hour of the by-hour report is the edge's HLC time
+//     in the store's IANA time zone.
+//   - A transaction (sale, return or void) whose (store, terminal, business
+//     day, txn) was already counted under another record is not counted
+//     again; it is listed as an anomaly with both ledger positions.
+//
+// What is NOT built yet (the next steps of issue 12): no Postgres tables
+// and no View backed by them, no integration with the ledger's commit
+// transaction (cloud/ledger.Projection) and no checkpoint rows, no rebuild
+// or check command, no tenant scoping of edges (a body naming a store of
+// another tenant than its edge's is not detected here), no completeness
+// report, and no API. State, the in-memory View, is what tests and a
+// future rebuild-in-memory use.
+package projection
