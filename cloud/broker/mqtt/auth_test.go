@@ -15,11 +15,11 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	broker "github.com/outpost-edge/outpost/cloud/broker/mqtt"
 	"github.com/outpost-edge/outpost/cloud/edgeauth"
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/cloud/ledger/ledgertest"
 	"github.com/outpost-edge/outpost/internal/pgtest"
 	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
@@ -28,27 +28,6 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 const cluster = "c0ffee00c0ffee00" // the cloud key id in every audience here
-
-// mustDB returns a migrated database shared by the replicas of a test.
-func mustDB(t *testing.T) string {
-	t.Helper()
-	url := pgtest.New(t)
-	p := mustPool(t, url)
-	if err := ledger.Migrate(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
-	return url
-}
-
-func mustPool(t *testing.T, url string) *pgxpool.Pool {
-	t.Helper()
-	p, err := pgxpool.New(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	return p
-}
 
 // countingStore counts the key lookups that reach the database.
 type countingStore struct {
@@ -81,7 +60,7 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 
 func startReplica(t *testing.T, url string) *replica {
 	t.Helper()
-	r := &replica{led: ledger.New(mustPool(t, url), ledger.Options{}), logs: &syncBuf{}}
+	r := &replica{led: ledger.New(ledgertest.Pool(t, url), ledger.Options{}), logs: &syncBuf{}}
 	log := slog.New(slog.NewTextHandler(r.logs, nil))
 	r.store = &countingStore{Store: edgeauth.LedgerStore(r.led)}
 	var err error
@@ -220,7 +199,7 @@ func (c *rawConn) closed() bool {
 // A sniffed CONNECT replayed, on the same replica or another one, is
 // refused, and the real edge's session is not kicked off by it.
 func TestReplayedTokenRefused(t *testing.T) {
-	url := mustDB(t)
+	url := ledgertest.URL(t)
 	a, b := startReplica(t, url), startReplica(t, url)
 	e1 := mustAddEdge(t, a.led, "e1")
 	tok := mqttToken(e1, "e1")
@@ -243,7 +222,7 @@ func TestReplayedTokenRefused(t *testing.T) {
 
 // A token is for one broker kind of one cloud.
 func TestTokenAudience(t *testing.T) {
-	r := startReplica(t, mustDB(t))
+	r := startReplica(t, ledgertest.URL(t))
 	e1 := mustAddEdge(t, r.led, "e1")
 	for name, aud := range map[string]string{
 		"NATS token":      protocol.BrokerAudience(protocol.BrokerNATS, cluster),
@@ -260,7 +239,7 @@ func TestTokenAudience(t *testing.T) {
 // ahead logs in, as long as its counter goes up (edge/uplink.Tokens keeps
 // it going up across clock steps; TestTokensClockSteps).
 func TestClockOffEdgeLogsIn(t *testing.T) {
-	r := startReplica(t, mustDB(t))
+	r := startReplica(t, ledgertest.URL(t))
 	e1 := mustAddEdge(t, r.led, "e1")
 	aud := protocol.BrokerAudience(protocol.BrokerMQTT, cluster)
 	behind := uint64(time.Now().Add(-8 * 24 * time.Hour).UnixMilli())
@@ -278,9 +257,9 @@ func TestClockOffEdgeLogsIn(t *testing.T) {
 // without delivering their wills; revoking one key closes only the
 // sessions that logged in with it.
 func TestRevocationClosesSessionsOnEveryReplica(t *testing.T) {
-	url := mustDB(t)
+	url := ledgertest.URL(t)
 	a, b := startReplica(t, url), startReplica(t, url)
-	admin := ledger.New(mustPool(t, url), ledger.Options{}) // the API's
+	admin := ledger.New(ledgertest.Pool(t, url), ledger.Options{}) // the API's
 	e1 := mustAddEdge(t, admin, "e1")
 
 	var mu sync.Mutex
@@ -346,7 +325,7 @@ func TestRevocationClosesSessionsOnEveryReplica(t *testing.T) {
 // a refusal; the log says it once in a while, not per attempt; and an edge
 // logging in from another address is not affected.
 func TestFailedLoginFlood(t *testing.T) {
-	r := startReplica(t, mustDB(t))
+	r := startReplica(t, ledgertest.URL(t))
 	e1 := mustAddEdge(t, r.led, "e1")
 	const flood = 300
 	for i := range flood {

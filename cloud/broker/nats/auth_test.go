@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	natsgo "github.com/nats-io/nats.go"
 
 	brokernats "github.com/outpost-edge/outpost/cloud/broker/nats"
 	"github.com/outpost-edge/outpost/cloud/edgeauth"
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/cloud/ledger/ledgertest"
 	"github.com/outpost-edge/outpost/internal/pgtest"
 	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
@@ -29,25 +29,6 @@ const cluster = "c0ffee00c0ffee00" // the cloud key id in every audience here
 // audience has the cloud key id cluster.
 func replicaToken(s *protocol.Signer, edge string) string {
 	return s.BrokerToken(protocol.BrokerAudience(protocol.BrokerNATS, cluster), edge, lastCounter.Add(1))
-}
-
-func mustDB(t *testing.T) string {
-	t.Helper()
-	url := pgtest.New(t)
-	if err := ledger.Migrate(context.Background(), mustPool(t, url)); err != nil {
-		t.Fatal(err)
-	}
-	return url
-}
-
-func mustPool(t *testing.T, url string) *pgxpool.Pool {
-	t.Helper()
-	p, err := pgxpool.New(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	return p
 }
 
 type countingStore struct {
@@ -80,7 +61,7 @@ type replica struct {
 
 func startReplica(t *testing.T, url string, o edgeauth.Options) *replica {
 	t.Helper()
-	r := &replica{led: ledger.New(mustPool(t, url), ledger.Options{}), logs: &syncBuf{}}
+	r := &replica{led: ledger.New(ledgertest.Pool(t, url), ledger.Options{}), logs: &syncBuf{}}
 	log := slog.New(slog.NewTextHandler(r.logs, nil))
 	r.store = &countingStore{Store: edgeauth.LedgerStore(r.led)}
 	o.Store, o.Cluster, o.PollInterval, o.Logger = r.store, cluster, 20*time.Millisecond, log
@@ -120,7 +101,7 @@ func dial(t *testing.T, r *replica, user, pass string) (*natsgo.Conn, error) {
 }
 
 func TestReplayedTokenRefused(t *testing.T) {
-	url := mustDB(t)
+	url := ledgertest.URL(t)
 	a, b := startReplica(t, url, edgeauth.Options{}), startReplica(t, url, edgeauth.Options{})
 	e1 := mustAddEdge(t, a.led, "e1")
 	tok := replicaToken(e1, "e1")
@@ -139,7 +120,7 @@ func TestReplayedTokenRefused(t *testing.T) {
 }
 
 func TestMQTTTokenRefused(t *testing.T) {
-	r := startReplica(t, mustDB(t), edgeauth.Options{})
+	r := startReplica(t, ledgertest.URL(t), edgeauth.Options{})
 	e1 := mustAddEdge(t, r.led, "e1")
 	mqtt := e1.BrokerToken(protocol.BrokerAudience(protocol.BrokerMQTT, cluster), "e1", lastCounter.Add(1))
 	if _, err := dial(t, r, "e1", mqtt); err == nil {
@@ -152,7 +133,7 @@ func TestMQTTTokenRefused(t *testing.T) {
 
 // One edge may hold a few sessions, not hundreds.
 func TestSessionLimitPerEdge(t *testing.T) {
-	r := startReplica(t, mustDB(t), edgeauth.Options{MaxSessionsPerEdge: 3})
+	r := startReplica(t, ledgertest.URL(t), edgeauth.Options{MaxSessionsPerEdge: 3})
 	e1 := mustAddEdge(t, r.led, "e1")
 	var conns []*natsgo.Conn
 	for i := range 3 {
@@ -177,9 +158,9 @@ func TestSessionLimitPerEdge(t *testing.T) {
 // Revoking an edge closes its NATS sessions on every replica within
 // seconds: it stores nothing more and gets no more hello replies.
 func TestRevocationClosesSessions(t *testing.T) {
-	url := mustDB(t)
+	url := ledgertest.URL(t)
 	a, b := startReplica(t, url, edgeauth.Options{}), startReplica(t, url, edgeauth.Options{})
-	admin := ledger.New(mustPool(t, url), ledger.Options{})
+	admin := ledger.New(ledgertest.Pool(t, url), ledger.Options{})
 	e1 := mustAddEdge(t, admin, "e1")
 	onA, err := dial(t, a, "e1", replicaToken(e1, "e1"))
 	if err != nil {
@@ -225,7 +206,7 @@ func TestRevocationClosesSessions(t *testing.T) {
 // An unauthenticated CONNECT flood costs a few lookups and a few log lines.
 func TestFailedLoginFlood(t *testing.T) {
 	// No log refill during the test, so the count does not depend on time.
-	r := startReplica(t, mustDB(t), edgeauth.Options{LogEvery: time.Hour})
+	r := startReplica(t, ledgertest.URL(t), edgeauth.Options{LogEvery: time.Hour})
 	mustAddEdge(t, r.led, "e1")
 	const flood = 200
 	for i := range flood {
