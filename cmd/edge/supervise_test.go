@@ -170,3 +170,134 @@ func TestSuperviseRealReleases(t *testing.T) {
 		}
 	}
 }
+
+// otaRig is an adopted 1.0.0 gateway with releases to install, for the
+// failure matrix's real-binary rows.
+type otaRig struct {
+	t          *testing.T
+	dir, data  string
+	addr       string
+	r          *firmwaretest.Repo
+	supervised chan error
+	cancel     context.CancelFunc
+}
+
+func newOTARig(t *testing.T, releases ...struct {
+	version, fault string
+	counter        uint64
+}) *otaRig {
+	t.Helper()
+	good := buildEdge(t, "1.0.0", "")
+	g := &otaRig{t: t, dir: t.TempDir()}
+	g.data = filepath.Join(g.dir, "data")
+	g.r = firmwaretest.New(t, firmwaretest.Options{Now: time.Now().UTC().Truncate(time.Second)})
+	for _, rel := range releases {
+		b, err := os.ReadFile(buildEdge(t, rel.version, rel.fault))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.r.AddTarget("edge-"+rel.version, b, firmware.Custom{Version: rel.version, Release: rel.counter, Channel: "stable"})
+	}
+	g.r.Publish()
+	root := filepath.Join(g.dir, "root.json")
+	os.WriteFile(root, g.r.RootBytes(1), 0o644)
+	for _, args := range [][]string{
+		{"ota", "init", "--data-dir", g.data, "--root", root},
+		{"ota", "adopt", "--data-dir", g.data, "--binary", good, "--version", "1.0.0"},
+	} {
+		if out, code := edgeCmd(t, args...); code != 0 {
+			t.Fatalf("%v (%d): %s", args, code, out)
+		}
+	}
+	g.addr = freeAddr(t)
+	return g
+}
+
+func (g *otaRig) install(target string) {
+	g.t.Helper()
+	bundle := filepath.Join(g.dir, target+".bundle")
+	os.WriteFile(bundle, g.r.Bundle(target), 0o644)
+	if out, code := edgeCmd(g.t, "ota", "install", "--data-dir", g.data, "--probation", "10m", bundle); code != 0 {
+		g.t.Fatalf("install %s (%d): %s", target, code, out)
+	}
+}
+
+func (g *otaRig) status() otaStatusJSON {
+	out, _ := edgeCmd(g.t, "ota", "status", "--data-dir", g.data, "--json")
+	var st otaStatusJSON
+	json.Unmarshal([]byte(out), &st)
+	return st
+}
+
+func (g *otaRig) healthy() bool {
+	resp, err := http.Get("http://" + g.addr + "/healthz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// supervise starts `edge supervise` in-process, offline.
+func (g *otaRig) supervise(probation, readyTimeout string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cancel, g.supervised = cancel, make(chan error, 1)
+	go func() {
+		g.supervised <- runSupervise(ctx, []string{"--data-dir", g.data, "--status-listen", g.addr, "--probation", probation, "--ready-timeout", readyTimeout, "--log-level", "warn",
+			"--", "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn"}, os.Stderr, os.Stderr)
+	}()
+	g.t.Cleanup(g.stop)
+}
+
+func (g *otaRig) stop() {
+	if g.cancel != nil {
+		g.cancel()
+		if err := <-g.supervised; err != nil {
+			g.t.Errorf("supervise: %v", err)
+		}
+		g.cancel = nil
+	}
+}
+
+// rolledBack waits for version to be pinned known-bad with 1.0.0 serving,
+// then for the spooled events to reach the outbox, and checks that the
+// outbox has an ota.rolled_back whose reason contains why.
+func (g *otaRig) rolledBack(version, why string) {
+	g.t.Helper()
+	poll.Until(g.t, 90*time.Second, version+" rolled back and 1.0.0 serving", func() bool {
+		st := g.status()
+		_, bad := st.KnownBad[version]
+		return bad && st.Current == "1.0.0" && st.Pending == nil && g.healthy()
+	})
+	spool := filepath.Join(g.data, "ota", "events.jsonl")
+	poll.Until(g.t, 60*time.Second, "the ota events drained into the outbox", func() bool {
+		_, err := os.Stat(spool)
+		return os.IsNotExist(err)
+	})
+	g.stop()
+	out, code := edgeCmd(g.t, "outbox", "export", "--data-dir", g.data)
+	if code != 0 {
+		g.t.Fatalf("export (%d): %s", code, out)
+	}
+	for _, want := range []string{`"ota.installed"`, `"ota.started"`, `"ota.rolled_back"`, why} {
+		if !strings.Contains(out, want) {
+			g.t.Errorf("outbox has no %s:\n%s", want, out)
+		}
+	}
+}
+
+// TestSuperviseRollsBackOutboxThatCannotCommit: a release whose outbox
+// cannot commit (a real build whose outbox is closed at start; its intake
+// and status page run) never passes the health gate and is rolled back.
+func TestSuperviseRollsBackOutboxThatCannotCommit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds edge binaries and runs them")
+	}
+	g := newOTARig(t, struct {
+		version, fault string
+		counter        uint64
+	}{"1.1.0", "nocommit", 2})
+	g.install("edge-1.1.0")
+	g.supervise("1s", "5s")
+	g.rolledBack("1.1.0", "a probe write did not commit")
+}
