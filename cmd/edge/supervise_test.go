@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -177,6 +178,7 @@ type otaRig struct {
 	t          *testing.T
 	dir, data  string
 	addr       string
+	good       string // the 1.0.0 binary
 	r          *firmwaretest.Repo
 	supervised chan error
 	cancel     context.CancelFunc
@@ -188,7 +190,7 @@ func newOTARig(t *testing.T, releases ...struct {
 }) *otaRig {
 	t.Helper()
 	good := buildEdge(t, "1.0.0", "")
-	g := &otaRig{t: t, dir: t.TempDir()}
+	g := &otaRig{t: t, dir: t.TempDir(), good: good}
 	g.data = filepath.Join(g.dir, "data")
 	g.r = firmwaretest.New(t, firmwaretest.Options{Now: time.Now().UTC().Truncate(time.Second)})
 	for _, rel := range releases {
@@ -300,4 +302,131 @@ func TestSuperviseRollsBackOutboxThatCannotCommit(t *testing.T) {
 	g.install("edge-1.1.0")
 	g.supervise("1s", "5s")
 	g.rolledBack("1.1.0", "a probe write did not commit")
+}
+
+type rel = struct {
+	version, fault string
+	counter        uint64
+}
+
+// TestSuperviseRollsBackHangBeforeReady: a real build that hangs before
+// main never answers its health check and is rolled back once the ready
+// timeout passes.
+func TestSuperviseRollsBackHangBeforeReady(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds edge binaries and runs them")
+	}
+	g := newOTARig(t, rel{"1.1.0", "hang", 2})
+	g.install("edge-1.1.0")
+	g.supervise("1s", "5s")
+	g.rolledBack("1.1.0", "not ready within 5s")
+}
+
+// TestSuperviseRollsBackLateHealthFailure: a real build that passes its
+// first health checks, then fails one (its outbox stops committing) late
+// in a long probation window, is rolled back at that check, well before
+// the window ends.
+func TestSuperviseRollsBackLateHealthFailure(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds edge binaries and runs them")
+	}
+	g := newOTARig(t, rel{"1.1.0", "unhealthy-late", 2})
+	g.install("edge-1.1.0")
+	g.supervise("10m", "20s")
+	g.rolledBack("1.1.0", "health check failed during probation")
+}
+
+// superviseProcess runs `edge supervise` as a real process (the committed
+// 1.0.0 binary) in a process group of its own, so that a "reboot" can
+// SIGKILL it and its child together.
+func (g *otaRig) superviseProcess(probation string) *exec.Cmd {
+	g.t.Helper()
+	cmd := exec.Command(g.good, "supervise", "--data-dir", g.data, "--status-listen", g.addr, "--probation", probation, "--ready-timeout", "20s", "--log-level", "warn",
+		"--", "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		g.t.Fatal(err)
+	}
+	g.t.Cleanup(func() { g.reboot(cmd) })
+	return cmd
+}
+
+// reboot SIGKILLs the supervisor and its child at once, like a power cut.
+func (g *otaRig) reboot(cmd *exec.Cmd) {
+	if cmd.ProcessState != nil {
+		return
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	_ = cmd.Wait()
+	poll.Until(g.t, 30*time.Second, "the killed edge's status port is free", func() bool { return !g.healthy() })
+}
+
+// TestSuperviseSurvivesReboots: a "reboot" (SIGKILL of the supervisor and
+// its child) during probation neither rolls back nor commits: the next
+// boot runs the release on probation again, which then commits; a reboot
+// after the commit boots the committed release, with no rollback.
+func TestSuperviseSurvivesReboots(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds edge binaries and runs them")
+	}
+	g := newOTARig(t, rel{"1.1.0", "", 2})
+	g.install("edge-1.1.0")
+
+	// Probation far longer than the test: it is killed while on probation.
+	cmd := g.superviseProcess("10m")
+	poll.Until(t, 60*time.Second, "1.1.0 on probation and healthy", func() bool {
+		st := g.status()
+		return st.Current == "1.1.0" && st.Pending != nil && g.healthy()
+	})
+	g.reboot(cmd)
+	if st := g.status(); st.Current != "1.1.0" || st.Pending == nil || len(st.KnownBad) != 0 {
+		t.Fatalf("after a reboot during probation: %+v", st)
+	}
+
+	cmd = g.superviseProcess("1s")
+	poll.Until(t, 60*time.Second, "1.1.0 committed", func() bool {
+		st := g.status()
+		return st.Current == "1.1.0" && st.Pending == nil && st.Floor == 2 && g.healthy()
+	})
+	// The supervisor spools ota.committed just after the commit: wait for
+	// the four events (installed, started twice, committed) in the outbox,
+	// so that the reboot below does not race it.
+	poll.Until(t, 60*time.Second, "four ota events in the outbox", func() bool {
+		resp, err := http.Get("http://" + g.addr + "/v1/status")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st Status
+		return json.NewDecoder(resp.Body).Decode(&st) == nil && st.NextSeq > 4
+	})
+	g.reboot(cmd)
+
+	cmd = g.superviseProcess("1s")
+	poll.Until(t, 60*time.Second, "1.1.0 serving after a reboot", func() bool { return g.healthy() })
+	spool := filepath.Join(g.data, "ota", "events.jsonl")
+	poll.Until(t, 60*time.Second, "the ota events drained into the outbox", func() bool {
+		_, err := os.Stat(spool)
+		return os.IsNotExist(err)
+	})
+	g.reboot(cmd)
+	if st := g.status(); st.Current != "1.1.0" || st.Pending != nil || st.Floor != 2 || len(st.KnownBad) != 0 {
+		t.Fatalf("after a reboot of the committed release: %+v", st)
+	}
+	out, code := edgeCmd(t, "outbox", "export", "--data-dir", g.data)
+	if code != 0 {
+		t.Fatalf("export (%d): %s", code, out)
+	}
+	if n := strings.Count(out, `"ota.started"`); n != 2 {
+		t.Errorf("%d ota.started, want 2 (one per boot on probation):\n%s", n, out)
+	}
+	for _, want := range []string{`"ota.installed"`, `"ota.committed"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("outbox has no %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, `"ota.rolled_back"`) {
+		t.Errorf("a reboot rolled back:\n%s", out)
+	}
 }
