@@ -184,10 +184,7 @@ type otaRig struct {
 	cancel     context.CancelFunc
 }
 
-func newOTARig(t *testing.T, releases ...struct {
-	version, fault string
-	counter        uint64
-}) *otaRig {
+func newOTARig(t *testing.T, releases ...rel) *otaRig {
 	t.Helper()
 	good := buildEdge(t, "1.0.0", "")
 	g := &otaRig{t: t, dir: t.TempDir(), good: good}
@@ -295,15 +292,13 @@ func TestSuperviseRollsBackOutboxThatCannotCommit(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds edge binaries and runs them")
 	}
-	g := newOTARig(t, struct {
-		version, fault string
-		counter        uint64
-	}{"1.1.0", "nocommit", 2})
+	g := newOTARig(t, rel{"1.1.0", "nocommit", 2})
 	g.install("edge-1.1.0")
 	g.supervise("1s", "5s")
 	g.rolledBack("1.1.0", "a probe write did not commit")
 }
 
+// rel is a release to build: a version, its fault switch, its counter.
 type rel = struct {
 	version, fault string
 	counter        uint64
