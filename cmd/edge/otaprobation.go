@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -59,9 +61,10 @@ func startOTAProbation(ctx context.Context, g *errgroup.Group, dataDir, statusAd
 			if err != nil {
 				return err
 			}
-			resp.Body.Close()
+			defer resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("%s: %s", url, resp.Status)
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+				return fmt.Errorf("%s: %s: %s", url, resp.Status, strings.TrimSpace(string(b)))
 			}
 			return nil
 		},

@@ -247,7 +247,13 @@ func (m *Main) Run(ctx context.Context) error {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(m.Status())
 	})
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	health := &localHealth{ob: m.ob, fault: healthFault(m.ob)}
+	for _, a := range []string{m.in.MQTTAddrActual(), m.in.HTTPAddrActual()} {
+		if a != "" {
+			health.addrs = append(health.addrs, a)
+		}
+	}
+	mux.Handle("GET /healthz", health)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	ln, err := net.Listen("tcp", c.StatusListen)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -117,9 +118,11 @@ func (s *Supervisor) defaults() {
 			if err != nil {
 				return err
 			}
-			resp.Body.Close()
+			defer resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("health %s: %s", url, resp.Status)
+				// The body says which local fact failed (the outbox, the intake).
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+				return fmt.Errorf("health %s: %s: %s", url, resp.Status, strings.TrimSpace(string(b)))
 			}
 			return nil
 		}
