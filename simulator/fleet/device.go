@@ -10,6 +10,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -62,7 +63,7 @@ type MQTTSender struct {
 	// though no PUBACK came for it; a real PUBACK removes the publish from
 	// the store before its token completes. So a publish counts as
 	// acknowledged only when its token completed and it left the store.
-	store   *paho.MemoryStore
+	store   copyStore
 	mu      sync.Mutex
 	lastErr string
 }
@@ -77,7 +78,7 @@ func DialMQTT(addr, device, secret string) (*MQTTSender, error) {
 		return nil, err
 	}
 	errTopic, _ := protocol.DeviceTopic(device, protocol.KindError)
-	s := &MQTTSender{topic: topic, store: paho.NewMemoryStore()}
+	s := &MQTTSender{topic: topic, store: copyStore{paho.NewMemoryStore()}}
 	opts := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(device).
 		SetUsername(device).SetPassword(secret).SetProtocolVersion(4).SetCleanSession(true).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond).
@@ -231,4 +232,19 @@ func String(s Sender) string {
 		return "HTTP"
 	}
 	return fmt.Sprintf("%T", s)
+}
+
+// copyStore is paho's memory store holding a copy of each packet. The
+// memory store keeps the packet it is given, which paho may still be
+// writing to the wire while a reconnect's resume sets the same packet's
+// DUP flag: a data race inside paho (v1.5.1) that -race reports. A copy
+// made on the way in keeps the resumed packet apart from the one in flight.
+type copyStore struct{ *paho.MemoryStore }
+
+func (s copyStore) Put(key string, m packets.ControlPacket) {
+	if p, ok := m.(*packets.PublishPacket); ok {
+		cp := *p // the fields resume sets are plain values; the payload is not written
+		m = &cp
+	}
+	s.MemoryStore.Put(key, m)
 }
