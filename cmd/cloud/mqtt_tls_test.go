@@ -24,38 +24,9 @@ import (
 // still connects (so /readyz turns 200).
 func TestServeMQTTTLS(t *testing.T) {
 	pki := tlstest.New(t, "e1")
-	var logs bytes.Buffer
-	m := NewMain(&logs, &logs)
-	if err := m.ParseFlags([]string{"--database-url", pgtest.New(t), "--migrate", "--data-dir", filepath.Join(t.TempDir(), "cloud"),
-		"--http", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--log-level", "warn",
-		"--mqtt-tls-cert", pki.ServerCert, "--mqtt-tls-key", pki.ServerKey, "--mqtt-client-ca", pki.CAFile}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	select {
-	case <-m.Ready:
-	case err := <-done:
-		t.Fatalf("serve stopped: %v\n%s", err, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve not ready within 30s")
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve returned %v", err)
-		}
-		_ = m.Close()
-	}()
-	poll.Until(t, 15*time.Second, "/readyz 200 (ingest connected to the TLS broker)", func() bool {
-		resp, err := http.Get("http://" + m.APIAddr() + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	m := serveUntilReady(t, "/readyz 200 (ingest connected to the TLS broker)",
+		"--database-url", pgtest.New(t), "--migrate", "--log-level", "warn",
+		"--mqtt-tls-cert", pki.ServerCert, "--mqtt-tls-key", pki.ServerKey, "--mqtt-client-ca", pki.CAFile)
 	// The edges' listener speaks TLS and wants a client certificate.
 	cert, err := tls.LoadX509KeyPair(pki.ClientCert, pki.ClientKey)
 	if err != nil {
@@ -84,39 +55,10 @@ func TestServeExternalMQTTTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ext.Close() })
-	var logs bytes.Buffer
-	m := NewMain(&logs, &logs)
-	if err := m.ParseFlags([]string{"--database-url", pgtest.New(t), "--migrate", "--data-dir", filepath.Join(t.TempDir(), "cloud"),
-		"--http", "127.0.0.1:0", "--log-level", "warn",
-		"--mqtt", "ssl://" + ext.Addr(), "--mqtt-user", brokermqtt.InternalUser, "--mqtt-password", ext.InternalPassword(),
-		"--mqtt-ca", pki.CAFile, "--mqtt-cert", pki.ClientCert, "--mqtt-key", pki.ClientKey}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	select {
-	case <-m.Ready:
-	case err := <-done:
-		t.Fatalf("serve stopped: %v\n%s", err, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve not ready within 30s")
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve returned %v", err)
-		}
-		_ = m.Close()
-	}()
-	poll.Until(t, 15*time.Second, "/readyz 200 (ingest subscribed on the external TLS broker)", func() bool {
-		resp, err := http.Get("http://" + m.APIAddr() + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	serveUntilReady(t, "/readyz 200 (ingest subscribed on the external TLS broker)",
+		"--database-url", pgtest.New(t), "--migrate", "--log-level", "warn",
+		"--mqtt", "ssl://"+ext.Addr(), "--mqtt-user", brokermqtt.InternalUser, "--mqtt-password", ext.InternalPassword(),
+		"--mqtt-ca", pki.CAFile, "--mqtt-cert", pki.ClientCert, "--mqtt-key", pki.ClientKey)
 }
 
 func TestServeMQTTTLSUsage(t *testing.T) {
@@ -142,4 +84,25 @@ func TestServeMQTTTLSUsage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// serveUntilReady runs `cloud serve` with args (startServe) until its
+// /readyz answers 200, and stops it when the test ends, checking that it
+// stopped cleanly.
+func serveUntilReady(t *testing.T, what string, args ...string) *Main {
+	t.Helper()
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	m, done := startServe(t, ctx, logs, args...)
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve returned %v\n%s", err, logs.String())
+		}
+	})
+	poll.Until(t, 15*time.Second, what, func() bool {
+		code, _ := readyz(t, m)
+		return code == http.StatusOK
+	})
+	return m
 }
