@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestHealthzProvesOutboxCommit: /healthz answers ok only while the outbox
@@ -17,27 +14,8 @@ import (
 // the outbox. Before, /healthz said ok whatever the outbox did.
 func TestHealthzProvesOutboxCommit(t *testing.T) {
 	dir := t.TempDir()
-	var logs bytes.Buffer
-	m := NewMain(&logs, &logs)
-	if err := m.ParseFlags([]string{"--data-dir", dir, "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0",
-		"--http-listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0", "--log-level", "warn"}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	select {
-	case <-m.Ready:
-	case err := <-done:
-		t.Fatalf("edge stopped: %v\n%s", err, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("edge not ready within 30s")
-	}
-	defer func() {
-		cancel()
-		<-done
-		m.Close()
-	}()
+	m, _, _ := startEdge(t, "--data-dir", dir, "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0",
+		"--http-listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0", "--log-level", "warn")
 	get := func() (int, string) {
 		t.Helper()
 		resp, err := http.Get("http://" + m.StatusAddr() + "/healthz")

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/outpost-edge/outpost/edge/intake"
 	"github.com/outpost-edge/outpost/protocol/protocoltest"
@@ -25,22 +24,8 @@ func TestRunOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
-	m := NewMain(&logs, &logs)
-	if err := m.ParseFlags([]string{"--data-dir", dir, "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0",
-		"--http-listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0", "--log-level", "warn"}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	select {
-	case <-m.Ready:
-	case err := <-done:
-		t.Fatalf("edge stopped: %v\n%s", err, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("edge not ready within 30s")
-	}
+	m, logs, stop := startEdge(t, "--data-dir", dir, "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0",
+		"--http-listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0", "--log-level", "warn")
 	req, _ := http.NewRequest(http.MethodPost, "http://"+m.HTTPAddr()+"/v1/events",
 		strings.NewReader(`{"id":"a1","type":"inventory.adjusted","ts":1795340000000,"body":{"store":"s1","sku":"x","qty_delta":1000,"reason":"received"}}`))
 	req.SetBasicAuth("till-1", secret)
@@ -63,12 +48,8 @@ func TestRunOffline(t *testing.T) {
 	if err != nil || st.Edge != "shop-1" || st.Backlog != 1 || st.NextSeq != 2 || st.Uplink != nil {
 		t.Fatalf("status %+v (%v)", st, err)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("run returned %v\n%s", err, logs.String())
-	}
-	if err := m.Close(); err != nil {
-		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer
 	if code := Run([]string{"outbox", "verify", "--data-dir", dir}, &out, &errb); code != 0 || !strings.Contains(out.String(), "ok: chain and checkpoints verify") {

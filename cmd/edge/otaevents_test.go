@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -23,20 +21,8 @@ func TestRunAppendsOTAEvents(t *testing.T) {
 	if err := sp.Add(ota.Event{Kind: "ota.rolled_back", Version: "1.1.0", Release: 2, Reason: "exited before ready: exit status 2", At: at}); err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
-	m := NewMain(&logs, &logs)
-	if err := m.ParseFlags([]string{"--data-dir", dir, "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0",
-		"--http-listen", "", "--status-listen", "127.0.0.1:0", "--log-level", "warn"}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	select {
-	case <-m.Ready:
-	case err := <-done:
-		t.Fatalf("edge stopped: %v\n%s", err, logs.String())
-	}
+	m, logs, stop := startEdge(t, "--data-dir", dir, "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0",
+		"--http-listen", "", "--status-listen", "127.0.0.1:0", "--log-level", "warn")
 	poll.Until(t, 30*time.Second, "the spool drained", func() bool {
 		_, err := os.Stat(sp.Path)
 		return os.IsNotExist(err)
@@ -45,12 +31,8 @@ func TestRunAppendsOTAEvents(t *testing.T) {
 	if st := m.Status(); st.OTA == nil || st.OTA.Trust == "ok" {
 		t.Fatalf("status ota %+v, want one saying there is no trusted root", st.OTA)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("run: %v\n%s", err, logs.String())
-	}
-	if err := m.Close(); err != nil {
-		t.Fatal(err)
 	}
 	out, code := edgeCmd(t, "outbox", "export", "--data-dir", dir)
 	if code != 0 {
