@@ -354,7 +354,10 @@ func TestEventStreamRefusals(t *testing.T) {
 }
 
 func TestEventStreamExpires(t *testing.T) {
-	e := mustStreamEnv(t, func(o *api.Options) { o.StreamPoll = 10 * time.Millisecond; o.StreamMaxDuration = 50 * time.Millisecond })
+	e := mustStreamEnv(t, func(o *api.Options) {
+		o.StreamPoll = 10 * time.Millisecond
+		o.StreamMaxDuration = 50 * time.Millisecond
+	})
 	ev := e.openStream(t, "?after=7", "").next(t)
 	if ev.Name != "close" || !strings.Contains(ev.Data, `"reason":"expired"`) || !strings.Contains(ev.Data, `"last_event_id":7`) {
 		t.Fatalf("got %q %s, want a close for an expired stream at 7", ev.Name, ev.Data)
