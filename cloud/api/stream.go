@@ -71,97 +71,137 @@ func (s *server) eventStream(w http.ResponseWriter, r *http.Request) error {
 	}
 	f.Limit = s.opts.StreamBatch
 	// Read the first page before answering, so a database that is down is
-	// a 503 rather than an empty stream.
+	// an error answer rather than an empty stream.
 	page, err := s.opts.Ledger.Events(r.Context(), f)
 	if err != nil {
 		return err
 	}
-	st := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: s.opts.StreamWriteTimeout}
+	t := &tail{s: s, r: r, f: f, out: &sseWriter{w: w, rc: http.NewResponseController(w), timeout: s.opts.StreamWriteTimeout}}
+	// The write deadline stays on the connection after the handler, and
+	// net/http sets none of its own here (cloud serve has no WriteTimeout):
+	// clear it, or a later request on the kept-alive connection would fail.
+	defer func() { _ = t.out.rc.SetWriteDeadline(time.Time{}) }()
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
-	fmt.Fprintf(&st.buf, "retry: %d\n: events after pos %d\n\n", StreamRetry, f.After)
+	fmt.Fprintf(&t.out.buf, "retry: %d\n: events after pos %d\n\n", StreamRetry, f.After)
+	t.run(page)
+	return nil
+}
 
-	ctx := r.Context()
-	expire := time.NewTimer(s.opts.StreamMaxDuration)
+// tail is one live-tail stream: its filter, whose After is the pos of the
+// last event sent, and its writer.
+type tail struct {
+	s           *server
+	r           *http.Request
+	f           ledger.Filter
+	out         *sseWriter
+	lastSent    time.Time
+	behindSince time.Time // since when every page came back full; zero when caught up
+}
+
+// now is a channel that is always ready: the wait of a stream that is
+// catching up.
+var now = func() <-chan time.Time { c := make(chan time.Time); close(c); return c }()
+
+// run sends page and the pages after it until the stream ends.
+func (t *tail) run(page ledger.Page) {
+	ctx := t.r.Context()
+	expire := time.NewTimer(t.s.opts.StreamMaxDuration)
 	defer expire.Stop()
-	poll := time.NewTimer(s.opts.StreamPoll)
-	defer poll.Stop()
-	lastSent := time.Now()
-	var behindSince time.Time
-	closeWith := func(reason, detail string) error {
-		st.event("close", "", streamClose{Reason: reason, Detail: detail, LastEventID: f.After})
-		_ = st.flush()
-		return nil
-	}
+	t.lastSent = time.Now()
 	for {
-		for _, ev := range page.Events {
-			st.event("event", strconv.FormatInt(ev.Pos, 10), ev)
+		if !t.send(page) {
+			return
 		}
-		if len(page.Events) > 0 {
-			f.After = page.Next
-		}
-		if st.buf.Len() > 0 {
-			if err := st.flush(); err != nil {
-				s.log.Info("stream client gone or too slow to take its events", "request_id", info(r).requestID,
-					"last_event_id", f.After, "err", err)
-				return nil
-			}
-			lastSent = time.Now()
-		}
-		full := len(page.Events) == f.Limit
+		full := len(page.Events) == t.f.Limit
 		switch {
 		case !full:
-			behindSince = time.Time{}
-		case behindSince.IsZero():
-			behindSince = time.Now()
-		case time.Since(behindSince) >= s.opts.StreamMaxBehind:
-			return closeWith("slow", fmt.Sprintf("this client stayed behind the ledger for %v; reconnect with Last-Event-ID to resume, "+
-				"or catch up with GET /v1/events?after=%d", s.opts.StreamMaxBehind, f.After))
+			t.behindSince = time.Time{}
+		case t.behindSince.IsZero():
+			t.behindSince = time.Now()
+		case time.Since(t.behindSince) >= t.s.opts.StreamMaxBehind:
+			t.close("slow", fmt.Sprintf("this client stayed behind the ledger for %v; reconnect with Last-Event-ID to resume, "+
+				"or catch up with GET /v1/events?after=%d", t.s.opts.StreamMaxBehind, t.f.After))
+			return
 		}
+		// Catching up, read on at once (a shutdown or expiry still wins
+		// within a page or two); caught up, wait for the next poll.
+		wait := now
 		if !full {
-			if !poll.Stop() {
-				select {
-				case <-poll.C:
-				default:
-				}
-			}
-			poll.Reset(s.opts.StreamPoll)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-s.opts.StreamsDone:
-				return closeWith("shutdown", "the server is shutting down; reconnect with Last-Event-ID to resume")
-			case <-expire.C:
-				return closeWith("expired", fmt.Sprintf("streams last at most %v; reconnect with Last-Event-ID to resume", s.opts.StreamMaxDuration))
-			case <-poll.C:
-			}
-			if time.Since(lastSent) >= s.opts.StreamHeartbeat {
-				// The token is checked again on each heartbeat: a revoked
-				// token's stream ends within one.
-				if err := s.authorize(r, reader); err != nil {
-					_, msg := statusOf(err)
-					return closeWith("unauthorized", msg)
-				}
-				fmt.Fprintf(&st.buf, ": heartbeat %s\n\n", time.Now().UTC().Format(time.RFC3339))
-				if err := st.flush(); err != nil {
-					return nil
-				}
-				lastSent = time.Now()
-			}
+			wait = time.After(t.s.opts.StreamPoll)
 		}
-		page, err = s.opts.Ledger.Events(ctx, f)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.s.opts.StreamsDone:
+			t.close("shutdown", "the server is shutting down; reconnect with Last-Event-ID to resume")
+			return
+		case <-expire.C:
+			t.close("expired", fmt.Sprintf("streams last at most %v; reconnect with Last-Event-ID to resume", t.s.opts.StreamMaxDuration))
+			return
+		case <-wait:
+		}
+		if !full && !t.heartbeat() {
+			return
+		}
+		var err error
+		if page, err = t.s.opts.Ledger.Events(ctx, t.f); err != nil {
+			if ctx.Err() == nil {
+				info(t.r).err = err
+				t.close("unavailable", "the ledger cannot be read now; reconnect with Last-Event-ID to resume")
 			}
-			info(r).err = err
-			return closeWith("unavailable", "the ledger cannot be read now; reconnect with Last-Event-ID to resume")
+			return
 		}
 	}
+}
+
+// send writes page's events (and whatever else is buffered). It reports
+// false when the client is gone or did not take them within the write
+// timeout.
+func (t *tail) send(page ledger.Page) bool {
+	for _, ev := range page.Events {
+		t.out.event("event", strconv.FormatInt(ev.Pos, 10), ev)
+	}
+	if len(page.Events) > 0 {
+		t.f.After = page.Next
+	}
+	if t.out.buf.Len() == 0 {
+		return true
+	}
+	if err := t.out.flush(); err != nil {
+		t.s.log.Info("stream client gone or too slow to take its events", "request_id", info(t.r).requestID,
+			"last_event_id", t.f.After, "err", err)
+		return false
+	}
+	t.lastSent = time.Now()
+	return true
+}
+
+// heartbeat sends a comment when nothing was sent for StreamHeartbeat,
+// after checking the token again (so a revoked token's stream ends within
+// one heartbeat). It reports false when the stream has ended.
+func (t *tail) heartbeat() bool {
+	if time.Since(t.lastSent) < t.s.opts.StreamHeartbeat {
+		return true
+	}
+	if err := t.s.authorize(t.r, reader); err != nil {
+		_, msg := statusOf(err)
+		t.close("unauthorized", msg)
+		return false
+	}
+	fmt.Fprintf(&t.out.buf, ": heartbeat %s\n\n", time.Now().UTC().Format(time.RFC3339))
+	return t.send(ledger.Page{})
+}
+
+// close sends the close event saying why the stream ends and where to
+// resume.
+func (t *tail) close(reason, detail string) {
+	t.out.event("close", "", streamClose{Reason: reason, Detail: detail, LastEventID: t.f.After})
+	_ = t.out.flush()
 }
 
 // sseWriter buffers one batch of events and writes it under a deadline.
