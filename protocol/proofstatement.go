@@ -22,11 +22,17 @@ const ProofStatementVersion = 1
 // Times are Unix microseconds (the resolution Postgres keeps), so the
 // verifier can compare a commit with a revocation exactly.
 type ProofStatement struct {
-	V             uint64 `cbor:"v"`
-	Edge          string `cbor:"edge"`
-	Epoch         Epoch  `cbor:"epoch"`
-	Seq           uint64 `cbor:"seq"`
-	Hash          Hash   `cbor:"hash"`           // the record's link hash
+	V     uint64 `cbor:"v"`
+	Edge  string `cbor:"edge"`
+	Epoch Epoch  `cbor:"epoch"`
+	Seq   uint64 `cbor:"seq"`
+	Hash  Hash   `cbor:"hash"` // the record's link hash
+	// Records is SHA-256 over the SHA-256 of each record's bytes in the
+	// proof, the record's first and then the chain's, as the cloud stores
+	// them. The hash chain proves what the edge signed; this makes the
+	// cloud vouch for every byte besides, which matters for tombstones,
+	// whose fields other than prev and shed no signature covers.
+	Records       Hash   `cbor:"records"`
 	Pos           int64  `cbor:"pos"`            // the record's ledger position (global commit offset)
 	CommittedAt   int64  `cbor:"committed_at"`   // when the record was committed
 	CheckpointSeq uint64 `cbor:"checkpoint_seq"` // the covering checkpoint: the first at or after Seq

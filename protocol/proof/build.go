@@ -15,8 +15,8 @@ type Parts struct {
 	Chain      [][]byte // records seq+1 .. the checkpoint's seq, as stored
 	Checkpoint []byte   // the covering checkpoint as the edge signed it
 	EdgeKey    ed25519.PublicKey
-	// Statement is what the cloud states about the record; V and KID are
-	// filled when it is signed.
+	// Statement is what the cloud states about the record; Records, V and
+	// KID are filled when it is signed.
 	Statement protocol.ProofStatement
 }
 
@@ -27,6 +27,7 @@ type Parts struct {
 // an error here, naming what failed.
 func Build(p Parts, cloud *protocol.Signer) ([]byte, *Result, error) {
 	st := p.Statement
+	st.Records = RecordsDigest(p.Record, p.Chain)
 	receipt := cloud.SignReceipt(protocol.Receipt{
 		Edge: st.Edge, Epoch: st.Epoch, HWM: st.Seq, Head: st.Hash, CommittedAt: st.CommittedAt / 1000,
 	})
@@ -51,7 +52,7 @@ func (r *Result) Text() string {
 	rec, st, cp := &r.Record, &r.Statement, &r.Checkpoint
 	what := "type " + rec.Type
 	if rec.IsTombstone() {
-		what += " (a tombstone: its body was shed at the edge; the chain still covers the shed record's hash)"
+		what += " (a tombstone: its body was shed at the edge; the edge signed the shed record's hash and prev, the other fields are as the cloud stored them)"
 	}
 	fmt.Fprintf(&b, "OK: record seq %d of edge %s epoch %s, %s, id %q from device %s, hash %s,\n",
 		rec.Seq, rec.Edge, rec.Epoch, what, rec.ID, rec.Device, r.Hash)

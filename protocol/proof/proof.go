@@ -19,6 +19,7 @@ package proof
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 
@@ -217,6 +218,8 @@ func (f *File) Verify(o Options) (*Result, error) {
 	case st.Edge != rec.Edge || st.Epoch != rec.Epoch || st.Seq != rec.Seq || st.Hash != res.Hash:
 		return nil, invalid("proof statement is about record %d of %s/%s with hash %s, not this record (%d of %s, hash %s)",
 			st.Seq, st.Edge, st.Epoch, st.Hash, rec.Seq, rec.Stream(), res.Hash)
+	case st.Records != RecordsDigest(f.Record, f.Chain):
+		return nil, invalid("proof statement's records digest %s is not that of the file's record and chain: the cloud did not store these bytes", st.Records)
 	case st.CheckpointSeq != cp.Seq:
 		return nil, invalid("proof statement names the checkpoint at seq %d, the file's is at seq %d", st.CheckpointSeq, cp.Seq)
 	case st.EdgeKID != cp.KID || !bytes.Equal(st.EdgeKey, f.EdgeKey):
@@ -250,6 +253,19 @@ func (f *File) Verify(o Options) (*Result, error) {
 		return nil, invalid("receipt says committed at %d ms, the proof statement at %d µs", rc.CommittedAt, st.CommittedAt)
 	}
 	return res, nil
+}
+
+// RecordsDigest is the ProofStatement.Records of a proof of record with
+// chain: SHA-256 over the SHA-256 of each one's bytes, in order.
+func RecordsDigest(record []byte, chain [][]byte) protocol.Hash {
+	h := sha256.New()
+	for _, raw := range append([][]byte{record}, chain...) {
+		s := sha256.Sum256(raw)
+		h.Write(s[:])
+	}
+	var d protocol.Hash
+	h.Sum(d[:0])
+	return d
 }
 
 func fmtUs(us int64) string {

@@ -138,6 +138,48 @@ func TestEveryFlippedByteFails(t *testing.T) {
 	t.Logf("%d bytes × %d flips refused", len(b), len(masks))
 }
 
+// shed replaces record seq of f's stream with its tombstone, as an edge
+// does under disk pressure, and rebuilds the proof's parts; the chain still
+// links through it.
+func (f *fixture) shed(tb testing.TB, seq uint64) {
+	tb.Helper()
+	ts, err := protocol.Tombstone(f.s.Raws[seq-1])
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f.s.Raws[seq-1] = ts.Encode()
+	st := f.parts.Statement
+	f.parts.Record, f.parts.Chain = f.s.Raws[st.Seq-1], f.s.Raws[st.Seq:st.CheckpointSeq]
+}
+
+// TestEveryFlippedByteFailsThroughTombstones: a tombstone's fields besides
+// prev and shed are signed by no edge; the statement's records digest makes
+// them fail too, in the chain and as the proven record.
+func TestEveryFlippedByteFailsThroughTombstones(t *testing.T) {
+	for _, shed := range []uint64{2, 3} {
+		f := newFixture(t, 4, 2, 4)
+		f.shed(t, shed)
+		b := f.build(t)
+		res, err := proof.Verify(b, proof.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tomb := res.Record.IsTombstone(); tomb != (shed == 2) || tomb != strings.Contains(res.Text(), "a tombstone") {
+			t.Fatalf("shed %d: tombstone %v, text:\n%s", shed, tomb, res.Text())
+		}
+		mut := bytes.Clone(b)
+		for i := range b {
+			for _, m := range []byte{0x01, 0x20, 0x80} {
+				mut[i] = b[i] ^ m
+				if _, err := proof.Verify(mut, proof.Options{}); err == nil {
+					t.Fatalf("shed %d: byte %d of %d xor %#02x still verifies", shed, i, len(b), m)
+				}
+			}
+			mut[i] = b[i]
+		}
+	}
+}
+
 func TestTruncatedAndExtendedFail(t *testing.T) {
 	f := newFixture(t, 3, 2, 3)
 	b := f.build(t)
@@ -228,6 +270,7 @@ func TestRefusals(t *testing.T) {
 // assemble is Build without its self-check.
 func assemble(f *fixture) []byte {
 	st := f.parts.Statement
+	st.Records = proof.RecordsDigest(f.parts.Record, f.parts.Chain)
 	return proof.Encode(proof.File{
 		V: proof.Version, Record: f.parts.Record, Chain: f.parts.Chain, Checkpoint: f.parts.Checkpoint, EdgeKey: f.parts.EdgeKey,
 		Statement: f.cloud.SignProofStatement(st),
@@ -309,12 +352,12 @@ func TestDocVector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !bytes.Equal(b, want) {
+		t.Fatalf("the vector is not what the code builds; PROTOCOL.md should show\n%s", wrapHex(want))
+	}
 	res, err := proof.Verify(b, proof.Options{CloudKey: protocoltest.Signer(t, "vector-cloud").Public()})
 	if err != nil {
 		t.Fatalf("the vector does not verify: %v", err)
-	}
-	if !bytes.Equal(b, want) {
-		t.Fatalf("the vector is not what the code builds; PROTOCOL.md should show\n%s", wrapHex(want))
 	}
 	tm := regexp.MustCompile("(?s)<!-- proof-vector-text -->\n```text\n(.*?)\n```").FindSubmatch(doc)
 	if tm == nil || string(tm[1])+"\n" != res.Text() {
