@@ -41,7 +41,7 @@ Commands:
   tokens create  --admin --name NAME [--role admin|reader]   make an API token
   key show                                  print the cloud's public key
   audit          [--edge ID] [--since T]    check the stored ledger's chains and signatures (exit 1 on a fault)
-  verify-proof   [--cloud-key KEY] FILE     check a proof file offline (exit 1 when it does not verify)
+  verify-proof   [--cloud-key KEY] [--json] FILE  check a proof file offline (exit 1 when it does not verify)
 
 Run 'cloud <command> --help' for the flags of a command.
 `

@@ -5,6 +5,7 @@
 package proofcli
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,7 +32,8 @@ func Run(name string, args []string, stdin io.Reader, stdout, stderr io.Writer) 
 	fs.SetOutput(stderr)
 	cloudKey := fs.String("cloud-key", "", "pin the cloud's Ed25519 public key (64 hex digits or base64, as `cloud key show` or GET /v1/cloud-key prints it): "+
 		"the proof must be signed by it; without it the proof's own cloud key is used, and the output says so")
-	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: "+name+" [--cloud-key KEY] FILE\n\n"+
+	asJSON := fs.Bool("json", false, "print what the proof proves as one JSON object (proof.Summary) instead of sentences")
+	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: "+name+" [--cloud-key KEY] [--json] FILE\n\n"+
 		"Checks a proof file (GET /v1/events/{edge}/{epoch}/{seq}/proof) offline: the hash chain from the record to\n"+
 		"the edge's signed checkpoint, the edge key and its registration, and the cloud's statement and receipt.\n"+
 		"FILE may be - for stdin. Flags come before FILE. Exit status 0: verified; 1: it does not verify; 2: usage.")
@@ -63,6 +65,11 @@ func Run(name string, args []string, stdin io.Reader, stdout, stderr io.Writer) 
 	res, err := proof.Verify(b, o)
 	if err != nil {
 		return fmt.Errorf("%s: %w: %w", path, ErrNotVerified, err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res.Summary())
 	}
 	_, err = io.WriteString(stdout, res.Text())
 	return err

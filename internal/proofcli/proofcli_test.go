@@ -3,6 +3,7 @@ package proofcli_test
 import (
 	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -52,6 +53,11 @@ func TestRun(t *testing.T) {
 	}
 	if out, _, err := run(b, "-"); err != nil || !strings.Contains(out, "not pinned") {
 		t.Fatalf("stdin, unpinned: %v\n%s", err, out)
+	}
+	out, _, err := run(nil, "--json", "--cloud-key", pin, path)
+	var sum proof.Summary
+	if err != nil || json.Unmarshal([]byte(out), &sum) != nil || !sum.OK || sum.Seq != 1 || sum.Edge != "edge-cli" || !sum.CloudPinned || sum.CheckpointSeq != 2 {
+		t.Fatalf("--json: %v\n%s", err, out)
 	}
 	bad := bytes.Clone(b)
 	bad[len(bad)/3] ^= 0x40

@@ -46,6 +46,47 @@ func Build(p Parts, cloud *protocol.Signer) ([]byte, *Result, error) {
 	return b, res, nil
 }
 
+// Summary is a verified proof's result as JSON, for scripts.
+type Summary struct {
+	OK            bool           `json:"ok"`
+	Edge          string         `json:"edge"`
+	Epoch         protocol.Epoch `json:"epoch"`
+	Seq           uint64         `json:"seq"`
+	Type          string         `json:"type"`
+	ID            string         `json:"id"`
+	Device        string         `json:"device"`
+	Tombstone     bool           `json:"tombstone,omitempty"`
+	Hash          protocol.Hash  `json:"hash"`
+	CheckpointSeq uint64         `json:"checkpoint_seq"`
+	EdgeTime      time.Time      `json:"edge_time"` // the checkpoint's
+	EdgeKID       protocol.KeyID `json:"edge_kid"`
+	KeyValidFrom  time.Time      `json:"key_valid_from"`
+	KeyValidUntil *time.Time     `json:"key_valid_until,omitempty"`
+	CloudKID      protocol.KeyID `json:"cloud_kid"`
+	CloudPinned   bool           `json:"cloud_pinned"`
+	Pos           int64          `json:"pos"`
+	CommittedAt   time.Time      `json:"committed_at"`
+	CheckpointAt  time.Time      `json:"checkpoint_committed_at"`
+	ProofMadeAt   time.Time      `json:"proof_made_at"`
+}
+
+// Summary returns r as a Summary.
+func (r *Result) Summary() Summary {
+	st := &r.Statement
+	s := Summary{
+		OK: true, Edge: r.Record.Edge, Epoch: r.Record.Epoch, Seq: r.Record.Seq, Type: r.Record.Type, ID: r.Record.ID,
+		Device: r.Record.Device, Tombstone: r.Record.IsTombstone(), Hash: r.Hash, CheckpointSeq: r.Checkpoint.Seq,
+		EdgeTime: r.Checkpoint.EdgeTime.Time(), EdgeKID: r.Checkpoint.KID, KeyValidFrom: protocol.UnixMicroTime(st.KeyValidFrom),
+		CloudKID: r.CloudKID, CloudPinned: r.Pinned, Pos: st.Pos, CommittedAt: protocol.UnixMicroTime(st.CommittedAt),
+		CheckpointAt: protocol.UnixMicroTime(st.CheckpointAt), ProofMadeAt: protocol.UnixMicroTime(st.At),
+	}
+	if st.KeyValidUntil != 0 {
+		t := protocol.UnixMicroTime(st.KeyValidUntil)
+		s.KeyValidUntil = &t
+	}
+	return s
+}
+
 // Text says in plain words what the verified proof proves.
 func (r *Result) Text() string {
 	var b strings.Builder
