@@ -304,13 +304,18 @@ func TestEventStreamHeartbeatAndRevokedToken(t *testing.T) {
 	})
 	c := e.openStream(t, "?type=sale.completed", "")
 	heartbeats := 0
+	hang := time.After(60 * time.Second) // a hang guard, not a timing check
 	for heartbeats < 2 {
-		ev, ok := <-c.events
-		if !ok {
-			t.Fatalf("stream ended: %v", <-c.err)
-		}
-		if ev.Name == ":" && strings.HasPrefix(ev.Data, "heartbeat ") {
-			heartbeats++
+		select {
+		case ev, ok := <-c.events:
+			if !ok {
+				t.Fatalf("stream ended: %v", <-c.err)
+			}
+			if ev.Name == ":" && strings.HasPrefix(ev.Data, "heartbeat ") {
+				heartbeats++
+			}
+		case <-hang:
+			t.Fatalf("%d heartbeats within 60s, want 2", heartbeats)
 		}
 	}
 	if err := e.Ledger.RevokeAPIToken(context.Background(), "viewer"); err != nil {
