@@ -269,7 +269,8 @@ func (m *Main) Run(ctx context.Context) error {
 	})
 	log.Info("edge running", "edge", edgeID, "mqtt", m.in.MQTTAddrActual(), "http", m.in.HTTPAddrActual(), "status", m.statusAddr, "cloud", cloudURL)
 	close(m.Ready)
-	startSystemd(gctx, g, func() error { m.ob.State(); return nil }, log)
+	// The watchdog is fed on the full local health check, not a timer.
+	startSystemd(gctx, g, func() error { return health.check(gctx) }, log)
 	startOTAProbation(gctx, g, c.DataDir, m.statusAddr, log)
 
 	select {
