@@ -247,7 +247,8 @@ func (m *Main) Run(ctx context.Context) error {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(m.Status())
 	})
-	health := &localHealth{ob: m.ob, fault: healthFault(m.ob)}
+	health := &localHealth{ob: m.ob}
+	health.fault, health.answered = healthFault(m.ob)
 	for _, a := range []string{m.in.MQTTAddrActual(), m.in.HTTPAddrActual()} {
 		if a != "" {
 			health.addrs = append(health.addrs, a)

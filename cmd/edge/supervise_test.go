@@ -263,7 +263,8 @@ func (g *otaRig) stop() {
 // outbox has an ota.rolled_back whose reason contains why.
 func (g *otaRig) rolledBack(version, why string) {
 	g.t.Helper()
-	poll.Until(g.t, 90*time.Second, version+" rolled back and 1.0.0 serving", func() bool {
+	// The issue's bound: a bad release is off the gateway within 60 s.
+	poll.Until(g.t, 60*time.Second, version+" rolled back and 1.0.0 serving", func() bool {
 		st := g.status()
 		_, bad := st.KnownBad[version]
 		return bad && st.Current == "1.0.0" && st.Pending == nil && g.healthy()
@@ -329,6 +330,20 @@ func TestSuperviseRollsBackLateHealthFailure(t *testing.T) {
 	g.install("edge-1.1.0")
 	g.supervise("10m", "20s")
 	g.rolledBack("1.1.0", "health check failed during probation")
+}
+
+// TestSuperviseRollsBackCleanEarlyExit: a real build that answers its
+// first health checks, then exits with status 0 long before its 10m
+// probation window ends, is rolled back: an exit during probation is a
+// failure whatever its status.
+func TestSuperviseRollsBackCleanEarlyExit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds edge binaries and runs them")
+	}
+	g := newOTARig(t, rel{"1.1.0", "exit-early", 2})
+	g.install("edge-1.1.0")
+	g.supervise("10m", "20s")
+	g.rolledBack("1.1.0", "exited during probation: exit status 0")
 }
 
 // superviseProcess runs `edge supervise` as a real process (the committed

@@ -288,9 +288,9 @@ func (s *Supervisor) probation(ctx context.Context, exited <-chan error, deadlin
 		select {
 		case err := <-exited:
 			if healthySince.IsZero() {
-				return fmt.Sprintf("exited before ready: %v", err), true
+				return "exited before ready: " + exitStatus(err), true
 			}
-			return fmt.Sprintf("exited during probation: %v", err), true
+			return "exited during probation: " + exitStatus(err), true
 		case <-ctx.Done():
 			return "", false
 		case <-tick.C:
@@ -313,6 +313,15 @@ func (s *Supervisor) probation(ctx context.Context, exited <-chan error, deadlin
 			return "", false
 		}
 	}
+}
+
+// exitStatus says how a child ended, given what cmd.Wait returned: a clean
+// exit is "exit status 0" (Wait's nil), so that a rollback's reason says so.
+func exitStatus(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
 }
 
 // stop ends the child: SIGTERM, then SIGKILL after StopTimeout.
