@@ -40,7 +40,16 @@ func (o *otaFlags) dir() string {
 	return filepath.Join(o.dataDir, "ota")
 }
 
-func (o *otaFlags) layout() *ota.Layout { return &ota.Layout{Dir: o.dir()} }
+// layout is the updater's directory, recording the commits and rollbacks
+// it settles (a guard's rollback, a crash's leftovers) in the spool.
+func (o *otaFlags) layout() *ota.Layout {
+	sp := otaSpool(o.dir())
+	return &ota.Layout{Dir: o.dir(), Record: func(e ota.Event) {
+		if err := sp.Add(e); err != nil {
+			fmt.Fprintf(os.Stderr, "edge ota: could not record %s for the ledger: %v\n", e.Kind, err)
+		}
+	}}
+}
 
 // lastRefusalFile keeps the last refused install for status.
 const lastRefusalFile = "last-refusal.json"
@@ -212,7 +221,8 @@ func otaAdopt(o *otaFlags, binary, version string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	l := o.layout()
+	// Provisioning, not an update: its commit is not an ota.* event.
+	l := &ota.Layout{Dir: o.dir()}
 	if cur, err := l.Current(); err != nil {
 		return err
 	} else if cur != "" {
@@ -490,7 +500,8 @@ func runSupervise(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	spool := otaSpool(o.dir())
 	supLog := log.With("component", "supervise")
 	s := &ota.Supervisor{
-		Layout: o.layout(), State: st, Args: runArgs,
+		// Its commits and rollbacks are recorded through OnEvent.
+		Layout: &ota.Layout{Dir: o.dir()}, State: st, Args: runArgs,
 		// The supervisor decides probation; the release must not also
 		// decide it for itself (that is the systemd path).
 		Env: []string{"OUTPOST_OTA_DIR=" + o.dir(), "OUTPOST_OTA_PROBATION="},
@@ -590,7 +601,7 @@ func otaGuard(o *otaFlags, attempts int, stdout io.Writer) error {
 	}
 	switch {
 	case d.RolledBack != nil:
-		o.record(otaSpool(o.dir()), ota.Event{Kind: "ota.rolled_back", Version: d.RolledBack.Version, Release: d.RolledBack.Release, Target: d.RolledBack.Target, Reason: d.Reason})
+		// The layout recorded ota.rolled_back.
 		fmt.Fprintf(stdout, "rolled back %s (%s); starting %s\n", d.RolledBack.Version, d.Reason, d.Version)
 	case d.Pending != nil:
 		fmt.Fprintf(stdout, "starting %s on probation (start %d, deadline %s)\n", d.Version, d.Pending.Attempts, d.Pending.Deadline.Format(time.RFC3339))

@@ -24,6 +24,7 @@ type crashSpec struct {
 	StatePath string
 	Src       string
 	Target    firmware.Target
+	Spool     string
 }
 
 // TestCrashChild is the child process of TestCrashInjection: it runs one
@@ -53,6 +54,15 @@ func TestCrashChild(t *testing.T) {
 		err = l.Install(c.Src, c.Target, ota.InstallOptions{Probation: time.Minute})
 	case "commit":
 		_, err = l.Commit(st)
+	case "supervisor-commit":
+		// What a supervisor does at the end of a healthy probation, with
+		// its events spooled as edge supervise spools them.
+		sp := ota.Spool{Path: c.Spool}
+		_, err = ota.SupervisorCommit(&ota.Supervisor{Layout: l, State: st, OnEvent: func(e ota.Event) { sp.Add(e) }})
+	case "recorded-rollback":
+		sp := ota.Spool{Path: c.Spool}
+		l.Record = func(e ota.Event) { sp.Add(e) }
+		_, err = l.Rollback("health check failed")
 	case "rollback":
 		_, err = l.Rollback("health check failed")
 	}
@@ -141,6 +151,80 @@ func TestCrashInjection(t *testing.T) {
 				if _, ok := bad["1.1.0"]; !ok {
 					t.Fatalf("1.1.0 not pinned as known bad: %v", bad)
 				}
+			}
+		})
+	}
+}
+
+// TestCrashAfterCommitKeepsEvent: a SIGKILL of a real process at every
+// step of a supervisor's commit, the instant after the pending record is
+// removed (before the supervisor had recorded it) included, loses no
+// ota.committed: the next start (Guard) records it if the crash came
+// before it was spooled, and never records it twice. The same holds for
+// ota.rolled_back and every step of a rollback.
+func TestCrashAfterCommitKeepsEvent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("child processes; run without -short")
+	}
+	for _, tc := range []struct{ op, step, kind, current string }{
+		{"supervisor-commit", "floor-raised", "ota.committed", "1.1.0"},
+		{"supervisor-commit", "commit-recorded", "ota.committed", "1.1.0"},
+		{"supervisor-commit", "pending-dropped", "ota.committed", "1.1.0"},
+		{"recorded-rollback", "bad-pinned", "ota.rolled_back", "1.0.0"},
+		{"recorded-rollback", "current-reverted", "ota.rolled_back", "1.0.0"},
+		{"recorded-rollback", "rollback-recorded", "ota.rolled_back", "1.0.0"},
+		{"recorded-rollback", "pending-dropped", "ota.rolled_back", "1.0.0"},
+	} {
+		step := tc.step
+		t.Run(tc.op+"/"+step, func(t *testing.T) {
+			l, _ := installed(t)
+			statePath := filepath.Join(t.TempDir(), "state.json")
+			st, _ := firmware.OpenState(statePath)
+			st.RaiseFloor(1)
+			src, tg := release(t, "1.1.0", 2)
+			if err := l.Install(src, tg, ota.InstallOptions{Probation: time.Minute}); err != nil {
+				t.Fatal(err)
+			}
+			sp := ota.Spool{Path: filepath.Join(t.TempDir(), "events.jsonl")}
+			spec, _ := json.Marshal(crashSpec{Op: tc.op, Step: step, Dir: l.Dir, StatePath: statePath, Spool: sp.Path})
+			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+			cmd.Env = append(os.Environ(), crashEnv+"="+string(spec))
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("child was not killed at %s: %v\n%s", step, err, out)
+			}
+			// The next boot, twice (the second is a normal start), with the
+			// layout's events spooled as edge supervise and edge ota guard
+			// spool them.
+			l.Record = func(e ota.Event) { sp.Add(e) }
+			for boot := range 2 {
+				st, err := firmware.OpenState(statePath)
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, err := ota.Guard(l, st, time.Now(), 3)
+				if err != nil {
+					t.Fatalf("boot %d: %v", boot, err)
+				}
+				wantFloor := uint64(2)
+				if tc.kind == "ota.rolled_back" {
+					wantFloor = 1
+				}
+				if d.Version != tc.current || d.Pending != nil || st.Floor() != wantFloor {
+					t.Fatalf("boot %d: %+v, floor %d; want %s settled at floor %d", boot, d, st.Floor(), tc.current, wantFloor)
+				}
+			}
+			var got []ota.Event
+			sp.Drain(func(evs []ota.Event) error {
+				got = append(got, evs...)
+				return nil
+			})
+			if len(got) != 1 || got[0].Kind != tc.kind || got[0].Version != "1.1.0" || got[0].Release != 2 {
+				t.Fatalf("spooled after a kill at %s and two boots: %+v, want exactly one %s for 1.1.0", step, got, tc.kind)
+			}
+			if tc.kind == "ota.rolled_back" && got[0].Reason != "health check failed" {
+				t.Fatalf("rollback reason %q", got[0].Reason)
 			}
 		})
 	}

@@ -106,6 +106,11 @@ func (s *Supervisor) defaults() {
 	if s.Logger == nil {
 		s.Logger = slog.Default()
 	}
+	if s.Layout.Record == nil {
+		// Commits and rollbacks are recorded by the Layout, inside the
+		// operation (see Layout.Record).
+		s.Layout.Record = s.event
+	}
 	if s.Health == nil {
 		url := s.HealthURL
 		client := &http.Client{Timeout: 2 * time.Second}
@@ -130,7 +135,9 @@ func (s *Supervisor) defaults() {
 }
 
 func (s *Supervisor) event(e Event) {
-	e.At = s.Now().UTC()
+	if e.At.IsZero() {
+		e.At = s.Now().UTC()
+	}
 	s.Logger.Info("ota event", "kind", e.Kind, "version", e.Version, "release", e.Release, "reason", e.Reason)
 	if s.OnEvent != nil {
 		s.OnEvent(e)
@@ -147,17 +154,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if st.RolledBack != nil {
-			s.event(Event{Kind: "ota.rolled_back", Version: st.RolledBack.Version, Release: st.RolledBack.Release, Reason: st.Reason})
-		}
 		if st.Pending != nil && st.Pending.Previous == "" {
 			// The first release on this gateway has nothing to roll back
 			// to, so a probation could decide nothing: it is committed.
-			p, err := s.Layout.Commit(s.State)
-			if err != nil {
+			if _, err := s.commit(); err != nil {
 				return err
 			}
-			s.event(Event{Kind: "ota.committed", Version: p.Version, Release: p.Release, Reason: "first release on this gateway"})
 			st.Pending = nil
 		}
 		t0 := s.Now()
@@ -167,11 +169,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		if st.Pending != nil {
 			if failed != "" {
-				rb, err := s.Layout.Rollback(failed)
-				if err != nil {
+				if _, err := s.Layout.Rollback(failed); err != nil {
 					return err
 				}
-				s.event(Event{Kind: "ota.rolled_back", Version: rb.Version, Release: rb.Release, Reason: failed})
 			}
 			backoff = s.RestartBackoff
 			continue
@@ -231,11 +231,9 @@ func (s *Supervisor) runOnce(ctx context.Context, st Start) (failed string, err 
 	}
 	switch {
 	case verdict == "" && ctx.Err() == nil:
-		p, err := s.Layout.Commit(s.State)
-		if err != nil {
+		if _, err := s.commit(); err != nil {
 			return "", err
 		}
-		s.event(Event{Kind: "ota.committed", Version: p.Version, Release: p.Release})
 		// It keeps running as the committed release, watched like one (a
 		// later install is picked up). Whatever ends it now is no verdict.
 		if why := s.watchCommitted(ctx, Start{Version: st.Version}, cmd, exited, started); why != "" {
@@ -315,6 +313,12 @@ func (s *Supervisor) probation(ctx context.Context, exited <-chan error, deadlin
 	}
 }
 
+// commit ends a healthy probation; the Layout records ota.committed
+// (Layout.Record) before the pending record goes, so no crash loses it.
+func (s *Supervisor) commit() (*Pending, error) {
+	return s.Layout.Commit(s.State)
+}
+
 // exitStatus says how a child ended, given what cmd.Wait returned: a clean
 // exit is "exit status 0" (Wait's nil), so that a rollback's reason says so.
 func exitStatus(err error) string {
@@ -361,17 +365,12 @@ func (s *Supervisor) SelfProbation(ctx context.Context) error {
 		return nil // stopped: no verdict; the next start counts another attempt
 	}
 	if verdict == "" {
-		c, err := s.Layout.Commit(s.State)
-		if err != nil {
-			return err
-		}
-		s.event(Event{Kind: "ota.committed", Version: c.Version, Release: c.Release})
-		return nil
+		_, err := s.commit()
+		return err
 	}
 	rb, err := s.Layout.Rollback(verdict)
 	if err != nil {
 		return err
 	}
-	s.event(Event{Kind: "ota.rolled_back", Version: rb.Version, Release: rb.Release, Reason: verdict})
 	return fmt.Errorf("%w: %s: %s", ErrRolledBack, rb.Version, verdict)
 }

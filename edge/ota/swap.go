@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +33,16 @@ type Layout struct {
 	Dir string
 	// Now is the clock for pending deadlines (time.Now).
 	Now func() time.Time
+	// Record, when set, receives the ota.committed and ota.rolled_back
+	// events of Commit, Rollback and Recover. It is called after the step
+	// that decides (the floor raised; current pointed back) and before the
+	// pending record is removed, so a crash at any point before the record
+	// goes has Recover, at the next start, record it again: a SIGKILL
+	// cannot lose the event. Such a repeat has the same id (one per
+	// install, SettledID), so Spool.Add and the outbox's dedup drop the
+	// copy. It must not block; a failure to record is its own to report.
+	// Supervisor sets it to its OnEvent when it is nil.
+	Record func(Event)
 
 	// crash, when set (tests only), is called after each step of Install.
 	crash func(step string)
@@ -57,6 +68,24 @@ type Pending struct {
 	Previous string    `json:"previous,omitempty"` // version it replaced ("" on a first install)
 	Attempts int       `json:"attempts"`
 	Deadline time.Time `json:"deadline"`
+}
+
+// SettledID is the id of the event that ends p's probation: the same
+// for every attempt to record it, and different for every install.
+func SettledID(kind string, p *Pending) string {
+	id := strings.TrimPrefix(kind, "ota.") + "-" + p.Version + "-" + strconv.FormatInt(p.Deadline.UnixNano(), 36)
+	if len(id) > 64 {
+		id = id[len(id)-64:]
+	}
+	return id
+}
+
+// settled records the end of p's probation (see Record).
+func (l *Layout) settled(kind string, p *Pending, reason string) {
+	if l.Record == nil {
+		return
+	}
+	l.Record(Event{ID: SettledID(kind, p), Kind: kind, Version: p.Version, Release: p.Release, Target: p.Target, Reason: reason, At: l.now().UTC()})
 }
 
 // Swap errors.
@@ -308,11 +337,12 @@ func (l *Layout) point(name, version string) error {
 // Rollback, so that what current names is what runs and the pending record
 // tells the truth:
 //   - a pending record whose switch never happened (current does not name
-//     it, or no longer does after a rollback's revert) is dropped;
+//     it) is dropped;
 //   - a pending version already pinned as known bad is rolled back the
-//     rest of the way;
+//     rest of the way (ota.rolled_back is recorded again, as the crash
+//     may have come before it was);
 //   - a pending release at or below the floor (state, when not nil) was
-//     committed: the record is dropped.
+//     committed: ota.committed is recorded again and the record dropped.
 //
 // It returns the pending record still in force (a release on probation),
 // or nil.
@@ -325,20 +355,28 @@ func (l *Layout) Recover(state *firmware.State) (*Pending, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cur != p.Version {
-		return nil, l.dropPending()
-	}
 	bad, err := l.KnownBad()
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := bad[p.Version]; ok && p.Previous != "" {
+	reason, isBad := bad[p.Version]
+	switch {
+	case cur != p.Version:
+		// The switch never happened, or a rollback pointed current back
+		// (Install refuses a known-bad version, so only a rollback leaves
+		// one pending).
+		if isBad {
+			l.settled("ota.rolled_back", p, reason)
+		}
+		return nil, l.dropPending()
+	case isBad && p.Previous != "":
 		if err := l.point(currentLink, p.Previous); err != nil {
 			return nil, err
 		}
+		l.settled("ota.rolled_back", p, reason)
 		return nil, l.dropPending()
-	}
-	if state != nil && p.Release <= state.Floor() {
+	case state != nil && p.Release <= state.Floor():
+		l.settled("ota.committed", p, "")
 		return nil, l.dropPending()
 	}
 	return p, nil
@@ -370,7 +408,8 @@ func (l *Layout) KnownBad() (map[string]string, error) {
 
 // Commit ends a healthy probation: the floor rises to the release's
 // counter (first, so a crash after it cannot leave a committed release
-// below the floor), then the pending record goes. The release current
+// below the floor), ota.committed is recorded (Record), then the pending
+// record goes. The release current
 // names is now the committed one.
 func (l *Layout) Commit(state *firmware.State) (*Pending, error) {
 	p, err := l.Recover(state)
@@ -384,13 +423,19 @@ func (l *Layout) Commit(state *firmware.State) (*Pending, error) {
 		return nil, err
 	}
 	l.step("floor-raised")
-	return p, l.dropPending()
+	l.settled("ota.committed", p, "")
+	l.step("commit-recorded")
+	if err := l.dropPending(); err != nil {
+		return nil, err
+	}
+	l.step("pending-dropped")
+	return p, nil
 }
 
 // Rollback ends a failed probation: the version is pinned as known bad
 // (first, so it is never retried even if the next step is interrupted),
-// current is pointed back at the release it replaced (one rename), and the
-// pending record goes. A first install (nothing to go back to) is refused.
+// current is pointed back at the release it replaced (one rename),
+// ota.rolled_back is recorded (Record), and the pending record goes. A first install (nothing to go back to) is refused.
 func (l *Layout) Rollback(reason string) (*Pending, error) {
 	p, err := l.Recover(nil)
 	if err != nil {
@@ -416,5 +461,11 @@ func (l *Layout) Rollback(reason string) (*Pending, error) {
 		return nil, err
 	}
 	l.step("current-reverted")
-	return p, l.dropPending()
+	l.settled("ota.rolled_back", p, reason)
+	l.step("rollback-recorded")
+	if err := l.dropPending(); err != nil {
+		return nil, err
+	}
+	l.step("pending-dropped")
+	return p, nil
 }
