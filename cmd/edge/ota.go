@@ -504,12 +504,8 @@ func runSupervise(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		Layout: &ota.Layout{Dir: o.dir()}, State: st, Args: runArgs,
 		// The supervisor decides probation; the release must not also
 		// decide it for itself (that is the systemd path).
-		Env: []string{"OUTPOST_OTA_DIR=" + o.dir(), "OUTPOST_OTA_PROBATION="},
-		OnEvent: func(e ota.Event) {
-			if err := spool.Add(e); err != nil {
-				supLog.Error("could not record an ota event for the ledger", "kind", e.Kind, "err", err)
-			}
-		},
+		Env:       []string{"OUTPOST_OTA_DIR=" + o.dir(), "OUTPOST_OTA_PROBATION="},
+		OnEvent:   spoolEvents(spool, supLog),
 		HealthURL: "http://" + *status + "/healthz",
 		Probation: *probation, ReadyTimeout: *ready, MaxAttempts: *attempts,
 		Stdout: stdout, Stderr: stderr, Logger: supLog,
