@@ -18,6 +18,7 @@ import (
 	"github.com/outpost-edge/outpost/edge/ota"
 	"github.com/outpost-edge/outpost/firmware"
 	"github.com/outpost-edge/outpost/internal/cli"
+	"github.com/outpost-edge/outpost/internal/durable"
 	"github.com/outpost-edge/outpost/internal/flagenv"
 )
 
@@ -63,7 +64,7 @@ func (o *otaFlags) record(sp ota.Spool, e ota.Event) {
 	}
 	if e.Kind == "ota.refused" {
 		b, _ := json.Marshal(e)
-		if err := firmware.WriteFileAtomic(filepath.Join(o.dir(), lastRefusalFile), b, 0o644); err != nil {
+		if err := durable.WriteFile(filepath.Join(o.dir(), lastRefusalFile), b, 0o644); err != nil {
 			fmt.Fprintf(os.Stderr, "edge ota: could not keep the refusal for status: %v\n", err)
 		}
 	}
@@ -71,7 +72,9 @@ func (o *otaFlags) record(sp ota.Spool, e ota.Event) {
 
 func (o *otaFlags) trustDir() string { return filepath.Join(o.dir(), "trust") }
 
-func (o *otaFlags) trust() (*firmware.Trust, error) { return firmware.Open(o.trustDir(), nil) }
+func (o *otaFlags) trust() (*firmware.Trust, error) {
+	return ota.OpenTrust(o.trustDir(), firmware.Options{})
+}
 
 // running is what the install checks compare against: the release current
 // names (what the supervisor runs), else this binary's version.
@@ -144,7 +147,7 @@ func runOTA(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return err
 		}
-		if err := firmware.Init(o.trustDir(), b); err != nil {
+		if err := ota.InitTrust(o.trustDir(), b); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "trusting the release root from %s in %s\n", *root, o.trustDir())
@@ -238,7 +241,7 @@ func otaAdopt(o *otaFlags, binary, version string, stdout io.Writer) error {
 	if err := os.MkdirAll(o.trustDir(), 0o755); err != nil {
 		return err
 	}
-	st, err := firmware.OpenState(filepath.Join(o.trustDir(), "state.json"))
+	st, err := ota.OpenState(filepath.Join(o.trustDir(), "state.json"))
 	if err != nil {
 		return err
 	}
@@ -487,7 +490,7 @@ func runSupervise(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return usagef("%w", err)
 	}
-	st, err := firmware.OpenState(filepath.Join(o.trustDir(), "state.json"))
+	st, err := ota.OpenState(filepath.Join(o.trustDir(), "state.json"))
 	if err != nil {
 		return err
 	}
@@ -587,7 +590,7 @@ func otaGuard(o *otaFlags, attempts int, stdout io.Writer) error {
 	if err := os.MkdirAll(o.trustDir(), 0o755); err != nil {
 		return err
 	}
-	st, err := firmware.OpenState(filepath.Join(o.trustDir(), "state.json"))
+	st, err := ota.OpenState(filepath.Join(o.trustDir(), "state.json"))
 	if err != nil {
 		return err
 	}

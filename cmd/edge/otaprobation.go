@@ -10,7 +10,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-edge/outpost/edge/ota"
-	"github.com/outpost-edge/outpost/firmware"
 )
 
 // startOTAProbation runs this release's own probation when systemd, not
@@ -38,7 +37,7 @@ func startOTAProbation(ctx context.Context, g *errgroup.Group, dataDir, statusAd
 		log.Warn("the release on probation is not this binary's version; leaving it to the guard", "pending", p.Version, "version", Version)
 		return
 	}
-	st, err := firmware.OpenState(filepath.Join(dir, "trust", "state.json"))
+	st, err := ota.OpenState(filepath.Join(dir, "trust", "state.json"))
 	if err != nil {
 		log.Error("no probation: trust state", "err", err)
 		return

@@ -45,7 +45,7 @@ func TestCrashChild(t *testing.T) {
 			select {} // never returns
 		}
 	})
-	st, err := firmware.OpenState(c.StatePath)
+	st, err := ota.OpenState(c.StatePath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestCrashInjection(t *testing.T) {
 		t.Run(tc.op+"/"+tc.step, func(t *testing.T) {
 			l, _ := installed(t)
 			statePath := filepath.Join(t.TempDir(), "state.json")
-			st, _ := firmware.OpenState(statePath)
+			st, _ := ota.OpenState(statePath)
 			st.RaiseFloor(1)
 			src, tg := release(t, "1.1.0", 2)
 			if tc.op != "install" {
@@ -120,7 +120,7 @@ func TestCrashInjection(t *testing.T) {
 			}
 			mustCurrent(t, l, cur)
 
-			st, err = firmware.OpenState(statePath)
+			st, err = ota.OpenState(statePath)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -179,7 +179,7 @@ func TestCrashAfterCommitKeepsEvent(t *testing.T) {
 		t.Run(tc.op+"/"+step, func(t *testing.T) {
 			l, _ := installed(t)
 			statePath := filepath.Join(t.TempDir(), "state.json")
-			st, _ := firmware.OpenState(statePath)
+			st, _ := ota.OpenState(statePath)
 			st.RaiseFloor(1)
 			src, tg := release(t, "1.1.0", 2)
 			if err := l.Install(src, tg, ota.InstallOptions{Probation: time.Minute}); err != nil {
@@ -199,7 +199,7 @@ func TestCrashAfterCommitKeepsEvent(t *testing.T) {
 			// spool them.
 			l.Record = func(e ota.Event) { sp.Add(e) }
 			for boot := range 2 {
-				st, err := firmware.OpenState(statePath)
+				st, err := ota.OpenState(statePath)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/outpost-edge/outpost/firmware"
+	"github.com/outpost-edge/outpost/internal/durable"
 )
 
 // Download errors.
@@ -168,7 +169,7 @@ func (d *Downloader) Fetch(ctx context.Context, url string, tg firmware.Target) 
 				if err := os.Rename(part, done); err != nil {
 					return "", fmt.Errorf("download %s: %w", tg.Name, err)
 				}
-				if err := firmware.SyncDir(d.Dir); err != nil {
+				if err := durable.SyncDir(d.Dir); err != nil {
 					return "", err
 				}
 				log.Info("downloaded and verified", "bytes", tg.Length, "attempts", attempt)

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/outpost-edge/outpost/firmware"
+	"github.com/outpost-edge/outpost/internal/durable"
 )
 
 // Spool carries Events from the processes that make them (edge supervise,
@@ -70,7 +71,7 @@ func (s Spool) Add(e Event) error {
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("spool: fsync: %w", err)
 	}
-	return firmware.SyncDir(filepath.Dir(s.Path))
+	return durable.SyncDir(filepath.Dir(s.Path))
 }
 
 // has reports whether an event with id is spooled (under the lock).
@@ -138,5 +139,5 @@ func (s Spool) Drain(deliver func([]Event) error) error {
 	if err := os.Remove(s.Path); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	return firmware.SyncDir(filepath.Dir(s.Path))
+	return durable.SyncDir(filepath.Dir(s.Path))
 }

@@ -110,7 +110,7 @@ func supervised(t *testing.T, mode string) (*ota.Supervisor, *recorder) {
 	t.Helper()
 	dir := t.TempDir()
 	l := &ota.Layout{Dir: filepath.Join(dir, "ota")}
-	st, err := firmware.OpenState(filepath.Join(dir, "state.json"))
+	st, err := ota.OpenState(filepath.Join(dir, "state.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

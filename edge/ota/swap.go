@@ -15,6 +15,7 @@ import (
 	"github.com/google/renameio/v2"
 
 	"github.com/outpost-edge/outpost/firmware"
+	"github.com/outpost-edge/outpost/internal/durable"
 )
 
 // Layout is the updater's directory on the edge:
@@ -171,7 +172,7 @@ func (l *Layout) WritePending(p *Pending) error {
 	if err != nil {
 		return err
 	}
-	return firmware.WriteFileAtomic(filepath.Join(l.Dir, pendingFile), append(b, '\n'), 0o644)
+	return durable.WriteFile(filepath.Join(l.Dir, pendingFile), append(b, '\n'), 0o644)
 }
 
 // InstallOptions for Install.
@@ -257,7 +258,7 @@ func (l *Layout) prepare() error {
 	if err := os.MkdirAll(filepath.Join(l.Dir, releasesDir), 0o755); err != nil {
 		return fmt.Errorf("ota dir: %w", err)
 	}
-	if err := firmware.SyncDir(l.Dir); err != nil {
+	if err := durable.SyncDir(l.Dir); err != nil {
 		return err
 	}
 	ents, err := os.ReadDir(l.Dir)
@@ -278,7 +279,7 @@ func (l *Layout) writeBinary(src string, tg firmware.Target, mode fs.FileMode) e
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("install %s: %w", tg.Name, err)
 	}
-	if err := firmware.SyncDir(filepath.Join(l.Dir, releasesDir)); err != nil {
+	if err := durable.SyncDir(filepath.Join(l.Dir, releasesDir)); err != nil {
 		return err
 	}
 	if ents, err := os.ReadDir(dir); err == nil {
@@ -315,7 +316,7 @@ func (l *Layout) writeBinary(src string, tg firmware.Target, mode fs.FileMode) e
 		return fmt.Errorf("install %s: %w", tg.Name, err)
 	}
 	l.step("binary-renamed")
-	if err := firmware.SyncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return err
 	}
 	l.step("binary-dir-synced")
@@ -330,7 +331,7 @@ func (l *Layout) point(name, version string) error {
 	if err := renameio.Symlink(filepath.Join(releasesDir, version), filepath.Join(l.Dir, name)); err != nil {
 		return fmt.Errorf("point %s at %s: %w", name, version, err)
 	}
-	return firmware.SyncDir(l.Dir)
+	return durable.SyncDir(l.Dir)
 }
 
 // Recover reconciles the layout after a crash in Install, Commit or
@@ -386,7 +387,7 @@ func (l *Layout) dropPending() error {
 	if err := os.Remove(filepath.Join(l.Dir, pendingFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("drop pending: %w", err)
 	}
-	return firmware.SyncDir(l.Dir)
+	return durable.SyncDir(l.Dir)
 }
 
 // KnownBad is every version pinned as bad, with the reason it was rolled
@@ -453,7 +454,7 @@ func (l *Layout) Rollback(reason string) (*Pending, error) {
 	}
 	bad[p.Version] = reason
 	b, _ := json.MarshalIndent(bad, "", "  ")
-	if err := firmware.WriteFileAtomic(filepath.Join(l.Dir, badFile), append(b, '\n'), 0o644); err != nil {
+	if err := durable.WriteFile(filepath.Join(l.Dir, badFile), append(b, '\n'), 0o644); err != nil {
 		return nil, err
 	}
 	l.step("bad-pinned")
