@@ -3,17 +3,22 @@
 package ota_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/outpost-edge/outpost/edge/ota"
 	"github.com/outpost-edge/outpost/firmware"
+	"github.com/outpost-edge/outpost/internal/poll"
 )
 
 const crashEnv = "OUTPOST_OTA_CRASH_SPEC"
@@ -225,6 +230,125 @@ func TestCrashAfterCommitKeepsEvent(t *testing.T) {
 			}
 			if tc.kind == "ota.rolled_back" && got[0].Reason != "health check failed" {
 				t.Fatalf("rollback reason %q", got[0].Reason)
+			}
+		})
+	}
+}
+
+const downloadCrashEnv = "OUTPOST_OTA_DOWNLOAD_CRASH_SPEC"
+
+type downloadCrashSpec struct {
+	Step, Dir, URL string
+	Target         firmware.Target
+}
+
+// TestDownloadCrashChild is the child process of TestDownloadCrash: it
+// downloads and kills itself with SIGKILL right after the named step
+// (for "mid-copy", the parent kills it while bytes are arriving).
+func TestDownloadCrashChild(t *testing.T) {
+	raw := os.Getenv(downloadCrashEnv)
+	if raw == "" {
+		t.Skip("the child process of TestDownloadCrash")
+	}
+	var c downloadCrashSpec
+	if err := json.Unmarshal([]byte(raw), &c); err != nil {
+		t.Fatal(err)
+	}
+	d := &ota.Downloader{Dir: c.Dir, MaxAttempts: 1}
+	ota.SetDownloadCrashHook(d, func(step string) {
+		if step == c.Step {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+	})
+	_, err := d.Fetch(t.Context(), c.URL, c.Target)
+	t.Fatalf("step %s was never reached (err %v)", c.Step, err)
+}
+
+// TestDownloadCrash kills a real downloading process (kill -9) while
+// bytes arrive and after every write, fsync and rename of a download. The
+// next process's download completes, verified, and fetches only what the
+// killed one had not stored: a Range request from the partial file's
+// length, or no request at all once the verified file was in place.
+// Nothing here touches current: the running release never changes.
+func TestDownloadCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("child processes; run without -short")
+	}
+	for _, tc := range []struct {
+		step     string
+		complete bool // the first process had the whole artifact
+	}{
+		{"mid-copy", false},
+		{"part-copied", false},
+		{"part-synced", false},
+		{"verified-renamed", true},
+		{"verified-synced", true},
+	} {
+		t.Run(tc.step, func(t *testing.T) {
+			body, tg := artifact(t, 256<<10)
+			half := 100 << 10
+			s := newServer(t, func(n int, w http.ResponseWriter, r *http.Request) {
+				if n > 0 || tc.complete {
+					serve(body)(n, w, r)
+					return
+				}
+				w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+				w.WriteHeader(http.StatusOK)
+				w.Write(body[:half])
+				w.(http.Flusher).Flush()
+				if tc.step == "mid-copy" {
+					<-r.Context().Done() // until the child is killed
+					return
+				}
+				panic(http.ErrAbortHandler) // the link drops
+			})
+			dir := t.TempDir()
+			spec, _ := json.Marshal(downloadCrashSpec{Step: tc.step, Dir: dir, URL: s.URL + "/edge", Target: tg})
+			cmd := exec.Command(os.Args[0], "-test.run=^TestDownloadCrashChild$", "-test.count=1")
+			cmd.Env = append(os.Environ(), downloadCrashEnv+"="+string(spec))
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			d, _ := downloader(t, dir)
+			part, verified, _ := d.Paths(tg)
+			if tc.step == "mid-copy" {
+				poll.Until(t, 30*time.Second, "the child storing the first bytes", func() bool {
+					fi, err := os.Stat(part)
+					return err == nil && fi.Size() > 0
+				})
+				cmd.Process.Kill()
+			}
+			err := cmd.Wait()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("child was not killed at %s: %v\n%s", tc.step, err, out.String())
+			}
+			var have int64
+			if fi, err := os.Stat(part); err == nil {
+				have = fi.Size()
+			}
+			if !tc.complete && (have == 0 || have > int64(half)) {
+				t.Fatalf("partial file of %d bytes after a kill at %s, want 1..%d", have, tc.step, half)
+			}
+
+			// The restart.
+			p, err := d.Fetch(context.Background(), s.URL+"/edge", tg)
+			if err != nil {
+				t.Fatalf("download after a kill at %s: %v", tc.step, err)
+			}
+			if got, _ := os.ReadFile(p); p != verified || !bytes.Equal(got, body) {
+				t.Fatalf("download after a kill at %s is not the artifact (%s)", tc.step, p)
+			}
+			ranges, sent := s.requests()
+			switch {
+			case tc.complete && len(ranges) != 1:
+				t.Fatalf("requests %q after a kill at %s with the verified file in place, want none more", ranges, tc.step)
+			case !tc.complete && (len(ranges) != 2 || ranges[1] != "bytes="+strconv.FormatInt(have, 10)+"-" || sent[1] != tg.Length-have):
+				t.Fatalf("requests %q sent %v after a kill at %s with %d bytes stored, want one more from %d sending %d",
+					ranges, sent, tc.step, have, have, tg.Length-have)
 			}
 		})
 	}

@@ -9,3 +9,6 @@ func SupervisorCommit(s *Supervisor) (*Pending, error) {
 	s.defaults()
 	return s.commit()
 }
+
+// SetDownloadCrashHook makes Fetch call f after each of its steps.
+func SetDownloadCrashHook(d *Downloader, f func(step string)) { d.crash = f }
