@@ -14,6 +14,7 @@ import (
 	"github.com/outpost-edge/outpost/edge/ota"
 	"github.com/outpost-edge/outpost/firmware"
 	"github.com/outpost-edge/outpost/firmware/firmwaretest"
+	"github.com/outpost-edge/outpost/internal/poll"
 )
 
 func edgeCmd(t *testing.T, args ...string) (string, int) {
@@ -158,5 +159,77 @@ func TestOTAInstallOnline(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Join(data, "ota", "downloads")); len(ents) != 0 {
 		t.Fatalf("downloads left behind after the install: %v", ents)
+	}
+}
+
+// TestExpiredMetadataLeavesEdgeRunning: metadata that expired (here, a
+// timestamp published already expired, so the repository is stale)
+// refuses new installs, online and from a bundle, with a status that says
+// so, and does nothing to the release that runs: edge run keeps serving,
+// healthy, on 1.0.0, and records the refusals in its own outbox.
+func TestExpiredMetadataLeavesEdgeRunning(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now().UTC().Truncate(time.Second)
+	r := firmwaretest.New(t, firmwaretest.Options{Now: now})
+	r.AddTarget("edge-1.1.0", []byte("#!/bin/sh\necho 1.1.0\n"), firmware.Custom{Version: "1.1.0", Release: 2, Channel: "stable"})
+	r.Expires["timestamp"] = now.Add(-time.Hour)
+	r.Publish()
+	root := filepath.Join(dir, "root.json")
+	os.WriteFile(root, r.RootBytes(1), 0o644)
+	bin := filepath.Join(dir, "edge-1.0.0")
+	os.WriteFile(bin, []byte("#!/bin/sh\necho 1.0.0\n"), 0o755)
+	data := filepath.Join(dir, "data")
+	for _, args := range [][]string{
+		{"ota", "init", "--data-dir", data, "--root", root},
+		{"ota", "adopt", "--data-dir", data, "--binary", bin, "--version", "1.0.0"},
+	} {
+		if out, code := edgeCmd(t, args...); code != 0 {
+			t.Fatalf("%v (%d): %s", args, code, out)
+		}
+	}
+	m, logs, stop := startEdge(t, "--data-dir", data, "--edge-id", "shop-1", "--mqtt-listen", "127.0.0.1:0",
+		"--http-listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0", "--log-level", "warn")
+	healthy := func() bool {
+		resp, err := http.Get("http://" + m.StatusAddr() + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	if !healthy() {
+		t.Fatalf("edge not healthy before the installs:\n%s", logs.String())
+	}
+
+	if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, "--repo", r.Dir, "--target", "edge-1.1.0"); code == 0 || !strings.Contains(out, "expired") || !strings.Contains(out, "timestamp") {
+		t.Fatalf("online install from expired metadata (%d): %s", code, out)
+	}
+	bundle := filepath.Join(dir, "edge-1.1.0.bundle")
+	os.WriteFile(bundle, r.Bundle("edge-1.1.0"), 0o644)
+	if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, bundle); code == 0 || !strings.Contains(out, "expired") {
+		t.Fatalf("bundle install from expired metadata (%d): %s", code, out)
+	}
+	out, _ := edgeCmd(t, "ota", "status", "--data-dir", data, "--json")
+	var st otaStatusJSON
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Current != "1.0.0" || st.Pending != nil ||
+		st.LastRefusal == nil || !strings.Contains(st.LastRefusal.Reason, "expired") {
+		t.Fatalf("status after the refusals (%v): %s", err, out)
+	}
+
+	// The running edge was not touched: still healthy, and it moves the
+	// two ota.refused into its outbox as it does any event.
+	poll.Until(t, 60*time.Second, "the two refusals in the running edge's outbox", func() bool {
+		_, err := os.Stat(filepath.Join(data, "ota", "events.jsonl"))
+		return os.IsNotExist(err) && m.Status().NextSeq == 3
+	})
+	if !healthy() {
+		t.Fatalf("edge not healthy after the refused installs:\n%s", logs.String())
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("edge run: %v\n%s", err, logs.String())
+	}
+	out, code := edgeCmd(t, "outbox", "export", "--data-dir", data)
+	if code != 0 || strings.Count(out, `"ota.refused"`) != 2 || !strings.Contains(out, "expired") {
+		t.Fatalf("outbox (%d): %s", code, out)
 	}
 }
