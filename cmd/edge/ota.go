@@ -452,6 +452,8 @@ func otaInstall(ctx context.Context, o *otaFlags, bundle string, probation time.
 		o.record(spool, ota.Event{Kind: "ota.refused", Target: filepath.Base(bundle), Reason: err.Error()})
 		return err
 	}
+	o.record(spool, ota.Event{Kind: "ota.verified", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release,
+		Reason: "offline bundle " + filepath.Base(bundle) + ": metadata fresh and signed, artifact matches the signed length and hashes"})
 	l := o.layout()
 	if err := l.Install(tmp.Name(), tg, ota.InstallOptions{Probation: probation}); err != nil {
 		o.record(spool, ota.Event{Kind: "ota.refused", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: err.Error()})
@@ -566,7 +568,9 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 		if err != nil {
 			return refuse(tg, err)
 		}
-		o.record(spool, ota.Event{Kind: "ota.downloaded", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: "verified " + art})
+		o.record(spool, ota.Event{Kind: "ota.downloaded", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: fmt.Sprintf("%d bytes from %s", tg.Length, art)})
+		// Fetch keeps nothing that does not verify.
+		o.record(spool, verified(tg, "the download matches the signed length and hashes"))
 	}
 	if err := o.layout().Install(path, tg, ota.InstallOptions{Probation: in.probation}); err != nil {
 		// A verified download is kept: a retry (after a probation ends)
@@ -575,11 +579,19 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 	}
 	if path != art {
 		_ = os.Remove(path) // the release has its own verified copy now
+	} else {
+		// From a directory: Install verified it as it copied it.
+		o.record(spool, verified(tg, "the artifact matched the signed length and hashes as it was copied into releases/"))
 	}
 	o.record(spool, ota.Event{Kind: "ota.installed", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: "from " + in.repo})
 	fmt.Fprintf(stdout, "installed %s (version %s, release %d); on probation until committed by edge supervise, or rolled back\n",
 		tg.Name, tg.Custom.Version, tg.Custom.Release)
 	return nil
+}
+
+// verified is the ota.verified event of tg.
+func verified(tg firmware.Target, how string) ota.Event {
+	return ota.Event{Kind: "ota.verified", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: how}
 }
 
 // otaGuard is the ExecStartPre= of the systemd unit: ota.Guard, the same

@@ -154,7 +154,7 @@ func TestOTAInstallOnline(t *testing.T) {
 		}
 		return nil
 	})
-	if strings.Join(kinds, ",") != "ota.refused,ota.downloaded,ota.installed" {
+	if strings.Join(kinds, ",") != "ota.refused,ota.downloaded,ota.verified,ota.installed" {
 		t.Fatalf("spooled %v", kinds)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(data, "ota", "downloads")); len(ents) != 0 {

@@ -26,8 +26,10 @@ const (
 )
 
 // Event is one step of the updater's life, for the audit trail. Kind is
-// one of "ota.started", "ota.committed", "ota.rolled_back" (from the
-// supervisor), "ota.installed", "ota.refused" (from edge ota install).
+// one of "ota.started" (from the supervisor), "ota.committed",
+// "ota.rolled_back" (from the Layout's Commit and Rollback, see
+// Layout.Record), "ota.downloaded", "ota.verified", "ota.installed",
+// "ota.refused" (from edge ota install).
 type Event struct {
 	ID      string    `json:"id,omitempty"` // set by Spool.Add
 	Kind    string    `json:"kind"`
