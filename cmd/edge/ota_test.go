@@ -225,6 +225,16 @@ func TestExpiredMetadataLeavesEdgeRunning(t *testing.T) {
 	if !healthy() {
 		t.Fatalf("edge not healthy after the refused installs:\n%s", logs.String())
 	}
+	// /v1/status and edge status show it: the release, the committed one,
+	// the floor, the metadata's expiry and the last refusal.
+	if so := m.Status().OTA; so == nil || so.Current != "1.0.0" || so.Committed != "1.0.0" || so.Pending != nil ||
+		so.Expires.IsZero() || so.LastRefusal == nil || !strings.Contains(so.LastRefusal.Reason, "expired") {
+		t.Fatalf("/v1/status ota %+v", so)
+	}
+	if out, code := edgeCmd(t, "status", "--status-listen", m.StatusAddr()); code != 0 ||
+		!strings.Contains(out, "release 1.0.0") || !strings.Contains(out, "floor 0") || !strings.Contains(out, "metadata expires") || !strings.Contains(out, "expired") {
+		t.Fatalf("edge status (%d): %s", code, out)
+	}
 	if err := stop(); err != nil {
 		t.Fatalf("edge run: %v\n%s", err, logs.String())
 	}
