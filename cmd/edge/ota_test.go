@@ -243,3 +243,71 @@ func TestExpiredMetadataLeavesEdgeRunning(t *testing.T) {
 		t.Fatalf("outbox (%d): %s", code, out)
 	}
 }
+
+// TestOTADecideByHand follows docs/OTA.md, "Recovering a gateway by
+// hand": with the release on probation and nothing running, an operator
+// keeps it by raising the floor, or sends it back by pinning it known bad,
+// and leaves pending.json; the next start (edge ota guard) finishes the
+// decision and records its event for the ledger.
+func TestOTADecideByHand(t *testing.T) {
+	for _, tc := range []struct {
+		name, current, kind string
+		decide              func(t *testing.T, otaDir string)
+	}{
+		{"keep", "1.1.0", "ota.committed", func(t *testing.T, otaDir string) {
+			if err := os.WriteFile(filepath.Join(otaDir, "trust", "state.json"), []byte(`{"floor":2,"verified":"2026-01-01T00:00:00Z"}`), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"go back", "1.0.0", "ota.rolled_back", func(t *testing.T, otaDir string) {
+			if err := os.WriteFile(filepath.Join(otaDir, "known-bad.json"), []byte(`{"1.1.0": "rolled back by hand: till printer broke"}`), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			r := firmwaretest.New(t, firmwaretest.Options{Now: time.Now().UTC().Truncate(time.Second)})
+			r.AddTarget("edge-1.1.0", []byte("#!/bin/sh\necho 1.1.0\n"), firmware.Custom{Version: "1.1.0", Release: 2, Channel: "stable"})
+			r.Publish()
+			root := filepath.Join(dir, "root.json")
+			os.WriteFile(root, r.RootBytes(1), 0o644)
+			bin := filepath.Join(dir, "edge-1.0.0")
+			os.WriteFile(bin, []byte("#!/bin/sh\necho 1.0.0\n"), 0o755)
+			bundle := filepath.Join(dir, "edge-1.1.0.bundle")
+			os.WriteFile(bundle, r.Bundle("edge-1.1.0"), 0o644)
+			data := filepath.Join(dir, "data")
+			for _, args := range [][]string{
+				{"ota", "init", "--data-dir", data, "--root", root},
+				{"ota", "adopt", "--data-dir", data, "--binary", bin, "--version", "1.0.0"},
+				{"ota", "install", "--data-dir", data, bundle},
+			} {
+				if out, code := edgeCmd(t, args...); code != 0 {
+					t.Fatalf("%v (%d): %s", args, code, out)
+				}
+			}
+			otaDir := filepath.Join(data, "ota")
+			tc.decide(t, otaDir)
+			if out, code := edgeCmd(t, "ota", "guard", "--data-dir", data); code != 0 || !strings.Contains(out, "starting "+tc.current) {
+				t.Fatalf("guard after deciding by hand (%d): %s", code, out)
+			}
+			out, _ := edgeCmd(t, "ota", "status", "--data-dir", data, "--json")
+			var st otaStatusJSON
+			if err := json.Unmarshal([]byte(out), &st); err != nil || st.Current != tc.current || st.Pending != nil {
+				t.Fatalf("status (%v): %s", err, out)
+			}
+			var got []ota.Event
+			otaSpool(otaDir).Drain(func(evs []ota.Event) error {
+				for _, e := range evs {
+					if e.Kind == tc.kind {
+						got = append(got, e)
+					}
+				}
+				return nil
+			})
+			if len(got) != 1 || got[0].Version != "1.1.0" || (tc.kind == "ota.rolled_back" && !strings.Contains(got[0].Reason, "by hand")) {
+				t.Fatalf("spooled %s: %+v, want one for 1.1.0", tc.kind, got)
+			}
+		})
+	}
+}
