@@ -482,6 +482,7 @@ func runSupervise(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	probation := fs.Duration("probation", ota.DefaultProbation, "how long a new release must stay healthy before it is committed")
 	ready := fs.Duration("ready-timeout", ota.DefaultReadyTimeout, "how long a new release may take to become healthy")
 	attempts := fs.Int("max-attempts", ota.DefaultMaxAttempts, "starts a release on probation gets (reboots count) before it is rolled back")
+	watchdog := fs.Duration("watchdog", ota.DefaultWatchdogTimeout, "a committed release unhealthy at every probe for this long is restarted (never rolled back)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	format := fs.String("log-format", "text", "text or json")
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: edge supervise [flags] [-- edge run flags]")
@@ -512,7 +513,7 @@ func runSupervise(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		Env:       []string{"OUTPOST_OTA_DIR=" + o.dir(), "OUTPOST_OTA_PROBATION="},
 		OnEvent:   spoolEvents(spool, supLog),
 		HealthURL: "http://" + *status + "/healthz",
-		Probation: *probation, ReadyTimeout: *ready, MaxAttempts: *attempts,
+		Probation: *probation, ReadyTimeout: *ready, MaxAttempts: *attempts, WatchdogTimeout: *watchdog,
 		Stdout: stdout, Stderr: stderr, Logger: supLog,
 	}
 	return s.Run(ctx)

@@ -23,6 +23,8 @@ const (
 	DefaultReadyTimeout = 30 * time.Second
 	DefaultStopTimeout  = 10 * time.Second
 	DefaultProbeEvery   = time.Second
+	// DefaultWatchdogTimeout matches the systemd unit's WatchdogSec=.
+	DefaultWatchdogTimeout = 30 * time.Second
 )
 
 // Event is one step of the updater's life, for the audit trail. Kind is
@@ -74,6 +76,12 @@ type Supervisor struct {
 	// RestartBackoff bounds the wait before restarting a committed
 	// release that exited (1s doubling to 1m).
 	RestartBackoff time.Duration
+	// WatchdogTimeout is the watchdog of a committed release, as
+	// WatchdogSec= is systemd's: one that has been unhealthy at every
+	// probe for this long after it was healthy (a hang, an outbox that
+	// stopped committing), or that is not healthy within ReadyTimeout of
+	// its start, is stopped and restarted, never rolled back. Default 30s.
+	WatchdogTimeout time.Duration
 	// OnEvent receives every Event (nil: only logged).
 	OnEvent func(Event)
 	Now     func() time.Time
@@ -95,6 +103,9 @@ func (s *Supervisor) defaults() {
 	}
 	if s.RestartBackoff <= 0 {
 		s.RestartBackoff = time.Second
+	}
+	if s.WatchdogTimeout <= 0 {
+		s.WatchdogTimeout = DefaultWatchdogTimeout
 	}
 	if s.Now == nil {
 		s.Now = time.Now
@@ -187,7 +198,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if s.Now().Sub(t0) > time.Minute {
 			backoff = s.RestartBackoff // it ran a while: not a crash loop
 		}
-		s.Logger.Warn("edge exited; restarting", "version", st.Version, "why", failed, "wait", backoff)
+		s.Logger.Warn("edge stopped; restarting", "version", st.Version, "why", failed, "wait", backoff)
 		if err := sleep(ctx, backoff); err != nil {
 			break
 		}
@@ -224,7 +235,7 @@ func (s *Supervisor) runOnce(ctx context.Context, st Start) (failed string, err 
 	go func() { exited <- cmd.Wait() }()
 
 	if st.Pending == nil {
-		return s.watchCommitted(ctx, st, cmd, exited, started), nil
+		return s.watchCommitted(ctx, st, cmd, exited, started, false), nil
 	}
 
 	verdict, gone := s.probation(ctx, exited, st.Pending.Deadline)
@@ -238,8 +249,8 @@ func (s *Supervisor) runOnce(ctx context.Context, st Start) (failed string, err 
 		}
 		// It keeps running as the committed release, watched like one (a
 		// later install is picked up). Whatever ends it now is no verdict.
-		if why := s.watchCommitted(ctx, Start{Version: st.Version}, cmd, exited, started); why != "" {
-			s.Logger.Warn("edge exited after its commit; restarting", "version", st.Version, "why", why)
+		if why := s.watchCommitted(ctx, Start{Version: st.Version}, cmd, exited, started, true); why != "" {
+			s.Logger.Warn("edge stopped after its commit; restarting", "version", st.Version, "why", why)
 		}
 		return "", nil
 	case ctx.Err() != nil:
@@ -253,17 +264,23 @@ func (s *Supervisor) runOnce(ctx context.Context, st Start) (failed string, err 
 	}
 }
 
-// watchCommitted waits while a committed release runs: until it exits
-// (the reason is returned, for the restart), ctx ends, or an install
-// switches current to another release, which is then started (stopping
-// this one) so that it goes on probation.
-func (s *Supervisor) watchCommitted(ctx context.Context, st Start, cmd *exec.Cmd, exited <-chan error, started time.Time) string {
+// watchCommitted waits while a committed release runs: until it exits,
+// its watchdog fires (WatchdogTimeout; it is then stopped), ctx ends, or
+// an install switches current to another release, which is then started
+// (stopping this one) so that it goes on probation. It returns why the
+// release stopped, for the restart ("" when it was stopped on purpose).
+// healthy says the release was already healthy when the watch began.
+func (s *Supervisor) watchCommitted(ctx context.Context, st Start, cmd *exec.Cmd, exited <-chan error, started time.Time, healthy bool) string {
 	tick := time.NewTicker(s.ProbeEvery)
 	defer tick.Stop()
+	var lastOK time.Time
+	if healthy {
+		lastOK = s.Now()
+	}
 	for {
 		select {
 		case err := <-exited:
-			return fmt.Sprintf("exited after %s: %v", s.Now().Sub(started).Round(time.Second), err)
+			return fmt.Sprintf("exited after %s: %s", s.Now().Sub(started).Round(time.Second), exitStatus(err))
 		case <-ctx.Done():
 			s.stop(cmd, exited)
 			return ""
@@ -273,6 +290,21 @@ func (s *Supervisor) watchCommitted(ctx context.Context, st Start, cmd *exec.Cmd
 			s.Logger.Info("a new release was installed; restarting into it", "from", st.Version, "to", cur)
 			s.stop(cmd, exited)
 			return ""
+		}
+		pctx, cancel := context.WithTimeout(ctx, s.ProbeEvery+2*time.Second)
+		err := s.Health(pctx)
+		cancel()
+		now := s.Now()
+		switch {
+		case err == nil:
+			lastOK = now
+		case ctx.Err() != nil:
+		case lastOK.IsZero() && now.Sub(started) > s.ReadyTimeout:
+			s.stop(cmd, exited)
+			return fmt.Sprintf("watchdog: not healthy within %s of its start: %v", s.ReadyTimeout, err)
+		case !lastOK.IsZero() && now.Sub(lastOK) > s.WatchdogTimeout:
+			s.stop(cmd, exited)
+			return fmt.Sprintf("watchdog: unhealthy for %s: %v", now.Sub(lastOK).Round(time.Millisecond), err)
 		}
 	}
 }
