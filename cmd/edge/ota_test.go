@@ -296,6 +296,10 @@ func TestOTADecideByHand(t *testing.T) {
 			if err := json.Unmarshal([]byte(out), &st); err != nil || st.Current != tc.current || st.Pending != nil {
 				t.Fatalf("status (%v): %s", err, out)
 			}
+			// The systemd unit's guard runs the committed release's binary.
+			if b, err := os.ReadFile(filepath.Join(otaDir, "committed", "edge")); err != nil || !strings.Contains(string(b), "echo "+tc.current) {
+				t.Fatalf("committed/edge %q (%v), want release %s", b, err, tc.current)
+			}
 			var got []ota.Event
 			otaSpool(otaDir).Drain(func(evs []ota.Event) error {
 				for _, e := range evs {

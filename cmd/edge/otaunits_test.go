@@ -14,7 +14,7 @@ import (
 // otaUnits are the two OTA units (deploy/systemd), each with directives
 // that OTA relies on: a release that hangs must be killed, one that panics
 // restarted forever (so the guard can count and roll back), and the guard
-// must be the packaged binary, not a release.
+// must be the last committed release's binary, never the one on probation.
 var otaUnits = map[string][]string{
 	"outpost-edge-ota.service": {
 		"Type=notify",
@@ -23,7 +23,7 @@ var otaUnits = map[string][]string{
 		"TimeoutStartSec=",
 		"Restart=always",
 		"StartLimitIntervalSec=0",
-		"ExecStartPre=/usr/local/bin/edge ota guard",
+		"ExecStartPre=/var/lib/outpost-edge/ota/committed/edge ota guard",
 		"ExecStart=/var/lib/outpost-edge/ota/current/edge run",
 		"Environment=OUTPOST_OTA_PROBATION=",
 		"Conflicts=outpost-edge.service outpost-edge-supervised.service",
@@ -39,8 +39,8 @@ var otaUnits = map[string][]string{
 // TestOTASystemdUnitsVerify checks the two OTA units with
 // `systemd-analyze verify` (skipped, saying so, when it is not installed).
 // verify refuses a unit whose Exec paths do not exist, and the packaged
-// paths (/usr/local/bin/edge, /var/lib/outpost-edge/ota/current/edge) do
-// not exist on a build machine, so each unit is copied into a temp dir
+// paths (/usr/local/bin/edge, /var/lib/outpost-edge/ota/current/edge and
+// .../committed/edge) do not exist on a build machine, so each unit is copied into a temp dir
 // with those paths rewritten to a real executable file there; nothing
 // else is changed. verify exits 0 on an unknown key or a bad value (it
 // only warns), so any line it prints about the unit fails the test too.
@@ -101,6 +101,7 @@ func verifyUnit(t *testing.T, sa, name, unit string) (string, bool) {
 	}
 	unit = strings.NewReplacer(
 		"/var/lib/outpost-edge/ota/current/edge", edge,
+		"/var/lib/outpost-edge/ota/committed/edge", edge,
 		"/usr/local/bin/edge", edge,
 	).Replace(unit)
 	path := filepath.Join(dir, name)

@@ -95,6 +95,7 @@ func TestCrashInjection(t *testing.T) {
 		{"install", "previous-switched", "1.0.0", false},
 		{"install", "current-switched", "1.1.0", true},
 		{"commit", "floor-raised", "1.1.0", false},
+		{"commit", "committed-linked", "1.1.0", false},
 		{"rollback", "bad-pinned", "1.0.0", false},
 		{"rollback", "current-reverted", "1.0.0", false},
 	} {
@@ -173,6 +174,7 @@ func TestCrashAfterCommitKeepsEvent(t *testing.T) {
 	}
 	for _, tc := range []struct{ op, step, kind, current string }{
 		{"supervisor-commit", "floor-raised", "ota.committed", "1.1.0"},
+		{"supervisor-commit", "committed-linked", "ota.committed", "1.1.0"},
 		{"supervisor-commit", "commit-recorded", "ota.committed", "1.1.0"},
 		{"supervisor-commit", "pending-dropped", "ota.committed", "1.1.0"},
 		{"recorded-rollback", "bad-pinned", "ota.rolled_back", "1.0.0"},
@@ -218,6 +220,10 @@ func TestCrashAfterCommitKeepsEvent(t *testing.T) {
 				}
 				if d.Version != tc.current || d.Pending != nil || st.Floor() != wantFloor {
 					t.Fatalf("boot %d: %+v, floor %d; want %s settled at floor %d", boot, d, st.Floor(), tc.current, wantFloor)
+				}
+				// The guard's binary is the committed one.
+				if c, err := l.Committed(); err != nil || c != tc.current {
+					t.Fatalf("boot %d: committed symlink %q (%v), want %s", boot, c, err, tc.current)
 				}
 			}
 			var got []ota.Event

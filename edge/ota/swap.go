@@ -54,6 +54,9 @@ const (
 	releasesDir = "releases"
 	currentLink = "current"
 	prevLink    = "previous"
+	// committedLink names the last committed release: the systemd unit's
+	// ExecStartPre= guard runs its binary (never a release on probation).
+	committedLink = "committed"
 	pendingFile = "pending.json"
 	badFile     = "known-bad.json"
 	binaryName  = "edge"
@@ -133,6 +136,16 @@ func (l *Layout) Current() (string, error) { return l.link(currentLink) }
 
 // Previous is the version previous points to ("" when there is none).
 func (l *Layout) Previous() (string, error) { return l.link(prevLink) }
+
+// Committed is the version the committed symlink names: the last release
+// committed ("" before the first commit).
+func (l *Layout) Committed() (string, error) { return l.link(committedLink) }
+
+// CommittedBinary is the path through the committed symlink: what the
+// systemd unit's guard runs, a binary that has passed its probation.
+func (l *Layout) CommittedBinary() string {
+	return filepath.Join(l.Dir, committedLink, binaryName)
+}
 
 func (l *Layout) link(name string) (string, error) {
 	dst, err := os.Readlink(filepath.Join(l.Dir, name))
@@ -266,7 +279,7 @@ func (l *Layout) prepare() error {
 		return fmt.Errorf("ota dir: %w", err)
 	}
 	for _, e := range ents {
-		if n := e.Name(); strings.HasPrefix(n, "."+currentLink) || strings.HasPrefix(n, "."+prevLink) {
+		if n := e.Name(); strings.HasPrefix(n, "."+currentLink) || strings.HasPrefix(n, "."+prevLink) || strings.HasPrefix(n, "."+committedLink) {
 			_ = os.RemoveAll(filepath.Join(l.Dir, n))
 		}
 	}
@@ -377,6 +390,9 @@ func (l *Layout) Recover(state *firmware.State) (*Pending, error) {
 		l.settled("ota.rolled_back", p, reason)
 		return nil, l.dropPending()
 	case state != nil && p.Release <= state.Floor():
+		if err := l.point(committedLink, p.Version); err != nil {
+			return nil, err
+		}
 		l.settled("ota.committed", p, "")
 		return nil, l.dropPending()
 	}
@@ -409,8 +425,8 @@ func (l *Layout) KnownBad() (map[string]string, error) {
 
 // Commit ends a healthy probation: the floor rises to the release's
 // counter (first, so a crash after it cannot leave a committed release
-// below the floor), ota.committed is recorded (Record), then the pending
-// record goes. The release current
+// below the floor), the committed symlink is pointed at it, ota.committed
+// is recorded (Record), then the pending record goes. The release current
 // names is now the committed one.
 func (l *Layout) Commit(state *firmware.State) (*Pending, error) {
 	p, err := l.Recover(state)
@@ -424,6 +440,10 @@ func (l *Layout) Commit(state *firmware.State) (*Pending, error) {
 		return nil, err
 	}
 	l.step("floor-raised")
+	if err := l.point(committedLink, p.Version); err != nil {
+		return nil, err
+	}
+	l.step("committed-linked")
 	l.settled("ota.committed", p, "")
 	l.step("commit-recorded")
 	if err := l.dropPending(); err != nil {
