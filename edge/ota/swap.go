@@ -57,9 +57,9 @@ const (
 	// committedLink names the last committed release: the systemd unit's
 	// ExecStartPre= guard runs its binary (never a release on probation).
 	committedLink = "committed"
-	pendingFile = "pending.json"
-	badFile     = "known-bad.json"
-	binaryName  = "edge"
+	pendingFile   = "pending.json"
+	badFile       = "known-bad.json"
+	binaryName    = "edge"
 )
 
 // Pending is the record of a release on probation, written before the
