@@ -32,7 +32,7 @@ test-short: check-deps
 ## skips those, make test runs them.
 test-ota:
 	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) ./firmware/... ./edge/ota/... ./internal/mochiutil/...
-	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) -run 'OTA|Supervise|Watchdog|Notifies|SelfProbation|Healthz|Expired' ./cmd/edge/
+	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) -run 'OTA|Systemd|Supervise|Watchdog|Notifies|SelfProbation|Healthz|Expired' ./cmd/edge/
 
 bench: check-deps
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(GOTESTFLAGS) ./...
