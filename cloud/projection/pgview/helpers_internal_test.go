@@ -158,4 +158,3 @@ func (r *rig) count(sql string, args ...any) int {
 	}
 	return n
 }
-
