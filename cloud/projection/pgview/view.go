@@ -238,14 +238,13 @@ func (c *cache) queueFetch(rd *reads, suffix string, ten tenantOf) {
 		a := make([][]string, 4)
 		var mins []time.Time
 		for _, k := range ks {
-			a[0], a[1], a[2], a[3] = append(a[0], ten(k.Store)), append(a[1], k.Store), append(a[2], k.Sensor), append(a[3], k.Metric)
+			a[0], a[1], a[2], a[3] = append(a[0], k.Tenant), append(a[1], k.Store), append(a[2], k.Sensor), append(a[3], k.Metric)
 			mins = append(mins, k.Minute)
 		}
 		queue(tTelemetry, len(ks), []any{a[0], a[1], a[2], a[3], mins}, func(rows pgx.Rows) error {
 			var k projection.TelemetryKey
 			var v projection.Telemetry
-			var t string
-			return scanEach(rows, func() { k.Minute = k.Minute.UTC(); c.telemetry.put(k, v) }, &t, &k.Store, &k.Sensor, &k.Metric, &k.Minute,
+			return scanEach(rows, func() { k.Minute = k.Minute.UTC(); c.telemetry.put(k, v) }, &k.Tenant, &k.Store, &k.Sensor, &k.Metric, &k.Minute,
 				&v.Count, &v.Min, &v.Max, &v.Sum)
 		})
 	}
