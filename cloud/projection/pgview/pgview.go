@@ -105,9 +105,9 @@ func (p *Projection) tenantOf(store string) string {
 // fold locks the checkpoint and folds recs on the rows they touch. The
 // first fold, on nothing, runs before any I/O and learns which rows the
 // batch touches; the round trip that locks the checkpoint reads them (and
-// the stores and edges the directory does not hold: those first, as the
-// rows are keyed by tenant); each later round reads what the fold before
-// it asked for and did not have, until it asks for nothing new.
+// the stores and edges the directory does not hold); each later round
+// reads what the fold before it asked for and did not have, until it asks
+// for nothing new.
 func (p *Projection) fold(ctx context.Context, tx pgx.Tx, recs []projection.Record) (*projection.Delta, Checkpoint, error) {
 	c := newCache()
 	tried := map[string]bool{}
@@ -123,29 +123,19 @@ func (p *Projection) fold(ctx context.Context, tx pgx.Tx, recs []projection.Reco
 		if !locked {
 			queueLock(rd, p.name, &cp)
 		}
+		// The fold asks for rows of known stores only, so the rows and
+		// the missing stores and edges are read in the same round trip; a
+		// store found now makes the next fold ask for its rows.
 		if dir.missing() {
-			clearMisses(c)
 			dir.queueFetch(rd)
-		} else {
-			c.queueFetch(rd, p.suffix, p.tenantOf)
 		}
+		c.queueFetch(rd, p.suffix, p.tenantOf)
 		if err := rd.run(ctx, tx); err != nil {
 			return nil, cp, err
 		}
 		locked = true
 	}
 	return nil, cp, fmt.Errorf("the fold still asked for rows it had not read after %d rounds", maxRounds)
-}
-
-func clearMisses(c *cache) {
-	clear(c.sales.miss)
-	clear(c.sku.miss)
-	clear(c.hour.miss)
-	clear(c.tenders.miss)
-	clear(c.onHand.miss)
-	clear(c.telemetry.miss)
-	clear(c.tills.miss)
-	clear(c.txns.miss)
 }
 
 // queueLock queues the lock of the checkpoint row of name into cp, making
