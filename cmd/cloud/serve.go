@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -32,6 +33,7 @@ import (
 	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/cloud/projection/pgview"
+	"github.com/outpost-edge/outpost/docs"
 	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/internal/keyfile"
@@ -322,9 +324,16 @@ func (m *Main) Run(ctx context.Context) error {
 	if natsConsumer != nil {
 		registerNATSMetrics(reg, natsConsumer)
 	}
+	// Live tails end, with a close event, when the HTTP server shuts down
+	// (Shutdown waits for handlers, and a stream would not end by itself).
+	streamsDone := make(chan struct{})
+	var closeStreams sync.Once
 	handler := api.New(api.Options{
 		Ledger:         led,
 		CloudPublicKey: signer.Public(),
+		Signer:         signer,
+		OpenAPI:        docs.OpenAPI,
+		StreamsDone:    streamsDone,
 		Ready: func(ctx context.Context) error {
 			if svc.Draining() {
 				return errors.New("shutting down")
@@ -355,6 +364,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.apiAddr = ln.Addr().String()
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(func() { closeStreams.Do(func() { close(streamsDone) }) })
 
 	work, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
