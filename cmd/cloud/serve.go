@@ -247,7 +247,8 @@ func (m *Main) Run(ctx context.Context) error {
 	log.Info("ledger partitioning", "mode", part.Mode, "why", part.Reason)
 	led := ledger.New(m.pool, ledger.Options{Logger: log})
 
-	svc, err := ingest.New(ingest.Options{Ledger: led, Signer: signer, Workers: c.Workers, MaxBatch: c.MaxBatch, GapWait: c.GapWait,
+	reg := prometheus.NewRegistry()
+	svc, err := ingest.New(ingest.Options{Ledger: newTimedLedger(reg, led), Signer: signer, Workers: c.Workers, MaxBatch: c.MaxBatch, GapWait: c.GapWait,
 		AfterCommit: crashAfterCommitFault(log), Logger: log})
 	if err != nil {
 		return err
@@ -300,8 +301,12 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 	}
 
-	reg := prometheus.NewRegistry()
 	registerMetrics(reg, svc, led)
+	reg.MustRegister(newStreamsCollector(led, log))
+	if err := registerCertExpiry(reg, "outpost_cloud_", map[string]string{"mqtt-tls-cert": c.MQTTTLSCert,
+		"mqtt-cert": c.MQTTCert, "nats-tls-cert": c.NATS.TLSCert, "nats-cert": c.NATS.Cert}); err != nil {
+		return usagef("%v", err)
+	}
 	auditor := newAuditor(reg, led, c.AuditEvery, log)
 	registerAuthMetrics(reg, m.auth)
 	if natsConsumer != nil {

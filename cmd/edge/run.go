@@ -240,6 +240,9 @@ func (m *Main) Run(ctx context.Context) error {
 	g.Go(func() error { return drainOTAEvents(gctx, m.ob, c.DataDir, log) })
 	reg := prometheus.NewRegistry()
 	m.registerMetrics(reg)
+	if err := m.registerOpsMetrics(reg, c); err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
