@@ -35,6 +35,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/internal/keyfile"
 	"github.com/outpost-edge/outpost/internal/pgcluster"
+	"github.com/outpost-edge/outpost/internal/sdnotify"
 	"github.com/outpost-edge/outpost/internal/tlsconf"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -312,6 +313,13 @@ func (m *Main) Run(ctx context.Context) error {
 	if natsConsumer != nil {
 		registerNATSMetrics(reg, natsConsumer)
 	}
+	// live is /healthz, and what feeds systemd's watchdog.
+	live := func() error {
+		if consumer != nil {
+			return consumer.Healthy()
+		}
+		return nil
+	}
 	handler := api.New(api.Options{
 		Ledger:         led,
 		CloudPublicKey: signer.Public(),
@@ -330,12 +338,7 @@ func (m *Main) Run(ctx context.Context) error {
 			}
 			return nil
 		},
-		Live: func() error {
-			if consumer != nil {
-				return consumer.Healthy()
-			}
-			return nil
-		},
+		Live:    live,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Logger:  log,
 	})
@@ -371,6 +374,9 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	log.Info("cloud serving", "api", m.apiAddr, "mqtt", redact(brokerURL), "nats", natsWhere(c, m), "kid", signer.KeyID())
 	close(m.Ready)
+	if watchdog := sdnotify.Ready(live, log); watchdog != nil {
+		g.Go(func() error { return watchdog(gctx) })
+	}
 
 	select {
 	case <-ctx.Done():
@@ -382,6 +388,7 @@ func (m *Main) Run(ctx context.Context) error {
 	// consumers, which carry the receipts, still run; the API finishes its
 	// requests meanwhile. Only then are the consumers and whatever is left
 	// cancelled.
+	_ = sdnotify.Notify("STOPPING=1")
 	sctx, cancel := context.WithTimeout(context.Background(), c.DrainTimeout)
 	defer cancel()
 	hg := errgroup.Group{}
