@@ -470,17 +470,30 @@ func (s outboxSource) Changed() <-chan struct{}      { return s.ob.Changed() }
 // says so (epochRestartedType), so that the cloud's ledger has it too.
 func (s outboxSource) Diverges(r protocol.Receipt) (bool, error) { return s.ob.Diverges(r) }
 
+// FirstSeq makes the outbox an uplink.Retainer: records from here on are
+// still held (the backlog, and acknowledged ones within --retain), so a
+// cloud restored to an older point can be sent them again.
+func (s outboxSource) FirstSeq() uint64 { return s.ob.State().Base + 1 }
+
 func (s outboxSource) Diverged(r protocol.Receipt) error {
-	reason := fmt.Sprintf("the cloud's receipt is at seq %d (head %s); the outbox's head is %d", r.HWM, r.Head, s.ob.State().Head)
+	st := s.ob.State()
+	reason := fmt.Sprintf("the cloud's receipt is at seq %d (head %s); the outbox's head is %d", r.HWM, r.Head, st.Head)
+	why := "the cloud's stream is beyond or apart from the outbox: an older outbox file was restored"
+	fields := map[string]any{}
+	if r.HWM < st.HWM {
+		// uplink's cloudBehind: the cloud lost records it had
+		// acknowledged, and this edge no longer holds the first of them.
+		reason = fmt.Sprintf("the cloud's watermark %d is behind the %d it acknowledged, and records %d..%d are no longer held here", r.HWM, st.HWM, r.HWM+1, st.Base)
+		why = "the cloud was restored to an older point and lost records this edge no longer holds (older than --retain)"
+		fields["lost_from"], fields["lost_to"] = r.HWM+1, st.Base
+	}
 	ch, err := s.ob.NewEpoch(reason)
 	if err != nil {
 		return err
 	}
-	body, err := protocol.NewBody(map[string]any{
-		"old_epoch": ch.Old.Epoch.String(), "old_head": ch.Head, "old_acked": ch.HWM,
-		"cloud_hwm": r.HWM, "kept_as": filepath.Base(ch.Stuck),
-		"reason": "the cloud's stream is beyond or apart from the outbox: an older outbox file was restored",
-	})
+	fields["old_epoch"], fields["old_head"], fields["old_acked"] = ch.Old.Epoch.String(), ch.Head, ch.HWM
+	fields["cloud_hwm"], fields["kept_as"], fields["reason"] = r.HWM, filepath.Base(ch.Stuck), why
+	body, err := protocol.NewBody(fields)
 	if err != nil {
 		return nil // the new epoch stands; the record is only the cloud's copy of the alarm
 	}
