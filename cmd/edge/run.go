@@ -222,7 +222,7 @@ func (m *Main) Run(ctx context.Context) error {
 			return err
 		}
 		m.up, err = uplink.New(uplink.Options{
-			Transport: tr, Source: outboxSource{m.ob}, CloudKeys: protocol.NewKeyMap(cloudPub),
+			Transport: tr, Source: outboxSource{ob: m.ob, log: log}, CloudKeys: protocol.NewKeyMap(cloudPub),
 			Window: c.Window, MaxSegmentBytes: c.SegmentBytes, Compress: c.Compress, RateBytes: c.RateBytes,
 			AckTimeout: c.AckTimeout, BackoffMax: c.ReconnectMax, Agent: "outpost-edge/" + Version, Logger: log,
 		})
@@ -453,7 +453,10 @@ func (m *Main) registerMetrics(reg *prometheus.Registry) {
 }
 
 // outboxSource adapts the outbox to uplink.Source.
-type outboxSource struct{ ob *outbox.Outbox }
+type outboxSource struct {
+	ob  *outbox.Outbox
+	log *slog.Logger // nil: slog.Default()
+}
 
 func (s outboxSource) Stream() protocol.Stream { return s.ob.Stream() }
 func (s outboxSource) LastSeq() uint64         { return s.ob.State().Head }
@@ -486,6 +489,9 @@ func (s outboxSource) Diverged(r protocol.Receipt) error {
 		reason = fmt.Sprintf("the cloud's watermark %d is behind the %d it acknowledged, and records %d..%d are no longer held here", r.HWM, st.HWM, r.HWM+1, st.Base)
 		why = "the cloud was restored to an older point and lost records this edge no longer holds (older than --retain)"
 		fields["lost_from"], fields["lost_to"] = r.HWM+1, st.Base
+		if st.Head > st.Base {
+			fields["reentered_from"], fields["reentered_to"] = st.Base+1, st.Head
+		}
 	}
 	ch, err := s.ob.NewEpoch(reason)
 	if err != nil {
@@ -499,6 +505,19 @@ func (s outboxSource) Diverged(r protocol.Receipt) error {
 	}
 	ev := protocol.Event{ID: "epoch-" + ch.New.Epoch.String(), Type: epochRestartedType, TS: time.Now(), Body: body}
 	s.ob.AppendFunc([]outbox.Entry{{Device: protocol.EdgeDevice, Event: ev}}, func([]outbox.Result, error) {})
+	if r.HWM < st.HWM {
+		log := s.log
+		if log == nil {
+			log = slog.Default()
+		}
+		if err := reenter(s.ob, ch); err != nil {
+			// The new epoch stands; what could not be entered again is
+			// in the kept file, which the alarm points to.
+			log.Error("the records of the lost stream could not all be entered again; they are in the kept file", "err", err)
+		} else {
+			log.Warn("entered the records the lost stream still held again, in the new epoch", "kept_as", ch.Stuck)
+		}
+	}
 	return nil
 }
 

@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/outpost-edge/outpost/protocol"
 )
 
 // pgTool finds a PostgreSQL client program (pg_dump, pg_restore) on PATH or
@@ -125,5 +129,101 @@ func TestCloudRestoredToOlderPoint(t *testing.T) {
 	stuck, _ := filepath.Glob(filepath.Join(s.dir, "e1", "outbox.stuck-*.db"))
 	if len(stuck) != 0 {
 		t.Errorf("stuck outbox files %v, want none: the edge could resend everything", stuck)
+	}
+}
+
+// TestCloudRestoredPastRetention: as TestCloudRestoredToOlderPoint, but
+// the edge keeps nothing after a receipt (no --retain), so what the
+// restore lost is gone from the edge too. The edge must not hang or be
+// quarantined: it leaves the stream for a new epoch whose first record
+// (edge.epoch_restarted) names the lost range, keeps what it still held
+// for an operator, and new events flow in the new stream.
+func TestCloudRestoredPastRetention(t *testing.T) {
+	s := newRestoreSite(t)
+	e := s.addEdge("e1", "till-1")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	o := newOracle()
+	if err := httpDevice(ctx, e, "till-1", 40, o, 0); err != nil {
+		t.Fatal(err)
+	}
+	s.drained(60 * time.Second)
+	backup := s.backup()
+	if err := httpDevice(ctx, e, "till-1", 30, o, 40); err != nil {
+		t.Fatal(err)
+	}
+	s.drained(60 * time.Second)
+	s.restoreTo(backup)
+
+	// An idle edge cannot tell yet (the hello's receipt below its
+	// watermark could be a stale one); the first new events it sends are
+	// nacked for the gap, bound to their segment, and that is certain.
+	if err := httpDevice(ctx, e, "till-1", 10, o, 70); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the edge in a second stream", 90*time.Second, func() bool {
+		return s.query(`SELECT count(*) FROM streams WHERE edge = 'e1'`) == 2
+	}, s.cloud, e.proc)
+	// The new stream: the epoch_restarted record and the 10 new events,
+	// entered again from the old stream's file.
+	waitFor(t, "the new stream committed", 90*time.Second, func() bool {
+		return s.query(`SELECT count(*) FROM ledger l JOIN streams s ON s.edge = l.edge AND s.epoch = l.epoch
+			WHERE l.edge = 'e1' AND s.prev_epoch IS NOT NULL`) == 11
+	}, s.cloud, e.proc)
+	if n := s.query(`SELECT count(*) FROM quarantine`); n != 0 {
+		t.Errorf("%d segments quarantined, want none", n)
+	}
+	if n := s.query(`SELECT hwm FROM streams WHERE edge = 'e1' AND next_epoch IS NOT NULL`); n != 40 {
+		t.Errorf("the old stream ends at %d, want the backup's 40", n)
+	}
+
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	c, err := pgx.Connect(ctx2, s.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx2)
+	var raw []byte
+	if err := c.QueryRow(ctx2, `SELECT l.raw FROM ledger l JOIN streams s ON s.edge = l.edge AND s.epoch = l.epoch
+		WHERE l.edge = 'e1' AND s.prev_epoch IS NOT NULL AND l.seq = 1`).Scan(&raw); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := protocol.DecodeRecord(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := cbor.Unmarshal(rec.Body, &m); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Type != "edge.epoch_restarted" || fmt.Sprint(m["lost_from"]) != "41" || fmt.Sprint(m["lost_to"]) != "70" || fmt.Sprint(m["cloud_hwm"]) != "40" {
+		t.Fatalf("first record of the new stream: %s %v; want edge.epoch_restarted naming lost 41..70 and cloud_hwm 40", rec.Type, m)
+	}
+	if fmt.Sprint(m["reentered_from"]) != "71" || fmt.Sprint(m["reentered_to"]) != "80" {
+		t.Errorf("epoch_restarted %v: want reentered 71..80", m)
+	}
+	var ids []string
+	rows, err := c.Query(ctx2, `SELECT l.event_id FROM ledger l JOIN streams s ON s.edge = l.edge AND s.epoch = l.epoch
+		WHERE l.edge = 'e1' AND s.prev_epoch IS NOT NULL AND l.seq > 1 ORDER BY l.seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 10 || ids[0] != "till-1-00070" || ids[9] != "till-1-00079" {
+		t.Errorf("the new stream holds %v, want till-1-00070..79 entered again", ids)
+	}
+	stuck, _ := filepath.Glob(filepath.Join(s.dir, "e1", "outbox.stuck-*.db"))
+	if len(stuck) != 1 {
+		t.Errorf("stuck outbox files %v, want the old stream's one", stuck)
 	}
 }
