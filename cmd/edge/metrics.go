@@ -18,6 +18,14 @@ func (m *Main) registerOpsMetrics(reg *prometheus.Registry, c *Config) error {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_edge_outbox_telemetry_quota_bytes",
 		Help: "--telemetry-quota: stored telemetry bytes beyond which the oldest telemetry is shed."},
 		func() float64 { return float64(m.ob.State().TelemetryQuota) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_edge_uplink_cloud_behind_total",
+		Help: "Nacks that showed the cloud behind what it had acknowledged (its database restored to an older point): the edge resent what it retained, or started a new epoch."},
+		func() float64 {
+			if m.up == nil {
+				return 0
+			}
+			return float64(m.up.Stats().CloudBehind)
+		}))
 	for flagName, file := range map[string]string{"cloud-mqtt-cert": c.CloudMQTTCert, "nats-cert": c.NATS.Cert} {
 		if file == "" {
 			continue
