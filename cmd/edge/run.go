@@ -110,7 +110,7 @@ func (m *Main) ParseFlags(args []string) error {
 	flagenv.BytesVar(fs, &c.TelemetryQuota, "telemetry-quota", outbox.DefaultTelemetryQuota, flagenv.Range{Min: 1}, "bytes of telemetry records, such as 256MiB; beyond, the oldest are shed to tombstones")
 	flagenv.BytesVar(fs, &c.MaxFileBytes, "max-file-bytes", 0, flagenv.Range{Min: 1 << 20, Zero: "no cap"}, "cap on the outbox file, such as 4GiB; reaching it (or starting above it) acts like a full disk: drain-only (0: no cap)")
 	flagenv.DurationVar(fs, &c.DedupWindow, "dedup-window", outbox.DefaultDedupWindow, flagenv.Durations(time.Second, 0, ""), "how long a (device, id) is remembered for deduplication")
-	flagenv.DurationVar(fs, &c.Retain, "retain", 0, flagenv.Durations(0, 0, ""), "keep acknowledged records this long for local reports")
+	flagenv.DurationVar(fs, &c.Retain, "retain", 0, flagenv.Durations(0, 0, ""), "keep acknowledged records this long, for local reports and to resend them to a cloud restored from an older backup (docs/OPERATIONS.md)")
 	flagenv.IntVar(fs, &c.Window, "window", 8, flagenv.Range{Min: 1, Max: 1024}, "uplink: segments in flight")
 	flagenv.BytesVar(fs, &c.SegmentBytes, "segment-bytes", 256<<10, flagenv.Range{Min: 4 << 10, Max: protocol.MaxSegmentBytes}, "uplink: largest segment, such as 256KiB (a segment always holds at least one commit group)")
 	fs.BoolVar(&c.Compress, "compress", false, "uplink: zstd-compress segments")
