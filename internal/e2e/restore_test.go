@@ -40,9 +40,9 @@ type restoreSite struct {
 	dump, restore string
 }
 
-func newRestoreSite(t *testing.T, edgeArgs ...string) *restoreSite {
+func newRestoreSite(t *testing.T, o siteOptions) *restoreSite {
 	s := &restoreSite{dump: pgTool(t, "pg_dump"), restore: pgTool(t, "pg_restore")}
-	s.site = newSiteWith(t, siteOptions{edgeArgs: edgeArgs})
+	s.site = newSiteWith(t, o)
 	return s
 }
 
@@ -85,7 +85,22 @@ func (s *restoreSite) query(sql string, args ...any) int64 {
 // ledger gets them back, in the same stream, nothing is quarantined, and
 // the edge keeps sending new events.
 func TestCloudRestoredToOlderPoint(t *testing.T) {
-	s := newRestoreSite(t, "--retain", "24h")
+	for _, tr := range []struct {
+		name string
+		o    siteOptions
+	}{
+		{"mqtt", siteOptions{}},
+		{"nats", siteOptions{nats: natsEmbedded}}, // the JetStream stream is not restored: it holds nothing committed
+	} {
+		t.Run(tr.name, func(t *testing.T) {
+			tr.o.edgeArgs = []string{"--retain", "24h"}
+			cloudRestoredToOlderPoint(t, tr.o)
+		})
+	}
+}
+
+func cloudRestoredToOlderPoint(t *testing.T, so siteOptions) {
+	s := newRestoreSite(t, so)
 	e := s.addEdge("e1", "till-1")
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -139,7 +154,7 @@ func TestCloudRestoredToOlderPoint(t *testing.T) {
 // (edge.epoch_restarted) names the lost range, keeps what it still held
 // for an operator, and new events flow in the new stream.
 func TestCloudRestoredPastRetention(t *testing.T) {
-	s := newRestoreSite(t)
+	s := newRestoreSite(t, siteOptions{})
 	e := s.addEdge("e1", "till-1")
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
