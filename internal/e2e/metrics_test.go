@@ -11,12 +11,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/outpost-edge/outpost/internal/tlsconf"
 	"github.com/outpost-edge/outpost/internal/tlstest"
 )
 
@@ -68,7 +70,9 @@ func TestMetricsMatchRulesAndDashboards(t *testing.T) {
 			checked[sel.Metric] = true
 			for _, l := range got {
 				for k := range l {
-					labels[k] = true
+					if k != "__value__" {
+						labels[k] = true
+					}
 				}
 			}
 			for _, m := range sel.Matchers {
@@ -83,6 +87,51 @@ func TestMetricsMatchRulesAndDashboards(t *testing.T) {
 			}
 		}
 	}
+	// Spot checks that the metrics made for the rules say what they
+	// should about this run: one stream, drained, commits timed, the
+	// quota and the certificates as configured.
+	notAfter, err := tlsconf.NotAfter(pki.ServerCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		metric string
+		labels map[string]string
+		ok     func(v float64) bool
+		want   string
+	}{
+		{"outpost_cloud_streams", nil, func(v float64) bool { return v == 1 }, "1"},
+		{"outpost_cloud_stream_lag_records", map[string]string{"edge": "e1"}, func(v float64) bool { return v == 0 }, "0 (drained)"},
+		{"outpost_cloud_streams_scrape_error", nil, func(v float64) bool { return v == 0 }, "0"},
+		{"outpost_cloud_commit_duration_seconds_count", nil, func(v float64) bool { return v >= 1 }, "at least 1"},
+		{"outpost_cloud_stream_last_seen_timestamp_seconds", map[string]string{"edge": "e1"},
+			func(v float64) bool { return v > float64(time.Now().Add(-10*time.Minute).Unix()) }, "within the test"},
+		{"outpost_edge_outbox_ledger_quota_bytes", nil, func(v float64) bool { return v == 1<<30 }, "the default 1 GiB"},
+		{"outpost_cloud_tls_cert_expiry_timestamp_seconds", map[string]string{"flag": "mqtt-tls-cert"},
+			func(v float64) bool { return v == float64(notAfter.Unix()) }, "the server certificate's NotAfter"},
+		{"outpost_edge_tls_cert_expiry_timestamp_seconds", map[string]string{"flag": "cloud-mqtt-cert"},
+			func(v float64) bool { return v > float64(time.Now().Unix()) }, "in the future"},
+	} {
+		found := false
+		for _, l := range series[c.metric] {
+			match := true
+			for k, v := range c.labels {
+				match = match && l[k] == v
+			}
+			if !match {
+				continue
+			}
+			found = true
+			v, err := strconv.ParseFloat(l["__value__"], 64)
+			if err != nil || !c.ok(v) {
+				t.Errorf("%s%v = %s, want %s", c.metric, c.labels, l["__value__"], c.want)
+			}
+		}
+		if !found {
+			t.Errorf("no series %s%v", c.metric, c.labels)
+		}
+	}
+
 	names := make([]string, 0, len(checked))
 	for n := range checked {
 		names = append(names, n)
@@ -214,6 +263,9 @@ func scrape(url string, series map[string][]map[string]string) error {
 		if err != nil {
 			return fmt.Errorf("scrape %s: %q: %w", url, line, err)
 		}
+		// The value is kept as the label "__value__" (a name no real
+		// label may have), for the spot checks of the values.
+		labels["__value__"] = line[strings.LastIndexByte(line, ' ')+1:]
 		series[name] = append(series[name], labels)
 	}
 	return sc.Err()
