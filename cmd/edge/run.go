@@ -25,6 +25,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/durable"
 	"github.com/outpost-edge/outpost/internal/flagenv"
+	"github.com/outpost-edge/outpost/internal/sdnotify"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -274,7 +275,14 @@ func (m *Main) Run(ctx context.Context) error {
 	log.Info("edge running", "edge", edgeID, "mqtt", m.in.MQTTAddrActual(), "http", m.in.HTTPAddrActual(), "status", m.statusAddr, "cloud", cloudURL)
 	close(m.Ready)
 	// The watchdog is fed on the full local health check, not a timer.
-	startSystemd(gctx, g, func() error { return health.check(gctx) }, log)
+	// Under systemd (Type=notify, WatchdogSec=) the watchdog is fed only
+	// when the full local health check (the one /healthz serves) passes, not
+	// on a timer: a release whose outbox stops committing, whose intake
+	// stops listening, or that hangs is restarted by systemd, and the unit's
+	// guard counts that start while it is on probation.
+	if watchdog := sdnotify.Ready(func() error { return health.check(gctx) }, log); watchdog != nil {
+		g.Go(func() error { return watchdog(gctx) })
+	}
 	startOTAProbation(gctx, g, c.DataDir, m.statusAddr, log)
 
 	select {

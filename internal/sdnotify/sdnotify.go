@@ -1,10 +1,10 @@
 // Package sdnotify is systemd's service notification protocol for the
-// cloud (Type=notify, WatchdogSec=): one datagram on the unix socket named
-// by $NOTIFY_SOCKET (a leading @ for the abstract namespace). It is small
-// enough to write out rather than pull in coreos/go-systemd. Without the
-// socket every call does nothing, so the programs run the same outside
-// systemd. (cmd/edge has its own copy, written first; both follow
-// sd_notify(3).)
+// cloud and the edge (Type=notify, WatchdogSec=): one datagram on the unix
+// socket named by $NOTIFY_SOCKET (a leading @ for the abstract namespace),
+// as sd_notify(3) describes it. It is small enough to write out rather than
+// pull in coreos/go-systemd (which the module set here does not serve).
+// Without the socket every call does nothing, so the programs run the same
+// outside systemd.
 package sdnotify
 
 import (
