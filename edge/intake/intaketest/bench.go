@@ -2,6 +2,8 @@ package intaketest
 
 import (
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"sync"
@@ -9,6 +11,9 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/outpost-edge/outpost/edge/intake"
 )
 
@@ -40,17 +45,122 @@ func AckLatency(b *testing.B, app intake.Appender, publishers, window int) []tim
 // or a plain broker as a baseline) and reports p50-µs, p99-µs and msgs/s.
 // It returns the latencies, sorted.
 func Publish(b *testing.B, addr, user, pass string, publishers, window int) []time.Duration {
+	clients := dialPublishers(b, addr, user, pass, publishers)
+	defer disconnect(clients)
+	b.ResetTimer()
+	all, elapsed := publishRound(b, clients, user, b.N, window)
+	b.StopTimer()
+	if len(all) == 0 {
+		return nil
+	}
+	b.ReportMetric(float64(Percentile(all, 0.50).Microseconds()), "p50-µs")
+	b.ReportMetric(float64(Percentile(all, 0.99).Microseconds()), "p99-µs")
+	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "msgs/s")
+	return all
+}
+
+// VersusMochi measures the intake started on app against its ceiling in
+// the same run: a bare mochi broker that acknowledges each QoS 1 publish at
+// once (no hook, no decoding, no fsync), driven by the same publishers with
+// the same payloads. The machine is shared and its speed drifts, so the two
+// take turns, rounds rounds each, and the ratio is of the sums. It reports
+// msgs/s (the intake's), mochi_msgs/s, ratio_to_mochi, the intake's p50-µs
+// and p99-µs, and events/commit when app is a *FakeAppender.
+func VersusMochi(b *testing.B, app intake.Appender, publishers, window int) {
+	const rounds = 4
+	h := MustStart(b, app, nil)
+	plain := StartPlainMochi(b)
+	intakeClients := dialPublishers(b, h.MQTTAddr(), "dev-1", h.Secret("dev-1"), publishers)
+	defer disconnect(intakeClients)
+	mochiClients := dialPublishers(b, plain, "dev-1", "x", publishers)
+	defer disconnect(mochiClients)
+	f, _ := app.(*FakeAppender)
+	commits0 := 0
+	if f != nil {
+		commits0 = f.Commits()
+	}
+	var intakeTime, mochiTime time.Duration
+	var lat []time.Duration
+	b.ResetTimer()
+	for r := range rounds {
+		n := b.N / rounds
+		if r == rounds-1 {
+			n = b.N - n*(rounds-1)
+		}
+		l, d := publishRound(b, intakeClients, "dev-1", n, window)
+		lat = append(lat, l...)
+		intakeTime += d
+		b.StopTimer()
+		_, d = publishRound(b, mochiClients, "dev-1", n, window)
+		mochiTime += d
+		b.StartTimer()
+	}
+	b.StopTimer()
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(b.N)/intakeTime.Seconds(), "msgs/s")
+	b.ReportMetric(float64(b.N)/mochiTime.Seconds(), "mochi_msgs/s")
+	b.ReportMetric(mochiTime.Seconds()/intakeTime.Seconds(), "ratio_to_mochi")
+	b.ReportMetric(float64(Percentile(lat, 0.50).Microseconds()), "p50-µs")
+	b.ReportMetric(float64(Percentile(lat, 0.99).Microseconds()), "p99-µs")
+	if f != nil {
+		if c := f.Commits() - commits0; c > 0 {
+			b.ReportMetric(float64(b.N)/float64(c), "events/commit")
+		}
+	}
+}
+
+// StartPlainMochi starts the ceiling VersusMochi measures against: a bare
+// mochi broker on a free port that lets anyone in and acknowledges QoS 1
+// publishes at once. It is closed by tb.Cleanup.
+func StartPlainMochi(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		tb.Fatal(err)
+	}
+	if err := srv.AddListener(listeners.NewNet("plain", ln)); err != nil {
+		tb.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+func dialPublishers(tb testing.TB, addr, user, pass string, publishers int) []paho.Client {
 	clients := make([]paho.Client, publishers)
 	for i := range clients {
-		clients[i] = mustPaho(b, addr, user, pass, fmt.Sprintf("bench-%d", i))
+		clients[i] = mustPaho(tb, addr, user, pass, fmt.Sprintf("bench-%d", i))
 	}
+	return clients
+}
+
+func disconnect(clients []paho.Client) {
+	for _, c := range clients {
+		c.Disconnect(0)
+	}
+}
+
+// publishRound publishes n events (one per QoS 1 publish, with ids unique
+// to the round) spread over the clients, each keeping up to window
+// publishes unacknowledged, and returns the publish-to-PUBACK latencies,
+// sorted, and how long the round took.
+func publishRound(b *testing.B, clients []paho.Client, user string, n, window int) ([]time.Duration, time.Duration) {
+	publishers := len(clients)
 	run := time.Now().UnixNano()
 	lat := make([][]time.Duration, publishers)
 	per := make([]int, publishers)
-	for i := range b.N {
+	for i := range n {
 		per[i%publishers]++
 	}
-	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for p := range publishers {
@@ -87,22 +197,12 @@ func Publish(b *testing.B, addr, user, pass string, publishers, window int) []ti
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	b.StopTimer()
 	var all []time.Duration
 	for _, l := range lat {
 		all = append(all, l...)
 	}
 	slices.Sort(all)
-	if len(all) == 0 {
-		return nil
-	}
-	b.ReportMetric(float64(Percentile(all, 0.50).Microseconds()), "p50-µs")
-	b.ReportMetric(float64(Percentile(all, 0.99).Microseconds()), "p99-µs")
-	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "msgs/s")
-	for _, c := range clients {
-		c.Disconnect(0)
-	}
-	return all
+	return all, elapsed
 }
 
 // Percentile returns the q-quantile of sorted durations.
