@@ -61,3 +61,27 @@ func BenchmarkIntakeVersusMochi(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHTTPBatches is the HTTP intake with the real outbox: concurrent
+// clients POST batches of 100 events; it reports events/s.
+func BenchmarkHTTPBatches(b *testing.B) {
+	for _, posters := range []int{1, 8} {
+		b.Run(fmt.Sprintf("posters=%d/batch=100", posters), func(b *testing.B) {
+			_, key, _ := ed25519.GenerateKey(nil)
+			s, _ := protocol.NewSigner(key)
+			ob, err := outbox.Open(filepath.Join(b.TempDir(), "outbox.db"), outbox.Options{Edge: "bench", Signer: s, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), TelemetryQuota: 1 << 40})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ob.Close()
+			intaketest.HTTPBatches(b, outboxAppender{ob}, posters, 100)
+			st := ob.State()
+			if st.Head != uint64(b.N) {
+				b.Fatalf("outbox head %d after %d events", st.Head, b.N)
+			}
+			if st.Commits > 0 {
+				b.ReportMetric(float64(st.Head)/float64(st.Commits), "events/commit")
+			}
+		})
+	}
+}

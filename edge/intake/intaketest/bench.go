@@ -1,12 +1,16 @@
 package intaketest
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -264,4 +268,80 @@ func mustPaho(tb testing.TB, addr, user, pass, clientID string) paho.Client {
 		tb.Fatalf("connect %s: %v", user, tok.Error())
 	}
 	return c
+}
+
+// HTTPBatches measures the HTTP intake started on app: posters concurrent
+// clients each POST JSON arrays of batch events to /v1/events, one request
+// at a time, b.N events in all. It reports events/s, requests/s, the p50
+// and p99 of a request (p50-ms, p99-ms), and the process's CPU time per
+// event (cpu_ns/event). Every request must be answered 201 (new records
+// stored); the caller checks that its store holds all b.N.
+func HTTPBatches(b *testing.B, app intake.Appender, posters, batch int) {
+	h := MustStart(b, app, nil)
+	url := h.HTTPURL() + intake.EventsPath
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: posters}}
+	defer client.CloseIdleConnections()
+	reqs := (b.N + batch - 1) / batch
+	run := time.Now().UnixNano()
+	var next atomic.Int64
+	lat := make([][]time.Duration, posters)
+	b.ResetTimer()
+	cpu := processCPU()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for p := range posters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var body []byte
+			for {
+				r := int(next.Add(1)) - 1
+				if r >= reqs {
+					return
+				}
+				body = append(body[:0], '[')
+				for i := r * batch; i < min((r+1)*batch, b.N); i++ {
+					if i > r*batch {
+						body = append(body, ',')
+					}
+					body = fmt.Appendf(body, `{"id":"h%d-%d","type":"bench.tick","ts":%d,"body":{"n":%d}}`, run, i, time.Now().UnixMilli(), i)
+				}
+				body = append(body, ']')
+				req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				req.SetBasicAuth("dev-1", h.Secret("dev-1"))
+				req.Header.Set("Content-Type", "application/json")
+				t0 := time.Now()
+				res, err := client.Do(req)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				reply, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				lat[p] = append(lat[p], time.Since(t0))
+				if res.StatusCode != http.StatusCreated {
+					b.Errorf("status %d: %s", res.StatusCode, reply)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	used := processCPU() - cpu
+	b.StopTimer()
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "requests/s")
+	b.ReportMetric(float64(Percentile(all, 0.5).Microseconds())/1e3, "p50-ms")
+	b.ReportMetric(float64(Percentile(all, 0.99).Microseconds())/1e3, "p99-ms")
+	b.ReportMetric(float64(used.Nanoseconds())/float64(b.N), "cpu_ns/event")
 }
