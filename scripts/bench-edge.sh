@@ -24,7 +24,7 @@ echo "== the edge on small hardware: ratios to the ceiling measured in the same 
 awk '/^Benchmark/ {
 	line = $1
 	for (i = 3; i < NF; i++) {
-		if ($(i+1) ~ /^(ratio_|events\/s$|events\/commit$|msgs\/s$|mochi_msgs\/s$|raw_puts\/s$|x_fsync_per_event$|ms\/commit$|cpu_ns\/|raw_cpu_ns\/|mochi_cpu_ns\/)/) {
+		if ($(i+1) ~ /^(ratio_|events\/s$|events\/commit$|msgs\/s$|mochi_msgs\/s$|raw_puts\/s$|x_fsync_per_event$|ms\/commit$|cpu_ns\/|raw_cpu_ns\/|mochi_cpu_ns\/|p50-µs$|fsync-p50-µs$)/) {
 			line = line "  " $(i+1) "=" $i
 		}
 	}

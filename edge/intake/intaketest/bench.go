@@ -69,7 +69,7 @@ func Publish(b *testing.B, addr, user, pass string, publishers, window int) []ti
 // the same payloads. The machine is shared and its speed drifts, so the two
 // take turns, rounds rounds each, and the ratio is of the sums. It reports
 // msgs/s (the intake's), mochi_msgs/s, ratio_to_mochi, the intake's p50-µs
-// and p99-µs, the process's CPU time per message in each (cpu_ns/msg,
+// and p99-µs, the disk's fsync-p50-µs (one-byte write and fsync), the process's CPU time per message in each (cpu_ns/msg,
 // mochi_cpu_ns/msg), and events/commit when app is a *FakeAppender.
 func VersusMochi(b *testing.B, app intake.Appender, publishers, window int) {
 	const rounds = 4
@@ -84,6 +84,8 @@ func VersusMochi(b *testing.B, app intake.Appender, publishers, window int) {
 	if f != nil {
 		commits0 = f.Commits()
 	}
+	// The disk's own fsync, the floor under every durable ack.
+	fsync := Percentile(FsyncLatency(b, b.TempDir(), 100), 0.5)
 	var intakeTime, mochiTime, intakeCPU, mochiCPU time.Duration
 	var lat []time.Duration
 	b.ResetTimer()
@@ -114,6 +116,7 @@ func VersusMochi(b *testing.B, app intake.Appender, publishers, window int) {
 	b.ReportMetric(mochiTime.Seconds()/intakeTime.Seconds(), "ratio_to_mochi")
 	b.ReportMetric(float64(Percentile(lat, 0.50).Microseconds()), "p50-µs")
 	b.ReportMetric(float64(Percentile(lat, 0.99).Microseconds()), "p99-µs")
+	b.ReportMetric(float64(fsync.Microseconds()), "fsync-p50-µs")
 	// CPU time of the process (publishers included) per message: on a
 	// shared machine, the part of the cost that does not depend on how
 	// much of the machine this process gets.
