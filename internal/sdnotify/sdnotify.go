@@ -1,53 +1,34 @@
-// Package sdnotify is systemd's service notification protocol for the
-// cloud and the edge (Type=notify, WatchdogSec=): one datagram on the unix
-// socket named by $NOTIFY_SOCKET (a leading @ for the abstract namespace),
-// as sd_notify(3) describes it. It is small enough to write out rather than
-// pull in coreos/go-systemd (which the module set here does not serve).
-// Without the socket every call does nothing, so the programs run the same
-// outside systemd.
+// Package sdnotify is how the cloud and the edge talk to systemd
+// (Type=notify, WatchdogSec=), through coreos/go-systemd's daemon package:
+// READY=1 once serving, STOPPING=1 on drain, and WATCHDOG=1 only while a
+// health check passes. Without $NOTIFY_SOCKET every call does nothing, so
+// the programs run the same outside systemd.
 package sdnotify
 
 import (
 	"context"
 	"log/slog"
-	"net"
-	"os"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
 )
 
 // Notify sends state (such as "READY=1") to systemd; with no socket it does
 // nothing.
 func Notify(state string) error {
-	sock := os.Getenv("NOTIFY_SOCKET")
-	if sock == "" {
-		return nil
-	}
-	name := sock
-	if strings.HasPrefix(sock, "@") {
-		name = "\x00" + sock[1:]
-	}
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: name, Net: "unixgram"})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_, err = c.Write([]byte(state))
+	_, err := daemon.SdNotify(false, state)
 	return err
 }
 
 // WatchdogEvery is half of systemd's WatchdogSec= for this process, or
-// zero when there is no watchdog (or it is meant for another process).
+// zero when there is no watchdog (or it is meant for another process, such
+// as the supervisor whose child this is).
 func WatchdogEvery() time.Duration {
-	usec, err := strconv.ParseInt(os.Getenv("WATCHDOG_USEC"), 10, 64)
-	if err != nil || usec <= 0 {
+	d, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || d <= 0 {
 		return 0
 	}
-	if pid := os.Getenv("WATCHDOG_PID"); pid != "" && pid != strconv.Itoa(os.Getpid()) {
-		return 0
-	}
-	return time.Duration(usec) * time.Microsecond / 2
+	return d / 2
 }
 
 // Ready says READY=1 and returns the watchdog loop to run (in the caller's
