@@ -144,6 +144,7 @@ func (s *server) endpoints() []endpoint {
 		{"GET /v1/stores", reader, s.listStores, []string{"tenant"}, false},
 		{"POST /v1/stores", admin, s.addStore, nil, false},
 	}
+	eps = append(eps, s.reportEndpoints()...)
 	if s.opts.Metrics != nil {
 		eps = append(eps, endpoint{pattern: "GET /metrics", need: public, anyParams: true, h: func(w http.ResponseWriter, r *http.Request) error {
 			s.opts.Metrics.ServeHTTP(w, r)
