@@ -300,3 +300,33 @@ func TestVoidOfWhatCannotBeVoided(t *testing.T) {
 		t.Fatalf("EUR voids counted: %+v", eur)
 	}
 }
+
+// TestForeignStore: a body naming a store of another tenant than its
+// edge's is counted nowhere and listed under the edge's tenant; the same
+// body from an edge of the store's tenant counts.
+func TestForeignStore(t *testing.T) {
+	l := newLedger(t)
+	a := txn(day, "T1", "EUR", false, 0, "card", 0, line("apple", 1000, 100, 0, 10))
+	a.Store = "s2" // of tenant t2
+	l.add("e1", "a", pos.TypeSaleCompleted, a)
+	l.add("e1", "m", pos.TypeTelemetryReading, pos.TelemetryReading{Store: "s2", Sensor: "fridge", Metric: "temp", Value: 4})
+	l.add("e1", "n", pos.TypeTelemetryReading, pos.TelemetryReading{Store: "nowhere", Sensor: "fridge", Metric: "temp", Value: 4})
+	l.add("e2", "b", pos.TypeSaleCompleted, a)
+	dir := &projection.Directory{Stores: testStores(t), Edges: map[string]string{"e1": "t1", "e2": "t2"}}
+	s := projection.NewState()
+	s.Apply(projection.Fold(s, dir, l.recs))
+	if len(s.Anomalies) != 3 {
+		t.Fatalf("anomalies: %+v", s.Anomalies)
+	}
+	for i, want := range []string{projection.AnomalyForeignStore, projection.AnomalyForeignStore, projection.AnomalyUnknownStore} {
+		if a := s.Anomalies[i]; a.Kind != want || a.Tenant != "t1" {
+			t.Errorf("anomaly %d: %+v, want %s under t1", i, a, want)
+		}
+	}
+	if len(s.Tables.Telemetry) != 0 {
+		t.Errorf("telemetry of a foreign or unknown store counted: %+v", s.Tables.Telemetry)
+	}
+	if got := s.Tables.Sales[projection.SalesKey{Tenant: "t2", Store: "s2", BusinessDay: day, Currency: "EUR"}]; got.Transactions != 1 {
+		t.Errorf("the sale from t2's own edge: %+v, want 1 transaction", got)
+	}
+}
