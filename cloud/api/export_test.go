@@ -4,6 +4,7 @@ package api
 type Route struct {
 	Pattern string
 	Public  bool
+	Admin   bool // role admin only
 }
 
 // Routes returns the API's route table (with GET /metrics), so that tests
@@ -12,7 +13,7 @@ func Routes() []Route {
 	s := &server{opts: Options{Metrics: nil}}
 	var out []Route
 	for _, ep := range s.endpoints() {
-		out = append(out, Route{Pattern: ep.pattern, Public: ep.need == public})
+		out = append(out, Route{Pattern: ep.pattern, Public: ep.need == public, Admin: ep.need == admin})
 	}
 	return out
 }
