@@ -10,6 +10,7 @@
 //	cloud tokens    create enrollment and API tokens
 //	cloud key show  print the cloud's public key (edges pin it)
 //	cloud audit     check the stored ledger's chains and signatures
+//	cloud projections rebuild|check   recompute the read models from the ledger
 //
 // Every flag can also be set through an OUTPOST_* environment variable
 // (--database-url is OUTPOST_DATABASE_URL) or a config file (--config).
@@ -45,6 +46,8 @@ Commands:
   tokens create  --admin --name NAME [--role admin|reader] [--tenant T]   make an API token (global, or scoped to a tenant)
   key show                                  print the cloud's public key
   audit          [--edge ID] [--since T]    check the stored ledger's chains and signatures (exit 1 on a fault)
+  projections rebuild [--name pos]          recompute the read models from the ledger beside the live ones, compare, swap in
+  projections check   [--name pos]          recompute and compare without swapping (exit 1 on a difference)
 
 Run 'cloud <command> --help' for the flags of a command.
 `
@@ -64,6 +67,8 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		err = runAdmin(ctx, args, stdout, stderr)
 	case "audit":
 		err = runAudit(ctx, args[1:], stdout, stderr)
+	case "projections":
+		err = runProjections(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "cloud: unknown command %q\n\n%s", cmd, usage)
 		return 2

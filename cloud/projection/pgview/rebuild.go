@@ -270,8 +270,8 @@ func compare(ctx context.Context, q pgx.Tx, a, b string) ([]Diff, error) {
 
 // NeedsRebuild says why the live projection must be rebuilt before it can
 // be trusted ("" when it need not): its checkpoint was folded by another
-// Version of the definitions, or the ledger holds records and no commit
-// has folded any into the live tables.
+// Version of the definitions, or the ledger holds records no commit has
+// folded into the live tables.
 func NeedsRebuild(ctx context.Context, pool *pgxpool.Pool) (string, error) {
 	cp, ok, err := ReadCheckpoint(ctx, pool, Name)
 	if err != nil {
@@ -280,14 +280,16 @@ func NeedsRebuild(ctx context.Context, pool *pgxpool.Pool) (string, error) {
 	if ok && cp.Version != projection.Version {
 		return fmt.Sprintf("its rows were folded by version %d of the definitions, this is version %d", cp.Version, projection.Version), nil
 	}
-	if ok {
-		return "", nil
-	}
 	last, err := ledger.LastPos(ctx, pool)
 	if err != nil {
 		return "", err
 	}
-	if last > 0 {
+	// A commit folds into the checkpoint in its own transaction, so while
+	// every committer folds, the checkpoint is never behind the ledger.
+	if ok && cp.LastPos < last {
+		return fmt.Sprintf("the ledger holds records through position %d, the projection was folded through %d (commits were made without projections)", last, cp.LastPos), nil
+	}
+	if !ok && last > 0 {
 		return fmt.Sprintf("the ledger holds records through position %d that no projection has folded", last), nil
 	}
 	return "", nil
