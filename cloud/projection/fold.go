@@ -70,7 +70,7 @@ func (f *folder) record(r Record) {
 		}
 	case pos.TypeTelemetryReading:
 		var m pos.TelemetryReading
-		if f.decode(r, &m) && f.known(r, m.Store) {
+		if f.decode(r, &m) {
 			f.telemetry(r, &m)
 		}
 	case pos.TypeTillClosed:
@@ -317,7 +317,22 @@ func (f *folder) move(p int64, store, sku, reason string, delta int64) {
 }
 
 func (f *folder) telemetry(r Record, m *pos.TelemetryReading) {
-	k := TelemetryKey{m.Store, m.Sensor, m.Metric, r.EdgeTime.Time().Truncate(time.Minute)}
+	// A reading of a store counts for the store's tenant, when the store
+	// is known and the edge's; one that names no store (the edge's own
+	// sensors) for the edge's tenant.
+	tenant := DefaultTenant
+	if m.Store != "" {
+		st, ok := f.store(r, m.Store)
+		if !ok {
+			return
+		}
+		tenant = st.Tenant
+	} else if et, ok := f.stores.(EdgeTenants); ok {
+		if t, ok := et.EdgeTenant(r.Edge); ok {
+			tenant = t
+		}
+	}
+	k := TelemetryKey{tenant, m.Store, m.Sensor, m.Metric, r.EdgeTime.Time().Truncate(time.Minute)}
 	x, ok := get(f.d.Tables.Telemetry, k, f.prior.Telemetry)
 	if !ok || m.Value < x.Min {
 		x.Min = m.Value

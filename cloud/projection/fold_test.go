@@ -154,8 +154,8 @@ func TestTelemetryPerMinute(t *testing.T) {
 	s := fold(t, l.recs...)
 	min := time.Date(2026, 11, 30, 14, 30, 0, 0, time.UTC)
 	want := map[projection.TelemetryKey]projection.Telemetry{
-		{Store: "s1", Sensor: "fridge", Metric: "temp", Minute: min}:                  {Count: 3, Min: 3.25, Max: 6, Sum: 13.75},
-		{Store: "s1", Sensor: "fridge", Metric: "temp", Minute: min.Add(time.Minute)}: {Count: 1, Min: -1, Max: -1, Sum: -1},
+		{Tenant: "t1", Store: "s1", Sensor: "fridge", Metric: "temp", Minute: min}:                  {Count: 3, Min: 3.25, Max: 6, Sum: 13.75},
+		{Tenant: "t1", Store: "s1", Sensor: "fridge", Metric: "temp", Minute: min.Add(time.Minute)}: {Count: 1, Min: -1, Max: -1, Sum: -1},
 	}
 	if !reflect.DeepEqual(s.Tables.Telemetry, want) {
 		t.Fatalf("telemetry:\n got %+v\nwant %+v", s.Tables.Telemetry, want)
@@ -311,6 +311,7 @@ func TestForeignStore(t *testing.T) {
 	l.add("e1", "a", pos.TypeSaleCompleted, a)
 	l.add("e1", "m", pos.TypeTelemetryReading, pos.TelemetryReading{Store: "s2", Sensor: "fridge", Metric: "temp", Value: 4})
 	l.add("e1", "n", pos.TypeTelemetryReading, pos.TelemetryReading{Store: "nowhere", Sensor: "fridge", Metric: "temp", Value: 4})
+	l.add("e1", "o", pos.TypeTelemetryReading, pos.TelemetryReading{Sensor: "uplink", Metric: "rssi", Value: -60})
 	l.add("e2", "b", pos.TypeSaleCompleted, a)
 	dir := &projection.Directory{Stores: testStores(t), Edges: map[string]string{"e1": "t1", "e2": "t2"}}
 	s := projection.NewState()
@@ -323,8 +324,9 @@ func TestForeignStore(t *testing.T) {
 			t.Errorf("anomaly %d: %+v, want %s under t1", i, a, want)
 		}
 	}
-	if len(s.Tables.Telemetry) != 0 {
-		t.Errorf("telemetry of a foreign or unknown store counted: %+v", s.Tables.Telemetry)
+	own := projection.TelemetryKey{Tenant: "t1", Sensor: "uplink", Metric: "rssi", Minute: time.Date(2026, 11, 30, 14, 30, 0, 0, time.UTC)}
+	if len(s.Tables.Telemetry) != 1 || s.Tables.Telemetry[own].Count != 1 {
+		t.Errorf("telemetry: %+v; want only the edge's own sensor, under the edge's tenant", s.Tables.Telemetry)
 	}
 	if got := s.Tables.Sales[projection.SalesKey{Tenant: "t2", Store: "s2", BusinessDay: day, Currency: "EUR"}]; got.Transactions != 1 {
 		t.Errorf("the sale from t2's own edge: %+v, want 1 transaction", got)

@@ -146,8 +146,10 @@ type Movement struct {
 // TelemetryKey names one minute of one sensor's metric. Minute is the edge's
 // HLC time truncated to the minute, in UTC.
 type TelemetryKey struct {
-	Store, Sensor, Metric string
-	Minute                time.Time
+	// Tenant is the store's tenant; for a reading that names no store
+	// (an edge's own sensor), the edge's tenant.
+	Tenant, Store, Sensor, Metric string
+	Minute                        time.Time
 }
 
 // Telemetry is one minute of readings.

@@ -1,7 +1,6 @@
 package pgview
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -74,8 +73,9 @@ func (s *snapshot) EdgeTenant(edge string) (string, bool) {
 
 func (s *snapshot) missing() bool { return len(s.missStores)+len(s.missEdges) > 0 }
 
-// fetch reads the missing stores and edges through q and caches them.
-func (s *snapshot) fetch(ctx context.Context, q pgx.Tx) error {
+// queueFetch queues the reads of the missing stores and edges, which
+// then are cached.
+func (s *snapshot) queueFetch(rd *reads) {
 	var stores, edges []string
 	for id := range s.missStores {
 		stores = append(stores, id)
@@ -85,38 +85,36 @@ func (s *snapshot) fetch(ctx context.Context, q pgx.Tx) error {
 		edges = append(edges, id)
 		s.tried["e/"+id] = true
 	}
-	b := &pgx.Batch{}
-	b.Queue(`SELECT id, tenant, time_zone FROM stores WHERE id = ANY($1)`, stores)
-	b.Queue(`SELECT id, tenant FROM edges WHERE id = ANY($1)`, edges)
-	br := q.SendBatch(ctx, b)
-	defer br.Close()
-	rows, _ := br.Query()
-	var id, tenant, zone string
-	_, err := pgx.ForEachRow(rows, []any{&id, &tenant, &zone}, func() error {
-		// A zone this machine does not know (an old tzdata) must not stop
-		// ingest: its hours are taken in UTC. `cloud stores add` checks
-		// the name when the store is added.
-		loc, _ := s.d.zone(zone)
-		s.d.mu.Lock()
-		s.d.stores[id] = projection.Store{Tenant: tenant, Location: loc}
-		s.d.mu.Unlock()
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("read stores: %w", err)
-	}
-	rows, _ = br.Query()
-	_, err = pgx.ForEachRow(rows, []any{&id, &tenant}, func() error {
-		s.d.mu.Lock()
-		s.d.edges[id] = tenant
-		s.d.mu.Unlock()
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("read edges: %w", err)
-	}
 	s.missStores, s.missEdges = map[string]bool{}, map[string]bool{}
-	return nil
+	var id, tenant, zone string
+	rd.query(`SELECT id, tenant, time_zone FROM stores WHERE id = ANY($1)`, []any{stores}, func(rows pgx.Rows) error {
+		_, err := pgx.ForEachRow(rows, []any{&id, &tenant, &zone}, func() error {
+			// A zone this machine does not know (an old tzdata) must not
+			// stop ingest: its hours are taken in UTC. `cloud stores add`
+			// checks the name when the store is added.
+			loc, _ := s.d.zone(zone)
+			s.d.mu.Lock()
+			s.d.stores[id] = projection.Store{Tenant: tenant, Location: loc}
+			s.d.mu.Unlock()
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read stores: %w", err)
+		}
+		return nil
+	})
+	rd.query(`SELECT id, tenant FROM edges WHERE id = ANY($1)`, []any{edges}, func(rows pgx.Rows) error {
+		_, err := pgx.ForEachRow(rows, []any{&id, &tenant}, func() error {
+			s.d.mu.Lock()
+			s.d.edges[id] = tenant
+			s.d.mu.Unlock()
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read edges: %w", err)
+		}
+		return nil
+	})
 }
 
 func (d *Directory) zone(name string) (*time.Location, error) {

@@ -72,19 +72,17 @@ func (p *Projection) Apply(ctx context.Context, tx pgx.Tx, recs []ledger.Committ
 	if len(recs) == 0 {
 		return nil
 	}
-	cp, err := lockCheckpoint(ctx, tx, p.name)
-	if err != nil {
-		return err
-	}
 	prs := make([]projection.Record, len(recs))
 	for i, r := range recs {
 		prs[i] = projection.Record{Pos: r.Pos, Record: r.Record}
+	}
+	d, cp, err := p.fold(ctx, tx, prs)
+	if err != nil {
+		return fmt.Errorf("projection %s: %w", p.name, err)
+	}
+	for _, r := range recs {
 		cp.Digest.Add(r.Pos, r.Hash)
 		cp.LastPos = max(cp.LastPos, r.Pos)
-	}
-	d, err := p.fold(ctx, tx, prs)
-	if err != nil {
-		return err
 	}
 	b := &pgx.Batch{}
 	if err := queueWrites(b, d, p.suffix, p.tenantOf); err != nil {
@@ -104,64 +102,72 @@ func (p *Projection) tenantOf(store string) string {
 	return p.Dir.stores[store].Tenant
 }
 
-// fold folds recs on the rows they touch, reading those rows (and the
-// stores and edges the directory does not hold) round by round until the
-// fold asks for nothing it does not have.
-func (p *Projection) fold(ctx context.Context, tx pgx.Tx, recs []projection.Record) (*projection.Delta, error) {
+// fold locks the checkpoint and folds recs on the rows they touch. The
+// first fold, on nothing, runs before any I/O and learns which rows the
+// batch touches; the round trip that locks the checkpoint reads them (and
+// the stores and edges the directory does not hold); each later round
+// reads what the fold before it asked for and did not have, until it asks
+// for nothing new.
+func (p *Projection) fold(ctx context.Context, tx pgx.Tx, recs []projection.Record) (*projection.Delta, Checkpoint, error) {
 	c := newCache()
 	tried := map[string]bool{}
+	var cp Checkpoint
+	locked := false
 	for range maxRounds {
 		dir := p.Dir.snapshot(tried)
 		d := projection.Fold(c, dir, recs)
-		if !dir.missing() && !c.missing() {
-			return d, nil
+		if locked && !dir.missing() && !c.missing() {
+			return d, cp, nil
 		}
+		rd := &reads{}
+		if !locked {
+			queueLock(rd, p.name, &cp)
+		}
+		// The fold asks for rows of known stores only, so the rows and
+		// the missing stores and edges are read in the same round trip; a
+		// store found now makes the next fold ask for its rows.
 		if dir.missing() {
-			// The stores first: the rows to read are keyed by tenant.
-			clearMisses(c)
-			if err := dir.fetch(ctx, tx); err != nil {
-				return nil, fmt.Errorf("projection %s: %w", p.name, err)
-			}
-			continue
+			dir.queueFetch(rd)
 		}
-		if err := c.fetch(ctx, tx, p.suffix, p.tenantOf); err != nil {
-			return nil, fmt.Errorf("projection %s: %w", p.name, err)
+		c.queueFetch(rd, p.suffix, p.tenantOf)
+		if err := rd.run(ctx, tx); err != nil {
+			return nil, cp, err
 		}
+		locked = true
 	}
-	return nil, fmt.Errorf("projection %s: the fold still asked for rows it had not read after %d rounds", p.name, maxRounds)
+	return nil, cp, fmt.Errorf("the fold still asked for rows it had not read after %d rounds", maxRounds)
 }
 
-func clearMisses(c *cache) {
-	clear(c.sales.miss)
-	clear(c.sku.miss)
-	clear(c.hour.miss)
-	clear(c.tenders.miss)
-	clear(c.onHand.miss)
-	clear(c.telemetry.miss)
-	clear(c.tills.miss)
-	clear(c.txns.miss)
-}
-
-// lockCheckpoint locks the checkpoint row of name, making it first when
-// there is none (at the current Version, from nothing).
-func lockCheckpoint(ctx context.Context, tx pgx.Tx, name string) (Checkpoint, error) {
-	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO projection_checkpoints (name, version, last_pos, digest) VALUES ($1, $2, 0, $3)
+// queueLock queues the lock of the checkpoint row of name into cp, making
+// the row first when there is none (at the current Version, from nothing).
+func queueLock(rd *reads, name string, cp *Checkpoint) {
+	rd.b.Queue(`INSERT INTO projection_checkpoints (name, version, last_pos, digest) VALUES ($1, $2, 0, $3)
 		ON CONFLICT DO NOTHING`, name, projection.Version, make([]byte, 32))
-	b.Queue(`SELECT version, last_pos, digest FROM projection_checkpoints WHERE name = $1 FOR UPDATE`, name)
-	br := tx.SendBatch(ctx, b)
-	defer br.Close()
-	cp := Checkpoint{Name: name}
-	var dg []byte
-	_, err := br.Exec()
-	if err == nil {
-		err = br.QueryRow().Scan(&cp.Version, &cp.LastPos, &dg)
-	}
-	if err != nil {
-		return cp, fmt.Errorf("lock checkpoint of projection %s: %w", name, err)
-	}
-	copy(cp.Digest[:], dg)
-	return cp, br.Close()
+	rd.fn = append(rd.fn, func(br pgx.BatchResults) error {
+		_, err := br.Exec()
+		return err
+	})
+	rd.query(`SELECT version, last_pos, digest FROM projection_checkpoints WHERE name = $1 FOR UPDATE`, []any{name},
+		func(rows pgx.Rows) error {
+			var dg []byte
+			*cp = Checkpoint{Name: name}
+			_, err := pgx.CollectExactlyOneRow(rows, func(r pgx.CollectableRow) (struct{}, error) {
+				return struct{}{}, r.Scan(&cp.Version, &cp.LastPos, &dg)
+			})
+			if err != nil {
+				return fmt.Errorf("lock checkpoint of projection %s: %w", name, err)
+			}
+			copy(cp.Digest[:], dg)
+			return nil
+		})
+}
+
+// lockCheckpoint locks the checkpoint row of name (see queueLock).
+func lockCheckpoint(ctx context.Context, tx pgx.Tx, name string) (Checkpoint, error) {
+	var cp Checkpoint
+	rd := &reads{}
+	queueLock(rd, name, &cp)
+	return cp, rd.run(ctx, tx)
 }
 
 // ReadCheckpoint returns the checkpoint row of name, and false when there

@@ -54,6 +54,23 @@ func TestCommitsEqualTheFold(t *testing.T) {
 			if n := r.count(`SELECT count(*) FROM anomalies WHERE kind = 'duplicate_transaction' AND other_pos IS NOT NULL`); n == 0 {
 				t.Errorf("no duplicate transaction listed with both positions")
 			}
+			// Tenant isolation: e1 (t1) sends sales of s2 (t2) and e2 of
+			// s1; none of them is in the other tenant's rows.
+			if n := r.count(`SELECT count(*) FROM anomalies WHERE kind = 'foreign_store'`); n == 0 {
+				t.Errorf("the random ledger sent no body naming another tenant's store")
+			}
+			if n := r.count(`SELECT count(*) FROM anomalies WHERE kind = 'foreign_store' AND tenant <> CASE store WHEN 's1' THEN 't2' ELSE 't1' END`); n != 0 {
+				t.Errorf("%d foreign-store anomalies not under the sending edge's tenant", n)
+			}
+			for _, tbl := range []string{"sales_summary", "sales_by_sku", "sales_by_hour", "tenders", "inventory_on_hand",
+				"inventory_movements", "till_reconciliation", "restatements", "projection_txns"} {
+				if n := r.count(`SELECT count(*) FROM ` + tbl + ` x JOIN stores s ON s.id = x.store WHERE x.tenant <> s.tenant`); n != 0 {
+					t.Errorf("%s: %d rows under another tenant than their store's", tbl, n)
+				}
+			}
+			if n := r.count(`SELECT count(*) FROM projection_txns x JOIN ledger l ON l.pos = x.pos JOIN edges e ON e.id = l.edge WHERE e.tenant <> x.tenant`); n != 0 {
+				t.Errorf("%d transactions counted from an edge of another tenant", n)
+			}
 		})
 	}
 }

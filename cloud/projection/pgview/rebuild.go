@@ -191,6 +191,16 @@ func finish(ctx context.Context, pool *pgxpool.Pool, shadow *Projection, last in
 	}
 	res.Records += int64(len(recs))
 	res.Through = through
+	// Every record at or below through must have been folded: one that
+	// committed late with a lower position than a page already read (once
+	// commits no longer take positions in commit order) would be missing.
+	var n int64
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM ledger WHERE pos <= $1`, through).Scan(&n); err != nil {
+		return fmt.Errorf("rebuild: count the ledger: %w", err)
+	}
+	if n != res.Records {
+		return fmt.Errorf("rebuild: the ledger holds %d records through position %d, the rebuild folded %d: records committed below positions it had already read; run it again", n, through, res.Records)
+	}
 	sc, _, err := ReadCheckpoint(ctx, tx, shadow.name)
 	if err != nil {
 		return err

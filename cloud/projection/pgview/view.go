@@ -114,16 +114,52 @@ func (c *cache) missing() bool {
 // none: Fold never writes rows of a store it does not know).
 type tenantOf func(store string) string
 
-// fetch reads, locked, every row the last fold asked for and did not have.
-func (c *cache) fetch(ctx context.Context, tx pgx.Tx, suffix string, ten tenantOf) error {
-	b := &pgx.Batch{}
-	var reads []func(pgx.Rows) error
+// reads is a batch of queries and what reads each one's results, in order.
+type reads struct {
+	b  pgx.Batch
+	fn []func(pgx.BatchResults) error
+}
+
+// query queues a query whose rows scan reads.
+func (r *reads) query(sql string, args []any, scan func(pgx.Rows) error) {
+	r.b.Queue(sql, args...)
+	r.fn = append(r.fn, func(br pgx.BatchResults) error {
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		return scan(rows)
+	})
+}
+
+// run sends the batch in one round trip and reads every result.
+func (r *reads) run(ctx context.Context, tx pgx.Tx) error {
+	if len(r.fn) == 0 {
+		return nil
+	}
+	br := tx.SendBatch(ctx, &r.b)
+	defer br.Close()
+	for _, fn := range r.fn {
+		if err := fn(br); err != nil {
+			return err
+		}
+	}
+	return br.Close()
+}
+
+// queueFetch queues the reads, locked, of every row the last fold asked
+// for and did not have.
+func (c *cache) queueFetch(rd *reads, suffix string, ten tenantOf) {
 	queue := func(t *table, n int, args []any, scan func(pgx.Rows) error) {
 		if n == 0 {
 			return
 		}
-		b.Queue(t.fetchSQL(suffix), args...)
-		reads = append(reads, scan)
+		rd.query(t.fetchSQL(suffix), args, func(rows pgx.Rows) error {
+			if err := scan(rows); err != nil {
+				return fmt.Errorf("read %s: %w", t.name, err)
+			}
+			return nil
+		})
 	}
 	{
 		ks := c.sales.misses()
@@ -202,14 +238,13 @@ func (c *cache) fetch(ctx context.Context, tx pgx.Tx, suffix string, ten tenantO
 		a := make([][]string, 4)
 		var mins []time.Time
 		for _, k := range ks {
-			a[0], a[1], a[2], a[3] = append(a[0], ten(k.Store)), append(a[1], k.Store), append(a[2], k.Sensor), append(a[3], k.Metric)
+			a[0], a[1], a[2], a[3] = append(a[0], k.Tenant), append(a[1], k.Store), append(a[2], k.Sensor), append(a[3], k.Metric)
 			mins = append(mins, k.Minute)
 		}
 		queue(tTelemetry, len(ks), []any{a[0], a[1], a[2], a[3], mins}, func(rows pgx.Rows) error {
 			var k projection.TelemetryKey
 			var v projection.Telemetry
-			var t string
-			return scanEach(rows, func() { k.Minute = k.Minute.UTC(); c.telemetry.put(k, v) }, &t, &k.Store, &k.Sensor, &k.Metric, &k.Minute,
+			return scanEach(rows, func() { k.Minute = k.Minute.UTC(); c.telemetry.put(k, v) }, &k.Tenant, &k.Store, &k.Sensor, &k.Metric, &k.Minute,
 				&v.Count, &v.Min, &v.Max, &v.Sum)
 		})
 	}
@@ -273,21 +308,6 @@ func (c *cache) fetch(ctx context.Context, tx pgx.Tx, suffix string, ten tenantO
 			}, &t, &k.Store, &k.Terminal, &k.BusinessDay, &k.Txn, &v.Pos, &v.ID, &v.Type, &v.Currency, &v.Tax, &v.Net, &lines, &v.Voided)
 		})
 	}
-	if len(reads) == 0 {
-		return nil
-	}
-	br := tx.SendBatch(ctx, b)
-	defer br.Close()
-	for _, read := range reads {
-		rows, err := br.Query()
-		if err != nil {
-			return fmt.Errorf("read projection rows: %w", err)
-		}
-		if err := read(rows); err != nil {
-			return fmt.Errorf("read projection rows: %w", err)
-		}
-	}
-	return br.Close()
 }
 
 // scanEach scans every row into dst and calls fn after each; fn is a

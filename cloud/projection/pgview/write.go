@@ -69,7 +69,7 @@ func queueWrites(b *pgx.Batch, d *projection.Delta, suffix string, ten tenantOf)
 		var cnt []int64
 		var lo, hi, sum []float64
 		for k, x := range d.Tables.Telemetry {
-			t, s, se, me, mi = append(t, ten(k.Store)), append(s, k.Store), append(se, k.Sensor), append(me, k.Metric), append(mi, k.Minute)
+			t, s, se, me, mi = append(t, k.Tenant), append(s, k.Store), append(se, k.Sensor), append(me, k.Metric), append(mi, k.Minute)
 			cnt, lo, hi, sum = append(cnt, x.Count), append(lo, x.Min), append(hi, x.Max), append(sum, x.Sum)
 		}
 		b.Queue(tTelemetry.upsertSQL(suffix), t, s, se, me, mi, cnt, lo, hi, sum)
