@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/protocol"
@@ -111,6 +112,9 @@ func parseReportFilter(r *http.Request) (ledger.ReportFilter, error) {
 	for name, v := range map[string]string{"sku": f.SKU, "terminal": f.Terminal} {
 		if len(v) > 128 {
 			return f, badRequest("parameter %s is %d bytes; the limit is 128", name, len(v))
+		}
+		if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+			return f, badRequest("parameter %s must be UTF-8 text without NUL bytes", name)
 		}
 	}
 	if f.Status != "" {

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/csv"
 	"fmt"
 	"net/url"
@@ -167,11 +168,21 @@ func TestSalesReport(t *testing.T) {
 		t.Errorf("pages: %v", days)
 	}
 	wantError(t, sh.Do(t, "GET", "/v1/reports/sales?after=bogus", sh.Token, nil), 400, "cursor")
+	// A cursor of the right shape with values of the wrong type (a forged
+	// one): 400, not a database error.
+	for _, vals := range []string{`["t1","s1","not a day","USD"]`, `["t1","s1\u0000","2026-02-10","USD"]`} {
+		forged := base64.RawURLEncoding.EncodeToString([]byte(vals))
+		wantError(t, sh.Do(t, "GET", "/v1/reports/sales?after="+forged, sh.Token, nil), 400, "cursor")
+	}
+	wantError(t, sh.Do(t, "GET", "/v1/reports/anomalies?after="+base64.RawURLEncoding.EncodeToString([]byte(`["99999999999999999999","1"]`)),
+		sh.Token, nil), 400, "cursor")
 	wantError(t, sh.Do(t, "GET", "/v1/reports/sales?from=2026-02-11&to=2026-02-10", sh.Token, nil), 400, "before from")
 	wantError(t, sh.Do(t, "GET", "/v1/reports/sales?from=yesterday", sh.Token, nil), 400, "YYYY-MM-DD")
 	wantError(t, sh.Do(t, "GET", "/v1/reports/sales?currency=usd", sh.Token, nil), 400, "ISO 4217")
 	wantError(t, sh.Do(t, "GET", "/v1/reports/sales?sku=x", sh.Token, nil), 400, "parameter sku is not known here")
 	wantError(t, sh.Do(t, "GET", "/v1/reports/reconciliation?status=fine", sh.Token, nil), 400, "status must be one of")
+	wantError(t, sh.Do(t, "GET", "/v1/reports/sales/by-sku?sku=a%00b", sh.Token, nil), 400, "NUL")
+	wantError(t, sh.Do(t, "GET", "/v1/reports/reconciliation?terminal=%ff", sh.Token, nil), 400, "UTF-8")
 }
 
 // The other reports of the shop: by SKU, tenders, reconciliation,

@@ -151,6 +151,17 @@ func (sp reportSpec) query(f ReportFilter) (string, []any, error) {
 	return q, args, nil
 }
 
+// badCursor turns a data exception (SQLSTATE class 22: a value that is
+// not a date, a number out of range, a NUL byte) into ErrBadCursor when the
+// filter has a cursor: only the cursor's values reach the query unchecked
+// by type.
+func badCursor(f ReportFilter, err error) error {
+	if f.After != "" && strings.HasPrefix(sqlState(err), "22") {
+		return ErrBadCursor
+	}
+	return err
+}
+
 func encodeCursor(vals []string) string {
 	b, _ := json.Marshal(vals) // strings always encode
 	return base64.RawURLEncoding.EncodeToString(b)
@@ -183,7 +194,7 @@ func runReport[T any](ctx context.Context, l *Ledger, sp reportSpec, f ReportFil
 		}
 		rows, err := tx.Query(ctx, q, args...)
 		if err != nil {
-			return err
+			return badCursor(f, err)
 		}
 		var keys [][]string
 		for rows.Next() {
@@ -197,7 +208,7 @@ func runReport[T any](ctx context.Context, l *Ledger, sp reportSpec, f ReportFil
 			keys = append(keys, key)
 		}
 		if err := rows.Err(); err != nil {
-			return err
+			return badCursor(f, err)
 		}
 		limit := min(max(f.Limit, 0), MaxLimit)
 		if limit == 0 {
