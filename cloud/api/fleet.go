@@ -192,7 +192,7 @@ func (s *server) addEdge(w http.ResponseWriter, r *http.Request) error {
 	}
 	if tenant != "" {
 		if err := s.opts.Ledger.SetEdgeTenant(r.Context(), e.ID, tenant, req.Store); err != nil {
-			return err
+			return hideTenant(r, e.ID, err)
 		}
 		if e, err = s.opts.Ledger.GetEdge(r.Context(), e.ID); err != nil {
 			return err
@@ -345,7 +345,7 @@ func (s *server) createEnrollToken(w http.ResponseWriter, r *http.Request) error
 		tok, err = s.opts.Ledger.CreateTenantEnrollToken(r.Context(), req.Edge, tenant, req.Store, ttl)
 	}
 	if err != nil {
-		return err
+		return hideTenant(r, req.Edge, err)
 	}
 	s.log.Info("enrollment token created", "edge", req.Edge, "tenant", tenant, "ttl", ttl, "token", info(r).token)
 	writeJSON(w, http.StatusCreated, enrollTokenResponse{Token: tok, Edge: req.Edge, Tenant: tenant, Store: req.Store,

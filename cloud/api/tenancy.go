@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/outpost-edge/outpost/cloud/ledger"
@@ -213,4 +214,14 @@ func (s *server) addStore(w http.ResponseWriter, r *http.Request) error {
 	st.CreatedAt = st.CreatedAt.UTC()
 	writeJSON(w, http.StatusCreated, st)
 	return nil
+}
+
+// hideTenant keeps a tenant's token from learning which tenant another
+// tenant's edge belongs to: edge ids are unique across tenants, so a taken
+// id is a conflict, but the answer does not name its owner.
+func hideTenant(r *http.Request, edge string, err error) error {
+	if scope(r) != ledger.AllTenants && errors.Is(err, ledger.ErrTenantMismatch) {
+		return errorf(http.StatusConflict, "edge id %s is taken; choose another edge id", edge)
+	}
+	return err
 }

@@ -335,3 +335,92 @@ func pgxBeginAsReader(ctx context.Context, f *twoTenants, n *int) error {
 	}
 	return tx.QueryRow(ctx, `SELECT count(*) FROM edges`).Scan(n)
 }
+
+// A tenant's admin token acts inside its tenant only: the edges it
+// enrolls and registers are its tenant's, and it cannot act on another
+// tenant's edges, tokens or stores (which are "not found" to it, or 403
+// when it names the other tenant).
+func TestTenantAdminWrites(t *testing.T) {
+	f := mustTwoTenants(t)
+	// Enrollment with a token of the tenant admin: the edge is tenant A's,
+	// in the store the token names.
+	var tok struct {
+		Token, Tenant, Store string
+	}
+	f.MustDo(t, 201, "POST", "/v1/tokens", f.AdminA, map[string]any{"edge": "new-a", "store": f.A.Store}, &tok)
+	if tok.Tenant != f.A.Tenant || tok.Store != f.A.Store {
+		t.Fatalf("token %+v: want tenant %s, store %s", tok, f.A.Tenant, f.A.Store)
+	}
+	pub := MustSigner(t).Public()
+	f.MustDo(t, 200, "POST", "/v1/enroll", "", map[string]any{"token": tok.Token, "public_key": hexKey(pub)}, nil)
+	var edge struct{ ID, Tenant, Store string }
+	f.MustDo(t, 200, "GET", "/v1/edges/new-a", f.ReaderA, nil, &edge)
+	if edge.Tenant != f.A.Tenant || edge.Store != f.A.Store {
+		t.Errorf("enrolled edge %+v", edge)
+	}
+	wantError(t, f.Do(t, "GET", "/v1/edges/new-a", f.ReaderB, nil), 404, "not found")
+
+	// Registering an edge directly: in the token's tenant.
+	f.MustDo(t, 201, "POST", "/v1/edges", f.AdminA, map[string]any{"id": "reg-a", "public_key": hexKey(MustSigner(t).Public())}, &edge)
+	if edge.Tenant != f.A.Tenant {
+		t.Errorf("registered edge %+v", edge)
+	}
+	// A global admin names the tenant and store.
+	f.MustDo(t, 201, "POST", "/v1/edges", f.GlobalAdmin, map[string]any{"id": "reg-b", "tenant": f.B.Tenant, "store": f.B.Store,
+		"public_key": hexKey(MustSigner(t).Public())}, &edge)
+	if edge.Tenant != f.B.Tenant || edge.Store != f.B.Store {
+		t.Errorf("registered edge %+v", edge)
+	}
+	wantError(t, f.Do(t, "POST", "/v1/edges", f.GlobalAdmin, map[string]any{"id": "reg-x", "tenant": f.A.Tenant, "store": f.B.Store,
+		"public_key": hexKey(MustSigner(t).Public())}), 400, "not a store of tenant")
+	wantError(t, f.Do(t, "GET", "/v1/edges/reg-x", f.GlobalAdmin, nil), 404, "not found") // nothing left behind
+
+	// Another tenant, named: 403. Another tenant's things: not found.
+	for _, c := range []struct {
+		path string
+		body map[string]any
+	}{
+		{"/v1/tokens", map[string]any{"edge": "x-1", "tenant": f.B.Tenant}},
+		{"/v1/api-tokens", map[string]any{"name": "sneaky", "role": "reader", "tenant": f.B.Tenant}},
+		{"/v1/stores", map[string]any{"tenant": f.B.Tenant, "id": "store-x", "name": "X", "time_zone": "UTC", "currency": "EUR"}},
+		{"/v1/edges", map[string]any{"id": "x-2", "tenant": f.B.Tenant, "public_key": hexKey(MustSigner(t).Public())}},
+	} {
+		wantError(t, f.Do(t, "POST", c.path, f.AdminA, c.body), 403, "scoped to tenant")
+	}
+	for _, path := range []string{"/v1/edges/" + f.B.Edge + "/revoke", "/v1/api-tokens/reader-b/revoke"} {
+		wantError(t, f.Do(t, "POST", path, f.AdminA, nil), 404, "not found")
+	}
+	wantError(t, f.Do(t, "POST", "/v1/edges/"+f.B.Edge+"/keys", f.AdminA, map[string]any{"public_key": hexKey(MustSigner(t).Public())}),
+		404, "not found")
+	// An enrollment token for B's edge, which has committed events: the
+	// edge stays in B.
+	r := f.Do(t, "POST", "/v1/tokens", f.AdminA, map[string]any{"edge": f.B.Edge})
+	wantError(t, r, 409, "is taken")
+	if strings.Contains(string(r.Body), f.B.Tenant) {
+		t.Errorf("the refusal names tenant B: %s", r.Body)
+	}
+	wantError(t, f.Do(t, "POST", "/v1/tokens", f.GlobalAdmin, map[string]any{"edge": f.B.Edge, "tenant": f.A.Tenant}), 409, "another tenant")
+	// B's edge and token still work.
+	f.MustDo(t, 200, "GET", "/v1/edges/"+f.B.Edge, f.ReaderB, nil, nil)
+	// A's own store, token and revocations do work.
+	f.MustDo(t, 201, "POST", "/v1/stores", f.AdminA, map[string]any{"id": "store-a2", "name": "A2", "time_zone": "Asia/Tokyo", "currency": "JPY"}, nil)
+	var at struct{ Token, Tenant string }
+	f.MustDo(t, 201, "POST", "/v1/api-tokens", f.AdminA, map[string]any{"name": "a-bi", "role": "reader"}, &at)
+	if at.Tenant != f.A.Tenant {
+		t.Errorf("api token of a tenant admin: tenant %q", at.Tenant)
+	}
+	if r := f.Do(t, "POST", "/v1/api-tokens/a-bi/revoke", f.AdminA, nil); r.Status != 204 {
+		t.Errorf("revoke own token: %d %s", r.Status, r.Body)
+	}
+	f.MustDo(t, 200, "POST", "/v1/edges/reg-a/revoke", f.AdminA, nil, nil)
+	// Tenants: only a global admin makes them.
+	wantError(t, f.Do(t, "POST", "/v1/tenants", f.AdminA, map[string]any{"id": "t3", "name": "Three"}), 403, "global admin")
+	f.MustDo(t, 201, "POST", "/v1/tenants", f.GlobalAdmin, map[string]any{"id": "t3", "name": "Three"}, nil)
+	wantError(t, f.Do(t, "POST", "/v1/tenants", f.GlobalAdmin, map[string]any{"id": "t3", "name": "Again"}), 409, "already exists")
+	wantError(t, f.Do(t, "POST", "/v1/stores", f.GlobalAdmin, map[string]any{"tenant": "t3", "id": "s-3", "name": "S", "time_zone": "Mars/Olympus", "currency": "EUR"}),
+		400, "time zone")
+	wantError(t, f.Do(t, "POST", "/v1/stores", f.GlobalAdmin, map[string]any{"tenant": "t3", "id": "s-3", "name": "S", "time_zone": "UTC", "currency": "EURO"}),
+		400, "ISO 4217")
+	wantError(t, f.Do(t, "POST", "/v1/stores", f.GlobalAdmin, map[string]any{"id": "s-3", "name": "S", "time_zone": "UTC", "currency": "EUR"}),
+		400, "tenant is required")
+}
