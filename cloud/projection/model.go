@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"reflect"
 	"time"
 
 	"github.com/outpost-edge/outpost/protocol"
@@ -17,6 +18,16 @@ const Version = 1
 type Record struct {
 	Pos int64
 	protocol.Record
+
+	// memo keeps the body as Fold decoded it, so that folding the same
+	// slice again (a commit folds a batch more than once) decodes it once.
+	memo *decoded
+}
+
+// decoded is a body as pos.Decode left it: the value, or its error.
+type decoded struct {
+	v   reflect.Value // a pointer to a copy of the decoded value
+	err error
 }
 
 // Store is what the folds need to know about a store.

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -32,6 +33,7 @@ import (
 	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/cloud/projection/pgview"
+	"github.com/outpost-edge/outpost/docs"
 	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/internal/keyfile"
@@ -97,6 +99,8 @@ type Main struct {
 	pg      *pgcluster.Cluster
 	broker  *brokermqtt.Broker
 	apiAddr string
+
+	rebuilding atomic.Int64 // 1 while the start-up projection rebuild runs
 
 	natsServer *brokernats.Broker
 	auth       *edgeauth.Authenticator // edge logins on the embedded brokers
@@ -250,10 +254,16 @@ func (m *Main) Run(ctx context.Context) error {
 	log.Info("ledger partitioning", "mode", part.Mode, "why", part.Reason)
 	var projections []ledger.Projection
 	var dir *pgview.Directory
+	var proj *pgview.Projection
+	projectionSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "outpost_cloud_projection_apply_seconds",
+		Help:    "Time of the projection step of each commit (folding the batch into the read models, in the commit transaction).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)})
 	rebuildWhy := ""
 	if c.Projections {
 		dir = pgview.NewDirectory()
-		projections = append(projections, pgview.New(dir))
+		proj = pgview.New(dir)
+		proj.Observe = func(d time.Duration) { projectionSeconds.Observe(d.Seconds()) }
+		projections = append(projections, proj)
 		if rebuildWhy, err = pgview.NeedsRebuild(ctx, m.pool); err != nil {
 			return err
 		}
@@ -317,14 +327,24 @@ func (m *Main) Run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, svc, led)
+	if proj != nil {
+		registerProjectionMetrics(reg, proj, projectionSeconds, &m.rebuilding)
+	}
 	auditor := newAuditor(reg, led, c.AuditEvery, log)
 	registerAuthMetrics(reg, m.auth)
 	if natsConsumer != nil {
 		registerNATSMetrics(reg, natsConsumer)
 	}
+	// Live tails end, with a close event, when the HTTP server shuts down
+	// (Shutdown waits for handlers, and a stream would not end by itself).
+	streamsDone := make(chan struct{})
+	var closeStreams sync.Once
 	handler := api.New(api.Options{
 		Ledger:         led,
 		CloudPublicKey: signer.Public(),
+		Signer:         signer,
+		OpenAPI:        docs.OpenAPI,
+		StreamsDone:    streamsDone,
 		Ready: func(ctx context.Context) error {
 			if svc.Draining() {
 				return errors.New("shutting down")
@@ -355,6 +375,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.apiAddr = ln.Addr().String()
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(func() { closeStreams.Do(func() { close(streamsDone) }) })
 
 	work, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
@@ -380,7 +401,7 @@ func (m *Main) Run(ctx context.Context) error {
 		g.Go(func() error { return auditor.Run(gctx) })
 	}
 	if rebuildWhy != "" {
-		g.Go(func() error { rebuildInBackground(gctx, m.pool, dir, rebuildWhy, log); return nil })
+		g.Go(func() error { rebuildInBackground(gctx, m.pool, dir, rebuildWhy, &m.rebuilding, log); return nil })
 	}
 	log.Info("cloud serving", "api", m.apiAddr, "mqtt", redact(brokerURL), "nats", natsWhere(c, m), "kid", signer.KeyID())
 	close(m.Ready)
