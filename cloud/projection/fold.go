@@ -91,7 +91,7 @@ func (f *folder) record(r Record) {
 func (f *folder) decode(r Record, v any) bool {
 	var err error
 	switch m := r.memo; {
-	case m != nil && (m.v.IsValid() || m.err != nil):
+	case m.of(&r):
 		// The values decoded are only read by the folds, never changed,
 		// so a shallow copy is safe to share between folds.
 		if err = m.err; err == nil {
@@ -99,8 +99,8 @@ func (f *folder) decode(r Record, v any) bool {
 		}
 	default:
 		err = pos.Decode(r.Type, r.Body, v)
-		if m != nil {
-			m.err = err
+		if m != nil && len(r.Body) > 0 {
+			m.typ, m.body, m.n, m.v, m.err = r.Type, &r.Body[0], len(r.Body), reflect.Value{}, err
 			if err == nil {
 				c := reflect.New(reflect.TypeOf(v).Elem())
 				c.Elem().Set(reflect.ValueOf(v).Elem())

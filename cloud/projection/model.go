@@ -24,10 +24,20 @@ type Record struct {
 	memo *decoded
 }
 
-// decoded is a body as pos.Decode left it: the value, or its error.
+// decoded is a body as pos.Decode left it: the value, or its error. typ
+// and body say which body it is, so that a copy of the Record given
+// another body or type does not use it.
 type decoded struct {
-	v   reflect.Value // a pointer to a copy of the decoded value
-	err error
+	typ  string
+	body *byte         // the body's first byte
+	n    int           // and its length
+	v    reflect.Value // a pointer to a copy of the decoded value
+	err  error
+}
+
+// of reports whether m holds r's body, decoded.
+func (m *decoded) of(r *Record) bool {
+	return m != nil && (m.v.IsValid() || m.err != nil) && m.typ == r.Type && m.n == len(r.Body) && m.n > 0 && m.body == &r.Body[0]
 }
 
 // Store is what the folds need to know about a store.
