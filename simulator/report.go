@@ -226,6 +226,12 @@ func (rep *Report) Print(w io.Writer) {
 		v.Present, v.Acked, v.ShedAcked, v.Unacked)
 	fmt.Fprintf(w, "  proofs    %d streams, %d records, %d checkpoint signatures verified, chains checked; %d Z reports match the ledger\n",
 		v.Streams, v.Records, v.Checkpoints, v.TillsExact)
+	switch {
+	case v.Reports != nil:
+		fmt.Fprintf(w, "  reports   %s\n", v.Reports)
+	case v.ReportsSkipped != "":
+		fmt.Fprintf(w, "  reports   not checked: %s\n", v.ReportsSkipped)
+	}
 	fmt.Fprintf(w, "  rate      %.0f events/s acknowledged by the edges over %s; %.0f records/s committed by the cloud\n",
 		t.AckedPerSec, t.Time, rep.Commit.PerSec)
 	fmt.Fprintf(w, "  latency   device publish → cloud commit: %s\n", v.Latency)

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -138,16 +139,19 @@ func (r *run) setup(ctx context.Context) error {
 			return err
 		}
 		r.edges = append(r.edges, e)
-		tok, err := r.cloud.EnrollToken(ctx, id)
+		currency, incl := "EUR", true
+		if i%3 == 2 {
+			currency, incl = "USD", false
+		}
+		if err := r.cloud.AddStore(ctx, id, "Shop "+strconv.Itoa(i+1), storeZones[i%len(storeZones)], currency); err != nil {
+			return err
+		}
+		tok, err := r.cloud.EnrollToken(ctx, id, id)
 		if err != nil {
 			return err
 		}
 		if err := e.Enroll(ctx, r.cloud.API, tok); err != nil {
 			return err
-		}
-		currency, incl := "EUR", true
-		if i%3 == 2 {
-			currency, incl = "USD", false
 		}
 		type plan struct {
 			id, secret string
@@ -220,6 +224,10 @@ func (r *run) setup(ctx context.Context) error {
 	}
 	return nil
 }
+
+// storeZones are the stores' time zones, in turn: the by-hour report's
+// hours are local to them.
+var storeZones = []string{"Europe/Berlin", "America/New_York", "Asia/Tokyo"}
 
 func hash(s string) uint64 {
 	h := fnv.New64a()
@@ -340,6 +348,10 @@ func (r *run) finish(ctx context.Context) (*Report, error) {
 		return nil, fmt.Errorf("read the ledger: %w", err)
 	}
 	v := verify.Check(led, entries, verify.Options{})
+	r.printf("verify: reading the reports back")
+	if err := cl.CheckReports(ctx, led, v, StoreIDs(r.cfg.Stores), verify.Options{}); err != nil {
+		return nil, fmt.Errorf("read the reports: %w", err)
+	}
 	rep := r.report(ctx, led, v, entries, r.drained)
 	path := r.cfg.ReportPath
 	if path == "" {

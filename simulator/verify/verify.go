@@ -24,7 +24,9 @@
 //   - rejected: intake.rejected records, refusals of what the devices sent
 //     (the simulator sends only valid events);
 //   - z_report: a till.closed whose totals differ from the sales, returns
-//     and voids of that till and business day in the ledger.
+//     and voids of that till and business day in the ledger;
+//   - report: a figure of the cloud's reports (GET /v1/reports/*) that
+//     differs from what the ledger's events make it (CheckReports).
 //
 // Any of them makes the verdict fail. Shed telemetry (tombstones of
 // acknowledged readings) is present, not lost, and is counted. Events the
@@ -57,6 +59,8 @@ type Ledger struct {
 	// Keys are each edge's public keys by key id, revoked ones included:
 	// a checkpoint signed before a revocation still names its key.
 	Keys map[string]protocol.KeyMap
+	// Earlier counts the streams left out as earlier runs' (Client.Since).
+	Earlier int
 }
 
 // Stream is one stream's stored rows and checkpoints.
@@ -98,10 +102,11 @@ const (
 	LedgerShed   Kind = "ledger_shed"
 	Rejected     Kind = "rejected"
 	ZReport      Kind = "z_report"
+	ReportFigure Kind = "report"
 )
 
 // Kinds lists every kind, in the order a verdict prints them.
-var Kinds = []Kind{Lost, Duplicate, DuplicateRow, Gap, Watermark, Signature, Chain, Uncovered, Unexpected, Altered, LedgerShed, Rejected, ZReport}
+var Kinds = []Kind{Lost, Duplicate, DuplicateRow, Gap, Watermark, Signature, Chain, Uncovered, Unexpected, Altered, LedgerShed, Rejected, ZReport, ReportFigure}
 
 // Discrepancy is one thing the verifier found wrong.
 type Discrepancy struct {
@@ -205,6 +210,11 @@ type Verdict struct {
 	Shed       int `json:"shed"`        // tombstones of shed telemetry in the ledger
 	ShedAcked  int `json:"shed_acked"`  // of the acknowledged events, how many are tombstones
 	TillsExact int `json:"tills_exact"` // Z reports that match the ledger
+
+	// Reports is the reports check (CheckReports), when it ran; a
+	// mismatch fails the verdict. ReportsSkipped says why it did not.
+	Reports        *ReportsVerdict `json:"reports,omitempty"`
+	ReportsSkipped string          `json:"reports_skipped,omitempty"`
 
 	Counts        map[Kind]int  `json:"counts"`        // discrepancies by kind
 	Discrepancies []Discrepancy `json:"discrepancies"` // the first few of each kind
