@@ -93,7 +93,7 @@ func plainCopy(tb testing.TB, conn *pgx.Conn, rows [][]any) {
 // COPY the way concurrent plain COPYs can.
 func BenchmarkCommit(b *testing.B) {
 	for _, bc := range []struct{ workers, segs, size int }{
-		{1, 10, 100}, {2, 10, 100}, {2, 4, 250}, {2, 1, 100},
+		{1, 10, 100}, {2, 10, 100}, {4, 10, 100}, {2, 4, 250}, {2, 1, 100},
 	} {
 		b.Run(fmt.Sprintf("workers=%d/segs=%d/size=%d", bc.workers, bc.segs, bc.size), func(b *testing.B) {
 			benchCommit(b, bc.workers, bc.segs, bc.size)
