@@ -39,18 +39,25 @@ var copyPos atomic.Int64
 
 func init() { copyPos.Store(1 << 50) }
 
-// copyRows is the ledger rows of segs as a plain COPY would write them.
+// copyRows is the ledger rows of segs as a plain COPY would write them,
+// under a shadow epoch of each stream: the same table, the same bytes, but
+// keys that are as new to the indexes as the commit's. (The stream's own
+// keys, which the commit has just inserted, would let the COPY add them
+// to hot leaf pages as B-tree duplicates: a ceiling the commit could
+// never reach.)
 func copyRows(tb testing.TB, segs []*protocol.Segment) [][]any {
 	var rows [][]any
 	now := time.Now()
 	for _, seg := range segs {
+		shadow := seg.Epoch
+		shadow[0] ^= 0xff
 		for _, raw := range seg.Records {
 			r, err := protocol.DecodeRecord(raw)
 			if err != nil {
 				tb.Fatal(err)
 			}
 			h := r.LinkHash(raw)
-			rows = append(rows, []any{seg.Edge, seg.Epoch[:], int64(r.Seq), copyPos.Add(1), now, r.Device, r.ID, r.Type,
+			rows = append(rows, []any{seg.Edge, shadow[:], int64(r.Seq), copyPos.Add(1), now, r.Device, r.ID, r.Type,
 				string(r.Class), time.UnixMilli(r.TS), r.EdgeTime.Time(), int64(r.EdgeTime), r.IsTombstone(), h[:], raw})
 		}
 	}
@@ -88,9 +95,12 @@ func plainCopy(tb testing.TB, conn *pgx.Conn, rows [][]any) {
 // ratio_to_copy compares with one COPY stream, the raw ceiling DESIGN.md
 // names (a single COPY is what one commit does). With more than one
 // worker, ratio_to_copy_same_workers compares with as many concurrent COPY
-// streams: commits run their database side one at a time (the commit lock
-// that makes pos order commit order), so they cannot use a second core for
-// COPY the way concurrent plain COPYs can.
+// streams, the goal's ceiling (issue 16: at least 0.8): commits of
+// different edges run their database side at once (each worker here has
+// its own edges), so they can use a second core for COPY as concurrent
+// plain COPYs do; what they add is the verification (Go, on the same
+// cores), the edge locks and positions, and the stream and checkpoint
+// writes.
 func BenchmarkCommit(b *testing.B) {
 	for _, bc := range []struct{ workers, segs, size int }{
 		{1, 10, 100}, {2, 10, 100}, {4, 10, 100}, {2, 4, 250}, {2, 1, 100},
