@@ -155,6 +155,7 @@ func (l *Ledger) Commit(ctx context.Context, batch []Input) ([]Outcome, error) {
 // streamState is a locked stream row and what the batch does to it.
 type streamState struct {
 	hwm, dbHWM uint64
+	floor      uint64 // records at or below it may be gone (DropBefore)
 	head       protocol.Hash
 	lastCommit time.Time
 	firstSeen  time.Time
@@ -332,7 +333,7 @@ func (t *txn) lockStreams(ctx context.Context) error {
 	b.Queue(`INSERT INTO streams (edge, epoch)
 		SELECT * FROM unnest($1::text[], $2::bytea[])
 		ON CONFLICT DO NOTHING RETURNING edge, epoch`, t.sEdges, t.sEpochs)
-	b.Queue(`SELECT edge, epoch, hwm, head, last_commit, first_seen, ended_at IS NOT NULL
+	b.Queue(`SELECT edge, epoch, hwm, head, last_commit, first_seen, ended_at IS NOT NULL, floor_seq
 		FROM streams WHERE edge = ANY($1) ORDER BY edge, epoch FOR UPDATE`, t.edges)
 	b.Queue(`SELECT k.edge, k.kid FROM edge_keys k JOIN edges e ON e.id = k.edge
 		WHERE k.edge = ANY($1) AND k.kid = ANY($2) AND k.status = 'active' AND e.status = 'active'
@@ -365,10 +366,11 @@ func (t *txn) lockStreams(ctx context.Context) error {
 	var lastCommit *time.Time
 	var firstSeen time.Time
 	var ended bool
+	var floor int64
 	rows, _ = br.Query()
-	_, err = pgx.ForEachRow(rows, []any{&edge, &epoch, &hwm, &head, &lastCommit, &firstSeen, &ended}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&edge, &epoch, &hwm, &head, &lastCommit, &firstSeen, &ended, &floor}, func() error {
 		s := streamOf(edge, epoch)
-		st := &streamState{hwm: uint64(hwm), dbHWM: uint64(hwm), lastCommit: deref(lastCommit),
+		st := &streamState{hwm: uint64(hwm), dbHWM: uint64(hwm), floor: uint64(floor), lastCommit: deref(lastCommit),
 			firstSeen: firstSeen, ended: ended, isNew: fresh[s]}
 		copy(st.head[:], head)
 		t.states[s] = st
@@ -455,6 +457,23 @@ func (t *txn) decide() error {
 	return nil
 }
 
+// dupCheckQuery returns, for each (i, edge, epoch, seq), the stored link
+// hash of that record, or NULL when there is none. A resent segment ends
+// where its first delivery did, at a stored checkpoint, whose head is the
+// link hash of that record: the ledger is not read at all. Otherwise the
+// record is looked up in the ledger at the commit time of the first
+// checkpoint at or after its seq (the commit that stored the record also
+// stored that checkpoint, at the same time), which leaves one partition
+// (chunk) to look in.
+const dupCheckQuery = `SELECT q.i, coalesce(c.head, l.hash)
+	FROM unnest($1::int[], $2::text[], $3::bytea[], $4::bigint[]) AS q(i, edge, epoch, seq)
+	LEFT JOIN checkpoints c ON c.edge = q.edge AND c.epoch = q.epoch AND c.seq = q.seq
+	LEFT JOIN LATERAL (SELECT hash FROM ledger l
+		WHERE c.head IS NULL AND l.edge = q.edge AND l.epoch = q.epoch AND l.seq = q.seq
+		AND l.committed_at = (SELECT c2.committed_at FROM checkpoints c2
+			WHERE c2.edge = q.edge AND c2.epoch = q.epoch AND c2.seq >= q.seq ORDER BY c2.seq LIMIT 1)
+		LIMIT 1) l ON true`
+
 // checkDuplicates compares duplicates of records committed before with the
 // stored records: the edge signed both, so a difference is a fork.
 func (t *txn) checkDuplicates(ctx context.Context) error {
@@ -472,21 +491,7 @@ func (t *txn) checkDuplicates(ctx context.Context) error {
 		eps = append(eps, v.stream.Epoch[:])
 		seqs = append(seqs, int64(c.seq))
 	}
-	// A resent segment ends where its first delivery did, at a stored
-	// checkpoint, whose head is the link hash of that record: the ledger
-	// is not read at all. Otherwise the record is found in the ledger at
-	// the commit time of the first checkpoint at or after its seq (the
-	// commit that stored it also stored that checkpoint), which names the
-	// one partition (chunk) to look in.
-	rows, _ := t.tx.Query(ctx, `SELECT q.i, coalesce(c.head, l.hash)
-		FROM unnest($1::int[], $2::text[], $3::bytea[], $4::bigint[]) AS q(i, edge, epoch, seq)
-		LEFT JOIN checkpoints c ON c.edge = q.edge AND c.epoch = q.epoch AND c.seq = q.seq
-		LEFT JOIN LATERAL (SELECT hash FROM ledger l
-			WHERE c.head IS NULL AND l.edge = q.edge AND l.epoch = q.epoch AND l.seq = q.seq
-			AND l.committed_at = (SELECT c2.committed_at FROM checkpoints c2
-				WHERE c2.edge = q.edge AND c2.epoch = q.epoch AND c2.seq >= q.seq ORDER BY c2.seq LIMIT 1)
-			LIMIT 1) l ON true`,
-		is, es, eps, seqs)
+	rows, _ := t.tx.Query(ctx, dupCheckQuery, is, es, eps, seqs)
 	stored := map[int]protocol.Hash{}
 	var i int32
 	var h []byte
@@ -501,7 +506,12 @@ func (t *txn) checkDuplicates(ctx context.Context) error {
 		return fmt.Errorf("check duplicates: %w", err)
 	}
 	for _, c := range t.dbChecks {
-		if h, ok := stored[c.i]; !ok || h != c.want {
+		h, ok := stored[c.i]
+		switch {
+		case !ok && c.seq <= t.states[t.work[c.i].stream].floor:
+			// Dropped by retention: nothing to compare with. A duplicate
+			// (the edge signed both); see DropBefore.
+		case !ok || h != c.want:
 			t.res[c.i] = forked(t.work[c.i].stream, c.seq)
 		}
 	}

@@ -203,27 +203,7 @@ func (l *Ledger) Events(ctx context.Context, f Filter) (Page, error) {
 	if err != nil {
 		return Page{}, fmt.Errorf("events: %w", err)
 	}
-	where := []string{"pos > $1", "committed_at >= $2", BelowHorizon}
-	args := []any{f.After, since}
-	add := func(cond string, v any) {
-		args = append(args, v)
-		where = append(where, fmt.Sprintf(cond, len(args)))
-	}
-	if f.Edge != "" {
-		add("edge = $%d", f.Edge)
-	}
-	if f.Type != "" {
-		add("type = $%d", f.Type)
-	}
-	if !f.From.IsZero() {
-		add("edge_time >= $%d", f.From)
-	}
-	if !f.To.IsZero() {
-		add("edge_time < $%d", f.To)
-	}
-	args = append(args, f.Limit)
-	q := fmt.Sprintf(`SELECT pos, committed_at, raw FROM ledger WHERE %s ORDER BY pos LIMIT $%d`,
-		strings.Join(where, " AND "), len(args))
+	q, args := eventsQuery(f, since)
 	rows, err := l.db.Query(ctx, q, args...)
 	if err != nil {
 		return Page{}, fmt.Errorf("events: %w", err)
@@ -249,6 +229,32 @@ func (l *Ledger) Events(ctx context.Context, f Filter) (Page, error) {
 		return Page{}, fmt.Errorf("events: %w", err)
 	}
 	return p, nil
+}
+
+// eventsQuery is Events' query for f (its Limit filled in), bounded below
+// by since (markBefore of f.After).
+func eventsQuery(f Filter, since pgtype.Timestamptz) (string, []any) {
+	where := []string{"pos > $1", "committed_at >= $2", BelowHorizon}
+	args := []any{f.After, since}
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, fmt.Sprintf(cond, len(args)))
+	}
+	if f.Edge != "" {
+		add("edge = $%d", f.Edge)
+	}
+	if f.Type != "" {
+		add("type = $%d", f.Type)
+	}
+	if !f.From.IsZero() {
+		add("edge_time >= $%d", f.From)
+	}
+	if !f.To.IsZero() {
+		add("edge_time < $%d", f.To)
+	}
+	args = append(args, f.Limit)
+	return fmt.Sprintf(`SELECT pos, committed_at, raw FROM ledger WHERE %s ORDER BY pos LIMIT $%d`,
+		strings.Join(where, " AND "), len(args)), args
 }
 
 // QuarantineEntry is one quarantined segment.

@@ -28,6 +28,12 @@
 ALTER TABLE ledger ADD COLUMN xid xid8 NOT NULL DEFAULT '0';
 ALTER TABLE ledger ALTER COLUMN xid SET DEFAULT pg_current_xact_id();
 
+-- A stream's floor: its records at or below floor_seq may have been
+-- dropped from the ledger by retention (DropBefore, which moves it). A
+-- duplicate there that ends at no stored checkpoint cannot be compared and
+-- is taken as a duplicate, not as a fork.
+ALTER TABLE streams ADD COLUMN floor_seq bigint NOT NULL DEFAULT 0;
+
 CREATE SEQUENCE ledger_time_seq AS bigint MINVALUE 0;
 SELECT setval('ledger_time_seq',
 	greatest(0, coalesce((SELECT (extract(epoch FROM max(last_commit)) * 1000000)::bigint FROM streams), 0)), true);
