@@ -40,15 +40,26 @@
 // at start-up, then daily, retrying hourly), and a DEFAULT partition that
 // catches rows of a month nobody made a partition for; EnsurePartitions
 // moves such rows out when it makes their partition. Monthly, not daily:
-// reads page by pos across all partitions, so fewer partitions mean cheaper
-// plans, and a month of even a large fleet's events is a comfortable table.
+// the reads that cannot prune (a stream's audit, a proof) plan every
+// partition, so fewer partitions mean cheaper plans, and a month of even a
+// large fleet's events is a comfortable table. The hot reads do prune: the
+// events page and Tail bound committed_at from below by the ledger mark at
+// their cursor, and the duplicate check reads the ledger at the commit time
+// of the checkpoint after the record (and not at all when the duplicate
+// ends at a checkpoint, as resends do).
 // When TimescaleDB is installed, preloaded and may be created by the role
 // (DecidePartitioning, which checks before trying, since CREATE EXTENSION
 // without the preload ends the session), Migrate makes the ledger a
-// hypertable on committed_at with 7-day chunks instead, and
+// hypertable on committed_at instead, with 30-day chunks from schema
+// version 9 on (7-day before; migration 0009 says why), and
 // EnsurePartitions does nothing. The choice is made once, when the ledger
 // table is created; Partitioning reports it, and MigrateReport and
 // PartitioningReport say why.
+//
+// Retention is DropBefore: whole months (partitions or chunks) before a
+// cut, after moving each stream's floor (floor_seq) to the highest seq
+// dropped, so that an honest redelivery of dropped records stays a
+// duplicate instead of becoming a fork. Checkpoints are kept.
 //
 // A unique index on a partitioned table must include the partition key, so
 // nothing in the ledger enforces one row per (edge, epoch, seq): the streams

@@ -21,7 +21,7 @@ var migrationFiles embed.FS
 // Partitioning modes: how the ledger table is split by commit time.
 const (
 	PartitionNative      = "native"      // monthly RANGE partitions plus a DEFAULT one
-	PartitionTimescaleDB = "timescaledb" // a hypertable with 7-day chunks
+	PartitionTimescaleDB = "timescaledb" // a hypertable, 30-day chunks (migration 0009)
 )
 
 // DefaultPartitionsAhead is how far past now Migrate makes partitions, and
