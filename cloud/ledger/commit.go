@@ -263,7 +263,6 @@ type txn struct {
 	states      map[protocol.Stream]*streamState
 	byEdge      []protocol.Stream // every locked stream, in lock order
 	active      map[edgeKID]bool  // the signing keys still active
-	xid         string            // the transaction's xid8, as text
 	committedAt time.Time
 	firstPos    int64 // the first position taken
 	nextPos     int64 // the next position to give a record
@@ -329,7 +328,7 @@ func (t *txn) lockStreams(ctx context.Context) error {
 	b := &pgx.Batch{}
 	b.Queue(`SELECT count(pg_advisory_xact_lock($2, k))
 		FROM (SELECT DISTINCT hashtext(e) AS k FROM unnest($1::text[]) AS e ORDER BY 1) AS s`, t.edges, lockEdgeClass)
-	b.Queue(`SELECT xid::text, first_pos, committed_at, mark FROM ledger_take_positions($1)`, max(t.maxNew, 1))
+	b.Queue(`SELECT first_pos, committed_at, mark FROM ledger_take_positions($1)`, max(t.maxNew, 1))
 	b.Queue(`INSERT INTO streams (edge, epoch)
 		SELECT * FROM unnest($1::text[], $2::bytea[])
 		ON CONFLICT DO NOTHING RETURNING edge, epoch`, t.sEdges, t.sEpochs)
@@ -343,7 +342,7 @@ func (t *txn) lockStreams(ctx context.Context) error {
 		br.Close()
 		return fmt.Errorf("lock edges: %w", err)
 	}
-	if err := br.QueryRow().Scan(&t.xid, &t.nextPos, &t.committedAt, &t.mark); err != nil {
+	if err := br.QueryRow().Scan(&t.nextPos, &t.committedAt, &t.mark); err != nil {
 		br.Close()
 		return fmt.Errorf("take commit positions: %w", err)
 	}

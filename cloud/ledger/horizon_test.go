@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -171,7 +172,8 @@ func TestCommitsOfOneEdgeSerialise(t *testing.T) {
 	conn := MustConn(t, url)
 	// The second waits for an advisory lock (the edge's), held by the first.
 	poll.For(t, time.Minute, func() error {
-		n := count(t, conn, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`)
+		n := count(t, conn, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`)
 		if n != 1 {
 			return fmt.Errorf("%d advisory locks waited for, want 1", n)
 		}
@@ -347,5 +349,69 @@ func TestDuplicateCheckBetweenCheckpoints(t *testing.T) {
 		if o := out[0]; o.Kind != ledger.KindQuarantined || o.Code != protocol.NackChain {
 			t.Errorf("fork %d-%d: %+v", seg.First, seg.Last, o)
 		}
+	}
+}
+
+// ledger_take_positions refuses a transaction that already has an xid (its
+// positions would not follow its xid), and releases its session lock when
+// it fails: another session can take the lock at once.
+func TestTakePositionsGuards(t *testing.T) {
+	ctx := context.Background()
+	url := MustMigratedDB(t)
+	conn, other := MustConn(t, url), MustConn(t, url)
+	const lockCommit = 0x6f7574706f737403 // ledger.lockCommit, as migration 0009 spells it
+
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE scratch (x int); INSERT INTO scratch VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Exec(ctx, `SELECT ledger_take_positions(1)`)
+	if err == nil || !strings.Contains(err.Error(), "must be the first write of its transaction") {
+		t.Errorf("after a write: %v, want a refusal", err)
+	}
+	_ = tx.Rollback(ctx)
+
+	// A failure inside the locked part (the range overflows bigint).
+	tx, err = conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Exec(ctx, `SELECT ledger_take_positions(9223372036854775807)`)
+	if err == nil {
+		t.Fatal("a range past the end of bigint was taken")
+	}
+	var got bool
+	if err := other.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, int64(lockCommit)).Scan(&got); err != nil || !got {
+		t.Fatalf("another session cannot take the position lock after the failure (%v, %v): it leaked", got, err)
+	}
+	if _, err := other.Exec(ctx, `SELECT pg_advisory_unlock($1)`, int64(lockCommit)); err != nil {
+		t.Fatal(err)
+	}
+	_ = tx.Rollback(ctx)
+
+	// And in order: positions and xids rise together.
+	var x1, x2 string
+	var p1, p2 int64
+	for _, d := range []struct {
+		x *string
+		p *int64
+	}{{&x1, &p1}, {&x2, &p2}} {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.QueryRow(ctx, `SELECT xid::text, first_pos FROM ledger_take_positions(5)`).Scan(d.x, d.p); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ordered bool
+	if err := conn.QueryRow(ctx, `SELECT $1::xid8 < $2::xid8`, x1, x2).Scan(&ordered); err != nil || !ordered || p2 < p1+5 {
+		t.Errorf("xids %s, %s with positions %d, %d: want both rising, the second range after the first", x1, x2, p1, p2)
 	}
 }
