@@ -32,6 +32,21 @@ func (s *benchStream) segments(tb testing.TB, n, size int) []*protocol.Segment {
 	return out
 }
 
+// shadowed returns segs under a shadow epoch of each stream, for the plain
+// COPY: the same table, the same bytes, but index keys as new as the
+// commit's. (Copying the keys the commit has just inserted would let the
+// COPY add them to hot leaf pages as B-tree duplicates: a ceiling no
+// commit can reach.)
+func shadowed(segs []*protocol.Segment) []*protocol.Segment {
+	out := make([]*protocol.Segment, len(segs))
+	for i, s := range segs {
+		c := *s
+		c.Epoch[0] ^= 0xff
+		out[i] = &c
+	}
+	return out
+}
+
 // copyPos numbers the rows of the plain COPY: distinct and increasing, as
 // commits number theirs (equal values would make the pos indexes unfairly
 // cheap, by B-tree deduplication). They start far above the commits' own.
@@ -39,25 +54,18 @@ var copyPos atomic.Int64
 
 func init() { copyPos.Store(1 << 50) }
 
-// copyRows is the ledger rows of segs as a plain COPY would write them,
-// under a shadow epoch of each stream: the same table, the same bytes, but
-// keys that are as new to the indexes as the commit's. (The stream's own
-// keys, which the commit has just inserted, would let the COPY add them
-// to hot leaf pages as B-tree duplicates: a ceiling the commit could
-// never reach.)
+// copyRows is the ledger rows of segs as a plain COPY would write them.
 func copyRows(tb testing.TB, segs []*protocol.Segment) [][]any {
 	var rows [][]any
 	now := time.Now()
 	for _, seg := range segs {
-		shadow := seg.Epoch
-		shadow[0] ^= 0xff
 		for _, raw := range seg.Records {
 			r, err := protocol.DecodeRecord(raw)
 			if err != nil {
 				tb.Fatal(err)
 			}
 			h := r.LinkHash(raw)
-			rows = append(rows, []any{seg.Edge, shadow[:], int64(r.Seq), copyPos.Add(1), now, r.Device, r.ID, r.Type,
+			rows = append(rows, []any{seg.Edge, seg.Epoch[:], int64(r.Seq), copyPos.Add(1), now, r.Device, r.ID, r.Type,
 				string(r.Class), time.UnixMilli(r.TS), r.EdgeTime.Time(), int64(r.EdgeTime), r.IsTombstone(), h[:], raw})
 		}
 	}
@@ -156,7 +164,7 @@ func benchCommit(b *testing.B, workers, nseg, size int) {
 				segs = append(segs, s.segments(b, 1, size)...)
 			}
 			ins[i%workers] = append(ins[i%workers], inputs(segs...))
-			crows[i%workers] = append(crows[i%workers], copyRows(b, segs))
+			crows[i%workers] = append(crows[i%workers], copyRows(b, shadowed(segs)))
 			rows += nseg * size
 		}
 		done += n

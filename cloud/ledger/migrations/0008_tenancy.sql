@@ -52,8 +52,10 @@ CREATE FUNCTION outpost_scope() RETURNS text LANGUAGE sql STABLE PARALLEL SAFE
 	AS $$ SELECT coalesce(current_setting('outpost.tenant', true), '') $$;
 
 -- outpost_protect_tenant_table puts a table with a tenant column under
--- the tenant policy and lets the reader role read it. The projections'
--- rebuild calls it for the tables it builds before it swaps them in.
+-- the tenant policy and lets the reader role read it: a later migration
+-- that adds a table the API reads calls it (or the edge variant below).
+-- (The projections' rebuild swaps by TRUNCATE and INSERT into the live
+-- tables, which keeps their policies and grants.)
 CREATE FUNCTION outpost_protect_tenant_table(t regclass) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
 	EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
