@@ -5,7 +5,7 @@ TESTTIMEOUT ?= 12m
 BENCHTIME   ?= 1s
 FUZZTIME    ?= 10s
 
-.PHONY: build test test-short bench fuzz lint check-deps clean
+.PHONY: build test test-short test-ota bench fuzz lint check-deps clean
 
 build:
 	@if [ -d cmd ] && [ -n "$$($(GO) list ./cmd/... 2>/dev/null)" ]; then \
@@ -26,6 +26,13 @@ test: check-deps
 PKG ?= ./...
 test-short: check-deps
 	$(GO) test -short -count=1 -timeout 5m $(GOTESTFLAGS) $(PKG)
+
+## test-ota: the OTA suites alone (docs/OTA.md, Tests), failure matrix
+## over real edge builds and kill -9 crash injection included; -short
+## skips those, make test runs them.
+test-ota:
+	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) ./firmware/... ./edge/ota/... ./internal/mochiutil/...
+	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) -run 'OTA|Systemd|Supervise|Watchdog|Notifies|SelfProbation|Healthz|Expired' ./cmd/edge/
 
 bench: check-deps
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(GOTESTFLAGS) ./...

@@ -154,10 +154,18 @@ func (r *run) setup(ctx context.Context) error {
 			kind       traffic.Kind
 			skew       time.Duration
 			mqtt5      bool
+			late       bool
 		}
 		var plans []plan
+		lateTill := -1 // the device index of the till that holds its events
+		if i < r.cfg.LateTills {
+			lateTill = 0
+			if r.cfg.Devices >= 4 {
+				lateTill = 3 // the second till
+			}
+		}
 		for j, kind := range layout(r.cfg.Devices) {
-			p := plan{id: fmt.Sprintf("s%d-%s-%d", i+1, kind, j+1), kind: kind}
+			p := plan{id: fmt.Sprintf("s%d-%s-%d", i+1, kind, j+1), kind: kind, late: j == lateTill}
 			if p.secret, err = e.AddDevice(ctx, p.id); err != nil {
 				return err
 			}
@@ -174,9 +182,13 @@ func (r *run) setup(ctx context.Context) error {
 		}
 		transports := map[string]int{}
 		for _, p := range plans {
-			d := &device{id: p.id, edge: e, rng: rand.New(rand.NewPCG(seed, hash(p.id))), batch: 1,
+			bday := day
+			if p.late {
+				bday = time.Now().UTC().AddDate(0, 0, -r.cfg.LateDays).Format(time.DateOnly)
+			}
+			d := &device{id: p.id, edge: e, rng: rand.New(rand.NewPCG(seed, hash(p.id))), batch: 1, hold: p.late,
 				gen: traffic.New(traffic.Options{Seed: seed, Store: id, Device: p.id, Kind: p.kind, Currency: currency,
-					TaxIncluded: incl, BusinessDay: day, Skew: p.skew})}
+					TaxIncluded: incl, BusinessDay: bday, Skew: p.skew, DuplicateTxn: r.cfg.DuplicateTxn})}
 			// Tills and sensors speak MQTT (3.1.1 or 5), sensors in CBOR;
 			// the scale posts batches over HTTP.
 			d.cbor = p.kind == traffic.Sensor

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -31,6 +32,8 @@ import (
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/cloud/projection/pgview"
+	"github.com/outpost-edge/outpost/docs"
 	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/internal/keyfile"
@@ -63,6 +66,7 @@ type Config struct {
 	GapWait      time.Duration
 	DrainTimeout time.Duration
 	AuditEvery   time.Duration
+	Projections  bool
 	TokensV1     bool
 	LogLevel     string
 	LogFormat    string
@@ -95,6 +99,8 @@ type Main struct {
 	pg      *pgcluster.Cluster
 	broker  *brokermqtt.Broker
 	apiAddr string
+
+	rebuilding atomic.Int64 // 1 while the start-up projection rebuild runs
 
 	natsServer *brokernats.Broker
 	auth       *edgeauth.Authenticator // edge logins on the embedded brokers
@@ -131,6 +137,7 @@ func (m *Main) ParseFlags(args []string) error {
 	flagenv.DurationVar(fs, &c.DrainTimeout, "drain-timeout", 10*time.Second, flagenv.Durations(time.Millisecond, 0, ""), "on the first SIGTERM, how long to finish work in hand")
 	flagenv.DurationVar(fs, &c.AuditEvery, "audit-every", ledger.DefaultAuditEvery, flagenv.Durations(time.Minute, 0, "no scheduled audit"), "how often to audit what was committed since the last audit (at start-up, then on this schedule; see cloud audit)")
 	fs.BoolVar(&c.TokensV1, "broker-tokens-v1", false, "embedded brokers: also accept older edges' v1 broker tokens while they are upgraded (once each, like v2, but valid on either broker and within 10 minutes of this clock)")
+	fs.BoolVar(&c.Projections, "projections", true, "fold every commit into the back office's read models (docs/REPORTS.md), in the commit; at start-up, rebuild them in the background when their definitions changed or commits were made without them")
 	natsFlags(fs, &c.NATS)
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud serve [flags]\n\nRuns the cloud service.")
 	return flagenv.Parse(fs, args, "OUTPOST_", "config")
@@ -245,7 +252,25 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	log.Info("ledger partitioning", "mode", part.Mode, "why", part.Reason)
-	led := ledger.New(m.pool, ledger.Options{Logger: log})
+	var projections []ledger.Projection
+	var dir *pgview.Directory
+	var proj *pgview.Projection
+	projectionSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "outpost_cloud_projection_apply_seconds",
+		Help:    "Time of the projection step of each commit (folding the batch into the read models, in the commit transaction).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)})
+	rebuildWhy := ""
+	if c.Projections {
+		dir = pgview.NewDirectory()
+		proj = pgview.New(dir)
+		proj.Observe = func(d time.Duration) { projectionSeconds.Observe(d.Seconds()) }
+		projections = append(projections, proj)
+		if rebuildWhy, err = pgview.NeedsRebuild(ctx, m.pool); err != nil {
+			return err
+		}
+	} else {
+		log.Warn("projections are off (--projections=false): commits are not folded into the read models; the next start with them on rebuilds them")
+	}
+	led := ledger.New(m.pool, ledger.Options{Logger: log, Projections: projections})
 
 	svc, err := ingest.New(ingest.Options{Ledger: led, Signer: signer, Workers: c.Workers, MaxBatch: c.MaxBatch, GapWait: c.GapWait,
 		AfterCommit: crashAfterCommitFault(log), Logger: log})
@@ -302,14 +327,24 @@ func (m *Main) Run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, svc, led)
+	if proj != nil {
+		registerProjectionMetrics(reg, proj, projectionSeconds, &m.rebuilding)
+	}
 	auditor := newAuditor(reg, led, c.AuditEvery, log)
 	registerAuthMetrics(reg, m.auth)
 	if natsConsumer != nil {
 		registerNATSMetrics(reg, natsConsumer)
 	}
+	// Live tails end, with a close event, when the HTTP server shuts down
+	// (Shutdown waits for handlers, and a stream would not end by itself).
+	streamsDone := make(chan struct{})
+	var closeStreams sync.Once
 	handler := api.New(api.Options{
 		Ledger:         led,
 		CloudPublicKey: signer.Public(),
+		Signer:         signer,
+		OpenAPI:        docs.OpenAPI,
+		StreamsDone:    streamsDone,
 		Ready: func(ctx context.Context) error {
 			if svc.Draining() {
 				return errors.New("shutting down")
@@ -340,6 +375,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.apiAddr = ln.Addr().String()
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(func() { closeStreams.Do(func() { close(streamsDone) }) })
 
 	work, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
@@ -363,6 +399,9 @@ func (m *Main) Run(ctx context.Context) error {
 	g.Go(func() error { return ledger.PartitionKeeper{DB: m.pool, Logger: log}.Run(gctx) })
 	if auditor != nil {
 		g.Go(func() error { return auditor.Run(gctx) })
+	}
+	if rebuildWhy != "" {
+		g.Go(func() error { rebuildInBackground(gctx, m.pool, dir, rebuildWhy, &m.rebuilding, log); return nil })
 	}
 	log.Info("cloud serving", "api", m.apiAddr, "mqtt", redact(brokerURL), "nats", natsWhere(c, m), "kid", signer.KeyID())
 	close(m.Ready)

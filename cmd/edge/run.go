@@ -247,7 +247,8 @@ func (m *Main) Run(ctx context.Context) error {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(m.Status())
 	})
-	health := &localHealth{ob: m.ob, fault: healthFault(m.ob)}
+	health := &localHealth{ob: m.ob}
+	health.fault, health.answered = healthFault(m.ob)
 	for _, a := range []string{m.in.MQTTAddrActual(), m.in.HTTPAddrActual()} {
 		if a != "" {
 			health.addrs = append(health.addrs, a)
@@ -269,7 +270,8 @@ func (m *Main) Run(ctx context.Context) error {
 	})
 	log.Info("edge running", "edge", edgeID, "mqtt", m.in.MQTTAddrActual(), "http", m.in.HTTPAddrActual(), "status", m.statusAddr, "cloud", cloudURL)
 	close(m.Ready)
-	startSystemd(gctx, g, func() error { m.ob.State(); return nil }, log)
+	// The watchdog is fed on the full local health check, not a timer.
+	startSystemd(gctx, g, func() error { return health.check(gctx) }, log)
 	startOTAProbation(gctx, g, c.DataDir, m.statusAddr, log)
 
 	select {

@@ -48,9 +48,11 @@ func sdWatchdogEvery() time.Duration {
 }
 
 // startSystemd tells systemd the edge is ready (Type=notify) and, under
-// WatchdogSec=, feeds the watchdog for as long as check passes: a release
-// that hangs stops feeding it and systemd restarts it (and the unit's
-// guard counts the start while it is on probation).
+// WatchdogSec=, feeds the watchdog only when check passes: edge run gives
+// the full local health check (localHealth, the one /healthz serves), not
+// a timer, so a release whose outbox stops committing or whose intake
+// stops listening, or that hangs, stops feeding it and systemd restarts it
+// (and the unit's guard counts the start while it is on probation).
 func startSystemd(ctx context.Context, g *errgroup.Group, check func() error, log *slog.Logger) {
 	if err := sdNotify("READY=1"); err != nil {
 		log.Warn("sd_notify READY failed", "err", err)

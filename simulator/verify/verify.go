@@ -274,6 +274,7 @@ func Check(l *Ledger, sent []oracle.Entry, o Options) *Verdict {
 	occ := map[oracle.Key][]occurrence{}
 	var zs []occurrence
 	sales := pos.TillTotals{}
+	dupTxn := txnSet{}
 
 	streams := slices.Clone(l.Streams)
 	sort.Slice(streams, func(i, j int) bool { return streams[i].Stream.String() < streams[j].Stream.String() })
@@ -286,7 +287,7 @@ func Check(l *Ledger, sent []oracle.Entry, o Options) *Verdict {
 			if o.rec.Type == pos.TypeTillClosed && !o.rec.IsTombstone() {
 				zs = append(zs, o)
 			}
-			if !o.rec.IsTombstone() {
+			if !o.rec.IsTombstone() && !dupTxn.seen(o.rec.Type, o.rec.Body) {
 				sales.Add(o.rec.Type, o.rec.Body)
 			}
 			if v.FirstCommit.IsZero() || o.at.Before(v.FirstCommit) {
@@ -555,4 +556,37 @@ func (c *checker) zReport(o occurrence, sums pos.TillTotals) {
 		return
 	}
 	c.v.TillsExact++
+}
+
+// txnSet is the transactions a till's totals already hold, by (store,
+// terminal, business day, txn): a sale sent again under a new event id
+// (the duplicate-transaction fault) is one sale, on the till's Z report and
+// in the cloud's reports alike.
+type txnSet map[[4]string]bool
+
+// seen reports whether a transaction of the same key came before, and
+// notes this one.
+func (s txnSet) seen(typ string, body []byte) bool {
+	var k [4]string
+	switch typ {
+	case pos.TypeSaleCompleted, pos.TypeReturnCompleted:
+		var t pos.Transaction
+		if pos.Decode(typ, body, &t) != nil {
+			return false
+		}
+		k = [4]string{t.Store, t.Terminal, t.BusinessDay, t.Txn}
+	case pos.TypeSaleVoided:
+		var v pos.Void
+		if pos.Decode(typ, body, &v) != nil {
+			return false
+		}
+		k = [4]string{v.Store, v.Terminal, v.BusinessDay, v.Txn}
+	default:
+		return false
+	}
+	if s[k] {
+		return true
+	}
+	s[k] = true
+	return false
 }
