@@ -103,6 +103,9 @@ func TestHorizonHoldsBackLaterPositions(t *testing.T) {
 		t.Fatalf("Tail returned %d records (first pos %d) while an older commit is in flight, want none",
 			len(recs), recs[0].Pos)
 	}
+	if last, err := ledger.LastPos(ctx, conn); err != nil || last != 0 {
+		t.Fatalf("LastPos = %d, %v while an older commit is in flight, want 0", last, err)
+	}
 	page, err := reader.Events(ctx, ledger.Filter{})
 	if err != nil {
 		t.Fatal(err)
@@ -131,6 +134,9 @@ func TestHorizonHoldsBackLaterPositions(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("Tail after both committed:\n got %v\nwant %v", got, want)
+	}
+	if last, err := ledger.LastPos(ctx, conn); err != nil || last != recs[len(recs)-1].Pos {
+		t.Fatalf("LastPos = %d, %v after both committed, want %d", last, err, recs[len(recs)-1].Pos)
 	}
 	page, err = reader.Events(ctx, ledger.Filter{Limit: 15})
 	if err != nil {
