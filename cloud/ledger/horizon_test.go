@@ -118,10 +118,15 @@ func TestHorizonHoldsBackLaterPositions(t *testing.T) {
 	if err := <-slowDone; err != nil {
 		t.Fatalf("slow commit: %v", err)
 	}
-	recs, err = reader.Tail(ctx, 0, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Both are in: the tail shows them (at once here; poll all the same,
+	// since a write transaction of another test on a shared server would
+	// hold the horizon for a moment).
+	poll.For(t, time.Minute, func() error {
+		if recs, err = reader.Tail(ctx, 0, 100); err != nil || len(recs) != 20 {
+			return fmt.Errorf("Tail returned %d records (%v), want 20", len(recs), err)
+		}
+		return nil
+	})
 	var got []string
 	for _, r := range recs {
 		got = append(got, fmt.Sprintf("%s/%d", r.Stream.Edge, r.Record.Seq))
@@ -300,8 +305,14 @@ func TestTailWhileCommitting(t *testing.T) {
 			next[r.Stream] = r.Record.Seq
 			order = append(order, r.Pos)
 		}
-		if last && len(recs) == 0 {
+		// Done when the committers are and every record is tailed. A
+		// record skipped would never be tailed: the test would time out
+		// here, saying how many it saw.
+		if last && len(seen) == edges*perEdge*records {
 			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("tailed %d records of %d before the deadline", len(seen), edges*perEdge*records)
 		}
 	}
 	close(errs)
