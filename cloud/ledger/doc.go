@@ -129,8 +129,9 @@
 // longer commit order, and a reader that paged by pos alone could move its
 // cursor past a row that commits late and never see it (the bug Marten's
 // and Axon's event stores had with sequence-numbered events). Readers that
-// tail the ledger by pos (Events, Tail, and any other: the projections'
-// catch-up, the SSE tail) therefore add BelowHorizon: only rows whose
+// tail the ledger by pos (Events, and through it /v1/events and the SSE
+// tail; Tail; LastPos, the projections' rebuild bound; and any other)
+// therefore add BelowHorizon: only rows whose
 // transaction id (ledger.xid, xid8) is below pg_snapshot_xmin of the
 // statement's snapshot, that is, rows of transactions that had all ended
 // when the read began. ledger_take_positions assigns the xid and the
