@@ -52,6 +52,22 @@ type Projection interface {
 	Apply(ctx context.Context, tx pgx.Tx, recs []Committed) error
 }
 
+// An OrderedProjection is a Projection whose rows depend on the order in
+// which records are folded (which of two duplicates counts, a stock count
+// against another till's sale, which Z came later), so that its rows equal
+// a rebuild in pos order only if every commit applies it in the order of
+// its positions. Commits of different edges run at once, and a commit that
+// took lower positions can reach Apply after one that took higher ones; so
+// for each OrderedProjection the commit takes a transaction advisory lock
+// on OrderKey before it takes its positions, and holds it to its end.
+// Commits that fold an ordered projection therefore run one at a time from
+// their positions to their commit: the price of a projection that equals
+// its rebuild (docs/REPORTS.md, "Commits and order").
+type OrderedProjection interface {
+	Projection
+	OrderKey() string
+}
+
 // maxAttempts bounds how often a commit transaction that hit a deadlock or
 // serialization failure is run again.
 const maxAttempts = 3
@@ -328,6 +344,8 @@ func (t *txn) lockStreams(ctx context.Context) error {
 	b := &pgx.Batch{}
 	b.Queue(`SELECT count(pg_advisory_xact_lock($2, k))
 		FROM (SELECT DISTINCT hashtext(e) AS k FROM unnest($1::text[]) AS e ORDER BY 1) AS s`, t.edges, lockEdgeClass)
+	b.Queue(`SELECT count(pg_advisory_xact_lock($2, k))
+		FROM (SELECT DISTINCT hashtext(o) AS k FROM unnest($1::text[]) AS o ORDER BY 1) AS s`, t.l.orderKeys, lockProjectionClass)
 	b.Queue(`SELECT first_pos, committed_at, mark FROM ledger_take_positions($1)`, max(t.maxNew, 1))
 	b.Queue(`INSERT INTO streams (edge, epoch)
 		SELECT * FROM unnest($1::text[], $2::bytea[])
@@ -341,6 +359,10 @@ func (t *txn) lockStreams(ctx context.Context) error {
 	if _, err := br.Exec(); err != nil {
 		br.Close()
 		return fmt.Errorf("lock edges: %w", err)
+	}
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return fmt.Errorf("lock ordered projections: %w", err)
 	}
 	if err := br.QueryRow().Scan(&t.nextPos, &t.committedAt, &t.mark); err != nil {
 		br.Close()

@@ -43,6 +43,11 @@ const (
 // commit takes per edge (the second is hashtext of the edge id): "outp".
 const lockEdgeClass int32 = 0x6f757470
 
+// lockProjectionClass is the first key of the two-key transaction advisory
+// lock a commit takes per OrderedProjection (the second is hashtext of its
+// OrderKey), before it takes its positions: "outq".
+const lockProjectionClass int32 = 0x6f757471
+
 // A migration is one version of the schema: one SQL file, or one per
 // partitioning mode (NNNN_name.native.sql, NNNN_name.timescaledb.sql).
 type migration struct {
