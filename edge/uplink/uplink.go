@@ -234,8 +234,13 @@ func (u *Uplink) backoff(attempt int) time.Duration {
 type inflight struct{ first, last uint64 }
 
 // sentSegment is what a session remembers of a segment it published, to
-// bind nacks to it.
-type sentSegment = protocol.SegmentRef
+// bind nacks to it: its ref, and the source's acknowledged watermark when
+// it was published (the lowest, when the same bytes went out more than
+// once), which says what a gap nack for it can show (cloudBehind).
+type sentSegment struct {
+	ref   protocol.SegmentRef
+	acked uint64
+}
 
 // session is one connection's state machine. Run makes one per Connect;
 // its loop (run) waits for an event and hands it to one step: fill sends
@@ -343,10 +348,11 @@ func (s *session) run(ctx context.Context) error {
 			case r.Receipt != nil:
 				s.onReceipt(*r.Receipt)
 			case r.Nack != nil:
-				if !s.bound(*r.Nack) {
+				sent, ok := s.bound(*r.Nack)
+				if !ok {
 					continue
 				}
-				if handled, err := s.cloudBehind(*r.Nack); err != nil {
+				if handled, err := s.cloudBehind(*r.Nack, sent); err != nil {
 					return err
 				} else if !handled {
 					s.onNack(*r.Nack)
@@ -401,7 +407,11 @@ func (s *session) fill(ctx context.Context) error {
 		}
 		s.flight = append(s.flight, inflight{first: seg.First, last: seg.Last})
 		ref := protocol.RefOf(b, seg)
-		s.sent[ref.Hash] = ref
+		sent := sentSegment{ref: ref, acked: u.o.Source.AckedSeq()}
+		if prev, ok := s.sent[ref.Hash]; ok {
+			sent.acked = min(sent.acked, prev.acked)
+		}
+		s.sent[ref.Hash] = sent
 		s.next = seg.Last + 1
 		next, n := s.next, len(s.flight)
 		u.update(func(s *Stats) {
@@ -445,8 +455,8 @@ func (s *session) onReceipt(r protocol.Receipt) {
 	for len(s.flight) > 0 && s.flight[0].last <= s.acked {
 		s.flight = s.flight[1:]
 	}
-	for h, ref := range s.sent {
-		if ref.Last <= s.acked {
+	for h, sent := range s.sent {
+		if sent.ref.Last <= s.acked {
 			delete(s.sent, h)
 		}
 	}
@@ -463,14 +473,15 @@ func (s *session) onReceipt(r protocol.Receipt) {
 // and not a replay of a nack already acted on. Anything else is counted
 // and ignored: a stale or replayed nack, or one about a forged segment on
 // the edge's topic, must not rewind or hold the uplink. A nack acted on
-// uses up its segment until that segment is sent again.
-func (s *session) bound(n protocol.Nack) bool {
+// uses up its segment until that segment is sent again; bound returns
+// what the session remembered of it.
+func (s *session) bound(n protocol.Nack) (sentSegment, bool) {
 	u := s.u
 	ref := n.Refused()
 	why := ""
 	if n.V != protocol.NackVersion {
 		why = fmt.Sprintf("nack version %d names no segment", n.V)
-	} else if got, ok := s.sent[ref.Hash]; !ok || got != ref {
+	} else if got, ok := s.sent[ref.Hash]; !ok || got.ref != ref {
 		why = "it is not about a segment sent in this session"
 	} else if at, seen := u.nackAt[ref.Hash]; seen && n.At <= at {
 		why = "a replay of a nack already acted on"
@@ -478,14 +489,15 @@ func (s *session) bound(n protocol.Nack) bool {
 	if why != "" {
 		u.update(func(s *Stats) { s.IgnoredNacks++ })
 		u.log.Info("ignored a nack", "why", why, "code", n.Code.String(), "first", n.First, "last", n.Last, "seg_kid", string(n.SegKID), "at", n.At)
-		return false
+		return sentSegment{}, false
 	}
+	sent := s.sent[ref.Hash]
 	delete(s.sent, ref.Hash)
 	if len(u.nackAt) >= maxNackMemory {
 		clear(u.nackAt)
 	}
 	u.nackAt[ref.Hash] = n.At
-	return true
+	return sent, true
 }
 
 // onNack acts on a verified, bound nack: rewind to the cloud's watermark, and
