@@ -241,3 +241,48 @@ func TestOvertakenGapNackIsNotCloudBehind(t *testing.T) {
 		}
 	})
 }
+
+// TestCloudBehindWithinSession: the cloud's database is restored while the
+// edge's broker session stays up (the broker is not the database). A
+// segment published after the receipt that moved the watermark to 5, and
+// nacked at 2, does show the cloud behind: the uplink leaves the stream,
+// as the overtaken-nack rule (TestOvertakenGapNackIsNotCloudBehind) must
+// not prevent.
+func TestCloudBehindWithinSession(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		edgeKey, cloudKey := key("edge"), key("cloud")
+		old := newMemSource("e1", edgeKey)
+		old.add(5)
+		cloud := &memCloud{signer: cloudKey, stream: old.Stream()}
+		src := &divSource{cur: old, signer: edgeKey, cloud: cloud}
+		tr := &memTransport{cloud: cloud}
+		up, err := uplink.New(uplink.Options{Transport: tr, Source: src, CloudKeys: protocol.NewKeyMap(cloudKey.Public()),
+			HelloTimeout: 2 * time.Second, AckTimeout: 30 * time.Second,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = up.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		settle(time.Minute)
+		if got := old.Trimmed(); got != 5 {
+			t.Fatalf("trimmed %d, want 5", got)
+		}
+		cloud.mu.Lock()
+		cloud.hwm, cloud.head = 2, old.chain.Links[1] // restored; the session stays
+		cloud.mu.Unlock()
+		old.add(3)
+		settle(5 * time.Minute)
+		src.mu.Lock()
+		left := src.left
+		src.mu.Unlock()
+		if len(left) != 1 || left[0].HWM != 2 {
+			t.Fatalf("left the stream on %+v, want once, at the cloud's 2; stats %+v", left, up.Stats())
+		}
+		if s := up.Stats(); s.Sessions != 2 || s.CloudBehind != 1 || s.NewStreams != 1 {
+			t.Fatalf("stats %+v: want one session per stream, cloud_behind and new_streams 1", s)
+		}
+	})
+}
