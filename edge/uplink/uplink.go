@@ -346,7 +346,9 @@ func (s *session) run(ctx context.Context) error {
 			}
 			switch {
 			case r.Receipt != nil:
-				s.onReceipt(*r.Receipt)
+				if err := s.onReceipt(*r.Receipt); err != nil {
+					return err
+				}
 			case r.Nack != nil:
 				sent, ok := s.bound(*r.Nack)
 				if !ok {
@@ -444,11 +446,13 @@ func (s *session) onAckTimeout(ctx context.Context) error {
 }
 
 // onReceipt trims to a verified receipt that moves the watermark, and
-// drops the segments it covers from the window.
-func (s *session) onReceipt(r protocol.Receipt) {
+// drops the segments it covers from the window. Its error is
+// ErrNewStream when the receipt showed the cloud past or apart from the
+// source and the source left the stream (diverged.go).
+func (s *session) onReceipt(r protocol.Receipt) error {
 	u := s.u
-	if !u.accept(r, s.acked) {
-		return
+	if ok, err := u.accept(r, s.acked); !ok {
+		return err
 	}
 	s.acked, s.progressed, s.nackBackoff = r.HWM, true, 0
 	s.lastProgress = u.o.Now()
@@ -465,6 +469,7 @@ func (s *session) onReceipt(r protocol.Receipt) {
 	}
 	n, next := len(s.flight), s.next
 	u.update(func(s *Stats) { s.InFlight = n; s.NextSeq = next })
+	return nil
 }
 
 // bound reports whether a verified nack (of this session's stream) is one
@@ -624,38 +629,52 @@ func (u *Uplink) verify(m []byte, st protocol.Stream) (protocol.Reply, bool) {
 }
 
 // accept trims to a verified receipt that moves the watermark forward.
-func (u *Uplink) accept(r protocol.Receipt, acked uint64) bool {
+// A receipt that does not match the source (beyond its head, or another
+// hash at its hwm) is checked as the hello checks it (checkDiverged): it
+// may be the cloud's real answer to a hello that resumed on a stale
+// receipt, showing a restored outbox the cloud is past; err is then
+// ErrNewStream (or why the source could not leave the stream).
+func (u *Uplink) accept(r protocol.Receipt, acked uint64) (ok bool, err error) {
 	switch {
 	case r.HWM < acked:
 		// A replay, or a receipt overtaken by a later one (several cloud
 		// workers reply independently): either way it trims nothing.
 		u.update(func(s *Stats) { s.ReplayedReplies++ })
 		u.log.Info("ignored an older receipt (replayed or overtaken)", "hwm", r.HWM, "acked", acked)
-		return false
+		return false, nil
 	case r.HWM == acked:
-		return false // a redelivered receipt
+		return false, nil // a redelivered receipt
 	case r.HWM > u.o.Source.LastSeq():
+		if err := u.checkDiverged(r); err != nil {
+			return false, err
+		}
 		u.countForged("receipt hwm %d is beyond the local head %d", r.HWM, u.o.Source.LastSeq())
-		return false
+		return false, nil
 	case r.HWM <= u.o.Source.AckedSeq():
 		// Resending to a cloud that was behind (behind.go): the outbox
 		// trimmed to a later receipt already, so this one only moves
 		// the session on, once it matches what the outbox still holds.
 		if d, ok := u.o.Source.(Diverger); ok {
 			if div, err := d.Diverges(r); err == nil && div {
+				if err := u.checkDiverged(r); err != nil {
+					return false, err
+				}
 				u.countForged("receipt at hwm %d does not match the outbox", r.HWM)
-				return false
+				return false, nil
 			}
 		}
 		u.update(func(s *Stats) { s.Receipts++; s.AckedHWM = r.HWM; s.LastReceipt = u.o.Now() })
-		return true
+		return true, nil
 	}
 	if err := u.o.Source.Trim(r); err != nil {
+		if derr := u.checkDiverged(r); derr != nil {
+			return false, derr
+		}
 		u.countForged("receipt at hwm %d does not match the outbox: %v", r.HWM, err)
-		return false
+		return false, nil
 	}
 	u.update(func(s *Stats) { s.Receipts++; s.AckedHWM = r.HWM; s.LastReceipt = u.o.Now() })
-	return true
+	return true, nil
 }
 
 func (u *Uplink) countForged(format string, args ...any) {
