@@ -37,11 +37,22 @@ type Retainer interface {
 // cloudBehind acts on a bound nack that shows the cloud behind the
 // outbox's acknowledged watermark. handled is false for any other nack
 // (onNack takes it); err is ErrNewStream when the source left the stream.
-func (s *session) cloudBehind(n protocol.Nack) (handled bool, err error) {
+//
+// A gap nack's hwm is the cloud's watermark when it judged the segment,
+// and a receipt can overtake it on the way back (another worker's, for
+// the fill the cloud was waiting for; the broker delivers replies in any
+// order, and an attacker on it chooses the order). So the nack shows the
+// cloud behind only when its hwm is below what the cloud had receipted
+// before the segment was even published (sent.acked): a cloud that
+// receipted through acked, and then, judging a segment sent after that
+// receipt arrived, stands below it, lost what it committed. A nack below
+// the watermark for a segment sent earlier is only overtaken: onNack
+// resends from the session's watermark.
+func (s *session) cloudBehind(n protocol.Nack, sent sentSegment) (handled bool, err error) {
 	u := s.u
 	src := u.o.Source
 	acked := src.AckedSeq()
-	if n.Code != protocol.NackGap || n.HWM >= acked {
+	if n.Code != protocol.NackGap || n.HWM >= acked || n.HWM >= sent.acked {
 		return false, nil
 	}
 	now := u.o.Now()

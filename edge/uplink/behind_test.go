@@ -161,3 +161,128 @@ func TestCloudBehindPastRetentionLeavesStream(t *testing.T) {
 		}
 	})
 }
+
+// TestOvertakenGapNackIsNotCloudBehind: a gap nack is the cloud's
+// watermark when it judged the segment, and a receipt from another worker
+// can overtake it on the way back (the broker, or an attacker on it,
+// delivers replies in any order). Here segment 1..5 is delayed past the
+// cloud's gap wait, so 6..10 is nacked at hwm 0; then 1..5 commits, its
+// receipt (5) arrives first and the outbox trims to it, and then the nack,
+// bound and signed and fresh, arrives. The cloud is not behind: it
+// receipted 5 after it judged 6..10. The uplink must resend 6..10, not
+// leave the stream as if the cloud had lost 1..5 (before, it started a new
+// epoch, re-entered what it held, and reported 1..5 lost).
+func TestOvertakenGapNackIsNotCloudBehind(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		edgeKey, cloudKey := key("edge"), key("cloud")
+		old := newMemSource("e1", edgeKey)
+		old.add(5)
+		old.add(5)
+		lost := map[uint64]bool{}
+		cloud := &memCloud{signer: cloudKey, stream: old.Stream(), refuse: func(seg *protocol.Segment) int {
+			if !lost[seg.First] { // the first of each is delayed, never answered
+				lost[seg.First] = true
+				return -1
+			}
+			return 0
+		}}
+		src := &divSource{cur: old, signer: edgeKey, cloud: cloud}
+		tr := &memTransport{cloud: cloud}
+		up, err := uplink.New(uplink.Options{Transport: tr, Source: src, CloudKeys: protocol.NewKeyMap(cloudKey.Public()),
+			Window: 4, MaxSegmentBytes: 600, HelloTimeout: 2 * time.Second, AckTimeout: 30 * time.Second,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = up.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		settle(time.Second)
+		if p := tr.published(); len(p) != 2 || p[0].first != 1 || p[1].first != 6 {
+			t.Fatalf("published %+v, want 1..5 and 6..10", p)
+		}
+		// The nack the cloud made for 6..10 while it was at 0, bound to
+		// the segment as the uplink sent it.
+		seg, err := old.Segment(6, 600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := protocol.EncodeSegment(seg, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cloud.mu.Lock()
+		nack := cloud.nack(raw, seg, protocol.NackGap)
+		cloud.hwm, cloud.head = 5, old.chain.Links[4] // then 1..5 commits
+		receipt := cloud.receipt()
+		cloud.mu.Unlock()
+		tr.mu.Lock()
+		reply := tr.onReply
+		tr.mu.Unlock()
+		reply(receipt)
+		settle(time.Millisecond)
+		if got := old.Trimmed(); got != 5 {
+			t.Fatalf("trimmed %d after the receipt, want 5", got)
+		}
+		reply(nack)
+		settle(time.Minute)
+		src.mu.Lock()
+		left := src.left
+		src.mu.Unlock()
+		if len(left) != 0 {
+			t.Fatalf("left the stream on the overtaken nack (%+v): the cloud was never behind; stats %+v", left, up.Stats())
+		}
+		if got := old.Trimmed(); got != 10 {
+			t.Fatalf("trimmed %d, want 10 (6..10 resent); stats %+v", got, up.Stats())
+		}
+		if s := up.Stats(); s.CloudBehind != 0 || s.NewStreams != 0 {
+			t.Fatalf("stats %+v: want no cloud_behind, no new stream", s)
+		}
+	})
+}
+
+// TestCloudBehindWithinSession: the cloud's database is restored while the
+// edge's broker session stays up (the broker is not the database). A
+// segment published after the receipt that moved the watermark to 5, and
+// nacked at 2, does show the cloud behind: the uplink leaves the stream,
+// as the overtaken-nack rule (TestOvertakenGapNackIsNotCloudBehind) must
+// not prevent.
+func TestCloudBehindWithinSession(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		edgeKey, cloudKey := key("edge"), key("cloud")
+		old := newMemSource("e1", edgeKey)
+		old.add(5)
+		cloud := &memCloud{signer: cloudKey, stream: old.Stream()}
+		src := &divSource{cur: old, signer: edgeKey, cloud: cloud}
+		tr := &memTransport{cloud: cloud}
+		up, err := uplink.New(uplink.Options{Transport: tr, Source: src, CloudKeys: protocol.NewKeyMap(cloudKey.Public()),
+			HelloTimeout: 2 * time.Second, AckTimeout: 30 * time.Second,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = up.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		settle(time.Minute)
+		if got := old.Trimmed(); got != 5 {
+			t.Fatalf("trimmed %d, want 5", got)
+		}
+		cloud.mu.Lock()
+		cloud.hwm, cloud.head = 2, old.chain.Links[1] // restored; the session stays
+		cloud.mu.Unlock()
+		old.add(3)
+		settle(5 * time.Minute)
+		src.mu.Lock()
+		left := src.left
+		src.mu.Unlock()
+		if len(left) != 1 || left[0].HWM != 2 {
+			t.Fatalf("left the stream on %+v, want once, at the cloud's 2; stats %+v", left, up.Stats())
+		}
+		if s := up.Stats(); s.Sessions != 2 || s.CloudBehind != 1 || s.NewStreams != 1 {
+			t.Fatalf("stats %+v: want one session per stream, cloud_behind and new_streams 1", s)
+		}
+	})
+}

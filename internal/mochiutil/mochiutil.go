@@ -14,8 +14,11 @@
 // is counted after the wait for all clients has begun: a WaitGroup Add from
 // zero racing its Wait, which the race detector reports (a health probe that
 // dials the intake every few ms, as the systemd watchdog's does, meets it at
-// every shutdown). Listener (instead of mochi's listeners.NewNet) counts its
-// connections before it hands them on; Shutdown avoids the other two; Conns
+// every shutdown). Those listeners also stop for good at the first failed
+// accept, so a connection flood that runs the process out of file
+// descriptors leaves the broker deaf until a restart. Listener (instead of
+// mochi's listeners.NewNet) counts its connections before it hands them
+// on, and waits out a failed accept and tries again; Shutdown avoids the other two; Conns
 // lets it reach the connections mochi does not know as clients yet.
 package mochiutil
 
@@ -47,14 +50,25 @@ type Listener struct {
 
 	mu     sync.Mutex
 	closed bool
+	quit   chan struct{}  // closed by the first Close: ends a wait between failed accepts
 	wg     sync.WaitGroup // the Serve loop and each connection's establish
 }
+
+// Accept retries: a failed accept that is not the listener's closing (the
+// process out of file descriptors during a connection flood, a connection
+// aborted before it was accepted) is waited out, from acceptRetryMin
+// doubling to acceptRetryMax, as net/http's Server does, rather than
+// ending the listener for good.
+const (
+	acceptRetryMin = 5 * time.Millisecond
+	acceptRetryMax = time.Second
+)
 
 var _ listeners.Listener = (*Listener)(nil)
 
 // NewListener returns a mochi listener named id serving ln.
 func NewListener(id string, ln net.Listener) *Listener {
-	return &Listener{id: id, ln: ln, log: slog.New(slog.DiscardHandler)}
+	return &Listener{id: id, ln: ln, log: slog.New(slog.DiscardHandler), quit: make(chan struct{})}
 }
 
 // Init is called by mochi's Server.AddListener.
@@ -91,11 +105,25 @@ func (l *Listener) Serve(establish listeners.EstablishFn) {
 		return
 	}
 	defer l.wg.Done()
+	var retry time.Duration
 	for {
 		c, err := l.ln.Accept()
 		if err != nil {
-			return
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			retry = min(acceptRetryMax, max(acceptRetryMin, 2*retry))
+			l.log.Warn("accept a connection failed; retrying", "listener", l.id, "error", err, "retry_in", retry)
+			t := time.NewTimer(retry)
+			select {
+			case <-l.quit:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
 		}
+		retry = 0
 		if !l.count() {
 			c.Close()
 			return
@@ -117,6 +145,9 @@ func (l *Listener) Close(closeClients listeners.CloseFn) {
 	l.mu.Lock()
 	first := !l.closed
 	l.closed = true
+	if first {
+		close(l.quit)
+	}
 	l.mu.Unlock()
 	if first && closeClients != nil {
 		closeClients(l.id)

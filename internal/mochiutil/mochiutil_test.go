@@ -6,7 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -155,5 +157,64 @@ func TestShutdownWhileConnectionsArrive(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
+	}
+}
+
+// failingAccept is a net.Listener whose next fails Accepts return err (as
+// the kernel's accept does with EMFILE when a flood of connections from
+// the shop network has used up the process's file descriptors).
+type failingAccept struct {
+	net.Listener
+	fails atomic.Int64
+	err   error
+}
+
+func (f *failingAccept) Accept() (net.Conn, error) {
+	if f.fails.Add(-1) >= 0 {
+		return nil, f.err
+	}
+	return f.Listener.Accept()
+}
+
+// An accept that fails for a reason that passes (out of file descriptors)
+// must not stop the listener for good: once descriptors are free again,
+// devices connect as before. Before the fix, Serve returned on the first
+// accept error, and the intake accepted nothing until the process restarted.
+func TestListenerSurvivesFailedAccepts(t *testing.T) {
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &failingAccept{Listener: ln, err: &net.OpError{Op: "accept", Net: "tcp", Addr: ln.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}}
+	fl.fails.Store(3)
+	conns := mochiutil.Track(fl)
+	if err := srv.AddListener(mochiutil.NewListener("t", conns)); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := mochiutil.Shutdown(ctx, srv, []string{"t"}, conns); err != nil {
+			t.Error(err)
+		}
+	})
+	poll.Until(t, 10*time.Second, "the failed accepts", func() bool { return fl.fails.Load() < 0 })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte{0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 60, 0, 1, 'z'})
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(c, b); err != nil || b[0] != 0x20 || b[3] != 0 {
+		t.Fatalf("after failed accepts, a CONNECT got % x, %v; want a CONNACK", b, err)
 	}
 }

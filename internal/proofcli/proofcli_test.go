@@ -74,3 +74,24 @@ func TestRun(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+// A file over the size a proof may have is read only as far as one byte
+// past that size, so its refusal must not state that short count as the
+// file's size (before, a 1 GiB file was "33554433 bytes").
+func TestRunHugeFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "huge.bin")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, 1<<30); err != nil { // sparse: nothing written
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	err := proofcli.Run("outpost-verify", []string{path}, nil, &out, &errb)
+	if !errors.Is(err, proofcli.ErrNotVerified) {
+		t.Fatalf("got %v, want ErrNotVerified", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "33554433") || !strings.Contains(msg, "more than") || !strings.Contains(msg, "/proof") {
+		t.Fatalf("refusal %q: want it to say the file is more than the limit and where proofs come from", msg)
+	}
+}

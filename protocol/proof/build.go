@@ -95,8 +95,18 @@ func (r *Result) Text() string {
 	if rec.IsTombstone() {
 		what += " (a tombstone: its body was shed at the edge; the edge signed the shed record's hash and prev, the other fields are as the cloud stored them)"
 	}
-	fmt.Fprintf(&b, "OK: record seq %d of edge %s epoch %s, %s, id %q from device %s, hash %s,\n",
-		rec.Seq, rec.Edge, rec.Epoch, what, rec.ID, rec.Device, r.Hash)
+	// Unpinned, every key is the file's own: anyone can make a file that
+	// passes, for any edge's name, with an edge key and a cloud key of
+	// their own (the edge key is tied to the edge only by the cloud key's
+	// statement). So it does not start with OK, and says why first.
+	status := "OK"
+	if !r.Pinned {
+		fmt.Fprintf(&b, "UNPINNED: the cloud key was not pinned, so this file proves nothing yet: anyone can make one that passes these checks with an edge key and a cloud key of their own. "+
+			"Run again with --cloud-key set to your cloud's key (cloud key show, or GET /v1/cloud-key); this file's cloud key is %s.\n", r.CloudKID)
+		status = "Consistent, as the file's own keys say"
+	}
+	fmt.Fprintf(&b, "%s: record seq %d of edge %s epoch %s, %s, id %q from device %s, hash %s,\n",
+		status, rec.Seq, rec.Edge, rec.Epoch, what, rec.ID, rec.Device, r.Hash)
 	fmt.Fprintf(&b, "was signed by edge key %s in the checkpoint at seq %d (edge time %s, %d later record(s) chained to it),\n",
 		cp.KID, cp.Seq, cp.EdgeTime.Time().Format(time.RFC3339Nano), r.ChainLen)
 	until := "and still valid when the proof was made"
@@ -111,9 +121,6 @@ func (r *Result) Text() string {
 	fmt.Fprintf(&b, "Proof made %s.\n", fmtUs(st.At))
 	if r.Pinned {
 		fmt.Fprintf(&b, "Cloud key %s is the pinned key.\n", r.CloudKID)
-	} else {
-		fmt.Fprintf(&b, "NOTE: the cloud key was not pinned: this shows the edge signed the record, and that whoever holds cloud key %s vouches for the commit. "+
-			"Pin your cloud's key (cloud key show, or GET /v1/cloud-key) with --cloud-key to check it is yours.\n", r.CloudKID)
 	}
 	return b.String()
 }

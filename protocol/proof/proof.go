@@ -108,7 +108,8 @@ func Encode(f File) []byte {
 func Decode(b []byte) (File, error) {
 	var f File
 	if len(b) > MaxFileBytes {
-		return f, invalid("file is %d bytes; a proof file is at most %d", len(b), MaxFileBytes)
+		// Not len(b): a caller reads at most one byte past the limit.
+		return f, invalid("file holds more than %d bytes, the most a proof file may: it is not a proof file (get one from GET /v1/events/{edge}/{epoch}/{seq}/proof)", MaxFileBytes)
 	}
 	if len(b) == 0 {
 		return f, invalid("file is empty")

@@ -38,7 +38,13 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 123456000, time.UTC)
 // covering checkpoint is at cpSeq. Everything is deterministic.
 func newFixture(tb testing.TB, n int, seq, cpSeq uint64) *fixture {
 	tb.Helper()
-	f := &fixture{edge: protocoltest.Signer(tb, "vector-edge"), cloud: protocoltest.Signer(tb, "vector-cloud")}
+	return newFixtureKeys(tb, "vector-edge", "vector-cloud", n, seq, cpSeq)
+}
+
+// newFixtureKeys is newFixture with the edge and cloud keys named.
+func newFixtureKeys(tb testing.TB, edgeKey, cloudKey string, n int, seq, cpSeq uint64) *fixture {
+	tb.Helper()
+	f := &fixture{edge: protocoltest.Signer(tb, edgeKey), cloud: protocoltest.Signer(tb, cloudKey)}
 	f.s = &protocoltest.Stream{Stream: protocol.Stream{Edge: "edge-vec", Epoch: vectorEpoch}, Signer: f.edge}
 	for i := range n {
 		body, err := protocol.NewBody(map[string]any{"n": i + 1})
@@ -108,6 +114,34 @@ func TestVerifyValid(t *testing.T) {
 				t.Errorf("unpinned result does not say so:\n%s", unpinned.Text())
 			}
 		})
+	}
+}
+
+// TestUnpinnedForgeryProvesNothing: without --cloud-key the file's own keys
+// are all there is, and anyone can make both: a forger's edge key and cloud
+// key make a proof, for the real edge's name, that passes every check. The
+// output must then not say "OK" nor that the edge signed the record (the
+// edge key is tied to the edge only by the unpinned cloud key's statement);
+// it must say that the file proves nothing until the key is pinned.
+func TestUnpinnedForgeryProvesNothing(t *testing.T) {
+	forged := newFixtureKeys(t, "forger-edge", "forger-cloud", 3, 2, 3)
+	b := forged.build(t)
+	res, err := proof.Verify(b, proof.Options{})
+	if err != nil {
+		t.Fatalf("the forged file should pass the unpinned checks (that is the point): %v", err)
+	}
+	text := res.Text()
+	if strings.HasPrefix(text, "OK") || strings.Contains(text, "shows the edge signed") {
+		t.Errorf("an unpinned result reads as proven:\n%s", text)
+	}
+	for _, want := range []string{"UNPINNED", "proves nothing", "--cloud-key"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the unpinned text does not say %q:\n%s", want, text)
+		}
+	}
+	real := newFixture(t, 3, 2, 3)
+	if _, err := proof.Verify(b, proof.Options{CloudKey: real.cloud.Public()}); !errors.Is(err, proof.ErrInvalid) {
+		t.Fatalf("the forged file verifies against the real pinned cloud key: %v", err)
 	}
 }
 
