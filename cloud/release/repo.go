@@ -551,3 +551,50 @@ func (r *Repo) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// RoleStatus is a role's published version and expiry.
+type RoleStatus struct {
+	Version int64
+	Expires time.Time
+}
+
+// Status is what the repository holds.
+type Status struct {
+	Roles   map[string]RoleStatus
+	Targets map[string]firmware.Custom
+}
+
+// Status reads the repository (and records the expiries for Warnings).
+func (r *Repo) Status() (Status, error) {
+	unlock, err := r.lock()
+	if err != nil {
+		return Status{}, err
+	}
+	s, err := r.read()
+	unlock()
+	if err != nil {
+		return Status{}, err
+	}
+	st := Status{Roles: map[string]RoleStatus{}, Targets: map[string]firmware.Custom{}}
+	if s.root == nil {
+		return st, nil
+	}
+	r.note(s)
+	st.Roles[metadata.ROOT] = RoleStatus{s.root.Signed.Version, s.root.Signed.Expires}
+	if s.targets != nil {
+		st.Roles[metadata.TARGETS] = RoleStatus{s.targets.Signed.Version, s.targets.Signed.Expires}
+		for n, tf := range s.targets.Signed.Targets {
+			if tf.Custom != nil {
+				c, _ := firmware.ParseCustom(*tf.Custom)
+				st.Targets[n] = c
+			}
+		}
+	}
+	if s.snapshot != nil {
+		st.Roles[metadata.SNAPSHOT] = RoleStatus{s.snapshot.Signed.Version, s.snapshot.Signed.Expires}
+	}
+	if s.timestamp != nil {
+		st.Roles[metadata.TIMESTAMP] = RoleStatus{s.timestamp.Signed.Version, s.timestamp.Signed.Expires}
+	}
+	return st, nil
+}

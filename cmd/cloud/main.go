@@ -7,6 +7,7 @@
 //	cloud edges     add, list, revoke edges; rotate their keys
 //	cloud tokens    create enrollment and API tokens
 //	cloud key show  print the cloud's public key (edges pin it)
+//	cloud release   make release keys, sign and publish OTA releases
 //	cloud audit     check the stored ledger's chains and signatures
 //	cloud verify-proof  check a proof file offline (no network, no database)
 //
@@ -40,6 +41,7 @@ Commands:
   tokens create  --edge ID [--ttl 24h]      make a one-time enrollment token
   tokens create  --admin --name NAME [--role admin|reader]   make an API token
   key show                                  print the cloud's public key
+  release keys init|rotate, sign ARTIFACT, publish, status   sign and publish OTA releases (docs/OTA.md)
   audit          [--edge ID] [--since T]    check the stored ledger's chains and signatures (exit 1 on a fault)
   verify-proof   [--cloud-key KEY] [--json] FILE  check a proof file offline (exit 1 when it does not verify)
 
@@ -59,6 +61,8 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		err = cli.RunProgram(ctx, NewMain(stdout, stderr), args[1:])
 	case "migrate", "edges", "tokens", "key":
 		err = runAdmin(ctx, args, stdout, stderr)
+	case "release":
+		err = runRelease(ctx, args[1:], stdout, stderr)
 	case "audit":
 		err = runAudit(ctx, args[1:], stdout, stderr)
 	case "verify-proof":
