@@ -70,6 +70,7 @@ type Config struct {
 	LogFormat    string
 	Config       string
 	NATS         natsConfig
+	Release      releaseConfig
 }
 
 // commonFlags are shared by serve and the admin commands.
@@ -134,6 +135,7 @@ func (m *Main) ParseFlags(args []string) error {
 	flagenv.DurationVar(fs, &c.AuditEvery, "audit-every", ledger.DefaultAuditEvery, flagenv.Durations(time.Minute, 0, "no scheduled audit"), "how often to audit what was committed since the last audit (at start-up, then on this schedule; see cloud audit)")
 	fs.BoolVar(&c.TokensV1, "broker-tokens-v1", false, "embedded brokers: also accept older edges' v1 broker tokens while they are upgraded (once each, like v2, but valid on either broker and within 10 minutes of this clock)")
 	natsFlags(fs, &c.NATS)
+	releaseFlags(fs, &c.Release)
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud serve [flags]\n\nRuns the cloud service.")
 	return flagenv.Parse(fs, args, "OUTPOST_", "config")
 }
@@ -309,6 +311,10 @@ func (m *Main) Run(ctx context.Context) error {
 	if natsConsumer != nil {
 		registerNATSMetrics(reg, natsConsumer)
 	}
+	repo, repoHandler, err := openRelease(c.Release, led, string(signer.KeyID()), reg, log)
+	if err != nil {
+		return err
+	}
 	// Live tails end, with a close event, when the HTTP server shuts down
 	// (Shutdown waits for handlers, and a stream would not end by itself).
 	streamsDone := make(chan struct{})
@@ -340,8 +346,9 @@ func (m *Main) Run(ctx context.Context) error {
 			}
 			return nil
 		},
-		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		Logger:  log,
+		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Repository: repoHandler,
+		Logger:     log,
 	})
 	ln, err := net.Listen("tcp", c.HTTP)
 	if err != nil {
@@ -371,6 +378,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return ledger.PartitionKeeper{DB: m.pool, Logger: log}.Run(gctx) })
+	if repo != nil {
+		g.Go(func() error { return repo.Run(gctx) })
+	}
 	if auditor != nil {
 		g.Go(func() error { return auditor.Run(gctx) })
 	}
