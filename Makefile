@@ -5,7 +5,7 @@ TESTTIMEOUT ?= 12m
 BENCHTIME   ?= 1s
 FUZZTIME    ?= 10s
 
-.PHONY: build test test-short test-ota bench fuzz lint check-deps clean
+.PHONY: build test test-short test-ota bench fuzz lint check-deps clean release
 
 build:
 	@if [ -d cmd ] && [ -n "$$($(GO) list ./cmd/... 2>/dev/null)" ]; then \
@@ -33,6 +33,14 @@ test-short: check-deps
 test-ota:
 	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) ./firmware/... ./edge/ota/... ./internal/mochiutil/...
 	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) -run 'OTA|Systemd|Supervise|Watchdog|Notifies|SelfProbation|Healthz|Expired' ./cmd/edge/
+
+## release: cross-builds the edge for linux/amd64, linux/arm64 and
+## linux/arm/v7 into dist/VERSION, reproducibly (scripts/release.sh: the
+## same commit gives the same bytes), each ready for `cloud release sign`.
+## make release VERSION=1.4.2 [ARCHES="linux/arm64"] [COMMIT=...]
+VERSION ?=
+release:
+	GO=$(GO) VERSION=$(VERSION) scripts/release.sh
 
 bench: check-deps
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(GOTESTFLAGS) ./...

@@ -31,6 +31,10 @@ import (
 // Version is the software version reported in hellos and status.
 var Version = "0.1.0-dev"
 
+// Commit is the source commit of the build, stamped by make release
+// (-ldflags "-X main.Commit=...").
+var Commit = "unknown"
+
 // Config is what `edge run` is told by its flags.
 type Config struct {
 	DataDir        string
