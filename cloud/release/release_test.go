@@ -333,3 +333,52 @@ func TestRootRotation(t *testing.T) {
 		t.Fatalf("foreign root: %v", err)
 	}
 }
+
+// TestReplicasShareOneDirectory: two Repo values (two cloud replicas) on
+// one directory publish and re-sign at the same time; every change is
+// serialised by the lock, versions only grow, and an edge verifies the
+// result.
+func TestReplicasShareOneDirectory(t *testing.T) {
+	f := newFixture(t, nil)
+	f.signPublish(t, "1.0.0", "one")
+	other := &release.Repo{Dir: f.repo.Dir, Online: f.online, Now: f.clock.Now}
+	if err := other.Open(); err != nil {
+		t.Fatal(err)
+	}
+	tr := f.edge(t)
+	last := f.refresh(t, tr)
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for _, r := range []*release.Repo{f.repo, other} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				f.clock.Add(time.Hour) // re-signs come due as the replicas run
+				if err := r.Resign(context.Background()); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	for i := 2; i <= 5; i++ {
+		f.signPublish(t, "1."+string(rune('0'+i))+".0", "release "+string(rune('0'+i)))
+		v := f.refresh(t, tr)
+		if v.Timestamp.Version <= last.Timestamp.Version || v.Targets.Version <= last.Targets.Version {
+			t.Fatalf("versions went from %+v to %+v", last, v)
+		}
+		last = v
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	v := f.refresh(t, tr)
+	if n := len(v.List()); n != 5 {
+		t.Fatalf("%d targets, want 5", n)
+	}
+	if v.Timestamp.Version < 8 {
+		t.Fatalf("timestamp version %d after 40 hours of re-signing every 6/2 hours", v.Timestamp.Version)
+	}
+}

@@ -49,7 +49,8 @@ func (k ledgerKeys) EdgeKeys(ctx context.Context, edge string) (protocol.Keys, e
 }
 
 // openRelease opens the repository, re-signs what is due at once (so a
-// cloud started after a long stop serves fresh metadata), and registers
+// cloud started after a long stop serves fresh metadata; a failure is
+// logged, not fatal), and registers
 // outpost_release_metadata_expiry_seconds{role}: seconds until each role's
 // published metadata expires (negative once it has), for alerts.
 func openRelease(c releaseConfig, led *ledger.Ledger, cluster string, reg *prometheus.Registry, log *slog.Logger) (*release.Repo, http.Handler, error) {
@@ -60,8 +61,10 @@ func openRelease(c releaseConfig, led *ledger.Ledger, cluster string, reg *prome
 	if err := repo.Open(); err != nil {
 		return nil, nil, fmt.Errorf("--release-dir: %w", err)
 	}
+	// A repository that cannot be signed must not stop ingest: say so
+	// (log and metric) and keep serving what is there; Run retries.
 	if err := repo.Resign(context.Background()); err != nil {
-		return nil, nil, fmt.Errorf("--release-dir %s: %w", c.Dir, err)
+		log.Error("release repository: re-sign failed; edges see the metadata as it is until it expires", "dir", c.Dir, "err", err)
 	}
 	for _, role := range []string{metadata.ROOT, metadata.TARGETS, metadata.SNAPSHOT, metadata.TIMESTAMP} {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
