@@ -45,6 +45,15 @@ release:
 bench: check-deps
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(GOTESTFLAGS) ./...
 
+## bench-edge: the edge on small hardware (docs/SCALING-edge.md): outbox
+## vs raw bbolt, the outbox on a 5 and 20 ms fsync, MQTT intake vs plain
+## mochi, HTTP batches of 100; prints the ratios in a table at the end.
+## EDGE_BENCHTIME sets the events per benchmark.
+.PHONY: bench-edge
+EDGE_BENCHTIME ?= 20000x
+bench-edge: check-deps
+	GO=$(GO) BENCHTIME=$(EDGE_BENCHTIME) GOTESTFLAGS="$(GOTESTFLAGS)" scripts/bench-edge.sh
+
 fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
