@@ -165,6 +165,15 @@ func TestPublishRefusals(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(f.repo.Dir, "targets.json")); err == nil {
 		t.Fatal("a refused publish wrote targets.json")
 	}
+	// Bytes left in targets/ by anything but a good publish do not count:
+	// the artifact must be given and is copied over them.
+	if err := os.WriteFile(filepath.Join(f.repo.Dir, "targets", s.Name), []byte("left over"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, _ = release.PublicationFrom(f.offline, nil)
+	if _, err := f.repo.Publish(ctx, p); !errors.Is(err, release.ErrRefused) || !strings.Contains(err.Error(), "neither in the repository nor given") {
+		t.Fatalf("stale artifact in place: %v", err)
+	}
 	// Targets signed by a key the root does not list.
 	other := newFixture(t, nil)
 	s2, err := release.Sign(other.offline, art, release.SignOptions{Custom: firmware.Custom{Version: "1.0.0", Channel: "stable"}})
@@ -181,6 +190,9 @@ func TestPublishRefusals(t *testing.T) {
 	p, _ = release.PublicationFrom(f.offline, map[string]string{s.Name: art})
 	if _, err := f.repo.Publish(ctx, p); err != nil {
 		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(f.repo.Dir, "targets", s.Name)); string(b) != "the signed bytes" {
+		t.Fatalf("artifact in the repository: %q", b)
 	}
 	old := p.Targets
 	f.signPublish(t, "1.1.0", "two")

@@ -289,7 +289,9 @@ func (r *Repo) Publish(ctx context.Context, p Publication) (Published, error) {
 				}
 			}
 			dst := filepath.Join(r.Dir, "targets", filepath.FromSlash(name))
-			if _, err := os.Stat(dst); err == nil {
+			// An artifact already in place counts only if it is these
+			// bytes (a refused publish may have left other ones).
+			if _, err := os.Stat(dst); err == nil && matches(dst, tf) == nil {
 				continue
 			}
 			src, ok := p.Artifacts[name]
@@ -329,6 +331,24 @@ func (r *Repo) Publish(ctx context.Context, p Publication) (Published, error) {
 	out.SnapshotVersion, out.TimestampVersion = s.snapshot.Signed.Version, s.timestamp.Signed.Version
 	r.note(s)
 	return out, nil
+}
+
+// matches checks that the file at path has tf's length and sha256.
+func matches(path string, tf *metadata.TargetFiles) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, io.LimitReader(f, tf.Length+1))
+	if err != nil {
+		return err
+	}
+	if n != tf.Length || !bytes.Equal(h.Sum(nil), tf.Hashes["sha256"]) {
+		return fmt.Errorf("%s does not match its signed length and sha256", path)
+	}
+	return nil
 }
 
 // copyVerified copies src to dst through a temp file in dst's directory,
