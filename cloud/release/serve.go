@@ -65,7 +65,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := strings.TrimPrefix(r.URL.Path, s.Prefix)
-	if !servable.MatchString(name) || !fs.ValidPath(name) {
+	// Names of the repository only: no temp file (.upload-*), no lock.
+	if !servable.MatchString(name) || !fs.ValidPath(name) || strings.Contains("/"+name, "/.") {
 		http.Error(w, fmt.Sprintf("%q is not a file of the release repository", name), http.StatusNotFound)
 		return
 	}
