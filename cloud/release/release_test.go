@@ -3,6 +3,8 @@ package release_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/release"
 	"github.com/outpost-edge/outpost/firmware"
 	"github.com/outpost-edge/outpost/internal/durable"
+	"github.com/outpost-edge/outpost/internal/poll"
 )
 
 type clock struct {
@@ -392,5 +395,65 @@ func TestReplicasShareOneDirectory(t *testing.T) {
 	}
 	if v.Timestamp.Version < 8 {
 		t.Fatalf("timestamp version %d after 40 hours of re-signing every 6/2 hours", v.Timestamp.Version)
+	}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// TestRunWarnsOncePerRole: Run re-signs on its ticker and logs a role near
+// expiry once per WarnEvery, not at every check.
+func TestRunWarnsOncePerRole(t *testing.T) {
+	f := newFixture(t, nil)
+	f.signPublish(t, "1.0.0", "one")
+	f.clock.Add(80 * 24 * time.Hour) // targets within 14 days of expiry
+	var logs lockedBuf
+	f.repo.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	f.repo.ResignEvery = time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.repo.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	tr := f.edge(t)
+	var ts int64
+	resigned := func() {
+		t.Helper()
+		poll.For(t, 30*time.Second, func() error {
+			v, err := tr.Refresh(context.Background(), firmware.DirSource(f.repo.Dir))
+			if err != nil {
+				return err
+			}
+			if v.Timestamp.Version <= ts {
+				return fmt.Errorf("timestamp version %d, waiting for a re-sign", v.Timestamp.Version)
+			}
+			ts = v.Timestamp.Version
+			return nil
+		})
+	}
+	resigned() // the timestamp, stale after 80 days, is re-signed by Run
+	f.clock.Add(4 * time.Hour)
+	resigned() // and again 4 hours on: checks ran, the warning did not repeat
+	if n := strings.Count(logs.String(), "metadata expires soon"); n != 1 {
+		t.Fatalf("%d warnings within %s, want 1:\n%s", n, release.WarnEvery, logs.String())
+	}
+	f.clock.Add(4 * time.Hour) // 8 hours after the first warning
+	resigned()
+	poll.Until(t, 30*time.Second, "the warning repeated after WarnEvery", func() bool {
+		return strings.Count(logs.String(), "metadata expires soon") == 2
+	})
+	if out := logs.String(); strings.Count(out, "role=targets") != 2 {
+		t.Fatalf("warnings are not the targets':\n%s", out)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -552,17 +553,28 @@ func (r *Repo) Warnings() []string {
 	return out
 }
 
-// Run re-signs every ResignEvery until ctx ends, logging failures and, at
-// each check, one warning per role near its expiry.
+// WarnEvery is how often Run repeats the warning of a role near expiry.
+const WarnEvery = 6 * time.Hour
+
+// Run re-signs every ResignEvery until ctx ends, logging failures and a
+// warning for each role near its expiry (at most once per WarnEvery).
 func (r *Repo) Run(ctx context.Context) error {
 	t := time.NewTicker(r.ResignEvery)
 	defer t.Stop()
+	warned := map[string]time.Time{}
 	for {
 		if err := r.Resign(ctx); err != nil {
 			r.Logger.Error("release repository: re-sign failed", "err", err)
 		}
+		// Once per role per WarnEvery, not at every check.
+		now := r.Now()
 		for _, w := range r.Warnings() {
-			r.Logger.Warn("release repository: metadata expires soon", "warning", w)
+			role, _, _ := strings.Cut(w, " ")
+			if last, ok := warned[role]; ok && now.Sub(last) < WarnEvery {
+				continue
+			}
+			warned[role] = now
+			r.Logger.Warn("release repository: metadata expires soon", "role", role, "warning", w)
 		}
 		select {
 		case <-ctx.Done():
