@@ -28,10 +28,13 @@ test-short: check-deps
 	$(GO) test -short -count=1 -timeout 5m $(GOTESTFLAGS) $(PKG)
 
 ## test-ota: the OTA suites alone (docs/OTA.md, Tests), failure matrix
-## over real edge builds and kill -9 crash injection included; -short
-## skips those, make test runs them.
+## over real edge builds and kill -9 crash injection included, and the
+## cloud's release side (cloud/release, cloud release, the repository
+## served by cloud serve, make release built twice); -short skips the
+## slow ones, make test runs them.
 test-ota:
-	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) ./firmware/... ./edge/ota/... ./internal/mochiutil/...
+	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) ./firmware/... ./edge/ota/... ./internal/mochiutil/... ./cloud/release/...
+	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) -run 'Release' ./cmd/cloud/
 	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) -run 'OTA|Systemd|Supervise|Watchdog|Notifies|SelfProbation|Healthz|Expired' ./cmd/edge/
 
 ## release: cross-builds the edge for linux/amd64, linux/arm64 and
