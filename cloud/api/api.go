@@ -55,6 +55,11 @@ type Options struct {
 	// (an ingest that has not consumed for minutes). Keep it cheap and
 	// free of the database. May be nil.
 	Live func() error
+	// Repository, when not nil, serves the OTA release repository at
+	// GET /v1/ota/repo/{file...} (cloud/release.Server: it authenticates
+	// edges by their own keys, not by bearer tokens). When nil that route
+	// answers 404.
+	Repository http.Handler
 	// Metrics, when not nil, is served at GET /metrics without auth.
 	Metrics http.Handler
 	// Logger gets the access log and internal errors. Default slog.Default().
@@ -192,6 +197,8 @@ func (s *server) endpoints() []endpoint {
 		{"POST /v1/tenants", admin, s.addTenant, nil, false},
 		{"GET /v1/stores", reader, s.listStores, []string{"tenant"}, false},
 		{"POST /v1/stores", admin, s.addStore, nil, false},
+
+		{"GET /v1/ota/repo/{file...}", public, s.otaRepo, nil, false},
 	}
 	eps = append(eps, s.reportEndpoints()...)
 	if s.opts.Metrics != nil {
@@ -456,4 +463,14 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		return badRequest("request body: %s (docs/API.md lists the fields)", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return badRequest("request body: %v", err)
+}
+
+// otaRepo hands the request to the release repository, which checks the
+// edge's signed Authorization header itself.
+func (s *server) otaRepo(w http.ResponseWriter, r *http.Request) error {
+	if s.opts.Repository == nil {
+		return errorf(http.StatusNotFound, "this cloud serves no release repository (cloud serve --release-dir)")
+	}
+	s.opts.Repository.ServeHTTP(w, r)
+	return nil
 }

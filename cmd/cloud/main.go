@@ -9,6 +9,7 @@
 //	cloud edges     add, list, revoke edges; rotate their keys
 //	cloud tokens    create enrollment and API tokens
 //	cloud key show  print the cloud's public key (edges pin it)
+//	cloud release   make release keys, sign and publish OTA releases
 //	cloud audit     check the stored ledger's chains and signatures
 //	cloud projections rebuild|check   recompute the read models from the ledger
 //	cloud verify-proof  check a proof file offline (no network, no database)
@@ -47,6 +48,7 @@ Commands:
   tokens create  --edge ID [--ttl 24h] [--tenant T [--store S]]   make a one-time enrollment token
   tokens create  --admin --name NAME [--role admin|reader] [--tenant T]   make an API token (global, or scoped to a tenant)
   key show                                  print the cloud's public key
+  release keys init|rotate, sign ARTIFACT, publish, status   sign and publish OTA releases (docs/OTA.md)
   audit          [--edge ID] [--since T]    check the stored ledger's chains and signatures (exit 1 on a fault)
   projections rebuild [--name pos]          recompute the read models from the ledger beside the live ones, compare, swap in
   projections check   [--name pos]          recompute and compare without swapping (exit 1 on a difference)
@@ -68,6 +70,8 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		err = cli.RunProgram(ctx, NewMain(stdout, stderr), args[1:])
 	case "migrate", "edges", "tokens", "key", "tenants", "stores":
 		err = runAdmin(ctx, args, stdout, stderr)
+	case "release":
+		err = runRelease(ctx, args[1:], stdout, stderr)
 	case "audit":
 		err = runAudit(ctx, args[1:], stdout, stderr)
 	case "projections":

@@ -73,6 +73,7 @@ type Config struct {
 	LogFormat    string
 	Config       string
 	NATS         natsConfig
+	Release      releaseConfig
 }
 
 // commonFlags are shared by serve and the admin commands.
@@ -140,6 +141,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.BoolVar(&c.TokensV1, "broker-tokens-v1", false, "embedded brokers: also accept older edges' v1 broker tokens while they are upgraded (once each, like v2, but valid on either broker and within 10 minutes of this clock)")
 	fs.BoolVar(&c.Projections, "projections", true, "fold every commit into the back office's read models (docs/REPORTS.md), in the commit; at start-up, rebuild them in the background when their definitions changed or commits were made without them")
 	natsFlags(fs, &c.NATS)
+	releaseFlags(fs, &c.Release)
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud serve [flags]\n\nRuns the cloud service.")
 	return flagenv.Parse(fs, args, "OUTPOST_", "config")
 }
@@ -341,6 +343,10 @@ func (m *Main) Run(ctx context.Context) error {
 	if natsConsumer != nil {
 		registerNATSMetrics(reg, natsConsumer)
 	}
+	repo, repoHandler, err := openRelease(c.Release, led, string(signer.KeyID()), reg, log)
+	if err != nil {
+		return err
+	}
 	// Live tails end, with a close event, when the HTTP server shuts down
 	// (Shutdown waits for handlers, and a stream would not end by itself).
 	streamsDone := make(chan struct{})
@@ -373,9 +379,10 @@ func (m *Main) Run(ctx context.Context) error {
 			}
 			return nil
 		},
-		Live:    live,
-		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		Logger:  log,
+		Live:       live,
+		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Repository: repoHandler,
+		Logger:     log,
 	})
 	ln, err := net.Listen("tcp", c.HTTP)
 	if err != nil {
@@ -405,6 +412,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return ledger.PartitionKeeper{DB: m.pool, Logger: log}.Run(gctx) })
+	if repo != nil {
+		g.Go(func() error { return repo.Run(gctx) })
+	}
 	if auditor != nil {
 		g.Go(func() error { return auditor.Run(gctx) })
 	}

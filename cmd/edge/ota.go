@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -20,6 +21,8 @@ import (
 	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/durable"
 	"github.com/outpost-edge/outpost/internal/flagenv"
+	"github.com/outpost-edge/outpost/internal/keyfile"
+	"github.com/outpost-edge/outpost/protocol"
 )
 
 // otaFlags are the flags every `edge ota` command and `edge supervise`
@@ -32,6 +35,26 @@ func (o *otaFlags) register(fs *flag.FlagSet) {
 	dataDirFlag(fs, &o.dataDir)
 	fs.StringVar(&o.otaDir, "ota-dir", "", "the updater's directory: releases/, current, previous, pending.json, trust/ (default <data-dir>/ota)")
 	fs.StringVar(&o.cfg, "config", "", "optional config file of 'name = value' lines")
+}
+
+// repoClient is the HTTP client for a repository URL: once this data dir
+// is enrolled, every request is signed with the edge key for the cloud it
+// pinned (the cloud serves its repository to enrolled edges only, docs/OTA.md);
+// before that, a plain client (a repository served by anything else).
+func (o *otaFlags) repoClient() (*http.Client, error) {
+	id, err := loadIdentity(o.dataDir)
+	if err != nil || id.Edge == "" {
+		return http.DefaultClient, err
+	}
+	k, err := keyfile.Load(keyPath(o.dataDir))
+	if err != nil {
+		return nil, fmt.Errorf("the edge key signs repository requests: %w", err)
+	}
+	s, err := protocol.NewSigner(k)
+	if err != nil {
+		return nil, err
+	}
+	return ota.NewEdgeClient(&ota.EdgeAuth{Edge: id.Edge, Signer: s, Cluster: id.CloudKID}), nil
 }
 
 func (o *otaFlags) dir() string {
@@ -387,7 +410,11 @@ func otaCheck(ctx context.Context, o *otaFlags, repo, channel string, asJSON boo
 	}
 	var src firmware.Source = firmware.DirSource(repo)
 	if isURL(repo) {
-		src = &ota.HTTPSource{Base: repo}
+		c, err := o.repoClient()
+		if err != nil {
+			return err
+		}
+		src = &ota.HTTPSource{Base: repo, Client: c}
 	}
 	v, err := tr.Refresh(ctx, src)
 	if err != nil {
@@ -543,8 +570,12 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 		return err
 	}
 	var src firmware.Source = firmware.DirSource(in.repo)
+	client, err := o.repoClient()
+	if err != nil {
+		return err
+	}
 	if isURL(in.repo) {
-		src = &ota.HTTPSource{Base: in.repo}
+		src = &ota.HTTPSource{Base: in.repo, Client: client}
 	}
 	v, err := tr.Refresh(ctx, src)
 	if err != nil {
@@ -564,7 +595,7 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 	}
 	path := art
 	if isURL(art) {
-		d := &ota.Downloader{Dir: filepath.Join(o.dir(), "downloads"), RateBytes: in.rateBytes, Window: in.window, MaxAttempts: 8}
+		d := &ota.Downloader{Dir: filepath.Join(o.dir(), "downloads"), Client: client, RateBytes: in.rateBytes, Window: in.window, MaxAttempts: 8}
 		path, err = d.Fetch(ctx, art, tg)
 		if err != nil {
 			return refuse(tg, err)

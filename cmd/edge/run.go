@@ -12,6 +12,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -31,6 +34,25 @@ import (
 
 // Version is the software version reported in hellos and status.
 var Version = "0.1.0-dev"
+
+// Commit is the source commit of the build, stamped by make release
+// (-ldflags "-X main.Commit=...").
+var Commit = "unknown"
+
+// helloAgent is what the hello reports as the edge's software (signed
+// with the rest of the hello): "outpost-edge/VERSION (GOOS/GOARCH[/vN])",
+// so the cloud knows each edge's version and architecture.
+func helloAgent() string {
+	arch := runtime.GOOS + "/" + runtime.GOARCH
+	if bi, ok := debug.ReadBuildInfo(); ok && runtime.GOARCH == "arm" {
+		for _, st := range bi.Settings {
+			if st.Key == "GOARM" && st.Value != "" {
+				arch += "/v" + strings.TrimSuffix(st.Value, ",softfloat")
+			}
+		}
+	}
+	return "outpost-edge/" + Version + " (" + arch + ")"
+}
 
 // Config is what `edge run` is told by its flags.
 type Config struct {
@@ -225,7 +247,7 @@ func (m *Main) Run(ctx context.Context) error {
 		m.up, err = uplink.New(uplink.Options{
 			Transport: tr, Source: outboxSource{ob: m.ob, log: log}, CloudKeys: protocol.NewKeyMap(cloudPub),
 			Window: c.Window, MaxSegmentBytes: c.SegmentBytes, Compress: c.Compress, RateBytes: c.RateBytes,
-			AckTimeout: c.AckTimeout, BackoffMax: c.ReconnectMax, Agent: "outpost-edge/" + Version, Logger: log,
+			AckTimeout: c.AckTimeout, BackoffMax: c.ReconnectMax, Agent: helloAgent(), Logger: log,
 		})
 		if err != nil {
 			return err
