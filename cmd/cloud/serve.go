@@ -31,6 +31,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/cloud/web"
 	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/internal/keyfile"
@@ -339,7 +340,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("--http %s: %w", c.HTTP, err)
 	}
 	m.apiAddr = ln.Addr().String()
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	// The back office's pages share the listener: web serves its paths
+	// (under /) and passes every other one to the API.
+	srv := &http.Server{Handler: web.New(web.Options{API: handler, Ledger: led, Logger: log}), ReadHeaderTimeout: 10 * time.Second}
 
 	work, stopWork := context.WithCancel(context.Background())
 	defer stopWork()

@@ -1,0 +1,32 @@
+// Package web is the back office's web page: server-rendered html/template
+// pages with their CSS and a little JavaScript, all embedded in the binary,
+// served by `cloud serve` on the API's listener under / (docs/BACKOFFICE.md
+// describes each page).
+//
+// Invariants:
+//
+//   - The page reads and acts only through the API: every table is the
+//     answer of an API endpoint, called in-process on the API's own
+//     http.Handler with the signed-in user's bearer token, and every action
+//     is the API's POST. So the page sees exactly what the token's role
+//     (and tenant) sees through the API, with the API's own refusals, and
+//     never a copy of its queries. The one direct ledger call is
+//     ledger.AuthAPIToken, the check the API itself makes, to decide which
+//     actions to offer (a reader is offered none; the API would refuse
+//     them anyway).
+//   - The token lives in an HttpOnly, SameSite=Strict cookie (Secure when
+//     the request came over TLS) and nowhere else: not in a URL, a page or
+//     a log. Every form carries a CSRF token: for a signed-in user an HMAC
+//     of the session's token, which any replica can check; for the login
+//     form a random double-submit cookie. A POST whose Origin is another
+//     site's is refused as well.
+//   - Nothing is loaded from the network: no fonts, no scripts, no styles
+//     but our own (the Content-Security-Policy says so). Charts are SVG
+//     drawn on the server; every page works with scripts off, and the
+//     scripts only enhance (confirmations).
+//   - Money is shown as the API gives it, integer minor units with their
+//     currency, never through a float. Times are shown in UTC until stores
+//     (with their time zones) exist.
+//   - Paths the page does not own (/v1/..., /healthz, /readyz, /metrics)
+//     go to the API unchanged.
+package web
