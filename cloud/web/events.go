@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/outpost-edge/outpost/cloud/ledger"
@@ -157,10 +158,7 @@ func (s *server) event(w http.ResponseWriter, r *http.Request, sess *session) er
 	}
 	e := p.Events[0]
 	d := eventData{Event: e, Proof: fmt.Sprintf("/proof/%s/%s/%d", url.PathEscape(e.Edge), e.Epoch, e.Seq)}
-	var ind bytes.Buffer
-	if len(e.Body) > 0 && json.Indent(&ind, e.Body, "", "  ") == nil {
-		d.Body = ind.String()
-	}
+	d.Body = showJSON(e.Body)
 	ss, err := s.streams(r, sess)
 	if err != nil {
 		return err
@@ -305,4 +303,27 @@ func (s *server) proof(w http.ResponseWriter, r *http.Request, sess *session) er
 	h.Set("Cache-Control", "no-store")
 	_, err = w.Write(resp.body.Bytes())
 	return err
+}
+
+// showJSON indents a body's JSON for people, with <, > and & as they are
+// (the template escapes them for HTML; JSON's \u003c is for scripts).
+// Numbers stay exactly as they were (json.Number).
+func showJSON(b json.RawMessage) string {
+	if len(b) == 0 {
+		return ""
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return string(b)
+	}
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return string(b)
+	}
+	return strings.TrimSuffix(out.String(), "\n")
 }
