@@ -49,7 +49,11 @@ func startBrowser(t *testing.T) context.Context {
 	t.Helper()
 	path := chromiumPath()
 	if path == "" {
-		t.Skip("browser tests skipped: no Chromium found (set OUTPOST_CHROMIUM, or install it: apt-get install -y chromium)")
+		const msg = "no Chromium found (set OUTPOST_CHROMIUM, or install it: apt-get install -y chromium)"
+		if os.Getenv("OUTPOST_REQUIRE_BROWSER") != "" {
+			t.Fatal("OUTPOST_REQUIRE_BROWSER is set but " + msg)
+		}
+		t.Skip("browser tests skipped: " + msg)
 	}
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
