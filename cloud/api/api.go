@@ -41,6 +41,11 @@ type Options struct {
 	// CloudPublicKey is the key receipts are signed with. POST /v1/enroll
 	// and GET /v1/cloud-key return it, for edges to pin.
 	CloudPublicKey ed25519.PublicKey
+	// Signer is the cloud's signing key, whose public half is
+	// CloudPublicKey (New fills that from it when it is nil). Proofs
+	// (GET /v1/events/{edge}/{epoch}/{seq}/proof) are signed with it; when
+	// it is nil, that endpoint answers 501.
+	Signer *protocol.Signer
 	// Ready adds readiness checks (the broker, say) to GET /readyz, after
 	// the database's. Its error's text is shown to whoever asks /readyz.
 	// May be nil.
@@ -54,6 +59,24 @@ type Options struct {
 	Metrics http.Handler
 	// Logger gets the access log and internal errors. Default slog.Default().
 	Logger *slog.Logger
+	// The live tail (GET /v1/events/stream): how often a caught-up stream
+	// reads the ledger again (default DefaultStreamPoll), how long it may
+	// be quiet before a heartbeat comment (DefaultStreamHeartbeat), how
+	// many events it reads and sends at once (DefaultStreamBatch), how
+	// long one write may take before the client is cut off
+	// (DefaultStreamWriteTimeout), how long a client may stay behind the
+	// ledger before it is sent a "slow" close event
+	// (DefaultStreamMaxBehind), and how long a stream lasts at most
+	// (DefaultStreamMaxDuration).
+	StreamPoll, StreamHeartbeat, StreamWriteTimeout, StreamMaxBehind, StreamMaxDuration time.Duration
+	StreamBatch                                                                         int
+	// StreamsDone, when closed, ends every live tail with a "shutdown"
+	// close event (cloud serve closes it when the HTTP server shuts down,
+	// which does not wait for streams otherwise). May be nil.
+	StreamsDone <-chan struct{}
+	// OpenAPI is the spec served at GET /openapi.yaml (docs/openapi.yaml,
+	// embedded by cmd/cloud). When nil that route answers 404.
+	OpenAPI []byte
 	// Now is the clock for the expiry times the API reports. Default
 	// time.Now. (The ledger's own clock decides expiry; give both the same.)
 	Now func() time.Time
@@ -73,6 +96,14 @@ func New(opts Options) http.Handler {
 	if opts.Ledger == nil {
 		panic("api.New: Options.Ledger is nil")
 	}
+	if opts.Signer != nil {
+		if opts.CloudPublicKey == nil {
+			opts.CloudPublicKey = opts.Signer.Public()
+		}
+		if !opts.Signer.Public().Equal(opts.CloudPublicKey) {
+			panic("api.New: Options.Signer is not the key of Options.CloudPublicKey")
+		}
+	}
 	if len(opts.CloudPublicKey) != ed25519.PublicKeySize {
 		panic(fmt.Sprintf("api.New: Options.CloudPublicKey is %d bytes, want %d", len(opts.CloudPublicKey), ed25519.PublicKeySize))
 	}
@@ -82,6 +113,15 @@ func New(opts Options) http.Handler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	defaultDuration(&opts.StreamPoll, DefaultStreamPoll)
+	defaultDuration(&opts.StreamHeartbeat, DefaultStreamHeartbeat)
+	defaultDuration(&opts.StreamWriteTimeout, DefaultStreamWriteTimeout)
+	defaultDuration(&opts.StreamMaxBehind, DefaultStreamMaxBehind)
+	defaultDuration(&opts.StreamMaxDuration, DefaultStreamMaxDuration)
+	if opts.StreamBatch <= 0 {
+		opts.StreamBatch = DefaultStreamBatch
+	}
+	opts.StreamBatch = min(opts.StreamBatch, ledger.MaxLimit)
 	s := &server{
 		opts:     opts,
 		log:      opts.Logger.With("component", "api"),
@@ -90,6 +130,12 @@ func New(opts Options) http.Handler {
 	}
 	s.routes()
 	return s
+}
+
+func defaultDuration(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
+	}
 }
 
 // access says who may call an endpoint.
@@ -126,6 +172,9 @@ func (s *server) endpoints() []endpoint {
 		{"GET /v1/streams", reader, s.streams, nil, false},
 		{"GET /v1/streams/{edge}/{epoch}/records", admin, s.streamRecords, []string{"from", "limit"}, false},
 		{"GET /v1/events", reader, s.events, []string{"edge", "type", "from", "to", "after", "limit"}, false},
+		{"GET /v1/events/{edge}/{epoch}/{seq}/proof", reader, s.eventProof, nil, false},
+		{streamPattern, reader, s.eventStream, []string{"edge", "type", "from", "to", "after"}, false},
+		{"GET /openapi.yaml", public, s.openAPI, nil, false},
 		{"GET /v1/quarantine", reader, s.quarantine, []string{"after", "limit"}, false},
 		{"GET /v1/quarantine/{id}", reader, s.quarantineEntry, nil, false},
 
@@ -160,9 +209,11 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 func (s *server) handle(ep endpoint) {
 	s.mux.HandleFunc(ep.pattern, func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), RequestTimeout)
-		defer cancel()
-		r = r.WithContext(ctx)
+		if ep.pattern != streamPattern {
+			ctx, cancel := context.WithTimeout(r.Context(), RequestTimeout)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
 		err := s.authorize(r, ep.need)
 		if err == nil && !ep.anyParams {
 			err = onlyParams(r, ep.params...)

@@ -79,3 +79,18 @@ func (s *server) cloudKey(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, cloudKeyBody{PublicKey: hex.EncodeToString(s.opts.CloudPublicKey), KID: s.cloudKID})
 	return nil
 }
+
+// openAPI serves GET /openapi.yaml: the API's spec, docs/openapi.yaml as
+// the binary embeds it.
+func (s *server) openAPI(w http.ResponseWriter, r *http.Request) error {
+	if s.opts.OpenAPI == nil {
+		return errorf(http.StatusNotFound, "this server was built without its OpenAPI spec; docs/openapi.yaml in the source is the same document")
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/yaml")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(s.opts.OpenAPI)
+	return nil
+}

@@ -116,7 +116,7 @@ func MustEnv(tb testing.TB, o envOptions) *env {
 	e.Ledger = ledger.New(e.Conn, ledger.Options{Now: e.Clock.Now, Logger: logger})
 	e.Cloud = MustSigner(tb)
 	e.Server = httptest.NewServer(api.New(api.Options{
-		Ledger: e.Ledger, CloudPublicKey: e.Cloud.Public(), Ready: o.Ready, Live: o.Live, Metrics: o.Metrics,
+		Ledger: e.Ledger, CloudPublicKey: e.Cloud.Public(), Signer: e.Cloud, Ready: o.Ready, Live: o.Live, Metrics: o.Metrics,
 		Logger: logger, Now: e.Clock.Now,
 	}))
 	tb.Cleanup(e.Server.Close)

@@ -112,29 +112,8 @@ func (s *server) streams(w http.ResponseWriter, r *http.Request) error {
 // documented wire form (pos, committed_at and protocol.RecordJSON's
 // fields per event; next).
 func (s *server) events(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
-	var f ledger.Filter
-	var err error
-	if f.Edge = q.Get("edge"); f.Edge != "" {
-		if err := checkEdgeID("parameter edge", f.Edge); err != nil {
-			return err
-		}
-	}
-	if f.Type = q.Get("type"); f.Type != "" {
-		if err := protocol.ValidateType(f.Type); err != nil {
-			return badRequest("parameter type must be an event type in dotted lower case such as sale.completed: %v", err)
-		}
-	}
-	if f.From, err = parseTime(r, "from"); err != nil {
-		return err
-	}
-	if f.To, err = parseTime(r, "to"); err != nil {
-		return err
-	}
-	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
-		return badRequest("parameter to must be after from (from is inclusive, to exclusive)")
-	}
-	if f.After, err = parseCursor(r, "after"); err != nil {
+	f, err := eventFilter(r)
+	if err != nil {
 		return err
 	}
 	if f.Limit, err = parseLimit(r); err != nil {
@@ -145,6 +124,14 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+// validateTypeParam checks the type filter of the event endpoints.
+func validateTypeParam(t string) error {
+	if err := protocol.ValidateType(t); err != nil {
+		return badRequest("parameter type must be an event type in dotted lower case such as sale.completed: %v", err)
+	}
 	return nil
 }
 

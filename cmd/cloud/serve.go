@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -32,6 +33,7 @@ import (
 	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/cloud/web"
+	"github.com/outpost-edge/outpost/docs"
 	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/internal/keyfile"
@@ -308,9 +310,16 @@ func (m *Main) Run(ctx context.Context) error {
 	if natsConsumer != nil {
 		registerNATSMetrics(reg, natsConsumer)
 	}
+	// Live tails end, with a close event, when the HTTP server shuts down
+	// (Shutdown waits for handlers, and a stream would not end by itself).
+	streamsDone := make(chan struct{})
+	var closeStreams sync.Once
 	handler := api.New(api.Options{
 		Ledger:         led,
 		CloudPublicKey: signer.Public(),
+		Signer:         signer,
+		OpenAPI:        docs.OpenAPI,
+		StreamsDone:    streamsDone,
 		Ready: func(ctx context.Context) error {
 			if svc.Draining() {
 				return errors.New("shutting down")
@@ -343,6 +352,7 @@ func (m *Main) Run(ctx context.Context) error {
 	// The back office's pages share the listener: web serves its paths
 	// (under /) and passes every other one to the API.
 	srv := &http.Server{Handler: web.New(web.Options{API: handler, Ledger: led, Logger: log}), ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(func() { closeStreams.Do(func() { close(streamsDone) }) })
 
 	work, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
