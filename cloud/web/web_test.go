@@ -22,6 +22,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/web"
 	"github.com/outpost-edge/outpost/internal/pgtest"
 	"github.com/outpost-edge/outpost/protocol"
+	"github.com/outpost-edge/outpost/protocol/proof"
 	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
@@ -30,6 +31,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // env is the API and the pages on one server, on a fresh database.
 type env struct {
 	Ledger *ledger.Ledger
+	Cloud  *protocol.Signer
 	Server *httptest.Server
 	Admin  string
 	Reader string
@@ -44,8 +46,9 @@ func mustEnv(t *testing.T, pageSize int) *env {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	led := ledger.New(pool, ledger.Options{Logger: log})
-	a := api.New(api.Options{Ledger: led, CloudPublicKey: protocoltest.NewSigner(t).Public(), Logger: log})
-	e := &env{Ledger: led, Server: httptest.NewServer(web.New(web.Options{API: a, Ledger: led, Logger: log, PageSize: pageSize}))}
+	cloud := protocoltest.NewSigner(t)
+	a := api.New(api.Options{Ledger: led, Signer: cloud, Logger: log})
+	e := &env{Ledger: led, Cloud: cloud, Server: httptest.NewServer(web.New(web.Options{API: a, Ledger: led, Logger: log, PageSize: pageSize}))}
 	t.Cleanup(e.Server.Close)
 	var err error
 	if e.Admin, err = led.CreateAPIToken(ctx, "root", api.RoleAdmin, ""); err != nil {
@@ -310,6 +313,17 @@ func TestEventPageChecksItsCheckpoint(t *testing.T) {
 			t.Errorf("event page does not show %q", want)
 		}
 	}
+	// The proof link downloads the API's proof as the session's token.
+	pp := b.get(fmt.Sprintf("/proof/shop-1/%s/2", s.Stream.Epoch))
+	if pp.Status != 200 || !strings.HasPrefix(pp.Header.Get("Content-Disposition"), "attachment") {
+		t.Fatalf("proof: %d %v\n%s", pp.Status, pp.Header, pp.Body)
+	}
+	if res, err := proof.Verify([]byte(pp.Body), proof.Options{CloudKey: e.Cloud.Public()}); err != nil || res.Record.Seq != 2 {
+		t.Fatalf("downloaded proof: %v", err)
+	}
+	if p := b.get(fmt.Sprintf("/proof/shop-1/%s/x", s.Stream.Epoch)); p.Status != 400 {
+		t.Fatalf("bad seq: %d", p.Status)
+	}
 	// The check is made, not assumed: a stored record altered between the
 	// event and its checkpoint breaks it, and the page says where.
 	if _, err := e.Ledger.DB().Exec(context.Background(),
@@ -326,16 +340,6 @@ func TestEventPageChecksItsCheckpoint(t *testing.T) {
 	}
 	if p := b.get("/events/x"); p.Status != 400 {
 		t.Fatalf("bad pos: %d", p.Status)
-	}
-	// The proof link goes to the API's proof endpoint as the session's
-	// token; until that endpoint exists the API's 404 is shown.
-	pp := b.get(fmt.Sprintf("/proof/shop-1/%s/2", s.Stream.Epoch))
-	if pp.Status == 200 {
-		if cd := pp.Header.Get("Content-Disposition"); !strings.HasPrefix(cd, "attachment") {
-			t.Fatalf("proof download without attachment: %q", cd)
-		}
-	} else if pp.Status != 404 || !strings.Contains(pp.Body, "/proof") {
-		t.Fatalf("proof: %d\n%s", pp.Status, pp.Body)
 	}
 }
 
