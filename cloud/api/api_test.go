@@ -163,7 +163,8 @@ func TestAuth(t *testing.T) {
 		{"write without token", "POST", "/v1/edges", "", newEdge(), 401, "cloud tokens create --admin"},
 		{"reader writes", "POST", "/v1/edges", "Bearer " + e.Reader, newEdge(), 403, `needs role "admin"`},
 		{"reader makes tokens", "POST", "/v1/api-tokens", "Bearer " + e.Reader, map[string]any{"name": "x", "role": "admin"}, 403, `needs role "admin"`},
-		{"tenant token", "GET", "/v1/edges", "Bearer " + tenant, nil, 403, "tenant"},
+		{"tenant token reads", "GET", "/v1/edges", "Bearer " + tenant, nil, 200, ""},
+		{"tenant token makes tenants", "POST", "/v1/tenants", "Bearer " + tenant, map[string]any{"id": "x", "name": "X"}, 403, "global admin"},
 		{"unknown role", "GET", "/v1/edges", "Bearer " + odd, nil, 403, `"auditor"`},
 		{"reader reads", "GET", "/v1/streams", "Bearer " + e.Reader, nil, 200, ""},
 		{"reader reads events", "GET", "/v1/events", "bearer " + e.Reader, nil, 200, ""},
@@ -516,7 +517,7 @@ func TestAPITokens(t *testing.T) {
 	wantError(t, e.Do(t, "POST", "/v1/api-tokens", e.Admin, map[string]any{"name": "x", "role": "owner"}), 400, "role")
 	wantError(t, e.Do(t, "POST", "/v1/api-tokens", e.Admin, map[string]any{"name": "", "role": "admin"}), 400, "name")
 	wantError(t, e.Do(t, "POST", "/v1/api-tokens", e.Admin, map[string]any{"name": "x", "role": "admin", "tenant": "acme"}),
-		400, `unknown field "tenant"`)
+		404, "tenant acme: not found")
 
 	if r := e.Do(t, "POST", "/v1/api-tokens/dashboard/revoke", e.Admin, nil); r.Status != 204 {
 		t.Fatalf("revoke: %d %s", r.Status, r.Body)

@@ -81,6 +81,8 @@ type envOptions struct {
 	Ready      func(context.Context) error
 	Live       func() error
 	Metrics    http.Handler
+	// Projections are the ledger's (none by default).
+	Projections []ledger.Projection
 }
 
 // MustConn opens a connection to url, closed when tb ends.
@@ -113,7 +115,7 @@ func MustEnv(tb testing.TB, o envOptions) *env {
 		}
 	}
 	logger := slog.New(slog.NewJSONHandler(e.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.Ledger = ledger.New(e.Conn, ledger.Options{Now: e.Clock.Now, Logger: logger})
+	e.Ledger = ledger.New(e.Conn, ledger.Options{Now: e.Clock.Now, Logger: logger, Projections: o.Projections})
 	e.Cloud = MustSigner(tb)
 	e.Server = httptest.NewServer(api.New(api.Options{
 		Ledger: e.Ledger, CloudPublicKey: e.Cloud.Public(), Signer: e.Cloud, Ready: o.Ready, Live: o.Live, Metrics: o.Metrics,

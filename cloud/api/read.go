@@ -87,12 +87,15 @@ type streamsBody struct {
 }
 
 func (s *server) streams(w http.ResponseWriter, r *http.Request) error {
-	ss, err := s.opts.Ledger.Streams(r.Context())
+	ss, err := s.led(r).Streams(r.Context())
 	if err != nil {
 		return err
 	}
 	out := streamsBody{Streams: make([]streamJSON, 0, len(ss))}
 	for _, st := range ss {
+		if !s.visible(r, st.Stream.Edge) {
+			continue
+		}
 		j := streamJSON{
 			Edge: st.Stream.Edge, Epoch: st.Stream.Epoch, HWM: st.HWM, Head: st.Head,
 			LastCommit: timePtr(st.CommittedAt), EdgeSeq: st.EdgeSeq, Lag: st.Lag,
@@ -119,10 +122,17 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 	if f.Limit, err = parseLimit(r); err != nil {
 		return err
 	}
-	p, err := s.opts.Ledger.Events(r.Context(), f)
+	p, err := s.led(r).Events(r.Context(), f)
 	if err != nil {
 		return err
 	}
+	kept := p.Events[:0]
+	for _, e := range p.Events {
+		if s.visible(r, e.Edge) {
+			kept = append(kept, e)
+		}
+	}
+	p.Events = kept
 	writeJSON(w, http.StatusOK, p)
 	return nil
 }
@@ -178,13 +188,15 @@ func (s *server) quarantine(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	qs, err := s.opts.Ledger.Quarantine(r.Context(), after, limit)
+	qs, err := s.led(r).Quarantine(r.Context(), after, limit)
 	if err != nil {
 		return err
 	}
 	out := quarantineBody{Entries: make([]quarantineJSON, 0, len(qs)), Next: after}
 	for _, q := range qs {
-		out.Entries = append(out.Entries, quarantineOf(q, false))
+		if s.visible(r, q.Edge) {
+			out.Entries = append(out.Entries, quarantineOf(q, false))
+		}
 		out.Next = q.ID
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -196,11 +208,11 @@ func (s *server) quarantineEntry(w http.ResponseWriter, r *http.Request) error {
 	if err != nil || id < 1 {
 		return badRequest("quarantine id in the path must be a positive integer (an id from GET /v1/quarantine)")
 	}
-	qs, err := s.opts.Ledger.Quarantine(r.Context(), id-1, 1)
+	qs, err := s.led(r).Quarantine(r.Context(), id-1, 1)
 	if err != nil {
 		return err
 	}
-	if len(qs) == 0 || qs[0].ID != id {
+	if len(qs) == 0 || qs[0].ID != id || !s.visible(r, qs[0].Edge) {
 		return errorf(http.StatusNotFound, "quarantine entry %d: not found", id)
 	}
 	writeJSON(w, http.StatusOK, quarantineOf(qs[0], true))

@@ -30,9 +30,11 @@ type folder struct {
 	prior  View
 	stores Stores
 	d      *Delta
+	cur    Record // the record being folded
 }
 
 func (f *folder) record(r Record) {
+	f.cur = r
 	if r.IsTombstone() {
 		// The edge shed the body to save space; what it said is gone.
 		switch r.Type {
@@ -99,12 +101,37 @@ func (f *folder) store(r Record, store string) (Store, bool) {
 	s, ok := f.stores.Store(store)
 	if !ok {
 		f.anomaly(Anomaly{Kind: AnomalyUnknownStore, Pos: r.Pos, ID: r.ID, Type: r.Type, Store: store,
-			Detail: fmt.Sprintf("store %q is not known; add it, then rebuild the projections to count this record", store)})
+			Detail: fmt.Sprintf("store %q is not known; add it (cloud stores add), then rebuild the projections (cloud projections rebuild) to count this record", store)})
+		return s, false
 	}
-	return s, ok
+	if et, ok := f.stores.(EdgeTenants); ok {
+		if t, ok := et.EdgeTenant(r.Edge); ok && t != s.Tenant {
+			f.anomaly(Anomaly{Tenant: t, Kind: AnomalyForeignStore, Pos: r.Pos, ID: r.ID, Type: r.Type, Store: store,
+				Detail: fmt.Sprintf("edge %s belongs to tenant %q but the body names store %q of another tenant; committed to the ledger, counted in no report; fix the till's store id or move the edge to the store's tenant, then rebuild the projections", r.Edge, t, store)})
+			return s, false
+		}
+	}
+	return s, true
 }
 
-func (f *folder) anomaly(a Anomaly) { f.d.Anomalies = append(f.d.Anomalies, a) }
+// anomaly lists a, under the tenant of the edge that sent the record being
+// folded; failing that, of the store it names; failing that, the default.
+func (f *folder) anomaly(a Anomaly) {
+	if a.Tenant == "" {
+		if et, ok := f.stores.(EdgeTenants); ok {
+			a.Tenant, _ = et.EdgeTenant(f.cur.Edge)
+		}
+	}
+	if a.Tenant == "" && a.Store != "" {
+		if s, ok := f.stores.Store(a.Store); ok {
+			a.Tenant = s.Tenant
+		}
+	}
+	if a.Tenant == "" {
+		a.Tenant = DefaultTenant
+	}
+	f.d.Anomalies = append(f.d.Anomalies, a)
+}
 
 // duplicate reports whether a transaction with key k was already counted,
 // and lists r as a duplicate anomaly when it was.
@@ -290,7 +317,22 @@ func (f *folder) move(p int64, store, sku, reason string, delta int64) {
 }
 
 func (f *folder) telemetry(r Record, m *pos.TelemetryReading) {
-	k := TelemetryKey{m.Store, m.Sensor, m.Metric, r.EdgeTime.Time().Truncate(time.Minute)}
+	// A reading of a store counts for the store's tenant, when the store
+	// is known and the edge's; one that names no store (the edge's own
+	// sensors) for the edge's tenant.
+	tenant := DefaultTenant
+	if m.Store != "" {
+		st, ok := f.store(r, m.Store)
+		if !ok {
+			return
+		}
+		tenant = st.Tenant
+	} else if et, ok := f.stores.(EdgeTenants); ok {
+		if t, ok := et.EdgeTenant(r.Edge); ok {
+			tenant = t
+		}
+	}
+	k := TelemetryKey{tenant, m.Store, m.Sensor, m.Metric, r.EdgeTime.Time().Truncate(time.Minute)}
 	x, ok := get(f.d.Tables.Telemetry, k, f.prior.Telemetry)
 	if !ok || m.Value < x.Min {
 		x.Min = m.Value

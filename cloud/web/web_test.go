@@ -201,8 +201,11 @@ func TestLoginCookieIsHttpOnlyStrict(t *testing.T) {
 
 func TestLoginRefusals(t *testing.T) {
 	e := mustEnv(t, 0)
-	tenantTok, err := e.Ledger.CreateAPIToken(context.Background(), "acme", api.RoleReader, "acme")
+	revoked, err := e.Ledger.CreateAPIToken(context.Background(), "gone", api.RoleReader, "")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Ledger.RevokeAPIToken(context.Background(), "gone"); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
@@ -215,9 +218,7 @@ func TestLoginRefusals(t *testing.T) {
 		{"no token", func(c string) url.Values { return url.Values{"csrf": {c}} }, 400, "Enter an API token"},
 		{"no csrf", func(string) url.Values { return url.Values{"token": {e.Admin}} }, 403, "security token"},
 		{"wrong csrf", func(string) url.Values { return url.Values{"csrf": {"forged"}, "token": {e.Admin}} }, 403, "security token"},
-		// The API refuses tenant-scoped tokens until edges carry tenants;
-		// the page refuses them with the API's own reason.
-		{"tenant token", func(c string) url.Values { return url.Values{"csrf": {c}, "token": {tenantTok}} }, 403, "scoped to tenant"},
+		{"revoked token", func(c string) url.Values { return url.Values{"csrf": {c}, "token": {revoked}} }, 401, "unknown or revoked"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -32,6 +32,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/cloud/projection/pgview"
 	"github.com/outpost-edge/outpost/cloud/web"
 	"github.com/outpost-edge/outpost/docs"
 	"github.com/outpost-edge/outpost/internal/cli"
@@ -66,6 +67,7 @@ type Config struct {
 	GapWait      time.Duration
 	DrainTimeout time.Duration
 	AuditEvery   time.Duration
+	Projections  bool
 	TokensV1     bool
 	LogLevel     string
 	LogFormat    string
@@ -134,6 +136,7 @@ func (m *Main) ParseFlags(args []string) error {
 	flagenv.DurationVar(fs, &c.DrainTimeout, "drain-timeout", 10*time.Second, flagenv.Durations(time.Millisecond, 0, ""), "on the first SIGTERM, how long to finish work in hand")
 	flagenv.DurationVar(fs, &c.AuditEvery, "audit-every", ledger.DefaultAuditEvery, flagenv.Durations(time.Minute, 0, "no scheduled audit"), "how often to audit what was committed since the last audit (at start-up, then on this schedule; see cloud audit)")
 	fs.BoolVar(&c.TokensV1, "broker-tokens-v1", false, "embedded brokers: also accept older edges' v1 broker tokens while they are upgraded (once each, like v2, but valid on either broker and within 10 minutes of this clock)")
+	fs.BoolVar(&c.Projections, "projections", true, "fold every commit into the back office's read models (docs/REPORTS.md), in the commit; at start-up, rebuild them in the background when their definitions changed or commits were made without them")
 	natsFlags(fs, &c.NATS)
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud serve [flags]\n\nRuns the cloud service.")
 	return flagenv.Parse(fs, args, "OUTPOST_", "config")
@@ -248,7 +251,19 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	log.Info("ledger partitioning", "mode", part.Mode, "why", part.Reason)
-	led := ledger.New(m.pool, ledger.Options{Logger: log})
+	var projections []ledger.Projection
+	var dir *pgview.Directory
+	rebuildWhy := ""
+	if c.Projections {
+		dir = pgview.NewDirectory()
+		projections = append(projections, pgview.New(dir))
+		if rebuildWhy, err = pgview.NeedsRebuild(ctx, m.pool); err != nil {
+			return err
+		}
+	} else {
+		log.Warn("projections are off (--projections=false): commits are not folded into the read models; the next start with them on rebuilds them")
+	}
+	led := ledger.New(m.pool, ledger.Options{Logger: log, Projections: projections})
 
 	svc, err := ingest.New(ingest.Options{Ledger: led, Signer: signer, Workers: c.Workers, MaxBatch: c.MaxBatch, GapWait: c.GapWait,
 		AfterCommit: crashAfterCommitFault(log), Logger: log})
@@ -376,6 +391,9 @@ func (m *Main) Run(ctx context.Context) error {
 	g.Go(func() error { return ledger.PartitionKeeper{DB: m.pool, Logger: log}.Run(gctx) })
 	if auditor != nil {
 		g.Go(func() error { return auditor.Run(gctx) })
+	}
+	if rebuildWhy != "" {
+		g.Go(func() error { rebuildInBackground(gctx, m.pool, dir, rebuildWhy, log); return nil })
 	}
 	log.Info("cloud serving", "api", m.apiAddr, "mqtt", redact(brokerURL), "nats", natsWhere(c, m), "kid", signer.KeyID())
 	close(m.Ready)
