@@ -13,7 +13,7 @@ import (
 )
 
 // pages are the templates under templates/, each with layout.html.
-var pages = []string{"login", "error", "fleet", "events", "event", "quarantine", "quarantine_entry"}
+var pages = []string{"login", "error", "today", "store_day", "reconciliation", "inventory", "fleet", "events", "event", "quarantine", "quarantine_entry"}
 
 func parseTemplates() map[string]*template.Template {
 	out := map[string]*template.Template{}
@@ -57,6 +57,17 @@ var funcs = template.FuncMap{
 		return hex.Dump(b)
 	},
 	"add": func(a, b int) int { return a + b },
+	// qty shows a quantity in thousandths (protocol/pos) as a decimal.
+	"qty": func(q int64) string {
+		sign := ""
+		if q < 0 {
+			sign, q = "-", -q
+		}
+		if q%1000 == 0 {
+			return fmt.Sprintf("%s%d", sign, q/1000)
+		}
+		return strings.TrimRight(fmt.Sprintf("%s%d.%03d", sign, q/1000, q%1000), "0")
+	},
 }
 
 // view is what the layout gets: the page's own data in Data.
@@ -71,8 +82,11 @@ type view struct {
 func (s *server) render(w http.ResponseWriter, r *http.Request, status int, page string, sess *session, title string, data any) {
 	var buf bytes.Buffer
 	nav, _, _ := strings.Cut(page, "_")
-	if nav == "event" {
+	switch nav {
+	case "event":
 		nav = "events"
+	case "store":
+		nav = "today"
 	}
 	if err := s.tmpl[page].ExecuteTemplate(&buf, "layout", view{Title: title, Nav: nav, Session: sess, Now: s.opts.Now(), Data: data}); err != nil {
 		s.log.Error("render page", "page", page, "err", err)

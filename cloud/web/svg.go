@@ -29,6 +29,7 @@ func (b bar) Width() string { return fmt.Sprintf("%d.%d", b.PerMille/10, b.PerMi
 type chartBar struct {
 	Label string
 	Value int64
+	Text  string // the value as shown; default the value and the unit
 }
 
 // chart is a rendered SVG, safe to put in a page as it is.
@@ -63,9 +64,14 @@ func hbars(bars []chartBar, unit string) chart {
 			w = 1
 		}
 		fmt.Fprintf(&sb, `<text x="%d" y="%d" text-anchor="end" class="label">%s</text>`, labelW-8, y+15, template.HTMLEscapeString(b.Label))
-		fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="%d" height="%d" class="bar"><title>%s: %d %s</title></rect>`,
-			labelW, y+3, w, rowH-6, template.HTMLEscapeString(b.Label), b.Value, template.HTMLEscapeString(unit))
-		fmt.Fprintf(&sb, `<text x="%d" y="%d" class="value">%d %s</text>`, labelW+w+6, y+15, b.Value, template.HTMLEscapeString(unit))
+		text := b.Text
+		if text == "" {
+			text = fmt.Sprintf("%d %s", b.Value, unit)
+		}
+		text = template.HTMLEscapeString(text)
+		fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="%d" height="%d" class="bar"><title>%s: %s</title></rect>`,
+			labelW, y+3, max(w, 0), rowH-6, template.HTMLEscapeString(b.Label), text)
+		fmt.Fprintf(&sb, `<text x="%d" y="%d" class="value">%s</text>`, labelW+max(w, 0)+6, y+15, text)
 	}
 	sb.WriteString(`</svg>`)
 	return chart{SVG: template.HTML(sb.String())} //nolint:gosec // every outside string above is escaped

@@ -100,7 +100,7 @@ func New(opts Options) http.Handler {
 
 func (s *server) routes() {
 	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, "/fleet", http.StatusSeeOther)
+		http.Redirect(w, r, "/today", http.StatusSeeOther)
 	})
 	s.mux.HandleFunc("GET /static/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "public, max-age=3600")
@@ -109,6 +109,13 @@ func (s *server) routes() {
 	s.mux.HandleFunc("GET /login", s.loginPage)
 	s.mux.HandleFunc("POST /login", s.login)
 	s.mux.HandleFunc("POST /logout", s.page(s.logout))
+
+	s.mux.HandleFunc("GET /today", s.page(s.today))
+	s.mux.HandleFunc("GET /today/live", s.page(s.live))
+	s.mux.HandleFunc("GET /stores/{store}/{day}", s.page(s.storeDay))
+	s.mux.HandleFunc("GET /reconciliation", s.page(s.reconciliation))
+	s.mux.HandleFunc("GET /inventory", s.page(s.inventory))
+	s.mux.HandleFunc("GET /reports/{name}", s.page(s.reportCSV))
 
 	s.mux.HandleFunc("GET /fleet", s.page(s.fleet))
 	s.mux.HandleFunc("GET /fleet/edges.csv", s.page(s.fleetEdgesCSV))
@@ -285,7 +292,7 @@ func clearCookie(w http.ResponseWriter, r *http.Request, name string) {
 // safeNext keeps a post-login redirect on this site.
 func safeNext(next string) string {
 	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
-		return "/fleet"
+		return "/today"
 	}
 	return next
 }
