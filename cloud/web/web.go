@@ -165,10 +165,14 @@ type statusWriter struct {
 	status int
 }
 
+// WriteHeader passes on the first status only: a handler that writes an
+// error after its answer has started (a live tail that ends) cannot
+// change what was sent.
 func (w *statusWriter) WriteHeader(status int) {
-	if w.status == 0 {
-		w.status = status
+	if w.status != 0 {
+		return
 	}
+	w.status = status
 	w.ResponseWriter.WriteHeader(status)
 }
 
