@@ -25,8 +25,13 @@
 //     drawn on the server; every page works with scripts off, and the
 //     scripts only enhance (confirmations).
 //   - Money is shown as the API gives it, integer minor units with their
-//     currency, never through a float. Times are shown in UTC until stores
-//     (with their time zones) exist.
+//     currency (and its decimal string), never through a float. Business
+//     days and hours are each store's own (its time zone); ledger, commit
+//     and contact times are shown in UTC.
+//   - The report pages (Today, Store and day, Reconciliation, Inventory)
+//     read GET /v1/reports/...; the Today page's script follows the live
+//     tail (GET /v1/events/stream, streamed through /today/live as the
+//     session's token) and refetches the page when events commit.
 //   - Paths the page does not own (/v1/..., /healthz, /readyz, /metrics)
 //     go to the API unchanged.
 package web
