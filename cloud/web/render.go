@@ -147,12 +147,36 @@ func csvSafe(v string) string {
 	}
 	switch v[0] {
 	case '=', '+', '-', '@', '\t', '\r':
-		if _, err := strconv.ParseFloat(v, 64); err == nil {
+		if isNumber(v) {
 			return v
 		}
 		return "'" + v
 	}
 	return v
+}
+
+// isNumber tells a plain decimal number (such as -12 or -3.50, which
+// amounts and deltas are) from text: digits with at most one point after
+// an optional sign. (strconv.ParseFloat would also take "-Inf", "+0x1p3"
+// and "-1e9", which a spreadsheet may read otherwise.)
+func isNumber(v string) bool {
+	if v != "" && (v[0] == '-' || v[0] == '+') {
+		v = v[1:]
+	}
+	if v == "" {
+		return false
+	}
+	point := false
+	for i := 0; i < len(v); i++ {
+		switch {
+		case v[i] >= '0' && v[i] <= '9':
+		case v[i] == '.' && !point && i > 0 && i < len(v)-1:
+			point = true
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func u64(v uint64) string { return strconv.FormatUint(v, 10) }

@@ -293,10 +293,18 @@ func clearCookie(w http.ResponseWriter, r *http.Request, name string) {
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 }
 
-// safeNext keeps a post-login redirect on this site.
+// safeNext keeps a post-login redirect on this site: a path that starts
+// with one slash and holds no backslash, space or control character
+// (browsers drop tabs and newlines from URLs and read \ as /, so
+// "/\t/evil.example" would leave the site).
 func safeNext(next string) string {
-	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	if next == "" || next[0] != '/' || strings.HasPrefix(next, "//") {
 		return "/today"
+	}
+	for i := 0; i < len(next); i++ {
+		if c := next[i]; c <= ' ' || c == 0x7f || c == '\\' {
+			return "/today"
+		}
 	}
 	return next
 }
