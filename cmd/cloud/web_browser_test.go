@@ -21,6 +21,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/cloud/projection"
 	"github.com/outpost-edge/outpost/cloud/projection/projectiontest"
 	"github.com/outpost-edge/outpost/internal/keyfile"
 	"github.com/outpost-edge/outpost/internal/poll"
@@ -211,6 +212,16 @@ func (u *user) download(sel string) []byte {
 
 func ptrTo[T any](v T) *T { return &v }
 
+// cloudPub is the public key of serve's cloud key, for proofs.
+func cloudPub(t *testing.T, m *Main) ed25519.PublicKey {
+	t.Helper()
+	k, err := keyfile.Load(filepath.Join(m.Config.DataDir, "cloud.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.Public().(ed25519.PublicKey)
+}
+
 // apiGet GETs path from the API with a bearer token into v.
 func apiGet(t *testing.T, base, token, path string, v any) {
 	t.Helper()
@@ -278,12 +289,14 @@ func TestBackOfficeInBrowser(t *testing.T) {
 	// declares) in 4 segments over MQTT, then one segment signed with a
 	// key the cloud does not know (quarantined).
 	today := time.Now().UTC().Format(ledger.DayLayout)
+	var sold []projection.Record // the sales sent, for the till's Z report
 	addSales := func(n int) {
 		for range n {
 			seq := stream.Last() + 1
 			txn := projectiontest.Txn(today, fmt.Sprintf("T1-%04d", seq), "EUR", false, 0, []string{"cash", "card"}[seq%2], 0,
 				projectiontest.Line(fmt.Sprintf("sku-%d", seq%4), 1000*int64(1+seq%3), 250+int64(seq%5)*100, 0, 0))
 			txn.Store = "S-001"
+			sold = append(sold, projection.Record{Record: protocol.Record{Type: pos.TypeSaleCompleted, Body: projectiontest.MustBody(t, txn)}})
 			stream.AddEvent("till-1", protocol.Event{ID: fmt.Sprintf("sale-%d", seq), Type: pos.TypeSaleCompleted,
 				TS: time.Now().Add(-time.Duration(60-seq) * time.Minute), Body: projectiontest.MustBody(t, txn)})
 		}
@@ -465,6 +478,28 @@ func TestBackOfficeInBrowser(t *testing.T) {
 			t.Error("no by-hour bars")
 		}
 		a.screenshot("store-day")
+
+		// The till closes: its Z report of the 43 sales makes the day
+		// match. Click through till → its Z event → the proof.
+		z := projectiontest.ZOf(t, pos.TillKey{Store: "S-001", Terminal: "T1", BusinessDay: today, Currency: "EUR"}, sold...)
+		stream.AddEvent("till-1", protocol.Event{ID: "z-" + today, Type: pos.TypeTillClosed, TS: time.Now(), Body: projectiontest.MustBody(t, z)})
+		from := stream.Last()
+		edge.publish(from, from)
+		poll.For(t, 60*time.Second, func() error {
+			a.navigate(chromedp.Reload())
+			if n := a.count(`#tills tr.till.match a.z`); n != 1 {
+				return fmt.Errorf("%d matching tills with a Z link", n)
+			}
+			return nil
+		})
+		a.navigate(chromedp.Click(chromedp.CSS(`#tills tr.till.match a.z`)))
+		a.do(chromedp.WaitVisible(chromedp.ID("record")))
+		if got := a.text("#record"); !strings.Contains(got, pos.TypeTillClosed) {
+			t.Fatalf("the Z link shows %q", got)
+		}
+		if res, err := proof.Verify(a.download("#proof"), proof.Options{CloudKey: cloudPub(t, m)}); err != nil || res.Record.Type != pos.TypeTillClosed {
+			t.Fatalf("the Z's proof: %v", err)
+		}
 		a.navigate(chromedp.Navigate(base + "/reconciliation"))
 		a.do(chromedp.WaitVisible(chromedp.ID("recon")))
 		a.screenshot("reconciliation")
