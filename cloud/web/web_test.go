@@ -175,8 +175,18 @@ func TestLoginCookieIsHttpOnlyStrict(t *testing.T) {
 			session = c
 		}
 	}
-	if session == nil || !session.HttpOnly || session.SameSite != http.SameSiteStrictMode || session.Path != "/" {
-		t.Fatalf("session cookie %+v: want HttpOnly, SameSite=Strict, Path=/", session)
+	if session == nil || !session.HttpOnly || session.SameSite != http.SameSiteStrictMode || session.Path != "/" || session.Secure {
+		t.Fatalf("session cookie %+v: want HttpOnly, SameSite=Strict, Path=/, not Secure over plain HTTP", session)
+	}
+	// Behind a TLS-terminating proxy that says so, the cookie is Secure.
+	pb := e.browser(t)
+	lp2 := pb.get("/login")
+	req, _ := http.NewRequest(http.MethodPost, e.Server.URL+"/login",
+		strings.NewReader(url.Values{"csrf": {csrf(t, lp2)}, "token": {e.Admin}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Forwarded-Proto", "https")
+	if p := pb.do(req); !strings.Contains(strings.Join(p.Header.Values("Set-Cookie"), "\n"), "; Secure") {
+		t.Fatalf("behind TLS: %v", p.Header.Values("Set-Cookie"))
 	}
 	fp := b.get("/fleet")
 	if fp.Status != 200 || !strings.Contains(fp.Body, `data-edge="shop-1"`) || !strings.Contains(fp.Body, "root (admin)") {
