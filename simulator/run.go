@@ -139,18 +139,18 @@ func (r *run) setup(ctx context.Context) error {
 			return err
 		}
 		r.edges = append(r.edges, e)
-		tok, err := r.cloud.EnrollToken(ctx, id)
-		if err != nil {
-			return err
-		}
-		if err := e.Enroll(ctx, r.cloud.API, tok); err != nil {
-			return err
-		}
 		currency, incl := "EUR", true
 		if i%3 == 2 {
 			currency, incl = "USD", false
 		}
 		if err := r.cloud.AddStore(ctx, id, "Shop "+strconv.Itoa(i+1), storeZones[i%len(storeZones)], currency); err != nil {
+			return err
+		}
+		tok, err := r.cloud.EnrollToken(ctx, id, id)
+		if err != nil {
+			return err
+		}
+		if err := e.Enroll(ctx, r.cloud.API, tok); err != nil {
 			return err
 		}
 		type plan struct {

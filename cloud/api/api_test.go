@@ -6,12 +6,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/cloud/api"
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -421,6 +425,41 @@ func TestReadyz(t *testing.T) {
 		}
 		// Nor can a token be checked: that is 503, not 401.
 		wantError(t, e.Do(t, "GET", "/v1/edges", e.Admin, nil), 503, "retry later")
+	})
+	t.Run("no reader role", func(t *testing.T) {
+		// A serving role that is not a member of the reader role cannot
+		// read anything through the API: not ready, saying what to do.
+		e := MustEnv(t, envOptions{})
+		ctx := context.Background()
+		role := fmt.Sprintf("outsider_%d", time.Now().UnixNano())
+		for _, sql := range []string{`CREATE ROLE ` + role + ` LOGIN`, `GRANT SELECT ON schema_migrations TO ` + role} {
+			if _, err := e.Conn.Exec(ctx, sql); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Cleanup(func() {
+			_, _ = e.Conn.Exec(ctx, `DROP OWNED BY `+role)
+			_, _ = e.Conn.Exec(ctx, `DROP ROLE `+role)
+		})
+		u, err := url.Parse(e.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.User = url.User(role)
+		conn := MustConn(t, u.String())
+		srv := httptest.NewServer(api.New(api.Options{Ledger: ledger.New(conn, ledger.Options{}), CloudPublicKey: e.Cloud.Public(),
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
+		defer srv.Close()
+		resp, err := srv.Client().Get(srv.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 503 || !strings.Contains(string(b), "GRANT outpost_reader TO") {
+			t.Fatalf("readyz: %d %s", resp.StatusCode, b)
+		}
+		conn.Close(ctx)
 	})
 	t.Run("extra check", func(t *testing.T) {
 		e := MustEnv(t, envOptions{Ready: func(context.Context) error { return errors.New("broker not connected") }})

@@ -24,7 +24,11 @@
 //     reader role, whose row-level security policies show only the token's
 //     tenant, whichever ledger method the handler calls; the handlers filter
 //     by the tenant as well (report filters, s.visible), so either layer
-//     alone keeps tenants apart. Another tenant's row named in a path is
+//     alone keeps tenants apart. The live tail, which one snapshot would
+//     freeze, reads each page in its own ReadAs (tenantEvents). Handlers
+//     must read through s.led(r), never s.opts.Ledger: TestTenantIsolation
+//     (on a pool, as serve runs) walks every read route to catch one that
+//     does not. Another tenant's row named in a path is
 //     404, as if it did not exist. Writes by a scoped admin token act inside
 //     its tenant only (tenantFor, ownEdge).
 //   - Reports (reports.go) are the ledger's report functions served as JSON

@@ -60,6 +60,12 @@ func (s *server) notReady(ctx context.Context) (string, error) {
 	case err != nil:
 		return "database unreachable (the cloud's log has the details)", err
 	}
+	// Every read runs as the reader role: a serving role that may not
+	// switch to it would answer every authenticated GET with a 500.
+	if err := s.opts.Ledger.ReadAs(ctx, ledger.AllTenants, func(*ledger.Ledger) error { return nil }); err != nil {
+		return fmt.Sprintf("the cloud's database role cannot switch to the role %s that every API read runs as: "+
+			"GRANT %s TO <the cloud's role> (docs/OPERATIONS.md, Tenants)", ledger.ReaderRole, ledger.ReaderRole), err
+	}
 	if s.opts.Ready != nil {
 		if err := s.opts.Ready(ctx); err != nil {
 			return err.Error(), err

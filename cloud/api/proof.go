@@ -33,7 +33,12 @@ func (s *server) eventProof(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusNotImplemented, "this server was started without the cloud's signing key, so it cannot sign proofs; ask the operator to serve the API from cloud serve")
 	}
 	st := protocol.Stream{Edge: edge, Epoch: epoch}
-	rp, err := s.opts.Ledger.RecordProof(r.Context(), st, seq)
+	var rp ledger.RecordProof
+	if mine(r, edge) {
+		rp, err = s.led(r).RecordProof(r.Context(), st, seq)
+	} else {
+		err = ledger.ErrNotFound // another tenant's: as if it were not there
+	}
 	switch {
 	case errors.Is(err, ledger.ErrNotFound):
 		return errorf(http.StatusNotFound, "event %d of stream %s/%s is not committed; GET /v1/events lists the committed events with their edge, epoch and seq", seq, edge, epoch)

@@ -72,7 +72,7 @@ func (s *server) eventStream(w http.ResponseWriter, r *http.Request) error {
 	f.Limit = s.opts.StreamBatch
 	// Read the first page before answering, so a database that is down is
 	// an error answer rather than an empty stream.
-	page, err := s.opts.Ledger.Events(r.Context(), f)
+	page, err := s.tenantEvents(r, f)
 	if err != nil {
 		return err
 	}
@@ -149,7 +149,7 @@ func (t *tail) run(page ledger.Page) {
 			return
 		}
 		var err error
-		if page, err = t.s.opts.Ledger.Events(ctx, t.f); err != nil {
+		if page, err = t.s.tenantEvents(t.r, t.f); err != nil {
 			if ctx.Err() == nil {
 				info(t.r).err = err
 				t.close("unavailable", "the ledger cannot be read now; reconnect with Last-Event-ID to resume")

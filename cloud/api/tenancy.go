@@ -15,7 +15,9 @@ import (
 // tenant's edges are read first, on the owner's connection, for the
 // handlers' second check (s.visible).
 func (s *server) serve(w http.ResponseWriter, r *http.Request, ep endpoint) error {
-	if ep.need == public || r.Method != http.MethodGet {
+	if ep.need == public || r.Method != http.MethodGet || ep.pattern == streamPattern {
+		// The live tail lasts long: one snapshot would freeze it. It reads
+		// each page through tenantEvents instead.
 		return ep.h(w, r)
 	}
 	li := info(r)
@@ -31,6 +33,38 @@ func (s *server) serve(w http.ResponseWriter, r *http.Request, ep endpoint) erro
 		defer func() { li.led = nil }()
 		return ep.h(w, r)
 	})
+}
+
+// tenantEvents reads one page of events for the live tail as a read
+// endpoint does: in its own ledger.ReadAs transaction with the token's
+// scope, and checked row by row against the scope's edges, read again for
+// each page (an edge may join the tenant while the stream runs).
+func (s *server) tenantEvents(r *http.Request, f ledger.Filter) (ledger.Page, error) {
+	li := info(r)
+	if li.scope != ledger.AllTenants {
+		edges, err := s.opts.Ledger.TenantEdges(r.Context(), li.scope)
+		if err != nil {
+			return ledger.Page{}, err
+		}
+		li.edges = edges
+	}
+	var p ledger.Page
+	err := s.opts.Ledger.ReadAs(r.Context(), li.scope, func(l *ledger.Ledger) error {
+		var err error
+		p, err = l.Events(r.Context(), f)
+		return err
+	})
+	if err != nil {
+		return p, err
+	}
+	kept := p.Events[:0]
+	for _, e := range p.Events {
+		if s.visible(r, e.Edge) {
+			kept = append(kept, e)
+		}
+	}
+	p.Events = kept
+	return p, nil
 }
 
 // led is the ledger a read handler reads through (bound to the token's

@@ -139,15 +139,11 @@ func (sp reportSpec) query(f ReportFilter) (string, []any, error) {
 		limit = DefaultLimit
 	}
 	args = append(args, min(limit, MaxLimit)+1) // one more, to know whether there is a next page
-	texts := make([]string, len(sp.key))
-	for i, n := range names {
-		texts[i] = n + "::text"
-	}
 	if len(where) == 0 {
 		where = append(where, "true")
 	}
-	q := fmt.Sprintf(`SELECT ARRAY[%s], %s FROM %s WHERE %s ORDER BY %s LIMIT $%d`,
-		strings.Join(texts, ", "), sp.cols, sp.table, strings.Join(where, " AND "), strings.Join(names, ", "), len(args))
+	q := fmt.Sprintf(`SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT $%d`,
+		sp.cols, sp.table, strings.Join(where, " AND "), strings.Join(names, ", "), len(args))
 	return q, args, nil
 }
 
@@ -182,7 +178,7 @@ func decodeCursor(s string, n int) ([]string, error) {
 // runReport reads one page of a report: the rows, the cursor after them,
 // and as_of, in the caller's snapshot when l is ReadAs's.
 func runReport[T any](ctx context.Context, l *Ledger, sp reportSpec, f ReportFilter,
-	scan func(pgx.Row, *[]string) (T, error), store func(T) (string, string)) (Report[T], error) {
+	scan func(pgx.Row) (T, error), key func(T) []string, store func(T) (string, string)) (Report[T], error) {
 	out := Report[T]{Rows: []T{}, Stores: []StoreCompleteness{}}
 	err := l.readSnapshot(ctx, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, `SELECT coalesce(min(last_pos), 0) FROM projection_checkpoints`).Scan(&out.AsOf); err != nil {
@@ -196,16 +192,13 @@ func runReport[T any](ctx context.Context, l *Ledger, sp reportSpec, f ReportFil
 		if err != nil {
 			return badCursor(f, err)
 		}
-		var keys [][]string
 		for rows.Next() {
-			var key []string
-			v, err := scan(rows, &key)
+			v, err := scan(rows)
 			if err != nil {
 				rows.Close()
 				return err
 			}
 			out.Rows = append(out.Rows, v)
-			keys = append(keys, key)
 		}
 		if err := rows.Err(); err != nil {
 			return badCursor(f, err)
@@ -216,7 +209,7 @@ func runReport[T any](ctx context.Context, l *Ledger, sp reportSpec, f ReportFil
 		}
 		if len(out.Rows) > limit {
 			out.Rows = out.Rows[:limit]
-			out.Next = encodeCursor(keys[limit-1])
+			out.Next = encodeCursor(key(out.Rows[limit-1]))
 		}
 		latest := map[string]string{}
 		if f.Store != "" {
@@ -361,18 +354,18 @@ type SalesRow struct {
 
 // SalesReport reads the sales summary per (store, business day, currency).
 func (l *Ledger) SalesReport(ctx context.Context, f ReportFilter) (Report[SalesRow], error) {
-	return runReport(ctx, l, salesSpec, f, func(r pgx.Row, key *[]string) (SalesRow, error) {
+	return runReport(ctx, l, salesSpec, f, func(r pgx.Row) (SalesRow, error) {
 		var v SalesRow
 		var d time.Time
 		var gross, disc, ret, void, tax, net, total int64
-		err := r.Scan(key, &v.Tenant, &v.Store, &d, &v.Currency, &v.Transactions, &v.Items, &gross, &disc,
+		err := r.Scan(&v.Tenant, &v.Store, &d, &v.Currency, &v.Transactions, &v.Items, &gross, &disc,
 			&v.ReturnsCount, &ret, &v.VoidsCount, &void, &tax, &net, &total)
 		v.BusinessDay = day(d)
 		c := v.Currency
 		v.GrossSales, v.Discounts, v.ReturnsAmount, v.VoidsAmount = NewMoney(gross, c), NewMoney(disc, c), NewMoney(ret, c), NewMoney(void, c)
 		v.Tax, v.NetSales, v.TotalCollected = NewMoney(tax, c), NewMoney(net, c), NewMoney(total, c)
 		return v, err
-	}, func(v SalesRow) (string, string) { return v.Store, v.BusinessDay })
+	}, func(v SalesRow) []string { return []string{v.Tenant, v.Store, v.BusinessDay, v.Currency} }, func(v SalesRow) (string, string) { return v.Store, v.BusinessDay })
 }
 
 var skuSpec = reportSpec{
@@ -402,17 +395,17 @@ type SKURow struct {
 
 // SKUReport reads sales by SKU per (store, business day, sku, currency).
 func (l *Ledger) SKUReport(ctx context.Context, f ReportFilter) (Report[SKURow], error) {
-	return runReport(ctx, l, skuSpec, f, func(r pgx.Row, key *[]string) (SKURow, error) {
+	return runReport(ctx, l, skuSpec, f, func(r pgx.Row) (SKURow, error) {
 		var v SKURow
 		var d time.Time
 		var gross, disc, ret, void, net int64
-		err := r.Scan(key, &v.Tenant, &v.Store, &d, &v.SKU, &v.Currency, &v.QtySold, &v.QtyReturned, &v.QtyVoided,
+		err := r.Scan(&v.Tenant, &v.Store, &d, &v.SKU, &v.Currency, &v.QtySold, &v.QtyReturned, &v.QtyVoided,
 			&gross, &disc, &ret, &void, &net)
 		v.BusinessDay = day(d)
 		c := v.Currency
 		v.Gross, v.Discounts, v.Returns, v.Voids, v.Net = NewMoney(gross, c), NewMoney(disc, c), NewMoney(ret, c), NewMoney(void, c), NewMoney(net, c)
 		return v, err
-	}, func(v SKURow) (string, string) { return v.Store, v.BusinessDay })
+	}, func(v SKURow) []string { return []string{v.Tenant, v.Store, v.BusinessDay, v.SKU, v.Currency} }, func(v SKURow) (string, string) { return v.Store, v.BusinessDay })
 }
 
 var hourSpec = reportSpec{
@@ -437,14 +430,16 @@ type HourRow struct {
 
 // HourReport reads sales by hour per (store, business day, hour, currency).
 func (l *Ledger) HourReport(ctx context.Context, f ReportFilter) (Report[HourRow], error) {
-	return runReport(ctx, l, hourSpec, f, func(r pgx.Row, key *[]string) (HourRow, error) {
+	return runReport(ctx, l, hourSpec, f, func(r pgx.Row) (HourRow, error) {
 		var v HourRow
 		var d time.Time
 		var hour int16
 		var net int64
-		err := r.Scan(key, &v.Tenant, &v.Store, &d, &hour, &v.Currency, &v.Count, &net)
+		err := r.Scan(&v.Tenant, &v.Store, &d, &hour, &v.Currency, &v.Count, &net)
 		v.BusinessDay, v.Hour, v.Net = day(d), int(hour), NewMoney(net, v.Currency)
 		return v, err
+	}, func(v HourRow) []string {
+		return []string{v.Tenant, v.Store, v.BusinessDay, strconv.Itoa(v.Hour), v.Currency}
 	}, func(v HourRow) (string, string) { return v.Store, v.BusinessDay })
 }
 
@@ -472,16 +467,16 @@ type TenderRow struct {
 
 // TendersReport reads tenders per (store, business day, type, currency).
 func (l *Ledger) TendersReport(ctx context.Context, f ReportFilter) (Report[TenderRow], error) {
-	return runReport(ctx, l, tendersSpec, f, func(r pgx.Row, key *[]string) (TenderRow, error) {
+	return runReport(ctx, l, tendersSpec, f, func(r pgx.Row) (TenderRow, error) {
 		var v TenderRow
 		var d time.Time
 		var amount, change, refunds, net int64
-		err := r.Scan(key, &v.Tenant, &v.Store, &d, &v.Type, &v.Currency, &v.Count, &amount, &change, &refunds, &net)
+		err := r.Scan(&v.Tenant, &v.Store, &d, &v.Type, &v.Currency, &v.Count, &amount, &change, &refunds, &net)
 		c := v.Currency
 		v.BusinessDay = day(d)
 		v.Amount, v.Change, v.Refunds, v.Net = NewMoney(amount, c), NewMoney(change, c), NewMoney(refunds, c), NewMoney(net, c)
 		return v, err
-	}, func(v TenderRow) (string, string) { return v.Store, v.BusinessDay })
+	}, func(v TenderRow) []string { return []string{v.Tenant, v.Store, v.BusinessDay, v.Type, v.Currency} }, func(v TenderRow) (string, string) { return v.Store, v.BusinessDay })
 }
 
 var inventorySpec = reportSpec{
@@ -501,11 +496,11 @@ type InventoryRow struct {
 
 // InventoryReport reads stock on hand per (store, sku).
 func (l *Ledger) InventoryReport(ctx context.Context, f ReportFilter) (Report[InventoryRow], error) {
-	return runReport(ctx, l, inventorySpec, f, func(r pgx.Row, key *[]string) (InventoryRow, error) {
+	return runReport(ctx, l, inventorySpec, f, func(r pgx.Row) (InventoryRow, error) {
 		var v InventoryRow
-		err := r.Scan(key, &v.Tenant, &v.Store, &v.SKU, &v.OnHand)
+		err := r.Scan(&v.Tenant, &v.Store, &v.SKU, &v.OnHand)
 		return v, err
-	}, func(v InventoryRow) (string, string) { return v.Store, "" })
+	}, func(v InventoryRow) []string { return []string{v.Tenant, v.Store, v.SKU} }, func(v InventoryRow) (string, string) { return v.Store, "" })
 }
 
 var telemetrySpec = reportSpec{
@@ -533,11 +528,13 @@ type TelemetryRow struct {
 // TelemetryReport reads telemetry per (store, sensor, metric, minute).
 // The day range bounds the minute's UTC date.
 func (l *Ledger) TelemetryReport(ctx context.Context, f ReportFilter) (Report[TelemetryRow], error) {
-	return runReport(ctx, l, telemetrySpec, f, func(r pgx.Row, key *[]string) (TelemetryRow, error) {
+	return runReport(ctx, l, telemetrySpec, f, func(r pgx.Row) (TelemetryRow, error) {
 		var v TelemetryRow
-		err := r.Scan(key, &v.Tenant, &v.Store, &v.Sensor, &v.Metric, &v.Minute, &v.Count, &v.Min, &v.Max, &v.Sum)
+		err := r.Scan(&v.Tenant, &v.Store, &v.Sensor, &v.Metric, &v.Minute, &v.Count, &v.Min, &v.Max, &v.Sum)
 		v.Minute = v.Minute.UTC()
 		return v, err
+	}, func(v TelemetryRow) []string {
+		return []string{v.Tenant, v.Store, v.Sensor, v.Metric, v.Minute.Format(time.RFC3339Nano)}
 	}, func(v TelemetryRow) (string, string) { return v.Store, v.Minute.Format(DayLayout) })
 }
 
@@ -584,12 +581,12 @@ type ReconciliationRow struct {
 // ReconciliationReport reads the till reconciliation per (store, terminal,
 // business day, currency). Status filters by status.
 func (l *Ledger) ReconciliationReport(ctx context.Context, f ReportFilter) (Report[ReconciliationRow], error) {
-	return runReport(ctx, l, reconciliationSpec, f, func(r pgx.Row, key *[]string) (ReconciliationRow, error) {
+	return runReport(ctx, l, reconciliationSpec, f, func(r pgx.Row) (ReconciliationRow, error) {
 		var v ReconciliationRow
 		var d time.Time
 		var st, rt, vt, net int64
 		var tenders, z []byte
-		err := r.Scan(key, &v.Tenant, &v.Store, &v.Terminal, &d, &v.Currency, &v.Status, &v.Reason,
+		err := r.Scan(&v.Tenant, &v.Store, &v.Terminal, &d, &v.Currency, &v.Status, &v.Reason,
 			&v.Ledger.SalesCount, &st, &v.Ledger.ReturnsCount, &rt, &v.Ledger.VoidsCount, &vt, &net, &tenders,
 			&z, &v.ZPos, &v.ZEventID, &v.ZCount, &v.Restated)
 		c := v.Currency
@@ -606,6 +603,8 @@ func (l *Ledger) ReconciliationReport(ctx context.Context, f ReportFilter) (Repo
 			v.Restated = []int64{}
 		}
 		return v, err
+	}, func(v ReconciliationRow) []string {
+		return []string{v.Tenant, v.Store, v.Terminal, v.BusinessDay, v.Currency}
 	}, func(v ReconciliationRow) (string, string) { return v.Store, v.BusinessDay })
 }
 
@@ -633,13 +632,13 @@ type AnomalyRow struct {
 // AnomaliesReport reads the anomalies in ledger order. Status filters by
 // kind.
 func (l *Ledger) AnomaliesReport(ctx context.Context, f ReportFilter) (Report[AnomalyRow], error) {
-	return runReport(ctx, l, anomaliesSpec, f, func(r pgx.Row, key *[]string) (AnomalyRow, error) {
+	return runReport(ctx, l, anomaliesSpec, f, func(r pgx.Row) (AnomalyRow, error) {
 		var v AnomalyRow
 		var ord int32
-		err := r.Scan(key, &v.Tenant, &v.Pos, &ord, &v.Kind, &v.EventID, &v.Type, &v.Store, &v.OtherPos, &v.OtherEventID, &v.Detail)
+		err := r.Scan(&v.Tenant, &v.Pos, &ord, &v.Kind, &v.EventID, &v.Type, &v.Store, &v.OtherPos, &v.OtherEventID, &v.Detail)
 		v.Ord = int(ord)
 		return v, err
-	}, func(v AnomalyRow) (string, string) { return v.Store, "" })
+	}, func(v AnomalyRow) []string { return []string{strconv.FormatInt(v.Pos, 10), strconv.Itoa(v.Ord)} }, func(v AnomalyRow) (string, string) { return v.Store, "" })
 }
 
 // completenessTable is the streams of edges with their tenant and store,
@@ -676,13 +675,13 @@ type CompletenessRow struct {
 // CompletenessReport reads every stream's completeness, by store, edge
 // and epoch. Its Stores say how far each store is complete.
 func (l *Ledger) CompletenessReport(ctx context.Context, f ReportFilter) (Report[CompletenessRow], error) {
-	return runReport(ctx, l, completenessSpec, f, func(r pgx.Row, key *[]string) (CompletenessRow, error) {
+	return runReport(ctx, l, completenessSpec, f, func(r pgx.Row) (CompletenessRow, error) {
 		var v CompletenessRow
 		var epoch []byte
 		var hwm, edgeSeq int64
 		var seqTime *int64
 		var ended *time.Time
-		err := r.Scan(key, &v.Tenant, &v.Store, &v.Edge, &epoch, &hwm, &edgeSeq, &seqTime, &v.LastCommit, &v.LastContact, &ended)
+		err := r.Scan(&v.Tenant, &v.Store, &v.Edge, &epoch, &hwm, &edgeSeq, &seqTime, &v.LastCommit, &v.LastContact, &ended)
 		copy(v.Epoch[:], epoch)
 		v.Committed, v.EdgeHead = uint64(hwm), uint64(edgeSeq)
 		if v.EdgeHead > v.Committed {
@@ -702,5 +701,5 @@ func (l *Ledger) CompletenessReport(ctx context.Context, f ReportFilter) (Report
 			v.Ended, v.EndedAt = true, &t
 		}
 		return v, err
-	}, func(v CompletenessRow) (string, string) { return v.Store, "" })
+	}, func(v CompletenessRow) []string { return []string{v.Store, v.Edge, v.Epoch.String()} }, func(v CompletenessRow) (string, string) { return v.Store, "" })
 }

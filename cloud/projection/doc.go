@@ -32,10 +32,9 @@
 // and checks them from the ledger (`cloud projections rebuild|check`);
 // projectiontest builds the test ledgers.
 //
-// What is NOT built yet (the rest of issue 12): the completeness report
-// (committed-through per stream and store, the edge's head, pending
-// events), the /v1/reports/* API with CSV export, and the simulator's
-// comparison of every report with its oracle. The tenants, stores, token
+// What is NOT built yet (the rest of issue 12): the /v1/reports/* API with
+// CSV export (pgview.ReadCompleteness is the completeness report's read),
+// and the simulator's comparison of every report with its oracle. The tenants, stores, token
 // scoping and row-level security are the tenants lane's (issue 12, first
 // section); the folds already keep one tenant's rows out of another's.
 package projection

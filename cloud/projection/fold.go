@@ -11,10 +11,17 @@ import (
 // Fold folds a batch of committed records, in pos order, on top of the rows
 // prior holds, and returns what the batch changes. It reads prior only for
 // the keys the batch touches and never changes it. Records of types the
-// read models do not know are skipped.
+// read models do not know are skipped. Fold keeps each record's decoded
+// body in recs (a memo, which changes no result), so that folding the same
+// slice again does not decode the bodies again; so two goroutines must not
+// fold the same slice at once.
 func Fold(prior View, stores Stores, recs []Record) *Delta {
 	f := &folder{prior: prior, stores: stores, d: &Delta{Tables: newTables()}}
-	for _, r := range recs {
+	for i := range recs {
+		if recs[i].memo == nil {
+			recs[i].memo = &decoded{}
+		}
+		r := recs[i]
 		f.record(r)
 		if r.Pos > f.d.LastPos {
 			f.d.LastPos = r.Pos
@@ -82,7 +89,26 @@ func (f *folder) record(r Record) {
 }
 
 func (f *folder) decode(r Record, v any) bool {
-	if err := pos.Decode(r.Type, r.Body, v); err != nil {
+	var err error
+	switch m := r.memo; {
+	case m.of(&r):
+		// The values decoded are only read by the folds, never changed,
+		// so a shallow copy is safe to share between folds.
+		if err = m.err; err == nil {
+			reflect.ValueOf(v).Elem().Set(m.v.Elem())
+		}
+	default:
+		err = pos.Decode(r.Type, r.Body, v)
+		if m != nil && len(r.Body) > 0 {
+			m.typ, m.body, m.n, m.v, m.err = r.Type, &r.Body[0], len(r.Body), reflect.Value{}, err
+			if err == nil {
+				c := reflect.New(reflect.TypeOf(v).Elem())
+				c.Elem().Set(reflect.ValueOf(v).Elem())
+				m.v = c
+			}
+		}
+	}
+	if err != nil {
 		f.anomaly(Anomaly{Kind: AnomalyUndecodable, Pos: r.Pos, ID: r.ID, Type: r.Type,
 			Detail: fmt.Sprintf("the %s body does not decode: %v", r.Type, err)})
 		return false

@@ -332,3 +332,32 @@ func TestForeignStore(t *testing.T) {
 		t.Errorf("the sale from t2's own edge: %+v, want 1 transaction", got)
 	}
 }
+
+// TestFoldMemoFollowsTheBody: Fold keeps decoded bodies in the slice it
+// folds; a copy of a folded record given another body or type is decoded
+// anew, not taken for the old one.
+func TestFoldMemoFollowsTheBody(t *testing.T) {
+	l, a := shop(t)
+	first := fold(t, l.recs...)
+	again := projection.NewState()
+	again.Apply(projection.Fold(again, testStores(t), l.recs))
+	if !reflect.DeepEqual(first, again) {
+		t.Fatalf("folding the same slice again differs: %s", firstDiff(first, again))
+	}
+	r := l.recs[0] // folded, so it carries the decoded sale a
+	other := a
+	other.Txn = "T999"
+	other.BusinessDay = "2026-11-29"
+	r.Body = mustBody(t, other)
+	s := projection.NewState()
+	s.Apply(projection.Fold(s, testStores(t), []projection.Record{r}))
+	if _, ok := s.Tables.Sales[projection.SalesKey{Tenant: "t1", Store: "s1", BusinessDay: "2026-11-29", Currency: "EUR"}]; !ok {
+		t.Fatalf("the copy with another body was folded as the old one: %+v", s.Tables.Sales)
+	}
+	r.Type = pos.TypeSaleVoided
+	s = projection.NewState()
+	s.Apply(projection.Fold(s, testStores(t), []projection.Record{r}))
+	if len(s.Anomalies) != 1 || s.Anomalies[0].Kind != projection.AnomalyUndecodable {
+		t.Fatalf("a sale body under the void type: %+v", s.Anomalies)
+	}
+}

@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"reflect"
 	"time"
 
 	"github.com/outpost-edge/outpost/protocol"
@@ -17,6 +18,26 @@ const Version = 1
 type Record struct {
 	Pos int64
 	protocol.Record
+
+	// memo keeps the body as Fold decoded it, so that folding the same
+	// slice again (a commit folds a batch more than once) decodes it once.
+	memo *decoded
+}
+
+// decoded is a body as pos.Decode left it: the value, or its error. typ
+// and body say which body it is, so that a copy of the Record given
+// another body or type does not use it.
+type decoded struct {
+	typ  string
+	body *byte         // the body's first byte
+	n    int           // and its length
+	v    reflect.Value // a pointer to a copy of the decoded value
+	err  error
+}
+
+// of reports whether m holds r's body, decoded.
+func (m *decoded) of(r *Record) bool {
+	return m != nil && (m.v.IsValid() || m.err != nil) && m.typ == r.Type && m.n == len(r.Body) && m.n > 0 && m.body == &r.Body[0]
 }
 
 // Store is what the folds need to know about a store.

@@ -10,8 +10,8 @@
 //	cloud tokens    create enrollment and API tokens
 //	cloud key show  print the cloud's public key (edges pin it)
 //	cloud audit     check the stored ledger's chains and signatures
-//	cloud verify-proof  check a proof file offline (no network, no database)
 //	cloud projections rebuild|check   recompute the read models from the ledger
+//	cloud verify-proof  check a proof file offline (no network, no database)
 //
 // Every flag can also be set through an OUTPOST_* environment variable
 // (--database-url is OUTPOST_DATABASE_URL) or a config file (--config).
@@ -48,9 +48,9 @@ Commands:
   tokens create  --admin --name NAME [--role admin|reader] [--tenant T]   make an API token (global, or scoped to a tenant)
   key show                                  print the cloud's public key
   audit          [--edge ID] [--since T]    check the stored ledger's chains and signatures (exit 1 on a fault)
-  verify-proof   [--cloud-key KEY] [--json] FILE  check a proof file offline (exit 1 when it does not verify)
   projections rebuild [--name pos]          recompute the read models from the ledger beside the live ones, compare, swap in
   projections check   [--name pos]          recompute and compare without swapping (exit 1 on a difference)
+  verify-proof   [--cloud-key KEY] [--json] FILE  check a proof file offline (exit 1 when it does not verify)
 
 Run 'cloud <command> --help' for the flags of a command.
 `
@@ -70,10 +70,10 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		err = runAdmin(ctx, args, stdout, stderr)
 	case "audit":
 		err = runAudit(ctx, args[1:], stdout, stderr)
-	case "verify-proof":
-		err = proofcli.Run("cloud verify-proof", args[1:], os.Stdin, stdout, stderr)
 	case "projections":
 		err = runProjections(ctx, args[1:], stdout, stderr)
+	case "verify-proof":
+		err = proofcli.Run("cloud verify-proof", args[1:], os.Stdin, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "cloud: unknown command %q\n\n%s", cmd, usage)
 		return 2

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/cloud/projection/pgview"
@@ -87,7 +89,9 @@ func runProjections(ctx context.Context, args []string, stdout, stderr io.Writer
 // meanwhile; the rebuilt rows replace the live ones at the end. A failure
 // is logged, not fatal: the live projection goes on, and the next start
 // (or `cloud projections rebuild`) tries again.
-func rebuildInBackground(ctx context.Context, pool *pgxpool.Pool, dir *pgview.Directory, why string, log *slog.Logger) {
+func rebuildInBackground(ctx context.Context, pool *pgxpool.Pool, dir *pgview.Directory, why string, rebuilding *atomic.Int64, log *slog.Logger) {
+	rebuilding.Store(1)
+	defer rebuilding.Store(0)
 	log = log.With("component", "projection-rebuild", "projection", pgview.Name)
 	log.Info("rebuilding the projection in the background", "why", why)
 	res, err := pgview.Rebuild(ctx, pool, pgview.RebuildOptions{Swap: true, Dir: dir, Logger: log})
@@ -101,4 +105,16 @@ func rebuildInBackground(ctx context.Context, pool *pgxpool.Pool, dir *pgview.Di
 	default:
 		log.Info("projection rebuilt and swapped in", "through", res.Through, "records", res.Records, "tables_that_differed", len(res.Diffs))
 	}
+}
+
+// registerProjectionMetrics registers the projection's metrics; rebuilding
+// is 1 while serve's background rebuild runs.
+func registerProjectionMetrics(reg *prometheus.Registry, p *pgview.Projection, applySeconds prometheus.Histogram, rebuilding *atomic.Int64) {
+	reg.MustRegister(applySeconds)
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_projection_records_total",
+		Help: "Records this process folded into the read models."}, func() float64 { return float64(p.Stats().Records) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_cloud_projection_last_pos",
+		Help: "The highest ledger position this process folded into the read models."}, func() float64 { return float64(p.Stats().LastPos) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_cloud_projection_rebuilding",
+		Help: "1 while the start-up rebuild of the read models runs in the background."}, func() float64 { return float64(rebuilding.Load()) }))
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -47,6 +49,19 @@ func TestServeRebuildsProjectionsAtStartUp(t *testing.T) {
 				return count(`SELECT count(*) FROM anomalies WHERE kind = 'undecodable'`) == int64(last)-int64(last)/5 &&
 					strings.Contains(logs.String(), "projection rebuilt and swapped in")
 			})
+			// What this process folded itself: the five records it committed.
+			resp, err := http.Get("http://" + m.APIAddr() + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, want := range []string{"outpost_cloud_projection_records_total 5", "outpost_cloud_projection_rebuilding 0",
+				"outpost_cloud_projection_apply_seconds_count"} {
+				if !strings.Contains(string(b), want) {
+					t.Errorf("/metrics lacks %q", want)
+				}
+			}
 		}
 		stop()
 		if err := <-done; err != nil {

@@ -101,6 +101,8 @@ type Main struct {
 	broker  *brokermqtt.Broker
 	apiAddr string
 
+	rebuilding atomic.Int64 // 1 while the start-up projection rebuild runs
+
 	natsServer *brokernats.Broker
 	auth       *edgeauth.Authenticator // edge logins on the embedded brokers
 }
@@ -253,10 +255,16 @@ func (m *Main) Run(ctx context.Context) error {
 	log.Info("ledger partitioning", "mode", part.Mode, "why", part.Reason)
 	var projections []ledger.Projection
 	var dir *pgview.Directory
+	var proj *pgview.Projection
+	projectionSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "outpost_cloud_projection_apply_seconds",
+		Help:    "Time of the projection step of each commit (folding the batch into the read models, in the commit transaction).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)})
 	rebuildWhy := ""
 	if c.Projections {
 		dir = pgview.NewDirectory()
-		projections = append(projections, pgview.New(dir))
+		proj = pgview.New(dir)
+		proj.Observe = func(d time.Duration) { projectionSeconds.Observe(d.Seconds()) }
+		projections = append(projections, proj)
 		if rebuildWhy, err = pgview.NeedsRebuild(ctx, m.pool); err != nil {
 			return err
 		}
@@ -320,6 +328,9 @@ func (m *Main) Run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, svc, led)
+	if proj != nil {
+		registerProjectionMetrics(reg, proj, projectionSeconds, &m.rebuilding)
+	}
 	auditor := newAuditor(reg, led, c.AuditEvery, log)
 	registerAuthMetrics(reg, m.auth)
 	if natsConsumer != nil {
@@ -393,7 +404,7 @@ func (m *Main) Run(ctx context.Context) error {
 		g.Go(func() error { return auditor.Run(gctx) })
 	}
 	if rebuildWhy != "" {
-		g.Go(func() error { rebuildInBackground(gctx, m.pool, dir, rebuildWhy, log); return nil })
+		g.Go(func() error { rebuildInBackground(gctx, m.pool, dir, rebuildWhy, &m.rebuilding, log); return nil })
 	}
 	log.Info("cloud serving", "api", m.apiAddr, "mqtt", redact(brokerURL), "nats", natsWhere(c, m), "kid", signer.KeyID())
 	close(m.Ready)

@@ -54,8 +54,8 @@ func TestProjectionsRebuildEqualsIncremental(t *testing.T) {
 	stdout, stderr := newSyncBuffer(), newSyncBuffer()
 	m := NewMain(stdout, stderr)
 	err = m.ParseFlags([]string{"--dir", dir, "--bin-dir", binDir, "--database-url", url,
-		"--stores", "3", "--devices", "4", "--rate", "6", "--duration", "10s", "--seed", "11",
-		"--faults", "cut:shop-2@2s+4s", "--retransmit", "0.08", "--duplicate", "0.05", "--skewed", "0.5",
+		"--stores", "3", "--devices", "4", "--rate", "6", "--duration", "7s", "--seed", "11",
+		"--faults", "cut:shop-2@1s+3s", "--retransmit", "0.08", "--duplicate", "0.05", "--skewed", "0.5",
 		"--late-tills", "1", "--late-days", "7", "--duplicate-txn", "0.05",
 		"--drain-timeout", "90s", "--hold", "no", "--progress-every", "2s"})
 	if err != nil {

@@ -286,6 +286,8 @@ func (m *Main) whereNext(r *simulator.Report, hold bool) {
 	fmt.Fprintf(w, "  export CLOUD=%s TOKEN=%s   # the cloud's API and the admin token this run made\n", r.API, r.AdminToken)
 	fmt.Fprintln(w, `  curl -H "Authorization: Bearer $TOKEN" $CLOUD/v1/streams                      # every edge's stream: watermark, lag`)
 	fmt.Fprintln(w, `  curl -H "Authorization: Bearer $TOKEN" "$CLOUD/v1/events?type=till.closed"    # the Z reports, as JSON`)
+	fmt.Fprintln(w, `  curl -H "Authorization: Bearer $TOKEN" -H "Accept: text/csv" $CLOUD/v1/reports/sales   # the sales summary per store and day`)
+	fmt.Fprintln(w, `  curl -H "Authorization: Bearer $TOKEN" $CLOUD/v1/reports/reconciliation   # each till day against its Z report`)
 	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" \"$CLOUD/v1/streams/shop-1/%s/records?limit=5\"   # raw records, signed checkpoints\n", epoch)
 	fmt.Fprintf(w, "  bin/sim verify --cloud $CLOUD --token $TOKEN --oracle %s --since %s   # verify again\n",
 		filepath.Join(r.Dir, "oracle.jsonl"), r.Started.UTC().Format(time.RFC3339Nano))

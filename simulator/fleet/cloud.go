@@ -98,9 +98,14 @@ func (c *Cloud) Kill() { c.Proc.Kill() }
 func (c *Cloud) Stop() { c.Proc.Stop(15 * time.Second) }
 
 // EnrollToken makes a one-time enrollment token for edge with POST
-// /v1/tokens.
-func (c *Cloud) EnrollToken(ctx context.Context, edge string) (string, error) {
-	body, _ := json.Marshal(map[string]string{"edge": edge, "ttl": "1h"})
+// /v1/tokens; with store, for an edge of that store of the tenant
+// "default" (AddStore it first).
+func (c *Cloud) EnrollToken(ctx context.Context, edge, store string) (string, error) {
+	fields := map[string]string{"edge": edge, "ttl": "1h"}
+	if store != "" {
+		fields["tenant"], fields["store"] = "default", store
+	}
+	body, _ := json.Marshal(fields)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.API+"/v1/tokens", bytes.NewReader(body))
 	if err != nil {
 		return "", err

@@ -141,3 +141,46 @@ func TestConcurrentApplies(t *testing.T) {
 		t.Errorf("checkpoint %+v, %v; want last_pos %d", cp, err, workers*each)
 	}
 }
+
+// TestCompleteness: a store is complete through a day when its edges have
+// nothing pending and were heard of after the day ended in its time zone;
+// an edge that says it holds more than is committed makes it incomplete;
+// a tenant sees only its own streams and stores.
+func TestCompleteness(t *testing.T) {
+	r := newRig(t)
+	r.exec(`UPDATE edges SET store = 's1' WHERE id = 'e1'`)
+	l := pt.New(t)
+	l.Add("e1", "a", pos.TypeSaleCompleted, pt.Txn(pt.Day, "A", "USD", false, 0, "card", 0, pt.Line("apple", 1000, 250, 0, 20)))
+	l.Add("e2", "b", pos.TypeSaleCompleted, pt.Txn(pt.Day, "B", "EUR", false, 0, "card", 0, pt.Line("tea", 1000, 100, 0, 8)))
+	r.commit(l.Recs...)
+	ctx := context.Background()
+	c, err := ReadCompleteness(ctx, r.pool, "t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, _ := ledger.LastPos(ctx, r.pool)
+	if c.AsOf != last || len(c.Streams) != 1 || c.Streams[0].Edge != "e1" || len(c.Stores) != 1 || c.Stores[0].Store != "s1" {
+		t.Fatalf("completeness of t1: %+v", c)
+	}
+	s := c.Stores[0]
+	if s.Pending != 0 || len(s.Edges) != 1 || s.LastCommit.IsZero() {
+		t.Errorf("store s1: %+v", s)
+	}
+	// s1 is in New York; its edge was last heard of now.
+	yesterday := time.Now().In(s.Location).AddDate(0, 0, -1).Format(time.DateOnly)
+	today := time.Now().In(s.Location).Format(time.DateOnly)
+	if !s.CompleteThrough(yesterday) || s.CompleteThrough(today) {
+		t.Errorf("complete through %s: %v, through %s: %v; want true, false", yesterday, s.CompleteThrough(yesterday), today, s.CompleteThrough(today))
+	}
+	r.exec(`UPDATE streams SET edge_seq = hwm + 3 WHERE edge = 'e1'`)
+	if c, err = ReadCompleteness(ctx, r.pool, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Stores[0]; s.Pending != 3 || s.CompleteThrough(yesterday) {
+		t.Errorf("with 3 events pending at the edge: %+v", s)
+	}
+	if c, err = ReadCompleteness(ctx, r.pool, "t2"); err != nil || len(c.Streams) != 1 || c.Streams[0].Edge != "e2" ||
+		len(c.Stores) != 1 || len(c.Stores[0].Edges) != 0 || c.Stores[0].CompleteThrough(yesterday) {
+		t.Errorf("completeness of t2 (whose edge serves no store): %+v, %v", c, err)
+	}
+}

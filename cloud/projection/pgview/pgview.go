@@ -22,6 +22,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -44,9 +46,26 @@ const maxRounds = 16
 // Projection folds commit batches into the projection tables.
 type Projection struct {
 	Dir *Directory
+	// Observe, when not nil, is told how long each Apply took (the
+	// section the checkpoint lock serialises), for a metric.
+	Observe func(time.Duration)
 
 	name   string // of its checkpoint row
 	suffix string // of its tables: "" for the live ones
+
+	batches, records, lastPos atomic.Int64
+}
+
+// Stats are what a Projection has done since it was made.
+type Stats struct {
+	Batches int64 // commit batches folded
+	Records int64 // records folded
+	LastPos int64 // the highest position folded
+}
+
+// Stats returns p's counters.
+func (p *Projection) Stats() Stats {
+	return Stats{Batches: p.batches.Load(), Records: p.records.Load(), LastPos: p.lastPos.Load()}
 }
 
 var _ ledger.Projection = (*Projection)(nil)
@@ -72,6 +91,10 @@ func (p *Projection) Apply(ctx context.Context, tx pgx.Tx, recs []ledger.Committ
 	if len(recs) == 0 {
 		return nil
 	}
+	if p.Observe != nil {
+		start := time.Now()
+		defer func() { p.Observe(time.Since(start)) }()
+	}
 	prs := make([]projection.Record, len(recs))
 	for i, r := range recs {
 		prs[i] = projection.Record{Pos: r.Pos, Record: r.Record}
@@ -92,6 +115,16 @@ func (p *Projection) Apply(ctx context.Context, tx pgx.Tx, recs []ledger.Committ
 		p.name, cp.LastPos, cp.Digest[:])
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("write projection %s: %w", p.name, err)
+	}
+	// Counted once folded, though the commit may still fail: these are
+	// what this process did, not what is committed.
+	p.batches.Add(1)
+	p.records.Add(int64(len(recs)))
+	for {
+		cur := p.lastPos.Load()
+		if cp.LastPos <= cur || p.lastPos.CompareAndSwap(cur, cp.LastPos) {
+			break
+		}
 	}
 	return nil
 }

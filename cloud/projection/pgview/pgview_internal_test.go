@@ -2,6 +2,7 @@ package pgview
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -116,5 +117,30 @@ func TestCheckFindsADifference(t *testing.T) {
 		if n := r.count(`SELECT count(*) FROM pg_tables WHERE tablename = $1`, tbl.name+shadowSuffix); n != 0 {
 			t.Errorf("shadow table of %s left behind", tbl.name)
 		}
+	}
+}
+
+// TestOneRebuildAtATime: while another rebuild or check holds the
+// database, a rebuild is refused with ErrBusy and changes nothing.
+func TestOneRebuildAtATime(t *testing.T) {
+	r := newRig(t)
+	r.commitSplit(3, projectiontest.Random(t, 3, 40).Recs)
+	ctx := context.Background()
+	conn, err := r.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, lockRebuild); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Rebuild(ctx, r.pool, RebuildOptions{Swap: true}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("rebuild while another holds the lock: %v, want ErrBusy", err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, lockRebuild); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := Rebuild(ctx, r.pool, RebuildOptions{}); err != nil || !res.Equal() {
+		t.Fatalf("check after the lock was released: %+v, %v", res, err)
 	}
 }
