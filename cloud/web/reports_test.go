@@ -37,7 +37,8 @@ const day1 = "2026-02-10"
 //	t2/s2 (Paris, EUR): sale X (sku-9 at 9.00)
 type shops struct {
 	*env
-	A, B string // reader tokens of t1 and t2
+	A, B  string               // reader tokens of t1 and t2
+	Edge1 *protocoltest.Stream // edge-1's stream
 }
 
 func mustShops(t *testing.T) *shops {
@@ -88,7 +89,7 @@ func mustShops(t *testing.T) *shops {
 	ghost.Terminal = "T2"
 	z2 := projectiontest.ZOf(t, pos.TillKey{Store: "s1", Terminal: "T2", BusinessDay: day1, Currency: "USD"}, rec(pos.TypeSaleCompleted, ghost))
 	at := time.Date(2026, 2, 10, 15, 0, 0, 0, time.UTC) // 10:00 in New York
-	e.commitEvents(t, "edge-1", "t1", "s1", []protocol.Event{
+	sh.Edge1 = e.commitEvents(t, "edge-1", "t1", "s1", []protocol.Event{
 		{ID: "a", Type: pos.TypeSaleCompleted, TS: at, Body: projectiontest.MustBody(t, saleA)},
 		{ID: "b", Type: pos.TypeSaleCompleted, TS: at.Add(time.Hour), Body: projectiontest.MustBody(t, saleB)},
 		{ID: "b-retry", Type: pos.TypeSaleCompleted, TS: at.Add(time.Hour), Body: projectiontest.MustBody(t, saleB)},
@@ -101,7 +102,7 @@ func mustShops(t *testing.T) *shops {
 	return sh
 }
 
-func (e *env) commitEvents(t *testing.T, edge, tenant, store string, evs []protocol.Event) {
+func (e *env) commitEvents(t *testing.T, edge, tenant, store string, evs []protocol.Event) *protocoltest.Stream {
 	t.Helper()
 	ctx := context.Background()
 	s := protocoltest.NewStream(t, edge, protocoltest.NewSigner(t))
@@ -118,6 +119,7 @@ func (e *env) commitEvents(t *testing.T, edge, tenant, store string, evs []proto
 	if err != nil || out[0].Kind != ledger.KindCommitted {
 		t.Fatalf("commit: %v %+v", err, out)
 	}
+	return s
 }
 
 func wantAll(t *testing.T, p page, what string, parts ...string) {
@@ -200,5 +202,11 @@ func TestTenantSeesNothingOfAnother(t *testing.T) {
 	}
 	if p := b.get(fmt.Sprintf("/events/%d", 1)); p.Status != 404 {
 		t.Fatalf("t1's first event for t2: %d\n%s", p.Status, p.Body)
+	}
+	if p := b.get(fmt.Sprintf("/proof/edge-1/%s/1", sh.Edge1.Stream.Epoch)); p.Status != 404 {
+		t.Fatalf("t1's proof for t2: %d\n%s", p.Status, p.Body)
+	}
+	if p := b.get("/today/live?after=x"); p.Status != 400 {
+		t.Fatalf("live tail with a bad cursor: %d", p.Status)
 	}
 }
