@@ -39,6 +39,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/internal/keyfile"
 	"github.com/outpost-edge/outpost/internal/pgcluster"
+	"github.com/outpost-edge/outpost/internal/sdnotify"
 	"github.com/outpost-edge/outpost/internal/tlsconf"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -273,7 +274,8 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	led := ledger.New(m.pool, ledger.Options{Logger: log, Projections: projections})
 
-	svc, err := ingest.New(ingest.Options{Ledger: led, Signer: signer, Workers: c.Workers, MaxBatch: c.MaxBatch, GapWait: c.GapWait,
+	reg := prometheus.NewRegistry()
+	svc, err := ingest.New(ingest.Options{Ledger: newTimedLedger(reg, led), Signer: signer, Workers: c.Workers, MaxBatch: c.MaxBatch, GapWait: c.GapWait,
 		AfterCommit: crashAfterCommitFault(log), Logger: log})
 	if err != nil {
 		return err
@@ -326,10 +328,14 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 	}
 
-	reg := prometheus.NewRegistry()
 	registerMetrics(reg, svc, led)
 	if proj != nil {
 		registerProjectionMetrics(reg, proj, projectionSeconds, &m.rebuilding)
+	}
+	reg.MustRegister(newStreamsCollector(led, log))
+	if err := registerCertExpiry(reg, "outpost_cloud_", map[string]string{"mqtt-tls-cert": c.MQTTTLSCert,
+		"mqtt-cert": c.MQTTCert, "nats-tls-cert": c.NATS.TLSCert, "nats-cert": c.NATS.Cert}); err != nil {
+		return usagef("%v", err)
 	}
 	auditor := newAuditor(reg, led, c.AuditEvery, log)
 	registerAuthMetrics(reg, m.auth)
@@ -340,6 +346,13 @@ func (m *Main) Run(ctx context.Context) error {
 	// (Shutdown waits for handlers, and a stream would not end by itself).
 	streamsDone := make(chan struct{})
 	var closeStreams sync.Once
+	// live is /healthz, and what feeds systemd's watchdog.
+	live := func() error {
+		if consumer != nil {
+			return consumer.Healthy()
+		}
+		return nil
+	}
 	handler := api.New(api.Options{
 		Ledger:         led,
 		CloudPublicKey: signer.Public(),
@@ -361,12 +374,7 @@ func (m *Main) Run(ctx context.Context) error {
 			}
 			return nil
 		},
-		Live: func() error {
-			if consumer != nil {
-				return consumer.Healthy()
-			}
-			return nil
-		},
+		Live:    live,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Logger:  log,
 	})
@@ -408,6 +416,9 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	log.Info("cloud serving", "api", m.apiAddr, "mqtt", redact(brokerURL), "nats", natsWhere(c, m), "kid", signer.KeyID())
 	close(m.Ready)
+	if watchdog := sdnotify.Ready(live, log); watchdog != nil {
+		g.Go(func() error { return watchdog(gctx) })
+	}
 
 	select {
 	case <-ctx.Done():
@@ -419,6 +430,7 @@ func (m *Main) Run(ctx context.Context) error {
 	// consumers, which carry the receipts, still run; the API finishes its
 	// requests meanwhile. Only then are the consumers and whatever is left
 	// cancelled.
+	_ = sdnotify.Notify("STOPPING=1")
 	sctx, cancel := context.WithTimeout(context.Background(), c.DrainTimeout)
 	defer cancel()
 	hg := errgroup.Group{}

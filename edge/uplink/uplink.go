@@ -93,7 +93,8 @@ type Stats struct {
 	ReplayedReplies uint64    `json:"replayed_replies"`
 	WrongStream     uint64    `json:"wrong_stream_replies"`
 	DroppedReplies  uint64    `json:"dropped_replies"`
-	NewStreams      uint64    `json:"new_streams,omitempty"` // streams left because the cloud was past them (diverged.go)
+	NewStreams      uint64    `json:"new_streams,omitempty"`  // streams left because the cloud was past them (diverged.go)
+	CloudBehind     uint64    `json:"cloud_behind,omitempty"` // nacks showing the cloud behind what it acknowledged before (behind.go)
 }
 
 // Uplink sends an outbox's records to the cloud. Run it with Run; read its
@@ -342,7 +343,12 @@ func (s *session) run(ctx context.Context) error {
 			case r.Receipt != nil:
 				s.onReceipt(*r.Receipt)
 			case r.Nack != nil:
-				if s.bound(*r.Nack) {
+				if !s.bound(*r.Nack) {
+					continue
+				}
+				if handled, err := s.cloudBehind(*r.Nack); err != nil {
+					return err
+				} else if !handled {
 					s.onNack(*r.Nack)
 				}
 			}
@@ -539,8 +545,16 @@ func (u *Uplink) hello(ctx context.Context, replies <-chan []byte) (uint64, erro
 			rc := *r.Receipt
 			if rc.HWM < src.AckedSeq() {
 				// A receipt from before this hello (several cloud workers
-				// answer independently): the hello's own answer follows.
-				continue
+				// answer independently, and the hello's own answer
+				// follows), or the answer of a cloud restored to an older
+				// point. Either way resume from the outbox's watermark:
+				// the real answer then arrives as a receipt, and a cloud
+				// that is behind nacks the gap for a segment this session
+				// sends, which cloudBehind acts on (behind.go).
+				if err := u.checkDiverged(rc); err != nil {
+					return 0, err
+				}
+				return src.AckedSeq(), nil
 			}
 			if err := u.checkDiverged(rc); err != nil {
 				return 0, err // the outbox left a stream the cloud is past (diverged.go)
@@ -611,6 +625,18 @@ func (u *Uplink) accept(r protocol.Receipt, acked uint64) bool {
 	case r.HWM > u.o.Source.LastSeq():
 		u.countForged("receipt hwm %d is beyond the local head %d", r.HWM, u.o.Source.LastSeq())
 		return false
+	case r.HWM <= u.o.Source.AckedSeq():
+		// Resending to a cloud that was behind (behind.go): the outbox
+		// trimmed to a later receipt already, so this one only moves
+		// the session on, once it matches what the outbox still holds.
+		if d, ok := u.o.Source.(Diverger); ok {
+			if div, err := d.Diverges(r); err == nil && div {
+				u.countForged("receipt at hwm %d does not match the outbox", r.HWM)
+				return false
+			}
+		}
+		u.update(func(s *Stats) { s.Receipts++; s.AckedHWM = r.HWM; s.LastReceipt = u.o.Now() })
+		return true
 	}
 	if err := u.o.Source.Trim(r); err != nil {
 		u.countForged("receipt at hwm %d does not match the outbox: %v", r.HWM, err)

@@ -12,7 +12,6 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/outpost-edge/outpost/internal/mochiutil"
 	"github.com/outpost-edge/outpost/internal/poll"
@@ -34,7 +33,7 @@ func start(t *testing.T, track bool) (*mqtt.Server, *mochiutil.Conns, string) {
 		conns = mochiutil.Track(ln)
 		l = conns
 	}
-	if err := srv.AddListener(listeners.NewNet("t", l)); err != nil {
+	if err := srv.AddListener(mochiutil.NewListener("t", l)); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Serve(); err != nil {
@@ -111,5 +110,50 @@ func TestShutdownBoundedByContext(t *testing.T) {
 	err := mochiutil.Shutdown(ctx, srv, []string{"t"}, nil)
 	if !errors.Is(err, mochiutil.ErrNotDrained) {
 		t.Fatalf("got %v, want ErrNotDrained", err)
+	}
+}
+
+// Shutdown while connections keep arriving (a health probe dials the
+// intake every few ms, as the systemd watchdog does): the last connection
+// the listener accepted must not be counted by mochi after the drain began
+// waiting. With mochi's own listener, its per-connection goroutine does
+// ClientsWg.Add(1) from inside itself, racing ClientsWg.Wait, which the
+// race detector reports ("WaitGroup is reused before previous Wait has
+// returned", or a race on the WaitGroup).
+func TestShutdownWhileConnectionsArrive(t *testing.T) {
+	for round := range 20 {
+		srv, conns, addr := start(t, true)
+		stop := make(chan struct{})
+		dialed := make(chan struct{})
+		var n atomic.Int64
+		for range 4 {
+			go func() {
+				defer func() { dialed <- struct{}{} }()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c, err := net.Dial("tcp", addr)
+					if err != nil {
+						continue // refused once the listener is closed
+					}
+					n.Add(1)
+					c.Close()
+				}
+			}()
+		}
+		poll.Until(t, 10*time.Second, "connections arriving", func() bool { return n.Load() > int64(10*(round%3+1)) })
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err := mochiutil.Shutdown(ctx, srv, []string{"t"}, conns)
+		cancel()
+		close(stop)
+		for range 4 {
+			<-dialed
+		}
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
 	}
 }
