@@ -57,6 +57,15 @@ var funcs = template.FuncMap{
 		return hex.Dump(b)
 	},
 	"add": func(a, b int) int { return a + b },
+	// u joins a path and an encoded query into one URL, which the
+	// template then treats as a whole URL (a query written after a literal
+	// "?" would be escaped again).
+	"u": func(path, query string) string {
+		if query == "" {
+			return path
+		}
+		return path + "?" + query
+	},
 	// qty shows a quantity in thousandths (protocol/pos) as a decimal.
 	"qty": func(q int64) string {
 		sign := ""

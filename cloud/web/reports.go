@@ -305,6 +305,8 @@ func hourBars(rows []ledger.HourRow) chart {
 type reconData struct {
 	Store, Status, From, To string
 	Rows                    []ledger.ReconciliationRow
+	Page, Pages             int // this page of Rows (1-based) and how many
+	PrevPage, NextPage      string
 	Restated                []ledger.ReconciliationRow
 	Duplicates              []ledger.AnomalyRow
 	Statuses                []string
@@ -316,7 +318,7 @@ type reconData struct {
 // first, with filters; the days restated after they matched; and the
 // duplicate transactions the projections kept out of the figures.
 func (s *server) reconciliation(w http.ResponseWriter, r *http.Request, sess *session) error {
-	if err := onlyParams(r, "store", "status", "from", "to"); err != nil {
+	if err := onlyParams(r, "store", "status", "from", "to", "page"); err != nil {
 		return err
 	}
 	d := reconData{Statuses: []string{"open", "pending", "mismatch", "restated", "match"}}
@@ -345,6 +347,28 @@ func (s *server) reconciliation(w http.ResponseWriter, r *http.Request, sess *se
 	}
 	newest(d.Rows)
 	newest(d.Restated)
+	// Newest first is not the API's order (its key's), so the page reads
+	// them all (up to MaxCSVRows) and pages here.
+	d.Page, d.Pages = 1, max(1, (len(d.Rows)+s.opts.PageSize-1)/s.opts.PageSize)
+	if v := r.URL.Query().Get("page"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > d.Pages {
+			return badRequest("Parameter page must be a page number from 1 to %d, got %q.", d.Pages, v)
+		}
+		d.Page = n
+	}
+	link := func(n int) string {
+		pq := cloneValues(q)
+		pq.Set("page", strconv.Itoa(n))
+		return "/reconciliation?" + pq.Encode()
+	}
+	if d.Page > 1 {
+		d.PrevPage = link(d.Page - 1)
+	}
+	if d.Page < d.Pages {
+		d.NextPage = link(d.Page + 1)
+	}
+	d.Rows = d.Rows[(d.Page-1)*s.opts.PageSize : min(len(d.Rows), d.Page*s.opts.PageSize)]
 	aq := url.Values{"status": {"duplicate_transaction"}}
 	if d.Store != "" {
 		aq.Set("store", d.Store)
@@ -362,13 +386,17 @@ type inventoryData struct {
 	Store, SKU string
 	Stores     []ledger.Store
 	Rows       []ledger.InventoryRow
-	Query      string
+	Query      string // the filter, for the CSV and the pager
+	After      string
+	Next       string // the next page's cursor (the API's), "" on the last
+	NextLink   string
 	AsOf       int64
 }
 
-// inventory shows stock on hand per store and SKU.
+// inventory shows stock on hand per store and SKU, a page at a time with
+// the API's cursor.
 func (s *server) inventory(w http.ResponseWriter, r *http.Request, sess *session) error {
-	if err := onlyParams(r, "store", "sku"); err != nil {
+	if err := onlyParams(r, "store", "sku", "after"); err != nil {
 		return err
 	}
 	q := url.Values{}
@@ -381,11 +409,23 @@ func (s *server) inventory(w http.ResponseWriter, r *http.Request, sess *session
 	if err != nil {
 		return err
 	}
-	inv, err := report[ledger.InventoryRow](s, r, sess, "/v1/reports/inventory", q)
-	if err != nil {
+	pq := cloneValues(q)
+	pq.Set("limit", strconv.Itoa(s.opts.PageSize))
+	after := r.URL.Query().Get("after")
+	if after != "" {
+		pq.Set("after", after)
+	}
+	var inv ledger.Report[ledger.InventoryRow]
+	if err := s.getJSON(r, sess, "/v1/reports/inventory", pq, &inv); err != nil {
 		return err
 	}
-	d := inventoryData{Store: q.Get("store"), SKU: q.Get("sku"), Stores: stores, Rows: inv.Rows, Query: q.Encode(), AsOf: inv.AsOf}
+	d := inventoryData{Store: q.Get("store"), SKU: q.Get("sku"), Stores: stores, Rows: inv.Rows, Query: q.Encode(),
+		After: after, Next: inv.Next, AsOf: inv.AsOf}
+	if inv.Next != "" {
+		nq := cloneValues(q)
+		nq.Set("after", inv.Next)
+		d.NextLink = "/inventory?" + nq.Encode()
+	}
 	s.render(w, r, http.StatusOK, "inventory", sess, "Inventory", d)
 	return nil
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
+	"html"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -41,7 +43,7 @@ type shops struct {
 	Edge1 *protocoltest.Stream // edge-1's stream
 }
 
-func mustShops(t *testing.T) *shops {
+func mustShops(t *testing.T, pageSize int) *shops {
 	t.Helper()
 	ctx := context.Background()
 	pool := ledgertest.Pool(t, pgtest.New(t))
@@ -54,7 +56,7 @@ func mustShops(t *testing.T) *shops {
 	a := api.New(api.Options{Ledger: led, Signer: cloud, Logger: log})
 	// Now is 13:00 in New York on day1 (and 19:00 in Paris).
 	now := func() time.Time { return time.Date(2026, 2, 10, 18, 0, 0, 0, time.UTC) }
-	e := &env{Ledger: led, Cloud: cloud, Server: httptest.NewServer(web.New(web.Options{API: a, Ledger: led, Logger: log, Now: now}))}
+	e := &env{Ledger: led, Cloud: cloud, Server: httptest.NewServer(web.New(web.Options{API: a, Ledger: led, Logger: log, Now: now, PageSize: pageSize}))}
 	t.Cleanup(e.Server.Close)
 	sh := &shops{env: e}
 	for _, tn := range []struct{ tenant, store, zone, cur, edge string }{
@@ -135,7 +137,7 @@ func wantAll(t *testing.T, p page, what string, parts ...string) {
 }
 
 func TestReportPages(t *testing.T) {
-	sh := mustShops(t)
+	sh := mustShops(t, 1)
 	b := sh.browser(t)
 	b.login(sh.A)
 
@@ -153,10 +155,21 @@ func TestReportPages(t *testing.T) {
 	if strings.Contains(rc.Body, `class="till match"`) {
 		t.Error("the reconciliation page lists a till day that matches")
 	}
-	wantAll(t, b.get("/inventory?store=s1"), "Inventory", "sku-1", "sku-2", "-2") // two of sku-1 sold from nothing
+	// Inventory pages (1 row a page here) with the API's cursor.
+	inv := b.get("/inventory?store=s1")
+	wantAll(t, inv, "Inventory", "sku-1", "-2") // two of sku-1 sold from nothing
+	m := regexp.MustCompile(`id="next" href="([^"]+)"`).FindStringSubmatch(inv.Body)
+	if m == nil || strings.Contains(inv.Body, "sku-2") {
+		t.Fatalf("inventory page 1 of 2:\n%s", inv.Body)
+	}
+	wantAll(t, b.get(html.UnescapeString(m[1])), "Inventory page 2", "sku-2")
 
-	// The CSV is the API's CSV of the same filter.
-	c := b.get("/reports/sales.csv?store=s1&from=" + day1 + "&to=" + day1)
+	// The store day's CSV link is the API's CSV of the same filter.
+	m = regexp.MustCompile(`href="(/reports/sales\.csv[^"]*)"`).FindStringSubmatch(sd.Body)
+	if m == nil {
+		t.Fatal("no sales CSV link on the store's day")
+	}
+	c := b.get(html.UnescapeString(m[1]))
 	req, _ := http.NewRequest(http.MethodGet, sh.Server.URL+"/v1/reports/sales?store=s1&from="+day1+"&to="+day1+"&limit=1000", nil)
 	req.Header.Set("Authorization", "Bearer "+sh.A)
 	req.Header.Set("Accept", "text/csv")
@@ -181,7 +194,7 @@ func TestReportPages(t *testing.T) {
 // TestTenantSeesNothingOfAnother: tenant t2's reader sees its own store
 // and none of t1's, on every page; t1's store's day is a 404 for it.
 func TestTenantSeesNothingOfAnother(t *testing.T) {
-	sh := mustShops(t)
+	sh := mustShops(t, 0)
 	b := sh.browser(t)
 	b.login(sh.B)
 	for _, path := range []string{"/today", "/reconciliation", "/inventory", "/fleet", "/events", "/quarantine",
