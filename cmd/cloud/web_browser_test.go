@@ -515,8 +515,25 @@ func TestBackOfficeInBrowser(t *testing.T) {
 		if res, err := proof.Verify(a.download("#proof"), proof.Options{CloudKey: cloudPub(t, m)}); err != nil || res.Record.Type != pos.TypeTillClosed {
 			t.Fatalf("the Z's proof: %v", err)
 		}
-		a.navigate(chromedp.Navigate(base + "/reconciliation"))
-		a.do(chromedp.WaitVisible(chromedp.ID("recon")))
+		// A retry of sale 1 under a new event id (a duplicate), and till T2
+		// closing with a Z of a sale the ledger never got (pending).
+		ghost := projectiontest.Txn(today, "T2-0001", "EUR", false, 0, "cash", 0, projectiontest.Line("sku-0", 1000, 500, 0, 0))
+		ghost.Store, ghost.Terminal = "S-001", "T2"
+		z2 := projectiontest.ZOf(t, pos.TillKey{Store: "S-001", Terminal: "T2", BusinessDay: today, Currency: "EUR"},
+			projection.Record{Record: protocol.Record{Type: pos.TypeSaleCompleted, Body: projectiontest.MustBody(t, ghost)}})
+		stream.AddEvent("till-1", protocol.Event{ID: "sale-1-retry", Type: pos.TypeSaleCompleted, TS: time.Now(), Body: protocol.Body(sold[0].Body)})
+		stream.AddEvent("till-2", protocol.Event{ID: "z2-" + today, Type: pos.TypeTillClosed, TS: time.Now(), Body: projectiontest.MustBody(t, z2)})
+		edge.publish(from+1, stream.Last())
+		poll.For(t, 60*time.Second, func() error {
+			a.navigate(chromedp.Navigate(base + "/reconciliation"))
+			if n := a.count(`#recon tr.till.pending`) + a.count(`#duplicates a`); n < 2 {
+				return fmt.Errorf("reconciliation shows %d of the pending till and the duplicate", n)
+			}
+			return nil
+		})
+		if got := a.text("#duplicates"); !strings.Contains(got, "sale-1-retry") {
+			t.Fatalf("duplicates: %q", got)
+		}
 		a.screenshot("reconciliation")
 		a.navigate(chromedp.Navigate(base + "/inventory?store=S-001"))
 		a.do(chromedp.WaitVisible(chromedp.ID("inventory")))
