@@ -61,9 +61,14 @@ func ReadCommitted(ctx context.Context, q Querier, after, through int64, limit i
 	return out, nil
 }
 
-// LastPos returns the highest committed position (0 for an empty ledger).
+// LastPos returns the highest committed position below the horizon
+// (BelowHorizon; 0 for an empty ledger): every record at or below it is
+// committed and visible, none still in flight, so ReadCommitted with it as
+// through misses nothing. (The highest visible position would not do:
+// commits of different edges run at once, and one with lower positions may
+// still be in flight.)
 func LastPos(ctx context.Context, q Querier) (int64, error) {
-	rows, err := q.Query(ctx, `SELECT coalesce(max(pos), 0) FROM ledger`)
+	rows, err := q.Query(ctx, `SELECT coalesce(max(pos), 0) FROM ledger WHERE `+BelowHorizon)
 	if err != nil {
 		return 0, fmt.Errorf("last ledger position: %w", err)
 	}
