@@ -5,7 +5,7 @@ TESTTIMEOUT ?= 12m
 BENCHTIME   ?= 1s
 FUZZTIME    ?= 10s
 
-.PHONY: build test test-short test-ota bench fuzz lint check-deps clean release
+.PHONY: build test test-short test-ota bench fuzz lint check-deps clean release screenshots
 
 build:
 	@if [ -d cmd ] && [ -n "$$($(GO) list ./cmd/... 2>/dev/null)" ]; then \
@@ -64,6 +64,14 @@ lint:
 	@out="$$(gofmt -l .)" || exit 1; \
 	if [ -n "$$out" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+## screenshots: regenerates the back office's screenshots in
+## docs/backoffice/ (PNG, shown by docs/BACKOFFICE.md) by running its
+## browser test against a real cloud. Needs Chromium: fails without it.
+screenshots:
+	mkdir -p docs/backoffice
+	OUTPOST_SCREENSHOTS=$(CURDIR)/docs/backoffice OUTPOST_REQUIRE_BROWSER=1 \
+		$(GO) test -count=1 -run '^TestBackOfficeInBrowser$$' ./cmd/cloud
 
 ## check-deps: fails, printing the install command, when what the tests
 ## need is missing. Installs nothing.

@@ -3,6 +3,21 @@
 # something is missing it prints the command that installs it and fails.
 set -euo pipefail
 
+# The back office's browser tests (cmd/cloud TestBackOfficeInBrowser) need
+# Chromium. Without it they skip, saying so; this only tells how to get it.
+if [[ -n "${OUTPOST_CHROMIUM:-}" ]]; then
+	echo "check-deps: browser tests use OUTPOST_CHROMIUM=$OUTPOST_CHROMIUM"
+elif c=$(command -v chromium 2>/dev/null || command -v chromium-browser 2>/dev/null); then
+	echo "check-deps: Chromium for the browser tests at $c"
+else
+	echo "check-deps: Chromium not found: the back office's browser tests will be skipped. Install it with:" >&2
+	if [[ "$(uname -s)" == Darwin ]]; then
+		echo "    brew install --cask chromium   (then OUTPOST_CHROMIUM=/Applications/Chromium.app/Contents/MacOS/Chromium)" >&2
+	else
+		echo "    sudo apt-get install -y chromium" >&2
+	fi
+fi
+
 # Tests that need Postgres use OUTPOST_TEST_DATABASE_URL when it is set,
 # and otherwise start a private cluster from initdb and postgres. Look where
 # internal/pgcluster.FindBinaries looks: PATH, /usr/lib/postgresql/*/bin

@@ -33,6 +33,7 @@ import (
 	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/cloud/projection/pgview"
+	"github.com/outpost-edge/outpost/cloud/web"
 	"github.com/outpost-edge/outpost/docs"
 	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/flagenv"
@@ -389,7 +390,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("--http %s: %w", c.HTTP, err)
 	}
 	m.apiAddr = ln.Addr().String()
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	// The back office's pages share the listener: web serves its paths
+	// (under /) and passes every other one to the API.
+	srv := &http.Server{Handler: web.New(web.Options{API: handler, Ledger: led, Logger: log}), ReadHeaderTimeout: 10 * time.Second}
 	srv.RegisterOnShutdown(func() { closeStreams.Do(func() { close(streamsDone) }) })
 
 	work, stopWork := context.WithCancel(context.Background())
