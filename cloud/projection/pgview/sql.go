@@ -3,6 +3,7 @@ package pgview
 import (
 	"fmt"
 	"strings"
+	"sync"
 )
 
 // column is one column of a projection table as the SQL built here moves
@@ -52,9 +53,39 @@ func names(cs []column, prefix string) string {
 	return strings.Join(s, ", ")
 }
 
+// sqlKey names one statement built here: its table, kind and suffix.
+type sqlKey struct {
+	t      *table
+	kind   byte // 'f'etch, 'u'psert, 'i'nsert
+	suffix string
+}
+
+// built holds every statement built, by sqlKey: a commit queues the same
+// few statements every time, and building them (fmt.Sprintf over every
+// column) cost more CPU than the fold's own bookkeeping.
+var built sync.Map
+
+func (t *table) memo(kind byte, suffix string, build func(string) string) string {
+	k := sqlKey{t, kind, suffix}
+	if s, ok := built.Load(k); ok {
+		return s.(string)
+	}
+	s, _ := built.LoadOrStore(k, build(suffix))
+	return s.(string)
+}
+
 // fetchSQL selects the rows with the keys given as one array per key
 // column, locked, in key order (every commit locks in the same order).
-func (t *table) fetchSQL(suffix string) string {
+func (t *table) fetchSQL(suffix string) string { return t.memo('f', suffix, t.buildFetch) }
+
+// upsertSQL writes rows given as one array per column; the rows of one
+// batch have distinct keys.
+func (t *table) upsertSQL(suffix string) string { return t.memo('u', suffix, t.buildUpsert) }
+
+// insertSQL appends rows given as one array per column.
+func (t *table) insertSQL(suffix string) string { return t.memo('i', suffix, t.buildInsert) }
+
+func (t *table) buildFetch(suffix string) string {
 	var params, on, out []string
 	for i, c := range t.key {
 		params = append(params, fmt.Sprintf("$%d::%s", i+1, c.arr))
@@ -68,10 +99,8 @@ func (t *table) fetchSQL(suffix string) string {
 		strings.Join(on, " AND "), names(t.key, "t."))
 }
 
-// upsertSQL writes rows given as one array per column; the rows of one
-// batch have distinct keys.
-func (t *table) upsertSQL(suffix string) string {
-	s := t.insertSQL(suffix)
+func (t *table) buildUpsert(suffix string) string {
+	s := t.buildInsert(suffix)
 	if len(t.vals) == 0 {
 		return s + " ON CONFLICT DO NOTHING"
 	}
@@ -82,8 +111,7 @@ func (t *table) upsertSQL(suffix string) string {
 	return fmt.Sprintf("%s ON CONFLICT (%s) DO UPDATE SET %s", s, names(t.key, ""), strings.Join(set, ", "))
 }
 
-// insertSQL appends rows given as one array per column.
-func (t *table) insertSQL(suffix string) string {
+func (t *table) buildInsert(suffix string) string {
 	all := t.all()
 	var params, in []string
 	for i, c := range all {
