@@ -40,7 +40,9 @@ const Name = "pos"
 // maxRounds bounds the read-and-fold rounds of one Apply. Each round reads
 // the rows the previous fold asked for and did not have; a fold asks for
 // new keys only when a row it read names them (a void names its sale's
-// lines), so two or three rounds are the most a batch needs.
+// lines, whose rows are read with the sale: see voidedLinesSQL), or when a
+// store it fetched makes it ask for that store's rows, so one read round
+// trip is what a batch normally needs and three the most.
 const maxRounds = 16
 
 // Projection folds commit batches into the projection tables.

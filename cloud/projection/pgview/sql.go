@@ -56,7 +56,7 @@ func names(cs []column, prefix string) string {
 // sqlKey names one statement built here: its table, kind and suffix.
 type sqlKey struct {
 	t      *table
-	kind   byte // 'f'etch, 'u'psert, 'i'nsert
+	kind   byte // 'f'etch, 'u'psert, 'i'nsert, 'v'oided lines
 	suffix string
 }
 
@@ -97,6 +97,40 @@ func (t *table) buildFetch(suffix string) string {
 	return fmt.Sprintf(`SELECT %s FROM %s%s t JOIN unnest(%s) AS k(%s) ON %s ORDER BY %s FOR UPDATE OF t`,
 		strings.Join(out, ", "), t.name, suffix, strings.Join(params, ", "), names(t.key, ""),
 		strings.Join(on, " AND "), names(t.key, "t."))
+}
+
+// voidedLinesSQL selects, locked, in key order, the rows of t (sales by
+// SKU or on hand) of the SKUs of the lines of the sale rows of
+// projection_txns with the keys given as one array per key column ($1 to
+// $5; $6 is the type of a sale): the rows a void of one of those sales
+// reads. A row the sales name more than once is selected once.
+func (t *table) voidedLinesSQL(suffix string) string {
+	return t.memo('v', suffix, func(suffix string) string {
+		var params, on, lineKey, out []string
+		for i, c := range tTxns.key {
+			params = append(params, fmt.Sprintf("$%d::%s", i+1, c.arr))
+			on = append(on, fmt.Sprintf("x.%s = %s", c.name, fmt.Sprintf(c.in, "k."+c.name)))
+		}
+		for _, c := range t.key {
+			src := "x." + c.name
+			if c.name == "sku" {
+				src = "l->>'SKU'"
+			}
+			lineKey = append(lineKey, src+" AS "+c.name)
+		}
+		var match []string
+		for _, c := range t.key {
+			match = append(match, fmt.Sprintf("t.%s = n.%s", c.name, c.name))
+		}
+		for _, c := range t.all() {
+			out = append(out, fmt.Sprintf(c.out, "t."+c.name))
+		}
+		return fmt.Sprintf(`SELECT %s FROM %s%s t JOIN (SELECT DISTINCT %s FROM projection_txns%s x JOIN unnest(%s) AS k(%s) ON %s
+			CROSS JOIN LATERAL jsonb_array_elements(x.lines) AS l WHERE x.type = $6 AND NOT x.voided) AS n ON %s
+			ORDER BY %s FOR UPDATE OF t`,
+			strings.Join(out, ", "), t.name, suffix, strings.Join(lineKey, ", "), suffix, strings.Join(params, ", "),
+			names(tTxns.key, ""), strings.Join(on, " AND "), strings.Join(match, " AND "), names(t.key, "t."))
+	})
 }
 
 func (t *table) buildUpsert(suffix string) string {
