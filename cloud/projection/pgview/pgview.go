@@ -145,6 +145,7 @@ func (p *Projection) tenantOf(store string) string {
 // for nothing new.
 func (p *Projection) fold(ctx context.Context, tx pgx.Tx, recs []projection.Record) (*projection.Delta, Checkpoint, error) {
 	c := newCache()
+	c.noteVoids(recs)
 	tried := map[string]bool{}
 	var cp Checkpoint
 	locked := false

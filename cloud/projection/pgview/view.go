@@ -64,6 +64,27 @@ type cache struct {
 	telemetry tab[projection.TelemetryKey, projection.Telemetry]
 	tills     tab[pos.TillKey, projection.Till]
 	txns      tab[projection.TxnKey, projection.Txn]
+
+	// voided are the keys of the sales the batch's voids name: when one
+	// of them is read, the rows its void reverses are read with it.
+	voided map[projection.TxnKey]bool
+}
+
+// noteVoids notes the sales the voids among recs name (a body that does
+// not decode names none; the fold lists it).
+func (c *cache) noteVoids(recs []projection.Record) {
+	for i := range recs {
+		if recs[i].Type != pos.TypeSaleVoided || recs[i].IsTombstone() {
+			continue
+		}
+		var v pos.Void
+		if pos.Decode(recs[i].Type, recs[i].Body, &v) == nil {
+			if c.voided == nil {
+				c.voided = map[projection.TxnKey]bool{}
+			}
+			c.voided[projection.TxnKey{Store: v.Store, Terminal: v.Terminal, BusinessDay: v.BusinessDay, Txn: v.VoidedTxn}] = true
+		}
+	}
 }
 
 func newCache() *cache {
@@ -297,7 +318,9 @@ func (c *cache) queueFetch(rd *reads, suffix string, ten tenantOf) {
 					return fmt.Errorf("txn %v: lines: %w", k, err)
 				}
 				c.txns.put(k, v)
-				c.voidable(k, v)
+				if c.voided[k] {
+					c.voidable(k, v)
+				}
 				return nil
 			}, &t, &k.Store, &k.Terminal, &k.BusinessDay, &k.Txn, &v.Pos, &v.ID, &v.Type, &v.Currency, &v.Tax, &v.Net, &lines, &v.Voided)
 		})
@@ -307,9 +330,21 @@ func (c *cache) queueFetch(rd *reads, suffix string, ten tenantOf) {
 		// same round trip, the keys taken from the sale rows by the
 		// server as voidable takes them from the rows read, so the fold
 		// that follows has them and a void needs no further round trip.
-		args := []any{a[0], a[1], a[2], a[3], a[4], pos.TypeSaleCompleted}
-		queue(tSKU, len(ks), args, func(rows pgx.Rows) error { return c.scanSKU(rows) }, tSKU.voidedLinesSQL(suffix))
-		queue(tOnHand, len(ks), args, func(rows pgx.Rows) error { return c.scanOnHand(rows) }, tOnHand.voidedLinesSQL(suffix))
+		// The statements are queued only for the sales the batch's voids
+		// name (noteVoids), so a batch without voids pays nothing.
+		// Only the voided sales among the rows read now: the same keys
+		// voidable is given.
+		v := make([][]string, 5)
+		n := 0
+		for _, k := range ks {
+			if c.voided[k] {
+				v[0], v[1], v[2], v[3], v[4] = append(v[0], ten(k.Store)), append(v[1], k.Store), append(v[2], k.Terminal), append(v[3], k.BusinessDay), append(v[4], k.Txn)
+				n++
+			}
+		}
+		args := []any{v[0], v[1], v[2], v[3], v[4], pos.TypeSaleCompleted}
+		queue(tSKU, n, args, func(rows pgx.Rows) error { return c.scanSKU(rows) }, tSKU.voidedLinesSQL(suffix))
+		queue(tOnHand, n, args, func(rows pgx.Rows) error { return c.scanOnHand(rows) }, tOnHand.voidedLinesSQL(suffix))
 	}
 }
 
