@@ -7,13 +7,20 @@
 // Invariants:
 //   - Every commit's Apply first locks its projection's checkpoint row
 //     (projection_checkpoints), then reads the prior rows of the keys the
-//     batch touches with SELECT ... FOR UPDATE, in key order, folds the
-//     batch in memory (projection.Fold: one upsert per key per batch) and
-//     writes the rows, the appended logs and the checkpoint (last_pos,
-//     digest) in the same transaction. The checkpoint lock serialises the
-//     projection step of concurrent commits, so no update is lost and no
-//     two commits wait on each other's key rows (docs/REPORTS.md has the
-//     measured cost).
+//     batch touches, folds the batch in memory (projection.Fold: one
+//     upsert per key per batch) and writes the rows, the appended logs and
+//     the checkpoint (last_pos, digest) in the same transaction. The
+//     checkpoint lock serialises the projection step of concurrent
+//     commits, so no update is lost and no two commits wait on each
+//     other's key rows (docs/REPORTS.md has the measured cost).
+//   - Every writer of a projection's tables (Apply, Rebuild's swap) locks
+//     and updates its checkpoint row first, in the same transaction. So
+//     the rows read after the lock need no lock of their own: under READ
+//     COMMITTED each read's snapshot is taken after the lock was granted
+//     and sees every earlier writer's commit; under REPEATABLE READ or
+//     SERIALIZABLE the lock itself fails (could not serialize) when a
+//     writer committed after the transaction's snapshot. Not locking them
+//     saves the server a tuple lock (and its WAL record) per row read.
 //   - The rows are a function of the ledger: Rebuild folds the ledger in
 //     pos order into shadow tables and must find them equal, row for row.
 package pgview

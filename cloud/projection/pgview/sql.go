@@ -75,7 +75,9 @@ func (t *table) memo(kind byte, suffix string, build func(string) string) string
 }
 
 // fetchSQL selects the rows with the keys given as one array per key
-// column, locked, in key order (every commit locks in the same order).
+// column. It does not lock them: the caller holds the checkpoint lock,
+// which every writer of these tables takes (and updates) first, so no
+// other transaction changes them until it commits (see Apply).
 func (t *table) fetchSQL(suffix string) string { return t.memo('f', suffix, t.buildFetch) }
 
 // upsertSQL writes rows given as one array per column; the rows of one
@@ -94,12 +96,12 @@ func (t *table) buildFetch(suffix string) string {
 	for _, c := range t.all() {
 		out = append(out, fmt.Sprintf(c.out, "t."+c.name))
 	}
-	return fmt.Sprintf(`SELECT %s FROM %s%s t JOIN unnest(%s) AS k(%s) ON %s ORDER BY %s FOR UPDATE OF t`,
+	return fmt.Sprintf(`SELECT %s FROM %s%s t JOIN unnest(%s) AS k(%s) ON %s`,
 		strings.Join(out, ", "), t.name, suffix, strings.Join(params, ", "), names(t.key, ""),
-		strings.Join(on, " AND "), names(t.key, "t."))
+		strings.Join(on, " AND "))
 }
 
-// voidedLinesSQL selects, locked, in key order, the rows of t (sales by
+// voidedLinesSQL selects (unlocked, as fetchSQL) the rows of t (sales by
 // SKU or on hand) of the SKUs of the lines of the sale rows of
 // projection_txns with the keys given as one array per key column ($1 to
 // $5; $6 is the type of a sale): the rows a void of one of those sales
@@ -126,10 +128,9 @@ func (t *table) voidedLinesSQL(suffix string) string {
 			out = append(out, fmt.Sprintf(c.out, "t."+c.name))
 		}
 		return fmt.Sprintf(`SELECT %s FROM %s%s t JOIN (SELECT DISTINCT %s FROM projection_txns%s x JOIN unnest(%s) AS k(%s) ON %s
-			CROSS JOIN LATERAL jsonb_array_elements(x.lines) AS l WHERE x.type = $6 AND NOT x.voided) AS n ON %s
-			ORDER BY %s FOR UPDATE OF t`,
+			CROSS JOIN LATERAL jsonb_array_elements(x.lines) AS l WHERE x.type = $6 AND NOT x.voided) AS n ON %s`,
 			strings.Join(out, ", "), t.name, suffix, strings.Join(lineKey, ", "), suffix, strings.Join(params, ", "),
-			names(tTxns.key, ""), strings.Join(on, " AND "), strings.Join(match, " AND "), names(t.key, "t."))
+			names(tTxns.key, ""), strings.Join(on, " AND "), strings.Join(match, " AND "))
 	})
 }
 

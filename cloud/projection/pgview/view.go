@@ -54,7 +54,7 @@ func (t *tab[K, V]) put(k K, v V) { t.m[k] = entry[V]{v: v, ok: true} }
 
 // cache is a projection.View over the rows of the keys a batch touches:
 // Fold runs on it, and every key it asks for that is not cached is read
-// (locked) before Fold runs again.
+// (under the checkpoint lock) before Fold runs again.
 type cache struct {
 	sales     tab[projection.SalesKey, projection.Sales]
 	sku       tab[projection.SKUKey, projection.SKUSales]
@@ -168,7 +168,7 @@ func (r *reads) run(ctx context.Context, tx pgx.Tx) error {
 	return br.Close()
 }
 
-// queueFetch queues the reads, locked, of every row the last fold asked
+// queueFetch queues the reads of every row the last fold asked
 // for and did not have.
 func (c *cache) queueFetch(rd *reads, suffix string, ten tenantOf) {
 	queue := func(t *table, n int, args []any, scan func(pgx.Rows) error, sql ...string) {
