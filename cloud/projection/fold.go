@@ -255,7 +255,8 @@ func (f *folder) transaction(r Record, t *pos.Transaction) {
 	if sale && t.Change > 0 {
 		f.tender(TenderKey{t.Store, t.BusinessDay, "cash", t.Currency}, func(x *Tenders) { x.Change += t.Change })
 	}
-	f.ledgerEvent(r, pos.TillKey{Store: t.Store, Terminal: t.Terminal, BusinessDay: t.BusinessDay, Currency: t.Currency})
+	k := pos.TillKey{Store: t.Store, Terminal: t.Terminal, BusinessDay: t.BusinessDay, Currency: t.Currency}
+	f.ledgerEvent(r, k, func(m pos.TillTotals) { m.AddTransaction(r.Type, t) })
 }
 
 func (f *folder) void(r Record, v *pos.Void) {
@@ -317,7 +318,8 @@ func (f *folder) void(r Record, v *pos.Void) {
 	for _, tn := range v.Tenders {
 		f.tender(TenderKey{v.Store, v.BusinessDay, tn.Type, v.Currency}, func(x *Tenders) { x.Refunds += tn.Amount })
 	}
-	f.ledgerEvent(r, pos.TillKey{Store: v.Store, Terminal: v.Terminal, BusinessDay: v.BusinessDay, Currency: v.Currency})
+	k := pos.TillKey{Store: v.Store, Terminal: v.Terminal, BusinessDay: v.BusinessDay, Currency: v.Currency}
+	f.ledgerEvent(r, k, func(m pos.TillTotals) { m.AddVoid(v) })
 }
 
 // derive fills the figures that follow from the others.
@@ -388,11 +390,12 @@ func (f *folder) till(k pos.TillKey) Till {
 	return t.clone()
 }
 
-// ledgerEvent adds a counted sale, return or void to its till day and
-// reconciles the day again.
-func (f *folder) ledgerEvent(r Record, k pos.TillKey) {
+// ledgerEvent adds a counted sale, return or void to its till day (add
+// is pos.TillTotals' Add of the body the fold decoded, so the body is not
+// decoded again) and reconciles the day again.
+func (f *folder) ledgerEvent(r Record, k pos.TillKey, add func(pos.TillTotals)) {
 	t := f.till(k)
-	pos.TillTotals{k: &t.Ledger}.Add(r.Type, r.Body)
+	add(pos.TillTotals{k: &t.Ledger})
 	f.reconcile(r, k, &t, true)
 }
 

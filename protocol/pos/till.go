@@ -38,42 +38,54 @@ func (m TillTotals) Add(typ string, body []byte) bool {
 		if Decode(typ, body, &t) != nil {
 			return false
 		}
-		z := m.get(TillKey{t.Store, t.Terminal, t.BusinessDay, t.Currency})
-		if typ == TypeSaleCompleted {
-			z.Sales.Count++
-			z.Sales.Total += t.Total
-			for _, tn := range t.Tenders {
-				amt := tn.Amount
-				if tn.Type == "cash" {
-					amt -= t.Change
-				}
-				z.tender(tn.Type, amt)
-			}
-			if t.Change > 0 && !slices.ContainsFunc(t.Tenders, func(tn Tender) bool { return tn.Type == "cash" }) {
-				z.tender("cash", -t.Change)
-			}
-		} else {
-			z.Returns.Count++
-			z.Returns.Total += t.Total
-			for _, tn := range t.Tenders {
-				z.tender(tn.Type, -tn.Amount)
-			}
-		}
+		m.AddTransaction(typ, &t)
 	case TypeSaleVoided:
 		var v Void
 		if Decode(typ, body, &v) != nil {
 			return false
 		}
-		z := m.get(TillKey{v.Store, v.Terminal, v.BusinessDay, v.Currency})
-		z.Voids.Count++
-		z.Voids.Total += v.Total
-		for _, tn := range v.Tenders {
-			z.tender(tn.Type, -tn.Amount)
-		}
+		m.AddVoid(&v)
 	default:
 		return false
 	}
 	return true
+}
+
+// AddTransaction is Add of a body already decoded: t is the body of a
+// sale.completed (typ TypeSaleCompleted) or, otherwise, of a
+// return.completed.
+func (m TillTotals) AddTransaction(typ string, t *Transaction) {
+	z := m.get(TillKey{t.Store, t.Terminal, t.BusinessDay, t.Currency})
+	if typ == TypeSaleCompleted {
+		z.Sales.Count++
+		z.Sales.Total += t.Total
+		for _, tn := range t.Tenders {
+			amt := tn.Amount
+			if tn.Type == "cash" {
+				amt -= t.Change
+			}
+			z.tender(tn.Type, amt)
+		}
+		if t.Change > 0 && !slices.ContainsFunc(t.Tenders, func(tn Tender) bool { return tn.Type == "cash" }) {
+			z.tender("cash", -t.Change)
+		}
+	} else {
+		z.Returns.Count++
+		z.Returns.Total += t.Total
+		for _, tn := range t.Tenders {
+			z.tender(tn.Type, -tn.Amount)
+		}
+	}
+}
+
+// AddVoid is Add of a sale.voided body already decoded.
+func (m TillTotals) AddVoid(v *Void) {
+	z := m.get(TillKey{v.Store, v.Terminal, v.BusinessDay, v.Currency})
+	z.Voids.Count++
+	z.Voids.Total += v.Total
+	for _, tn := range v.Tenders {
+		z.tender(tn.Type, -tn.Amount)
+	}
 }
 
 func (m TillTotals) get(k TillKey) *TillClosed {

@@ -2,11 +2,13 @@ package pgview
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/cloud/projection"
@@ -94,7 +96,18 @@ func (r *rig) status(k pos.TillKey) string {
 // TestConcurrentApplies runs Apply in many transactions at once, without
 // the ledger's commit lock, on the same keys: the checkpoint lock orders
 // them, so no update is lost and none deadlocks.
-func TestConcurrentApplies(t *testing.T) {
+func TestConcurrentApplies(t *testing.T) { concurrentApplies(t, pgx.ReadCommitted) }
+
+// TestConcurrentAppliesRepeatableRead is TestConcurrentApplies in
+// REPEATABLE READ transactions, retried when they cannot serialize: the
+// rows read under the checkpoint lock are not locked themselves, and a
+// transaction whose snapshot predates another's commit must fail (at the
+// checkpoint lock), not fold on rows older than that commit.
+func TestConcurrentAppliesRepeatableRead(t *testing.T) {
+	concurrentApplies(t, pgx.RepeatableRead)
+}
+
+func concurrentApplies(t *testing.T, iso pgx.TxIsoLevel) {
 	r := newRig(t)
 	ctx := context.Background()
 	const workers, each = 6, 15
@@ -115,7 +128,15 @@ func TestConcurrentApplies(t *testing.T) {
 				rec := protocol.Record{V: protocol.RecordVersion, Edge: "e1", Seq: uint64(p), ID: "ev", Type: pos.TypeSaleCompleted,
 					EdgeTime: protocol.HLCFromTime(time.Date(2026, 11, 30, 15, 0, 0, 0, time.UTC)), Body: []byte(body)}
 				c := ledger.Committed{Record: rec, Pos: p, Hash: protocol.Hash{byte(p)}}
-				errs <- pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error { return r.p.Apply(ctx, tx, []ledger.Committed{c}) })
+				for range 1000 {
+					err = pgx.BeginTxFunc(ctx, r.pool, pgx.TxOptions{IsoLevel: iso}, func(tx pgx.Tx) error {
+						return r.p.Apply(ctx, tx, []ledger.Committed{c})
+					})
+					if pe := (*pgconn.PgError)(nil); iso == pgx.ReadCommitted || !errors.As(err, &pe) || pe.Code != "40001" {
+						break
+					}
+				}
+				errs <- err
 			}
 		}()
 	}

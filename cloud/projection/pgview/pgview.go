@@ -7,13 +7,20 @@
 // Invariants:
 //   - Every commit's Apply first locks its projection's checkpoint row
 //     (projection_checkpoints), then reads the prior rows of the keys the
-//     batch touches with SELECT ... FOR UPDATE, in key order, folds the
-//     batch in memory (projection.Fold: one upsert per key per batch) and
-//     writes the rows, the appended logs and the checkpoint (last_pos,
-//     digest) in the same transaction. The checkpoint lock serialises the
-//     projection step of concurrent commits, so no update is lost and no
-//     two commits wait on each other's key rows (docs/REPORTS.md has the
-//     measured cost).
+//     batch touches, folds the batch in memory (projection.Fold: one
+//     upsert per key per batch) and writes the rows, the appended logs and
+//     the checkpoint (last_pos, digest) in the same transaction. The
+//     checkpoint lock serialises the projection step of concurrent
+//     commits, so no update is lost and no two commits wait on each
+//     other's key rows (docs/REPORTS.md has the measured cost).
+//   - Every writer of a projection's tables (Apply, Rebuild's swap) locks
+//     and updates its checkpoint row first, in the same transaction. So
+//     the rows read after the lock need no lock of their own: under READ
+//     COMMITTED each read's snapshot is taken after the lock was granted
+//     and sees every earlier writer's commit; under REPEATABLE READ or
+//     SERIALIZABLE the lock itself fails (could not serialize) when a
+//     writer committed after the transaction's snapshot. Not locking them
+//     saves the server a tuple lock (and its WAL record) per row read.
 //   - The rows are a function of the ledger: Rebuild folds the ledger in
 //     pos order into shadow tables and must find them equal, row for row.
 package pgview
@@ -40,7 +47,9 @@ const Name = "pos"
 // maxRounds bounds the read-and-fold rounds of one Apply. Each round reads
 // the rows the previous fold asked for and did not have; a fold asks for
 // new keys only when a row it read names them (a void names its sale's
-// lines), so two or three rounds are the most a batch needs.
+// lines, whose rows are read with the sale: see voidedLinesSQL), or when a
+// store it fetched makes it ask for that store's rows, so one read round
+// trip is what a batch normally needs and three the most.
 const maxRounds = 16
 
 // Projection folds commit batches into the projection tables.
@@ -143,6 +152,7 @@ func (p *Projection) tenantOf(store string) string {
 // for nothing new.
 func (p *Projection) fold(ctx context.Context, tx pgx.Tx, recs []projection.Record) (*projection.Delta, Checkpoint, error) {
 	c := newCache()
+	c.noteVoids(recs)
 	tried := map[string]bool{}
 	var cp Checkpoint
 	locked := false

@@ -3,6 +3,7 @@ package pgview
 import (
 	"fmt"
 	"strings"
+	"sync"
 )
 
 // column is one column of a projection table as the SQL built here moves
@@ -52,9 +53,41 @@ func names(cs []column, prefix string) string {
 	return strings.Join(s, ", ")
 }
 
+// sqlKey names one statement built here: its table, kind and suffix.
+type sqlKey struct {
+	t      *table
+	kind   byte // 'f'etch, 'u'psert, 'i'nsert, 'v'oided lines
+	suffix string
+}
+
+// built holds every statement built, by sqlKey: a commit queues the same
+// few statements every time, and building them (fmt.Sprintf over every
+// column) cost more CPU than the fold's own bookkeeping.
+var built sync.Map
+
+func (t *table) memo(kind byte, suffix string, build func(string) string) string {
+	k := sqlKey{t, kind, suffix}
+	if s, ok := built.Load(k); ok {
+		return s.(string)
+	}
+	s, _ := built.LoadOrStore(k, build(suffix))
+	return s.(string)
+}
+
 // fetchSQL selects the rows with the keys given as one array per key
-// column, locked, in key order (every commit locks in the same order).
-func (t *table) fetchSQL(suffix string) string {
+// column. It does not lock them: the caller holds the checkpoint lock,
+// which every writer of these tables takes (and updates) first, so no
+// other transaction changes them until it commits (see Apply).
+func (t *table) fetchSQL(suffix string) string { return t.memo('f', suffix, t.buildFetch) }
+
+// upsertSQL writes rows given as one array per column; the rows of one
+// batch have distinct keys.
+func (t *table) upsertSQL(suffix string) string { return t.memo('u', suffix, t.buildUpsert) }
+
+// insertSQL appends rows given as one array per column.
+func (t *table) insertSQL(suffix string) string { return t.memo('i', suffix, t.buildInsert) }
+
+func (t *table) buildFetch(suffix string) string {
 	var params, on, out []string
 	for i, c := range t.key {
 		params = append(params, fmt.Sprintf("$%d::%s", i+1, c.arr))
@@ -63,15 +96,46 @@ func (t *table) fetchSQL(suffix string) string {
 	for _, c := range t.all() {
 		out = append(out, fmt.Sprintf(c.out, "t."+c.name))
 	}
-	return fmt.Sprintf(`SELECT %s FROM %s%s t JOIN unnest(%s) AS k(%s) ON %s ORDER BY %s FOR UPDATE OF t`,
+	return fmt.Sprintf(`SELECT %s FROM %s%s t JOIN unnest(%s) AS k(%s) ON %s`,
 		strings.Join(out, ", "), t.name, suffix, strings.Join(params, ", "), names(t.key, ""),
-		strings.Join(on, " AND "), names(t.key, "t."))
+		strings.Join(on, " AND "))
 }
 
-// upsertSQL writes rows given as one array per column; the rows of one
-// batch have distinct keys.
-func (t *table) upsertSQL(suffix string) string {
-	s := t.insertSQL(suffix)
+// voidedLinesSQL selects (unlocked, as fetchSQL) the rows of t (sales by
+// SKU or on hand) of the SKUs of the lines of the sale rows of
+// projection_txns with the keys given as one array per key column ($1 to
+// $5; $6 is the type of a sale): the rows a void of one of those sales
+// reads. A row the sales name more than once is selected once.
+func (t *table) voidedLinesSQL(suffix string) string {
+	return t.memo('v', suffix, func(suffix string) string {
+		var params, on, lineKey, out []string
+		for i, c := range tTxns.key {
+			params = append(params, fmt.Sprintf("$%d::%s", i+1, c.arr))
+			on = append(on, fmt.Sprintf("x.%s = %s", c.name, fmt.Sprintf(c.in, "k."+c.name)))
+		}
+		for _, c := range t.key {
+			src := "x." + c.name
+			if c.name == "sku" {
+				src = "l->>'SKU'"
+			}
+			lineKey = append(lineKey, src+" AS "+c.name)
+		}
+		var match []string
+		for _, c := range t.key {
+			match = append(match, fmt.Sprintf("t.%s = n.%s", c.name, c.name))
+		}
+		for _, c := range t.all() {
+			out = append(out, fmt.Sprintf(c.out, "t."+c.name))
+		}
+		return fmt.Sprintf(`SELECT %s FROM %s%s t JOIN (SELECT DISTINCT %s FROM projection_txns%s x JOIN unnest(%s) AS k(%s) ON %s
+			CROSS JOIN LATERAL jsonb_array_elements(x.lines) AS l WHERE x.type = $6 AND NOT x.voided) AS n ON %s`,
+			strings.Join(out, ", "), t.name, suffix, strings.Join(lineKey, ", "), suffix, strings.Join(params, ", "),
+			names(tTxns.key, ""), strings.Join(on, " AND "), strings.Join(match, " AND "))
+	})
+}
+
+func (t *table) buildUpsert(suffix string) string {
+	s := t.buildInsert(suffix)
 	if len(t.vals) == 0 {
 		return s + " ON CONFLICT DO NOTHING"
 	}
@@ -82,8 +146,7 @@ func (t *table) upsertSQL(suffix string) string {
 	return fmt.Sprintf("%s ON CONFLICT (%s) DO UPDATE SET %s", s, names(t.key, ""), strings.Join(set, ", "))
 }
 
-// insertSQL appends rows given as one array per column.
-func (t *table) insertSQL(suffix string) string {
+func (t *table) buildInsert(suffix string) string {
 	all := t.all()
 	var params, in []string
 	for i, c := range all {

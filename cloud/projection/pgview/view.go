@@ -54,7 +54,7 @@ func (t *tab[K, V]) put(k K, v V) { t.m[k] = entry[V]{v: v, ok: true} }
 
 // cache is a projection.View over the rows of the keys a batch touches:
 // Fold runs on it, and every key it asks for that is not cached is read
-// (locked) before Fold runs again.
+// (under the checkpoint lock) before Fold runs again.
 type cache struct {
 	sales     tab[projection.SalesKey, projection.Sales]
 	sku       tab[projection.SKUKey, projection.SKUSales]
@@ -64,6 +64,27 @@ type cache struct {
 	telemetry tab[projection.TelemetryKey, projection.Telemetry]
 	tills     tab[pos.TillKey, projection.Till]
 	txns      tab[projection.TxnKey, projection.Txn]
+
+	// voided are the keys of the sales the batch's voids name: when one
+	// of them is read, the rows its void reverses are read with it.
+	voided map[projection.TxnKey]bool
+}
+
+// noteVoids notes the sales the voids among recs name (a body that does
+// not decode names none; the fold lists it).
+func (c *cache) noteVoids(recs []projection.Record) {
+	for i := range recs {
+		if recs[i].Type != pos.TypeSaleVoided || recs[i].IsTombstone() {
+			continue
+		}
+		var v pos.Void
+		if pos.Decode(recs[i].Type, recs[i].Body, &v) == nil {
+			if c.voided == nil {
+				c.voided = map[projection.TxnKey]bool{}
+			}
+			c.voided[projection.TxnKey{Store: v.Store, Terminal: v.Terminal, BusinessDay: v.BusinessDay, Txn: v.VoidedTxn}] = true
+		}
+	}
 }
 
 func newCache() *cache {
@@ -147,14 +168,18 @@ func (r *reads) run(ctx context.Context, tx pgx.Tx) error {
 	return br.Close()
 }
 
-// queueFetch queues the reads, locked, of every row the last fold asked
+// queueFetch queues the reads of every row the last fold asked
 // for and did not have.
 func (c *cache) queueFetch(rd *reads, suffix string, ten tenantOf) {
-	queue := func(t *table, n int, args []any, scan func(pgx.Rows) error) {
+	queue := func(t *table, n int, args []any, scan func(pgx.Rows) error, sql ...string) {
 		if n == 0 {
 			return
 		}
-		rd.query(t.fetchSQL(suffix), args, func(rows pgx.Rows) error {
+		q := t.fetchSQL(suffix)
+		if len(sql) > 0 {
+			q = sql[0]
+		}
+		rd.query(q, args, func(rows pgx.Rows) error {
 			if err := scan(rows); err != nil {
 				return fmt.Errorf("read %s: %w", t.name, err)
 			}
@@ -181,13 +206,7 @@ func (c *cache) queueFetch(rd *reads, suffix string, ten tenantOf) {
 		for _, k := range ks {
 			a[0], a[1], a[2], a[3], a[4] = append(a[0], ten(k.Store)), append(a[1], k.Store), append(a[2], k.BusinessDay), append(a[3], k.SKU), append(a[4], k.Currency)
 		}
-		queue(tSKU, len(ks), []any{a[0], a[1], a[2], a[3], a[4]}, func(rows pgx.Rows) error {
-			var k projection.SKUKey
-			var v projection.SKUSales
-			var t string
-			return scanEach(rows, func() { c.sku.put(k, v) }, &t, &k.Store, &k.BusinessDay, &k.SKU, &k.Currency,
-				&v.QtySold, &v.QtyReturned, &v.QtyVoided, &v.Gross, &v.Discounts, &v.Returns, &v.Voids, &v.Net)
-		})
+		queue(tSKU, len(ks), []any{a[0], a[1], a[2], a[3], a[4]}, c.scanSKU)
 	}
 	{
 		ks := c.hour.misses()
@@ -226,12 +245,7 @@ func (c *cache) queueFetch(rd *reads, suffix string, ten tenantOf) {
 		for _, k := range ks {
 			a[0], a[1], a[2] = append(a[0], ten(k.Store)), append(a[1], k.Store), append(a[2], k.SKU)
 		}
-		queue(tOnHand, len(ks), []any{a[0], a[1], a[2]}, func(rows pgx.Rows) error {
-			var k projection.StockKey
-			var v int64
-			var t string
-			return scanEach(rows, func() { c.onHand.put(k, v) }, &t, &k.Store, &k.SKU, &v)
-		})
+		queue(tOnHand, len(ks), []any{a[0], a[1], a[2]}, c.scanOnHand)
 	}
 	{
 		ks := c.telemetry.misses()
@@ -304,10 +318,69 @@ func (c *cache) queueFetch(rd *reads, suffix string, ten tenantOf) {
 					return fmt.Errorf("txn %v: lines: %w", k, err)
 				}
 				c.txns.put(k, v)
+				if c.voided[k] {
+					c.voidable(k, v)
+				}
 				return nil
 			}, &t, &k.Store, &k.Terminal, &k.BusinessDay, &k.Txn, &v.Pos, &v.ID, &v.Type, &v.Currency, &v.Tax, &v.Net, &lines, &v.Voided)
 		})
+		// A void of a sale read here reverses the sale's lines: it reads
+		// the sales-by-SKU and on-hand rows of their SKUs, which the fold
+		// could not ask for before it had the sale. They are read in this
+		// same round trip, the keys taken from the sale rows by the
+		// server as voidable takes them from the rows read, so the fold
+		// that follows has them and a void needs no further round trip.
+		// The statements are queued only for the sales the batch's voids
+		// name (noteVoids), so a batch without voids pays nothing.
+		// Only the voided sales among the rows read now: the same keys
+		// voidable is given.
+		v := make([][]string, 5)
+		n := 0
+		for _, k := range ks {
+			if c.voided[k] {
+				v[0], v[1], v[2], v[3], v[4] = append(v[0], ten(k.Store)), append(v[1], k.Store), append(v[2], k.Terminal), append(v[3], k.BusinessDay), append(v[4], k.Txn)
+				n++
+			}
+		}
+		args := []any{v[0], v[1], v[2], v[3], v[4], pos.TypeSaleCompleted}
+		queue(tSKU, n, args, func(rows pgx.Rows) error { return c.scanSKU(rows) }, tSKU.voidedLinesSQL(suffix))
+		queue(tOnHand, n, args, func(rows pgx.Rows) error { return c.scanOnHand(rows) }, tOnHand.voidedLinesSQL(suffix))
 	}
+}
+
+// voidable notes the keys of the sales-by-SKU and on-hand rows a void of
+// txn row v (key k) would read, as not existing unless already read: the
+// rows that do exist are read next, in the same round trip (see
+// voidedLinesSQL, which selects the same keys), and overwrite the note.
+func (c *cache) voidable(k projection.TxnKey, v projection.Txn) {
+	if v.Type != pos.TypeSaleCompleted || v.Voided {
+		return
+	}
+	for _, l := range v.Lines {
+		sk := projection.SKUKey{Store: k.Store, BusinessDay: k.BusinessDay, SKU: l.SKU, Currency: v.Currency}
+		if _, ok := c.sku.m[sk]; !ok {
+			c.sku.m[sk] = entry[projection.SKUSales]{}
+		}
+		hk := projection.StockKey{Store: k.Store, SKU: l.SKU}
+		if _, ok := c.onHand.m[hk]; !ok {
+			c.onHand.m[hk] = entry[int64]{}
+		}
+	}
+}
+
+func (c *cache) scanSKU(rows pgx.Rows) error {
+	var k projection.SKUKey
+	var v projection.SKUSales
+	var t string
+	return scanEach(rows, func() { c.sku.put(k, v) }, &t, &k.Store, &k.BusinessDay, &k.SKU, &k.Currency,
+		&v.QtySold, &v.QtyReturned, &v.QtyVoided, &v.Gross, &v.Discounts, &v.Returns, &v.Voids, &v.Net)
+}
+
+func (c *cache) scanOnHand(rows pgx.Rows) error {
+	var k projection.StockKey
+	var v int64
+	var t string
+	return scanEach(rows, func() { c.onHand.put(k, v) }, &t, &k.Store, &k.SKU, &v)
 }
 
 // scanEach scans every row into dst and calls fn after each; fn is a
