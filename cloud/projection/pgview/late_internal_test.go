@@ -162,4 +162,3 @@ func concurrentApplies(t *testing.T, iso pgx.TxIsoLevel) {
 		t.Errorf("checkpoint %+v, %v; want last_pos %d", cp, err, workers*each)
 	}
 }
-
