@@ -19,7 +19,15 @@ type CloudOptions struct {
 	Dir         string // its --data-dir (the cloud's key)
 	LogDir      string
 	DatabaseURL string
-	Args        []string // more flags for `cloud serve`
+	// NATS runs the cloud's embedded nats-server (--nats-embedded) on a
+	// free port, next to its MQTT broker; Cloud.NATS is its URL.
+	NATS bool
+	// ExternalNATS and ExternalMQTT point the cloud at brokers it does not
+	// run (--nats, --mqtt), which several clouds can share; with either,
+	// the embedded MQTT broker is off.
+	ExternalNATS string
+	ExternalMQTT string
+	Args         []string // more flags for `cloud serve`
 }
 
 // Cloud is a running `cloud serve` with its embedded broker.
@@ -27,7 +35,8 @@ type Cloud struct {
 	o          CloudOptions
 	Proc       *Proc
 	API        string // http://127.0.0.1:port
-	MQTT       string // the embedded broker, 127.0.0.1:port
+	MQTT       string // the embedded broker, 127.0.0.1:port ("" with an external one)
+	NATS       string // the embedded NATS server, nats://127.0.0.1:port, when asked for
 	AdminToken string
 }
 
@@ -51,8 +60,29 @@ func StartCloud(ctx context.Context, o CloudOptions) (*Cloud, error) {
 			return nil, err
 		}
 		c = &Cloud{o: o, API: "http://" + api, MQTT: mqtt}
-		args := append([]string{"serve", "--migrate", "--data-dir", o.Dir,
-			"--http", api, "--mqtt-listen", mqtt, "--gap-wait", "500ms", "--drain-timeout", "3s"}, o.Args...)
+		args := []string{"serve", "--migrate", "--data-dir", o.Dir, "--http", api, "--gap-wait", "500ms", "--drain-timeout", "3s"}
+		switch {
+		case o.ExternalMQTT != "" || o.ExternalNATS != "":
+			c.MQTT = ""
+			args = append(args, "--mqtt-listen=")
+			if o.ExternalMQTT != "" {
+				args = append(args, "--mqtt", o.ExternalMQTT)
+			}
+			if o.ExternalNATS != "" {
+				args = append(args, "--nats", o.ExternalNATS)
+			}
+		default:
+			args = append(args, "--mqtt-listen", mqtt)
+		}
+		if o.NATS {
+			na, err := FreeAddr()
+			if err != nil {
+				return nil, err
+			}
+			c.NATS = "nats://" + na
+			args = append(args, "--nats-embedded", "--nats-listen", na, "--nats-store", filepath.Join(o.Dir, "nats"))
+		}
+		args = append(args, o.Args...)
 		c.Proc = &Proc{Name: "cloud", Path: o.Binary, Args: args, Env: env, Log: filepath.Join(o.LogDir, "cloud.log")}
 		err = c.Start(ctx)
 		if err == nil {

@@ -1,0 +1,312 @@
+package load
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// Report is what a load run measured and found.
+type Report struct {
+	Config  ReportConfig `json:"config"`
+	Started time.Time    `json:"started"`
+	OK      bool         `json:"ok"`
+	// Problems say what failed: the check, edges not drained, quarantine,
+	// protocol violations by the cloud.
+	Problems []string `json:"problems,omitempty"`
+
+	ConnectSpan float64 `json:"connect_span_s"` // from the first edge's first connect to the last's
+	Busy        float64 `json:"busy_s"`         // from the first connect to the last edge drained
+	Records     int64   `json:"records"`        // receipted
+	// CommitsPerSec is records receipted per second over Busy; Sustained
+	// is records receipted per second during the traffic window (connect
+	// spread plus duration), when the run had live traffic.
+	CommitsPerSec float64 `json:"commits_per_s"`
+	Sustained     float64 `json:"sustained_per_s,omitempty"`
+
+	Segments     int64          `json:"segments"` // published, every copy
+	Resent       int64          `json:"resent"`   // segments that carried records published before
+	Nacks        map[string]int `json:"nacks"`
+	StaleNacks   int            `json:"stale_nacks"` // about segments no longer in flight; ignored
+	Timeouts     int64          `json:"timeouts"`    // windows resent after no receipt
+	Reconnects   int            `json:"reconnects"`  // sessions after an edge's first
+	DialFailures int64          `json:"dial_failures"`
+	Quarantined  int            `json:"quarantined"`
+	ResendShare  float64        `json:"resend_share"` // (resent + nacks) / distinct segments
+	Latency      Percentiles    `json:"latency_ms"`   // every receipt's latency
+	EdgeP99      Spread         `json:"edge_p99_ms"`  // each edge's p99 receipt latency
+	Drain        Spread         `json:"drain_s"`      // each edge's time from first connect to drained
+	Edges        []EdgeFigures  `json:"edges,omitempty"`
+	CloudPeakRSS uint64         `json:"cloud_peak_rss_bytes,omitempty"`
+	Ceiling      *Ceiling       `json:"ceiling,omitempty"`
+	Ratio        *Ratios        `json:"ratio_to_copy,omitempty"`
+	Check        *CheckResult   `json:"check,omitempty"`
+	nackCodes    map[protocol.NackCode]int
+}
+
+// ReportConfig is the run's shape, as reported.
+type ReportConfig struct {
+	Transport      string  `json:"transport"`
+	Edges          int     `json:"edges"`
+	Backlog        int     `json:"backlog"`
+	Rate           float64 `json:"rate"`
+	Saturate       bool    `json:"saturate"`
+	Duration       float64 `json:"duration_s"`
+	ConnectWithin  float64 `json:"connect_within_s"`
+	SegmentRecords int     `json:"segment_records"`
+	SegmentBytes   int     `json:"segment_bytes"`
+	Window         int     `json:"window"`
+	Workers        int     `json:"workers"`
+}
+
+func reportConfig(c *Config) ReportConfig {
+	return ReportConfig{Transport: c.Transport, Edges: c.Edges, Backlog: c.Backlog, Rate: c.Rate, Saturate: c.Saturate,
+		Duration: c.Duration.Seconds(), ConnectWithin: c.ConnectWithin.Seconds(), SegmentRecords: c.SegmentRecords,
+		SegmentBytes: c.SegmentBytes, Window: c.Window, Workers: c.Workers}
+}
+
+// Ratios are the run's rates over the COPY ceiling measured in it.
+type Ratios struct {
+	// Commits is CommitsPerSec over one COPY stream's rows/s, and
+	// CommitsSameWorkers over Workers concurrent COPY streams'.
+	Commits            float64 `json:"commits"`
+	CommitsSameWorkers float64 `json:"commits_same_workers"`
+	Sustained          float64 `json:"sustained,omitempty"`
+}
+
+// Percentiles of a latency distribution, in milliseconds.
+type Percentiles struct {
+	N   int     `json:"n"`
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+// Spread is how one per-edge figure varies across edges: the median
+// edge's, the worst edge's, and worst over median.
+type Spread struct {
+	Median float64 `json:"median"`
+	P99    float64 `json:"p99"`
+	Max    float64 `json:"max"`
+	Ratio  float64 `json:"max_over_median"`
+	Worst  string  `json:"worst,omitempty"` // the edge with Max
+}
+
+// EdgeFigures are one edge's figures (in the JSON report).
+type EdgeFigures struct {
+	Edge     string      `json:"edge"`
+	Records  uint64      `json:"records"`
+	Latency  Percentiles `json:"latency_ms"`
+	Drain    float64     `json:"drain_s"`
+	Segments int         `json:"segments"`
+	Resent   int         `json:"resent"`
+	Nacks    int         `json:"nacks"`
+	Sessions int         `json:"sessions"`
+	Errors   []string    `json:"errors,omitempty"`
+}
+
+func percentiles(v []float32) Percentiles {
+	if len(v) == 0 {
+		return Percentiles{}
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	at := func(q float64) float64 { return float64(s[min(len(s)-1, int(q*float64(len(s))))]) }
+	return Percentiles{N: len(s), P50: at(0.5), P90: at(0.9), P99: at(0.99), Max: float64(s[len(s)-1])}
+}
+
+func spread(vals []float64, names []string) Spread {
+	if len(vals) == 0 {
+		return Spread{}
+	}
+	idx := make([]int, len(vals))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return vals[idx[a]] < vals[idx[b]] })
+	med := vals[idx[len(idx)/2]]
+	worst := idx[len(idx)-1]
+	sp := Spread{Median: med, P99: vals[idx[min(len(idx)-1, int(0.99*float64(len(idx))))]], Max: vals[worst], Worst: names[worst]}
+	if med > 0 {
+		sp.Ratio = sp.Max / med
+	}
+	return sp
+}
+
+// report fills rep from the edges' figures.
+func (r *run) report(rep *Report, start, trafficEnd, end time.Time, atTrafficEnd int64) {
+	var all []float32
+	var p99s, drains []float64
+	var names, drainNames []string
+	first, lastConnect, lastDrain := time.Time{}, time.Time{}, time.Time{}
+	rep.nackCodes = map[protocol.NackCode]int{}
+	for _, e := range r.edges {
+		st := &e.st
+		all = append(all, st.latencies...)
+		p := percentiles(st.latencies)
+		if p.N > 0 {
+			p99s = append(p99s, p.P99)
+			names = append(names, e.id)
+		}
+		f := EdgeFigures{Edge: e.id, Records: e.base, Latency: p, Segments: st.segments, Resent: st.resent,
+			Sessions: st.sessions, Errors: st.errors}
+		for c, n := range st.nacks {
+			rep.nackCodes[c] += n
+			f.Nacks += n
+		}
+		rep.StaleNacks += st.staleNacks
+		rep.Reconnects += max(st.sessions-1, 0)
+		if !st.firstConnect.IsZero() {
+			if first.IsZero() || st.firstConnect.Before(first) {
+				first = st.firstConnect
+			}
+			lastConnect = maxTime(lastConnect, st.firstConnect)
+		}
+		if !st.drained.IsZero() {
+			f.Drain = st.drained.Sub(st.firstConnect).Seconds()
+			drains = append(drains, f.Drain)
+			drainNames = append(drainNames, e.id)
+			lastDrain = maxTime(lastDrain, st.drained)
+		}
+		for _, msg := range st.errors {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("edge %s: %s", e.id, msg))
+		}
+		rep.Edges = append(rep.Edges, f)
+	}
+	if len(rep.Problems) > 20 {
+		n := len(rep.Problems)
+		rep.Problems = append(rep.Problems[:20], fmt.Sprintf("… and %d more protocol violations", n-20))
+	}
+	rep.Nacks = map[string]int{}
+	for c, n := range rep.nackCodes {
+		rep.Nacks[c.String()] = n
+	}
+	if first.IsZero() {
+		first = start
+	}
+	if lastDrain.IsZero() {
+		lastDrain = end
+	}
+	rep.ConnectSpan = lastConnect.Sub(first).Seconds()
+	rep.Busy = lastDrain.Sub(first).Seconds()
+	rep.Records = r.c.committed.Load()
+	if rep.Busy > 0 {
+		rep.CommitsPerSec = float64(rep.Records) / rep.Busy
+	}
+	if atTrafficEnd >= 0 && (r.cfg.Rate > 0 || r.cfg.Saturate) {
+		if w := trafficEnd.Sub(first).Seconds(); w > 0 {
+			rep.Sustained = float64(atTrafficEnd) / w
+		}
+	}
+	rep.Segments = r.c.segments.Load()
+	rep.Resent = r.c.resent.Load()
+	rep.Timeouts = r.c.timeouts.Load()
+	rep.DialFailures = r.c.dialFailures.Load()
+	nacks := 0
+	for _, n := range rep.Nacks {
+		nacks += n
+	}
+	if distinct := rep.Segments - rep.Resent; distinct > 0 {
+		rep.ResendShare = float64(rep.Resent+int64(nacks)) / float64(distinct)
+	}
+	rep.Latency = percentiles(all)
+	rep.EdgeP99 = spread(p99s, names)
+	rep.Drain = spread(drains, drainNames)
+	if c := rep.Ceiling; c != nil && c.OneStream > 0 {
+		rep.Ratio = &Ratios{Commits: rep.CommitsPerSec / c.OneStream}
+		if c.SameWorkers > 0 {
+			rep.Ratio.CommitsSameWorkers = rep.CommitsPerSec / c.SameWorkers
+		}
+		if rep.Sustained > 0 {
+			rep.Ratio.Sustained = rep.Sustained / c.OneStream
+		}
+	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// Save writes the report as JSON.
+func (rep *Report) Save(path string) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// Print writes the report's figures for a person.
+func (rep *Report) Print(w io.Writer) {
+	c := rep.Config
+	fmt.Fprintf(w, "load report: %d edges over %s", c.Edges, c.Transport)
+	if c.Backlog > 0 {
+		fmt.Fprintf(w, ", backlog %d each, connecting within %.0fs", c.Backlog, c.ConnectWithin)
+	}
+	if c.Rate > 0 {
+		fmt.Fprintf(w, ", %.3g events/s each for %.0fs", c.Rate, c.Duration)
+	}
+	if c.Saturate {
+		fmt.Fprintf(w, ", saturating for %.0fs", c.Duration)
+	}
+	fmt.Fprintf(w, " (window %d, segments ≤ %d records, cloud workers %d)\n", c.Window, c.SegmentRecords, c.Workers)
+	fmt.Fprintf(w, "  records receipted  %d in %.1fs: %.0f/s", rep.Records, rep.Busy, rep.CommitsPerSec)
+	if rep.Sustained > 0 {
+		fmt.Fprintf(w, "; sustained during the traffic %.0f/s", rep.Sustained)
+	}
+	fmt.Fprintln(w)
+	if ce := rep.Ceiling; ce != nil {
+		fmt.Fprintf(w, "  COPY ceiling       %.0f rows/s (1 stream), %.0f rows/s (%d streams), %d rows\n", ce.OneStream, ce.SameWorkers, ce.Workers, ce.Rows)
+	}
+	if ra := rep.Ratio; ra != nil {
+		fmt.Fprintf(w, "  ratio to COPY      %.2f (1 stream), %.2f (same workers)", ra.Commits, ra.CommitsSameWorkers)
+		if ra.Sustained > 0 {
+			fmt.Fprintf(w, "; sustained %.2f", ra.Sustained)
+		}
+		fmt.Fprintln(w)
+	}
+	l := rep.Latency
+	fmt.Fprintf(w, "  receipt latency    p50 %.0fms p90 %.0fms p99 %.0fms max %.0fms (%d receipts)\n", l.P50, l.P90, l.P99, l.Max, l.N)
+	fmt.Fprintf(w, "  per-edge p99       median edge %.0fms, worst %.0fms (%s): %.2f × median\n", rep.EdgeP99.Median, rep.EdgeP99.Max, rep.EdgeP99.Worst, rep.EdgeP99.Ratio)
+	fmt.Fprintf(w, "  drain per edge     median %.1fs, worst %.1fs (%s): %.2f × median; connects spread over %.1fs\n", rep.Drain.Median, rep.Drain.Max, rep.Drain.Worst, rep.Drain.Ratio, rep.ConnectSpan)
+	var nk []string
+	for k, v := range rep.Nacks {
+		nk = append(nk, fmt.Sprintf("%s %d", k, v))
+	}
+	sort.Strings(nk)
+	fmt.Fprintf(w, "  segments           %d published, %d resent, nacks [%s] (%d stale), %d timeouts: resends and nacks %.2f%% of segments\n",
+		rep.Segments, rep.Resent, strings.Join(nk, ", "), rep.StaleNacks, rep.Timeouts, 100*rep.ResendShare)
+	fmt.Fprintf(w, "  sessions           %d reconnects, %d failed connects; quarantined %d\n", rep.Reconnects, rep.DialFailures, rep.Quarantined)
+	if rep.CloudPeakRSS > 0 {
+		fmt.Fprintf(w, "  cloud peak RSS     %.1f MiB\n", float64(rep.CloudPeakRSS)/(1<<20))
+	}
+	if ch := rep.Check; ch != nil {
+		fmt.Fprintf(w, "  check              %d streams, %d records read back: %s\n", ch.Streams, ch.Records, okText(ch.OK))
+	}
+	if rep.OK {
+		fmt.Fprintln(w, "  verdict            PASS")
+		return
+	}
+	fmt.Fprintln(w, "  verdict            FAIL")
+	for _, p := range rep.Problems {
+		fmt.Fprintf(w, "    - %s\n", p)
+	}
+}
+
+func okText(ok bool) string {
+	if ok {
+		return "gapless, complete, no doubles, chains end in the edges' heads"
+	}
+	return "FAILED"
+}

@@ -1,0 +1,190 @@
+package load
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// conn is one broker session of an edge. Replies (receipts and nacks, and
+// the hello's answer) go to the onReply the dialer was given.
+type conn interface {
+	// Hello sends a hello; its answer comes as a reply.
+	Hello(ctx context.Context, hello []byte) error
+	// Publish sends a segment without waiting for the broker's ack.
+	Publish(seg []byte, msgID string) error
+	// Lost is closed when the session ends.
+	Lost() <-chan struct{}
+	Close()
+}
+
+// dialer opens a session for e.
+type dialer func(ctx context.Context, e *edge, onReply func([]byte)) (conn, error)
+
+// session end, closed once.
+type ended struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func newEnded() *ended { return &ended{ch: make(chan struct{})} }
+func (e *ended) end()  { e.once.Do(func() { close(e.ch) }) }
+
+const connectTimeout = 20 * time.Second
+
+// mqttDialer connects over MQTT 3.1.1 to broker (host:port or a URL), as
+// edge/uplink/mqtt does: a clean session, client id outpost-edge-{edge},
+// QoS 1 on .../seg and .../hello, replies on .../rcpt.
+func mqttDialer(broker string) dialer {
+	if !strings.Contains(broker, "://") {
+		broker = "tcp://" + broker
+	}
+	return func(ctx context.Context, e *edge, onReply func([]byte)) (conn, error) {
+		end := newEnded()
+		opts := paho.NewClientOptions().AddBroker(broker).
+			SetClientID("outpost-edge-" + e.id).
+			SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
+			SetConnectTimeout(connectTimeout).SetKeepAlive(30 * time.Second).
+			SetOrderMatters(true).
+			SetCredentialsProvider(func() (string, string) { return e.id, e.token(protocol.BrokerMQTT) }).
+			SetConnectionLostHandler(func(paho.Client, error) { end.end() })
+		c := paho.NewClient(opts)
+		if err := waitToken(ctx, c.Connect()); err != nil {
+			go c.Disconnect(0)
+			return nil, fmt.Errorf("connect to %s: %w", broker, err)
+		}
+		rcpt, _ := protocol.EdgeTopic(e.id, protocol.KindReceipt)
+		if err := waitToken(ctx, c.Subscribe(rcpt, 1, func(_ paho.Client, m paho.Message) { onReply(m.Payload()) })); err != nil {
+			c.Disconnect(0)
+			return nil, fmt.Errorf("subscribe %s: %w", rcpt, err)
+		}
+		seg, _ := protocol.EdgeTopic(e.id, protocol.KindSegment)
+		hello, _ := protocol.EdgeTopic(e.id, protocol.KindHello)
+		return &mqttConn{c: c, end: end, seg: seg, hello: hello}, nil
+	}
+}
+
+func waitToken(ctx context.Context, tok paho.Token) error {
+	t := time.NewTimer(connectTimeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return fmt.Errorf("no answer from the broker within %s", connectTimeout)
+	}
+}
+
+type mqttConn struct {
+	c          paho.Client
+	end        *ended
+	seg, hello string
+}
+
+func (m *mqttConn) Hello(ctx context.Context, b []byte) error {
+	if err := waitToken(ctx, m.c.Publish(m.hello, 1, false, b)); err != nil {
+		m.end.end()
+		return err
+	}
+	return nil
+}
+
+// Publish does not wait for the PUBACK: a lost one shows as a missing
+// receipt, which the edge's ack timeout resends.
+func (m *mqttConn) Publish(b []byte, _ string) error {
+	if !m.c.IsConnectionOpen() {
+		m.end.end()
+		return errors.New("not connected")
+	}
+	m.c.Publish(m.seg, 1, false, b)
+	return nil
+}
+
+func (m *mqttConn) Lost() <-chan struct{} { return m.end.ch }
+func (m *mqttConn) Close()                { m.c.Disconnect(100); m.end.end() }
+
+// natsDialer connects over NATS as edge/uplink/nats does: reply inboxes
+// under _INBOX.edge.{edge}, no reconnects, segments through JetStream with
+// a Nats-Msg-Id that ends in a secret of the session, hellos as requests,
+// receipts on .../rcpt.
+func natsDialer(url string) dialer {
+	return func(ctx context.Context, e *edge, onReply func([]byte)) (conn, error) {
+		end := newEnded()
+		secret := make([]byte, 16)
+		_, _ = rand.Read(secret)
+		nc, err := natsgo.Connect(url,
+			natsgo.Name("outpost-edge-"+e.id),
+			natsgo.CustomInboxPrefix(protocol.NATSInboxPrefix(e.id)),
+			natsgo.NoReconnect(), natsgo.Timeout(connectTimeout),
+			natsgo.UserInfoHandler(func() (string, string) { return e.id, e.token(protocol.BrokerNATS) }),
+			natsgo.DisconnectErrHandler(func(*natsgo.Conn, error) { end.end() }),
+			natsgo.ClosedHandler(func(*natsgo.Conn) { end.end() }),
+			natsgo.ErrorHandler(func(*natsgo.Conn, *natsgo.Subscription, error) {}))
+		if err != nil {
+			return nil, fmt.Errorf("connect to %s: %w", url, err)
+		}
+		rcpt, _ := protocol.EdgeSubject(e.id, protocol.KindReceipt)
+		if _, err := nc.Subscribe(rcpt, func(m *natsgo.Msg) { onReply(m.Data) }); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("subscribe %s: %w", rcpt, err)
+		}
+		if err := nc.FlushTimeout(connectTimeout); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("subscribe %s: %w", rcpt, err)
+		}
+		js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(30*time.Second),
+			jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *natsgo.Msg, error) { end.end() }))
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("jetstream: %w", err)
+		}
+		seg, _ := protocol.EdgeSubject(e.id, protocol.KindSegment)
+		hello, _ := protocol.EdgeSubject(e.id, protocol.KindHello)
+		return &natsConn{nc: nc, js: js, end: end, seg: seg, hello: hello, secret: hex.EncodeToString(secret), onReply: onReply}, nil
+	}
+}
+
+type natsConn struct {
+	nc         *natsgo.Conn
+	js         jetstream.JetStream
+	end        *ended
+	seg, hello string
+	secret     string
+	onReply    func([]byte)
+}
+
+func (n *natsConn) Hello(ctx context.Context, b []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	m, err := n.nc.RequestWithContext(ctx, n.hello, b)
+	if err != nil {
+		n.end.end()
+		return fmt.Errorf("hello on %s: %w", n.hello, err)
+	}
+	n.onReply(m.Data)
+	return nil
+}
+
+func (n *natsConn) Publish(b []byte, msgID string) error {
+	if _, err := n.js.PublishAsync(n.seg, b, jetstream.WithMsgID(msgID+":"+n.secret)); err != nil {
+		n.end.end()
+		return err
+	}
+	return nil
+}
+
+func (n *natsConn) Lost() <-chan struct{} { return n.end.ch }
+func (n *natsConn) Close()                { n.nc.Close(); n.end.end() }
