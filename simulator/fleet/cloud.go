@@ -27,7 +27,13 @@ type CloudOptions struct {
 	// the embedded MQTT broker is off.
 	ExternalNATS string
 	ExternalMQTT string
-	Args         []string // more flags for `cloud serve`
+	// KeyFrom, when set, is another cloud's key file (KeyPath), copied
+	// into Dir before the first start: replicas of one cloud sign
+	// receipts with one key, which the edges pinned.
+	KeyFrom string
+	// LogName is the log file's name in LogDir (default cloud.log).
+	LogName string
+	Args    []string // more flags for `cloud serve`
 }
 
 // Cloud is a running `cloud serve` with its embedded broker.
@@ -45,6 +51,18 @@ type Cloud struct {
 func StartCloud(ctx context.Context, o CloudOptions) (*Cloud, error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
+	}
+	if o.KeyFrom != "" {
+		b, err := os.ReadFile(o.KeyFrom)
+		if err != nil {
+			return nil, fmt.Errorf("the cloud key to share: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(o.Dir, "cloud.key"), b, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	if o.LogName == "" {
+		o.LogName = "cloud.log"
 	}
 	// The database URL goes in the environment, not on the command line,
 	// where ps would show a password in it.
@@ -83,7 +101,7 @@ func StartCloud(ctx context.Context, o CloudOptions) (*Cloud, error) {
 			args = append(args, "--nats-embedded", "--nats-listen", na, "--nats-store", filepath.Join(o.Dir, "nats"))
 		}
 		args = append(args, o.Args...)
-		c.Proc = &Proc{Name: "cloud", Path: o.Binary, Args: args, Env: env, Log: filepath.Join(o.LogDir, "cloud.log")}
+		c.Proc = &Proc{Name: "cloud", Path: o.Binary, Args: args, Env: env, Log: filepath.Join(o.LogDir, o.LogName)}
 		err = c.Start(ctx)
 		if err == nil {
 			break
@@ -120,6 +138,9 @@ func (c *Cloud) WaitReady(ctx context.Context, timeout time.Duration) error {
 	}
 	return err
 }
+
+// KeyPath is the cloud's signing key file (in its --data-dir).
+func (c *Cloud) KeyPath() string { return filepath.Join(c.o.Dir, "cloud.key") }
 
 // Kill kills the cloud with SIGKILL.
 func (c *Cloud) Kill() { c.Proc.Kill() }
