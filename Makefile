@@ -88,17 +88,19 @@ soak-crash:
 FLEET_EDGES    ?= 1000
 FLEET_BACKLOG  ?= 10000
 FLEET_DURATION ?= 60s
-FLEET_DIR      ?= bench-fleet
+FLEET_DIR      ?= bin/bench-fleet
 FLEETFLAGS     ?=
 .PHONY: bench-fleet
 bench-fleet: build
 	@mkdir -p $(FLEET_DIR)
-	@set -e; for s in storm:mqtt:embedded storm:nats:embedded storm:mqtt:mosquitto storm:nats:nats-cluster \
+	@fail=0; for s in storm:mqtt:embedded storm:nats:embedded storm:mqtt:mosquitto storm:nats:nats-cluster \
 		steady:mqtt:embedded steady:nats:embedded saturate:mqtt:embedded saturate:nats:embedded; do \
 		sc=$${s%%:*}; rest=$${s#*:}; tr=$${rest%%:*}; br=$${rest#*:}; \
 		if [ $$br = mosquitto ] && ! command -v mosquitto >/dev/null; then echo "== $$s: skipped, no mosquitto on PATH"; continue; fi; \
 		echo "== $$sc over $$tr ($$br broker)"; \
 		args="--scenario $$sc --transport $$tr --broker $$br --edges $(FLEET_EDGES) --report $(FLEET_DIR)/$$sc-$$tr-$$br.json"; \
 		case $$sc in storm) args="$$args --backlog $(FLEET_BACKLOG)";; steady|saturate) args="$$args --duration $(FLEET_DURATION)";; esac; \
-		bin/sim load $$args $(FLEETFLAGS) | sed -n '/^load report/,$$p'; \
-	done
+		log=$(FLEET_DIR)/$$sc-$$tr-$$br.log; \
+		bin/sim load $$args $(FLEETFLAGS) >$$log 2>&1 || { fail=1; tail -n 20 $$log; }; \
+		sed -n '/^load: COPY ceiling/p; /^load report/,/verdict/p' $$log; \
+	done; exit $$fail
