@@ -96,7 +96,7 @@ func (m *LoadMain) ParseFlags(args []string) error {
 	flagenv.IntVar(fs, &o.SegmentRecords, "segment-records", 1000, flagenv.Range{Min: 1, Max: 10000}, "records per segment at most")
 	flagenv.BytesVar(fs, &o.SegmentBytes, "segment-bytes", 256<<10, flagenv.Range{Min: 4 << 10, Max: 1 << 20}, "bytes per segment at most, such as 256KiB (the edge's --segment-bytes)")
 	flagenv.IntVar(fs, &o.Window, "window", 8, flagenv.Range{Min: 1, Max: 1024}, "segments in flight per edge (the edge's --window)")
-	fs.DurationVar(&o.AckTimeout, "ack-timeout", 15*time.Second, "an edge resends its window when no receipt comes for this long")
+	fs.DurationVar(&o.AckTimeout, "ack-timeout", 30*time.Second, "when no receipt moves an edge's watermark for this long it says hello and resumes from the answer (the edge's uplink default)")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 5*time.Minute, "how long to wait, after the traffic, for every edge to be receipted up to its head")
 	flagenv.IntVar(fs, &o.Workers, "cloud-workers", 2, flagenv.Range{Min: 1, Max: 256}, "the started cloud's --workers (and the COPY streams of the ceiling)")
 	flagenv.IntVar(fs, &o.Clouds, "clouds", 1, flagenv.Range{Min: 1, Max: 16}, "cloud processes the run starts on one database, sharing one broker (over MQTT that needs --broker mosquitto; over NATS the run starts a nats-server they share)")
@@ -240,7 +240,7 @@ func (m *LoadMain) Run(ctx context.Context) error {
 			return err
 		}
 		c := m.clouds[0]
-		cfg.CloudRSS = c.Proc.PeakRSS
+		cfg.CloudRSS, cfg.CloudCPU = c.Proc.PeakRSS, c.Proc.CPU
 	}
 	if o.Ceiling {
 		if dbURL == "" {

@@ -172,3 +172,27 @@ func (p *Proc) PeakRSS() uint64 {
 	}
 	return 0
 }
+
+// CPU returns the CPU time (user and system) the running program has used
+// (from /proc/{pid}/stat), or 0 when it is not running or the system does
+// not say.
+func (p *Proc) CPU() time.Duration {
+	pid := p.Pid()
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	var ut, st uint64
+	_, _ = fmt.Sscan(f[11], &ut)
+	_, _ = fmt.Sscan(f[12], &st)
+	// Clock ticks of 1/100 s (USER_HZ on Linux).
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}

@@ -45,8 +45,11 @@ type Config struct {
 	// SegmentBytes bytes (default 256 KiB, the edge's --segment-bytes).
 	SegmentRecords int
 	SegmentBytes   int
-	Window         int           // segments in flight per edge, default 8 (the edge's --window)
-	AckTimeout     time.Duration // resend the window when no receipt comes for this long, default 15s
+	Window         int // segments in flight per edge, default 8 (the edge's --window)
+	// AckTimeout: when no receipt moves the watermark for this long with
+	// segments in flight, the edge says hello and resumes from the answer,
+	// as the edge's uplink does (default 30s, its default).
+	AckTimeout time.Duration
 	// DrainTimeout bounds the wait for every edge to be receipted up to its
 	// head, after the traffic (default 5m).
 	DrainTimeout time.Duration
@@ -61,6 +64,9 @@ type Config struct {
 	// CloudRSS, when not nil, returns the cloud process's peak resident
 	// memory so far in bytes (0 when not known).
 	CloudRSS func() uint64
+	// CloudCPU, when not nil, returns the CPU time the cloud process has
+	// used so far (user and system).
+	CloudCPU func() time.Duration
 	// Check reads every stream back from the API at the end (default on;
 	// NoCheck turns it off, for a measurement of an earlier checked size).
 	NoCheck bool
@@ -141,7 +147,7 @@ func (c *Config) defaults() error {
 		c.Window = 8
 	}
 	if c.AckTimeout <= 0 {
-		c.AckTimeout = 15 * time.Second
+		c.AckTimeout = 30 * time.Second
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 5 * time.Minute

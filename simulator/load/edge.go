@@ -61,6 +61,7 @@ type flight struct{ first, last uint64 }
 
 // edgeStats are one edge's figures.
 type edgeStats struct {
+	scheduled    time.Time // when it was to connect first
 	firstConnect time.Time
 	drained      time.Time
 	latencies    []float32 // receipt latency samples, ms
@@ -292,6 +293,7 @@ func (e *edge) run(ctx context.Context, start time.Time, dial dialer) {
 		}
 	}
 	cfg := &e.r.cfg
+	e.st.scheduled = start
 	now := time.Now()
 	if cfg.Rate > 0 {
 		e.liveEnd = now.Add(cfg.Duration)
@@ -339,19 +341,25 @@ func (e *edge) run(ctx context.Context, start time.Time, dial dialer) {
 	e.r.c.drained.Add(1)
 }
 
-// session runs one broker session until it is lost, the edge is done, or
-// ctx ends.
-func (e *edge) session(ctx context.Context, c conn, replies chan []byte) {
-	cfg := &e.r.cfg
-	e.rewind(time.Now())
-	e.awaitHello = true
+// hello is the edge's hello: its head, with the signed checkpoint of it
+// while it holds that record.
+func (e *edge) hello() []byte {
 	h := protocol.Hello{Edge: e.stream.Edge, Epoch: e.stream.Epoch, Seq: e.head, SentAt: time.Now().UnixMilli(), Agent: "outpost-sim-load"}
 	if e.head > e.base {
 		j := e.idx(e.head)
 		h.Checkpoint = e.signer.SignCheckpoint(protocol.Checkpoint{Edge: e.stream.Edge, Epoch: e.stream.Epoch,
 			Seq: e.head, Head: e.links[j], EdgeTime: e.times[j]})
 	}
-	if err := c.Hello(ctx, protocol.EncodeHello(h)); err != nil {
+	return protocol.EncodeHello(h)
+}
+
+// session runs one broker session until it is lost, the edge is done, or
+// ctx ends.
+func (e *edge) session(ctx context.Context, c conn, replies chan []byte) {
+	cfg := &e.r.cfg
+	e.rewind(time.Now())
+	e.awaitHello = true
+	if err := c.Hello(ctx, e.hello()); err != nil {
 		return
 	}
 	helloAt := time.Now()
@@ -401,10 +409,17 @@ func (e *edge) session(ctx context.Context, c conn, replies chan []byte) {
 				e.st.timeouts++
 				e.r.c.timeouts.Add(1)
 				return // no answer to the hello: connect again
-			case len(e.inflight) > 0 && now.Sub(e.lastProgress) > cfg.AckTimeout:
+			case !e.awaitHello && len(e.inflight) > 0 && now.Sub(e.lastProgress) > cfg.AckTimeout:
+				// As the edge's uplink does: ask the cloud where it is
+				// with a hello, and resume from its answer.
 				e.st.timeouts++
 				e.r.c.timeouts.Add(1)
 				e.rewind(now)
+				e.awaitHello = true
+				if err := c.Hello(ctx, e.hello()); err != nil {
+					return
+				}
+				helloAt = time.Now()
 			}
 		}
 	}

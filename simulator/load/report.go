@@ -44,10 +44,16 @@ type Report struct {
 	EdgeP99      Spread         `json:"edge_p99_ms"`  // each edge's p99 receipt latency
 	Drain        Spread         `json:"drain_s"`      // each edge's time from first connect to drained
 	Edges        []EdgeFigures  `json:"edges,omitempty"`
+	Connect      Spread         `json:"connect_s"` // each edge's time from its scheduled first connect to its first session
 	CloudPeakRSS uint64         `json:"cloud_peak_rss_bytes,omitempty"`
-	Ceiling      *Ceiling       `json:"ceiling,omitempty"`
-	Ratio        *Ratios        `json:"ratio_to_copy,omitempty"`
-	Check        *CheckResult   `json:"check,omitempty"`
+	// CPU seconds used during the load by the cloud process (when known)
+	// and by this load generator, and the cloud's per 1,000 records.
+	CloudCPU     float64      `json:"cloud_cpu_s,omitempty"`
+	LoadCPU      float64      `json:"load_cpu_s"`
+	CloudCPUPerK float64      `json:"cloud_cpu_ms_per_1000_records,omitempty"`
+	Ceiling      *Ceiling     `json:"ceiling,omitempty"`
+	Ratio        *Ratios      `json:"ratio_to_copy,omitempty"`
+	Check        *CheckResult `json:"check,omitempty"`
 	nackCodes    map[protocol.NackCode]int
 }
 
@@ -145,7 +151,8 @@ func spread(vals []float64, names []string) Spread {
 func (r *run) report(rep *Report, start, trafficEnd, end time.Time, atTrafficEnd int64) {
 	var all []float32
 	var p99s, drains []float64
-	var names, drainNames []string
+	var names, drainNames, connNames []string
+	var conns []float64
 	first, lastConnect, lastDrain := time.Time{}, time.Time{}, time.Time{}
 	rep.nackCodes = map[protocol.NackCode]int{}
 	for _, e := range r.edges {
@@ -169,6 +176,8 @@ func (r *run) report(rep *Report, start, trafficEnd, end time.Time, atTrafficEnd
 				first = st.firstConnect
 			}
 			lastConnect = maxTime(lastConnect, st.firstConnect)
+			conns = append(conns, st.firstConnect.Sub(st.scheduled).Seconds())
+			connNames = append(connNames, e.id)
 		}
 		if !st.drained.IsZero() {
 			f.Drain = st.drained.Sub(st.firstConnect).Seconds()
@@ -220,6 +229,10 @@ func (r *run) report(rep *Report, start, trafficEnd, end time.Time, atTrafficEnd
 	rep.Latency = percentiles(all)
 	rep.EdgeP99 = spread(p99s, names)
 	rep.Drain = spread(drains, drainNames)
+	rep.Connect = spread(conns, connNames)
+	if rep.Records > 0 && rep.CloudCPU > 0 {
+		rep.CloudCPUPerK = rep.CloudCPU * 1000 / float64(rep.Records) * 1000
+	}
 	if c := rep.Ceiling; c != nil && c.OneStream > 0 {
 		rep.Ratio = &Ratios{Commits: rep.CommitsPerSec / c.OneStream}
 		if c.SameWorkers > 0 {
@@ -287,7 +300,12 @@ func (rep *Report) Print(w io.Writer) {
 	sort.Strings(nk)
 	fmt.Fprintf(w, "  segments           %d published, %d resent, nacks [%s] (%d stale), %d timeouts: resends and nacks %.2f%% of segments\n",
 		rep.Segments, rep.Resent, strings.Join(nk, ", "), rep.StaleNacks, rep.Timeouts, 100*rep.ResendShare)
-	fmt.Fprintf(w, "  sessions           %d reconnects, %d failed connects; quarantined %d\n", rep.Reconnects, rep.DialFailures, rep.Quarantined)
+	fmt.Fprintf(w, "  connects           each edge's first session after its turn: median %.2fs, worst %.2fs; %d reconnects, %d failed connects\n",
+		rep.Connect.Median, rep.Connect.Max, rep.Reconnects, rep.DialFailures)
+	fmt.Fprintf(w, "  quarantined        %d\n", rep.Quarantined)
+	if rep.CloudCPU > 0 {
+		fmt.Fprintf(w, "  CPU                cloud %.1fs (%.0f ms per 1,000 records), load generator %.1fs\n", rep.CloudCPU, rep.CloudCPUPerK, rep.LoadCPU)
+	}
 	if rep.CloudPeakRSS > 0 {
 		fmt.Fprintf(w, "  cloud peak RSS     %.1f MiB\n", float64(rep.CloudPeakRSS)/(1<<20))
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -82,6 +83,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	runCtx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	r.printf("load: %s; %d edges over %s, connecting within %s", describe(&cfg), cfg.Edges, cfg.Transport, cfg.ConnectWithin)
+	cpu0, self0 := r.cloudCPU(), selfCPU()
 	start := time.Now()
 	trafficEnd := start.Add(cfg.ConnectWithin + cfg.Duration)
 	var wg sync.WaitGroup
@@ -106,6 +108,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
+	rep.CloudCPU = (r.cloudCPU() - cpu0).Seconds()
+	rep.LoadCPU = (selfCPU() - self0).Seconds()
 	r.report(rep, start, trafficEnd, end, atTrafficEnd.Load())
 	if runCtx.Err() != nil {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("%d of %d edges not drained within %s (connect spread + duration + drain timeout)",
@@ -129,6 +133,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep.OK = len(rep.Problems) == 0
 	return rep, nil
+}
+
+func (r *run) cloudCPU() time.Duration {
+	if r.cfg.CloudCPU == nil {
+		return 0
+	}
+	return r.cfg.CloudCPU()
+}
+
+// selfCPU is the CPU time this process (the load generator) has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func (r *run) printf(format string, args ...any) {
