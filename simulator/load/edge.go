@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/outpost-edge/outpost/protocol"
-	"github.com/outpost-edge/outpost/simulator/traffic"
 )
 
 // edge is one synthetic edge. Its goroutine (run) owns everything but the
@@ -19,7 +19,8 @@ type edge struct {
 	signer    *protocol.Signer
 	cloudKeys protocol.KeyMap
 	stream    protocol.Stream
-	gen       *traffic.Device
+	pool      []protocol.Event // the run's events, shared; read only
+	poolAt    int              // where this edge starts in it
 	device    string
 	rng       *rand.Rand
 	hlc       protocol.HLC
@@ -103,7 +104,9 @@ func (e *edge) makeRecord(now time.Time, live bool) {
 		e.backlog--
 	}
 	e.clock = t
-	ev := e.gen.Next(t)
+	ev := e.pool[(e.poolAt+int(e.head))%len(e.pool)]
+	ev.ID = e.id + "-" + strconv.FormatUint(e.head+1, 10)
+	ev.TS = t
 	rec := protocol.NewRecord(e.stream, e.device, ev)
 	rec.Seq, rec.Prev, rec.EdgeTime = e.head+1, e.hash, e.hlc.Next()
 	raw := rec.Encode()

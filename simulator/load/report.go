@@ -48,10 +48,13 @@ type Report struct {
 	CloudPeakRSS uint64         `json:"cloud_peak_rss_bytes,omitempty"`
 	// CPU seconds used during the load by the cloud process (when known)
 	// and by this load generator, and the cloud's per 1,000 records.
-	CloudCPU     float64      `json:"cloud_cpu_s,omitempty"`
-	LoadCPU      float64      `json:"load_cpu_s"`
-	CloudCPUPerK float64      `json:"cloud_cpu_ms_per_1000_records,omitempty"`
+	CloudCPU     float64 `json:"cloud_cpu_s,omitempty"`
+	LoadCPU      float64 `json:"load_cpu_s"`
+	CloudCPUPerK float64 `json:"cloud_cpu_ms_per_1000_records,omitempty"`
+	// Ceiling is the COPY ceiling measured before the load, CeilingAfter
+	// the one measured after; Ratio is to their mean.
 	Ceiling      *Ceiling     `json:"ceiling,omitempty"`
+	CeilingAfter *Ceiling     `json:"ceiling_after,omitempty"`
 	Ratio        *Ratios      `json:"ratio_to_copy,omitempty"`
 	Check        *CheckResult `json:"check,omitempty"`
 	nackCodes    map[protocol.NackCode]int
@@ -233,14 +236,25 @@ func (r *run) report(rep *Report, start, trafficEnd, end time.Time, atTrafficEnd
 	if rep.Records > 0 && rep.CloudCPU > 0 {
 		rep.CloudCPUPerK = rep.CloudCPU * 1000 / float64(rep.Records) * 1000
 	}
-	if c := rep.Ceiling; c != nil && c.OneStream > 0 {
-		rep.Ratio = &Ratios{Commits: rep.CommitsPerSec / c.OneStream}
-		if c.SameWorkers > 0 {
-			rep.Ratio.CommitsSameWorkers = rep.CommitsPerSec / c.SameWorkers
-		}
-		if rep.Sustained > 0 {
-			rep.Ratio.Sustained = rep.Sustained / c.OneStream
-		}
+	rep.ratios()
+}
+
+// ratios sets Ratio from the ceilings measured.
+func (rep *Report) ratios() {
+	c := rep.Ceiling
+	if c == nil || c.OneStream <= 0 {
+		return
+	}
+	one, same := c.OneStream, c.SameWorkers
+	if a := rep.CeilingAfter; a != nil && a.OneStream > 0 {
+		one, same = (one+a.OneStream)/2, (same+a.SameWorkers)/2
+	}
+	rep.Ratio = &Ratios{Commits: rep.CommitsPerSec / one}
+	if same > 0 {
+		rep.Ratio.CommitsSameWorkers = rep.CommitsPerSec / same
+	}
+	if rep.Sustained > 0 {
+		rep.Ratio.Sustained = rep.Sustained / one
 	}
 }
 
@@ -280,10 +294,14 @@ func (rep *Report) Print(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	if ce := rep.Ceiling; ce != nil {
-		fmt.Fprintf(w, "  COPY ceiling       %.0f rows/s (1 stream), %.0f rows/s (%d streams), %d rows\n", ce.OneStream, ce.SameWorkers, ce.Workers, ce.Rows)
+		fmt.Fprintf(w, "  COPY ceiling       before: %.0f rows/s (1 stream), %.0f rows/s (%d streams), %d rows", ce.OneStream, ce.SameWorkers, ce.Workers, ce.Rows)
+		if a := rep.CeilingAfter; a != nil {
+			fmt.Fprintf(w, "; after: %.0f, %.0f", a.OneStream, a.SameWorkers)
+		}
+		fmt.Fprintln(w)
 	}
 	if ra := rep.Ratio; ra != nil {
-		fmt.Fprintf(w, "  ratio to COPY      %.2f (1 stream), %.2f (same workers)", ra.Commits, ra.CommitsSameWorkers)
+		fmt.Fprintf(w, "  ratio to COPY      %.2f (1 stream), %.2f (same workers), to the mean ceiling", ra.Commits, ra.CommitsSameWorkers)
 		if ra.Sustained > 0 {
 			fmt.Fprintf(w, "; sustained %.2f", ra.Sustained)
 		}
