@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +33,7 @@ type LoadOptions struct {
 	SegmentBytes   int
 	Window         int
 	AckTimeout     time.Duration
+	HelloTimeout   time.Duration
 	DrainTimeout   time.Duration
 	Workers        int
 	CloudArgs      string
@@ -97,6 +99,7 @@ func (m *LoadMain) ParseFlags(args []string) error {
 	flagenv.BytesVar(fs, &o.SegmentBytes, "segment-bytes", 256<<10, flagenv.Range{Min: 4 << 10, Max: 1 << 20}, "bytes per segment at most, such as 256KiB (the edge's --segment-bytes)")
 	flagenv.IntVar(fs, &o.Window, "window", 8, flagenv.Range{Min: 1, Max: 1024}, "segments in flight per edge (the edge's --window)")
 	fs.DurationVar(&o.AckTimeout, "ack-timeout", 30*time.Second, "when no receipt moves an edge's watermark for this long it says hello and resumes from the answer (the edge's uplink default)")
+	fs.DurationVar(&o.HelloTimeout, "hello-timeout", 10*time.Second, "a hello unanswered for this long ends the session and the edge connects again (the edge's uplink default)")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 5*time.Minute, "how long to wait, after the traffic, for every edge to be receipted up to its head")
 	flagenv.IntVar(fs, &o.Workers, "cloud-workers", 2, flagenv.Range{Min: 1, Max: 256}, "the started cloud's --workers (and the COPY streams of the ceiling)")
 	flagenv.IntVar(fs, &o.Clouds, "clouds", 1, flagenv.Range{Min: 1, Max: 16}, "cloud processes the run starts on one database, sharing one broker (over MQTT that needs --broker mosquitto; over NATS the run starts a nats-server they share)")
@@ -215,7 +218,7 @@ func (m *LoadMain) Run(ctx context.Context) error {
 	cfg := load.Config{
 		Transport: o.Transport, Edges: o.Edges, EdgePrefix: o.Prefix, Backlog: o.Backlog, ConnectWithin: o.ConnectWithin,
 		Rate: o.Rate, Duration: o.Duration, Saturate: o.Saturate, SegmentRecords: o.SegmentRecords, SegmentBytes: o.SegmentBytes,
-		Window: o.Window, AckTimeout: o.AckTimeout, DrainTimeout: o.DrainTimeout, Workers: o.Workers, NoCheck: o.NoCheck,
+		Window: o.Window, AckTimeout: o.AckTimeout, HelloTimeout: o.HelloTimeout, DrainTimeout: o.DrainTimeout, Workers: o.Workers, NoCheck: o.NoCheck,
 		Seed: o.Seed, Out: m.stdout, ProgressEvery: o.ProgressEvery,
 	}
 	if cfg.EdgePrefix == "" {
@@ -235,6 +238,10 @@ func (m *LoadMain) Run(ctx context.Context) error {
 				return err
 			}
 			dbURL = m.pg.URL("outpost")
+		}
+		if m.pg != nil {
+			dataDir := m.pg.DataDir()
+			cfg.DatabaseCPU = func() time.Duration { return postgresCPU(dataDir) }
 		}
 		if cfg.Cloud, err = m.startClouds(ctx, dbURL, o.Clouds); err != nil {
 			return err
@@ -377,4 +384,41 @@ func (m *LoadMain) Close() error {
 	}
 	m.clouds = nil
 	return err
+}
+
+// postgresCPU is the CPU time of the Postgres server whose data directory
+// is dataDir: the postmaster (its pid is the first line of postmaster.pid)
+// and its running children, from /proc. Backends that have exited are not
+// counted; the cloud keeps its connections open.
+func postgresCPU(dataDir string) time.Duration {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	if err != nil {
+		return 0
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var total time.Duration
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 13 {
+			continue
+		}
+		self, _ := strconv.Atoi(strings.TrimSuffix(filepath.Base(filepath.Dir(p)), "/"))
+		ppid, _ := strconv.Atoi(f[1])
+		if self != pid && ppid != pid {
+			continue
+		}
+		ut, _ := strconv.ParseUint(f[11], 10, 64)
+		st, _ := strconv.ParseUint(f[12], 10, 64)
+		total += time.Duration(ut+st) * 10 * time.Millisecond
+	}
+	return total
 }

@@ -50,6 +50,10 @@ type Config struct {
 	// segments in flight, the edge says hello and resumes from the answer,
 	// as the edge's uplink does (default 30s, its default).
 	AckTimeout time.Duration
+	// HelloTimeout: a hello whose answer does not come within this long
+	// ends the session, and the edge connects again (default 10s, the
+	// edge uplink's).
+	HelloTimeout time.Duration
 	// DrainTimeout bounds the wait for every edge to be receipted up to its
 	// head, after the traffic (default 5m).
 	DrainTimeout time.Duration
@@ -67,6 +71,9 @@ type Config struct {
 	// CloudCPU, when not nil, returns the CPU time the cloud process has
 	// used so far (user and system).
 	CloudCPU func() time.Duration
+	// DatabaseCPU, when not nil, returns the CPU time the Postgres server
+	// (all its processes) has used so far.
+	DatabaseCPU func() time.Duration
 	// Check reads every stream back from the API at the end (default on;
 	// NoCheck turns it off, for a measurement of an earlier checked size).
 	NoCheck bool
@@ -148,6 +155,9 @@ func (c *Config) defaults() error {
 	}
 	if c.AckTimeout <= 0 {
 		c.AckTimeout = 30 * time.Second
+	}
+	if c.HelloTimeout <= 0 {
+		c.HelloTimeout = 10 * time.Second
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 5 * time.Minute

@@ -62,19 +62,20 @@ type flight struct{ first, last uint64 }
 
 // edgeStats are one edge's figures.
 type edgeStats struct {
-	scheduled    time.Time // when it was to connect first
-	firstConnect time.Time
-	drained      time.Time
-	latencies    []float32 // receipt latency samples, ms
-	segments     int       // segments published, every copy
-	resent       int       // of which carried records published before
-	nacks        map[protocol.NackCode]int
-	staleNacks   int // nacks about segments no longer in flight (ignored)
-	timeouts     int // windows resent after AckTimeout without a receipt
-	sessions     int // successful connects
-	dialFailures int
-	badReplies   int      // replies that did not verify, or named another stream
-	errors       []string // protocol violations by the cloud: a receipt beyond the head, a wrong head, a watermark that went back
+	scheduled     time.Time // when it was to connect first
+	firstConnect  time.Time
+	drained       time.Time
+	latencies     []float32 // receipt latency samples, ms
+	segments      int       // segments published, every copy
+	resent        int       // of which carried records published before
+	nacks         map[protocol.NackCode]int
+	staleNacks    int // nacks about segments no longer in flight (ignored)
+	timeouts      int // AckTimeouts without a receipt (then a hello)
+	helloTimeouts int // hellos not answered within HelloTimeout (then a new session)
+	sessions      int // successful connects
+	dialFailures  int
+	badReplies    int      // replies that did not verify, or named another stream
+	errors        []string // protocol violations by the cloud: a receipt beyond the head, a wrong head, a watermark that went back
 }
 
 // token returns a fresh broker token for broker: its counter is above
@@ -375,7 +376,7 @@ func (e *edge) session(ctx context.Context, c conn, replies chan []byte) {
 		}
 	}
 	nextArrival(time.Now())
-	tick := time.NewTicker(max(cfg.AckTimeout/4, 50*time.Millisecond))
+	tick := time.NewTicker(max(min(cfg.AckTimeout, cfg.HelloTimeout)/4, 50*time.Millisecond))
 	defer tick.Stop()
 	for {
 		now := time.Now()
@@ -408,9 +409,9 @@ func (e *edge) session(ctx context.Context, c conn, replies chan []byte) {
 		case <-tick.C:
 			now := time.Now()
 			switch {
-			case e.awaitHello && now.Sub(helloAt) > cfg.AckTimeout:
-				e.st.timeouts++
-				e.r.c.timeouts.Add(1)
+			case e.awaitHello && now.Sub(helloAt) > cfg.HelloTimeout:
+				e.st.helloTimeouts++
+				e.r.c.helloTimeouts.Add(1)
 				return // no answer to the hello: connect again
 			case !e.awaitHello && len(e.inflight) > 0 && now.Sub(e.lastProgress) > cfg.AckTimeout:
 				// As the edge's uplink does: ask the cloud where it is

@@ -31,26 +31,31 @@ type Report struct {
 	CommitsPerSec float64 `json:"commits_per_s"`
 	Sustained     float64 `json:"sustained_per_s,omitempty"`
 
-	Segments     int64          `json:"segments"` // published, every copy
-	Resent       int64          `json:"resent"`   // segments that carried records published before
-	Nacks        map[string]int `json:"nacks"`
-	StaleNacks   int            `json:"stale_nacks"` // about segments no longer in flight; ignored
-	Timeouts     int64          `json:"timeouts"`    // windows resent after no receipt
-	Reconnects   int            `json:"reconnects"`  // sessions after an edge's first
-	DialFailures int64          `json:"dial_failures"`
-	Quarantined  int            `json:"quarantined"`
-	ResendShare  float64        `json:"resend_share"` // (resent + nacks) / distinct segments
-	Latency      Percentiles    `json:"latency_ms"`   // every receipt's latency
-	EdgeP99      Spread         `json:"edge_p99_ms"`  // each edge's p99 receipt latency
-	Drain        Spread         `json:"drain_s"`      // each edge's time from first connect to drained
-	Edges        []EdgeFigures  `json:"edges,omitempty"`
-	Connect      Spread         `json:"connect_s"` // each edge's time from its scheduled first connect to its first session
-	CloudPeakRSS uint64         `json:"cloud_peak_rss_bytes,omitempty"`
+	Segments      int64          `json:"segments"` // published, every copy
+	Resent        int64          `json:"resent"`   // segments that carried records published before
+	Nacks         map[string]int `json:"nacks"`
+	StaleNacks    int            `json:"stale_nacks"`    // about segments no longer in flight; ignored
+	Timeouts      int64          `json:"ack_timeouts"`   // no receipt for AckTimeout with segments in flight (then a hello)
+	HelloTimeouts int64          `json:"hello_timeouts"` // hellos unanswered for HelloTimeout (then a new session)
+	Reconnects    int            `json:"reconnects"`     // sessions after an edge's first
+	DialFailures  int64          `json:"dial_failures"`
+	Quarantined   int            `json:"quarantined"`
+	ResendShare   float64        `json:"resend_share"` // (resent + nacks) / distinct segments
+	Latency       Percentiles    `json:"latency_ms"`   // every receipt's latency
+	EdgeP99       Spread         `json:"edge_p99_ms"`  // each edge's p99 receipt latency
+	Drain         Spread         `json:"drain_s"`      // each edge's time from first connect to drained
+	Edges         []EdgeFigures  `json:"edges,omitempty"`
+	Connect       Spread         `json:"connect_s"` // each edge's time from its scheduled first connect to its first session
+	CloudPeakRSS  uint64         `json:"cloud_peak_rss_bytes,omitempty"`
 	// CPU seconds used during the load by the cloud process (when known)
 	// and by this load generator, and the cloud's per 1,000 records.
 	CloudCPU     float64 `json:"cloud_cpu_s,omitempty"`
 	LoadCPU      float64 `json:"load_cpu_s"`
 	CloudCPUPerK float64 `json:"cloud_cpu_ms_per_1000_records,omitempty"`
+	// DatabaseCPU is the Postgres server's CPU seconds during the load,
+	// when the run started it, and DatabaseCPUPerK per 1,000 records.
+	DatabaseCPU     float64 `json:"database_cpu_s,omitempty"`
+	DatabaseCPUPerK float64 `json:"database_cpu_ms_per_1000_records,omitempty"`
 	// Ceiling is the COPY ceiling measured before the load, CeilingAfter
 	// the one measured after; Ratio is to their mean.
 	Ceiling      *Ceiling     `json:"ceiling,omitempty"`
@@ -221,6 +226,7 @@ func (r *run) report(rep *Report, start, trafficEnd, end time.Time, atTrafficEnd
 	rep.Segments = r.c.segments.Load()
 	rep.Resent = r.c.resent.Load()
 	rep.Timeouts = r.c.timeouts.Load()
+	rep.HelloTimeouts = r.c.helloTimeouts.Load()
 	rep.DialFailures = r.c.dialFailures.Load()
 	nacks := 0
 	for _, n := range rep.Nacks {
@@ -235,6 +241,9 @@ func (r *run) report(rep *Report, start, trafficEnd, end time.Time, atTrafficEnd
 	rep.Connect = spread(conns, connNames)
 	if rep.Records > 0 && rep.CloudCPU > 0 {
 		rep.CloudCPUPerK = rep.CloudCPU * 1000 / float64(rep.Records) * 1000
+	}
+	if rep.Records > 0 && rep.DatabaseCPU > 0 {
+		rep.DatabaseCPUPerK = rep.DatabaseCPU * 1000 / float64(rep.Records) * 1000
 	}
 	rep.ratios()
 }
@@ -316,13 +325,17 @@ func (rep *Report) Print(w io.Writer) {
 		nk = append(nk, fmt.Sprintf("%s %d", k, v))
 	}
 	sort.Strings(nk)
-	fmt.Fprintf(w, "  segments           %d published, %d resent, nacks [%s] (%d stale), %d timeouts: resends and nacks %.2f%% of segments\n",
+	fmt.Fprintf(w, "  segments           %d published, %d resent, nacks [%s] (%d stale), %d ack timeouts: resends and nacks %.2f%% of segments\n",
 		rep.Segments, rep.Resent, strings.Join(nk, ", "), rep.StaleNacks, rep.Timeouts, 100*rep.ResendShare)
-	fmt.Fprintf(w, "  connects           each edge's first session after its turn: median %.2fs, worst %.2fs; %d reconnects, %d failed connects\n",
-		rep.Connect.Median, rep.Connect.Max, rep.Reconnects, rep.DialFailures)
+	fmt.Fprintf(w, "  connects           each edge's first session after its turn: median %.2fs, worst %.2fs; %d reconnects (%d after a hello unanswered), %d failed connects\n",
+		rep.Connect.Median, rep.Connect.Max, rep.Reconnects, rep.HelloTimeouts, rep.DialFailures)
 	fmt.Fprintf(w, "  quarantined        %d\n", rep.Quarantined)
 	if rep.CloudCPU > 0 {
-		fmt.Fprintf(w, "  CPU                cloud %.1fs (%.0f ms per 1,000 records), load generator %.1fs\n", rep.CloudCPU, rep.CloudCPUPerK, rep.LoadCPU)
+		fmt.Fprintf(w, "  CPU                cloud %.1fs (%.0f ms per 1,000 records)", rep.CloudCPU, rep.CloudCPUPerK)
+		if rep.DatabaseCPU > 0 {
+			fmt.Fprintf(w, ", Postgres %.1fs (%.0f ms per 1,000 records)", rep.DatabaseCPU, rep.DatabaseCPUPerK)
+		}
+		fmt.Fprintf(w, ", load generator %.1fs\n", rep.LoadCPU)
 	}
 	if rep.CloudPeakRSS > 0 {
 		fmt.Fprintf(w, "  cloud peak RSS     %.1f MiB\n", float64(rep.CloudPeakRSS)/(1<<20))

@@ -24,15 +24,16 @@ import (
 
 // counters are the run's live totals, shared by every edge.
 type counters struct {
-	committed    atomic.Int64 // records receipted
-	segments     atomic.Int64 // segments published, every copy
-	resent       atomic.Int64 // of which carried records published before
-	nacks        atomic.Int64
-	timeouts     atomic.Int64
-	dialFailures atomic.Int64
-	errors       atomic.Int64 // protocol violations by the cloud
-	connected    atomic.Int64 // edges that have connected at least once
-	drained      atomic.Int64 // edges done
+	committed     atomic.Int64 // records receipted
+	segments      atomic.Int64 // segments published, every copy
+	resent        atomic.Int64 // of which carried records published before
+	nacks         atomic.Int64
+	timeouts      atomic.Int64
+	helloTimeouts atomic.Int64
+	dialFailures  atomic.Int64
+	errors        atomic.Int64 // protocol violations by the cloud
+	connected     atomic.Int64 // edges that have connected at least once
+	drained       atomic.Int64 // edges done
 }
 
 type run struct {
@@ -84,7 +85,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	runCtx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	r.printf("load: %s; %d edges over %s, connecting within %s", describe(&cfg), cfg.Edges, cfg.Transport, cfg.ConnectWithin)
-	cpu0, self0 := r.cloudCPU(), selfCPU()
+	cpu0, self0, db0 := r.cloudCPU(), selfCPU(), r.dbCPU()
 	start := time.Now()
 	trafficEnd := start.Add(cfg.ConnectWithin + cfg.Duration)
 	var wg sync.WaitGroup
@@ -111,6 +112,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep.CloudCPU = (r.cloudCPU() - cpu0).Seconds()
 	rep.LoadCPU = (selfCPU() - self0).Seconds()
+	rep.DatabaseCPU = (r.dbCPU() - db0).Seconds()
 	r.report(rep, start, trafficEnd, end, atTrafficEnd.Load())
 	if runCtx.Err() != nil {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("%d of %d edges not drained within %s (connect spread + duration + drain timeout)",
@@ -152,6 +154,13 @@ func (r *run) cloudCPU() time.Duration {
 		return 0
 	}
 	return r.cfg.CloudCPU()
+}
+
+func (r *run) dbCPU() time.Duration {
+	if r.cfg.DatabaseCPU == nil {
+		return 0
+	}
+	return r.cfg.DatabaseCPU()
 }
 
 // selfCPU is the CPU time this process (the load generator) has used.
@@ -213,9 +222,9 @@ func (r *run) watch(ctx context.Context, start, trafficEnd time.Time, atEnd *ato
 			}
 			if now.Sub(lastPrint) >= r.cfg.ProgressEvery {
 				c := r.c.committed.Load()
-				r.printf("load: %5.0fs: %d/%d edges connected, %d drained; %d records receipted (%.0f/s); %d segments, %d resent, %d nacks, %d timeouts",
+				r.printf("load: %5.0fs: %d/%d edges connected, %d drained; %d records receipted (%.0f/s); %d segments, %d resent, %d nacks, %d ack timeouts, %d hello timeouts",
 					now.Sub(start).Seconds(), r.c.connected.Load(), len(r.edges), r.c.drained.Load(), c,
-					float64(c-lastCommitted)/now.Sub(lastPrint).Seconds(), r.c.segments.Load(), r.c.resent.Load(), r.c.nacks.Load(), r.c.timeouts.Load())
+					float64(c-lastCommitted)/now.Sub(lastPrint).Seconds(), r.c.segments.Load(), r.c.resent.Load(), r.c.nacks.Load(), r.c.timeouts.Load(), r.c.helloTimeouts.Load())
 				lastPrint, lastCommitted = now, c
 			}
 		}
