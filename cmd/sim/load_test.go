@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -124,17 +125,33 @@ func metric(ctx context.Context, api, name string) (float64, error) {
 }
 
 // TestLoadTwoCloudsKillOne runs a reconnect storm against two cloud
-// processes that share one database and one nats-server (one durable
-// JetStream consumer, one hello queue group), and once both have
-// committed records, kills one with SIGKILL while the storm goes on. The
-// survivor takes over what the dead one held (JetStream redelivers it,
-// edges resend what got no receipt); every stream must read back gapless
-// and complete, nothing doubled.
+// processes that share one database and one broker, and once both have
+// committed records and a tenth of the storm is done, kills one with
+// SIGKILL while the storm goes on. Over NATS they share a nats-server the
+// run starts (one durable JetStream consumer, one hello queue group); over
+// MQTT a private Mosquitto (one shared subscription; skipped without
+// mosquitto on PATH). The survivor takes over what the dead one held
+// (JetStream redelivers it; over MQTT the edges resend what got no
+// receipt); every stream must read back gapless and complete, nothing
+// doubled.
 func TestLoadTwoCloudsKillOne(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts Postgres, a nats-server and two clouds")
+		t.Skip("starts Postgres, a broker and two clouds")
 	}
 	binDir := buildPrograms(t)
+	for _, tc := range []struct{ transport, broker string }{{"nats", "embedded"}, {"mqtt", "mosquitto"}} {
+		t.Run(tc.transport, func(t *testing.T) {
+			if tc.broker == "mosquitto" {
+				if _, err := exec.LookPath("mosquitto"); err != nil {
+					t.Skip("no mosquitto on PATH: the MQTT form needs a broker both clouds share")
+				}
+			}
+			twoCloudsKillOne(t, binDir, tc.transport, tc.broker)
+		})
+	}
+}
+
+func twoCloudsKillOne(t *testing.T, binDir, transport, broker string) {
 	const edges, backlog = 40, 400
 	var mu sync.Mutex
 	var killed string
@@ -171,9 +188,13 @@ func TestLoadTwoCloudsKillOne(t *testing.T) {
 			return
 		}
 	}
-	m := runLoad(t, binDir, during, "--transport", "nats", "--clouds", "2", "--edges", fmt.Sprint(edges),
+	args := []string{"--transport", transport, "--broker", broker}
+	if transport == "nats" {
+		args = append(args, "--cloud-args", "--nats-ack-wait 2s")
+	}
+	m := runLoad(t, binDir, during, append(args, "--clouds", "2", "--edges", fmt.Sprint(edges),
 		"--backlog", fmt.Sprint(backlog), "--segment-records", "10", "--window", "4", "--connect-within", "1s",
-		"--cloud-args", "--nats-ack-wait 2s", "--ceiling=false")
+		"--ceiling=false")...)
 	mu.Lock()
 	defer mu.Unlock()
 	if killed != "yes" {

@@ -74,8 +74,10 @@ type edgeStats struct {
 	helloTimeouts int // hellos not answered within HelloTimeout (then a new session)
 	sessions      int // successful connects
 	dialFailures  int
-	badReplies    int      // replies that did not verify, or named another stream
-	errors        []string // protocol violations by the cloud: a receipt beyond the head, a wrong head, a watermark that went back
+	dialErrors    map[string]int // failed connects by error
+	ends          map[string]int // sessions that ended before the edge was done, by why
+	badReplies    int            // replies that did not verify, or named another stream
+	errors        []string       // protocol violations by the cloud: a receipt beyond the head, a wrong head, a watermark that went back
 }
 
 // token returns a fresh broker token for broker: its counter is above
@@ -322,6 +324,10 @@ func (e *edge) run(ctx context.Context, start time.Time, dial dialer) {
 				return
 			}
 			e.st.dialFailures++
+			if e.st.dialErrors == nil {
+				e.st.dialErrors = map[string]int{}
+			}
+			e.st.dialErrors[errText(err)]++
 			e.r.c.dialFailures.Add(1)
 			if !sleep(ctx, backoff/2+time.Duration(e.rng.Int64N(int64(backoff)))) {
 				return
@@ -335,8 +341,17 @@ func (e *edge) run(ctx context.Context, start time.Time, dial dialer) {
 			e.st.firstConnect = time.Now()
 			e.r.c.connected.Add(1)
 		}
-		e.session(ctx, c, replies)
+		why := e.session(ctx, c, replies)
+		if why == "" {
+			why = c.Reason()
+		}
 		c.Close()
+		if why != "" && !e.done(time.Now()) {
+			if e.st.ends == nil {
+				e.st.ends = map[string]int{}
+			}
+			e.st.ends[why]++
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -359,12 +374,12 @@ func (e *edge) hello() []byte {
 
 // session runs one broker session until it is lost, the edge is done, or
 // ctx ends.
-func (e *edge) session(ctx context.Context, c conn, replies chan []byte) {
+func (e *edge) session(ctx context.Context, c conn, replies chan []byte) string {
 	cfg := &e.r.cfg
 	e.rewind(time.Now())
 	e.awaitHello = true
 	if err := c.Hello(ctx, e.hello()); err != nil {
-		return
+		return ""
 	}
 	helloAt := time.Now()
 
@@ -382,13 +397,13 @@ func (e *edge) session(ctx context.Context, c conn, replies chan []byte) {
 		now := time.Now()
 		e.pump(c, now)
 		if e.done(now) {
-			return
+			return ""
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return ""
 		case <-c.Lost():
-			return
+			return ""
 		case b := <-replies:
 			e.reply(b, time.Now())
 			// Take what else is waiting before publishing again.
@@ -412,7 +427,7 @@ func (e *edge) session(ctx context.Context, c conn, replies chan []byte) {
 			case e.awaitHello && now.Sub(helloAt) > cfg.HelloTimeout:
 				e.st.helloTimeouts++
 				e.r.c.helloTimeouts.Add(1)
-				return // no answer to the hello: connect again
+				return "hello unanswered within the hello timeout"
 			case !e.awaitHello && len(e.inflight) > 0 && now.Sub(e.lastProgress) > cfg.AckTimeout:
 				// As the edge's uplink does: ask the cloud where it is
 				// with a hello, and resume from its answer.
@@ -421,7 +436,7 @@ func (e *edge) session(ctx context.Context, c conn, replies chan []byte) {
 				e.rewind(now)
 				e.awaitHello = true
 				if err := c.Hello(ctx, e.hello()); err != nil {
-					return
+					return ""
 				}
 				helloAt = time.Now()
 			}

@@ -99,6 +99,7 @@ func (r *recorder) Publish(b []byte, _ string) error {
 }
 func (r *recorder) Lost() <-chan struct{} { return r.lost }
 func (r *recorder) Close()                {}
+func (r *recorder) Reason() string        { return "" }
 
 func TestNackRewindsOnlyForSegmentsInFlight(t *testing.T) {
 	e, cloud := withRecords(t, 100)

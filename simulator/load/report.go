@@ -40,13 +40,17 @@ type Report struct {
 	Reconnects    int            `json:"reconnects"`     // sessions after an edge's first
 	DialFailures  int64          `json:"dial_failures"`
 	Quarantined   int            `json:"quarantined"`
-	ResendShare   float64        `json:"resend_share"` // (resent + nacks) / distinct segments
-	Latency       Percentiles    `json:"latency_ms"`   // every receipt's latency
-	EdgeP99       Spread         `json:"edge_p99_ms"`  // each edge's p99 receipt latency
-	Drain         Spread         `json:"drain_s"`      // each edge's time from first connect to drained
-	Edges         []EdgeFigures  `json:"edges,omitempty"`
-	Connect       Spread         `json:"connect_s"` // each edge's time from its scheduled first connect to its first session
-	CloudPeakRSS  uint64         `json:"cloud_peak_rss_bytes,omitempty"`
+	// SessionEnds counts why sessions ended before their edge was done,
+	// and DialErrors why connects failed.
+	SessionEnds  map[string]int `json:"session_ends,omitempty"`
+	DialErrors   map[string]int `json:"dial_errors,omitempty"`
+	ResendShare  float64        `json:"resend_share"` // (resent + nacks) / distinct segments
+	Latency      Percentiles    `json:"latency_ms"`   // every receipt's latency
+	EdgeP99      Spread         `json:"edge_p99_ms"`  // each edge's p99 receipt latency
+	Drain        Spread         `json:"drain_s"`      // each edge's time from first connect to drained
+	Edges        []EdgeFigures  `json:"edges,omitempty"`
+	Connect      Spread         `json:"connect_s"` // each edge's time from its scheduled first connect to its first session
+	CloudPeakRSS uint64         `json:"cloud_peak_rss_bytes,omitempty"`
 	// CPU seconds used during the load by the cloud process (when known)
 	// and by this load generator, and the cloud's per 1,000 records.
 	CloudCPU     float64 `json:"cloud_cpu_s,omitempty"`
@@ -178,6 +182,18 @@ func (r *run) report(rep *Report, start, trafficEnd, end time.Time, atTrafficEnd
 			f.Nacks += n
 		}
 		rep.StaleNacks += st.staleNacks
+		for k, n := range st.ends {
+			if rep.SessionEnds == nil {
+				rep.SessionEnds = map[string]int{}
+			}
+			rep.SessionEnds[k] += n
+		}
+		for k, n := range st.dialErrors {
+			if rep.DialErrors == nil {
+				rep.DialErrors = map[string]int{}
+			}
+			rep.DialErrors[k] += n
+		}
 		rep.Reconnects += max(st.sessions-1, 0)
 		if !st.firstConnect.IsZero() {
 			if first.IsZero() || st.firstConnect.Before(first) {
@@ -329,6 +345,12 @@ func (rep *Report) Print(w io.Writer) {
 		rep.Segments, rep.Resent, strings.Join(nk, ", "), rep.StaleNacks, rep.Timeouts, 100*rep.ResendShare)
 	fmt.Fprintf(w, "  connects           each edge's first session after its turn: median %.2fs, worst %.2fs; %d reconnects (%d after a hello unanswered), %d failed connects\n",
 		rep.Connect.Median, rep.Connect.Max, rep.Reconnects, rep.HelloTimeouts, rep.DialFailures)
+	if len(rep.SessionEnds) > 0 {
+		fmt.Fprintf(w, "  sessions ended     %s\n", top(rep.SessionEnds))
+	}
+	if len(rep.DialErrors) > 0 {
+		fmt.Fprintf(w, "  connects failed    %s\n", top(rep.DialErrors))
+	}
 	fmt.Fprintf(w, "  quarantined        %d\n", rep.Quarantined)
 	if rep.CloudCPU > 0 {
 		fmt.Fprintf(w, "  CPU                cloud %.1fs (%.0f ms per 1,000 records)", rep.CloudCPU, rep.CloudCPUPerK)
@@ -358,4 +380,26 @@ func okText(ok bool) string {
 		return "gapless, complete, no doubles, chains end in the edges' heads"
 	}
 	return "FAILED"
+}
+
+// top formats the three most frequent of counts.
+func top(counts map[string]int) string {
+	type kv struct {
+		k string
+		n int
+	}
+	var all []kv
+	for k, n := range counts {
+		all = append(all, kv{k, n})
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].n > all[j].n || all[i].n == all[j].n && all[i].k < all[j].k })
+	var parts []string
+	for i, x := range all {
+		if i == 3 {
+			parts = append(parts, fmt.Sprintf("and %d more kinds", len(all)-3))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%d× %s", x.n, x.k))
+	}
+	return strings.Join(parts, "; ")
 }

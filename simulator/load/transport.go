@@ -24,22 +24,30 @@ type conn interface {
 	Hello(ctx context.Context, hello []byte) error
 	// Publish sends a segment without waiting for the broker's ack.
 	Publish(seg []byte, msgID string) error
-	// Lost is closed when the session ends.
+	// Lost is closed when the session ends; Reason then says why.
 	Lost() <-chan struct{}
+	Reason() string
 	Close()
 }
 
 // dialer opens a session for e.
 type dialer func(ctx context.Context, e *edge, onReply func([]byte)) (conn, error)
 
-// session end, closed once.
+// session end, closed once, with the first reason given.
 type ended struct {
-	once sync.Once
-	ch   chan struct{}
+	once   sync.Once
+	ch     chan struct{}
+	reason string
 }
 
 func newEnded() *ended { return &ended{ch: make(chan struct{})} }
-func (e *ended) end()  { e.once.Do(func() { close(e.ch) }) }
+
+func (e *ended) end(reason string) {
+	e.once.Do(func() {
+		e.reason = reason
+		close(e.ch)
+	})
+}
 
 const connectTimeout = 20 * time.Second
 
@@ -58,7 +66,7 @@ func mqttDialer(broker string) dialer {
 			SetConnectTimeout(connectTimeout).SetKeepAlive(30 * time.Second).
 			SetOrderMatters(true).
 			SetCredentialsProvider(func() (string, string) { return e.id, e.token(protocol.BrokerMQTT) }).
-			SetConnectionLostHandler(func(paho.Client, error) { end.end() })
+			SetConnectionLostHandler(func(paho.Client, error) { end.end("connection lost") })
 		c := paho.NewClient(opts)
 		if err := waitToken(ctx, c.Connect()); err != nil {
 			go c.Disconnect(0)
@@ -96,7 +104,7 @@ type mqttConn struct {
 
 func (m *mqttConn) Hello(ctx context.Context, b []byte) error {
 	if err := waitToken(ctx, m.c.Publish(m.hello, 1, false, b)); err != nil {
-		m.end.end()
+		m.end.end("hello not acknowledged by the broker")
 		return err
 	}
 	return nil
@@ -106,7 +114,7 @@ func (m *mqttConn) Hello(ctx context.Context, b []byte) error {
 // receipt, which the edge's ack timeout resends.
 func (m *mqttConn) Publish(b []byte, _ string) error {
 	if !m.c.IsConnectionOpen() {
-		m.end.end()
+		m.end.end("connection lost")
 		return errors.New("not connected")
 	}
 	m.c.Publish(m.seg, 1, false, b)
@@ -114,7 +122,8 @@ func (m *mqttConn) Publish(b []byte, _ string) error {
 }
 
 func (m *mqttConn) Lost() <-chan struct{} { return m.end.ch }
-func (m *mqttConn) Close()                { m.c.Disconnect(100); m.end.end() }
+func (m *mqttConn) Reason() string        { return m.end.reason }
+func (m *mqttConn) Close()                { m.c.Disconnect(100); m.end.end("closed") }
 
 // natsDialer connects over NATS as edge/uplink/nats does: reply inboxes
 // under _INBOX.edge.{edge}, no reconnects, segments through JetStream with
@@ -130,8 +139,8 @@ func natsDialer(url string) dialer {
 			natsgo.CustomInboxPrefix(protocol.NATSInboxPrefix(e.id)),
 			natsgo.NoReconnect(), natsgo.Timeout(connectTimeout),
 			natsgo.UserInfoHandler(func() (string, string) { return e.id, e.token(protocol.BrokerNATS) }),
-			natsgo.DisconnectErrHandler(func(*natsgo.Conn, error) { end.end() }),
-			natsgo.ClosedHandler(func(*natsgo.Conn) { end.end() }),
+			natsgo.DisconnectErrHandler(func(*natsgo.Conn, error) { end.end("connection lost") }),
+			natsgo.ClosedHandler(func(*natsgo.Conn) { end.end("connection closed") }),
 			natsgo.ErrorHandler(func(*natsgo.Conn, *natsgo.Subscription, error) {}))
 		if err != nil {
 			return nil, fmt.Errorf("connect to %s: %w", url, err)
@@ -146,7 +155,9 @@ func natsDialer(url string) dialer {
 			return nil, fmt.Errorf("subscribe %s: %w", rcpt, err)
 		}
 		js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(30*time.Second),
-			jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *natsgo.Msg, error) { end.end() }))
+			jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *natsgo.Msg, err error) {
+				end.end("JetStream refused or did not ack a publish: " + errText(err))
+			}))
 		if err != nil {
 			nc.Close()
 			return nil, fmt.Errorf("jetstream: %w", err)
@@ -171,7 +182,7 @@ func (n *natsConn) Hello(ctx context.Context, b []byte) error {
 	defer cancel()
 	m, err := n.nc.RequestWithContext(ctx, n.hello, b)
 	if err != nil {
-		n.end.end()
+		n.end.end("hello unanswered: " + errText(err))
 		return fmt.Errorf("hello on %s: %w", n.hello, err)
 	}
 	n.onReply(m.Data)
@@ -180,11 +191,29 @@ func (n *natsConn) Hello(ctx context.Context, b []byte) error {
 
 func (n *natsConn) Publish(b []byte, msgID string) error {
 	if _, err := n.js.PublishAsync(n.seg, b, jetstream.WithMsgID(msgID+":"+n.secret)); err != nil {
-		n.end.end()
+		n.end.end("publish: " + errText(err))
 		return err
 	}
 	return nil
 }
 
 func (n *natsConn) Lost() <-chan struct{} { return n.end.ch }
-func (n *natsConn) Close()                { n.nc.Close(); n.end.end() }
+func (n *natsConn) Reason() string        { return n.end.reason }
+func (n *natsConn) Close()                { n.nc.Close(); n.end.end("closed") }
+
+// errText is err's text without what varies (numbers), to count by.
+func errText(err error) string {
+	if err == nil {
+		return "no error"
+	}
+	s := err.Error()
+	if len(s) > 80 {
+		s = s[:80]
+	}
+	return strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return '#'
+		}
+		return r
+	}, s)
+}
