@@ -37,6 +37,9 @@ func (r *run) check(ctx context.Context) *CheckResult {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
 	for _, e := range r.edges {
+		if e.head == 0 {
+			continue // made nothing: the cloud never saw the stream
+		}
 		g.Go(func() error {
 			s, err := cl.Stream(gctx, e.stream)
 			if err != nil {

@@ -45,6 +45,8 @@ type edge struct {
 	backStep time.Duration
 	endless  time.Time // saturate: records are made on demand until then
 	liveEnd  time.Time // no live arrivals after this
+	// nextArrival is when the next live event arrives (zero: no more).
+	nextArrival time.Time
 
 	// The session.
 	sent         uint64   // last seq published in this session
@@ -70,6 +72,7 @@ type edgeStats struct {
 	resent        int       // of which carried records published before
 	nacks         map[protocol.NackCode]int
 	staleNacks    int // nacks about segments no longer in flight (ignored)
+	staleReceipts int // receipts below the watermark that came late (ignored)
 	timeouts      int // AckTimeouts without a receipt (then a hello)
 	helloTimeouts int // hellos not answered within HelloTimeout (then a new session)
 	sessions      int // successful connects
@@ -124,7 +127,7 @@ func (e *edge) makeRecord(now time.Time, live bool) {
 // more reports whether records are still to come from the backlog or the
 // live traffic (the edge is not done when it has sent what it has).
 func (e *edge) more(now time.Time) bool {
-	return e.backlog > 0 || now.Before(e.endless) || now.Before(e.liveEnd)
+	return e.backlog > 0 || now.Before(e.endless) || !e.nextArrival.IsZero()
 }
 
 // canMake reports whether a record can be made on demand: from the
@@ -199,8 +202,13 @@ func (e *edge) advance(hwm uint64, head protocol.Hash, now time.Time, what strin
 		e.fail("%s watermark %d is beyond this edge's head %d", what, hwm, e.head)
 		return false
 	case hwm < e.base:
-		e.fail("%s watermark %d is below the %d the cloud receipted before", what, hwm, e.base)
-		return false
+		// An older receipt that arrives late (two workers commit
+		// consecutive segments and publish their receipts in the other
+		// order; a hello's answer after a newer receipt): the edge's
+		// uplink ignores one that does not move the watermark, and so
+		// does this one.
+		e.st.staleReceipts++
+		return true
 	case hwm == e.base:
 		return true
 	}
@@ -303,6 +311,7 @@ func (e *edge) run(ctx context.Context, start time.Time, dial dialer) {
 	now := time.Now()
 	if cfg.Rate > 0 {
 		e.liveEnd = now.Add(cfg.Duration)
+		e.nextArrival = now.Add(time.Duration(e.rng.ExpFloat64() * float64(time.Second) / cfg.Rate))
 	}
 	if cfg.Saturate {
 		e.endless = now.Add(cfg.Duration)
@@ -360,6 +369,19 @@ func (e *edge) run(ctx context.Context, start time.Time, dial dialer) {
 	e.r.c.drained.Add(1)
 }
 
+// catchUp makes the live events due by now, each at its own arrival
+// time (Poisson arrivals at the rate), and sets the next arrival (zero
+// when the live traffic is over).
+func (e *edge) catchUp(now time.Time) {
+	for !e.nextArrival.IsZero() && !e.nextArrival.After(now) {
+		e.makeRecord(e.nextArrival, true)
+		e.nextArrival = e.nextArrival.Add(time.Duration(e.rng.ExpFloat64() * float64(time.Second) / e.r.cfg.Rate))
+		if !e.nextArrival.Before(e.liveEnd) {
+			e.nextArrival = time.Time{}
+		}
+	}
+}
+
 // hello is the edge's hello: its head, with the signed checkpoint of it
 // while it holds that record.
 func (e *edge) hello() []byte {
@@ -383,14 +405,15 @@ func (e *edge) session(ctx context.Context, c conn, replies chan []byte) string 
 	}
 	helloAt := time.Now()
 
+	// Live events arrive whether or not the uplink is up (devices keep
+	// selling); those due while the edge was away are made now, at their
+	// own times.
+	e.catchUp(time.Now())
 	arrival := time.NewTimer(time.Hour)
 	defer arrival.Stop()
-	nextArrival := func(now time.Time) {
-		if now.Before(e.liveEnd) {
-			arrival.Reset(time.Duration(e.rng.ExpFloat64() * float64(time.Second) / cfg.Rate))
-		}
+	if !e.nextArrival.IsZero() {
+		arrival.Reset(time.Until(e.nextArrival))
 	}
-	nextArrival(time.Now())
 	tick := time.NewTicker(max(min(cfg.AckTimeout, cfg.HelloTimeout)/4, 50*time.Millisecond))
 	defer tick.Stop()
 	for {
@@ -418,9 +441,10 @@ func (e *edge) session(ctx context.Context, c conn, replies chan []byte) string 
 		case <-arrival.C:
 			// A live event is stored at once, as an edge's outbox does;
 			// it goes out with the next segment the window allows.
-			now := time.Now()
-			e.makeRecord(now, true)
-			nextArrival(now)
+			e.catchUp(time.Now())
+			if !e.nextArrival.IsZero() {
+				arrival.Reset(time.Until(e.nextArrival))
+			}
 		case <-tick.C:
 			now := time.Now()
 			switch {

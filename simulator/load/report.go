@@ -35,6 +35,7 @@ type Report struct {
 	Resent        int64          `json:"resent"`   // segments that carried records published before
 	Nacks         map[string]int `json:"nacks"`
 	StaleNacks    int            `json:"stale_nacks"`    // about segments no longer in flight; ignored
+	StaleReceipts int            `json:"stale_receipts"` // below the watermark, came late; ignored
 	Timeouts      int64          `json:"ack_timeouts"`   // no receipt for AckTimeout with segments in flight (then a hello)
 	HelloTimeouts int64          `json:"hello_timeouts"` // hellos unanswered for HelloTimeout (then a new session)
 	Reconnects    int            `json:"reconnects"`     // sessions after an edge's first
@@ -182,6 +183,7 @@ func (r *run) report(rep *Report, start, trafficEnd, end time.Time, atTrafficEnd
 			f.Nacks += n
 		}
 		rep.StaleNacks += st.staleNacks
+		rep.StaleReceipts += st.staleReceipts
 		for k, n := range st.ends {
 			if rep.SessionEnds == nil {
 				rep.SessionEnds = map[string]int{}
@@ -341,8 +343,8 @@ func (rep *Report) Print(w io.Writer) {
 		nk = append(nk, fmt.Sprintf("%s %d", k, v))
 	}
 	sort.Strings(nk)
-	fmt.Fprintf(w, "  segments           %d published, %d resent, nacks [%s] (%d stale), %d ack timeouts: resends and nacks %.2f%% of segments\n",
-		rep.Segments, rep.Resent, strings.Join(nk, ", "), rep.StaleNacks, rep.Timeouts, 100*rep.ResendShare)
+	fmt.Fprintf(w, "  segments           %d published, %d resent, nacks [%s] (%d stale), %d ack timeouts, %d late receipts: resends and nacks %.2f%% of segments\n",
+		rep.Segments, rep.Resent, strings.Join(nk, ", "), rep.StaleNacks, rep.Timeouts, rep.StaleReceipts, 100*rep.ResendShare)
 	fmt.Fprintf(w, "  connects           each edge's first session after its turn: median %.2fs, worst %.2fs; %d reconnects (%d after a hello unanswered), %d failed connects\n",
 		rep.Connect.Median, rep.Connect.Max, rep.Reconnects, rep.HelloTimeouts, rep.DialFailures)
 	if len(rep.SessionEnds) > 0 {
