@@ -227,8 +227,8 @@ func (r *run) report(rep *Report, start, trafficEnd, end time.Time, atTrafficEnd
 	if first.IsZero() {
 		first = start
 	}
-	if lastDrain.IsZero() {
-		lastDrain = end
+	if lastDrain.IsZero() || len(drains) < len(r.edges) {
+		lastDrain = end // some edges never drained: busy until the run gave up
 	}
 	rep.ConnectSpan = lastConnect.Sub(first).Seconds()
 	rep.Busy = lastDrain.Sub(first).Seconds()
