@@ -31,16 +31,17 @@ type Report struct {
 	CommitsPerSec float64 `json:"commits_per_s"`
 	Sustained     float64 `json:"sustained_per_s,omitempty"`
 
-	Segments      int64          `json:"segments"` // published, every copy
-	Resent        int64          `json:"resent"`   // segments that carried records published before
-	Nacks         map[string]int `json:"nacks"`
-	StaleNacks    int            `json:"stale_nacks"`    // about segments no longer in flight; ignored
-	StaleReceipts int            `json:"stale_receipts"` // below the watermark, came late; ignored
-	Timeouts      int64          `json:"ack_timeouts"`   // no receipt for AckTimeout with segments in flight (then a hello)
-	HelloTimeouts int64          `json:"hello_timeouts"` // hellos unanswered for HelloTimeout (then a new session)
-	Reconnects    int            `json:"reconnects"`     // sessions after an edge's first
-	DialFailures  int64          `json:"dial_failures"`
-	Quarantined   int            `json:"quarantined"`
+	Segments       int64          `json:"segments"` // published, every copy
+	Resent         int64          `json:"resent"`   // segments that carried records published before
+	Nacks          map[string]int `json:"nacks"`
+	StaleNacks     int            `json:"stale_nacks"`    // about segments no longer in flight; ignored
+	StaleReceipts  int            `json:"stale_receipts"` // below the watermark, came late; ignored
+	Timeouts       int64          `json:"ack_timeouts"`   // no receipt for AckTimeout with segments in flight (then a hello)
+	HelloTimeouts  int64          `json:"hello_timeouts"` // hellos unanswered for HelloTimeout (then a new session)
+	Reconnects     int            `json:"reconnects"`     // sessions after an edge's first
+	DialFailures   int64          `json:"dial_failures"`
+	NeverConnected int            `json:"never_connected"` // edges that had no session in the whole run
+	Quarantined    int            `json:"quarantined"`
 	// SessionEnds counts why sessions ended before their edge was done,
 	// and DialErrors why connects failed.
 	SessionEnds  map[string]int `json:"session_ends,omitempty"`
@@ -205,7 +206,10 @@ func (r *run) report(rep *Report, start, trafficEnd, end time.Time, atTrafficEnd
 			conns = append(conns, st.firstConnect.Sub(st.scheduled).Seconds())
 			connNames = append(connNames, e.id)
 		}
-		if !st.drained.IsZero() {
+		if st.firstConnect.IsZero() {
+			rep.NeverConnected++
+		}
+		if !st.drained.IsZero() && !st.firstConnect.IsZero() {
 			f.Drain = st.drained.Sub(st.firstConnect).Seconds()
 			drains = append(drains, f.Drain)
 			drainNames = append(drainNames, e.id)
@@ -227,7 +231,7 @@ func (r *run) report(rep *Report, start, trafficEnd, end time.Time, atTrafficEnd
 	if first.IsZero() {
 		first = start
 	}
-	if lastDrain.IsZero() || len(drains) < len(r.edges) {
+	if lastDrain.IsZero() || r.c.drained.Load() < int64(len(r.edges)) {
 		lastDrain = end // some edges never drained: busy until the run gave up
 	}
 	rep.ConnectSpan = lastConnect.Sub(first).Seconds()
@@ -345,8 +349,8 @@ func (rep *Report) Print(w io.Writer) {
 	sort.Strings(nk)
 	fmt.Fprintf(w, "  segments           %d published, %d resent, nacks [%s] (%d stale), %d ack timeouts, %d late receipts: resends and nacks %.2f%% of segments\n",
 		rep.Segments, rep.Resent, strings.Join(nk, ", "), rep.StaleNacks, rep.Timeouts, rep.StaleReceipts, 100*rep.ResendShare)
-	fmt.Fprintf(w, "  connects           each edge's first session after its turn: median %.2fs, worst %.2fs; %d reconnects (%d after a hello unanswered), %d failed connects\n",
-		rep.Connect.Median, rep.Connect.Max, rep.Reconnects, rep.HelloTimeouts, rep.DialFailures)
+	fmt.Fprintf(w, "  connects           each edge's first session after its turn: median %.2fs, worst %.2fs; %d reconnects (%d after a hello unanswered), %d failed connects, %d edges never connected\n",
+		rep.Connect.Median, rep.Connect.Max, rep.Reconnects, rep.HelloTimeouts, rep.DialFailures, rep.NeverConnected)
 	if len(rep.SessionEnds) > 0 {
 		fmt.Fprintf(w, "  sessions ended     %s\n", top(rep.SessionEnds))
 	}
