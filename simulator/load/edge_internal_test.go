@@ -14,7 +14,7 @@ func testEdge(tb testing.TB) *edge {
 	_, priv, _ := protocol.GenerateKey()
 	signer, _ := protocol.NewSigner(priv)
 	epoch, _ := protocol.NewEpoch(nil)
-	r := &run{cfg: Config{EdgePrefix: "e", Seed: 1}}
+	r := &run{cfg: Config{EdgePrefix: "e", Seed: 1}, poolSize: 64}
 	r.makePool()
 	e := &edge{id: "e-1", r: r, signer: signer, stream: protocol.Stream{Edge: "e-1", Epoch: epoch}, device: "till-1", pool: r.pool,
 		rng: rand.New(rand.NewPCG(1, 2))}

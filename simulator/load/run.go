@@ -44,6 +44,7 @@ type run struct {
 	cloudKey ed25519.PublicKey
 	edges    []*edge
 	pool     []protocol.Event
+	poolSize int // 0: poolSize (tests make fewer)
 }
 
 // Run plays cfg.Edges synthetic edges against the cloud and returns the
@@ -390,7 +391,11 @@ func (r *run) makePool() {
 	day := time.Now().UTC().Format(time.DateOnly)
 	gen := traffic.New(traffic.Options{Seed: r.cfg.Seed, Store: r.cfg.EdgePrefix, Device: "till-1", Kind: traffic.Till, BusinessDay: day})
 	now := time.Now()
-	r.pool = make([]protocol.Event, poolSize)
+	n := poolSize
+	if r.poolSize > 0 {
+		n = r.poolSize
+	}
+	r.pool = make([]protocol.Event, n)
 	for i := range r.pool {
 		r.pool[i] = gen.Next(now.Add(time.Duration(i) * time.Second))
 	}
