@@ -15,6 +15,7 @@ import (
 // token counter, which the client libraries' credential callbacks read.
 type edge struct {
 	id        string
+	index     int // from 0
 	r         *run
 	signer    *protocol.Signer
 	cloudKeys protocol.KeyMap

@@ -43,6 +43,7 @@ type run struct {
 	cloudKID protocol.KeyID
 	cloudKey ed25519.PublicKey
 	edges    []*edge
+	loopback bool // edges connect from their own 127/8 addresses
 	pool     []protocol.Event
 	poolSize int // 0: poolSize (tests make fewer)
 }
@@ -79,8 +80,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	switch cfg.Transport {
 	case MQTT:
 		dial = mqttDialer(cfg.Cloud.MQTT)
+		r.loopback = loopbackSources(cfg.Cloud.MQTT)
 	case NATS:
 		dial = natsDialer(cfg.Cloud.NATS)
+		r.loopback = loopbackSources(cfg.Cloud.NATS)
+	}
+	if r.loopback {
+		r.printf("load: the broker is on this host: each edge connects from its own 127/8 address")
 	}
 	limit := cfg.ConnectWithin + cfg.Duration + cfg.DrainTimeout
 	runCtx, cancel := context.WithTimeout(ctx, limit)
@@ -285,7 +291,7 @@ func (r *run) enroll(ctx context.Context) error {
 			}
 			seed := cfg.Seed ^ uint64(i+1)*0x9e3779b97f4a7c15
 			dev := "till-1"
-			e := &edge{id: id, r: r, signer: signer, cloudKeys: protocol.NewKeyMap(pub),
+			e := &edge{id: id, index: i, r: r, signer: signer, cloudKeys: protocol.NewKeyMap(pub),
 				stream: protocol.Stream{Edge: id, Epoch: epoch}, device: dev,
 				rng:  rand.New(rand.NewPCG(seed, 0x10ad)),
 				pool: r.pool, poolAt: int(seed % uint64(len(r.pool))),

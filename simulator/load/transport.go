@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -51,6 +52,21 @@ func (e *ended) end(reason string) {
 
 const connectTimeout = 20 * time.Second
 
+// dialer returns the edge's TCP dialer. Against a broker on the loopback
+// interface every edge connects from an address of its own in 127.0.0.0/8
+// (127.0.{i/250}.{2+i%250}), as edges in many shops have an address each:
+// from one address, the cloud's budget of failed logins per source
+// address would throttle the whole fleet after a few failures. Linux
+// accepts any 127/8 source address; the run tries one first
+// (loopbackSources) and uses the default where it cannot.
+func (e *edge) dialer() *net.Dialer {
+	d := &net.Dialer{Timeout: connectTimeout}
+	if e.r.loopback {
+		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, byte(1+e.index/250), byte(2+e.index%250), 1)}
+	}
+	return d
+}
+
 // mqttDialer connects over MQTT 3.1.1 to broker (host:port or a URL), as
 // edge/uplink/mqtt does: a clean session, client id outpost-edge-{edge},
 // QoS 1 on .../seg and .../hello, replies on .../rcpt.
@@ -61,6 +77,7 @@ func mqttDialer(broker string) dialer {
 	return func(ctx context.Context, e *edge, onReply func([]byte)) (conn, error) {
 		end := newEnded()
 		opts := paho.NewClientOptions().AddBroker(broker).
+			SetDialer(e.dialer()).
 			SetClientID("outpost-edge-" + e.id).
 			SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
 			SetConnectTimeout(connectTimeout).SetKeepAlive(30 * time.Second).
@@ -137,7 +154,7 @@ func natsDialer(url string) dialer {
 		nc, err := natsgo.Connect(url,
 			natsgo.Name("outpost-edge-"+e.id),
 			natsgo.CustomInboxPrefix(protocol.NATSInboxPrefix(e.id)),
-			natsgo.NoReconnect(), natsgo.Timeout(connectTimeout),
+			natsgo.NoReconnect(), natsgo.Timeout(connectTimeout), natsgo.SetCustomDialer(e.dialer()),
 			natsgo.UserInfoHandler(func() (string, string) { return e.id, e.token(protocol.BrokerNATS) }),
 			natsgo.DisconnectErrHandler(func(*natsgo.Conn, error) { end.end("connection lost") }),
 			natsgo.ClosedHandler(func(*natsgo.Conn) { end.end("connection closed") }),
@@ -216,4 +233,32 @@ func errText(err error) string {
 		}
 		return r
 	}, s)
+}
+
+// loopbackSources reports whether the broker at addr (host:port, or a
+// URL, or several URLs separated by commas) is on the loopback interface
+// and can be reached from another 127/8 source address.
+func loopbackSources(addr string) bool {
+	first := strings.Split(addr, ",")[0]
+	if i := strings.Index(first, "://"); i >= 0 {
+		first = first[i+3:]
+	}
+	host, _, err := net.SplitHostPort(first)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	if host == "localhost" {
+		ip = net.IPv4(127, 0, 0, 1)
+	}
+	if ip == nil || !ip.IsLoopback() || ip.To4() == nil {
+		return false
+	}
+	d := &net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 1, 2, 1)}}
+	c, err := d.Dial("tcp", first)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
