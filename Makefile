@@ -5,7 +5,7 @@ TESTTIMEOUT ?= 12m
 BENCHTIME   ?= 1s
 FUZZTIME    ?= 10s
 
-.PHONY: build test test-short bench fuzz lint check-deps clean
+.PHONY: build test test-short test-ota bench fuzz lint check-deps clean release
 
 build:
 	@if [ -d cmd ] && [ -n "$$($(GO) list ./cmd/... 2>/dev/null)" ]; then \
@@ -27,8 +27,35 @@ PKG ?= ./...
 test-short: check-deps
 	$(GO) test -short -count=1 -timeout 5m $(GOTESTFLAGS) $(PKG)
 
+## test-ota: the OTA suites alone (docs/OTA.md, Tests), failure matrix
+## over real edge builds and kill -9 crash injection included, and the
+## cloud's release side (cloud/release, cloud release, the repository
+## served by cloud serve, make release built twice); -short skips the
+## slow ones, make test runs them.
+test-ota:
+	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) ./firmware/... ./edge/ota/... ./internal/mochiutil/... ./cloud/release/...
+	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) -run 'Release' ./cmd/cloud/
+	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) -run 'OTA|Systemd|Supervise|Watchdog|Notifies|SelfProbation|Healthz|Expired' ./cmd/edge/
+
+## release: cross-builds the edge for linux/amd64, linux/arm64 and
+## linux/arm/v7 into dist/VERSION, reproducibly (scripts/release.sh: the
+## same commit gives the same bytes), each ready for `cloud release sign`.
+## make release VERSION=1.4.2 [ARCHES="linux/arm64"] [COMMIT=...]
+VERSION ?=
+release:
+	GO=$(GO) VERSION=$(VERSION) scripts/release.sh
+
 bench: check-deps
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(GOTESTFLAGS) ./...
+
+## bench-edge: the edge on small hardware (docs/SCALING-edge.md): outbox
+## vs raw bbolt, the outbox on a 5 and 20 ms fsync, MQTT intake vs plain
+## mochi, HTTP batches of 100; prints the ratios in a table at the end.
+## EDGE_BENCHTIME sets the events per benchmark.
+.PHONY: bench-edge
+EDGE_BENCHTIME ?= 20000x
+bench-edge: check-deps
+	GO=$(GO) BENCHTIME=$(EDGE_BENCHTIME) GOTESTFLAGS="$(GOTESTFLAGS)" scripts/bench-edge.sh
 
 fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh

@@ -23,8 +23,10 @@
 //     the start of the refresh; a clock set back cannot revive expired
 //     metadata. Expired metadata refuses new installs (ErrExpired); it has
 //     no say over the release that is already running.
-//   - Every file this package persists is written through WriteFileAtomic
-//     (temp file, fsync, rename, fsync of the directory).
+//   - Every file this package persists is written through the WriteFile
+//     it is given, which must be atomic and durable (temp file, fsync,
+//     rename, fsync of the directory): the edge gives
+//     internal/durable.WriteFile, through edge/ota.
 //   - An offline bundle goes through exactly the checks of an online
 //     refresh, against the same cached metadata.
 package firmware

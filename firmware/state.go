@@ -14,10 +14,12 @@ import (
 // State is the trust state the edge keeps beside the metadata: the
 // anti-rollback floor and the newest reference time at which metadata was
 // verified. Both only ever go up; a write that would lower either is
-// ignored. The file is replaced atomically and fsynced (WriteFileAtomic),
-// so after a power cut it holds the old state or the new one.
+// ignored. The file is replaced atomically and fsynced (by the WriteFile
+// given to OpenState), so after a power cut it holds the old state or the
+// new one.
 type State struct {
-	path string
+	path  string
+	write WriteFile
 
 	mu sync.Mutex
 	st persistedState
@@ -45,8 +47,13 @@ const stateFile = "state.json"
 // every write is a read-merge-write under an advisory lock on path.lock,
 // keeping the larger of each field, so no process can lower what another
 // raised.
-func OpenState(path string) (*State, error) {
-	s := &State{path: path}
+//
+// write persists the state (see WriteFile).
+func OpenState(path string, write WriteFile) (*State, error) {
+	if write == nil {
+		return nil, errNoWriteFile
+	}
+	s := &State{path: path, write: write}
 	st, err := readState(path)
 	if err != nil {
 		return nil, err
@@ -136,7 +143,7 @@ func (s *State) update(next persistedState) error {
 	if err != nil {
 		return err
 	}
-	if err := WriteFileAtomic(s.path, append(b, '\n'), 0o644); err != nil {
+	if err := s.write(s.path, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("save trust state: %w", err)
 	}
 	s.st = merged

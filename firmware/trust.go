@@ -32,8 +32,11 @@ const (
 	DefaultMaxMetadataBytes = 1 << 20
 )
 
-// Options for Open. Zero values take the defaults.
+// Options for Open. Zero values take the defaults, except WriteFile,
+// which is required.
 type Options struct {
+	// WriteFile persists the metadata and the state (see WriteFile).
+	WriteFile WriteFile
 	// Now is the local clock (time.Now).
 	Now func() time.Time
 	// MaxRootRotations bounds the root walk of one refresh.
@@ -63,7 +66,12 @@ type Trust struct {
 // release signers, shipped with the edge or copied at enrollment). It
 // refuses a root that is not signed by its own threshold, and a dir that
 // already has one: replacing the root is done by rotation, not by Init.
-func Init(dir string, root []byte) error {
+//
+// write persists the root (see WriteFile).
+func Init(dir string, root []byte, write WriteFile) error {
+	if write == nil {
+		return errNoWriteFile
+	}
 	if _, err := trustedmetadata.New(root); err != nil {
 		return fmt.Errorf("%w: initial root: %v", ErrUntrusted, err)
 	}
@@ -74,7 +82,7 @@ func Init(dir string, root []byte) error {
 	if _, err := os.Stat(p); err == nil {
 		return fmt.Errorf("trust dir %s already has a root.json; roots are replaced by rotation", dir)
 	}
-	return WriteFileAtomic(p, root, 0o644)
+	return write(p, root, 0o644)
 }
 
 // Open opens a trust directory made by Init.
@@ -82,6 +90,9 @@ func Open(dir string, opts *Options) (*Trust, error) {
 	t := &Trust{dir: dir}
 	if opts != nil {
 		t.opts = *opts
+	}
+	if t.opts.WriteFile == nil {
+		return nil, errNoWriteFile
 	}
 	if t.opts.Now == nil {
 		t.opts.Now = time.Now
@@ -98,7 +109,7 @@ func Open(dir string, opts *Options) (*Trust, error) {
 		}
 		return nil, fmt.Errorf("open trust %s: %w", dir, err)
 	}
-	st, err := OpenState(filepath.Join(dir, stateFile))
+	st, err := OpenState(filepath.Join(dir, stateFile), t.opts.WriteFile)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +191,7 @@ func (r *refresh) run(ctx context.Context) (*Verified, error) {
 func (r *refresh) path(name string) string { return filepath.Join(r.t.dir, name) }
 
 func (r *refresh) cache(name string, data []byte) error {
-	return WriteFileAtomic(r.path(name), data, 0o644)
+	return r.t.opts.WriteFile(r.path(name), data, 0o644)
 }
 
 // root loads the trusted root and walks N+1.root.json until the source

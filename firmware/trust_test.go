@@ -16,6 +16,7 @@ import (
 
 	"github.com/outpost-edge/outpost/firmware"
 	"github.com/outpost-edge/outpost/firmware/firmwaretest"
+	"github.com/outpost-edge/outpost/internal/durable"
 )
 
 // clock is a settable local clock for a Trust.
@@ -129,7 +130,7 @@ func TestDowngradeBelowFloorRefused(t *testing.T) {
 		t.Fatal("the floor went down")
 	}
 	// The floor survives a restart and never went down.
-	st, err := firmware.OpenState(filepath.Join(tr.Dir(), "state.json"))
+	st, err := firmware.OpenState(filepath.Join(tr.Dir(), "state.json"), durable.WriteFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,11 +350,30 @@ func TestOldRootReplayRefused(t *testing.T) {
 func TestInitRefusesUnsignedRoot(t *testing.T) {
 	r := firmwaretest.New(t, firmwaretest.Options{})
 	bad := bytes.Replace(r.RootBytes(1), []byte(`"version":1`), []byte(`"version":7`), 1)
-	if err := firmware.Init(t.TempDir(), bad); !errors.Is(err, firmware.ErrUntrusted) {
+	if err := firmware.Init(t.TempDir(), bad, durable.WriteFile); !errors.Is(err, firmware.ErrUntrusted) {
 		t.Fatalf("init with a tampered root: %v", err)
 	}
-	if _, err := firmware.Open(t.TempDir(), nil); !errors.Is(err, firmware.ErrNoTrust) {
+	if _, err := firmware.Open(t.TempDir(), &firmware.Options{WriteFile: durable.WriteFile}); !errors.Is(err, firmware.ErrNoTrust) {
 		t.Fatalf("open without a root: %v", err)
+	}
+}
+
+// Nothing in firmware writes a file on its own: without a WriteFile to
+// persist with (atomic and durable), it refuses to start.
+func TestNoWriteFileRefused(t *testing.T) {
+	r := firmwaretest.New(t, firmwaretest.Options{})
+	dir := t.TempDir()
+	if err := firmware.Init(dir, r.RootBytes(1), nil); err == nil || !strings.Contains(err.Error(), "WriteFile") {
+		t.Fatalf("init without a WriteFile: %v", err)
+	}
+	if err := firmware.Init(dir, r.RootBytes(1), durable.WriteFile); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := firmware.Open(dir, nil); err == nil || !strings.Contains(err.Error(), "WriteFile") {
+		t.Fatalf("open without a WriteFile: %v", err)
+	}
+	if _, err := firmware.OpenState(filepath.Join(dir, "state.json"), nil); err == nil || !strings.Contains(err.Error(), "WriteFile") {
+		t.Fatalf("open state without a WriteFile: %v", err)
 	}
 }
 
@@ -363,7 +383,7 @@ func TestCorruptStateFailsClosed(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(tr.Dir(), "state.json"), []byte(`{"floor":`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := firmware.Open(tr.Dir(), nil); !errors.Is(err, firmware.ErrState) || !strings.Contains(err.Error(), "OTA.md") {
+	if _, err := firmware.Open(tr.Dir(), &firmware.Options{WriteFile: durable.WriteFile}); !errors.Is(err, firmware.ErrState) || !strings.Contains(err.Error(), "OTA.md") {
 		t.Fatalf("open with a torn state: %v", err)
 	}
 }
@@ -380,11 +400,11 @@ func copyRepo(t *testing.T, dir string) string {
 // Two processes' States on one file: neither lowers what the other raised.
 func TestStateSharedBetweenProcesses(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.json")
-	a, err := firmware.OpenState(path)
+	a, err := firmware.OpenState(path, durable.WriteFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := firmware.OpenState(path) // loaded before a raises the floor
+	b, err := firmware.OpenState(path, durable.WriteFile) // loaded before a raises the floor
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +417,7 @@ func TestStateSharedBetweenProcesses(t *testing.T) {
 	if b.Floor() != 5 {
 		t.Fatalf("b sees floor %d, want 5", b.Floor())
 	}
-	c, _ := firmware.OpenState(path)
+	c, _ := firmware.OpenState(path, durable.WriteFile)
 	if c.Floor() != 5 {
 		t.Fatalf("floor on disk %d, want 5", c.Floor())
 	}

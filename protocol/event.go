@@ -484,7 +484,18 @@ func cborErrText(err error) string { return strings.TrimPrefix(err.Error(), "cbo
 func parseJSON(b []byte) (any, error) { return parseJSONAt(b, 0) }
 
 // parseJSONAt is parseJSON for a value at nesting level depth (from 0).
+// Syntactically valid input takes the fast path (jsonfast.go).
 func parseJSONAt(b []byte, depth int) (any, error) {
+	if json.Valid(b) {
+		p := &fastJSON{b: b}
+		return p.value(nil, depth)
+	}
+	return parseJSONSlow(b, depth)
+}
+
+// parseJSONSlow is parseJSONAt through encoding/json's tokens: the path
+// of input that is not valid JSON, whose errors it words.
+func parseJSONSlow(b []byte, depth int) (any, error) {
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.UseNumber()
 	r := &jsonReader{d: d, b: b}

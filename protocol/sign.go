@@ -120,7 +120,7 @@ func openSign1(what string, msg []byte) (*cose.Sign1Message, error) {
 // signedPayload is a payload type of a signed message: it names the key
 // that signed it, which must be the key in the protected header.
 type signedPayload interface {
-	Checkpoint | Receipt | Nack
+	Checkpoint | Receipt | Nack | ProofStatement | Command
 }
 
 // verifySigned checks a parsed COSE_Sign1 message and decodes its payload
@@ -173,6 +173,10 @@ func verifySigned[T signedPayload](what, wantCT string, m *cose.Sign1Message, ke
 	case *Receipt:
 		payloadKID = p.KID
 	case *Nack:
+		payloadKID = p.KID
+	case *ProofStatement:
+		payloadKID = p.KID
+	case *Command:
 		payloadKID = p.KID
 	}
 	if payloadKID != kid {

@@ -54,6 +54,19 @@ type Config struct {
 	// Skewed is the share of devices whose clock is off by hours or days
 	// (default 0.25; negative: none).
 	Skewed float64
+	// LateTills is how many stores (the first ones) have a till that holds
+	// its events: it rings up a business day LateDays (default 7) before
+	// the run's, sends nothing while the traffic runs, and then sends
+	// everything it held, in order, and its Z report: a week-late day
+	// that the cloud's reports must take in as it comes. Needs a second
+	// till (--devices 4 or more); with fewer, the store's only till does it.
+	LateTills int
+	LateDays  int
+	// DuplicateTxn is the share of a till's events that send a recent sale
+	// again under a new event id (same store, terminal, business day and
+	// txn): counted once on the till's Z, once in the cloud's reports,
+	// and listed there as an anomaly.
+	DuplicateTxn float64
 	// MQTT5 is the share of MQTT devices that speak MQTT 5 rather than
 	// 3.1.1 (default 0.3; negative: none).
 	MQTT5 float64
@@ -125,6 +138,13 @@ func (c *Config) defaults() error {
 		c.TelemetryQuota = 24 << 10
 	}
 	c.QuotaEdges = min(c.QuotaEdges, c.Stores)
+	c.LateTills = min(max(c.LateTills, 0), c.Stores)
+	if c.LateDays <= 0 {
+		c.LateDays = 7
+	}
+	if c.DuplicateTxn < 0 || c.DuplicateTxn > 0.5 {
+		return fmt.Errorf("simulator: duplicate-transaction share %v: want 0 to 0.5", c.DuplicateTxn)
+	}
 	if c.Retransmit == 0 {
 		c.Retransmit = 0.02
 	}

@@ -25,6 +25,10 @@ type device struct {
 	cbor   bool // payloads in CBOR rather than JSON
 	batch  int  // events per payload, at most
 	rng    *rand.Rand
+	// hold makes the device a till that holds its events (Config.LateTills)
+	// until the traffic ends; held are those events.
+	hold bool
+	held []protocol.Event
 }
 
 // layout returns the kinds of a store's n devices: a till, a scale, a
@@ -54,6 +58,7 @@ type counters struct {
 	dropped     atomic.Int64 // readings a sensor gave up on (refused under the quota)
 	invalid     atomic.Int64 // payloads refused as bad input (a bug)
 	zReports    atomic.Int64 // till.closed acknowledged
+	late        atomic.Int64 // events a holding till sent after the traffic
 }
 
 // take reserves n events under the run's event limit.
@@ -85,6 +90,7 @@ func (r *run) runDevice(ctx context.Context, d *device, stop <-chan struct{}) {
 		case <-ctx.Done():
 			return
 		case <-stop:
+			r.release(ctx, d)
 			r.closeDay(ctx, d)
 			return
 		case <-timer.C:
@@ -94,6 +100,7 @@ func (r *run) runDevice(ctx context.Context, d *device, stop <-chan struct{}) {
 			n = 1 + d.rng.IntN(d.batch)
 		}
 		if !r.take(n) {
+			r.release(ctx, d)
 			r.closeDay(ctx, d)
 			r.noteLimit()
 			return
@@ -103,7 +110,11 @@ func (r *run) runDevice(ctx context.Context, d *device, stop <-chan struct{}) {
 		for i := range evs {
 			evs[i] = d.gen.Next(now)
 		}
-		r.deliver(ctx, d, evs, true)
+		if d.hold {
+			d.held = append(d.held, evs...)
+		} else {
+			r.deliver(ctx, d, evs, true)
+		}
 		// Poisson arrivals at the device's rate; no burst to catch up after
 		// a stall (a till waits for its customer, not the other way round).
 		next = next.Add(time.Duration(d.rng.ExpFloat64() * float64(time.Second) / r.cfg.Rate))
@@ -111,6 +122,20 @@ func (r *run) runDevice(ctx context.Context, d *device, stop <-chan struct{}) {
 			next = now
 		}
 		timer.Reset(time.Until(next))
+	}
+}
+
+// release sends what a holding till held, in order, a few events a
+// payload, as a till back online after days would.
+func (r *run) release(ctx context.Context, d *device) {
+	if len(d.held) > 0 {
+		r.printf("device %s: sending %d events it held for business day %s", d.id, len(d.held), d.gen.Totals().BusinessDay)
+	}
+	for len(d.held) > 0 {
+		n := min(len(d.held), max(1, d.batch))
+		r.c.late.Add(int64(n))
+		r.deliver(ctx, d, d.held[:n], true)
+		d.held = d.held[n:]
 	}
 }
 

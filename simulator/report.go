@@ -58,6 +58,9 @@ type Report struct {
 		Retransmit     float64 `json:"retransmit"`
 		Duplicate      float64 `json:"duplicate"`
 		Skewed         float64 `json:"skewed"`
+		LateTills      int     `json:"late_tills,omitempty"`
+		LateDays       int     `json:"late_days,omitempty"`
+		DuplicateTxn   float64 `json:"duplicate_txn,omitempty"`
 	} `json:"config"`
 
 	Traffic struct {
@@ -71,6 +74,7 @@ type Report struct {
 		Refusals    uint64         `json:"refusals"`    // refusals the edges explained
 		Invalid     int            `json:"invalid"`     // payloads refused as bad input
 		ZReports    int            `json:"z_reports"`   // till.closed acknowledged
+		Late        int            `json:"late"`        // events a holding till sent after the traffic (Config.LateTills)
 		Time        Millis         `json:"time_ms"`     // from the first send to the last acknowledgement
 		AckedPerSec float64        `json:"acked_per_s"` // acknowledged events per second over Time
 		AckLatency  verify.Latency `json:"ack_latency"` // first send to the edge's acknowledgement
@@ -115,6 +119,10 @@ func (r *run) report(ctx context.Context, led *verify.Ledger, v *verify.Verdict,
 	c := &rep.Config
 	c.Stores, c.Devices, c.Rate, c.Duration, c.Events, c.Seed = r.cfg.Stores, r.cfg.Devices, r.cfg.Rate, Millis(r.cfg.Duration), r.cfg.Events, r.cfg.Seed
 	c.Faults, c.QuotaEdges, c.Retransmit, c.Duplicate, c.Skewed = scheduleText(r.cfg.Faults), r.cfg.QuotaEdges, r.cfg.Retransmit, r.cfg.Duplicate, r.cfg.Skewed
+	if r.cfg.LateTills > 0 {
+		c.LateTills, c.LateDays = r.cfg.LateTills, r.cfg.LateDays
+	}
+	c.DuplicateTxn = r.cfg.DuplicateTxn
 	if c.QuotaEdges > 0 {
 		c.TelemetryQuota = r.cfg.TelemetryQuota
 	}
@@ -128,6 +136,7 @@ func (r *run) report(ctx context.Context, led *verify.Ledger, v *verify.Verdict,
 	}
 	t.Retransmits, t.Duplicates, t.Dropped = int(r.c.retransmits.Load()), int(r.c.duplicates.Load()), int(r.c.dropped.Load())
 	t.Invalid, t.ZReports = int(r.c.invalid.Load()), int(r.c.zReports.Load())
+	t.Late = int(r.c.late.Load())
 	for _, d := range r.devices {
 		t.Refusals += d.sender.Refusals()
 	}
@@ -217,6 +226,12 @@ func (rep *Report) Print(w io.Writer) {
 		v.Present, v.Acked, v.ShedAcked, v.Unacked)
 	fmt.Fprintf(w, "  proofs    %d streams, %d records, %d checkpoint signatures verified, chains checked; %d Z reports match the ledger\n",
 		v.Streams, v.Records, v.Checkpoints, v.TillsExact)
+	switch {
+	case v.Reports != nil:
+		fmt.Fprintf(w, "  reports   %s\n", v.Reports)
+	case v.ReportsSkipped != "":
+		fmt.Fprintf(w, "  reports   not checked: %s\n", v.ReportsSkipped)
+	}
 	fmt.Fprintf(w, "  rate      %.0f events/s acknowledged by the edges over %s; %.0f records/s committed by the cloud\n",
 		t.AckedPerSec, t.Time, rep.Commit.PerSec)
 	fmt.Fprintf(w, "  latency   device publish → cloud commit: %s\n", v.Latency)

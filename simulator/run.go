@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -147,26 +148,37 @@ func (r *run) setup(ctx context.Context) error {
 			return err
 		}
 		r.edges = append(r.edges, e)
-		tok, err := r.cloud.EnrollToken(ctx, id)
+		currency, incl := "EUR", true
+		if i%3 == 2 {
+			currency, incl = "USD", false
+		}
+		if err := r.cloud.AddStore(ctx, id, "Shop "+strconv.Itoa(i+1), storeZones[i%len(storeZones)], currency); err != nil {
+			return err
+		}
+		tok, err := r.cloud.EnrollToken(ctx, id, id)
 		if err != nil {
 			return err
 		}
 		if err := e.Enroll(ctx, r.cloud.API, tok); err != nil {
 			return err
 		}
-		currency, incl := "EUR", true
-		if i%3 == 2 {
-			currency, incl = "USD", false
-		}
 		type plan struct {
 			id, secret string
 			kind       traffic.Kind
 			skew       time.Duration
 			mqtt5      bool
+			late       bool
 		}
 		var plans []plan
+		lateTill := -1 // the device index of the till that holds its events
+		if i < r.cfg.LateTills {
+			lateTill = 0
+			if r.cfg.Devices >= 4 {
+				lateTill = 3 // the second till
+			}
+		}
 		for j, kind := range layout(r.cfg.Devices) {
-			p := plan{id: fmt.Sprintf("s%d-%s-%d", i+1, kind, j+1), kind: kind}
+			p := plan{id: fmt.Sprintf("s%d-%s-%d", i+1, kind, j+1), kind: kind, late: j == lateTill}
 			if p.secret, err = e.AddDevice(ctx, p.id); err != nil {
 				return err
 			}
@@ -183,9 +195,13 @@ func (r *run) setup(ctx context.Context) error {
 		}
 		transports := map[string]int{}
 		for _, p := range plans {
-			d := &device{id: p.id, edge: e, rng: rand.New(rand.NewPCG(seed, hash(p.id))), batch: 1,
+			bday := day
+			if p.late {
+				bday = time.Now().UTC().AddDate(0, 0, -r.cfg.LateDays).Format(time.DateOnly)
+			}
+			d := &device{id: p.id, edge: e, rng: rand.New(rand.NewPCG(seed, hash(p.id))), batch: 1, hold: p.late,
 				gen: traffic.New(traffic.Options{Seed: seed, Store: id, Device: p.id, Kind: p.kind, Currency: currency,
-					TaxIncluded: incl, BusinessDay: day, Skew: p.skew})}
+					TaxIncluded: incl, BusinessDay: bday, Skew: p.skew, DuplicateTxn: r.cfg.DuplicateTxn})}
 			// Tills and sensors speak MQTT (3.1.1 or 5), sensors in CBOR;
 			// the scale posts batches over HTTP.
 			d.cbor = p.kind == traffic.Sensor
@@ -217,6 +233,10 @@ func (r *run) setup(ctx context.Context) error {
 	}
 	return nil
 }
+
+// storeZones are the stores' time zones, in turn: the by-hour report's
+// hours are local to them.
+var storeZones = []string{"Europe/Berlin", "America/New_York", "Asia/Tokyo"}
 
 func hash(s string) uint64 {
 	h := fnv.New64a()
@@ -337,6 +357,10 @@ func (r *run) finish(ctx context.Context) (*Report, error) {
 		return nil, fmt.Errorf("read the ledger: %w", err)
 	}
 	v := verify.Check(led, entries, verify.Options{})
+	r.printf("verify: reading the reports back")
+	if err := cl.CheckReports(ctx, led, v, StoreIDs(r.cfg.Stores), verify.Options{}); err != nil {
+		return nil, fmt.Errorf("read the reports: %w", err)
+	}
 	rep := r.report(ctx, led, v, entries, r.drained)
 	path := r.cfg.ReportPath
 	if path == "" {

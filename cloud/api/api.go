@@ -41,6 +41,11 @@ type Options struct {
 	// CloudPublicKey is the key receipts are signed with. POST /v1/enroll
 	// and GET /v1/cloud-key return it, for edges to pin.
 	CloudPublicKey ed25519.PublicKey
+	// Signer is the cloud's signing key, whose public half is
+	// CloudPublicKey (New fills that from it when it is nil). Proofs
+	// (GET /v1/events/{edge}/{epoch}/{seq}/proof) are signed with it; when
+	// it is nil, that endpoint answers 501.
+	Signer *protocol.Signer
 	// Ready adds readiness checks (the broker, say) to GET /readyz, after
 	// the database's. Its error's text is shown to whoever asks /readyz.
 	// May be nil.
@@ -50,10 +55,33 @@ type Options struct {
 	// (an ingest that has not consumed for minutes). Keep it cheap and
 	// free of the database. May be nil.
 	Live func() error
+	// Repository, when not nil, serves the OTA release repository at
+	// GET /v1/ota/repo/{file...} (cloud/release.Server: it authenticates
+	// edges by their own keys, not by bearer tokens). When nil that route
+	// answers 404.
+	Repository http.Handler
 	// Metrics, when not nil, is served at GET /metrics without auth.
 	Metrics http.Handler
 	// Logger gets the access log and internal errors. Default slog.Default().
 	Logger *slog.Logger
+	// The live tail (GET /v1/events/stream): how often a caught-up stream
+	// reads the ledger again (default DefaultStreamPoll), how long it may
+	// be quiet before a heartbeat comment (DefaultStreamHeartbeat), how
+	// many events it reads and sends at once (DefaultStreamBatch), how
+	// long one write may take before the client is cut off
+	// (DefaultStreamWriteTimeout), how long a client may stay behind the
+	// ledger before it is sent a "slow" close event
+	// (DefaultStreamMaxBehind), and how long a stream lasts at most
+	// (DefaultStreamMaxDuration).
+	StreamPoll, StreamHeartbeat, StreamWriteTimeout, StreamMaxBehind, StreamMaxDuration time.Duration
+	StreamBatch                                                                         int
+	// StreamsDone, when closed, ends every live tail with a "shutdown"
+	// close event (cloud serve closes it when the HTTP server shuts down,
+	// which does not wait for streams otherwise). May be nil.
+	StreamsDone <-chan struct{}
+	// OpenAPI is the spec served at GET /openapi.yaml (docs/openapi.yaml,
+	// embedded by cmd/cloud). When nil that route answers 404.
+	OpenAPI []byte
 	// Now is the clock for the expiry times the API reports. Default
 	// time.Now. (The ledger's own clock decides expiry; give both the same.)
 	Now func() time.Time
@@ -73,6 +101,14 @@ func New(opts Options) http.Handler {
 	if opts.Ledger == nil {
 		panic("api.New: Options.Ledger is nil")
 	}
+	if opts.Signer != nil {
+		if opts.CloudPublicKey == nil {
+			opts.CloudPublicKey = opts.Signer.Public()
+		}
+		if !opts.Signer.Public().Equal(opts.CloudPublicKey) {
+			panic("api.New: Options.Signer is not the key of Options.CloudPublicKey")
+		}
+	}
 	if len(opts.CloudPublicKey) != ed25519.PublicKeySize {
 		panic(fmt.Sprintf("api.New: Options.CloudPublicKey is %d bytes, want %d", len(opts.CloudPublicKey), ed25519.PublicKeySize))
 	}
@@ -82,6 +118,15 @@ func New(opts Options) http.Handler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	defaultDuration(&opts.StreamPoll, DefaultStreamPoll)
+	defaultDuration(&opts.StreamHeartbeat, DefaultStreamHeartbeat)
+	defaultDuration(&opts.StreamWriteTimeout, DefaultStreamWriteTimeout)
+	defaultDuration(&opts.StreamMaxBehind, DefaultStreamMaxBehind)
+	defaultDuration(&opts.StreamMaxDuration, DefaultStreamMaxDuration)
+	if opts.StreamBatch <= 0 {
+		opts.StreamBatch = DefaultStreamBatch
+	}
+	opts.StreamBatch = min(opts.StreamBatch, ledger.MaxLimit)
 	s := &server{
 		opts:     opts,
 		log:      opts.Logger.With("component", "api"),
@@ -90,6 +135,12 @@ func New(opts Options) http.Handler {
 	}
 	s.routes()
 	return s
+}
+
+func defaultDuration(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
+	}
 }
 
 // access says who may call an endpoint.
@@ -126,6 +177,9 @@ func (s *server) endpoints() []endpoint {
 		{"GET /v1/streams", reader, s.streams, nil, false},
 		{"GET /v1/streams/{edge}/{epoch}/records", admin, s.streamRecords, []string{"from", "limit"}, false},
 		{"GET /v1/events", reader, s.events, []string{"edge", "type", "from", "to", "after", "limit"}, false},
+		{"GET /v1/events/{edge}/{epoch}/{seq}/proof", reader, s.eventProof, nil, false},
+		{streamPattern, reader, s.eventStream, []string{"edge", "type", "from", "to", "after"}, false},
+		{"GET /openapi.yaml", public, s.openAPI, nil, false},
 		{"GET /v1/quarantine", reader, s.quarantine, []string{"after", "limit"}, false},
 		{"GET /v1/quarantine/{id}", reader, s.quarantineEntry, nil, false},
 
@@ -138,7 +192,15 @@ func (s *server) endpoints() []endpoint {
 		{"POST /v1/tokens", admin, s.createEnrollToken, nil, false},
 		{"POST /v1/api-tokens", admin, s.createAPIToken, nil, false},
 		{"POST /v1/api-tokens/{name}/revoke", admin, s.revokeAPIToken, nil, false},
+
+		{"GET /v1/tenants", reader, s.listTenants, nil, false},
+		{"POST /v1/tenants", admin, s.addTenant, nil, false},
+		{"GET /v1/stores", reader, s.listStores, []string{"tenant"}, false},
+		{"POST /v1/stores", admin, s.addStore, nil, false},
+
+		{"GET /v1/ota/repo/{file...}", public, s.otaRepo, nil, false},
 	}
+	eps = append(eps, s.reportEndpoints()...)
 	if s.opts.Metrics != nil {
 		eps = append(eps, endpoint{pattern: "GET /metrics", need: public, anyParams: true, h: func(w http.ResponseWriter, r *http.Request) error {
 			s.opts.Metrics.ServeHTTP(w, r)
@@ -160,15 +222,17 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 func (s *server) handle(ep endpoint) {
 	s.mux.HandleFunc(ep.pattern, func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), RequestTimeout)
-		defer cancel()
-		r = r.WithContext(ctx)
+		if ep.pattern != streamPattern {
+			ctx, cancel := context.WithTimeout(r.Context(), RequestTimeout)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
 		err := s.authorize(r, ep.need)
 		if err == nil && !ep.anyParams {
 			err = onlyParams(r, ep.params...)
 		}
 		if err == nil {
-			err = ep.h(w, r)
+			err = s.serve(w, r, ep)
 		}
 		if err != nil {
 			s.writeError(w, r, err)
@@ -182,6 +246,17 @@ type logInfo struct {
 	requestID string
 	token     string // the API token's name, never its plaintext
 	err       error  // an internal error, for the log only
+
+	// scope is the token's tenant, or ledger.AllTenants for a global
+	// token; set by authorize.
+	scope string
+	// led is the ledger a read endpoint reads through: ledger.ReadAs's,
+	// bound to scope by row-level security. Nil outside reads.
+	led *ledger.Ledger
+	// edges are the ids of the edges of scope, read before the request's
+	// read transaction: the second check (after row-level security) of
+	// what a tenant's token is shown. Nil for a global token.
+	edges map[string]bool
 }
 
 type logKey struct{}
@@ -308,10 +383,9 @@ func (s *server) authorize(r *http.Request, need access) error {
 		return &authError{err: err}
 	}
 	info(r).token = t.Name
+	info(r).scope = ledger.AllTenants
 	if t.Tenant != "" {
-		return errorf(http.StatusForbidden,
-			"token %q is scoped to tenant %q, but edges carry no tenant yet, so this API cannot scope what it shows "+
-				"and refuses the token rather than show other tenants' data; use a token without a tenant", t.Name, t.Tenant)
+		info(r).scope = t.Tenant
 	}
 	switch {
 	case t.Role == RoleAdmin:
@@ -389,4 +463,14 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		return badRequest("request body: %s (docs/API.md lists the fields)", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return badRequest("request body: %v", err)
+}
+
+// otaRepo hands the request to the release repository, which checks the
+// edge's signed Authorization header itself.
+func (s *server) otaRepo(w http.ResponseWriter, r *http.Request) error {
+	if s.opts.Repository == nil {
+		return errorf(http.StatusNotFound, "this cloud serves no release repository (cloud serve --release-dir)")
+	}
+	s.opts.Repository.ServeHTTP(w, r)
+	return nil
 }

@@ -6,12 +6,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/cloud/api"
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -163,7 +167,8 @@ func TestAuth(t *testing.T) {
 		{"write without token", "POST", "/v1/edges", "", newEdge(), 401, "cloud tokens create --admin"},
 		{"reader writes", "POST", "/v1/edges", "Bearer " + e.Reader, newEdge(), 403, `needs role "admin"`},
 		{"reader makes tokens", "POST", "/v1/api-tokens", "Bearer " + e.Reader, map[string]any{"name": "x", "role": "admin"}, 403, `needs role "admin"`},
-		{"tenant token", "GET", "/v1/edges", "Bearer " + tenant, nil, 403, "tenant"},
+		{"tenant token reads", "GET", "/v1/edges", "Bearer " + tenant, nil, 200, ""},
+		{"tenant token makes tenants", "POST", "/v1/tenants", "Bearer " + tenant, map[string]any{"id": "x", "name": "X"}, 403, "global admin"},
 		{"unknown role", "GET", "/v1/edges", "Bearer " + odd, nil, 403, `"auditor"`},
 		{"reader reads", "GET", "/v1/streams", "Bearer " + e.Reader, nil, 200, ""},
 		{"reader reads events", "GET", "/v1/events", "bearer " + e.Reader, nil, 200, ""},
@@ -421,6 +426,41 @@ func TestReadyz(t *testing.T) {
 		// Nor can a token be checked: that is 503, not 401.
 		wantError(t, e.Do(t, "GET", "/v1/edges", e.Admin, nil), 503, "retry later")
 	})
+	t.Run("no reader role", func(t *testing.T) {
+		// A serving role that is not a member of the reader role cannot
+		// read anything through the API: not ready, saying what to do.
+		e := MustEnv(t, envOptions{})
+		ctx := context.Background()
+		role := fmt.Sprintf("outsider_%d", time.Now().UnixNano())
+		for _, sql := range []string{`CREATE ROLE ` + role + ` LOGIN`, `GRANT SELECT ON schema_migrations TO ` + role} {
+			if _, err := e.Conn.Exec(ctx, sql); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Cleanup(func() {
+			_, _ = e.Conn.Exec(ctx, `DROP OWNED BY `+role)
+			_, _ = e.Conn.Exec(ctx, `DROP ROLE `+role)
+		})
+		u, err := url.Parse(e.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.User = url.User(role)
+		conn := MustConn(t, u.String())
+		srv := httptest.NewServer(api.New(api.Options{Ledger: ledger.New(conn, ledger.Options{}), CloudPublicKey: e.Cloud.Public(),
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
+		defer srv.Close()
+		resp, err := srv.Client().Get(srv.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 503 || !strings.Contains(string(b), "GRANT outpost_reader TO") {
+			t.Fatalf("readyz: %d %s", resp.StatusCode, b)
+		}
+		conn.Close(ctx)
+	})
 	t.Run("extra check", func(t *testing.T) {
 		e := MustEnv(t, envOptions{Ready: func(context.Context) error { return errors.New("broker not connected") }})
 		wantError(t, e.Do(t, "GET", "/readyz", "", nil), 503, "broker not connected")
@@ -516,7 +556,7 @@ func TestAPITokens(t *testing.T) {
 	wantError(t, e.Do(t, "POST", "/v1/api-tokens", e.Admin, map[string]any{"name": "x", "role": "owner"}), 400, "role")
 	wantError(t, e.Do(t, "POST", "/v1/api-tokens", e.Admin, map[string]any{"name": "", "role": "admin"}), 400, "name")
 	wantError(t, e.Do(t, "POST", "/v1/api-tokens", e.Admin, map[string]any{"name": "x", "role": "admin", "tenant": "acme"}),
-		400, `unknown field "tenant"`)
+		404, "tenant acme: not found")
 
 	if r := e.Do(t, "POST", "/v1/api-tokens/dashboard/revoke", e.Admin, nil); r.Status != 204 {
 		t.Fatalf("revoke: %d %s", r.Status, r.Body)

@@ -43,9 +43,15 @@ func TestDocsCoverRoutes(t *testing.T) {
 		}
 	}
 	slices.Sort(documented)
-	if !slices.Equal(routes, documented) {
+	// OpenAPI has no rest-of-path parameter: the mux's {file...} is
+	// documented as {file}.
+	var plain []string
+	for _, r := range routes {
+		plain = append(plain, strings.ReplaceAll(r, "...}", "}"))
+	}
+	if !slices.Equal(plain, documented) {
 		t.Errorf("openapi.yaml documents\n  %s\nand the API serves\n  %s",
-			strings.Join(documented, "\n  "), strings.Join(routes, "\n  "))
+			strings.Join(documented, "\n  "), strings.Join(plain, "\n  "))
 	}
 	checkRefs(t, doc, doc, "")
 

@@ -62,6 +62,10 @@ func statusOf(err error) (status int, msg string) {
 		return http.StatusConflict, err.Error() + ": a token works only once; " + adviceNewEnrollToken
 	case errors.Is(err, ledger.ErrTokenExpired):
 		return http.StatusGone, err.Error() + ": " + adviceNewEnrollToken
+	case errors.Is(err, ledger.ErrInvalid):
+		return http.StatusBadRequest, err.Error()
+	case errors.Is(err, ledger.ErrTenantMismatch):
+		return http.StatusConflict, err.Error() + ": an edge stays in its tenant; register the device under a new edge id"
 	case errors.Is(err, ledger.ErrNotFound), errors.Is(err, ledger.ErrUnknownKey):
 		return http.StatusNotFound, err.Error()
 	case errors.Is(err, ledger.ErrExists):

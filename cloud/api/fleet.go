@@ -89,6 +89,8 @@ type keyJSON struct {
 
 type edgeJSON struct {
 	ID        string     `json:"id"`
+	Tenant    string     `json:"tenant,omitempty"`
+	Store     string     `json:"store,omitempty"`
 	Status    string     `json:"status"`
 	CreatedAt time.Time  `json:"created_at"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
@@ -104,7 +106,7 @@ func timePtr(t time.Time) *time.Time {
 }
 
 func edgeOf(e ledger.Edge) edgeJSON {
-	out := edgeJSON{ID: e.ID, Status: e.Status, CreatedAt: e.CreatedAt.UTC(), RevokedAt: timePtr(e.RevokedAt), Keys: []keyJSON{}}
+	out := edgeJSON{ID: e.ID, Tenant: e.Tenant, Store: e.Store, Status: e.Status, CreatedAt: e.CreatedAt.UTC(), RevokedAt: timePtr(e.RevokedAt), Keys: []keyJSON{}}
 	for _, k := range e.Keys {
 		out.Keys = append(out.Keys, keyJSON{KID: k.KID, PublicKey: hex.EncodeToString(k.Public), Status: k.Status,
 			CreatedAt: k.CreatedAt.UTC(), RevokedAt: timePtr(k.RevokedAt)})
@@ -117,12 +119,15 @@ type edgesBody struct {
 }
 
 func (s *server) listEdges(w http.ResponseWriter, r *http.Request) error {
-	es, err := s.opts.Ledger.ListEdges(r.Context())
+	es, err := s.led(r).ListEdges(r.Context())
 	if err != nil {
 		return err
 	}
 	out := edgesBody{Edges: make([]edgeJSON, 0, len(es))}
 	for _, e := range es {
+		if !s.visible(r, e.ID) {
+			continue
+		}
 		out.Edges = append(out.Edges, edgeOf(e))
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -134,9 +139,15 @@ func (s *server) getEdge(w http.ResponseWriter, r *http.Request) error {
 	if err := checkEdgeID("edge id in the path", id); err != nil {
 		return err
 	}
-	e, err := s.opts.Ledger.GetEdge(r.Context(), id)
+	if !mine(r, id) {
+		return errorf(http.StatusNotFound, "edge %s: not found", id)
+	}
+	e, err := s.led(r).GetEdge(r.Context(), id)
 	if err != nil {
 		return err
+	}
+	if !s.visible(r, e.ID) {
+		return errorf(http.StatusNotFound, "edge %s: not found", id)
 	}
 	writeJSON(w, http.StatusOK, edgeOf(e))
 	return nil
@@ -145,6 +156,8 @@ func (s *server) getEdge(w http.ResponseWriter, r *http.Request) error {
 type addEdgeRequest struct {
 	ID        string `json:"id"`
 	PublicKey string `json:"public_key"`
+	Tenant    string `json:"tenant"`
+	Store     string `json:"store"`
 }
 
 func (s *server) addEdge(w http.ResponseWriter, r *http.Request) error {
@@ -159,9 +172,31 @@ func (s *server) addEdge(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	tenant, err := tenantFor(r, "tenant", req.Tenant)
+	if err != nil {
+		return err
+	}
+	if tenant == "" && req.Store != "" {
+		return badRequest("store needs tenant: the tenant that owns store %s", req.Store)
+	}
+	if tenant != "" {
+		// Checked before the edge exists, so that a bad tenant or store
+		// does not leave an edge without one behind.
+		if err := s.opts.Ledger.CheckTenantStore(r.Context(), tenant, req.Store); err != nil {
+			return err
+		}
+	}
 	e, err := s.opts.Ledger.AddEdge(r.Context(), req.ID, pub)
 	if err != nil {
 		return err
+	}
+	if tenant != "" {
+		if err := s.opts.Ledger.SetEdgeTenant(r.Context(), e.ID, tenant, req.Store); err != nil {
+			return hideTenant(r, e.ID, err)
+		}
+		if e, err = s.opts.Ledger.GetEdge(r.Context(), e.ID); err != nil {
+			return err
+		}
 	}
 	s.log.Info("edge added", "edge", e.ID, "kid", protocol.KeyIDOf(pub), "token", info(r).token)
 	w.Header().Set("Location", "/v1/edges/"+e.ID)
@@ -175,6 +210,9 @@ func (s *server) revokeEdge(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := noBody(w, r); err != nil {
+		return err
+	}
+	if err := s.ownEdge(r, id); err != nil {
 		return err
 	}
 	if err := s.opts.Ledger.RevokeEdge(r.Context(), id); err != nil {
@@ -211,6 +249,9 @@ func (s *server) rotateKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := s.ownEdge(r, id); err != nil {
+		return err
+	}
 	kid, err := s.opts.Ledger.RotateKey(r.Context(), id, pub)
 	if err != nil {
 		return err
@@ -229,6 +270,9 @@ func (s *server) revokeKey(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("key id in the path must be 16 lower-case hex digits (a kid from GET /v1/edges/%s)", id)
 	}
 	if err := noBody(w, r); err != nil {
+		return err
+	}
+	if err := s.ownEdge(r, id); err != nil {
 		return err
 	}
 	if err := s.opts.Ledger.RevokeKey(r.Context(), id, protocol.KeyID(kid)); err != nil {
@@ -256,13 +300,17 @@ func isKeyID(s string) bool {
 }
 
 type enrollTokenRequest struct {
-	Edge string `json:"edge"`
-	TTL  string `json:"ttl"`
+	Edge   string `json:"edge"`
+	TTL    string `json:"ttl"`
+	Tenant string `json:"tenant"`
+	Store  string `json:"store"`
 }
 
 type enrollTokenResponse struct {
 	Token     string    `json:"token"`
 	Edge      string    `json:"edge"`
+	Tenant    string    `json:"tenant,omitempty"`
+	Store     string    `json:"store,omitempty"`
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
@@ -282,13 +330,26 @@ func (s *server) createEnrollToken(w http.ResponseWriter, r *http.Request) error
 		}
 		ttl = d
 	}
-	now := s.opts.Now()
-	tok, err := s.opts.Ledger.CreateEnrollToken(r.Context(), req.Edge, ttl)
+	tenant, err := tenantFor(r, "tenant", req.Tenant)
 	if err != nil {
 		return err
 	}
-	s.log.Info("enrollment token created", "edge", req.Edge, "ttl", ttl, "token", info(r).token)
-	writeJSON(w, http.StatusCreated, enrollTokenResponse{Token: tok, Edge: req.Edge, ExpiresAt: now.Add(ttl).UTC()})
+	if tenant == "" && req.Store != "" {
+		return badRequest("store needs tenant: the tenant that owns store %s", req.Store)
+	}
+	now := s.opts.Now()
+	var tok string
+	if tenant == "" {
+		tok, err = s.opts.Ledger.CreateEnrollToken(r.Context(), req.Edge, ttl)
+	} else {
+		tok, err = s.opts.Ledger.CreateTenantEnrollToken(r.Context(), req.Edge, tenant, req.Store, ttl)
+	}
+	if err != nil {
+		return hideTenant(r, req.Edge, err)
+	}
+	s.log.Info("enrollment token created", "edge", req.Edge, "tenant", tenant, "ttl", ttl, "token", info(r).token)
+	writeJSON(w, http.StatusCreated, enrollTokenResponse{Token: tok, Edge: req.Edge, Tenant: tenant, Store: req.Store,
+		ExpiresAt: now.Add(ttl).UTC()})
 	return nil
 }
 
@@ -301,14 +362,16 @@ func fmtDuration(d time.Duration) string {
 }
 
 type apiTokenRequest struct {
-	Name string `json:"name"`
-	Role string `json:"role"`
+	Name   string `json:"name"`
+	Role   string `json:"role"`
+	Tenant string `json:"tenant"`
 }
 
 type apiTokenResponse struct {
-	Token string `json:"token"`
-	Name  string `json:"name"`
-	Role  string `json:"role"`
+	Token  string `json:"token"`
+	Name   string `json:"name"`
+	Role   string `json:"role"`
+	Tenant string `json:"tenant,omitempty"`
 }
 
 func (s *server) createAPIToken(w http.ResponseWriter, r *http.Request) error {
@@ -322,12 +385,21 @@ func (s *server) createAPIToken(w http.ResponseWriter, r *http.Request) error {
 	if req.Role != RoleAdmin && req.Role != RoleReader {
 		return badRequest("role must be %q or %q", RoleAdmin, RoleReader)
 	}
-	tok, err := s.opts.Ledger.CreateAPIToken(r.Context(), req.Name, req.Role, "")
+	tenant, err := tenantFor(r, "tenant", req.Tenant)
 	if err != nil {
 		return err
 	}
-	s.log.Info("api token created", "name", req.Name, "role", req.Role, "token", info(r).token)
-	writeJSON(w, http.StatusCreated, apiTokenResponse{Token: tok, Name: req.Name, Role: req.Role})
+	var tok string
+	if tenant == "" {
+		tok, err = s.opts.Ledger.CreateAPIToken(r.Context(), req.Name, req.Role, "")
+	} else {
+		tok, err = s.opts.Ledger.CreateTenantAPIToken(r.Context(), req.Name, req.Role, tenant)
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info("api token created", "name", req.Name, "role", req.Role, "tenant", tenant, "token", info(r).token)
+	writeJSON(w, http.StatusCreated, apiTokenResponse{Token: tok, Name: req.Name, Role: req.Role, Tenant: tenant})
 	return nil
 }
 
@@ -338,6 +410,15 @@ func (s *server) revokeAPIToken(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err := noBody(w, r); err != nil {
 		return err
+	}
+	if sc := scope(r); sc != ledger.AllTenants {
+		t, err := s.opts.Ledger.APITokenTenant(r.Context(), name)
+		if err != nil {
+			return err
+		}
+		if t != sc {
+			return errorf(http.StatusNotFound, "api token %q: not found", name)
+		}
 	}
 	if err := s.opts.Ledger.RevokeAPIToken(r.Context(), name); err != nil {
 		return err

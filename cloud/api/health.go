@@ -60,6 +60,12 @@ func (s *server) notReady(ctx context.Context) (string, error) {
 	case err != nil:
 		return "database unreachable (the cloud's log has the details)", err
 	}
+	// Every read runs as the reader role: a serving role that may not
+	// switch to it would answer every authenticated GET with a 500.
+	if err := s.opts.Ledger.ReadAs(ctx, ledger.AllTenants, func(*ledger.Ledger) error { return nil }); err != nil {
+		return fmt.Sprintf("the cloud's database role cannot switch to the role %s that every API read runs as: "+
+			"GRANT %s TO <the cloud's role> (docs/OPERATIONS.md, Tenants)", ledger.ReaderRole, ledger.ReaderRole), err
+	}
 	if s.opts.Ready != nil {
 		if err := s.opts.Ready(ctx); err != nil {
 			return err.Error(), err
@@ -77,5 +83,20 @@ type cloudKeyBody struct {
 // an edge pins it at enrollment, and anyone may check a receipt.
 func (s *server) cloudKey(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, cloudKeyBody{PublicKey: hex.EncodeToString(s.opts.CloudPublicKey), KID: s.cloudKID})
+	return nil
+}
+
+// openAPI serves GET /openapi.yaml: the API's spec, docs/openapi.yaml as
+// the binary embeds it.
+func (s *server) openAPI(w http.ResponseWriter, r *http.Request) error {
+	if s.opts.OpenAPI == nil {
+		return errorf(http.StatusNotFound, "this server was built without its OpenAPI spec; docs/openapi.yaml in the source is the same document")
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/yaml")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(s.opts.OpenAPI)
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outpost-edge/outpost/cloud/api"
 	"github.com/outpost-edge/outpost/cloud/ledger"
@@ -81,6 +82,16 @@ type envOptions struct {
 	Ready      func(context.Context) error
 	Live       func() error
 	Metrics    http.Handler
+	// Projections are the ledger's (none by default).
+	Projections []ledger.Projection
+	// StreamMaxDuration bounds the live tail's streams (the API's default
+	// when zero).
+	StreamMaxDuration time.Duration
+	// Pool puts the ledger on a pool, as cloud serve does, rather than on
+	// Conn: a query a handler makes outside its request's read
+	// transaction then runs on another connection, as it would in
+	// production (on one connection it would run inside that transaction).
+	Pool bool
 }
 
 // MustConn opens a connection to url, closed when tb ends.
@@ -113,11 +124,20 @@ func MustEnv(tb testing.TB, o envOptions) *env {
 		}
 	}
 	logger := slog.New(slog.NewJSONHandler(e.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.Ledger = ledger.New(e.Conn, ledger.Options{Now: e.Clock.Now, Logger: logger})
+	var db ledger.DB = e.Conn
+	if o.Pool {
+		pool, err := pgxpool.New(ctx, e.URL)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(pool.Close)
+		db = pool
+	}
+	e.Ledger = ledger.New(db, ledger.Options{Now: e.Clock.Now, Logger: logger, Projections: o.Projections})
 	e.Cloud = MustSigner(tb)
 	e.Server = httptest.NewServer(api.New(api.Options{
-		Ledger: e.Ledger, CloudPublicKey: e.Cloud.Public(), Ready: o.Ready, Live: o.Live, Metrics: o.Metrics,
-		Logger: logger, Now: e.Clock.Now,
+		Ledger: e.Ledger, CloudPublicKey: e.Cloud.Public(), Signer: e.Cloud, Ready: o.Ready, Live: o.Live, Metrics: o.Metrics,
+		Logger: logger, Now: e.Clock.Now, StreamMaxDuration: o.StreamMaxDuration,
 	}))
 	tb.Cleanup(e.Server.Close)
 	if !o.Unmigrated {

@@ -87,12 +87,15 @@ type streamsBody struct {
 }
 
 func (s *server) streams(w http.ResponseWriter, r *http.Request) error {
-	ss, err := s.opts.Ledger.Streams(r.Context())
+	ss, err := s.led(r).Streams(r.Context())
 	if err != nil {
 		return err
 	}
 	out := streamsBody{Streams: make([]streamJSON, 0, len(ss))}
 	for _, st := range ss {
+		if !s.visible(r, st.Stream.Edge) {
+			continue
+		}
 		j := streamJSON{
 			Edge: st.Stream.Edge, Epoch: st.Stream.Epoch, HWM: st.HWM, Head: st.Head,
 			LastCommit: timePtr(st.CommittedAt), EdgeSeq: st.EdgeSeq, Lag: st.Lag,
@@ -112,39 +115,33 @@ func (s *server) streams(w http.ResponseWriter, r *http.Request) error {
 // documented wire form (pos, committed_at and protocol.RecordJSON's
 // fields per event; next).
 func (s *server) events(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
-	var f ledger.Filter
-	var err error
-	if f.Edge = q.Get("edge"); f.Edge != "" {
-		if err := checkEdgeID("parameter edge", f.Edge); err != nil {
-			return err
-		}
-	}
-	if f.Type = q.Get("type"); f.Type != "" {
-		if err := protocol.ValidateType(f.Type); err != nil {
-			return badRequest("parameter type must be an event type in dotted lower case such as sale.completed: %v", err)
-		}
-	}
-	if f.From, err = parseTime(r, "from"); err != nil {
-		return err
-	}
-	if f.To, err = parseTime(r, "to"); err != nil {
-		return err
-	}
-	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
-		return badRequest("parameter to must be after from (from is inclusive, to exclusive)")
-	}
-	if f.After, err = parseCursor(r, "after"); err != nil {
+	f, err := eventFilter(r)
+	if err != nil {
 		return err
 	}
 	if f.Limit, err = parseLimit(r); err != nil {
 		return err
 	}
-	p, err := s.opts.Ledger.Events(r.Context(), f)
+	p, err := s.led(r).Events(r.Context(), f)
 	if err != nil {
 		return err
 	}
+	kept := p.Events[:0]
+	for _, e := range p.Events {
+		if s.visible(r, e.Edge) {
+			kept = append(kept, e)
+		}
+	}
+	p.Events = kept
 	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+// validateTypeParam checks the type filter of the event endpoints.
+func validateTypeParam(t string) error {
+	if err := protocol.ValidateType(t); err != nil {
+		return badRequest("parameter type must be an event type in dotted lower case such as sale.completed: %v", err)
+	}
 	return nil
 }
 
@@ -191,13 +188,15 @@ func (s *server) quarantine(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	qs, err := s.opts.Ledger.Quarantine(r.Context(), after, limit)
+	qs, err := s.led(r).Quarantine(r.Context(), after, limit)
 	if err != nil {
 		return err
 	}
 	out := quarantineBody{Entries: make([]quarantineJSON, 0, len(qs)), Next: after}
 	for _, q := range qs {
-		out.Entries = append(out.Entries, quarantineOf(q, false))
+		if s.visible(r, q.Edge) {
+			out.Entries = append(out.Entries, quarantineOf(q, false))
+		}
 		out.Next = q.ID
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -209,11 +208,11 @@ func (s *server) quarantineEntry(w http.ResponseWriter, r *http.Request) error {
 	if err != nil || id < 1 {
 		return badRequest("quarantine id in the path must be a positive integer (an id from GET /v1/quarantine)")
 	}
-	qs, err := s.opts.Ledger.Quarantine(r.Context(), id-1, 1)
+	qs, err := s.led(r).Quarantine(r.Context(), id-1, 1)
 	if err != nil {
 		return err
 	}
-	if len(qs) == 0 || qs[0].ID != id {
+	if len(qs) == 0 || qs[0].ID != id || !s.visible(r, qs[0].Edge) {
 		return errorf(http.StatusNotFound, "quarantine entry %d: not found", id)
 	}
 	writeJSON(w, http.StatusOK, quarantineOf(qs[0], true))

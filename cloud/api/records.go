@@ -64,7 +64,12 @@ func (s *server) streamRecords(w http.ResponseWriter, r *http.Request) error {
 	// rather than wrapping around (from=9223372036854775807 used to make a
 	// negative to, and a checkpoint below from).
 	to := from + min(uint64(limit)-1, math.MaxInt64-from)
-	p, err := s.opts.Ledger.StreamProof(r.Context(), protocol.Stream{Edge: edge, Epoch: epoch}, from, to)
+	var p ledger.Proof
+	if mine(r, edge) {
+		p, err = s.led(r).StreamProof(r.Context(), protocol.Stream{Edge: edge, Epoch: epoch}, from, to)
+	} else {
+		err = ledger.ErrNotFound
+	}
 	if errors.Is(err, ledger.ErrNotFound) {
 		return errorf(http.StatusNotFound, "stream %s/%s: not found; GET /v1/streams lists the streams", edge, epoch)
 	}

@@ -10,10 +10,14 @@
 //  2. Decode them and call Ledger.Commit once for the whole batch: one
 //     transaction, stream rows locked in a fixed order, signatures and
 //     chains verified, duplicates skipped, new records copied in.
-//  3. After the commit, sign and send one receipt per stream (the highest
-//     watermark reached) and a nack for each quarantined segment, all
-//     published before any is waited for (AsyncReplier), then ack the
-//     broker messages.
+//  3. After the commit, hand the batch's replies to the worker's sender
+//     and go back to step 1: the sender signs one receipt per stream (the
+//     highest watermark reached), publishes them and a nack for each
+//     quarantined segment, all before any is waited for (AsyncReplier),
+//     then acks the broker messages. The commit worker does not wait for
+//     the broker: it gathers and commits the next batch meanwhile. At most
+//     replyBacklog batches wait for their sender; beyond that the worker
+//     waits, so a slow broker slows commits instead of growing memory.
 //  4. A segment that starts beyond the stream's watermark (a gap) is most
 //     often the next segment of a pipelining edge that reached this worker
 //     before the previous one was committed by another. It is parked and
@@ -346,17 +350,59 @@ func (s *Service) nack(it *item, w Watermark, code protocol.NackCode, reason str
 		First: ref.First, Last: ref.Last, SegKID: ref.KID, SegHash: ref.Hash})
 }
 
+// replyBacklog is how many committed batches' replies may wait for a
+// worker's sender while the worker commits the next one.
+const replyBacklog = 2
+
+// replyJob is what a committed batch still owes: its receipts (signed by
+// the sender), its nacks (signed) and, after those are sent, its acks.
+type replyJob struct {
+	receipts []streamReceipt
+	out      []reply
+	acks     []*item
+}
+
+type streamReceipt struct {
+	r Replier
+	w Watermark
+}
+
+// worker gathers and commits batches; its sender (a goroutine the worker
+// owns and waits for) sends their replies and acks, in batch order.
 func (s *Service) worker(ctx context.Context) {
+	jobs := make(chan replyJob, replyBacklog)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for j := range jobs {
+			s.finish(ctx, j)
+		}
+	}()
+	defer func() {
+		close(jobs)
+		<-sent // the batches in hand are replied to and acked before the worker stops
+	}()
 	var parked []*item // gaps waiting for their fill
 	for {
 		batch, ok := s.gather(ctx, parked)
 		if !ok {
 			return
 		}
-		parked = s.process(ctx, batch)
+		parked = s.process(ctx, batch, jobs)
 		if s.Draining() {
 			return // parked gaps stay unacked: redelivered or resent
 		}
+	}
+}
+
+// finish sends a committed batch's replies, then acks its messages.
+func (s *Service) finish(ctx context.Context, j replyJob) {
+	for _, rc := range j.receipts {
+		j.out = append(j.out, reply{r: rc.r, edge: rc.w.Stream.Edge, msg: s.receipt(rc.w), receipt: true})
+	}
+	s.send(ctx, j.out)
+	for _, it := range j.acks {
+		ack(it)
 	}
 }
 
@@ -410,8 +456,9 @@ func (s *Service) gather(ctx context.Context, parked []*item) ([]*item, bool) {
 	return batch, true
 }
 
-// process commits a batch and replies. It returns the gaps to retry.
-func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
+// process commits a batch and hands its replies to jobs. It returns the
+// gaps to retry.
+func (s *Service) process(ctx context.Context, batch []*item, jobs chan<- replyJob) (parked []*item) {
 	now := s.o.Now()
 	var inputs []Input
 	var its []*item
@@ -489,15 +536,13 @@ func (s *Service) process(ctx context.Context, batch []*item) (parked []*item) {
 			acks = append(acks, it)
 		}
 	}
+	j := replyJob{out: out, acks: acks}
 	for k, w := range receipts {
 		if k.r != nil {
-			out = append(out, reply{r: k.r, edge: w.Stream.Edge, msg: s.receipt(w), receipt: true})
+			j.receipts = append(j.receipts, streamReceipt{k.r, w})
 		}
 	}
-	s.send(ctx, out)
-	for _, it := range acks {
-		ack(it)
-	}
+	jobs <- j // waits only while replyBacklog batches are unsent
 	return parked
 }
 

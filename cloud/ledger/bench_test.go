@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,21 @@ func (s *benchStream) segments(tb testing.TB, n, size int) []*protocol.Segment {
 	for i := range out {
 		out[i] = segment(s.c, s.e, s.next, s.next+uint64(size)-1)
 		s.next += uint64(size)
+	}
+	return out
+}
+
+// shadowed returns segs under a shadow epoch of each stream, for the plain
+// COPY: the same table, the same bytes, but index keys as new as the
+// commit's. (Copying the keys the commit has just inserted would let the
+// COPY add them to hot leaf pages as B-tree duplicates: a ceiling no
+// commit can reach.)
+func shadowed(segs []*protocol.Segment) []*protocol.Segment {
+	out := make([]*protocol.Segment, len(segs))
+	for i, s := range segs {
+		c := *s
+		c.Epoch[0] ^= 0xff
+		out[i] = &c
 	}
 	return out
 }
@@ -65,12 +81,15 @@ func plainCopy(tb testing.TB, conn *pgx.Conn, rows [][]any) {
 // ratio_to_copy compares with one COPY stream, the raw ceiling DESIGN.md
 // names (a single COPY is what one commit does). With more than one
 // worker, ratio_to_copy_same_workers compares with as many concurrent COPY
-// streams: commits run their database side one at a time (the commit lock
-// that makes pos order commit order), so they cannot use a second core for
-// COPY the way concurrent plain COPYs can.
+// streams, the goal's ceiling (issue 16: at least 0.8): commits of
+// different edges run their database side at once (each worker here has
+// its own edges), so they can use a second core for COPY as concurrent
+// plain COPYs do; what they add is the verification (Go, on the same
+// cores), the edge locks and positions, and the stream and checkpoint
+// writes.
 func BenchmarkCommit(b *testing.B) {
 	for _, bc := range []struct{ workers, segs, size int }{
-		{1, 10, 100}, {2, 10, 100}, {2, 4, 250}, {2, 1, 100},
+		{1, 10, 100}, {2, 10, 100}, {4, 10, 100}, {2, 4, 250}, {2, 1, 100},
 	} {
 		b.Run(fmt.Sprintf("workers=%d/segs=%d/size=%d", bc.workers, bc.segs, bc.size), func(b *testing.B) {
 			benchCommit(b, bc.workers, bc.segs, bc.size)
@@ -111,7 +130,7 @@ func benchCommit(b *testing.B, workers, nseg, size int) {
 		return time.Since(t0)
 	}
 	b.ResetTimer()
-	for done := 0; done < b.N; {
+	for done, nth := 0, 0; done < b.N; nth++ {
 		b.StopTimer()
 		n := min(b.N-done, round*workers)
 		ins := make([][][]ledger.Input, workers)
@@ -123,40 +142,63 @@ func benchCommit(b *testing.B, workers, nseg, size int) {
 				segs = append(segs, s.segments(b, 1, size)...)
 			}
 			ins[i%workers] = append(ins[i%workers], inputs(segs...))
-			crows[i%workers] = append(crows[i%workers], copyRows(b, segs))
+			crows[i%workers] = append(crows[i%workers], copyRows(b, shadowed(segs)))
 			rows += nseg * size
 		}
 		done += n
 		b.StartTimer()
 
-		commitDur += run(func(w int) {
-			for _, in := range ins[w] {
-				out, err := ws[w].l.Commit(ctx, in)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				for _, o := range out {
-					if o.Kind != ledger.KindCommitted {
-						b.Errorf("outcome %+v", o)
-						return
+		// The phases alternate in order from round to round, and each
+		// starts after a GC. The commit used to run first in every round,
+		// right after the batches were built, and paid for what building
+		// them left behind (garbage to collect, at least): with the plain
+		// COPY first instead, its one-worker ratio read about 0.15 higher
+		// on this machine.
+		phases := []func(){
+			func() {
+				runtime.GC()
+				commitDur += run(func(w int) {
+					for _, in := range ins[w] {
+						out, err := ws[w].l.Commit(ctx, in)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						for _, o := range out {
+							if o.Kind != ledger.KindCommitted {
+								b.Errorf("outcome %+v", o)
+								return
+							}
+						}
+					}
+				})
+			},
+			func() {
+				runtime.GC()
+				t0 := time.Now()
+				for w := range ws {
+					for _, r := range crows[w] {
+						plainCopy(b, ws[0].conn, r)
 					}
 				}
-			}
-		})
-		t0 := time.Now()
-		for w := range ws {
-			for _, r := range crows[w] {
-				plainCopy(b, ws[0].conn, r)
-			}
-		}
-		copyDur += time.Since(t0)
-		if workers > 1 {
-			copyWDur += run(func(w int) {
-				for _, r := range crows[w] {
-					plainCopy(b, ws[w].conn, r)
+				copyDur += time.Since(t0)
+			},
+			func() {
+				runtime.GC()
+				if workers > 1 {
+					copyWDur += run(func(w int) {
+						for _, r := range crows[w] {
+							plainCopy(b, ws[w].conn, r)
+						}
+					})
 				}
-			})
+			},
+		}
+		if nth%2 == 1 {
+			slices.Reverse(phases)
+		}
+		for _, p := range phases {
+			p()
 		}
 	}
 	b.ReportMetric(copyDur.Seconds()/commitDur.Seconds(), "ratio_to_copy")

@@ -52,6 +52,22 @@ type Projection interface {
 	Apply(ctx context.Context, tx pgx.Tx, recs []Committed) error
 }
 
+// An OrderedProjection is a Projection whose rows depend on the order in
+// which records are folded (which of two duplicates counts, a stock count
+// against another till's sale, which Z came later), so that its rows equal
+// a rebuild in pos order only if every commit applies it in the order of
+// its positions. Commits of different edges run at once, and a commit that
+// took lower positions can reach Apply after one that took higher ones; so
+// for each OrderedProjection the commit takes a transaction advisory lock
+// on OrderKey before it takes its positions, and holds it to its end.
+// Commits that fold an ordered projection therefore run one at a time from
+// their positions to their commit: the price of a projection that equals
+// its rebuild (docs/REPORTS.md, "Commits and order").
+type OrderedProjection interface {
+	Projection
+	OrderKey() string
+}
+
 // maxAttempts bounds how often a commit transaction that hit a deadlock or
 // serialization failure is run again.
 const maxAttempts = 3
@@ -155,6 +171,7 @@ func (l *Ledger) Commit(ctx context.Context, batch []Input) ([]Outcome, error) {
 // streamState is a locked stream row and what the batch does to it.
 type streamState struct {
 	hwm, dbHWM uint64
+	floor      uint64 // records at or below it may be gone (DropBefore)
 	head       protocol.Hash
 	lastCommit time.Time
 	firstSeen  time.Time
@@ -263,7 +280,9 @@ type txn struct {
 	byEdge      []protocol.Stream // every locked stream, in lock order
 	active      map[edgeKID]bool  // the signing keys still active
 	committedAt time.Time
-	nextPos     int64
+	firstPos    int64 // the first position taken
+	nextPos     int64 // the next position to give a record
+	mark        bool  // this commit writes the minute's ledger_marks row
 
 	// From decide and checkDuplicates.
 	res      []Outcome
@@ -306,30 +325,50 @@ func (t *txn) plan() {
 }
 
 // lockStreams is the one round trip before the COPY:
-//  1. Insert the streams not seen before (in lock order, so two
-//     transactions inserting the same new streams wait on each other in
-//     the same order).
-//  2. Lock every stream row of the batch's edges, in (edge, epoch) order.
-//  3. Take a share lock on the edges and keys that signed, re-reading
+//  1. Lock the batch's edges (a transaction advisory lock per edge, in
+//     key order): commits of one edge run one at a time, commits of
+//     different edges at once. The lock is what keeps each stream's
+//     records in seq order and pos order alike; it assigns no xid.
+//  2. Take the transaction's xid, its range of positions (as many as
+//     there are records; duplicates leave gaps in pos, which is fine) and
+//     its commit time, all at once (ledger_take_positions, the first
+//     write of the transaction): a larger xid has larger positions, which
+//     is what makes the tailing readers' horizon exact (BelowHorizon).
+//  3. Insert the streams not seen before (in lock order).
+//  4. Lock every stream row of the batch's edges, in (edge, epoch) order:
+//     no other commit waits here (they wait at 1), only a hello's update.
+//  5. Take a share lock on the edges and keys that signed, re-reading
 //     their status: a revocation that committed after phase 1 read the
 //     keys is seen here, and one that starts now waits for this commit.
-//  4. Take the commit lock, last, and hold it to COMMIT: it makes pos
-//     order commit order.
-//  5. Read the commit time and take a range of positions, as many as
-//     there are records (duplicates leave gaps in pos, which is fine).
 func (t *txn) lockStreams(ctx context.Context) error {
 	b := &pgx.Batch{}
+	b.Queue(`SELECT count(pg_advisory_xact_lock($2, k))
+		FROM (SELECT DISTINCT hashtext(e) AS k FROM unnest($1::text[]) AS e ORDER BY 1) AS s`, t.edges, lockEdgeClass)
+	b.Queue(`SELECT count(pg_advisory_xact_lock($2, k))
+		FROM (SELECT DISTINCT hashtext(o) AS k FROM unnest($1::text[]) AS o ORDER BY 1) AS s`, t.l.orderKeys, lockProjectionClass)
+	b.Queue(`SELECT first_pos, committed_at, mark FROM ledger_take_positions($1)`, max(t.maxNew, 1))
 	b.Queue(`INSERT INTO streams (edge, epoch)
 		SELECT * FROM unnest($1::text[], $2::bytea[])
 		ON CONFLICT DO NOTHING RETURNING edge, epoch`, t.sEdges, t.sEpochs)
-	b.Queue(`SELECT edge, epoch, hwm, head, last_commit, first_seen, ended_at IS NOT NULL
+	b.Queue(`SELECT edge, epoch, hwm, head, last_commit, first_seen, ended_at IS NOT NULL, floor_seq
 		FROM streams WHERE edge = ANY($1) ORDER BY edge, epoch FOR UPDATE`, t.edges)
 	b.Queue(`SELECT k.edge, k.kid FROM edge_keys k JOIN edges e ON e.id = k.edge
 		WHERE k.edge = ANY($1) AND k.kid = ANY($2) AND k.status = 'active' AND e.status = 'active'
 		FOR SHARE OF k, e`, t.edges, t.kids)
-	b.Queue(`SELECT pg_advisory_xact_lock($1)`, lockCommit)
-	b.Queue(`SELECT clock_timestamp(), setval('ledger_pos_seq', nextval('ledger_pos_seq') + $1 - 1)`, t.maxNew)
 	br := t.tx.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return fmt.Errorf("lock edges: %w", err)
+	}
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return fmt.Errorf("lock ordered projections: %w", err)
+	}
+	if err := br.QueryRow().Scan(&t.nextPos, &t.committedAt, &t.mark); err != nil {
+		br.Close()
+		return fmt.Errorf("take commit positions: %w", err)
+	}
+	t.firstPos = t.nextPos
 	fresh := map[protocol.Stream]bool{}
 	rows, _ := br.Query()
 	var edge string
@@ -348,10 +387,11 @@ func (t *txn) lockStreams(ctx context.Context) error {
 	var lastCommit *time.Time
 	var firstSeen time.Time
 	var ended bool
+	var floor int64
 	rows, _ = br.Query()
-	_, err = pgx.ForEachRow(rows, []any{&edge, &epoch, &hwm, &head, &lastCommit, &firstSeen, &ended}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&edge, &epoch, &hwm, &head, &lastCommit, &firstSeen, &ended, &floor}, func() error {
 		s := streamOf(edge, epoch)
-		st := &streamState{hwm: uint64(hwm), dbHWM: uint64(hwm), lastCommit: deref(lastCommit),
+		st := &streamState{hwm: uint64(hwm), dbHWM: uint64(hwm), floor: uint64(floor), lastCommit: deref(lastCommit),
 			firstSeen: firstSeen, ended: ended, isNew: fresh[s]}
 		copy(st.head[:], head)
 		t.states[s] = st
@@ -373,18 +413,9 @@ func (t *txn) lockStreams(ctx context.Context) error {
 		br.Close()
 		return fmt.Errorf("recheck keys: %w", err)
 	}
-	var lastPos int64
-	_, err = br.Exec()
-	if err == nil {
-		err = br.QueryRow().Scan(&t.committedAt, &lastPos)
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("lock streams: %w", err)
 	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("take commit position: %w", err)
-	}
-	t.nextPos = lastPos - int64(t.maxNew) + 1
 	return nil
 }
 
@@ -447,6 +478,23 @@ func (t *txn) decide() error {
 	return nil
 }
 
+// dupCheckQuery returns, for each (i, edge, epoch, seq), the stored link
+// hash of that record, or NULL when there is none. A resent segment ends
+// where its first delivery did, at a stored checkpoint, whose head is the
+// link hash of that record: the ledger is not read at all. Otherwise the
+// record is looked up in the ledger at the commit time of the first
+// checkpoint at or after its seq (the commit that stored the record also
+// stored that checkpoint, at the same time), which leaves one partition
+// (chunk) to look in.
+const dupCheckQuery = `SELECT q.i, coalesce(c.head, l.hash)
+	FROM unnest($1::int[], $2::text[], $3::bytea[], $4::bigint[]) AS q(i, edge, epoch, seq)
+	LEFT JOIN checkpoints c ON c.edge = q.edge AND c.epoch = q.epoch AND c.seq = q.seq
+	LEFT JOIN LATERAL (SELECT hash FROM ledger l
+		WHERE c.head IS NULL AND l.edge = q.edge AND l.epoch = q.epoch AND l.seq = q.seq
+		AND l.committed_at = (SELECT c2.committed_at FROM checkpoints c2
+			WHERE c2.edge = q.edge AND c2.epoch = q.epoch AND c2.seq >= q.seq ORDER BY c2.seq LIMIT 1)
+		LIMIT 1) l ON true`
+
 // checkDuplicates compares duplicates of records committed before with the
 // stored records: the edge signed both, so a difference is a fork.
 func (t *txn) checkDuplicates(ctx context.Context) error {
@@ -464,11 +512,7 @@ func (t *txn) checkDuplicates(ctx context.Context) error {
 		eps = append(eps, v.stream.Epoch[:])
 		seqs = append(seqs, int64(c.seq))
 	}
-	rows, _ := t.tx.Query(ctx, `SELECT q.i, l.hash
-		FROM unnest($1::int[], $2::text[], $3::bytea[], $4::bigint[]) AS q(i, edge, epoch, seq)
-		LEFT JOIN LATERAL (SELECT hash FROM ledger l
-			WHERE l.edge = q.edge AND l.epoch = q.epoch AND l.seq = q.seq LIMIT 1) l ON true`,
-		is, es, eps, seqs)
+	rows, _ := t.tx.Query(ctx, dupCheckQuery, is, es, eps, seqs)
 	stored := map[int]protocol.Hash{}
 	var i int32
 	var h []byte
@@ -483,7 +527,12 @@ func (t *txn) checkDuplicates(ctx context.Context) error {
 		return fmt.Errorf("check duplicates: %w", err)
 	}
 	for _, c := range t.dbChecks {
-		if h, ok := stored[c.i]; !ok || h != c.want {
+		h, ok := stored[c.i]
+		switch {
+		case !ok && c.seq <= t.states[t.work[c.i].stream].floor:
+			// Dropped by retention: nothing to compare with. A duplicate
+			// (the edge signed both); see DropBefore.
+		case !ok || h != c.want:
 			t.res[c.i] = forked(t.work[c.i].stream, c.seq)
 		}
 	}
@@ -540,6 +589,10 @@ func (t *txn) advance(b *pgx.Batch) {
 		b.Queue(`INSERT INTO checkpoints (edge, epoch, seq, head, kid, signature, committed_at)
 			SELECT t.*, $7::timestamptz FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::bytea[], $5::text[], $6::bytea[]) AS t
 			ON CONFLICT DO NOTHING`, ce, cep, cs, ch, ck, csig, t.committedAt)
+	}
+	if t.mark {
+		b.Queue(`INSERT INTO ledger_marks (pos, committed_at) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
+			t.firstPos, t.committedAt)
 	}
 	var ue []string
 	var uep, uh [][]byte

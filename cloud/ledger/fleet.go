@@ -34,6 +34,8 @@ const (
 // Edge is a registered edge and its keys.
 type Edge struct {
 	ID        string
+	Tenant    string // the tenant it belongs to (DefaultTenant unless moved)
+	Store     string // the store it usually serves; may be ""
 	Status    string // StatusActive or StatusRevoked
 	CreatedAt time.Time
 	RevokedAt time.Time // zero while active
@@ -334,7 +336,8 @@ func (l *Ledger) ListEdges(ctx context.Context) ([]Edge, error) {
 
 func (l *Ledger) listEdges(ctx context.Context, where string, args ...any) ([]Edge, error) {
 	rows, err := l.db.Query(ctx,
-		`SELECT e.id, e.status, e.created_at, e.revoked_at, k.kid, k.pubkey, k.status, k.created_at, k.revoked_at
+		`SELECT e.id, coalesce(e.tenant, ''), coalesce(e.store, ''), e.status, e.created_at, e.revoked_at,
+			k.kid, k.pubkey, k.status, k.created_at, k.revoked_at
 		 FROM edges e LEFT JOIN edge_keys k ON k.edge = e.id `+where+`
 		 ORDER BY e.id, k.created_at, k.kid`, args...)
 	if err != nil {
@@ -347,7 +350,7 @@ func (l *Ledger) listEdges(ctx context.Context, where string, args ...any) ([]Ed
 		var erev, kcreated, krev *time.Time
 		var kid, kstatus *string
 		var pub []byte
-		if err := rows.Scan(&e.ID, &e.Status, &e.CreatedAt, &erev, &kid, &pub, &kstatus, &kcreated, &krev); err != nil {
+		if err := rows.Scan(&e.ID, &e.Tenant, &e.Store, &e.Status, &e.CreatedAt, &erev, &kid, &pub, &kstatus, &kcreated, &krev); err != nil {
 			return nil, err
 		}
 		if len(out) == 0 || out[len(out)-1].ID != e.ID {
@@ -456,6 +459,9 @@ func (l *Ledger) Enroll(ctx context.Context, token string, pub ed25519.PublicKey
 		return Edge{}, fmt.Errorf("enroll: edge %s: %w", edge, ErrRevoked)
 	}
 	if err := insertKey(ctx, tx, edge, pub); err != nil {
+		return Edge{}, fmt.Errorf("enroll %s: %w", edge, err)
+	}
+	if err := enrollTenant(ctx, tx, edge, tokenHash(token)); err != nil {
 		return Edge{}, fmt.Errorf("enroll %s: %w", edge, err)
 	}
 	if _, err := tx.Exec(ctx, `UPDATE enroll_tokens SET used_at = now(), used_kid = $2 WHERE hash = $1`,

@@ -85,6 +85,10 @@ type Ledger struct {
 	stats stats
 	keys  keyCache
 
+	// orderKeys are the OrderKeys of the OrderedProjections, whose locks
+	// every commit takes before its positions.
+	orderKeys []string
+
 	lastPrune atomic.Int64 // Unix ns of the last quarantine retention pass
 }
 
@@ -101,7 +105,13 @@ func New(db DB, opts Options) *Ledger {
 	}
 	opts.Logger = opts.Logger.With("component", "ledger")
 	opts.Quarantine = opts.Quarantine.withDefaults()
-	return &Ledger{db: db, opts: opts}
+	l := &Ledger{db: db, opts: opts, orderKeys: []string{}}
+	for _, p := range opts.Projections {
+		if o, ok := p.(OrderedProjection); ok {
+			l.orderKeys = append(l.orderKeys, o.OrderKey())
+		}
+	}
+	return l
 }
 
 // DB returns the database handle the ledger uses.

@@ -21,7 +21,7 @@ var migrationFiles embed.FS
 // Partitioning modes: how the ledger table is split by commit time.
 const (
 	PartitionNative      = "native"      // monthly RANGE partitions plus a DEFAULT one
-	PartitionTimescaleDB = "timescaledb" // a hypertable with 7-day chunks
+	PartitionTimescaleDB = "timescaledb" // a hypertable, 30-day chunks (migration 0009)
 )
 
 // DefaultPartitionsAhead is how far past now Migrate makes partitions, and
@@ -34,8 +34,19 @@ const DefaultPartitionsAhead = 62 * 24 * time.Hour
 const (
 	lockMigrate    int64 = 0x6f7574706f737401
 	lockPartitions int64 = 0x6f7574706f737402
-	lockCommit     int64 = 0x6f7574706f737403
+	// lockCommit is taken by ledger_take_positions (migration 0009), as a
+	// session lock for the length of that call only.
+	lockCommit int64 = 0x6f7574706f737403
 )
+
+// lockEdgeClass is the first key of the two-key transaction advisory lock a
+// commit takes per edge (the second is hashtext of the edge id): "outp".
+const lockEdgeClass int32 = 0x6f757470
+
+// lockProjectionClass is the first key of the two-key transaction advisory
+// lock a commit takes per OrderedProjection (the second is hashtext of its
+// OrderKey), before it takes its positions: "outq".
+const lockProjectionClass int32 = 0x6f757471
 
 // A migration is one version of the schema: one SQL file, or one per
 // partitioning mode (NNNN_name.native.sql, NNNN_name.timescaledb.sql).

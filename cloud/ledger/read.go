@@ -1,12 +1,15 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -101,41 +104,106 @@ type Event struct {
 type Page struct {
 	Events []Event `json:"events"`
 	// Next is the cursor for the following page (Filter.After): the pos of
-	// the last event, or the cursor given when the page is empty. Since pos
-	// order is commit order, a reader that keeps asking with Next sees
-	// every event exactly once, including those committed meanwhile.
+	// the last event, or the cursor given when the page is empty. Pages
+	// hold only events below the horizon (BelowHorizon), so a reader that
+	// keeps asking with Next sees every event exactly once, in pos order,
+	// including those committed meanwhile.
 	Next int64 `json:"next"`
 }
 
+// BelowHorizon is the predicate every reader that tails the ledger by pos
+// adds to its WHERE clause (Events, Tail; and any reader outside this
+// package, such as a projection rebuild's catch-up or an SSE tail, that
+// reads ledger rows after a pos): only rows whose commit transaction is
+// older than every transaction still running. Commits of different edges
+// run at once, so a row with a smaller pos may commit after one with a
+// larger pos; but positions are taken in xid order
+// (ledger_take_positions), so a transaction below the horizon has ended
+// and every one still to commit has positions above every row below it.
+// A reader that pages by pos with this predicate therefore never skips a
+// row that commits late, and sees each once, in pos order.
+//
+// It reads the statement's snapshot, so it must run in a statement (or a
+// REPEATABLE READ transaction) of its own reader: a transaction that has
+// written something holds the horizon at its own xid and will not see
+// rows committed after it began writing.
+const BelowHorizon = `xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))`
+
+// Tail returns at most limit committed records with pos greater than
+// after, in pos order, below the horizon (BelowHorizon): what a reader
+// that follows the ledger (a projection catching up, a live tail) reads
+// next. Keep calling it with the last Pos; an empty result means nothing
+// below the horizon yet. Limit is capped at MaxLimit.
+func (l *Ledger) Tail(ctx context.Context, after int64, limit int) ([]Committed, error) {
+	if limit <= 0 {
+		limit = DefaultLimit
+	}
+	since, err := l.markBefore(ctx, after)
+	if err != nil {
+		return nil, fmt.Errorf("tail: %w", err)
+	}
+	rows, err := l.db.Query(ctx, `SELECT edge, epoch, pos, committed_at, hash, raw FROM ledger
+		WHERE pos > $1 AND committed_at >= $2 AND `+BelowHorizon+` ORDER BY pos LIMIT $3`,
+		after, since, min(limit, MaxLimit))
+	if err != nil {
+		return nil, fmt.Errorf("tail: %w", err)
+	}
+	var out []Committed
+	var edge string
+	var epoch, hash, raw []byte
+	var c Committed
+	_, err = pgx.ForEachRow(rows, []any{&edge, &epoch, &c.Pos, &c.CommittedAt, &hash, &raw}, func() error {
+		r, err := protocol.DecodeRecord(raw)
+		if err != nil {
+			return fmt.Errorf("record at pos %d: %w", c.Pos, err)
+		}
+		rc := c
+		rc.Stream, rc.Record, rc.Raw = streamOf(edge, epoch), r, bytes.Clone(raw)
+		copy(rc.Hash[:], hash)
+		out = append(out, rc)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tail: %w", err)
+	}
+	return out, nil
+}
+
+// markBefore returns a time at or before the commit time of every row with
+// pos greater than after: the time of the last ledger mark at or before
+// after (commit times increase with pos), or -infinity when there is none.
+// It is what lets a read by pos name the partitions (chunks) it needs.
+func (l *Ledger) markBefore(ctx context.Context, after int64) (pgtype.Timestamptz, error) {
+	since := pgtype.Timestamptz{InfinityModifier: pgtype.NegativeInfinity, Valid: true}
+	if after <= 0 {
+		return since, nil
+	}
+	var at time.Time
+	err := l.db.QueryRow(ctx, `SELECT committed_at FROM ledger_marks WHERE pos <= $1 ORDER BY pos DESC LIMIT 1`,
+		after).Scan(&at)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return since, nil
+	case err != nil:
+		return since, fmt.Errorf("ledger mark: %w", err)
+	}
+	return pgtype.Timestamptz{Time: at, Valid: true}, nil
+}
+
 // Events returns committed events in pos (commit) order, keyset-paginated
-// by pos. From and To bound the edge's clock (when the edge accepted the
-// event), not the commit time.
+// by pos, below the horizon (BelowHorizon), so that paging with Next never
+// skips an event that commits late. From and To bound the edge's clock
+// (when the edge accepted the event), not the commit time.
 func (l *Ledger) Events(ctx context.Context, f Filter) (Page, error) {
 	if f.Limit <= 0 {
 		f.Limit = DefaultLimit
 	}
 	f.Limit = min(f.Limit, MaxLimit)
-	where := []string{"pos > $1"}
-	args := []any{f.After}
-	add := func(cond string, v any) {
-		args = append(args, v)
-		where = append(where, fmt.Sprintf(cond, len(args)))
+	since, err := l.markBefore(ctx, f.After)
+	if err != nil {
+		return Page{}, fmt.Errorf("events: %w", err)
 	}
-	if f.Edge != "" {
-		add("edge = $%d", f.Edge)
-	}
-	if f.Type != "" {
-		add("type = $%d", f.Type)
-	}
-	if !f.From.IsZero() {
-		add("edge_time >= $%d", f.From)
-	}
-	if !f.To.IsZero() {
-		add("edge_time < $%d", f.To)
-	}
-	args = append(args, f.Limit)
-	q := fmt.Sprintf(`SELECT pos, committed_at, raw FROM ledger WHERE %s ORDER BY pos LIMIT $%d`,
-		strings.Join(where, " AND "), len(args))
+	q, args := eventsQuery(f, since)
 	rows, err := l.db.Query(ctx, q, args...)
 	if err != nil {
 		return Page{}, fmt.Errorf("events: %w", err)
@@ -161,6 +229,32 @@ func (l *Ledger) Events(ctx context.Context, f Filter) (Page, error) {
 		return Page{}, fmt.Errorf("events: %w", err)
 	}
 	return p, nil
+}
+
+// eventsQuery is Events' query for f (its Limit filled in), bounded below
+// by since (markBefore of f.After).
+func eventsQuery(f Filter, since pgtype.Timestamptz) (string, []any) {
+	where := []string{"pos > $1", "committed_at >= $2", BelowHorizon}
+	args := []any{f.After, since}
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, fmt.Sprintf(cond, len(args)))
+	}
+	if f.Edge != "" {
+		add("edge = $%d", f.Edge)
+	}
+	if f.Type != "" {
+		add("type = $%d", f.Type)
+	}
+	if !f.From.IsZero() {
+		add("edge_time >= $%d", f.From)
+	}
+	if !f.To.IsZero() {
+		add("edge_time < $%d", f.To)
+	}
+	args = append(args, f.Limit)
+	return fmt.Sprintf(`SELECT pos, committed_at, raw FROM ledger WHERE %s ORDER BY pos LIMIT $%d`,
+		strings.Join(where, " AND "), len(args)), args
 }
 
 // QuarantineEntry is one quarantined segment.

@@ -26,11 +26,13 @@
 //     day, txn) was already counted under another record is not counted
 //     again; it is listed as an anomaly with both ledger positions.
 //
-// What is NOT built yet (the next steps of issue 12): no Postgres tables
-// and no View backed by them, no integration with the ledger's commit
-// transaction (cloud/ledger.Projection) and no checkpoint rows, no rebuild
-// or check command, no tenant scoping of edges (a body naming a store of
-// another tenant than its edge's is not detected here), no completeness
-// report, and no API. State, the in-memory View, is what tests and a
-// future rebuild-in-memory use.
+// Package pgview keeps these read models in Postgres (the tables of
+// migration 0007), folds every commit batch into them inside the commit
+// transaction (a ledger.Projection, with the checkpoint row), and rebuilds
+// and checks them from the ledger (`cloud projections rebuild|check`);
+// projectiontest builds the test ledgers.
+//
+// The reports are served by cloud/api (/v1/reports/*, through the typed
+// queries in cloud/ledger/reports.go), and the simulator compares them with
+// the figures it computes from the ledger's own POS bodies.
 package projection

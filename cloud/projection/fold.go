@@ -11,10 +11,17 @@ import (
 // Fold folds a batch of committed records, in pos order, on top of the rows
 // prior holds, and returns what the batch changes. It reads prior only for
 // the keys the batch touches and never changes it. Records of types the
-// read models do not know are skipped.
+// read models do not know are skipped. Fold keeps each record's decoded
+// body in recs (a memo, which changes no result), so that folding the same
+// slice again does not decode the bodies again; so two goroutines must not
+// fold the same slice at once.
 func Fold(prior View, stores Stores, recs []Record) *Delta {
 	f := &folder{prior: prior, stores: stores, d: &Delta{Tables: newTables()}}
-	for _, r := range recs {
+	for i := range recs {
+		if recs[i].memo == nil {
+			recs[i].memo = &decoded{}
+		}
+		r := recs[i]
 		f.record(r)
 		if r.Pos > f.d.LastPos {
 			f.d.LastPos = r.Pos
@@ -30,9 +37,11 @@ type folder struct {
 	prior  View
 	stores Stores
 	d      *Delta
+	cur    Record // the record being folded
 }
 
 func (f *folder) record(r Record) {
+	f.cur = r
 	if r.IsTombstone() {
 		// The edge shed the body to save space; what it said is gone.
 		switch r.Type {
@@ -80,7 +89,26 @@ func (f *folder) record(r Record) {
 }
 
 func (f *folder) decode(r Record, v any) bool {
-	if err := pos.Decode(r.Type, r.Body, v); err != nil {
+	var err error
+	switch m := r.memo; {
+	case m.of(&r):
+		// The values decoded are only read by the folds, never changed,
+		// so a shallow copy is safe to share between folds.
+		if err = m.err; err == nil {
+			reflect.ValueOf(v).Elem().Set(m.v.Elem())
+		}
+	default:
+		err = pos.Decode(r.Type, r.Body, v)
+		if m != nil && len(r.Body) > 0 {
+			m.typ, m.body, m.n, m.v, m.err = r.Type, &r.Body[0], len(r.Body), reflect.Value{}, err
+			if err == nil {
+				c := reflect.New(reflect.TypeOf(v).Elem())
+				c.Elem().Set(reflect.ValueOf(v).Elem())
+				m.v = c
+			}
+		}
+	}
+	if err != nil {
 		f.anomaly(Anomaly{Kind: AnomalyUndecodable, Pos: r.Pos, ID: r.ID, Type: r.Type,
 			Detail: fmt.Sprintf("the %s body does not decode: %v", r.Type, err)})
 		return false
@@ -99,12 +127,37 @@ func (f *folder) store(r Record, store string) (Store, bool) {
 	s, ok := f.stores.Store(store)
 	if !ok {
 		f.anomaly(Anomaly{Kind: AnomalyUnknownStore, Pos: r.Pos, ID: r.ID, Type: r.Type, Store: store,
-			Detail: fmt.Sprintf("store %q is not known; add it, then rebuild the projections to count this record", store)})
+			Detail: fmt.Sprintf("store %q is not known; add it (cloud stores add), then rebuild the projections (cloud projections rebuild) to count this record", store)})
+		return s, false
 	}
-	return s, ok
+	if et, ok := f.stores.(EdgeTenants); ok {
+		if t, ok := et.EdgeTenant(r.Edge); ok && t != s.Tenant {
+			f.anomaly(Anomaly{Tenant: t, Kind: AnomalyForeignStore, Pos: r.Pos, ID: r.ID, Type: r.Type, Store: store,
+				Detail: fmt.Sprintf("edge %s belongs to tenant %q but the body names store %q of another tenant; committed to the ledger, counted in no report; fix the till's store id or move the edge to the store's tenant, then rebuild the projections", r.Edge, t, store)})
+			return s, false
+		}
+	}
+	return s, true
 }
 
-func (f *folder) anomaly(a Anomaly) { f.d.Anomalies = append(f.d.Anomalies, a) }
+// anomaly lists a, under the tenant of the edge that sent the record being
+// folded; failing that, of the store it names; failing that, the default.
+func (f *folder) anomaly(a Anomaly) {
+	if a.Tenant == "" {
+		if et, ok := f.stores.(EdgeTenants); ok {
+			a.Tenant, _ = et.EdgeTenant(f.cur.Edge)
+		}
+	}
+	if a.Tenant == "" && a.Store != "" {
+		if s, ok := f.stores.Store(a.Store); ok {
+			a.Tenant = s.Tenant
+		}
+	}
+	if a.Tenant == "" {
+		a.Tenant = DefaultTenant
+	}
+	f.d.Anomalies = append(f.d.Anomalies, a)
+}
 
 // duplicate reports whether a transaction with key k was already counted,
 // and lists r as a duplicate anomaly when it was.
@@ -290,7 +343,22 @@ func (f *folder) move(p int64, store, sku, reason string, delta int64) {
 }
 
 func (f *folder) telemetry(r Record, m *pos.TelemetryReading) {
-	k := TelemetryKey{m.Store, m.Sensor, m.Metric, r.EdgeTime.Time().Truncate(time.Minute)}
+	// A reading of a store counts for the store's tenant, when the store
+	// is known and the edge's; one that names no store (the edge's own
+	// sensors) for the edge's tenant.
+	tenant := DefaultTenant
+	if m.Store != "" {
+		st, ok := f.store(r, m.Store)
+		if !ok {
+			return
+		}
+		tenant = st.Tenant
+	} else if et, ok := f.stores.(EdgeTenants); ok {
+		if t, ok := et.EdgeTenant(r.Edge); ok {
+			tenant = t
+		}
+	}
+	k := TelemetryKey{tenant, m.Store, m.Sensor, m.Metric, r.EdgeTime.Time().Truncate(time.Minute)}
 	x, ok := get(f.d.Tables.Telemetry, k, f.prior.Telemetry)
 	if !ok || m.Value < x.Min {
 		x.Min = m.Value

@@ -154,8 +154,8 @@ func TestTelemetryPerMinute(t *testing.T) {
 	s := fold(t, l.recs...)
 	min := time.Date(2026, 11, 30, 14, 30, 0, 0, time.UTC)
 	want := map[projection.TelemetryKey]projection.Telemetry{
-		{Store: "s1", Sensor: "fridge", Metric: "temp", Minute: min}:                  {Count: 3, Min: 3.25, Max: 6, Sum: 13.75},
-		{Store: "s1", Sensor: "fridge", Metric: "temp", Minute: min.Add(time.Minute)}: {Count: 1, Min: -1, Max: -1, Sum: -1},
+		{Tenant: "t1", Store: "s1", Sensor: "fridge", Metric: "temp", Minute: min}:                  {Count: 3, Min: 3.25, Max: 6, Sum: 13.75},
+		{Tenant: "t1", Store: "s1", Sensor: "fridge", Metric: "temp", Minute: min.Add(time.Minute)}: {Count: 1, Min: -1, Max: -1, Sum: -1},
 	}
 	if !reflect.DeepEqual(s.Tables.Telemetry, want) {
 		t.Fatalf("telemetry:\n got %+v\nwant %+v", s.Tables.Telemetry, want)
@@ -298,5 +298,66 @@ func TestVoidOfWhatCannotBeVoided(t *testing.T) {
 	}
 	if eur := s.Tables.Sales[projection.SalesKey{Tenant: "t1", Store: "s1", BusinessDay: day, Currency: "EUR"}]; eur.VoidsCount != 1 {
 		t.Fatalf("EUR voids counted: %+v", eur)
+	}
+}
+
+// TestForeignStore: a body naming a store of another tenant than its
+// edge's is counted nowhere and listed under the edge's tenant; the same
+// body from an edge of the store's tenant counts.
+func TestForeignStore(t *testing.T) {
+	l := newLedger(t)
+	a := txn(day, "T1", "EUR", false, 0, "card", 0, line("apple", 1000, 100, 0, 10))
+	a.Store = "s2" // of tenant t2
+	l.add("e1", "a", pos.TypeSaleCompleted, a)
+	l.add("e1", "m", pos.TypeTelemetryReading, pos.TelemetryReading{Store: "s2", Sensor: "fridge", Metric: "temp", Value: 4})
+	l.add("e1", "n", pos.TypeTelemetryReading, pos.TelemetryReading{Store: "nowhere", Sensor: "fridge", Metric: "temp", Value: 4})
+	l.add("e1", "o", pos.TypeTelemetryReading, pos.TelemetryReading{Sensor: "uplink", Metric: "rssi", Value: -60})
+	l.add("e2", "b", pos.TypeSaleCompleted, a)
+	dir := &projection.Directory{Stores: testStores(t), Edges: map[string]string{"e1": "t1", "e2": "t2"}}
+	s := projection.NewState()
+	s.Apply(projection.Fold(s, dir, l.recs))
+	if len(s.Anomalies) != 3 {
+		t.Fatalf("anomalies: %+v", s.Anomalies)
+	}
+	for i, want := range []string{projection.AnomalyForeignStore, projection.AnomalyForeignStore, projection.AnomalyUnknownStore} {
+		if a := s.Anomalies[i]; a.Kind != want || a.Tenant != "t1" {
+			t.Errorf("anomaly %d: %+v, want %s under t1", i, a, want)
+		}
+	}
+	own := projection.TelemetryKey{Tenant: "t1", Sensor: "uplink", Metric: "rssi", Minute: time.Date(2026, 11, 30, 14, 30, 0, 0, time.UTC)}
+	if len(s.Tables.Telemetry) != 1 || s.Tables.Telemetry[own].Count != 1 {
+		t.Errorf("telemetry: %+v; want only the edge's own sensor, under the edge's tenant", s.Tables.Telemetry)
+	}
+	if got := s.Tables.Sales[projection.SalesKey{Tenant: "t2", Store: "s2", BusinessDay: day, Currency: "EUR"}]; got.Transactions != 1 {
+		t.Errorf("the sale from t2's own edge: %+v, want 1 transaction", got)
+	}
+}
+
+// TestFoldMemoFollowsTheBody: Fold keeps decoded bodies in the slice it
+// folds; a copy of a folded record given another body or type is decoded
+// anew, not taken for the old one.
+func TestFoldMemoFollowsTheBody(t *testing.T) {
+	l, a := shop(t)
+	first := fold(t, l.recs...)
+	again := projection.NewState()
+	again.Apply(projection.Fold(again, testStores(t), l.recs))
+	if !reflect.DeepEqual(first, again) {
+		t.Fatalf("folding the same slice again differs: %s", firstDiff(first, again))
+	}
+	r := l.recs[0] // folded, so it carries the decoded sale a
+	other := a
+	other.Txn = "T999"
+	other.BusinessDay = "2026-11-29"
+	r.Body = mustBody(t, other)
+	s := projection.NewState()
+	s.Apply(projection.Fold(s, testStores(t), []projection.Record{r}))
+	if _, ok := s.Tables.Sales[projection.SalesKey{Tenant: "t1", Store: "s1", BusinessDay: "2026-11-29", Currency: "EUR"}]; !ok {
+		t.Fatalf("the copy with another body was folded as the old one: %+v", s.Tables.Sales)
+	}
+	r.Type = pos.TypeSaleVoided
+	s = projection.NewState()
+	s.Apply(projection.Fold(s, testStores(t), []projection.Record{r}))
+	if len(s.Anomalies) != 1 || s.Anomalies[0].Kind != projection.AnomalyUndecodable {
+		t.Fatalf("a sale body under the void type: %+v", s.Anomalies)
 	}
 }

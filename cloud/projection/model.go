@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"reflect"
 	"time"
 
 	"github.com/outpost-edge/outpost/protocol"
@@ -17,6 +18,26 @@ const Version = 1
 type Record struct {
 	Pos int64
 	protocol.Record
+
+	// memo keeps the body as Fold decoded it, so that folding the same
+	// slice again (a commit folds a batch more than once) decodes it once.
+	memo *decoded
+}
+
+// decoded is a body as pos.Decode left it: the value, or its error. typ
+// and body say which body it is, so that a copy of the Record given
+// another body or type does not use it.
+type decoded struct {
+	typ  string
+	body *byte         // the body's first byte
+	n    int           // and its length
+	v    reflect.Value // a pointer to a copy of the decoded value
+	err  error
+}
+
+// of reports whether m holds r's body, decoded.
+func (m *decoded) of(r *Record) bool {
+	return m != nil && (m.v.IsValid() || m.err != nil) && m.typ == r.Type && m.n == len(r.Body) && m.n > 0 && m.body == &r.Body[0]
 }
 
 // Store is what the folds need to know about a store.
@@ -29,6 +50,30 @@ type Store struct {
 type Stores interface {
 	Store(id string) (Store, bool)
 }
+
+// EdgeTenants is what a Stores may also know: the tenant each edge belongs
+// to. When it does, a body that names a store of another tenant than its
+// edge's is not counted anywhere and is listed as an AnomalyForeignStore
+// under the edge's tenant; the store's owner never sees it.
+type EdgeTenants interface {
+	EdgeTenant(edge string) (string, bool)
+}
+
+// DefaultTenant is the tenant every edge belongs to until it is moved, and
+// the tenant of an anomaly whose edge and store are both unknown.
+const DefaultTenant = "default"
+
+// Directory is a Stores that also knows the edges' tenants, held in memory.
+type Directory struct {
+	Stores StoreMap
+	Edges  map[string]string // edge id -> tenant
+}
+
+// Store implements Stores.
+func (d *Directory) Store(id string) (Store, bool) { s, ok := d.Stores[id]; return s, ok }
+
+// EdgeTenant implements EdgeTenants.
+func (d *Directory) EdgeTenant(edge string) (string, bool) { t, ok := d.Edges[edge]; return t, ok }
 
 // StoreMap is a Stores held in memory.
 type StoreMap map[string]Store
@@ -122,8 +167,10 @@ type Movement struct {
 // TelemetryKey names one minute of one sensor's metric. Minute is the edge's
 // HLC time truncated to the minute, in UTC.
 type TelemetryKey struct {
-	Store, Sensor, Metric string
-	Minute                time.Time
+	// Tenant is the store's tenant; for a reading that names no store
+	// (an edge's own sensor), the edge's tenant.
+	Tenant, Store, Sensor, Metric string
+	Minute                        time.Time
 }
 
 // Telemetry is one minute of readings.
@@ -195,6 +242,7 @@ type TxnLine struct {
 const (
 	AnomalyDuplicate    = "duplicate_transaction" // same (store, terminal, day, txn) again
 	AnomalyUnknownStore = "unknown_store"         // a POS body names a store Stores does not know
+	AnomalyForeignStore = "foreign_store"         // a POS body names a store of another tenant than its edge's
 	AnomalyUndecodable  = "undecodable"           // a body of a known type breaks its schema
 	AnomalyVoidUnknown  = "void_of_unknown_sale"  // a void names a sale not counted before it
 	AnomalyVoidTwice    = "void_of_voided_sale"   // a void names a sale already voided, not a sale, or one in another currency
@@ -204,6 +252,7 @@ const (
 
 // Anomaly is a record the folds did not count as it stands, and why.
 type Anomaly struct {
+	Tenant  string // the edge's tenant (the store's when the edge's is not known)
 	Kind    string
 	Pos     int64
 	ID      string // the event id

@@ -39,11 +39,29 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	id, pub, kidFlag, edge, tokName, role := new(string), new(string), new(string), new(string), new(string), new(string)
 	admin, asJSON := new(bool), new(bool)
 	ttl := new(time.Duration)
+	tenant, store, tname, zone, currency := new(string), new(string), new(string), new(string), new(string)
 	switch name {
 	case "migrate":
-	case "key show", "edges list":
+	case "key show", "edges list", "tenants list":
 		fs.BoolVar(asJSON, "json", false, "print JSON")
-	case "edges add", "edges rotate-key":
+	case "stores list":
+		fs.BoolVar(asJSON, "json", false, "print JSON")
+		fs.StringVar(tenant, "tenant", "", "only this tenant's stores")
+	case "tenants add":
+		fs.StringVar(id, "id", "", "tenant id: 1 to 64 of A-Z a-z 0-9 _ -")
+		fs.StringVar(tname, "name", "", "the tenant's name, for people")
+	case "stores add":
+		fs.StringVar(tenant, "tenant", "", "the tenant that owns the store")
+		fs.StringVar(id, "id", "", "store id: the store its tills put in POS bodies (unique across tenants)")
+		fs.StringVar(tname, "name", "", "the store's name, for people")
+		fs.StringVar(zone, "time-zone", "", "the store's IANA time zone, such as Europe/Paris")
+		fs.StringVar(currency, "currency", "", "the store's default ISO 4217 currency, such as EUR")
+	case "edges add":
+		fs.StringVar(id, "id", "", "edge id")
+		fs.StringVar(pub, "public-key", "", "the edge's Ed25519 public key, hex or base64 (32 bytes)")
+		fs.StringVar(tenant, "tenant", "", "the tenant the edge belongs to (default: the tenant \"default\")")
+		fs.StringVar(store, "store", "", "with --tenant: the store of the tenant the edge serves")
+	case "edges rotate-key":
 		fs.StringVar(id, "id", "", "edge id")
 		fs.StringVar(pub, "public-key", "", "the edge's Ed25519 public key, hex or base64 (32 bytes)")
 	case "edges revoke":
@@ -57,6 +75,8 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.BoolVar(admin, "admin", false, "make an API token instead of an enrollment token")
 		fs.StringVar(tokName, "name", "", "with --admin: a name for the API token")
 		fs.StringVar(role, "role", "admin", "with --admin: admin (read and write) or reader")
+		fs.StringVar(tenant, "tenant", "", "the tenant the enrolled edge belongs to; with --admin, the tenant the API token is scoped to (default: none, a global token)")
+		fs.StringVar(store, "store", "", "with --tenant, for an enrollment token: the store of the tenant the edge serves")
 	default:
 		return usagef("unknown command `cloud %s`; see cloud --help", name)
 	}
@@ -120,9 +140,22 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		if name == "edges add" {
+			if *store != "" && *tenant == "" {
+				return usagef("--store needs --tenant: the tenant that owns store %s", *store)
+			}
+			if *tenant != "" {
+				if err := led.CheckTenantStore(ctx, *tenant, *store); err != nil {
+					return err
+				}
+			}
 			e, err := led.AddEdge(ctx, *id, k)
 			if err != nil {
 				return err
+			}
+			if *tenant != "" {
+				if err := led.SetEdgeTenant(ctx, e.ID, *tenant, *store); err != nil {
+					return err
+				}
 			}
 			fmt.Fprintf(stdout, "added edge %s with key %s\n", e.ID, protocol.KeyIDOf(k))
 			return nil
@@ -142,9 +175,9 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return json.NewEncoder(stdout).Encode(edges)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "EDGE\tSTATUS\tCREATED\tKEYS")
+		fmt.Fprintln(tw, "EDGE\tTENANT\tSTORE\tSTATUS\tCREATED\tKEYS")
 		for _, e := range edges {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.ID, e.Status, e.CreatedAt.Format(time.RFC3339), keysSummary(e))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.Tenant, orDash(e.Store), e.Status, e.CreatedAt.Format(time.RFC3339), keysSummary(e))
 		}
 		return tw.Flush()
 	case "edges revoke":
@@ -173,26 +206,115 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			if err := need(*tokName, "name"); err != nil {
 				return err
 			}
-			t, err := led.CreateAPIToken(ctx, *tokName, *role, "")
+			if *role != "admin" && *role != "reader" {
+				return usagef("--role must be admin or reader, not %q", *role)
+			}
+			if *store != "" {
+				return usagef("--store is for enrollment tokens; an API token is scoped to a whole tenant")
+			}
+			var t string
+			var err error
+			if *tenant == "" {
+				t, err = led.CreateAPIToken(ctx, *tokName, *role, "")
+			} else {
+				t, err = led.CreateTenantAPIToken(ctx, *tokName, *role, *tenant)
+			}
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "%s\n", t)
-			fmt.Fprintf(stderr, "API token %q (%s) created. It is shown once; use it as `Authorization: Bearer <token>`.\n", *tokName, *role)
+			scope := "every tenant"
+			if *tenant != "" {
+				scope = "tenant " + *tenant + " only"
+			}
+			fmt.Fprintf(stderr, "API token %q (%s, sees %s) created. It is shown once; use it as `Authorization: Bearer <token>`.\n", *tokName, *role, scope)
 			return nil
 		}
 		if err := need(*edge, "edge"); err != nil {
 			return err
 		}
-		t, err := led.CreateEnrollToken(ctx, *edge, *ttl)
+		if *store != "" && *tenant == "" {
+			return usagef("--store needs --tenant: the tenant that owns store %s", *store)
+		}
+		var t string
+		var err error
+		if *tenant == "" {
+			t, err = led.CreateEnrollToken(ctx, *edge, *ttl)
+		} else {
+			t, err = led.CreateTenantEnrollToken(ctx, *edge, *tenant, *store, *ttl)
+		}
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s\n", t)
 		fmt.Fprintf(stderr, "Enrollment token for edge %s, valid for %s and usable once: on the edge run\n  edge enroll --cloud http://<cloud-api> --token %s\n", *edge, *ttl, t)
 		return nil
+	case "tenants add":
+		if err := need(*id, "id"); err != nil {
+			return err
+		}
+		if err := need(*tname, "name"); err != nil {
+			return err
+		}
+		t, err := led.AddTenant(ctx, *id, *tname)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "added tenant %s (%s)\n", t.ID, t.Name)
+		return nil
+	case "tenants list":
+		ts, err := led.Tenants(ctx, ledger.AllTenants)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(ts)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TENANT\tNAME\tCREATED")
+		for _, t := range ts {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", t.ID, t.Name, t.CreatedAt.Format(time.RFC3339))
+		}
+		return tw.Flush()
+	case "stores add":
+		for _, f := range []struct{ v, name string }{{*tenant, "tenant"}, {*id, "id"}, {*tname, "name"}, {*zone, "time-zone"}, {*currency, "currency"}} {
+			if err := need(f.v, f.name); err != nil {
+				return err
+			}
+		}
+		st, err := led.AddStore(ctx, ledger.Store{Tenant: *tenant, ID: *id, Name: *tname, TimeZone: *zone, Currency: *currency})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "added store %s (%s) to tenant %s: %s, %s\n", st.ID, st.Name, st.Tenant, st.TimeZone, st.Currency)
+		return nil
+	case "stores list":
+		sc := ledger.AllTenants
+		if *tenant != "" {
+			sc = *tenant
+		}
+		ss, err := led.Stores(ctx, sc)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(ss)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TENANT\tSTORE\tNAME\tTIME ZONE\tCURRENCY")
+		for _, st := range ss {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", st.Tenant, st.ID, st.Name, st.TimeZone, st.Currency)
+		}
+		return tw.Flush()
 	}
 	return usagef("unknown command `cloud %s`; see cloud --help", name)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func keysSummary(e ledger.Edge) string {

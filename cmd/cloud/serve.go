@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -31,10 +32,13 @@ import (
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/cloud/projection/pgview"
+	"github.com/outpost-edge/outpost/docs"
 	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/internal/keyfile"
 	"github.com/outpost-edge/outpost/internal/pgcluster"
+	"github.com/outpost-edge/outpost/internal/sdnotify"
 	"github.com/outpost-edge/outpost/internal/tlsconf"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -63,11 +67,13 @@ type Config struct {
 	GapWait      time.Duration
 	DrainTimeout time.Duration
 	AuditEvery   time.Duration
+	Projections  bool
 	TokensV1     bool
 	LogLevel     string
 	LogFormat    string
 	Config       string
 	NATS         natsConfig
+	Release      releaseConfig
 }
 
 // commonFlags are shared by serve and the admin commands.
@@ -95,6 +101,8 @@ type Main struct {
 	pg      *pgcluster.Cluster
 	broker  *brokermqtt.Broker
 	apiAddr string
+
+	rebuilding atomic.Int64 // 1 while the start-up projection rebuild runs
 
 	natsServer *brokernats.Broker
 	auth       *edgeauth.Authenticator // edge logins on the embedded brokers
@@ -131,7 +139,9 @@ func (m *Main) ParseFlags(args []string) error {
 	flagenv.DurationVar(fs, &c.DrainTimeout, "drain-timeout", 10*time.Second, flagenv.Durations(time.Millisecond, 0, ""), "on the first SIGTERM, how long to finish work in hand")
 	flagenv.DurationVar(fs, &c.AuditEvery, "audit-every", ledger.DefaultAuditEvery, flagenv.Durations(time.Minute, 0, "no scheduled audit"), "how often to audit what was committed since the last audit (at start-up, then on this schedule; see cloud audit)")
 	fs.BoolVar(&c.TokensV1, "broker-tokens-v1", false, "embedded brokers: also accept older edges' v1 broker tokens while they are upgraded (once each, like v2, but valid on either broker and within 10 minutes of this clock)")
+	fs.BoolVar(&c.Projections, "projections", true, "fold every commit into the back office's read models (docs/REPORTS.md), in the commit; at start-up, rebuild them in the background when their definitions changed or commits were made without them")
 	natsFlags(fs, &c.NATS)
+	releaseFlags(fs, &c.Release)
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud serve [flags]\n\nRuns the cloud service.")
 	return flagenv.Parse(fs, args, "OUTPOST_", "config")
 }
@@ -245,9 +255,28 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	log.Info("ledger partitioning", "mode", part.Mode, "why", part.Reason)
-	led := ledger.New(m.pool, ledger.Options{Logger: log})
+	var projections []ledger.Projection
+	var dir *pgview.Directory
+	var proj *pgview.Projection
+	projectionSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "outpost_cloud_projection_apply_seconds",
+		Help:    "Time of the projection step of each commit (folding the batch into the read models, in the commit transaction).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)})
+	rebuildWhy := ""
+	if c.Projections {
+		dir = pgview.NewDirectory()
+		proj = pgview.New(dir)
+		proj.Observe = func(d time.Duration) { projectionSeconds.Observe(d.Seconds()) }
+		projections = append(projections, proj)
+		if rebuildWhy, err = pgview.NeedsRebuild(ctx, m.pool); err != nil {
+			return err
+		}
+	} else {
+		log.Warn("projections are off (--projections=false): commits are not folded into the read models; the next start with them on rebuilds them")
+	}
+	led := ledger.New(m.pool, ledger.Options{Logger: log, Projections: projections})
 
-	svc, err := ingest.New(ingest.Options{Ledger: led, Signer: signer, Workers: c.Workers, MaxBatch: c.MaxBatch, GapWait: c.GapWait,
+	reg := prometheus.NewRegistry()
+	svc, err := ingest.New(ingest.Options{Ledger: newTimedLedger(reg, led), Signer: signer, Workers: c.Workers, MaxBatch: c.MaxBatch, GapWait: c.GapWait,
 		AfterCommit: crashAfterCommitFault(log), Logger: log})
 	if err != nil {
 		return err
@@ -300,16 +329,41 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 	}
 
-	reg := prometheus.NewRegistry()
 	registerMetrics(reg, svc, led)
+	if proj != nil {
+		registerProjectionMetrics(reg, proj, projectionSeconds, &m.rebuilding)
+	}
+	reg.MustRegister(newStreamsCollector(led, log))
+	if err := registerCertExpiry(reg, "outpost_cloud_", map[string]string{"mqtt-tls-cert": c.MQTTTLSCert,
+		"mqtt-cert": c.MQTTCert, "nats-tls-cert": c.NATS.TLSCert, "nats-cert": c.NATS.Cert}); err != nil {
+		return usagef("%v", err)
+	}
 	auditor := newAuditor(reg, led, c.AuditEvery, log)
 	registerAuthMetrics(reg, m.auth)
 	if natsConsumer != nil {
 		registerNATSMetrics(reg, natsConsumer)
 	}
+	repo, repoHandler, err := openRelease(c.Release, led, string(signer.KeyID()), reg, log)
+	if err != nil {
+		return err
+	}
+	// Live tails end, with a close event, when the HTTP server shuts down
+	// (Shutdown waits for handlers, and a stream would not end by itself).
+	streamsDone := make(chan struct{})
+	var closeStreams sync.Once
+	// live is /healthz, and what feeds systemd's watchdog.
+	live := func() error {
+		if consumer != nil {
+			return consumer.Healthy()
+		}
+		return nil
+	}
 	handler := api.New(api.Options{
 		Ledger:         led,
 		CloudPublicKey: signer.Public(),
+		Signer:         signer,
+		OpenAPI:        docs.OpenAPI,
+		StreamsDone:    streamsDone,
 		Ready: func(ctx context.Context) error {
 			if svc.Draining() {
 				return errors.New("shutting down")
@@ -325,14 +379,10 @@ func (m *Main) Run(ctx context.Context) error {
 			}
 			return nil
 		},
-		Live: func() error {
-			if consumer != nil {
-				return consumer.Healthy()
-			}
-			return nil
-		},
-		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		Logger:  log,
+		Live:       live,
+		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Repository: repoHandler,
+		Logger:     log,
 	})
 	ln, err := net.Listen("tcp", c.HTTP)
 	if err != nil {
@@ -340,6 +390,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.apiAddr = ln.Addr().String()
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(func() { closeStreams.Do(func() { close(streamsDone) }) })
 
 	work, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
@@ -361,11 +412,20 @@ func (m *Main) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return ledger.PartitionKeeper{DB: m.pool, Logger: log}.Run(gctx) })
+	if repo != nil {
+		g.Go(func() error { return repo.Run(gctx) })
+	}
 	if auditor != nil {
 		g.Go(func() error { return auditor.Run(gctx) })
 	}
+	if rebuildWhy != "" {
+		g.Go(func() error { rebuildInBackground(gctx, m.pool, dir, rebuildWhy, &m.rebuilding, log); return nil })
+	}
 	log.Info("cloud serving", "api", m.apiAddr, "mqtt", redact(brokerURL), "nats", natsWhere(c, m), "kid", signer.KeyID())
 	close(m.Ready)
+	if watchdog := sdnotify.Ready(live, log); watchdog != nil {
+		g.Go(func() error { return watchdog(gctx) })
+	}
 
 	select {
 	case <-ctx.Done():
@@ -377,6 +437,7 @@ func (m *Main) Run(ctx context.Context) error {
 	// consumers, which carry the receipts, still run; the API finishes its
 	// requests meanwhile. Only then are the consumers and whatever is left
 	// cancelled.
+	_ = sdnotify.Notify("STOPPING=1")
 	sctx, cancel := context.WithTimeout(context.Background(), c.DrainTimeout)
 	defer cancel()
 	hg := errgroup.Group{}

@@ -36,7 +36,7 @@ func TestDivergedStartsEpoch(t *testing.T) {
 		}
 	}
 	old := ob.Stream()
-	src := outboxSource{ob}
+	src := outboxSource{ob: ob}
 	r := protocol.Receipt{Edge: old.Edge, Epoch: old.Epoch, HWM: 40}
 	if d, err := src.Diverges(r); !d || err != nil {
 		t.Fatalf("diverges: %v %v", d, err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -17,7 +18,10 @@ import (
 //   - nocommit: the outbox is closed as soon as it is open, so that it
 //     cannot commit while everything else (the intake, /v1/status) runs;
 //   - unhealthy-late: the same, once /healthz has passed healthyProbes
-//     times (it fails its health check late in the probation window).
+//     times (it fails its health check late in the probation window);
+//   - exit-early: once /healthz has answered healthy healthyProbes times,
+//     the process exits with status 0 right after that answer (a release
+//     that exits cleanly, but before its probation window ends).
 var otaFault string
 
 // healthyProbes is how many health checks an unhealthy-late build passes.
@@ -34,9 +38,10 @@ func init() {
 	}
 }
 
-// healthFault applies the outbox faults. Its result runs before each
-// health check (nil: none).
-func healthFault(ob *outbox.Outbox) func() error {
+// healthFault applies the health faults: before runs before each health
+// check, answered after each healthy /healthz answer has been sent (nil:
+// none).
+func healthFault(ob *outbox.Outbox) (before func() error, answered func()) {
 	switch otaFault {
 	case "nocommit":
 		_ = ob.Close()
@@ -47,7 +52,14 @@ func healthFault(ob *outbox.Outbox) func() error {
 				_ = ob.Close()
 			}
 			return nil
+		}, nil
+	case "exit-early":
+		var n atomic.Int64
+		return nil, func() {
+			if n.Add(1) >= healthyProbes {
+				os.Exit(0)
+			}
 		}
 	}
-	return nil
+	return nil, nil
 }

@@ -25,6 +25,8 @@ type localHealth struct {
 	ob    *outbox.Outbox
 	addrs []string // the intake's listeners
 	fault func() error
+	// answered runs after a healthy answer was sent (a fault switch).
+	answered func()
 }
 
 // check runs the probes. The outbox probe is a Trim at watermark 0: it is
@@ -81,4 +83,11 @@ func (h *localHealth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, "ok")
+	if h.answered != nil {
+		// Send the answer before the fault acts on it.
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		h.answered()
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -18,7 +19,10 @@ import (
 	"github.com/outpost-edge/outpost/edge/ota"
 	"github.com/outpost-edge/outpost/firmware"
 	"github.com/outpost-edge/outpost/internal/cli"
+	"github.com/outpost-edge/outpost/internal/durable"
 	"github.com/outpost-edge/outpost/internal/flagenv"
+	"github.com/outpost-edge/outpost/internal/keyfile"
+	"github.com/outpost-edge/outpost/protocol"
 )
 
 // otaFlags are the flags every `edge ota` command and `edge supervise`
@@ -33,6 +37,26 @@ func (o *otaFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.cfg, "config", "", "optional config file of 'name = value' lines")
 }
 
+// repoClient is the HTTP client for a repository URL: once this data dir
+// is enrolled, every request is signed with the edge key for the cloud it
+// pinned (the cloud serves its repository to enrolled edges only, docs/OTA.md);
+// before that, a plain client (a repository served by anything else).
+func (o *otaFlags) repoClient() (*http.Client, error) {
+	id, err := loadIdentity(o.dataDir)
+	if err != nil || id.Edge == "" {
+		return http.DefaultClient, err
+	}
+	k, err := keyfile.Load(keyPath(o.dataDir))
+	if err != nil {
+		return nil, fmt.Errorf("the edge key signs repository requests: %w", err)
+	}
+	s, err := protocol.NewSigner(k)
+	if err != nil {
+		return nil, err
+	}
+	return ota.NewEdgeClient(&ota.EdgeAuth{Edge: id.Edge, Signer: s, Cluster: id.CloudKID}), nil
+}
+
 func (o *otaFlags) dir() string {
 	if o.otaDir != "" {
 		return o.otaDir
@@ -40,7 +64,16 @@ func (o *otaFlags) dir() string {
 	return filepath.Join(o.dataDir, "ota")
 }
 
-func (o *otaFlags) layout() *ota.Layout { return &ota.Layout{Dir: o.dir()} }
+// layout is the updater's directory, recording the commits and rollbacks
+// it settles (a guard's rollback, a crash's leftovers) in the spool.
+func (o *otaFlags) layout() *ota.Layout {
+	sp := otaSpool(o.dir())
+	return &ota.Layout{Dir: o.dir(), Record: func(e ota.Event) {
+		if err := sp.Add(e); err != nil {
+			fmt.Fprintf(os.Stderr, "edge ota: could not record %s for the ledger: %v\n", e.Kind, err)
+		}
+	}}
+}
 
 // lastRefusalFile keeps the last refused install for status.
 const lastRefusalFile = "last-refusal.json"
@@ -54,7 +87,7 @@ func (o *otaFlags) record(sp ota.Spool, e ota.Event) {
 	}
 	if e.Kind == "ota.refused" {
 		b, _ := json.Marshal(e)
-		if err := firmware.WriteFileAtomic(filepath.Join(o.dir(), lastRefusalFile), b, 0o644); err != nil {
+		if err := durable.WriteFile(filepath.Join(o.dir(), lastRefusalFile), b, 0o644); err != nil {
 			fmt.Fprintf(os.Stderr, "edge ota: could not keep the refusal for status: %v\n", err)
 		}
 	}
@@ -62,7 +95,9 @@ func (o *otaFlags) record(sp ota.Spool, e ota.Event) {
 
 func (o *otaFlags) trustDir() string { return filepath.Join(o.dir(), "trust") }
 
-func (o *otaFlags) trust() (*firmware.Trust, error) { return firmware.Open(o.trustDir(), nil) }
+func (o *otaFlags) trust() (*firmware.Trust, error) {
+	return ota.OpenTrust(o.trustDir(), firmware.Options{})
+}
 
 // running is what the install checks compare against: the release current
 // names (what the supervisor runs), else this binary's version.
@@ -135,7 +170,7 @@ func runOTA(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return err
 		}
-		if err := firmware.Init(o.trustDir(), b); err != nil {
+		if err := ota.InitTrust(o.trustDir(), b); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "trusting the release root from %s in %s\n", *root, o.trustDir())
@@ -212,7 +247,8 @@ func otaAdopt(o *otaFlags, binary, version string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	l := o.layout()
+	// Provisioning, not an update: its commit is not an ota.* event.
+	l := &ota.Layout{Dir: o.dir()}
 	if cur, err := l.Current(); err != nil {
 		return err
 	} else if cur != "" {
@@ -228,7 +264,7 @@ func otaAdopt(o *otaFlags, binary, version string, stdout io.Writer) error {
 	if err := os.MkdirAll(o.trustDir(), 0o755); err != nil {
 		return err
 	}
-	st, err := firmware.OpenState(filepath.Join(o.trustDir(), "state.json"))
+	st, err := ota.OpenState(filepath.Join(o.trustDir(), "state.json"))
 	if err != nil {
 		return err
 	}
@@ -374,7 +410,11 @@ func otaCheck(ctx context.Context, o *otaFlags, repo, channel string, asJSON boo
 	}
 	var src firmware.Source = firmware.DirSource(repo)
 	if isURL(repo) {
-		src = &ota.HTTPSource{Base: repo}
+		c, err := o.repoClient()
+		if err != nil {
+			return err
+		}
+		src = &ota.HTTPSource{Base: repo, Client: c}
 	}
 	v, err := tr.Refresh(ctx, src)
 	if err != nil {
@@ -439,6 +479,8 @@ func otaInstall(ctx context.Context, o *otaFlags, bundle string, probation time.
 		o.record(spool, ota.Event{Kind: "ota.refused", Target: filepath.Base(bundle), Reason: err.Error()})
 		return err
 	}
+	o.record(spool, ota.Event{Kind: "ota.verified", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release,
+		Reason: "offline bundle " + filepath.Base(bundle) + ": metadata fresh and signed, artifact matches the signed length and hashes"})
 	l := o.layout()
 	if err := l.Install(tmp.Name(), tg, ota.InstallOptions{Probation: probation}); err != nil {
 		o.record(spool, ota.Event{Kind: "ota.refused", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: err.Error()})
@@ -467,6 +509,7 @@ func runSupervise(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	probation := fs.Duration("probation", ota.DefaultProbation, "how long a new release must stay healthy before it is committed")
 	ready := fs.Duration("ready-timeout", ota.DefaultReadyTimeout, "how long a new release may take to become healthy")
 	attempts := fs.Int("max-attempts", ota.DefaultMaxAttempts, "starts a release on probation gets (reboots count) before it is rolled back")
+	watchdog := fs.Duration("watchdog", ota.DefaultWatchdogTimeout, "a committed release unhealthy at every probe for this long is restarted (never rolled back)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	format := fs.String("log-format", "text", "text or json")
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: edge supervise [flags] [-- edge run flags]")
@@ -477,7 +520,7 @@ func runSupervise(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return usagef("%w", err)
 	}
-	st, err := firmware.OpenState(filepath.Join(o.trustDir(), "state.json"))
+	st, err := ota.OpenState(filepath.Join(o.trustDir(), "state.json"))
 	if err != nil {
 		return err
 	}
@@ -490,17 +533,14 @@ func runSupervise(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	spool := otaSpool(o.dir())
 	supLog := log.With("component", "supervise")
 	s := &ota.Supervisor{
-		Layout: o.layout(), State: st, Args: runArgs,
+		// Its commits and rollbacks are recorded through OnEvent.
+		Layout: &ota.Layout{Dir: o.dir()}, State: st, Args: runArgs,
 		// The supervisor decides probation; the release must not also
 		// decide it for itself (that is the systemd path).
-		Env: []string{"OUTPOST_OTA_DIR=" + o.dir(), "OUTPOST_OTA_PROBATION="},
-		OnEvent: func(e ota.Event) {
-			if err := spool.Add(e); err != nil {
-				supLog.Error("could not record an ota event for the ledger", "kind", e.Kind, "err", err)
-			}
-		},
+		Env:       []string{"OUTPOST_OTA_DIR=" + o.dir(), "OUTPOST_OTA_PROBATION="},
+		OnEvent:   spoolEvents(spool, supLog),
 		HealthURL: "http://" + *status + "/healthz",
-		Probation: *probation, ReadyTimeout: *ready, MaxAttempts: *attempts,
+		Probation: *probation, ReadyTimeout: *ready, MaxAttempts: *attempts, WatchdogTimeout: *watchdog,
 		Stdout: stdout, Stderr: stderr, Logger: supLog,
 	}
 	return s.Run(ctx)
@@ -530,8 +570,12 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 		return err
 	}
 	var src firmware.Source = firmware.DirSource(in.repo)
+	client, err := o.repoClient()
+	if err != nil {
+		return err
+	}
 	if isURL(in.repo) {
-		src = &ota.HTTPSource{Base: in.repo}
+		src = &ota.HTTPSource{Base: in.repo, Client: client}
 	}
 	v, err := tr.Refresh(ctx, src)
 	if err != nil {
@@ -551,12 +595,14 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 	}
 	path := art
 	if isURL(art) {
-		d := &ota.Downloader{Dir: filepath.Join(o.dir(), "downloads"), RateBytes: in.rateBytes, Window: in.window, MaxAttempts: 8}
+		d := &ota.Downloader{Dir: filepath.Join(o.dir(), "downloads"), Client: client, RateBytes: in.rateBytes, Window: in.window, MaxAttempts: 8}
 		path, err = d.Fetch(ctx, art, tg)
 		if err != nil {
 			return refuse(tg, err)
 		}
-		o.record(spool, ota.Event{Kind: "ota.downloaded", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: "verified " + art})
+		o.record(spool, ota.Event{Kind: "ota.downloaded", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: fmt.Sprintf("%d bytes from %s", tg.Length, art)})
+		// Fetch keeps nothing that does not verify.
+		o.record(spool, verified(tg, "the download matches the signed length and hashes"))
 	}
 	if err := o.layout().Install(path, tg, ota.InstallOptions{Probation: in.probation}); err != nil {
 		// A verified download is kept: a retry (after a probation ends)
@@ -565,11 +611,19 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 	}
 	if path != art {
 		_ = os.Remove(path) // the release has its own verified copy now
+	} else {
+		// From a directory: Install verified it as it copied it.
+		o.record(spool, verified(tg, "the artifact matched the signed length and hashes as it was copied into releases/"))
 	}
 	o.record(spool, ota.Event{Kind: "ota.installed", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: "from " + in.repo})
 	fmt.Fprintf(stdout, "installed %s (version %s, release %d); on probation until committed by edge supervise, or rolled back\n",
 		tg.Name, tg.Custom.Version, tg.Custom.Release)
 	return nil
+}
+
+// verified is the ota.verified event of tg.
+func verified(tg firmware.Target, how string) ota.Event {
+	return ota.Event{Kind: "ota.verified", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: how}
 }
 
 // otaGuard is the ExecStartPre= of the systemd unit: ota.Guard, the same
@@ -580,7 +634,7 @@ func otaGuard(o *otaFlags, attempts int, stdout io.Writer) error {
 	if err := os.MkdirAll(o.trustDir(), 0o755); err != nil {
 		return err
 	}
-	st, err := firmware.OpenState(filepath.Join(o.trustDir(), "state.json"))
+	st, err := ota.OpenState(filepath.Join(o.trustDir(), "state.json"))
 	if err != nil {
 		return err
 	}
@@ -590,7 +644,7 @@ func otaGuard(o *otaFlags, attempts int, stdout io.Writer) error {
 	}
 	switch {
 	case d.RolledBack != nil:
-		o.record(otaSpool(o.dir()), ota.Event{Kind: "ota.rolled_back", Version: d.RolledBack.Version, Release: d.RolledBack.Release, Target: d.RolledBack.Target, Reason: d.Reason})
+		// The layout recorded ota.rolled_back.
 		fmt.Fprintf(stdout, "rolled back %s (%s); starting %s\n", d.RolledBack.Version, d.Reason, d.Version)
 	case d.Pending != nil:
 		fmt.Fprintf(stdout, "starting %s on probation (start %d, deadline %s)\n", d.Version, d.Pending.Attempts, d.Pending.Deadline.Format(time.RFC3339))

@@ -2,19 +2,14 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-edge/outpost/edge/ota"
-	"github.com/outpost-edge/outpost/firmware"
 )
 
 // startOTAProbation runs this release's own probation when systemd, not
@@ -42,37 +37,28 @@ func startOTAProbation(ctx context.Context, g *errgroup.Group, dataDir, statusAd
 		log.Warn("the release on probation is not this binary's version; leaving it to the guard", "pending", p.Version, "version", Version)
 		return
 	}
-	st, err := firmware.OpenState(filepath.Join(dir, "trust", "state.json"))
+	st, err := ota.OpenState(filepath.Join(dir, "trust", "state.json"))
 	if err != nil {
 		log.Error("no probation: trust state", "err", err)
 		return
 	}
-	client := &http.Client{Timeout: 2 * time.Second}
-	url := "http://" + statusAddr + "/healthz"
-	spool := otaSpool(dir)
+	// The same Supervisor, health probe and probation loop as edge
+	// supervise (ota.Supervisor.probation), run from inside the release.
 	s := &ota.Supervisor{
 		Layout: l, State: st, Probation: probation, Logger: log.With("component", "ota"),
-		Health: func(ctx context.Context) error {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-			if err != nil {
-				return err
-			}
-			resp, err := client.Do(req)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-				return fmt.Errorf("%s: %s: %s", url, resp.Status, strings.TrimSpace(string(b)))
-			}
-			return nil
-		},
-		OnEvent: func(e ota.Event) {
-			if err := spool.Add(e); err != nil {
-				log.Error("could not record an ota event for the ledger", "kind", e.Kind, "err", err)
-			}
-		},
+		HealthURL: "http://" + statusAddr + "/healthz",
+		OnEvent:   spoolEvents(otaSpool(dir), log),
 	}
 	g.Go(func() error { return s.SelfProbation(ctx) })
+}
+
+// spoolEvents is the OnEvent of both ways a release's probation runs (edge
+// supervise, and the release's own under systemd): each event is spooled
+// for edge run to move into the outbox.
+func spoolEvents(sp ota.Spool, log *slog.Logger) func(ota.Event) {
+	return func(e ota.Event) {
+		if err := sp.Add(e); err != nil {
+			log.Error("could not record an ota event for the ledger", "kind", e.Kind, "err", err)
+		}
+	}
 }

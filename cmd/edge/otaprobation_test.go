@@ -47,7 +47,7 @@ func TestRunSelfProbation(t *testing.T) {
 			dir := t.TempDir()
 			l := &ota.Layout{Dir: filepath.Join(dir, "ota")}
 			os.MkdirAll(filepath.Join(l.Dir, "trust"), 0o755)
-			st, err := firmware.OpenState(filepath.Join(l.Dir, "trust", "state.json"))
+			st, err := ota.OpenState(filepath.Join(l.Dir, "trust", "state.json"))
 			if err != nil {
 				t.Fatal(err)
 			}

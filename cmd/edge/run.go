@@ -12,6 +12,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -25,11 +28,31 @@ import (
 	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/durable"
 	"github.com/outpost-edge/outpost/internal/flagenv"
+	"github.com/outpost-edge/outpost/internal/sdnotify"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
 // Version is the software version reported in hellos and status.
 var Version = "0.1.0-dev"
+
+// Commit is the source commit of the build, stamped by make release
+// (-ldflags "-X main.Commit=...").
+var Commit = "unknown"
+
+// helloAgent is what the hello reports as the edge's software (signed
+// with the rest of the hello): "outpost-edge/VERSION (GOOS/GOARCH[/vN])",
+// so the cloud knows each edge's version and architecture.
+func helloAgent() string {
+	arch := runtime.GOOS + "/" + runtime.GOARCH
+	if bi, ok := debug.ReadBuildInfo(); ok && runtime.GOARCH == "arm" {
+		for _, st := range bi.Settings {
+			if st.Key == "GOARM" && st.Value != "" {
+				arch += "/v" + strings.TrimSuffix(st.Value, ",softfloat")
+			}
+		}
+	}
+	return "outpost-edge/" + Version + " (" + arch + ")"
+}
 
 // Config is what `edge run` is told by its flags.
 type Config struct {
@@ -110,7 +133,7 @@ func (m *Main) ParseFlags(args []string) error {
 	flagenv.BytesVar(fs, &c.TelemetryQuota, "telemetry-quota", outbox.DefaultTelemetryQuota, flagenv.Range{Min: 1}, "bytes of telemetry records, such as 256MiB; beyond, the oldest are shed to tombstones")
 	flagenv.BytesVar(fs, &c.MaxFileBytes, "max-file-bytes", 0, flagenv.Range{Min: 1 << 20, Zero: "no cap"}, "cap on the outbox file, such as 4GiB; reaching it (or starting above it) acts like a full disk: drain-only (0: no cap)")
 	flagenv.DurationVar(fs, &c.DedupWindow, "dedup-window", outbox.DefaultDedupWindow, flagenv.Durations(time.Second, 0, ""), "how long a (device, id) is remembered for deduplication")
-	flagenv.DurationVar(fs, &c.Retain, "retain", 0, flagenv.Durations(0, 0, ""), "keep acknowledged records this long for local reports")
+	flagenv.DurationVar(fs, &c.Retain, "retain", 0, flagenv.Durations(0, 0, ""), "keep acknowledged records this long, for local reports and to resend them to a cloud restored from an older backup (docs/OPERATIONS.md)")
 	flagenv.IntVar(fs, &c.Window, "window", 8, flagenv.Range{Min: 1, Max: 1024}, "uplink: segments in flight")
 	flagenv.BytesVar(fs, &c.SegmentBytes, "segment-bytes", 256<<10, flagenv.Range{Min: 4 << 10, Max: protocol.MaxSegmentBytes}, "uplink: largest segment, such as 256KiB (a segment always holds at least one commit group)")
 	fs.BoolVar(&c.Compress, "compress", false, "uplink: zstd-compress segments")
@@ -222,9 +245,9 @@ func (m *Main) Run(ctx context.Context) error {
 			return err
 		}
 		m.up, err = uplink.New(uplink.Options{
-			Transport: tr, Source: outboxSource{m.ob}, CloudKeys: protocol.NewKeyMap(cloudPub),
+			Transport: tr, Source: outboxSource{ob: m.ob, log: log}, CloudKeys: protocol.NewKeyMap(cloudPub),
 			Window: c.Window, MaxSegmentBytes: c.SegmentBytes, Compress: c.Compress, RateBytes: c.RateBytes,
-			AckTimeout: c.AckTimeout, BackoffMax: c.ReconnectMax, Agent: "outpost-edge/" + Version, Logger: log,
+			AckTimeout: c.AckTimeout, BackoffMax: c.ReconnectMax, Agent: helloAgent(), Logger: log,
 		})
 		if err != nil {
 			return err
@@ -240,6 +263,9 @@ func (m *Main) Run(ctx context.Context) error {
 	g.Go(func() error { return drainOTAEvents(gctx, m.ob, c.DataDir, log) })
 	reg := prometheus.NewRegistry()
 	m.registerMetrics(reg)
+	if err := m.registerOpsMetrics(reg, c); err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -247,7 +273,8 @@ func (m *Main) Run(ctx context.Context) error {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(m.Status())
 	})
-	health := &localHealth{ob: m.ob, fault: healthFault(m.ob)}
+	health := &localHealth{ob: m.ob}
+	health.fault, health.answered = healthFault(m.ob)
 	for _, a := range []string{m.in.MQTTAddrActual(), m.in.HTTPAddrActual()} {
 		if a != "" {
 			health.addrs = append(health.addrs, a)
@@ -269,7 +296,15 @@ func (m *Main) Run(ctx context.Context) error {
 	})
 	log.Info("edge running", "edge", edgeID, "mqtt", m.in.MQTTAddrActual(), "http", m.in.HTTPAddrActual(), "status", m.statusAddr, "cloud", cloudURL)
 	close(m.Ready)
-	startSystemd(gctx, g, func() error { m.ob.State(); return nil }, log)
+	// The watchdog is fed on the full local health check, not a timer.
+	// Under systemd (Type=notify, WatchdogSec=) the watchdog is fed only
+	// when the full local health check (the one /healthz serves) passes, not
+	// on a timer: a release whose outbox stops committing, whose intake
+	// stops listening, or that hangs is restarted by systemd, and the unit's
+	// guard counts that start while it is on probation.
+	if watchdog := sdnotify.Ready(func() error { return health.check(gctx) }, log); watchdog != nil {
+		g.Go(func() error { return watchdog(gctx) })
+	}
 	startOTAProbation(gctx, g, c.DataDir, m.statusAddr, log)
 
 	select {
@@ -450,7 +485,10 @@ func (m *Main) registerMetrics(reg *prometheus.Registry) {
 }
 
 // outboxSource adapts the outbox to uplink.Source.
-type outboxSource struct{ ob *outbox.Outbox }
+type outboxSource struct {
+	ob  *outbox.Outbox
+	log *slog.Logger // nil: slog.Default()
+}
 
 func (s outboxSource) Stream() protocol.Stream { return s.ob.Stream() }
 func (s outboxSource) LastSeq() uint64         { return s.ob.State().Head }
@@ -467,22 +505,51 @@ func (s outboxSource) Changed() <-chan struct{}      { return s.ob.Changed() }
 // says so (epochRestartedType), so that the cloud's ledger has it too.
 func (s outboxSource) Diverges(r protocol.Receipt) (bool, error) { return s.ob.Diverges(r) }
 
+// FirstSeq makes the outbox an uplink.Retainer: records from here on are
+// still held (the backlog, and acknowledged ones within --retain), so a
+// cloud restored to an older point can be sent them again.
+func (s outboxSource) FirstSeq() uint64 { return s.ob.State().Base + 1 }
+
 func (s outboxSource) Diverged(r protocol.Receipt) error {
-	reason := fmt.Sprintf("the cloud's receipt is at seq %d (head %s); the outbox's head is %d", r.HWM, r.Head, s.ob.State().Head)
+	st := s.ob.State()
+	reason := fmt.Sprintf("the cloud's receipt is at seq %d (head %s); the outbox's head is %d", r.HWM, r.Head, st.Head)
+	why := "the cloud's stream is beyond or apart from the outbox: an older outbox file was restored"
+	fields := map[string]any{}
+	if r.HWM < st.HWM {
+		// uplink's cloudBehind: the cloud lost records it had
+		// acknowledged, and this edge no longer holds the first of them.
+		reason = fmt.Sprintf("the cloud's watermark %d is behind the %d it acknowledged, and records %d..%d are no longer held here", r.HWM, st.HWM, r.HWM+1, st.Base)
+		why = "the cloud was restored to an older point and lost records this edge no longer holds (older than --retain)"
+		fields["lost_from"], fields["lost_to"] = r.HWM+1, st.Base
+		if st.Head > st.Base {
+			fields["reentered_from"], fields["reentered_to"] = st.Base+1, st.Head
+		}
+	}
 	ch, err := s.ob.NewEpoch(reason)
 	if err != nil {
 		return err
 	}
-	body, err := protocol.NewBody(map[string]any{
-		"old_epoch": ch.Old.Epoch.String(), "old_head": ch.Head, "old_acked": ch.HWM,
-		"cloud_hwm": r.HWM, "kept_as": filepath.Base(ch.Stuck),
-		"reason": "the cloud's stream is beyond or apart from the outbox: an older outbox file was restored",
-	})
+	fields["old_epoch"], fields["old_head"], fields["old_acked"] = ch.Old.Epoch.String(), ch.Head, ch.HWM
+	fields["cloud_hwm"], fields["kept_as"], fields["reason"] = r.HWM, filepath.Base(ch.Stuck), why
+	body, err := protocol.NewBody(fields)
 	if err != nil {
 		return nil // the new epoch stands; the record is only the cloud's copy of the alarm
 	}
 	ev := protocol.Event{ID: "epoch-" + ch.New.Epoch.String(), Type: epochRestartedType, TS: time.Now(), Body: body}
 	s.ob.AppendFunc([]outbox.Entry{{Device: protocol.EdgeDevice, Event: ev}}, func([]outbox.Result, error) {})
+	if r.HWM < st.HWM {
+		log := s.log
+		if log == nil {
+			log = slog.Default()
+		}
+		if err := reenter(s.ob, ch); err != nil {
+			// The new epoch stands; what could not be entered again is
+			// in the kept file, which the alarm points to.
+			log.Error("the records of the lost stream could not all be entered again; they are in the kept file", "err", err)
+		} else {
+			log.Warn("entered the records the lost stream still held again, in the new epoch", "kept_as", ch.Stuck)
+		}
+	}
 	return nil
 }
 

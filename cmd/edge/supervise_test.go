@@ -144,11 +144,11 @@ func TestSuperviseRealReleases(t *testing.T) {
 	// Every step is in the outbox (ledger class, device _edge), moved there
 	// by the running release from the supervisor's spool.
 	spool := filepath.Join(data, "ota", "events.jsonl")
-	// Six events: installed, started, rolled_back for 1.1.0; installed,
-	// started, committed for 1.2.0. The supervisor spools "committed" just
-	// after the commit that the status above shows, so wait for the records
-	// themselves, not only for an empty spool.
-	poll.Until(t, 60*time.Second, "the six ota events drained into the outbox", func() bool {
+	// Eight events: verified, installed, started, rolled_back for 1.1.0;
+	// verified, installed, started, committed for 1.2.0. The supervisor
+	// spools "committed" just after the commit that the status above shows,
+	// so wait for the records themselves, not only for an empty spool.
+	poll.Until(t, 60*time.Second, "the eight ota events drained into the outbox", func() bool {
 		if _, err := os.Stat(spool); !os.IsNotExist(err) {
 			return false
 		}
@@ -158,14 +158,14 @@ func TestSuperviseRealReleases(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		var st Status
-		return json.NewDecoder(resp.Body).Decode(&st) == nil && st.NextSeq > 6
+		return json.NewDecoder(resp.Body).Decode(&st) == nil && st.NextSeq > 8
 	})
 	stop()
 	out, code := edgeCmd(t, "outbox", "export", "--data-dir", data)
 	if code != 0 {
 		t.Fatalf("export (%d): %s", code, out)
 	}
-	for _, want := range []string{`"ota.installed"`, `"ota.started"`, `"ota.rolled_back"`, `"ota.committed"`, `exited before ready`} {
+	for _, want := range []string{`"ota.verified"`, `"ota.installed"`, `"ota.started"`, `"ota.rolled_back"`, `"ota.committed"`, `exited before ready`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("outbox has no %s:\n%s", want, out)
 		}
@@ -263,7 +263,8 @@ func (g *otaRig) stop() {
 // outbox has an ota.rolled_back whose reason contains why.
 func (g *otaRig) rolledBack(version, why string) {
 	g.t.Helper()
-	poll.Until(g.t, 90*time.Second, version+" rolled back and 1.0.0 serving", func() bool {
+	// The issue's bound: a bad release is off the gateway within 60 s.
+	poll.Until(g.t, 60*time.Second, version+" rolled back and 1.0.0 serving", func() bool {
 		st := g.status()
 		_, bad := st.KnownBad[version]
 		return bad && st.Current == "1.0.0" && st.Pending == nil && g.healthy()
@@ -331,6 +332,20 @@ func TestSuperviseRollsBackLateHealthFailure(t *testing.T) {
 	g.rolledBack("1.1.0", "health check failed during probation")
 }
 
+// TestSuperviseRollsBackCleanEarlyExit: a real build that answers its
+// first health checks, then exits with status 0 long before its 10m
+// probation window ends, is rolled back: an exit during probation is a
+// failure whatever its status.
+func TestSuperviseRollsBackCleanEarlyExit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds edge binaries and runs them")
+	}
+	g := newOTARig(t, rel{"1.1.0", "exit-early", 2})
+	g.install("edge-1.1.0")
+	g.supervise("10m", "20s")
+	g.rolledBack("1.1.0", "exited during probation: exit status 0")
+}
+
 // superviseProcess runs `edge supervise` as a real process (the committed
 // 1.0.0 binary) in a process group of its own, so that a "reboot" can
 // SIGKILL it and its child together.
@@ -385,16 +400,16 @@ func TestSuperviseSurvivesReboots(t *testing.T) {
 		return st.Current == "1.1.0" && st.Pending == nil && st.Floor == 2 && g.healthy()
 	})
 	// The supervisor spools ota.committed just after the commit: wait for
-	// the four events (installed, started twice, committed) in the outbox,
-	// so that the reboot below does not race it.
-	poll.Until(t, 60*time.Second, "four ota events in the outbox", func() bool {
+	// the five events (verified, installed, started twice, committed) in
+	// the outbox, so that the reboot below does not race it.
+	poll.Until(t, 60*time.Second, "five ota events in the outbox", func() bool {
 		resp, err := http.Get("http://" + g.addr + "/v1/status")
 		if err != nil {
 			return false
 		}
 		defer resp.Body.Close()
 		var st Status
-		return json.NewDecoder(resp.Body).Decode(&st) == nil && st.NextSeq > 4
+		return json.NewDecoder(resp.Body).Decode(&st) == nil && st.NextSeq > 5
 	})
 	g.reboot(cmd)
 
@@ -416,7 +431,7 @@ func TestSuperviseSurvivesReboots(t *testing.T) {
 	if n := strings.Count(out, `"ota.started"`); n != 2 {
 		t.Errorf("%d ota.started, want 2 (one per boot on probation):\n%s", n, out)
 	}
-	for _, want := range []string{`"ota.installed"`, `"ota.committed"`} {
+	for _, want := range []string{`"ota.verified"`, `"ota.installed"`, `"ota.committed"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("outbox has no %s:\n%s", want, out)
 		}

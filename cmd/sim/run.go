@@ -40,6 +40,9 @@ type Options struct {
 	TelemetryQuota int64
 	Retransmit     float64
 	Duplicate      float64
+	LateTills      int
+	LateDays       int
+	DuplicateTxn   float64
 	Skewed         float64
 	MQTT5          float64
 	AckTimeout     time.Duration
@@ -97,6 +100,9 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.Int64Var(&o.TelemetryQuota, "telemetry-quota", 24<<10, "the small telemetry quota of --quota-edges, in bytes")
 	fs.Float64Var(&o.Retransmit, "retransmit", 0.02, "share of acknowledged payloads a device sends again (negative: none)")
 	fs.Float64Var(&o.Duplicate, "duplicate", 0.02, "share of payloads a device publishes twice at once (negative: none)")
+	fs.IntVar(&o.LateTills, "late-tills", 0, "how many stores (the first ones) have a till that holds its events of a business day --late-days ago and sends them, and its Z report, only after the traffic")
+	fs.IntVar(&o.LateDays, "late-days", 7, "how many days before the run's the business day of --late-tills is")
+	fs.Float64Var(&o.DuplicateTxn, "duplicate-txn", 0, "share of a till's events that resend a recent sale under a new event id (same store, terminal, day, txn), 0 to 0.5")
 	fs.Float64Var(&o.Skewed, "skewed", 0.25, "share of devices whose clock is off by hours or days (negative: none)")
 	fs.Float64Var(&o.MQTT5, "mqtt5", 0.3, "share of the MQTT devices (tills, sensors) that speak MQTT 5 rather than 3.1.1 (negative: none)")
 	fs.DurationVar(&o.AckTimeout, "ack-timeout", 5*time.Second, "how long a device waits for its edge's acknowledgement before sending again")
@@ -243,6 +249,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Stores: o.Stores, Devices: o.Devices, Rate: o.Rate, Duration: o.Duration, Events: o.Events, Seed: o.Seed,
 		Faults: faults, QuotaEdges: o.QuotaEdges, TelemetryQuota: o.TelemetryQuota,
 		Retransmit: o.Retransmit, Duplicate: o.Duplicate, Skewed: o.Skewed, MQTT5: o.MQTT5,
+		LateTills: o.LateTills, LateDays: o.LateDays, DuplicateTxn: o.DuplicateTxn,
 		AckTimeout: o.AckTimeout, DrainTimeout: o.DrainTimeout,
 		Progress: progress, ProgressEvery: every, TTY: tty, Out: m.stdout, ReportPath: o.Report, Keep: o.Keep,
 		Hold: func(ctx context.Context, r *simulator.Report) {
@@ -286,6 +293,8 @@ func (m *Main) whereNext(r *simulator.Report, hold bool) {
 	fmt.Fprintf(w, "  export CLOUD=%s TOKEN=%s   # the cloud's API and the admin token this run made\n", r.API, r.AdminToken)
 	fmt.Fprintln(w, `  curl -H "Authorization: Bearer $TOKEN" $CLOUD/v1/streams                      # every edge's stream: watermark, lag`)
 	fmt.Fprintln(w, `  curl -H "Authorization: Bearer $TOKEN" "$CLOUD/v1/events?type=till.closed"    # the Z reports, as JSON`)
+	fmt.Fprintln(w, `  curl -H "Authorization: Bearer $TOKEN" -H "Accept: text/csv" $CLOUD/v1/reports/sales   # the sales summary per store and day`)
+	fmt.Fprintln(w, `  curl -H "Authorization: Bearer $TOKEN" $CLOUD/v1/reports/reconciliation   # each till day against its Z report`)
 	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" \"$CLOUD/v1/streams/shop-1/%s/records?limit=5\"   # raw records, signed checkpoints\n", epoch)
 	fmt.Fprintf(w, "  bin/sim verify --cloud $CLOUD --token $TOKEN --oracle %s --since %s   # verify again\n",
 		filepath.Join(r.Dir, "oracle.jsonl"), r.Started.UTC().Format(time.RFC3339Nano))

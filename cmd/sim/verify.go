@@ -24,6 +24,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	oracleFile := fs.String("oracle", "", "a run's oracle.jsonl: what the devices sent and which events were acknowledged (default: check only the ledger's own consistency: chains, signatures, gaps, duplicates, Z reports)")
 	report := fs.String("report", "", "write the verdict as JSON to this file")
 	examples := fs.Int("examples", 5, "discrepancies of each kind to list")
+	noReports := fs.Bool("no-reports", false, "do not compare the cloud's reports (GET /v1/reports/*) with the ledger's events (for a cloud older than the reports)")
 	since := fs.String("since", "", "only the streams the cloud first saw at or after this RFC 3339 time (a run's start, when several runs share a database)")
 	cfg := fs.String("config", "", "optional config file of `name = value` lines")
 	_ = cfg
@@ -54,6 +55,11 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	v := verify.Check(led, entries, verify.Options{Examples: *examples})
+	if !*noReports {
+		if err := cl.CheckReports(ctx, led, v, nil, verify.Options{Examples: *examples}); err != nil {
+			return fmt.Errorf("read the reports: %w", err)
+		}
+	}
 	printVerdict(stdout, v, *oracleFile != "")
 	if *report != "" {
 		b, _ := json.MarshalIndent(v, "", "  ")
@@ -87,6 +93,12 @@ func printVerdict(w io.Writer, v *verify.Verdict, withOracle bool) {
 		fmt.Fprintf(w, "  latency  device publish → cloud commit: %s\n", v.Latency)
 	} else {
 		fmt.Fprintln(w, "  no --oracle: lost and unexpected events are not checked")
+	}
+	switch {
+	case v.Reports != nil:
+		fmt.Fprintf(w, "  reports  %s\n", v.Reports)
+	case v.ReportsSkipped != "":
+		fmt.Fprintf(w, "  reports  not checked: %s\n", v.ReportsSkipped)
 	}
 	for _, d := range v.Discrepancies {
 		fmt.Fprintf(w, "  %s\n", d)

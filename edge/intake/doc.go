@@ -29,7 +29,9 @@
 //     append completes, its publish is marked done, and one writer
 //     goroutine per client writes the acknowledgements of the done prefix
 //     of the queue, in packet order (MQTT requires it). The Appender's
-//     goroutine never writes to a socket.
+//     goroutine never writes to a socket. The writer corks the connection
+//     around each round, so that a round's PUBACKs leave in one write (one
+//     system call) instead of one each.
 //   - A client with MaxPendingPerClient publishes unacknowledged (also its
 //     MQTT 5 Receive Maximum) is not read from until acks go out: TCP
 //     pushes back. HTTP requests beyond MaxInflightAppends appends in

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/outpost-edge/outpost/internal/mochiutil"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -181,7 +180,7 @@ func (s *Server) Start(ctx context.Context) error {
 		ln.Close()
 		return fmt.Errorf("start intake: %w", err)
 	}
-	if err := s.broker.AddListener(listeners.NewNet(mqttListenerID, ln)); err != nil {
+	if err := s.broker.AddListener(mochiutil.NewListener(mqttListenerID, ln)); err != nil {
 		ln.Close()
 		return fmt.Errorf("start intake: %w", err)
 	}

@@ -362,6 +362,11 @@ func (c *conn) write() {
 		c.cond.Broadcast()
 		dead := c.dead
 		c.mu.Unlock()
+		// The round's acknowledgements leave in one write.
+		sc, _ := c.cl.Net.Conn.(*sizeConn)
+		if sc != nil && !dead {
+			sc.cork()
+		}
 		for i, p := range ready {
 			if dead {
 				break
@@ -378,6 +383,11 @@ func (c *conn) write() {
 				c.mu.Unlock()
 				c.hold(p)
 				dead = true // stop this round; the retry's completion starts the next
+			}
+		}
+		if sc != nil {
+			if err := sc.uncork(); err != nil {
+				c.kill()
 			}
 		}
 	}

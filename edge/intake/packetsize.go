@@ -66,7 +66,55 @@ type sizeConn struct {
 	version atomic.Uint32 // the protocol level of the CONNECT
 	over    atomic.Bool   // a packet over MaxPacketSize was announced
 	once    sync.Once
+
+	// Write coalescing (cork): while corked, writes gather in wbuf, and
+	// uncork sends them in one write. wmu is held across every write to
+	// the connection, so that bytes leave in the order they were written.
+	wmu    sync.Mutex
+	corked bool
+	wbuf   []byte
 }
+
+// Write writes p, or while the connection is corked, adds it to what
+// uncork sends.
+func (c *sizeConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.corked {
+		c.wbuf = append(c.wbuf, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+// cork makes the writes that follow wait for uncork. The ack writer corks
+// the connection around a round of PUBACKs, which then cost one write (one
+// system call, one TCP segment) instead of one each.
+func (c *sizeConn) cork() {
+	c.wmu.Lock()
+	c.corked = true
+	c.wmu.Unlock()
+}
+
+// uncork sends what was written since cork, in one write.
+func (c *sizeConn) uncork() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.corked = false
+	if len(c.wbuf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.wbuf)
+	if cap(c.wbuf) > maxCorkBuf {
+		c.wbuf = nil // a rare large round does not keep its buffer
+	} else {
+		c.wbuf = c.wbuf[:0]
+	}
+	return err
+}
+
+// maxCorkBuf is the largest write buffer a connection keeps between rounds.
+const maxCorkBuf = 64 << 10
 
 func (c *sizeConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)

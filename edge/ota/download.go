@@ -17,6 +17,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/outpost-edge/outpost/firmware"
+	"github.com/outpost-edge/outpost/internal/durable"
 )
 
 // Download errors.
@@ -77,6 +78,15 @@ type Downloader struct {
 	Rand  func() float64
 	// Logger (slog.Default).
 	Logger *slog.Logger
+
+	// crash, when set (tests only), is called after each durable step.
+	crash func(step string)
+}
+
+func (d *Downloader) step(name string) {
+	if d.crash != nil {
+		d.crash(name)
+	}
 }
 
 func (d *Downloader) defaults() {
@@ -168,9 +178,11 @@ func (d *Downloader) Fetch(ctx context.Context, url string, tg firmware.Target) 
 				if err := os.Rename(part, done); err != nil {
 					return "", fmt.Errorf("download %s: %w", tg.Name, err)
 				}
-				if err := firmware.SyncDir(d.Dir); err != nil {
+				d.step("verified-renamed")
+				if err := durable.SyncDir(d.Dir); err != nil {
 					return "", err
 				}
+				d.step("verified-synced")
 				log.Info("downloaded and verified", "bytes", tg.Length, "attempts", attempt)
 				return done, nil
 			}
@@ -303,10 +315,12 @@ func (d *Downloader) attempt(ctx context.Context, url string, tg firmware.Target
 		body = newRateReader(ctx, body, d.RateBytes)
 	}
 	n, copyErr := io.Copy(f, body)
+	d.step("part-copied")
 	// Keep what arrived durable, so a restart resumes from it.
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("fsync %s: %w", part, err)
 	}
+	d.step("part-synced")
 	if copyErr != nil {
 		return fmt.Errorf("after %d bytes: %w", have+n, copyErr)
 	}

@@ -75,5 +75,14 @@ func Guard(l *Layout, state *firmware.State, now time.Time, maxAttempts int) (St
 	if cur == "" {
 		return Start{}, fmt.Errorf("%w: %s has no current release; install one first", ErrLayout, l.Dir)
 	}
+	// Nothing is pending, so current is the committed release: a layout
+	// from before the committed symlink gets it here.
+	if c, err := l.Committed(); err != nil {
+		return Start{}, err
+	} else if c != cur {
+		if err := l.point(committedLink, cur); err != nil {
+			return Start{}, err
+		}
+	}
 	return Start{Version: cur}, nil
 }

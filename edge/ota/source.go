@@ -3,9 +3,11 @@ package ota
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode"
 
 	"github.com/outpost-edge/outpost/firmware"
 )
@@ -44,6 +46,18 @@ func (h *HTTPSource) Fetch(ctx context.Context, name string, max int64) ([]byte,
 	case http.StatusNotFound:
 		return nil, fmt.Errorf("%s: %w", u, firmware.ErrNotFound)
 	default:
+		// The cloud's repository says why it refused (an unenrolled or
+		// revoked edge, an expired token) in a short body.
+		why, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		r := strings.TrimSpace(strings.Map(func(c rune) rune {
+			if unicode.IsPrint(c) {
+				return c
+			}
+			return '?'
+		}, string(why)))
+		if r != "" && resp.StatusCode/100 == 4 {
+			return nil, fmt.Errorf("%w: %s", &HTTPError{URL: u, Status: resp.StatusCode}, r)
+		}
 		return nil, &HTTPError{URL: u, Status: resp.StatusCode}
 	}
 	if resp.ContentLength > max {

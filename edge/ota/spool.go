@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/outpost-edge/outpost/firmware"
+	"github.com/outpost-edge/outpost/internal/durable"
 )
 
 // Spool carries Events from the processes that make them (edge supervise,
@@ -32,7 +33,8 @@ type Spool struct {
 // refuses more.
 const maxSpoolBytes = 1 << 20
 
-// Add appends e, giving it an id and a time when it has none.
+// Add appends e, giving it an id when it has none. An event whose id is
+// already spooled is not added again.
 func (s Spool) Add(e Event) error {
 	if e.At.IsZero() {
 		return fmt.Errorf("spool %s: event %s has no time", s.Path, e.Kind)
@@ -60,13 +62,35 @@ func (s Spool) Add(e Event) error {
 	if fi, err := f.Stat(); err == nil && fi.Size() > maxSpoolBytes {
 		return fmt.Errorf("spool %s is over %d bytes: the edge has not drained it (is edge run starting?)", s.Path, maxSpoolBytes)
 	}
+	if s.has(e.ID) {
+		return nil // recorded again after a crash (Layout.Record): one is enough
+	}
 	if _, err := f.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("spool: fsync: %w", err)
 	}
-	return firmware.SyncDir(filepath.Dir(s.Path))
+	return durable.SyncDir(filepath.Dir(s.Path))
+}
+
+// has reports whether an event with id is spooled (under the lock).
+func (s Spool) has(id string) bool {
+	b, err := os.ReadFile(s.Path)
+	if err != nil {
+		return false
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), maxSpoolBytes)
+	for sc.Scan() {
+		var e struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(sc.Bytes(), &e) == nil && e.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // eventID is unique per event and at most 64 bytes: kind, version and the
@@ -115,5 +139,5 @@ func (s Spool) Drain(deliver func([]Event) error) error {
 	if err := os.Remove(s.Path); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	return firmware.SyncDir(filepath.Dir(s.Path))
+	return durable.SyncDir(filepath.Dir(s.Path))
 }

@@ -23,11 +23,15 @@ const (
 	DefaultReadyTimeout = 30 * time.Second
 	DefaultStopTimeout  = 10 * time.Second
 	DefaultProbeEvery   = time.Second
+	// DefaultWatchdogTimeout matches the systemd unit's WatchdogSec=.
+	DefaultWatchdogTimeout = 30 * time.Second
 )
 
 // Event is one step of the updater's life, for the audit trail. Kind is
-// one of "ota.started", "ota.committed", "ota.rolled_back" (from the
-// supervisor), "ota.installed", "ota.refused" (from edge ota install).
+// one of "ota.started" (from the supervisor), "ota.committed",
+// "ota.rolled_back" (from the Layout's Commit and Rollback, see
+// Layout.Record), "ota.downloaded", "ota.verified", "ota.installed",
+// "ota.refused" (from edge ota install).
 type Event struct {
 	ID      string    `json:"id,omitempty"` // set by Spool.Add
 	Kind    string    `json:"kind"`
@@ -72,6 +76,12 @@ type Supervisor struct {
 	// RestartBackoff bounds the wait before restarting a committed
 	// release that exited (1s doubling to 1m).
 	RestartBackoff time.Duration
+	// WatchdogTimeout is the watchdog of a committed release, as
+	// WatchdogSec= is systemd's: one that has been unhealthy at every
+	// probe for this long after it was healthy (a hang, an outbox that
+	// stopped committing), or that is not healthy within ReadyTimeout of
+	// its start, is stopped and restarted, never rolled back. Default 30s.
+	WatchdogTimeout time.Duration
 	// OnEvent receives every Event (nil: only logged).
 	OnEvent func(Event)
 	Now     func() time.Time
@@ -94,6 +104,9 @@ func (s *Supervisor) defaults() {
 	if s.RestartBackoff <= 0 {
 		s.RestartBackoff = time.Second
 	}
+	if s.WatchdogTimeout <= 0 {
+		s.WatchdogTimeout = DefaultWatchdogTimeout
+	}
 	if s.Now == nil {
 		s.Now = time.Now
 	}
@@ -105,6 +118,11 @@ func (s *Supervisor) defaults() {
 	}
 	if s.Logger == nil {
 		s.Logger = slog.Default()
+	}
+	if s.Layout.Record == nil {
+		// Commits and rollbacks are recorded by the Layout, inside the
+		// operation (see Layout.Record).
+		s.Layout.Record = s.event
 	}
 	if s.Health == nil {
 		url := s.HealthURL
@@ -130,7 +148,9 @@ func (s *Supervisor) defaults() {
 }
 
 func (s *Supervisor) event(e Event) {
-	e.At = s.Now().UTC()
+	if e.At.IsZero() {
+		e.At = s.Now().UTC()
+	}
 	s.Logger.Info("ota event", "kind", e.Kind, "version", e.Version, "release", e.Release, "reason", e.Reason)
 	if s.OnEvent != nil {
 		s.OnEvent(e)
@@ -147,17 +167,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if st.RolledBack != nil {
-			s.event(Event{Kind: "ota.rolled_back", Version: st.RolledBack.Version, Release: st.RolledBack.Release, Reason: st.Reason})
-		}
 		if st.Pending != nil && st.Pending.Previous == "" {
 			// The first release on this gateway has nothing to roll back
 			// to, so a probation could decide nothing: it is committed.
-			p, err := s.Layout.Commit(s.State)
-			if err != nil {
+			if _, err := s.commit(); err != nil {
 				return err
 			}
-			s.event(Event{Kind: "ota.committed", Version: p.Version, Release: p.Release, Reason: "first release on this gateway"})
 			st.Pending = nil
 		}
 		t0 := s.Now()
@@ -167,11 +182,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		if st.Pending != nil {
 			if failed != "" {
-				rb, err := s.Layout.Rollback(failed)
-				if err != nil {
+				if _, err := s.Layout.Rollback(failed); err != nil {
 					return err
 				}
-				s.event(Event{Kind: "ota.rolled_back", Version: rb.Version, Release: rb.Release, Reason: failed})
 			}
 			backoff = s.RestartBackoff
 			continue
@@ -185,7 +198,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if s.Now().Sub(t0) > time.Minute {
 			backoff = s.RestartBackoff // it ran a while: not a crash loop
 		}
-		s.Logger.Warn("edge exited; restarting", "version", st.Version, "why", failed, "wait", backoff)
+		s.Logger.Warn("edge stopped; restarting", "version", st.Version, "why", failed, "wait", backoff)
 		if err := sleep(ctx, backoff); err != nil {
 			break
 		}
@@ -222,7 +235,7 @@ func (s *Supervisor) runOnce(ctx context.Context, st Start) (failed string, err 
 	go func() { exited <- cmd.Wait() }()
 
 	if st.Pending == nil {
-		return s.watchCommitted(ctx, st, cmd, exited, started), nil
+		return s.watchCommitted(ctx, st, cmd, exited, started, false), nil
 	}
 
 	verdict, gone := s.probation(ctx, exited, st.Pending.Deadline)
@@ -231,15 +244,13 @@ func (s *Supervisor) runOnce(ctx context.Context, st Start) (failed string, err 
 	}
 	switch {
 	case verdict == "" && ctx.Err() == nil:
-		p, err := s.Layout.Commit(s.State)
-		if err != nil {
+		if _, err := s.commit(); err != nil {
 			return "", err
 		}
-		s.event(Event{Kind: "ota.committed", Version: p.Version, Release: p.Release})
 		// It keeps running as the committed release, watched like one (a
 		// later install is picked up). Whatever ends it now is no verdict.
-		if why := s.watchCommitted(ctx, Start{Version: st.Version}, cmd, exited, started); why != "" {
-			s.Logger.Warn("edge exited after its commit; restarting", "version", st.Version, "why", why)
+		if why := s.watchCommitted(ctx, Start{Version: st.Version}, cmd, exited, started, true); why != "" {
+			s.Logger.Warn("edge stopped after its commit; restarting", "version", st.Version, "why", why)
 		}
 		return "", nil
 	case ctx.Err() != nil:
@@ -253,17 +264,23 @@ func (s *Supervisor) runOnce(ctx context.Context, st Start) (failed string, err 
 	}
 }
 
-// watchCommitted waits while a committed release runs: until it exits
-// (the reason is returned, for the restart), ctx ends, or an install
-// switches current to another release, which is then started (stopping
-// this one) so that it goes on probation.
-func (s *Supervisor) watchCommitted(ctx context.Context, st Start, cmd *exec.Cmd, exited <-chan error, started time.Time) string {
+// watchCommitted waits while a committed release runs: until it exits,
+// its watchdog fires (WatchdogTimeout; it is then stopped), ctx ends, or
+// an install switches current to another release, which is then started
+// (stopping this one) so that it goes on probation. It returns why the
+// release stopped, for the restart ("" when it was stopped on purpose).
+// healthy says the release was already healthy when the watch began.
+func (s *Supervisor) watchCommitted(ctx context.Context, st Start, cmd *exec.Cmd, exited <-chan error, started time.Time, healthy bool) string {
 	tick := time.NewTicker(s.ProbeEvery)
 	defer tick.Stop()
+	var lastOK time.Time
+	if healthy {
+		lastOK = s.Now()
+	}
 	for {
 		select {
 		case err := <-exited:
-			return fmt.Sprintf("exited after %s: %v", s.Now().Sub(started).Round(time.Second), err)
+			return fmt.Sprintf("exited after %s: %s", s.Now().Sub(started).Round(time.Second), exitStatus(err))
 		case <-ctx.Done():
 			s.stop(cmd, exited)
 			return ""
@@ -273,6 +290,21 @@ func (s *Supervisor) watchCommitted(ctx context.Context, st Start, cmd *exec.Cmd
 			s.Logger.Info("a new release was installed; restarting into it", "from", st.Version, "to", cur)
 			s.stop(cmd, exited)
 			return ""
+		}
+		pctx, cancel := context.WithTimeout(ctx, s.ProbeEvery+2*time.Second)
+		err := s.Health(pctx)
+		cancel()
+		now := s.Now()
+		switch {
+		case err == nil:
+			lastOK = now
+		case ctx.Err() != nil:
+		case lastOK.IsZero() && now.Sub(started) > s.ReadyTimeout:
+			s.stop(cmd, exited)
+			return fmt.Sprintf("watchdog: not healthy within %s of its start: %v", s.ReadyTimeout, err)
+		case !lastOK.IsZero() && now.Sub(lastOK) > s.WatchdogTimeout:
+			s.stop(cmd, exited)
+			return fmt.Sprintf("watchdog: unhealthy for %s: %v", now.Sub(lastOK).Round(time.Millisecond), err)
 		}
 	}
 }
@@ -288,9 +320,9 @@ func (s *Supervisor) probation(ctx context.Context, exited <-chan error, deadlin
 		select {
 		case err := <-exited:
 			if healthySince.IsZero() {
-				return fmt.Sprintf("exited before ready: %v", err), true
+				return "exited before ready: " + exitStatus(err), true
 			}
-			return fmt.Sprintf("exited during probation: %v", err), true
+			return "exited during probation: " + exitStatus(err), true
 		case <-ctx.Done():
 			return "", false
 		case <-tick.C:
@@ -313,6 +345,21 @@ func (s *Supervisor) probation(ctx context.Context, exited <-chan error, deadlin
 			return "", false
 		}
 	}
+}
+
+// commit ends a healthy probation; the Layout records ota.committed
+// (Layout.Record) before the pending record goes, so no crash loses it.
+func (s *Supervisor) commit() (*Pending, error) {
+	return s.Layout.Commit(s.State)
+}
+
+// exitStatus says how a child ended, given what cmd.Wait returned: a clean
+// exit is "exit status 0" (Wait's nil), so that a rollback's reason says so.
+func exitStatus(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
 }
 
 // stop ends the child: SIGTERM, then SIGKILL after StopTimeout.
@@ -352,17 +399,12 @@ func (s *Supervisor) SelfProbation(ctx context.Context) error {
 		return nil // stopped: no verdict; the next start counts another attempt
 	}
 	if verdict == "" {
-		c, err := s.Layout.Commit(s.State)
-		if err != nil {
-			return err
-		}
-		s.event(Event{Kind: "ota.committed", Version: c.Version, Release: c.Release})
-		return nil
+		_, err := s.commit()
+		return err
 	}
 	rb, err := s.Layout.Rollback(verdict)
 	if err != nil {
 		return err
 	}
-	s.event(Event{Kind: "ota.rolled_back", Version: rb.Version, Release: rb.Release, Reason: verdict})
 	return fmt.Errorf("%w: %s: %s", ErrRolledBack, rb.Version, verdict)
 }

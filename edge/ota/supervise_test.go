@@ -57,6 +57,10 @@ func TestFakeEdge(t *testing.T) {
 		}
 	})
 	file := os.Getenv("OUTPOST_FAKE_ADDR_FILE")
+	if f, err := os.OpenFile(file+".starts", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
+		fmt.Fprintln(f, os.Getpid()) // one line per start, for the restart tests
+		f.Close()
+	}
 	tmp := file + ".tmp"
 	os.WriteFile(tmp, []byte(ln.Addr().String()), 0o644)
 	os.Rename(tmp, file)
@@ -110,7 +114,7 @@ func supervised(t *testing.T, mode string) (*ota.Supervisor, *recorder) {
 	t.Helper()
 	dir := t.TempDir()
 	l := &ota.Layout{Dir: filepath.Join(dir, "ota")}
-	st, err := firmware.OpenState(filepath.Join(dir, "state.json"))
+	st, err := ota.OpenState(filepath.Join(dir, "state.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,4 +341,63 @@ func TestGuard(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestSuperviseWatchdogRestartsCommitted: a committed release that turns
+// unhealthy for good (late-fail: healthy 5 probes, then 503 at every
+// probe, as a hung outbox would be) is stopped by the supervisor's
+// watchdog and restarted, over and over, and never rolled back: the
+// committed release stays current, the floor where it was, nothing known
+// bad, no rollback event.
+func TestSuperviseWatchdogRestartsCommitted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("child processes")
+	}
+	dir := t.TempDir()
+	l := &ota.Layout{Dir: filepath.Join(dir, "ota")}
+	st, err := ota.OpenState(filepath.Join(dir, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, tg := fakeRelease(t, dir, "1.0.0", 1, "late-fail")
+	if err := l.Install(src, tg, ota.InstallOptions{Mode: 0o755}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Commit(st); err != nil {
+		t.Fatal(err)
+	}
+	s, rec := supervised(t, "good") // for its Health and timings
+	addrs := filepath.Join(dir, "addr-1.0.0")
+	client := &http.Client{Timeout: time.Second}
+	s.Layout, s.State = l, st
+	s.Health = func(ctx context.Context) error {
+		addr, err := os.ReadFile(addrs)
+		if err != nil {
+			return fmt.Errorf("not listening yet")
+		}
+		resp, err := client.Get("http://" + string(addr) + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s", resp.Status)
+		}
+		return nil
+	}
+	s.WatchdogTimeout, s.RestartBackoff = 200*time.Millisecond, 10*time.Millisecond
+	runSupervisor(t, s)
+	poll.Until(t, 60*time.Second, "the watchdog restarting 1.0.0 twice", func() bool {
+		b, _ := os.ReadFile(addrs + ".starts")
+		return strings.Count(string(b), "\n") >= 3
+	})
+	if cur, _ := l.Current(); cur != "1.0.0" || st.Floor() != 1 {
+		t.Fatalf("current %s, floor %d after watchdog restarts", cur, st.Floor())
+	}
+	if bad, _ := l.KnownBad(); len(bad) != 0 {
+		t.Fatalf("known bad %v: a committed release was pinned", bad)
+	}
+	if ev, ok := rec.find("ota.rolled_back"); ok {
+		t.Fatalf("a committed release was rolled back: %+v", ev)
+	}
 }

@@ -8,12 +8,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/google/renameio/v2"
 
 	"github.com/outpost-edge/outpost/firmware"
+	"github.com/outpost-edge/outpost/internal/durable"
 )
 
 // Layout is the updater's directory on the edge:
@@ -32,6 +34,16 @@ type Layout struct {
 	Dir string
 	// Now is the clock for pending deadlines (time.Now).
 	Now func() time.Time
+	// Record, when set, receives the ota.committed and ota.rolled_back
+	// events of Commit, Rollback and Recover. It is called after the step
+	// that decides (the floor raised; current pointed back) and before the
+	// pending record is removed, so a crash at any point before the record
+	// goes has Recover, at the next start, record it again: a SIGKILL
+	// cannot lose the event. Such a repeat has the same id (one per
+	// install, SettledID), so Spool.Add and the outbox's dedup drop the
+	// copy. It must not block; a failure to record is its own to report.
+	// Supervisor sets it to its OnEvent when it is nil.
+	Record func(Event)
 
 	// crash, when set (tests only), is called after each step of Install.
 	crash func(step string)
@@ -42,9 +54,12 @@ const (
 	releasesDir = "releases"
 	currentLink = "current"
 	prevLink    = "previous"
-	pendingFile = "pending.json"
-	badFile     = "known-bad.json"
-	binaryName  = "edge"
+	// committedLink names the last committed release: the systemd unit's
+	// ExecStartPre= guard runs its binary (never a release on probation).
+	committedLink = "committed"
+	pendingFile   = "pending.json"
+	badFile       = "known-bad.json"
+	binaryName    = "edge"
 )
 
 // Pending is the record of a release on probation, written before the
@@ -57,6 +72,24 @@ type Pending struct {
 	Previous string    `json:"previous,omitempty"` // version it replaced ("" on a first install)
 	Attempts int       `json:"attempts"`
 	Deadline time.Time `json:"deadline"`
+}
+
+// SettledID is the id of the event that ends p's probation: the same
+// for every attempt to record it, and different for every install.
+func SettledID(kind string, p *Pending) string {
+	id := strings.TrimPrefix(kind, "ota.") + "-" + p.Version + "-" + strconv.FormatInt(p.Deadline.UnixNano(), 36)
+	if len(id) > 64 {
+		id = id[len(id)-64:]
+	}
+	return id
+}
+
+// settled records the end of p's probation (see Record).
+func (l *Layout) settled(kind string, p *Pending, reason string) {
+	if l.Record == nil {
+		return
+	}
+	l.Record(Event{ID: SettledID(kind, p), Kind: kind, Version: p.Version, Release: p.Release, Target: p.Target, Reason: reason, At: l.now().UTC()})
 }
 
 // Swap errors.
@@ -104,6 +137,16 @@ func (l *Layout) Current() (string, error) { return l.link(currentLink) }
 // Previous is the version previous points to ("" when there is none).
 func (l *Layout) Previous() (string, error) { return l.link(prevLink) }
 
+// Committed is the version the committed symlink names: the last release
+// committed ("" before the first commit).
+func (l *Layout) Committed() (string, error) { return l.link(committedLink) }
+
+// CommittedBinary is the path through the committed symlink: what the
+// systemd unit's guard runs, a binary that has passed its probation.
+func (l *Layout) CommittedBinary() string {
+	return filepath.Join(l.Dir, committedLink, binaryName)
+}
+
 func (l *Layout) link(name string) (string, error) {
 	dst, err := os.Readlink(filepath.Join(l.Dir, name))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -142,7 +185,7 @@ func (l *Layout) WritePending(p *Pending) error {
 	if err != nil {
 		return err
 	}
-	return firmware.WriteFileAtomic(filepath.Join(l.Dir, pendingFile), append(b, '\n'), 0o644)
+	return durable.WriteFile(filepath.Join(l.Dir, pendingFile), append(b, '\n'), 0o644)
 }
 
 // InstallOptions for Install.
@@ -228,7 +271,7 @@ func (l *Layout) prepare() error {
 	if err := os.MkdirAll(filepath.Join(l.Dir, releasesDir), 0o755); err != nil {
 		return fmt.Errorf("ota dir: %w", err)
 	}
-	if err := firmware.SyncDir(l.Dir); err != nil {
+	if err := durable.SyncDir(l.Dir); err != nil {
 		return err
 	}
 	ents, err := os.ReadDir(l.Dir)
@@ -236,7 +279,7 @@ func (l *Layout) prepare() error {
 		return fmt.Errorf("ota dir: %w", err)
 	}
 	for _, e := range ents {
-		if n := e.Name(); strings.HasPrefix(n, "."+currentLink) || strings.HasPrefix(n, "."+prevLink) {
+		if n := e.Name(); strings.HasPrefix(n, "."+currentLink) || strings.HasPrefix(n, "."+prevLink) || strings.HasPrefix(n, "."+committedLink) {
 			_ = os.RemoveAll(filepath.Join(l.Dir, n))
 		}
 	}
@@ -249,7 +292,7 @@ func (l *Layout) writeBinary(src string, tg firmware.Target, mode fs.FileMode) e
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("install %s: %w", tg.Name, err)
 	}
-	if err := firmware.SyncDir(filepath.Join(l.Dir, releasesDir)); err != nil {
+	if err := durable.SyncDir(filepath.Join(l.Dir, releasesDir)); err != nil {
 		return err
 	}
 	if ents, err := os.ReadDir(dir); err == nil {
@@ -286,7 +329,7 @@ func (l *Layout) writeBinary(src string, tg firmware.Target, mode fs.FileMode) e
 		return fmt.Errorf("install %s: %w", tg.Name, err)
 	}
 	l.step("binary-renamed")
-	if err := firmware.SyncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return err
 	}
 	l.step("binary-dir-synced")
@@ -301,18 +344,19 @@ func (l *Layout) point(name, version string) error {
 	if err := renameio.Symlink(filepath.Join(releasesDir, version), filepath.Join(l.Dir, name)); err != nil {
 		return fmt.Errorf("point %s at %s: %w", name, version, err)
 	}
-	return firmware.SyncDir(l.Dir)
+	return durable.SyncDir(l.Dir)
 }
 
 // Recover reconciles the layout after a crash in Install, Commit or
 // Rollback, so that what current names is what runs and the pending record
 // tells the truth:
 //   - a pending record whose switch never happened (current does not name
-//     it, or no longer does after a rollback's revert) is dropped;
+//     it) is dropped;
 //   - a pending version already pinned as known bad is rolled back the
-//     rest of the way;
+//     rest of the way (ota.rolled_back is recorded again, as the crash
+//     may have come before it was);
 //   - a pending release at or below the floor (state, when not nil) was
-//     committed: the record is dropped.
+//     committed: ota.committed is recorded again and the record dropped.
 //
 // It returns the pending record still in force (a release on probation),
 // or nil.
@@ -325,20 +369,31 @@ func (l *Layout) Recover(state *firmware.State) (*Pending, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cur != p.Version {
-		return nil, l.dropPending()
-	}
 	bad, err := l.KnownBad()
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := bad[p.Version]; ok && p.Previous != "" {
+	reason, isBad := bad[p.Version]
+	switch {
+	case cur != p.Version:
+		// The switch never happened, or a rollback pointed current back
+		// (Install refuses a known-bad version, so only a rollback leaves
+		// one pending).
+		if isBad {
+			l.settled("ota.rolled_back", p, reason)
+		}
+		return nil, l.dropPending()
+	case isBad && p.Previous != "":
 		if err := l.point(currentLink, p.Previous); err != nil {
 			return nil, err
 		}
+		l.settled("ota.rolled_back", p, reason)
 		return nil, l.dropPending()
-	}
-	if state != nil && p.Release <= state.Floor() {
+	case state != nil && p.Release <= state.Floor():
+		if err := l.point(committedLink, p.Version); err != nil {
+			return nil, err
+		}
+		l.settled("ota.committed", p, "")
 		return nil, l.dropPending()
 	}
 	return p, nil
@@ -348,7 +403,7 @@ func (l *Layout) dropPending() error {
 	if err := os.Remove(filepath.Join(l.Dir, pendingFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("drop pending: %w", err)
 	}
-	return firmware.SyncDir(l.Dir)
+	return durable.SyncDir(l.Dir)
 }
 
 // KnownBad is every version pinned as bad, with the reason it was rolled
@@ -370,7 +425,8 @@ func (l *Layout) KnownBad() (map[string]string, error) {
 
 // Commit ends a healthy probation: the floor rises to the release's
 // counter (first, so a crash after it cannot leave a committed release
-// below the floor), then the pending record goes. The release current
+// below the floor), the committed symlink is pointed at it, ota.committed
+// is recorded (Record), then the pending record goes. The release current
 // names is now the committed one.
 func (l *Layout) Commit(state *firmware.State) (*Pending, error) {
 	p, err := l.Recover(state)
@@ -384,13 +440,23 @@ func (l *Layout) Commit(state *firmware.State) (*Pending, error) {
 		return nil, err
 	}
 	l.step("floor-raised")
-	return p, l.dropPending()
+	if err := l.point(committedLink, p.Version); err != nil {
+		return nil, err
+	}
+	l.step("committed-linked")
+	l.settled("ota.committed", p, "")
+	l.step("commit-recorded")
+	if err := l.dropPending(); err != nil {
+		return nil, err
+	}
+	l.step("pending-dropped")
+	return p, nil
 }
 
 // Rollback ends a failed probation: the version is pinned as known bad
 // (first, so it is never retried even if the next step is interrupted),
-// current is pointed back at the release it replaced (one rename), and the
-// pending record goes. A first install (nothing to go back to) is refused.
+// current is pointed back at the release it replaced (one rename),
+// ota.rolled_back is recorded (Record), and the pending record goes. A first install (nothing to go back to) is refused.
 func (l *Layout) Rollback(reason string) (*Pending, error) {
 	p, err := l.Recover(nil)
 	if err != nil {
@@ -408,7 +474,7 @@ func (l *Layout) Rollback(reason string) (*Pending, error) {
 	}
 	bad[p.Version] = reason
 	b, _ := json.MarshalIndent(bad, "", "  ")
-	if err := firmware.WriteFileAtomic(filepath.Join(l.Dir, badFile), append(b, '\n'), 0o644); err != nil {
+	if err := durable.WriteFile(filepath.Join(l.Dir, badFile), append(b, '\n'), 0o644); err != nil {
 		return nil, err
 	}
 	l.step("bad-pinned")
@@ -416,5 +482,11 @@ func (l *Layout) Rollback(reason string) (*Pending, error) {
 		return nil, err
 	}
 	l.step("current-reverted")
-	return p, l.dropPending()
+	l.settled("ota.rolled_back", p, reason)
+	l.step("rollback-recorded")
+	if err := l.dropPending(); err != nil {
+		return nil, err
+	}
+	l.step("pending-dropped")
+	return p, nil
 }

@@ -28,7 +28,7 @@ func release(t *testing.T, v string, counter uint64) (string, firmware.Target) {
 
 func openState(t *testing.T) *firmware.State {
 	t.Helper()
-	st, err := firmware.OpenState(filepath.Join(t.TempDir(), "state.json"))
+	st, err := ota.OpenState(filepath.Join(t.TempDir(), "state.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

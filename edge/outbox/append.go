@@ -151,6 +151,7 @@ func (o *Outbox) appendAsync(entries []Entry, onDone func([]Result, error)) *Pen
 		return p
 	}
 	o.queue = append(o.queue, rq)
+	o.queued += len(entries)
 	o.qmu.Unlock()
 	o.poke()
 	return p

@@ -165,6 +165,7 @@ type Outbox struct {
 	// Guarded by qmu: the requests waiting for the commit loop.
 	qmu     sync.Mutex
 	queue   []*request
+	queued  int // entries in queue
 	trims   []*trimOp
 	epochs  []*epochOp
 	closing bool

@@ -419,3 +419,36 @@ func rssFileKiB(t *testing.T) int64 {
 	t.Fatal("no RssFile in /proc/self/status")
 	return 0
 }
+
+// TestFewQueuedRideOneCommit: appends that arrive one by one while a commit
+// is in flight all ride the commit after it, instead of the first of them
+// leaving in a batch of its own and the rest waiting one more commit
+// (earlyBuild).
+func TestFewQueuedRideOneCommit(t *testing.T) {
+	o, _ := mustOpen(t, nil)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	o.commitHook = func() error {
+		once.Do(func() { close(entered); <-release })
+		return nil
+	}
+	first := o.AppendAsync([]Entry{testEntry(0)})
+	<-entered // the first commit is in flight, held
+	const n = 40
+	var ps []*Pending
+	for i := 1; i <= n; i++ {
+		ps = append(ps, o.AppendAsync([]Entry{testEntry(i)}))
+		// Give the builder a chance to run between arrivals, as a device's
+		// publishes arrive.
+		runtime.Gosched()
+	}
+	close(release)
+	for i, p := range append([]*Pending{first}, ps...) {
+		if res, err := p.Results(); err != nil || res[0].Err != nil || res[0].Seq != uint64(i+1) {
+			t.Fatalf("append %d: %+v, %v", i, res, err)
+		}
+	}
+	if st := o.State(); st.Commits != 2 {
+		t.Fatalf("%d commits for one held commit and %d appends queued behind it, want 2 (the %d together)", st.Commits, n, n)
+	}
+}

@@ -296,3 +296,28 @@ func Export(path string, from, to uint64, w io.Writer) error {
 	}
 	return nil
 }
+
+// Records calls fn with every record stored in the outbox file at path, in
+// seq order, read-only like Export (the file must not be open in a running
+// outbox: ErrLocked). The edge uses it to enter again, in a new epoch, what
+// a stream the cloud lost still held (cmd/edge, after uplink's
+// cloudBehind).
+func Records(path string, fn func(seq uint64, r protocol.Record) error) error {
+	err := viewFile(path, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketRecords).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			r, err := protocol.DecodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("record %d: %w: %w", keySeq(k), ErrCorrupt, err)
+			}
+			if err := fn(keySeq(k), r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read the records of %s: %w", path, err)
+	}
+	return nil
+}

@@ -181,3 +181,48 @@ func TestInspectAndExport(t *testing.T) {
 	}
 	b.Reopen(t)
 }
+
+// Records reads what a closed file holds, in seq order, after a trim and
+// with tombstones among them; on an open file it is refused (ErrLocked).
+func TestRecords(t *testing.T) {
+	size := readingSize(t)
+	b := MustOpen(t, func(o *outbox.Options) { o.TelemetryQuota = 4 * size })
+	b.MustAppendN(t, "dev-1", "sale.completed", 2)
+	for i := range 6 {
+		appendReading(t, b, string(rune('a'+i)))
+	}
+	if err := b.Trim(b.Receipt(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	read := func() (seqs []uint64, tombstones int, err error) {
+		err = outbox.Records(b.Path, func(seq uint64, r protocol.Record) error {
+			if r.Seq != seq || r.Edge != "edge-1" {
+				t.Fatalf("record %d: %+v", seq, r)
+			}
+			if r.IsTombstone() {
+				tombstones++
+			}
+			seqs = append(seqs, seq)
+			return nil
+		})
+		return seqs, tombstones, err
+	}
+	if _, _, err := read(); !errors.Is(err, outbox.ErrLocked) {
+		t.Fatalf("while open: %v, want ErrLocked", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seqs, tombstones, err := read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seqs) != 7 || seqs[0] != 2 || seqs[6] != 8 || tombstones == 0 {
+		t.Fatalf("seqs %v, %d tombstones; want 2..8 with the shed telemetry as tombstones", seqs, tombstones)
+	}
+	stop := errors.New("stop")
+	if err := outbox.Records(b.Path, func(uint64, protocol.Record) error { return stop }); !errors.Is(err, stop) {
+		t.Fatalf("fn's error: %v", err)
+	}
+	b.Reopen(t)
+}

@@ -27,10 +27,12 @@ type Diverger interface {
 // source started a new one, and the next session says hello for it.
 var ErrNewStream = errors.New("the cloud's stream is beyond or apart from the outbox's (an older outbox file restored?): started a new epoch; the old records are kept for an operator")
 
-// checkDiverged is the hello's one call into this file: for a verified
-// receipt for the session's stream, it returns ErrNewStream when the
-// source has left the stream (or an error when it could not), nil to go
-// on as usual.
+// checkDiverged is the hello's call into this file, and accept's for a
+// receipt in a session that does not match the source (the cloud's real
+// answer to a hello that resumed on a stale receipt arrives that way):
+// for a verified receipt for the session's stream, it returns
+// ErrNewStream when the source has left the stream (or an error when it
+// could not), nil to go on as usual.
 func (u *Uplink) checkDiverged(rc protocol.Receipt) error {
 	d, ok := u.o.Source.(Diverger)
 	if !ok {

@@ -93,3 +93,46 @@ func TestHelloFindsCloudPastStream(t *testing.T) {
 		}
 	})
 }
+
+// TestCloudPastStreamFoundAfterStaleHelloReceipt: as
+// TestHelloFindsCloudPastStream (an older outbox file restored; the cloud
+// is at 40, the outbox's head at 10), but a stale receipt of the stream
+// (at 3, below the outbox's watermark 5) reaches the edge before each
+// hello's answer: another worker's, or one an attacker on the broker
+// replays. The hello resumes on the stale one, so the cloud's real answer
+// (40, beyond the head) arrives in the session; it must still make the
+// source leave the stream. Before, the session counted it as forged, the
+// cloud answered every segment with it, and the edge never left a stream
+// it could never deliver.
+func TestCloudPastStreamFoundAfterStaleHelloReceipt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		edgeKey, cloudKey := key("edge"), key("cloud")
+		old := newMemSource("e1", edgeKey)
+		old.add(5)
+		old.add(5)
+		if err := old.Trim(protocol.Receipt{Edge: "e1", Epoch: old.Stream().Epoch, HWM: 5, Head: old.chain.Links[4]}); err != nil {
+			t.Fatal(err)
+		}
+		stale := cloudKey.SignReceipt(protocol.Receipt{Edge: "e1", Epoch: old.Stream().Epoch, HWM: 3, Head: old.chain.Links[2], CommittedAt: 1})
+		cloud := &memCloud{signer: cloudKey, stream: old.Stream(), hwm: 40, beforeHello: [][]byte{stale}}
+		src := &divSource{cur: old, signer: edgeKey, cloud: cloud}
+		up, err := uplink.New(uplink.Options{Transport: &memTransport{cloud: cloud}, Source: src,
+			CloudKeys: protocol.NewKeyMap(cloudKey.Public()), HelloTimeout: 2 * time.Second, AckTimeout: 30 * time.Second,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = up.Run(ctx) }()
+		settle(5 * time.Minute)
+		cancel()
+		<-done
+		src.mu.Lock()
+		left := src.left
+		src.mu.Unlock()
+		if len(left) != 1 || left[0].HWM != 40 || left[0].Stream() != old.Stream() {
+			t.Fatalf("left the stream on %+v, want once, on the cloud's receipt at 40; stats %+v", left, up.Stats())
+		}
+	})
+}

@@ -28,6 +28,15 @@
 //     in flight, say hello again and resend from the cloud's watermark.
 //  6. When the session is lost, reconnect with exponential backoff and full
 //     jitter, and start again at 1.
+//  7. When a bound gap nack shows the cloud behind the outbox's own
+//     acknowledged watermark (its database restored to an older point),
+//     resend from the cloud's watermark what the source still holds
+//     (Retainer), or have the source leave the stream for a new one when it
+//     holds none of it (Diverger); a hello receipt below the watermark only
+//     resumes the session from the outbox's watermark (behind.go). Only a
+//     nack for a segment published after the outbox's watermark had
+//     reached above the nack's hwm shows that: a nack for one sent before
+//     the receipt that moved it may just have been overtaken by it.
 //
 // Delivery is at-least-once: a segment may be sent more than once, and the
 // cloud's watermark drops what it already has. Nothing is trimmed that the

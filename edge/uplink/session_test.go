@@ -114,6 +114,9 @@ type memCloud struct {
 	// refuse returns a nack code for seg, 0 to go on, or -1 to lose it
 	// silently.
 	refuse func(seg *protocol.Segment) int
+	// beforeHello are replies that reach the edge before each hello's
+	// answer (another worker's stale receipt, or a replay).
+	beforeHello [][]byte
 }
 
 func (c *memCloud) receipt() []byte {
@@ -132,7 +135,7 @@ func (c *memCloud) nack(raw []byte, seg *protocol.Segment, code protocol.NackCod
 func (c *memCloud) hello(protocol.Hello) [][]byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return [][]byte{c.receipt()}
+	return append(append([][]byte(nil), c.beforeHello...), c.receipt())
 }
 
 func (c *memCloud) segment(raw []byte, seg *protocol.Segment) [][]byte {

@@ -93,7 +93,8 @@ type Stats struct {
 	ReplayedReplies uint64    `json:"replayed_replies"`
 	WrongStream     uint64    `json:"wrong_stream_replies"`
 	DroppedReplies  uint64    `json:"dropped_replies"`
-	NewStreams      uint64    `json:"new_streams,omitempty"` // streams left because the cloud was past them (diverged.go)
+	NewStreams      uint64    `json:"new_streams,omitempty"`  // streams left because the cloud was past them (diverged.go)
+	CloudBehind     uint64    `json:"cloud_behind,omitempty"` // nacks showing the cloud behind what it acknowledged before (behind.go)
 }
 
 // Uplink sends an outbox's records to the cloud. Run it with Run; read its
@@ -233,8 +234,13 @@ func (u *Uplink) backoff(attempt int) time.Duration {
 type inflight struct{ first, last uint64 }
 
 // sentSegment is what a session remembers of a segment it published, to
-// bind nacks to it.
-type sentSegment = protocol.SegmentRef
+// bind nacks to it: its ref, and the source's acknowledged watermark when
+// it was published (the lowest, when the same bytes went out more than
+// once), which says what a gap nack for it can show (cloudBehind).
+type sentSegment struct {
+	ref   protocol.SegmentRef
+	acked uint64
+}
 
 // session is one connection's state machine. Run makes one per Connect;
 // its loop (run) waits for an event and hands it to one step: fill sends
@@ -340,9 +346,17 @@ func (s *session) run(ctx context.Context) error {
 			}
 			switch {
 			case r.Receipt != nil:
-				s.onReceipt(*r.Receipt)
+				if err := s.onReceipt(*r.Receipt); err != nil {
+					return err
+				}
 			case r.Nack != nil:
-				if s.bound(*r.Nack) {
+				sent, ok := s.bound(*r.Nack)
+				if !ok {
+					continue
+				}
+				if handled, err := s.cloudBehind(*r.Nack, sent); err != nil {
+					return err
+				} else if !handled {
 					s.onNack(*r.Nack)
 				}
 			}
@@ -395,7 +409,11 @@ func (s *session) fill(ctx context.Context) error {
 		}
 		s.flight = append(s.flight, inflight{first: seg.First, last: seg.Last})
 		ref := protocol.RefOf(b, seg)
-		s.sent[ref.Hash] = ref
+		sent := sentSegment{ref: ref, acked: u.o.Source.AckedSeq()}
+		if prev, ok := s.sent[ref.Hash]; ok {
+			sent.acked = min(sent.acked, prev.acked)
+		}
+		s.sent[ref.Hash] = sent
 		s.next = seg.Last + 1
 		next, n := s.next, len(s.flight)
 		u.update(func(s *Stats) {
@@ -428,19 +446,21 @@ func (s *session) onAckTimeout(ctx context.Context) error {
 }
 
 // onReceipt trims to a verified receipt that moves the watermark, and
-// drops the segments it covers from the window.
-func (s *session) onReceipt(r protocol.Receipt) {
+// drops the segments it covers from the window. Its error is
+// ErrNewStream when the receipt showed the cloud past or apart from the
+// source and the source left the stream (diverged.go).
+func (s *session) onReceipt(r protocol.Receipt) error {
 	u := s.u
-	if !u.accept(r, s.acked) {
-		return
+	if ok, err := u.accept(r, s.acked); !ok {
+		return err
 	}
 	s.acked, s.progressed, s.nackBackoff = r.HWM, true, 0
 	s.lastProgress = u.o.Now()
 	for len(s.flight) > 0 && s.flight[0].last <= s.acked {
 		s.flight = s.flight[1:]
 	}
-	for h, ref := range s.sent {
-		if ref.Last <= s.acked {
+	for h, sent := range s.sent {
+		if sent.ref.Last <= s.acked {
 			delete(s.sent, h)
 		}
 	}
@@ -449,6 +469,7 @@ func (s *session) onReceipt(r protocol.Receipt) {
 	}
 	n, next := len(s.flight), s.next
 	u.update(func(s *Stats) { s.InFlight = n; s.NextSeq = next })
+	return nil
 }
 
 // bound reports whether a verified nack (of this session's stream) is one
@@ -457,14 +478,15 @@ func (s *session) onReceipt(r protocol.Receipt) {
 // and not a replay of a nack already acted on. Anything else is counted
 // and ignored: a stale or replayed nack, or one about a forged segment on
 // the edge's topic, must not rewind or hold the uplink. A nack acted on
-// uses up its segment until that segment is sent again.
-func (s *session) bound(n protocol.Nack) bool {
+// uses up its segment until that segment is sent again; bound returns
+// what the session remembered of it.
+func (s *session) bound(n protocol.Nack) (sentSegment, bool) {
 	u := s.u
 	ref := n.Refused()
 	why := ""
 	if n.V != protocol.NackVersion {
 		why = fmt.Sprintf("nack version %d names no segment", n.V)
-	} else if got, ok := s.sent[ref.Hash]; !ok || got != ref {
+	} else if got, ok := s.sent[ref.Hash]; !ok || got.ref != ref {
 		why = "it is not about a segment sent in this session"
 	} else if at, seen := u.nackAt[ref.Hash]; seen && n.At <= at {
 		why = "a replay of a nack already acted on"
@@ -472,14 +494,15 @@ func (s *session) bound(n protocol.Nack) bool {
 	if why != "" {
 		u.update(func(s *Stats) { s.IgnoredNacks++ })
 		u.log.Info("ignored a nack", "why", why, "code", n.Code.String(), "first", n.First, "last", n.Last, "seg_kid", string(n.SegKID), "at", n.At)
-		return false
+		return sentSegment{}, false
 	}
+	sent := s.sent[ref.Hash]
 	delete(s.sent, ref.Hash)
 	if len(u.nackAt) >= maxNackMemory {
 		clear(u.nackAt)
 	}
 	u.nackAt[ref.Hash] = n.At
-	return true
+	return sent, true
 }
 
 // onNack acts on a verified, bound nack: rewind to the cloud's watermark, and
@@ -539,8 +562,16 @@ func (u *Uplink) hello(ctx context.Context, replies <-chan []byte) (uint64, erro
 			rc := *r.Receipt
 			if rc.HWM < src.AckedSeq() {
 				// A receipt from before this hello (several cloud workers
-				// answer independently): the hello's own answer follows.
-				continue
+				// answer independently, and the hello's own answer
+				// follows), or the answer of a cloud restored to an older
+				// point. Either way resume from the outbox's watermark:
+				// the real answer then arrives as a receipt, and a cloud
+				// that is behind nacks the gap for a segment this session
+				// sends, which cloudBehind acts on (behind.go).
+				if err := u.checkDiverged(rc); err != nil {
+					return 0, err
+				}
+				return src.AckedSeq(), nil
 			}
 			if err := u.checkDiverged(rc); err != nil {
 				return 0, err // the outbox left a stream the cloud is past (diverged.go)
@@ -598,26 +629,52 @@ func (u *Uplink) verify(m []byte, st protocol.Stream) (protocol.Reply, bool) {
 }
 
 // accept trims to a verified receipt that moves the watermark forward.
-func (u *Uplink) accept(r protocol.Receipt, acked uint64) bool {
+// A receipt that does not match the source (beyond its head, or another
+// hash at its hwm) is checked as the hello checks it (checkDiverged): it
+// may be the cloud's real answer to a hello that resumed on a stale
+// receipt, showing a restored outbox the cloud is past; err is then
+// ErrNewStream (or why the source could not leave the stream).
+func (u *Uplink) accept(r protocol.Receipt, acked uint64) (ok bool, err error) {
 	switch {
 	case r.HWM < acked:
 		// A replay, or a receipt overtaken by a later one (several cloud
 		// workers reply independently): either way it trims nothing.
 		u.update(func(s *Stats) { s.ReplayedReplies++ })
 		u.log.Info("ignored an older receipt (replayed or overtaken)", "hwm", r.HWM, "acked", acked)
-		return false
+		return false, nil
 	case r.HWM == acked:
-		return false // a redelivered receipt
+		return false, nil // a redelivered receipt
 	case r.HWM > u.o.Source.LastSeq():
+		if err := u.checkDiverged(r); err != nil {
+			return false, err
+		}
 		u.countForged("receipt hwm %d is beyond the local head %d", r.HWM, u.o.Source.LastSeq())
-		return false
+		return false, nil
+	case r.HWM <= u.o.Source.AckedSeq():
+		// Resending to a cloud that was behind (behind.go): the outbox
+		// trimmed to a later receipt already, so this one only moves
+		// the session on, once it matches what the outbox still holds.
+		if d, ok := u.o.Source.(Diverger); ok {
+			if div, err := d.Diverges(r); err == nil && div {
+				if err := u.checkDiverged(r); err != nil {
+					return false, err
+				}
+				u.countForged("receipt at hwm %d does not match the outbox", r.HWM)
+				return false, nil
+			}
+		}
+		u.update(func(s *Stats) { s.Receipts++; s.AckedHWM = r.HWM; s.LastReceipt = u.o.Now() })
+		return true, nil
 	}
 	if err := u.o.Source.Trim(r); err != nil {
+		if derr := u.checkDiverged(r); derr != nil {
+			return false, derr
+		}
 		u.countForged("receipt at hwm %d does not match the outbox: %v", r.HWM, err)
-		return false
+		return false, nil
 	}
 	u.update(func(s *Stats) { s.Receipts++; s.AckedHWM = r.HWM; s.LastReceipt = u.o.Now() })
-	return true
+	return true, nil
 }
 
 func (u *Uplink) countForged(format string, args ...any) {

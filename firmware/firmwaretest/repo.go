@@ -18,6 +18,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/outpost-edge/outpost/firmware"
+	"github.com/outpost-edge/outpost/internal/durable"
 )
 
 // Roles are the four top-level roles, root first.
@@ -321,10 +322,10 @@ func (r *Repo) Source() firmware.Source { return firmware.DirSource(r.Dir) }
 func (r *Repo) Trust(tb testing.TB, now func() time.Time) *firmware.Trust {
 	tb.Helper()
 	dir := filepath.Join(tb.TempDir(), "trust")
-	if err := firmware.Init(dir, r.Published["root.json"][1]); err != nil {
+	if err := firmware.Init(dir, r.Published["root.json"][1], durable.WriteFile); err != nil {
 		tb.Fatal(err)
 	}
-	t, err := firmware.Open(dir, &firmware.Options{Now: now})
+	t, err := firmware.Open(dir, &firmware.Options{Now: now, WriteFile: durable.WriteFile})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -115,6 +115,15 @@ func CreateFile(path string, data []byte, perm fs.FileMode) error {
 	return nil
 }
 
+// SyncDir fsyncs dir, making the creations, renames and removals of its
+// entries durable (for callers that rename or remove files themselves).
+func SyncDir(dir string) error {
+	if err := fsys().SyncDir(dir); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
 // MkdirAll creates dir and any missing parents with mode perm, and fsyncs
 // the parent of each one it creates, so that they survive a power cut.
 func MkdirAll(dir string, perm fs.FileMode) error {

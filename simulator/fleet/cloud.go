@@ -149,9 +149,14 @@ func (c *Cloud) Kill() { c.Proc.Kill() }
 func (c *Cloud) Stop() { c.Proc.Stop(15 * time.Second) }
 
 // EnrollToken makes a one-time enrollment token for edge with POST
-// /v1/tokens.
-func (c *Cloud) EnrollToken(ctx context.Context, edge string) (string, error) {
-	body, _ := json.Marshal(map[string]string{"edge": edge, "ttl": "1h"})
+// /v1/tokens; with store, for an edge of that store of the tenant
+// "default" (AddStore it first).
+func (c *Cloud) EnrollToken(ctx context.Context, edge, store string) (string, error) {
+	fields := map[string]string{"edge": edge, "ttl": "1h"}
+	if store != "" {
+		fields["tenant"], fields["store"] = "default", store
+	}
+	body, _ := json.Marshal(fields)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.API+"/v1/tokens", bytes.NewReader(body))
 	if err != nil {
 		return "", err
@@ -174,6 +179,29 @@ func (c *Cloud) EnrollToken(ctx context.Context, edge string) (string, error) {
 		return "", fmt.Errorf("POST /v1/tokens: no token in %s", b)
 	}
 	return r.Token, nil
+}
+
+// AddStore registers a store of the tenant "default" (the tenant the
+// enrolled edges are in) with POST /v1/stores, so that the cloud's reports
+// count its sales. A store that exists already is left as it is.
+func (c *Cloud) AddStore(ctx context.Context, id, name, zone, currency string) error {
+	body, _ := json.Marshal(map[string]string{"tenant": "default", "id": id, "name": name, "time_zone": zone, "currency": currency})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.API+"/v1/stores", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.AdminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("POST /v1/stores: %w", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusConflict {
+		return fmt.Errorf("POST /v1/stores: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	return nil
 }
 
 // StreamState is a stream's watermark as GET /v1/streams shows it.

@@ -49,6 +49,12 @@ type Options struct {
 	TaxIncluded bool   // prices include tax (EU style); else tax is added (US style)
 	BusinessDay string // YYYY-MM-DD; default the UTC date of the first event
 	Skew        time.Duration
+	// DuplicateTxn is the share of a till's events that send one of its
+	// recent sales again, the same body under a new event id: the retry
+	// of a POS that mints a new id each time (the Odoo failure). The
+	// till's own totals count the sale once, as its Z report does; the
+	// cloud must not count it twice.
+	DuplicateTxn float64
 }
 
 // Device makes one device's events. It is not safe for concurrent use.
@@ -179,6 +185,12 @@ func (d *Device) txnID() string {
 }
 
 func (d *Device) nextTill(now time.Time) protocol.Event {
+	// Drawn only when asked for, so that the traffic without duplicates
+	// stays what it was for a seed.
+	if d.o.DuplicateTxn > 0 && len(d.till.recent) > 0 && d.rng.Float64() < d.o.DuplicateTxn {
+		s := d.till.recent[d.rng.IntN(len(d.till.recent))]
+		return d.event(now, pos.TypeSaleCompleted, s.t)
+	}
 	r := d.rng.IntN(100)
 	switch {
 	case r < 6:

@@ -183,3 +183,42 @@ func TestSkew(t *testing.T) {
 		t.Errorf("ts %v, want %v", ev.TS, want)
 	}
 }
+
+// TestDuplicateTransactions: with DuplicateTxn a till sends some sales
+// again under new event ids; its Z report counts each sale once, and
+// folding its events with the duplicates dropped matches the Z.
+func TestDuplicateTransactions(t *testing.T) {
+	d := traffic.New(traffic.Options{Seed: 3, Store: "s1", Device: "till-1", Kind: traffic.Till, Currency: "EUR", DuplicateTxn: 0.1})
+	evs := run(d, 600)
+	seen := map[string]string{} // txn -> event id
+	dups := 0
+	sums := pos.TillTotals{}
+	for _, ev := range evs {
+		if ev.Type == pos.TypeSaleCompleted {
+			var s pos.Transaction
+			if err := pos.Decode(ev.Type, ev.Body, &s); err != nil {
+				t.Fatal(err)
+			}
+			if id, ok := seen[s.Txn]; ok {
+				if id == ev.ID {
+					t.Fatalf("duplicate of txn %s under the same event id", s.Txn)
+				}
+				dups++
+				continue
+			}
+			seen[s.Txn] = ev.ID
+		}
+		sums.Add(ev.Type, ev.Body)
+	}
+	if dups == 0 {
+		t.Fatal("no duplicate transaction in 600 events at 10%")
+	}
+	z, _ := d.Close(t0.Add(time.Hour))
+	var zc pos.TillClosed
+	if err := pos.Decode(z.Type, z.Body, &zc); err != nil {
+		t.Fatal(err)
+	}
+	if diffs := pos.Reconcile(&zc, sums.Of(&zc)); len(diffs) > 0 {
+		t.Fatalf("Z report against the events without duplicates: %v", diffs)
+	}
+}

@@ -116,6 +116,7 @@ func (c *Client) Ledger(ctx context.Context) (*Ledger, error) {
 	l := &Ledger{Keys: keys}
 	for _, si := range infos {
 		if si.FirstSeen.Before(c.Since) {
+			l.Earlier++
 			continue
 		}
 		s, err := c.Stream(ctx, protocol.Stream{Edge: si.Edge, Epoch: si.Epoch})

@@ -24,7 +24,9 @@
 //   - rejected: intake.rejected records, refusals of what the devices sent
 //     (the simulator sends only valid events);
 //   - z_report: a till.closed whose totals differ from the sales, returns
-//     and voids of that till and business day in the ledger.
+//     and voids of that till and business day in the ledger;
+//   - report: a figure of the cloud's reports (GET /v1/reports/*) that
+//     differs from what the ledger's events make it (CheckReports).
 //
 // Any of them makes the verdict fail. Shed telemetry (tombstones of
 // acknowledged readings) is present, not lost, and is counted. Events the
@@ -57,6 +59,8 @@ type Ledger struct {
 	// Keys are each edge's public keys by key id, revoked ones included:
 	// a checkpoint signed before a revocation still names its key.
 	Keys map[string]protocol.KeyMap
+	// Earlier counts the streams left out as earlier runs' (Client.Since).
+	Earlier int
 }
 
 // Stream is one stream's stored rows and checkpoints.
@@ -98,10 +102,11 @@ const (
 	LedgerShed   Kind = "ledger_shed"
 	Rejected     Kind = "rejected"
 	ZReport      Kind = "z_report"
+	ReportFigure Kind = "report"
 )
 
 // Kinds lists every kind, in the order a verdict prints them.
-var Kinds = []Kind{Lost, Duplicate, DuplicateRow, Gap, Watermark, Signature, Chain, Uncovered, Unexpected, Altered, LedgerShed, Rejected, ZReport}
+var Kinds = []Kind{Lost, Duplicate, DuplicateRow, Gap, Watermark, Signature, Chain, Uncovered, Unexpected, Altered, LedgerShed, Rejected, ZReport, ReportFigure}
 
 // Discrepancy is one thing the verifier found wrong.
 type Discrepancy struct {
@@ -206,6 +211,11 @@ type Verdict struct {
 	ShedAcked  int `json:"shed_acked"`  // of the acknowledged events, how many are tombstones
 	TillsExact int `json:"tills_exact"` // Z reports that match the ledger
 
+	// Reports is the reports check (CheckReports), when it ran; a
+	// mismatch fails the verdict. ReportsSkipped says why it did not.
+	Reports        *ReportsVerdict `json:"reports,omitempty"`
+	ReportsSkipped string          `json:"reports_skipped,omitempty"`
+
 	Counts        map[Kind]int  `json:"counts"`        // discrepancies by kind
 	Discrepancies []Discrepancy `json:"discrepancies"` // the first few of each kind
 
@@ -274,6 +284,7 @@ func Check(l *Ledger, sent []oracle.Entry, o Options) *Verdict {
 	occ := map[oracle.Key][]occurrence{}
 	var zs []occurrence
 	sales := pos.TillTotals{}
+	dupTxn := txnSet{}
 
 	streams := slices.Clone(l.Streams)
 	sort.Slice(streams, func(i, j int) bool { return streams[i].Stream.String() < streams[j].Stream.String() })
@@ -286,7 +297,7 @@ func Check(l *Ledger, sent []oracle.Entry, o Options) *Verdict {
 			if o.rec.Type == pos.TypeTillClosed && !o.rec.IsTombstone() {
 				zs = append(zs, o)
 			}
-			if !o.rec.IsTombstone() {
+			if !o.rec.IsTombstone() && !dupTxn.seen(o.rec.Type, o.rec.Body) {
 				sales.Add(o.rec.Type, o.rec.Body)
 			}
 			if v.FirstCommit.IsZero() || o.at.Before(v.FirstCommit) {
@@ -555,4 +566,37 @@ func (c *checker) zReport(o occurrence, sums pos.TillTotals) {
 		return
 	}
 	c.v.TillsExact++
+}
+
+// txnSet is the transactions a till's totals already hold, by (store,
+// terminal, business day, txn): a sale sent again under a new event id
+// (the duplicate-transaction fault) is one sale, on the till's Z report and
+// in the cloud's reports alike.
+type txnSet map[[4]string]bool
+
+// seen reports whether a transaction of the same key came before, and
+// notes this one.
+func (s txnSet) seen(typ string, body []byte) bool {
+	var k [4]string
+	switch typ {
+	case pos.TypeSaleCompleted, pos.TypeReturnCompleted:
+		var t pos.Transaction
+		if pos.Decode(typ, body, &t) != nil {
+			return false
+		}
+		k = [4]string{t.Store, t.Terminal, t.BusinessDay, t.Txn}
+	case pos.TypeSaleVoided:
+		var v pos.Void
+		if pos.Decode(typ, body, &v) != nil {
+			return false
+		}
+		k = [4]string{v.Store, v.Terminal, v.BusinessDay, v.Txn}
+	default:
+		return false
+	}
+	if s[k] {
+		return true
+	}
+	s[k] = true
+	return false
 }

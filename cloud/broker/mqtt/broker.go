@@ -39,7 +39,6 @@ import (
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/outpost-edge/outpost/cloud/edgeauth"
@@ -156,7 +155,7 @@ func (b *Broker) listen(id, addr string, conf *tls.Config, timeout time.Duration
 	if conf != nil {
 		ln = tls.NewListener(ln, conf)
 	}
-	l := listeners.NewNet(id, limitListener{ln, timeout})
+	l := mochiutil.NewListener(id, limitListener{ln, timeout})
 	if err := b.srv.AddListener(l); err != nil {
 		_ = ln.Close()
 		return "", fmt.Errorf("broker: listen on %s: %w", addr, err)

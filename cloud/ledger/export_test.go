@@ -1,0 +1,7 @@
+package ledger
+
+// For the external tests: the queries whose plans they examine.
+var (
+	EventsQuery   = eventsQuery
+	DupCheckQuery = dupCheckQuery
+)

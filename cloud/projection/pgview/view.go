@@ -1,0 +1,335 @@
+package pgview
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outpost-edge/outpost/cloud/projection"
+	"github.com/outpost-edge/outpost/protocol/pos"
+)
+
+// entry is a cached row: its value, or that it does not exist.
+type entry[V any] struct {
+	v  V
+	ok bool
+}
+
+// tab caches the rows of one table read during one Apply and notes the
+// keys asked for and not yet read.
+type tab[K comparable, V any] struct {
+	m    map[K]entry[V]
+	miss map[K]bool
+}
+
+func newTab[K comparable, V any]() tab[K, V] {
+	return tab[K, V]{m: map[K]entry[V]{}, miss: map[K]bool{}}
+}
+
+func (t *tab[K, V]) get(k K) (V, bool) {
+	if e, ok := t.m[k]; ok {
+		return e.v, e.ok
+	}
+	t.miss[k] = true
+	var z V
+	return z, false
+}
+
+// misses returns the keys to read and marks them read and absent; the
+// rows read then overwrite those marks with their values.
+func (t *tab[K, V]) misses() []K {
+	ks := make([]K, 0, len(t.miss))
+	for k := range t.miss {
+		ks = append(ks, k)
+		t.m[k] = entry[V]{}
+	}
+	clear(t.miss)
+	return ks
+}
+
+func (t *tab[K, V]) put(k K, v V) { t.m[k] = entry[V]{v: v, ok: true} }
+
+// cache is a projection.View over the rows of the keys a batch touches:
+// Fold runs on it, and every key it asks for that is not cached is read
+// (locked) before Fold runs again.
+type cache struct {
+	sales     tab[projection.SalesKey, projection.Sales]
+	sku       tab[projection.SKUKey, projection.SKUSales]
+	hour      tab[projection.HourKey, projection.HourSales]
+	tenders   tab[projection.TenderKey, projection.Tenders]
+	onHand    tab[projection.StockKey, int64]
+	telemetry tab[projection.TelemetryKey, projection.Telemetry]
+	tills     tab[pos.TillKey, projection.Till]
+	txns      tab[projection.TxnKey, projection.Txn]
+}
+
+func newCache() *cache {
+	return &cache{sales: newTab[projection.SalesKey, projection.Sales](), sku: newTab[projection.SKUKey, projection.SKUSales](),
+		hour: newTab[projection.HourKey, projection.HourSales](), tenders: newTab[projection.TenderKey, projection.Tenders](),
+		onHand: newTab[projection.StockKey, int64](), telemetry: newTab[projection.TelemetryKey, projection.Telemetry](),
+		tills: newTab[pos.TillKey, projection.Till](), txns: newTab[projection.TxnKey, projection.Txn]()}
+}
+
+var _ projection.View = (*cache)(nil)
+
+func (c *cache) Sales(k projection.SalesKey) (projection.Sales, bool)     { return c.sales.get(k) }
+func (c *cache) SKU(k projection.SKUKey) (projection.SKUSales, bool)      { return c.sku.get(k) }
+func (c *cache) Hour(k projection.HourKey) (projection.HourSales, bool)   { return c.hour.get(k) }
+func (c *cache) Tender(k projection.TenderKey) (projection.Tenders, bool) { return c.tenders.get(k) }
+func (c *cache) OnHand(k projection.StockKey) (int64, bool)               { return c.onHand.get(k) }
+func (c *cache) Telemetry(k projection.TelemetryKey) (projection.Telemetry, bool) {
+	k.Minute = k.Minute.UTC()
+	return c.telemetry.get(k)
+}
+func (c *cache) Till(k pos.TillKey) (projection.Till, bool) {
+	t, ok := c.tills.get(k)
+	if ok {
+		t = cloneTill(t)
+	}
+	return t, ok
+}
+func (c *cache) Txn(k projection.TxnKey) (projection.Txn, bool) { return c.txns.get(k) }
+
+func cloneTill(t projection.Till) projection.Till {
+	t.Ledger.Tenders = append([]pos.TenderTally(nil), t.Ledger.Tenders...)
+	if t.Z != nil {
+		z := *t.Z
+		z.Tenders = append([]pos.TenderTally(nil), z.Tenders...)
+		t.Z = &z
+	}
+	t.Reason = append([]string(nil), t.Reason...)
+	t.Restated = append([]int64(nil), t.Restated...)
+	return t
+}
+
+func (c *cache) missing() bool {
+	return len(c.sales.miss)+len(c.sku.miss)+len(c.hour.miss)+len(c.tenders.miss)+len(c.onHand.miss)+
+		len(c.telemetry.miss)+len(c.tills.miss)+len(c.txns.miss) > 0
+}
+
+// tenantOf is the tenant of a store the Directory holds ("" when it holds
+// none: Fold never writes rows of a store it does not know).
+type tenantOf func(store string) string
+
+// reads is a batch of queries and what reads each one's results, in order.
+type reads struct {
+	b  pgx.Batch
+	fn []func(pgx.BatchResults) error
+}
+
+// query queues a query whose rows scan reads.
+func (r *reads) query(sql string, args []any, scan func(pgx.Rows) error) {
+	r.b.Queue(sql, args...)
+	r.fn = append(r.fn, func(br pgx.BatchResults) error {
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		return scan(rows)
+	})
+}
+
+// run sends the batch in one round trip and reads every result.
+func (r *reads) run(ctx context.Context, tx pgx.Tx) error {
+	if len(r.fn) == 0 {
+		return nil
+	}
+	br := tx.SendBatch(ctx, &r.b)
+	defer br.Close()
+	for _, fn := range r.fn {
+		if err := fn(br); err != nil {
+			return err
+		}
+	}
+	return br.Close()
+}
+
+// queueFetch queues the reads, locked, of every row the last fold asked
+// for and did not have.
+func (c *cache) queueFetch(rd *reads, suffix string, ten tenantOf) {
+	queue := func(t *table, n int, args []any, scan func(pgx.Rows) error) {
+		if n == 0 {
+			return
+		}
+		rd.query(t.fetchSQL(suffix), args, func(rows pgx.Rows) error {
+			if err := scan(rows); err != nil {
+				return fmt.Errorf("read %s: %w", t.name, err)
+			}
+			return nil
+		})
+	}
+	{
+		ks := c.sales.misses()
+		a := make([][]string, 4)
+		for _, k := range ks {
+			a[0], a[1], a[2], a[3] = append(a[0], k.Tenant), append(a[1], k.Store), append(a[2], k.BusinessDay), append(a[3], k.Currency)
+		}
+		queue(tSales, len(ks), []any{a[0], a[1], a[2], a[3]}, func(rows pgx.Rows) error {
+			var k projection.SalesKey
+			var v projection.Sales
+			return scanEach(rows, func() { c.sales.put(k, v) }, &k.Tenant, &k.Store, &k.BusinessDay, &k.Currency,
+				&v.Transactions, &v.Items, &v.GrossSales, &v.Discounts, &v.ReturnsCount, &v.ReturnsAmount,
+				&v.VoidsCount, &v.VoidsAmount, &v.Tax, &v.NetSales, &v.TotalCollected)
+		})
+	}
+	{
+		ks := c.sku.misses()
+		a := make([][]string, 5)
+		for _, k := range ks {
+			a[0], a[1], a[2], a[3], a[4] = append(a[0], ten(k.Store)), append(a[1], k.Store), append(a[2], k.BusinessDay), append(a[3], k.SKU), append(a[4], k.Currency)
+		}
+		queue(tSKU, len(ks), []any{a[0], a[1], a[2], a[3], a[4]}, func(rows pgx.Rows) error {
+			var k projection.SKUKey
+			var v projection.SKUSales
+			var t string
+			return scanEach(rows, func() { c.sku.put(k, v) }, &t, &k.Store, &k.BusinessDay, &k.SKU, &k.Currency,
+				&v.QtySold, &v.QtyReturned, &v.QtyVoided, &v.Gross, &v.Discounts, &v.Returns, &v.Voids, &v.Net)
+		})
+	}
+	{
+		ks := c.hour.misses()
+		a := make([][]string, 4)
+		var hours []int64
+		for _, k := range ks {
+			a[0], a[1], a[2], a[3] = append(a[0], ten(k.Store)), append(a[1], k.Store), append(a[2], k.BusinessDay), append(a[3], k.Currency)
+			hours = append(hours, int64(k.Hour))
+		}
+		queue(tHour, len(ks), []any{a[0], a[1], a[2], hours, a[3]}, func(rows pgx.Rows) error {
+			var k projection.HourKey
+			var v projection.HourSales
+			var t string
+			var h int64
+			return scanEach(rows, func() { k.Hour = int(h); c.hour.put(k, v) }, &t, &k.Store, &k.BusinessDay, &h, &k.Currency,
+				&v.Count, &v.Net)
+		})
+	}
+	{
+		ks := c.tenders.misses()
+		a := make([][]string, 5)
+		for _, k := range ks {
+			a[0], a[1], a[2], a[3], a[4] = append(a[0], ten(k.Store)), append(a[1], k.Store), append(a[2], k.BusinessDay), append(a[3], k.Type), append(a[4], k.Currency)
+		}
+		queue(tTenders, len(ks), []any{a[0], a[1], a[2], a[3], a[4]}, func(rows pgx.Rows) error {
+			var k projection.TenderKey
+			var v projection.Tenders
+			var t string
+			return scanEach(rows, func() { c.tenders.put(k, v) }, &t, &k.Store, &k.BusinessDay, &k.Type, &k.Currency,
+				&v.Count, &v.Amount, &v.Change, &v.Refunds, &v.Net)
+		})
+	}
+	{
+		ks := c.onHand.misses()
+		a := make([][]string, 3)
+		for _, k := range ks {
+			a[0], a[1], a[2] = append(a[0], ten(k.Store)), append(a[1], k.Store), append(a[2], k.SKU)
+		}
+		queue(tOnHand, len(ks), []any{a[0], a[1], a[2]}, func(rows pgx.Rows) error {
+			var k projection.StockKey
+			var v int64
+			var t string
+			return scanEach(rows, func() { c.onHand.put(k, v) }, &t, &k.Store, &k.SKU, &v)
+		})
+	}
+	{
+		ks := c.telemetry.misses()
+		a := make([][]string, 4)
+		var mins []time.Time
+		for _, k := range ks {
+			a[0], a[1], a[2], a[3] = append(a[0], k.Tenant), append(a[1], k.Store), append(a[2], k.Sensor), append(a[3], k.Metric)
+			mins = append(mins, k.Minute)
+		}
+		queue(tTelemetry, len(ks), []any{a[0], a[1], a[2], a[3], mins}, func(rows pgx.Rows) error {
+			var k projection.TelemetryKey
+			var v projection.Telemetry
+			return scanEach(rows, func() { k.Minute = k.Minute.UTC(); c.telemetry.put(k, v) }, &k.Tenant, &k.Store, &k.Sensor, &k.Metric, &k.Minute,
+				&v.Count, &v.Min, &v.Max, &v.Sum)
+		})
+	}
+	{
+		ks := c.tills.misses()
+		a := make([][]string, 5)
+		for _, k := range ks {
+			a[0], a[1], a[2], a[3], a[4] = append(a[0], ten(k.Store)), append(a[1], k.Store), append(a[2], k.Terminal), append(a[3], k.BusinessDay), append(a[4], k.Currency)
+		}
+		queue(tTills, len(ks), []any{a[0], a[1], a[2], a[3], a[4]}, func(rows pgx.Rows) error {
+			var k pos.TillKey
+			var t string
+			var v projection.Till
+			var tenders string
+			var z, zID *string
+			var zPos *int64
+			return scanEach(rows, func() error {
+				v.Ledger.Store, v.Ledger.Terminal, v.Ledger.BusinessDay, v.Ledger.Currency = k.Store, k.Terminal, k.BusinessDay, k.Currency
+				v.Ledger.Tenders = nil
+				if err := json.Unmarshal([]byte(tenders), &v.Ledger.Tenders); err != nil {
+					return fmt.Errorf("till %v: ledger_tenders: %w", k, err)
+				}
+				v.Z, v.ZPos, v.ZID = nil, 0, ""
+				if z != nil {
+					v.Z = new(pos.TillClosed)
+					if err := json.Unmarshal([]byte(*z), v.Z); err != nil {
+						return fmt.Errorf("till %v: z: %w", k, err)
+					}
+					v.ZPos, v.ZID = deref(zPos), deref(zID)
+				}
+				if len(v.Reason) == 0 {
+					v.Reason = nil
+				}
+				if len(v.Restated) == 0 {
+					v.Restated = nil
+				}
+				c.tills.put(k, cloneTill(v))
+				return nil
+			}, &t, &k.Store, &k.Terminal, &k.BusinessDay, &k.Currency,
+				&v.Status, &v.Reason, &v.Ledger.Sales.Count, &v.Ledger.Sales.Total, &v.Ledger.Returns.Count, &v.Ledger.Returns.Total,
+				&v.Ledger.Voids.Count, &v.Ledger.Voids.Total, &v.Ledger.Net, &tenders, &z, &zPos, &zID, &v.ZCount, &v.Matched, &v.Restated)
+		})
+	}
+	{
+		ks := c.txns.misses()
+		a := make([][]string, 5)
+		for _, k := range ks {
+			a[0], a[1], a[2], a[3], a[4] = append(a[0], ten(k.Store)), append(a[1], k.Store), append(a[2], k.Terminal), append(a[3], k.BusinessDay), append(a[4], k.Txn)
+		}
+		queue(tTxns, len(ks), []any{a[0], a[1], a[2], a[3], a[4]}, func(rows pgx.Rows) error {
+			var k projection.TxnKey
+			var t, lines string
+			var v projection.Txn
+			return scanEach(rows, func() error {
+				v.Lines = nil
+				if err := json.Unmarshal([]byte(lines), &v.Lines); err != nil {
+					return fmt.Errorf("txn %v: lines: %w", k, err)
+				}
+				c.txns.put(k, v)
+				return nil
+			}, &t, &k.Store, &k.Terminal, &k.BusinessDay, &k.Txn, &v.Pos, &v.ID, &v.Type, &v.Currency, &v.Tax, &v.Net, &lines, &v.Voided)
+		})
+	}
+}
+
+// scanEach scans every row into dst and calls fn after each; fn is a
+// func() or a func() error.
+func scanEach(rows pgx.Rows, fn any, dst ...any) error {
+	_, err := pgx.ForEachRow(rows, dst, func() error {
+		switch f := fn.(type) {
+		case func():
+			f()
+			return nil
+		case func() error:
+			return f()
+		}
+		panic("pgview: scanEach callback is not a func() or a func() error")
+	})
+	return err
+}
+
+func deref[T any](p *T) T {
+	var z T
+	if p == nil {
+		return z
+	}
+	return *p
+}
