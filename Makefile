@@ -48,7 +48,7 @@ release:
 bench: check-deps
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(GOTESTFLAGS) ./...
 
-## bench-edge: the edge on small hardware (docs/SCALING-edge.md): outbox
+## bench-edge: the edge on small hardware (docs/SCALING.md, "The edge on small hardware"): outbox
 ## vs raw bbolt, the outbox on a 5 and 20 ms fsync, MQTT intake vs plain
 ## mochi, HTTP batches of 100; prints the ratios in a table at the end.
 ## EDGE_BENCHTIME sets the events per benchmark.
