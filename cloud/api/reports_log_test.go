@@ -2,7 +2,9 @@ package api_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/csv"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"strings"
@@ -204,6 +206,12 @@ func TestMovementsReport(t *testing.T) {
 		t.Errorf("csv %q\njson %q", recs, fromJSON)
 	}
 
+	for _, forged := range [][]string{{"x", "0"}, {"1", "99999999999"}, {"1"}} {
+		b, _ := json.Marshal(forged)
+		c := base64.RawURLEncoding.EncodeToString(b)
+		wantError(t, sh.Do(t, "GET", "/v1/reports/inventory/movements?after="+c, sh.Token, nil), 400, "cursor")
+		wantError(t, sh.Do(t, "GET", "/v1/reports/restatements?after="+c, sh.Token, nil), 400, "cursor")
+	}
 	wantError(t, sh.Do(t, "GET", "/v1/reports/inventory/movements?from_pos=0", sh.Token, nil), 400, "ledger position")
 	wantError(t, sh.Do(t, "GET", "/v1/reports/inventory/movements?to_pos=x", sh.Token, nil), 400, "ledger position")
 	wantError(t, sh.Do(t, "GET", "/v1/reports/inventory/movements?from_pos=5&to_pos=4", sh.Token, nil), 400, "before from_pos")
