@@ -1,6 +1,7 @@
 package projection_test
 
 import (
+	pt "github.com/outpost-edge/outpost/cloud/projection/projectiontest"
 	"reflect"
 	"strings"
 	"testing"
@@ -16,26 +17,26 @@ const day = "2026-11-30"
 // shop commits the tests' standard day: two EUR sales (discounts, cash
 // with change), a return of part of the first, a void of the second, and
 // a USD sale, all on till T1 of store s1.
-func shop(tb testing.TB) (*ledger, pos.Transaction) {
-	l := newLedger(tb)
+func shop(tb testing.TB) (*pt.Ledger, pos.Transaction) {
+	l := pt.New(tb)
 	return l, shopInto(l)
 }
 
-func shopInto(l *ledger) pos.Transaction {
-	a := txn(day, "T100", "EUR", false, 20, "cash", 195,
-		line("apple", 2000, 150, 0, 30), line("pear", 1000, 500, 50, 45))
-	b := txn(day, "T101", "EUR", false, 0, "card", 0, line("apple", 1000, 150, 0, 15))
-	l.add("e1", "a", pos.TypeSaleCompleted, a)
-	l.add("e1", "b", pos.TypeSaleCompleted, b)
-	l.add("e1", "r", pos.TypeReturnCompleted, returnOf(a, "R1", 0))
-	l.add("e1", "v", pos.TypeSaleVoided, voidOf(b, "V1"))
-	l.add("e1", "u", pos.TypeSaleCompleted, txn(day, "T102", "USD", false, 0, "card", 0, line("apple", 1000, 200, 0, 20)))
+func shopInto(l *pt.Ledger) pos.Transaction {
+	a := pt.Txn(day, "T100", "EUR", false, 20, "cash", 195,
+		pt.Line("apple", 2000, 150, 0, 30), pt.Line("pear", 1000, 500, 50, 45))
+	b := pt.Txn(day, "T101", "EUR", false, 0, "card", 0, pt.Line("apple", 1000, 150, 0, 15))
+	l.Add("e1", "a", pos.TypeSaleCompleted, a)
+	l.Add("e1", "b", pos.TypeSaleCompleted, b)
+	l.Add("e1", "r", pos.TypeReturnCompleted, pt.ReturnOf(a, "R1", 0))
+	l.Add("e1", "v", pos.TypeSaleVoided, pt.VoidOf(b, "V1"))
+	l.Add("e1", "u", pos.TypeSaleCompleted, pt.Txn(day, "T102", "USD", false, 0, "card", 0, pt.Line("apple", 1000, 200, 0, 20)))
 	return a
 }
 
 func TestSalesSummary(t *testing.T) {
 	l, _ := shop(t)
-	s := fold(t, l.recs...)
+	s := pt.Fold(t, l.Recs...)
 	want := map[projection.SalesKey]projection.Sales{
 		{Tenant: "t1", Store: "s1", BusinessDay: day, Currency: "EUR"}: {
 			Transactions: 2, Items: 4000, GrossSales: 950, Discounts: 70,
@@ -53,9 +54,9 @@ func TestSalesSummary(t *testing.T) {
 }
 
 func TestSalesTaxIncluded(t *testing.T) {
-	l := newLedger(t)
-	l.add("e1", "a", pos.TypeSaleCompleted, txn(day, "T1", "EUR", true, 10, "card", 0, line("tea", 2000, 119, 0, 38)))
-	got := fold(t, l.recs...).Tables.Sales[projection.SalesKey{Tenant: "t1", Store: "s1", BusinessDay: day, Currency: "EUR"}]
+	l := pt.New(t)
+	l.Add("e1", "a", pos.TypeSaleCompleted, pt.Txn(day, "T1", "EUR", true, 10, "card", 0, pt.Line("tea", 2000, 119, 0, 38)))
+	got := pt.Fold(t, l.Recs...).Tables.Sales[projection.SalesKey{Tenant: "t1", Store: "s1", BusinessDay: day, Currency: "EUR"}]
 	// 2 × 1.19 = 2.38 with 0.38 tax inside: gross 200, discount 10, net
 	// 190, and the customer paid 228.
 	want := projection.Sales{Transactions: 1, Items: 2000, GrossSales: 200, Discounts: 10, Tax: 38, NetSales: 190, TotalCollected: 228}
@@ -66,7 +67,7 @@ func TestSalesTaxIncluded(t *testing.T) {
 
 func TestBySKU(t *testing.T) {
 	l, _ := shop(t)
-	s := fold(t, l.recs...)
+	s := pt.Fold(t, l.Recs...)
 	want := map[projection.SKUKey]projection.SKUSales{
 		{Store: "s1", BusinessDay: day, SKU: "apple", Currency: "EUR"}: {
 			QtySold: 3000, QtyReturned: 2000, QtyVoided: 1000, Gross: 450, Returns: 300, Voids: 150, Net: 0},
@@ -82,13 +83,13 @@ func TestByHour(t *testing.T) {
 	l, _ := shop(t)
 	// A late sale for last week's business day, edge time now: it lands in
 	// its own day, at the hour the edge saw it.
-	late := txn("2026-11-23", "T9", "EUR", false, 0, "card", 0, line("pear", 1000, 500, 0, 50))
-	l.add("e1", "late", pos.TypeSaleCompleted, late)
+	late := pt.Txn("2026-11-23", "T9", "EUR", false, 0, "card", 0, pt.Line("pear", 1000, 500, 0, 50))
+	l.Add("e1", "late", pos.TypeSaleCompleted, late)
 	// Store s2 is in Berlin: 14:30 UTC is 15:30 there.
 	s2 := late
 	s2.Store, s2.BusinessDay, s2.Txn = "s2", day, "B1"
-	l.add("e2", "s2", pos.TypeSaleCompleted, s2)
-	s := fold(t, l.recs...)
+	l.Add("e2", "s2", pos.TypeSaleCompleted, s2)
+	s := pt.Fold(t, l.Recs...)
 	want := map[projection.HourKey]projection.HourSales{
 		{Store: "s1", BusinessDay: day, Hour: 9, Currency: "EUR"}:          {Count: 2, Net: 430},
 		{Store: "s1", BusinessDay: day, Hour: 9, Currency: "USD"}:          {Count: 1, Net: 200},
@@ -108,7 +109,7 @@ func TestByHour(t *testing.T) {
 
 func TestTenders(t *testing.T) {
 	l, _ := shop(t)
-	s := fold(t, l.recs...)
+	s := pt.Fold(t, l.Recs...)
 	want := map[projection.TenderKey]projection.Tenders{
 		{Store: "s1", BusinessDay: day, Type: "cash", Currency: "EUR"}: {Count: 1, Amount: 1000, Change: 195, Refunds: 330, Net: 475},
 		{Store: "s1", BusinessDay: day, Type: "card", Currency: "EUR"}: {Count: 1, Amount: 165, Refunds: 165, Net: 0},
@@ -120,14 +121,14 @@ func TestTenders(t *testing.T) {
 }
 
 func TestInventory(t *testing.T) {
-	l := newLedger(t)
-	l.add("e1", "rcv", pos.TypeInventoryAdjusted, pos.InventoryAdjusted{Store: "s1", SKU: "apple", QtyDelta: 10000, Reason: "received"})
-	sale := txn(day, "T1", "EUR", false, 0, "card", 0, line("apple", 3000, 100, 0, 0))
-	l.add("e1", "a", pos.TypeSaleCompleted, sale)
-	l.add("e1", "cnt", pos.TypeInventoryCounted, pos.InventoryCounted{Store: "s1", SKU: "apple", Qty: 6500})
-	l.add("e1", "v", pos.TypeSaleVoided, voidOf(sale, "V1"))
-	l.add("e1", "dmg", pos.TypeInventoryAdjusted, pos.InventoryAdjusted{Store: "s1", SKU: "apple", QtyDelta: -500, Reason: "damaged"})
-	s := fold(t, l.recs...)
+	l := pt.New(t)
+	l.Add("e1", "rcv", pos.TypeInventoryAdjusted, pos.InventoryAdjusted{Store: "s1", SKU: "apple", QtyDelta: 10000, Reason: "received"})
+	sale := pt.Txn(day, "T1", "EUR", false, 0, "card", 0, pt.Line("apple", 3000, 100, 0, 0))
+	l.Add("e1", "a", pos.TypeSaleCompleted, sale)
+	l.Add("e1", "cnt", pos.TypeInventoryCounted, pos.InventoryCounted{Store: "s1", SKU: "apple", Qty: 6500})
+	l.Add("e1", "v", pos.TypeSaleVoided, pt.VoidOf(sale, "V1"))
+	l.Add("e1", "dmg", pos.TypeInventoryAdjusted, pos.InventoryAdjusted{Store: "s1", SKU: "apple", QtyDelta: -500, Reason: "damaged"})
+	s := pt.Fold(t, l.Recs...)
 	if got := s.Tables.OnHand[projection.StockKey{Store: "s1", SKU: "apple"}]; got != 9000 {
 		t.Fatalf("on hand %d, want 6500 counted + 3000 voided − 500 damaged = 9000", got)
 	}
@@ -144,14 +145,14 @@ func TestInventory(t *testing.T) {
 }
 
 func TestTelemetryPerMinute(t *testing.T) {
-	l := newLedger(t)
+	l := pt.New(t)
 	for _, v := range []float64{4.5, 3.25, 6} {
-		l.add("e1", "m", pos.TypeTelemetryReading, pos.TelemetryReading{Store: "s1", Sensor: "fridge", Metric: "temp", Value: v})
-		l.at = l.at.Add(10 * time.Second)
+		l.Add("e1", "m", pos.TypeTelemetryReading, pos.TelemetryReading{Store: "s1", Sensor: "fridge", Metric: "temp", Value: v})
+		l.At = l.At.Add(10 * time.Second)
 	}
-	l.at = l.at.Add(time.Minute)
-	l.add("e1", "m", pos.TypeTelemetryReading, pos.TelemetryReading{Store: "s1", Sensor: "fridge", Metric: "temp", Value: -1})
-	s := fold(t, l.recs...)
+	l.At = l.At.Add(time.Minute)
+	l.Add("e1", "m", pos.TypeTelemetryReading, pos.TelemetryReading{Store: "s1", Sensor: "fridge", Metric: "temp", Value: -1})
+	s := pt.Fold(t, l.Recs...)
 	min := time.Date(2026, 11, 30, 14, 30, 0, 0, time.UTC)
 	want := map[projection.TelemetryKey]projection.Telemetry{
 		{Tenant: "t1", Store: "s1", Sensor: "fridge", Metric: "temp", Minute: min}:                  {Count: 3, Min: 3.25, Max: 6, Sum: 13.75},
@@ -163,14 +164,14 @@ func TestTelemetryPerMinute(t *testing.T) {
 }
 
 func TestDuplicateTransaction(t *testing.T) {
-	l := newLedger(t)
-	a := txn(day, "T100", "EUR", false, 0, "card", 0, line("apple", 1000, 100, 0, 10))
-	first := l.add("e1", "evt-1", pos.TypeSaleCompleted, a)
+	l := pt.New(t)
+	a := pt.Txn(day, "T100", "EUR", false, 0, "card", 0, pt.Line("apple", 1000, 100, 0, 10))
+	first := l.Add("e1", "evt-1", pos.TypeSaleCompleted, a)
 	// The till retried with a new event id (the Odoo failure).
-	again := l.add("e1", "evt-2", pos.TypeSaleCompleted, a)
+	again := l.Add("e1", "evt-2", pos.TypeSaleCompleted, a)
 	k := pos.TillKey{Store: "s1", Terminal: "T1", BusinessDay: day, Currency: "EUR"}
-	l.add("e1", "z", pos.TypeTillClosed, zOf(t, k, first))
-	s := fold(t, l.recs...)
+	l.Add("e1", "z", pos.TypeTillClosed, pt.ZOf(t, k, first))
+	s := pt.Fold(t, l.Recs...)
 	if got := s.Tables.Sales[projection.SalesKey{Tenant: "t1", Store: "s1", BusinessDay: day, Currency: "EUR"}]; got.Transactions != 1 || got.TotalCollected != 110 {
 		t.Fatalf("sales counted the duplicate: %+v", got)
 	}
@@ -190,15 +191,15 @@ func TestDuplicateTransaction(t *testing.T) {
 }
 
 func TestRejectedRecords(t *testing.T) {
-	l := newLedger(t)
-	a := txn(day, "T1", "EUR", false, 0, "card", 0, line("apple", 1000, 100, 0, 10))
+	l := pt.New(t)
+	a := pt.Txn(day, "T1", "EUR", false, 0, "card", 0, pt.Line("apple", 1000, 100, 0, 10))
 	a.Store = "nowhere"
-	l.add("e1", "a", pos.TypeSaleCompleted, a)
-	bad := txn(day, "T2", "EUR", false, 0, "card", 0, line("apple", 1000, 100, 0, 10))
+	l.Add("e1", "a", pos.TypeSaleCompleted, a)
+	bad := pt.Txn(day, "T2", "EUR", false, 0, "card", 0, pt.Line("apple", 1000, 100, 0, 10))
 	bad.Total++
-	l.add("e1", "b", pos.TypeSaleCompleted, bad)
-	l.add("e1", "c", "scale.weighed", map[string]any{"grams": 12})
-	s := fold(t, l.recs...)
+	l.Add("e1", "b", pos.TypeSaleCompleted, bad)
+	l.Add("e1", "c", "scale.weighed", map[string]any{"grams": 12})
+	s := pt.Fold(t, l.Recs...)
 	if len(s.Tables.Sales) != 0 || len(s.Tills) != 0 {
 		t.Fatalf("counted: %+v %+v", s.Tables.Sales, s.Tills)
 	}
@@ -216,13 +217,13 @@ func TestRejectedRecords(t *testing.T) {
 // TestDuplicateVoid: a void retried under a new event id is a duplicate,
 // not a second void of its sale.
 func TestDuplicateVoid(t *testing.T) {
-	l := newLedger(t)
-	a := txn(day, "T100", "EUR", false, 0, "card", 0, line("apple", 1000, 100, 0, 10))
-	l.add("e1", "a", pos.TypeSaleCompleted, a)
-	v := voidOf(a, "V1")
-	first := l.add("e1", "v-1", pos.TypeSaleVoided, v)
-	l.add("e1", "v-2", pos.TypeSaleVoided, v)
-	s := fold(t, l.recs...)
+	l := pt.New(t)
+	a := pt.Txn(day, "T100", "EUR", false, 0, "card", 0, pt.Line("apple", 1000, 100, 0, 10))
+	l.Add("e1", "a", pos.TypeSaleCompleted, a)
+	v := pt.VoidOf(a, "V1")
+	first := l.Add("e1", "v-1", pos.TypeSaleVoided, v)
+	l.Add("e1", "v-2", pos.TypeSaleVoided, v)
+	s := pt.Fold(t, l.Recs...)
 	if got := s.Tables.Sales[projection.SalesKey{Tenant: "t1", Store: "s1", BusinessDay: day, Currency: "EUR"}]; got.VoidsCount != 1 || got.TotalCollected != 0 {
 		t.Fatalf("sales: %+v", got)
 	}
@@ -234,13 +235,13 @@ func TestDuplicateVoid(t *testing.T) {
 // TestShedRecord: a tombstone (the edge shed the body) is listed, not
 // counted, and its till day stays pending.
 func TestShedRecord(t *testing.T) {
-	l := newLedger(t)
-	a := l.add("e1", "a", pos.TypeSaleCompleted, txn(day, "T1", "EUR", false, 0, "card", 0, line("apple", 1000, 100, 0, 10)))
-	b := l.add("e1", "b", pos.TypeSaleCompleted, txn(day, "T2", "EUR", false, 0, "card", 0, line("apple", 1000, 100, 0, 10)))
-	l.add("e1", "z", pos.TypeTillClosed, zOf(t, tillEUR, a, b))
+	l := pt.New(t)
+	a := l.Add("e1", "a", pos.TypeSaleCompleted, pt.Txn(day, "T1", "EUR", false, 0, "card", 0, pt.Line("apple", 1000, 100, 0, 10)))
+	b := l.Add("e1", "b", pos.TypeSaleCompleted, pt.Txn(day, "T2", "EUR", false, 0, "card", 0, pt.Line("apple", 1000, 100, 0, 10)))
+	l.Add("e1", "z", pos.TypeTillClosed, pt.ZOf(t, tillEUR, a, b))
 	var h protocol.Hash
-	l.recs[1].Body, l.recs[1].Shed = nil, &h
-	s := fold(t, l.recs...)
+	l.Recs[1].Body, l.Recs[1].Shed = nil, &h
+	s := pt.Fold(t, l.Recs...)
 	if len(s.Anomalies) != 1 || s.Anomalies[0].Kind != projection.AnomalyShed || s.Anomalies[0].Pos != b.Pos {
 		t.Fatalf("anomalies: %+v", s.Anomalies)
 	}
@@ -253,12 +254,12 @@ func TestShedRecord(t *testing.T) {
 // them, and its Delta holds only the keys the batch touched.
 func TestFoldLeavesPriorAlone(t *testing.T) {
 	l, a := shop(t)
-	l.add("e1", "z", pos.TypeTillClosed, zOf(t, tillEUR, l.recs[:4]...))
-	prior, again := fold(t, l.recs...), fold(t, l.recs...)
-	late := newLedger(t)
-	late.pos = l.pos
-	late.add("e1", "late", pos.TypeReturnCompleted, returnOf(a, "R9", 1))
-	d := projection.Fold(prior, testStores(t), late.recs)
+	l.Add("e1", "z", pos.TypeTillClosed, pt.ZOf(t, tillEUR, l.Recs[:4]...))
+	prior, again := pt.Fold(t, l.Recs...), pt.Fold(t, l.Recs...)
+	late := pt.New(t)
+	late.Pos = l.Pos
+	late.Add("e1", "late", pos.TypeReturnCompleted, pt.ReturnOf(a, "R9", 1))
+	d := projection.Fold(prior, pt.Stores(t), late.Recs)
 	if !reflect.DeepEqual(prior, again) {
 		t.Fatalf("Fold changed its prior view: %s", firstDiff(prior, again))
 	}
@@ -274,21 +275,21 @@ func TestFoldLeavesPriorAlone(t *testing.T) {
 // TestVoidOfWhatCannotBeVoided: a void of a voided sale, of a return, or of
 // a sale in another currency is listed and not counted.
 func TestVoidOfWhatCannotBeVoided(t *testing.T) {
-	l := newLedger(t)
-	a := txn(day, "T100", "EUR", false, 0, "card", 0, line("apple", 1000, 100, 0, 10))
-	l.add("e1", "a", pos.TypeSaleCompleted, a)
-	l.add("e1", "v1", pos.TypeSaleVoided, voidOf(a, "V1"))
-	l.add("e1", "v2", pos.TypeSaleVoided, voidOf(a, "V2"))
-	r := returnOf(a, "R1", 0)
-	l.add("e1", "r", pos.TypeReturnCompleted, r)
-	vr := voidOf(r, "V3")
-	l.add("e1", "v3", pos.TypeSaleVoided, vr)
-	b := txn(day, "T101", "USD", false, 0, "card", 0, line("apple", 1000, 100, 0, 10))
-	l.add("e1", "b", pos.TypeSaleCompleted, b)
-	vb := voidOf(b, "V4")
+	l := pt.New(t)
+	a := pt.Txn(day, "T100", "EUR", false, 0, "card", 0, pt.Line("apple", 1000, 100, 0, 10))
+	l.Add("e1", "a", pos.TypeSaleCompleted, a)
+	l.Add("e1", "v1", pos.TypeSaleVoided, pt.VoidOf(a, "V1"))
+	l.Add("e1", "v2", pos.TypeSaleVoided, pt.VoidOf(a, "V2"))
+	r := pt.ReturnOf(a, "R1", 0)
+	l.Add("e1", "r", pos.TypeReturnCompleted, r)
+	vr := pt.VoidOf(r, "V3")
+	l.Add("e1", "v3", pos.TypeSaleVoided, vr)
+	b := pt.Txn(day, "T101", "USD", false, 0, "card", 0, pt.Line("apple", 1000, 100, 0, 10))
+	l.Add("e1", "b", pos.TypeSaleCompleted, b)
+	vb := pt.VoidOf(b, "V4")
 	vb.Currency = "EUR"
-	l.add("e1", "v4", pos.TypeSaleVoided, vb)
-	s := fold(t, l.recs...)
+	l.Add("e1", "v4", pos.TypeSaleVoided, vb)
+	s := pt.Fold(t, l.Recs...)
 	var got []string
 	for _, an := range s.Anomalies {
 		got = append(got, an.ID+": "+an.Detail)
@@ -305,17 +306,17 @@ func TestVoidOfWhatCannotBeVoided(t *testing.T) {
 // edge's is counted nowhere and listed under the edge's tenant; the same
 // body from an edge of the store's tenant counts.
 func TestForeignStore(t *testing.T) {
-	l := newLedger(t)
-	a := txn(day, "T1", "EUR", false, 0, "card", 0, line("apple", 1000, 100, 0, 10))
+	l := pt.New(t)
+	a := pt.Txn(day, "T1", "EUR", false, 0, "card", 0, pt.Line("apple", 1000, 100, 0, 10))
 	a.Store = "s2" // of tenant t2
-	l.add("e1", "a", pos.TypeSaleCompleted, a)
-	l.add("e1", "m", pos.TypeTelemetryReading, pos.TelemetryReading{Store: "s2", Sensor: "fridge", Metric: "temp", Value: 4})
-	l.add("e1", "n", pos.TypeTelemetryReading, pos.TelemetryReading{Store: "nowhere", Sensor: "fridge", Metric: "temp", Value: 4})
-	l.add("e1", "o", pos.TypeTelemetryReading, pos.TelemetryReading{Sensor: "uplink", Metric: "rssi", Value: -60})
-	l.add("e2", "b", pos.TypeSaleCompleted, a)
-	dir := &projection.Directory{Stores: testStores(t), Edges: map[string]string{"e1": "t1", "e2": "t2"}}
+	l.Add("e1", "a", pos.TypeSaleCompleted, a)
+	l.Add("e1", "m", pos.TypeTelemetryReading, pos.TelemetryReading{Store: "s2", Sensor: "fridge", Metric: "temp", Value: 4})
+	l.Add("e1", "n", pos.TypeTelemetryReading, pos.TelemetryReading{Store: "nowhere", Sensor: "fridge", Metric: "temp", Value: 4})
+	l.Add("e1", "o", pos.TypeTelemetryReading, pos.TelemetryReading{Sensor: "uplink", Metric: "rssi", Value: -60})
+	l.Add("e2", "b", pos.TypeSaleCompleted, a)
+	dir := &projection.Directory{Stores: pt.Stores(t), Edges: map[string]string{"e1": "t1", "e2": "t2"}}
 	s := projection.NewState()
-	s.Apply(projection.Fold(s, dir, l.recs))
+	s.Apply(projection.Fold(s, dir, l.Recs))
 	if len(s.Anomalies) != 3 {
 		t.Fatalf("anomalies: %+v", s.Anomalies)
 	}
@@ -338,25 +339,25 @@ func TestForeignStore(t *testing.T) {
 // anew, not taken for the old one.
 func TestFoldMemoFollowsTheBody(t *testing.T) {
 	l, a := shop(t)
-	first := fold(t, l.recs...)
+	first := pt.Fold(t, l.Recs...)
 	again := projection.NewState()
-	again.Apply(projection.Fold(again, testStores(t), l.recs))
+	again.Apply(projection.Fold(again, pt.Stores(t), l.Recs))
 	if !reflect.DeepEqual(first, again) {
 		t.Fatalf("folding the same slice again differs: %s", firstDiff(first, again))
 	}
-	r := l.recs[0] // folded, so it carries the decoded sale a
+	r := l.Recs[0] // folded, so it carries the decoded sale a
 	other := a
 	other.Txn = "T999"
 	other.BusinessDay = "2026-11-29"
-	r.Body = mustBody(t, other)
+	r.Body = pt.MustBody(t, other)
 	s := projection.NewState()
-	s.Apply(projection.Fold(s, testStores(t), []projection.Record{r}))
+	s.Apply(projection.Fold(s, pt.Stores(t), []projection.Record{r}))
 	if _, ok := s.Tables.Sales[projection.SalesKey{Tenant: "t1", Store: "s1", BusinessDay: "2026-11-29", Currency: "EUR"}]; !ok {
 		t.Fatalf("the copy with another body was folded as the old one: %+v", s.Tables.Sales)
 	}
 	r.Type = pos.TypeSaleVoided
 	s = projection.NewState()
-	s.Apply(projection.Fold(s, testStores(t), []projection.Record{r}))
+	s.Apply(projection.Fold(s, pt.Stores(t), []projection.Record{r}))
 	if len(s.Anomalies) != 1 || s.Anomalies[0].Kind != projection.AnomalyUndecodable {
 		t.Fatalf("a sale body under the void type: %+v", s.Anomalies)
 	}

@@ -1,6 +1,7 @@
 package projection_test
 
 import (
+	pt "github.com/outpost-edge/outpost/cloud/projection/projectiontest"
 	"reflect"
 	"testing"
 
@@ -18,20 +19,20 @@ var fuzzTypes = []string{pos.TypeSaleCompleted, pos.TypeReturnCompleted, pos.Typ
 // must survive whatever that is (seeds in testdata/fuzz/FuzzFold).
 func FuzzFold(f *testing.F) {
 	l, _ := shop(f)
-	for i, r := range l.recs {
+	for i, r := range l.Recs {
 		f.Add(uint8(i), []byte(r.Body))
 	}
 	f.Fuzz(func(t *testing.T, typ uint8, body []byte) {
 		l, _ := shop(t)
-		l.pos++
-		r := l.recs[0]
-		r.Pos, r.ID, r.Type, r.Body = l.pos, "fuzz", fuzzTypes[int(typ)%len(fuzzTypes)], body
-		recs := append(l.recs, r)
+		l.Pos++
+		r := l.Recs[0]
+		r.Pos, r.ID, r.Type, r.Body = l.Pos, "fuzz", fuzzTypes[int(typ)%len(fuzzTypes)], body
+		recs := append(l.Recs, r)
 		whole := projection.NewState()
-		whole.Apply(projection.Fold(whole, testStores(t), recs))
+		whole.Apply(projection.Fold(whole, pt.Stores(t), recs))
 		split := projection.NewState()
-		split.Apply(projection.Fold(split, testStores(t), recs[:3]))
-		split.Apply(projection.Fold(split, testStores(t), recs[3:]))
+		split.Apply(projection.Fold(split, pt.Stores(t), recs[:3]))
+		split.Apply(projection.Fold(split, pt.Stores(t), recs[3:]))
 		checkFigures(t, whole)
 		if !reflect.DeepEqual(whole, split) {
 			t.Fatalf("folding in two batches differs: %s", firstDiff(whole, split))

@@ -1,6 +1,7 @@
 package projection_test
 
 import (
+	pt "github.com/outpost-edge/outpost/cloud/projection/projectiontest"
 	"reflect"
 	"strings"
 	"testing"
@@ -12,13 +13,13 @@ import (
 var tillEUR = pos.TillKey{Store: "s1", Terminal: "T1", BusinessDay: day, Currency: "EUR"}
 
 func sale(day, id string, price int64, tender string) pos.Transaction {
-	return txn(day, id, "EUR", false, 0, tender, 0, line("apple", 1000, price, 0, price/10))
+	return pt.Txn(day, id, "EUR", false, 0, tender, 0, pt.Line("apple", 1000, price, 0, price/10))
 }
 
 func TestReconciliation(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
-		build     func(*ledger)
+		build     func(*pt.Ledger)
 		key       pos.TillKey
 		status    string
 		reason    string // a part of the reason, "" for none
@@ -27,97 +28,97 @@ func TestReconciliation(t *testing.T) {
 		anomalies []string
 	}{
 		{name: "no Z yet", key: tillEUR, status: projection.StatusOpen,
-			build: func(l *ledger) { l.add("e1", "a", pos.TypeSaleCompleted, sale(day, "T1", 100, "card")) }},
+			build: func(l *pt.Ledger) { l.Add("e1", "a", pos.TypeSaleCompleted, sale(day, "T1", 100, "card")) }},
 		{name: "match", key: tillEUR, status: projection.StatusMatch, zCount: 1,
-			build: func(l *ledger) {
-				a := l.add("e1", "a", pos.TypeSaleCompleted, sale(day, "T1", 100, "card"))
-				b := l.add("e1", "b", pos.TypeSaleCompleted, sale(day, "T2", 300, "cash"))
-				l.add("e1", "z", pos.TypeTillClosed, zOf(l.tb, tillEUR, a, b))
+			build: func(l *pt.Ledger) {
+				a := l.Add("e1", "a", pos.TypeSaleCompleted, sale(day, "T1", 100, "card"))
+				b := l.Add("e1", "b", pos.TypeSaleCompleted, sale(day, "T2", 300, "cash"))
+				l.Add("e1", "z", pos.TypeTillClosed, pt.ZOf(l.TB, tillEUR, a, b))
 			}},
 		{name: "void, return and change", key: tillEUR, status: projection.StatusMatch, zCount: 1,
-			build: func(l *ledger) {
+			build: func(l *pt.Ledger) {
 				shopInto(l)
-				l.add("e1", "z", pos.TypeTillClosed, zOf(l.tb, tillEUR, l.recs...))
+				l.Add("e1", "z", pos.TypeTillClosed, pt.ZOf(l.TB, tillEUR, l.Recs...))
 			}},
 		{name: "two currencies", key: pos.TillKey{Store: "s1", Terminal: "T1", BusinessDay: day, Currency: "USD"},
 			status: projection.StatusMatch, zCount: 1,
-			build: func(l *ledger) {
+			build: func(l *pt.Ledger) {
 				shopInto(l)
 				usd := pos.TillKey{Store: "s1", Terminal: "T1", BusinessDay: day, Currency: "USD"}
-				l.add("e1", "zu", pos.TypeTillClosed, zOf(l.tb, usd, l.recs...))
-				l.add("e1", "ze", pos.TypeTillClosed, zOf(l.tb, tillEUR, l.recs[:4]...))
+				l.Add("e1", "zu", pos.TypeTillClosed, pt.ZOf(l.TB, usd, l.Recs...))
+				l.Add("e1", "ze", pos.TypeTillClosed, pt.ZOf(l.TB, tillEUR, l.Recs[:4]...))
 			}},
 		{name: "a Z before its sales", key: tillEUR, status: projection.StatusMatch, zCount: 1,
-			build: func(l *ledger) {
+			build: func(l *pt.Ledger) {
 				a, b := sale(day, "T1", 100, "card"), sale(day, "T2", 300, "cash")
-				z := zOf(l.tb, tillEUR, l.record(pos.TypeSaleCompleted, a), l.record(pos.TypeSaleCompleted, b))
-				l.add("e1", "z", pos.TypeTillClosed, z)
-				l.add("e1", "a", pos.TypeSaleCompleted, a)
-				l.add("e1", "b", pos.TypeSaleCompleted, b)
+				z := pt.ZOf(l.TB, tillEUR, l.Record(pos.TypeSaleCompleted, a), l.Record(pos.TypeSaleCompleted, b))
+				l.Add("e1", "z", pos.TypeTillClosed, z)
+				l.Add("e1", "a", pos.TypeSaleCompleted, a)
+				l.Add("e1", "b", pos.TypeSaleCompleted, b)
 			}},
 		{name: "reprinted Z", key: tillEUR, status: projection.StatusMatch, zCount: 2,
-			build: func(l *ledger) {
-				a := l.add("e1", "a", pos.TypeSaleCompleted, sale(day, "T1", 100, "card"))
-				z := zOf(l.tb, tillEUR, a)
-				l.add("e1", "z", pos.TypeTillClosed, z)
-				l.add("e1", "z-reprint", pos.TypeTillClosed, z)
+			build: func(l *pt.Ledger) {
+				a := l.Add("e1", "a", pos.TypeSaleCompleted, sale(day, "T1", 100, "card"))
+				z := pt.ZOf(l.TB, tillEUR, a)
+				l.Add("e1", "z", pos.TypeTillClosed, z)
+				l.Add("e1", "z-reprint", pos.TypeTillClosed, z)
 			}},
 		{name: "two Zs for one day", key: tillEUR, status: projection.StatusRestated, reason: "now match",
 			zCount: 2, restated: 1, anomalies: []string{projection.AnomalyZSuperseded},
-			build: func(l *ledger) {
-				a := l.add("e1", "a", pos.TypeSaleCompleted, sale(day, "T1", 100, "card"))
-				l.add("e1", "z1", pos.TypeTillClosed, zOf(l.tb, tillEUR, a))
-				b := l.add("e1", "b", pos.TypeSaleCompleted, sale(day, "T2", 300, "cash"))
-				l.add("e1", "z2", pos.TypeTillClosed, zOf(l.tb, tillEUR, a, b))
+			build: func(l *pt.Ledger) {
+				a := l.Add("e1", "a", pos.TypeSaleCompleted, sale(day, "T1", 100, "card"))
+				l.Add("e1", "z1", pos.TypeTillClosed, pt.ZOf(l.TB, tillEUR, a))
+				b := l.Add("e1", "b", pos.TypeSaleCompleted, sale(day, "T2", 300, "cash"))
+				l.Add("e1", "z2", pos.TypeTillClosed, pt.ZOf(l.TB, tillEUR, a, b))
 			}},
 		{name: "pending", key: tillEUR, status: projection.StatusPending, zCount: 1,
 			reason: "short of the Z report by 1 transactions worth 330",
-			build: func(l *ledger) {
-				a := l.add("e1", "a", pos.TypeSaleCompleted, sale(day, "T1", 100, "card"))
-				b := l.record(pos.TypeSaleCompleted, sale(day, "T2", 300, "cash"))
-				l.add("e1", "z", pos.TypeTillClosed, zOf(l.tb, tillEUR, a, b))
+			build: func(l *pt.Ledger) {
+				a := l.Add("e1", "a", pos.TypeSaleCompleted, sale(day, "T1", 100, "card"))
+				b := l.Record(pos.TypeSaleCompleted, sale(day, "T2", 300, "cash"))
+				l.Add("e1", "z", pos.TypeTillClosed, pt.ZOf(l.TB, tillEUR, a, b))
 			}},
 		{name: "mismatch: the ledger exceeds the Z", key: tillEUR, status: projection.StatusMismatch, zCount: 1,
 			reason: "sales: the Z report says 1 for 110, the ledger holds 2 for 440",
-			build: func(l *ledger) {
-				a := l.add("e1", "a", pos.TypeSaleCompleted, sale(day, "T1", 100, "card"))
-				l.add("e1", "b", pos.TypeSaleCompleted, sale(day, "T2", 300, "cash"))
-				l.add("e1", "z", pos.TypeTillClosed, zOf(l.tb, tillEUR, a))
+			build: func(l *pt.Ledger) {
+				a := l.Add("e1", "a", pos.TypeSaleCompleted, sale(day, "T1", 100, "card"))
+				l.Add("e1", "b", pos.TypeSaleCompleted, sale(day, "T2", 300, "cash"))
+				l.Add("e1", "z", pos.TypeTillClosed, pt.ZOf(l.TB, tillEUR, a))
 			}},
 		{name: "mismatch: the tender split differs", key: tillEUR, status: projection.StatusMismatch, zCount: 1,
 			reason: "tender cash: the Z report says 110, the ledger adds up to 0",
-			build: func(l *ledger) {
-				a := l.add("e1", "a", pos.TypeSaleCompleted, sale(day, "T1", 100, "card"))
-				z := zOf(l.tb, tillEUR, a)
+			build: func(l *pt.Ledger) {
+				a := l.Add("e1", "a", pos.TypeSaleCompleted, sale(day, "T1", 100, "card"))
+				z := pt.ZOf(l.TB, tillEUR, a)
 				z.Tenders[0].Type = "cash"
-				l.add("e1", "z", pos.TypeTillClosed, z)
+				l.Add("e1", "z", pos.TypeTillClosed, z)
 			}},
 		{name: "a late return after the match", key: tillEUR, status: projection.StatusRestated, zCount: 1, restated: 1,
 			reason: "now mismatch",
-			build: func(l *ledger) {
+			build: func(l *pt.Ledger) {
 				a := sale(day, "T1", 100, "card")
-				r := l.add("e1", "a", pos.TypeSaleCompleted, a)
-				l.add("e1", "z", pos.TypeTillClosed, zOf(l.tb, tillEUR, r))
-				l.add("e1", "ret", pos.TypeReturnCompleted, returnOf(a, "R1", 0))
+				r := l.Add("e1", "a", pos.TypeSaleCompleted, a)
+				l.Add("e1", "z", pos.TypeTillClosed, pt.ZOf(l.TB, tillEUR, r))
+				l.Add("e1", "ret", pos.TypeReturnCompleted, pt.ReturnOf(a, "R1", 0))
 			}},
 		{name: "late events for an old day", key: pos.TillKey{Store: "s1", Terminal: "T1", BusinessDay: "2026-11-23", Currency: "EUR"},
 			status: projection.StatusRestated, zCount: 1, restated: 2, reason: "now mismatch",
-			build: func(l *ledger) {
+			build: func(l *pt.Ledger) {
 				old := pos.TillKey{Store: "s1", Terminal: "T1", BusinessDay: "2026-11-23", Currency: "EUR"}
-				a := l.add("e1", "a", pos.TypeSaleCompleted, sale(old.BusinessDay, "T1", 100, "card"))
-				l.add("e1", "z", pos.TypeTillClosed, zOf(l.tb, old, a))
+				a := l.Add("e1", "a", pos.TypeSaleCompleted, sale(old.BusinessDay, "T1", 100, "card"))
+				l.Add("e1", "z", pos.TypeTillClosed, pt.ZOf(l.TB, old, a))
 				// A week of other days, then two events the till held back.
 				for i, d := range []string{"2026-11-24", "2026-11-27", day} {
-					l.add("e1", "x", pos.TypeSaleCompleted, sale(d, "X"+string(rune('0'+i)), 100, "card"))
+					l.Add("e1", "x", pos.TypeSaleCompleted, sale(d, "X"+string(rune('0'+i)), 100, "card"))
 				}
-				l.add("e2", "late1", pos.TypeSaleCompleted, sale(old.BusinessDay, "T7", 200, "card"))
-				l.add("e2", "late2", pos.TypeSaleCompleted, sale(old.BusinessDay, "T8", 200, "card"))
+				l.Add("e2", "late1", pos.TypeSaleCompleted, sale(old.BusinessDay, "T7", 200, "card"))
+				l.Add("e2", "late2", pos.TypeSaleCompleted, sale(old.BusinessDay, "T8", 200, "card"))
 			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newLedger(t)
+			l := pt.New(t)
 			tc.build(l)
-			s := fold(t, l.recs...)
+			s := pt.Fold(t, l.Recs...)
 			got, ok := s.Tills[tc.key]
 			if !ok {
 				t.Fatalf("no reconciliation row for %+v", tc.key)
@@ -150,17 +151,17 @@ func TestReconciliation(t *testing.T) {
 // that arrives first is pending until its sales are in, then matches, and
 // a late event restates it, with the log saying which.
 func TestReconciliationAsItGoes(t *testing.T) {
-	l := newLedger(t)
+	l := pt.New(t)
 	a, b := sale(day, "T1", 100, "card"), sale(day, "T2", 300, "cash")
-	z := zOf(t, tillEUR, l.record(pos.TypeSaleCompleted, a), l.record(pos.TypeSaleCompleted, b))
-	l.add("e1", "z", pos.TypeTillClosed, z)
-	l.add("e1", "a", pos.TypeSaleCompleted, a)
-	l.add("e1", "b", pos.TypeSaleCompleted, b)
-	late := l.add("e2", "late", pos.TypeSaleVoided, voidOf(a, "V1"))
+	z := pt.ZOf(t, tillEUR, l.Record(pos.TypeSaleCompleted, a), l.Record(pos.TypeSaleCompleted, b))
+	l.Add("e1", "z", pos.TypeTillClosed, z)
+	l.Add("e1", "a", pos.TypeSaleCompleted, a)
+	l.Add("e1", "b", pos.TypeSaleCompleted, b)
+	late := l.Add("e2", "late", pos.TypeSaleVoided, pt.VoidOf(a, "V1"))
 	s := projection.NewState()
 	var statuses []string
-	for _, r := range l.recs {
-		s.Apply(projection.Fold(s, testStores(t), []projection.Record{r}))
+	for _, r := range l.Recs {
+		s.Apply(projection.Fold(s, pt.Stores(t), []projection.Record{r}))
 		statuses = append(statuses, s.Tills[tillEUR].Status)
 	}
 	want := []string{projection.StatusPending, projection.StatusPending, projection.StatusMatch, projection.StatusRestated}
