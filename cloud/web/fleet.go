@@ -26,6 +26,8 @@ type edgeJSON struct {
 	CreatedAt time.Time  `json:"created_at"`
 	RevokedAt *time.Time `json:"revoked_at"`
 	Keys      []keyJSON  `json:"keys"`
+	Agent     string     `json:"agent"`    // the edge's own word, from its hello; html/template escapes it
+	AgentAt   *time.Time `json:"agent_at"` // when it first named that agent
 }
 
 type streamJSON struct {
@@ -155,9 +157,9 @@ func (s *server) fleetEdgesCSV(w http.ResponseWriter, r *http.Request, sess *ses
 			}
 		}
 		rows = append(rows, []string{e.ID, e.Status, csvTime(e.CreatedAt), csvTimep(e.RevokedAt),
-			strings.Join(active, " "), strings.Join(revoked, " ")})
+			strings.Join(active, " "), strings.Join(revoked, " "), e.Agent})
 	}
-	return writeCSV(w, "edges.csv", []string{"edge", "status", "created_at", "revoked_at", "active_kids", "revoked_kids"}, rows)
+	return writeCSV(w, "edges.csv", []string{"edge", "status", "created_at", "revoked_at", "active_kids", "revoked_kids", "agent"}, rows)
 }
 
 func (s *server) fleetStreamsCSV(w http.ResponseWriter, r *http.Request, sess *session) error {
