@@ -193,9 +193,9 @@ func (s *server) endpoints() []endpoint {
 
 		{"GET /v1/streams", reader, s.streams, nil, false},
 		{"GET /v1/streams/{edge}/{epoch}/records", admin, s.streamRecords, []string{"from", "limit"}, false},
-		{"GET /v1/events", reader, s.events, []string{"edge", "type", "from", "to", "after", "limit"}, false},
+		{"GET /v1/events", reader, s.events, []string{"edge", "type", "from", "to", "after", "limit", "store", "business_day"}, false},
 		{"GET /v1/events/{edge}/{epoch}/{seq}/proof", reader, s.eventProof, nil, false},
-		{streamPattern, reader, s.eventStream, []string{"edge", "type", "from", "to", "after"}, false},
+		{streamPattern, reader, s.eventStream, []string{"edge", "type", "from", "to", "after", "store", "business_day"}, false},
 		{"GET /openapi.yaml", public, s.openAPI, nil, false},
 		{"GET /v1/quarantine", reader, s.quarantine, []string{"after", "limit"}, false},
 		{"GET /v1/quarantine/{id}", reader, s.quarantineEntry, nil, false},

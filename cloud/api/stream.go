@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/protocol"
 )
 
 // streamPattern is the live tail's route. It is the one endpoint that is
@@ -339,6 +340,19 @@ func eventFilter(r *http.Request) (ledger.Filter, error) {
 	}
 	if f.After, err = parseCursor(r, "after"); err != nil {
 		return f, err
+	}
+	if f.Store = q.Get("store"); f.Store != "" {
+		if err := protocol.ValidateName("store", f.Store); err != nil {
+			return f, badRequest("parameter store: %v", err)
+		}
+	}
+	if f.BusinessDay = q.Get("business_day"); f.BusinessDay != "" {
+		if _, err := time.Parse(ledger.DayLayout, f.BusinessDay); err != nil {
+			return f, badRequest("parameter business_day must be a business day as YYYY-MM-DD, such as 2026-03-01, got %q", f.BusinessDay)
+		}
+		if f.Store == "" {
+			return f, badRequest("parameter business_day needs parameter store (the events of one store's day); for every store, page by time with from and to")
+		}
 	}
 	return f, nil
 }

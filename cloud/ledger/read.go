@@ -85,6 +85,14 @@ type Filter struct {
 	To    time.Time // edge_time before To
 	After int64     // cursor: events with pos greater than After
 	Limit int       // at most this many; default DefaultLimit, capped at MaxLimit
+	// Store and BusinessDay (DayLayout; only with Store) select the POS
+	// transactions the projections folded for that store (and business
+	// day): the events behind the sales figures, found through
+	// projection_txns (indexed by store, business_day, pos), not by
+	// scanning bodies. Events the projections did not fold as a
+	// transaction (Z reports, stock moves, telemetry) are not among them.
+	Store       string
+	BusinessDay string
 }
 
 // Page sizes of Events.
@@ -251,6 +259,14 @@ func eventsQuery(f Filter, since pgtype.Timestamptz) (string, []any) {
 	}
 	if !f.To.IsZero() {
 		add("edge_time < $%d", f.To)
+	}
+	switch {
+	case f.Store != "" && f.BusinessDay != "":
+		args = append(args, f.Store, f.BusinessDay)
+		where = append(where, fmt.Sprintf("pos IN (SELECT t.pos FROM projection_txns t WHERE t.store = $%d AND t.business_day = $%d::date)",
+			len(args)-1, len(args)))
+	case f.Store != "":
+		add("pos IN (SELECT t.pos FROM projection_txns t WHERE t.store = $%d)", f.Store)
 	}
 	args = append(args, f.Limit)
 	return fmt.Sprintf(`SELECT pos, committed_at, raw FROM ledger WHERE %s ORDER BY pos LIMIT $%d`,
