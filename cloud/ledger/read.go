@@ -25,6 +25,9 @@ type StreamInfo struct {
 	NextEpoch  *protocol.Epoch
 	EndedAt    time.Time // when the edge started a new epoch; zero while current
 	EndedAtSeq uint64    // this stream's hwm at EndedAt: where it ended as far as the cloud knows
+	// LagHistory is the stream's lag as SampleLag recorded it, oldest
+	// first, at most LagSamplesKept; empty before the first sample.
+	LagHistory []LagSample
 }
 
 // Streams returns every stream, by edge and then age.
@@ -64,6 +67,13 @@ func (l *Ledger) Streams(ctx context.Context) ([]StreamInfo, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("streams: %w", err)
+	}
+	hist, err := l.lagHistory(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("streams: lag history: %w", err)
+	}
+	for i := range out {
+		out[i].LagHistory = hist[out[i].Stream.Edge+"\x00"+string(out[i].Stream.Epoch[:])]
 	}
 	return out, nil
 }

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"html/template"
 	"net/http"
 	"net/url"
 	"sort"
@@ -44,6 +45,7 @@ type streamJSON struct {
 	NextEpoch  *protocol.Epoch `json:"next_epoch"`
 	EndedAt    *time.Time      `json:"ended_at"`
 	EndedAtSeq *uint64         `json:"ended_at_seq"`
+	LagHistory []lagSample     `json:"lag_history"`
 }
 
 func (s *server) edges(r *http.Request, sess *session) ([]edgeJSON, error) {
@@ -75,7 +77,8 @@ type fleetRow struct {
 
 type streamRow struct {
 	streamJSON
-	Bar bar // the lag as a bar, scaled to the page's largest
+	Bar   bar           // the lag as a bar, scaled to the page's largest
+	Spark template.HTML // the lag history as a sparkline; "" with fewer than two samples
 }
 
 type fleetData struct {
@@ -126,7 +129,7 @@ func (s *server) fleet(w http.ResponseWriter, r *http.Request, sess *session) er
 	for _, e := range page {
 		row := fleetRow{Edge: e}
 		for _, st := range byEdge[e.ID] {
-			row.Streams = append(row.Streams, streamRow{streamJSON: st, Bar: barOf(st.Lag, d.MaxLag)})
+			row.Streams = append(row.Streams, streamRow{streamJSON: st, Bar: barOf(st.Lag, d.MaxLag), Spark: sparkline(st.LagHistory)})
 			if st.EndedAt == nil {
 				bars = append(bars, chartBar{Label: st.Edge + " " + st.Epoch.String()[:8], Value: int64(st.Lag)})
 			}

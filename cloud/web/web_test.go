@@ -497,3 +497,41 @@ func TestFleetShowsAgentFromHello(t *testing.T) {
 		t.Fatalf("GET /v1/edges/shop-1: %+v %v, want agent %q", got, err, agent)
 	}
 }
+
+// TestFleetLagSparkline: once the scheduled audit has sampled lag twice,
+// Fleet draws each current stream's history, served by GET /v1/streams as
+// lag_history; before that it says there is none yet.
+func TestFleetLagSparkline(t *testing.T) {
+	e := mustEnv(t, 0)
+	e.mustStream(t, "shop-1", 2, sale)
+	b := e.browser(t)
+	if fp := b.login(e.Reader); !strings.Contains(fp.Body, "no history yet") || strings.Contains(fp.Body, `class="sparkline"`) {
+		t.Fatalf("fleet before any sample:\n%s", fp.Body)
+	}
+	for range 2 {
+		if _, err := e.Ledger.SampleLag(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fp := b.get("/fleet"); !strings.Contains(fp.Body, `<svg class="sparkline"`) || !strings.Contains(fp.Body, "lag over the last 2 samples") {
+		t.Fatalf("fleet after two samples has no sparkline:\n%s", fp.Body)
+	}
+	req, _ := http.NewRequest("GET", e.Server.URL+"/v1/streams", nil)
+	req.Header.Set("Authorization", "Bearer "+e.Reader)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got struct {
+		Streams []struct {
+			LagHistory []struct {
+				At  time.Time `json:"at"`
+				Lag uint64    `json:"lag"`
+			} `json:"lag_history"`
+		} `json:"streams"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || len(got.Streams) != 1 || len(got.Streams[0].LagHistory) != 2 {
+		t.Fatalf("GET /v1/streams: %+v %v, want one stream with 2 samples", got, err)
+	}
+}

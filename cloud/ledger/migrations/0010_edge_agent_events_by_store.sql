@@ -15,3 +15,17 @@ ALTER TABLE edges
 -- events behind it) selects positions from projection_txns by store and
 -- day; its primary key leads with tenant, so it needs its own index.
 CREATE INDEX projection_txns_store_day ON projection_txns (store, business_day, pos);
+
+-- Lag history for the Fleet page's sparkline: the lag (edge_seq - hwm) of
+-- every current stream, sampled by the cloud's scheduled audit run
+-- (ledger.SampleLag), the latest LagSamplesKept per stream kept. Readable
+-- through the API like streams: by the tenant of its edge.
+CREATE TABLE stream_lag_samples (
+	edge  text COLLATE "C" NOT NULL,
+	epoch bytea NOT NULL,
+	at    timestamptz NOT NULL,
+	lag   bigint NOT NULL CHECK (lag >= 0),
+	PRIMARY KEY (edge, epoch, at),
+	FOREIGN KEY (edge, epoch) REFERENCES streams (edge, epoch)
+);
+SELECT outpost_protect_edge_table('stream_lag_samples');
