@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The edge on small hardware (docs/SCALING-edge.md): the outbox against raw
+# The edge on small hardware (docs/SCALING.md, "The edge on small hardware"): the outbox against raw
 # bbolt puts, the outbox on a slow disk, the MQTT intake against plain
 # mochi, and HTTP batches of 100, each measured against its ceiling in the
 # same run. It prints the benchmarks' lines, then their ratios and rates in

@@ -39,6 +39,10 @@ func (s *server) reportEndpoints() []endpoint {
 		{"GET /v1/reports/tenders", reader, reportHandler(s, (*ledger.Ledger).TendersReport, tenderCSV), dayParams, false},
 		{"GET /v1/reports/inventory", reader, reportHandler(s, (*ledger.Ledger).InventoryReport, inventoryCSV),
 			[]string{"store", "sku", "after", "limit"}, false},
+		{"GET /v1/reports/inventory/movements", reader, reportHandler(s, (*ledger.Ledger).MovementsReport, movementCSV),
+			[]string{"store", "sku", "from_pos", "to_pos", "after", "limit"}, false},
+		{"GET /v1/reports/restatements", reader, reportHandler(s, (*ledger.Ledger).RestatementsReport, restatementCSV),
+			[]string{"store", "from", "to", "terminal", "after", "limit"}, false},
 		{"GET /v1/reports/telemetry", reader, reportHandler(s, (*ledger.Ledger).TelemetryReport, telemetryCSV),
 			[]string{"store", "from", "to", "after", "limit"}, false},
 		{"GET /v1/reports/reconciliation", reader, reportHandler(s, (*ledger.Ledger).ReconciliationReport, reconciliationCSV),
@@ -105,6 +109,23 @@ func parseReportFilter(r *http.Request) (ledger.ReportFilter, error) {
 	}
 	if f.From != "" && f.To != "" && f.From > f.To {
 		return f, badRequest("parameter to (%s) is before from (%s); both are inclusive", f.To, f.From)
+	}
+	for _, p := range []struct {
+		name string
+		dst  *int64
+	}{{"from_pos", &f.FromPos}, {"to_pos", &f.ToPos}} {
+		v := q.Get(p.name)
+		if v == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			return f, badRequest("parameter %s must be a ledger position, a whole number from 1, got %q", p.name, v)
+		}
+		*p.dst = n
+	}
+	if f.FromPos != 0 && f.ToPos != 0 && f.FromPos > f.ToPos {
+		return f, badRequest("parameter to_pos (%d) is before from_pos (%d); both are inclusive", f.ToPos, f.FromPos)
 	}
 	if f.Currency != "" && !pos.ValidCurrency(f.Currency) {
 		return f, badRequest("parameter currency must be an ISO 4217 code such as EUR, got %q", f.Currency)
@@ -271,6 +292,21 @@ var inventoryCSV = csvForm[ledger.InventoryRow]{
 	header: []string{"tenant", "store", "sku", "on_hand"},
 	row: func(v ledger.InventoryRow) []string {
 		return []string{cell(v.Tenant), cell(v.Store), cell(v.SKU), i64(v.OnHand)}
+	},
+}
+
+var movementCSV = csvForm[ledger.MovementRow]{
+	header: []string{"tenant", "pos", "ord", "store", "sku", "reason", "delta", "on_hand"},
+	row: func(v ledger.MovementRow) []string {
+		return []string{cell(v.Tenant), i64(v.Pos), strconv.Itoa(v.Ord), cell(v.Store), cell(v.SKU), cell(v.Reason), i64(v.Delta), i64(v.OnHand)}
+	},
+}
+
+var restatementCSV = csvForm[ledger.RestatementRow]{
+	header: []string{"tenant", "pos", "ord", "store", "terminal", "business_day", "currency", "event_id", "type", "status", "what"},
+	row: func(v ledger.RestatementRow) []string {
+		return []string{cell(v.Tenant), i64(v.Pos), strconv.Itoa(v.Ord), cell(v.Store), cell(v.Terminal), v.BusinessDay, v.Currency,
+			cell(v.EventID), cell(v.Type), v.Status, cell(strings.Join(v.What, "; "))}
 	},
 }
 

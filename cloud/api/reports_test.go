@@ -27,8 +27,9 @@ import (
 //	2026-02-11 sale C: 1 × sku-1 at 5.00, tax 0.40, cash 5.40
 type shop struct {
 	*env
-	Token string // a reader of t1
-	Last  int64  // the ledger position of the last record
+	Token  string // a reader of t1
+	Last   int64  // the ledger position of the last record
+	Stream *testStream
 }
 
 const (
@@ -77,7 +78,7 @@ func mustShop(t *testing.T) *shop {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sh := &shop{env: e, Token: tok}
+	sh := &shop{env: e, Token: tok, Stream: s}
 	if err := e.Conn.QueryRow(ctx, `SELECT max(pos) FROM ledger`).Scan(&sh.Last); err != nil {
 		t.Fatal(err)
 	}

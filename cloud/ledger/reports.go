@@ -33,8 +33,11 @@ type ReportFilter struct {
 	SKU      string
 	Terminal string
 	Status   string // reconciliation status, or anomaly kind
-	After    string // the cursor: Next of the previous page
-	Limit    int    // default DefaultLimit, at most MaxLimit
+	// FromPos and ToPos bound the ledger position of a log's rows (the
+	// inventory movements), both inclusive; 0 does not bound.
+	FromPos, ToPos int64
+	After          string // the cursor: Next of the previous page
+	Limit          int    // default DefaultLimit, at most MaxLimit
 }
 
 // DayLayout is how business days are written.
@@ -89,6 +92,7 @@ type reportSpec struct {
 	cols    string            // the value columns, after the key
 	filters map[string]string // ReportFilter field -> column
 	days    string            // the business-day column ("" for none)
+	pos     string            // the ledger-position column FromPos and ToPos bound ("" for none)
 }
 
 func (sp reportSpec) query(f ReportFilter) (string, []any, error) {
@@ -114,6 +118,12 @@ func (sp reportSpec) query(f ReportFilter) (string, []any, error) {
 	}
 	if sp.days != "" && f.To != "" {
 		add(sp.days+" <= $?::date", f.To)
+	}
+	if sp.pos != "" && f.FromPos > 0 {
+		add(sp.pos+" >= $?", f.FromPos)
+	}
+	if sp.pos != "" && f.ToPos > 0 {
+		add(sp.pos+" <= $?", f.ToPos)
 	}
 	names := make([]string, len(sp.key))
 	for i, k := range sp.key {

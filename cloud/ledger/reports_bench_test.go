@@ -84,11 +84,28 @@ func BenchmarkReports(b *testing.B) {
 		r, err := l.ReconciliationReport(ctx, f)
 		return len(r.Rows), err
 	})
+	// One SKU's movements in the store (a page of its year), and the
+	// store's whole movement log from a position on (the logs have no day).
+	run("movements-sku", func(l *ledger.Ledger) (int, error) {
+		mf := ledger.ReportFilter{Tenant: f.Tenant, Store: f.Store, SKU: "sku-7", Limit: ledger.MaxLimit}
+		r, err := l.MovementsReport(ctx, mf)
+		return len(r.Rows), err
+	})
+	run("movements-store", func(l *ledger.Ledger) (int, error) {
+		mf := ledger.ReportFilter{Tenant: f.Tenant, Store: f.Store, FromPos: 500000, Limit: ledger.MaxLimit}
+		r, err := l.MovementsReport(ctx, mf)
+		return len(r.Rows), err
+	})
+	run("restatements", func(l *ledger.Ledger) (int, error) {
+		r, err := l.RestatementsReport(ctx, f)
+		return len(r.Rows), err
+	})
 }
 
 // fillReportsDB writes 1M ledger rows (20 edges, one a store, 50,000 seqs
 // each) and the projection rows a year of such trade makes: per store and
-// day a sales row, 4 tenders, 50 SKUs and 4 tills.
+// day a sales row, 4 tenders, 50 SKUs and 4 tills; a movement per ledger
+// row, and a restatement every tenth day of every store.
 func fillReportsDB(b *testing.B, pool *pgxpool.Pool) {
 	b.Helper()
 	ctx := context.Background()
@@ -116,6 +133,14 @@ func fillReportsDB(b *testing.B, pool *pgxpool.Pool) {
 				ledger_returns_count, ledger_returns_total, ledger_voids_count, ledger_voids_total, ledger_net)
 			SELECT st.tenant, st.id, 'T' || t, d::date, 'EUR', 'match', 25, 140000, 0, 0, 0, 0, 140000
 			FROM stores st, generate_series('2026-01-01'::date, '2026-12-31'::date, '1 day') d, generate_series(1, 4) t`,
+		// A movement per ledger row: store g % 20, one of its 50 SKUs.
+		`INSERT INTO inventory_movements SELECT CASE WHEN g % 2 = 0 THEN 'bench-a' ELSE 'bench-b' END, g + 1, 0,
+				'store-' || (g % 20), 'sku-' || (g / 20 % 50), 'sale', -1000, -1000 * (g / 1000 + 1)
+			FROM generate_series(0, 999999) g`,
+		// A restatement for one store day in ten.
+		`INSERT INTO restatements SELECT st.tenant, 2000000 + row_number() OVER (), 0, st.id, 'T1', d::date, 'EUR', 'ev-late', 'sale.completed',
+				'mismatch', '{"1 sale more than the Z"}'
+			FROM stores st, generate_series('2026-01-01'::date, '2026-12-31'::date, '10 days') d`,
 		`INSERT INTO projection_checkpoints (name, version, last_pos, digest) VALUES ('bench', 1, 1000000, sha256(''))`,
 		`ANALYZE`,
 	} {

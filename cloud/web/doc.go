@@ -28,8 +28,9 @@
 //     currency (and its decimal string), never through a float. Business
 //     days and hours are each store's own (its time zone); ledger, commit
 //     and contact times are shown in UTC.
-//   - The report pages (Today, Store and day, Reconciliation, Inventory)
-//     read GET /v1/reports/...; the Today page's script follows the live
+//   - The report pages (Today, Store and day, Reconciliation with the
+//     restatement log, Inventory and each SKU's movements) read
+//     GET /v1/reports/...; the Today page's script follows the live
 //     tail (GET /v1/events/stream, streamed through /today/live as the
 //     session's token) and refetches the page when events commit.
 //   - Paths the page does not own (/v1/..., /healthz, /readyz, /metrics)

@@ -7,13 +7,14 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 )
 
 // pages are the templates under templates/, each with layout.html.
-var pages = []string{"login", "error", "today", "store_day", "reconciliation", "inventory", "fleet", "events", "event", "quarantine", "quarantine_entry"}
+var pages = []string{"login", "error", "today", "store_day", "reconciliation", "inventory", "movements", "fleet", "events", "event", "quarantine", "quarantine_entry"}
 
 func parseTemplates() map[string]*template.Template {
 	out := map[string]*template.Template{}
@@ -65,6 +66,14 @@ var funcs = template.FuncMap{
 			return path
 		}
 		return path + "?" + query
+	},
+	// query encodes name, value pairs as a URL query, for u.
+	"query": func(kv ...string) string {
+		v := url.Values{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			v.Set(kv[i], kv[i+1])
+		}
+		return v.Encode()
 	},
 	// qty shows a quantity in thousandths (protocol/pos) as a decimal.
 	"qty": func(q int64) string {

@@ -309,16 +309,18 @@ type reconData struct {
 	Rows                    []ledger.ReconciliationRow
 	Page, Pages             int // this page of Rows (1-based) and how many
 	PrevPage, NextPage      string
-	Restated                []ledger.ReconciliationRow
+	Restatements            []ledger.RestatementRow // the restatement log of the filter's store and days
 	Duplicates              []ledger.AnomalyRow
 	Statuses                []string
 	Query                   string
+	RestatementsQuery       string // the restatements' filter, for their CSV
 	AsOf                    int64
 }
 
 // reconciliation lists every till day that is not "match", newest day
-// first, with filters; the days restated after they matched; and the
-// duplicate transactions the projections kept out of the figures.
+// first, with filters; the restatement log (the events that changed a day
+// after it matched); and the duplicate transactions the projections kept
+// out of the figures.
 func (s *server) reconciliation(w http.ResponseWriter, r *http.Request, sess *session) error {
 	if err := onlyParams(r, "store", "status", "from", "to", "page"); err != nil {
 		return err
@@ -337,9 +339,6 @@ func (s *server) reconciliation(w http.ResponseWriter, r *http.Request, sess *se
 	}
 	d.AsOf = rows.AsOf
 	for _, row := range rows.Rows {
-		if len(row.Restated) > 0 {
-			d.Restated = append(d.Restated, row)
-		}
 		if row.Status != "match" || d.Status == "match" {
 			d.Rows = append(d.Rows, row)
 		}
@@ -348,7 +347,6 @@ func (s *server) reconciliation(w http.ResponseWriter, r *http.Request, sess *se
 		sort.SliceStable(rs, func(i, j int) bool { return rs[i].BusinessDay > rs[j].BusinessDay })
 	}
 	newest(d.Rows)
-	newest(d.Restated)
 	// Newest first is not the API's order (its key's), so the page reads
 	// them all (up to MaxCSVRows) and pages here.
 	d.Page, d.Pages = 1, max(1, (len(d.Rows)+s.opts.PageSize-1)/s.opts.PageSize)
@@ -371,6 +369,19 @@ func (s *server) reconciliation(w http.ResponseWriter, r *http.Request, sess *se
 		d.NextPage = link(d.Page + 1)
 	}
 	d.Rows = d.Rows[(d.Page-1)*s.opts.PageSize : min(len(d.Rows), d.Page*s.opts.PageSize)]
+	rq := url.Values{}
+	for _, k := range []string{"store", "from", "to"} {
+		if v := q.Get(k); v != "" {
+			rq.Set(k, v)
+		}
+	}
+	rs, err := report[ledger.RestatementRow](s, r, sess, "/v1/reports/restatements", rq)
+	if err != nil {
+		return err
+	}
+	d.Restatements = rs.Rows
+	sort.SliceStable(d.Restatements, func(i, j int) bool { return d.Restatements[i].Pos > d.Restatements[j].Pos })
+	d.RestatementsQuery = rq.Encode()
 	aq := url.Values{"status": {"duplicate_transaction"}}
 	if d.Store != "" {
 		aq.Set("store", d.Store)
@@ -432,6 +443,59 @@ func (s *server) inventory(w http.ResponseWriter, r *http.Request, sess *session
 	return nil
 }
 
+type movementsData struct {
+	Store, SKU string
+	Rows       []ledger.MovementRow
+	OnHand     *int64 // the SKU's on hand now, from the inventory report
+	Query      string // the filter, for the CSV and the pager
+	After      string
+	NextLink   string
+	AsOf       int64
+}
+
+// movements lists one SKU's stock movements in one store, in ledger
+// order, a page at a time with the API's cursor: what explains its on
+// hand.
+func (s *server) movements(w http.ResponseWriter, r *http.Request, sess *session) error {
+	if err := onlyParams(r, "store", "sku", "after"); err != nil {
+		return err
+	}
+	q := url.Values{}
+	for _, k := range []string{"store", "sku"} {
+		v := r.URL.Query().Get(k)
+		if v == "" {
+			return badRequest("Parameter %s is missing: this page lists one SKU's movements in one store; follow a SKU's link on the Inventory page.", k)
+		}
+		q.Set(k, v)
+	}
+	pq := cloneValues(q)
+	pq.Set("limit", strconv.Itoa(s.opts.PageSize))
+	after := r.URL.Query().Get("after")
+	if after != "" {
+		pq.Set("after", after)
+	}
+	var mv ledger.Report[ledger.MovementRow]
+	if err := s.getJSON(r, sess, "/v1/reports/inventory/movements", pq, &mv); err != nil {
+		return err
+	}
+	var inv ledger.Report[ledger.InventoryRow]
+	if err := s.getJSON(r, sess, "/v1/reports/inventory", q, &inv); err != nil {
+		return err
+	}
+	d := movementsData{Store: q.Get("store"), SKU: q.Get("sku"), Rows: mv.Rows, Query: q.Encode(),
+		After: after, AsOf: mv.AsOf}
+	if len(inv.Rows) == 1 {
+		d.OnHand = &inv.Rows[0].OnHand
+	}
+	if mv.Next != "" {
+		nq := cloneValues(q)
+		nq.Set("after", mv.Next)
+		d.NextLink = "/inventory/movements?" + nq.Encode()
+	}
+	s.render(w, r, http.StatusOK, "movements", sess, "Movements of "+d.SKU, d)
+	return nil
+}
+
 // reportCSV downloads a report as the API writes it in CSV, for the
 // filter given: the same rows as its JSON.
 func (s *server) reportCSV(w http.ResponseWriter, r *http.Request, sess *session) error {
@@ -439,6 +503,7 @@ func (s *server) reportCSV(w http.ResponseWriter, r *http.Request, sess *session
 	path, ok := map[string]string{
 		"sales": "/v1/reports/sales", "by-hour": "/v1/reports/sales/by-hour", "by-sku": "/v1/reports/sales/by-sku",
 		"tenders": "/v1/reports/tenders", "reconciliation": "/v1/reports/reconciliation", "inventory": "/v1/reports/inventory",
+		"movements": "/v1/reports/inventory/movements", "restatements": "/v1/reports/restatements",
 		"anomalies": "/v1/reports/anomalies", "completeness": "/v1/reports/completeness",
 	}[strings.TrimSuffix(name, ".csv")]
 	if !ok || !strings.HasSuffix(name, ".csv") {

@@ -115,6 +115,7 @@ func (s *server) routes() {
 	s.mux.HandleFunc("GET /stores/{store}/{day}", s.page(s.storeDay))
 	s.mux.HandleFunc("GET /reconciliation", s.page(s.reconciliation))
 	s.mux.HandleFunc("GET /inventory", s.page(s.inventory))
+	s.mux.HandleFunc("GET /inventory/movements", s.page(s.movements))
 	s.mux.HandleFunc("GET /reports/{name}", s.page(s.reportCSV))
 
 	s.mux.HandleFunc("GET /fleet", s.page(s.fleet))
