@@ -276,3 +276,11 @@ func (rep *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "  report    %s\n", rep.Path)
 	}
 }
+
+// BackOffice is the line that sends a person to the back office of the
+// run's cloud: its page URL (cloud serve serves the pages under / of the
+// API's listener) and the token to log in with.
+func (rep *Report) BackOffice() string {
+	return fmt.Sprintf("Back office: open %s/today in a browser and log in with the admin token %s (the TOKEN above); docs/BACKOFFICE.md shows the pages",
+		strings.TrimSuffix(rep.API, "/"), rep.AdminToken)
+}

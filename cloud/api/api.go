@@ -75,6 +75,15 @@ type Options struct {
 	// (DefaultStreamMaxDuration).
 	StreamPoll, StreamHeartbeat, StreamWriteTimeout, StreamMaxBehind, StreamMaxDuration time.Duration
 	StreamBatch                                                                         int
+	// StreamAuthCheck is how often a live tail checks its token again,
+	// whatever its traffic, so that a revoked token's stream ends within
+	// it (default DefaultStreamAuthCheck).
+	StreamAuthCheck time.Duration
+	// StreamMax and StreamMaxPerToken bound the live tails open at once,
+	// overall and per API token (defaults DefaultStreamMax and
+	// DefaultStreamMaxPerToken). One more is refused: 503 over the overall
+	// limit, 429 over the token's, both with Retry-After.
+	StreamMax, StreamMaxPerToken int
 	// StreamsDone, when closed, ends every live tail with a "shutdown"
 	// close event (cloud serve closes it when the HTTP server shuts down,
 	// which does not wait for streams otherwise). May be nil.
@@ -92,6 +101,7 @@ type server struct {
 	log      *slog.Logger
 	cloudKID protocol.KeyID
 	mux      *http.ServeMux
+	tails    tailCount
 }
 
 // New returns the API's handler. It panics when opts.Ledger is nil or
@@ -123,6 +133,13 @@ func New(opts Options) http.Handler {
 	defaultDuration(&opts.StreamWriteTimeout, DefaultStreamWriteTimeout)
 	defaultDuration(&opts.StreamMaxBehind, DefaultStreamMaxBehind)
 	defaultDuration(&opts.StreamMaxDuration, DefaultStreamMaxDuration)
+	defaultDuration(&opts.StreamAuthCheck, DefaultStreamAuthCheck)
+	if opts.StreamMax <= 0 {
+		opts.StreamMax = DefaultStreamMax
+	}
+	if opts.StreamMaxPerToken <= 0 {
+		opts.StreamMaxPerToken = DefaultStreamMaxPerToken
+	}
 	if opts.StreamBatch <= 0 {
 		opts.StreamBatch = DefaultStreamBatch
 	}
@@ -176,9 +193,9 @@ func (s *server) endpoints() []endpoint {
 
 		{"GET /v1/streams", reader, s.streams, nil, false},
 		{"GET /v1/streams/{edge}/{epoch}/records", admin, s.streamRecords, []string{"from", "limit"}, false},
-		{"GET /v1/events", reader, s.events, []string{"edge", "type", "from", "to", "after", "limit"}, false},
+		{"GET /v1/events", reader, s.events, []string{"edge", "type", "from", "to", "after", "limit", "store", "business_day"}, false},
 		{"GET /v1/events/{edge}/{epoch}/{seq}/proof", reader, s.eventProof, nil, false},
-		{streamPattern, reader, s.eventStream, []string{"edge", "type", "from", "to", "after"}, false},
+		{streamPattern, reader, s.eventStream, []string{"edge", "type", "from", "to", "after", "store", "business_day"}, false},
 		{"GET /openapi.yaml", public, s.openAPI, nil, false},
 		{"GET /v1/quarantine", reader, s.quarantine, []string{"after", "limit"}, false},
 		{"GET /v1/quarantine/{id}", reader, s.quarantineEntry, nil, false},

@@ -95,6 +95,11 @@ type edgeJSON struct {
 	CreatedAt time.Time  `json:"created_at"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
 	Keys      []keyJSON  `json:"keys"`
+	// Agent is the software the edge last named in its hello, e.g.
+	// "outpost-edge/0.4.0 (linux/arm64)": the edge's own word (unsigned),
+	// printable and at most 128 bytes. Absent before a hello named one.
+	Agent   string     `json:"agent,omitempty"`
+	AgentAt *time.Time `json:"agent_at,omitempty"`
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -106,7 +111,8 @@ func timePtr(t time.Time) *time.Time {
 }
 
 func edgeOf(e ledger.Edge) edgeJSON {
-	out := edgeJSON{ID: e.ID, Tenant: e.Tenant, Store: e.Store, Status: e.Status, CreatedAt: e.CreatedAt.UTC(), RevokedAt: timePtr(e.RevokedAt), Keys: []keyJSON{}}
+	out := edgeJSON{ID: e.ID, Tenant: e.Tenant, Store: e.Store, Status: e.Status, CreatedAt: e.CreatedAt.UTC(), RevokedAt: timePtr(e.RevokedAt), Keys: []keyJSON{},
+		Agent: e.Agent, AgentAt: timePtr(e.AgentAt)}
 	for _, k := range e.Keys {
 		out.Keys = append(out.Keys, keyJSON{KID: k.KID, PublicKey: hex.EncodeToString(k.Public), Status: k.Status,
 			CreatedAt: k.CreatedAt.UTC(), RevokedAt: timePtr(k.RevokedAt)})

@@ -80,6 +80,9 @@ type streamJSON struct {
 	NextEpoch  *protocol.Epoch `json:"next_epoch,omitempty"`
 	EndedAt    *time.Time      `json:"ended_at,omitempty"`
 	EndedAtSeq *uint64         `json:"ended_at_seq,omitempty"`
+	// LagHistory is the lag as the scheduled audit sampled it, oldest
+	// first (ledger.LagSamplesKept at most); absent before a sample.
+	LagHistory []ledger.LagSample `json:"lag_history,omitempty"`
 }
 
 type streamsBody struct {
@@ -101,6 +104,7 @@ func (s *server) streams(w http.ResponseWriter, r *http.Request) error {
 			LastCommit: timePtr(st.CommittedAt), EdgeSeq: st.EdgeSeq, Lag: st.Lag,
 			FirstSeen: st.FirstSeen.UTC(), LastSeen: st.LastSeen.UTC(),
 			PrevEpoch: st.PrevEpoch, NextEpoch: st.NextEpoch, EndedAt: timePtr(st.EndedAt),
+			LagHistory: st.LagHistory,
 		}
 		if !st.EndedAt.IsZero() {
 			j.EndedAtSeq = &st.EndedAtSeq

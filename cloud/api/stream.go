@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/protocol"
 )
 
 // streamPattern is the live tail's route. It is the one endpoint that is
@@ -26,7 +28,54 @@ const (
 	DefaultStreamWriteTimeout = 10 * time.Second
 	DefaultStreamMaxBehind    = time.Minute
 	DefaultStreamMaxDuration  = time.Hour
+	DefaultStreamAuthCheck    = 15 * time.Second
+	DefaultStreamMax          = 256
+	DefaultStreamMaxPerToken  = 8
 )
+
+// streamRetryAfter is the Retry-After, in seconds, of a live tail refused
+// for the limits on open tails.
+const streamRetryAfter = 30
+
+// tailCount counts the open live tails, overall and per token name.
+type tailCount struct {
+	mu      sync.Mutex
+	total   int
+	byToken map[string]int
+}
+
+// acquire takes a slot for one tail of token, or says which limit it is
+// over: a 503 (the server's) or a 429 (the token's).
+func (s *server) acquireTail(w http.ResponseWriter, token string) (release func(), err error) {
+	c := &s.tails
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.total >= s.opts.StreamMax:
+		w.Header().Set("Retry-After", strconv.Itoa(streamRetryAfter))
+		return nil, errorf(http.StatusServiceUnavailable,
+			"this server already serves %d live tails, its limit; retry after %d s, or page with GET /v1/events?after= instead",
+			s.opts.StreamMax, streamRetryAfter)
+	case c.byToken[token] >= s.opts.StreamMaxPerToken:
+		w.Header().Set("Retry-After", strconv.Itoa(streamRetryAfter))
+		return nil, errorf(http.StatusTooManyRequests,
+			"token %q already has %d live tails open, its limit; close one (each browser tab holds one) or retry after %d s",
+			token, s.opts.StreamMaxPerToken, streamRetryAfter)
+	}
+	if c.byToken == nil {
+		c.byToken = map[string]int{}
+	}
+	c.total++
+	c.byToken[token]++
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.total--
+		if c.byToken[token]--; c.byToken[token] == 0 {
+			delete(c.byToken, token)
+		}
+	}, nil
+}
 
 // StreamRetry is the reconnection delay the live tail asks clients for
 // (the SSE retry field), in milliseconds.
@@ -70,6 +119,11 @@ func (s *server) eventStream(w http.ResponseWriter, r *http.Request) error {
 		f.After = n // it wins over after: it is where the client got to
 	}
 	f.Limit = s.opts.StreamBatch
+	release, err := s.acquireTail(w, info(r).token)
+	if err != nil {
+		return err
+	}
+	defer release()
 	// Read the first page before answering, so a database that is down is
 	// an error answer rather than an empty stream.
 	page, err := s.tenantEvents(r, f)
@@ -100,6 +154,7 @@ type tail struct {
 	f           ledger.Filter
 	out         *sseWriter
 	lastSent    time.Time
+	lastAuth    time.Time // when the token was last checked
 	behindSince time.Time // since when every page came back full; zero when caught up
 }
 
@@ -113,6 +168,7 @@ func (t *tail) run(page ledger.Page) {
 	expire := time.NewTimer(t.s.opts.StreamMaxDuration)
 	defer expire.Stop()
 	t.lastSent = time.Now()
+	t.lastAuth = t.lastSent // the handler checked it just now
 	for {
 		if !t.send(page) {
 			return
@@ -144,6 +200,12 @@ func (t *tail) run(page ledger.Page) {
 			t.close("expired", fmt.Sprintf("streams last at most %v; reconnect with Last-Event-ID to resume", t.s.opts.StreamMaxDuration))
 			return
 		case <-wait:
+		}
+		// The token is checked again every StreamAuthCheck, whether
+		// events flow or not (a heartbeat alone would never come while
+		// they do).
+		if time.Since(t.lastAuth) >= t.s.opts.StreamAuthCheck && !t.reauthorize() {
+			return
 		}
 		if !full && !t.heartbeat() {
 			return
@@ -181,17 +243,29 @@ func (t *tail) send(page ledger.Page) bool {
 	return true
 }
 
-// heartbeat sends a comment when nothing was sent for StreamHeartbeat,
-// after checking the token again (so a revoked token's stream ends within
-// one heartbeat). It reports false when the stream has ended.
+// reauthorize checks the token again; when it no longer passes (revoked,
+// or its role changed) it sends the "unauthorized" close event and reports
+// false.
+func (t *tail) reauthorize() bool {
+	if err := t.s.authorize(t.r, reader); err != nil {
+		status, msg := statusOf(err)
+		if status == http.StatusServiceUnavailable { // the token could not be checked
+			info(t.r).err = err
+			t.close("unavailable", msg+"; reconnect with Last-Event-ID to resume")
+		} else {
+			t.close("unauthorized", msg)
+		}
+		return false
+	}
+	t.lastAuth = time.Now()
+	return true
+}
+
+// heartbeat sends a comment when nothing was sent for StreamHeartbeat. It
+// reports false when the stream has ended.
 func (t *tail) heartbeat() bool {
 	if time.Since(t.lastSent) < t.s.opts.StreamHeartbeat {
 		return true
-	}
-	if err := t.s.authorize(t.r, reader); err != nil {
-		_, msg := statusOf(err)
-		t.close("unauthorized", msg)
-		return false
 	}
 	fmt.Fprintf(&t.out.buf, ": heartbeat %s\n\n", time.Now().UTC().Format(time.RFC3339))
 	return t.send(ledger.Page{})
@@ -266,6 +340,19 @@ func eventFilter(r *http.Request) (ledger.Filter, error) {
 	}
 	if f.After, err = parseCursor(r, "after"); err != nil {
 		return f, err
+	}
+	if f.Store = q.Get("store"); f.Store != "" {
+		if err := protocol.ValidateName("store", f.Store); err != nil {
+			return f, badRequest("parameter store: %v", err)
+		}
+	}
+	if f.BusinessDay = q.Get("business_day"); f.BusinessDay != "" {
+		if _, err := time.Parse(ledger.DayLayout, f.BusinessDay); err != nil {
+			return f, badRequest("parameter business_day must be a business day as YYYY-MM-DD, such as 2026-03-01, got %q", f.BusinessDay)
+		}
+		if f.Store == "" {
+			return f, badRequest("parameter business_day needs parameter store (the events of one store's day); for every store, page by time with from and to")
+		}
 	}
 	return f, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/api"
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/internal/pgtest"
+	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
@@ -301,6 +302,7 @@ func TestEventStreamHeartbeatAndRevokedToken(t *testing.T) {
 	e := mustStreamEnv(t, func(o *api.Options) {
 		o.StreamPoll = 10 * time.Millisecond
 		o.StreamHeartbeat = 20 * time.Millisecond
+		o.StreamAuthCheck = 20 * time.Millisecond
 	})
 	c := e.openStream(t, "?type=sale.completed", "")
 	heartbeats := 0
@@ -325,6 +327,121 @@ func TestEventStreamHeartbeatAndRevokedToken(t *testing.T) {
 	if ev.Name != "close" || !strings.Contains(ev.Data, `"reason":"unauthorized"`) {
 		t.Fatalf("got %q %s, want a close for the revoked token", ev.Name, ev.Data)
 	}
+}
+
+// TestEventStreamRevokedWhileEventsFlow: a token revoked while commits
+// keep the stream busy (so no heartbeat is ever due) still has its stream
+// ended with an "unauthorized" close event, within the auth check period.
+func TestEventStreamRevokedWhileEventsFlow(t *testing.T) {
+	e := mustStreamEnv(t, func(o *api.Options) {
+		o.StreamPoll = 5 * time.Millisecond
+		o.StreamHeartbeat = time.Hour // never due: only the auth check can end it
+		o.StreamAuthCheck = 50 * time.Millisecond
+		o.StreamBatch = 3
+	})
+	const n, segSize = 4000, 2
+	s := protocoltest.NewStream(t, "edge-r", MustSigner(t)).AddN(t, n)
+	if _, err := e.Ledger.AddEdge(context.Background(), "edge-r", s.Signer.Public()); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // commits go on until the test ends
+		defer wg.Done()
+		for first := uint64(1); first <= n; first += segSize {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := e.Ledger.Commit(context.Background(), []ledger.Input{{TopicEdge: "edge-r", Segment: s.Segment(first, first+segSize-1)}}); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); wg.Wait() })
+
+	c := e.openStream(t, "?edge=edge-r", "")
+	var got seen
+	for len(got.seqs) < 10 {
+		got.take(t, c.next(t))
+	}
+	if err := e.Ledger.RevokeAPIToken(context.Background(), "viewer"); err != nil {
+		t.Fatal(err)
+	}
+	for { // events may still come until the next check; then the close
+		ev := c.next(t)
+		if ev.Name == "close" {
+			if !strings.Contains(ev.Data, `"reason":"unauthorized"`) || !strings.Contains(ev.Data, "revoked") {
+				t.Fatalf("close %s, want reason unauthorized naming the revoked token", ev.Data)
+			}
+			break
+		}
+		got.take(t, ev)
+		if len(got.seqs) >= n {
+			t.Fatalf("the stream sent all %d events after its token was revoked", n)
+		}
+	}
+	select {
+	case _, ok := <-c.events:
+		if ok {
+			t.Fatal("the stream went on after its close event")
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the stream did not end within 60s of its close event")
+	}
+}
+
+// TestEventStreamLimits: one tail more than a token's limit is a 429, one
+// more than the server's is a 503, both with Retry-After and a message
+// saying what to do; a closed tail frees its slot.
+func TestEventStreamLimits(t *testing.T) {
+	e := mustStreamEnv(t, func(o *api.Options) { o.StreamMaxPerToken = 2; o.StreamMax = 3 })
+	other, err := e.Ledger.CreateAPIToken(context.Background(), "other", api.RoleReader, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	try := func(tok string) response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", e.Server.URL+"/v1/events/stream", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := e.Server.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	}
+	a1 := e.openStream(t, "", "")
+	e.openStream(t, "", "")
+	r := try(e.Reader)
+	wantError(t, r, http.StatusTooManyRequests, `token "viewer" already has 2 live tails open`)
+	if r.Header.Get("Retry-After") == "" {
+		t.Fatal("429 without Retry-After")
+	}
+	// The other token has its own allowance, up to the server's limit.
+	o := *e
+	o.Reader = other
+	o.openStream(t, "", "")
+	r = try(other)
+	wantError(t, r, http.StatusServiceUnavailable, "already serves 3 live tails")
+	if r.Header.Get("Retry-After") == "" {
+		t.Fatal("503 without Retry-After")
+	}
+	// Closing one frees its slot (once the server has noticed).
+	a1.resp.Body.Close()
+	poll.Until(t, 60*time.Second, "the closed tail's slot to be freed", func() bool {
+		req, _ := http.NewRequest("GET", e.Server.URL+"/v1/events/stream", nil)
+		req.Header.Set("Authorization", "Bearer "+e.Reader)
+		resp, err := e.Server.Client().Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }
 
 func TestEventStreamRefusals(t *testing.T) {

@@ -261,6 +261,9 @@ var tenantFree = map[string]bool{"projection_checkpoints": true, "ledger_marks":
 func TestRowLevelSecurity(t *testing.T) {
 	f := mustTwoTenants(t)
 	ctx := context.Background()
+	if _, err := f.Ledger.SampleLag(ctx); err != nil { // so stream_lag_samples holds rows of both tenants
+		t.Fatal(err)
+	}
 	rows, err := f.Conn.Query(ctx,
 		`SELECT c.relname, c.relrowsecurity FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')

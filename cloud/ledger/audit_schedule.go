@@ -122,6 +122,11 @@ func (a *Auditor) RunOnce(ctx context.Context, log *slog.Logger) {
 		log = slog.Default()
 	}
 	defer a.runs.Add(1)
+	// The lag history of the Fleet page's sparklines rides on this
+	// schedule; a failure to sample is logged and does not stop the audit.
+	if _, err := a.Ledger.SampleLag(ctx); err != nil && ctx.Err() == nil {
+		log.Warn("lag sample could not be taken; it is tried again on schedule", "err", err)
+	}
 	rep, err := a.Ledger.AuditIncremental(ctx)
 	if err != nil {
 		if ctx.Err() == nil {

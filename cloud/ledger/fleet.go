@@ -40,6 +40,11 @@ type Edge struct {
 	CreatedAt time.Time
 	RevokedAt time.Time // zero while active
 	Keys      []Key     // oldest first
+	// Agent is the software the edge last named in its hello (its own,
+	// unsigned word, cleaned by CleanAgent); "" before one did. AgentAt is
+	// when it first named that agent.
+	Agent   string
+	AgentAt time.Time
 }
 
 // Key is one of an edge's signing keys.
@@ -337,6 +342,7 @@ func (l *Ledger) ListEdges(ctx context.Context) ([]Edge, error) {
 func (l *Ledger) listEdges(ctx context.Context, where string, args ...any) ([]Edge, error) {
 	rows, err := l.db.Query(ctx,
 		`SELECT e.id, coalesce(e.tenant, ''), coalesce(e.store, ''), e.status, e.created_at, e.revoked_at,
+			coalesce(e.agent, ''), e.agent_at,
 			k.kid, k.pubkey, k.status, k.created_at, k.revoked_at
 		 FROM edges e LEFT JOIN edge_keys k ON k.edge = e.id `+where+`
 		 ORDER BY e.id, k.created_at, k.kid`, args...)
@@ -347,14 +353,15 @@ func (l *Ledger) listEdges(ctx context.Context, where string, args ...any) ([]Ed
 	var out []Edge
 	for rows.Next() {
 		var e Edge
-		var erev, kcreated, krev *time.Time
+		var erev, agentAt, kcreated, krev *time.Time
 		var kid, kstatus *string
 		var pub []byte
-		if err := rows.Scan(&e.ID, &e.Tenant, &e.Store, &e.Status, &e.CreatedAt, &erev, &kid, &pub, &kstatus, &kcreated, &krev); err != nil {
+		if err := rows.Scan(&e.ID, &e.Tenant, &e.Store, &e.Status, &e.CreatedAt, &erev, &e.Agent, &agentAt, &kid, &pub, &kstatus, &kcreated, &krev); err != nil {
 			return nil, err
 		}
 		if len(out) == 0 || out[len(out)-1].ID != e.ID {
 			e.RevokedAt = deref(erev)
+			e.AgentAt = deref(agentAt)
 			out = append(out, e)
 		}
 		if kid != nil {

@@ -188,7 +188,9 @@ func (l *Ledger) Receipt(ctx context.Context, s protocol.Stream) (Watermark, err
 // the checkpoint with the latest edge_time wins, so neither an unsigned seq
 // nor a replayed older checkpoint moves it. A checkpoint that does not
 // verify against the edge's keys is ignored (and logged); the hello is
-// still answered. A hello for a stream the ledger has not committed
+// still answered. The hello's agent (the edge's software version) is
+// recorded on the edge, cleaned (CleanAgent), for any registered active
+// edge. A hello for a stream the ledger has not committed
 // anything of changes nothing: stream rows are only made from verified
 // segments.
 func (l *Ledger) NoteHello(ctx context.Context, h protocol.Hello) (Watermark, error) {
@@ -202,6 +204,10 @@ func (l *Ledger) NoteHello(ctx context.Context, h protocol.Hello) (Watermark, er
 		return w, fmt.Errorf("hello from edge %s: %w", h.Edge, ErrRevoked)
 	case err != nil && !errors.Is(err, pgx.ErrNoRows):
 		return w, fmt.Errorf("hello %s: %w", s, err)
+	case err == nil:
+		if err := l.noteAgent(ctx, h.Edge, h.Agent); err != nil {
+			return w, err
+		}
 	}
 	var edgeSeq, edgeTime *int64
 	if cp, ok := l.helloCheckpoint(ctx, h); ok {

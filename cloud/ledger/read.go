@@ -25,6 +25,9 @@ type StreamInfo struct {
 	NextEpoch  *protocol.Epoch
 	EndedAt    time.Time // when the edge started a new epoch; zero while current
 	EndedAtSeq uint64    // this stream's hwm at EndedAt: where it ended as far as the cloud knows
+	// LagHistory is the stream's lag as SampleLag recorded it, oldest
+	// first, at most LagSamplesKept; empty before the first sample.
+	LagHistory []LagSample
 }
 
 // Streams returns every stream, by edge and then age.
@@ -65,6 +68,13 @@ func (l *Ledger) Streams(ctx context.Context) ([]StreamInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("streams: %w", err)
 	}
+	hist, err := l.lagHistory(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("streams: lag history: %w", err)
+	}
+	for i := range out {
+		out[i].LagHistory = hist[out[i].Stream.Edge+"\x00"+string(out[i].Stream.Epoch[:])]
+	}
 	return out, nil
 }
 
@@ -85,6 +95,14 @@ type Filter struct {
 	To    time.Time // edge_time before To
 	After int64     // cursor: events with pos greater than After
 	Limit int       // at most this many; default DefaultLimit, capped at MaxLimit
+	// Store and BusinessDay (DayLayout; only with Store) select the POS
+	// transactions the projections folded for that store (and business
+	// day): the events behind the sales figures, found through
+	// projection_txns (indexed by store, business_day, pos), not by
+	// scanning bodies. Events the projections did not fold as a
+	// transaction (Z reports, stock moves, telemetry) are not among them.
+	Store       string
+	BusinessDay string
 }
 
 // Page sizes of Events.
@@ -251,6 +269,14 @@ func eventsQuery(f Filter, since pgtype.Timestamptz) (string, []any) {
 	}
 	if !f.To.IsZero() {
 		add("edge_time < $%d", f.To)
+	}
+	switch {
+	case f.Store != "" && f.BusinessDay != "":
+		args = append(args, f.Store, f.BusinessDay)
+		where = append(where, fmt.Sprintf("pos IN (SELECT t.pos FROM projection_txns t WHERE t.store = $%d AND t.business_day = $%d::date)",
+			len(args)-1, len(args)))
+	case f.Store != "":
+		add("pos IN (SELECT t.pos FROM projection_txns t WHERE t.store = $%d)", f.Store)
 	}
 	args = append(args, f.Limit)
 	return fmt.Sprintf(`SELECT pos, committed_at, raw FROM ledger WHERE %s ORDER BY pos LIMIT $%d`,

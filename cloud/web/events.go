@@ -40,10 +40,10 @@ func jsonInto(resp *apiResponse, v any) error {
 }
 
 // eventFilter is the events list's filters, as the page and the API both
-// take them (edge, type, after).
+// take them (edge, type, store, business_day, after).
 func eventFilter(r *http.Request) url.Values {
 	q := url.Values{}
-	for _, k := range []string{"edge", "type", "after"} {
+	for _, k := range eventParams {
 		if v := r.URL.Query().Get(k); v != "" {
 			q.Set(k, v)
 		}
@@ -51,8 +51,14 @@ func eventFilter(r *http.Request) url.Values {
 	return q
 }
 
+// eventParams are the events list's parameters.
+var eventParams = []string{"edge", "type", "store", "business_day", "after"}
+
 type eventsData struct {
 	Edge, Type string
+	Store, Day string // the store and business day of the POS transactions shown (Store-and-day's drill)
+	First      string // the first page's link (the filter without after)
+	NextURL    string // the next page's link; "" on the last
 	After      string
 	Events     []ledger.Event
 	Next       string // cursor of the next page; "" when this page is not full
@@ -63,7 +69,7 @@ type eventsData struct {
 // events lists ledger events in commit order, a page at a time (the API's
 // keyset cursor), filtered by edge and type.
 func (s *server) events(w http.ResponseWriter, r *http.Request, sess *session) error {
-	if err := onlyParams(r, "edge", "type", "after"); err != nil {
+	if err := onlyParams(r, eventParams...); err != nil {
 		return err
 	}
 	q := eventFilter(r)
@@ -73,10 +79,19 @@ func (s *server) events(w http.ResponseWriter, r *http.Request, sess *session) e
 		return err
 	}
 	q.Del("limit")
-	d := eventsData{Edge: q.Get("edge"), Type: q.Get("type"), After: q.Get("after"), Events: p.Events,
-		CSV: "/events.csv?" + q.Encode(), MaxCSV: MaxCSVRows}
+	d := eventsData{Edge: q.Get("edge"), Type: q.Get("type"), Store: q.Get("store"), Day: q.Get("business_day"),
+		After: q.Get("after"), Events: p.Events, CSV: "/events.csv?" + q.Encode(), MaxCSV: MaxCSVRows}
+	f := url.Values{}
+	for k, v := range q {
+		if k != "after" {
+			f[k] = v
+		}
+	}
+	d.First = "/events?" + f.Encode()
 	if len(p.Events) == s.opts.PageSize {
 		d.Next = strconv.FormatInt(p.Next, 10)
+		f.Set("after", d.Next)
+		d.NextURL = "/events?" + f.Encode()
 	}
 	s.render(w, r, http.StatusOK, "events", sess, "Events", d)
 	return nil
@@ -85,7 +100,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request, sess *session) e
 // eventsCSV downloads the events of the filter from the page's cursor on,
 // at most MaxCSVRows of them, paging through the API.
 func (s *server) eventsCSV(w http.ResponseWriter, r *http.Request, sess *session) error {
-	if err := onlyParams(r, "edge", "type", "after"); err != nil {
+	if err := onlyParams(r, eventParams...); err != nil {
 		return err
 	}
 	q := eventFilter(r)

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"html/template"
 	"net/http"
 	"net/url"
 	"sort"
@@ -26,6 +27,8 @@ type edgeJSON struct {
 	CreatedAt time.Time  `json:"created_at"`
 	RevokedAt *time.Time `json:"revoked_at"`
 	Keys      []keyJSON  `json:"keys"`
+	Agent     string     `json:"agent"`    // the edge's own word, from its hello; html/template escapes it
+	AgentAt   *time.Time `json:"agent_at"` // when it first named that agent
 }
 
 type streamJSON struct {
@@ -42,6 +45,7 @@ type streamJSON struct {
 	NextEpoch  *protocol.Epoch `json:"next_epoch"`
 	EndedAt    *time.Time      `json:"ended_at"`
 	EndedAtSeq *uint64         `json:"ended_at_seq"`
+	LagHistory []lagSample     `json:"lag_history"`
 }
 
 func (s *server) edges(r *http.Request, sess *session) ([]edgeJSON, error) {
@@ -73,7 +77,8 @@ type fleetRow struct {
 
 type streamRow struct {
 	streamJSON
-	Bar bar // the lag as a bar, scaled to the page's largest
+	Bar   bar           // the lag as a bar, scaled to the page's largest
+	Spark template.HTML // the lag history as a sparkline; "" with fewer than two samples
 }
 
 type fleetData struct {
@@ -124,7 +129,7 @@ func (s *server) fleet(w http.ResponseWriter, r *http.Request, sess *session) er
 	for _, e := range page {
 		row := fleetRow{Edge: e}
 		for _, st := range byEdge[e.ID] {
-			row.Streams = append(row.Streams, streamRow{streamJSON: st, Bar: barOf(st.Lag, d.MaxLag)})
+			row.Streams = append(row.Streams, streamRow{streamJSON: st, Bar: barOf(st.Lag, d.MaxLag), Spark: sparkline(st.LagHistory)})
 			if st.EndedAt == nil {
 				bars = append(bars, chartBar{Label: st.Edge + " " + st.Epoch.String()[:8], Value: int64(st.Lag)})
 			}
@@ -155,9 +160,9 @@ func (s *server) fleetEdgesCSV(w http.ResponseWriter, r *http.Request, sess *ses
 			}
 		}
 		rows = append(rows, []string{e.ID, e.Status, csvTime(e.CreatedAt), csvTimep(e.RevokedAt),
-			strings.Join(active, " "), strings.Join(revoked, " ")})
+			strings.Join(active, " "), strings.Join(revoked, " "), e.Agent})
 	}
-	return writeCSV(w, "edges.csv", []string{"edge", "status", "created_at", "revoked_at", "active_kids", "revoked_kids"}, rows)
+	return writeCSV(w, "edges.csv", []string{"edge", "status", "created_at", "revoked_at", "active_kids", "revoked_kids", "agent"}, rows)
 }
 
 func (s *server) fleetStreamsCSV(w http.ResponseWriter, r *http.Request, sess *session) error {

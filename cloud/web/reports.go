@@ -213,6 +213,7 @@ type storeDayData struct {
 	Edges          []string
 	AsOf           int64
 	Query          string // store=..&from=..&to=.. for the CSV links
+	Events         string // the events list of this store's day (its POS transactions)
 }
 
 // storeDay shows one store's business day: the sales summary, sales by
@@ -243,6 +244,7 @@ func (s *server) storeDay(w http.ResponseWriter, r *http.Request, sess *session)
 	}
 	q := url.Values{"store": {id}, "from": {day}, "to": {day}}
 	d.Query = q.Encode()
+	d.Events = "/events?" + url.Values{"store": {id}, "business_day": {day}}.Encode()
 	sales, err := report[ledger.SalesRow](s, r, sess, "/v1/reports/sales", q)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html/template"
 	"strings"
+	"time"
 )
 
 // Charts are SVG drawn here, on the server, so that they show with scripts
@@ -75,4 +76,35 @@ func hbars(bars []chartBar, unit string) chart {
 	}
 	sb.WriteString(`</svg>`)
 	return chart{SVG: template.HTML(sb.String())} //nolint:gosec // every outside string above is escaped
+}
+
+// lagSample is one point of a stream's lag history (GET /v1/streams).
+type lagSample struct {
+	At  time.Time `json:"at"`
+	Lag uint64    `json:"lag"`
+}
+
+// sparkline draws a stream's lag history as a polyline, oldest on the
+// left, scaled to its own largest value (zero is the bottom line); empty
+// with fewer than two samples. Only numbers go into the SVG.
+func sparkline(h []lagSample) template.HTML {
+	if len(h) < 2 {
+		return ""
+	}
+	// Integer coordinates in a 1000 × 160 box, drawn at 100 × 16.
+	var maxV uint64
+	for _, s := range h {
+		maxV = max(maxV, s.Lag)
+	}
+	var pts strings.Builder
+	for i, s := range h {
+		x, y := 1000*i/(len(h)-1), 150
+		if maxV > 0 {
+			y = 150 - int(140*float64(s.Lag)/float64(maxV)) // no overflow for any lag
+		}
+		fmt.Fprintf(&pts, "%d,%d ", x, y)
+	}
+	return template.HTML(fmt.Sprintf(`<svg class="sparkline" role="img" viewBox="0 0 1000 160" width="100" height="16" xmlns="http://www.w3.org/2000/svg">`+
+		`<title>lag over the last %d samples, %s to %s: at most %d</title><polyline fill="none" points="%s"/></svg>`,
+		len(h), h[0].At.UTC().Format("2006-01-02 15:04"), h[len(h)-1].At.UTC().Format("2006-01-02 15:04"), maxV, strings.TrimSpace(pts.String())))
 }

@@ -459,3 +459,79 @@ func TestOtherPathsGoToTheAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetShowsAgentFromHello: the software an edge named in its hello is
+// on the Fleet page (escaped) and in the edges CSV, as in GET /v1/edges.
+func TestFleetShowsAgentFromHello(t *testing.T) {
+	e := mustEnv(t, 0)
+	s := e.mustStream(t, "shop-1", 1, sale)
+	e.mustStream(t, "shop-2", 0, sale)
+	const agent = "outpost-edge/0.7.1 (linux/arm64) <script>"
+	if _, err := e.Ledger.NoteHello(context.Background(), protocol.Hello{V: 2, Edge: "shop-1", Epoch: s.Stream.Epoch, Seq: 1, Agent: agent}); err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser(t)
+	fp := b.login(e.Reader)
+	if !strings.Contains(fp.Body, "<code>outpost-edge/0.7.1 (linux/arm64) &lt;script&gt;</code>") || strings.Contains(fp.Body, "arm64) <script>") {
+		t.Fatalf("fleet page does not show the agent, escaped:\n%s", fp.Body)
+	}
+	if !strings.Contains(fp.Body, "unknown (no hello named it)") {
+		t.Fatalf("fleet page does not say shop-2's software is unknown:\n%s", fp.Body)
+	}
+	rows, err := csv.NewReader(strings.NewReader(b.get("/fleet/edges.csv").Body)).ReadAll()
+	if err != nil || len(rows) != 3 || rows[0][6] != "agent" || rows[1][6] != agent || rows[2][6] != "" {
+		t.Fatalf("edges csv: %v %q", err, rows)
+	}
+	req, _ := http.NewRequest("GET", e.Server.URL+"/v1/edges/shop-1", nil)
+	req.Header.Set("Authorization", "Bearer "+e.Reader)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got struct {
+		Agent   string     `json:"agent"`
+		AgentAt *time.Time `json:"agent_at"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || got.Agent != agent || got.AgentAt == nil {
+		t.Fatalf("GET /v1/edges/shop-1: %+v %v, want agent %q", got, err, agent)
+	}
+}
+
+// TestFleetLagSparkline: once the scheduled audit has sampled lag twice,
+// Fleet draws each current stream's history, served by GET /v1/streams as
+// lag_history; before that it says there is none yet.
+func TestFleetLagSparkline(t *testing.T) {
+	e := mustEnv(t, 0)
+	e.mustStream(t, "shop-1", 2, sale)
+	b := e.browser(t)
+	if fp := b.login(e.Reader); !strings.Contains(fp.Body, "no history yet") || strings.Contains(fp.Body, `class="sparkline"`) {
+		t.Fatalf("fleet before any sample:\n%s", fp.Body)
+	}
+	for range 2 {
+		if _, err := e.Ledger.SampleLag(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fp := b.get("/fleet"); !strings.Contains(fp.Body, `<svg class="sparkline"`) || !strings.Contains(fp.Body, "lag over the last 2 samples") {
+		t.Fatalf("fleet after two samples has no sparkline:\n%s", fp.Body)
+	}
+	req, _ := http.NewRequest("GET", e.Server.URL+"/v1/streams", nil)
+	req.Header.Set("Authorization", "Bearer "+e.Reader)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got struct {
+		Streams []struct {
+			LagHistory []struct {
+				At  time.Time `json:"at"`
+				Lag uint64    `json:"lag"`
+			} `json:"lag_history"`
+		} `json:"streams"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || len(got.Streams) != 1 || len(got.Streams[0].LagHistory) != 2 {
+		t.Fatalf("GET /v1/streams: %+v %v, want one stream with 2 samples", got, err)
+	}
+}

@@ -299,6 +299,7 @@ func (m *Main) whereNext(r *simulator.Report, hold bool) {
 	fmt.Fprintf(w, "  bin/sim verify --cloud $CLOUD --token $TOKEN --oracle %s --since %s   # verify again\n",
 		filepath.Join(r.Dir, "oracle.jsonl"), r.Started.UTC().Format(time.RFC3339Nano))
 	fmt.Fprintf(w, "  logs in %s, the JSON report in %s; the API is described in docs/API.md\n", filepath.Join(r.Dir, "logs"), r.Path)
+	fmt.Fprintln(w, r.BackOffice())
 }
 
 // waitEnter returns when a line is read from stdin or ctx ends.
