@@ -87,6 +87,9 @@ clean:
 ## with live progress; ends with the verifier's verdict and where to look
 ## next (docs/SIMULATOR.md). DEMOFLAGS passes more `sim run` flags.
 DEMOFLAGS ?=
+## DEMO_TRANSPORT: the edges' uplink in the demo, mqtt (default) or nats
+## (the cloud's embedded nats-server with JetStream): make demo DEMO_TRANSPORT=nats.
+DEMO_TRANSPORT ?= mqtt
 ## soak: every fault type in turns for SOAK_DURATION, then the verdict.
 ## Not part of `make test`. SOAKFLAGS passes more `sim run` flags.
 SOAK_DURATION ?= 10m
@@ -95,7 +98,7 @@ SOAKFLAGS     ?=
 .PHONY: demo soak
 
 demo: build
-	bin/sim run --scenario demo $(DEMOFLAGS)
+	bin/sim run --scenario demo --transport $(DEMO_TRANSPORT) $(DEMOFLAGS)
 
 soak: build
 	bin/sim run --scenario soak --duration $(SOAK_DURATION) --hold no $(SOAKFLAGS)
@@ -106,3 +109,33 @@ CRASH_ITERATIONS ?= 500
 .PHONY: soak-crash
 soak-crash:
 	OUTPOST_CRASH_ITERATIONS=$(CRASH_ITERATIONS) $(GO) test -count=1 -timeout 60m -run '^TestCrashRecovery$$' -v ./edge/outbox/
+
+## bench-fleet: `sim load` in every scenario at full size (docs/SCALING.md):
+## a reconnect storm (FLEET_EDGES edges, each with a backlog of
+## FLEET_BACKLOG events, connecting within 10s) over the embedded MQTT
+## broker, the embedded nats-server, a private Mosquitto (when mosquitto is
+## on PATH) and a 3-node JetStream cluster; then steady traffic (2 events/s
+## per edge for FLEET_DURATION) and saturation over MQTT and NATS. Each run
+## starts its own Postgres and cloud, measures the COPY ceiling first, and
+## prints its figures as ratios to it; the JSON reports go to
+## FLEET_DIR/<scenario>.json. Not part of `make test` (its short form,
+## TestLoadShort, is). FLEETFLAGS passes more `sim load` flags.
+FLEET_EDGES    ?= 1000
+FLEET_BACKLOG  ?= 10000
+FLEET_DURATION ?= 60s
+FLEET_DIR      ?= bin/bench-fleet
+FLEETFLAGS     ?=
+.PHONY: bench-fleet
+bench-fleet: build
+	@mkdir -p $(FLEET_DIR)
+	@fail=0; for s in storm:mqtt:embedded storm:nats:embedded storm:mqtt:mosquitto storm:nats:nats-cluster \
+		steady:mqtt:embedded steady:nats:embedded saturate:mqtt:embedded saturate:nats:embedded; do \
+		sc=$${s%%:*}; rest=$${s#*:}; tr=$${rest%%:*}; br=$${rest#*:}; \
+		if [ $$br = mosquitto ] && ! command -v mosquitto >/dev/null; then echo "== $$s: skipped, no mosquitto on PATH"; continue; fi; \
+		echo "== $$sc over $$tr ($$br broker)"; \
+		args="--scenario $$sc --transport $$tr --broker $$br --edges $(FLEET_EDGES) --report $(FLEET_DIR)/$$sc-$$tr-$$br.json"; \
+		case $$sc in storm) args="$$args --backlog $(FLEET_BACKLOG)";; steady|saturate) args="$$args --duration $(FLEET_DURATION)";; esac; \
+		log=$(FLEET_DIR)/$$sc-$$tr-$$br.log; \
+		bin/sim load $$args $(FLEETFLAGS) >$$log 2>&1 || { fail=1; tail -n 20 $$log; }; \
+		sed -n '/^load: COPY ceiling/p; /^load report/,/verdict/p' $$log; \
+	done; exit $$fail

@@ -21,6 +21,11 @@ type Config struct {
 	// DatabaseURL is the cloud's Postgres. Required.
 	DatabaseURL string
 
+	// Transport is the edges' uplink: "mqtt" (default, the cloud's
+	// embedded broker) or "nats" (the cloud's embedded nats-server with
+	// JetStream).
+	Transport string
+
 	Stores  int     // default 3
 	Devices int     // per store, default 4: tills, a scale, sensors
 	Rate    float64 // events per second per device, default 2
@@ -103,6 +108,13 @@ func (c *Config) defaults() error {
 	}
 	if c.DatabaseURL == "" {
 		return errors.New("simulator: Config.DatabaseURL is required")
+	}
+	switch c.Transport {
+	case "":
+		c.Transport = "mqtt"
+	case "mqtt", "nats":
+	default:
+		return fmt.Errorf("simulator: transport %q: want mqtt or nats", c.Transport)
 	}
 	if c.Stores == 0 {
 		c.Stores = 3

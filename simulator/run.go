@@ -113,18 +113,23 @@ func (r *run) setup(ctx context.Context) error {
 	}
 	r.printf("programs: %s and %s (%s)", r.bins.Edge, r.bins.Cloud, how)
 	r.cloud, err = fleet.StartCloud(ctx, fleet.CloudOptions{Binary: r.bins.Cloud, Dir: r.path("cloud"), LogDir: r.path("logs"),
-		DatabaseURL: r.cfg.DatabaseURL, Args: r.cfg.CloudArgs})
+		DatabaseURL: r.cfg.DatabaseURL, NATS: r.cfg.Transport == "nats", Args: r.cfg.CloudArgs})
 	if err != nil {
 		return fmt.Errorf("start the cloud: %w", err)
 	}
 	r.printf("cloud: API %s, MQTT %s (log %s)", r.cloud.API, r.cloud.MQTT, r.cloud.Proc.Log)
+	uplink := r.cloud.MQTT
+	if r.cfg.Transport == "nats" {
+		uplink = strings.TrimPrefix(r.cloud.NATS, "nats://")
+		r.printf("cloud: NATS %s; the edges uplink over NATS JetStream", r.cloud.NATS)
+	}
 
 	seed := r.cfg.Seed
 	rng := rand.New(rand.NewPCG(seed, 0xde71ce))
 	day := time.Now().UTC().Format(time.DateOnly)
 	for i := range r.cfg.Stores {
 		id := storeID(i)
-		link, err := fault.NewLink(id, r.cloud.MQTT)
+		link, err := fault.NewLink(id, uplink)
 		if err != nil {
 			return err
 		}
@@ -133,8 +138,12 @@ func (r *run) setup(ctx context.Context) error {
 		if i >= r.cfg.Stores-r.cfg.QuotaEdges {
 			quota = r.cfg.TelemetryQuota
 		}
-		e, err := fleet.NewEdge(fleet.EdgeOptions{ID: id, Binary: r.bins.Edge, Dir: r.path("edges", id), LogDir: r.path("logs"),
-			CloudMQTT: link.Addr(), TelemetryQuota: quota, Args: r.cfg.EdgeArgs})
+		eo := fleet.EdgeOptions{ID: id, Binary: r.bins.Edge, Dir: r.path("edges", id), LogDir: r.path("logs"),
+			CloudMQTT: link.Addr(), TelemetryQuota: quota, Args: r.cfg.EdgeArgs}
+		if r.cfg.Transport == "nats" {
+			eo.CloudMQTT, eo.CloudNATS = "", link.Addr()
+		}
+		e, err := fleet.NewEdge(eo)
 		if err != nil {
 			return err
 		}

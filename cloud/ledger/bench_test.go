@@ -57,38 +57,15 @@ func init() { copyPos.Store(1 << 50) }
 
 // copyRows is the ledger rows of segs as a plain COPY would write them.
 func copyRows(tb testing.TB, segs []*protocol.Segment) [][]any {
-	var rows [][]any
-	now := time.Now()
-	for _, seg := range segs {
-		for _, raw := range seg.Records {
-			r, err := protocol.DecodeRecord(raw)
-			if err != nil {
-				tb.Fatal(err)
-			}
-			h := r.LinkHash(raw)
-			rows = append(rows, []any{seg.Edge, seg.Epoch[:], int64(r.Seq), copyPos.Add(1), now, r.Device, r.ID, r.Type,
-				string(r.Class), time.UnixMilli(r.TS), r.EdgeTime.Time(), int64(r.EdgeTime), r.IsTombstone(), h[:], raw})
-		}
+	rows, err := ledger.CeilingRows(segs, func() int64 { return copyPos.Add(1) }, time.Now())
+	if err != nil {
+		tb.Fatal(err)
 	}
 	return rows
 }
 
-var ledgerColumns = []string{"edge", "epoch", "seq", "pos", "committed_at", "device", "event_id", "type",
-	"class", "device_ts", "edge_time", "hlc", "shed", "hash", "raw"}
-
 func plainCopy(tb testing.TB, conn *pgx.Conn, rows [][]any) {
-	ctx := context.Background()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		tb.Error(err)
-		return
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"ledger"}, ledgerColumns, pgx.CopyFromRows(rows)); err != nil {
-		tb.Error(err)
-		return
-	}
-	if err := tx.Commit(ctx); err != nil {
+	if err := ledger.PlainCopy(context.Background(), conn, rows); err != nil {
 		tb.Error(err)
 	}
 }

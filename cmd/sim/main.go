@@ -4,6 +4,9 @@
 //	             under a schedule of faults, then verify the cloud's ledger
 //	sim verify   verify a running cloud's ledger, against an oracle file
 //	             from a run when one is given
+//	sim load     play many synthetic edges in one process against a cloud
+//	             and report throughput, latency and resends as ratios to a
+//	             COPY ceiling (make bench-fleet)
 //
 // `make demo` is `sim run --scenario demo` and `make soak` is
 // `sim run --scenario soak`. docs/SIMULATOR.md describes both commands,
@@ -32,6 +35,7 @@ const usage = `Usage: sim <command> [flags]
 Commands:
   run      run a fleet under faults and verify the cloud's ledger against what the devices sent
   verify   verify a running cloud's ledger (with --oracle, against a run's record of what was sent)
+  load     play many synthetic edges in one process against a cloud; figures as ratios to a COPY ceiling
 
 Scenarios (sim run --scenario):
   demo     3 stores of 4 devices for about a minute, one uplink outage and one edge crash (make demo)
@@ -60,6 +64,8 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		err = cli.RunProgram(ctx, NewMain(stdout, stderr), args[1:])
 	case "verify":
 		err = runVerify(ctx, args[1:], stdout, stderr)
+	case "load":
+		err = cli.RunProgram(ctx, NewLoadMain(stdout, stderr), args[1:])
 	default:
 		fmt.Fprintf(stderr, "sim: unknown command %q\n\n%s", cmd, usage)
 		return 2

@@ -23,6 +23,7 @@ const envPrefix = "OUTPOST_SIM_"
 // Options are `sim run`'s flags.
 type Options struct {
 	Scenario       string
+	Transport      string
 	Dir            string
 	BinDir         string
 	DatabaseURL    string
@@ -82,6 +83,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.SetOutput(m.stderr)
 	o := &m.Opts
 	fs.StringVar(&o.Scenario, "scenario", "", "preset: demo (3 stores × 4 devices, 1 minute, an uplink outage and an edge crash) or soak (every fault type in turns, a small telemetry quota); flags given as well override it")
+	fs.StringVar(&o.Transport, "transport", "mqtt", "the edges' uplink to the cloud: mqtt (the cloud's embedded MQTT broker) or nats (the cloud's embedded nats-server with JetStream)")
 	fs.StringVar(&o.Dir, "dir", "", "run directory for logs, data, the oracle and the report (default: a new temporary directory)")
 	fs.StringVar(&o.BinDir, "bin-dir", "", "directory holding the edge and cloud programs (default: next to this program, else built from the source around the working directory)")
 	fs.StringVar(&o.DatabaseURL, "database-url", "", "the cloud's Postgres, also read from OUTPOST_DATABASE_URL (default: a private Postgres under --dir, from the PostgreSQL server binaries)")
@@ -163,6 +165,11 @@ func (m *Main) applyScenario() error {
 	if o.TotalRate > 0 && o.Stores > 0 && o.Devices > 0 {
 		o.Rate = o.TotalRate / float64(o.Stores*o.Devices)
 	}
+	switch o.Transport {
+	case "mqtt", "nats":
+	default:
+		return usagef("--transport %q: want mqtt or nats", o.Transport)
+	}
 	switch o.Hold {
 	case "auto", "yes", "no":
 	default:
@@ -238,7 +245,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	hold := o.Hold == "yes" || o.Hold == "auto" && isTerminal(os.Stdin) && isTerminal(m.stdout)
 	cfg := simulator.Config{
-		Dir: o.Dir, BinDir: o.BinDir, DatabaseURL: dbURL,
+		Dir: o.Dir, BinDir: o.BinDir, DatabaseURL: dbURL, Transport: o.Transport,
 		Stores: o.Stores, Devices: o.Devices, Rate: o.Rate, Duration: o.Duration, Events: o.Events, Seed: o.Seed,
 		Faults: faults, QuotaEdges: o.QuotaEdges, TelemetryQuota: o.TelemetryQuota,
 		Retransmit: o.Retransmit, Duplicate: o.Duplicate, Skewed: o.Skewed, MQTT5: o.MQTT5,

@@ -19,7 +19,21 @@ type CloudOptions struct {
 	Dir         string // its --data-dir (the cloud's key)
 	LogDir      string
 	DatabaseURL string
-	Args        []string // more flags for `cloud serve`
+	// NATS runs the cloud's embedded nats-server (--nats-embedded) on a
+	// free port, next to its MQTT broker; Cloud.NATS is its URL.
+	NATS bool
+	// ExternalNATS and ExternalMQTT point the cloud at brokers it does not
+	// run (--nats, --mqtt), which several clouds can share; with either,
+	// the embedded MQTT broker is off.
+	ExternalNATS string
+	ExternalMQTT string
+	// KeyFrom, when set, is another cloud's key file (KeyPath), copied
+	// into Dir before the first start: replicas of one cloud sign
+	// receipts with one key, which the edges pinned.
+	KeyFrom string
+	// LogName is the log file's name in LogDir (default cloud.log).
+	LogName string
+	Args    []string // more flags for `cloud serve`
 }
 
 // Cloud is a running `cloud serve` with its embedded broker.
@@ -27,7 +41,8 @@ type Cloud struct {
 	o          CloudOptions
 	Proc       *Proc
 	API        string // http://127.0.0.1:port
-	MQTT       string // the embedded broker, 127.0.0.1:port
+	MQTT       string // the embedded broker, 127.0.0.1:port ("" with an external one)
+	NATS       string // the embedded NATS server, nats://127.0.0.1:port, when asked for
 	AdminToken string
 }
 
@@ -36,6 +51,18 @@ type Cloud struct {
 func StartCloud(ctx context.Context, o CloudOptions) (*Cloud, error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
+	}
+	if o.KeyFrom != "" {
+		b, err := os.ReadFile(o.KeyFrom)
+		if err != nil {
+			return nil, fmt.Errorf("the cloud key to share: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(o.Dir, "cloud.key"), b, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	if o.LogName == "" {
+		o.LogName = "cloud.log"
 	}
 	// The database URL goes in the environment, not on the command line,
 	// where ps would show a password in it.
@@ -51,9 +78,30 @@ func StartCloud(ctx context.Context, o CloudOptions) (*Cloud, error) {
 			return nil, err
 		}
 		c = &Cloud{o: o, API: "http://" + api, MQTT: mqtt}
-		args := append([]string{"serve", "--migrate", "--data-dir", o.Dir,
-			"--http", api, "--mqtt-listen", mqtt, "--gap-wait", "500ms", "--drain-timeout", "3s"}, o.Args...)
-		c.Proc = &Proc{Name: "cloud", Path: o.Binary, Args: args, Env: env, Log: filepath.Join(o.LogDir, "cloud.log")}
+		args := []string{"serve", "--migrate", "--data-dir", o.Dir, "--http", api, "--gap-wait", "500ms", "--drain-timeout", "3s"}
+		switch {
+		case o.ExternalMQTT != "" || o.ExternalNATS != "":
+			c.MQTT = ""
+			args = append(args, "--mqtt-listen=")
+			if o.ExternalMQTT != "" {
+				args = append(args, "--mqtt", o.ExternalMQTT)
+			}
+			if o.ExternalNATS != "" {
+				args = append(args, "--nats", o.ExternalNATS)
+			}
+		default:
+			args = append(args, "--mqtt-listen", mqtt)
+		}
+		if o.NATS {
+			na, err := FreeAddr()
+			if err != nil {
+				return nil, err
+			}
+			c.NATS = "nats://" + na
+			args = append(args, "--nats-embedded", "--nats-listen", na, "--nats-store", filepath.Join(o.Dir, "nats"))
+		}
+		args = append(args, o.Args...)
+		c.Proc = &Proc{Name: "cloud", Path: o.Binary, Args: args, Env: env, Log: filepath.Join(o.LogDir, o.LogName)}
 		err = c.Start(ctx)
 		if err == nil {
 			break
@@ -90,6 +138,9 @@ func (c *Cloud) WaitReady(ctx context.Context, timeout time.Duration) error {
 	}
 	return err
 }
+
+// KeyPath is the cloud's signing key file (in its --data-dir).
+func (c *Cloud) KeyPath() string { return filepath.Join(c.o.Dir, "cloud.key") }
 
 // Kill kills the cloud with SIGKILL.
 func (c *Cloud) Kill() { c.Proc.Kill() }

@@ -17,6 +17,9 @@ type EdgeOptions struct {
 	Dir       string // its --data-dir
 	LogDir    string
 	CloudMQTT string // the broker address it uplinks to (the fault proxy's)
+	// CloudNATS, when set instead, is the NATS server address (host:port)
+	// it uplinks to over NATS JetStream.
+	CloudNATS string
 	// TelemetryQuota, when not 0, is its --telemetry-quota in bytes.
 	TelemetryQuota int64
 	Args           []string // more flags for `edge run`
@@ -54,8 +57,12 @@ func (e *Edge) pickPorts() error {
 		*p = a
 	}
 	o := e.o
-	args := []string{"run", "--data-dir", o.Dir, "--cloud-mqtt", "tcp://" + o.CloudMQTT,
-		"--mqtt-listen", e.MQTT, "--http-listen", e.HTTP, "--status-listen", e.Status, "--ack-timeout", "5s"}
+	uplink := []string{"--cloud-mqtt", "tcp://" + o.CloudMQTT}
+	if o.CloudNATS != "" {
+		uplink = []string{"--cloud-nats", "nats://" + o.CloudNATS}
+	}
+	args := append([]string{"run", "--data-dir", o.Dir}, uplink...)
+	args = append(args, "--mqtt-listen", e.MQTT, "--http-listen", e.HTTP, "--status-listen", e.Status, "--ack-timeout", "5s")
 	if o.TelemetryQuota > 0 {
 		args = append(args, "--telemetry-quota", strconv.FormatInt(o.TelemetryQuota, 10))
 	}

@@ -149,3 +149,50 @@ func (p *Proc) Tail(n int) string {
 func portTaken(p *Proc) bool {
 	return !p.Running() && strings.Contains(p.Tail(2000), "address already in use")
 }
+
+// PeakRSS returns the running program's peak resident memory in bytes
+// (VmHWM in /proc/{pid}/status), or 0 when it is not running or the
+// system does not say.
+func (p *Proc) PeakRSS() uint64 {
+	pid := p.Pid()
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb uint64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err == nil {
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+// CPU returns the CPU time (user and system) the running program has used
+// (from /proc/{pid}/stat), or 0 when it is not running or the system does
+// not say.
+func (p *Proc) CPU() time.Duration {
+	pid := p.Pid()
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	var ut, st uint64
+	_, _ = fmt.Sscan(f[11], &ut)
+	_, _ = fmt.Sscan(f[12], &st)
+	// Clock ticks of 1/100 s (USER_HZ on Linux).
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
