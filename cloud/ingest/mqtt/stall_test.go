@@ -2,6 +2,7 @@ package mqtt_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -156,4 +157,21 @@ func TestManySmallSegmentsKeepReceiptsFlowing(t *testing.T) {
 	if s := svc.Stats(); s.Committed != uint64(len(all)*segments) {
 		t.Fatalf("%d segments committed, want %d (stats %+v)", s.Committed, len(all)*segments, s)
 	}
+}
+
+// Losing the reply connection ends the session like losing the segment
+// one: both are made again, and receipts flow again.
+func TestReconnectAfterLostReplyConnection(t *testing.T) {
+	h := &subscribeFaults{ingestClientID: "ingest-1"}
+	srv, url := startBroker(t, h)
+	cl := runCloud(t, url, h, nil)
+	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
+	works(t, url, cl, st, 1, 5)
+	c, ok := srv.Clients.Get("ingest-1-reply")
+	if !ok {
+		t.Fatal("no reply connection on the broker")
+	}
+	c.Stop(errors.New("test: cut the ingest's reply connection"))
+	poll.Until(t, 10*time.Second, "the ingest to subscribe again", func() bool { return h.seen.Load() >= 2 && cl.c.Connected() })
+	works(t, url, cl, st, 6, 9)
 }
