@@ -336,12 +336,6 @@ func (m *Main) Run(ctx context.Context) error {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_mqtt_slow_edge_disconnects_total",
 			Help: "Edges the embedded MQTT broker disconnected for leaving more than 256 receipts unacknowledged."},
 			func() float64 { return float64(b.SlowEdgeDisconnects()) }))
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_mqtt_ingest_waits_total",
-			Help: "Edges' segments the embedded MQTT broker held back while the ingest had 1024 unacknowledged."},
-			func() float64 { w, _ := b.IngestWaits(); return float64(w) }))
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_mqtt_ingest_waits_expired_total",
-			Help: "Held-back segments delivered anyway after waiting 5 s: the ingest is not acknowledging."},
-			func() float64 { _, e := b.IngestWaits(); return float64(e) }))
 	}
 	if proj != nil {
 		registerProjectionMetrics(reg, proj, projectionSeconds, &m.rebuilding)

@@ -83,16 +83,14 @@ type Options struct {
 
 // Broker is a running embedded broker.
 type Broker struct {
-	srv                *mochi.Server
-	addr               string
-	internalAddr       string
-	password           string
-	log                *slog.Logger
-	auth               *edgeauth.Authenticator
-	sessions           sync.Map // *mochi.Client -> *edgeauth.Session
-	slowEdges          atomic.Uint64
-	ingestWaits        atomic.Uint64
-	ingestWaitsExpired atomic.Uint64
+	srv          *mochi.Server
+	addr         string
+	internalAddr string
+	password     string
+	log          *slog.Logger
+	auth         *edgeauth.Authenticator
+	sessions     sync.Map // *mochi.Client -> *edgeauth.Session
+	slowEdges    atomic.Uint64
 }
 
 // Start starts the broker and its listener.
@@ -135,9 +133,6 @@ func Start(opts Options) (*Broker, error) {
 		return nil, err
 	}
 	if err := b.srv.AddHook(&slowHook{b: b}, nil); err != nil {
-		return nil, err
-	}
-	if err := b.srv.AddHook(newFlowHook(b), nil); err != nil {
 		return nil, err
 	}
 	if b.addr, err = b.listen("edges", opts.Addr, opts.TLS, opts.ConnectTimeout); err != nil {
