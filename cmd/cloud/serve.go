@@ -331,6 +331,12 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	registerMetrics(reg, svc, led)
+	if m.broker != nil {
+		b := m.broker
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_mqtt_slow_edge_disconnects_total",
+			Help: "Edges the embedded MQTT broker disconnected for leaving more than 256 receipts unacknowledged."},
+			func() float64 { return float64(b.SlowEdgeDisconnects()) }))
+	}
 	if proj != nil {
 		registerProjectionMetrics(reg, proj, projectionSeconds, &m.rebuilding)
 	}

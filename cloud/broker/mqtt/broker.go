@@ -23,6 +23,9 @@
 // allocates anything. With Options.TLS the edges' listener is TLS only
 // (ServerTLS loads it, optionally requiring client certificates), and the
 // cloud's own clients use a plain listener on 127.0.0.1 (InternalAddr).
+// An edge that leaves more than MaxEdgeInflight receipts unacknowledged is
+// disconnected (slow.go), so a stalled edge costs the broker a bounded
+// amount of memory and never holds up the receipts of the others.
 package mqtt
 
 import (
@@ -36,6 +39,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
@@ -86,6 +90,7 @@ type Broker struct {
 	log          *slog.Logger
 	auth         *edgeauth.Authenticator
 	sessions     sync.Map // *mochi.Client -> *edgeauth.Session
+	slowEdges    atomic.Uint64
 }
 
 // Start starts the broker and its listener.
@@ -125,6 +130,9 @@ func Start(opts Options) (*Broker, error) {
 		return nil, err
 	}
 	if err := b.srv.AddHook(&limitHook{}, nil); err != nil {
+		return nil, err
+	}
+	if err := b.srv.AddHook(&slowHook{b: b}, nil); err != nil {
 		return nil, err
 	}
 	if b.addr, err = b.listen("edges", opts.Addr, opts.TLS, opts.ConnectTimeout); err != nil {

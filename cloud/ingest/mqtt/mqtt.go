@@ -15,6 +15,21 @@
 // once it has not been for StuckAfter (for /healthz, the liveness probe:
 // a restart is the last resort when the process cannot recover by itself).
 //
+// Replies (receipts and nacks) go out on a second connection of their own,
+// "{ClientID}-reply", never on the one that receives segments. paho reads
+// a connection's packets in order on one goroutine and hands each PUBLISH
+// to the subscription callback before it reads the next packet, so on a
+// shared connection a receipt's PUBACK waits behind every segment the
+// broker sent before it; and a segment waits there for room in the ingest
+// queue, which waits for the commit workers, which wait for those very
+// PUBACKs (ingest acks a batch only once its replies are confirmed). Under
+// many small segments that cycle stalled receipting until the reply
+// timeouts broke it, while the broker's window for the ingest client
+// filled with unacked segments and it dropped the rest ("client store
+// quota reached"). On its own connection a reply's PUBACK is the next
+// packet read: replies depend on the broker only, never on the segment
+// backlog. Losing either connection ends the session; Run makes both again.
+//
 // Hellos are answered by at most MaxHellos goroutines at once, owned by an
 // errgroup that Run waits for before it returns.
 package mqtt
@@ -65,7 +80,8 @@ type Consumer struct {
 	log *slog.Logger
 
 	mu         sync.Mutex
-	client     paho.Client
+	client     paho.Client // receives segments and hellos
+	reply      paho.Client // publishes replies (see the package comment)
 	subscribed bool
 	downSince  time.Time // when it last stopped being subscribed (or started)
 	lastErr    error     // why the last session ended
@@ -157,31 +173,35 @@ func (c *Consumer) Run(ctx context.Context) error {
 // connection is lost or ctx ends. consumed says whether it got as far as
 // consuming.
 func (c *Consumer) session(ctx context.Context, filters map[string]byte) (consumed bool, err error) {
-	lost := make(chan error, 1)
-	opts := paho.NewClientOptions().
-		AddBroker(c.o.Broker).
-		SetClientID(c.o.ClientID).
-		SetUsername(c.o.Username).
-		SetPassword(c.o.Password).
-		SetCleanSession(true).
-		SetAutoAckDisabled(true).
-		SetOrderMatters(true).
-		SetAutoReconnect(false). // Run reconnects, and resubscribes
-		SetConnectRetry(false).
-		SetConnectTimeout(c.o.ConnectTimeout).
-		SetKeepAlive(20 * time.Second).
-		SetConnectionLostHandler(func(_ paho.Client, err error) {
-			select {
-			case lost <- err:
-			default:
-			}
-		})
-	if c.o.TLS != nil {
-		opts.SetTLSConfig(c.o.TLS)
+	lost := make(chan error, 2)
+	newClient := func(id, role string) paho.Client {
+		opts := paho.NewClientOptions().
+			AddBroker(c.o.Broker).
+			SetClientID(id).
+			SetUsername(c.o.Username).
+			SetPassword(c.o.Password).
+			SetCleanSession(true).
+			SetAutoAckDisabled(true).
+			SetOrderMatters(true).
+			SetAutoReconnect(false). // Run reconnects, and resubscribes
+			SetConnectRetry(false).
+			SetConnectTimeout(c.o.ConnectTimeout).
+			SetKeepAlive(20 * time.Second).
+			SetConnectionLostHandler(func(_ paho.Client, err error) {
+				select {
+				case lost <- fmt.Errorf("%s connection: %w", role, err):
+				default:
+				}
+			})
+		if c.o.TLS != nil {
+			opts.SetTLSConfig(c.o.TLS)
+		}
+		return paho.NewClient(opts)
 	}
-	cl := paho.NewClient(opts)
+	cl := newClient(c.o.ClientID, "segment")
+	rcl := newClient(c.o.ClientID+"-reply", "reply")
 	c.mu.Lock()
-	c.client = cl
+	c.client, c.reply = cl, rcl
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
@@ -190,7 +210,11 @@ func (c *Consumer) session(ctx context.Context, filters map[string]byte) (consum
 		}
 		c.mu.Unlock()
 		cl.Disconnect(500)
+		rcl.Disconnect(500)
 	}()
+	if err := wait(ctx, rcl.Connect(), c.o.ConnectTimeout); err != nil {
+		return false, fmt.Errorf("connect the reply connection: %w", err)
+	}
 	if err := wait(ctx, cl.Connect(), c.o.ConnectTimeout); err != nil {
 		return false, fmt.Errorf("connect: %w", err)
 	}
@@ -219,7 +243,7 @@ func (c *Consumer) session(ctx context.Context, filters map[string]byte) (consum
 func (c *Consumer) Connected() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.subscribed && c.client != nil && c.client.IsConnectionOpen()
+	return c.subscribed && c.client != nil && c.client.IsConnectionOpen() && c.reply != nil && c.reply.IsConnectionOpen()
 }
 
 // Healthy returns an error when the consumer has not been subscribed for
@@ -285,16 +309,17 @@ func (c *Consumer) Reply(ctx context.Context, edge string, msg []byte) error {
 	return c.ReplyAsync(edge, msg)(ctx)
 }
 
-// ReplyAsync publishes a signed reply at QoS 1 without waiting; the
-// function it returns waits for the PUBACK (at most ReplyTimeout). Ingest
-// sends a whole batch's replies this way before it waits for any.
+// ReplyAsync publishes a signed reply at QoS 1 on the reply connection
+// without waiting; the function it returns waits for the PUBACK (at most
+// ReplyTimeout). Ingest sends a whole batch's replies this way before it
+// waits for any.
 func (c *Consumer) ReplyAsync(edge string, msg []byte) func(context.Context) error {
 	topic, err := protocol.EdgeTopic(edge, protocol.KindReceipt)
 	if err != nil {
 		return func(context.Context) error { return err }
 	}
 	c.mu.Lock()
-	cl := c.client
+	cl := c.reply
 	c.mu.Unlock()
 	if cl == nil {
 		return func(context.Context) error { return errors.New("not connected") }
