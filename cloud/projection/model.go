@@ -11,7 +11,10 @@ import (
 // Version is the version of the read models' definitions. It changes
 // whenever a figure is defined differently, so that stored rows folded by an
 // older definition are known to need a rebuild.
-const Version = 1
+//
+// Version 2: the till reconciliation's ledger net is derived from its sales,
+// returns and voids (version 1 stored 0).
+const Version = 2
 
 // Record is one committed ledger record as the folds see it: its global
 // commit offset and the record the edge signed.

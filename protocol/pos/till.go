@@ -20,8 +20,8 @@ func (z *TillClosed) Key() TillKey {
 // TillTotals are the totals each till day's Z report must match, folded
 // from its sale.completed, return.completed and sale.voided events: the
 // arithmetic of the end-to-end verifier and of the cloud's reconciliation.
-// Only Sales, Returns, Voids and Tenders are filled; Net is what
-// TillClosed's rule derives from them.
+// Sales, Returns, Voids and Tenders are folded; Net is derived from them
+// by TillClosed's rule (sales − returns − voids) after every event.
 type TillTotals map[TillKey]*TillClosed
 
 // Add folds one event into its till day's totals and reports whether it
@@ -76,6 +76,7 @@ func (m TillTotals) AddTransaction(typ string, t *Transaction) {
 			z.tender(tn.Type, -tn.Amount)
 		}
 	}
+	z.deriveNet()
 }
 
 // AddVoid is Add of a sale.voided body already decoded.
@@ -86,7 +87,11 @@ func (m TillTotals) AddVoid(v *Void) {
 	for _, tn := range v.Tenders {
 		z.tender(tn.Type, -tn.Amount)
 	}
+	z.deriveNet()
 }
+
+// deriveNet sets Net as a Z report must state it: sales − returns − voids.
+func (z *TillClosed) deriveNet() { z.Net = z.Sales.Total - z.Returns.Total - z.Voids.Total }
 
 func (m TillTotals) get(k TillKey) *TillClosed {
 	z, ok := m[k]

@@ -41,6 +41,11 @@ func TestTillTotals(t *testing.T) {
 	if d := pos.Reconcile(&z, held); d != nil {
 		t.Fatalf("a matching Z report differs: %v (held %+v)", d, held)
 	}
+	// The ledger's net is derived as a Z's is (sales − returns − voids), so
+	// that what is served as the ledger's net of an open till is not 0.
+	if held.Net != z.Net {
+		t.Fatalf("held net %d, want sales − returns − voids = %d", held.Net, z.Net)
+	}
 	if len(sums) != 1 {
 		t.Fatalf("%d till days, want 1: %+v", len(sums), sums)
 	}
