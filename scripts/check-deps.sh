@@ -18,6 +18,15 @@ else
 	fi
 fi
 
+# The alert rules' check (deploy TestPrometheusRules) runs promtool, from
+# Debian's prometheus package; without it that check skips, saying so.
+if c=$(command -v promtool 2>/dev/null); then
+	echo "check-deps: promtool for the alert rules at $c"
+else
+	echo "check-deps: promtool not found: the alert rules' check will be skipped. Install it with:" >&2
+	echo "    sudo apt-get install -y prometheus   (Debian; elsewhere, promtool from prometheus.io)" >&2
+fi
+
 # Tests that need Postgres use OUTPOST_TEST_DATABASE_URL when it is set,
 # and otherwise start a private cluster from initdb and postgres. Look where
 # internal/pgcluster.FindBinaries looks: PATH, /usr/lib/postgresql/*/bin
