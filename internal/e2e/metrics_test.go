@@ -31,7 +31,15 @@ import (
 func TestMetricsMatchRulesAndDashboards(t *testing.T) {
 	exprs := deployExprs(t)
 	pki := tlstest.New(t, "e1")
-	s := newSiteWith(t, siteOptions{cloudArgs: []string{"--mqtt-tls-cert", pki.ServerCert, "--mqtt-tls-key", pki.ServerKey}})
+	// A release repository (keys made by cloud release keys init), so that
+	// the release metadata's expiry series exist.
+	rel := t.TempDir()
+	run(t, bin.cloud, "release", "keys", "init", "--keys", filepath.Join(rel, "offline"),
+		"--release-online-keys", filepath.Join(rel, "online"))
+	run(t, bin.cloud, "release", "publish", "--keys", filepath.Join(rel, "offline"),
+		"--release-online-keys", filepath.Join(rel, "online"), "--release-dir", filepath.Join(rel, "repo"))
+	s := newSiteWith(t, siteOptions{cloudArgs: []string{"--mqtt-tls-cert", pki.ServerCert, "--mqtt-tls-key", pki.ServerKey,
+		"--release-dir", filepath.Join(rel, "repo"), "--release-online-keys", filepath.Join(rel, "online")}})
 	s.o.edgeArgs = []string{"--cloud-mqtt=ssl://" + s.mqtt, "--cloud-mqtt-ca", pki.CAFile,
 		"--cloud-mqtt-cert", pki.ClientCert, "--cloud-mqtt-key", pki.ClientKey}
 	e := s.addEdge("e1", "till-1")
