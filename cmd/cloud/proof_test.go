@@ -42,7 +42,12 @@ func TestProofEndToEnd(t *testing.T) {
 	edge := mustMQTTEdge(t, m, stream)
 	edge.publish(1, 10)
 	edge.publish(11, 30)
-	poll.Until(t, 60*time.Second, "receipt through seq 30", func() bool { hwm, _ := edge.receipted(); return hwm == 30 })
+	poll.For(t, 60*time.Second, func() error {
+		if hwm, n := edge.receipted(); hwm != 30 {
+			return fmt.Errorf("receipted through %d (%d receipts), want 30\n%s", hwm, n, logs.String())
+		}
+		return nil
+	})
 
 	get := func(path string, header ...string) *http.Response {
 		t.Helper()
