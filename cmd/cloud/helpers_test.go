@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/internal/keyfile"
 	"github.com/outpost-edge/outpost/internal/pgtest"
+	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
 	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
@@ -134,6 +136,29 @@ func (e *mqttEdge) publish(first, last uint64) {
 	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		e.t.Fatalf("publish %d..%d: %v", first, last, tok.Error())
 	}
+}
+
+// waitReceipted waits until the cloud has receipted through last. Like a
+// real edge after its ack timeout, it says hello every 10 s while it waits
+// (the cloud answers a hello with a receipt of its watermark), so a
+// receipt the cloud dropped, as it may under load (a reply's publish that
+// timed out), is asked for again rather than waited for forever.
+func (e *mqttEdge) waitReceipted(last uint64, logs *syncBuffer) {
+	e.t.Helper()
+	topic, _ := protocol.EdgeTopic(e.stream.Stream.Edge, protocol.KindHello)
+	nextHello := time.Now().Add(10 * time.Second)
+	poll.For(e.t, 90*time.Second, func() error {
+		hwm, n := e.receipted()
+		if hwm == last {
+			return nil
+		}
+		if time.Now().After(nextHello) {
+			nextHello = time.Now().Add(10 * time.Second)
+			e.client.Publish(topic, 1, false, protocol.EncodeHello(protocol.Hello{Edge: e.stream.Stream.Edge,
+				Epoch: e.stream.Stream.Epoch, Seq: last, SentAt: time.Now().UnixMilli()}))
+		}
+		return fmt.Errorf("receipted through %d (%d receipts), want %d\n%s", hwm, n, last, logs.String())
+	})
 }
 
 // receipted returns the highest hwm receipted so far and how many

@@ -15,12 +15,10 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/outpost-edge/outpost/cloud/api"
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/internal/keyfile"
-	"github.com/outpost-edge/outpost/internal/poll"
 )
 
 // TestProofEndToEnd: an edge's segments are committed by a real `cloud
@@ -42,12 +40,7 @@ func TestProofEndToEnd(t *testing.T) {
 	edge := mustMQTTEdge(t, m, stream)
 	edge.publish(1, 10)
 	edge.publish(11, 30)
-	poll.For(t, 60*time.Second, func() error {
-		if hwm, n := edge.receipted(); hwm != 30 {
-			return fmt.Errorf("receipted through %d (%d receipts), want 30\n%s", hwm, n, logs.String())
-		}
-		return nil
-	})
+	edge.waitReceipted(30, logs)
 
 	get := func(path string, header ...string) *http.Response {
 		t.Helper()
