@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -205,6 +206,9 @@ type storeDayData struct {
 	Store          ledger.Store
 	Day, Prev, Nxt string
 	Sales          []ledger.SalesRow
+	Days           chart  // net sales of the DayChartDays days up to Day
+	DaysFrom       string // the first of them
+	DaysQuery      string // store=..&from=DaysFrom&to=Day, for their CSV
 	Hours          chart
 	SKUs           []ledger.SKURow
 	Tenders        []ledger.TenderRow
@@ -216,8 +220,12 @@ type storeDayData struct {
 	Events         string // the events list of this store's day (its POS transactions)
 }
 
-// storeDay shows one store's business day: the sales summary, sales by
-// hour (an SVG of bars), the top SKUs, tenders, and each till's Z
+// DayChartDays is how many business days, up to the one shown, the Store
+// and day page draws the net sales of.
+const DayChartDays = 14
+
+// storeDay shows one store's business day: the sales summary, net sales
+// by day over the DayChartDays days up to it and by hour (SVGs of bars), the top SKUs, tenders, and each till's Z
 // reconciliation, with links to the ledger events behind them.
 func (s *server) storeDay(w http.ResponseWriter, r *http.Request, sess *session) error {
 	if err := onlyParams(r); err != nil {
@@ -245,10 +253,21 @@ func (s *server) storeDay(w http.ResponseWriter, r *http.Request, sess *session)
 	q := url.Values{"store": {id}, "from": {day}, "to": {day}}
 	d.Query = q.Encode()
 	d.Events = "/events?" + url.Values{"store": {id}, "business_day": {day}}.Encode()
-	sales, err := report[ledger.SalesRow](s, r, sess, "/v1/reports/sales", q)
+	// One sales report for the chart's days serves the day's summary too:
+	// its completeness is of its last day (to), this one.
+	d.DaysFrom = t.AddDate(0, 0, -(DayChartDays - 1)).Format(ledger.DayLayout)
+	dq := url.Values{"store": {id}, "from": {d.DaysFrom}, "to": {day}}
+	d.DaysQuery = dq.Encode()
+	sales, err := report[ledger.SalesRow](s, r, sess, "/v1/reports/sales", dq)
 	if err != nil {
 		return err
 	}
+	for _, row := range sales.Rows {
+		if row.BusinessDay == day {
+			d.Sales = append(d.Sales, row)
+		}
+	}
+	d.Days = dayBars(d.Store, d.DaysFrom, day, sales.Rows)
 	hours, err := report[ledger.HourRow](s, r, sess, "/v1/reports/sales/by-hour", q)
 	if err != nil {
 		return err
@@ -269,7 +288,7 @@ func (s *server) storeDay(w http.ResponseWriter, r *http.Request, sess *session)
 	if err != nil {
 		return err
 	}
-	d.Sales, d.Tenders, d.Tills, d.AsOf = sales.Rows, tenders.Rows, tills.Rows, sales.AsOf
+	d.Tenders, d.Tills, d.AsOf = tenders.Rows, tills.Rows, sales.AsOf
 	for _, c := range sales.Stores {
 		if c.Store == id {
 			d.Complete = c
@@ -285,6 +304,55 @@ func (s *server) storeDay(w http.ResponseWriter, r *http.Request, sess *session)
 	d.Hours = hourBars(hours.Rows)
 	s.render(w, r, http.StatusOK, "store_day", sess, fmt.Sprintf("%s, %s", d.Store.Name, day), d)
 	return nil
+}
+
+// dayBars draws a store's net sales per business day from first to last
+// (inclusive), one bar per day per currency, oldest first, each linking
+// to that day's page. A day without a row (no sales) is an empty bar that
+// says so. The currencies are those the rows have, or the store's own
+// when none has.
+func dayBars(st ledger.Store, first, last string, rows []ledger.SalesRow) chart {
+	byKey := map[[2]string]ledger.SalesRow{}
+	var curs []string
+	for _, row := range rows {
+		if row.Store != st.ID {
+			continue
+		}
+		byKey[[2]string{row.BusinessDay, row.Currency}] = row
+		if !slices.Contains(curs, row.Currency) {
+			curs = append(curs, row.Currency)
+		}
+	}
+	if len(curs) == 0 {
+		curs = []string{st.Currency}
+	}
+	sort.Strings(curs)
+	start, err1 := time.Parse(ledger.DayLayout, first)
+	end, err2 := time.Parse(ledger.DayLayout, last)
+	if err1 != nil || err2 != nil {
+		return chart{Empty: true}
+	}
+	var bars []chartBar
+	for _, cur := range curs {
+		for t := start; !t.After(end); t = t.AddDate(0, 0, 1) {
+			day := t.Format(ledger.DayLayout)
+			b := chartBar{Label: t.Format("Mon ") + day + " " + cur, Link: "/stores/" + url.PathEscape(st.ID) + "/" + day,
+				Current: day == last, Text: "no sales"}
+			if row, ok := byKey[[2]string{day, cur}]; ok {
+				b.Value = row.NetSales.Minor
+				b.Text = fmt.Sprintf("%s %s, %s", row.NetSales.Decimal, cur, salesCount(row.Transactions))
+			}
+			bars = append(bars, b)
+		}
+	}
+	return hbars(bars, "net sales by business day")
+}
+
+func salesCount(n int64) string {
+	if n == 1 {
+		return "1 sale"
+	}
+	return fmt.Sprintf("%d sales", n)
 }
 
 // hourBars draws the day's net sales per local hour, one bar per hour

@@ -28,9 +28,11 @@ func barOf(v, maxV uint64) bar {
 func (b bar) Width() string { return fmt.Sprintf("%d.%d", b.PerMille/10, b.PerMille%10) }
 
 type chartBar struct {
-	Label string
-	Value int64
-	Text  string // the value as shown; default the value and the unit
+	Label   string
+	Value   int64
+	Text    string // the value as shown; default the value and the unit
+	Link    string // a page of this page's site the bar leads to, or ""
+	Current bool   // the bar of the page's own day, drawn apart
 }
 
 // chart is a rendered SVG, safe to put in a page as it is.
@@ -64,15 +66,25 @@ func hbars(bars []chartBar, unit string) chart {
 		if b.Value > 0 && w == 0 {
 			w = 1
 		}
+		if b.Link != "" {
+			fmt.Fprintf(&sb, `<a href="%s">`, template.HTMLEscapeString(b.Link))
+		}
 		fmt.Fprintf(&sb, `<text x="%d" y="%d" text-anchor="end" class="label">%s</text>`, labelW-8, y+15, template.HTMLEscapeString(b.Label))
 		text := b.Text
 		if text == "" {
 			text = fmt.Sprintf("%d %s", b.Value, unit)
 		}
 		text = template.HTMLEscapeString(text)
-		fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="%d" height="%d" class="bar"><title>%s: %s</title></rect>`,
-			labelW, y+3, max(w, 0), rowH-6, template.HTMLEscapeString(b.Label), text)
+		class := "bar"
+		if b.Current {
+			class = "bar current"
+		}
+		fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="%d" height="%d" class="%s"><title>%s: %s</title></rect>`,
+			labelW, y+3, max(w, 0), rowH-6, class, template.HTMLEscapeString(b.Label), text)
 		fmt.Fprintf(&sb, `<text x="%d" y="%d" class="value">%s</text>`, labelW+max(w, 0)+6, y+15, text)
+		if b.Link != "" {
+			sb.WriteString(`</a>`)
+		}
 	}
 	sb.WriteString(`</svg>`)
 	return chart{SVG: template.HTML(sb.String())} //nolint:gosec // every outside string above is escaped

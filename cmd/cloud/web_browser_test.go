@@ -30,6 +30,7 @@ import (
 	"github.com/outpost-edge/outpost/protocol/pos"
 	"github.com/outpost-edge/outpost/protocol/proof"
 	"github.com/outpost-edge/outpost/protocol/protocoltest"
+	"github.com/outpost-edge/outpost/simulator/traffic"
 )
 
 // chromiumPath finds the browser for the back-office tests: $OUTPOST_CHROMIUM,
@@ -243,9 +244,10 @@ func apiGet(t *testing.T, base, token, path string, v any) {
 
 // TestBackOfficeInBrowser drives the back office in headless Chromium
 // against a real `cloud serve` (private Postgres, embedded MQTT broker)
-// that an edge sent real segments to: sign-in, every page, the admin
-// actions, a CSV download checked against the API, a reader who is
-// offered no admin action, and the pages with scripts off.
+// that an edge sent real segments of the simulator's till traffic to:
+// sign-in, every page, the admin actions, a CSV download checked against
+// the API, the figures checked against the till's own tally, a reader who
+// is offered no admin action, and the pages with scripts off.
 func TestBackOfficeInBrowser(t *testing.T) {
 	bctx := startBrowser(t)
 	url, conn, stream := mustEdgeDB(t, 0)
@@ -286,23 +288,53 @@ func TestBackOfficeInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Traffic: shop-1 sends 40 sales of today (the business day its till
-	// declares) in 4 segments over MQTT, then one segment signed with a
-	// key the cloud does not know (quarantined).
+	// Traffic: shop-1's till T1 is the simulator's (simulator/traffic,
+	// seed 13): 40 events of today (the business day the till declares),
+	// mostly sales with several lines, discounts, tax and mixed tenders,
+	// and some voids, returns and stock received, sent in 4 segments over
+	// MQTT; then one segment signed with a key the cloud does not know
+	// (quarantined). The figures checked below are the till's own tally
+	// of what it sent (its Z report), not numbers written here.
 	today := time.Now().UTC().Format(ledger.DayLayout)
-	var sold []projection.Record // the sales sent, for the till's Z report
-	addSales := func(n int) {
+	till := traffic.New(traffic.Options{Seed: 13, Store: "S-001", Device: "T1", Kind: traffic.Till, Currency: "EUR",
+		TaxIncluded: true, BusinessDay: today})
+	var sent []protocol.Event // what the till sent, in order
+	send := func(ev protocol.Event) {
+		stream.AddEvent("till-1", ev)
+		sent = append(sent, ev)
+	}
+	addEvents := func(n int) {
 		for range n {
-			seq := stream.Last() + 1
-			txn := projectiontest.Txn(today, fmt.Sprintf("T1-%04d", seq), "EUR", false, 0, []string{"cash", "card"}[seq%2], 0,
-				projectiontest.Line(fmt.Sprintf("sku-%d", seq%4), 1000*int64(1+seq%3), 250+int64(seq%5)*100, 0, 0))
-			txn.Store = "S-001"
-			sold = append(sold, projection.Record{Record: protocol.Record{Type: pos.TypeSaleCompleted, Body: projectiontest.MustBody(t, txn)}})
-			stream.AddEvent("till-1", protocol.Event{ID: fmt.Sprintf("sale-%d", seq), Type: pos.TypeSaleCompleted,
-				TS: time.Now().Add(-time.Duration(60-seq) * time.Minute), Body: projectiontest.MustBody(t, txn)})
+			send(till.Next(time.Now().Add(-time.Duration(60-len(sent)) * time.Minute)))
 		}
 	}
-	addSales(40)
+	// addSales sends the till's next events up to and including its n-th
+	// next sale.
+	addSales := func(n int) {
+		for want := till.Totals().Sales.Count + int64(n); till.Totals().Sales.Count < want; {
+			addEvents(1)
+		}
+	}
+	addEvents(40)
+	firstSale := sent[0]
+	if firstSale.Type != pos.TypeSaleCompleted || till.Totals().Sales.Count < 20 {
+		t.Fatalf("seed 13 no longer starts with a sale (%s) or makes mostly sales (%d of 40): choose another seed",
+			firstSale.Type, till.Totals().Sales.Count)
+	}
+	z40 := till.Totals()
+	t.Logf("till T1 (seed 13) sent %d events: %d sales, %d returns, %d voids, net %s EUR", len(sent), z40.Sales.Count,
+		z40.Returns.Count, z40.Voids.Count, pos.FormatMinor(z40.Net, "EUR"))
+	var firstTxn pos.Transaction
+	if err := pos.Decode(firstSale.Type, firstSale.Body, &firstTxn); err != nil {
+		t.Fatal(err)
+	}
+	// txnsShown is the Today page's transaction count and collected total
+	// for S-001 as the till tallied them: sales, and sales − returns −
+	// voids with tax (its Z's net).
+	txnsShown := func() (string, string) {
+		z := till.Totals()
+		return fmt.Sprint(z.Sales.Count), pos.FormatMinor(z.Net, "EUR") + " EUR"
+	}
 	logs := &syncBuffer{}
 	serveCtx, stop := context.WithCancel(ctx)
 	t.Cleanup(stop)
@@ -402,7 +434,7 @@ func TestBackOfficeInBrowser(t *testing.T) {
 		if got := a.text("#cp-check"); !strings.Contains(got, "signature verifies") {
 			t.Fatalf("checkpoint check: %q", got)
 		}
-		if got := a.text("#body"); !strings.Contains(got, `"txn": "T1-0001"`) {
+		if got := a.text("#body"); !strings.Contains(got, fmt.Sprintf(`"txn": %q`, firstTxn.Txn)) {
 			t.Fatalf("body: %q", got)
 		}
 		a.screenshot("event")
@@ -445,8 +477,12 @@ func TestBackOfficeInBrowser(t *testing.T) {
 		a.login(admin)
 		a.navigate(chromedp.Navigate(base + "/today"))
 		store := `#stores tr.store[data-store="S-001"]`
-		if got := a.text(store + " td.txns"); got != "40" {
-			t.Fatalf("Today shows %q transactions for S-001, want 40", got)
+		wantTxns, wantCollected := txnsShown()
+		if got := a.text(store + " td.txns"); got != wantTxns {
+			t.Fatalf("Today shows %q transactions for S-001, want %s", got, wantTxns)
+		}
+		if got := a.text(store + " td.net + td"); got != wantCollected {
+			t.Fatalf("Today shows %q collected for S-001, want the till's %s", got, wantCollected)
 		}
 		a.screenshot("today")
 		// Its CSV, downloaded, is the API's CSV of the same report.
@@ -463,9 +499,10 @@ func TestBackOfficeInBrowser(t *testing.T) {
 		if !bytes.Equal(got, want) || !bytes.Contains(got, []byte("S-001")) {
 			t.Fatalf("Today's CSV:\n%s\nthe API's:\n%s", got, want)
 		}
-		// The page follows the live tail: 3 more sales (and the two
-		// non-POS records quarantined earlier, now sent signed) change its
-		// figures with no reload (the marker set here survives).
+		// The page follows the live tail: the till's next events through 3
+		// more sales (and the two non-POS records quarantined earlier, now
+		// sent signed) change its figures with no reload (the marker set
+		// here survives).
 		a.do(chromedp.Evaluate[chromedp.Void](`window.notReloaded = true`))
 		poll.For(t, 30*time.Second, func() error {
 			if s := run(a, chromedp.Evaluate[string](`(document.getElementById("live-state") || {}).textContent || ""`)); s != "live" {
@@ -475,10 +512,11 @@ func TestBackOfficeInBrowser(t *testing.T) {
 		})
 		addSales(3)
 		edge.publish(41, stream.Last())
+		wantTxns, _ = txnsShown()
 		poll.For(t, 60*time.Second, func() error {
 			got := run(a, chromedp.Evaluate[string](`(document.querySelector(`+fmt.Sprintf("%q", store+" td.txns")+`) || {}).textContent || ""`))
-			if strings.TrimSpace(got) != "43" {
-				return fmt.Errorf("Today shows %q transactions for S-001, want 43", got)
+			if strings.TrimSpace(got) != wantTxns {
+				return fmt.Errorf("Today shows %q transactions for S-001, want %s", got, wantTxns)
 			}
 			return nil
 		})
@@ -492,12 +530,30 @@ func TestBackOfficeInBrowser(t *testing.T) {
 		if n := a.count("#hours svg rect.bar"); n == 0 {
 			t.Error("no by-hour bars")
 		}
+		// Net sales by day: 14 bars up to today's (the current one, with
+		// the API's net of the day), 13 empty days before it, each bar a
+		// link to its day.
+		var days ledger.Report[ledger.SalesRow]
+		now := time.Now().UTC()
+		apiGet(t, base, admin, "/v1/reports/sales?store=S-001&from="+now.AddDate(0, 0, -13).Format(ledger.DayLayout)+"&to="+today, &days)
+		if len(days.Rows) != 1 {
+			t.Fatalf("the API's sales of S-001's last 14 days: %+v", days.Rows)
+		}
+		if n, empty := a.count("#days svg a rect.bar"), a.count(`#days svg a[href^="/stores/S-001/"] rect.bar[width="0"]`); n != 14 || empty != 13 {
+			t.Errorf("by-day chart: %d linked bars (%d empty), want 14 (13)", n, empty)
+		}
+		if got := run(a, chromedp.Evaluate[string](`(document.querySelector(`+fmt.Sprintf("%q", `#days svg a[href="/stores/S-001/`+today+`"] rect.bar.current title`)+`) || {}).textContent || ""`)); !strings.HasSuffix(got, ": "+days.Rows[0].NetSales.Decimal+" EUR, "+wantTxns+" sales") {
+			t.Errorf("today's by-day bar says %q, want the API's net %s EUR of %s sales", got, days.Rows[0].NetSales.Decimal, wantTxns)
+		}
 		a.screenshot("store-day")
 
-		// The till closes: its Z report of the 43 sales makes the day
-		// match. Click through till → its Z event → the proof.
-		z := projectiontest.ZOf(t, pos.TillKey{Store: "S-001", Terminal: "T1", BusinessDay: today, Currency: "EUR"}, sold...)
-		stream.AddEvent("till-1", protocol.Event{ID: "z-" + today, Type: pos.TypeTillClosed, TS: time.Now(), Body: projectiontest.MustBody(t, z)})
+		// The till closes: the simulator's Z report of all it sent makes
+		// the day match. Click through till → its Z event → the proof.
+		z, ok := till.Close(time.Now())
+		if !ok {
+			t.Fatal("the till made no Z report")
+		}
+		send(z)
 		from := stream.Last()
 		edge.publish(from, from)
 		poll.For(t, 60*time.Second, func() error {
@@ -521,7 +577,7 @@ func TestBackOfficeInBrowser(t *testing.T) {
 		ghost.Store, ghost.Terminal = "S-001", "T2"
 		z2 := projectiontest.ZOf(t, pos.TillKey{Store: "S-001", Terminal: "T2", BusinessDay: today, Currency: "EUR"},
 			projection.Record{Record: protocol.Record{Type: pos.TypeSaleCompleted, Body: projectiontest.MustBody(t, ghost)}})
-		stream.AddEvent("till-1", protocol.Event{ID: "sale-1-retry", Type: pos.TypeSaleCompleted, TS: time.Now(), Body: protocol.Body(sold[0].Body)})
+		stream.AddEvent("till-1", protocol.Event{ID: "sale-1-retry", Type: pos.TypeSaleCompleted, TS: time.Now(), Body: firstSale.Body})
 		stream.AddEvent("till-2", protocol.Event{ID: "z2-" + today, Type: pos.TypeTillClosed, TS: time.Now(), Body: projectiontest.MustBody(t, z2)})
 		edge.publish(from+1, stream.Last())
 		poll.For(t, 60*time.Second, func() error {
