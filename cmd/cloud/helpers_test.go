@@ -92,8 +92,9 @@ type mqttEdge struct {
 	client paho.Client
 	stream *protocoltest.Stream
 
-	mu       sync.Mutex
-	receipts []protocol.Receipt
+	mu        sync.Mutex
+	receipts  []protocol.Receipt
+	published uint64 // the highest seq published
 }
 
 func mustMQTTEdge(t *testing.T, m *Main, stream *protocoltest.Stream) *mqttEdge {
@@ -115,6 +116,19 @@ func mustMQTTEdge(t *testing.T, m *Main, stream *protocoltest.Stream) *mqttEdge 
 	rcpt, _ := protocol.EdgeTopic(edge, protocol.KindReceipt)
 	if tok := e.client.Subscribe(rcpt, 1, func(_ paho.Client, msg paho.Message) {
 		r, err := protocol.VerifyReply(msg.Payload(), keys)
+		if err == nil && r.Nack != nil && r.Nack.Code == protocol.NackGap {
+			// A pipelined segment that reached a commit worker before the
+			// one it follows (under load, past the cloud's gap wait):
+			// resend from the watermark, as a real edge rewinds.
+			e.mu.Lock()
+			last := e.published
+			e.mu.Unlock()
+			if r.Nack.HWM < last {
+				seg, _ := protocol.EdgeTopic(edge, protocol.KindSegment)
+				e.client.Publish(seg, 1, false, protocoltest.Encode(t, e.stream.Segment(r.Nack.HWM+1, last), false))
+			}
+			return
+		}
 		if err != nil || r.Receipt == nil {
 			t.Errorf("reply %+v: %v", r, err)
 			return
@@ -136,13 +150,17 @@ func (e *mqttEdge) publish(first, last uint64) {
 	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		e.t.Fatalf("publish %d..%d: %v", first, last, tok.Error())
 	}
+	e.mu.Lock()
+	e.published = max(e.published, last)
+	e.mu.Unlock()
 }
 
 // waitReceipted waits until the cloud has receipted through last. Like a
-// real edge after its ack timeout, it says hello every 10 s while it waits
-// (the cloud answers a hello with a receipt of its watermark), so a
-// receipt the cloud dropped, as it may under load (a reply's publish that
-// timed out), is asked for again rather than waited for forever.
+// real edge after its ack timeout, every 10 s while it waits it sends what
+// is not receipted again and says hello (the cloud answers a hello with a
+// receipt of its watermark), so a receipt the cloud dropped, as it may
+// under load (a reply's publish that timed out), is asked for again rather
+// than waited for forever.
 func (e *mqttEdge) waitReceipted(last uint64, logs *syncBuffer) {
 	e.t.Helper()
 	topic, _ := protocol.EdgeTopic(e.stream.Stream.Edge, protocol.KindHello)
@@ -153,7 +171,11 @@ func (e *mqttEdge) waitReceipted(last uint64, logs *syncBuffer) {
 			return nil
 		}
 		if time.Now().After(nextHello) {
+			// What is not receipted is sent again (a duplicate is
+			// receipted too), then hello asks for the watermark.
 			nextHello = time.Now().Add(10 * time.Second)
+			seg, _ := protocol.EdgeTopic(e.stream.Stream.Edge, protocol.KindSegment)
+			e.client.Publish(seg, 1, false, protocoltest.Encode(e.t, e.stream.Segment(hwm+1, last), false))
 			e.client.Publish(topic, 1, false, protocol.EncodeHello(protocol.Hello{Edge: e.stream.Stream.Edge,
 				Epoch: e.stream.Stream.Epoch, Seq: last, SentAt: time.Now().UnixMilli()}))
 		}

@@ -344,12 +344,7 @@ func TestBackOfficeInBrowser(t *testing.T) {
 	for first := uint64(1); first <= 40; first += 10 {
 		edge.publish(first, first+9)
 	}
-	poll.For(t, 60*time.Second, func() error {
-		if hwm, _ := edge.receipted(); hwm != 40 {
-			return fmt.Errorf("receipted through %d, want 40\n%s", hwm, logs.String())
-		}
-		return nil
-	})
+	edge.waitReceipted(40, logs)
 	// (Committed through the ledger rather than published: the MQTT
 	// edge's receipt handler takes a nack for a failure.)
 	stream.AddN(t, 2)
