@@ -125,13 +125,7 @@ func (m *LoadMain) ParseFlags(args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("sim load takes no arguments, got %q", fs.Args())
 	}
-	m.set = map[string]bool{}
-	fs.VisitAll(func(f *flag.Flag) {
-		if _, ok := os.LookupEnv(flagenv.EnvName(envPrefix, f.Name)); ok {
-			m.set[f.Name] = true
-		}
-	})
-	fs.Visit(func(f *flag.Flag) { m.set[f.Name] = true })
+	m.set = flagsGiven(fs)
 	if o.DatabaseURL == "" {
 		o.DatabaseURL = os.Getenv("OUTPOST_DATABASE_URL")
 	}

@@ -120,13 +120,7 @@ func (m *Main) ParseFlags(args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("sim run takes no arguments, got %q", fs.Args())
 	}
-	m.set = map[string]bool{}
-	fs.VisitAll(func(f *flag.Flag) {
-		if _, ok := os.LookupEnv(flagenv.EnvName(envPrefix, f.Name)); ok {
-			m.set[f.Name] = true
-		}
-	})
-	fs.Visit(func(f *flag.Flag) { m.set[f.Name] = true })
+	m.set = flagsGiven(fs)
 	if o.DatabaseURL == "" {
 		o.DatabaseURL = os.Getenv("OUTPOST_DATABASE_URL")
 	}
@@ -326,4 +320,18 @@ func (m *Main) Close() error {
 		m.pg = nil
 	}
 	return err
+}
+
+// flagsGiven are the flags of fs given on the command line, in the
+// environment or in the config file (flagenv.Parse applies all three), so
+// that a scenario fills in only the others.
+func flagsGiven(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) {
+		if _, ok := os.LookupEnv(flagenv.EnvName(envPrefix, f.Name)); ok {
+			set[f.Name] = true
+		}
+	})
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
 }
