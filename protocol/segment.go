@@ -154,8 +154,10 @@ func (s *Segment) check() error {
 // HelloVersion is the version of the hello this package writes. Version 2
 // adds the edge's signed checkpoint of its head: the cloud believes the
 // edge's head (and so the lag it reports) only from a signature, never
-// from the unsigned seq.
-const HelloVersion = 2
+// from the unsigned seq. Version 3 adds Cmd, the highest cloud command the
+// edge has accepted, so the cloud sends it the commands above it that it
+// keeps (a hello asks for pending commands).
+const HelloVersion = 3
 
 // Hello opens every uplink session: the edge names its stream and its head,
 // and the cloud answers with its latest receipt (or a receipt with HWM 0 for
@@ -174,9 +176,14 @@ type Hello struct {
 	// Checkpoint (version 2) is the edge's signed checkpoint for Seq, when
 	// it still holds that record; absent when everything is acknowledged.
 	Checkpoint []byte `cbor:"checkpoint,omitempty" json:"checkpoint,omitempty"`
+	// Cmd (version 3) is the sequence number of the last cloud command this
+	// edge accepted (0: none). Unsigned like the rest of the hello: it only
+	// asks the cloud to send what is above it; the edge refuses a command
+	// it has already accepted whatever the cloud sends.
+	Cmd uint64 `cbor:"cmd,omitempty" json:"cmd,omitempty"`
 }
 
-// EncodeHello encodes h as a version 2 hello.
+// EncodeHello encodes h as a version 3 hello.
 func EncodeHello(h Hello) []byte {
 	h.V = HelloVersion
 	return marshal(&h)
@@ -191,8 +198,11 @@ func DecodeHello(b []byte) (Hello, error) {
 	if err := unmarshal("hello", b, &h); err != nil {
 		return h, err
 	}
-	if h.V != 1 && h.V != HelloVersion {
-		return h, fieldf("hello.v", "is %d; this version reads hello versions 1 and %d", h.V, HelloVersion)
+	if h.V < 1 || h.V > HelloVersion {
+		return h, fieldf("hello.v", "is %d; this version reads hello versions 1 to %d (upgrade the cloud before its edges)", h.V, HelloVersion)
+	}
+	if h.V < 3 && h.Cmd != 0 {
+		return h, fieldf("hello.cmd", "is not part of hello version %d", h.V)
 	}
 	if h.V == 1 && h.Checkpoint != nil {
 		return h, fieldf("hello.checkpoint", "is not part of hello version 1")

@@ -144,7 +144,7 @@ func TestVectors(t *testing.T) {
 	nk := cloud.SignNack(protocol.Nack{Edge: testStream.Edge, Epoch: testStream.Epoch, Code: protocol.NackChain,
 		Reason: "record 1 does not continue the stored head", At: testT0.UnixMilli() + 1600,
 		First: ref.First, Last: ref.Last, SegKID: ref.KID, SegHash: ref.Hash})
-	hello := protocol.EncodeHello(protocol.Hello{Edge: testStream.Edge, Epoch: testStream.Epoch, Seq: 3, SentAt: testT0.UnixMilli(), Agent: "outpost-edge/0.1.0", Checkpoint: cp})
+	hello := protocol.EncodeHello(protocol.Hello{Edge: testStream.Edge, Epoch: testStream.Epoch, Seq: 3, SentAt: testT0.UnixMilli(), Agent: "outpost-edge/0.1.0", Checkpoint: cp, Cmd: 2})
 	checkVector(t, "signed", map[string]any{
 		"checkpoint": map[string]any{"hex": hex.EncodeToString(cp), "decoded": diag(t, cp)},
 		"receipt":    map[string]any{"hex": hex.EncodeToString(rc), "decoded": diag(t, rc)},

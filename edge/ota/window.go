@@ -3,6 +3,8 @@ package ota
 import (
 	"fmt"
 	"time"
+
+	"github.com/outpost-edge/outpost/protocol"
 )
 
 // Window is a daily local-time window such as 02:00-05:00; one whose end
@@ -11,21 +13,13 @@ type Window struct {
 	Start, End time.Duration // since local midnight
 }
 
-// ParseWindow parses "HH:MM-HH:MM".
+// ParseWindow parses "HH:MM-HH:MM" (protocol.ParseWindow).
 func ParseWindow(s string) (*Window, error) {
-	var h1, m1, h2, m2 int
-	if n, err := fmt.Sscanf(s, "%d:%d-%d:%d", &h1, &m1, &h2, &m2); err != nil || n != 4 ||
-		fmt.Sprintf("%02d:%02d-%02d:%02d", h1, m1, h2, m2) != s {
-		return nil, fmt.Errorf("window %q: want HH:MM-HH:MM in local time, such as 02:00-05:00", s)
+	start, end, err := protocol.ParseWindow(s)
+	if err != nil {
+		return nil, err
 	}
-	if h1 > 23 || m1 > 59 || h2 > 23 || m2 > 59 || h1 < 0 || m1 < 0 || h2 < 0 || m2 < 0 {
-		return nil, fmt.Errorf("window %q: hours 00-23, minutes 00-59", s)
-	}
-	w := &Window{Start: time.Duration(h1)*time.Hour + time.Duration(m1)*time.Minute, End: time.Duration(h2)*time.Hour + time.Duration(m2)*time.Minute}
-	if w.Start == w.End {
-		return nil, fmt.Errorf("window %q is empty", s)
-	}
-	return w, nil
+	return &Window{Start: start, End: end}, nil
 }
 
 func (w *Window) String() string {
