@@ -204,6 +204,11 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	log.Info("outbox open", "path", outboxPath(c.DataDir), "stream", m.ob.Stream().String(), "head", m.ob.State().Head)
+	if err := resumeReenter(m.ob, outboxPath(c.DataDir), log); err != nil {
+		// The records are in the kept file either way; the alarm and the
+		// status point to it. The next start tries again.
+		log.Error("entering the lost stream's records again did not finish; they are in the kept file, and the next start tries again", "err", err)
+	}
 
 	devices := c.Devices
 	if devices == "" {
@@ -245,7 +250,7 @@ func (m *Main) Run(ctx context.Context) error {
 			return err
 		}
 		m.up, err = uplink.New(uplink.Options{
-			Transport: tr, Source: outboxSource{ob: m.ob, log: log}, CloudKeys: protocol.NewKeyMap(cloudPub),
+			Transport: tr, Source: outboxSource{ob: m.ob, log: log, path: outboxPath(c.DataDir)}, CloudKeys: protocol.NewKeyMap(cloudPub),
 			Window: c.Window, MaxSegmentBytes: c.SegmentBytes, Compress: c.Compress, RateBytes: c.RateBytes,
 			AckTimeout: c.AckTimeout, BackoffMax: c.ReconnectMax, Agent: helloAgent(), Logger: log,
 		})
@@ -486,8 +491,9 @@ func (m *Main) registerMetrics(reg *prometheus.Registry) {
 
 // outboxSource adapts the outbox to uplink.Source.
 type outboxSource struct {
-	ob  *outbox.Outbox
-	log *slog.Logger // nil: slog.Default()
+	ob   *outbox.Outbox
+	log  *slog.Logger // nil: slog.Default()
+	path string       // the outbox file, for the re-entry marker (empty: none)
 }
 
 func (s outboxSource) Stream() protocol.Stream { return s.ob.Stream() }
@@ -525,8 +531,19 @@ func (s outboxSource) Diverged(r protocol.Receipt) error {
 			fields["reentered_from"], fields["reentered_to"] = st.Base+1, st.Head
 		}
 	}
+	behind := r.HWM < st.HWM
+	if behind && s.path != "" {
+		// Before the new epoch starts, so that a crash at any point of
+		// the re-entry below leaves the marker for the next start.
+		if err := markReenter(s.path, outbox.StuckPath(s.path, s.ob.Stream().Epoch)); err != nil {
+			return fmt.Errorf("record the re-entry about to begin: %w", err)
+		}
+	}
 	ch, err := s.ob.NewEpoch(reason)
 	if err != nil {
+		if behind && s.path != "" {
+			_ = unmarkReenter(s.path)
+		}
 		return err
 	}
 	fields["old_epoch"], fields["old_head"], fields["old_acked"] = ch.Old.Epoch.String(), ch.Head, ch.HWM
@@ -537,17 +554,23 @@ func (s outboxSource) Diverged(r protocol.Receipt) error {
 	}
 	ev := protocol.Event{ID: "epoch-" + ch.New.Epoch.String(), Type: epochRestartedType, TS: time.Now(), Body: body}
 	s.ob.AppendFunc([]outbox.Entry{{Device: protocol.EdgeDevice, Event: ev}}, func([]outbox.Result, error) {})
-	if r.HWM < st.HWM {
+	if behind {
 		log := s.log
 		if log == nil {
 			log = slog.Default()
 		}
 		if err := reenter(s.ob, ch); err != nil {
 			// The new epoch stands; what could not be entered again is
-			// in the kept file, which the alarm points to.
-			log.Error("the records of the lost stream could not all be entered again; they are in the kept file", "err", err)
+			// in the kept file, which the alarm points to, and the marker
+			// stays: the next start tries again.
+			log.Error("the records of the lost stream could not all be entered again; they are in the kept file, and the next start tries again", "err", err)
 		} else {
 			log.Warn("entered the records the lost stream still held again, in the new epoch", "kept_as", ch.Stuck)
+			if s.path != "" {
+				if err := unmarkReenter(s.path); err != nil {
+					log.Warn("remove the re-entry marker", "err", err)
+				}
+			}
 		}
 	}
 	return nil

@@ -118,8 +118,7 @@ func (o *Outbox) NewEpoch(reason string) (EpochChange, error) {
 // newEpoch runs NewEpoch in the builder, with nothing in flight.
 func (o *Outbox) newEpoch(op *epochOp) (EpochChange, error) {
 	old, st := o.Stream(), o.w
-	ch := EpochChange{Old: old, Head: st.head, HWM: st.hwm,
-		Stuck: filepath.Join(filepath.Dir(o.path), StuckPrefix+old.Epoch.String()+StuckSuffix)}
+	ch := EpochChange{Old: old, Head: st.head, HWM: st.hwm, Stuck: StuckPath(o.path, old.Epoch)}
 	o.dbmu.Lock()
 	defer o.dbmu.Unlock()
 	if err := os.Rename(o.path, ch.Stuck); err != nil {
@@ -172,6 +171,12 @@ func (o *Outbox) newEpoch(op *epochOp) (EpochChange, error) {
 }
 
 func slicesClone(s []string) []string { return append([]string(nil), s...) }
+
+// StuckPath is the name NewEpoch keeps the file of epoch under, beside the
+// outbox file at path.
+func StuckPath(path string, epoch protocol.Epoch) string {
+	return filepath.Join(filepath.Dir(path), StuckPrefix+epoch.String()+StuckSuffix)
+}
 
 // StuckFiles lists the kept files of earlier streams (see NewEpoch), as of
 // Open and the new epochs since.
