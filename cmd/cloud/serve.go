@@ -208,6 +208,11 @@ func redact(url string) string {
 	return url
 }
 
+// webClock is the back office's clock ("today" on its pages). A test of
+// one business day pins it, so that midnight passing during the test does
+// not move the page's day away from the day the test's tills declare.
+var webClock = time.Now
+
 func loadCloudKey(dataDir string, log *slog.Logger) (*protocol.Signer, error) {
 	// The data dir itself stays searchable (0755): with --dev, Postgres
 	// runs as another user under it. The key file is 0600.
@@ -398,7 +403,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.apiAddr = ln.Addr().String()
 	// The back office's pages share the listener: web serves its paths
 	// (under /) and passes every other one to the API.
-	srv := &http.Server{Handler: web.New(web.Options{API: handler, Ledger: led, Logger: log}), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: web.New(web.Options{API: handler, Ledger: led, Logger: log, Now: webClock}), ReadHeaderTimeout: 10 * time.Second}
 	srv.RegisterOnShutdown(func() { closeStreams.Do(func() { close(streamsDone) }) })
 
 	work, stopWork := context.WithCancel(context.Background())

@@ -295,7 +295,12 @@ func TestBackOfficeInBrowser(t *testing.T) {
 	// MQTT; then one segment signed with a key the cloud does not know
 	// (quarantined). The figures checked below are the till's own tally
 	// of what it sent (its Z report), not numbers written here.
-	today := time.Now().UTC().Format(ledger.DayLayout)
+	// The pages' "today" is pinned to the test's start: the day stays the
+	// one the tills declare even when the test runs across midnight.
+	t0 := time.Now().UTC()
+	webClock = func() time.Time { return t0 }
+	t.Cleanup(func() { webClock = time.Now })
+	today := t0.Format(ledger.DayLayout)
 	till := traffic.New(traffic.Options{Seed: 13, Store: "S-001", Device: "T1", Kind: traffic.Till, Currency: "EUR",
 		TaxIncluded: true, BusinessDay: today})
 	var sent []protocol.Event // what the till sent, in order
@@ -529,8 +534,7 @@ func TestBackOfficeInBrowser(t *testing.T) {
 		// the API's net of the day), 13 empty days before it, each bar a
 		// link to its day.
 		var days ledger.Report[ledger.SalesRow]
-		now := time.Now().UTC()
-		apiGet(t, base, admin, "/v1/reports/sales?store=S-001&from="+now.AddDate(0, 0, -13).Format(ledger.DayLayout)+"&to="+today, &days)
+		apiGet(t, base, admin, "/v1/reports/sales?store=S-001&from="+t0.AddDate(0, 0, -13).Format(ledger.DayLayout)+"&to="+today, &days)
 		if len(days.Rows) != 1 {
 			t.Fatalf("the API's sales of S-001's last 14 days: %+v", days.Rows)
 		}
