@@ -48,13 +48,17 @@ const lockEdgeClass int32 = 0x6f757470
 // OrderKey), before it takes its positions: "outq".
 const lockProjectionClass int32 = 0x6f757471
 
-// A migration is one version of the schema: one SQL file, or one per
-// partitioning mode (NNNN_name.native.sql, NNNN_name.timescaledb.sql).
+// A migration is one version of the schema: a SQL file for every mode
+// (NNNN_name.sql), and files for one partitioning mode (NNNN_name.native.sql,
+// NNNN_name.timescaledb.sql) that run after it, in the same transaction. A
+// version without a plain file needs both modes' files; one with it states
+// only what a mode adds (a TimescaleDB chunk interval), so the SQL common to
+// both is written once.
 type migration struct {
 	version  int
 	name     string
-	sql      string            // when the version has no variants
-	variants map[string]string // partitioning mode -> SQL
+	sql      string            // for every mode, first
+	variants map[string]string // partitioning mode -> SQL run after sql
 }
 
 var migrationName = regexp.MustCompile(`^(\d{4})_([a-z0-9_]+)(?:\.(native|timescaledb))?\.sql$`)
@@ -110,11 +114,8 @@ func loadMigrations(fsys fs.FS) ([]migration, error) {
 		if !ok {
 			return nil, fmt.Errorf("migrations: version %04d is missing", v)
 		}
-		if mg.sql != "" && mg.variants != nil {
-			return nil, fmt.Errorf("migration %04d has both a plain file and variants", v)
-		}
-		if mg.variants != nil && (mg.variants[PartitionNative] == "" || mg.variants[PartitionTimescaleDB] == "") {
-			return nil, fmt.Errorf("migration %04d must have both a native and a timescaledb variant", v)
+		if mg.sql == "" && (mg.variants[PartitionNative] == "" || mg.variants[PartitionTimescaleDB] == "") {
+			return nil, fmt.Errorf("migration %04d must have a plain file (NNNN_name.sql), or both a native and a timescaledb variant", v)
 		}
 		out = append(out, *mg)
 	}
@@ -198,7 +199,9 @@ func MigrateReport(ctx context.Context, db DB) (PartitionChoice, error) {
 					return PartitionChoice{}, fmt.Errorf("migrate: %w", err)
 				}
 			}
-			sql, variant = m.variants[choice.Mode], choice.Mode
+			if v, ok := m.variants[choice.Mode]; ok {
+				sql, variant = sql+"\n"+v, choice.Mode
+			}
 		}
 		if _, err := tx.Exec(ctx, sql); err != nil {
 			return PartitionChoice{}, fmt.Errorf("migrate: apply %04d_%s: %w", m.version, m.name, err)

@@ -1,4 +1,6 @@
--- Commits that do not queue behind one lock (schema version 9), native partitioning.
+-- Commits that do not queue behind one lock (schema version 9), for both
+-- partitioning modes; 0009_commit_horizon.timescaledb.sql adds the chunk
+-- interval after it.
 --
 -- Until now a commit held one transaction advisory lock from taking its
 -- positions to COMMIT, so that pos order was commit order and a reader
