@@ -19,8 +19,9 @@
 //     hands the command out, so CancelRef never reports "not received" for a
 //     command that was, or is being, published.
 //
-// Delivery (the Deliverer in deliver.go) calls Take on every hello and
-// whenever Enqueue's NOTIFY says an edge it serves has a new command.
+// Delivery (the Deliverer in deliver.go) calls NoteHello and Take on every
+// hello, and Take whenever Enqueue's NOTIFY says an edge it serves has a
+// new command.
 package command
 
 import (
@@ -265,9 +266,8 @@ func LastHello(ctx context.Context, q Querier, edge string) (uint64, error) {
 // first time) before the caller publishes it. The caller publishes them in
 // that order and stops at the first that fails: the edge accepts only a
 // seq above the last it accepted, so a later one arriving first would make
-// it drop the earlier ones. Two bursts for one edge must not interleave
-// (the Deliverer holds the edge's advisory lock around Take and the
-// publishes).
+// it drop the earlier ones. after must be a cmd the edge said (a hello's,
+// or LastHello): see Deliverer.burst for why bursts then need no lock.
 func Take(ctx context.Context, q Querier, edge string, after uint64, now time.Time) ([]Pending, error) {
 	rows, err := q.Query(ctx, `UPDATE edge_commands SET delivered_at = coalesce(delivered_at, now())
 		WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3
