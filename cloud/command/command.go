@@ -222,7 +222,9 @@ type Pending struct {
 }
 
 // NoteHello records that edge said, in a hello, that it accepted every
-// command up to cmd (hello.Cmd): those are marked acknowledged, and cmd is
+// command up to cmd (hello.Cmd): those that were delivered are marked
+// acknowledged (one never sent, cancelled or expired first, was skipped,
+// not accepted), and cmd is
 // kept as where the next push starts (Take after it). It reports whether
 // the edge has commands to get (seq > cmd, neither cancelled nor expired
 // at now). An edge whose state was reset says a lower cmd than before:
@@ -231,7 +233,8 @@ func NoteHello(ctx context.Context, q Querier, edge string, cmd uint64, now time
 	rows, err := q.Query(ctx, `WITH h AS (
 			UPDATE edge_command_seqs SET acked = $2 WHERE edge = $1
 		), a AS (
-			UPDATE edge_commands SET acked_at = now() WHERE edge = $1 AND seq <= $2 AND acked_at IS NULL
+			UPDATE edge_commands SET acked_at = now()
+			WHERE edge = $1 AND seq <= $2 AND acked_at IS NULL AND delivered_at IS NOT NULL
 		)
 		SELECT EXISTS (SELECT 1 FROM edge_commands
 			WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3)`, edge, clamp(cmd), now.UTC())

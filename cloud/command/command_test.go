@@ -191,6 +191,9 @@ func TestExpiredAndCancelled(t *testing.T) {
 	if got, err := command.Take(ctx, db, "e1", 0, now); err != nil || !slices.Equal(seqs(got), []uint64{1, 2, 3}) {
 		t.Fatalf("e1 takes %v, %v; want [1 2 3]", seqs(got), err)
 	}
+	if got, err := command.Take(ctx, db, "e3", 0, now); err != nil || len(got) != 1 {
+		t.Fatalf("e3 takes %v, %v; want [1]", seqs(got), err)
+	}
 	if pending, err := command.NoteHello(ctx, db, "e3", 1, now); err != nil || pending {
 		t.Fatalf("e3 (acked 1): pending %v, %v; want false", pending, err)
 	}
@@ -219,6 +222,13 @@ func TestExpiredAndCancelled(t *testing.T) {
 	}
 	if l := mustList(t, db, "e2"); l[0].CancelledAt == nil {
 		t.Fatalf("e2's command is not marked cancelled: %+v", l[0])
+	}
+	// A hello past a command never sent does not make it acknowledged.
+	if _, err := command.NoteHello(ctx, db, "e2", 1, now); err != nil {
+		t.Fatal(err)
+	}
+	if l := mustList(t, db, "e2"); l[0].AckedAt != nil {
+		t.Fatalf("e2's command, never sent, is marked acknowledged: %+v", l[0])
 	}
 	if err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) (err error) {
 		maybe, err = command.CancelRef(ctx, tx, "r-1")
