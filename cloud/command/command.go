@@ -27,6 +27,7 @@ package command
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -294,3 +295,80 @@ func Take(ctx context.Context, q Querier, edge string, after uint64, now time.Ti
 
 // clamp maps a seq an edge said onto bigint: no stored seq is above it.
 func clamp(seq uint64) int64 { return int64(min(seq, 1<<63-1)) }
+
+// States of a command, as View shows them.
+const (
+	StatePending      = "pending"      // kept, not sent yet
+	StateDelivered    = "delivered"    // published at least once, not acknowledged yet
+	StateAcknowledged = "acknowledged" // a hello of the edge said it accepted it
+	StateCancelled    = "cancelled"    // withdrawn before the edge acknowledged it: never sent again
+	StateExpired      = "expired"      // past its expiry unacknowledged: never sent again
+)
+
+// State is where the command stands at now.
+func (s Status) State(now time.Time) string {
+	switch {
+	case s.AckedAt != nil:
+		return StateAcknowledged
+	case s.CancelledAt != nil:
+		return StateCancelled
+	case !s.Expires.After(now):
+		return StateExpired
+	case s.DeliveredAt != nil:
+		return StateDelivered
+	}
+	return StatePending
+}
+
+// View is a command as the API (GET /v1/edges/{id}/commands) and the CLI
+// (cloud commands list --json) show it: the body as JSON when it is JSON
+// (the ota.* bodies are), else as base64 in body_base64.
+type View struct {
+	Seq         uint64          `json:"seq"`
+	Kind        string          `json:"kind"`
+	Ref         string          `json:"ref,omitempty"`
+	State       string          `json:"state"`
+	Body        json.RawMessage `json:"body,omitempty"`
+	BodyBase64  []byte          `json:"body_base64,omitempty"`
+	CreatedAt   time.Time       `json:"created_at"`
+	ExpiresAt   time.Time       `json:"expires_at"`
+	DeliveredAt *time.Time      `json:"delivered_at,omitempty"`
+	AckedAt     *time.Time      `json:"acked_at,omitempty"`
+	CancelledAt *time.Time      `json:"cancelled_at,omitempty"`
+}
+
+// Views is List's answer for an edge as the API and the CLI show it.
+type Views struct {
+	Edge     string `json:"edge"`
+	Commands []View `json:"commands"`
+}
+
+// ViewOf is s as View shows it at now.
+func ViewOf(s Status, now time.Time) View {
+	utc := func(t *time.Time) *time.Time {
+		if t == nil {
+			return nil
+		}
+		u := t.UTC()
+		return &u
+	}
+	v := View{Seq: s.Seq, Kind: s.Kind, Ref: s.Ref, State: s.State(now), CreatedAt: s.CreatedAt.UTC(), ExpiresAt: s.Expires.UTC(),
+		DeliveredAt: utc(s.DeliveredAt), AckedAt: utc(s.AckedAt), CancelledAt: utc(s.CancelledAt)}
+	if len(s.Body) > 0 {
+		if json.Valid(s.Body) {
+			v.Body = json.RawMessage(s.Body)
+		} else {
+			v.BodyBase64 = s.Body
+		}
+	}
+	return v
+}
+
+// ViewsOf is edge's commands as Views at now.
+func ViewsOf(edge string, st []Status, now time.Time) Views {
+	out := Views{Edge: edge, Commands: make([]View, 0, len(st))}
+	for _, s := range st {
+		out.Commands = append(out.Commands, ViewOf(s, now))
+	}
+	return out
+}
