@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -383,4 +385,54 @@ func TestServeCommandsExternalNATS(t *testing.T) {
 		aud := protocol.BrokerAudience(protocol.BrokerNATS, "")
 		return natsCmdEdge(t, ext.Addr(), stream.Signer.BrokerToken(aud, "shop-1", uint64(time.Now().UnixMilli())), stream, keys)
 	}, &logs)
+}
+
+// `cloud commands list --edge E [--json]` shows an edge's commands from the
+// database; bad or missing input is a usage error that says what to give.
+func TestCommandsListCLI(t *testing.T) {
+	url, conn, _ := mustEdgeDB(t, 0)
+	s := protocoltest.NewSigner(t)
+	ctx := context.Background()
+	for _, ref := range []string{"r-1", "r-2"} {
+		if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			_, err := command.Enqueue(ctx, tx, s, "shop-1", protocol.CommandAssign, ref, []byte(`{"rollout":"`+ref+`"}`), time.Now().Add(time.Hour))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { _, err := command.CancelRef(ctx, tx, "r-2"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	db := []string{"--database-url", url}
+	code, out, errb := cloudRun(t, append([]string{"commands", "list", "--edge", "shop-1"}, db...)...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "SEQ") || !strings.Contains(lines[1], "pending") || !strings.Contains(lines[2], "cancelled") {
+		t.Fatalf("table:\n%s", out)
+	}
+	code, out, errb = cloudRun(t, append([]string{"commands", "list", "--edge", "shop-1", "--json"}, db...)...)
+	var v command.Views
+	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || v.Edge != "shop-1" || len(v.Commands) != 2 ||
+		v.Commands[1].State != command.StateCancelled || string(v.Commands[0].Body) != `{"rollout":"r-1"}` {
+		t.Fatalf("--json: exit %d, %s %s", code, out, errb)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		says string
+	}{
+		{[]string{"commands", "list"}, 2, "needs --edge"},
+		{[]string{"commands", "list", "--edge", "a/b"}, 2, "--edge"},
+		{[]string{"commands"}, 2, "needs a subcommand"},
+		{[]string{"commands", "show"}, 2, "unknown command"},
+		{[]string{"commands", "list", "--edge", "ghost"}, 1, "ghost"},
+	} {
+		code, _, errb := cloudRun(t, append(tc.args, db...)...)
+		if code != tc.code || !strings.Contains(errb, tc.says) {
+			t.Errorf("%v: exit %d, %q; want %d naming %q", tc.args, code, errb, tc.code, tc.says)
+		}
+	}
 }
