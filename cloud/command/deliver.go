@@ -135,14 +135,6 @@ func (d *Deliverer) Hello(ctx context.Context, edge string, cmd uint64, pub Publ
 	return d.burst(ctx, edge, &cmd, pub)
 }
 
-// Forget stops pushing to edge (its session ended); its next hello starts
-// again.
-func (d *Deliverer) Forget(edge string) {
-	d.mu.Lock()
-	delete(d.served, edge)
-	d.mu.Unlock()
-}
-
 // burst publishes, in seq order, edge's commands after *after (nil: after
 // its last hello's cmd).
 //
