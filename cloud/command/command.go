@@ -117,6 +117,11 @@ func checkArgs(edge, kind, ref string, body []byte, expires time.Time) error {
 // NotifyChannel), and an edge that is offline gets it in reply to its next
 // hello, unless it has expired or was cancelled by then.
 //
+// kind is 1 to 64 of a-z 0-9 . _ -; ref, when given, 1 to 64 of
+// [A-Za-z0-9_-]; body at most protocol.MaxCommandBodyBytes; expires must be
+// set (an expiry already past is stored, and never sent). A bad argument is
+// ErrInvalid naming it, an edge that is not registered ErrUnknownEdge.
+//
 // The edge's counter stays row-locked until tx ends: keep tx short, and
 // when one transaction enqueues for several edges, do so in a consistent
 // order (sorted edge ids) so that two such transactions cannot deadlock.
