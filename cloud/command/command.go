@@ -236,8 +236,13 @@ type Pending struct {
 // at now). An edge whose state was reset says a lower cmd than before:
 // that is kept too, so it gets again what it lost.
 func NoteHello(ctx context.Context, q Querier, edge string, cmd uint64, now time.Time) (pending bool, err error) {
+	// The counter row is locked while an Enqueue for the edge is in
+	// flight (a rollout's transaction): the hello does not wait for it,
+	// and leaves acked as it was (lower or equal, which only means more
+	// redelivery on the next push).
 	rows, err := q.Query(ctx, `WITH h AS (
-			UPDATE edge_command_seqs SET acked = $2 WHERE edge = $1
+			UPDATE edge_command_seqs SET acked = $2
+			WHERE edge = (SELECT edge FROM edge_command_seqs WHERE edge = $1 FOR UPDATE SKIP LOCKED)
 		), a AS (
 			UPDATE edge_commands SET acked_at = now()
 			WHERE edge = $1 AND seq <= $2 AND acked_at IS NULL AND delivered_at IS NOT NULL

@@ -347,6 +347,25 @@ func TestEnqueueOrder(t *testing.T) {
 	if r.err != nil || r.seq != 2 {
 		t.Fatalf("second Enqueue: %d, %v; want 2", r.seq, r.err)
 	}
+
+	// A hello does not wait for an Enqueue in flight (a rollout's open
+	// transaction): it sees what is committed.
+	open, err := a.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Rollback(ctx)
+	if _, err := command.Enqueue(ctx, open, s, "e1", "ota.assign", "", nil, exp); err != nil {
+		t.Fatal(err)
+	}
+	hctx, cancel := context.WithTimeout(ctx, 30*time.Second) // a hang guard: it must not wait at all
+	defer cancel()
+	if pending, err := command.NoteHello(hctx, b, "e1", 0, time.Now()); err != nil || !pending {
+		t.Fatalf("a hello while an Enqueue is in flight: pending %v, %v; want true at once", pending, err)
+	}
+	if got, err := command.Take(hctx, b, "e1", 0, time.Now()); err != nil || !slices.Equal(seqs(got), []uint64{1, 2}) {
+		t.Fatalf("Take while an Enqueue is in flight: %v, %v; want the committed [1 2]", seqs(got), err)
+	}
 }
 
 // Two cloud replicas (two pools) enqueueing for the same edges at once get
