@@ -260,3 +260,35 @@ func TestDelivererRetriesPush(t *testing.T) {
 		t.Fatalf("stats %+v, want 2 publish errors in 3 pushes", st)
 	}
 }
+
+// A command enqueued while the deliverer was not listening (its LISTEN
+// connection was down, so the notification went nowhere) is found by the
+// sweep it makes once it listens, and pushed without a hello.
+func TestDelivererSweepsWhatItMissed(t *testing.T) {
+	ctx := context.Background()
+	db := ledgertest.Pool(t, ledgertest.URL(t))
+	s, keys := MustSigner(t)
+	MustEdges(t, db, "e1")
+	d, err := command.NewDeliverer(command.DelivererOptions{DB: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &edgeInbox{keys: keys}
+	if err := d.Hello(ctx, "e1", 0, in); err != nil {
+		t.Fatal(err)
+	}
+	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", nil, time.Now().Add(time.Hour))
+	if got := in.seqs(); len(got) != 0 {
+		t.Fatalf("got %v before the deliverer ran", got)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	checkFor(t, time.Minute, func() error {
+		if got := in.seqs(); !slices.Equal(got, []uint64{1}) {
+			return fmt.Errorf("the edge got %v, want [1] from the sweep", got)
+		}
+		return nil
+	})
+}
