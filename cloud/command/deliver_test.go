@@ -269,7 +269,8 @@ func TestDelivererSweepsWhatItMissed(t *testing.T) {
 	db := ledgertest.Pool(t, ledgertest.URL(t))
 	s, keys := MustSigner(t)
 	MustEdges(t, db, "e1")
-	d, err := command.NewDeliverer(command.DelivererOptions{DB: db})
+	// No periodic sweep within the test: only the one made on listening.
+	d, err := command.NewDeliverer(command.DelivererOptions{DB: db, Sweep: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
