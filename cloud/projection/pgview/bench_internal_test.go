@@ -3,6 +3,7 @@ package pgview
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/cloud/projection"
 	"github.com/outpost-edge/outpost/cloud/projection/projectiontest"
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
 
 // BenchmarkCommitWithProjections measures the commit of POS traffic
@@ -73,6 +75,197 @@ func BenchmarkCommitWithProjections(b *testing.B) {
 			batches := b.N * ((len(recs) + size - 1) / size)
 			b.ReportMetric(float64((on-off).Milliseconds())/float64(batches), "ms/batch-projection")
 		})
+	}
+}
+
+// BenchmarkCommitFollowed is BenchmarkCommitWithProjections with the
+// projection folded behind the commits (mode=follow: a Follower, woken by
+// every commit, folding what has arrived since its last fold) and, for
+// comparison, in the commit (mode=commit), by workers goroutines at once,
+// each committing its own edges' batches. The two ledgers take 1000
+// records (or workers batches, when more) in turn, the first of the pair
+// alternating; with a Follower a turn ends only when the Follower has
+// folded it, so records/s is the throughput commits and fold sustain
+// together, not the commits' alone. records/fold is how many records a
+// fold transaction took on average.
+func BenchmarkCommitFollowed(b *testing.B) {
+	const records = 3000
+	recs := projectiontest.Random(b, 5, records).Recs
+	warm := projectiontest.Random(b, 6, 200).Recs
+	for _, mode := range []string{"commit", "follow"} {
+		for _, size := range []int{10, 100, 500} {
+			for _, workers := range []int{1, 2, 4} {
+				b.Run(fmt.Sprintf("mode=%s/batch=%d/workers=%d", mode, size, workers), func(b *testing.B) {
+					var on, off, cpuOn, cpuOff time.Duration
+					var folds int64
+					cpuKnown := true
+					for range b.N {
+						b.StopTimer()
+						plain := newRig(b)
+						plain.l = ledger.New(plain.pool, ledger.Options{})
+						plain.addWorkerEdges(workers)
+						folded := newRig(b)
+						folded.addWorkerEdges(workers)
+						var f *Follower
+						if mode == "follow" {
+							var stop func()
+							f, stop = folded.follow()
+							defer stop()
+						}
+						if _, _, err := commitChunks(plain, folded, f, warm, size, workers); err != nil {
+							b.Fatal(err)
+						}
+						f0s := int64(0)
+						if f != nil {
+							f0s = f.Folds()
+						}
+						p0, ok0 := backendCPU(plain)
+						f0, ok1 := backendCPU(folded)
+						b.StartTimer()
+						o, fo, err := commitChunks(plain, folded, f, recs, size, workers)
+						b.StopTimer()
+						if err != nil {
+							b.Fatal(err)
+						}
+						p1, ok2 := backendCPU(plain)
+						f1, ok3 := backendCPU(folded)
+						b.StartTimer()
+						if f != nil {
+							folds += f.Folds() - f0s
+						}
+						off, on = off+o, on+fo
+						cpuKnown = cpuKnown && ok0 && ok1 && ok2 && ok3
+						cpuOff, cpuOn = cpuOff+p1.since(p0), cpuOn+f1.since(f0)
+					}
+					batches := b.N * ((len(recs) + size - 1) / size)
+					b.ReportMetric(off.Seconds()/on.Seconds(), "on/off")
+					if cpuKnown && cpuOn > 0 {
+						b.ReportMetric(cpuOff.Seconds()/cpuOn.Seconds(), "server-cpu-off/on")
+						b.ReportMetric(float64((cpuOn-cpuOff).Microseconds())/1000/float64(batches), "server-cpu-ms/batch-projection")
+					}
+					b.ReportMetric(float64(b.N*len(recs))/on.Seconds(), "records/s")
+					b.ReportMetric(float64(b.N*len(recs))/off.Seconds(), "records/s-without")
+					b.ReportMetric(float64((on-off).Milliseconds())/float64(batches), "ms/batch-projection")
+					if folds > 0 {
+						b.ReportMetric(float64(b.N*len(recs))/float64(folds), "records/fold")
+					}
+				})
+			}
+		}
+	}
+}
+
+// commitChunks commits recs into a and b, in turns of 1000 records (or
+// workers batches, when more), the first of each pair alternating, each
+// turn by workers goroutines that commit batches of size each to their
+// own edges; it returns the time each ledger took. When f is not nil it
+// folds b, and b's turn lasts until f has folded every record of it.
+func commitChunks(a, b *rig, f *Follower, recs []projection.Record, size, workers int) (ta, tb time.Duration, err error) {
+	chunk := max(1000, size*workers)
+	for i, n := 0, 0; i < len(recs) && err == nil; i, n = i+chunk, n+1 {
+		part := recs[i:min(i+chunk, len(recs))]
+		var da, db time.Duration
+		if n%2 == 0 {
+			if da, err = a.commitWorkers(part, size, workers, nil); err == nil {
+				db, err = b.commitWorkers(part, size, workers, f)
+			}
+		} else {
+			if db, err = b.commitWorkers(part, size, workers, f); err == nil {
+				da, err = a.commitWorkers(part, size, workers, nil)
+			}
+		}
+		ta, tb = ta+da, tb+db
+	}
+	return ta, tb, err
+}
+
+// commitWorkers commits recs in batches of size by workers goroutines
+// (batch k by worker k mod workers, to that worker's edges) and, when f
+// is not nil, waits until f has folded the last position committed. It
+// returns how long that took.
+func (r *rig) commitWorkers(recs []projection.Record, size, workers int, f *Follower) (time.Duration, error) {
+	var batches [][]projection.Record
+	for i := 0; i < len(recs); i += size {
+		batches = append(batches, recs[i:min(i+size, len(recs))])
+	}
+	start := time.Now()
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for k := w; k < len(batches); k += workers {
+				batch := make([]projection.Record, len(batches[k]))
+				for j, rec := range batches[k] {
+					rec.Edge = workerEdge(rec.Edge, w)
+					batch[j] = rec
+				}
+				if err := r.commitErr(batch...); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	var err error
+	for range workers {
+		err = errors.Join(err, <-errs)
+	}
+	if err != nil || f == nil {
+		return time.Since(start), err
+	}
+	top, err := ledger.LastPos(context.Background(), r.pool)
+	if err != nil {
+		return 0, err
+	}
+	for deadline := time.Now().Add(time.Minute); f.Through() < top; time.Sleep(100 * time.Microsecond) {
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("the follower folded through position %d, not %d, in a minute", f.Through(), top)
+		}
+	}
+	return time.Since(start), nil
+}
+
+// workerEdge is the edge worker w commits edge's records as: worker 0 the
+// edge itself, the others a copy of it of the same tenant
+// (addWorkerEdges).
+func workerEdge(edge string, w int) string {
+	if w == 0 {
+		return edge
+	}
+	return fmt.Sprintf("%s-w%d", edge, w)
+}
+
+// addWorkerEdges adds, for workers 1 to workers-1, a copy of e1 and e2 of
+// the same tenants.
+func (r *rig) addWorkerEdges(workers int) {
+	r.tb.Helper()
+	for w := 1; w < workers; w++ {
+		for e, t := range map[string]string{"e1": "t1", "e2": "t2"} {
+			name := workerEdge(e, w)
+			s := protocoltest.NewSigner(r.tb)
+			if _, err := r.l.AddEdge(context.Background(), name, s.Public()); err != nil {
+				r.tb.Fatal(err)
+			}
+			r.chains[name] = protocoltest.NewStream(r.tb, name, s)
+			r.exec(`UPDATE edges SET tenant = $2 WHERE id = $1`, name, t)
+		}
+	}
+}
+
+// follow makes r's ledger commit without folding and folds it behind the
+// commits with a running Follower, woken by every commit; stop ends it.
+func (r *rig) follow() (f *Follower, stop func()) {
+	f = NewFollower(r.p, nil, r.pool)
+	r.l = ledger.New(r.pool, ledger.Options{Committed: f.Wake})
+	f.Ledger = r.l
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	return f, func() {
+		cancel()
+		if err := <-done; err != nil {
+			r.tb.Error(err)
+		}
 	}
 }
 
