@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outpost-edge/outpost/cloud/ledger"
@@ -86,17 +87,31 @@ func BenchmarkCommitWithProjections(b *testing.B) {
 // records (or workers batches, when more) in turn, the first of the pair
 // alternating; with a Follower a turn ends only when the Follower has
 // folded it, so records/s is the throughput commits and fold sustain
-// together, not the commits' alone. records/fold is how many records a
-// fold transaction took on average.
+// together, not the commits' alone (commits-on/off is theirs: the
+// commits' own time while the follower folds beside them, without the
+// wait for it). records/fold is how many records a fold transaction took
+// on average. traffic=faults is the traffic of
+// BenchmarkCommitWithProjections (projectiontest.Random: each record from
+// a random edge, so 40% name a store of the other edge's tenant and are
+// foreign_store anomalies, and a fifth of the sales name no known store);
+// traffic=own is the same records each sent by the edge of the store it
+// names (s1 by e1, s2 by e2), as tills send them.
 func BenchmarkCommitFollowed(b *testing.B) {
 	const records = 3000
-	recs := projectiontest.Random(b, 5, records).Recs
+	faults := projectiontest.Random(b, 5, records).Recs
 	warm := projectiontest.Random(b, 6, 200).Recs
-	for _, mode := range []string{"commit", "follow"} {
-		for _, size := range []int{10, 100, 500} {
-			for _, workers := range []int{1, 2, 4} {
-				b.Run(fmt.Sprintf("mode=%s/batch=%d/workers=%d", mode, size, workers), func(b *testing.B) {
-					var on, off, cpuOn, cpuOff time.Duration
+	type run struct{ size, workers int }
+	runs := []run{{10, 1}, {100, 1}, {500, 1}, {100, 2}, {100, 4}}
+	for _, traffic := range []string{"faults", "own"} {
+		recs := faults
+		if traffic == "own" {
+			recs = ownStores(b, faults)
+		}
+		for _, mode := range []string{"commit", "follow"} {
+			for _, rn := range runs {
+				size, workers := rn.size, rn.workers
+				b.Run(fmt.Sprintf("traffic=%s/mode=%s/batch=%d/workers=%d", traffic, mode, size, workers), func(b *testing.B) {
+					var on, off, onCommits, cpuOn, cpuOff time.Duration
 					var folds int64
 					cpuKnown := true
 					for range b.N {
@@ -112,7 +127,7 @@ func BenchmarkCommitFollowed(b *testing.B) {
 							f, stop = folded.follow()
 							defer stop()
 						}
-						if _, _, err := commitChunks(plain, folded, f, warm, size, workers); err != nil {
+						if _, _, _, err := commitChunks(plain, folded, f, warm, size, workers); err != nil {
 							b.Fatal(err)
 						}
 						f0s := int64(0)
@@ -122,7 +137,7 @@ func BenchmarkCommitFollowed(b *testing.B) {
 						p0, ok0 := backendCPU(plain)
 						f0, ok1 := backendCPU(folded)
 						b.StartTimer()
-						o, fo, err := commitChunks(plain, folded, f, recs, size, workers)
+						o, fo, fc, err := commitChunks(plain, folded, f, recs, size, workers)
 						b.StopTimer()
 						if err != nil {
 							b.Fatal(err)
@@ -133,7 +148,7 @@ func BenchmarkCommitFollowed(b *testing.B) {
 						if f != nil {
 							folds += f.Folds() - f0s
 						}
-						off, on = off+o, on+fo
+						off, on, onCommits = off+o, on+fo, onCommits+fc
 						cpuKnown = cpuKnown && ok0 && ok1 && ok2 && ok3
 						cpuOff, cpuOn = cpuOff+p1.since(p0), cpuOn+f1.since(f0)
 					}
@@ -148,6 +163,10 @@ func BenchmarkCommitFollowed(b *testing.B) {
 					b.ReportMetric(float64((on-off).Milliseconds())/float64(batches), "ms/batch-projection")
 					if folds > 0 {
 						b.ReportMetric(float64(b.N*len(recs))/float64(folds), "records/fold")
+						// The commits' own time, while the follower folds
+						// beside them: the commit throughput, apart from
+						// the wait for the fold to catch up.
+						b.ReportMetric(off.Seconds()/onCommits.Seconds(), "commits-on/off")
 					}
 				})
 			}
@@ -155,28 +174,50 @@ func BenchmarkCommitFollowed(b *testing.B) {
 	}
 }
 
+// ownStores returns recs with each record of store s1 sent by e1 and of s2
+// by e2 (the rest as they were).
+func ownStores(tb testing.TB, recs []projection.Record) []projection.Record {
+	out := make([]projection.Record, len(recs))
+	for i, r := range recs {
+		var h struct {
+			Store string `cbor:"store"`
+		}
+		if err := cbor.Unmarshal(r.Body, &h); err != nil {
+			tb.Fatal(err)
+		}
+		switch h.Store {
+		case "s1":
+			r.Edge = "e1"
+		case "s2":
+			r.Edge = "e2"
+		}
+		out[i] = r
+	}
+	return out
+}
+
 // commitChunks commits recs into a and b, in turns of 1000 records (or
 // workers batches, when more), the first of each pair alternating, each
 // turn by workers goroutines that commit batches of size each to their
 // own edges; it returns the time each ledger took. When f is not nil it
 // folds b, and b's turn lasts until f has folded every record of it.
-func commitChunks(a, b *rig, f *Follower, recs []projection.Record, size, workers int) (ta, tb time.Duration, err error) {
+func commitChunks(a, b *rig, f *Follower, recs []projection.Record, size, workers int) (ta, tb, tbCommits time.Duration, err error) {
 	chunk := max(1000, size*workers)
 	for i, n := 0, 0; i < len(recs) && err == nil; i, n = i+chunk, n+1 {
 		part := recs[i:min(i+chunk, len(recs))]
-		var da, db time.Duration
+		var da, db, dc time.Duration
 		if n%2 == 0 {
 			if da, err = a.commitWorkers(part, size, workers, nil); err == nil {
-				db, err = b.commitWorkers(part, size, workers, f)
+				db, dc, err = b.commitWorkersTimed(part, size, workers, f)
 			}
 		} else {
-			if db, err = b.commitWorkers(part, size, workers, f); err == nil {
+			if db, dc, err = b.commitWorkersTimed(part, size, workers, f); err == nil {
 				da, err = a.commitWorkers(part, size, workers, nil)
 			}
 		}
-		ta, tb = ta+da, tb+db
+		ta, tb, tbCommits = ta+da, tb+db, tbCommits+dc
 	}
-	return ta, tb, err
+	return ta, tb, tbCommits, err
 }
 
 // commitWorkers commits recs in batches of size by workers goroutines
@@ -184,6 +225,13 @@ func commitChunks(a, b *rig, f *Follower, recs []projection.Record, size, worker
 // is not nil, waits until f has folded the last position committed. It
 // returns how long that took.
 func (r *rig) commitWorkers(recs []projection.Record, size, workers int, f *Follower) (time.Duration, error) {
+	d, _, err := r.commitWorkersTimed(recs, size, workers, f)
+	return d, err
+}
+
+// commitWorkersTimed is commitWorkers, and also returns how long the
+// commits alone took (without the wait for f).
+func (r *rig) commitWorkersTimed(recs []projection.Record, size, workers int, f *Follower) (total, commits time.Duration, err error) {
 	var batches [][]projection.Record
 	for i := 0; i < len(recs); i += size {
 		batches = append(batches, recs[i:min(i+size, len(recs))])
@@ -206,23 +254,23 @@ func (r *rig) commitWorkers(recs []projection.Record, size, workers int, f *Foll
 			errs <- nil
 		}()
 	}
-	var err error
 	for range workers {
 		err = errors.Join(err, <-errs)
 	}
+	commits = time.Since(start)
 	if err != nil || f == nil {
-		return time.Since(start), err
+		return commits, commits, err
 	}
 	top, err := ledger.LastPos(context.Background(), r.pool)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	for deadline := time.Now().Add(time.Minute); f.Through() < top; time.Sleep(100 * time.Microsecond) {
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("the follower folded through position %d, not %d, in a minute", f.Through(), top)
+			return 0, 0, fmt.Errorf("the follower folded through position %d, not %d, in a minute", f.Through(), top)
 		}
 	}
-	return time.Since(start), nil
+	return time.Since(start), commits, nil
 }
 
 // workerEdge is the edge worker w commits edge's records as: worker 0 the
