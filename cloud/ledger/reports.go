@@ -231,7 +231,7 @@ func runReport[T any](ctx context.Context, l *Ledger, sp reportSpec, f ReportFil
 				latest[s] = d
 			}
 		}
-		out.Stores, err = storesComplete(ctx, tx, latest, f.To, l.opts.Now())
+		out.Stores, err = storesComplete(ctx, tx, latest, f.To, l.opts.Now(), out.AsOf)
 		return err
 	})
 	if err != nil {
@@ -246,8 +246,11 @@ func runReport[T any](ctx context.Context, l *Ledger, sp reportSpec, f ReportFil
 // storesComplete says, for each store of latest (store -> the latest
 // business day of its rows), how far its data is complete. The day asked
 // about is to when given, else the store's latest day in the rows, else
-// (a report without days) the store's yesterday.
-func storesComplete(ctx context.Context, tx pgx.Tx, latest map[string]string, to string, now time.Time) ([]StoreCompleteness, error) {
+// (a report without days) the store's yesterday. A stream is counted only
+// as far as the rows reflect it: when its last committed record lies
+// beyond asOf (a projection folded behind the commits has not reached
+// it), it counts through its last record at or below asOf instead.
+func storesComplete(ctx context.Context, tx pgx.Tx, latest map[string]string, to string, now time.Time, asOf int64) ([]StoreCompleteness, error) {
 	out := []StoreCompleteness{}
 	if len(latest) == 0 {
 		return out, nil
@@ -257,13 +260,17 @@ func storesComplete(ctx context.Context, tx pgx.Tx, latest map[string]string, to
 		ids = append(ids, s)
 	}
 	rows, err := tx.Query(ctx,
-		`SELECT s.id, s.time_zone, st.hwm, st.edge_seq, st.edge_seq_time,
-			(SELECT l.edge_time FROM ledger l WHERE l.edge = st.edge AND l.epoch = st.epoch AND l.seq = st.hwm LIMIT 1)
+		`SELECT s.id, s.time_zone, CASE WHEN h.pos > $2 THEN coalesce(f.seq, 0) ELSE st.hwm END, st.edge_seq, st.edge_seq_time,
+			CASE WHEN h.pos > $2 THEN f.edge_time ELSE h.edge_time END
 		 FROM stores s
 		 LEFT JOIN edges e ON e.store = s.id
 		 LEFT JOIN streams st ON st.edge = e.id AND st.ended_at IS NULL
+		 LEFT JOIN LATERAL (SELECT l.edge_time, l.pos FROM ledger l
+			WHERE l.edge = st.edge AND l.epoch = st.epoch AND l.seq = st.hwm LIMIT 1) h ON true
+		 LEFT JOIN LATERAL (SELECT l.seq, l.edge_time FROM ledger l
+			WHERE h.pos > $2 AND l.edge = st.edge AND l.epoch = st.epoch AND l.pos <= $2 ORDER BY l.seq DESC LIMIT 1) f ON true
 		 WHERE s.id = ANY($1)
-		 ORDER BY s.id`, ids)
+		 ORDER BY s.id`, ids, asOf)
 	if err != nil {
 		return nil, err
 	}
