@@ -49,8 +49,8 @@ type Follower struct {
 	// Page bounds the records of one fold transaction. Default 5000.
 	Page int
 	// Idle is how long Run waits for a Wake before it looks for records
-	// anyway (commits of other replicas, records held below the horizon
-	// by a long transaction). Default 200 ms.
+	// anyway (commits of other replicas, and records a long transaction
+	// held above the horizon when Wake came). Default 200 ms.
 	Idle   time.Duration
 	Logger *slog.Logger
 
