@@ -116,4 +116,14 @@ func TestReportsBehindTheCommits(t *testing.T) {
 	if len(p.Rows) != 2 || len(p.Stores) != 1 || p.Stores[0] != (storeComplete{Store: "s1", Requested: day2, CompleteThrough: day1}) {
 		t.Errorf("after the fold: rows %+v, stores %+v", p.Rows, p.Stores)
 	}
+
+	// A rebuild's shadow checkpoint, far behind, is not what the live rows
+	// reflect: as_of and completeness stay.
+	if _, err := e.Conn.Exec(ctx, `INSERT INTO projection_checkpoints (name, version, last_pos, digest) VALUES ('pos_rebuild', 1, 1, sha256(''))`); err != nil {
+		t.Fatal(err)
+	}
+	e.MustDo(t, 200, "GET", "/v1/reports/sales", tok, nil, &p)
+	if p.AsOf != lastPos() || len(p.Stores) != 1 || p.Stores[0].CompleteThrough != day1 {
+		t.Errorf("during a rebuild: as_of %d (want %d), stores %+v", p.AsOf, lastPos(), p.Stores)
+	}
 }

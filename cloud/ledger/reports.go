@@ -70,7 +70,8 @@ type StoreCompleteness struct {
 // Report is one page of a report.
 type Report[T any] struct {
 	// AsOf is the ledger position the rows reflect: every record at or
-	// below it is folded in (the lowest last_pos of the projections).
+	// below it is folded in (the lowest last_pos of the live projections,
+	// not of a rebuild's shadow).
 	AsOf   int64               `json:"as_of"`
 	Rows   []T                 `json:"rows"`
 	Next   string              `json:"next,omitempty"` // the cursor of the next page; absent on the last
@@ -191,7 +192,10 @@ func runReport[T any](ctx context.Context, l *Ledger, sp reportSpec, f ReportFil
 	scan func(pgx.Row) (T, error), key func(T) []string, store func(T) (string, string)) (Report[T], error) {
 	out := Report[T]{Rows: []T{}, Stores: []StoreCompleteness{}}
 	err := l.readSnapshot(ctx, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, `SELECT coalesce(min(last_pos), 0) FROM projection_checkpoints`).Scan(&out.AsOf); err != nil {
+		// The live projections' checkpoints: a rebuild's shadow
+		// (pgview's "<name>_rebuild") is not what the rows reflect.
+		if err := tx.QueryRow(ctx, `SELECT coalesce(min(last_pos), 0) FROM projection_checkpoints
+			WHERE name NOT LIKE '%\_rebuild'`).Scan(&out.AsOf); err != nil {
 			return err
 		}
 		q, args, err := sp.query(f)
