@@ -139,6 +139,9 @@ func (l *Ledger) Commit(ctx context.Context, batch []Input) ([]Outcome, error) {
 				out[v.idx] = res[i]
 			}
 			l.stats.records.Add(uint64(len(recs)))
+			if l.opts.Committed != nil && len(recs) > 0 {
+				l.opts.Committed(recs[len(recs)-1].Pos)
+			}
 		} else if Permanent(err) {
 			// The data, not the database: ingest isolates the input.
 			err = fmt.Errorf("commit: %w", &ingest.RefusedError{Err: err})

@@ -74,6 +74,11 @@ type Options struct {
 	// Quarantine bounds what refused segments may keep; zero fields take
 	// the defaults of QuarantineLimits.
 	Quarantine QuarantineLimits
+	// Committed, when not nil, is called after every commit transaction
+	// that committed records, once it has committed, with the highest
+	// position it gave. A projection that folds behind the commits
+	// (pgview.Follower) wakes on it. It must not block.
+	Committed func(lastPos int64)
 }
 
 // Ledger commits verified segments to Postgres and reads them back, and

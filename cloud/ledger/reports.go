@@ -70,7 +70,8 @@ type StoreCompleteness struct {
 // Report is one page of a report.
 type Report[T any] struct {
 	// AsOf is the ledger position the rows reflect: every record at or
-	// below it is folded in (the lowest last_pos of the projections).
+	// below it is folded in (the lowest last_pos of the live projections,
+	// not of a rebuild's shadow).
 	AsOf   int64               `json:"as_of"`
 	Rows   []T                 `json:"rows"`
 	Next   string              `json:"next,omitempty"` // the cursor of the next page; absent on the last
@@ -191,7 +192,10 @@ func runReport[T any](ctx context.Context, l *Ledger, sp reportSpec, f ReportFil
 	scan func(pgx.Row) (T, error), key func(T) []string, store func(T) (string, string)) (Report[T], error) {
 	out := Report[T]{Rows: []T{}, Stores: []StoreCompleteness{}}
 	err := l.readSnapshot(ctx, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, `SELECT coalesce(min(last_pos), 0) FROM projection_checkpoints`).Scan(&out.AsOf); err != nil {
+		// The live projections' checkpoints: a rebuild's shadow
+		// (pgview's "<name>_rebuild") is not what the rows reflect.
+		if err := tx.QueryRow(ctx, `SELECT coalesce(min(last_pos), 0) FROM projection_checkpoints
+			WHERE name NOT LIKE '%\_rebuild'`).Scan(&out.AsOf); err != nil {
 			return err
 		}
 		q, args, err := sp.query(f)
@@ -231,7 +235,7 @@ func runReport[T any](ctx context.Context, l *Ledger, sp reportSpec, f ReportFil
 				latest[s] = d
 			}
 		}
-		out.Stores, err = storesComplete(ctx, tx, latest, f.To, l.opts.Now())
+		out.Stores, err = storesComplete(ctx, tx, latest, f.To, l.opts.Now(), out.AsOf)
 		return err
 	})
 	if err != nil {
@@ -246,8 +250,11 @@ func runReport[T any](ctx context.Context, l *Ledger, sp reportSpec, f ReportFil
 // storesComplete says, for each store of latest (store -> the latest
 // business day of its rows), how far its data is complete. The day asked
 // about is to when given, else the store's latest day in the rows, else
-// (a report without days) the store's yesterday.
-func storesComplete(ctx context.Context, tx pgx.Tx, latest map[string]string, to string, now time.Time) ([]StoreCompleteness, error) {
+// (a report without days) the store's yesterday. A stream is counted only
+// as far as the rows reflect it: when its last committed record lies
+// beyond asOf (a projection folded behind the commits has not reached
+// it), it counts through its last record at or below asOf instead.
+func storesComplete(ctx context.Context, tx pgx.Tx, latest map[string]string, to string, now time.Time, asOf int64) ([]StoreCompleteness, error) {
 	out := []StoreCompleteness{}
 	if len(latest) == 0 {
 		return out, nil
@@ -257,13 +264,17 @@ func storesComplete(ctx context.Context, tx pgx.Tx, latest map[string]string, to
 		ids = append(ids, s)
 	}
 	rows, err := tx.Query(ctx,
-		`SELECT s.id, s.time_zone, st.hwm, st.edge_seq, st.edge_seq_time,
-			(SELECT l.edge_time FROM ledger l WHERE l.edge = st.edge AND l.epoch = st.epoch AND l.seq = st.hwm LIMIT 1)
+		`SELECT s.id, s.time_zone, CASE WHEN h.pos > $2 THEN coalesce(f.seq, 0) ELSE st.hwm END, st.edge_seq, st.edge_seq_time,
+			CASE WHEN h.pos > $2 THEN f.edge_time ELSE h.edge_time END
 		 FROM stores s
 		 LEFT JOIN edges e ON e.store = s.id
 		 LEFT JOIN streams st ON st.edge = e.id AND st.ended_at IS NULL
+		 LEFT JOIN LATERAL (SELECT l.edge_time, l.pos FROM ledger l
+			WHERE l.edge = st.edge AND l.epoch = st.epoch AND l.seq = st.hwm LIMIT 1) h ON true
+		 LEFT JOIN LATERAL (SELECT l.seq, l.edge_time FROM ledger l
+			WHERE h.pos > $2 AND l.edge = st.edge AND l.epoch = st.epoch AND l.pos <= $2 ORDER BY l.seq DESC LIMIT 1) f ON true
 		 WHERE s.id = ANY($1)
-		 ORDER BY s.id`, ids)
+		 ORDER BY s.id`, ids, asOf)
 	if err != nil {
 		return nil, err
 	}

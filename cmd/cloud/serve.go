@@ -70,6 +70,7 @@ type Config struct {
 	DrainTimeout time.Duration
 	AuditEvery   time.Duration
 	Projections  bool
+	FollowFold   bool
 	TokensV1     bool
 	LogLevel     string
 	LogFormat    string
@@ -143,6 +144,7 @@ func (m *Main) ParseFlags(args []string) error {
 	flagenv.DurationVar(fs, &c.AuditEvery, "audit-every", ledger.DefaultAuditEvery, flagenv.Durations(time.Minute, 0, "no scheduled audit"), "how often to audit what was committed since the last audit (at start-up, then on this schedule; see cloud audit)")
 	fs.BoolVar(&c.TokensV1, "broker-tokens-v1", false, "embedded brokers: also accept older edges' v1 broker tokens while they are upgraded (once each, like v2, but valid on either broker and within 10 minutes of this clock)")
 	fs.BoolVar(&c.Projections, "projections", true, "fold every commit into the back office's read models (docs/REPORTS.md), in the commit; at start-up, rebuild them in the background when their definitions changed or commits were made without them")
+	fs.BoolVar(&c.FollowFold, "projections-follow", false, "fold the read models behind the commits (a follower of the ledger, many commits per fold, woken by each) rather than inside each commit: commits do not wait for the fold or for each other, and reports lag the ledger by a fold (their as_of says where they stand; docs/REPORTS.md, \"Folding behind the commits\")")
 	natsFlags(fs, &c.NATS)
 	releaseFlags(fs, &c.Release)
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud serve [flags]\n\nRuns the cloud service.")
@@ -270,18 +272,33 @@ func (m *Main) Run(ctx context.Context) error {
 		Help:    "Time of the projection step of each commit (folding the batch into the read models, in the commit transaction).",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)})
 	rebuildWhy := ""
+	var follower *pgview.Follower
+	var committed func(int64)
 	if c.Projections {
 		dir = pgview.NewDirectory()
 		proj = pgview.New(dir)
 		proj.Observe = func(d time.Duration) { projectionSeconds.Observe(d.Seconds()) }
-		projections = append(projections, proj)
-		if rebuildWhy, err = pgview.NeedsRebuild(ctx, m.pool); err != nil {
+		if c.FollowFold {
+			// Folded behind the commits: records the checkpoint has not
+			// folded are the follower's to fold, not a reason to rebuild.
+			follower = pgview.NewFollower(proj, nil, m.pool)
+			follower.Logger = log.With("component", "projection-follower")
+			committed = follower.Wake
+			rebuildWhy, err = pgview.VersionChanged(ctx, m.pool)
+		} else {
+			projections = append(projections, proj)
+			rebuildWhy, err = pgview.NeedsRebuild(ctx, m.pool)
+		}
+		if err != nil {
 			return err
 		}
 	} else {
 		log.Warn("projections are off (--projections=false): commits are not folded into the read models; the next start with them on rebuilds them")
 	}
-	led := ledger.New(m.pool, ledger.Options{Logger: log, Projections: projections})
+	led := ledger.New(m.pool, ledger.Options{Logger: log, Projections: projections, Committed: committed})
+	if follower != nil {
+		follower.Ledger = led
+	}
 
 	reg := prometheus.NewRegistry()
 	// Commands to edges (cloud/command): sent after each hello's receipt,
@@ -445,6 +462,9 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	if auditor != nil {
 		g.Go(func() error { return auditor.Run(gctx) })
+	}
+	if follower != nil {
+		g.Go(func() error { return follower.Run(gctx) })
 	}
 	if rebuildWhy != "" {
 		g.Go(func() error { rebuildInBackground(gctx, m.pool, dir, rebuildWhy, &m.rebuilding, log); return nil })

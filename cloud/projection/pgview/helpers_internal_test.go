@@ -69,6 +69,15 @@ func (r *rig) exec(sql string, args ...any) {
 // batch: one segment per edge.
 func (r *rig) commit(recs ...projection.Record) {
 	r.tb.Helper()
+	if err := r.commitErr(recs...); err != nil {
+		r.tb.Fatal(err)
+	}
+}
+
+// commitErr is commit for other goroutines than the test's: it returns
+// what commit would fail with. Goroutines that call it at once must
+// commit to different edges.
+func (r *rig) commitErr(recs ...projection.Record) error {
 	first := map[string]uint64{}
 	var edges []string
 	for _, rec := range recs {
@@ -89,13 +98,14 @@ func (r *rig) commit(recs ...projection.Record) {
 	}
 	out, err := r.l.Commit(context.Background(), in)
 	if err != nil {
-		r.tb.Fatalf("commit: %v", err)
+		return fmt.Errorf("commit: %w", err)
 	}
 	for i, o := range out {
 		if o.Kind != ledger.KindCommitted {
-			r.tb.Fatalf("commit input %d: %v, not committed", i, o)
+			return fmt.Errorf("commit input %d: %v, not committed", i, o)
 		}
 	}
+	return nil
 }
 
 // commitSplit commits recs in batches of random sizes.

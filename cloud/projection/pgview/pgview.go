@@ -1,8 +1,9 @@
 // Package pgview keeps the read models of cloud/projection in Postgres
 // (the tables of migration 0007): Projection is the ledger.Projection that
-// folds every commit batch into them inside the commit transaction, and
-// Rebuild recomputes them from the ledger beside the live ones, compares,
-// and swaps.
+// folds every commit batch into them inside the commit transaction (or,
+// driven by a Follower, behind the commits in transactions of its own),
+// and Rebuild recomputes them from the ledger beside the live ones,
+// compares, and swaps.
 //
 // Invariants:
 //   - Every commit's Apply first locks its projection's checkpoint row

@@ -278,6 +278,21 @@ func compare(ctx context.Context, q pgx.Tx, a, b string) ([]Diff, error) {
 	return out, nil
 }
 
+// VersionChanged is NeedsRebuild for a projection folded behind the
+// commits (Follower): records the checkpoint has not folded yet are the
+// follower's work, so only a change of the definitions (Version) calls for
+// a rebuild.
+func VersionChanged(ctx context.Context, pool *pgxpool.Pool) (string, error) {
+	cp, ok, err := ReadCheckpoint(ctx, pool, Name)
+	if err != nil {
+		return "", err
+	}
+	if ok && cp.Version != projection.Version {
+		return fmt.Sprintf("its rows were folded by version %d of the definitions, this is version %d", cp.Version, projection.Version), nil
+	}
+	return "", nil
+}
+
 // NeedsRebuild says why the live projection must be rebuilt before it can
 // be trusted ("" when it need not): its checkpoint was folded by another
 // Version of the definitions, or the ledger holds records no commit has
