@@ -179,7 +179,7 @@ func (c *Controller) plan(ctx context.Context, tx pgx.Tx, r *row, targets map[st
 	if err != nil {
 		return true, err
 	}
-	type cand struct{ id, agent, zone string }
+	type cand struct{ ID, Agent, Zone string }
 	cands, err := pgx.CollectRows(rows, pgx.RowToStructByPos[cand])
 	if err != nil {
 		return true, err
@@ -187,7 +187,7 @@ func (c *Controller) plan(ctx context.Context, tx pgx.Tx, r *row, targets map[st
 	var ms []member
 	skipped := map[string]int{}
 	for _, cd := range cands {
-		version, arch, ok := ParseAgent(cd.agent)
+		version, arch, ok := ParseAgent(cd.Agent)
 		switch {
 		case !ok:
 			skipped["no hello naming its software yet"]++
@@ -201,7 +201,7 @@ func (c *Controller) plan(ctx context.Context, tx pgx.Tx, r *row, targets map[st
 			skipped["no target for "+arch]++
 			continue
 		}
-		ms = append(ms, member{edge: cd.id, arch: arch, target: name, zone: cd.zone, key: sha256.Sum256([]byte(r.ID + "/" + cd.id))})
+		ms = append(ms, member{edge: cd.ID, arch: arch, target: name, zone: cd.Zone, key: sha256.Sum256([]byte(r.ID + "/" + cd.ID))})
 	}
 	// A deterministic order that spreads the first stages over stores
 	// and tenants rather than taking the lowest edge ids.

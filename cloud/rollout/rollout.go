@@ -619,11 +619,16 @@ func withdraw(ctx context.Context, tx pgx.Tx, cmds Commands, r *row, state, reas
 		if v.Row != "assigned" {
 			continue
 		}
-		switch st, _, _ := v.state(now, r.Silence); st {
+		st, _, _ := v.state(now, r.Silence)
+		switch st {
 		case EdgeCommitted, EdgeRolledBack, EdgeRefused, EdgeCancelled:
 			continue // settled
 		}
-		withdrawn = append(withdrawn, v.Edge)
+		if st != EdgeSilent {
+			// A silent edge stays silent (a failure, as the pause said);
+			// its command is cancelled all the same.
+			withdrawn = append(withdrawn, v.Edge)
+		}
 		held, err := cmds.Held(ctx, tx, v.Edge, v.Seq)
 		if err != nil {
 			return err
