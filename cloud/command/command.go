@@ -19,8 +19,9 @@
 //     hands the command out, so CancelRef never reports "not received" for a
 //     command that was, or is being, published.
 //
-// Delivery (the Deliverer in deliver.go) calls Take on every hello and
-// whenever Enqueue's NOTIFY says an edge it serves has a new command.
+// Delivery (the Deliverer in deliver.go) calls NoteHello and Take on every
+// hello, and Take whenever Enqueue's NOTIFY says an edge it serves has a
+// new command.
 package command
 
 import (
@@ -220,31 +221,60 @@ type Pending struct {
 	Signed []byte
 }
 
-// Take answers a hello of edge that says it accepted every command up to
-// acked (hello.Cmd): it marks those acknowledged, and hands out, in seq
-// order, every command with seq > acked that is neither cancelled nor
-// expired at now, marking each delivered (the first time) before the
-// caller publishes it. It is one statement, so it is safe from any number
-// of replicas at once; a command both of two replicas hand out is simply
-// published twice, which the edge drops as a replay.
-func Take(ctx context.Context, q Querier, edge string, acked uint64, now time.Time) ([]Pending, error) {
-	if acked > 1<<63-1 {
-		acked = 1<<63 - 1
-	}
-	rows, err := q.Query(ctx, `WITH ack AS (
-			UPDATE edge_commands SET acked_at = now()
-			WHERE edge = $1 AND seq <= $2 AND acked_at IS NULL
+// NoteHello records that edge said, in a hello, that it accepted every
+// command up to cmd (hello.Cmd): those are marked acknowledged, and cmd is
+// kept as where the next push starts (Take after it). It reports whether
+// the edge has commands to get (seq > cmd, neither cancelled nor expired
+// at now). An edge whose state was reset says a lower cmd than before:
+// that is kept too, so it gets again what it lost.
+func NoteHello(ctx context.Context, q Querier, edge string, cmd uint64, now time.Time) (pending bool, err error) {
+	rows, err := q.Query(ctx, `WITH h AS (
+			UPDATE edge_command_seqs SET acked = $2 WHERE edge = $1
+		), a AS (
+			UPDATE edge_commands SET acked_at = now() WHERE edge = $1 AND seq <= $2 AND acked_at IS NULL
 		)
-		UPDATE edge_commands SET delivered_at = coalesce(delivered_at, now())
+		SELECT EXISTS (SELECT 1 FROM edge_commands
+			WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3)`, edge, clamp(cmd), now.UTC())
+	if err == nil {
+		pending, err = pgx.CollectExactlyOneRow(rows, pgx.RowTo[bool])
+	}
+	if err != nil {
+		return false, fmt.Errorf("note the hello of edge %q: %w", edge, err)
+	}
+	return pending, nil
+}
+
+// LastHello returns the cmd of edge's last hello (NoteHello), 0 when it
+// said none or has no commands.
+func LastHello(ctx context.Context, q Querier, edge string) (uint64, error) {
+	rows, err := q.Query(ctx, `SELECT acked FROM edge_command_seqs WHERE edge = $1`, edge)
+	if err != nil {
+		return 0, fmt.Errorf("last hello of edge %q: %w", edge, err)
+	}
+	acked, err := pgx.CollectExactlyOneRow(rows, pgx.RowTo[int64])
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("last hello of edge %q: %w", edge, err)
+	}
+	return uint64(acked), nil
+}
+
+// Take hands out, in seq order, every command of edge with seq > after
+// that is neither cancelled nor expired at now, marking each delivered (the
+// first time) before the caller publishes it. The caller publishes them in
+// that order and stops at the first that fails: the edge accepts only a
+// seq above the last it accepted, so a later one arriving first would make
+// it drop the earlier ones. after must be a cmd the edge said (a hello's,
+// or LastHello): see Deliverer.burst for why bursts then need no lock.
+func Take(ctx context.Context, q Querier, edge string, after uint64, now time.Time) ([]Pending, error) {
+	rows, err := q.Query(ctx, `UPDATE edge_commands SET delivered_at = coalesce(delivered_at, now())
 		WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3
-		RETURNING seq, signed`, edge, int64(acked), now.UTC())
+		RETURNING seq, signed`, edge, clamp(after), now.UTC())
 	if err != nil {
 		return nil, fmt.Errorf("take commands of edge %q: %w", edge, err)
 	}
-	return collectPending(edge, rows)
-}
-
-func collectPending(edge string, rows pgx.Rows) ([]Pending, error) {
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Pending, error) {
 		var p Pending
 		var seq int64
@@ -259,17 +289,5 @@ func collectPending(edge string, rows pgx.Rows) ([]Pending, error) {
 	return out, nil
 }
 
-// TakeNew hands out edge's commands that were never handed out yet and are
-// neither cancelled nor expired at now, in seq order, marking them
-// delivered: the push to a connected edge after Enqueue's NOTIFY, which
-// need not repeat what earlier deliveries sent (the next hello does, for
-// whatever the edge did not accept).
-func TakeNew(ctx context.Context, q Querier, edge string, now time.Time) ([]Pending, error) {
-	rows, err := q.Query(ctx, `UPDATE edge_commands SET delivered_at = now()
-		WHERE edge = $1 AND delivered_at IS NULL AND acked_at IS NULL AND cancelled_at IS NULL AND expires_at > $2
-		RETURNING seq, signed`, edge, now.UTC())
-	if err != nil {
-		return nil, fmt.Errorf("take new commands of edge %q: %w", edge, err)
-	}
-	return collectPending(edge, rows)
-}
+// clamp maps a seq an edge said onto bigint: no stored seq is above it.
+func clamp(seq uint64) int64 { return int64(min(seq, 1<<63-1)) }

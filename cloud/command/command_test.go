@@ -103,6 +103,9 @@ func TestEnqueueTakeList(t *testing.T) {
 		t.Fatalf("first command of e2 has seq %d, want 1", seq)
 	}
 
+	if pending, err := command.NoteHello(ctx, db, "e1", 0, time.Now()); err != nil || !pending {
+		t.Fatalf("hello with cmd 0: pending %v, %v; want true", pending, err)
+	}
 	got, err := command.Take(ctx, db, "e1", 0, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +127,12 @@ func TestEnqueueTakeList(t *testing.T) {
 
 	// The edge accepted 1 and 2: they are acknowledged and not sent again;
 	// 3 is (redelivery is normal), with the same bytes.
+	if pending, err := command.NoteHello(ctx, db, "e1", 2, time.Now()); err != nil || !pending {
+		t.Fatalf("hello with cmd 2: pending %v, %v; want true", pending, err)
+	}
+	if last, err := command.LastHello(ctx, db, "e1"); err != nil || last != 2 {
+		t.Fatalf("LastHello: %d, %v; want 2", last, err)
+	}
 	again, err := command.Take(ctx, db, "e1", 2, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -146,16 +155,19 @@ func TestEnqueueTakeList(t *testing.T) {
 			t.Errorf("command %d: %+v", st.Seq, st)
 		}
 	}
-	// A new command is handed out to the push once, then only to hellos.
-	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", nil, exp)
-	for i, want := range [][]uint64{{4}, nil} {
-		got, err := command.TakeNew(ctx, db, "e1", time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !slices.Equal(seqs(got), want) {
-			t.Fatalf("push %d takes %v, want %v", i, seqs(got), want)
-		}
+	// An edge that accepted everything has nothing pending; one whose
+	// state was reset says a lower cmd, and gets again what is kept.
+	if pending, err := command.NoteHello(ctx, db, "e1", 3, time.Now()); err != nil || pending {
+		t.Fatalf("hello with cmd 3: pending %v, %v; want false", pending, err)
+	}
+	if pending, err := command.NoteHello(ctx, db, "e1", 0, time.Now()); err != nil || !pending {
+		t.Fatalf("hello of a reset edge: pending %v, %v; want true", pending, err)
+	}
+	if last, err := command.LastHello(ctx, db, "e1"); err != nil || last != 0 {
+		t.Fatalf("LastHello after a reset: %d, %v; want 0", last, err)
+	}
+	if last, err := command.LastHello(ctx, db, "e2"); err != nil || last != 0 {
+		t.Fatalf("LastHello of an edge that never said hello: %d, %v; want 0", last, err)
 	}
 	if l := mustList(t, db, "e2"); len(l) != 1 || l[0].DeliveredAt != nil || l[0].Kind != protocol.CommandCancel {
 		t.Fatalf("e2's commands: %+v", l)
@@ -179,8 +191,8 @@ func TestExpiredAndCancelled(t *testing.T) {
 	if got, err := command.Take(ctx, db, "e1", 0, now); err != nil || !slices.Equal(seqs(got), []uint64{1, 2, 3}) {
 		t.Fatalf("e1 takes %v, %v; want [1 2 3]", seqs(got), err)
 	}
-	if got, err := command.Take(ctx, db, "e3", 1, now); err != nil || len(got) != 0 {
-		t.Fatalf("e3 (acked 1) takes %v, %v; want none", seqs(got), err)
+	if pending, err := command.NoteHello(ctx, db, "e3", 1, now); err != nil || pending {
+		t.Fatalf("e3 (acked 1): pending %v, %v; want false", pending, err)
 	}
 
 	var maybe []string
@@ -199,8 +211,8 @@ func TestExpiredAndCancelled(t *testing.T) {
 	if got, err := command.Take(ctx, db, "e2", 0, now); err != nil || len(got) != 0 {
 		t.Fatalf("e2 after cancel takes %v, %v; want none", seqs(got), err)
 	}
-	if got, err := command.TakeNew(ctx, db, "e2", now); err != nil || len(got) != 0 {
-		t.Fatalf("e2's push after cancel takes %v, %v; want none", seqs(got), err)
+	if pending, err := command.NoteHello(ctx, db, "e2", 0, now); err != nil || pending {
+		t.Fatalf("e2 after cancel: pending %v, %v; want false", pending, err)
 	}
 	if l := mustList(t, db, "e3"); l[0].CancelledAt != nil || l[0].AckedAt == nil {
 		t.Fatalf("the acknowledged command of e3 is %+v; want acked and not cancelled", l[0])

@@ -28,6 +28,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/api"
 	brokermqtt "github.com/outpost-edge/outpost/cloud/broker/mqtt"
 	brokernats "github.com/outpost-edge/outpost/cloud/broker/nats"
+	"github.com/outpost-edge/outpost/cloud/command"
 	"github.com/outpost-edge/outpost/cloud/edgeauth"
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
@@ -284,8 +285,17 @@ func (m *Main) Run(ctx context.Context) error {
 	led := ledger.New(m.pool, ledger.Options{Logger: log, Projections: projections})
 
 	reg := prometheus.NewRegistry()
+	// Commands to edges (cloud/command): sent after each hello's receipt,
+	// and pushed to the edges that said hello here when one is enqueued.
+	commands, err := command.NewDeliverer(command.DelivererOptions{DB: m.pool, Logger: log})
+	if err != nil {
+		return err
+	}
 	svc, err := ingest.New(ingest.Options{Ledger: newTimedLedger(reg, led), Signer: signer, Workers: c.Workers, MaxBatch: c.MaxBatch, GapWait: c.GapWait,
-		AfterCommit: crashAfterCommitFault(log), Logger: log})
+		AfterCommit: crashAfterCommitFault(log), Logger: log,
+		Commands: func(ctx context.Context, edge string, cmd uint64, pub ingest.CommandPublisher) error {
+			return commands.Hello(ctx, edge, cmd, pub)
+		}})
 	if err != nil {
 		return err
 	}
@@ -338,6 +348,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	registerMetrics(reg, svc, led)
+	registerCommandMetrics(reg, commands)
 	if m.broker != nil {
 		b := m.broker
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_mqtt_slow_edge_disconnects_total",
@@ -412,6 +423,7 @@ func (m *Main) Run(ctx context.Context) error {
 	defer stopWork()
 	g, gctx := errgroup.WithContext(work)
 	g.Go(func() error { return svc.Run(gctx) })
+	g.Go(func() error { return commands.Run(gctx) })
 	if m.broker != nil || m.natsServer != nil {
 		g.Go(func() error { return m.auth.Run(gctx) })
 	}
@@ -600,4 +612,17 @@ func registerMetrics(reg *prometheus.Registry, svc *ingest.Service, led *ledger.
 	ledgerCounter("quarantine_truncated_total", "Quarantined payloads kept only as a prefix: the sender was over its byte cap.", func(s ledger.Stats) uint64 { return s.QuarantineTruncated })
 	ledgerCounter("quarantine_dropped_total", "Quarantined payloads not kept at all: the sender was over its row cap.", func(s ledger.Stats) uint64 { return s.QuarantineDropped })
 	ledgerCounter("quarantine_pruned_total", "Quarantine rows deleted after the retention.", func(s ledger.Stats) uint64 { return s.QuarantinePruned })
+}
+
+func registerCommandMetrics(reg *prometheus.Registry, d *command.Deliverer) {
+	counter := func(name, help string, f func(command.DeliveryStats) uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_" + name, Help: help},
+			func() float64 { return float64(f(d.Stats())) }))
+	}
+	counter("commands_published_total", "Signed commands published to edges' cmd topics and subjects (redeliveries included).", func(s command.DeliveryStats) uint64 { return s.Published })
+	counter("command_publish_errors_total", "Command publishes that failed (the edge's next hello gets the command).", func(s command.DeliveryStats) uint64 { return s.PublishErrors })
+	counter("command_pushes_total", "Pushes of new commands to connected edges, started by an enqueue's notification or the sweep.", func(s command.DeliveryStats) uint64 { return s.Pushes })
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_cloud_command_edges_served",
+		Help: "Edges that said hello to this process, to which it pushes new commands."},
+		func() float64 { return float64(d.Stats().Served) }))
 }

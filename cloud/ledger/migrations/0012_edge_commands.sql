@@ -10,10 +10,13 @@
 -- the next one with an upsert that row-locks the edge's counter until its
 -- transaction ends, so two enqueuers for one edge (in one process or in
 -- two cloud replicas) are serialised, a rolled-back enqueue gives its seq
--- back, and seq N+1 cannot commit before seq N.
+-- back, and seq N+1 cannot commit before seq N. acked is the cmd of the
+-- edge's last hello (the last seq it says it accepted): a push to a
+-- connected edge sends every kept command after it.
 CREATE TABLE edge_command_seqs (
-	edge text COLLATE "C" PRIMARY KEY REFERENCES edges (id),
-	last bigint NOT NULL CHECK (last > 0)
+	edge  text COLLATE "C" PRIMARY KEY REFERENCES edges (id),
+	last  bigint NOT NULL CHECK (last > 0),
+	acked bigint NOT NULL DEFAULT 0 CHECK (acked >= 0)
 );
 
 -- One signed command. signed is the exact COSE_Sign1 the edge gets (it
