@@ -397,18 +397,42 @@ func (t *tally) pauseReason(r *row) string {
 // Get returns rollout id's status, with its edges. q may be a
 // ledger.ReadAs transaction (the API's reads: row-level security shows a
 // tenant only its own rollouts and edges).
-func Get(ctx context.Context, q ledger.DB, id string, now time.Time) (Status, error) {
-	r, err := scanRow(q.QueryRow(ctx, `SELECT `+rowColumns+` FROM rollouts WHERE id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Status{}, fmt.Errorf("rollout %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return Status{}, fmt.Errorf("rollout %s: %w", id, err)
-	}
-	return status(ctx, q, r, now, true)
+func Get(ctx context.Context, db ledger.DB, id string, now time.Time) (Status, error) {
+	var s Status
+	err := snapshot(ctx, db, func(q pgx.Tx) error {
+		r, err := scanRow(q.QueryRow(ctx, `SELECT `+rowColumns+` FROM rollouts WHERE id = $1`, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("rollout %s: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("rollout %s: %w", id, err)
+		}
+		s, err = status(ctx, q, r, now, true)
+		return err
+	})
+	return s, err
 }
 
-func status(ctx context.Context, q ledger.DB, r *row, now time.Time, withEdges bool) (Status, error) {
+// snapshot runs f in a read-only, repeatable-read transaction (a
+// savepoint of one when db is a transaction already, such as the API's
+// read transaction, which is one too), so that a rollout's row and its
+// edges are read from one state of the database.
+func snapshot(ctx context.Context, db ledger.DB, f func(pgx.Tx) error) error {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY`); err != nil {
+		return err
+	}
+	if err := f(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+func status(ctx context.Context, q ledger.Querier, r *row, now time.Time, withEdges bool) (Status, error) {
 	vs, err := readViews(ctx, q, r)
 	if err != nil {
 		return Status{}, fmt.Errorf("rollout %s: %w", r.ID, err)
@@ -442,24 +466,28 @@ func status(ctx context.Context, q ledger.DB, r *row, now time.Time, withEdges b
 
 // List returns every rollout in q's scope, newest first, with stage
 // counts but without the per-edge list.
-func List(ctx context.Context, q ledger.DB, now time.Time) ([]Status, error) {
-	rows, err := q.Query(ctx, `SELECT `+rowColumns+` FROM rollouts ORDER BY created_at DESC, id`)
-	if err != nil {
-		return nil, fmt.Errorf("list rollouts: %w", err)
-	}
-	rs, err := pgx.CollectRows(rows, func(cr pgx.CollectableRow) (*row, error) { return scanRow(cr) })
-	if err != nil {
-		return nil, fmt.Errorf("list rollouts: %w", err)
-	}
-	out := make([]Status, 0, len(rs))
-	for _, r := range rs {
-		s, err := status(ctx, q, r, now, false)
+func List(ctx context.Context, db ledger.DB, now time.Time) ([]Status, error) {
+	var out []Status
+	err := snapshot(ctx, db, func(q pgx.Tx) error {
+		rows, err := q.Query(ctx, `SELECT `+rowColumns+` FROM rollouts ORDER BY created_at DESC, id`)
 		if err != nil {
-			return nil, err
+			return fmt.Errorf("list rollouts: %w", err)
 		}
-		out = append(out, s)
-	}
-	return out, nil
+		rs, err := pgx.CollectRows(rows, func(cr pgx.CollectableRow) (*row, error) { return scanRow(cr) })
+		if err != nil {
+			return fmt.Errorf("list rollouts: %w", err)
+		}
+		out = make([]Status, 0, len(rs))
+		for _, r := range rs {
+			s, err := status(ctx, q, r, now, false)
+			if err != nil {
+				return err
+			}
+			out = append(out, s)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // Tenant returns the tenant of rollout id ("" for a global one).
