@@ -105,7 +105,10 @@ func (f *otaFold) add(edge string, pos int64, at time.Time, rec protocol.Record)
 	if kind == "command_accepted" {
 		// reason "command N" names the seq the edge's gate accepted.
 		if n, ok := strings.CutPrefix(b.Reason, "command "); ok {
-			if seq, err := strconv.ParseUint(n, 10, 64); err == nil && seq > e.AcceptedSeq {
+			// The highest seq, first accepted at the lowest position: a
+			// rule that does not depend on the order of folding.
+			if seq, err := strconv.ParseUint(n, 10, 64); err == nil && seq > 0 &&
+				(seq > e.AcceptedSeq || seq == e.AcceptedSeq && pos < e.AcceptedPos) {
 				e.AcceptedSeq, e.AcceptedPos = seq, pos
 			}
 		}
@@ -175,8 +178,10 @@ func (f *otaFold) queue(b *pgx.Batch, suffix string) {
 		b.Queue(`INSERT INTO ota_edge_state`+suffix+` AS s (edge, accepted_seq, accepted_pos, last_kind, last_at, last_pos)
 			VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (edge) DO UPDATE SET
-				accepted_seq = CASE WHEN excluded.accepted_seq > s.accepted_seq THEN excluded.accepted_seq ELSE s.accepted_seq END,
-				accepted_pos = CASE WHEN excluded.accepted_seq > s.accepted_seq THEN excluded.accepted_pos ELSE s.accepted_pos END,
+				accepted_seq = GREATEST(s.accepted_seq, excluded.accepted_seq),
+				accepted_pos = CASE WHEN excluded.accepted_seq > s.accepted_seq
+					OR excluded.accepted_seq = s.accepted_seq AND excluded.accepted_seq > 0 AND excluded.accepted_pos < s.accepted_pos
+					THEN excluded.accepted_pos ELSE s.accepted_pos END,
 				last_kind = CASE WHEN excluded.last_pos > s.last_pos THEN excluded.last_kind ELSE s.last_kind END,
 				last_at = CASE WHEN excluded.last_pos > s.last_pos THEN excluded.last_at ELSE s.last_at END,
 				last_pos = GREATEST(s.last_pos, excluded.last_pos)`,
