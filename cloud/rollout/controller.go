@@ -311,7 +311,7 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row) error {
 	if t.exceeded() {
 		reason := t.pauseReason(r)
 		c.Logger.Warn("rollout paused by itself", "rollout", r.ID, "reason", reason)
-		return withdraw(ctx, tx, c.Commands, r, StatePaused, reason)
+		return withdraw(ctx, tx, c.Commands, r, StatePaused, reason, now)
 	}
 	stage := r.Stage
 	for stage < len(t.stageDone) && t.stageDone[stage] {

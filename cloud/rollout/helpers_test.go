@@ -186,7 +186,13 @@ func (r *rig) step(c *rollout.Controller) {
 
 func (r *rig) status(id string) rollout.Status {
 	r.tb.Helper()
-	s, err := rollout.Get(context.Background(), r.pool, id, time.Now())
+	return r.statusAt(id, time.Now())
+}
+
+// statusAt is the rollout's status as of now (silence is counted to it).
+func (r *rig) statusAt(id string, now time.Time) rollout.Status {
+	r.tb.Helper()
+	s, err := rollout.Get(context.Background(), r.pool, id, now)
 	if err != nil {
 		r.tb.Fatal(err)
 	}

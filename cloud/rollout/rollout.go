@@ -549,7 +549,7 @@ func Pause(ctx context.Context, db ledger.DB, cmds Commands, id, who string) err
 		case StateCompleted, StateAborted:
 			return fmt.Errorf("pause rollout %s: it is %s: %w", id, r.State, ErrFinished)
 		}
-		return withdraw(ctx, tx, cmds, r, StatePaused, "paused by "+who)
+		return withdraw(ctx, tx, cmds, r, StatePaused, "paused by "+who, time.Now())
 	})
 }
 
@@ -562,7 +562,7 @@ func Abort(ctx context.Context, db ledger.DB, cmds Commands, id, who string) err
 		case StateCompleted:
 			return fmt.Errorf("abort rollout %s: it is %s: %w", id, r.State, ErrFinished)
 		}
-		return withdraw(ctx, tx, cmds, r, StateAborted, "aborted by "+who)
+		return withdraw(ctx, tx, cmds, r, StateAborted, "aborted by "+who, time.Now())
 	})
 }
 
@@ -628,7 +628,7 @@ func act(ctx context.Context, db ledger.DB, id string, fn func(pgx.Tx, *row) err
 // withdraw sets r's state (paused or aborted) and withdraws what its edges
 // have not started: CancelRef, then an ota.cancel to each edge that may
 // hold its assignment. tx holds r's row lock.
-func withdraw(ctx context.Context, tx pgx.Tx, cmds Commands, r *row, state, reason string) error {
+func withdraw(ctx context.Context, tx pgx.Tx, cmds Commands, r *row, state, reason string, now time.Time) error {
 	if _, err := tx.Exec(ctx, `UPDATE rollouts SET state = $2, reason = $3, updated_at = now() WHERE id = $1`, r.ID, state, reason); err != nil {
 		return err
 	}
@@ -641,7 +641,6 @@ func withdraw(ctx context.Context, tx pgx.Tx, cmds Commands, r *row, state, reas
 	}
 	sort.Slice(vs, func(i, j int) bool { return vs[i].Edge < vs[j].Edge }) // Enqueue's lock order
 	var withdrawn []string
-	now := time.Now()
 	for i := range vs {
 		v := &vs[i]
 		if v.Row != "assigned" {

@@ -3,6 +3,7 @@ package rollout_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -251,12 +252,14 @@ func TestPauseOnFailures(t *testing.T) {
 		{"rolled back", []string{"rolled_back", "rolled_back"}, time.Hour, "2 failures (2 rolled back) exceed 1 of 10 (10%)"},
 		{"refused", []string{"refused", "rolled_back"}, time.Hour, "2 failures (1 rolled back, 1 refused) exceed 1 of 10 (10%)"},
 		// The third edge, published but quiet, goes silent with the first.
-		{"silent", []string{"silent", "rolled_back"}, 2 * time.Second, "3 failures (1 rolled back, 2 silent) exceed 1 of 10 (10%)"},
+		{"silent", []string{"silent", "rolled_back"}, time.Hour, "3 failures (1 rolled back, 2 silent) exceed 1 of 10 (10%)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t)
 			r.edges("e", 10, "linux/amd64")
 			c := r.controller(r.pool)
+			var shift time.Duration // the controller's clock runs ahead by it
+			c.Now = func() time.Time { return time.Now().Add(shift) }
 			id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "3,100%", MaxFailures: "10%", Silence: tc.silence})
 			r.step(c)
 			as := assigned(r.status(id))
@@ -270,26 +273,26 @@ func TestPauseOnFailures(t *testing.T) {
 				}
 			}
 			r.exec(`UPDATE edge_commands SET delivered_at = now() WHERE edge = $1`, as[2].Edge) // published, not acknowledged
-			// One failure is within the budget (1 of 10): still running.
-			deadline := time.Now().Add(time.Minute)
-			for {
+			r.step(c)
+			if tc.name == "silent" {
+				// One failure is within the budget (1 of 10): still running,
+				// until the quiet edges' --silence has passed.
+				if s := r.status(id); s.State != rollout.StateRunning || s.Failures != 1 {
+					t.Fatalf("before --silence passed: %+v", s)
+				}
+				shift = tc.silence + time.Minute
 				r.step(c)
-				s := r.status(id)
-				if s.State == rollout.StatePaused {
-					if s.Reason != "paused: "+tc.reason {
-						t.Fatalf("reason %q, want %q", s.Reason, "paused: "+tc.reason)
-					}
-					if want := int(tc.reason[0] - '0'); s.Failures != want {
-						t.Fatalf("failures %d", s.Failures)
-					}
-					break
-				}
-				if tc.name != "silent" || time.Now().After(deadline) {
-					t.Fatalf("not paused: %+v", s)
-				}
-				time.Sleep(100 * time.Millisecond) // waiting out --silence, on the real clock
 			}
-			s := r.status(id)
+			s := r.statusAt(id, time.Now().Add(shift))
+			if s.State != rollout.StatePaused {
+				t.Fatalf("not paused: %+v", s)
+			}
+			if s.Reason != "paused: "+tc.reason {
+				t.Fatalf("reason %q, want %q", s.Reason, "paused: "+tc.reason)
+			}
+			if want := int(tc.reason[0] - '0'); s.Failures != want {
+				t.Fatalf("failures %d", s.Failures)
+			}
 			st := edgeStates(s)
 			if e := st[as[0].Edge]; e.Reason == "" && tc.fail[0] != "silent" {
 				t.Fatalf("no reason for %s: %+v", e.Edge, e)
@@ -319,9 +322,10 @@ func TestPauseOnFailures(t *testing.T) {
 			}
 			// Resume accepts the failures so far and assigns again what
 			// was withdrawn or silent.
-			if err := rollout.Resume(context.Background(), r.pool, id, "test", time.Now()); err != nil {
+			if err := rollout.Resume(context.Background(), r.pool, id, "test", time.Now().Add(shift)); err != nil {
 				t.Fatal(err)
 			}
+			shift = 0
 			r.step(c)
 			s = r.status(id)
 			if s.State != rollout.StateRunning || s.Failures != 0 {
@@ -340,33 +344,30 @@ func TestSilentNeverSuccess(t *testing.T) {
 	r := newRig(t)
 	r.edges("e", 3, "linux/amd64")
 	c := r.controller(r.pool)
-	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "1,100%", MaxFailures: "1", Silence: time.Second})
+	var shift time.Duration // the controller's clock runs ahead by it
+	c.Now = func() time.Time { return time.Now().Add(shift) }
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "1,100%", MaxFailures: "1", Silence: 30 * time.Minute})
 	r.step(c)
 	as := assigned(r.status(id))
-	r.commit(as[0].Edge, ota{kind: "command_accepted", target: protocol.CommandAssign, reason: "command 1"})
-	deadline := time.Now().Add(time.Minute)
-	for {
+	r.commit(as[0].Edge, ota{kind: "command_accepted", target: protocol.CommandAssign, reason: fmt.Sprintf("command %d", as[0].Seq)})
+	shift = 29 * time.Minute
+	r.step(c)
+	if s := r.statusAt(id, time.Now().Add(shift)); s.Edges[0].State != rollout.EdgeAccepted || s.Failures != 0 {
+		t.Fatalf("within --silence: %+v", s)
+	}
+	shift = 31 * time.Minute
+	for range 3 {
 		r.step(c)
-		s := r.status(id)
+		s := r.statusAt(id, time.Now().Add(shift))
 		if s.Stage != 0 || len(assigned(s)) != 1 || s.State != rollout.StateRunning {
 			t.Fatalf("a silent edge let the rollout on: %+v", s)
 		}
-		if s.Edges[0].State == rollout.EdgeSilent || s.Edges[1].State == rollout.EdgeSilent || s.Edges[2].State == rollout.EdgeSilent {
-			if s.Failures != 1 || s.Stages[0].Silent != 1 || s.Stages[0].Committed != 0 || s.Stages[0].Accepted != 1 {
-				t.Fatalf("silent edge counted as %+v", s)
-			}
-			break
+		if s.Edges[0].State != rollout.EdgeSilent || s.Failures != 1 || s.Stages[0].Silent != 1 || s.Stages[0].Committed != 0 || s.Stages[0].Accepted != 1 {
+			t.Fatalf("silent edge counted as %+v", s)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never silent: %+v", s)
+		if !strings.Contains(s.Edges[0].Reason, "no ota event for 31m") {
+			t.Fatalf("silent reason %q", s.Edges[0].Reason)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	for range 3 {
-		r.step(c)
-	}
-	if s := r.status(id); s.Stage != 0 || s.State != rollout.StateRunning {
-		t.Fatalf("advanced past a silent edge: %+v", s)
 	}
 	// When the edge speaks again and commits, the stage goes on.
 	r.commit(as[0].Edge, ota{kind: "installed", version: "1.1.0", target: as[0].Target}, ota{kind: "committed", version: "1.1.0"})
