@@ -21,6 +21,10 @@ import (
 // DefaultTick is how often a Controller looks at the running rollouts.
 const DefaultTick = 5 * time.Second
 
+// lockRolloutClass is the first key of the transaction advisory lock
+// under which rollouts are planned ("rout").
+const lockRolloutClass int32 = 0x726f7574
+
 // TargetsFunc returns the published TUF targets (name -> custom metadata),
 // cloud/release.Repo.Status's Targets.
 type TargetsFunc func(ctx context.Context) (map[string]firmware.Custom, error)
@@ -164,22 +168,31 @@ func (c *Controller) plan(ctx context.Context, tx pgx.Tx, r *row, targets map[st
 	if len(byArch) == 0 {
 		return true, setReason(ctx, tx, r, fmt.Sprintf("waiting: release %s of channel %s has no signed target in the repository (cloud release publish it first)", r.Release, r.Channel))
 	}
-	q := `SELECT e.id, coalesce(e.agent, ''), coalesce(s.time_zone, '') FROM edges e LEFT JOIN stores s ON s.id = e.store
+	// Rollouts plan one at a time (a transaction lock, whichever replica),
+	// so that two cannot both take an edge: an edge is in at most one
+	// running or paused rollout.
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext('rollout plan'))`, lockRolloutClass); err != nil {
+		return true, err
+	}
+	q := `SELECT e.id, coalesce(e.agent, ''), coalesce(s.time_zone, ''),
+			coalesce((SELECT min(o.id) FROM rollout_edges oe JOIN rollouts o ON o.id = oe.rollout
+				WHERE oe.edge = e.id AND o.id <> $2 AND o.state IN ('running', 'paused')), '')
+		FROM edges e LEFT JOIN stores s ON s.id = e.store
 		WHERE e.status = 'active' AND ($1 = '' OR e.tenant = $1)`
-	args := []any{r.Tenant}
+	args := []any{r.Tenant, r.ID}
 	switch p.toKind {
 	case "tag":
-		q += ` AND EXISTS (SELECT 1 FROM edge_tags t WHERE t.edge = e.id AND t.tag = $2)`
+		q += ` AND EXISTS (SELECT 1 FROM edge_tags t WHERE t.edge = e.id AND t.tag = $3)`
 		args = append(args, p.toArgs[0])
 	case "stores":
-		q += ` AND e.store = ANY($2::text[])`
+		q += ` AND e.store = ANY($3::text[])`
 		args = append(args, p.toArgs)
 	}
 	rows, err := tx.Query(ctx, q+` ORDER BY e.id`, args...)
 	if err != nil {
 		return true, err
 	}
-	type cand struct{ ID, Agent, Zone string }
+	type cand struct{ ID, Agent, Zone, Other string }
 	cands, err := pgx.CollectRows(rows, pgx.RowToStructByPos[cand])
 	if err != nil {
 		return true, err
@@ -189,6 +202,9 @@ func (c *Controller) plan(ctx context.Context, tx pgx.Tx, r *row, targets map[st
 	for _, cd := range cands {
 		version, arch, ok := ParseAgent(cd.Agent)
 		switch {
+		case cd.Other != "":
+			skipped["in an unfinished rollout (finish or abort it first)"]++
+			continue
 		case !ok:
 			skipped["no hello naming its software yet"]++
 			continue

@@ -139,6 +139,9 @@ func TestArchFiltering(t *testing.T) {
 		}
 	}
 	// A release with one target of no arch goes to every arch.
+	if err := rollout.Abort(context.Background(), r.pool, r.cmds, id, "test"); err != nil {
+		t.Fatal(err)
+	}
 	id2 := r.create(rollout.Spec{Release: "1.1.0", Channel: "beta", To: "all", Stages: "100%"})
 	r.step(c)
 	if s := r.status(id2); s.Total != 3 || s.Edges[0].Target != "edge-1.1.0-beta" {
@@ -149,6 +152,32 @@ func TestArchFiltering(t *testing.T) {
 	r.step(c)
 	if s := r.status(id3); s.State != rollout.StateRunning || !strings.Contains(s.Reason, "no signed target") || s.Total != 0 {
 		t.Fatalf("rollout of an unpublished release: %+v", s)
+	}
+}
+
+// TestOneUnfinishedRolloutPerEdge: an edge in a running or paused
+// rollout is left out of another; once that one is finished, it is not.
+func TestOneUnfinishedRolloutPerEdge(t *testing.T) {
+	r := newRig(t)
+	r.edges("e", 2, "linux/amd64")
+	c := r.controller(r.pool)
+	first := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "100%"})
+	r.step(c)
+	if err := rollout.Pause(context.Background(), r.pool, r.cmds, first, "op"); err != nil {
+		t.Fatal(err)
+	}
+	second := r.create(rollout.Spec{Release: "1.2.0", To: "all", Stages: "100%"})
+	r.step(c)
+	if s := r.status(second); s.State != rollout.StateCompleted || s.Skipped != 2 || !strings.Contains(s.SkippedWhy, "unfinished rollout") {
+		t.Fatalf("second rollout while the first is paused: %+v", s)
+	}
+	if err := rollout.Abort(context.Background(), r.pool, r.cmds, first, "op"); err != nil {
+		t.Fatal(err)
+	}
+	third := r.create(rollout.Spec{Release: "1.2.0", To: "all", Stages: "100%"})
+	r.step(c)
+	if s := r.status(third); s.Total != 2 || len(assigned(s)) != 2 {
+		t.Fatalf("third rollout after the first was aborted: %+v", s)
 	}
 }
 
@@ -194,6 +223,9 @@ func TestTargetSelection(t *testing.T) {
 		slices.Sort(got)
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("--to %s (tenant %q): edges %v, want %v", tc.spec.To, tc.spec.Tenant, got, tc.want)
+		}
+		if err := rollout.Abort(ctx, r.pool, r.cmds, id, "test"); err != nil {
+			t.Fatal(err)
 		}
 	}
 	tags, err := rollout.Tags(ctx, r.pool, "ny")
