@@ -352,12 +352,7 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row) error {
 	waiting := 0
 	for _, i := range todo {
 		v := &vs[i]
-		loc := time.UTC
-		if v.Zone != "" {
-			if l, err := time.LoadLocation(v.Zone); err == nil {
-				loc = l
-			}
-		}
+		loc := zoneOf(v.Zone)
 		if !inWindow(r.Window, now, loc) {
 			waiting++
 			continue

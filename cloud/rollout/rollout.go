@@ -238,7 +238,7 @@ func readViews(ctx context.Context, q ledger.Querier, r *row) ([]view, error) {
 }
 
 // state is what v's edge is doing now, and why (for failures).
-func (v *view) state(now time.Time, silence time.Duration) (state, reason string, accepted bool) {
+func (v *view) state(now time.Time, silence time.Duration, window string) (state, reason string, accepted bool) {
 	if v.Row == "pending" {
 		return EdgePending, "", false
 	}
@@ -269,7 +269,14 @@ func (v *view) state(now time.Time, silence time.Duration) (state, reason string
 		if v.LastAt != nil && v.LastAt.After(since) {
 			since = *v.LastAt
 		}
-		if quiet := now.Sub(since); quiet > silence {
+		quiet := now.Sub(since)
+		if window != "" && (state == EdgeAssigned || state == EdgeAccepted) {
+			// An edge told to wait for its window may: only the time
+			// inside the window counts (an assignment made just before the
+			// window closed is not silent overnight).
+			quiet = windowOverlap(window, zoneOf(v.Zone), since, now)
+		}
+		if quiet > silence {
 			return EdgeSilent, fmt.Sprintf("no ota event for %s (since %s; --silence %s) while %s",
 				quiet.Truncate(time.Second), since.UTC().Format(time.RFC3339), silence, state), accepted
 		}
@@ -307,7 +314,7 @@ func count(r *row, vs []view, now time.Time) (*tally, error) {
 	}
 	for i := range vs {
 		v := &vs[i]
-		st, reason, accepted := v.state(now, r.Silence)
+		st, reason, accepted := v.state(now, r.Silence, r.Window)
 		excused := v.Row == "excused"
 		es := EdgeStatus{Edge: v.Edge, Stage: v.Stage, State: st, Reason: reason, Arch: v.Arch, Target: v.Target, Zone: v.Zone,
 			Seq: v.Seq, AssignedAt: v.AssignedAt, Excused: excused}
@@ -589,7 +596,7 @@ func Resume(ctx context.Context, db ledger.DB, id, who string, now time.Time) er
 			if v.Row == "pending" || v.Row == "excused" {
 				continue
 			}
-			st, _, _ := v.state(now, r.Silence)
+			st, _, _ := v.state(now, r.Silence, r.Window)
 			switch st {
 			case EdgeRolledBack, EdgeRefused:
 				excuse = append(excuse, v.Edge)
@@ -646,7 +653,7 @@ func withdraw(ctx context.Context, tx pgx.Tx, cmds Commands, r *row, state, reas
 		if v.Row != "assigned" {
 			continue
 		}
-		st, _, _ := v.state(now, r.Silence)
+		st, _, _ := v.state(now, r.Silence, r.Window)
 		switch st {
 		case EdgeCommitted, EdgeRolledBack, EdgeRefused, EdgeCancelled:
 			continue // settled

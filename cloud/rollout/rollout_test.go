@@ -450,6 +450,34 @@ func TestWindowInStoreZone(t *testing.T) {
 	}
 }
 
+// TestSilenceCountsOnlyInsideTheWindow: an edge assigned just before its
+// window closes, told to wait for the window, is not silent overnight;
+// once the window is open again for longer than --silence, it is.
+func TestSilenceCountsOnlyInsideTheWindow(t *testing.T) {
+	r := newRig(t)
+	r.edges("e", 1, "linux/amd64") // no store: UTC
+	c := r.controller(r.pool)
+	var shift time.Duration
+	c.Now = func() time.Time { return time.Now().Add(shift) }
+	now := time.Now().UTC()
+	window := now.Add(-time.Hour).Format("15:04") + "-" + now.Add(time.Minute).Format("15:04") // closes within a minute
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "100%", Window: window, Silence: 30 * time.Minute, MaxFailures: "1"})
+	r.step(c)
+	if s := r.status(id); len(assigned(s)) != 1 {
+		t.Fatalf("not assigned inside the window %s: %+v", window, s)
+	}
+	shift = 12 * time.Hour
+	r.step(c)
+	if s := r.statusAt(id, time.Now().Add(shift)); s.Edges[0].State != rollout.EdgeAssigned || s.Failures != 0 {
+		t.Fatalf("silent while its window was closed: %+v", s.Edges[0])
+	}
+	shift = 23*time.Hour + 40*time.Minute // the window opened again 40 minutes ago
+	r.step(c)
+	if s := r.statusAt(id, time.Now().Add(shift)); s.Edges[0].State != rollout.EdgeSilent || s.Failures != 1 {
+		t.Fatalf("not silent 40 minutes into its window: %+v", s.Edges[0])
+	}
+}
+
 // TestAbortCancelsPendingCommands: abort cancels every command of the
 // rollout the edges have not acknowledged, sends an ota.cancel to those
 // that may hold theirs, and the rollout never assigns or resumes again.
