@@ -48,9 +48,17 @@ type Controller struct {
 	Commands Commands
 	Targets  TargetsFunc // nil: no release repository; rollouts wait
 	Tick     time.Duration
-	Now      func() time.Time
-	Logger   *slog.Logger
+	// MaxAssign bounds the assignments of one rollout per tick (default
+	// DefaultMaxAssign), so that a large stage is assigned over a few
+	// ticks in short transactions (Enqueue holds each edge's command
+	// counter locked until the transaction ends).
+	MaxAssign int
+	Now       func() time.Time
+	Logger    *slog.Logger
 }
+
+// DefaultMaxAssign is Controller.MaxAssign's default.
+const DefaultMaxAssign = 500
 
 func (c *Controller) defaults() {
 	if c.Tick <= 0 {
@@ -58,6 +66,9 @@ func (c *Controller) defaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.MaxAssign <= 0 {
+		c.MaxAssign = DefaultMaxAssign
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -103,11 +114,6 @@ func (c *Controller) Step(ctx context.Context) error {
 }
 
 func (c *Controller) step(ctx context.Context, id string) error {
-	var targets map[string]firmware.Custom
-	var targetsErr error
-	if c.Targets != nil {
-		targets, targetsErr = c.Targets(ctx)
-	}
 	return pgx.BeginFunc(ctx, c.DB, func(tx pgx.Tx) error {
 		r, err := lockRow(ctx, tx, id, true)
 		if err != nil || r == nil || r.State != StateRunning {
@@ -117,8 +123,9 @@ func (c *Controller) step(ctx context.Context, id string) error {
 			if c.Targets == nil {
 				return setReason(ctx, tx, r, "waiting: this cloud has no release repository (cloud serve --release-dir) to read the release's targets from")
 			}
-			if targetsErr != nil {
-				return setReason(ctx, tx, r, "waiting: cannot read the release repository: "+targetsErr.Error())
+			targets, err := c.Targets(ctx)
+			if err != nil {
+				return setReason(ctx, tx, r, "waiting: cannot read the release repository: "+err.Error())
 			}
 			if done, err := c.plan(ctx, tx, r, targets); err != nil || done {
 				return err
@@ -349,7 +356,7 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row) error {
 		}
 	}
 	sort.Slice(todo, func(a, b int) bool { return vs[todo[a]].Edge < vs[todo[b]].Edge })
-	waiting := 0
+	waiting, made, deferred := 0, 0, 0
 	for _, i := range todo {
 		v := &vs[i]
 		loc := zoneOf(v.Zone)
@@ -357,6 +364,11 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row) error {
 			waiting++
 			continue
 		}
+		if made == c.MaxAssign {
+			deferred++ // the next tick
+			continue
+		}
+		made++
 		notAfter := now.Add(r.Expires)
 		body := protocol.EncodeAssignment(protocol.Assignment{Rollout: r.ID, Channel: r.Channel, Target: v.Target, Version: r.Release,
 			NotAfter: notAfter.UnixMilli(), Window: r.Window, Zone: loc.String()})
@@ -368,7 +380,10 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row) error {
 			WHERE rollout = $1 AND edge = $2 AND state = 'pending'`, r.ID, v.Edge, int64(seq)); err != nil {
 			return err
 		}
-		c.Logger.Info("rollout assigned", "rollout", r.ID, "edge", v.Edge, "stage", v.Stage, "seq", seq, "target", v.Target)
+		c.Logger.Debug("rollout assigned", "rollout", r.ID, "edge", v.Edge, "stage", v.Stage, "seq", seq, "target", v.Target)
+	}
+	if made > 0 {
+		c.Logger.Info("rollout assigned edges", "rollout", r.ID, "stage", stage, "assigned", made, "waiting_for_window", waiting, "next_tick", deferred)
 	}
 	s := t.stages[stage]
 	reason := fmt.Sprintf("stage %d of %d: %d of %d edges committed, %s", stage+1, len(t.stages), s.Committed, s.Edges, t.failureText())
@@ -377,6 +392,9 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row) error {
 	}
 	if waiting > 0 {
 		reason += fmt.Sprintf("; %d waiting for their window %s", waiting, r.Window)
+	}
+	if deferred > 0 {
+		reason += fmt.Sprintf("; %d more to assign on the next ticks", deferred)
 	}
 	if stage != r.Stage || reason != r.Reason {
 		if _, err := tx.Exec(ctx, `UPDATE rollouts SET stage = $2, reason = $3, updated_at = now() WHERE id = $1`, r.ID, stage, reason); err != nil {

@@ -531,3 +531,23 @@ func TestAbortCancelsPendingCommands(t *testing.T) {
 		t.Fatalf("pause of an unknown rollout: %v", err)
 	}
 }
+
+// TestMaxAssignPerTick: a large stage is assigned over several ticks,
+// MaxAssign edges at a time.
+func TestMaxAssignPerTick(t *testing.T) {
+	r := newRig(t)
+	r.edges("e", 5, "linux/amd64")
+	c := r.controller(r.pool)
+	c.MaxAssign = 2
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "100%"})
+	for _, want := range []int{2, 4, 5} {
+		r.step(c)
+		s := r.status(id)
+		if n := len(assigned(s)); n != want {
+			t.Fatalf("assigned %d, want %d: %+v", n, want, s)
+		}
+		if more := 5 - want; more > 0 && !strings.Contains(s.Reason, fmt.Sprintf("%d more to assign", more)) {
+			t.Fatalf("reason %q", s.Reason)
+		}
+	}
+}
