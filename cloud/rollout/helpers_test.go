@@ -102,6 +102,7 @@ func (r *rig) edges(prefix string, n int, arch string) []string {
 type ota struct {
 	kind, version, target, reason string
 	device                        string // "" is protocol.EdgeDevice
+	id                            string // "" is "<kind>-<seq>"
 }
 
 // commit commits evs of edge through the ledger, as the edge's uplink
@@ -129,7 +130,11 @@ func (r *rig) commit(edge string, evs ...ota) {
 			dev = protocol.EdgeDevice
 		}
 		r.ts = r.ts.Add(time.Millisecond)
-		c.AddEvent(dev, protocol.Event{ID: fmt.Sprintf("%s-%d", e.kind, c.Last()+1), Type: "ota." + e.kind, TS: r.ts, Body: b})
+		id := e.id
+		if id == "" {
+			id = fmt.Sprintf("%s-%d", e.kind, c.Last()+1)
+		}
+		c.AddEvent(dev, protocol.Event{ID: id, Type: "ota." + e.kind, TS: r.ts, Body: b})
 	}
 	seg := c.Segment(first, c.Last())
 	r.mu.Unlock()

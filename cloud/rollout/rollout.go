@@ -218,6 +218,7 @@ func readViews(ctx context.Context, q ledger.Querier, r *row) ([]view, error) {
 		LEFT JOIN LATERAL (SELECT kind, reason, at FROM ota_edge_versions v
 			WHERE v.edge = re.edge AND re.assigned_at IS NOT NULL AND v.at >= re.assigned_at
 			  AND (v.version = $2 OR (v.version = '' AND v.target = re.target))
+			  AND (v.seq = 0 OR v.seq >= re.seq)
 			ORDER BY v.pos DESC LIMIT 1) v ON true
 		WHERE re.rollout = $1 ORDER BY re.stage, re.ord`, r.ID, r.Release)
 	if err != nil {

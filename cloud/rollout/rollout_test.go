@@ -363,8 +363,19 @@ func TestPauseOnFailures(t *testing.T) {
 			if s.State != rollout.StateRunning || s.Failures != 0 {
 				t.Fatalf("after resume: %+v", s)
 			}
-			if cs := r.commands(as[2].Edge, protocol.CommandAssign); len(cs) != 2 || cs[1].CancelledAt != nil {
+			cs = r.commands(as[2].Edge, protocol.CommandAssign)
+			if len(cs) != 2 || cs[1].CancelledAt != nil {
 				t.Fatalf("edge %s not assigned again: %+v", as[2].Edge, cs)
+			}
+			// The edge, back, says it dropped the old assignment; that is
+			// not the new one's cancellation.
+			r.commit(as[2].Edge, ota{kind: "cancelled", version: "1.1.0", target: as[2].Target, id: fmt.Sprintf("assign-%d-cancelled", cs[0].Seq)})
+			if st := edgeStates(r.status(id))[as[2].Edge]; st.State != rollout.EdgeAssigned || st.Seq != cs[1].Seq {
+				t.Fatalf("the old assignment's cancellation taken for the new one's: %+v", st)
+			}
+			r.commit(as[2].Edge, ota{kind: "cancelled", version: "1.1.0", target: as[2].Target, id: fmt.Sprintf("assign-%d-cancelled", cs[1].Seq)})
+			if st := edgeStates(r.status(id))[as[2].Edge]; st.State != rollout.EdgeCancelled {
+				t.Fatalf("the new assignment's cancellation: %+v", st)
 			}
 		})
 	}
