@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -472,12 +473,15 @@ func status(ctx context.Context, q ledger.Querier, r *row, now time.Time, withEd
 	return s, nil
 }
 
-// List returns every rollout in q's scope, newest first, with stage
-// counts but without the per-edge list.
-func List(ctx context.Context, db ledger.DB, now time.Time) ([]Status, error) {
+// List returns the newest limit rollouts in q's scope (limit <= 0: all),
+// newest first, with stage counts but without the per-edge list.
+func List(ctx context.Context, db ledger.DB, now time.Time, limit int) ([]Status, error) {
 	var out []Status
+	if limit <= 0 {
+		limit = math.MaxInt32
+	}
 	err := snapshot(ctx, db, func(q pgx.Tx) error {
-		rows, err := q.Query(ctx, `SELECT `+rowColumns+` FROM rollouts ORDER BY created_at DESC, id`)
+		rows, err := q.Query(ctx, `SELECT `+rowColumns+` FROM rollouts ORDER BY created_at DESC, id LIMIT $1`, limit)
 		if err != nil {
 			return fmt.Errorf("list rollouts: %w", err)
 		}
