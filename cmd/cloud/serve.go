@@ -34,8 +34,10 @@ import (
 	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/cloud/projection/pgview"
+	"github.com/outpost-edge/outpost/cloud/rollout"
 	"github.com/outpost-edge/outpost/cloud/web"
 	"github.com/outpost-edge/outpost/docs"
+	"github.com/outpost-edge/outpost/firmware"
 	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/internal/keyfile"
@@ -77,6 +79,7 @@ type Config struct {
 	Config       string
 	NATS         natsConfig
 	Release      releaseConfig
+	RolloutTick  time.Duration
 }
 
 // commonFlags are shared by serve and the admin commands.
@@ -147,6 +150,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.BoolVar(&c.FollowFold, "projections-follow", false, "fold the read models behind the commits (a follower of the ledger, many commits per fold, woken by each) rather than inside each commit: commits do not wait for the fold or for each other, and reports lag the ledger by a fold (their as_of says where they stand; docs/REPORTS.md, \"Folding behind the commits\")")
 	natsFlags(fs, &c.NATS)
 	releaseFlags(fs, &c.Release)
+	flagenv.DurationVar(fs, &c.RolloutTick, "rollout-tick", rollout.DefaultTick, flagenv.Durations(100*time.Millisecond, 0, "no rollout controller in this process"), "how often this replica's rollout controller assigns, advances and pauses the running rollouts (docs/OTA.md, \"Operating rollouts\"); every replica runs one")
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud serve [flags]\n\nRuns the cloud service.")
 	return flagenv.Parse(fs, args, "OUTPOST_", "config")
 }
@@ -295,6 +299,9 @@ func (m *Main) Run(ctx context.Context) error {
 	} else {
 		log.Warn("projections are off (--projections=false): commits are not folded into the read models; the next start with them on rebuilds them")
 	}
+	// The OTA state (cloud/rollout) is folded in every commit whatever
+	// --projections says: the rollout controller decides by it.
+	projections = append(projections, rollout.Projection{})
 	led := ledger.New(m.pool, ledger.Options{Logger: log, Projections: projections, Committed: committed})
 	if follower != nil {
 		follower.Ledger = led
@@ -459,6 +466,18 @@ func (m *Main) Run(ctx context.Context) error {
 	g.Go(func() error { return ledger.PartitionKeeper{DB: m.pool, Logger: log}.Run(gctx) })
 	if repo != nil {
 		g.Go(func() error { return repo.Run(gctx) })
+	}
+	if c.RolloutTick > 0 {
+		rc := &rollout.Controller{DB: m.pool, Commands: rollout.CommandQueue{Signer: signer}, Tick: c.RolloutTick,
+			Logger: log.With("component", "rollout")}
+		if repo != nil {
+			rc.Targets = func(context.Context) (map[string]firmware.Custom, error) {
+				st, err := repo.Status()
+				return st.Targets, err
+			}
+		}
+		registerRolloutMetrics(reg, rc)
+		g.Go(func() error { return rc.Run(gctx) })
 	}
 	if auditor != nil {
 		g.Go(func() error { return auditor.Run(gctx) })
