@@ -72,6 +72,22 @@ func (a *Assigned) Terminal() bool {
 	return false
 }
 
+// Line is a one-line summary for status pages.
+func (a *Assigned) Line() string {
+	l := fmt.Sprintf("%s of rollout %s (command %d, channel %s, version %s): %s", a.Target, a.Rollout, a.Seq, a.Channel, a.Version, a.State)
+	if a.Reason != "" {
+		l += ": " + a.Reason
+	}
+	l += ", not after " + time.UnixMilli(a.NotAfter).UTC().Format(time.RFC3339)
+	if a.Window != "" {
+		l += ", window " + a.Window
+		if a.Zone != "" {
+			l += " " + a.Zone
+		}
+	}
+	return l
+}
+
 // Describe names a for event reasons: "assignment r-1 (command 5)".
 func (a *Assigned) Describe() string {
 	return fmt.Sprintf("assignment %s (command %d)", a.Rollout, a.Seq)

@@ -88,6 +88,9 @@ type GateStats struct {
 	Redelivered uint64 `json:"redelivered"` // validly signed, at or below the last accepted: dropped silently
 	Refused     uint64 `json:"refused"`
 	Unrecorded  uint64 `json:"refusals_unrecorded"` // refusals counted but not spooled (rate limit)
+	// Dropped is filled by the gate's caller: commands it could not queue
+	// for the gate (the cloud redelivers them at the next hello).
+	Dropped uint64 `json:"dropped,omitempty"`
 }
 
 // Stats returns the gate's counters.
