@@ -202,12 +202,20 @@ type assignGateway struct {
 	arch  string
 }
 
-func newAssignGateway(t *testing.T) *assignGateway {
+func newAssignGateway(t *testing.T) *assignGateway { return newAssignGatewayWith(t, "", nil) }
+
+// newAssignGatewayWith adopts the binary adopt as 1.0.0 and signs next as
+// edge-1.1.0 (shell scripts when empty: edge run installs them, nothing
+// runs them).
+func newAssignGatewayWith(t *testing.T, adopt string, next []byte) *assignGateway {
 	t.Helper()
 	dir := t.TempDir()
+	if next == nil {
+		next = []byte("#!/bin/sh\necho 1.1.0\n")
+	}
 	g := &assignGateway{data: filepath.Join(dir, "data"), cloud: protocoltest.NewSigner(t), arch: runtime.GOOS + "/" + runtime.GOARCH}
 	g.repo = firmwaretest.New(t, firmwaretest.Options{Now: time.Now().UTC().Truncate(time.Second)})
-	g.repo.AddTarget("edge-1.1.0", []byte("#!/bin/sh\necho 1.1.0\n"), firmware.Custom{Version: "1.1.0", Release: 2, Channel: "stable", Arch: g.arch})
+	g.repo.AddTarget("edge-1.1.0", next, firmware.Custom{Version: "1.1.0", Release: 2, Channel: "stable", Arch: g.arch})
 	g.repo.AddTarget("edge-1.1.0-riscv64", []byte("#!/bin/sh\necho riscv\n"), firmware.Custom{Version: "1.1.0", Release: 2, Channel: "stable", Arch: "linux/riscv64"})
 	g.repo.Publish()
 	_, k, _ := ed25519.GenerateKey(nil)
@@ -219,8 +227,11 @@ func newAssignGateway(t *testing.T) *assignGateway {
 	}
 	root := filepath.Join(dir, "root.json")
 	os.WriteFile(root, g.repo.RootBytes(1), 0o644)
-	bin := filepath.Join(dir, "edge-1.0.0")
-	os.WriteFile(bin, []byte("#!/bin/sh\necho 1.0.0\n"), 0o755)
+	bin := adopt
+	if bin == "" {
+		bin = filepath.Join(dir, "edge-1.0.0")
+		os.WriteFile(bin, []byte("#!/bin/sh\necho 1.0.0\n"), 0o755)
+	}
 	for _, args := range [][]string{{"ota", "init", "--root", root}, {"ota", "adopt", "--binary", bin, "--version", "1.0.0"}} {
 		if out, code := edgeCmd(t, append(args, "--data-dir", g.data)...); code != 0 {
 			t.Fatalf("%v (%d): %s", args, code, out)
