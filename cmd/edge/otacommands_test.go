@@ -410,3 +410,99 @@ func statusOTA(addr string) (*otaStatusJSON, error) {
 	}
 	return st.OTA, nil
 }
+
+// closedWindow is a daily window in UTC that opens two hours from now.
+func closedWindow() string {
+	now := time.Now().UTC()
+	s, e := now.Add(2*time.Hour), now.Add(3*time.Hour)
+	return fmt.Sprintf("%02d:%02d-%02d:%02d", s.Hour(), s.Minute(), e.Hour(), e.Minute())
+}
+
+// TestRunCancelAndReplace: an assignment waiting for its window (in its
+// zone) is dropped by an ota.cancel of its rollout (ota.cancelled, nothing
+// installed), and one waiting is replaced by a newer assignment, which
+// installs.
+func TestRunCancelAndReplace(t *testing.T) {
+	g := newAssignGateway(t)
+	cloud := startMQTTCmdCloud(t, g.cloud)
+	srv := httptest.NewServer(http.FileServer(http.Dir(g.repo.Dir)))
+	t.Cleanup(srv.Close)
+	_, logs, stop := startEdge(t, "--data-dir", g.data, "--mqtt-listen", "127.0.0.1:0", "--http-listen", "",
+		"--status-listen", "127.0.0.1:0", "--log-level", "warn", "--cloud-mqtt", cloud.url, "--ota-repo", srv.URL)
+	poll.Until(t, 60*time.Second, "a hello", func() bool { _, n := cloud.lastHello(); return n > 0 })
+
+	seq := cloud.assign("shop-1", protocol.Assignment{Rollout: "r-1", Target: "edge-1.1.0", Version: "1.1.0", Window: closedWindow(), Zone: "UTC"})
+	poll.For(t, 60*time.Second, func() error {
+		if a := g.assigned(t); a == nil || a.Seq != seq || !strings.Contains(a.Reason, "waiting for the window") {
+			return fmt.Errorf("assignment %+v, want waiting for its window", a)
+		}
+		return nil
+	})
+	cloud.keep("shop-1", protocol.CommandCancel, protocol.EncodeCancel(protocol.Cancel{Rollout: "r-1", Reason: "rollout r-1 paused"}))
+	if a := g.waitAssigned(t, seq, ota.AssignCancelled); !strings.Contains(a.Reason, "rollout r-1 paused") {
+		t.Fatalf("cancelled: %+v", a)
+	}
+
+	old := cloud.assign("shop-1", protocol.Assignment{Rollout: "r-2", Target: "edge-1.1.0", Version: "1.1.0", Window: closedWindow(), Zone: "UTC"})
+	g.waitAssigned(t, old, ota.AssignWaiting)
+	seq = cloud.assign("shop-1", protocol.Assignment{Rollout: "r-3", Target: "edge-1.1.0", Version: "1.1.0"})
+	g.waitAssigned(t, seq, ota.AssignInstalled)
+	if cur, _ := (&ota.Layout{Dir: filepath.Join(g.data, "ota")}).Current(); cur != "1.1.0" {
+		t.Fatalf("current %s", cur)
+	}
+	poll.Until(t, 60*time.Second, "the spool drained", func() bool {
+		_, err := os.Stat(filepath.Join(g.data, "ota", "events.jsonl"))
+		return os.IsNotExist(err)
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("edge run: %v\n%s", err, logs.String())
+	}
+	out := exportOutbox(t, g.data)
+	for kind, n := range map[string]int{`"ota.cancelled"`: 1, `"ota.installed"`: 1, `"ota.command_accepted"`: 4} {
+		if got := strings.Count(out, kind); got != n {
+			t.Errorf("%d %s in the outbox, want %d", got, kind, n)
+		}
+	}
+	if !strings.Contains(out, "assignment r-3 (command 4)") {
+		t.Errorf("the install does not name the newer assignment:\n%s", out)
+	}
+}
+
+// TestOTAInstallNeedsAssignment: `edge ota install --repo --target T` (the
+// Uptane rule) installs T only when the edge holds a valid assignment for
+// it, and its event names the assignment; a target the assignment is not
+// for is refused, saying what it is for.
+func TestOTAInstallNeedsAssignment(t *testing.T) {
+	g := newAssignGateway(t)
+	st := g.store()
+	st.Spool = otaSpool(st.Dir)
+	gate := &ota.CommandGate{Path: filepath.Join(st.Dir, "commands.json"), Edge: "shop-1", CloudKeys: st.CloudKeys, Spool: st.Spool, Keep: st.Keep}
+	msg := g.cloud.SignCommand(protocol.Command{Edge: "shop-1", Seq: 1, Expires: time.Now().Add(time.Hour).UnixMilli(), Kind: protocol.CommandAssign,
+		Body: protocol.EncodeAssignment(protocol.Assignment{Rollout: "r-1", Channel: "stable", Target: "edge-1.1.0", Version: "1.1.0", NotAfter: time.Now().Add(time.Hour).UnixMilli()})})
+	if _, err := gate.Accept(msg); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := edgeCmd(t, "ota", "install", "--data-dir", g.data, "--repo", g.repo.Dir, "--target", "edge-1.1.0-riscv64"); code == 0 ||
+		!strings.Contains(out, "is for edge-1.1.0") || !strings.Contains(out, "--without-assignment") {
+		t.Fatalf("install of an unassigned target (%d): %s", code, out)
+	}
+	out, code := edgeCmd(t, "ota", "install", "--data-dir", g.data, "--repo", g.repo.Dir, "--target", "edge-1.1.0")
+	if code != 0 || !strings.Contains(out, "assignment r-1 (command 1)") {
+		t.Fatalf("install of the assigned target (%d): %s", code, out)
+	}
+	if a := g.assigned(t); a.State != ota.AssignInstalled {
+		t.Fatalf("assignment after the install: %+v", a)
+	}
+	var installed string
+	otaSpool(st.Dir).Drain(func(evs []ota.Event) error {
+		for _, e := range evs {
+			if e.Kind == "ota.installed" {
+				installed = e.Reason
+			}
+		}
+		return nil
+	})
+	if !strings.Contains(installed, "assignment r-1 (command 1)") {
+		t.Fatalf("ota.installed reason %q", installed)
+	}
+}
