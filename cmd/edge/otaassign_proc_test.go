@@ -83,6 +83,8 @@ func TestAssignmentResumesAfterKill9(t *testing.T) {
 		a = g.assigned(t)
 		return strings.Contains(a.Reason, "retrying") && strings.Contains(a.Reason, "503")
 	})
+	gate := &ota.CommandGate{Path: filepath.Join(g.data, "ota", "commands.json")}
+	poll.Until(t, 60*time.Second, "the command accepted", func() bool { n, _ := gate.Last(); return n == seq })
 	if err := first.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +166,13 @@ func TestSupervisedAssignmentCommits(t *testing.T) {
 		out, _ := edgeCmd(t, "ota", "status", "--data-dir", g.data, "--json")
 		return strings.Contains(out, `"current": "1.1.0"`) && !strings.Contains(out, `"pending"`) && strings.Contains(out, `"floor": 2`)
 	})
-	// 1.1.0's own edge run reports the assignment it was installed for.
+	// Assigned the release it runs, committed: it says so (ota.committed),
+	// rather than leaving the rollout waiting.
+	again := cloud.assign("shop-1", protocol.Assignment{Rollout: "r-2", Target: "edge-1.1.0", Version: "1.1.0"})
+	if a := g.waitAssigned(t, again, ota.AssignInstalled); !strings.Contains(a.Reason, "is the committed release") {
+		t.Fatalf("assignment of the committed release: %+v", a)
+	}
+	// 1.1.0's own edge run reports the assignment.
 	poll.For(t, 60*time.Second, func() error {
 		so, err := statusOTA(addr)
 		if err != nil {
