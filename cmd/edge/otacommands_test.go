@@ -506,3 +506,33 @@ func TestOTAInstallNeedsAssignment(t *testing.T) {
 		t.Fatalf("ota.installed reason %q", installed)
 	}
 }
+
+// TestRunOTARepoFlag: --ota-repo is read from the flag, OUTPOST_OTA_REPO
+// and the config file; without an uplink or a cloud key it stops start-up
+// naming the flag.
+func TestRunOTARepoFlag(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "edge.conf")
+	os.WriteFile(cfg, []byte("ota-repo = http://from-file/v1/ota/repo\n"), 0o644)
+	m := NewMain(os.Stderr, os.Stderr)
+	if err := m.ParseFlags([]string{"--config", cfg}); err != nil || m.Config.OTARepo != "http://from-file/v1/ota/repo" {
+		t.Fatalf("config file: %q %v", m.Config.OTARepo, err)
+	}
+	t.Setenv("OUTPOST_OTA_REPO", "http://from-env/v1/ota/repo")
+	m = NewMain(os.Stderr, os.Stderr)
+	if err := m.ParseFlags(nil); err != nil || m.Config.OTARepo != "http://from-env/v1/ota/repo" {
+		t.Fatalf("environment: %q %v", m.Config.OTARepo, err)
+	}
+	g := newAssignGateway(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--ota-repo", "http://x"}, "--ota-repo needs an uplink"},
+		{[]string{"--ota-repo", "http://x", "--edge-id", "shop-9", "--data-dir", t.TempDir(), "--cloud-mqtt", "tcp://127.0.0.1:1"}, "--ota-repo: no cloud key"},
+	} {
+		args := append([]string{"run", "--data-dir", g.data, "--mqtt-listen", "127.0.0.1:0", "--http-listen", "", "--status-listen", "127.0.0.1:0"}, c.args...)
+		if out, code := edgeCmd(t, args...); code != 2 || !strings.Contains(out, c.want) {
+			t.Errorf("%v: exit %d, %s; want 2 and %q", c.args, code, out, c.want)
+		}
+	}
+}
