@@ -653,6 +653,7 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 				// rollout would wait for an install that never comes.
 				o.record(spool, ota.Event{ID: fmt.Sprintf("assign-%d-current", in.assigned.Seq), Kind: "ota.committed", Target: in.target,
 					Version: cur, Reason: "already the committed release; " + how})
+				fmt.Fprintf(stdout, "%s (version %s) is already the committed release; nothing to install\n", in.target, cur)
 				return set(ota.AssignInstalled, "release "+cur+" is the committed release")
 			}
 			// Resumed after a crash between the swap and marking it
