@@ -75,6 +75,7 @@ type Config struct {
 	Config       string
 	NATS         natsConfig
 	Release      releaseConfig
+	DebugListen  string
 }
 
 // commonFlags are shared by serve and the admin commands.
@@ -104,6 +105,7 @@ type Main struct {
 	apiAddr string
 
 	rebuilding atomic.Int64 // 1 while the start-up projection rebuild runs
+	debugAddr  string       // the --debug-listen listener's address
 
 	natsServer *brokernats.Broker
 	auth       *edgeauth.Authenticator // edge logins on the embedded brokers
@@ -143,8 +145,12 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.BoolVar(&c.Projections, "projections", true, "fold every commit into the back office's read models (docs/REPORTS.md), in the commit; at start-up, rebuild them in the background when their definitions changed or commits were made without them")
 	natsFlags(fs, &c.NATS)
 	releaseFlags(fs, &c.Release)
+	debugFlags(fs, &c.DebugListen)
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud serve [flags]\n\nRuns the cloud service.")
-	return flagenv.Parse(fs, args, "OUTPOST_", "config")
+	if err := flagenv.Parse(fs, args, "OUTPOST_", "config"); err != nil {
+		return err
+	}
+	return checkDebugListen(c.DebugListen)
 }
 
 // openDB connects to --database-url, or with --dev to (or starts) the
@@ -237,6 +243,13 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	m.log = log
+	if c.DebugListen != "" {
+		dctx, stopDebug := context.WithCancel(context.Background())
+		defer stopDebug()
+		if m.debugAddr, err = serveDebug(dctx, c.DebugListen, log); err != nil {
+			return err
+		}
+	}
 	signer, err := loadCloudKey(c.DataDir, log)
 	if err != nil {
 		return err
