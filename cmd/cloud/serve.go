@@ -349,6 +349,12 @@ func (m *Main) Run(ctx context.Context) error {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_mqtt_slow_edge_disconnects_total",
 			Help: "Edges the embedded MQTT broker disconnected for leaving more than 256 receipts unacknowledged."},
 			func() float64 { return float64(b.SlowEdgeDisconnects()) }))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_cloud_mqtt_ingest_held_segments",
+			Help: "Segments the cloud's ingest holds unacknowledged on the embedded MQTT broker (at most 512; beyond, edges' segments wait)."},
+			func() float64 { return float64(b.IngestHeld()) }))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_mqtt_segments_waited_total",
+			Help: "Segments from edges that waited for room before the embedded MQTT broker took them (back-pressure)."},
+			func() float64 { return float64(b.HeldSegments()) }))
 	}
 	if proj != nil {
 		registerProjectionMetrics(reg, proj, projectionSeconds, &m.rebuilding)
