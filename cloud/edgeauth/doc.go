@@ -5,8 +5,13 @@
 // password (protocol.BrokerToken, docs/PROTOCOL.md "Broker tokens"). Login
 // checks, cheapest first, so that a flood of bad logins costs little:
 //
-//  1. the source address is not over its budget of failed logins (a token
-//     bucket per IP: FailureBurst failures, one more every FailureRefill);
+//  1. the source address is not over its budget of failed logins for this
+//     edge (a token bucket per IP and edge id: FailureBurst failures, one
+//     more every FailureRefill), nor over its ceiling for all edges (a
+//     bucket per IP: AddressFailureBurst, one more every
+//     AddressFailureRefill), so that many shops behind one NAT address
+//     each have a budget of their own while one address trying edge after
+//     edge is still slowed;
 //  2. the token parses (version 2, sizes, encodings);
 //  3. the edge is not in the negative cache (unknown or revoked edges, for
 //     NegativeTTL), so a flood for made-up edges costs no database lookup;

@@ -24,8 +24,9 @@ var (
 	// ErrReplay: the token's counter was spent already (a replayed token,
 	// or an edge whose counter went back: see docs/OPERATIONS.md).
 	ErrReplay = errors.New("broker token already used")
-	// ErrRateLimited: too many failed logins from this source address
-	// lately; refused without looking at the credentials.
+	// ErrRateLimited: too many failed logins lately from this source
+	// address for this edge, or from this address for any edges; refused
+	// without looking at the credentials.
 	ErrRateLimited = errors.New("too many failed logins from this address")
 	// ErrTooManySessions: the edge already holds MaxSessionsPerEdge
 	// sessions on this broker process.
@@ -37,10 +38,16 @@ const (
 	DefaultMaxSessionsPerEdge = 4
 	DefaultFailureBurst       = 10
 	DefaultFailureRefill      = 6 * time.Second
-	DefaultNegativeTTL        = 30 * time.Second
-	DefaultPollInterval       = time.Second
-	DefaultLogBurst           = 20
-	DefaultLogEvery           = time.Second
+	// The address's ceiling over all its edges: a hundred edges' budgets.
+	// Many shops share an address behind a NAT (one carrier-grade NAT, one
+	// head office's uplink), and each gets its own budget; one address
+	// trying edge after edge is slowed to about 16 checks a second.
+	DefaultAddressFailureBurst  = 100 * DefaultFailureBurst
+	DefaultAddressFailureRefill = DefaultFailureRefill / 100
+	DefaultNegativeTTL          = 30 * time.Second
+	DefaultPollInterval         = time.Second
+	DefaultLogBurst             = 20
+	DefaultLogEvery             = time.Second
 	// RevocationWindow is how far back each poll reads revocations; a
 	// revocation is acted on once, however many polls see it.
 	RevocationWindow = 5 * time.Minute
@@ -66,12 +73,16 @@ type Options struct {
 	AcceptV1 bool
 
 	MaxSessionsPerEdge int           // sessions one edge may hold on this process
-	FailureBurst       int           // failed logins a source may make at once
+	FailureBurst       int           // failed logins a source address may make at once for one edge
 	FailureRefill      time.Duration // then one more per this long
-	NegativeTTL        time.Duration // how long an unknown or revoked edge is refused from memory
-	PollInterval       time.Duration // how often revocations are read
-	LogBurst           int           // refusal log lines at once
-	LogEvery           time.Duration // then one per this long
+	// AddressFailureBurst and AddressFailureRefill are the same budget for
+	// a source address over all the edges it logs in as: its ceiling.
+	AddressFailureBurst  int
+	AddressFailureRefill time.Duration
+	NegativeTTL          time.Duration // how long an unknown or revoked edge is refused from memory
+	PollInterval         time.Duration // how often revocations are read
+	LogBurst             int           // refusal log lines at once
+	LogEvery             time.Duration // then one per this long
 
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -94,7 +105,8 @@ type Authenticator struct {
 	o   Options
 	log *slog.Logger
 
-	failures *limiter
+	failures *limiter // per source address and edge
+	sources  *limiter // per source address
 	negative *expiring
 	logs     *logLimiter
 
@@ -121,6 +133,8 @@ func New(o Options) (*Authenticator, error) {
 	}
 	def(&o.MaxSessionsPerEdge, DefaultMaxSessionsPerEdge)
 	def(&o.FailureBurst, DefaultFailureBurst)
+	def(&o.AddressFailureBurst, DefaultAddressFailureBurst)
+	defd(&o.AddressFailureRefill, DefaultAddressFailureRefill)
 	def(&o.LogBurst, DefaultLogBurst)
 	defd(&o.FailureRefill, DefaultFailureRefill)
 	defd(&o.NegativeTTL, DefaultNegativeTTL)
@@ -136,6 +150,7 @@ func New(o Options) (*Authenticator, error) {
 		o:        o,
 		log:      o.Logger.With("component", "edgeauth"),
 		failures: &limiter{burst: float64(o.FailureBurst), refill: o.FailureRefill, m: map[string]*bucket{}},
+		sources:  &limiter{burst: float64(o.AddressFailureBurst), refill: o.AddressFailureRefill, m: map[string]*bucket{}},
 		negative: &expiring{m: map[string]time.Time{}},
 		logs:     &logLimiter{burst: float64(o.LogBurst), every: o.LogEvery, tokens: float64(o.LogBurst)},
 		sessions: map[string]map[*Session]struct{}{},
@@ -164,16 +179,31 @@ func (a *Authenticator) Login(ctx context.Context, broker, edge, token, source s
 
 func (a *Authenticator) login(ctx context.Context, broker, edge, token, src string) (*Session, error) {
 	now := a.o.Now()
-	if !a.failures.allow(src, now) {
+	// The budget is per address and edge, under a ceiling per address: one
+	// shop failing over and over behind a NAT does not lock out the others
+	// there, and one address trying many edges still runs out. A user name
+	// that is not an edge id shares the address's "" edge, so a flood of
+	// made-up names cannot grow the table by their length.
+	nameErr := protocol.ValidateName("edge", edge)
+	key := src + "\x00"
+	if nameErr == nil {
+		key += edge
+	}
+	if !a.sources.allow(src, now) {
 		a.rateLimited.Add(1)
-		return nil, fmt.Errorf("%w (%s): login not checked", ErrRateLimited, src)
+		return nil, fmt.Errorf("%w (%s, over all its edges): login not checked", ErrRateLimited, src)
+	}
+	if !a.failures.allow(key, now) {
+		a.rateLimited.Add(1)
+		return nil, fmt.Errorf("%w (%s) as edge %s: login not checked", ErrRateLimited, src, edge)
 	}
 	fail := func(err error) (*Session, error) {
-		a.failures.fail(src, now)
+		a.failures.fail(key, now)
+		a.sources.fail(src, now)
 		return nil, err
 	}
-	if err := protocol.ValidateName("edge", edge); err != nil {
-		return fail(fmt.Errorf("user name: %w", err))
+	if nameErr != nil {
+		return fail(fmt.Errorf("user name: %w", nameErr))
 	}
 	tok, err := protocol.ParseBrokerToken(token)
 	v1 := a.o.AcceptV1 && errors.Is(err, protocol.ErrBrokerTokenVersion) && strings.HasPrefix(token, "v1.")

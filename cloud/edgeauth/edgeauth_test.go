@@ -339,3 +339,117 @@ func TestRunPrunesDeadSessions(t *testing.T) {
 	alive.Store(false)
 	poll.Until(t, 10*time.Second, "dead sessions forgotten", func() bool { return a.Sessions("e1") == 0 })
 }
+
+// natAuth is an Authenticator over n registered edges (nat-0 …), with
+// small budgets: 3 failures per address and edge, 20 per address.
+func natAuth(t *testing.T, n int) (*edgeauth.Authenticator, *clock, []*protocol.Signer) {
+	t.Helper()
+	signers := make([]*protocol.Signer, n)
+	keys := map[string]protocol.Keys{}
+	for i := range signers {
+		name := "nat-" + strconv.Itoa(i)
+		signers[i] = signer(name)
+		keys[name] = protocol.NewKeyMap(signers[i].Public())
+	}
+	c := &clock{t: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}
+	a, err := edgeauth.New(edgeauth.Options{
+		Store: edgeauth.KeysStore(func(_ context.Context, edge string) (protocol.Keys, error) {
+			if k, ok := keys[edge]; ok {
+				return k, nil
+			}
+			return nil, errors.New("not registered")
+		}),
+		FailureBurst: 3, FailureRefill: 10 * time.Second, AddressFailureBurst: 20, AddressFailureRefill: time.Second,
+		Now: c.Now, Logger: slog.New(slog.NewTextHandler(&lockedBuf{}, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, c, signers
+}
+
+// TestNATFleetLogsIn: many shops behind one address, each failing a few
+// times (a replayed token after a restore, a stale counter), all still log
+// in: each has a budget of its own. With one budget per address (the
+// limit before), the fleet's first failures locked every shop there out.
+func TestNATFleetLogsIn(t *testing.T) {
+	const shops = 15
+	a, _, signers := natAuth(t, shops)
+	ctx := context.Background()
+	const nat = "198.51.100.7"
+	for i := range signers {
+		edge := "nat-" + strconv.Itoa(i)
+		// One failure each (a token another key signed): 15 in all, more
+		// than any one edge's budget of 3, under the address's 20.
+		if _, err := a.Login(ctx, protocol.BrokerMQTT, edge, tok(signer("stranger"), protocol.BrokerMQTT, edge), nat+":"+strconv.Itoa(1000+i)); !errors.Is(err, protocol.ErrBadSignature) {
+			t.Fatalf("%s's bad login: %v", edge, err)
+		}
+	}
+	for i, s := range signers {
+		edge := "nat-" + strconv.Itoa(i)
+		if _, err := a.Login(ctx, protocol.BrokerMQTT, edge, tok(s, protocol.BrokerMQTT, edge), nat+":"+strconv.Itoa(2000+i)); err != nil {
+			t.Errorf("%s behind the NAT: %v", edge, err)
+		}
+	}
+	if st := a.Stats(); st.Accepted != shops || st.RateLimited != 0 {
+		t.Errorf("stats %+v, want %d accepted and none rate-limited", st, shops)
+	}
+}
+
+// TestBruteForcerSlowed: one address guessing for one edge is refused
+// unchecked after that edge's budget, while another shop behind the same
+// address still logs in; an address guessing across many edges runs into
+// its ceiling, which then holds for every edge from it until it refills.
+func TestBruteForcerSlowed(t *testing.T) {
+	a, c, signers := natAuth(t, 40)
+	ctx := context.Background()
+	const attacker = "203.0.113.9"
+	bad := func(edge string) error {
+		_, err := a.Login(ctx, protocol.BrokerNATS, edge, tok(signer("guess"), protocol.BrokerNATS, edge), attacker+":1")
+		return err
+	}
+	for range 3 {
+		if err := bad("nat-0"); !errors.Is(err, protocol.ErrBadSignature) {
+			t.Fatalf("guess: %v", err)
+		}
+	}
+	if _, err := a.Login(ctx, protocol.BrokerNATS, "nat-0", tok(signers[0], protocol.BrokerNATS, "nat-0"), attacker+":2"); !errors.Is(err, edgeauth.ErrRateLimited) {
+		t.Fatalf("nat-0 from the guessing address after 3 failures: %v, want ErrRateLimited", err)
+	}
+	if _, err := a.Login(ctx, protocol.BrokerNATS, "nat-1", tok(signers[1], protocol.BrokerNATS, "nat-1"), attacker+":3"); err != nil {
+		t.Fatalf("another shop behind the same address: %v", err)
+	}
+	// Across edges: 17 more failures reach the address's 20.
+	for i := 2; i < 19; i++ {
+		if err := bad("nat-" + strconv.Itoa(i)); !errors.Is(err, protocol.ErrBadSignature) {
+			t.Fatalf("guess %d: %v", i, err)
+		}
+	}
+	for _, e := range []string{"nat-30", "made-up", "nat-31"} {
+		if err := bad(e); !errors.Is(err, edgeauth.ErrRateLimited) {
+			t.Fatalf("%s over the address's ceiling: %v, want ErrRateLimited", e, err)
+		}
+	}
+	if _, err := a.Login(ctx, protocol.BrokerNATS, "nat-32", tok(signers[32], protocol.BrokerNATS, "nat-32"), attacker+":4"); !errors.Is(err, edgeauth.ErrRateLimited) {
+		t.Fatalf("a good login from the address over its ceiling: %v, want ErrRateLimited", err)
+	}
+	if _, err := a.Login(ctx, protocol.BrokerNATS, "nat-33", tok(signers[33], protocol.BrokerNATS, "nat-33"), "203.0.113.10:1"); err != nil {
+		t.Fatalf("another address: %v", err)
+	}
+	c.Add(time.Second) // one refill of the ceiling
+	if _, err := a.Login(ctx, protocol.BrokerNATS, "nat-32", tok(signers[32], protocol.BrokerNATS, "nat-32"), attacker+":5"); err != nil {
+		t.Fatalf("after the ceiling refilled: %v", err)
+	}
+	// Made-up user names share one budget per address (the table does not
+	// grow with them) and count against the ceiling.
+	for i := range 3 {
+		c.Add(time.Second)
+		if err := bad(strings.Repeat("x", 300) + strconv.Itoa(i)); err == nil || errors.Is(err, edgeauth.ErrRateLimited) {
+			t.Fatalf("invalid name %d: %v, want refused for its name", i, err)
+		}
+	}
+	c.Add(time.Second)
+	if err := bad(strings.Repeat("y", 300)); !errors.Is(err, edgeauth.ErrRateLimited) {
+		t.Fatalf("a 4th invalid name from the address: %v, want ErrRateLimited (one shared budget of 3)", err)
+	}
+}
