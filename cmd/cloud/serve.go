@@ -106,6 +106,7 @@ type Main struct {
 
 	rebuilding atomic.Int64 // 1 while the start-up projection rebuild runs
 	debugAddr  string       // the --debug-listen listener's address
+	loginPool  *pgxpool.Pool
 
 	natsServer *brokernats.Broker
 	auth       *edgeauth.Authenticator // edge logins on the embedded brokers
@@ -298,7 +299,11 @@ func (m *Main) Run(ctx context.Context) error {
 
 	// One Authenticator for both embedded brokers: it spends broker tokens
 	// in Postgres (once across replicas) and closes revoked edges' sessions.
-	m.auth, err = edgeauth.New(edgeauth.Options{Store: edgeauth.LedgerStore(led), Cluster: string(signer.KeyID()), AcceptV1: c.TokensV1, Logger: log})
+	// Logins use a pool of their own, so they never wait behind commits.
+	if m.loginPool, err = loginPool(ctx, m.pool); err != nil {
+		return err
+	}
+	m.auth, err = edgeauth.New(edgeauth.Options{Store: edgeauth.LedgerStore(ledger.New(m.loginPool, ledger.Options{Logger: log})), Cluster: string(signer.KeyID()), AcceptV1: c.TokensV1, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -540,6 +545,10 @@ func (m *Main) Close() error {
 	if m.natsServer != nil {
 		_ = m.natsServer.Close()
 		m.natsServer = nil
+	}
+	if m.loginPool != nil {
+		m.loginPool.Close()
+		m.loginPool = nil
 	}
 	if m.pool != nil {
 		m.pool.Close()
