@@ -15,9 +15,11 @@
 //  2. the token parses (version 2, sizes, encodings);
 //  3. the edge is not in the negative cache (unknown or revoked edges, for
 //     NegativeTTL), so a flood for made-up edges costs no database lookup;
-//  4. the edge's keys (one lookup) and the Ed25519 signature over the
-//     token's audience (the broker kind and the cloud's key id), edge and
-//     counter;
+//  4. the edge's keys (one lookup, kept for KeysTTL when the Store's
+//     UseCounter checks the edge and key itself, as LedgerStore's UPDATE
+//     does; a token of a key not among them looks again) and the Ed25519
+//     signature over the token's audience (the broker kind and the cloud's
+//     key id), edge and counter;
 //  5. the edge holds fewer than MaxSessionsPerEdge sessions here;
 //  6. the counter is spent in the Store (Postgres: one UPDATE that refuses
 //     a counter not above the highest accepted, and a revoked edge or key),

@@ -45,6 +45,7 @@ const (
 	DefaultAddressFailureBurst  = 100 * DefaultFailureBurst
 	DefaultAddressFailureRefill = DefaultFailureRefill / 100
 	DefaultNegativeTTL          = 30 * time.Second
+	DefaultKeysTTL              = 30 * time.Second
 	DefaultPollInterval         = time.Second
 	DefaultLogBurst             = 20
 	DefaultLogEvery             = time.Second
@@ -59,6 +60,7 @@ const (
 const (
 	maxSources  = 65536
 	maxNegative = 65536
+	maxKeys     = 65536
 )
 
 // Options configure an Authenticator. Zero values take the defaults above.
@@ -80,9 +82,14 @@ type Options struct {
 	AddressFailureBurst  int
 	AddressFailureRefill time.Duration
 	NegativeTTL          time.Duration // how long an unknown or revoked edge is refused from memory
-	PollInterval         time.Duration // how often revocations are read
-	LogBurst             int           // refusal log lines at once
-	LogEvery             time.Duration // then one per this long
+	// KeysTTL is how long an edge's keys, once looked up, verify its
+	// tokens without another lookup, with a Store whose UseCounter checks
+	// the edge and the key itself (CounterChecksKeys). A token signed by a
+	// key that is not among them is checked against a fresh lookup.
+	KeysTTL      time.Duration
+	PollInterval time.Duration // how often revocations are read
+	LogBurst     int           // refusal log lines at once
+	LogEvery     time.Duration // then one per this long
 
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -105,8 +112,9 @@ type Authenticator struct {
 	o   Options
 	log *slog.Logger
 
-	failures *limiter // per source address and edge
-	sources  *limiter // per source address
+	failures *limiter  // per source address and edge
+	keys     *keyCache // nil unless the Store is a CounterChecksKeys
+	sources  *limiter  // per source address
 	negative *expiring
 	logs     *logLimiter
 
@@ -138,6 +146,7 @@ func New(o Options) (*Authenticator, error) {
 	def(&o.LogBurst, DefaultLogBurst)
 	defd(&o.FailureRefill, DefaultFailureRefill)
 	defd(&o.NegativeTTL, DefaultNegativeTTL)
+	defd(&o.KeysTTL, DefaultKeysTTL)
 	defd(&o.PollInterval, DefaultPollInterval)
 	defd(&o.LogEvery, DefaultLogEvery)
 	if o.Now == nil {
@@ -146,8 +155,13 @@ func New(o Options) (*Authenticator, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	var keys *keyCache
+	if c, ok := o.Store.(CounterChecksKeys); ok && c.CounterChecksKeys() {
+		keys = &keyCache{m: map[string]cachedKeys{}}
+	}
 	return &Authenticator{
 		o:        o,
+		keys:     keys,
 		log:      o.Logger.With("component", "edgeauth"),
 		failures: &limiter{burst: float64(o.FailureBurst), refill: o.FailureRefill, m: map[string]*bucket{}},
 		sources:  &limiter{burst: float64(o.AddressFailureBurst), refill: o.AddressFailureRefill, m: map[string]*bucket{}},
@@ -214,20 +228,37 @@ func (a *Authenticator) login(ctx context.Context, broker, edge, token, src stri
 		a.negativeHits.Add(1)
 		return fail(fmt.Errorf("edge %s is unknown or revoked (remembered for up to %s): %w", edge, a.o.NegativeTTL, ErrUnknownEdge))
 	}
-	a.lookups.Add(1)
-	keys, err := a.o.Store.EdgeKeys(ctx, edge)
-	if errors.Is(err, ErrUnknownEdge) || errors.Is(err, ErrRevoked) {
-		a.negative.add(edge, now.Add(a.o.NegativeTTL))
-		return fail(err)
+	verify := func(keys protocol.Keys) error {
+		if v1 {
+			var err error
+			tok, err = protocol.VerifyBrokerTokenV1(edge, token, keys, now)
+			return err
+		}
+		return tok.Verify(a.Audience(broker), edge, keys)
 	}
-	if err != nil {
-		// The database failing is not the client's fault.
-		return nil, fmt.Errorf("look up the keys of edge %s: %w", edge, err)
+	keys, cached := a.keys.get(edge, now)
+	if !cached {
+		var refused bool
+		if keys, refused, err = a.lookup(ctx, edge, now); err != nil {
+			if refused {
+				return fail(err)
+			}
+			return nil, err
+		}
 	}
-	if v1 {
-		tok, err = protocol.VerifyBrokerTokenV1(edge, token, keys, now)
-	} else {
-		err = tok.Verify(a.Audience(broker), edge, keys)
+	err = verify(keys)
+	if err != nil && cached {
+		// Perhaps a key registered since the keys were looked up: look
+		// again, once.
+		a.keys.drop(edge)
+		var refused bool
+		if keys, refused, err = a.lookup(ctx, edge, now); err != nil {
+			if refused {
+				return fail(err)
+			}
+			return nil, err
+		}
+		err = verify(keys)
 	}
 	if err != nil {
 		return fail(err)
@@ -238,6 +269,9 @@ func (a *Authenticator) login(ctx context.Context, broker, edge, token, src stri
 	}
 	if err := a.o.Store.UseCounter(ctx, edge, tok.KID, tok.Counter); err != nil {
 		a.remove(s)
+		if !errors.Is(err, ErrReplay) {
+			a.keys.drop(edge) // revoked, or gone: the next login looks again
+		}
 		if errors.Is(err, ErrReplay) || errors.Is(err, ErrRevoked) || errors.Is(err, ErrUnknownEdge) || errors.Is(err, protocol.ErrBadSignature) {
 			return fail(err)
 		}
@@ -250,6 +284,24 @@ func (a *Authenticator) login(ctx context.Context, broker, edge, token, src stri
 		a.acceptedV1.Add(1)
 	}
 	return s, nil
+}
+
+// lookup reads edge's keys from the Store (and caches them, see
+// Options.KeysTTL). refused says the error is the client's (an unknown or
+// revoked edge), not the database's.
+func (a *Authenticator) lookup(ctx context.Context, edge string, now time.Time) (keys protocol.Keys, refused bool, err error) {
+	a.lookups.Add(1)
+	keys, err = a.o.Store.EdgeKeys(ctx, edge)
+	if errors.Is(err, ErrUnknownEdge) || errors.Is(err, ErrRevoked) {
+		a.negative.add(edge, now.Add(a.o.NegativeTTL))
+		return nil, true, err
+	}
+	if err != nil {
+		// The database failing is not the client's fault.
+		return nil, false, fmt.Errorf("look up the keys of edge %s: %w", edge, err)
+	}
+	a.keys.add(edge, keys, now.Add(a.o.KeysTTL))
+	return keys, false, nil
 }
 
 // Refused logs a refused login (rate-limited); brokers call it for the
@@ -364,6 +416,7 @@ func (a *Authenticator) poll(ctx context.Context, seen map[int64]time.Time) {
 			continue
 		}
 		seen[r.ID] = now
+		a.keys.drop(r.Edge)
 		if r.KID == "" {
 			a.negative.add(r.Edge, now.Add(a.o.NegativeTTL))
 		}
@@ -516,6 +569,53 @@ func (l *limiter) fail(src string, now time.Time) {
 	defer l.mu.Unlock()
 	b := l.get(src, now)
 	b.tokens = max(0, b.tokens-1)
+}
+
+// keyCache holds edges' keys for Options.KeysTTL. Its methods do nothing
+// on a nil cache (a Store whose UseCounter does not check keys).
+type keyCache struct {
+	mu sync.Mutex
+	m  map[string]cachedKeys
+}
+
+type cachedKeys struct {
+	keys  protocol.Keys
+	until time.Time
+}
+
+func (c *keyCache) get(edge string, now time.Time) (protocol.Keys, bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, ok := c.m[edge]
+	if ok && !now.Before(k.until) {
+		delete(c.m, edge)
+		return nil, false
+	}
+	return k.keys, ok
+}
+
+func (c *keyCache) add(edge string, keys protocol.Keys, until time.Time) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= maxKeys {
+		c.m = map[string]cachedKeys{}
+	}
+	c.m[edge] = cachedKeys{keys, until}
+}
+
+func (c *keyCache) drop(edge string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	delete(c.m, edge)
+	c.mu.Unlock()
 }
 
 // expiring is a set of strings with expiry times.

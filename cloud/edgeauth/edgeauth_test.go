@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -451,5 +452,121 @@ func TestBruteForcerSlowed(t *testing.T) {
 	c.Add(time.Second)
 	if err := bad(strings.Repeat("y", 300)); !errors.Is(err, edgeauth.ErrRateLimited) {
 		t.Fatalf("a 4th invalid name from the address: %v, want ErrRateLimited (one shared budget of 3)", err)
+	}
+}
+
+// checkingStore is a Store whose UseCounter refuses revoked keys itself,
+// as LedgerStore's UPDATE does: the Authenticator may cache its keys.
+type checkingStore struct {
+	mu       sync.Mutex
+	keys     []*protocol.Signer // e1's registered keys
+	revoked  map[protocol.KeyID]bool
+	counters uint64
+	lookups  atomic.Int64
+}
+
+func (s *checkingStore) CounterChecksKeys() bool { return true }
+
+func (s *checkingStore) EdgeKeys(_ context.Context, edge string) (protocol.Keys, error) {
+	s.lookups.Add(1)
+	if edge != "e1" {
+		return nil, edgeauth.ErrUnknownEdge
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var pubs []ed25519.PublicKey
+	for _, k := range s.keys {
+		if !s.revoked[k.KeyID()] {
+			pubs = append(pubs, k.Public())
+		}
+	}
+	return protocol.NewKeyMap(pubs...), nil
+}
+
+func (s *checkingStore) UseCounter(_ context.Context, edge string, kid protocol.KeyID, counter uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.revoked[kid] {
+		return fmt.Errorf("key %s: %w", kid, edgeauth.ErrRevoked)
+	}
+	if counter <= s.counters {
+		return edgeauth.ErrReplay
+	}
+	s.counters = counter
+	return nil
+}
+
+func (s *checkingStore) RecentRevocations(context.Context, time.Duration) ([]edgeauth.Revocation, error) {
+	return nil, nil
+}
+
+// TestKeysCached: with a Store that checks keys when it spends the counter,
+// logins of one edge look its keys up once per KeysTTL, not once each;
+// a key revoked since is still refused (by the counter's check), and a
+// key registered since is found with a fresh lookup. Every token is still
+// verified and spent.
+func TestKeysCached(t *testing.T) {
+	k1, k2 := signer("e1"), signer("e1 rotated")
+	st := &checkingStore{keys: []*protocol.Signer{k1}, revoked: map[protocol.KeyID]bool{}}
+	c := &clock{t: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}
+	a, err := edgeauth.New(edgeauth.Options{Store: st, Now: c.Now, KeysTTL: time.Minute, Logger: slog.New(slog.NewTextHandler(&lockedBuf{}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	login := func(s *protocol.Signer, src string) error {
+		sess, err := a.Login(ctx, protocol.BrokerMQTT, "e1", tok(s, protocol.BrokerMQTT, "e1"), src)
+		if err == nil {
+			sess.Release()
+		}
+		return err
+	}
+	for i := range 5 {
+		if err := login(k1, "10.9.0."+strconv.Itoa(i+1)+":1"); err != nil {
+			t.Fatalf("login %d: %v", i, err)
+		}
+	}
+	if n := st.lookups.Load(); n != 1 {
+		t.Errorf("5 logins made %d lookups, want 1", n)
+	}
+	if _, err := a.Login(ctx, protocol.BrokerMQTT, "e1", tok(signer("forger"), protocol.BrokerMQTT, "e1"), "10.9.1.1:1"); !errors.Is(err, protocol.ErrBadSignature) {
+		t.Errorf("a forged token against cached keys: %v, want a bad signature", err)
+	}
+	// A key registered since: found by a fresh lookup.
+	st.mu.Lock()
+	st.keys = append(st.keys, k2)
+	st.mu.Unlock()
+	if err := login(k2, "10.9.2.1:1"); err != nil {
+		t.Fatalf("the new key: %v", err)
+	}
+	// A key revoked since: refused although its key is cached.
+	if err := login(k1, "10.9.3.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	st.revoked[k1.KeyID()] = true
+	st.mu.Unlock()
+	if err := login(k1, "10.9.3.2:1"); !errors.Is(err, edgeauth.ErrRevoked) {
+		t.Errorf("a revoked key: %v, want ErrRevoked", err)
+	}
+	before := st.lookups.Load()
+	c.Add(time.Minute)
+	if err := login(k2, "10.9.4.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	if st.lookups.Load() == before {
+		t.Error("no lookup after KeysTTL")
+	}
+	// Without CounterChecksKeys (KeysStore) nothing is cached.
+	b, cs, _, _ := newAuth(t, edgeauth.Options{})
+	for i := range 3 {
+		sess, err := b.Login(ctx, protocol.BrokerMQTT, "e1", tok(signer("e1"), protocol.BrokerMQTT, "e1"), "10.9.5.1:1")
+		if err != nil {
+			t.Fatalf("KeysStore login %d: %v", i, err)
+		}
+		sess.Release()
+	}
+	if n := cs.lookups.Load(); n != 3 {
+		t.Errorf("KeysStore: 3 logins made %d lookups, want 3 (no cache)", n)
 	}
 }
