@@ -597,6 +597,7 @@ func registerMetrics(reg *prometheus.Registry, svc *ingest.Service, led *ledger.
 	counter("reply_errors_total", "Receipts or nacks that could not be published.", func(s ingest.Stats) uint64 { return s.ReplyErrs })
 	counter("hellos_total", "Hellos answered.", func(s ingest.Stats) uint64 { return s.Hellos })
 	counter("segments_overflow_total", "Segments left for their edge to resend because the ingest queue stayed full.", func(s ingest.Stats) uint64 { return s.Overflow })
+	counter("segments_resent_skipped_total", "Duplicates answered without a commit: byte copies of segments the ledger had taken (an edge's resends).", func(s ingest.Stats) uint64 { return s.ResentSkipped })
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_segments_quarantined_total",
 		Help: "Segments that failed signature or chain checks, kept in the quarantine table."},
 		func() float64 { return float64(led.Stats().Quarantined) }))
