@@ -5,14 +5,21 @@
 // password (protocol.BrokerToken, docs/PROTOCOL.md "Broker tokens"). Login
 // checks, cheapest first, so that a flood of bad logins costs little:
 //
-//  1. the source address is not over its budget of failed logins (a token
-//     bucket per IP: FailureBurst failures, one more every FailureRefill);
+//  1. the source address is not over its budget of failed logins for this
+//     edge (a token bucket per IP and edge id: FailureBurst failures, one
+//     more every FailureRefill), nor over its ceiling for all edges (a
+//     bucket per IP: AddressFailureBurst, one more every
+//     AddressFailureRefill), so that many shops behind one NAT address
+//     each have a budget of their own while one address trying edge after
+//     edge is still slowed;
 //  2. the token parses (version 2, sizes, encodings);
 //  3. the edge is not in the negative cache (unknown or revoked edges, for
 //     NegativeTTL), so a flood for made-up edges costs no database lookup;
-//  4. the edge's keys (one lookup) and the Ed25519 signature over the
-//     token's audience (the broker kind and the cloud's key id), edge and
-//     counter;
+//  4. the edge's keys (one lookup, kept for KeysTTL when the Store's
+//     UseCounter checks the edge and key itself, as LedgerStore's UPDATE
+//     does; a token of a key not among them looks again) and the Ed25519
+//     signature over the token's audience (the broker kind and the cloud's
+//     key id), edge and counter;
 //  5. the edge holds fewer than MaxSessionsPerEdge sessions here;
 //  6. the counter is spent in the Store (Postgres: one UPDATE that refuses
 //     a counter not above the highest accepted, and a revoked edge or key),

@@ -24,8 +24,9 @@ var (
 	// ErrReplay: the token's counter was spent already (a replayed token,
 	// or an edge whose counter went back: see docs/OPERATIONS.md).
 	ErrReplay = errors.New("broker token already used")
-	// ErrRateLimited: too many failed logins from this source address
-	// lately; refused without looking at the credentials.
+	// ErrRateLimited: too many failed logins lately from this source
+	// address for this edge, or from this address for any edges; refused
+	// without looking at the credentials.
 	ErrRateLimited = errors.New("too many failed logins from this address")
 	// ErrTooManySessions: the edge already holds MaxSessionsPerEdge
 	// sessions on this broker process.
@@ -37,10 +38,17 @@ const (
 	DefaultMaxSessionsPerEdge = 4
 	DefaultFailureBurst       = 10
 	DefaultFailureRefill      = 6 * time.Second
-	DefaultNegativeTTL        = 30 * time.Second
-	DefaultPollInterval       = time.Second
-	DefaultLogBurst           = 20
-	DefaultLogEvery           = time.Second
+	// The address's ceiling over all its edges: a hundred edges' budgets.
+	// Many shops share an address behind a NAT (one carrier-grade NAT, one
+	// head office's uplink), and each gets its own budget; one address
+	// trying edge after edge is slowed to about 16 checks a second.
+	DefaultAddressFailureBurst  = 100 * DefaultFailureBurst
+	DefaultAddressFailureRefill = DefaultFailureRefill / 100
+	DefaultNegativeTTL          = 30 * time.Second
+	DefaultKeysTTL              = 30 * time.Second
+	DefaultPollInterval         = time.Second
+	DefaultLogBurst             = 20
+	DefaultLogEvery             = time.Second
 	// RevocationWindow is how far back each poll reads revocations; a
 	// revocation is acted on once, however many polls see it.
 	RevocationWindow = 5 * time.Minute
@@ -52,6 +60,7 @@ const (
 const (
 	maxSources  = 65536
 	maxNegative = 65536
+	maxKeys     = 65536
 )
 
 // Options configure an Authenticator. Zero values take the defaults above.
@@ -66,12 +75,21 @@ type Options struct {
 	AcceptV1 bool
 
 	MaxSessionsPerEdge int           // sessions one edge may hold on this process
-	FailureBurst       int           // failed logins a source may make at once
+	FailureBurst       int           // failed logins a source address may make at once for one edge
 	FailureRefill      time.Duration // then one more per this long
-	NegativeTTL        time.Duration // how long an unknown or revoked edge is refused from memory
-	PollInterval       time.Duration // how often revocations are read
-	LogBurst           int           // refusal log lines at once
-	LogEvery           time.Duration // then one per this long
+	// AddressFailureBurst and AddressFailureRefill are the same budget for
+	// a source address over all the edges it logs in as: its ceiling.
+	AddressFailureBurst  int
+	AddressFailureRefill time.Duration
+	NegativeTTL          time.Duration // how long an unknown or revoked edge is refused from memory
+	// KeysTTL is how long an edge's keys, once looked up, verify its
+	// tokens without another lookup, with a Store whose UseCounter checks
+	// the edge and the key itself (CounterChecksKeys). A token signed by a
+	// key that is not among them is checked against a fresh lookup.
+	KeysTTL      time.Duration
+	PollInterval time.Duration // how often revocations are read
+	LogBurst     int           // refusal log lines at once
+	LogEvery     time.Duration // then one per this long
 
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -94,7 +112,9 @@ type Authenticator struct {
 	o   Options
 	log *slog.Logger
 
-	failures *limiter
+	failures *limiter  // per source address and edge
+	keys     *keyCache // nil unless the Store is a CounterChecksKeys
+	sources  *limiter  // per source address
 	negative *expiring
 	logs     *logLimiter
 
@@ -121,9 +141,12 @@ func New(o Options) (*Authenticator, error) {
 	}
 	def(&o.MaxSessionsPerEdge, DefaultMaxSessionsPerEdge)
 	def(&o.FailureBurst, DefaultFailureBurst)
+	def(&o.AddressFailureBurst, DefaultAddressFailureBurst)
+	defd(&o.AddressFailureRefill, DefaultAddressFailureRefill)
 	def(&o.LogBurst, DefaultLogBurst)
 	defd(&o.FailureRefill, DefaultFailureRefill)
 	defd(&o.NegativeTTL, DefaultNegativeTTL)
+	defd(&o.KeysTTL, DefaultKeysTTL)
 	defd(&o.PollInterval, DefaultPollInterval)
 	defd(&o.LogEvery, DefaultLogEvery)
 	if o.Now == nil {
@@ -132,10 +155,16 @@ func New(o Options) (*Authenticator, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	var keys *keyCache
+	if c, ok := o.Store.(CounterChecksKeys); ok && c.CounterChecksKeys() {
+		keys = &keyCache{m: map[string]cachedKeys{}}
+	}
 	return &Authenticator{
 		o:        o,
+		keys:     keys,
 		log:      o.Logger.With("component", "edgeauth"),
 		failures: &limiter{burst: float64(o.FailureBurst), refill: o.FailureRefill, m: map[string]*bucket{}},
+		sources:  &limiter{burst: float64(o.AddressFailureBurst), refill: o.AddressFailureRefill, m: map[string]*bucket{}},
 		negative: &expiring{m: map[string]time.Time{}},
 		logs:     &logLimiter{burst: float64(o.LogBurst), every: o.LogEvery, tokens: float64(o.LogBurst)},
 		sessions: map[string]map[*Session]struct{}{},
@@ -164,16 +193,31 @@ func (a *Authenticator) Login(ctx context.Context, broker, edge, token, source s
 
 func (a *Authenticator) login(ctx context.Context, broker, edge, token, src string) (*Session, error) {
 	now := a.o.Now()
-	if !a.failures.allow(src, now) {
+	// The budget is per address and edge, under a ceiling per address: one
+	// shop failing over and over behind a NAT does not lock out the others
+	// there, and one address trying many edges still runs out. A user name
+	// that is not an edge id shares the address's "" edge, so a flood of
+	// made-up names cannot grow the table by their length.
+	nameErr := protocol.ValidateName("edge", edge)
+	key := src + "\x00"
+	if nameErr == nil {
+		key += edge
+	}
+	if !a.sources.allow(src, now) {
 		a.rateLimited.Add(1)
-		return nil, fmt.Errorf("%w (%s): login not checked", ErrRateLimited, src)
+		return nil, fmt.Errorf("%w (%s, over all its edges): login not checked", ErrRateLimited, src)
+	}
+	if !a.failures.allow(key, now) {
+		a.rateLimited.Add(1)
+		return nil, fmt.Errorf("%w (%s) as edge %s: login not checked", ErrRateLimited, src, edge)
 	}
 	fail := func(err error) (*Session, error) {
-		a.failures.fail(src, now)
+		a.failures.fail(key, now)
+		a.sources.fail(src, now)
 		return nil, err
 	}
-	if err := protocol.ValidateName("edge", edge); err != nil {
-		return fail(fmt.Errorf("user name: %w", err))
+	if nameErr != nil {
+		return fail(fmt.Errorf("user name: %w", nameErr))
 	}
 	tok, err := protocol.ParseBrokerToken(token)
 	v1 := a.o.AcceptV1 && errors.Is(err, protocol.ErrBrokerTokenVersion) && strings.HasPrefix(token, "v1.")
@@ -184,20 +228,37 @@ func (a *Authenticator) login(ctx context.Context, broker, edge, token, src stri
 		a.negativeHits.Add(1)
 		return fail(fmt.Errorf("edge %s is unknown or revoked (remembered for up to %s): %w", edge, a.o.NegativeTTL, ErrUnknownEdge))
 	}
-	a.lookups.Add(1)
-	keys, err := a.o.Store.EdgeKeys(ctx, edge)
-	if errors.Is(err, ErrUnknownEdge) || errors.Is(err, ErrRevoked) {
-		a.negative.add(edge, now.Add(a.o.NegativeTTL))
-		return fail(err)
+	verify := func(keys protocol.Keys) error {
+		if v1 {
+			var err error
+			tok, err = protocol.VerifyBrokerTokenV1(edge, token, keys, now)
+			return err
+		}
+		return tok.Verify(a.Audience(broker), edge, keys)
 	}
-	if err != nil {
-		// The database failing is not the client's fault.
-		return nil, fmt.Errorf("look up the keys of edge %s: %w", edge, err)
+	keys, cached := a.keys.get(edge, now)
+	if !cached {
+		var refused bool
+		if keys, refused, err = a.lookup(ctx, edge, now); err != nil {
+			if refused {
+				return fail(err)
+			}
+			return nil, err
+		}
 	}
-	if v1 {
-		tok, err = protocol.VerifyBrokerTokenV1(edge, token, keys, now)
-	} else {
-		err = tok.Verify(a.Audience(broker), edge, keys)
+	err = verify(keys)
+	if err != nil && cached {
+		// Perhaps a key registered since the keys were looked up: look
+		// again, once.
+		a.keys.drop(edge)
+		var refused bool
+		if keys, refused, err = a.lookup(ctx, edge, now); err != nil {
+			if refused {
+				return fail(err)
+			}
+			return nil, err
+		}
+		err = verify(keys)
 	}
 	if err != nil {
 		return fail(err)
@@ -208,6 +269,9 @@ func (a *Authenticator) login(ctx context.Context, broker, edge, token, src stri
 	}
 	if err := a.o.Store.UseCounter(ctx, edge, tok.KID, tok.Counter); err != nil {
 		a.remove(s)
+		if !errors.Is(err, ErrReplay) {
+			a.keys.drop(edge) // revoked, or gone: the next login looks again
+		}
 		if errors.Is(err, ErrReplay) || errors.Is(err, ErrRevoked) || errors.Is(err, ErrUnknownEdge) || errors.Is(err, protocol.ErrBadSignature) {
 			return fail(err)
 		}
@@ -220,6 +284,24 @@ func (a *Authenticator) login(ctx context.Context, broker, edge, token, src stri
 		a.acceptedV1.Add(1)
 	}
 	return s, nil
+}
+
+// lookup reads edge's keys from the Store (and caches them, see
+// Options.KeysTTL). refused says the error is the client's (an unknown or
+// revoked edge), not the database's.
+func (a *Authenticator) lookup(ctx context.Context, edge string, now time.Time) (keys protocol.Keys, refused bool, err error) {
+	a.lookups.Add(1)
+	keys, err = a.o.Store.EdgeKeys(ctx, edge)
+	if errors.Is(err, ErrUnknownEdge) || errors.Is(err, ErrRevoked) {
+		a.negative.add(edge, now.Add(a.o.NegativeTTL))
+		return nil, true, err
+	}
+	if err != nil {
+		// The database failing is not the client's fault.
+		return nil, false, fmt.Errorf("look up the keys of edge %s: %w", edge, err)
+	}
+	a.keys.add(edge, keys, now.Add(a.o.KeysTTL))
+	return keys, false, nil
 }
 
 // Refused logs a refused login (rate-limited); brokers call it for the
@@ -334,6 +416,7 @@ func (a *Authenticator) poll(ctx context.Context, seen map[int64]time.Time) {
 			continue
 		}
 		seen[r.ID] = now
+		a.keys.drop(r.Edge)
 		if r.KID == "" {
 			a.negative.add(r.Edge, now.Add(a.o.NegativeTTL))
 		}
@@ -486,6 +569,53 @@ func (l *limiter) fail(src string, now time.Time) {
 	defer l.mu.Unlock()
 	b := l.get(src, now)
 	b.tokens = max(0, b.tokens-1)
+}
+
+// keyCache holds edges' keys for Options.KeysTTL. Its methods do nothing
+// on a nil cache (a Store whose UseCounter does not check keys).
+type keyCache struct {
+	mu sync.Mutex
+	m  map[string]cachedKeys
+}
+
+type cachedKeys struct {
+	keys  protocol.Keys
+	until time.Time
+}
+
+func (c *keyCache) get(edge string, now time.Time) (protocol.Keys, bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, ok := c.m[edge]
+	if ok && !now.Before(k.until) {
+		delete(c.m, edge)
+		return nil, false
+	}
+	return k.keys, ok
+}
+
+func (c *keyCache) add(edge string, keys protocol.Keys, until time.Time) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= maxKeys {
+		c.m = map[string]cachedKeys{}
+	}
+	c.m[edge] = cachedKeys{keys, until}
+}
+
+func (c *keyCache) drop(edge string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	delete(c.m, edge)
+	c.mu.Unlock()
 }
 
 // expiring is a set of strings with expiry times.

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -338,4 +339,234 @@ func TestRunPrunesDeadSessions(t *testing.T) {
 	}
 	alive.Store(false)
 	poll.Until(t, 10*time.Second, "dead sessions forgotten", func() bool { return a.Sessions("e1") == 0 })
+}
+
+// natAuth is an Authenticator over n registered edges (nat-0 …), with
+// small budgets: 3 failures per address and edge, 20 per address.
+func natAuth(t *testing.T, n int) (*edgeauth.Authenticator, *clock, []*protocol.Signer) {
+	t.Helper()
+	signers := make([]*protocol.Signer, n)
+	keys := map[string]protocol.Keys{}
+	for i := range signers {
+		name := "nat-" + strconv.Itoa(i)
+		signers[i] = signer(name)
+		keys[name] = protocol.NewKeyMap(signers[i].Public())
+	}
+	c := &clock{t: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}
+	a, err := edgeauth.New(edgeauth.Options{
+		Store: edgeauth.KeysStore(func(_ context.Context, edge string) (protocol.Keys, error) {
+			if k, ok := keys[edge]; ok {
+				return k, nil
+			}
+			return nil, errors.New("not registered")
+		}),
+		FailureBurst: 3, FailureRefill: 10 * time.Second, AddressFailureBurst: 20, AddressFailureRefill: time.Second,
+		Now: c.Now, Logger: slog.New(slog.NewTextHandler(&lockedBuf{}, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, c, signers
+}
+
+// TestNATFleetLogsIn: many shops behind one address, each failing a few
+// times (a replayed token after a restore, a stale counter), all still log
+// in: each has a budget of its own. With one budget per address (the
+// limit before), the fleet's first failures locked every shop there out.
+func TestNATFleetLogsIn(t *testing.T) {
+	const shops = 15
+	a, _, signers := natAuth(t, shops)
+	ctx := context.Background()
+	const nat = "198.51.100.7"
+	for i := range signers {
+		edge := "nat-" + strconv.Itoa(i)
+		// One failure each (a token another key signed): 15 in all, more
+		// than any one edge's budget of 3, under the address's 20.
+		if _, err := a.Login(ctx, protocol.BrokerMQTT, edge, tok(signer("stranger"), protocol.BrokerMQTT, edge), nat+":"+strconv.Itoa(1000+i)); !errors.Is(err, protocol.ErrBadSignature) {
+			t.Fatalf("%s's bad login: %v", edge, err)
+		}
+	}
+	for i, s := range signers {
+		edge := "nat-" + strconv.Itoa(i)
+		if _, err := a.Login(ctx, protocol.BrokerMQTT, edge, tok(s, protocol.BrokerMQTT, edge), nat+":"+strconv.Itoa(2000+i)); err != nil {
+			t.Errorf("%s behind the NAT: %v", edge, err)
+		}
+	}
+	if st := a.Stats(); st.Accepted != shops || st.RateLimited != 0 {
+		t.Errorf("stats %+v, want %d accepted and none rate-limited", st, shops)
+	}
+}
+
+// TestBruteForcerSlowed: one address guessing for one edge is refused
+// unchecked after that edge's budget, while another shop behind the same
+// address still logs in; an address guessing across many edges runs into
+// its ceiling, which then holds for every edge from it until it refills.
+func TestBruteForcerSlowed(t *testing.T) {
+	a, c, signers := natAuth(t, 40)
+	ctx := context.Background()
+	const attacker = "203.0.113.9"
+	bad := func(edge string) error {
+		_, err := a.Login(ctx, protocol.BrokerNATS, edge, tok(signer("guess"), protocol.BrokerNATS, edge), attacker+":1")
+		return err
+	}
+	for range 3 {
+		if err := bad("nat-0"); !errors.Is(err, protocol.ErrBadSignature) {
+			t.Fatalf("guess: %v", err)
+		}
+	}
+	if _, err := a.Login(ctx, protocol.BrokerNATS, "nat-0", tok(signers[0], protocol.BrokerNATS, "nat-0"), attacker+":2"); !errors.Is(err, edgeauth.ErrRateLimited) {
+		t.Fatalf("nat-0 from the guessing address after 3 failures: %v, want ErrRateLimited", err)
+	}
+	if _, err := a.Login(ctx, protocol.BrokerNATS, "nat-1", tok(signers[1], protocol.BrokerNATS, "nat-1"), attacker+":3"); err != nil {
+		t.Fatalf("another shop behind the same address: %v", err)
+	}
+	// Across edges: 17 more failures reach the address's 20.
+	for i := 2; i < 19; i++ {
+		if err := bad("nat-" + strconv.Itoa(i)); !errors.Is(err, protocol.ErrBadSignature) {
+			t.Fatalf("guess %d: %v", i, err)
+		}
+	}
+	for _, e := range []string{"nat-30", "made-up", "nat-31"} {
+		if err := bad(e); !errors.Is(err, edgeauth.ErrRateLimited) {
+			t.Fatalf("%s over the address's ceiling: %v, want ErrRateLimited", e, err)
+		}
+	}
+	if _, err := a.Login(ctx, protocol.BrokerNATS, "nat-32", tok(signers[32], protocol.BrokerNATS, "nat-32"), attacker+":4"); !errors.Is(err, edgeauth.ErrRateLimited) {
+		t.Fatalf("a good login from the address over its ceiling: %v, want ErrRateLimited", err)
+	}
+	if _, err := a.Login(ctx, protocol.BrokerNATS, "nat-33", tok(signers[33], protocol.BrokerNATS, "nat-33"), "203.0.113.10:1"); err != nil {
+		t.Fatalf("another address: %v", err)
+	}
+	c.Add(time.Second) // one refill of the ceiling
+	if _, err := a.Login(ctx, protocol.BrokerNATS, "nat-32", tok(signers[32], protocol.BrokerNATS, "nat-32"), attacker+":5"); err != nil {
+		t.Fatalf("after the ceiling refilled: %v", err)
+	}
+	// Made-up user names share one budget per address (the table does not
+	// grow with them) and count against the ceiling.
+	for i := range 3 {
+		c.Add(time.Second)
+		if err := bad(strings.Repeat("x", 300) + strconv.Itoa(i)); err == nil || errors.Is(err, edgeauth.ErrRateLimited) {
+			t.Fatalf("invalid name %d: %v, want refused for its name", i, err)
+		}
+	}
+	c.Add(time.Second)
+	if err := bad(strings.Repeat("y", 300)); !errors.Is(err, edgeauth.ErrRateLimited) {
+		t.Fatalf("a 4th invalid name from the address: %v, want ErrRateLimited (one shared budget of 3)", err)
+	}
+}
+
+// checkingStore is a Store whose UseCounter refuses revoked keys itself,
+// as LedgerStore's UPDATE does: the Authenticator may cache its keys.
+type checkingStore struct {
+	mu       sync.Mutex
+	keys     []*protocol.Signer // e1's registered keys
+	revoked  map[protocol.KeyID]bool
+	counters uint64
+	lookups  atomic.Int64
+}
+
+func (s *checkingStore) CounterChecksKeys() bool { return true }
+
+func (s *checkingStore) EdgeKeys(_ context.Context, edge string) (protocol.Keys, error) {
+	s.lookups.Add(1)
+	if edge != "e1" {
+		return nil, edgeauth.ErrUnknownEdge
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var pubs []ed25519.PublicKey
+	for _, k := range s.keys {
+		if !s.revoked[k.KeyID()] {
+			pubs = append(pubs, k.Public())
+		}
+	}
+	return protocol.NewKeyMap(pubs...), nil
+}
+
+func (s *checkingStore) UseCounter(_ context.Context, edge string, kid protocol.KeyID, counter uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.revoked[kid] {
+		return fmt.Errorf("key %s: %w", kid, edgeauth.ErrRevoked)
+	}
+	if counter <= s.counters {
+		return edgeauth.ErrReplay
+	}
+	s.counters = counter
+	return nil
+}
+
+func (s *checkingStore) RecentRevocations(context.Context, time.Duration) ([]edgeauth.Revocation, error) {
+	return nil, nil
+}
+
+// TestKeysCached: with a Store that checks keys when it spends the counter,
+// logins of one edge look its keys up once per KeysTTL, not once each;
+// a key revoked since is still refused (by the counter's check), and a
+// key registered since is found with a fresh lookup. Every token is still
+// verified and spent.
+func TestKeysCached(t *testing.T) {
+	k1, k2 := signer("e1"), signer("e1 rotated")
+	st := &checkingStore{keys: []*protocol.Signer{k1}, revoked: map[protocol.KeyID]bool{}}
+	c := &clock{t: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}
+	a, err := edgeauth.New(edgeauth.Options{Store: st, Now: c.Now, KeysTTL: time.Minute, Logger: slog.New(slog.NewTextHandler(&lockedBuf{}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	login := func(s *protocol.Signer, src string) error {
+		sess, err := a.Login(ctx, protocol.BrokerMQTT, "e1", tok(s, protocol.BrokerMQTT, "e1"), src)
+		if err == nil {
+			sess.Release()
+		}
+		return err
+	}
+	for i := range 5 {
+		if err := login(k1, "10.9.0."+strconv.Itoa(i+1)+":1"); err != nil {
+			t.Fatalf("login %d: %v", i, err)
+		}
+	}
+	if n := st.lookups.Load(); n != 1 {
+		t.Errorf("5 logins made %d lookups, want 1", n)
+	}
+	if _, err := a.Login(ctx, protocol.BrokerMQTT, "e1", tok(signer("forger"), protocol.BrokerMQTT, "e1"), "10.9.1.1:1"); !errors.Is(err, protocol.ErrBadSignature) {
+		t.Errorf("a forged token against cached keys: %v, want a bad signature", err)
+	}
+	// A key registered since: found by a fresh lookup.
+	st.mu.Lock()
+	st.keys = append(st.keys, k2)
+	st.mu.Unlock()
+	if err := login(k2, "10.9.2.1:1"); err != nil {
+		t.Fatalf("the new key: %v", err)
+	}
+	// A key revoked since: refused although its key is cached.
+	if err := login(k1, "10.9.3.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	st.revoked[k1.KeyID()] = true
+	st.mu.Unlock()
+	if err := login(k1, "10.9.3.2:1"); !errors.Is(err, edgeauth.ErrRevoked) {
+		t.Errorf("a revoked key: %v, want ErrRevoked", err)
+	}
+	before := st.lookups.Load()
+	c.Add(time.Minute)
+	if err := login(k2, "10.9.4.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	if st.lookups.Load() == before {
+		t.Error("no lookup after KeysTTL")
+	}
+	// Without CounterChecksKeys (KeysStore) nothing is cached.
+	b, cs, _, _ := newAuth(t, edgeauth.Options{})
+	for i := range 3 {
+		sess, err := b.Login(ctx, protocol.BrokerMQTT, "e1", tok(signer("e1"), protocol.BrokerMQTT, "e1"), "10.9.5.1:1")
+		if err != nil {
+			t.Fatalf("KeysStore login %d: %v", i, err)
+		}
+		sess.Release()
+	}
+	if n := cs.lookups.Load(); n != 3 {
+		t.Errorf("KeysStore: 3 logins made %d lookups, want 3 (no cache)", n)
+	}
 }

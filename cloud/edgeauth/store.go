@@ -31,6 +31,15 @@ type Revocation struct {
 	KID  protocol.KeyID
 }
 
+// CounterChecksKeys is implemented by a Store whose UseCounter itself
+// refuses a revoked or unknown edge or key (LedgerStore: in the same UPDATE
+// that spends the counter). With it, the Authenticator may verify a token
+// against keys it looked up shortly before (Options.KeysTTL): a key or edge
+// revoked since is still refused, by UseCounter.
+type CounterChecksKeys interface {
+	CounterChecksKeys() bool
+}
+
 // LedgerStore is the Store of a cloud: the fleet tables in Postgres, shared
 // by every replica.
 func LedgerStore(l *ledger.Ledger) Store { return ledgerStore{l} }
@@ -49,6 +58,10 @@ func (s ledgerStore) EdgeKeys(ctx context.Context, edge string) (protocol.Keys, 
 	}
 	return k, nil
 }
+
+// CounterChecksKeys: UseBrokerCounter's UPDATE requires the edge and the
+// key to be active.
+func (ledgerStore) CounterChecksKeys() bool { return true }
 
 func (s ledgerStore) UseCounter(ctx context.Context, edge string, kid protocol.KeyID, counter uint64) error {
 	err := s.l.UseBrokerCounter(ctx, edge, kid, counter)

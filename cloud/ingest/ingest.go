@@ -39,6 +39,7 @@ package ingest
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -122,6 +123,9 @@ type Stats struct {
 	ReplyErrs  uint64 `json:"reply_errors"`
 	Hellos     uint64 `json:"hellos"`
 	Overflow   uint64 `json:"segments_overflow"` // refused by Offer: the queue stayed full
+	// ResentSkipped counts duplicates answered without the ledger: byte
+	// copies of payloads it had taken (seen.go). They count in Duplicates.
+	ResentSkipped uint64 `json:"segments_resent_skipped"`
 }
 
 // Service is the ingest pipeline.
@@ -133,6 +137,9 @@ type Service struct {
 	segments, batches, committed, records, duplicates, gaps atomic.Uint64
 	refused, malformed, commitErrs, replyErrs, hellos       atomic.Uint64
 	overflow                                                atomic.Uint64
+	resentSkipped                                           atomic.Uint64
+
+	seen *seenSegments // payloads the ledger has taken (seen.go)
 
 	wg       sync.WaitGroup
 	healthMu sync.Mutex
@@ -146,6 +153,7 @@ type item struct {
 	d     Delivery
 	seg   *protocol.Segment
 	first time.Time // when it was first tried; for GapWait
+	hash  [sha256.Size]byte
 }
 
 // New checks opts and fills in defaults.
@@ -177,7 +185,7 @@ func New(opts Options) (*Service, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Service{o: opts, log: opts.Logger.With("component", "ingest"), queue: make(chan *item, opts.Queue),
+	return &Service{o: opts, log: opts.Logger.With("component", "ingest"), queue: make(chan *item, opts.Queue), seen: newSeenSegments(),
 		stop: make(chan struct{}), exited: make(chan struct{})}, nil
 }
 
@@ -187,7 +195,7 @@ func (s *Service) Stats() Stats {
 		Segments: s.segments.Load(), Batches: s.batches.Load(), Committed: s.committed.Load(),
 		Records: s.records.Load(), Duplicates: s.duplicates.Load(), Gaps: s.gaps.Load(),
 		Refused: s.refused.Load(), Malformed: s.malformed.Load(), CommitErrs: s.commitErrs.Load(),
-		ReplyErrs: s.replyErrs.Load(), Hellos: s.hellos.Load(), Overflow: s.overflow.Load(),
+		ReplyErrs: s.replyErrs.Load(), Hellos: s.hellos.Load(), Overflow: s.overflow.Load(), ResentSkipped: s.resentSkipped.Load(),
 	}
 }
 
@@ -496,11 +504,31 @@ func (s *Service) gather(ctx context.Context, parked []*item) ([]*item, bool) {
 // gaps to retry.
 func (s *Service) process(ctx context.Context, batch []*item, jobs chan<- replyJob) (parked []*item) {
 	now := s.o.Now()
+	// One receipt per stream and replier: the highest watermark reached.
+	type key struct {
+		stream protocol.Stream
+		r      Replier
+	}
+	receipts := map[key]Watermark{}
+	var acks []*item
+	var out []reply
 	var inputs []Input
 	var its []*item
 	for _, it := range batch {
 		if it.first.IsZero() {
 			it.first = now
+			it.hash = payloadHash(it.d.TopicEdge, it.d.Payload)
+			if w, ok := s.seen.lookup(it.hash); ok && w.Stream.Edge == it.d.TopicEdge {
+				// A copy of a payload the ledger has taken (seen.go).
+				s.duplicates.Add(1)
+				s.resentSkipped.Add(1)
+				k := key{w.Stream, it.d.Replier}
+				if o, ok := receipts[k]; !ok || w.HWM > o.HWM {
+					receipts[k] = w
+				}
+				acks = append(acks, it)
+				continue
+			}
 		}
 		problem := ""
 		if it.seg == nil {
@@ -518,15 +546,19 @@ func (s *Service) process(ctx context.Context, batch []*item, jobs chan<- replyJ
 		inputs = append(inputs, Input{TopicEdge: it.d.TopicEdge, Segment: it.seg, Raw: it.d.Payload, Problem: problem})
 		its = append(its, it)
 	}
+	var outs []Outcome
 	if len(inputs) == 0 {
-		return nil
+		if len(acks) == 0 {
+			return nil
+		}
+	} else {
+		var ok bool
+		if outs, ok = s.commit(ctx, inputs); !ok {
+			return nil // shutting down: not acked, the broker redelivers
+		}
+		s.batches.Add(1)
 	}
-	outs, ok := s.commit(ctx, inputs)
-	if !ok {
-		return nil // shutting down: not acked, the broker redelivers
-	}
-	s.batches.Add(1)
-	if s.o.AfterCommit != nil {
+	if s.o.AfterCommit != nil && len(inputs) > 0 {
 		n := 0
 		for _, o := range outs {
 			n += o.Records
@@ -534,18 +566,13 @@ func (s *Service) process(ctx context.Context, batch []*item, jobs chan<- replyJ
 		s.o.AfterCommit(n)
 	}
 
-	// One receipt per stream and replier: the highest watermark reached.
-	type key struct {
-		stream protocol.Stream
-		r      Replier
-	}
-	receipts := map[key]Watermark{}
-	var acks []*item
-	var out []reply
 	for i, o := range outs {
 		it := its[i]
 		switch o.Kind {
 		case KindCommitted, KindDuplicate:
+			if it.seg != nil {
+				s.seen.note(it.hash, o.Watermark)
+			}
 			if o.Kind == KindCommitted {
 				s.committed.Add(1)
 				s.records.Add(uint64(o.Records))

@@ -511,3 +511,56 @@ func TestBatchRepliesPublishedTogether(t *testing.T) {
 		t.Fatalf("%d batches, want the three segments in one", len(fl.batches))
 	}
 }
+
+// TestIdenticalResendSkipsTheLedger: an edge's resend of a payload the
+// ledger has taken (after its ack timeout, in a storm) is answered with
+// the stream's watermark and acked without a commit transaction; a
+// different segment over the same records, or the same bytes on another
+// edge's topic, still goes to the ledger.
+func TestIdenticalResendSkipsTheLedger(t *testing.T) {
+	fl := &fakeLedger{hwm: map[protocol.Stream]uint64{}}
+	svc, cloud := start(t, fl, nil)
+	edge := protocoltest.Signer(t, "edge")
+	st := protocol.Stream{Edge: "e1", Epoch: protocol.Epoch{1}}
+	rp := &replies{msgs: map[string][][]byte{}}
+	keys := protocol.NewKeyMap(cloud.Public())
+	batches := func() int { fl.mu.Lock(); defer fl.mu.Unlock(); return len(fl.batches) }
+	var acks atomic.Int64
+	deliver := func(topicEdge string, payload []byte) {
+		if err := svc.Handle(context.Background(), ingest.Delivery{TopicEdge: topicEdge, Payload: payload, Replier: rp, Ack: func() { acks.Add(1) }}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, next := seg(t, edge, st, 1, 3), seg(t, edge, st, 4, 6)
+	deliver("e1", first)
+	deliver("e1", next)
+	waitFor(t, "both committed", func() bool { return acks.Load() == 2 })
+	b := batches()
+	for range 3 {
+		deliver("e1", first) // the edge timed out and resends
+	}
+	waitFor(t, "the resends acked", func() bool { return acks.Load() == 5 })
+	if got := batches(); got != b {
+		t.Fatalf("identical resends made %d commit batches, want none", got-b)
+	}
+	reps := rp.verified(t, "e1", keys)
+	if last := reps[len(reps)-1].Receipt; last == nil || last.HWM != 6 {
+		t.Fatalf("the resend's receipt %+v, want the stream's watermark 6", reps[len(reps)-1])
+	}
+	if st := svc.Stats(); st.ResentSkipped != 3 || st.Duplicates != 3 {
+		t.Errorf("stats %+v, want 3 resends skipped, counted as duplicates", st)
+	}
+	// Another segment over records the ledger has: to the ledger.
+	deliver("e1", seg(t, edge, st, 1, 2))
+	waitFor(t, "the other segment acked", func() bool { return acks.Load() == 6 })
+	if got := batches(); got != b+1 {
+		t.Fatalf("a different segment over committed records made %d batches, want 1", got-b)
+	}
+	// The same bytes on another edge's topic: to the ledger (which would
+	// quarantine them), and no receipt of e1's stream goes to e2.
+	deliver("e2", first)
+	waitFor(t, "e2's copy acked", func() bool { return acks.Load() == 7 })
+	if got := batches(); got != b+2 {
+		t.Fatalf("the same bytes from another edge made %d batches, want 1 more", got-b-1)
+	}
+}

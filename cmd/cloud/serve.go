@@ -80,6 +80,7 @@ type Config struct {
 	NATS         natsConfig
 	Release      releaseConfig
 	RolloutTick  time.Duration
+	DebugListen  string
 }
 
 // commonFlags are shared by serve and the admin commands.
@@ -109,6 +110,8 @@ type Main struct {
 	apiAddr string
 
 	rebuilding atomic.Int64 // 1 while the start-up projection rebuild runs
+	debugAddr  string       // the --debug-listen listener's address
+	loginPool  *pgxpool.Pool
 
 	natsServer *brokernats.Broker
 	auth       *edgeauth.Authenticator // edge logins on the embedded brokers
@@ -151,8 +154,12 @@ func (m *Main) ParseFlags(args []string) error {
 	natsFlags(fs, &c.NATS)
 	releaseFlags(fs, &c.Release)
 	flagenv.DurationVar(fs, &c.RolloutTick, "rollout-tick", rollout.DefaultTick, flagenv.Durations(100*time.Millisecond, 0, "no rollout controller in this process"), "how often this replica's rollout controller assigns, advances and pauses the running rollouts (docs/OTA.md, \"Operating rollouts\"); every replica runs one")
+	debugFlags(fs, &c.DebugListen)
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud serve [flags]\n\nRuns the cloud service.")
-	return flagenv.Parse(fs, args, "OUTPOST_", "config")
+	if err := flagenv.Parse(fs, args, "OUTPOST_", "config"); err != nil {
+		return err
+	}
+	return checkDebugListen(c.DebugListen)
 }
 
 // openDB connects to --database-url, or with --dev to (or starts) the
@@ -250,6 +257,13 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	m.log = log
+	if c.DebugListen != "" {
+		dctx, stopDebug := context.WithCancel(context.Background())
+		defer stopDebug()
+		if m.debugAddr, err = serveDebug(dctx, c.DebugListen, log); err != nil {
+			return err
+		}
+	}
 	signer, err := loadCloudKey(c.DataDir, log)
 	if err != nil {
 		return err
@@ -326,7 +340,11 @@ func (m *Main) Run(ctx context.Context) error {
 
 	// One Authenticator for both embedded brokers: it spends broker tokens
 	// in Postgres (once across replicas) and closes revoked edges' sessions.
-	m.auth, err = edgeauth.New(edgeauth.Options{Store: edgeauth.LedgerStore(led), Cluster: string(signer.KeyID()), AcceptV1: c.TokensV1, Logger: log})
+	// Logins use a pool of their own, so they never wait behind commits.
+	if m.loginPool, err = loginPool(ctx, m.pool); err != nil {
+		return err
+	}
+	m.auth, err = edgeauth.New(edgeauth.Options{Store: edgeauth.LedgerStore(ledger.New(m.loginPool, ledger.Options{Logger: log})), Cluster: string(signer.KeyID()), AcceptV1: c.TokensV1, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -378,6 +396,12 @@ func (m *Main) Run(ctx context.Context) error {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_mqtt_slow_edge_disconnects_total",
 			Help: "Edges the embedded MQTT broker disconnected for leaving more than 256 receipts unacknowledged."},
 			func() float64 { return float64(b.SlowEdgeDisconnects()) }))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_cloud_mqtt_ingest_held_segments",
+			Help: "Segments the cloud's ingest holds unacknowledged on the embedded MQTT broker (at most 512; beyond, edges' segments wait)."},
+			func() float64 { return float64(b.IngestHeld()) }))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_mqtt_segments_waited_total",
+			Help: "Segments from edges that waited for room before the embedded MQTT broker took them (back-pressure)."},
+			func() float64 { return float64(b.HeldSegments()) }))
 	}
 	if proj != nil {
 		registerProjectionMetrics(reg, proj, projectionSeconds, &m.rebuilding)
@@ -580,6 +604,10 @@ func (m *Main) Close() error {
 		_ = m.natsServer.Close()
 		m.natsServer = nil
 	}
+	if m.loginPool != nil {
+		m.loginPool.Close()
+		m.loginPool = nil
+	}
 	if m.pool != nil {
 		m.pool.Close()
 		m.pool = nil
@@ -627,6 +655,7 @@ func registerMetrics(reg *prometheus.Registry, svc *ingest.Service, led *ledger.
 	counter("reply_errors_total", "Receipts or nacks that could not be published.", func(s ingest.Stats) uint64 { return s.ReplyErrs })
 	counter("hellos_total", "Hellos answered.", func(s ingest.Stats) uint64 { return s.Hellos })
 	counter("segments_overflow_total", "Segments left for their edge to resend because the ingest queue stayed full.", func(s ingest.Stats) uint64 { return s.Overflow })
+	counter("segments_resent_skipped_total", "Duplicates answered without a commit: byte copies of segments the ledger had taken (an edge's resends).", func(s ingest.Stats) uint64 { return s.ResentSkipped })
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_segments_quarantined_total",
 		Help: "Segments that failed signature or chain checks, kept in the quarantine table."},
 		func() float64 { return float64(led.Stats().Quarantined) }))

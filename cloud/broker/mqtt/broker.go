@@ -25,7 +25,11 @@
 // cloud's own clients use a plain listener on 127.0.0.1 (InternalAddr).
 // An edge that leaves more than MaxEdgeInflight receipts unacknowledged is
 // disconnected (slow.go), so a stalled edge costs the broker a bounded
-// amount of memory and never holds up the receipts of the others.
+// amount of memory and never holds up the receipts of the others. The
+// other way, the broker stops reading segments from edges while the
+// cloud's ingest holds Options.MaxIngestHeld unacknowledged (hold.go), so
+// a fleet that reconnects with backlogs costs the cloud a bounded amount
+// of memory too, whatever its size: back-pressure, not drops.
 package mqtt
 
 import (
@@ -77,8 +81,12 @@ type Options struct {
 	// handshake and send its CONNECT; default 10s. mochi sets no deadline
 	// before the CONNECT, and replaces this one with the keepalive after.
 	ConnectTimeout time.Duration
-	Now            func() time.Time
-	Logger         *slog.Logger
+	// MaxIngestHeld is how many segments the cloud's own clients may hold
+	// unacknowledged before the broker stops reading segments from edges
+	// (hold.go); default DefaultMaxIngestHeld.
+	MaxIngestHeld int
+	Now           func() time.Time
+	Logger        *slog.Logger
 }
 
 // Broker is a running embedded broker.
@@ -91,6 +99,7 @@ type Broker struct {
 	auth         *edgeauth.Authenticator
 	sessions     sync.Map // *mochi.Client -> *edgeauth.Session
 	slowEdges    atomic.Uint64
+	hold         *holdHook
 }
 
 // Start starts the broker and its listener.
@@ -103,6 +112,9 @@ func Start(opts Options) (*Broker, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.MaxIngestHeld <= 0 {
+		opts.MaxIngestHeld = DefaultMaxIngestHeld
 	}
 	auth, err := authenticator(opts)
 	if err != nil {
@@ -133,6 +145,10 @@ func Start(opts Options) (*Broker, error) {
 		return nil, err
 	}
 	if err := b.srv.AddHook(&slowHook{b: b}, nil); err != nil {
+		return nil, err
+	}
+	b.hold = newHoldHook(b, opts.MaxIngestHeld)
+	if err := b.srv.AddHook(b.hold, nil); err != nil {
 		return nil, err
 	}
 	if b.addr, err = b.listen("edges", opts.Addr, opts.TLS, opts.ConnectTimeout); err != nil {

@@ -192,6 +192,17 @@ func Start(o Options) (*Broker, error) {
 		// The cloud handles its own signals (two-stage shutdown).
 		NoSigs:                     true,
 		CustomClientAuthentication: confined{s, &edgeAuth{s: s, o: o}},
+		// nats-server sends a client its first PING about 2 s after the
+		// connection opens, and nats.go, which has sent CONNECT and PING
+		// and reads the answer expecting PONG, ends the handshake on it
+		// ("nats: expected 'PONG', got 'PING'"). A login is checked on the
+		// client's read loop (signature, then the counter spent in
+		// Postgres), so in a storm, where the counter's UPDATE waits behind
+		// commits, a login slower than 2 s failed however long the client
+		// would have waited, and the client tried again with a new login.
+		// The first PING comes after PingInterval instead; the client's
+		// own connect timeout decides how long a login may take.
+		DisableShortFirstPing: true,
 	}
 	if o.TLS != nil {
 		opts.TLSConfig = o.TLS

@@ -30,10 +30,12 @@
 // packet read: replies depend on the broker only, never on the segment
 // backlog. Losing either connection ends the session; Run makes both again.
 //
-// Hellos are answered by at most MaxHellos goroutines at once, owned by an
-// errgroup that Run waits for before it returns. After a hello's receipt,
-// the same goroutine sends the edge its pending commands (QoS 1 on
-// .../cmd, through ingest.Options.Commands), on the reply connection.
+// Hellos are answered by MaxHellos goroutines, owned by an errgroup that
+// Run waits for before it returns; hellos beyond those wait in a queue of
+// HelloQueue (a fleet reconnecting at once), and only past that are they
+// left for their edges to repeat. After a hello's receipt, the same
+// goroutine sends the edge its pending commands (QoS 1 on .../cmd, through
+// ingest.Options.Commands), on the reply connection.
 package mqtt
 
 import (
@@ -72,6 +74,7 @@ type Options struct {
 	// before Healthy fails; default 2m.
 	StuckAfter time.Duration
 	MaxHellos  int // hellos answered at once; default 64
+	HelloQueue int // hellos waiting for one of those; default 4096
 	Now        func() time.Time
 	Logger     *slog.Logger
 }
@@ -89,6 +92,7 @@ type Consumer struct {
 	lastErr    error     // why the last session ended
 
 	hellos errgroup.Group // SetLimit(MaxHellos); Run waits for it
+	helloQ chan func()    // hellos waiting for a handler
 }
 
 var (
@@ -128,6 +132,9 @@ func New(opts Options) (*Consumer, error) {
 	if opts.MaxHellos <= 0 {
 		opts.MaxHellos = 64
 	}
+	if opts.HelloQueue <= 0 {
+		opts.HelloQueue = 4096
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -136,6 +143,7 @@ func New(opts Options) (*Consumer, error) {
 	}
 	c := &Consumer{o: opts, log: opts.Logger.With("component", "ingest-mqtt", "broker", opts.Broker), downSince: opts.Now()}
 	c.hellos.SetLimit(opts.MaxHellos)
+	c.helloQ = make(chan func(), opts.HelloQueue)
 	return c, nil
 }
 
@@ -148,6 +156,18 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	filters := map[string]byte{segFilter: 1, "$share/" + c.o.Group + "/" + protocol.HelloFilterMQTT: 1}
 	defer func() { _ = c.hellos.Wait() }()
+	for range c.o.MaxHellos {
+		c.hellos.Go(func() error {
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case answer := <-c.helloQ:
+					answer()
+				}
+			}
+		})
+	}
 	wait := c.o.RetryMin
 	for {
 		consumed, err := c.session(ctx, filters)
@@ -285,11 +305,11 @@ func (c *Consumer) onMessage(ctx context.Context, m paho.Message) {
 	case protocol.KindHello:
 		m.Ack()
 		payload := m.Payload()
-		ok := c.hellos.TryGo(func() error {
+		answer := func() {
 			rc, deliver, err := c.o.Service.AnswerHello(ctx, t.ID, payload, c)
 			if err != nil {
 				c.log.Warn("could not answer a hello", "edge", t.ID, "err", err)
-				return nil
+				return
 			}
 			if err := c.Reply(ctx, t.ID, rc); err != nil {
 				c.log.Warn("could not send a hello's receipt", "edge", t.ID, "err", err)
@@ -297,12 +317,13 @@ func (c *Consumer) onMessage(ctx context.Context, m paho.Message) {
 			if deliver != nil {
 				deliver(ctx) // the edge's pending commands, after its receipt
 			}
-			return nil
-		})
-		if !ok {
-			// Too many hellos at once (a whole fleet reconnecting): the
-			// edge asks again after its hello timeout.
-			c.log.Warn("too many hellos in flight; one is left for its edge to repeat", "edge", t.ID)
+		}
+		select {
+		case c.helloQ <- answer:
+		default:
+			// More hellos waiting than HelloQueue: the edge asks again
+			// after its hello timeout.
+			c.log.Warn("too many hellos waiting; one is left for its edge to repeat", "edge", t.ID)
 		}
 	default:
 		m.Ack()

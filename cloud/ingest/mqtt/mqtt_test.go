@@ -367,3 +367,42 @@ func waitingInRun() bool {
 	}
 	return false
 }
+
+// slowFirstHello holds the first hello until released; the others pass.
+type slowFirstHello struct {
+	memLedger
+	calls   atomic.Int64
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (l *slowFirstHello) NoteHello(ctx context.Context, h protocol.Hello) (ledger.Watermark, error) {
+	if l.calls.Add(1) == 1 {
+		close(l.entered)
+		<-l.release
+	}
+	return l.memLedger.NoteHello(ctx, h)
+}
+
+// TestHellosWaitForAHandler: hellos beyond MaxHellos at once wait for a
+// handler and are answered, instead of being dropped for their edges to
+// repeat after their hello timeout (a fleet reconnecting after an outage
+// had a quarter of its hellos dropped, and each of those edges connected
+// again).
+func TestHellosWaitForAHandler(t *testing.T) {
+	h := &subscribeFaults{ingestClientID: "ingest-1"}
+	_, url := startBroker(t, h)
+	l := &slowFirstHello{memLedger: memLedger{hwm: map[protocol.Stream]uint64{}}, entered: make(chan struct{}), release: make(chan struct{})}
+	cl := runCloudOn(t, url, h, l, func(o *ingestmqtt.Options) { o.MaxHellos = 1 })
+	poll.Until(t, 10*time.Second, "ingest to subscribe", cl.c.Connected)
+	e := newEdge(t, url)
+	hello := protocol.EncodeHello(protocol.Hello{Edge: "e1", Epoch: protocol.Epoch{1}})
+	e.publish(t, protocol.KindHello, hello)
+	<-l.entered // the only handler is busy
+	const more = 5
+	for range more {
+		e.publish(t, protocol.KindHello, hello)
+	}
+	close(l.release)
+	poll.Until(t, 30*time.Second, "every hello to be answered", func() bool { _, n := e.hwm(t, cl.signer); return n == 1+more })
+}

@@ -73,7 +73,7 @@ type Consumer struct {
 	closing chan struct{}
 
 	// hellos runs the hello handlers, at most MaxHellos at once; Run waits
-	// for them. helloMu orders TryGo before Wait: once hellosDone is set,
+	// for them. helloMu orders Go before Wait: once hellosDone is set,
 	// no handler starts.
 	helloMu    sync.Mutex
 	hellos     errgroup.Group
@@ -102,8 +102,8 @@ type Stats struct {
 	// subject was missing or not the sending edge's own inbox (an attack,
 	// or a client without the edge's inbox prefix).
 	BadReplySubjects uint64 `json:"bad_reply_subjects"`
-	// HellosDropped counts hellos that came while MaxHellos were being
-	// answered; the edge asks again after its hello timeout.
+	// HellosDropped counts hellos that were not answered for want of a
+	// handler. Since hellos wait for one, it stays 0; kept for the metric.
 	HellosDropped uint64 `json:"hellos_dropped"`
 }
 
@@ -462,7 +462,12 @@ func (c *Consumer) onHello(ctx context.Context, m *natsgo.Msg) {
 	if c.hellosDone {
 		return
 	}
-	started := c.hellos.TryGo(func() error {
+	// With MaxHellos answering, wait for one of them: the hellos behind
+	// this one wait in the subscription's pending queue (nats.go's, bounded
+	// by its pending limits) instead of being dropped for their edges to
+	// repeat after their hello timeout and connect again (a storm of
+	// 1,000 edges reconnected 348 times so). Segments do not come this way.
+	c.hellos.Go(func() error {
 		rc, deliver, err := c.o.Service.AnswerHello(ctx, t.ID, m.Data, c)
 		if err != nil {
 			c.helloErrs.Add(1)
@@ -479,11 +484,6 @@ func (c *Consumer) onHello(ctx context.Context, m *natsgo.Msg) {
 		}
 		return nil
 	})
-	if !started {
-		// Not blocking here keeps the subscription's callback (and the
-		// hellos queued behind it) moving; the edge asks again.
-		c.helloDrops.Add(1)
-	}
 }
 
 // stopHellos lets no more hello handlers start and waits for those

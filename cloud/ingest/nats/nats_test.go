@@ -654,3 +654,84 @@ func TestHelloReplySubjectCheck(t *testing.T) {
 		t.Fatalf("honest hello: %v", err)
 	}
 }
+
+// busyHellos holds the first n hellos until released; the others pass.
+type busyHellos struct {
+	*gatedLedger
+	n       int64
+	calls   atomic.Int64
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (l *busyHellos) NoteHello(ctx context.Context, h protocol.Hello) (ledger.Watermark, error) {
+	if l.calls.Add(1) <= l.n {
+		l.entered <- struct{}{}
+		<-l.release
+	}
+	return l.gatedLedger.NoteHello(ctx, h)
+}
+
+// TestHellosWaitForAHandler: hellos that come while MaxHellos are being
+// answered wait for a handler and are answered, instead of being dropped
+// for their edges to repeat after their hello timeout.
+func TestHellosWaitForAHandler(t *testing.T) {
+	edgeKey, cloudKey := protocoltest.Signer(t, "e1"), protocoltest.Signer(t, "cloud")
+	s := MustServer(t, fleet{"e1": edgeKey})
+	l := &busyHellos{gatedLedger: newGatedLedger(true), n: ingestnats.MaxHellos, entered: make(chan struct{}, ingestnats.MaxHellos), release: make(chan struct{})}
+	svc, err := ingest.New(ingest.Options{Ledger: l, Signer: cloudKey, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ingestnats.New(ingestnats.Options{InProcess: s, User: protocol.InternalUser, Password: s.InternalPassword(), Service: svc,
+		IsolatedReplies: true, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = svc.Run(ctx) }()
+	go func() { defer wg.Done(); _ = c.Run(ctx) }()
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(l.release)
+		}
+		cancel()
+		wg.Wait()
+	})
+	poll.Until(t, 15*time.Second, "the consumer pulling", c.Connected)
+	nc, _ := MustEdge(t, s, "e1", edgeKey)
+	var answered atomic.Int64
+	inbox := nc.NewRespInbox()
+	sub, err := nc.Subscribe(inbox, func(*natsgo.Msg) { answered.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	h := protocol.EncodeHello(protocol.Hello{Edge: "e1", Epoch: protocol.Epoch{1}, Seq: 1, SentAt: 1})
+	const more = 10
+	for range ingestnats.MaxHellos {
+		if err := nc.PublishRequest("outpost.v1.edge.e1.hello", inbox, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range ingestnats.MaxHellos {
+		<-l.entered // every handler is busy
+	}
+	for range more {
+		if err := nc.PublishRequest("outpost.v1.edge.e1.hello", inbox, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	close(l.release)
+	released = true
+	poll.Until(t, 30*time.Second, "every hello to be answered", func() bool { return answered.Load() == ingestnats.MaxHellos+more })
+	if d := c.Stats().HellosDropped; d != 0 {
+		t.Errorf("%d hellos dropped", d)
+	}
+}
