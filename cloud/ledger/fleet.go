@@ -543,7 +543,7 @@ func (l *Ledger) RevokeAPIToken(ctx context.Context, name string) error {
 
 // UseBrokerCounter spends one broker login of edge with key kid: it
 // succeeds only if counter is above the highest counter accepted for the
-// edge so far, and the edge and the key are active, in one UPDATE, so that
+// edge so far, and the edge and the key are active, in one statement, so that
 // two replicas offered the same token accept it at most once. Errors wrap
 // ErrCounterUsed (the token was used or is older than one that was: a
 // replay), ErrRevoked, ErrUnknownKey or ErrNotFound.
@@ -551,10 +551,14 @@ func (l *Ledger) UseBrokerCounter(ctx context.Context, edge string, kid protocol
 	if counter > math.MaxInt64 {
 		return fmt.Errorf("broker login of %s: counter %d is above 2^63-1", edge, counter)
 	}
+	// The counter has a table of its own (migration 0014): a commit holds
+	// the edge's row FOR SHARE, and the login must not wait for it.
 	tag, err := l.db.Exec(ctx,
-		`UPDATE edges e SET broker_counter = $3
-		 WHERE e.id = $1 AND e.status = 'active' AND e.broker_counter < $3
-		   AND EXISTS (SELECT 1 FROM edge_keys k WHERE k.kid = $2 AND k.edge = $1 AND k.status = 'active')`,
+		`INSERT INTO edge_broker_counters AS c (edge, counter)
+		 SELECT e.id, $3 FROM edges e
+		 WHERE e.id = $1 AND e.status = 'active'
+		   AND EXISTS (SELECT 1 FROM edge_keys k WHERE k.kid = $2 AND k.edge = $1 AND k.status = 'active')
+		 ON CONFLICT (edge) DO UPDATE SET counter = excluded.counter WHERE c.counter < excluded.counter`,
 		edge, string(kid), int64(counter))
 	if err != nil {
 		return fmt.Errorf("broker login of %s: %w", edge, err)
@@ -567,7 +571,8 @@ func (l *Ledger) UseBrokerCounter(ctx context.Context, edge string, kid protocol
 	var highest int64
 	var kstatus *string
 	err = l.db.QueryRow(ctx,
-		`SELECT e.status, e.broker_counter, (SELECT k.status FROM edge_keys k WHERE k.kid = $2 AND k.edge = e.id)
+		`SELECT e.status, coalesce((SELECT c.counter FROM edge_broker_counters c WHERE c.edge = e.id), 0),
+		        (SELECT k.status FROM edge_keys k WHERE k.kid = $2 AND k.edge = e.id)
 		 FROM edges e WHERE e.id = $1`, edge, string(kid)).Scan(&status, &highest, &kstatus)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):

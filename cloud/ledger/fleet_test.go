@@ -317,3 +317,35 @@ func TestHelloOfRevokedEdge(t *testing.T) {
 		t.Fatalf("hello of a revoked edge: %v, want ErrRevoked", err)
 	}
 }
+
+// TestBrokerLoginDoesNotWaitForCommits: a commit holds its edge's row FOR
+// SHARE from taking its positions to its end (so that a revocation cannot
+// slip in between); a login spending the edge's broker counter must not
+// wait for it. With the counter a column of that row, the login's UPDATE
+// waited behind every commit of its edge (177 NATS logins refused in a
+// storm, past their 5 s limit).
+func TestBrokerLoginDoesNotWaitForCommits(t *testing.T) {
+	ctx := context.Background()
+	url := MustMigratedDB(t)
+	pool := MustPool(t, url)
+	l := ledger.New(pool, ledger.Options{})
+	a := MustAddEdge(t, l, "edge-a")
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM edges WHERE id = 'edge-a' FOR SHARE`); err != nil {
+		t.Fatal(err)
+	}
+	// The statement timeout bounds the wait the test would otherwise
+	// hang in; it is not a performance threshold.
+	login, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := l.UseBrokerCounter(login, "edge-a", a.Signer.KeyID(), 100); err != nil {
+		t.Fatalf("a login while a commit holds the edge's row: %v", err)
+	}
+	if err := l.UseBrokerCounter(login, "edge-a", a.Signer.KeyID(), 100); !errors.Is(err, ledger.ErrCounterUsed) {
+		t.Fatalf("the same counter again: %v, want ErrCounterUsed", err)
+	}
+}
