@@ -1,0 +1,74 @@
+package command_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outpost-edge/outpost/cloud/command"
+	"github.com/outpost-edge/outpost/cloud/ledger/ledgertest"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// waitBlocked waits until a backend other than the caller's waits for a
+// lock in a statement that contains like.
+func waitBlocked(tb testing.TB, db *pgxpool.Pool, like string) {
+	tb.Helper()
+	checkFor(tb, time.Minute, func() error {
+		var n int
+		err := db.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`, like).Scan(&n)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("no statement with %q waits for a lock yet", like)
+		}
+		return nil
+	})
+}
+
+// A rollout's transaction cancels its commands (CancelRef) and then
+// enqueues an ota.cancel for the edges that may hold one, as the contract
+// says. A hello of such an edge arriving in between must not deadlock with
+// it: the hello waits for (or skips) the cancelled rows, and must not hold
+// the edge's counter meanwhile, which the transaction's Enqueue needs next.
+func TestHelloDuringCancelThenEnqueue(t *testing.T) {
+	ctx := context.Background()
+	db := ledgertest.Pool(t, ledgertest.URL(t))
+	s, _ := MustSigner(t)
+	MustEdges(t, db, "e1")
+	exp := time.Now().Add(time.Hour)
+	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "r-1", []byte(`{}`), exp)
+	if _, err := command.Take(ctx, db, "e1", 0, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	held, err := command.CancelRef(ctx, tx, "r-1")
+	if err != nil || len(held) != 1 {
+		t.Fatalf("CancelRef: %v, %v; want [e1]", held, err)
+	}
+	hello := make(chan error, 1)
+	go func() {
+		_, err := command.NoteHello(ctx, db, "e1", 1, time.Now())
+		hello <- err
+	}()
+	waitBlocked(t, db, "edge_command_seqs")
+	if _, err := command.Enqueue(ctx, tx, s, "e1", protocol.CommandCancel, "r-1", []byte(`{}`), exp); err != nil {
+		t.Fatalf("the rollout's Enqueue after CancelRef, with a hello waiting: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("commit the rollout's transaction: %v", err)
+	}
+	if err := <-hello; err != nil {
+		t.Fatalf("the hello waiting for the rollout's transaction: %v", err)
+	}
+}
