@@ -72,3 +72,55 @@ func TestHelloDuringCancelThenEnqueue(t *testing.T) {
 		t.Fatalf("the hello waiting for the rollout's transaction: %v", err)
 	}
 }
+
+// Only an edge that is registered and active is served. The ledger answers
+// a hello of an id it does not know (with an empty receipt), so a hello
+// under any id reaches the Deliverer: such ids must not pile up in what it
+// serves (one entry each, as long as the process runs). A revoked edge is
+// sent nothing, neither at a hello (through an external broker a revoked
+// edge may still say one) nor by a push to the session it had before it
+// was revoked.
+func TestDelivererServesActiveEdgesOnly(t *testing.T) {
+	ctx := context.Background()
+	db := ledgertest.Pool(t, ledgertest.URL(t))
+	s, keys := MustSigner(t)
+	MustEdges(t, db, "e1", "e2")
+	d := MustDeliverer(t, db, command.DelivererOptions{})
+	exp := time.Now().Add(time.Hour)
+	in := &edgeInbox{keys: keys}
+
+	for i := range 100 {
+		if err := d.Hello(ctx, fmt.Sprintf("ghost-%d", i), 0, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := d.Stats().Served; n != 0 {
+		t.Fatalf("after hellos of 100 unknown ids the deliverer serves %d edges, want 0", n)
+	}
+
+	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "r-1", []byte(`{}`), exp)
+	if _, err := db.Exec(ctx, `UPDATE edges SET status = 'revoked', revoked_at = now() WHERE id = 'e1'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Hello(ctx, "e1", 0, in); err != nil {
+		t.Fatal(err)
+	}
+	if got := in.seqs(); len(got) != 0 {
+		t.Fatalf("a revoked edge's hello was sent %v, want nothing", got)
+	}
+	if got, err := command.Take(ctx, db, "e1", 0, time.Now()); err != nil || len(got) != 0 {
+		t.Fatalf("Take for a revoked edge: %v, %v; want nothing (what a push would send)", seqs(got), err)
+	}
+	if st := mustList(t, db, "e1"); st[0].DeliveredAt != nil {
+		t.Fatalf("a revoked edge's command is marked delivered: %+v", st[0])
+	}
+	if n := d.Stats().Served; n != 0 {
+		t.Fatalf("the deliverer serves %d edges after a revoked edge's hello, want 0", n)
+	}
+	if err := d.Hello(ctx, "e2", 0, in); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.Stats().Served; n != 1 {
+		t.Fatalf("the deliverer serves %d edges after an active edge's hello, want 1", n)
+	}
+}

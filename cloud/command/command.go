@@ -37,6 +37,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -234,28 +235,39 @@ type Pending struct {
 // kept as where the next push starts (Take after it). It reports whether
 // the edge has commands to get (seq > cmd, neither cancelled nor expired
 // at now). An edge whose state was reset says a lower cmd than before:
-// that is kept too, so it gets again what it lost.
+// that is kept too, so it gets again what it lost. The hello of an edge
+// that is not registered and active records nothing and gets nothing.
 func NoteHello(ctx context.Context, q Querier, edge string, cmd uint64, now time.Time) (pending bool, err error) {
+	_, pending, err = noteHello(ctx, q, edge, cmd, now)
+	return pending, err
+}
+
+// noteHello is NoteHello, and says whether edge is active (registered and
+// not revoked): only an active edge is served.
+func noteHello(ctx context.Context, q Querier, edge string, cmd uint64, now time.Time) (active, pending bool, err error) {
 	// The counter row is locked while an Enqueue for the edge is in
 	// flight (a rollout's transaction): the hello does not wait for it,
 	// and leaves acked as it was (lower or equal, which only means more
 	// redelivery on the next push).
-	rows, err := q.Query(ctx, `WITH h AS (
+	rows, err := q.Query(ctx, `WITH e AS (
+			SELECT 1 FROM edges WHERE id = $1 AND status = $4
+		), h AS (
 			UPDATE edge_command_seqs SET acked = $2
-			WHERE edge = (SELECT edge FROM edge_command_seqs WHERE edge = $1 FOR UPDATE SKIP LOCKED)
+			WHERE edge = (SELECT edge FROM edge_command_seqs WHERE edge = $1 AND EXISTS (SELECT 1 FROM e) FOR UPDATE SKIP LOCKED)
 		), a AS (
 			UPDATE edge_commands SET acked_at = now()
-			WHERE edge = $1 AND seq <= $2 AND acked_at IS NULL AND delivered_at IS NOT NULL
+			WHERE edge = $1 AND seq <= $2 AND acked_at IS NULL AND delivered_at IS NOT NULL AND EXISTS (SELECT 1 FROM e)
 		)
-		SELECT EXISTS (SELECT 1 FROM edge_commands
-			WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3)`, edge, clamp(cmd), now.UTC())
+		SELECT EXISTS (SELECT 1 FROM e), EXISTS (SELECT 1 FROM edge_commands
+			WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3 AND EXISTS (SELECT 1 FROM e))`,
+		edge, clamp(cmd), now.UTC(), ledger.StatusActive)
 	if err == nil {
-		pending, err = pgx.CollectExactlyOneRow(rows, pgx.RowTo[bool])
+		_, err = pgx.ForEachRow(rows, []any{&active, &pending}, func() error { return nil })
 	}
 	if err != nil {
-		return false, fmt.Errorf("note the hello of edge %q: %w", edge, err)
+		return false, false, fmt.Errorf("note the hello of edge %q: %w", edge, err)
 	}
-	return pending, nil
+	return active, pending, nil
 }
 
 // LastHello returns the cmd of edge's last hello (NoteHello), 0 when it
@@ -277,7 +289,9 @@ func LastHello(ctx context.Context, q Querier, edge string) (uint64, error) {
 
 // Take hands out, in seq order, every command of edge with seq > after
 // that is neither cancelled nor expired at now, marking each delivered (the
-// first time) before the caller publishes it. The caller publishes them in
+// first time) before the caller publishes it; nothing when edge is not
+// active (revoked since its hello: through an external broker it may
+// still be subscribed). The caller publishes them in
 // that order and stops at the first that fails: the edge accepts only a
 // seq above the last it accepted, so a later one arriving first would make
 // it drop the earlier ones. after must be a cmd the edge said (a hello's,
@@ -285,7 +299,8 @@ func LastHello(ctx context.Context, q Querier, edge string) (uint64, error) {
 func Take(ctx context.Context, q Querier, edge string, after uint64, now time.Time) ([]Pending, error) {
 	rows, err := q.Query(ctx, `UPDATE edge_commands SET delivered_at = coalesce(delivered_at, now())
 		WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3
-		RETURNING seq, signed`, edge, clamp(after), now.UTC())
+			AND EXISTS (SELECT 1 FROM edges WHERE id = $1 AND status = $4)
+		RETURNING seq, signed`, edge, clamp(after), now.UTC(), ledger.StatusActive)
 	if err != nil {
 		return nil, fmt.Errorf("take commands of edge %q: %w", edge, err)
 	}

@@ -123,12 +123,21 @@ func (d *Deliverer) Stats() DeliveryStats {
 // accepted by ingest) is answered: it records the hello's cmd, and
 // publishes through pub, in seq order, every command after cmd that is
 // neither cancelled nor expired. From now on this process also pushes
-// edge's new commands through pub.
+// edge's new commands through pub. An edge that is not registered and
+// active gets nothing and is not served (ingest answers the hello of an id
+// the ledger does not know, so any id may reach here).
 func (d *Deliverer) Hello(ctx context.Context, edge string, cmd uint64, pub Publisher) error {
+	// Served before NoteHello, so that a command enqueued meanwhile is
+	// pushed; dropped again if the edge is not active.
 	d.mu.Lock()
 	d.served[edge] = served{pub: pub, at: d.o.Now()}
 	d.mu.Unlock()
-	pending, err := NoteHello(ctx, d.o.DB, edge, cmd, d.o.Now())
+	active, pending, err := noteHello(ctx, d.o.DB, edge, cmd, d.o.Now())
+	if err == nil && !active {
+		d.mu.Lock()
+		delete(d.served, edge)
+		d.mu.Unlock()
+	}
 	if err != nil || !pending {
 		return err
 	}
