@@ -124,3 +124,40 @@ func TestDelivererServesActiveEdgesOnly(t *testing.T) {
 		t.Fatalf("the deliverer serves %d edges after an active edge's hello, want 1", n)
 	}
 }
+
+// A hello that says what the edge's last one said changes nothing, so it
+// writes nothing: hellos (one per connect, or a flood of them from an edge
+// that reconnects in a loop) must not rewrite the edge's counter row.
+func TestRepeatedHelloWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	db := ledgertest.Pool(t, ledgertest.URL(t))
+	s, _ := MustSigner(t)
+	MustEdges(t, db, "e1")
+	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", []byte(`{}`), time.Now().Add(time.Hour))
+	if _, err := command.Take(ctx, db, "e1", 0, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	version := func() string {
+		t.Helper()
+		var v string
+		if err := db.QueryRow(ctx, `SELECT xmin::text || '/' || xmax::text FROM edge_command_seqs WHERE edge = 'e1'`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if _, err := command.NoteHello(ctx, db, "e1", 1, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	before := version()
+	for range 3 {
+		if _, err := command.NoteHello(ctx, db, "e1", 1, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := version(); after != before {
+		t.Fatalf("the counter row went from xmin/xmax %s to %s after hellos that said the same cmd; want it untouched", before, after)
+	}
+	if got, err := command.LastHello(ctx, db, "e1"); err != nil || got != 1 {
+		t.Fatalf("LastHello = %d, %v; want 1", got, err)
+	}
+}

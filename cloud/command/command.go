@@ -248,12 +248,14 @@ func noteHello(ctx context.Context, q Querier, edge string, cmd uint64, now time
 	// The counter row is locked while an Enqueue for the edge is in
 	// flight (a rollout's transaction): the hello does not wait for it,
 	// and leaves acked as it was (lower or equal, which only means more
-	// redelivery on the next push).
+	// redelivery on the next push). A hello that says the cmd already
+	// kept neither locks nor rewrites the row: an edge saying hello in a
+	// loop costs reads only.
 	rows, err := q.Query(ctx, `WITH e AS (
 			SELECT 1 FROM edges WHERE id = $1 AND status = $4
 		), h AS (
 			UPDATE edge_command_seqs SET acked = $2
-			WHERE edge = (SELECT edge FROM edge_command_seqs WHERE edge = $1 AND EXISTS (SELECT 1 FROM e) FOR UPDATE SKIP LOCKED)
+			WHERE edge = (SELECT edge FROM edge_command_seqs WHERE edge = $1 AND acked <> $2 AND EXISTS (SELECT 1 FROM e) FOR UPDATE SKIP LOCKED)
 		), a AS (
 			UPDATE edge_commands SET acked_at = now()
 			WHERE edge = $1 AND seq <= $2 AND acked_at IS NULL AND delivered_at IS NOT NULL AND EXISTS (SELECT 1 FROM e)
