@@ -141,11 +141,19 @@ func (d *Deliverer) Hello(ctx context.Context, edge string, cmd uint64, pub Publ
 	if err != nil || !pending {
 		return err
 	}
-	return d.burst(ctx, edge, &cmd, pub)
+	return d.burst(ctx, edge, cmd, pub)
 }
 
-// burst publishes, in seq order, edge's commands after *after (nil: after
-// its last hello's cmd).
+// push is the burst of a push: after the cmd of edge's last hello.
+func (d *Deliverer) push(ctx context.Context, edge string, pub Publisher) error {
+	from, err := LastHello(ctx, d.o.DB, edge)
+	if err != nil {
+		return fmt.Errorf("deliver commands to %s: %w", edge, err)
+	}
+	return d.burst(ctx, edge, from, pub)
+}
+
+// burst publishes, in seq order, edge's commands after from.
 //
 // Why no lock between bursts: every burst starts at or below the edge's
 // last accepted seq + 1 (after is a cmd the edge itself said, and an
@@ -156,14 +164,7 @@ func (d *Deliverer) Hello(ctx context.Context, edge string, cmd uint64, pub Publ
 // and the rest of the other burst is dropped as replays. (An edge whose
 // state was reset, and says a lower cmd than before, may lose a command to
 // a push racing its first hello; its next hello brings the rest.)
-func (d *Deliverer) burst(ctx context.Context, edge string, after *uint64, pub Publisher) error {
-	var err error
-	from := uint64(0)
-	if after != nil {
-		from = *after
-	} else if from, err = LastHello(ctx, d.o.DB, edge); err != nil {
-		return fmt.Errorf("deliver commands to %s: %w", edge, err)
-	}
+func (d *Deliverer) burst(ctx context.Context, edge string, from uint64, pub Publisher) error {
 	cmds, err := Take(ctx, d.o.DB, edge, from, d.o.Now())
 	if err != nil {
 		return fmt.Errorf("deliver commands to %s: %w", edge, err)
@@ -278,13 +279,18 @@ func (d *Deliverer) servedEdges() []string {
 	now := d.o.Now()
 	out := make([]string, 0, len(d.served))
 	for e, s := range d.served {
-		if d.o.ServeFor > 0 && now.Sub(s.at) > d.o.ServeFor {
+		if d.gone(s, now) {
 			delete(d.served, e)
 			continue
 		}
 		out = append(out, e)
 	}
 	return out
+}
+
+// gone reports whether s is past ServeFor at now.
+func (d *Deliverer) gone(s served, now time.Time) bool {
+	return d.o.ServeFor > 0 && now.Sub(s.at) > d.o.ServeFor
 }
 
 // queue asks a worker to push edge's commands, if this process serves it.
@@ -296,7 +302,7 @@ func (d *Deliverer) queue(edge string) { d.queueAt(edge, d.o.Now().Add(d.o.PushD
 func (d *Deliverer) queueAt(edge string, at time.Time, attempt int) {
 	d.mu.Lock()
 	s, ok := d.served[edge]
-	if ok && d.o.ServeFor > 0 && d.o.Now().Sub(s.at) > d.o.ServeFor {
+	if ok && d.gone(s, d.o.Now()) {
 		delete(d.served, edge)
 		ok = false
 	}
@@ -366,7 +372,7 @@ func (d *Deliverer) worker(ctx context.Context) {
 		}
 		d.wake() // another worker may take the next edge meanwhile
 		d.pushes.Add(1)
-		err := d.burst(ctx, edge, nil, pub)
+		err := d.push(ctx, edge, pub)
 		if err == nil || ctx.Err() != nil {
 			continue
 		}
