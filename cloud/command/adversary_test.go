@@ -3,6 +3,8 @@ package command_test
 import (
 	"context"
 	"fmt"
+	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -159,5 +161,37 @@ func TestRepeatedHelloWritesNothing(t *testing.T) {
 	}
 	if got, err := command.LastHello(ctx, db, "e1"); err != nil || got != 1 {
 		t.Fatalf("LastHello = %d, %v; want 1", got, err)
+	}
+}
+
+// A hello's cmd is the edge's word, any uint64: one above every seq the
+// cloud gave (up to the largest) is taken without an error, hands out
+// nothing, and does not stop the edge from getting its commands once a
+// later hello says where it really stands.
+func TestHelloWithHugeCmd(t *testing.T) {
+	ctx := context.Background()
+	db := ledgertest.Pool(t, ledgertest.URL(t))
+	s, keys := MustSigner(t)
+	MustEdges(t, db, "e1")
+	d := MustDeliverer(t, db, command.DelivererOptions{})
+	exp := time.Now().Add(time.Hour)
+	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", []byte(`{}`), exp)
+	in := &edgeInbox{keys: keys}
+	for _, cmd := range []uint64{math.MaxUint64, 1 << 63, 1<<63 - 1, 1000} {
+		if err := d.Hello(ctx, "e1", cmd, in); err != nil {
+			t.Fatalf("hello with cmd %d: %v", cmd, err)
+		}
+		if got, err := command.Take(ctx, db, "e1", cmd, time.Now()); err != nil || len(got) != 0 {
+			t.Fatalf("Take after %d: %v, %v; want nothing", cmd, seqs(got), err)
+		}
+	}
+	if got := in.seqs(); len(got) != 0 {
+		t.Fatalf("hellos with cmds above every seq were sent %v, want nothing", got)
+	}
+	if err := d.Hello(ctx, "e1", 0, in); err != nil {
+		t.Fatal(err)
+	}
+	if got := in.seqs(); !slices.Equal(got, []uint64{1}) {
+		t.Fatalf("the hello with cmd 0 after them was sent %v, want [1]", got)
 	}
 }
