@@ -2,6 +2,7 @@ package command_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -194,4 +195,44 @@ func TestHelloWithHugeCmd(t *testing.T) {
 	if got := in.seqs(); !slices.Equal(got, []uint64{1}) {
 		t.Fatalf("the hello with cmd 0 after them was sent %v, want [1]", got)
 	}
+}
+
+// A command whose publish failed is marked delivered (it may have reached
+// the broker), so the sweep, which looks for commands never delivered,
+// does not find it, and an edge acknowledges only in a hello, which it
+// says when it connects. An edge that stays connected while the cloud's
+// own link to the broker is down (a broker restart the edge rode out, the
+// cloud's connection flapping) must still get it without reconnecting:
+// after a hello whose burst failed, and after a push that failed more
+// often than its quick retries, the deliverer keeps trying.
+func TestDelivererKeepsTryingWhatFailed(t *testing.T) {
+	ctx := context.Background()
+	db := ledgertest.Pool(t, ledgertest.URL(t))
+	s, keys := MustSigner(t)
+	MustEdges(t, db, "e1")
+	d := MustDeliverer(t, db, command.DelivererOptions{Sweep: 300 * time.Millisecond})
+	exp := time.Now().Add(time.Hour)
+
+	in := &edgeInbox{keys: keys, fail: errors.New("broker away"), fails: 1}
+	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", nil, exp)
+	if err := d.Hello(ctx, "e1", 0, in); err == nil {
+		t.Fatal("the hello's burst did not fail")
+	}
+	checkFor(t, time.Minute, func() error {
+		if got := in.seqs(); !slices.Equal(got, []uint64{1}) {
+			return fmt.Errorf("after the hello's failed burst the edge got %v, want [1] without a new hello", got)
+		}
+		return nil
+	})
+
+	in.mu.Lock()
+	in.fail, in.fails = errors.New("broker away"), 6
+	in.mu.Unlock()
+	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", nil, exp)
+	checkFor(t, 2*time.Minute, func() error {
+		if got := in.accepted(); !slices.Equal(got, []uint64{1, 2}) {
+			return fmt.Errorf("after 6 failed pushes the edge accepted %v, want [1 2] without a new hello", got)
+		}
+		return nil
+	})
 }

@@ -141,7 +141,15 @@ func (d *Deliverer) Hello(ctx context.Context, edge string, cmd uint64, pub Publ
 	if err != nil || !pending {
 		return err
 	}
-	return d.burst(ctx, edge, cmd, pub)
+	if err := d.burst(ctx, edge, cmd, pub); err != nil {
+		// What was taken is marked delivered, so no sweep finds it, and
+		// an edge that stays connected says no hello: retry as a push.
+		if ctx.Err() == nil {
+			d.queueAt(edge, d.o.Now().Add(time.Second), 1)
+		}
+		return err
+	}
+	return nil
 }
 
 // push is the burst of a push: after the cmd of edge's last hello.
@@ -345,8 +353,12 @@ func (d *Deliverer) next() (edge string, p push, pub Publisher, wait time.Durati
 	return "", push{}, nil, wait
 }
 
-// pushRetries is how many times a push that failed is tried again (after
-// 1, 2, 4 s) before the edge's next hello is left to bring its commands.
+// pushRetries is how many times a push that failed is tried again quickly
+// (after 1, 2, 4 s); after that it is tried every Sweep for as long as the
+// edge is served. A command whose publish failed is marked delivered (it
+// may have reached the broker), so the sweep does not find it, and an
+// edge that rode out the cloud's broker trouble connected says no hello
+// to bring it.
 const pushRetries = 3
 
 func (d *Deliverer) worker(ctx context.Context) {
@@ -376,11 +388,16 @@ func (d *Deliverer) worker(ctx context.Context) {
 		if err == nil || ctx.Err() != nil {
 			continue
 		}
-		if p.attempt < pushRetries {
+		switch {
+		case p.attempt < pushRetries:
 			d.queueAt(edge, d.o.Now().Add(time.Second<<p.attempt), p.attempt+1)
 			d.log.Info("could not push commands to an edge; trying again", "edge", edge, "attempt", p.attempt+1, "err", err)
-		} else {
-			d.log.Warn("could not push commands to an edge; its next hello gets them", "edge", edge, "err", err)
+		case p.attempt == pushRetries:
+			d.queueAt(edge, d.o.Now().Add(d.o.Sweep), p.attempt+1)
+			d.log.Warn("could not push commands to an edge; trying again every sweep until it goes out or the edge says hello", "edge", edge, "sweep", d.o.Sweep, "err", err)
+		default:
+			d.queueAt(edge, d.o.Now().Add(d.o.Sweep), p.attempt)
+			d.log.Debug("could not push commands to an edge; trying again", "edge", edge, "err", err)
 		}
 	}
 }
