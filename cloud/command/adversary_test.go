@@ -236,3 +236,39 @@ func TestDelivererKeepsTryingWhatFailed(t *testing.T) {
 		return nil
 	})
 }
+
+// A hello whose own bookkeeping fails (the database briefly away after the
+// ledger answered it: the edge has its receipt and asks nothing more) is
+// retried as a push too: a command pushed while the edge was away is
+// marked delivered, so no sweep finds it, and only this hello would have
+// brought it.
+func TestDelivererRetriesAFailedHello(t *testing.T) {
+	ctx := context.Background()
+	db := ledgertest.Pool(t, ledgertest.URL(t))
+	s, keys := MustSigner(t)
+	MustEdges(t, db, "e1")
+	d := MustDeliverer(t, db, command.DelivererOptions{Sweep: 300 * time.Millisecond})
+	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", nil, time.Now().Add(time.Hour))
+	// Pushed while the edge was away: delivered, never received.
+	if _, err := command.Take(ctx, db, "e1", 0, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := db.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(`ALTER TABLE edge_commands RENAME TO edge_commands_away`)
+	in := &edgeInbox{keys: keys}
+	if err := d.Hello(ctx, "e1", 0, in); err == nil {
+		t.Fatal("the hello did not fail without its table")
+	}
+	exec(`ALTER TABLE edge_commands_away RENAME TO edge_commands`)
+	checkFor(t, time.Minute, func() error {
+		if got := in.seqs(); !slices.Equal(got, []uint64{1}) {
+			return fmt.Errorf("after a failed hello the edge got %v, want [1] without a new hello", got)
+		}
+		return nil
+	})
+}

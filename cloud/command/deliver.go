@@ -133,23 +133,24 @@ func (d *Deliverer) Hello(ctx context.Context, edge string, cmd uint64, pub Publ
 	d.served[edge] = served{pub: pub, at: d.o.Now()}
 	d.mu.Unlock()
 	active, pending, err := noteHello(ctx, d.o.DB, edge, cmd, d.o.Now())
-	if err == nil && !active {
+	switch {
+	case err == nil && !active:
 		d.mu.Lock()
 		delete(d.served, edge)
 		d.mu.Unlock()
+		return nil
+	case err == nil && !pending:
+		return nil
+	case err == nil:
+		err = d.burst(ctx, edge, cmd, pub)
 	}
-	if err != nil || !pending {
-		return err
+	if err != nil && ctx.Err() == nil {
+		// The edge has its receipt and asks nothing more: retry as a
+		// push. What was taken is marked delivered, so no sweep would
+		// find it, and an edge that stays connected says no hello.
+		d.queueAt(edge, d.o.Now().Add(time.Second), 1)
 	}
-	if err := d.burst(ctx, edge, cmd, pub); err != nil {
-		// What was taken is marked delivered, so no sweep finds it, and
-		// an edge that stays connected says no hello: retry as a push.
-		if ctx.Err() == nil {
-			d.queueAt(edge, d.o.Now().Add(time.Second), 1)
-		}
-		return err
-	}
-	return nil
+	return err
 }
 
 // push is the burst of a push: after the cmd of edge's last hello.
