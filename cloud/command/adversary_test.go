@@ -272,3 +272,50 @@ func TestDelivererRetriesAFailedHello(t *testing.T) {
 		return nil
 	})
 }
+
+// A Take that runs while a rollout's transaction is cancelling the edge's
+// commands waits for it, and does not hand out what it cancelled; what the
+// cancel reports as possibly received is what had been handed out before.
+func TestTakeDuringCancel(t *testing.T) {
+	ctx := context.Background()
+	db := ledgertest.Pool(t, ledgertest.URL(t))
+	s, _ := MustSigner(t)
+	MustEdges(t, db, "e1")
+	exp := time.Now().Add(time.Hour)
+	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "r-1", []byte(`{}`), exp) // 1: taken before
+	if _, err := command.Take(ctx, db, "e1", 0, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "r-1", []byte(`{}`), exp) // 2: never taken
+	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "r-2", []byte(`{}`), exp) // 3: another rollout's
+
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	held, err := command.CancelRef(ctx, tx, "r-1")
+	if err != nil || !slices.Equal(held, []string{"e1"}) {
+		t.Fatalf("CancelRef: %v, %v; want [e1] (seq 1 was handed out)", held, err)
+	}
+	type taken struct {
+		seqs []uint64
+		err  error
+	}
+	took := make(chan taken, 1)
+	go func() {
+		p, err := command.Take(ctx, db, "e1", 0, time.Now())
+		took <- taken{seqs(p), err}
+	}()
+	waitBlocked(t, db, "delivered_at = coalesce")
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := <-took
+	if got.err != nil || !slices.Equal(got.seqs, []uint64{3}) {
+		t.Fatalf("the Take waiting for the cancel handed out %v, %v; want [3]", got.seqs, got.err)
+	}
+	if st := mustList(t, db, "e1"); st[1].DeliveredAt != nil {
+		t.Fatalf("the cancelled, never-sent seq 2 is marked delivered: %+v", st[1])
+	}
+}
