@@ -319,3 +319,41 @@ func TestTakeDuringCancel(t *testing.T) {
 		t.Fatalf("the cancelled, never-sent seq 2 is marked delivered: %+v", st[1])
 	}
 }
+
+// An edge's cmd above the last seq the cloud gave it means the cloud's
+// counter went back (its database restored from a backup older than the
+// edge's last command): the edge accepted those seqs, signed by the cloud
+// key, and drops anything at or below them as a replay. The hello raises
+// the counter, so the next command gets a seq the edge accepts and is
+// sent. (A forged hello can only raise it, which no edge minds, and not
+// past what an Enqueue can still add to.)
+func TestHelloAboveTheCounterRaisesIt(t *testing.T) {
+	ctx := context.Background()
+	db := ledgertest.Pool(t, ledgertest.URL(t))
+	s, keys := MustSigner(t)
+	MustEdges(t, db, "e1", "e2")
+	d := MustDeliverer(t, db, command.DelivererOptions{})
+	exp := time.Now().Add(time.Hour)
+	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", []byte(`{}`), exp) // 1
+	in := &edgeInbox{keys: keys}
+	if err := d.Hello(ctx, "e1", 5, in); err != nil {
+		t.Fatal(err)
+	}
+	if seq := MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", []byte(`{}`), exp); seq != 6 {
+		t.Fatalf("after a hello with cmd 5 the next command has seq %d, want 6", seq)
+	}
+	if err := d.Hello(ctx, "e1", 5, in); err != nil {
+		t.Fatal(err)
+	}
+	if got := in.accepted(); !slices.Equal(got, []uint64{6}) {
+		t.Fatalf("the edge at cmd 5 accepted %v, want [6]", got)
+	}
+
+	MustEnqueue(t, db, s, "e2", protocol.CommandAssign, "", []byte(`{}`), exp)
+	if err := d.Hello(ctx, "e2", math.MaxUint64, in); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := enqueue(db, s, "e2", protocol.CommandAssign, "", []byte(`{}`), exp); err != nil {
+		t.Fatalf("Enqueue after a hello with cmd MaxUint64: %v", err)
+	}
+}

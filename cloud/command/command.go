@@ -235,8 +235,10 @@ type Pending struct {
 // kept as where the next push starts (Take after it). It reports whether
 // the edge has commands to get (seq > cmd, neither cancelled nor expired
 // at now). An edge whose state was reset says a lower cmd than before:
-// that is kept too, so it gets again what it lost. The hello of an edge
-// that is not registered and active records nothing and gets nothing.
+// that is kept too, so it gets again what it lost. A cmd above the last
+// seq given raises the edge's counter to it (the counter went back). The
+// hello of an edge that is not registered and active records nothing and
+// gets nothing.
 func NoteHello(ctx context.Context, q Querier, edge string, cmd uint64, now time.Time) (pending bool, err error) {
 	_, pending, err = noteHello(ctx, q, edge, cmd, now)
 	return pending, err
@@ -251,18 +253,27 @@ func noteHello(ctx context.Context, q Querier, edge string, cmd uint64, now time
 	// redelivery on the next push). A hello that says the cmd already
 	// kept neither locks nor rewrites the row: an edge saying hello in a
 	// loop costs reads only.
+	//
+	// A cmd above the counter's last means the counter went back (the
+	// database restored from an older backup): the edge accepted those
+	// seqs, signed by the cloud key, and would drop the next ones as
+	// replays. The counter is raised to it (at most to maxRaise), so the
+	// next Enqueue gives a seq the edge accepts. A forged cmd can only
+	// raise it, which no edge minds. (An edge with no counter row at all
+	// is not raised: inserting one would wait for an Enqueue in flight.)
 	rows, err := q.Query(ctx, `WITH e AS (
 			SELECT 1 FROM edges WHERE id = $1 AND status = $4
 		), h AS (
-			UPDATE edge_command_seqs SET acked = $2
-			WHERE edge = (SELECT edge FROM edge_command_seqs WHERE edge = $1 AND acked <> $2 AND EXISTS (SELECT 1 FROM e) FOR UPDATE SKIP LOCKED)
+			UPDATE edge_command_seqs SET acked = $2, last = greatest(last, $5)
+			WHERE edge = (SELECT edge FROM edge_command_seqs
+				WHERE edge = $1 AND (acked <> $2 OR last < $5) AND EXISTS (SELECT 1 FROM e) FOR UPDATE SKIP LOCKED)
 		), a AS (
 			UPDATE edge_commands SET acked_at = now()
 			WHERE edge = $1 AND seq <= $2 AND acked_at IS NULL AND delivered_at IS NOT NULL AND EXISTS (SELECT 1 FROM e)
 		)
 		SELECT EXISTS (SELECT 1 FROM e), EXISTS (SELECT 1 FROM edge_commands
 			WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3 AND EXISTS (SELECT 1 FROM e))`,
-		edge, clamp(cmd), now.UTC(), ledger.StatusActive)
+		edge, clamp(cmd), now.UTC(), ledger.StatusActive, int64(min(cmd, maxRaise)))
 	if err == nil {
 		_, err = pgx.ForEachRow(rows, []any{&active, &pending}, func() error { return nil })
 	}
@@ -319,6 +330,12 @@ func Take(ctx context.Context, q Querier, edge string, after uint64, now time.Ti
 	slices.SortFunc(out, func(a, b Pending) int { return cmp.Compare(a.Seq, b.Seq) })
 	return out, nil
 }
+
+// maxRaise bounds how far a hello raises an edge's counter (NoteHello):
+// far below bigint's limit, so an Enqueue for the edge always has room
+// (one that failed would fail a rollout's whole transaction), and within
+// the integers a JSON reader of the API holds exactly.
+const maxRaise = 1 << 53
 
 // clamp maps a seq an edge said onto bigint: no stored seq is above it.
 func clamp(seq uint64) int64 { return int64(min(seq, 1<<63-1)) }
