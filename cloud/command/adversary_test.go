@@ -357,3 +357,37 @@ func TestHelloAboveTheCounterRaisesIt(t *testing.T) {
 		t.Fatalf("Enqueue after a hello with cmd MaxUint64: %v", err)
 	}
 }
+
+// An edge revoked after its hello is not served for as long as the
+// process runs: the sweep drops it (its pushes would hand out nothing, and
+// each sweep would queue one again for its undelivered commands).
+func TestSweepDropsRevokedEdges(t *testing.T) {
+	ctx := context.Background()
+	db := ledgertest.Pool(t, ledgertest.URL(t))
+	s, keys := MustSigner(t)
+	MustEdges(t, db, "e1", "e2")
+	d := MustDeliverer(t, db, command.DelivererOptions{Sweep: 100 * time.Millisecond})
+	in := &edgeInbox{keys: keys}
+	for _, e := range []string{"e1", "e2"} {
+		if err := d.Hello(ctx, e, 0, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(ctx, `UPDATE edges SET status = 'revoked', revoked_at = now() WHERE id = 'e1'`); err != nil {
+		t.Fatal(err)
+	}
+	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", []byte(`{}`), time.Now().Add(time.Hour))
+	checkFor(t, time.Minute, func() error {
+		if n := d.Stats().Served; n != 1 {
+			return fmt.Errorf("the deliverer serves %d edges, want 1 (e2; e1 was revoked)", n)
+		}
+		return nil
+	})
+	MustEnqueue(t, db, s, "e2", protocol.CommandAssign, "", []byte(`{}`), time.Now().Add(time.Hour))
+	checkFor(t, time.Minute, func() error {
+		if got := in.seqs(); !slices.Equal(got, []uint64{1}) {
+			return fmt.Errorf("e2 got %v, want its [1] pushed; nothing of e1's", got)
+		}
+		return nil
+	})
+}

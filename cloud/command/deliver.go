@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outpost-edge/outpost/cloud/ledger"
 )
 
 // Publisher publishes a signed command to an edge's cmd topic or subject on
@@ -261,25 +263,47 @@ func (d *Deliverer) listen(ctx context.Context) (listened bool, err error) {
 }
 
 // sweep queues a push for every served edge that has a command never
-// delivered.
+// delivered, and stops serving the edges that are no longer active
+// (revoked since their hello: a push would hand them nothing).
 func (d *Deliverer) sweep(ctx context.Context) {
 	edges := d.servedEdges()
 	if len(edges) == 0 {
 		return
 	}
-	rows, err := d.o.DB.Query(ctx, `SELECT DISTINCT edge FROM edge_commands
-		WHERE edge = ANY($1) AND delivered_at IS NULL AND acked_at IS NULL AND cancelled_at IS NULL AND expires_at > $2`,
-		edges, d.o.Now().UTC())
-	if err == nil {
-		edges, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	}
+	start := d.o.Now()
+	rows, err := d.o.DB.Query(ctx, `SELECT edge, active FROM (
+			SELECT s.edge,
+				EXISTS (SELECT 1 FROM edges WHERE id = s.edge AND status = $3) AS active,
+				EXISTS (SELECT 1 FROM edge_commands c WHERE c.edge = s.edge
+					AND delivered_at IS NULL AND cancelled_at IS NULL AND expires_at > $2) AS undelivered
+			FROM unnest($1::text[]) AS s (edge)
+		) s WHERE undelivered OR NOT active`,
+		edges, start.UTC(), ledger.StatusActive)
 	if err != nil {
 		d.log.Warn("could not sweep for undelivered commands", "err", err)
 		return
 	}
-	for _, e := range edges {
-		d.queue(e)
+	var edge string
+	var active bool
+	var gone []string
+	_, err = pgx.ForEachRow(rows, []any{&edge, &active}, func() error {
+		if active {
+			d.queue(edge)
+		} else {
+			gone = append(gone, edge)
+		}
+		return nil
+	})
+	if err != nil {
+		d.log.Warn("could not sweep for undelivered commands", "err", err)
 	}
+	d.mu.Lock()
+	for _, e := range gone {
+		if s, ok := d.served[e]; ok && s.at.Before(start) { // not a hello since
+			delete(d.served, e)
+		}
+	}
+	d.mu.Unlock()
 }
 
 func (d *Deliverer) servedEdges() []string {
