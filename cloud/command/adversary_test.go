@@ -307,7 +307,7 @@ func TestTakeDuringCancel(t *testing.T) {
 		p, err := command.Take(ctx, db, "e1", 0, time.Now())
 		took <- taken{seqs(p), err}
 	}()
-	waitBlocked(t, db, "delivered_at = coalesce")
+	waitBlocked(t, db, "SET delivered_at = now()")
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -390,4 +390,46 @@ func TestSweepDropsRevokedEdges(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Handing out commands already marked delivered writes nothing: an edge
+// that says hello in a loop with commands it has not acknowledged (or a
+// push repeating them) costs reads and publishes, not a new version of
+// each row every time.
+func TestTakeAgainWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	db := ledgertest.Pool(t, ledgertest.URL(t))
+	s, _ := MustSigner(t)
+	MustEdges(t, db, "e1")
+	for range 3 {
+		MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", []byte(`{}`), time.Now().Add(time.Hour))
+	}
+	versions := func() string {
+		t.Helper()
+		var v string
+		if err := db.QueryRow(ctx, `SELECT string_agg(xmin::text || '/' || xmax::text, ' ' ORDER BY seq) FROM edge_commands WHERE edge = 'e1'`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if got, err := command.Take(ctx, db, "e1", 0, time.Now()); err != nil || !slices.Equal(seqs(got), []uint64{1, 2, 3}) {
+		t.Fatalf("first Take: %v, %v", seqs(got), err)
+	}
+	before := versions()
+	for range 3 {
+		if got, err := command.Take(ctx, db, "e1", 0, time.Now()); err != nil || !slices.Equal(seqs(got), []uint64{1, 2, 3}) {
+			t.Fatalf("Take again: %v, %v; want [1 2 3]", seqs(got), err)
+		}
+	}
+	if after := versions(); after != before {
+		t.Fatalf("the rows went from xmin/xmax %s to %s when handed out again; want them untouched", before, after)
+	}
+	// A new one is marked and handed out after the rest.
+	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", []byte(`{}`), time.Now().Add(time.Hour))
+	if got, err := command.Take(ctx, db, "e1", 1, time.Now()); err != nil || !slices.Equal(seqs(got), []uint64{2, 3, 4}) {
+		t.Fatalf("Take after 1 with a new command: %v, %v; want [2 3 4]", seqs(got), err)
+	}
+	if st := mustList(t, db, "e1"); st[3].DeliveredAt == nil {
+		t.Fatalf("the new command handed out is not marked delivered: %+v", st[3])
+	}
 }

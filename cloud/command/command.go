@@ -25,7 +25,6 @@
 package command
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -309,11 +308,34 @@ func LastHello(ctx context.Context, q Querier, edge string) (uint64, error) {
 // seq above the last it accepted, so a later one arriving first would make
 // it drop the earlier ones. after must be a cmd the edge said (a hello's,
 // or LastHello): see Deliverer.burst for why bursts then need no lock.
+// q must give each statement its own snapshot (a pool, or a transaction
+// at read committed).
 func Take(ctx context.Context, q Querier, edge string, after uint64, now time.Time) ([]Pending, error) {
-	rows, err := q.Query(ctx, `UPDATE edge_commands SET delivered_at = coalesce(delivered_at, now())
-		WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3
+	// First mark what was never handed out. Only those rows are written
+	// (a hello in a loop, or a push repeating what the edge has not
+	// acknowledged, rewrites nothing), and the UPDATE waits for a Take or
+	// a CancelRef in flight on them and checks them again after it.
+	rows, err := q.Query(ctx, `UPDATE edge_commands SET delivered_at = now()
+		WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3 AND delivered_at IS NULL
+			AND EXISTS (SELECT 1 FROM edges WHERE id = $1 AND status = $4)`, edge, clamp(after), now.UTC(), ledger.StatusActive)
+	if err == nil {
+		rows.Close()
+		err = rows.Err()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("take commands of edge %q: %w", edge, err)
+	}
+	// Then hand out, from a snapshot taken after the marks (ours and any
+	// another Take made first), everything marked. A command committed
+	// since the UPDATE and not marked yet is not handed out: it has a seq
+	// above every one that is (seqs commit in order), so the burst has no
+	// gap, and a later Take sends it. Every command handed out was marked
+	// before this snapshot, so a CancelRef after it reports it as
+	// possibly received, and one before it is not handed out.
+	rows, err = q.Query(ctx, `SELECT seq, signed FROM edge_commands
+		WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3 AND delivered_at IS NOT NULL
 			AND EXISTS (SELECT 1 FROM edges WHERE id = $1 AND status = $4)
-		RETURNING seq, signed`, edge, clamp(after), now.UTC(), ledger.StatusActive)
+		ORDER BY seq`, edge, clamp(after), now.UTC(), ledger.StatusActive)
 	if err != nil {
 		return nil, fmt.Errorf("take commands of edge %q: %w", edge, err)
 	}
@@ -327,7 +349,6 @@ func Take(ctx context.Context, q Querier, edge string, after uint64, now time.Ti
 	if err != nil {
 		return nil, fmt.Errorf("take commands of edge %q: %w", edge, err)
 	}
-	slices.SortFunc(out, func(a, b Pending) int { return cmp.Compare(a.Seq, b.Seq) })
 	return out, nil
 }
 
