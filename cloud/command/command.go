@@ -15,9 +15,10 @@
 //     never have skipped N (the edge would then drop N as a replay).
 //   - A cancelled or expired command is never handed out for publishing
 //     again (Take).
-//   - delivered_at is set before the publish, in the same statement that
-//     hands the command out, so CancelRef never reports "not received" for a
-//     command that was, or is being, published.
+//   - delivered_at is committed before the command is handed out for
+//     publishing (Take marks, then reads what is marked), so CancelRef
+//     never reports "not received" for a command that was, or is being,
+//     published.
 //
 // Delivery (the Deliverer in deliver.go) calls NoteHello and Take on every
 // hello, and Take whenever Enqueue's NOTIFY says an edge it serves has a
