@@ -17,21 +17,14 @@ func (s *server) edgeCommands(w http.ResponseWriter, r *http.Request) error {
 	if !mine(r, id) {
 		return errorf(http.StatusNotFound, "edge %s: not found", id)
 	}
-	e, err := s.led(r).GetEdge(r.Context(), id)
-	if err != nil {
+	// Not found unless the tenant's connection (row-level security) shows
+	// the edge. Every row List returns is of id, which the token may see.
+	if _, err := s.led(r).GetEdge(r.Context(), id); err != nil {
 		return err
-	}
-	if !s.visible(r, e.ID) {
-		return errorf(http.StatusNotFound, "edge %s: not found", id)
 	}
 	st, err := command.List(r.Context(), s.led(r).DB(), id)
 	if err != nil {
 		return err
-	}
-	for _, c := range st {
-		if !s.visible(r, c.Edge) {
-			return errorf(http.StatusNotFound, "edge %s: not found", id)
-		}
 	}
 	writeJSON(w, http.StatusOK, command.ViewsOf(id, st, s.opts.Now()))
 	return nil

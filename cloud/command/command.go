@@ -15,9 +15,10 @@
 //     never have skipped N (the edge would then drop N as a replay).
 //   - A cancelled or expired command is never handed out for publishing
 //     again (Take).
-//   - delivered_at is set before the publish, in the same statement that
-//     hands the command out, so CancelRef never reports "not received" for a
-//     command that was, or is being, published.
+//   - delivered_at is committed before the command is handed out for
+//     publishing (Take marks, then reads what is marked), so CancelRef
+//     never reports "not received" for a command that was, or is being,
+//     published.
 //
 // Delivery (the Deliverer in deliver.go) calls NoteHello and Take on every
 // hello, and Take whenever Enqueue's NOTIFY says an edge it serves has a
@@ -25,7 +26,6 @@
 package command
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,6 +37,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -234,28 +235,52 @@ type Pending struct {
 // kept as where the next push starts (Take after it). It reports whether
 // the edge has commands to get (seq > cmd, neither cancelled nor expired
 // at now). An edge whose state was reset says a lower cmd than before:
-// that is kept too, so it gets again what it lost.
+// that is kept too, so it gets again what it lost. A cmd above the last
+// seq given raises the edge's counter to it (the counter went back). The
+// hello of an edge that is not registered and active records nothing and
+// gets nothing.
 func NoteHello(ctx context.Context, q Querier, edge string, cmd uint64, now time.Time) (pending bool, err error) {
+	_, pending, err = noteHello(ctx, q, edge, cmd, now)
+	return pending, err
+}
+
+// noteHello is NoteHello, and says whether edge is active (registered and
+// not revoked): only an active edge is served.
+func noteHello(ctx context.Context, q Querier, edge string, cmd uint64, now time.Time) (active, pending bool, err error) {
 	// The counter row is locked while an Enqueue for the edge is in
 	// flight (a rollout's transaction): the hello does not wait for it,
 	// and leaves acked as it was (lower or equal, which only means more
-	// redelivery on the next push).
-	rows, err := q.Query(ctx, `WITH h AS (
-			UPDATE edge_command_seqs SET acked = $2
-			WHERE edge = (SELECT edge FROM edge_command_seqs WHERE edge = $1 FOR UPDATE SKIP LOCKED)
+	// redelivery on the next push). A hello that says the cmd already
+	// kept neither locks nor rewrites the row: an edge saying hello in a
+	// loop costs reads only.
+	//
+	// A cmd above the counter's last means the counter went back (the
+	// database restored from an older backup): the edge accepted those
+	// seqs, signed by the cloud key, and would drop the next ones as
+	// replays. The counter is raised to it (at most to maxRaise), so the
+	// next Enqueue gives a seq the edge accepts. A forged cmd can only
+	// raise it, which no edge minds. (An edge with no counter row at all
+	// is not raised: inserting one would wait for an Enqueue in flight.)
+	rows, err := q.Query(ctx, `WITH e AS (
+			SELECT 1 FROM edges WHERE id = $1 AND status = $4
+		), h AS (
+			UPDATE edge_command_seqs SET acked = $2, last = greatest(last, $5)
+			WHERE edge = (SELECT edge FROM edge_command_seqs
+				WHERE edge = $1 AND (acked <> $2 OR last < $5) AND EXISTS (SELECT 1 FROM e) FOR UPDATE SKIP LOCKED)
 		), a AS (
 			UPDATE edge_commands SET acked_at = now()
-			WHERE edge = $1 AND seq <= $2 AND acked_at IS NULL AND delivered_at IS NOT NULL
+			WHERE edge = $1 AND seq <= $2 AND acked_at IS NULL AND delivered_at IS NOT NULL AND EXISTS (SELECT 1 FROM e)
 		)
-		SELECT EXISTS (SELECT 1 FROM edge_commands
-			WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3)`, edge, clamp(cmd), now.UTC())
+		SELECT EXISTS (SELECT 1 FROM e), EXISTS (SELECT 1 FROM edge_commands
+			WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3 AND EXISTS (SELECT 1 FROM e))`,
+		edge, clamp(cmd), now.UTC(), ledger.StatusActive, int64(min(cmd, maxRaise)))
 	if err == nil {
-		pending, err = pgx.CollectExactlyOneRow(rows, pgx.RowTo[bool])
+		_, err = pgx.ForEachRow(rows, []any{&active, &pending}, func() error { return nil })
 	}
 	if err != nil {
-		return false, fmt.Errorf("note the hello of edge %q: %w", edge, err)
+		return false, false, fmt.Errorf("note the hello of edge %q: %w", edge, err)
 	}
-	return pending, nil
+	return active, pending, nil
 }
 
 // LastHello returns the cmd of edge's last hello (NoteHello), 0 when it
@@ -277,15 +302,41 @@ func LastHello(ctx context.Context, q Querier, edge string) (uint64, error) {
 
 // Take hands out, in seq order, every command of edge with seq > after
 // that is neither cancelled nor expired at now, marking each delivered (the
-// first time) before the caller publishes it. The caller publishes them in
+// first time) before the caller publishes it; nothing when edge is not
+// active (revoked since its hello: through an external broker it may
+// still be subscribed). The caller publishes them in
 // that order and stops at the first that fails: the edge accepts only a
 // seq above the last it accepted, so a later one arriving first would make
 // it drop the earlier ones. after must be a cmd the edge said (a hello's,
 // or LastHello): see Deliverer.burst for why bursts then need no lock.
+// q must give each statement its own snapshot (a pool, or a transaction
+// at read committed).
 func Take(ctx context.Context, q Querier, edge string, after uint64, now time.Time) ([]Pending, error) {
-	rows, err := q.Query(ctx, `UPDATE edge_commands SET delivered_at = coalesce(delivered_at, now())
-		WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3
-		RETURNING seq, signed`, edge, clamp(after), now.UTC())
+	// First mark what was never handed out. Only those rows are written
+	// (a hello in a loop, or a push repeating what the edge has not
+	// acknowledged, rewrites nothing), and the UPDATE waits for a Take or
+	// a CancelRef in flight on them and checks them again after it.
+	rows, err := q.Query(ctx, `UPDATE edge_commands SET delivered_at = now()
+		WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3 AND delivered_at IS NULL
+			AND EXISTS (SELECT 1 FROM edges WHERE id = $1 AND status = $4)`, edge, clamp(after), now.UTC(), ledger.StatusActive)
+	if err == nil {
+		rows.Close()
+		err = rows.Err()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("take commands of edge %q: %w", edge, err)
+	}
+	// Then hand out, from a snapshot taken after the marks (ours and any
+	// another Take made first), everything marked. A command committed
+	// since the UPDATE and not marked yet is not handed out: it has a seq
+	// above every one that is (seqs commit in order), so the burst has no
+	// gap, and a later Take sends it. Every command handed out was marked
+	// before this snapshot, so a CancelRef after it reports it as
+	// possibly received, and one before it is not handed out.
+	rows, err = q.Query(ctx, `SELECT seq, signed FROM edge_commands
+		WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3 AND delivered_at IS NOT NULL
+			AND EXISTS (SELECT 1 FROM edges WHERE id = $1 AND status = $4)
+		ORDER BY seq`, edge, clamp(after), now.UTC(), ledger.StatusActive)
 	if err != nil {
 		return nil, fmt.Errorf("take commands of edge %q: %w", edge, err)
 	}
@@ -299,9 +350,14 @@ func Take(ctx context.Context, q Querier, edge string, after uint64, now time.Ti
 	if err != nil {
 		return nil, fmt.Errorf("take commands of edge %q: %w", edge, err)
 	}
-	slices.SortFunc(out, func(a, b Pending) int { return cmp.Compare(a.Seq, b.Seq) })
 	return out, nil
 }
+
+// maxRaise bounds how far a hello raises an edge's counter (NoteHello):
+// far below bigint's limit, so an Enqueue for the edge always has room
+// (one that failed would fail a rollout's whole transaction), and within
+// the integers a JSON reader of the API holds exactly.
+const maxRaise = 1 << 53
 
 // clamp maps a seq an edge said onto bigint: no stored seq is above it.
 func clamp(seq uint64) int64 { return int64(min(seq, 1<<63-1)) }

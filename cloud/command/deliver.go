@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outpost-edge/outpost/cloud/ledger"
 )
 
 // Publisher publishes a signed command to an edge's cmd topic or subject on
@@ -123,20 +125,46 @@ func (d *Deliverer) Stats() DeliveryStats {
 // accepted by ingest) is answered: it records the hello's cmd, and
 // publishes through pub, in seq order, every command after cmd that is
 // neither cancelled nor expired. From now on this process also pushes
-// edge's new commands through pub.
+// edge's new commands through pub. An edge that is not registered and
+// active gets nothing and is not served (ingest answers the hello of an id
+// the ledger does not know, so any id may reach here).
 func (d *Deliverer) Hello(ctx context.Context, edge string, cmd uint64, pub Publisher) error {
+	// Served before NoteHello, so that a command enqueued meanwhile is
+	// pushed; dropped again if the edge is not active.
 	d.mu.Lock()
 	d.served[edge] = served{pub: pub, at: d.o.Now()}
 	d.mu.Unlock()
-	pending, err := NoteHello(ctx, d.o.DB, edge, cmd, d.o.Now())
-	if err != nil || !pending {
-		return err
+	active, pending, err := noteHello(ctx, d.o.DB, edge, cmd, d.o.Now())
+	switch {
+	case err == nil && !active:
+		d.mu.Lock()
+		delete(d.served, edge)
+		d.mu.Unlock()
+		return nil
+	case err == nil && !pending:
+		return nil
+	case err == nil:
+		err = d.burst(ctx, edge, cmd, pub)
 	}
-	return d.burst(ctx, edge, &cmd, pub)
+	if err != nil && ctx.Err() == nil {
+		// The edge has its receipt and asks nothing more: retry as a
+		// push. What was taken is marked delivered, so no sweep would
+		// find it, and an edge that stays connected says no hello.
+		d.queueAt(edge, d.o.Now().Add(time.Second), 1)
+	}
+	return err
 }
 
-// burst publishes, in seq order, edge's commands after *after (nil: after
-// its last hello's cmd).
+// push is the burst of a push: after the cmd of edge's last hello.
+func (d *Deliverer) push(ctx context.Context, edge string, pub Publisher) error {
+	from, err := LastHello(ctx, d.o.DB, edge)
+	if err != nil {
+		return fmt.Errorf("deliver commands to %s: %w", edge, err)
+	}
+	return d.burst(ctx, edge, from, pub)
+}
+
+// burst publishes, in seq order, edge's commands after from.
 //
 // Why no lock between bursts: every burst starts at or below the edge's
 // last accepted seq + 1 (after is a cmd the edge itself said, and an
@@ -147,14 +175,7 @@ func (d *Deliverer) Hello(ctx context.Context, edge string, cmd uint64, pub Publ
 // and the rest of the other burst is dropped as replays. (An edge whose
 // state was reset, and says a lower cmd than before, may lose a command to
 // a push racing its first hello; its next hello brings the rest.)
-func (d *Deliverer) burst(ctx context.Context, edge string, after *uint64, pub Publisher) error {
-	var err error
-	from := uint64(0)
-	if after != nil {
-		from = *after
-	} else if from, err = LastHello(ctx, d.o.DB, edge); err != nil {
-		return fmt.Errorf("deliver commands to %s: %w", edge, err)
-	}
+func (d *Deliverer) burst(ctx context.Context, edge string, from uint64, pub Publisher) error {
 	cmds, err := Take(ctx, d.o.DB, edge, from, d.o.Now())
 	if err != nil {
 		return fmt.Errorf("deliver commands to %s: %w", edge, err)
@@ -242,25 +263,47 @@ func (d *Deliverer) listen(ctx context.Context) (listened bool, err error) {
 }
 
 // sweep queues a push for every served edge that has a command never
-// delivered.
+// delivered, and stops serving the edges that are no longer active
+// (revoked since their hello: a push would hand them nothing).
 func (d *Deliverer) sweep(ctx context.Context) {
 	edges := d.servedEdges()
 	if len(edges) == 0 {
 		return
 	}
-	rows, err := d.o.DB.Query(ctx, `SELECT DISTINCT edge FROM edge_commands
-		WHERE edge = ANY($1) AND delivered_at IS NULL AND acked_at IS NULL AND cancelled_at IS NULL AND expires_at > $2`,
-		edges, d.o.Now().UTC())
-	if err == nil {
-		edges, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	}
+	start := d.o.Now()
+	rows, err := d.o.DB.Query(ctx, `SELECT edge, active FROM (
+			SELECT s.edge,
+				EXISTS (SELECT 1 FROM edges WHERE id = s.edge AND status = $3) AS active,
+				EXISTS (SELECT 1 FROM edge_commands c WHERE c.edge = s.edge
+					AND delivered_at IS NULL AND cancelled_at IS NULL AND expires_at > $2) AS undelivered
+			FROM unnest($1::text[]) AS s (edge)
+		) s WHERE undelivered OR NOT active`,
+		edges, start.UTC(), ledger.StatusActive)
 	if err != nil {
 		d.log.Warn("could not sweep for undelivered commands", "err", err)
 		return
 	}
-	for _, e := range edges {
-		d.queue(e)
+	var edge string
+	var active bool
+	var gone []string
+	_, err = pgx.ForEachRow(rows, []any{&edge, &active}, func() error {
+		if active {
+			d.queue(edge)
+		} else {
+			gone = append(gone, edge)
+		}
+		return nil
+	})
+	if err != nil {
+		d.log.Warn("could not sweep for undelivered commands", "err", err)
 	}
+	d.mu.Lock()
+	for _, e := range gone {
+		if s, ok := d.served[e]; ok && s.at.Before(start) { // not a hello since
+			delete(d.served, e)
+		}
+	}
+	d.mu.Unlock()
 }
 
 func (d *Deliverer) servedEdges() []string {
@@ -269,13 +312,18 @@ func (d *Deliverer) servedEdges() []string {
 	now := d.o.Now()
 	out := make([]string, 0, len(d.served))
 	for e, s := range d.served {
-		if d.o.ServeFor > 0 && now.Sub(s.at) > d.o.ServeFor {
+		if d.gone(s, now) {
 			delete(d.served, e)
 			continue
 		}
 		out = append(out, e)
 	}
 	return out
+}
+
+// gone reports whether s is past ServeFor at now.
+func (d *Deliverer) gone(s served, now time.Time) bool {
+	return d.o.ServeFor > 0 && now.Sub(s.at) > d.o.ServeFor
 }
 
 // queue asks a worker to push edge's commands, if this process serves it.
@@ -287,7 +335,7 @@ func (d *Deliverer) queue(edge string) { d.queueAt(edge, d.o.Now().Add(d.o.PushD
 func (d *Deliverer) queueAt(edge string, at time.Time, attempt int) {
 	d.mu.Lock()
 	s, ok := d.served[edge]
-	if ok && d.o.ServeFor > 0 && d.o.Now().Sub(s.at) > d.o.ServeFor {
+	if ok && d.gone(s, d.o.Now()) {
 		delete(d.served, edge)
 		ok = false
 	}
@@ -330,8 +378,12 @@ func (d *Deliverer) next() (edge string, p push, pub Publisher, wait time.Durati
 	return "", push{}, nil, wait
 }
 
-// pushRetries is how many times a push that failed is tried again (after
-// 1, 2, 4 s) before the edge's next hello is left to bring its commands.
+// pushRetries is how many times a push that failed is tried again quickly
+// (after 1, 2, 4 s); after that it is tried every Sweep for as long as the
+// edge is served. A command whose publish failed is marked delivered (it
+// may have reached the broker), so the sweep does not find it, and an
+// edge that rode out the cloud's broker trouble connected says no hello
+// to bring it.
 const pushRetries = 3
 
 func (d *Deliverer) worker(ctx context.Context) {
@@ -357,15 +409,20 @@ func (d *Deliverer) worker(ctx context.Context) {
 		}
 		d.wake() // another worker may take the next edge meanwhile
 		d.pushes.Add(1)
-		err := d.burst(ctx, edge, nil, pub)
+		err := d.push(ctx, edge, pub)
 		if err == nil || ctx.Err() != nil {
 			continue
 		}
-		if p.attempt < pushRetries {
+		switch {
+		case p.attempt < pushRetries:
 			d.queueAt(edge, d.o.Now().Add(time.Second<<p.attempt), p.attempt+1)
 			d.log.Info("could not push commands to an edge; trying again", "edge", edge, "attempt", p.attempt+1, "err", err)
-		} else {
-			d.log.Warn("could not push commands to an edge; its next hello gets them", "edge", edge, "err", err)
+		case p.attempt == pushRetries:
+			d.queueAt(edge, d.o.Now().Add(d.o.Sweep), p.attempt+1)
+			d.log.Warn("could not push commands to an edge; trying again every sweep until it goes out or the edge says hello", "edge", edge, "sweep", d.o.Sweep, "err", err)
+		default:
+			d.queueAt(edge, d.o.Now().Add(d.o.Sweep), p.attempt)
+			d.log.Debug("could not push commands to an edge; trying again", "edge", edge, "err", err)
 		}
 	}
 }
