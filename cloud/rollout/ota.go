@@ -95,6 +95,13 @@ func (f *otaFold) add(edge string, pos int64, at time.Time, rec protocol.Record)
 		}
 	}
 	kind := strings.TrimPrefix(rec.Type, "ota.")
+	if kind == "command_refused" {
+		// The gate's answer to whatever arrived on the edge's cmd topic,
+		// which anyone on the broker can publish to: not a sign of life of
+		// the updater (it would keep a stuck edge from ever going silent),
+		// and its target is the command's kind, not a release.
+		return
+	}
 	e := f.edges[edge]
 	if e == nil {
 		e = &edgeRow{Edge: edge}
@@ -114,9 +121,6 @@ func (f *otaFold) add(edge string, pos int64, at time.Time, rec protocol.Record)
 			}
 		}
 		return
-	}
-	if kind == "command_refused" {
-		return // the target is the command's kind, not a release
 	}
 	// printable, not just clipped: a NUL is valid UTF-8 that a text
 	// column refuses, and the error would roll back the whole commit (every

@@ -1,7 +1,12 @@
 package rollout_test
 
 import (
+	"fmt"
 	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/cloud/rollout"
+	"github.com/outpost-edge/outpost/protocol"
 )
 
 // TestOTATextWithNULCommits: an ota.* event whose version, target or
@@ -16,5 +21,32 @@ func TestOTATextWithNULCommits(t *testing.T) {
 	var n int
 	if err := r.pool.QueryRow(t.Context(), `SELECT count(*) FROM ota_edge_versions WHERE edge = 'e-00'`).Scan(&n); err != nil || n != 2 {
 		t.Fatalf("ota_edge_versions rows: %d, %v", n, err)
+	}
+}
+
+// TestRefusalsDoNotKeepAnEdgeAlive: an ota.command_refused event is the
+// edge's gate answering whatever arrives on its cmd topic, which anyone on
+// the broker can publish to (one refusal a minute, by the edge's rate
+// limit). It says nothing of the assignment: an edge stuck after its
+// download must go silent all the same (hawkBit #693: no timeout on "in
+// progress").
+func TestRefusalsDoNotKeepAnEdgeAlive(t *testing.T) {
+	r := newRig(t)
+	r.edges("e", 2, "linux/amd64")
+	c := r.controller(r.pool)
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "100%", MaxFailures: "5", Silence: time.Second})
+	r.step(c)
+	as := assigned(r.status(id))
+	if len(as) != 2 {
+		t.Fatalf("assigned %d, want 2", len(as))
+	}
+	e := as[0]
+	r.commit(e.Edge, ota{kind: "command_accepted", target: protocol.CommandAssign, reason: fmt.Sprintf("command %d", e.Seq)},
+		ota{kind: "downloaded", version: "1.1.0", target: e.Target})
+	// More than --silence later, only refusals of forged commands.
+	time.Sleep(1500 * time.Millisecond)
+	r.commit(e.Edge, ota{kind: "command_refused", target: protocol.CommandAssign, reason: "signature: not the cloud key"})
+	if st := edgeStates(r.status(id))[e.Edge]; st.State != rollout.EdgeSilent {
+		t.Fatalf("edge stuck after its download, heard from only by refusals, is %s, want %s: %+v", st.State, rollout.EdgeSilent, st)
 	}
 }

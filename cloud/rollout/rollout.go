@@ -205,7 +205,7 @@ type view struct {
 	Seq                           uint64
 	AssignedAt                    *time.Time
 	AcceptedSeq                   uint64
-	LastAt                        *time.Time // the edge's last ota.* event
+	LastAt                        *time.Time // the edge's last ota.* event but a command refusal
 	Kind, Reason                  string     // its latest step of this release since the assignment
 	KindAt                        *time.Time
 }
