@@ -2,6 +2,7 @@ package rollout_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,5 +49,53 @@ func TestRefusalsDoNotKeepAnEdgeAlive(t *testing.T) {
 	r.commit(e.Edge, ota{kind: "command_refused", target: protocol.CommandAssign, reason: "signature: not the cloud key"})
 	if st := edgeStates(r.status(id))[e.Edge]; st.State != rollout.EdgeSilent {
 		t.Fatalf("edge stuck after its download, heard from only by refusals, is %s, want %s: %+v", st.State, rollout.EdgeSilent, st)
+	}
+}
+
+// TestInFlightBoundedByFailureBudget: a stage larger than the failure
+// budget is not assigned all at once. If every edge of it could fail
+// together, the failures would pass --max-failures by the whole stage
+// before the pause: at most budget+1 edges are ever in flight (assigned,
+// neither committed nor failed), less those failed already, so the pause
+// comes at the first failure over the budget.
+func TestInFlightBoundedByFailureBudget(t *testing.T) {
+	r := newRig(t)
+	r.edges("e", 10, "linux/amd64")
+	c := r.controller(r.pool)
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "100%", MaxFailures: "1"})
+	r.step(c)
+	s := r.status(id)
+	as := assigned(s)
+	if len(as) != 2 {
+		t.Fatalf("a stage of 10 with a failure budget of 1 assigned %d edges at once, want 2: %+v", len(as), s)
+	}
+	if !strings.Contains(s.Reason, "8 more once") {
+		t.Fatalf("reason %q does not say why the others wait", s.Reason)
+	}
+	// One commits: one more is assigned, never more than two in flight.
+	r.install(as[0].Edge, as[0].Seq, as[0].Target, "committed", "")
+	r.step(c)
+	if as = assigned(r.status(id)); len(as) != 3 {
+		t.Fatalf("after a commit, %d assigned, want 3", len(as))
+	}
+	// One fails (within the budget): only one may be in flight now.
+	var flying []rollout.EdgeStatus
+	for _, e := range as {
+		if e.State != rollout.EdgeCommitted {
+			flying = append(flying, e)
+		}
+	}
+	r.install(flying[0].Edge, flying[0].Seq, flying[0].Target, "rolled_back", "health check failed")
+	r.step(c)
+	if n := len(assigned(r.status(id))); n != 3 {
+		t.Fatalf("with one failure and one in flight, %d assigned, want still 3", n)
+	}
+	// The second failure pauses it: two failures, one over the budget,
+	// not the eight the stage had left.
+	r.install(flying[1].Edge, flying[1].Seq, flying[1].Target, "rolled_back", "health check failed")
+	r.step(c)
+	s = r.status(id)
+	if s.State != rollout.StatePaused || s.Failures != 2 || len(assigned(s)) != 3 {
+		t.Fatalf("want paused with 2 failures and 3 assigned: %+v", s)
 	}
 }

@@ -298,6 +298,7 @@ type tally struct {
 	rolledBack, refused, silent int
 	total                       int
 	budget                      int
+	inflight                    int    // assigned, neither committed nor failed (nor excused)
 	stageDone                   []bool // every edge committed or excused
 }
 
@@ -358,6 +359,9 @@ func count(r *row, vs []view, now time.Time) (*tally, error) {
 		}
 		if excused {
 			s.Excused++
+		}
+		if v.Row == "assigned" && st != EdgeCommitted && !isFailure(st) {
+			t.inflight++
 		}
 		if st != EdgeCommitted && !excused {
 			t.stageDone[v.Stage] = false
