@@ -1,11 +1,13 @@
 package rollout_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/cloud/command"
 	"github.com/outpost-edge/outpost/cloud/rollout"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -97,5 +99,63 @@ func TestInFlightBoundedByFailureBudget(t *testing.T) {
 	s = r.status(id)
 	if s.State != rollout.StatePaused || s.Failures != 2 || len(assigned(s)) != 3 {
 		t.Fatalf("want paused with 2 failures and 3 assigned: %+v", s)
+	}
+}
+
+// TestPausedCommandsNeverReachAReturningEdge: after a pause, what a hello
+// hands out to an edge coming back is never the rollout's ota.assign:
+// an edge that never got it gets nothing, one that may hold it (published,
+// or acknowledged) gets the ota.cancel.
+func TestPausedCommandsNeverReachAReturningEdge(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	r.edges("e", 3, "linux/amd64")
+	c := r.controller(r.pool)
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "100%", MaxFailures: "2"})
+	r.step(c)
+	as := assigned(r.status(id))
+	if len(as) != 3 {
+		t.Fatalf("assigned %d, want 3", len(as))
+	}
+	never, published, acked := as[0], as[1], as[2]
+	if _, err := command.Take(ctx, r.pool, published.Edge, 0, time.Now()); err != nil { // published, then the edge went away
+		t.Fatal(err)
+	}
+	if _, err := command.Take(ctx, r.pool, acked.Edge, 0, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := command.NoteHello(ctx, r.pool, acked.Edge, acked.Seq, time.Now()); err != nil { // its hello said it holds it
+		t.Fatal(err)
+	}
+	if err := rollout.Pause(ctx, r.pool, r.cmds, id, "op"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		e       rollout.EdgeStatus
+		after   uint64 // the returning edge's hello cmd
+		cancels int
+	}{{never, 0, 0}, {published, 0, 1}, {acked, acked.Seq, 1}} {
+		ps, err := command.Take(ctx, r.pool, tc.e.Edge, tc.after, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds := map[uint64]string{}
+		for _, k := range []string{protocol.CommandAssign, protocol.CommandCancel} {
+			for _, c := range r.commands(tc.e.Edge, k) {
+				kinds[c.Seq] = k
+			}
+		}
+		n := 0
+		for _, p := range ps {
+			switch kinds[p.Seq] {
+			case protocol.CommandAssign:
+				t.Fatalf("edge %s, back, is handed the paused rollout's ota.assign (seq %d)", tc.e.Edge, p.Seq)
+			case protocol.CommandCancel:
+				n++
+			}
+		}
+		if n != tc.cancels {
+			t.Fatalf("edge %s is handed %d ota.cancel, want %d", tc.e.Edge, n, tc.cancels)
+		}
 	}
 }
