@@ -396,7 +396,7 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row, done *tickR
 	// threshold by its whole size.
 	var todo []int
 	for i := range vs {
-		if vs[i].Row == "pending" && vs[i].Stage <= stage {
+		if vs[i].Row == "pending" && vs[i].Stage <= stage && !vs[i].Revoked {
 			todo = append(todo, i)
 		}
 	}

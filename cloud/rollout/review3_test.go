@@ -159,3 +159,64 @@ func TestPausedCommandsNeverReachAReturningEdge(t *testing.T) {
 		}
 	}
 }
+
+// TestRevokedEdgeNeitherHoldsNorPauses: an edge revoked during a rollout
+// (a stolen or closed shop's) can never commit, and went silent: it paused
+// the rollout, and each resume assigned it again, to go silent again, so
+// the rollout could only be aborted. A revoked edge is left out: not
+// assigned, not a failure, not holding its stage.
+func TestRevokedEdgeNeitherHoldsNorPauses(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	r.edges("e", 3, "linux/amd64")
+	c := r.controller(r.pool)
+	var shift time.Duration
+	c.Now = func() time.Time { return time.Now().Add(shift) }
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "100%", MaxFailures: "0", Silence: time.Hour})
+	r.step(c)
+	s := r.status(id)
+	as := assigned(s)
+	if len(as) != 1 {
+		t.Fatalf("assigned %d, want 1", len(as))
+	}
+	var pending []string
+	for _, e := range s.Edges {
+		if e.State == rollout.EdgePending {
+			pending = append(pending, e.Edge)
+		}
+	}
+	// The assigned edge and one pending are revoked.
+	for _, e := range []string{as[0].Edge, pending[0]} {
+		if err := r.l.RevokeEdge(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shift = 2 * time.Hour // the revoked assigned edge would be silent
+	r.step(c)
+	if s = r.statusAt(id, time.Now().Add(shift)); s.State != rollout.StateRunning {
+		t.Fatalf("a revoked edge paused the rollout: %+v", s)
+	}
+	if e := edgeStates(s)[as[0].Edge]; !e.Excused || !strings.Contains(e.Reason, "revoked") {
+		t.Fatalf("revoked assigned edge %s shows %+v", e.Edge, e)
+	}
+	s = r.status(id) // the last edge, just assigned, is not silent yet
+	if s.Failures != 0 {
+		t.Fatalf("a revoked edge counts as a failure: %+v", s)
+	}
+	st := edgeStates(s)
+	if e := st[pending[1]]; e.State != rollout.EdgeAssigned {
+		t.Fatalf("the active edge %s is %s, want assigned: %+v", e.Edge, e.State, s)
+	}
+	if e := st[pending[0]]; !e.Excused || !strings.Contains(e.Reason, "revoked") {
+		t.Fatalf("revoked edge %s shows %+v", e.Edge, e)
+	}
+	r.install(pending[1], st[pending[1]].Seq, st[pending[1]].Target, "committed", "")
+	shift = 0
+	r.step(c)
+	if s = r.status(id); s.State != rollout.StateCompleted {
+		t.Fatalf("the revoked edges hold the rollout: %+v", s)
+	}
+	if cs := r.commands(pending[0], protocol.CommandAssign); len(cs) != 0 {
+		t.Fatalf("revoked edge %s was assigned: %+v", pending[0], cs)
+	}
+}
