@@ -389,27 +389,42 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row, done *tickR
 		return err
 	}
 	// Assign the pending edges of the stages up to the active one (those
-	// of earlier stages are edges a resume gave back), in edge id order
-	// (Enqueue's lock order).
+	// of earlier stages are edges a resume gave back), in the plan's
+	// order, at most as many at once as the failure budget allows: were
+	// every edge in flight to fail, the failures would reach budget+1 and
+	// no more, so the pause comes before a large stage passes the
+	// threshold by its whole size.
 	var todo []int
 	for i := range vs {
-		if vs[i].Row == "pending" && vs[i].Stage <= stage {
+		if vs[i].Row == "pending" && vs[i].Stage <= stage && !vs[i].Revoked {
 			todo = append(todo, i)
 		}
 	}
-	sort.Slice(todo, func(a, b int) bool { return vs[todo[a]].Edge < vs[todo[b]].Edge })
-	waiting, made, deferred := 0, 0, 0
+	sort.Slice(todo, func(a, b int) bool {
+		x, y := &vs[todo[a]], &vs[todo[b]]
+		return x.Stage < y.Stage || x.Stage == y.Stage && x.Ord < y.Ord
+	})
+	slots := t.budget + 1 - t.failures - t.inflight
+	var pick []int
+	waiting, deferred, held := 0, 0, 0
 	for _, i := range todo {
+		switch {
+		case !inWindow(r.Window, now, zoneOf(vs[i].Zone)):
+			waiting++
+		case len(pick) >= slots:
+			held++
+		case len(pick) == c.MaxAssign:
+			deferred++ // the next tick
+		default:
+			pick = append(pick, i)
+		}
+	}
+	// Enqueue in edge id order (its lock order).
+	sort.Slice(pick, func(a, b int) bool { return vs[pick[a]].Edge < vs[pick[b]].Edge })
+	made := 0
+	for _, i := range pick {
 		v := &vs[i]
 		loc := zoneOf(v.Zone)
-		if !inWindow(r.Window, now, loc) {
-			waiting++
-			continue
-		}
-		if made == c.MaxAssign {
-			deferred++ // the next tick
-			continue
-		}
 		made++
 		notAfter := now.Add(r.Expires)
 		body := protocol.EncodeAssignment(protocol.Assignment{Rollout: r.ID, Channel: r.Channel, Target: v.Target, Version: r.Release,
@@ -426,7 +441,7 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row, done *tickR
 		c.Logger.Debug("rollout assigned", "rollout", r.ID, "edge", v.Edge, "stage", v.Stage, "seq", seq, "target", v.Target)
 	}
 	if made > 0 {
-		c.Logger.Info("rollout assigned edges", "rollout", r.ID, "stage", stage, "assigned", made, "waiting_for_window", waiting, "next_tick", deferred)
+		c.Logger.Info("rollout assigned edges", "rollout", r.ID, "stage", stage, "assigned", made, "waiting_for_window", waiting, "next_tick", deferred, "held_by_budget", held)
 	}
 	s := t.stages[stage]
 	reason := fmt.Sprintf("stage %d of %d: %d of %d edges committed, %s", stage+1, len(t.stages), s.Committed, s.Edges, t.failureText())
@@ -438,6 +453,10 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row, done *tickR
 	}
 	if deferred > 0 {
 		reason += fmt.Sprintf("; %d more to assign on the next ticks", deferred)
+	}
+	if held > 0 {
+		reason += fmt.Sprintf("; %d more once the %d in flight settle (at most %d at once: --max-failures %s allows %d failures, less %d so far)",
+			held, t.inflight+made, t.budget+1, r.MaxFailures, t.budget, t.failures)
 	}
 	if stage != r.Stage || reason != r.Reason {
 		if _, err := tx.Exec(ctx, `UPDATE rollouts SET stage = $2, reason = $3, updated_at = now() WHERE id = $1`, r.ID, stage, reason); err != nil {

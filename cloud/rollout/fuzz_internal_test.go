@@ -49,9 +49,11 @@ func FuzzOTAFold(f *testing.F) {
 			if len(v.Version) > maxVersionBytes || len(v.Target) > maxTargetBytes || len(v.Reason) > maxReasonBytes {
 				t.Fatalf("unbounded row %+v", v)
 			}
-			for _, r := range v.Reason {
-				if r == utf8.RuneError || !unicode.IsPrint(r) {
-					t.Fatalf("reason %q keeps %q", v.Reason, r)
+			for _, s := range []string{v.Reason, v.Version, v.Target} {
+				for _, r := range s {
+					if r == utf8.RuneError || !unicode.IsPrint(r) {
+						t.Fatalf("row %+v keeps %q (a text column refuses a NUL)", v, r)
+					}
 				}
 			}
 		}

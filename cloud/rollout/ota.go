@@ -95,6 +95,13 @@ func (f *otaFold) add(edge string, pos int64, at time.Time, rec protocol.Record)
 		}
 	}
 	kind := strings.TrimPrefix(rec.Type, "ota.")
+	if kind == "command_refused" {
+		// The gate's answer to whatever arrived on the edge's cmd topic,
+		// which anyone on the broker can publish to: not a sign of life of
+		// the updater (it would keep a stuck edge from ever going silent),
+		// and its target is the command's kind, not a release.
+		return
+	}
 	e := f.edges[edge]
 	if e == nil {
 		e = &edgeRow{Edge: edge}
@@ -115,10 +122,10 @@ func (f *otaFold) add(edge string, pos int64, at time.Time, rec protocol.Record)
 		}
 		return
 	}
-	if kind == "command_refused" {
-		return // the target is the command's kind, not a release
-	}
-	k := versionKey{edge, clip(b.Version, maxVersionBytes), clip(b.Target, maxTargetBytes)}
+	// printable, not just clipped: a NUL is valid UTF-8 that a text
+	// column refuses, and the error would roll back the whole commit (every
+	// edge's records in it), again on every retry.
+	k := versionKey{edge, printable(b.Version, maxVersionBytes), printable(b.Target, maxTargetBytes)}
 	if k.version == "" && k.target == "" {
 		return
 	}
@@ -145,17 +152,6 @@ func assignSeq(id string) uint64 {
 		return 0
 	}
 	return seq
-}
-
-// clip cuts s to at most n bytes at a rune boundary.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 // printable is an edge's own text as the fold keeps it: every rune that is

@@ -205,16 +205,19 @@ type view struct {
 	Seq                           uint64
 	AssignedAt                    *time.Time
 	AcceptedSeq                   uint64
-	LastAt                        *time.Time // the edge's last ota.* event
+	LastAt                        *time.Time // the edge's last ota.* event but a command refusal
 	Kind, Reason                  string     // its latest step of this release since the assignment
 	KindAt                        *time.Time
+	Revoked                       bool // the edge was revoked since the plan
 }
 
 // readViews reads the edges of rollout r with their OTA state.
 func readViews(ctx context.Context, q ledger.Querier, r *row) ([]view, error) {
 	rows, err := q.Query(ctx, `SELECT re.edge, re.arch, re.target, re.zone, re.state, re.stage, re.ord, re.seq, re.assigned_at,
-			coalesce(s.accepted_seq, 0), s.last_at, coalesce(v.kind, ''), coalesce(v.reason, ''), v.at
+			coalesce(s.accepted_seq, 0), s.last_at, coalesce(v.kind, ''), coalesce(v.reason, ''), v.at,
+			coalesce(e.status = 'revoked', false)
 		FROM rollout_edges re
+		LEFT JOIN edges e ON e.id = re.edge
 		LEFT JOIN ota_edge_state s ON s.edge = re.edge
 		LEFT JOIN LATERAL (SELECT kind, reason, at FROM ota_edge_versions v
 			WHERE v.edge = re.edge AND re.assigned_at IS NOT NULL AND v.at >= re.assigned_at
@@ -230,7 +233,7 @@ func readViews(ctx context.Context, q ledger.Querier, r *row) ([]view, error) {
 		var seq *int64
 		var acc int64
 		err := cr.Scan(&v.Edge, &v.Arch, &v.Target, &v.Zone, &v.Row, &v.Stage, &v.Ord, &seq, &v.AssignedAt,
-			&acc, &v.LastAt, &v.Kind, &v.Reason, &v.KindAt)
+			&acc, &v.LastAt, &v.Kind, &v.Reason, &v.KindAt, &v.Revoked)
 		if seq != nil {
 			v.Seq = uint64(*seq)
 		}
@@ -298,6 +301,7 @@ type tally struct {
 	rolledBack, refused, silent int
 	total                       int
 	budget                      int
+	inflight                    int    // assigned, neither committed nor failed (nor excused)
 	stageDone                   []bool // every edge committed or excused
 }
 
@@ -318,6 +322,12 @@ func count(r *row, vs []view, now time.Time) (*tally, error) {
 		v := &vs[i]
 		st, reason, accepted := v.state(now, r.Silence, r.Window)
 		excused := v.Row == "excused"
+		if v.Revoked && st != EdgeCommitted {
+			// It can never commit: left out, neither a failure nor
+			// holding its stage (nor assigned, if it was not yet).
+			excused = true
+			reason = strings.TrimSuffix("edge revoked: left out of the rollout; "+reason, "; ")
+		}
 		es := EdgeStatus{Edge: v.Edge, Stage: v.Stage, State: st, Reason: reason, Arch: v.Arch, Target: v.Target, Zone: v.Zone,
 			Seq: v.Seq, AssignedAt: v.AssignedAt, Excused: excused}
 		t.edges = append(t.edges, es)
@@ -358,6 +368,9 @@ func count(r *row, vs []view, now time.Time) (*tally, error) {
 		}
 		if excused {
 			s.Excused++
+		}
+		if v.Row == "assigned" && st != EdgeCommitted && !isFailure(st) && !excused {
+			t.inflight++
 		}
 		if st != EdgeCommitted && !excused {
 			t.stageDone[v.Stage] = false

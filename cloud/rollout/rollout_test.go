@@ -178,7 +178,7 @@ func TestOneUnfinishedRolloutPerEdge(t *testing.T) {
 	if err := rollout.Abort(context.Background(), r.pool, r.cmds, first, "op"); err != nil {
 		t.Fatal(err)
 	}
-	third := r.create(rollout.Spec{Release: "1.2.0", To: "all", Stages: "100%"})
+	third := r.create(rollout.Spec{Release: "1.2.0", To: "all", Stages: "100%", MaxFailures: "1"}) // both in flight at once
 	r.step(c)
 	if s := r.status(third); s.Total != 2 || len(assigned(s)) != 2 {
 		t.Fatalf("third rollout after the first was aborted: %+v", s)
@@ -281,14 +281,14 @@ func TestSpecErrors(t *testing.T) {
 func TestPauseOnFailures(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		fail    []string // how each of the first stage's two edges ends
+		fail    []string // how each of the two edges in flight ends
 		silence time.Duration
 		reason  string
 	}{
 		{"rolled back", []string{"rolled_back", "rolled_back"}, time.Hour, "2 failures (2 rolled back) exceed 1 of 10 (10%)"},
 		{"refused", []string{"refused", "rolled_back"}, time.Hour, "2 failures (1 rolled back, 1 refused) exceed 1 of 10 (10%)"},
-		// The third edge, published but quiet, goes silent with the first.
-		{"silent", []string{"silent", "rolled_back"}, time.Hour, "3 failures (1 rolled back, 2 silent) exceed 1 of 10 (10%)"},
+		// The first edge, published but quiet, goes silent.
+		{"silent", []string{"silent", "rolled_back"}, time.Hour, "2 failures (1 rolled back, 1 silent) exceed 1 of 10 (10%)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t)
@@ -298,28 +298,41 @@ func TestPauseOnFailures(t *testing.T) {
 			c.Now = func() time.Time { return time.Now().Add(shift) }
 			id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "3,100%", MaxFailures: "10%", Silence: tc.silence})
 			r.step(c)
-			as := assigned(r.status(id))
-			if len(as) != 3 {
-				t.Fatalf("assigned %d edges, want 3", len(as))
+			s := r.status(id)
+			as := assigned(s)
+			// A budget of 1 failure: two edges in flight at most, so that
+			// the pause comes at the second failure whatever the stage's size.
+			if len(as) != 2 {
+				t.Fatalf("assigned %d edges, want 2: %+v", len(as), s)
 			}
-			// The third edge of the stage got its command but did nothing.
+			var third string // the first stage's edge left pending
+			for _, e := range s.Edges {
+				if e.Stage == 0 && e.State == rollout.EdgePending {
+					third = e.Edge
+				}
+			}
+			if third == "" {
+				t.Fatalf("no pending edge in stage 0: %+v", s)
+			}
 			for i, how := range tc.fail {
 				if how != "silent" {
 					r.install(as[i].Edge, as[i].Seq, as[i].Target, how, "health check failed: "+how)
+				} else {
+					r.exec(`UPDATE edge_commands SET delivered_at = now() WHERE edge = $1`, as[i].Edge) // published, not acknowledged
 				}
 			}
-			r.exec(`UPDATE edge_commands SET delivered_at = now() WHERE edge = $1`, as[2].Edge) // published, not acknowledged
 			r.step(c)
 			if tc.name == "silent" {
 				// One failure is within the budget (1 of 10): still running,
-				// until the quiet edges' --silence has passed.
-				if s := r.status(id); s.State != rollout.StateRunning || s.Failures != 1 {
+				// and nothing more is assigned with one failed and one in
+				// flight, until the quiet edge's --silence has passed.
+				if s := r.status(id); s.State != rollout.StateRunning || s.Failures != 1 || len(assigned(s)) != 2 {
 					t.Fatalf("before --silence passed: %+v", s)
 				}
 				shift = tc.silence + time.Minute
 				r.step(c)
 			}
-			s := r.statusAt(id, time.Now().Add(shift))
+			s = r.statusAt(id, time.Now().Add(shift))
 			if s.State != rollout.StatePaused {
 				t.Fatalf("not paused: %+v", s)
 			}
@@ -329,38 +342,44 @@ func TestPauseOnFailures(t *testing.T) {
 			if want := int(tc.reason[0] - '0'); s.Failures != want {
 				t.Fatalf("failures %d", s.Failures)
 			}
-			if st := c.Stats(); st.AutoPauses != 1 || st.Assigned != 3 {
+			if st := c.Stats(); st.AutoPauses != 1 || st.Assigned != 2 {
 				t.Fatalf("controller stats %+v", st)
 			}
 			st := edgeStates(s)
-			if e := st[as[0].Edge]; e.Reason == "" && tc.fail[0] != "silent" {
+			if e := st[as[1].Edge]; e.Reason == "" {
 				t.Fatalf("no reason for %s: %+v", e.Edge, e)
 			}
 			if len(s.Stages[0].Reasons) == 0 {
 				t.Fatalf("stage 0 has no failure reasons: %+v", s.Stages[0])
 			}
-			// The third edge's assignment is withdrawn: its command is
-			// cancelled and, as it was published, an ota.cancel follows.
-			cs := r.commands(as[2].Edge, protocol.CommandAssign)
-			if len(cs) != 1 || cs[0].CancelledAt == nil {
-				t.Fatalf("edge %s's assign command not cancelled: %+v", as[2].Edge, cs)
+			if cs := r.commands(third, protocol.CommandAssign); len(cs) != 0 {
+				t.Fatalf("edge %s, beyond the budget, got %+v", third, cs)
 			}
-			if cc := r.commands(as[2].Edge, protocol.CommandCancel); len(cc) != 1 {
-				t.Fatalf("edge %s got %d ota.cancel, want 1", as[2].Edge, len(cc))
-			} else if cb, err := protocol.DecodeCancel(cc[0].Body); err != nil || cb.Rollout != id {
-				t.Fatalf("ota.cancel body %s: %v", cc[0].Body, err)
-			}
-			// Withdrawn; or, silent, it stays a silent failure.
-			if want := map[bool]string{false: rollout.EdgeCancelled, true: rollout.EdgeSilent}[tc.name == "silent"]; st[as[2].Edge].State != want {
-				t.Fatalf("edge %s is %s, want %s", as[2].Edge, st[as[2].Edge].State, want)
+			if tc.name == "silent" {
+				// The quiet edge's assignment is withdrawn: its command is
+				// cancelled and, as it was published, an ota.cancel
+				// follows; it stays a silent failure.
+				q := as[0].Edge
+				cs := r.commands(q, protocol.CommandAssign)
+				if len(cs) != 1 || cs[0].CancelledAt == nil {
+					t.Fatalf("edge %s's assign command not cancelled: %+v", q, cs)
+				}
+				if cc := r.commands(q, protocol.CommandCancel); len(cc) != 1 {
+					t.Fatalf("edge %s got %d ota.cancel, want 1", q, len(cc))
+				} else if cb, err := protocol.DecodeCancel(cc[0].Body); err != nil || cb.Rollout != id {
+					t.Fatalf("ota.cancel body %s: %v", cc[0].Body, err)
+				}
+				if st[q].State != rollout.EdgeSilent {
+					t.Fatalf("edge %s is %s, want %s", q, st[q].State, rollout.EdgeSilent)
+				}
 			}
 			// Paused: the controller assigns nothing more.
 			r.step(c)
-			if n := len(assigned(r.status(id))); n != 3 {
+			if n := len(assigned(r.status(id))); n != 2 {
 				t.Fatalf("a paused rollout assigned: %d", n)
 			}
 			// Resume accepts the failures so far and assigns again what
-			// was withdrawn or silent.
+			// was withdrawn or silent, and what the budget held back.
 			if err := rollout.Resume(context.Background(), r.pool, id, "test", time.Now().Add(shift)); err != nil {
 				t.Fatal(err)
 			}
@@ -370,18 +389,25 @@ func TestPauseOnFailures(t *testing.T) {
 			if s.State != rollout.StateRunning || s.Failures != 0 {
 				t.Fatalf("after resume: %+v", s)
 			}
-			cs = r.commands(as[2].Edge, protocol.CommandAssign)
+			if tc.name != "silent" {
+				if cs := r.commands(third, protocol.CommandAssign); len(cs) != 1 {
+					t.Fatalf("edge %s not assigned after the resume: %+v", third, cs)
+				}
+				return
+			}
+			q := as[0].Edge
+			cs := r.commands(q, protocol.CommandAssign)
 			if len(cs) != 2 || cs[1].CancelledAt != nil {
-				t.Fatalf("edge %s not assigned again: %+v", as[2].Edge, cs)
+				t.Fatalf("edge %s not assigned again: %+v", q, cs)
 			}
 			// The edge, back, says it dropped the old assignment; that is
 			// not the new one's cancellation.
-			r.commit(as[2].Edge, ota{kind: "cancelled", version: "1.1.0", target: as[2].Target, id: fmt.Sprintf("assign-%d-cancelled", cs[0].Seq)})
-			if st := edgeStates(r.status(id))[as[2].Edge]; st.State != rollout.EdgeAssigned || st.Seq != cs[1].Seq {
+			r.commit(q, ota{kind: "cancelled", version: "1.1.0", target: as[0].Target, id: fmt.Sprintf("assign-%d-cancelled", cs[0].Seq)})
+			if st := edgeStates(r.status(id))[q]; st.State != rollout.EdgeAssigned || st.Seq != cs[1].Seq {
 				t.Fatalf("the old assignment's cancellation taken for the new one's: %+v", st)
 			}
-			r.commit(as[2].Edge, ota{kind: "cancelled", version: "1.1.0", target: as[2].Target, id: fmt.Sprintf("assign-%d-cancelled", cs[1].Seq)})
-			if st := edgeStates(r.status(id))[as[2].Edge]; st.State != rollout.EdgeCancelled {
+			r.commit(q, ota{kind: "cancelled", version: "1.1.0", target: as[0].Target, id: fmt.Sprintf("assign-%d-cancelled", cs[1].Seq)})
+			if st := edgeStates(r.status(id))[q]; st.State != rollout.EdgeCancelled {
 				t.Fatalf("the new assignment's cancellation: %+v", st)
 			}
 		})
@@ -437,7 +463,7 @@ func TestWindowInStoreZone(t *testing.T) {
 	now := time.Date(2026, 3, 1, 18, 30, 0, 0, time.UTC) // Tokyo 03:30, New York 13:30, UTC 18:30
 	c := r.controller(r.pool)
 	c.Now = func() time.Time { return now }
-	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "100%", Window: "02:00-05:00", Expires: 96 * time.Hour})
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "100%", Window: "02:00-05:00", Expires: 96 * time.Hour, MaxFailures: "2"})
 	r.step(c)
 	st := edgeStates(r.status(id))
 	if st["tk"].State != rollout.EdgeAssigned || st["ny"].State != rollout.EdgePending || st["nostore"].State != rollout.EdgePending {
@@ -557,7 +583,7 @@ func TestMaxAssignPerTick(t *testing.T) {
 	r.edges("e", 5, "linux/amd64")
 	c := r.controller(r.pool)
 	c.MaxAssign = 2
-	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "100%"})
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "100%", MaxFailures: "100%"}) // no bound from the budget
 	for _, want := range []int{2, 4, 5} {
 		r.step(c)
 		s := r.status(id)

@@ -73,7 +73,8 @@ SELECT outpost_protect_edge_table('rollout_edges');
 -- the order in which concurrent commits apply it.
 --
 -- ota_edge_state: per edge, the highest command seq it acknowledged
--- (ota.command_accepted, reason "command N") and its last ota.* event.
+-- (ota.command_accepted, reason "command N") and its last ota.* event
+-- other than ota.command_refused (which anyone on the broker can cause).
 CREATE TABLE ota_edge_state (
 	edge         text COLLATE "C" PRIMARY KEY REFERENCES edges (id),
 	accepted_seq bigint NOT NULL DEFAULT 0,
