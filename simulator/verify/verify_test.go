@@ -370,3 +370,25 @@ func mustBody(t *testing.T, v any) protocol.Body {
 	}
 	return b
 }
+
+// TestEdgeOwnEvents: the edge's own records (device _edge, such as the
+// updater's ota.* events) are no device's events: not unexpected, counted
+// by type, and left out of the device events; an ota.* event under a
+// device's name that the device never sent still is unexpected.
+func TestEdgeOwnEvents(t *testing.T) {
+	w := newWorld(t)
+	for i, typ := range []string{"ota.installed", "ota.rolled_back", "ota.committed"} {
+		body := mustBody(t, map[string]any{"version": "1.1.0", "release": 1})
+		w.edge.append(protocol.EdgeDevice, protocol.Event{ID: fmt.Sprintf("ota-%d", i), Type: typ, TS: t0, Body: body})
+	}
+	w.edge.append("till-1", protocol.Event{ID: "forged-commit", Type: "ota.committed", TS: t0})
+	w.edge.commit()
+	v := w.check(w.ledger())
+	wantOnly(t, v, map[verify.Kind]int{verify.Unexpected: 1})
+	if v.EdgeEvents["ota.committed"] != 1 || v.EdgeEvents["ota.rolled_back"] != 1 || v.EdgeEvents["ota.installed"] != 1 || len(v.EdgeEvents) != 3 {
+		t.Errorf("edge events %v, want one of each ota.* kind", v.EdgeEvents)
+	}
+	if v.Events != 62 {
+		t.Errorf("device events %d, want 62 (61 sent and the forged one)", v.Events)
+	}
+}
