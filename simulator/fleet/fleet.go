@@ -168,3 +168,24 @@ func waitFor(ctx context.Context, what string, timeout time.Duration, cond func(
 	}
 	return nil
 }
+
+// ModuleRoot finds the Outpost module's source directory at or above the
+// working directory (to build programs from).
+func ModuleRoot() (string, error) { return moduleRoot() }
+
+// GoTool returns the go command of the toolchain this program was built
+// with when it is there, else "go" from PATH.
+func GoTool() string {
+	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if !isExec(goTool) {
+		goTool = "go"
+	}
+	return goTool
+}
+
+// RunTool runs a short command of a program (edge or cloud) with env
+// added to the environment, and returns its standard output, trimmed; the
+// error carries its standard error.
+func RunTool(ctx context.Context, env []string, path string, args ...string) (string, error) {
+	return runTool(ctx, env, path, args...)
+}
