@@ -22,9 +22,13 @@ type Plan struct {
 
 	// Good is the rollout of V2: its stages (default "1,50%,100%").
 	GoodStages string
-	// BadStages and MaxFailures are the rollout of V3 (default
-	// "2,50%,100%" and "1"): the threshold must be passed in its first
-	// stage, so that it pauses before the fleet has it.
+	// BadStages and MaxFailures are the rollout of V3 (default: a first
+	// stage of one edge more than are offline, then 50% and 100%; and
+	// "1"). The rollout orders its edges its own way, so a first stage
+	// that big always holds an online edge (which fails) and may hold
+	// offline ones (whose assignments wait for them, and must be
+	// withdrawn by the pause); the threshold is passed in that stage, so
+	// the rollout pauses before the rest of the fleet has it.
 	BadStages, MaxFailures string
 	// Silence is both rollouts' --silence (default 30s): an edge assigned
 	// and not heard from for that long is a failure.
@@ -85,9 +89,6 @@ func (p *Plan) defaults() {
 	if p.GoodStages == "" {
 		p.GoodStages = "1,50%,100%"
 	}
-	if p.BadStages == "" {
-		p.BadStages = "2,50%,100%"
-	}
 	if p.MaxFailures == "" {
 		p.MaxFailures = "1"
 	}
@@ -133,6 +134,9 @@ func (p *Plan) Run(ctx context.Context) (*Result, error) {
 		go func() { defer wg.Done(); e.Stop() }()
 	}
 	wg.Wait()
+	if p.BadStages == "" {
+		p.BadStages = fmt.Sprintf("%d,50%%,100%%", len(offline)+1)
+	}
 	if err := p.bad(ctx, res, offline); err != nil {
 		return res, err
 	}
@@ -391,7 +395,7 @@ func (p *Plan) comeBack(ctx context.Context, res *Result, offline []*fleet.Edge)
 		}
 		for _, e := range offline {
 			switch s := r.Edge(e.ID()).State; s {
-			case "", "assigned", "silent", "cancelled":
+			case "", "pending", "assigned", "silent", "cancelled":
 			default:
 				p.problem(res, "edge %s, offline during the rollout of %s, is %s in it", e.ID(), V3, s)
 			}
