@@ -61,7 +61,9 @@ func (r *run) otaPlan(ctx context.Context) {
 	p.Rollouts = &ota.CLI{Cloud: r.bins.Cloud, DatabaseURL: r.cfg.DatabaseURL}
 	res, err := p.Run(ctx)
 	if err != nil && ctx.Err() == nil {
-		res.Problems = append(res.Problems, "the scenario could not be carried out: "+err.Error())
+		// The first line: a CLI's error may go on with its usage.
+		msg, _, _ := strings.Cut(err.Error(), "\n")
+		res.Problems = append(res.Problems, "the scenario could not be carried out: "+msg)
 		r.printf("ota: %v", err)
 	}
 	r.mu.Lock()
@@ -96,5 +98,7 @@ func printOTA(w io.Writer, res *ota.Result) {
 		}
 		took = append(took, s)
 	}
-	fmt.Fprintf(w, "            took %s: %d edges (%s); offline during it and installed nothing: %s\n", ota.V3, len(res.TookBad), strings.Join(took, ", "), strings.Join(res.Offline, ", "))
+	if res.Bad != nil {
+		fmt.Fprintf(w, "            took %s: %d edges (%s); offline during it: %s\n", ota.V3, len(res.TookBad), strings.Join(took, ", "), strings.Join(res.Offline, ", "))
+	}
 }
