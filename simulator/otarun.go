@@ -99,6 +99,7 @@ func printOTA(w io.Writer, res *ota.Result) {
 		took = append(took, s)
 	}
 	if res.Bad != nil {
-		fmt.Fprintf(w, "            took %s: %d edges (%s); offline during it: %s\n", ota.V3, len(res.TookBad), strings.Join(took, ", "), strings.Join(res.Offline, ", "))
+		fmt.Fprintf(w, "            took %s: %d edges (%s); offline during it: %s, of them assigned it while away: %d\n",
+			ota.V3, len(res.TookBad), strings.Join(took, ", "), strings.Join(res.Offline, ", "), len(res.OfflineAssigned))
 	}
 }

@@ -57,6 +57,9 @@ type Result struct {
 	// PausedAfter is from the bad rollout's create to its pause.
 	PausedAfter Duration `json:"paused_after_ms"`
 	Offline     []string `json:"offline"`
+	// OfflineAssigned are the offline edges the bad rollout had assigned
+	// 1.2.0 to when it paused (their commands waited for them).
+	OfflineAssigned []string `json:"offline_assigned"`
 	// TookBad are the edges that ran V3, and how long each did.
 	TookBad  []EdgeBad `json:"took_bad"`
 	Problems []string  `json:"problems"`
@@ -394,7 +397,12 @@ func (p *Plan) comeBack(ctx context.Context, res *Result, offline []*fleet.Edge)
 			p.problem(res, "the rollout of %s is %s once the offline edges are back, not paused", V3, r.State)
 		}
 		for _, e := range offline {
-			switch s := r.Edge(e.ID()).State; s {
+			re := r.Edge(e.ID())
+			if re.State != "" && re.State != "pending" {
+				res.OfflineAssigned = append(res.OfflineAssigned, e.ID())
+				p.Logf("ota: edge %s was assigned %s while offline; in the paused rollout it is %s %s", e.ID(), V3, re.State, re.Reason)
+			}
+			switch s := re.State; s {
 			case "", "pending", "assigned", "silent", "cancelled":
 			default:
 				p.problem(res, "edge %s, offline during the rollout of %s, is %s in it", e.ID(), V3, s)
