@@ -218,6 +218,7 @@ func (s *server) endpoints() []endpoint {
 		{"GET /v1/ota/repo/{file...}", public, s.otaRepo, nil, false},
 	}
 	eps = append(eps, s.reportEndpoints()...)
+	eps = append(eps, s.rolloutEndpoints()...)
 	if s.opts.Metrics != nil {
 		eps = append(eps, endpoint{pattern: "GET /metrics", need: public, anyParams: true, h: func(w http.ResponseWriter, r *http.Request) error {
 			s.opts.Metrics.ServeHTTP(w, r)

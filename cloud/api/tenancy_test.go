@@ -70,6 +70,7 @@ func mustTwoTenants(t *testing.T) *twoTenants {
 			t.Fatal(err)
 		}
 		f.projectionTables = insertProjectionRows(t, f.env, d.Tenant, d.Store, x, int64(100*(i+1)))
+		insertRolloutRows(t, f.env, d.Tenant, d.Edge)
 		d.Markers = []string{d.Tenant, d.Store, d.Edge, d.Epoch}
 	}
 	var err error
@@ -142,6 +143,8 @@ func fillPath(t *testing.T, pattern string, d tenantData) string {
 			return d.Edge
 		case p == "{id}" && strings.HasPrefix(path, "/v1/quarantine/"):
 			return fmt.Sprint(d.Quarantine)
+		case p == "{id}" && strings.HasPrefix(path, "/v1/rollouts/"):
+			return rolloutOf(d.Tenant)
 		}
 		t.Fatalf("route %s: no value for path parameter %s; add one to fillPath", pattern, p)
 		return ""

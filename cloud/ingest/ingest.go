@@ -69,6 +69,13 @@ type AsyncReplier interface {
 	ReplyAsync(edge string, msg []byte) (wait func(context.Context) error)
 }
 
+// CommandPublisher publishes a signed command to an edge's cmd topic or
+// subject and returns once the broker has it. The transports implement it;
+// cloud/command's Deliverer uses it.
+type CommandPublisher interface {
+	PublishCommand(ctx context.Context, edge string, signed []byte) error
+}
+
 // Delivery is one segment message as a transport received it.
 type Delivery struct {
 	TopicEdge string // the edge id in the topic or subject: the broker-authenticated sender
@@ -91,8 +98,14 @@ type Options struct {
 	// any reply is sent: the point where a crash costs a receipt but no
 	// data. Fault-injection tests use it to kill the process there.
 	AfterCommit func(records int)
-	Now         func() time.Time
-	Logger      *slog.Logger
+	// Commands, when set, runs after each hello is answered (AnswerHello),
+	// with the hello's cmd (the last command seq the edge accepted) and the
+	// transport it came by: cloud/command's Deliverer.Hello sends the edge
+	// its pending commands. A hello that ingest refuses (malformed, from a
+	// revoked edge) gets none.
+	Commands func(ctx context.Context, edge string, cmd uint64, pub CommandPublisher) error
+	Now      func() time.Time
+	Logger   *slog.Logger
 }
 
 // Stats are counters for metrics and the status page.
@@ -318,19 +331,42 @@ func (s *Service) Offer(ctx context.Context, d Delivery, wait time.Duration) (bo
 
 // Hello answers an edge's hello with the signed receipt of its stream.
 func (s *Service) Hello(ctx context.Context, topicEdge string, payload []byte) ([]byte, error) {
+	rc, _, err := s.AnswerHello(ctx, topicEdge, payload, nil)
+	return rc, err
+}
+
+// AnswerHello is Hello for a transport that can carry commands: besides
+// the receipt it returns deliver, which the transport calls once the
+// receipt is sent, to send the edge its pending commands through pub
+// (Options.Commands; deliver is nil when there is nothing to do). deliver
+// logs what fails: the edge's next hello tries again.
+func (s *Service) AnswerHello(ctx context.Context, topicEdge string, payload []byte, pub CommandPublisher) (receipt []byte, deliver func(context.Context), err error) {
+	rc, h, err := s.hello(ctx, topicEdge, payload)
+	if err != nil || pub == nil || s.o.Commands == nil {
+		return rc, nil, err
+	}
+	deliver = func(ctx context.Context) {
+		if err := s.o.Commands(ctx, h.Edge, h.Cmd, pub); err != nil && ctx.Err() == nil {
+			s.log.Warn("could not send an edge its commands; its next hello tries again", "edge", h.Edge, "cmd", h.Cmd, "err", err)
+		}
+	}
+	return rc, deliver, nil
+}
+
+func (s *Service) hello(ctx context.Context, topicEdge string, payload []byte) ([]byte, *protocol.Hello, error) {
 	s.hellos.Add(1)
 	h, err := protocol.DecodeHello(payload)
 	if err != nil {
-		return nil, fmt.Errorf("hello from %s: %w", topicEdge, err)
+		return nil, nil, fmt.Errorf("hello from %s: %w", topicEdge, err)
 	}
 	if h.Edge != topicEdge {
-		return nil, fmt.Errorf("hello names edge %q but came from %q: %w", h.Edge, topicEdge, protocol.ErrMalformed)
+		return nil, nil, fmt.Errorf("hello names edge %q but came from %q: %w", h.Edge, topicEdge, protocol.ErrMalformed)
 	}
 	w, err := s.o.Ledger.NoteHello(ctx, h)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return s.receipt(w), nil
+	return s.receipt(w), &h, nil
 }
 
 func (s *Service) receipt(w Watermark) []byte {

@@ -93,6 +93,7 @@ type fleetData struct {
 	Lagging   int
 	CSVEdges  string
 	CSVStream string
+	Rollouts  []rolloutJSON // newest first
 }
 
 // fleet shows the edges, a page at a time (keyset by edge id), each with
@@ -109,8 +110,12 @@ func (s *server) fleet(w http.ResponseWriter, r *http.Request, sess *session) er
 	if err != nil {
 		return err
 	}
+	ros, err := s.rollouts(r, sess)
+	if err != nil {
+		return err
+	}
 	after := r.URL.Query().Get("after")
-	d := fleetData{Total: len(es), After: after, Done: r.URL.Query().Get("done"), Streams: len(ss),
+	d := fleetData{Rollouts: ros, Total: len(es), After: after, Done: r.URL.Query().Get("done"), Streams: len(ss),
 		CSVEdges: "/fleet/edges.csv", CSVStream: "/fleet/streams.csv"}
 	byEdge := map[string][]streamJSON{}
 	for _, st := range ss {

@@ -124,6 +124,7 @@ func (s *server) routes() {
 	s.mux.HandleFunc("POST /fleet/{id}/revoke", s.page(s.revokeEdge))
 	s.mux.HandleFunc("POST /fleet/{id}/keys", s.page(s.rotateKey))
 	s.mux.HandleFunc("POST /fleet/{id}/keys/{kid}/revoke", s.page(s.revokeKey))
+	s.mux.HandleFunc("POST /fleet/rollouts/{id}/{action}", s.page(s.rolloutAction))
 
 	s.mux.HandleFunc("GET /events", s.page(s.events))
 	s.mux.HandleFunc("GET /events.csv", s.page(s.eventsCSV))

@@ -10,6 +10,7 @@
 //	cloud tokens    create enrollment and API tokens
 //	cloud key show  print the cloud's public key (edges pin it)
 //	cloud release   make release keys, sign and publish OTA releases
+//	cloud rollouts  staged OTA rollouts: create, status, pause, resume, abort
 //	cloud audit     check the stored ledger's chains and signatures
 //	cloud projections rebuild|check   recompute the read models from the ledger
 //	cloud verify-proof  check a proof file offline (no network, no database)
@@ -45,10 +46,12 @@ Commands:
   edges revoke   --id ID                    revoke an edge (all its keys)
   edges rotate-key --id ID --public-key KEY add a new key to an edge (edge key rotate does it for you)
   edges revoke-key --id ID --kid KID        revoke one key of an edge
+  edges tag      EDGE TAG... [--remove]     tag an edge (for rollouts --to tag:TAG)
   tokens create  --edge ID [--ttl 24h] [--tenant T [--store S]]   make a one-time enrollment token
   tokens create  --admin --name NAME [--role admin|reader] [--tenant T]   make an API token (global, or scoped to a tenant)
   key show                                  print the cloud's public key
   release keys init|rotate, sign ARTIFACT, publish, status   sign and publish OTA releases (docs/OTA.md)
+  rollouts create|list|status|pause|resume|abort|rebuild|check   staged OTA rollouts (docs/OTA.md)
   audit          [--edge ID] [--since T]    check the stored ledger's chains and signatures (exit 1 on a fault)
   projections rebuild [--name pos]          recompute the read models from the ledger beside the live ones, compare, swap in
   projections check   [--name pos]          recompute and compare without swapping (exit 1 on a difference)
@@ -68,8 +71,16 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	switch cmd := args[0]; cmd {
 	case "serve":
 		err = cli.RunProgram(ctx, NewMain(stdout, stderr), args[1:])
-	case "migrate", "edges", "tokens", "key", "tenants", "stores":
+	case "edges":
+		if len(args) > 1 && args[1] == "tag" {
+			err = runEdgesTag(ctx, args[2:], stdout, stderr)
+			break
+		}
 		err = runAdmin(ctx, args, stdout, stderr)
+	case "migrate", "tokens", "key", "tenants", "stores":
+		err = runAdmin(ctx, args, stdout, stderr)
+	case "rollouts":
+		err = runRollouts(ctx, args[1:], stdout, stderr)
 	case "release":
 		err = runRelease(ctx, args[1:], stdout, stderr)
 	case "audit":

@@ -28,13 +28,16 @@ import (
 	"github.com/outpost-edge/outpost/cloud/api"
 	brokermqtt "github.com/outpost-edge/outpost/cloud/broker/mqtt"
 	brokernats "github.com/outpost-edge/outpost/cloud/broker/nats"
+	"github.com/outpost-edge/outpost/cloud/command"
 	"github.com/outpost-edge/outpost/cloud/edgeauth"
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	ingestmqtt "github.com/outpost-edge/outpost/cloud/ingest/mqtt"
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/cloud/projection/pgview"
+	"github.com/outpost-edge/outpost/cloud/rollout"
 	"github.com/outpost-edge/outpost/cloud/web"
 	"github.com/outpost-edge/outpost/docs"
+	"github.com/outpost-edge/outpost/firmware"
 	"github.com/outpost-edge/outpost/internal/cli"
 	"github.com/outpost-edge/outpost/internal/flagenv"
 	"github.com/outpost-edge/outpost/internal/keyfile"
@@ -75,6 +78,7 @@ type Config struct {
 	Config       string
 	NATS         natsConfig
 	Release      releaseConfig
+	RolloutTick  time.Duration
 }
 
 // commonFlags are shared by serve and the admin commands.
@@ -143,6 +147,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.BoolVar(&c.Projections, "projections", true, "fold every commit into the back office's read models (docs/REPORTS.md), in the commit; at start-up, rebuild them in the background when their definitions changed or commits were made without them")
 	natsFlags(fs, &c.NATS)
 	releaseFlags(fs, &c.Release)
+	flagenv.DurationVar(fs, &c.RolloutTick, "rollout-tick", rollout.DefaultTick, flagenv.Durations(100*time.Millisecond, 0, "no rollout controller in this process"), "how often this replica's rollout controller assigns, advances and pauses the running rollouts (docs/OTA.md, \"Operating rollouts\"); every replica runs one")
 	fs.Usage = flagenv.Usage(fs, "OUTPOST_", "Usage: cloud serve [flags]\n\nRuns the cloud service.")
 	return flagenv.Parse(fs, args, "OUTPOST_", "config")
 }
@@ -274,11 +279,23 @@ func (m *Main) Run(ctx context.Context) error {
 	} else {
 		log.Warn("projections are off (--projections=false): commits are not folded into the read models; the next start with them on rebuilds them")
 	}
+	// The OTA state (cloud/rollout) is folded in every commit whatever
+	// --projections says: the rollout controller decides by it.
+	projections = append(projections, rollout.Projection{})
 	led := ledger.New(m.pool, ledger.Options{Logger: log, Projections: projections})
 
 	reg := prometheus.NewRegistry()
+	// Commands to edges (cloud/command): sent after each hello's receipt,
+	// and pushed to the edges that said hello here when one is enqueued.
+	commands, err := command.NewDeliverer(command.DelivererOptions{DB: m.pool, Logger: log})
+	if err != nil {
+		return err
+	}
 	svc, err := ingest.New(ingest.Options{Ledger: newTimedLedger(reg, led), Signer: signer, Workers: c.Workers, MaxBatch: c.MaxBatch, GapWait: c.GapWait,
-		AfterCommit: crashAfterCommitFault(log), Logger: log})
+		AfterCommit: crashAfterCommitFault(log), Logger: log,
+		Commands: func(ctx context.Context, edge string, cmd uint64, pub ingest.CommandPublisher) error {
+			return commands.Hello(ctx, edge, cmd, pub)
+		}})
 	if err != nil {
 		return err
 	}
@@ -331,6 +348,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	registerMetrics(reg, svc, led)
+	registerCommandMetrics(reg, commands)
 	if m.broker != nil {
 		b := m.broker
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_mqtt_slow_edge_disconnects_total",
@@ -405,6 +423,7 @@ func (m *Main) Run(ctx context.Context) error {
 	defer stopWork()
 	g, gctx := errgroup.WithContext(work)
 	g.Go(func() error { return svc.Run(gctx) })
+	g.Go(func() error { return commands.Run(gctx) })
 	if m.broker != nil || m.natsServer != nil {
 		g.Go(func() error { return m.auth.Run(gctx) })
 	}
@@ -423,6 +442,17 @@ func (m *Main) Run(ctx context.Context) error {
 	g.Go(func() error { return ledger.PartitionKeeper{DB: m.pool, Logger: log}.Run(gctx) })
 	if repo != nil {
 		g.Go(func() error { return repo.Run(gctx) })
+	}
+	if c.RolloutTick > 0 {
+		rc := &rollout.Controller{DB: m.pool, Commands: rollout.CommandQueue{Signer: signer}, Tick: c.RolloutTick,
+			Logger: log.With("component", "rollout")}
+		if repo != nil {
+			rc.Targets = func(context.Context) (map[string]firmware.Custom, error) {
+				st, err := repo.Status()
+				return st.Targets, err
+			}
+		}
+		g.Go(func() error { return rc.Run(gctx) })
 	}
 	if auditor != nil {
 		g.Go(func() error { return auditor.Run(gctx) })
@@ -582,4 +612,17 @@ func registerMetrics(reg *prometheus.Registry, svc *ingest.Service, led *ledger.
 	ledgerCounter("quarantine_truncated_total", "Quarantined payloads kept only as a prefix: the sender was over its byte cap.", func(s ledger.Stats) uint64 { return s.QuarantineTruncated })
 	ledgerCounter("quarantine_dropped_total", "Quarantined payloads not kept at all: the sender was over its row cap.", func(s ledger.Stats) uint64 { return s.QuarantineDropped })
 	ledgerCounter("quarantine_pruned_total", "Quarantine rows deleted after the retention.", func(s ledger.Stats) uint64 { return s.QuarantinePruned })
+}
+
+func registerCommandMetrics(reg *prometheus.Registry, d *command.Deliverer) {
+	counter := func(name, help string, f func(command.DeliveryStats) uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_" + name, Help: help},
+			func() float64 { return float64(f(d.Stats())) }))
+	}
+	counter("commands_published_total", "Signed commands published to edges' cmd topics and subjects (redeliveries included).", func(s command.DeliveryStats) uint64 { return s.Published })
+	counter("command_publish_errors_total", "Command publishes that failed (the edge's next hello gets the command).", func(s command.DeliveryStats) uint64 { return s.PublishErrors })
+	counter("command_pushes_total", "Pushes of new commands to connected edges, started by an enqueue's notification or the sweep.", func(s command.DeliveryStats) uint64 { return s.Pushes })
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_cloud_command_edges_served",
+		Help: "Edges that said hello to this process, to which it pushes new commands."},
+		func() float64 { return float64(d.Stats().Served) }))
 }

@@ -31,7 +31,9 @@
 // backlog. Losing either connection ends the session; Run makes both again.
 //
 // Hellos are answered by at most MaxHellos goroutines at once, owned by an
-// errgroup that Run waits for before it returns.
+// errgroup that Run waits for before it returns. After a hello's receipt,
+// the same goroutine sends the edge its pending commands (QoS 1 on
+// .../cmd, through ingest.Options.Commands), on the reply connection.
 package mqtt
 
 import (
@@ -90,8 +92,9 @@ type Consumer struct {
 }
 
 var (
-	_ ingest.Replier      = (*Consumer)(nil)
-	_ ingest.AsyncReplier = (*Consumer)(nil)
+	_ ingest.Replier          = (*Consumer)(nil)
+	_ ingest.AsyncReplier     = (*Consumer)(nil)
+	_ ingest.CommandPublisher = (*Consumer)(nil)
 )
 
 // New checks opts.
@@ -283,13 +286,16 @@ func (c *Consumer) onMessage(ctx context.Context, m paho.Message) {
 		m.Ack()
 		payload := m.Payload()
 		ok := c.hellos.TryGo(func() error {
-			rc, err := c.o.Service.Hello(ctx, t.ID, payload)
+			rc, deliver, err := c.o.Service.AnswerHello(ctx, t.ID, payload, c)
 			if err != nil {
 				c.log.Warn("could not answer a hello", "edge", t.ID, "err", err)
 				return nil
 			}
 			if err := c.Reply(ctx, t.ID, rc); err != nil {
 				c.log.Warn("could not send a hello's receipt", "edge", t.ID, "err", err)
+			}
+			if deliver != nil {
+				deliver(ctx) // the edge's pending commands, after its receipt
 			}
 			return nil
 		})
@@ -331,6 +337,28 @@ func (c *Consumer) ReplyAsync(edge string, msg []byte) func(context.Context) err
 		}
 		return nil
 	}
+}
+
+// PublishCommand publishes a signed command to the edge's cmd topic at
+// QoS 1, not retained, on the reply connection, and waits for the broker's
+// PUBACK (at most ReplyTimeout). Edges use clean sessions, so a command
+// published while an edge is away is not kept for it by the broker: its
+// next hello gets it from the cloud instead.
+func (c *Consumer) PublishCommand(ctx context.Context, edge string, signed []byte) error {
+	topic, err := protocol.EdgeTopic(edge, protocol.KindCommand)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	cl := c.reply
+	c.mu.Unlock()
+	if cl == nil || !cl.IsConnectionOpen() {
+		return errors.New("not connected")
+	}
+	if err := wait(ctx, cl.Publish(topic, 1, false, signed), c.o.ReplyTimeout); err != nil {
+		return fmt.Errorf("publish to %s: %w", topic, err)
+	}
+	return nil
 }
 
 func wait(ctx context.Context, tok paho.Token, timeout time.Duration) error {

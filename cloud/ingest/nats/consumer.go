@@ -86,7 +86,10 @@ type Consumer struct {
 	badReplyLogged                                                                atomic.Int64 // unix nanos of the last log line about one
 }
 
-var _ ingest.Replier = (*Consumer)(nil)
+var (
+	_ ingest.Replier          = (*Consumer)(nil)
+	_ ingest.CommandPublisher = (*Consumer)(nil)
+)
 
 // Stats are counters for metrics.
 type Stats struct {
@@ -460,7 +463,7 @@ func (c *Consumer) onHello(ctx context.Context, m *natsgo.Msg) {
 		return
 	}
 	started := c.hellos.TryGo(func() error {
-		rc, err := c.o.Service.Hello(ctx, t.ID, m.Data)
+		rc, deliver, err := c.o.Service.AnswerHello(ctx, t.ID, m.Data, c)
 		if err != nil {
 			c.helloErrs.Add(1)
 			c.log.Warn("could not answer a hello", "edge", t.ID, "err", err)
@@ -471,6 +474,9 @@ func (c *Consumer) onHello(ctx context.Context, m *natsgo.Msg) {
 			return nil
 		}
 		c.hellosAnswered.Add(1)
+		if deliver != nil {
+			deliver(ctx) // the edge's pending commands, after its receipt
+		}
 		return nil
 	})
 	if !started {
@@ -514,6 +520,34 @@ func (c *Consumer) Reply(_ context.Context, edge string, msg []byte) error {
 		return errors.New("not connected")
 	}
 	return nc.Publish(subj, msg)
+}
+
+// PublishCommand publishes a signed command to the edge's cmd subject
+// (core NATS) and flushes, so the server has it when it returns. An edge
+// that is away misses it and gets it in answer to its next hello.
+func (c *Consumer) PublishCommand(ctx context.Context, edge string, signed []byte) error {
+	subj, err := protocol.EdgeSubject(edge, protocol.KindCommand)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	nc := c.nc
+	c.mu.Unlock()
+	if nc == nil {
+		return errors.New("not connected")
+	}
+	if err := nc.Publish(subj, signed); err != nil {
+		return fmt.Errorf("publish to %s: %w", subj, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	if err := nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("publish to %s: flush: %w", subj, err)
+	}
+	return nil
 }
 
 // Connected reports whether the consumer is connected and pulling.

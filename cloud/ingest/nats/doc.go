@@ -43,7 +43,10 @@
 // answered only when it is the edge's own inbox (protocol.IsNATSInbox):
 // never another edge's subjects or the JetStream API. Receipts and nacks are published, core NATS, to
 // outpost.v1.edge.{edge}.rcpt: an edge that is away misses them and asks
-// again with a hello when it is back.
+// again with a hello when it is back. After a hello's receipt the same
+// handler sends the edge its pending commands (ingest.Options.Commands),
+// core NATS to outpost.v1.edge.{edge}.cmd, flushed one by one so they
+// reach the server in order.
 //
 // Identity: the edge id in a segment's subject is trusted as the sender's,
 // as the MQTT topic is, so the server must stop edges from publishing on

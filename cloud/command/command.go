@@ -1,0 +1,293 @@
+// Package command keeps the cloud's commands to its edges (the command
+// channel: docs/OTA.md "Commands", DESIGN.md topics .../cmd) in Postgres
+// (migration 0012, table edge_commands) until they are delivered,
+// acknowledged, cancelled or expired.
+//
+// A command is signed once, when it is made (Enqueue), with the edge's next
+// sequence number: the stored bytes are what every delivery publishes, so a
+// redelivery is byte-identical and the edge drops it as already accepted.
+//
+// Invariants:
+//   - One edge's seqs start at 1, are unique, are never reused (the counter
+//     in edge_command_seqs outlives pruned rows) and commit in order: Enqueue
+//     row-locks the edge's counter until its transaction ends, so seq N+1
+//     cannot become visible before seq N, and a delivery that sent N+1 can
+//     never have skipped N (the edge would then drop N as a replay).
+//   - A cancelled or expired command is never handed out for publishing
+//     again (Take).
+//   - delivered_at is set before the publish, in the same statement that
+//     hands the command out, so CancelRef never reports "not received" for a
+//     command that was, or is being, published.
+//
+// Delivery (the Deliverer in deliver.go) calls NoteHello and Take on every
+// hello, and Take whenever Enqueue's NOTIFY says an edge it serves has a
+// new command.
+package command
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// NotifyChannel is the Postgres NOTIFY channel on which Enqueue announces,
+// when its transaction commits, the edge that has a new command (the
+// payload is the edge id).
+const NotifyChannel = "outpost_edge_commands"
+
+// MaxRefLen bounds a command's ref (a rollout id).
+const MaxRefLen = protocol.MaxIDLen
+
+// Errors of the package.
+var (
+	// ErrUnknownEdge: Enqueue was given an edge the cloud does not know.
+	ErrUnknownEdge = errors.New("unknown edge")
+	// ErrInvalid: an argument is malformed; the error says which and why.
+	ErrInvalid = errors.New("invalid command")
+)
+
+// Querier is what List and Take need: a pool, a connection or a
+// transaction.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Status is one stored command, for the API and the CLI.
+type Status struct {
+	Edge        string     `json:"edge"`
+	Seq         uint64     `json:"seq"`
+	Kind        string     `json:"kind"`
+	Ref         string     `json:"ref,omitempty"`
+	Body        []byte     `json:"body,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	Expires     time.Time  `json:"expires"`
+	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
+	AckedAt     *time.Time `json:"acked_at,omitempty"`
+	CancelledAt *time.Time `json:"cancelled_at,omitempty"`
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// CheckKind checks a command kind as the edge does (protocol.VerifyCommand):
+// 1 to 64 of a-z 0-9 . _ -.
+func CheckKind(kind string) error {
+	if kind == "" || len(kind) > 64 || strings.Trim(kind, "abcdefghijklmnopqrstuvwxyz0123456789._-") != "" {
+		return invalid("kind %q is not 1 to 64 of a-z 0-9 . _ - (such as %q)", kind, protocol.CommandAssign)
+	}
+	return nil
+}
+
+func checkArgs(edge, kind, ref string, body []byte, expires time.Time) error {
+	if err := protocol.ValidateName("edge", edge); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if err := CheckKind(kind); err != nil {
+		return err
+	}
+	if ref != "" {
+		if err := protocol.ValidateName("ref", ref); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
+	if len(body) > protocol.MaxCommandBodyBytes {
+		return invalid("body is %d bytes; the limit is %d", len(body), protocol.MaxCommandBodyBytes)
+	}
+	if expires.IsZero() || expires.UnixMilli() <= 0 {
+		return invalid("expires is %v; want the time after which the edge must refuse the command", expires)
+	}
+	return nil
+}
+
+// Enqueue allocates edge's next command seq, signs the command and stores it
+// in tx, so a caller's own rows (a rollout's assignment) commit with it. ref
+// groups commands (a rollout's id; "" none). When tx commits, edges
+// connected to any cloud replica get it within a few seconds (NOTIFY on
+// NotifyChannel), and an edge that is offline gets it in reply to its next
+// hello, unless it has expired or was cancelled by then.
+//
+// The edge's counter stays row-locked until tx ends: keep tx short, and
+// when one transaction enqueues for several edges, do so in a consistent
+// order (sorted edge ids) so that two such transactions cannot deadlock.
+func Enqueue(ctx context.Context, tx pgx.Tx, signer *protocol.Signer, edge, kind, ref string, body []byte, expires time.Time) (seq uint64, err error) {
+	if err := checkArgs(edge, kind, ref, body, expires); err != nil {
+		return 0, fmt.Errorf("enqueue command for edge %q: %w", edge, err)
+	}
+	if signer == nil {
+		return 0, fmt.Errorf("enqueue command for edge %q: %w: no signer (the cloud key)", edge, ErrInvalid)
+	}
+	if body == nil {
+		body = []byte{}
+	}
+	var last int64
+	err = tx.QueryRow(ctx, `INSERT INTO edge_command_seqs (edge, last) VALUES ($1, 1)
+		ON CONFLICT (edge) DO UPDATE SET last = edge_command_seqs.last + 1
+		RETURNING last`, edge).Scan(&last)
+	if err != nil {
+		return 0, enqueueErr(edge, err)
+	}
+	seq = uint64(last)
+	signed := signer.SignCommand(protocol.Command{
+		Edge: edge, Seq: seq, Expires: expires.UnixMilli(), Kind: kind, Body: body,
+	})
+	if _, err := tx.Exec(ctx, `INSERT INTO edge_commands (edge, seq, kind, ref, body, signed, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, edge, last, kind, ref, body, signed, expires.UTC()); err != nil {
+		return 0, enqueueErr(edge, err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, edge); err != nil {
+		return 0, enqueueErr(edge, err)
+	}
+	return seq, nil
+}
+
+func enqueueErr(edge string, err error) error {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "23503" {
+		return fmt.Errorf("enqueue command for edge %q: %w (enroll it first, or check the id)", edge, ErrUnknownEdge)
+	}
+	return fmt.Errorf("enqueue command for edge %q: %w", edge, err)
+}
+
+// CancelRef cancels every command with ref that the edge has not
+// acknowledged (hello.Cmd < seq): it is never sent again. It returns the
+// edges of cancelled commands that were already published at least once
+// (they may hold it), sorted and without duplicates, so the caller can
+// follow with an ota.cancel. Cancelling again is a no-op that returns none.
+func CancelRef(ctx context.Context, tx pgx.Tx, ref string) (maybeReceived []string, err error) {
+	if ref == "" {
+		return nil, fmt.Errorf("cancel commands: %w: ref is empty (it would match every command without one)", ErrInvalid)
+	}
+	rows, err := tx.Query(ctx, `UPDATE edge_commands SET cancelled_at = now()
+		WHERE ref = $1 AND acked_at IS NULL AND cancelled_at IS NULL
+		RETURNING edge, delivered_at IS NOT NULL`, ref)
+	if err != nil {
+		return nil, fmt.Errorf("cancel commands of %q: %w", ref, err)
+	}
+	seen := map[string]bool{}
+	for rows.Next() {
+		var edge string
+		var delivered bool
+		if err := rows.Scan(&edge, &delivered); err != nil {
+			return nil, fmt.Errorf("cancel commands of %q: %w", ref, err)
+		}
+		if delivered && !seen[edge] {
+			seen[edge] = true
+			maybeReceived = append(maybeReceived, edge)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("cancel commands of %q: %w", ref, err)
+	}
+	slices.Sort(maybeReceived)
+	return maybeReceived, nil
+}
+
+// List returns edge's stored commands, in seq order.
+func List(ctx context.Context, q Querier, edge string) ([]Status, error) {
+	if err := protocol.ValidateName("edge", edge); err != nil {
+		return nil, fmt.Errorf("list commands: %w: %w", ErrInvalid, err)
+	}
+	rows, err := q.Query(ctx, `SELECT edge, seq, kind, ref, body, created_at, expires_at, delivered_at, acked_at, cancelled_at
+		FROM edge_commands WHERE edge = $1 ORDER BY seq`, edge)
+	if err != nil {
+		return nil, fmt.Errorf("list commands of edge %q: %w", edge, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Status, error) {
+		var s Status
+		var seq int64
+		err := r.Scan(&s.Edge, &seq, &s.Kind, &s.Ref, &s.Body, &s.CreatedAt, &s.Expires, &s.DeliveredAt, &s.AckedAt, &s.CancelledAt)
+		s.Seq = uint64(seq)
+		return s, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list commands of edge %q: %w", edge, err)
+	}
+	return out, nil
+}
+
+// Pending is a command handed out for publishing: its seq and the signed
+// bytes to publish as they are.
+type Pending struct {
+	Seq    uint64
+	Signed []byte
+}
+
+// NoteHello records that edge said, in a hello, that it accepted every
+// command up to cmd (hello.Cmd): those are marked acknowledged, and cmd is
+// kept as where the next push starts (Take after it). It reports whether
+// the edge has commands to get (seq > cmd, neither cancelled nor expired
+// at now). An edge whose state was reset says a lower cmd than before:
+// that is kept too, so it gets again what it lost.
+func NoteHello(ctx context.Context, q Querier, edge string, cmd uint64, now time.Time) (pending bool, err error) {
+	rows, err := q.Query(ctx, `WITH h AS (
+			UPDATE edge_command_seqs SET acked = $2 WHERE edge = $1
+		), a AS (
+			UPDATE edge_commands SET acked_at = now() WHERE edge = $1 AND seq <= $2 AND acked_at IS NULL
+		)
+		SELECT EXISTS (SELECT 1 FROM edge_commands
+			WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3)`, edge, clamp(cmd), now.UTC())
+	if err == nil {
+		pending, err = pgx.CollectExactlyOneRow(rows, pgx.RowTo[bool])
+	}
+	if err != nil {
+		return false, fmt.Errorf("note the hello of edge %q: %w", edge, err)
+	}
+	return pending, nil
+}
+
+// LastHello returns the cmd of edge's last hello (NoteHello), 0 when it
+// said none or has no commands.
+func LastHello(ctx context.Context, q Querier, edge string) (uint64, error) {
+	rows, err := q.Query(ctx, `SELECT acked FROM edge_command_seqs WHERE edge = $1`, edge)
+	if err != nil {
+		return 0, fmt.Errorf("last hello of edge %q: %w", edge, err)
+	}
+	acked, err := pgx.CollectExactlyOneRow(rows, pgx.RowTo[int64])
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("last hello of edge %q: %w", edge, err)
+	}
+	return uint64(acked), nil
+}
+
+// Take hands out, in seq order, every command of edge with seq > after
+// that is neither cancelled nor expired at now, marking each delivered (the
+// first time) before the caller publishes it. The caller publishes them in
+// that order and stops at the first that fails: the edge accepts only a
+// seq above the last it accepted, so a later one arriving first would make
+// it drop the earlier ones. after must be a cmd the edge said (a hello's,
+// or LastHello): see Deliverer.burst for why bursts then need no lock.
+func Take(ctx context.Context, q Querier, edge string, after uint64, now time.Time) ([]Pending, error) {
+	rows, err := q.Query(ctx, `UPDATE edge_commands SET delivered_at = coalesce(delivered_at, now())
+		WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3
+		RETURNING seq, signed`, edge, clamp(after), now.UTC())
+	if err != nil {
+		return nil, fmt.Errorf("take commands of edge %q: %w", edge, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Pending, error) {
+		var p Pending
+		var seq int64
+		err := r.Scan(&seq, &p.Signed)
+		p.Seq = uint64(seq)
+		return p, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("take commands of edge %q: %w", edge, err)
+	}
+	slices.SortFunc(out, func(a, b Pending) int { return cmp.Compare(a.Seq, b.Seq) })
+	return out, nil
+}
+
+// clamp maps a seq an edge said onto bigint: no stored seq is above it.
+func clamp(seq uint64) int64 { return int64(min(seq, 1<<63-1)) }

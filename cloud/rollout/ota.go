@@ -1,0 +1,350 @@
+package rollout
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// Projection folds the ota.* records of device _edge into ota_edge_state
+// and ota_edge_versions (migration 0013), inside every commit transaction
+// (a ledger.Projection). It is a plain table projection rather than a tail
+// behind a checkpoint: OTA events are a handful per install, so the cost in
+// a commit is nothing for batches without them (one pass over the batch in
+// memory) and two small upserts for those with them, and the rollout
+// controller reads state that is exactly as committed, with no lag.
+//
+// Every upsert keeps the row of the highest ledger position, so rows do
+// not depend on the order in which concurrent commits of different edges
+// apply it: it is not a ledger.OrderedProjection, and needs no lock.
+type Projection struct{}
+
+var _ ledger.Projection = Projection{}
+
+// otaBody is the body of an edge's ota.* event (cmd/edge/otaevents.go).
+// Unknown fields are ignored: a later edge may say more.
+type otaBody struct {
+	Version string `json:"version" cbor:"version"`
+	Release uint64 `json:"release" cbor:"release"`
+	Target  string `json:"target,omitempty" cbor:"target,omitempty"`
+	Reason  string `json:"reason,omitempty" cbor:"reason,omitempty"`
+}
+
+// edgeRow is a row of ota_edge_state.
+type edgeRow struct {
+	Edge        string
+	AcceptedSeq uint64
+	AcceptedPos int64
+	LastKind    string
+	LastAt      time.Time
+	LastPos     int64
+}
+
+// versionRow is a row of ota_edge_versions.
+type versionRow struct {
+	Edge, Version, Target, Kind string
+	Release                     uint64
+	Reason                      string
+	At                          time.Time
+	Pos                         int64
+}
+
+type versionKey struct{ edge, version, target string }
+
+// otaFold is the state of the fold: the rows as they are after the
+// records given to it.
+type otaFold struct {
+	edges    map[string]*edgeRow
+	versions map[versionKey]*versionRow
+}
+
+func newFold() *otaFold {
+	return &otaFold{edges: map[string]*edgeRow{}, versions: map[versionKey]*versionRow{}}
+}
+
+// Bounds of what the fold keeps of an edge's own text.
+const (
+	maxVersionBytes = 64
+	maxTargetBytes  = 255
+	maxReasonBytes  = 512
+)
+
+// add folds one committed record. Records not of device _edge, not of
+// type ota.*, or with a body that does not decode are left out: a device
+// cannot speak for the updater, and a broken body says nothing.
+func (f *otaFold) add(edge string, pos int64, at time.Time, rec protocol.Record) {
+	if rec.Device != protocol.EdgeDevice || !strings.HasPrefix(rec.Type, "ota.") {
+		return
+	}
+	var b otaBody
+	if len(rec.Body) > 0 {
+		if err := protocol.Body(rec.Body).Decode(&b); err != nil {
+			return
+		}
+	}
+	kind := strings.TrimPrefix(rec.Type, "ota.")
+	e := f.edges[edge]
+	if e == nil {
+		e = &edgeRow{Edge: edge}
+		f.edges[edge] = e
+	}
+	if pos > e.LastPos {
+		e.LastKind, e.LastAt, e.LastPos = kind, at, pos
+	}
+	if kind == "command_accepted" {
+		// reason "command N" names the seq the edge's gate accepted.
+		if n, ok := strings.CutPrefix(b.Reason, "command "); ok {
+			if seq, err := strconv.ParseUint(n, 10, 64); err == nil && seq > e.AcceptedSeq {
+				e.AcceptedSeq, e.AcceptedPos = seq, pos
+			}
+		}
+		return
+	}
+	if kind == "command_refused" {
+		return // the target is the command's kind, not a release
+	}
+	k := versionKey{edge, clip(b.Version, maxVersionBytes), clip(b.Target, maxTargetBytes)}
+	if k.version == "" && k.target == "" {
+		return
+	}
+	v := f.versions[k]
+	if v == nil || pos > v.Pos {
+		f.versions[k] = &versionRow{Edge: edge, Version: k.version, Target: k.target, Kind: kind,
+			Release: b.Release, Reason: printable(b.Reason, maxReasonBytes), At: at, Pos: pos}
+	}
+}
+
+// clip cuts s to at most n bytes at a rune boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// printable is an edge's own text as the fold keeps it: every rune that is
+// not printable becomes '?', cut to n bytes (ledger.CleanAgent's rule).
+func printable(s string, n int) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			r = '?'
+		}
+		if b.Len()+utf8.RuneLen(r) > n {
+			break
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// Apply implements ledger.Projection.
+func (Projection) Apply(ctx context.Context, tx pgx.Tx, recs []ledger.Committed) error {
+	f := newFold()
+	for _, c := range recs {
+		f.add(c.Stream.Edge, c.Pos, c.CommittedAt, c.Record)
+	}
+	if len(f.edges) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	f.queue(b, "")
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("ota state projection: %w", err)
+	}
+	return nil
+}
+
+// queue queues the upserts of f's rows into the tables with suffix.
+func (f *otaFold) queue(b *pgx.Batch, suffix string) {
+	for _, e := range f.sortedEdges() {
+		b.Queue(`INSERT INTO ota_edge_state`+suffix+` AS s (edge, accepted_seq, accepted_pos, last_kind, last_at, last_pos)
+			VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT (edge) DO UPDATE SET
+				accepted_seq = CASE WHEN excluded.accepted_seq > s.accepted_seq THEN excluded.accepted_seq ELSE s.accepted_seq END,
+				accepted_pos = CASE WHEN excluded.accepted_seq > s.accepted_seq THEN excluded.accepted_pos ELSE s.accepted_pos END,
+				last_kind = CASE WHEN excluded.last_pos > s.last_pos THEN excluded.last_kind ELSE s.last_kind END,
+				last_at = CASE WHEN excluded.last_pos > s.last_pos THEN excluded.last_at ELSE s.last_at END,
+				last_pos = GREATEST(s.last_pos, excluded.last_pos)`,
+			e.Edge, int64(e.AcceptedSeq), e.AcceptedPos, e.LastKind, e.LastAt, e.LastPos)
+	}
+	for _, v := range f.sortedVersions() {
+		b.Queue(`INSERT INTO ota_edge_versions`+suffix+` AS v (edge, version, target, kind, release, reason, at, pos)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+			ON CONFLICT (edge, version, target) DO UPDATE SET
+				kind = excluded.kind, release = excluded.release, reason = excluded.reason, at = excluded.at, pos = excluded.pos
+			WHERE excluded.pos > v.pos`,
+			v.Edge, v.Version, v.Target, v.Kind, int64(v.Release), v.Reason, v.At, v.Pos)
+	}
+}
+
+// sortedEdges and sortedVersions give rows in key order, so that
+// concurrent commits lock them in one order.
+func (f *otaFold) sortedEdges() []*edgeRow {
+	out := make([]*edgeRow, 0, len(f.edges))
+	for _, e := range f.edges {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b *edgeRow) int { return strings.Compare(a.Edge, b.Edge) })
+	return out
+}
+
+func (f *otaFold) sortedVersions() []*versionRow {
+	out := make([]*versionRow, 0, len(f.versions))
+	for _, v := range f.versions {
+		out = append(out, v)
+	}
+	slices.SortFunc(out, func(a, b *versionRow) int {
+		return cmp.Or(strings.Compare(a.Edge, b.Edge), strings.Compare(a.Version, b.Version), strings.Compare(a.Target, b.Target))
+	})
+	return out
+}
+
+// RebuildResult is what RebuildOTAState did.
+type RebuildResult struct {
+	Records int      // ota.* records of device _edge folded
+	Diffs   []string // how the live rows differed from the rebuild, row by row; empty when equal
+	Swapped bool
+}
+
+// RebuildOTAState folds every ota.* record of device _edge in the ledger
+// again, in pos order, compares the result with the live rows and, with
+// swap, replaces them. It locks both tables (EXCLUSIVE: reads go on,
+// commits that carry ota.* records wait at their upsert) for its one
+// transaction, so every commit is either in what it reads or applies its
+// rows after it: a rebuild while ingest runs misses nothing.
+func RebuildOTAState(ctx context.Context, db ledger.DB, swap bool) (RebuildResult, error) {
+	var res RebuildResult
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `LOCK TABLE ota_edge_state, ota_edge_versions IN EXCLUSIVE MODE`); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT edge, pos, committed_at, raw FROM ledger
+			WHERE device = $1 AND type LIKE 'ota.%' ORDER BY pos`, protocol.EdgeDevice)
+		if err != nil {
+			return err
+		}
+		f := newFold()
+		for rows.Next() {
+			var edge string
+			var pos int64
+			var at time.Time
+			var raw []byte
+			if err := rows.Scan(&edge, &pos, &at, &raw); err != nil {
+				return err
+			}
+			rec, err := protocol.DecodeRecord(raw)
+			if err != nil {
+				return fmt.Errorf("ledger position %d: %w", pos, err)
+			}
+			f.add(edge, pos, at, rec)
+			res.Records++
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		live, err := readFold(ctx, tx)
+		if err != nil {
+			return err
+		}
+		res.Diffs = diffFolds(live, f)
+		if !swap || len(res.Diffs) == 0 {
+			return nil
+		}
+		b := &pgx.Batch{}
+		b.Queue(`DELETE FROM ota_edge_versions`)
+		b.Queue(`DELETE FROM ota_edge_state`)
+		f.queue(b, "")
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		res.Swapped = true
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("rebuild the ota state: %w", err)
+	}
+	return res, nil
+}
+
+// readFold reads the live rows.
+func readFold(ctx context.Context, q ledger.Querier) (*otaFold, error) {
+	f := newFold()
+	rows, err := q.Query(ctx, `SELECT edge, accepted_seq, accepted_pos, last_kind, last_at, last_pos FROM ota_edge_state`)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		e := &edgeRow{}
+		var seq int64
+		if err := rows.Scan(&e.Edge, &seq, &e.AcceptedPos, &e.LastKind, &e.LastAt, &e.LastPos); err != nil {
+			return nil, err
+		}
+		e.AcceptedSeq = uint64(seq)
+		f.edges[e.Edge] = e
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows, err = q.Query(ctx, `SELECT edge, version, target, kind, release, reason, at, pos FROM ota_edge_versions`)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		v := &versionRow{}
+		var rel int64
+		if err := rows.Scan(&v.Edge, &v.Version, &v.Target, &v.Kind, &rel, &v.Reason, &v.At, &v.Pos); err != nil {
+			return nil, err
+		}
+		v.Release = uint64(rel)
+		f.versions[versionKey{v.Edge, v.Version, v.Target}] = v
+	}
+	return f, rows.Err()
+}
+
+// diffFolds says how live differs from want, row by row.
+func diffFolds(live, want *otaFold) []string {
+	var out []string
+	for _, w := range want.sortedEdges() {
+		l := live.edges[w.Edge]
+		if l == nil {
+			out = append(out, fmt.Sprintf("ota_edge_state %s: missing, want %+v", w.Edge, *w))
+		} else if !l.LastAt.Equal(w.LastAt) || l.AcceptedSeq != w.AcceptedSeq || l.AcceptedPos != w.AcceptedPos || l.LastKind != w.LastKind || l.LastPos != w.LastPos {
+			out = append(out, fmt.Sprintf("ota_edge_state %s: live %+v, rebuilt %+v", w.Edge, *l, *w))
+		}
+	}
+	for _, l := range live.sortedEdges() {
+		if want.edges[l.Edge] == nil {
+			out = append(out, fmt.Sprintf("ota_edge_state %s: live %+v, not in the rebuild", l.Edge, *l))
+		}
+	}
+	for _, w := range want.sortedVersions() {
+		k := versionKey{w.Edge, w.Version, w.Target}
+		l := live.versions[k]
+		if l == nil {
+			out = append(out, fmt.Sprintf("ota_edge_versions %v: missing, want %+v", k, *w))
+		} else if !l.At.Equal(w.At) || l.Kind != w.Kind || l.Release != w.Release || l.Reason != w.Reason || l.Pos != w.Pos {
+			out = append(out, fmt.Sprintf("ota_edge_versions %v: live %+v, rebuilt %+v", k, *l, *w))
+		}
+	}
+	for _, l := range live.sortedVersions() {
+		if want.versions[versionKey{l.Edge, l.Version, l.Target}] == nil {
+			out = append(out, fmt.Sprintf("ota_edge_versions %s/%s/%s: live %+v, not in the rebuild", l.Edge, l.Version, l.Target, *l))
+		}
+	}
+	return out
+}

@@ -1,0 +1,472 @@
+package rollout_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/cloud/rollout"
+	"github.com/outpost-edge/outpost/protocol"
+)
+
+// TestStageAdvance: a stage advances only once every edge of it has
+// committed; then the next stage's edges are assigned, and after the last
+// the rollout completes.
+func TestStageAdvance(t *testing.T) {
+	r := newRig(t)
+	amd := r.edges("a", 3, "linux/amd64")
+	arm := r.edges("b", 2, "linux/arm64")
+	c := r.controller(r.pool)
+	id := r.create(rollout.Spec{ID: "r-1", Release: "1.1.0", To: "all", Stages: "1,60%,100%", MaxFailures: "1"})
+
+	r.step(c)
+	s := r.status(id)
+	if s.State != rollout.StateRunning || s.Total != 5 || len(s.Stages) != 3 {
+		t.Fatalf("after the first tick: %+v", s)
+	}
+	want := []int{1, 2, 2} // cumulative 1, ceil(60% of 5) = 3, 5
+	for i, st := range s.Stages {
+		if st.Edges != want[i] {
+			t.Fatalf("stage %d has %d edges, want %d: %+v", i, st.Edges, want[i], s.Stages)
+		}
+	}
+	as := assigned(s)
+	if len(as) != 1 || as[0].Stage != 0 || s.Stages[0].Assigned != 1 || s.Stages[0].State != "active" {
+		t.Fatalf("stage 0 not assigned alone: %+v", s)
+	}
+	first := as[0]
+	wantTarget := "edge-1.1.0-linux-amd64"
+	if slices.Contains(arm, first.Edge) {
+		wantTarget = "edge-1.1.0-linux-arm64"
+	}
+	if first.Target != wantTarget {
+		t.Fatalf("edge %s (%s) assigned %s, want %s", first.Edge, first.Arch, first.Target, wantTarget)
+	}
+	cs := r.commands(first.Edge, protocol.CommandAssign)
+	if len(cs) != 1 || cs[0].Ref != id || cs[0].Seq != first.Seq {
+		t.Fatalf("edge %s's assign commands: %+v", first.Edge, cs)
+	}
+	a, err := protocol.DecodeAssignment(cs[0].Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Rollout != id || a.Target != wantTarget || a.Version != "1.1.0" || a.Channel != "stable" || a.NotAfter <= time.Now().UnixMilli() {
+		t.Fatalf("assignment %+v", a)
+	}
+
+	// Installed but not committed holds the stage.
+	r.install(first.Edge, first.Seq, first.Target, "installed", "")
+	r.step(c)
+	s = r.status(id)
+	if len(assigned(s)) != 1 || s.Stages[0].Installed != 1 || s.Stages[0].Accepted != 1 || s.Stage != 0 {
+		t.Fatalf("stage 0 advanced before its edge committed: %+v", s)
+	}
+	r.commit(first.Edge, ota{kind: "started", version: "1.1.0"}, ota{kind: "committed", version: "1.1.0"})
+	r.step(c)
+	s = r.status(id)
+	if s.Stage != 1 || len(assigned(s)) != 3 || s.Stages[0].Committed != 1 || s.Stages[0].State != "done" || s.Stages[1].Assigned != 2 {
+		t.Fatalf("stage 1 not assigned after stage 0 committed: %+v", s)
+	}
+	// Every edge of stage 1 must commit: one is not enough.
+	var stage1 []rollout.EdgeStatus
+	for _, e := range s.Edges {
+		if e.Stage == 1 {
+			stage1 = append(stage1, e)
+		}
+	}
+	r.install(stage1[0].Edge, stage1[0].Seq, stage1[0].Target, "committed", "")
+	r.step(c)
+	if s = r.status(id); s.Stage != 1 || len(assigned(s)) != 3 {
+		t.Fatalf("stage 1 advanced with one of its two edges committed: %+v", s)
+	}
+	r.install(stage1[1].Edge, stage1[1].Seq, stage1[1].Target, "committed", "")
+	r.step(c)
+	s = r.status(id)
+	if s.Stage != 2 || len(assigned(s)) != 5 {
+		t.Fatalf("stage 2 not assigned: %+v", s)
+	}
+	for _, e := range s.Edges {
+		if e.Stage == 2 {
+			r.install(e.Edge, e.Seq, e.Target, "committed", "")
+		}
+	}
+	r.step(c)
+	s = r.status(id)
+	if s.State != rollout.StateCompleted || s.Failures != 0 {
+		t.Fatalf("not completed: %+v", s)
+	}
+	for _, e := range append(amd, arm...) {
+		if n := len(r.commands(e, protocol.CommandAssign)); n != 1 {
+			t.Errorf("edge %s has %d assign commands, want 1", e, n)
+		}
+	}
+	// A completed rollout cannot be paused.
+	if err := rollout.Pause(context.Background(), r.pool, r.cmds, id, "test"); !errors.Is(err, rollout.ErrFinished) {
+		t.Fatalf("pause of a completed rollout: %v", err)
+	}
+}
+
+// TestArchFiltering: only edges whose hello named an arch the release has
+// a target for (or already running it) are in the target set; each gets
+// its arch's target.
+func TestArchFiltering(t *testing.T) {
+	r := newRig(t)
+	r.edge("amd", "t1", "", "outpost-edge/1.0.0 (linux/amd64)")
+	r.edge("arm64", "t1", "", "outpost-edge/1.0.0 (linux/arm64)")
+	r.edge("armv7", "t1", "", "outpost-edge/1.0.0 (linux/arm/v7)")
+	r.edge("nohello", "t1", "", "")
+	r.edge("forged", "t1", "", "curl/8.0")
+	r.edge("current", "t1", "", "outpost-edge/1.1.0 (linux/amd64)")
+	c := r.controller(r.pool)
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "100%"})
+	r.step(c)
+	s := r.status(id)
+	got := edgeStates(s)
+	if len(got) != 2 || got["amd"].Target != "edge-1.1.0-linux-amd64" || got["arm64"].Target != "edge-1.1.0-linux-arm64" {
+		t.Fatalf("edges %+v", s.Edges)
+	}
+	if s.Skipped != 4 || !strings.Contains(s.SkippedWhy, "no target for linux/arm/v7") || !strings.Contains(s.SkippedWhy, "already on 1.1.0") ||
+		!strings.Contains(s.SkippedWhy, "2 no hello") {
+		t.Fatalf("skipped %d: %s", s.Skipped, s.SkippedWhy)
+	}
+	for _, e := range []string{"armv7", "nohello", "forged", "current"} {
+		if n := len(r.commands(e, protocol.CommandAssign)); n != 0 {
+			t.Errorf("edge %s was assigned", e)
+		}
+	}
+	// A release with one target of no arch goes to every arch.
+	id2 := r.create(rollout.Spec{Release: "1.1.0", Channel: "beta", To: "all", Stages: "100%"})
+	r.step(c)
+	if s := r.status(id2); s.Total != 3 || s.Edges[0].Target != "edge-1.1.0-beta" {
+		t.Fatalf("beta rollout: %+v", s)
+	}
+	// A release without any target waits, and says why.
+	id3 := r.create(rollout.Spec{Release: "9.9.9", To: "all"})
+	r.step(c)
+	if s := r.status(id3); s.State != rollout.StateRunning || !strings.Contains(s.Reason, "no signed target") || s.Total != 0 {
+		t.Fatalf("rollout of an unpublished release: %+v", s)
+	}
+}
+
+// TestTargetSelection: --to tag:T and stores:S, and a tenant's rollout
+// only takes its tenant's edges.
+func TestTargetSelection(t *testing.T) {
+	r := newRig(t)
+	r.edge("tk", "t1", "tokyo", "outpost-edge/1.0.0 (linux/amd64)")
+	r.edge("ny", "t1", "nyc", "outpost-edge/1.0.0 (linux/amd64)")
+	r.edge("be", "t2", "berlin", "outpost-edge/1.0.0 (linux/amd64)")
+	ctx := context.Background()
+	if err := rollout.Tag(ctx, r.pool, "ny", []string{"pilot", "east"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := rollout.Tag(ctx, r.pool, "be", []string{"pilot"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := rollout.Tag(ctx, r.pool, "nope", []string{"pilot"}, false); !errors.Is(err, rollout.ErrNotFound) {
+		t.Fatalf("tag of an unknown edge: %v", err)
+	}
+	if err := rollout.Tag(ctx, r.pool, "ny", []string{"bad tag"}, false); !errors.Is(err, rollout.ErrInvalid) {
+		t.Fatalf("bad tag: %v", err)
+	}
+	c := r.controller(r.pool)
+	cases := []struct {
+		spec rollout.Spec
+		want []string
+	}{
+		{rollout.Spec{To: "tag:pilot"}, []string{"be", "ny"}},
+		{rollout.Spec{To: "tag:pilot", Tenant: "t1"}, []string{"ny"}},
+		{rollout.Spec{To: "stores:tokyo,berlin"}, []string{"be", "tk"}},
+		{rollout.Spec{To: "all", Tenant: "t2"}, []string{"be"}},
+	}
+	for _, tc := range cases {
+		tc.spec.Release = "1.1.0"
+		tc.spec.Stages = "100%"
+		id := r.create(tc.spec)
+		r.step(c)
+		var got []string
+		for _, e := range r.status(id).Edges {
+			got = append(got, e.Edge)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("--to %s (tenant %q): edges %v, want %v", tc.spec.To, tc.spec.Tenant, got, tc.want)
+		}
+	}
+	tags, err := rollout.Tags(ctx, r.pool, "ny")
+	if err != nil || !slices.Equal(tags, []string{"east", "pilot"}) {
+		t.Fatalf("tags of ny: %v, %v", tags, err)
+	}
+	if err := rollout.Tag(ctx, r.pool, "ny", []string{"east"}, true); err != nil {
+		t.Fatal(err)
+	}
+	if tags, _ := rollout.Tags(ctx, r.pool, "ny"); !slices.Equal(tags, []string{"pilot"}) {
+		t.Fatalf("tags of ny after removing east: %v", tags)
+	}
+}
+
+// TestSpecErrors: a bad spec is refused with an error naming the flag.
+func TestSpecErrors(t *testing.T) {
+	r := newRig(t)
+	cases := []struct {
+		spec rollout.Spec
+		want string
+	}{
+		{rollout.Spec{To: "all"}, "--release"},
+		{rollout.Spec{Release: "1.1.0", To: "everything"}, "--to"},
+		{rollout.Spec{Release: "1.1.0", To: "tag:"}, "--to"},
+		{rollout.Spec{Release: "1.1.0", To: "all", Stages: "5%,1%"}, "cumulative"},
+		{rollout.Spec{Release: "1.1.0", To: "all", Stages: "0"}, "--stages"},
+		{rollout.Spec{Release: "1.1.0", To: "all", Stages: "150%"}, "--stages"},
+		{rollout.Spec{Release: "1.1.0", To: "all", MaxFailures: "x"}, "--max-failures"},
+		{rollout.Spec{Release: "1.1.0", To: "all", Window: "25:00-03:00"}, "--window"},
+		{rollout.Spec{Release: "1.1.0", To: "all", Silence: time.Millisecond}, "--silence"},
+		{rollout.Spec{Release: "1 1", To: "all"}, "--release"},
+		{rollout.Spec{ID: "a/b", Release: "1.1.0", To: "all"}, "rollout id"},
+	}
+	for _, tc := range cases {
+		_, err := rollout.Create(context.Background(), r.pool, tc.spec)
+		if !errors.Is(err, rollout.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want an ErrInvalid naming %s", tc.spec, err, tc.want)
+		}
+	}
+	r.create(rollout.Spec{ID: "dup", Release: "1.1.0", To: "all"})
+	if _, err := rollout.Create(context.Background(), r.pool, rollout.Spec{ID: "dup", Release: "1.1.0", To: "all"}); !errors.Is(err, rollout.ErrExists) {
+		t.Fatalf("second rollout dup: %v", err)
+	}
+}
+
+// TestPauseOnFailures: rolled back, refused and silent edges are failures;
+// when they exceed --max-failures the rollout pauses by itself, says why,
+// and withdraws the assignments not yet started.
+func TestPauseOnFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		fail    []string // how each of the first stage's two edges ends
+		silence time.Duration
+		reason  string
+	}{
+		{"rolled back", []string{"rolled_back", "rolled_back"}, time.Hour, "2 failures (2 rolled back) exceed 1 of 10 (10%)"},
+		{"refused", []string{"refused", "rolled_back"}, time.Hour, "2 failures (1 rolled back, 1 refused) exceed 1 of 10 (10%)"},
+		// The third edge, published but quiet, goes silent with the first.
+		{"silent", []string{"silent", "rolled_back"}, 2 * time.Second, "3 failures (1 rolled back, 2 silent) exceed 1 of 10 (10%)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			r.edges("e", 10, "linux/amd64")
+			c := r.controller(r.pool)
+			id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "3,100%", MaxFailures: "10%", Silence: tc.silence})
+			r.step(c)
+			as := assigned(r.status(id))
+			if len(as) != 3 {
+				t.Fatalf("assigned %d edges, want 3", len(as))
+			}
+			// The third edge of the stage got its command but did nothing.
+			for i, how := range tc.fail {
+				if how != "silent" {
+					r.install(as[i].Edge, as[i].Seq, as[i].Target, how, "health check failed: "+how)
+				}
+			}
+			r.exec(`UPDATE edge_commands SET delivered_at = now() WHERE edge = $1`, as[2].Edge) // published, not acknowledged
+			// One failure is within the budget (1 of 10): still running.
+			deadline := time.Now().Add(time.Minute)
+			for {
+				r.step(c)
+				s := r.status(id)
+				if s.State == rollout.StatePaused {
+					if s.Reason != "paused: "+tc.reason {
+						t.Fatalf("reason %q, want %q", s.Reason, "paused: "+tc.reason)
+					}
+					if want := int(tc.reason[0] - '0'); s.Failures != want {
+						t.Fatalf("failures %d", s.Failures)
+					}
+					break
+				}
+				if tc.name != "silent" || time.Now().After(deadline) {
+					t.Fatalf("not paused: %+v", s)
+				}
+				time.Sleep(100 * time.Millisecond) // waiting out --silence, on the real clock
+			}
+			s := r.status(id)
+			st := edgeStates(s)
+			if e := st[as[0].Edge]; e.Reason == "" && tc.fail[0] != "silent" {
+				t.Fatalf("no reason for %s: %+v", e.Edge, e)
+			}
+			if len(s.Stages[0].Reasons) == 0 {
+				t.Fatalf("stage 0 has no failure reasons: %+v", s.Stages[0])
+			}
+			// The third edge's assignment is withdrawn: its command is
+			// cancelled and, as it was published, an ota.cancel follows.
+			cs := r.commands(as[2].Edge, protocol.CommandAssign)
+			if len(cs) != 1 || cs[0].CancelledAt == nil {
+				t.Fatalf("edge %s's assign command not cancelled: %+v", as[2].Edge, cs)
+			}
+			if cc := r.commands(as[2].Edge, protocol.CommandCancel); len(cc) != 1 {
+				t.Fatalf("edge %s got %d ota.cancel, want 1", as[2].Edge, len(cc))
+			} else if cb, err := protocol.DecodeCancel(cc[0].Body); err != nil || cb.Rollout != id {
+				t.Fatalf("ota.cancel body %s: %v", cc[0].Body, err)
+			}
+			// Withdrawn; or, silent, it stays a silent failure.
+			if want := map[bool]string{false: rollout.EdgeCancelled, true: rollout.EdgeSilent}[tc.name == "silent"]; st[as[2].Edge].State != want {
+				t.Fatalf("edge %s is %s, want %s", as[2].Edge, st[as[2].Edge].State, want)
+			}
+			// Paused: the controller assigns nothing more.
+			r.step(c)
+			if n := len(assigned(r.status(id))); n != 3 {
+				t.Fatalf("a paused rollout assigned: %d", n)
+			}
+			// Resume accepts the failures so far and assigns again what
+			// was withdrawn or silent.
+			if err := rollout.Resume(context.Background(), r.pool, id, "test", time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			r.step(c)
+			s = r.status(id)
+			if s.State != rollout.StateRunning || s.Failures != 0 {
+				t.Fatalf("after resume: %+v", s)
+			}
+			if cs := r.commands(as[2].Edge, protocol.CommandAssign); len(cs) != 2 || cs[1].CancelledAt != nil {
+				t.Fatalf("edge %s not assigned again: %+v", as[2].Edge, cs)
+			}
+		})
+	}
+}
+
+// TestSilentNeverSuccess: a silent edge within the failure budget is a
+// failure that holds its stage: the rollout never advances past it.
+func TestSilentNeverSuccess(t *testing.T) {
+	r := newRig(t)
+	r.edges("e", 3, "linux/amd64")
+	c := r.controller(r.pool)
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "1,100%", MaxFailures: "1", Silence: time.Second})
+	r.step(c)
+	as := assigned(r.status(id))
+	r.commit(as[0].Edge, ota{kind: "command_accepted", target: protocol.CommandAssign, reason: "command 1"})
+	deadline := time.Now().Add(time.Minute)
+	for {
+		r.step(c)
+		s := r.status(id)
+		if s.Stage != 0 || len(assigned(s)) != 1 || s.State != rollout.StateRunning {
+			t.Fatalf("a silent edge let the rollout on: %+v", s)
+		}
+		if s.Edges[0].State == rollout.EdgeSilent || s.Edges[1].State == rollout.EdgeSilent || s.Edges[2].State == rollout.EdgeSilent {
+			if s.Failures != 1 || s.Stages[0].Silent != 1 || s.Stages[0].Committed != 0 || s.Stages[0].Accepted != 1 {
+				t.Fatalf("silent edge counted as %+v", s)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never silent: %+v", s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for range 3 {
+		r.step(c)
+	}
+	if s := r.status(id); s.Stage != 0 || s.State != rollout.StateRunning {
+		t.Fatalf("advanced past a silent edge: %+v", s)
+	}
+	// When the edge speaks again and commits, the stage goes on.
+	r.commit(as[0].Edge, ota{kind: "installed", version: "1.1.0", target: as[0].Target}, ota{kind: "committed", version: "1.1.0"})
+	r.step(c)
+	if s := r.status(id); s.Stage != 1 || len(assigned(s)) != 3 {
+		t.Fatalf("after the silent edge committed: %+v", s)
+	}
+}
+
+// TestWindowInStoreZone: an edge is assigned only while its store's local
+// time is in the window, and its assignment carries the window and zone.
+func TestWindowInStoreZone(t *testing.T) {
+	r := newRig(t)
+	r.edge("tk", "t1", "tokyo", "outpost-edge/1.0.0 (linux/amd64)")
+	r.edge("ny", "t1", "nyc", "outpost-edge/1.0.0 (linux/amd64)")
+	r.edge("nostore", "t1", "", "outpost-edge/1.0.0 (linux/amd64)")
+	now := time.Date(2026, 3, 1, 18, 30, 0, 0, time.UTC) // Tokyo 03:30, New York 13:30, UTC 18:30
+	c := r.controller(r.pool)
+	c.Now = func() time.Time { return now }
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "100%", Window: "02:00-05:00", Expires: 96 * time.Hour})
+	r.step(c)
+	st := edgeStates(r.status(id))
+	if st["tk"].State != rollout.EdgeAssigned || st["ny"].State != rollout.EdgePending || st["nostore"].State != rollout.EdgePending {
+		t.Fatalf("at %s: %+v", now, st)
+	}
+	cs := r.commands("tk", protocol.CommandAssign)
+	a, err := protocol.DecodeAssignment(cs[0].Body)
+	if err != nil || a.Window != "02:00-05:00" || a.Zone != "Asia/Tokyo" || a.NotAfter != now.Add(96*time.Hour).UnixMilli() {
+		t.Fatalf("assignment %+v (%v)", a, err)
+	}
+	if s := r.status(id); !strings.Contains(s.Reason, "2 waiting for their window") {
+		t.Fatalf("reason %q", s.Reason)
+	}
+	now = time.Date(2026, 3, 2, 7, 30, 0, 0, time.UTC) // New York 02:30 (EST), Tokyo 16:30, UTC 07:30
+	r.step(c)
+	st = edgeStates(r.status(id))
+	if st["ny"].State != rollout.EdgeAssigned || st["nostore"].State != rollout.EdgePending {
+		t.Fatalf("at %s: %+v", now, st)
+	}
+	a, _ = protocol.DecodeAssignment(r.commands("ny", protocol.CommandAssign)[0].Body)
+	if a.Zone != "America/New_York" {
+		t.Fatalf("ny's zone %q", a.Zone)
+	}
+	now = time.Date(2026, 3, 2, 3, 0, 0, 0, time.UTC) // an edge without a store: UTC
+	r.step(c)
+	if st = edgeStates(r.status(id)); st["nostore"].State != rollout.EdgeAssigned {
+		t.Fatalf("at %s: %+v", now, st)
+	}
+}
+
+// TestAbortCancelsPendingCommands: abort cancels every command of the
+// rollout the edges have not acknowledged, sends an ota.cancel to those
+// that may hold theirs, and the rollout never assigns or resumes again.
+func TestAbortCancelsPendingCommands(t *testing.T) {
+	r := newRig(t)
+	r.edges("e", 4, "linux/amd64")
+	c := r.controller(r.pool)
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "3,100%", MaxFailures: "2"})
+	r.step(c)
+	as := assigned(r.status(id))
+	// as[0] committed; as[1] was published; as[2] never left the cloud.
+	r.install(as[0].Edge, as[0].Seq, as[0].Target, "committed", "")
+	r.exec(`UPDATE edge_commands SET delivered_at = now() WHERE edge = $1`, as[1].Edge)
+	ctx := context.Background()
+	if err := rollout.Abort(ctx, r.pool, r.cmds, id, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	s := r.status(id)
+	if s.State != rollout.StateAborted || s.Reason != "aborted by alice" {
+		t.Fatalf("after abort: %+v", s)
+	}
+	for _, e := range as[1:] {
+		cs := r.commands(e.Edge, protocol.CommandAssign)
+		if len(cs) != 1 || cs[0].CancelledAt == nil {
+			t.Fatalf("edge %s's assignment not cancelled: %+v", e.Edge, cs)
+		}
+	}
+	if n := len(r.commands(as[1].Edge, protocol.CommandCancel)); n != 1 {
+		t.Fatalf("published edge %s got %d ota.cancel", as[1].Edge, n)
+	}
+	if n := len(r.commands(as[2].Edge, protocol.CommandCancel)); n != 0 {
+		t.Fatalf("edge %s, which never got its assignment, got %d ota.cancel", as[2].Edge, n)
+	}
+	if n := len(r.commands(as[0].Edge, protocol.CommandCancel)); n != 0 {
+		t.Fatalf("committed edge %s got an ota.cancel", as[0].Edge)
+	}
+	if st := edgeStates(s); st[as[0].Edge].State != rollout.EdgeCommitted || st[as[2].Edge].State != rollout.EdgeCancelled {
+		t.Fatalf("states after abort: %+v", st)
+	}
+	r.step(c)
+	if n := len(assigned(r.status(id))); n != 3 {
+		t.Fatalf("an aborted rollout assigned: %d", n)
+	}
+	if err := rollout.Resume(ctx, r.pool, id, "bob", time.Now()); !errors.Is(err, rollout.ErrFinished) {
+		t.Fatalf("resume of an aborted rollout: %v", err)
+	}
+	if err := rollout.Abort(ctx, r.pool, r.cmds, id, "bob"); err != nil {
+		t.Fatalf("abort again: %v", err)
+	}
+	if err := rollout.Pause(ctx, r.pool, r.cmds, "nope", "bob"); !errors.Is(err, rollout.ErrNotFound) {
+		t.Fatalf("pause of an unknown rollout: %v", err)
+	}
+}
