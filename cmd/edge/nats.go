@@ -34,8 +34,9 @@ func natsFlags(fs *flag.FlagSet, c *natsConfig) {
 }
 
 // uplinkTransport picks the uplink's transport from the flags. It returns
-// nil when no cloud is configured (the edge runs offline).
-func uplinkTransport(c *Config, edgeID string, signer *protocol.Signer, cloudKeyHex string, log *slog.Logger) (uplink.Transport, string, error) {
+// nil when no cloud is configured (the edge runs offline). onCommand, when
+// set, is given the messages on the edge's cmd topic or subject.
+func uplinkTransport(c *Config, edgeID string, signer *protocol.Signer, cloudKeyHex string, onCommand func([]byte), log *slog.Logger) (uplink.Transport, string, error) {
 	tr := c.NATS.Transport
 	if tr == "" {
 		switch {
@@ -65,7 +66,7 @@ func uplinkTransport(c *Config, edgeID string, signer *protocol.Signer, cloudKey
 			return nil, "", usagef("--transport mqtt needs --cloud-mqtt")
 		}
 		t, err := uplinkmqtt.New(uplinkmqtt.Options{Broker: c.CloudMQTT, Edge: edgeID, Tokens: tokens, Password: c.CloudPassword,
-			CAFile: c.CloudMQTTCA, CertFile: c.CloudMQTTCert, KeyFile: c.CloudMQTTKey, Logger: log})
+			CAFile: c.CloudMQTTCA, CertFile: c.CloudMQTTCert, KeyFile: c.CloudMQTTKey, OnCommand: onCommand, Logger: log})
 		if err != nil && (c.CloudMQTTCA != "" || c.CloudMQTTCert != "" || c.CloudMQTTKey != "") {
 			return nil, "", usagef("%v (check --cloud-mqtt-ca, --cloud-mqtt-cert and --cloud-mqtt-key)", err)
 		} else if err != nil {
@@ -79,7 +80,7 @@ func uplinkTransport(c *Config, edgeID string, signer *protocol.Signer, cloudKey
 		n := c.NATS
 		t, err := uplinknats.New(uplinknats.Options{URL: n.URL, Edge: edgeID, Tokens: tokens,
 			User: n.User, Password: n.Password, Token: n.Token, NKeySeedFile: n.NKey, CredsFile: n.Creds,
-			CAFile: n.CA, CertFile: n.Cert, KeyFile: n.Key, Logger: log})
+			CAFile: n.CA, CertFile: n.Cert, KeyFile: n.Key, OnCommand: onCommand, Logger: log})
 		if err != nil {
 			return nil, "", usagef("%v", err)
 		}

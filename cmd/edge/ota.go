@@ -119,6 +119,7 @@ Commands:
   guard [--max-attempts N]              before each start under systemd (ExecStartPre=): settle a crash, count the start, roll back
   install FILE                          install an offline bundle (it goes on probation under edge supervise)
   install --repo DIR|URL --target NAME  refresh, download (resumable, verified) and install a target
+                                        assigned to this edge by the cloud (or --without-assignment)
 `
 
 // runOTA runs `edge ota ...`.
@@ -146,6 +147,7 @@ func runOTA(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	artifactURL := fs.String("artifact-url", "", "install --target: where the artifact is (default <repo>/targets/<target>)")
 	rateBytes := fs.Int("rate-bytes", 0, "install --target: download rate cap in bytes per second (0: none)")
 	window := fs.String("window", "", "install --target: download only in this local-time window, HH:MM-HH:MM")
+	without := fs.Bool("without-assignment", false, "install --target: install as the local operator, without the cloud's assignment of the target to this edge (recorded in the ota.installed event)")
 	attempts := fs.Int("max-attempts", ota.DefaultMaxAttempts, "guard: starts a release on probation gets (reboots count) before it is rolled back")
 	asJSON := fs.Bool("json", false, "print JSON")
 	usage, maxArgs := "Usage: edge ota "+name+" [flags]", 0
@@ -203,7 +205,7 @@ func runOTA(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				}
 				win = w
 			}
-			return otaInstallOnline(ctx, &o, onlineInstall{repo: *repo, target: *target, artifactURL: *artifactURL, rateBytes: *rateBytes, window: win, probation: *probation}, stdout)
+			return otaInstallOnline(ctx, &o, onlineInstall{repo: *repo, target: *target, artifactURL: *artifactURL, rateBytes: *rateBytes, window: win, probation: *probation, withoutAssignment: *without}, stdout)
 		}
 		if fs.NArg() != 1 {
 			return usagef("edge ota install needs one bundle FILE, or --repo and --target")
@@ -292,6 +294,12 @@ type otaStatusJSON struct {
 	Trust     string                   `json:"trust"`
 	// LastRefusal is the last install the checks refused, and why.
 	LastRefusal *ota.Event `json:"last_refusal,omitempty"`
+	// Assignment is the cloud's current assignment to this edge and where
+	// its install is (AssignmentError: why it cannot be read).
+	Assignment      *ota.Assigned `json:"assignment,omitempty"`
+	AssignmentError string        `json:"assignment_error,omitempty"`
+	// Commands counts the cloud's commands edge run took (with --ota-repo).
+	Commands *ota.GateStats `json:"commands,omitempty"`
 }
 
 // otaStatusFor is the updater's part of /v1/status, or nil on an edge
@@ -324,6 +332,9 @@ func (s *otaStatusJSON) printSummary(tw io.Writer) {
 	if r := s.LastRefusal; r != nil {
 		fmt.Fprintf(tw, "\tlast refusal %s: %s: %s\n", r.At.Format(time.RFC3339), r.Target, r.Reason)
 	}
+	if a := s.Assignment; a != nil {
+		fmt.Fprintf(tw, "\tassignment %s\n", a.Line())
+	}
 }
 
 func otaStatus(o *otaFlags) (*otaStatusJSON, error) {
@@ -345,6 +356,15 @@ func otaStatus(o *otaFlags) (*otaStatusJSON, error) {
 	s.Committed = s.Current
 	if s.Pending != nil {
 		s.Committed = s.Pending.Previous
+	}
+	if _, err := os.Stat(filepath.Join(o.dir(), ota.AssignmentFile)); err == nil {
+		st, err := o.assignments()
+		if err == nil {
+			s.Assignment, err = st.Current()
+		}
+		if err != nil {
+			s.AssignmentError = err.Error()
+		}
 	}
 	if b, err := os.ReadFile(filepath.Join(o.dir(), lastRefusalFile)); err == nil {
 		var e ota.Event
@@ -396,6 +416,11 @@ func (s *otaStatusJSON) print(w io.Writer) error {
 	fmt.Fprintf(tw, "trust\t%s\n", s.Trust)
 	if r := s.LastRefusal; r != nil {
 		fmt.Fprintf(tw, "last refusal\t%s %s: %s\n", r.At.Format(time.RFC3339), r.Target, r.Reason)
+	}
+	if a := s.Assignment; a != nil {
+		fmt.Fprintf(tw, "assignment\t%s\n", a.Line())
+	} else if s.AssignmentError != "" {
+		fmt.Fprintf(tw, "assignment\tunreadable: %s\n", s.AssignmentError)
 	}
 	return tw.Flush()
 }
@@ -551,14 +576,28 @@ type onlineInstall struct {
 	rateBytes                 int
 	window                    *ota.Window
 	probation                 time.Duration
+
+	// assigned is the assignment the install is for (found by the install
+	// itself when nil, unless withoutAssignment: the Uptane rule).
+	assigned          *ota.Assigned
+	withoutAssignment bool
+	// background is edge run's Assigner: refusals are returned, not
+	// recorded (the Assigner records them once), errors worth retrying
+	// wrap ota.ErrRetry, and set marks the assignment's progress.
+	background bool
+	set        func(state, reason string) error
 }
 
 func isURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") }
 
 // otaInstallOnline refreshes the metadata from the repository, checks the
-// target like any install, downloads it (streamed, resumable, verified;
-// from a directory repository the swap's own verifying copy reads it in
-// place) and installs it on probation.
+// target like any install and against its assignment (Uptane: the target
+// is in the signed targets and in a valid assignment for this edge, with
+// its name, version and channel, unless the local operator said
+// --without-assignment), downloads it (streamed, resumable, verified; from
+// a directory repository the swap's own verifying copy reads it in place)
+// and installs it on probation. edge ota install --repo and edge run's
+// assignments both install through it.
 func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout io.Writer) error {
 	tr, err := o.trust()
 	if err != nil {
@@ -566,8 +605,53 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 	}
 	spool := otaSpool(o.dir())
 	refuse := func(tg firmware.Target, err error) error {
-		o.record(spool, ota.Event{Kind: "ota.refused", Target: in.target, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: err.Error()})
+		if !in.background {
+			o.record(spool, ota.Event{Kind: "ota.refused", Target: in.target, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: err.Error()})
+		}
 		return err
+	}
+	retry := func(err error) error {
+		if in.background {
+			return fmt.Errorf("%w (%w)", err, ota.ErrRetry)
+		}
+		return refuse(firmware.Target{}, err)
+	}
+	set := func(state, reason string) error {
+		if in.set == nil {
+			return nil
+		}
+		return in.set(state, reason)
+	}
+	if in.assigned == nil && !in.withoutAssignment {
+		st, err := o.assignments()
+		if err != nil {
+			err = fmt.Errorf("%w: %v", ota.ErrNoAssignment, err)
+		} else {
+			in.assigned, err = st.For(in.target)
+		}
+		if err == nil && in.set == nil {
+			seq := in.assigned.Seq
+			in.set = func(state, reason string) error { return st.Set(seq, state, reason) }
+		}
+		if err != nil {
+			return refuse(firmware.Target{}, fmt.Errorf("install %s refused: %w: an online install needs the cloud's assignment of the target to this edge (give --without-assignment to install it as the local operator)", in.target, err))
+		}
+	}
+	how := "--without-assignment: installed by the local operator, without a cloud assignment"
+	if in.assigned != nil {
+		how = in.assigned.Describe()
+	}
+	l := o.layout()
+	if in.assigned != nil {
+		// Resumed after a crash between the swap and marking it installed.
+		if cur, err := l.Current(); err == nil && cur == in.assigned.Version {
+			return set(ota.AssignInstalled, "release "+cur+" is current")
+		}
+		if p, err := l.Pending(); err != nil {
+			return retry(err)
+		} else if p != nil {
+			return retry(fmt.Errorf("release %s is on probation until %s: nothing installs until it is committed or rolled back", p.Version, p.Deadline.Format(time.RFC3339)))
+		}
 	}
 	var src firmware.Source = firmware.DirSource(in.repo)
 	client, err := o.repoClient()
@@ -579,11 +663,16 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 	}
 	v, err := tr.Refresh(ctx, src)
 	if err != nil {
-		return refuse(firmware.Target{}, err)
+		return retry(err)
 	}
 	tg, err := tr.Installable(v, in.target, o.running())
 	if err != nil {
 		return refuse(tg, err)
+	}
+	if in.assigned != nil {
+		if err := ota.CheckAssigned(tg, in.assigned); err != nil {
+			return refuse(tg, err)
+		}
 	}
 	art := in.artifactURL
 	if art == "" {
@@ -595,18 +684,39 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 	}
 	path := art
 	if isURL(art) {
+		if err := set(ota.AssignDownloading, "from "+art); err != nil {
+			return err
+		}
 		d := &ota.Downloader{Dir: filepath.Join(o.dir(), "downloads"), Client: client, RateBytes: in.rateBytes, Window: in.window, MaxAttempts: 8}
+		if in.background {
+			// Until it verifies, or the assignment is cancelled or
+			// replaced (ctx), in the assignment's window.
+			d.MaxAttempts = 0
+			if d.Window, d.Now, err = assignmentWindow(in.assigned); err != nil {
+				return refuse(tg, err)
+			}
+		}
 		path, err = d.Fetch(ctx, art, tg)
 		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			return refuse(tg, err)
 		}
 		o.record(spool, ota.Event{Kind: "ota.downloaded", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: fmt.Sprintf("%d bytes from %s", tg.Length, art)})
 		// Fetch keeps nothing that does not verify.
 		o.record(spool, verified(tg, "the download matches the signed length and hashes"))
 	}
-	if err := o.layout().Install(path, tg, ota.InstallOptions{Probation: in.probation}); err != nil {
+	// Past this point a cancel no longer stops the install.
+	if err := set(ota.AssignInstalling, ""); err != nil {
+		return err
+	}
+	if err := l.Install(path, tg, ota.InstallOptions{Probation: in.probation}); err != nil {
 		// A verified download is kept: a retry (after a probation ends)
 		// re-verifies it instead of fetching it again.
+		if errors.Is(err, ota.ErrBusy) {
+			return retry(err)
+		}
 		return refuse(tg, err)
 	}
 	if path != art {
@@ -615,10 +725,10 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 		// From a directory: Install verified it as it copied it.
 		o.record(spool, verified(tg, "the artifact matched the signed length and hashes as it was copied into releases/"))
 	}
-	o.record(spool, ota.Event{Kind: "ota.installed", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: "from " + in.repo})
-	fmt.Fprintf(stdout, "installed %s (version %s, release %d); on probation until committed by edge supervise, or rolled back\n",
-		tg.Name, tg.Custom.Version, tg.Custom.Release)
-	return nil
+	o.record(spool, ota.Event{Kind: "ota.installed", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: "from " + in.repo + ", " + how})
+	fmt.Fprintf(stdout, "installed %s (version %s, release %d, %s); on probation until committed by edge supervise, or rolled back\n",
+		tg.Name, tg.Custom.Version, tg.Custom.Release, how)
+	return set(ota.AssignInstalled, fmt.Sprintf("release %s (%d) on probation", tg.Custom.Version, tg.Custom.Release))
 }
 
 // verified is the ota.verified event of tg.

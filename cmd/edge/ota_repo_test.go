@@ -97,7 +97,7 @@ func TestOTACheckAndInstallFromCloudRepository(t *testing.T) {
 		t.Fatalf("unenrolled check (%d): %s", code, out)
 	}
 
-	out, code = edgeCmd(t, "ota", "install", "--data-dir", data, "--repo", url, "--target", s.Name)
+	out, code = edgeCmd(t, "ota", "install", "--data-dir", data, "--repo", url, "--target", s.Name, "--without-assignment")
 	if code != 0 {
 		t.Fatalf("install (%d): %s", code, out)
 	}

@@ -132,7 +132,7 @@ func TestOTAInstallOnline(t *testing.T) {
 			t.Fatalf("%v (%d): %s", args, code, out)
 		}
 	}
-	if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, "--repo", srv.URL, "--target", "edge-2.0.0"); code == 0 || !strings.Contains(out, "min_version") {
+	if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, "--repo", srv.URL, "--target", "edge-2.0.0", "--without-assignment"); code == 0 || !strings.Contains(out, "min_version") {
 		t.Fatalf("2.0.0 over 1.0.0 (%d): %s", code, out)
 	}
 	out, _ := edgeCmd(t, "ota", "status", "--data-dir", data, "--json")
@@ -140,7 +140,13 @@ func TestOTAInstallOnline(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil || st.LastRefusal == nil || !strings.Contains(st.LastRefusal.Reason, "min_version") || st.Committed != "1.0.0" {
 		t.Fatalf("status after a refusal (%v): %s", err, out)
 	}
-	if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, "--repo", srv.URL, "--target", "edge-1.1.0", "--rate-bytes", "1000000"); code != 0 {
+	// Uptane: no assignment from the cloud, no online install, unless the
+	// local operator says so.
+	if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, "--repo", srv.URL, "--target", "edge-1.1.0"); code == 0 ||
+		!strings.Contains(out, "no valid assignment") || !strings.Contains(out, "--without-assignment") {
+		t.Fatalf("install without an assignment (%d): %s", code, out)
+	}
+	if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, "--repo", srv.URL, "--target", "edge-1.1.0", "--rate-bytes", "1000000", "--without-assignment"); code != 0 {
 		t.Fatalf("install (%d): %s", code, out)
 	}
 	b, _ := os.ReadFile(filepath.Join(data, "ota", "current", "edge"))
@@ -151,10 +157,13 @@ func TestOTAInstallOnline(t *testing.T) {
 	otaSpool(filepath.Join(data, "ota")).Drain(func(evs []ota.Event) error {
 		for _, e := range evs {
 			kinds = append(kinds, e.Kind)
+			if e.Kind == "ota.installed" && !strings.Contains(e.Reason, "--without-assignment") {
+				t.Errorf("installed by hand, and the event does not say so: %q", e.Reason)
+			}
 		}
 		return nil
 	})
-	if strings.Join(kinds, ",") != "ota.refused,ota.downloaded,ota.verified,ota.installed" {
+	if strings.Join(kinds, ",") != "ota.refused,ota.refused,ota.downloaded,ota.verified,ota.installed" {
 		t.Fatalf("spooled %v", kinds)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(data, "ota", "downloads")); len(ents) != 0 {
@@ -201,7 +210,7 @@ func TestExpiredMetadataLeavesEdgeRunning(t *testing.T) {
 		t.Fatalf("edge not healthy before the installs:\n%s", logs.String())
 	}
 
-	if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, "--repo", r.Dir, "--target", "edge-1.1.0"); code == 0 || !strings.Contains(out, "expired") || !strings.Contains(out, "timestamp") {
+	if out, code := edgeCmd(t, "ota", "install", "--data-dir", data, "--repo", r.Dir, "--target", "edge-1.1.0", "--without-assignment"); code == 0 || !strings.Contains(out, "expired") || !strings.Contains(out, "timestamp") {
 		t.Fatalf("online install from expired metadata (%d): %s", code, out)
 	}
 	bundle := filepath.Join(dir, "edge-1.1.0.bundle")

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-edge/outpost/edge/intake"
+	"github.com/outpost-edge/outpost/edge/ota"
 	"github.com/outpost-edge/outpost/edge/outbox"
 	"github.com/outpost-edge/outpost/edge/uplink"
 	"github.com/outpost-edge/outpost/internal/cli"
@@ -83,6 +84,7 @@ type Config struct {
 	LogFormat      string
 	Config         string
 	NATS           natsConfig
+	OTARepo        string
 }
 
 func dataDirFlag(fs *flag.FlagSet, p *string) {
@@ -101,6 +103,7 @@ type Main struct {
 	ob         *outbox.Outbox
 	in         *intake.Server
 	up         *uplink.Uplink
+	cmds       *commander // with --ota-repo
 	statusAddr string
 }
 
@@ -140,6 +143,7 @@ func (m *Main) ParseFlags(args []string) error {
 	flagenv.BytesVar(fs, &c.RateBytes, "rate-bytes", 0, flagenv.Range{Min: 1 << 10, Zero: "none"}, "uplink: cap in bytes per second for thin links, such as 64KiB (0: none)")
 	flagenv.DurationVar(fs, &c.AckTimeout, "ack-timeout", 30*time.Second, flagenv.Durations(100*time.Millisecond, 0, ""), "uplink: resend when no receipt arrives for this long")
 	flagenv.DurationVar(fs, &c.ReconnectMax, "reconnect-max", 15*time.Second, flagenv.Durations(100*time.Millisecond, 0, ""), "uplink: longest wait between reconnect attempts (exponential backoff with full jitter up to this); it bounds how long a restored link stays unused")
+	fs.StringVar(&c.OTARepo, "ota-repo", "", "the cloud's release repository, such as http://cloud.example:8080/v1/ota/repo: act on the cloud's signed ota.assign and ota.cancel commands (install the assigned release in the background, on probation; docs/OTA.md). Needs an uplink and 'edge ota init'")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.Config, "config", "", "optional config file of 'name = value' lines (names are the flag names)")
@@ -232,7 +236,22 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 	}()
 
-	tr, cloudURL, err := uplinkTransport(c, edgeID, signer, cloudKeyHex, log)
+	var onCommand func([]byte)
+	if c.OTARepo != "" {
+		if cloudKeyHex == "" {
+			return usagef("--ota-repo: no cloud key to verify commands with: run `edge enroll`, or pin one with --cloud-key")
+		}
+		if c.CloudMQTT == "" && c.NATS.URL == "" {
+			return usagef("--ota-repo needs an uplink (--cloud-mqtt or --cloud-nats): the cloud's assignments arrive on it")
+		}
+		cloudPub, err := parseKeyHex(cloudKeyFrom, cloudKeyHex)
+		if err != nil {
+			return err
+		}
+		m.cmds = newCommander(c.DataDir, edgeID, protocol.NewKeyMap(cloudPub), log)
+		onCommand = m.cmds.offer
+	}
+	tr, cloudURL, err := uplinkTransport(c, edgeID, signer, cloudKeyHex, onCommand, log)
 	if err != nil {
 		return err
 	}
@@ -244,15 +263,27 @@ func (m *Main) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		m.up, err = uplink.New(uplink.Options{
+		opts := uplink.Options{
 			Transport: tr, Source: outboxSource{ob: m.ob, log: log}, CloudKeys: protocol.NewKeyMap(cloudPub),
 			Window: c.Window, MaxSegmentBytes: c.SegmentBytes, Compress: c.Compress, RateBytes: c.RateBytes,
 			AckTimeout: c.AckTimeout, BackoffMax: c.ReconnectMax, Agent: helloAgent(), Logger: log,
-		})
+		}
+		if m.cmds != nil {
+			opts.Cmd = m.cmds.last
+		}
+		m.up, err = uplink.New(opts)
 		if err != nil {
 			return err
 		}
 		g.Go(func() error { return m.up.Run(gctx) })
+		if m.cmds != nil {
+			// The gate and the assigner start with the uplink: an
+			// assignment persisted before a restart resumes now.
+			g.Go(func() error { return m.cmds.run(gctx) })
+			assigner := m.cmds.assigner(c.DataDir, c.OTARepo, log)
+			g.Go(func() error { return assigner.Run(gctx) })
+			log.Info("acting on the cloud's OTA commands", "repo", c.OTARepo, "ota_dir", otaDirFor(c.DataDir))
+		}
 	} else {
 		log.Warn("no --cloud-mqtt or --cloud-nats: running offline; events stay in the outbox until an uplink is configured")
 	}
@@ -399,6 +430,17 @@ func (m *Main) Status() Status {
 		s.Uplink = &u
 	}
 	s.OTA = otaStatusFor(m.Config.DataDir)
+	if s.OTA != nil && m.cmds != nil {
+		s.OTA.Assignment, s.OTA.AssignmentError = nil, ""
+		if a, err := m.cmds.store.Current(); err != nil {
+			s.OTA.AssignmentError = err.Error()
+		} else {
+			s.OTA.Assignment = a
+		}
+		st := m.cmds.gate.Stats()
+		st.Dropped = m.cmds.dropped.Load()
+		s.OTA.Commands = &st
+	}
 	if m.in != nil {
 		im := m.in.Metrics()
 		s.Intake = intakeStatus{Published: im.Published.Load(), Events: im.Events.Load(), Acked: im.Acked.Load(),
@@ -476,6 +518,31 @@ func (m *Main) registerMetrics(reg *prometheus.Registry) {
 	counter("uplink_forged_replies_total", "Replies ignored: bad signature, beyond the head, or not matching the outbox.", up(func(s uplink.Stats) uint64 { return s.ForgedReplies }))
 	counter("uplink_replayed_replies_total", "Receipts ignored for an older watermark.", up(func(s uplink.Stats) uint64 { return s.ReplayedReplies }))
 	counter("uplink_sessions_total", "Uplink sessions started.", up(func(s uplink.Stats) uint64 { return s.Sessions }))
+	cmd := func(f func(ota.GateStats) uint64) func() float64 {
+		return func() float64 {
+			if m.cmds == nil {
+				return 0
+			}
+			st := m.cmds.gate.Stats()
+			st.Dropped = m.cmds.dropped.Load()
+			return float64(f(st))
+		}
+	}
+	for _, d := range []struct {
+		name string
+		f    func(ota.GateStats) uint64
+	}{
+		{"accepted", func(s ota.GateStats) uint64 { return s.Accepted }},
+		{"redelivered", func(s ota.GateStats) uint64 { return s.Redelivered }},
+		{"refused", func(s ota.GateStats) uint64 { return s.Refused }},
+		{"refused_unrecorded", func(s ota.GateStats) uint64 { return s.Unrecorded }},
+		{"dropped", func(s ota.GateStats) uint64 { return s.Dropped }},
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "outpost_edge_ota_commands_total", Help: "Cloud commands by what the edge did with them: accepted; redelivered (already accepted: dropped, no event); refused (refused_unrecorded of them counted but not recorded as events, one a minute per reason); dropped (the queue was full).",
+			ConstLabels: prometheus.Labels{"decision": d.name},
+		}, cmd(d.f)))
+	}
 	gauge("uplink_connected", "1 when the uplink has a session.", func() float64 {
 		if m.up != nil && m.up.Stats().Connected {
 			return 1

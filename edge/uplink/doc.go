@@ -38,6 +38,13 @@
 //     reached above the nack's hwm shows that: a nack for one sent before
 //     the receipt that moved it may just have been overtaken by it.
 //
+// Commands (cloud to edge, docs/OTA.md): with OnCommand set in its options,
+// a transport subscribes to the edge's own cmd topic (MQTT) or subject
+// (NATS) in every session, before the hello, and hands each message to the
+// callback as it comes; the hello (version 3) carries Options.Cmd, the last
+// command the edge accepted, so the cloud sends the ones above it. What a
+// command says is checked by the caller (ota.CommandGate), never here.
+//
 // Delivery is at-least-once: a segment may be sent more than once, and the
 // cloud's watermark drops what it already has. Nothing is trimmed that the
 // cloud has not signed for.

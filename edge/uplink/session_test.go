@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -446,6 +447,25 @@ func TestSessionWokenByChanged(t *testing.T) {
 		p := r.tr.published()
 		if len(p) != 1 || !p[0].at.Equal(at) || r.src.Trimmed() != 3 {
 			t.Fatalf("sends %+v (records committed at %s), trimmed %d", p, at, r.src.Trimmed())
+		}
+	})
+}
+
+// Every hello carries the seq of the last command the edge accepted, read
+// at the time of that hello (so the cloud sends only what is above it).
+func TestSessionHelloCarriesCmd(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var last atomic.Uint64
+		last.Store(7)
+		r := startMem(t, func(*protocol.Segment) int { return -1 }, func(o *uplink.Options) { o.Cmd = last.Load }, 2)
+		settle(time.Second)
+		last.Store(9)
+		settle(time.Minute) // the ack timeout says hello again
+		r.tr.mu.Lock()
+		hs := append([]protocol.Hello(nil), r.tr.hellos...)
+		r.tr.mu.Unlock()
+		if len(hs) < 2 || hs[0].Cmd != 7 || hs[len(hs)-1].Cmd != 9 || hs[0].V != 3 {
+			t.Fatalf("hellos %+v, want the first with cmd 7 and the last with cmd 9", hs)
 		}
 	})
 }

@@ -69,8 +69,13 @@ type Options struct {
 	BackoffBase     time.Duration // default 500ms
 	BackoffMax      time.Duration // default 15s (edge run --reconnect-max)
 	Agent           string        // software version for the hello
-	Now             func() time.Time
-	Logger          *slog.Logger
+	// Cmd, when set, is the seq of the last cloud command the edge
+	// accepted (ota.CommandGate.Last), sent in every hello (version 3) so
+	// the cloud sends the commands above it. The commands themselves
+	// arrive through the transport's OnCommand.
+	Cmd    func() uint64
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Stats is a snapshot of the uplink for status pages and metrics.
@@ -599,6 +604,9 @@ func (u *Uplink) helloMessage() protocol.Hello {
 	src := u.o.Source
 	st := src.Stream()
 	h := protocol.Hello{Edge: st.Edge, Epoch: st.Epoch, Seq: src.LastSeq(), SentAt: u.o.Now().UnixMilli(), Agent: u.o.Agent}
+	if u.o.Cmd != nil {
+		h.Cmd = u.o.Cmd()
+	}
 	if h.Seq > src.AckedSeq() {
 		if seg, err := src.Segment(h.Seq, 0); err == nil && seg != nil && seg.Last == h.Seq {
 			h.Checkpoint = seg.Checkpoint

@@ -50,14 +50,21 @@ type Options struct {
 	ConnectTimeout time.Duration // default 10s
 	KeepAlive      time.Duration // default 30s
 	PublishTimeout time.Duration // wait for a PUBACK before calling the session lost; default 30s
-	Now            func() time.Time
-	Logger         *slog.Logger
+	// OnCommand, when set, is given every message on the edge's own
+	// command topic (outpost/v1/edge/{edge}/cmd, subscribed at QoS 1 in
+	// every session before the hello, so the commands the hello asks for
+	// are not missed), in arrival order, from the client's goroutine: it
+	// must not block. The bytes are untrusted (ota.CommandGate checks
+	// them).
+	OnCommand func(msg []byte)
+	Now       func() time.Time
+	Logger    *slog.Logger
 }
 
 // Transport implements uplink.Transport over MQTT.
 type Transport struct {
-	o                          Options
-	segTopic, helloTopic, rcpt string
+	o                               Options
+	segTopic, helloTopic, rcpt, cmd string
 
 	mu      sync.Mutex
 	client  paho.Client
@@ -173,6 +180,7 @@ func New(opts Options) (*Transport, error) {
 	}
 	hello, _ := protocol.EdgeTopic(opts.Edge, protocol.KindHello)
 	rcpt, _ := protocol.EdgeTopic(opts.Edge, protocol.KindReceipt)
+	cmd, _ := protocol.EdgeTopic(opts.Edge, protocol.KindCommand)
 	if opts.Password == "" && opts.Tokens == nil {
 		if opts.Signer == nil {
 			return nil, errors.New("mqtt uplink: need the edge key (for a broker token) or a password")
@@ -200,10 +208,11 @@ func New(opts Options) (*Transport, error) {
 	if opts.TLS, err = tlsconf.Client(opts.TLS, opts.CAFile, opts.CertFile, opts.KeyFile); err != nil {
 		return nil, fmt.Errorf("mqtt uplink: %w", err)
 	}
-	return &Transport{o: opts, segTopic: seg, helloTopic: hello, rcpt: rcpt}, nil
+	return &Transport{o: opts, segTopic: seg, helloTopic: hello, rcpt: rcpt, cmd: cmd}, nil
 }
 
-// Connect opens a session and subscribes to the receipt topic.
+// Connect opens a session and subscribes to the receipt topic, and to the
+// command topic when OnCommand is set.
 func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 	ended := uplink.NewEnded()
 	opts := paho.NewClientOptions().
@@ -246,6 +255,19 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 	if err := wait(ctx, sub, t.o.ConnectTimeout); err != nil {
 		c.Disconnect(0)
 		return fmt.Errorf("subscribe %s: %w", t.rcpt, err)
+	}
+	if on := t.o.OnCommand; on != nil {
+		sub := c.Subscribe(t.cmd, 1, func(_ paho.Client, m paho.Message) { on(m.Payload()) })
+		if err := wait(ctx, sub, t.o.ConnectTimeout); err != nil {
+			c.Disconnect(0)
+			return fmt.Errorf("subscribe %s: %w", t.cmd, err)
+		}
+		if st, ok := sub.(*paho.SubscribeToken); ok {
+			if codes := st.Result(); codes[t.cmd] == 0x80 {
+				c.Disconnect(0)
+				return fmt.Errorf("subscribe %s: refused by the broker (its ACL must let edge %s read its own cmd topic)", t.cmd, t.o.Edge)
+			}
+		}
 	}
 	p := &pendingAcks{more: make(chan struct{}, 1)}
 	t.mu.Lock()

@@ -6,10 +6,13 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -239,6 +242,60 @@ func TestTLSOptionErrors(t *testing.T) {
 		o.Broker, o.Edge, o.Password = "ssl://127.0.0.1:1", "e1", "x"
 		if _, err := mqtt.New(o); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// TestCommandsDelivered: with OnCommand the transport subscribes to the
+// edge's own cmd topic in every session: a command published there reaches
+// the callback, in order, and again after a reconnect (a new clean
+// session); one on another edge's topic does not.
+func TestCommandsDelivered(t *testing.T) {
+	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := srv.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	var mu sync.Mutex
+	var got []string
+	tr := newTransport(t, "tcp://"+l.Address(), func(o *mqtt.Options) {
+		o.OnCommand = func(b []byte) { mu.Lock(); got = append(got, string(b)); mu.Unlock() }
+	})
+	mine, _ := protocol.EdgeTopic("e1", protocol.KindCommand)
+	other, _ := protocol.EdgeTopic("e2", protocol.KindCommand)
+	seen := func(want ...string) {
+		t.Helper()
+		poll.For(t, 30*time.Second, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				return fmt.Errorf("commands %q, want %q", got, want)
+			}
+			return nil
+		})
+	}
+	for session := 1; session <= 2; session++ {
+		if err := tr.Connect(context.Background(), func([]byte) {}); err != nil {
+			t.Fatal(err)
+		}
+		n := strconv.Itoa(session)
+		_ = srv.Publish(other, []byte("not mine "+n), false, 1)
+		_ = srv.Publish(mine, []byte("a"+n), false, 1)
+		_ = srv.Publish(mine, []byte("b"+n), false, 1)
+		if session == 1 {
+			seen("a1", "b1")
+		} else {
+			seen("a1", "b1", "a2", "b2")
+		}
+		if err := tr.Close(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

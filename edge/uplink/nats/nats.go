@@ -78,17 +78,23 @@ type Options struct {
 	ConnectTimeout time.Duration // default 10s
 	RequestTimeout time.Duration // wait for a hello's reply; default 10s
 	PublishTimeout time.Duration // wait for a JetStream PubAck before calling the session lost; default 30s
-	Now            func() time.Time
-	Logger         *slog.Logger
+	// OnCommand, when set, is given every message on the edge's own
+	// command subject (outpost.v1.edge.{edge}.cmd, a core subscription made
+	// in every session before the hello), in arrival order, from the
+	// subscription's goroutine: it must not block. The bytes are untrusted
+	// (ota.CommandGate checks them).
+	OnCommand func(msg []byte)
+	Now       func() time.Time
+	Logger    *slog.Logger
 }
 
 // Transport implements uplink.Transport over NATS JetStream.
 type Transport struct {
-	o                        Options
-	log                      *slog.Logger
-	auth                     []natsgo.Option
-	tokens                   bool // logs in with broker tokens
-	segSubj, helloSubj, rcpt string
+	o                             Options
+	log                           *slog.Logger
+	auth                          []natsgo.Option
+	tokens                        bool // logs in with broker tokens
+	segSubj, helloSubj, rcpt, cmd string
 
 	// idSecret ends every Nats-Msg-Id this transport sends (see the
 	// package doc).
@@ -127,6 +133,7 @@ func New(opts Options) (*Transport, error) {
 	}
 	hello, _ := protocol.EdgeSubject(opts.Edge, protocol.KindHello)
 	rcpt, _ := protocol.EdgeSubject(opts.Edge, protocol.KindReceipt)
+	cmd, _ := protocol.EdgeSubject(opts.Edge, protocol.KindCommand)
 	kinds := 0
 	for _, set := range []bool{opts.Token != "", opts.NKeySeedFile != "", opts.CredsFile != "", opts.Password != ""} {
 		if set {
@@ -161,7 +168,7 @@ func New(opts Options) (*Transport, error) {
 	if _, err := rand.Read(secret); err != nil {
 		return nil, fmt.Errorf("nats uplink: message id secret: %w", err)
 	}
-	t := &Transport{o: opts, log: opts.Logger.With("component", "uplink-nats"), segSubj: seg, helloSubj: hello, rcpt: rcpt,
+	t := &Transport{o: opts, log: opts.Logger.With("component", "uplink-nats"), segSubj: seg, helloSubj: hello, rcpt: rcpt, cmd: cmd,
 		idSecret: hex.EncodeToString(secret)}
 	user := opts.User
 	if user == "" {
@@ -217,7 +224,7 @@ func (t *Transport) refusal() string {
 }
 
 // Connect opens a connection, without reconnects, and subscribes to the
-// receipt subject.
+// receipt subject, and to the command subject when OnCommand is set.
 func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 	ended := uplink.NewEnded()
 	opts := append([]natsgo.Option{
@@ -271,8 +278,15 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 		nc.Close()
 		return fmt.Errorf("subscribe %s: %w", t.rcpt, err)
 	}
-	// The round trip makes sure the subscription is in place (and allowed)
-	// before the hello that asks for a receipt on it.
+	if on := t.o.OnCommand; on != nil {
+		if _, err := nc.Subscribe(t.cmd, func(m *natsgo.Msg) { on(m.Data) }); err != nil {
+			nc.Close()
+			return fmt.Errorf("subscribe %s: %w", t.cmd, err)
+		}
+	}
+	// The round trip makes sure the subscriptions are in place (and
+	// allowed) before the hello that asks for a receipt (and commands) on
+	// them.
 	if err := nc.FlushTimeout(t.o.ConnectTimeout); err != nil {
 		nc.Close()
 		return fmt.Errorf("subscribe %s: %w", t.rcpt, err)

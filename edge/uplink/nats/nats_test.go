@@ -555,3 +555,43 @@ func TestNoGoroutinePerPublish(t *testing.T) {
 	default:
 	}
 }
+
+// TestCommandsDelivered: with OnCommand the transport subscribes to the
+// edge's own cmd subject in every session: commands reach the callback in
+// order, again after a reconnect; one for another edge does not.
+func TestCommandsDelivered(t *testing.T) {
+	s := MustServer(t, nil)
+	c := mustCloud(t, s.ClientURL())
+	var mu sync.Mutex
+	var got []string
+	tr, err := uplinknats.New(uplinknats.Options{URL: s.ClientURL(), Edge: "e1", Signer: signer("e1"),
+		OnCommand: func(b []byte) { mu.Lock(); got = append(got, string(b)); mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+	mine, _ := protocol.EdgeSubject("e1", protocol.KindCommand)
+	other, _ := protocol.EdgeSubject("e2", protocol.KindCommand)
+	var want []string
+	for session := 1; session <= 2; session++ {
+		if err := tr.Connect(context.Background(), func([]byte) {}); err != nil {
+			t.Fatal(err)
+		}
+		n := fmt.Sprint(session)
+		_ = c.nc.Publish(other, []byte("not mine "+n))
+		_ = c.nc.Publish(mine, []byte("a"+n))
+		_ = c.nc.Publish(mine, []byte("b"+n))
+		want = append(want, "a"+n, "b"+n)
+		poll.For(t, 30*time.Second, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				return fmt.Errorf("commands %q, want %q", got, want)
+			}
+			return nil
+		})
+		if err := tr.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
