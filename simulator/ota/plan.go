@@ -155,7 +155,7 @@ func (p *Plan) problem(res *Result, format string, args ...any) {
 // create creates a rollout to every edge.
 func (p *Plan) create(ctx context.Context, version, stages, maxFailures string) (string, error) {
 	id, err := p.Rollouts.Create(ctx, "--release", version, "--channel", Channel, "--to", "all",
-		"--stages", stages, "--max-failures", maxFailures, "--silence", p.Silence.String())
+		"--stages", stages, "--max-failures", maxFailures, "--silence", p.Silence.String(), "--release-dir", p.Releases.RepoDir)
 	if err != nil {
 		return "", err
 	}

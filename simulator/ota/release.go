@@ -106,7 +106,9 @@ func firstLine(s string) string {
 	return s
 }
 
-// CloudArgs are the `cloud serve` flags that serve the repository.
+// CloudArgs are the `cloud serve` flags that serve the repository, and
+// run the rollout controller every second (rather than every 5 s) so that
+// a run does not wait on it.
 func (r *Releases) CloudArgs() []string {
-	return []string{"--release-dir", r.RepoDir, "--release-online-keys", r.OnlineKeys}
+	return []string{"--release-dir", r.RepoDir, "--release-online-keys", r.OnlineKeys, "--rollout-tick", "1s"}
 }

@@ -358,14 +358,18 @@ func Check(l *Ledger, sent []oracle.Entry, o Options) *Verdict {
 			if v.EdgeEvents == nil {
 				v.EdgeEvents = map[string]int{}
 			}
+			// Every edge has its own _edge: an id is one edge's. Its outbox
+			// stores an id once, so a spooled event handed over twice must
+			// not be doubled either.
+			first := map[string]occurrence{}
 			for _, f := range found {
 				v.EdgeEvents[f.rec.Type]++
-			}
-			// The outbox stores an id once: a spooled event handed over
-			// twice must not be doubled either.
-			for _, f := range found[1:] {
-				c.report(Discrepancy{Kind: Duplicate, Stream: f.stream, Seq: f.seq, Device: k.Device, ID: k.ID,
-					Detail: fmt.Sprintf("the edge's own %s also at %s seq %d", f.rec.Type, found[0].stream, found[0].seq)})
+				if o, ok := first[f.rec.Edge]; ok {
+					c.report(Discrepancy{Kind: Duplicate, Stream: f.stream, Seq: f.seq, Device: k.Device, ID: k.ID,
+						Detail: fmt.Sprintf("the edge's own %s also at %s seq %d", f.rec.Type, o.stream, o.seq)})
+					continue
+				}
+				first[f.rec.Edge] = f
 			}
 			delete(occ, k)
 			continue
