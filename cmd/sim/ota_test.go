@@ -17,7 +17,8 @@ import (
 // must end on it, committed; then, with one edge offline, a 1.2.0 whose
 // outbox stops committing late in its probation: the rollout must pause
 // by itself, every edge that took 1.2.0 be back on 1.1.0 within 60 s,
-// and the offline edge, back, install nothing from the paused rollout.
+// and the offline edge, which the rollout assigned 1.2.0 while it was
+// away, back, install nothing from the paused rollout.
 // The verifier's verdict on the devices' events must pass, and the
 // ledger must hold the edges' own ota.* events: a commit of 1.1.0 per
 // edge, a rollback per edge that took 1.2.0.
@@ -65,6 +66,11 @@ func TestOTAScenario(t *testing.T) {
 	}
 	if len(res.Offline) != 1 {
 		t.Errorf("offline %v, want one edge of five", res.Offline)
+	}
+	// The offline edge held an assignment of 1.2.0 that waited for it: the
+	// pause withdrew it (so "installs nothing" proves something).
+	if len(res.OfflineAssigned) != 1 {
+		t.Errorf("offline edges assigned 1.2.0 while away: %v, want the one offline", res.OfflineAssigned)
 	}
 	if len(res.TookBad) == 0 || len(res.TookBad) >= 4 {
 		t.Errorf("%d edges took 1.2.0, want at least one and not all four online", len(res.TookBad))

@@ -1,7 +1,10 @@
 package ota
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"math"
 	"slices"
@@ -153,9 +156,10 @@ func (p *Plan) problem(res *Result, format string, args ...any) {
 }
 
 // create creates a rollout to every edge.
-func (p *Plan) create(ctx context.Context, version, stages, maxFailures string) (string, error) {
-	id, err := p.Rollouts.Create(ctx, "--release", version, "--channel", Channel, "--to", "all",
-		"--stages", stages, "--max-failures", maxFailures, "--silence", p.Silence.String(), "--release-dir", p.Releases.RepoDir)
+func (p *Plan) create(ctx context.Context, version, stages, maxFailures string, more ...string) (string, error) {
+	args := append([]string{"--release", version, "--channel", Channel, "--to", "all",
+		"--stages", stages, "--max-failures", maxFailures, "--silence", p.Silence.String(), "--release-dir", p.Releases.RepoDir}, more...)
+	id, err := p.Rollouts.Create(ctx, args...)
 	if err != nil {
 		return "", err
 	}
@@ -271,7 +275,7 @@ func (p *Plan) state(ctx context.Context, e *fleet.Edge) (fleet.OTAStatus, error
 // RollbackWithin.
 func (p *Plan) bad(ctx context.Context, res *Result, offline []*fleet.Edge) error {
 	t0 := time.Now()
-	id, err := p.create(ctx, V3, p.BadStages, p.MaxFailures)
+	id, err := p.create(ctx, V3, p.BadStages, p.MaxFailures, "--id", steerID(p.Edges, offline))
 	if err != nil {
 		return err
 	}
@@ -411,6 +415,33 @@ func (p *Plan) comeBack(ctx context.Context, res *Result, offline []*fleet.Edge)
 	}
 	p.Logf("ota: the offline edges are back on %s and installed nothing from the paused rollout", V2)
 	return nil
+}
+
+// steerID picks the bad rollout's id so that an offline edge comes first
+// in it. The controller orders a rollout's edges by sha256("<id>/<edge>")
+// (cloud/rollout), so that its first stages spread over stores; with the
+// id chosen this way the first stage holds an edge that is away, whose
+// assignment waits in the cloud, and the pause has it to withdraw: that
+// edge, back online, must install nothing. Should the controller order
+// them otherwise, the scenario still runs, and the result says whether an
+// offline edge was assigned (OfflineAssigned).
+func steerID(edges, offline []*fleet.Edge) string {
+	var salt [4]byte
+	_, _ = rand.Read(salt[:]) // runs may share a database: ids must differ
+	for n := 0; ; n++ {
+		id := fmt.Sprintf("ota-bad-%x-%d", salt, n)
+		var first *fleet.Edge
+		var key [sha256.Size]byte
+		for _, e := range edges {
+			k := sha256.Sum256([]byte(id + "/" + e.ID()))
+			if first == nil || bytes.Compare(k[:], key[:]) < 0 {
+				first, key = e, k
+			}
+		}
+		if slices.Contains(offline, first) || n == 1000 {
+			return id
+		}
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
