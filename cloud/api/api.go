@@ -206,6 +206,7 @@ func (s *server) endpoints() []endpoint {
 		{"POST /v1/edges/{id}/revoke", admin, s.revokeEdge, nil, false},
 		{"POST /v1/edges/{id}/keys", admin, s.rotateKey, nil, false},
 		{"POST /v1/edges/{id}/keys/{kid}/revoke", admin, s.revokeKey, nil, false},
+		{"GET /v1/edges/{id}/commands", reader, s.edgeCommands, nil, false},
 		{"POST /v1/tokens", admin, s.createEnrollToken, nil, false},
 		{"POST /v1/api-tokens", admin, s.createAPIToken, nil, false},
 		{"POST /v1/api-tokens/{name}/revoke", admin, s.revokeAPIToken, nil, false},

@@ -13,7 +13,7 @@ import (
 // admin objects, read by tenant like every other read.
 func (s *server) rolloutEndpoints() []endpoint {
 	return []endpoint{
-		{"GET /v1/rollouts", reader, s.listRollouts, nil, false},
+		{"GET /v1/rollouts", reader, s.listRollouts, []string{"limit"}, false},
 		{"POST /v1/rollouts", admin, s.createRollout, nil, false},
 		{"GET /v1/rollouts/{id}", reader, s.getRollout, nil, false},
 		{"POST /v1/rollouts/{id}/pause", admin, s.rolloutAction("pause"), nil, false},
@@ -44,7 +44,11 @@ type rolloutsBody struct {
 }
 
 func (s *server) listRollouts(w http.ResponseWriter, r *http.Request) error {
-	rs, err := rollout.List(r.Context(), s.led(r).DB(), s.opts.Now())
+	limit, err := parseLimit(r)
+	if err != nil {
+		return err
+	}
+	rs, err := rollout.List(r.Context(), s.led(r).DB(), s.opts.Now(), limit)
 	if err != nil {
 		return err
 	}

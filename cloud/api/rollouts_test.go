@@ -103,6 +103,11 @@ func TestRollouts(t *testing.T) {
 	if len(list.Rollouts) != 4 {
 		t.Fatalf("the global admin lists %d rollouts", len(list.Rollouts))
 	}
+	f.MustDo(t, http.StatusOK, "GET", "/v1/rollouts?limit=1", f.GlobalAdmin, nil, &list)
+	if len(list.Rollouts) != 1 || list.Rollouts[0].ID != "r-a" {
+		t.Fatalf("limit=1 lists %+v", list.Rollouts)
+	}
+	wantError(t, f.Do(t, "GET", "/v1/rollouts?limit=0", f.GlobalAdmin, nil), http.StatusBadRequest, "limit")
 	f.MustDo(t, http.StatusOK, "GET", "/v1/rollouts/"+rolloutOf(f.A.Tenant), f.ReaderA, nil, &ro)
 	if len(ro.Edges) != 1 || ro.Edges[0].Edge != f.A.Edge || ro.Edges[0].State != rollout.EdgeInstalled || ro.Stages[0].Installed != 1 {
 		t.Fatalf("tenant A's rollout: %+v", ro)

@@ -10,8 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/outpost-edge/outpost/cloud/api"
+	"github.com/outpost-edge/outpost/cloud/command"
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/protocol"
 )
 
 // tenantData is what one tenant of the fixture has: every kind of row
@@ -70,6 +74,13 @@ func mustTwoTenants(t *testing.T) *twoTenants {
 			t.Fatal(err)
 		}
 		f.projectionTables = insertProjectionRows(t, f.env, d.Tenant, d.Store, x, int64(100*(i+1)))
+		// A command kept for the edge (GET /v1/edges/{id}/commands).
+		if err := pgx.BeginFunc(ctx, f.Conn, func(tx pgx.Tx) error {
+			_, err := command.Enqueue(ctx, tx, f.Cloud, d.Edge, protocol.CommandAssign, "r-"+x, nil, base.Add(time.Hour))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
 		insertRolloutRows(t, f.env, d.Tenant, d.Edge)
 		d.Markers = []string{d.Tenant, d.Store, d.Edge, d.Epoch}
 	}

@@ -27,6 +27,7 @@ package command
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -115,6 +116,11 @@ func checkArgs(edge, kind, ref string, body []byte, expires time.Time) error {
 // connected to any cloud replica get it within a few seconds (NOTIFY on
 // NotifyChannel), and an edge that is offline gets it in reply to its next
 // hello, unless it has expired or was cancelled by then.
+//
+// kind is 1 to 64 of a-z 0-9 . _ -; ref, when given, 1 to 64 of
+// [A-Za-z0-9_-]; body at most protocol.MaxCommandBodyBytes; expires must be
+// set (an expiry already past is stored, and never sent). A bad argument is
+// ErrInvalid naming it, an edge that is not registered ErrUnknownEdge.
 //
 // The edge's counter stays row-locked until tx ends: keep tx short, and
 // when one transaction enqueues for several edges, do so in a consistent
@@ -222,16 +228,24 @@ type Pending struct {
 }
 
 // NoteHello records that edge said, in a hello, that it accepted every
-// command up to cmd (hello.Cmd): those are marked acknowledged, and cmd is
+// command up to cmd (hello.Cmd): those that were delivered are marked
+// acknowledged (one never sent, cancelled or expired first, was skipped,
+// not accepted), and cmd is
 // kept as where the next push starts (Take after it). It reports whether
 // the edge has commands to get (seq > cmd, neither cancelled nor expired
 // at now). An edge whose state was reset says a lower cmd than before:
 // that is kept too, so it gets again what it lost.
 func NoteHello(ctx context.Context, q Querier, edge string, cmd uint64, now time.Time) (pending bool, err error) {
+	// The counter row is locked while an Enqueue for the edge is in
+	// flight (a rollout's transaction): the hello does not wait for it,
+	// and leaves acked as it was (lower or equal, which only means more
+	// redelivery on the next push).
 	rows, err := q.Query(ctx, `WITH h AS (
-			UPDATE edge_command_seqs SET acked = $2 WHERE edge = $1
+			UPDATE edge_command_seqs SET acked = $2
+			WHERE edge = (SELECT edge FROM edge_command_seqs WHERE edge = $1 FOR UPDATE SKIP LOCKED)
 		), a AS (
-			UPDATE edge_commands SET acked_at = now() WHERE edge = $1 AND seq <= $2 AND acked_at IS NULL
+			UPDATE edge_commands SET acked_at = now()
+			WHERE edge = $1 AND seq <= $2 AND acked_at IS NULL AND delivered_at IS NOT NULL
 		)
 		SELECT EXISTS (SELECT 1 FROM edge_commands
 			WHERE edge = $1 AND seq > $2 AND cancelled_at IS NULL AND expires_at > $3)`, edge, clamp(cmd), now.UTC())
@@ -291,3 +305,80 @@ func Take(ctx context.Context, q Querier, edge string, after uint64, now time.Ti
 
 // clamp maps a seq an edge said onto bigint: no stored seq is above it.
 func clamp(seq uint64) int64 { return int64(min(seq, 1<<63-1)) }
+
+// States of a command, as View shows them.
+const (
+	StatePending      = "pending"      // kept, not sent yet
+	StateDelivered    = "delivered"    // published at least once, not acknowledged yet
+	StateAcknowledged = "acknowledged" // a hello of the edge said it accepted it
+	StateCancelled    = "cancelled"    // withdrawn before the edge acknowledged it: never sent again
+	StateExpired      = "expired"      // past its expiry unacknowledged: never sent again
+)
+
+// State is where the command stands at now.
+func (s Status) State(now time.Time) string {
+	switch {
+	case s.AckedAt != nil:
+		return StateAcknowledged
+	case s.CancelledAt != nil:
+		return StateCancelled
+	case !s.Expires.After(now):
+		return StateExpired
+	case s.DeliveredAt != nil:
+		return StateDelivered
+	}
+	return StatePending
+}
+
+// View is a command as the API (GET /v1/edges/{id}/commands) and the CLI
+// (cloud commands list --json) show it: the body as JSON when it is JSON
+// (the ota.* bodies are), else as base64 in body_base64.
+type View struct {
+	Seq         uint64          `json:"seq"`
+	Kind        string          `json:"kind"`
+	Ref         string          `json:"ref,omitempty"`
+	State       string          `json:"state"`
+	Body        json.RawMessage `json:"body,omitempty"`
+	BodyBase64  []byte          `json:"body_base64,omitempty"`
+	CreatedAt   time.Time       `json:"created_at"`
+	ExpiresAt   time.Time       `json:"expires_at"`
+	DeliveredAt *time.Time      `json:"delivered_at,omitempty"`
+	AckedAt     *time.Time      `json:"acked_at,omitempty"`
+	CancelledAt *time.Time      `json:"cancelled_at,omitempty"`
+}
+
+// Views is List's answer for an edge as the API and the CLI show it.
+type Views struct {
+	Edge     string `json:"edge"`
+	Commands []View `json:"commands"`
+}
+
+// ViewOf is s as View shows it at now.
+func ViewOf(s Status, now time.Time) View {
+	utc := func(t *time.Time) *time.Time {
+		if t == nil {
+			return nil
+		}
+		u := t.UTC()
+		return &u
+	}
+	v := View{Seq: s.Seq, Kind: s.Kind, Ref: s.Ref, State: s.State(now), CreatedAt: s.CreatedAt.UTC(), ExpiresAt: s.Expires.UTC(),
+		DeliveredAt: utc(s.DeliveredAt), AckedAt: utc(s.AckedAt), CancelledAt: utc(s.CancelledAt)}
+	if len(s.Body) > 0 {
+		if json.Valid(s.Body) {
+			v.Body = json.RawMessage(s.Body)
+		} else {
+			v.BodyBase64 = s.Body
+		}
+	}
+	return v
+}
+
+// ViewsOf is edge's commands as Views at now.
+func ViewsOf(edge string, st []Status, now time.Time) Views {
+	out := Views{Edge: edge, Commands: make([]View, 0, len(st))}
+	for _, s := range st {
+		out.Commands = append(out.Commands, ViewOf(s, now))
+	}
+	return out
+}

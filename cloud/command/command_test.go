@@ -191,6 +191,9 @@ func TestExpiredAndCancelled(t *testing.T) {
 	if got, err := command.Take(ctx, db, "e1", 0, now); err != nil || !slices.Equal(seqs(got), []uint64{1, 2, 3}) {
 		t.Fatalf("e1 takes %v, %v; want [1 2 3]", seqs(got), err)
 	}
+	if got, err := command.Take(ctx, db, "e3", 0, now); err != nil || len(got) != 1 {
+		t.Fatalf("e3 takes %v, %v; want [1]", seqs(got), err)
+	}
 	if pending, err := command.NoteHello(ctx, db, "e3", 1, now); err != nil || pending {
 		t.Fatalf("e3 (acked 1): pending %v, %v; want false", pending, err)
 	}
@@ -219,6 +222,13 @@ func TestExpiredAndCancelled(t *testing.T) {
 	}
 	if l := mustList(t, db, "e2"); l[0].CancelledAt == nil {
 		t.Fatalf("e2's command is not marked cancelled: %+v", l[0])
+	}
+	// A hello past a command never sent does not make it acknowledged.
+	if _, err := command.NoteHello(ctx, db, "e2", 1, now); err != nil {
+		t.Fatal(err)
+	}
+	if l := mustList(t, db, "e2"); l[0].AckedAt != nil {
+		t.Fatalf("e2's command, never sent, is marked acknowledged: %+v", l[0])
 	}
 	if err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) (err error) {
 		maybe, err = command.CancelRef(ctx, tx, "r-1")
@@ -336,6 +346,25 @@ func TestEnqueueOrder(t *testing.T) {
 	r := <-second
 	if r.err != nil || r.seq != 2 {
 		t.Fatalf("second Enqueue: %d, %v; want 2", r.seq, r.err)
+	}
+
+	// A hello does not wait for an Enqueue in flight (a rollout's open
+	// transaction): it sees what is committed.
+	open, err := a.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Rollback(ctx)
+	if _, err := command.Enqueue(ctx, open, s, "e1", "ota.assign", "", nil, exp); err != nil {
+		t.Fatal(err)
+	}
+	hctx, cancel := context.WithTimeout(ctx, 30*time.Second) // a hang guard: it must not wait at all
+	defer cancel()
+	if pending, err := command.NoteHello(hctx, b, "e1", 0, time.Now()); err != nil || !pending {
+		t.Fatalf("a hello while an Enqueue is in flight: pending %v, %v; want true at once", pending, err)
+	}
+	if got, err := command.Take(hctx, b, "e1", 0, time.Now()); err != nil || !slices.Equal(seqs(got), []uint64{1, 2}) {
+		t.Fatalf("Take while an Enqueue is in flight: %v, %v; want the committed [1 2]", seqs(got), err)
 	}
 }
 

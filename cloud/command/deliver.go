@@ -35,11 +35,15 @@ type DelivererOptions struct {
 	// Sweep is how often, besides the notifications, the Deliverer looks
 	// for commands never delivered to the edges it serves (a notification
 	// lost while the LISTEN connection was down); default 30s.
-	Sweep    time.Duration
-	Workers  int           // pushes at once; default 4
-	RetryMax time.Duration // the longest wait before listening again; default 10s
-	Now      func() time.Time
-	Logger   *slog.Logger
+	Sweep   time.Duration
+	Workers int // pushes at once; default 4
+	// PushDelay is how long a push waits after the notification that
+	// starts it, gathering the next ones for the same edge into one burst;
+	// default 250ms.
+	PushDelay time.Duration
+	RetryMax  time.Duration // the longest wait before listening again; default 10s
+	Now       func() time.Time
+	Logger    *slog.Logger
 }
 
 // Deliverer sends each edge its commands: all pending ones in reply to
@@ -52,11 +56,17 @@ type Deliverer struct {
 
 	mu      sync.Mutex // guards served, queued
 	served  map[string]served
-	queued  map[string]bool // edges waiting for a push
+	queued  map[string]push // edges waiting for a push
 	kick    chan struct{}   // a push is queued
 	running atomic.Bool
 
 	published, failed, pushes, bursts atomic.Uint64
+}
+
+// push is a queued push: due at at, the attempt'th retry.
+type push struct {
+	at      time.Time
+	attempt int
 }
 
 type served struct {
@@ -84,6 +94,9 @@ func NewDeliverer(opts DelivererOptions) (*Deliverer, error) {
 	if opts.Workers <= 0 {
 		opts.Workers = 4
 	}
+	if opts.PushDelay <= 0 {
+		opts.PushDelay = 250 * time.Millisecond
+	}
 	if opts.RetryMax <= 0 {
 		opts.RetryMax = 10 * time.Second
 	}
@@ -94,7 +107,7 @@ func NewDeliverer(opts DelivererOptions) (*Deliverer, error) {
 		opts.Logger = slog.Default()
 	}
 	return &Deliverer{o: opts, log: opts.Logger.With("component", "commands"),
-		served: map[string]served{}, queued: map[string]bool{}, kick: make(chan struct{}, 1)}, nil
+		served: map[string]served{}, queued: map[string]push{}, kick: make(chan struct{}, 1)}, nil
 }
 
 // Stats returns the counters.
@@ -120,14 +133,6 @@ func (d *Deliverer) Hello(ctx context.Context, edge string, cmd uint64, pub Publ
 		return err
 	}
 	return d.burst(ctx, edge, &cmd, pub)
-}
-
-// Forget stops pushing to edge (its session ended); its next hello starts
-// again.
-func (d *Deliverer) Forget(edge string) {
-	d.mu.Lock()
-	delete(d.served, edge)
-	d.mu.Unlock()
 }
 
 // burst publishes, in seq order, edge's commands after *after (nil: after
@@ -274,8 +279,12 @@ func (d *Deliverer) servedEdges() []string {
 }
 
 // queue asks a worker to push edge's commands, if this process serves it.
-// An edge queued twice before a worker takes it is pushed once.
-func (d *Deliverer) queue(edge string) {
+// The push waits PushDelay, so that the notifications of a transaction
+// that enqueued several commands for the edge, or of a few transactions in
+// a row, make one burst rather than one each.
+func (d *Deliverer) queue(edge string) { d.queueAt(edge, d.o.Now().Add(d.o.PushDelay), 0) }
+
+func (d *Deliverer) queueAt(edge string, at time.Time, attempt int) {
 	d.mu.Lock()
 	s, ok := d.served[edge]
 	if ok && d.o.ServeFor > 0 && d.o.Now().Sub(s.at) > d.o.ServeFor {
@@ -283,48 +292,79 @@ func (d *Deliverer) queue(edge string) {
 		ok = false
 	}
 	if ok {
-		d.queued[edge] = true
+		if q, queued := d.queued[edge]; !queued || at.Before(q.at) {
+			d.queued[edge] = push{at: at, attempt: attempt}
+		}
 	}
 	d.mu.Unlock()
 	if ok {
-		select {
-		case d.kick <- struct{}{}:
-		default:
-		}
+		d.wake()
 	}
 }
 
-// next takes a queued edge and its publisher.
-func (d *Deliverer) next() (string, Publisher, bool) {
+func (d *Deliverer) wake() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// next takes a queued edge that is due, with its publisher; or says how
+// long until the next one is due (0: none is queued).
+func (d *Deliverer) next() (edge string, p push, pub Publisher, wait time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for e := range d.queued {
-		delete(d.queued, e)
-		if s, ok := d.served[e]; ok {
-			return e, s.pub, true
+	now := d.o.Now()
+	for e, q := range d.queued {
+		if !q.at.After(now) {
+			delete(d.queued, e)
+			if s, ok := d.served[e]; ok {
+				return e, q, s.pub, 0
+			}
+			continue
+		}
+		if w := q.at.Sub(now); wait == 0 || w < wait {
+			wait = w
 		}
 	}
-	return "", nil, false
+	return "", push{}, nil, wait
 }
+
+// pushRetries is how many times a push that failed is tried again (after
+// 1, 2, 4 s) before the edge's next hello is left to bring its commands.
+const pushRetries = 3
 
 func (d *Deliverer) worker(ctx context.Context) {
 	for {
-		edge, pub, ok := d.next()
-		if !ok {
+		edge, p, pub, wait := d.next()
+		if pub == nil {
+			var timer <-chan time.Time
+			var t *time.Timer
+			if wait > 0 {
+				t = time.NewTimer(wait)
+				timer = t.C
+			}
 			select {
 			case <-d.kick:
-				continue
+			case <-timer:
 			case <-ctx.Done():
 				return
 			}
+			if t != nil {
+				t.Stop()
+			}
+			continue
 		}
-		// Another worker may be waiting on the kick for the rest.
-		select {
-		case d.kick <- struct{}{}:
-		default:
-		}
+		d.wake() // another worker may take the next edge meanwhile
 		d.pushes.Add(1)
-		if err := d.burst(ctx, edge, nil, pub); err != nil && ctx.Err() == nil {
+		err := d.burst(ctx, edge, nil, pub)
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		if p.attempt < pushRetries {
+			d.queueAt(edge, d.o.Now().Add(time.Second<<p.attempt), p.attempt+1)
+			d.log.Info("could not push commands to an edge; trying again", "edge", edge, "attempt", p.attempt+1, "err", err)
+		} else {
 			d.log.Warn("could not push commands to an edge; its next hello gets them", "edge", edge, "err", err)
 		}
 	}

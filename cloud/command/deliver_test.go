@@ -19,16 +19,23 @@ import (
 // edgeInbox is a Publisher that plays the edge's subscription: it keeps
 // the seqs it got, in order, and can be made to fail.
 type edgeInbox struct {
-	keys protocol.Keys
-	mu   sync.Mutex
-	got  []uint64
-	fail error
+	keys  protocol.Keys
+	mu    sync.Mutex
+	got   []uint64
+	fail  error
+	fails int // publishes to fail with fail, then succeed (0: fail always)
 }
 
 func (e *edgeInbox) PublishCommand(_ context.Context, edge string, signed []byte) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.fail != nil {
+		if e.fails > 0 {
+			e.fails--
+			if e.fails == 0 {
+				defer func() { e.fail = nil }()
+			}
+		}
 		return e.fail
 	}
 	c, err := protocol.VerifyCommand(signed, e.keys)
@@ -226,4 +233,63 @@ func cancelRef(tb testing.TB, db *pgxpool.Pool, ref string) []string {
 		tb.Fatal(err)
 	}
 	return maybe
+}
+
+// A push that fails (the broker was away) is tried again without a hello.
+func TestDelivererRetriesPush(t *testing.T) {
+	ctx := context.Background()
+	db := ledgertest.Pool(t, ledgertest.URL(t))
+	s, keys := MustSigner(t)
+	MustEdges(t, db, "e1")
+	d := MustDeliverer(t, db, command.DelivererOptions{})
+	in := &edgeInbox{keys: keys}
+	if err := d.Hello(ctx, "e1", 0, in); err != nil {
+		t.Fatal(err)
+	}
+	in.mu.Lock()
+	in.fail, in.fails = errors.New("broker away"), 2
+	in.mu.Unlock()
+	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", nil, time.Now().Add(time.Hour))
+	checkFor(t, time.Minute, func() error {
+		if got := in.seqs(); !slices.Equal(got, []uint64{1}) {
+			return fmt.Errorf("the edge got %v, want [1] after two failed pushes", got)
+		}
+		return nil
+	})
+	if st := d.Stats(); st.PublishErrors != 2 || st.Pushes < 3 {
+		t.Fatalf("stats %+v, want 2 publish errors in 3 pushes", st)
+	}
+}
+
+// A command enqueued while the deliverer was not listening (its LISTEN
+// connection was down, so the notification went nowhere) is found by the
+// sweep it makes once it listens, and pushed without a hello.
+func TestDelivererSweepsWhatItMissed(t *testing.T) {
+	ctx := context.Background()
+	db := ledgertest.Pool(t, ledgertest.URL(t))
+	s, keys := MustSigner(t)
+	MustEdges(t, db, "e1")
+	// No periodic sweep within the test: only the one made on listening.
+	d, err := command.NewDeliverer(command.DelivererOptions{DB: db, Sweep: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &edgeInbox{keys: keys}
+	if err := d.Hello(ctx, "e1", 0, in); err != nil {
+		t.Fatal(err)
+	}
+	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", nil, time.Now().Add(time.Hour))
+	if got := in.seqs(); len(got) != 0 {
+		t.Fatalf("got %v before the deliverer ran", got)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	checkFor(t, time.Minute, func() error {
+		if got := in.seqs(); !slices.Equal(got, []uint64{1}) {
+			return fmt.Errorf("the edge got %v, want [1] from the sweep", got)
+		}
+		return nil
+	})
 }

@@ -21,6 +21,10 @@ import (
 // DefaultTick is how often a Controller looks at the running rollouts.
 const DefaultTick = 5 * time.Second
 
+// lockRolloutClass is the first key of the transaction advisory lock
+// under which rollouts are planned ("rout").
+const lockRolloutClass int32 = 0x726f7574
+
 // TargetsFunc returns the published TUF targets (name -> custom metadata),
 // cloud/release.Repo.Status's Targets.
 type TargetsFunc func(ctx context.Context) (map[string]firmware.Custom, error)
@@ -44,9 +48,17 @@ type Controller struct {
 	Commands Commands
 	Targets  TargetsFunc // nil: no release repository; rollouts wait
 	Tick     time.Duration
-	Now      func() time.Time
-	Logger   *slog.Logger
+	// MaxAssign bounds the assignments of one rollout per tick (default
+	// DefaultMaxAssign), so that a large stage is assigned over a few
+	// ticks in short transactions (Enqueue holds each edge's command
+	// counter locked until the transaction ends).
+	MaxAssign int
+	Now       func() time.Time
+	Logger    *slog.Logger
 }
+
+// DefaultMaxAssign is Controller.MaxAssign's default.
+const DefaultMaxAssign = 500
 
 func (c *Controller) defaults() {
 	if c.Tick <= 0 {
@@ -54,6 +66,9 @@ func (c *Controller) defaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.MaxAssign <= 0 {
+		c.MaxAssign = DefaultMaxAssign
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -99,11 +114,6 @@ func (c *Controller) Step(ctx context.Context) error {
 }
 
 func (c *Controller) step(ctx context.Context, id string) error {
-	var targets map[string]firmware.Custom
-	var targetsErr error
-	if c.Targets != nil {
-		targets, targetsErr = c.Targets(ctx)
-	}
 	return pgx.BeginFunc(ctx, c.DB, func(tx pgx.Tx) error {
 		r, err := lockRow(ctx, tx, id, true)
 		if err != nil || r == nil || r.State != StateRunning {
@@ -113,8 +123,9 @@ func (c *Controller) step(ctx context.Context, id string) error {
 			if c.Targets == nil {
 				return setReason(ctx, tx, r, "waiting: this cloud has no release repository (cloud serve --release-dir) to read the release's targets from")
 			}
-			if targetsErr != nil {
-				return setReason(ctx, tx, r, "waiting: cannot read the release repository: "+targetsErr.Error())
+			targets, err := c.Targets(ctx)
+			if err != nil {
+				return setReason(ctx, tx, r, "waiting: cannot read the release repository: "+err.Error())
 			}
 			if done, err := c.plan(ctx, tx, r, targets); err != nil || done {
 				return err
@@ -164,22 +175,31 @@ func (c *Controller) plan(ctx context.Context, tx pgx.Tx, r *row, targets map[st
 	if len(byArch) == 0 {
 		return true, setReason(ctx, tx, r, fmt.Sprintf("waiting: release %s of channel %s has no signed target in the repository (cloud release publish it first)", r.Release, r.Channel))
 	}
-	q := `SELECT e.id, coalesce(e.agent, ''), coalesce(s.time_zone, '') FROM edges e LEFT JOIN stores s ON s.id = e.store
+	// Rollouts plan one at a time (a transaction lock, whichever replica),
+	// so that two cannot both take an edge: an edge is in at most one
+	// running or paused rollout.
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext('rollout plan'))`, lockRolloutClass); err != nil {
+		return true, err
+	}
+	q := `SELECT e.id, coalesce(e.agent, ''), coalesce(s.time_zone, ''),
+			coalesce((SELECT min(o.id) FROM rollout_edges oe JOIN rollouts o ON o.id = oe.rollout
+				WHERE oe.edge = e.id AND o.id <> $2 AND o.state IN ('running', 'paused')), '')
+		FROM edges e LEFT JOIN stores s ON s.id = e.store
 		WHERE e.status = 'active' AND ($1 = '' OR e.tenant = $1)`
-	args := []any{r.Tenant}
+	args := []any{r.Tenant, r.ID}
 	switch p.toKind {
 	case "tag":
-		q += ` AND EXISTS (SELECT 1 FROM edge_tags t WHERE t.edge = e.id AND t.tag = $2)`
+		q += ` AND EXISTS (SELECT 1 FROM edge_tags t WHERE t.edge = e.id AND t.tag = $3)`
 		args = append(args, p.toArgs[0])
 	case "stores":
-		q += ` AND e.store = ANY($2::text[])`
+		q += ` AND e.store = ANY($3::text[])`
 		args = append(args, p.toArgs)
 	}
 	rows, err := tx.Query(ctx, q+` ORDER BY e.id`, args...)
 	if err != nil {
 		return true, err
 	}
-	type cand struct{ ID, Agent, Zone string }
+	type cand struct{ ID, Agent, Zone, Other string }
 	cands, err := pgx.CollectRows(rows, pgx.RowToStructByPos[cand])
 	if err != nil {
 		return true, err
@@ -189,6 +209,9 @@ func (c *Controller) plan(ctx context.Context, tx pgx.Tx, r *row, targets map[st
 	for _, cd := range cands {
 		version, arch, ok := ParseAgent(cd.Agent)
 		switch {
+		case cd.Other != "":
+			skipped["in an unfinished rollout (finish or abort it first)"]++
+			continue
 		case !ok:
 			skipped["no hello naming its software yet"]++
 			continue
@@ -311,7 +334,7 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row) error {
 	if t.exceeded() {
 		reason := t.pauseReason(r)
 		c.Logger.Warn("rollout paused by itself", "rollout", r.ID, "reason", reason)
-		return withdraw(ctx, tx, c.Commands, r, StatePaused, reason)
+		return withdraw(ctx, tx, c.Commands, r, StatePaused, reason, now)
 	}
 	stage := r.Stage
 	for stage < len(t.stageDone) && t.stageDone[stage] {
@@ -333,19 +356,19 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row) error {
 		}
 	}
 	sort.Slice(todo, func(a, b int) bool { return vs[todo[a]].Edge < vs[todo[b]].Edge })
-	waiting := 0
+	waiting, made, deferred := 0, 0, 0
 	for _, i := range todo {
 		v := &vs[i]
-		loc := time.UTC
-		if v.Zone != "" {
-			if l, err := time.LoadLocation(v.Zone); err == nil {
-				loc = l
-			}
-		}
+		loc := zoneOf(v.Zone)
 		if !inWindow(r.Window, now, loc) {
 			waiting++
 			continue
 		}
+		if made == c.MaxAssign {
+			deferred++ // the next tick
+			continue
+		}
+		made++
 		notAfter := now.Add(r.Expires)
 		body := protocol.EncodeAssignment(protocol.Assignment{Rollout: r.ID, Channel: r.Channel, Target: v.Target, Version: r.Release,
 			NotAfter: notAfter.UnixMilli(), Window: r.Window, Zone: loc.String()})
@@ -357,7 +380,10 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row) error {
 			WHERE rollout = $1 AND edge = $2 AND state = 'pending'`, r.ID, v.Edge, int64(seq)); err != nil {
 			return err
 		}
-		c.Logger.Info("rollout assigned", "rollout", r.ID, "edge", v.Edge, "stage", v.Stage, "seq", seq, "target", v.Target)
+		c.Logger.Debug("rollout assigned", "rollout", r.ID, "edge", v.Edge, "stage", v.Stage, "seq", seq, "target", v.Target)
+	}
+	if made > 0 {
+		c.Logger.Info("rollout assigned edges", "rollout", r.ID, "stage", stage, "assigned", made, "waiting_for_window", waiting, "next_tick", deferred)
 	}
 	s := t.stages[stage]
 	reason := fmt.Sprintf("stage %d of %d: %d of %d edges committed, %s", stage+1, len(t.stages), s.Committed, s.Edges, t.failureText())
@@ -366,6 +392,9 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row) error {
 	}
 	if waiting > 0 {
 		reason += fmt.Sprintf("; %d waiting for their window %s", waiting, r.Window)
+	}
+	if deferred > 0 {
+		reason += fmt.Sprintf("; %d more to assign on the next ticks", deferred)
 	}
 	if stage != r.Stage || reason != r.Reason {
 		if _, err := tx.Exec(ctx, `UPDATE rollouts SET stage = $2, reason = $3, updated_at = now() WHERE id = $1`, r.ID, stage, reason); err != nil {

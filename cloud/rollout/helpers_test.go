@@ -102,6 +102,7 @@ func (r *rig) edges(prefix string, n int, arch string) []string {
 type ota struct {
 	kind, version, target, reason string
 	device                        string // "" is protocol.EdgeDevice
+	id                            string // "" is "<kind>-<seq>"
 }
 
 // commit commits evs of edge through the ledger, as the edge's uplink
@@ -129,7 +130,11 @@ func (r *rig) commit(edge string, evs ...ota) {
 			dev = protocol.EdgeDevice
 		}
 		r.ts = r.ts.Add(time.Millisecond)
-		c.AddEvent(dev, protocol.Event{ID: fmt.Sprintf("%s-%d", e.kind, c.Last()+1), Type: "ota." + e.kind, TS: r.ts, Body: b})
+		id := e.id
+		if id == "" {
+			id = fmt.Sprintf("%s-%d", e.kind, c.Last()+1)
+		}
+		c.AddEvent(dev, protocol.Event{ID: id, Type: "ota." + e.kind, TS: r.ts, Body: b})
 	}
 	seg := c.Segment(first, c.Last())
 	r.mu.Unlock()
@@ -186,7 +191,13 @@ func (r *rig) step(c *rollout.Controller) {
 
 func (r *rig) status(id string) rollout.Status {
 	r.tb.Helper()
-	s, err := rollout.Get(context.Background(), r.pool, id, time.Now())
+	return r.statusAt(id, time.Now())
+}
+
+// statusAt is the rollout's status as of now (silence is counted to it).
+func (r *rig) statusAt(id string, now time.Time) rollout.Status {
+	r.tb.Helper()
+	s, err := rollout.Get(context.Background(), r.pool, id, now)
 	if err != nil {
 		r.tb.Fatal(err)
 	}

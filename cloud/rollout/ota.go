@@ -56,6 +56,7 @@ type versionRow struct {
 	Edge, Version, Target, Kind string
 	Release                     uint64
 	Reason                      string
+	Seq                         uint64 // the assignment the event's id names; 0 none
 	At                          time.Time
 	Pos                         int64
 }
@@ -111,7 +112,10 @@ func (f *otaFold) add(edge string, pos int64, at time.Time, rec protocol.Record)
 			return
 		}
 		if n, ok := strings.CutPrefix(b.Reason, "command "); ok {
-			if seq, err := strconv.ParseUint(n, 10, 64); err == nil && seq > e.AcceptedSeq {
+			// The highest seq, first accepted at the lowest position: a
+			// rule that does not depend on the order of folding.
+			if seq, err := strconv.ParseUint(n, 10, 64); err == nil && seq > 0 &&
+				(seq > e.AcceptedSeq || seq == e.AcceptedSeq && pos < e.AcceptedPos) {
 				e.AcceptedSeq, e.AcceptedPos = seq, pos
 			}
 		}
@@ -127,8 +131,26 @@ func (f *otaFold) add(edge string, pos int64, at time.Time, rec protocol.Record)
 	v := f.versions[k]
 	if v == nil || pos > v.Pos {
 		f.versions[k] = &versionRow{Edge: edge, Version: k.version, Target: k.target, Kind: kind,
-			Release: b.Release, Reason: printable(b.Reason, maxReasonBytes), At: at, Pos: pos}
+			Release: b.Release, Reason: printable(b.Reason, maxReasonBytes), Seq: assignSeq(rec.ID), At: at, Pos: pos}
 	}
+}
+
+// assignSeq is the assignment seq an event id names: the edge's
+// assignment events are "assign-N-<what>" (edge/ota); 0 for any other.
+func assignSeq(id string) uint64 {
+	rest, ok := strings.CutPrefix(id, "assign-")
+	if !ok {
+		return 0
+	}
+	n, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0
+	}
+	seq, err := strconv.ParseUint(n, 10, 64)
+	if err != nil {
+		return 0
+	}
+	return seq
 }
 
 // clip cuts s to at most n bytes at a rune boundary.
@@ -181,20 +203,23 @@ func (f *otaFold) queue(b *pgx.Batch, suffix string) {
 		b.Queue(`INSERT INTO ota_edge_state`+suffix+` AS s (edge, accepted_seq, accepted_pos, last_kind, last_at, last_pos)
 			VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (edge) DO UPDATE SET
-				accepted_seq = CASE WHEN excluded.accepted_seq > s.accepted_seq THEN excluded.accepted_seq ELSE s.accepted_seq END,
-				accepted_pos = CASE WHEN excluded.accepted_seq > s.accepted_seq THEN excluded.accepted_pos ELSE s.accepted_pos END,
+				accepted_seq = GREATEST(s.accepted_seq, excluded.accepted_seq),
+				accepted_pos = CASE WHEN excluded.accepted_seq > s.accepted_seq
+					OR excluded.accepted_seq = s.accepted_seq AND excluded.accepted_seq > 0 AND excluded.accepted_pos < s.accepted_pos
+					THEN excluded.accepted_pos ELSE s.accepted_pos END,
 				last_kind = CASE WHEN excluded.last_pos > s.last_pos THEN excluded.last_kind ELSE s.last_kind END,
 				last_at = CASE WHEN excluded.last_pos > s.last_pos THEN excluded.last_at ELSE s.last_at END,
 				last_pos = GREATEST(s.last_pos, excluded.last_pos)`,
 			e.Edge, int64(e.AcceptedSeq), e.AcceptedPos, e.LastKind, e.LastAt, e.LastPos)
 	}
 	for _, v := range f.sortedVersions() {
-		b.Queue(`INSERT INTO ota_edge_versions`+suffix+` AS v (edge, version, target, kind, release, reason, at, pos)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+		b.Queue(`INSERT INTO ota_edge_versions`+suffix+` AS v (edge, version, target, kind, release, reason, seq, at, pos)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 			ON CONFLICT (edge, version, target) DO UPDATE SET
-				kind = excluded.kind, release = excluded.release, reason = excluded.reason, at = excluded.at, pos = excluded.pos
+				kind = excluded.kind, release = excluded.release, reason = excluded.reason, seq = excluded.seq,
+				at = excluded.at, pos = excluded.pos
 			WHERE excluded.pos > v.pos`,
-			v.Edge, v.Version, v.Target, v.Kind, int64(v.Release), v.Reason, v.At, v.Pos)
+			v.Edge, v.Version, v.Target, v.Kind, int64(v.Release), v.Reason, int64(v.Seq), v.At, v.Pos)
 	}
 }
 
@@ -306,17 +331,17 @@ func readFold(ctx context.Context, q ledger.Querier) (*otaFold, error) {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	rows, err = q.Query(ctx, `SELECT edge, version, target, kind, release, reason, at, pos FROM ota_edge_versions`)
+	rows, err = q.Query(ctx, `SELECT edge, version, target, kind, release, reason, seq, at, pos FROM ota_edge_versions`)
 	if err != nil {
 		return nil, err
 	}
 	for rows.Next() {
 		v := &versionRow{}
-		var rel int64
-		if err := rows.Scan(&v.Edge, &v.Version, &v.Target, &v.Kind, &rel, &v.Reason, &v.At, &v.Pos); err != nil {
+		var rel, seq int64
+		if err := rows.Scan(&v.Edge, &v.Version, &v.Target, &v.Kind, &rel, &v.Reason, &seq, &v.At, &v.Pos); err != nil {
 			return nil, err
 		}
-		v.Release = uint64(rel)
+		v.Release, v.Seq = uint64(rel), uint64(seq)
 		f.versions[versionKey{v.Edge, v.Version, v.Target}] = v
 	}
 	return f, rows.Err()
@@ -343,7 +368,7 @@ func diffFolds(live, want *otaFold) []string {
 		l := live.versions[k]
 		if l == nil {
 			out = append(out, fmt.Sprintf("ota_edge_versions %v: missing, want %+v", k, *w))
-		} else if !l.At.Equal(w.At) || l.Kind != w.Kind || l.Release != w.Release || l.Reason != w.Reason || l.Pos != w.Pos {
+		} else if !l.At.Equal(w.At) || l.Kind != w.Kind || l.Release != w.Release || l.Reason != w.Reason || l.Seq != w.Seq || l.Pos != w.Pos {
 			out = append(out, fmt.Sprintf("ota_edge_versions %v: live %+v, rebuilt %+v", k, *l, *w))
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -218,6 +219,7 @@ func readViews(ctx context.Context, q ledger.Querier, r *row) ([]view, error) {
 		LEFT JOIN LATERAL (SELECT kind, reason, at FROM ota_edge_versions v
 			WHERE v.edge = re.edge AND re.assigned_at IS NOT NULL AND v.at >= re.assigned_at
 			  AND (v.version = $2 OR (v.version = '' AND v.target = re.target))
+			  AND (v.seq = 0 OR v.seq >= re.seq)
 			ORDER BY v.pos DESC LIMIT 1) v ON true
 		WHERE re.rollout = $1 ORDER BY re.stage, re.ord`, r.ID, r.Release)
 	if err != nil {
@@ -238,7 +240,7 @@ func readViews(ctx context.Context, q ledger.Querier, r *row) ([]view, error) {
 }
 
 // state is what v's edge is doing now, and why (for failures).
-func (v *view) state(now time.Time, silence time.Duration) (state, reason string, accepted bool) {
+func (v *view) state(now time.Time, silence time.Duration, window string) (state, reason string, accepted bool) {
 	if v.Row == "pending" {
 		return EdgePending, "", false
 	}
@@ -269,7 +271,14 @@ func (v *view) state(now time.Time, silence time.Duration) (state, reason string
 		if v.LastAt != nil && v.LastAt.After(since) {
 			since = *v.LastAt
 		}
-		if quiet := now.Sub(since); quiet > silence {
+		quiet := now.Sub(since)
+		if window != "" && (state == EdgeAssigned || state == EdgeAccepted) {
+			// An edge told to wait for its window may: only the time
+			// inside the window counts (an assignment made just before the
+			// window closed is not silent overnight).
+			quiet = windowOverlap(window, zoneOf(v.Zone), since, now)
+		}
+		if quiet > silence {
 			return EdgeSilent, fmt.Sprintf("no ota event for %s (since %s; --silence %s) while %s",
 				quiet.Truncate(time.Second), since.UTC().Format(time.RFC3339), silence, state), accepted
 		}
@@ -307,7 +316,7 @@ func count(r *row, vs []view, now time.Time) (*tally, error) {
 	}
 	for i := range vs {
 		v := &vs[i]
-		st, reason, accepted := v.state(now, r.Silence)
+		st, reason, accepted := v.state(now, r.Silence, r.Window)
 		excused := v.Row == "excused"
 		es := EdgeStatus{Edge: v.Edge, Stage: v.Stage, State: st, Reason: reason, Arch: v.Arch, Target: v.Target, Zone: v.Zone,
 			Seq: v.Seq, AssignedAt: v.AssignedAt, Excused: excused}
@@ -397,18 +406,42 @@ func (t *tally) pauseReason(r *row) string {
 // Get returns rollout id's status, with its edges. q may be a
 // ledger.ReadAs transaction (the API's reads: row-level security shows a
 // tenant only its own rollouts and edges).
-func Get(ctx context.Context, q ledger.DB, id string, now time.Time) (Status, error) {
-	r, err := scanRow(q.QueryRow(ctx, `SELECT `+rowColumns+` FROM rollouts WHERE id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Status{}, fmt.Errorf("rollout %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return Status{}, fmt.Errorf("rollout %s: %w", id, err)
-	}
-	return status(ctx, q, r, now, true)
+func Get(ctx context.Context, db ledger.DB, id string, now time.Time) (Status, error) {
+	var s Status
+	err := snapshot(ctx, db, func(q pgx.Tx) error {
+		r, err := scanRow(q.QueryRow(ctx, `SELECT `+rowColumns+` FROM rollouts WHERE id = $1`, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("rollout %s: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("rollout %s: %w", id, err)
+		}
+		s, err = status(ctx, q, r, now, true)
+		return err
+	})
+	return s, err
 }
 
-func status(ctx context.Context, q ledger.DB, r *row, now time.Time, withEdges bool) (Status, error) {
+// snapshot runs f in a read-only, repeatable-read transaction (a
+// savepoint of one when db is a transaction already, such as the API's
+// read transaction, which is one too), so that a rollout's row and its
+// edges are read from one state of the database.
+func snapshot(ctx context.Context, db ledger.DB, f func(pgx.Tx) error) error {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY`); err != nil {
+		return err
+	}
+	if err := f(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+func status(ctx context.Context, q ledger.Querier, r *row, now time.Time, withEdges bool) (Status, error) {
 	vs, err := readViews(ctx, q, r)
 	if err != nil {
 		return Status{}, fmt.Errorf("rollout %s: %w", r.ID, err)
@@ -440,26 +473,33 @@ func status(ctx context.Context, q ledger.DB, r *row, now time.Time, withEdges b
 	return s, nil
 }
 
-// List returns every rollout in q's scope, newest first, with stage
-// counts but without the per-edge list.
-func List(ctx context.Context, q ledger.DB, now time.Time) ([]Status, error) {
-	rows, err := q.Query(ctx, `SELECT `+rowColumns+` FROM rollouts ORDER BY created_at DESC, id`)
-	if err != nil {
-		return nil, fmt.Errorf("list rollouts: %w", err)
+// List returns the newest limit rollouts in q's scope (limit <= 0: all),
+// newest first, with stage counts but without the per-edge list.
+func List(ctx context.Context, db ledger.DB, now time.Time, limit int) ([]Status, error) {
+	var out []Status
+	if limit <= 0 {
+		limit = math.MaxInt32
 	}
-	rs, err := pgx.CollectRows(rows, func(cr pgx.CollectableRow) (*row, error) { return scanRow(cr) })
-	if err != nil {
-		return nil, fmt.Errorf("list rollouts: %w", err)
-	}
-	out := make([]Status, 0, len(rs))
-	for _, r := range rs {
-		s, err := status(ctx, q, r, now, false)
+	err := snapshot(ctx, db, func(q pgx.Tx) error {
+		rows, err := q.Query(ctx, `SELECT `+rowColumns+` FROM rollouts ORDER BY created_at DESC, id LIMIT $1`, limit)
 		if err != nil {
-			return nil, err
+			return fmt.Errorf("list rollouts: %w", err)
 		}
-		out = append(out, s)
-	}
-	return out, nil
+		rs, err := pgx.CollectRows(rows, func(cr pgx.CollectableRow) (*row, error) { return scanRow(cr) })
+		if err != nil {
+			return fmt.Errorf("list rollouts: %w", err)
+		}
+		out = make([]Status, 0, len(rs))
+		for _, r := range rs {
+			s, err := status(ctx, q, r, now, false)
+			if err != nil {
+				return err
+			}
+			out = append(out, s)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // Tenant returns the tenant of rollout id ("" for a global one).
@@ -521,7 +561,7 @@ func Pause(ctx context.Context, db ledger.DB, cmds Commands, id, who string) err
 		case StateCompleted, StateAborted:
 			return fmt.Errorf("pause rollout %s: it is %s: %w", id, r.State, ErrFinished)
 		}
-		return withdraw(ctx, tx, cmds, r, StatePaused, "paused by "+who)
+		return withdraw(ctx, tx, cmds, r, StatePaused, "paused by "+who, time.Now())
 	})
 }
 
@@ -534,7 +574,7 @@ func Abort(ctx context.Context, db ledger.DB, cmds Commands, id, who string) err
 		case StateCompleted:
 			return fmt.Errorf("abort rollout %s: it is %s: %w", id, r.State, ErrFinished)
 		}
-		return withdraw(ctx, tx, cmds, r, StateAborted, "aborted by "+who)
+		return withdraw(ctx, tx, cmds, r, StateAborted, "aborted by "+who, time.Now())
 	})
 }
 
@@ -561,7 +601,7 @@ func Resume(ctx context.Context, db ledger.DB, id, who string, now time.Time) er
 			if v.Row == "pending" || v.Row == "excused" {
 				continue
 			}
-			st, _, _ := v.state(now, r.Silence)
+			st, _, _ := v.state(now, r.Silence, r.Window)
 			switch st {
 			case EdgeRolledBack, EdgeRefused:
 				excuse = append(excuse, v.Edge)
@@ -600,7 +640,7 @@ func act(ctx context.Context, db ledger.DB, id string, fn func(pgx.Tx, *row) err
 // withdraw sets r's state (paused or aborted) and withdraws what its edges
 // have not started: CancelRef, then an ota.cancel to each edge that may
 // hold its assignment. tx holds r's row lock.
-func withdraw(ctx context.Context, tx pgx.Tx, cmds Commands, r *row, state, reason string) error {
+func withdraw(ctx context.Context, tx pgx.Tx, cmds Commands, r *row, state, reason string, now time.Time) error {
 	if _, err := tx.Exec(ctx, `UPDATE rollouts SET state = $2, reason = $3, updated_at = now() WHERE id = $1`, r.ID, state, reason); err != nil {
 		return err
 	}
@@ -613,13 +653,12 @@ func withdraw(ctx context.Context, tx pgx.Tx, cmds Commands, r *row, state, reas
 	}
 	sort.Slice(vs, func(i, j int) bool { return vs[i].Edge < vs[j].Edge }) // Enqueue's lock order
 	var withdrawn []string
-	now := time.Now()
 	for i := range vs {
 		v := &vs[i]
 		if v.Row != "assigned" {
 			continue
 		}
-		st, _, _ := v.state(now, r.Silence)
+		st, _, _ := v.state(now, r.Silence, r.Window)
 		switch st {
 		case EdgeCommitted, EdgeRolledBack, EdgeRefused, EdgeCancelled:
 			continue // settled

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/cloud/rollout"
+	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -139,6 +140,9 @@ func TestArchFiltering(t *testing.T) {
 		}
 	}
 	// A release with one target of no arch goes to every arch.
+	if err := rollout.Abort(context.Background(), r.pool, r.cmds, id, "test"); err != nil {
+		t.Fatal(err)
+	}
 	id2 := r.create(rollout.Spec{Release: "1.1.0", Channel: "beta", To: "all", Stages: "100%"})
 	r.step(c)
 	if s := r.status(id2); s.Total != 3 || s.Edges[0].Target != "edge-1.1.0-beta" {
@@ -149,6 +153,32 @@ func TestArchFiltering(t *testing.T) {
 	r.step(c)
 	if s := r.status(id3); s.State != rollout.StateRunning || !strings.Contains(s.Reason, "no signed target") || s.Total != 0 {
 		t.Fatalf("rollout of an unpublished release: %+v", s)
+	}
+}
+
+// TestOneUnfinishedRolloutPerEdge: an edge in a running or paused
+// rollout is left out of another; once that one is finished, it is not.
+func TestOneUnfinishedRolloutPerEdge(t *testing.T) {
+	r := newRig(t)
+	r.edges("e", 2, "linux/amd64")
+	c := r.controller(r.pool)
+	first := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "100%"})
+	r.step(c)
+	if err := rollout.Pause(context.Background(), r.pool, r.cmds, first, "op"); err != nil {
+		t.Fatal(err)
+	}
+	second := r.create(rollout.Spec{Release: "1.2.0", To: "all", Stages: "100%"})
+	r.step(c)
+	if s := r.status(second); s.State != rollout.StateCompleted || s.Skipped != 2 || !strings.Contains(s.SkippedWhy, "unfinished rollout") {
+		t.Fatalf("second rollout while the first is paused: %+v", s)
+	}
+	if err := rollout.Abort(context.Background(), r.pool, r.cmds, first, "op"); err != nil {
+		t.Fatal(err)
+	}
+	third := r.create(rollout.Spec{Release: "1.2.0", To: "all", Stages: "100%"})
+	r.step(c)
+	if s := r.status(third); s.Total != 2 || len(assigned(s)) != 2 {
+		t.Fatalf("third rollout after the first was aborted: %+v", s)
 	}
 }
 
@@ -194,6 +224,9 @@ func TestTargetSelection(t *testing.T) {
 		slices.Sort(got)
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("--to %s (tenant %q): edges %v, want %v", tc.spec.To, tc.spec.Tenant, got, tc.want)
+		}
+		if err := rollout.Abort(ctx, r.pool, r.cmds, id, "test"); err != nil {
+			t.Fatal(err)
 		}
 	}
 	tags, err := rollout.Tags(ctx, r.pool, "ny")
@@ -252,12 +285,14 @@ func TestPauseOnFailures(t *testing.T) {
 		{"rolled back", []string{"rolled_back", "rolled_back"}, time.Hour, "2 failures (2 rolled back) exceed 1 of 10 (10%)"},
 		{"refused", []string{"refused", "rolled_back"}, time.Hour, "2 failures (1 rolled back, 1 refused) exceed 1 of 10 (10%)"},
 		// The third edge, published but quiet, goes silent with the first.
-		{"silent", []string{"silent", "rolled_back"}, 2 * time.Second, "3 failures (1 rolled back, 2 silent) exceed 1 of 10 (10%)"},
+		{"silent", []string{"silent", "rolled_back"}, time.Hour, "3 failures (1 rolled back, 2 silent) exceed 1 of 10 (10%)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t)
 			r.edges("e", 10, "linux/amd64")
 			c := r.controller(r.pool)
+			var shift time.Duration // the controller's clock runs ahead by it
+			c.Now = func() time.Time { return time.Now().Add(shift) }
 			id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "3,100%", MaxFailures: "10%", Silence: tc.silence})
 			r.step(c)
 			as := assigned(r.status(id))
@@ -271,26 +306,26 @@ func TestPauseOnFailures(t *testing.T) {
 				}
 			}
 			r.exec(`UPDATE edge_commands SET delivered_at = now() WHERE edge = $1`, as[2].Edge) // published, not acknowledged
-			// One failure is within the budget (1 of 10): still running.
-			deadline := time.Now().Add(time.Minute)
-			for {
+			r.step(c)
+			if tc.name == "silent" {
+				// One failure is within the budget (1 of 10): still running,
+				// until the quiet edges' --silence has passed.
+				if s := r.status(id); s.State != rollout.StateRunning || s.Failures != 1 {
+					t.Fatalf("before --silence passed: %+v", s)
+				}
+				shift = tc.silence + time.Minute
 				r.step(c)
-				s := r.status(id)
-				if s.State == rollout.StatePaused {
-					if s.Reason != "paused: "+tc.reason {
-						t.Fatalf("reason %q, want %q", s.Reason, "paused: "+tc.reason)
-					}
-					if want := int(tc.reason[0] - '0'); s.Failures != want {
-						t.Fatalf("failures %d", s.Failures)
-					}
-					break
-				}
-				if tc.name != "silent" || time.Now().After(deadline) {
-					t.Fatalf("not paused: %+v", s)
-				}
-				time.Sleep(100 * time.Millisecond) // waiting out --silence, on the real clock
 			}
-			s := r.status(id)
+			s := r.statusAt(id, time.Now().Add(shift))
+			if s.State != rollout.StatePaused {
+				t.Fatalf("not paused: %+v", s)
+			}
+			if s.Reason != "paused: "+tc.reason {
+				t.Fatalf("reason %q, want %q", s.Reason, "paused: "+tc.reason)
+			}
+			if want := int(tc.reason[0] - '0'); s.Failures != want {
+				t.Fatalf("failures %d", s.Failures)
+			}
 			st := edgeStates(s)
 			if e := st[as[0].Edge]; e.Reason == "" && tc.fail[0] != "silent" {
 				t.Fatalf("no reason for %s: %+v", e.Edge, e)
@@ -320,16 +355,28 @@ func TestPauseOnFailures(t *testing.T) {
 			}
 			// Resume accepts the failures so far and assigns again what
 			// was withdrawn or silent.
-			if err := rollout.Resume(context.Background(), r.pool, id, "test", time.Now()); err != nil {
+			if err := rollout.Resume(context.Background(), r.pool, id, "test", time.Now().Add(shift)); err != nil {
 				t.Fatal(err)
 			}
+			shift = 0
 			r.step(c)
 			s = r.status(id)
 			if s.State != rollout.StateRunning || s.Failures != 0 {
 				t.Fatalf("after resume: %+v", s)
 			}
-			if cs := r.commands(as[2].Edge, protocol.CommandAssign); len(cs) != 2 || cs[1].CancelledAt != nil {
+			cs = r.commands(as[2].Edge, protocol.CommandAssign)
+			if len(cs) != 2 || cs[1].CancelledAt != nil {
 				t.Fatalf("edge %s not assigned again: %+v", as[2].Edge, cs)
+			}
+			// The edge, back, says it dropped the old assignment; that is
+			// not the new one's cancellation.
+			r.commit(as[2].Edge, ota{kind: "cancelled", version: "1.1.0", target: as[2].Target, id: fmt.Sprintf("assign-%d-cancelled", cs[0].Seq)})
+			if st := edgeStates(r.status(id))[as[2].Edge]; st.State != rollout.EdgeAssigned || st.Seq != cs[1].Seq {
+				t.Fatalf("the old assignment's cancellation taken for the new one's: %+v", st)
+			}
+			r.commit(as[2].Edge, ota{kind: "cancelled", version: "1.1.0", target: as[2].Target, id: fmt.Sprintf("assign-%d-cancelled", cs[1].Seq)})
+			if st := edgeStates(r.status(id))[as[2].Edge]; st.State != rollout.EdgeCancelled {
+				t.Fatalf("the new assignment's cancellation: %+v", st)
 			}
 		})
 	}
@@ -341,33 +388,30 @@ func TestSilentNeverSuccess(t *testing.T) {
 	r := newRig(t)
 	r.edges("e", 3, "linux/amd64")
 	c := r.controller(r.pool)
-	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "1,100%", MaxFailures: "1", Silence: time.Second})
+	var shift time.Duration // the controller's clock runs ahead by it
+	c.Now = func() time.Time { return time.Now().Add(shift) }
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "1,100%", MaxFailures: "1", Silence: 30 * time.Minute})
 	r.step(c)
 	as := assigned(r.status(id))
-	r.commit(as[0].Edge, ota{kind: "command_accepted", target: protocol.CommandAssign, reason: "command 1"})
-	deadline := time.Now().Add(time.Minute)
-	for {
+	r.commit(as[0].Edge, ota{kind: "command_accepted", target: protocol.CommandAssign, reason: fmt.Sprintf("command %d", as[0].Seq)})
+	shift = 29 * time.Minute
+	r.step(c)
+	if s := r.statusAt(id, time.Now().Add(shift)); s.Edges[0].State != rollout.EdgeAccepted || s.Failures != 0 {
+		t.Fatalf("within --silence: %+v", s)
+	}
+	shift = 31 * time.Minute
+	for range 3 {
 		r.step(c)
-		s := r.status(id)
+		s := r.statusAt(id, time.Now().Add(shift))
 		if s.Stage != 0 || len(assigned(s)) != 1 || s.State != rollout.StateRunning {
 			t.Fatalf("a silent edge let the rollout on: %+v", s)
 		}
-		if s.Edges[0].State == rollout.EdgeSilent || s.Edges[1].State == rollout.EdgeSilent || s.Edges[2].State == rollout.EdgeSilent {
-			if s.Failures != 1 || s.Stages[0].Silent != 1 || s.Stages[0].Committed != 0 || s.Stages[0].Accepted != 1 {
-				t.Fatalf("silent edge counted as %+v", s)
-			}
-			break
+		if s.Edges[0].State != rollout.EdgeSilent || s.Failures != 1 || s.Stages[0].Silent != 1 || s.Stages[0].Committed != 0 || s.Stages[0].Accepted != 1 {
+			t.Fatalf("silent edge counted as %+v", s)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never silent: %+v", s)
+		if !strings.Contains(s.Edges[0].Reason, "no ota event for 31m") {
+			t.Fatalf("silent reason %q", s.Edges[0].Reason)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	for range 3 {
-		r.step(c)
-	}
-	if s := r.status(id); s.Stage != 0 || s.State != rollout.StateRunning {
-		t.Fatalf("advanced past a silent edge: %+v", s)
 	}
 	// When the edge speaks again and commits, the stage goes on.
 	r.commit(as[0].Edge, ota{kind: "installed", version: "1.1.0", target: as[0].Target}, ota{kind: "committed", version: "1.1.0"})
@@ -415,6 +459,34 @@ func TestWindowInStoreZone(t *testing.T) {
 	r.step(c)
 	if st = edgeStates(r.status(id)); st["nostore"].State != rollout.EdgeAssigned {
 		t.Fatalf("at %s: %+v", now, st)
+	}
+}
+
+// TestSilenceCountsOnlyInsideTheWindow: an edge assigned just before its
+// window closes, told to wait for the window, is not silent overnight;
+// once the window is open again for longer than --silence, it is.
+func TestSilenceCountsOnlyInsideTheWindow(t *testing.T) {
+	r := newRig(t)
+	r.edges("e", 1, "linux/amd64") // no store: UTC
+	c := r.controller(r.pool)
+	var shift time.Duration
+	c.Now = func() time.Time { return time.Now().Add(shift) }
+	now := time.Now().UTC()
+	window := now.Add(-time.Hour).Format("15:04") + "-" + now.Add(time.Minute).Format("15:04") // closes within a minute
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "100%", Window: window, Silence: 30 * time.Minute, MaxFailures: "1"})
+	r.step(c)
+	if s := r.status(id); len(assigned(s)) != 1 {
+		t.Fatalf("not assigned inside the window %s: %+v", window, s)
+	}
+	shift = 12 * time.Hour
+	r.step(c)
+	if s := r.statusAt(id, time.Now().Add(shift)); s.Edges[0].State != rollout.EdgeAssigned || s.Failures != 0 {
+		t.Fatalf("silent while its window was closed: %+v", s.Edges[0])
+	}
+	shift = 23*time.Hour + 40*time.Minute // the window opened again 40 minutes ago
+	r.step(c)
+	if s := r.statusAt(id, time.Now().Add(shift)); s.Edges[0].State != rollout.EdgeSilent || s.Failures != 1 {
+		t.Fatalf("not silent 40 minutes into its window: %+v", s.Edges[0])
 	}
 }
 
@@ -469,6 +541,62 @@ func TestAbortCancelsPendingCommands(t *testing.T) {
 	}
 	if err := rollout.Pause(ctx, r.pool, r.cmds, "nope", "bob"); !errors.Is(err, rollout.ErrNotFound) {
 		t.Fatalf("pause of an unknown rollout: %v", err)
+	}
+}
+
+// TestMaxAssignPerTick: a large stage is assigned over several ticks,
+// MaxAssign edges at a time.
+func TestMaxAssignPerTick(t *testing.T) {
+	r := newRig(t)
+	r.edges("e", 5, "linux/amd64")
+	c := r.controller(r.pool)
+	c.MaxAssign = 2
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "100%"})
+	for _, want := range []int{2, 4, 5} {
+		r.step(c)
+		s := r.status(id)
+		if n := len(assigned(s)); n != want {
+			t.Fatalf("assigned %d, want %d: %+v", n, want, s)
+		}
+		if more := 5 - want; more > 0 && !strings.Contains(s.Reason, fmt.Sprintf("%d more to assign", more)) {
+			t.Fatalf("reason %q", s.Reason)
+		}
+	}
+}
+
+// TestControllerRun: Run ticks (assigning, then advancing once the first
+// stage committed) until its context ends.
+func TestControllerRun(t *testing.T) {
+	r := newRig(t)
+	r.edges("e", 2, "linux/amd64")
+	c := r.controller(r.pool)
+	c.Tick = 20 * time.Millisecond
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "1,100%"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	poll.For(t, time.Minute, func() error {
+		if s := r.status(id); len(assigned(s)) != 1 {
+			return fmt.Errorf("assigned: %+v", s.Edges)
+		}
+		return nil
+	})
+	first := assigned(r.status(id))[0]
+	r.install(first.Edge, first.Seq, first.Target, "committed", "")
+	poll.For(t, time.Minute, func() error {
+		if s := r.status(id); len(assigned(s)) != 2 {
+			return fmt.Errorf("stage 1 not assigned: %+v", s)
+		}
+		return nil
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute): // a hang guard, not a timing check
+		t.Fatal("Run did not return after its context ended")
 	}
 }
 

@@ -234,3 +234,48 @@ func inWindow(w string, t time.Time, loc *time.Location) bool {
 	}
 	return d >= start || d < end // past midnight
 }
+
+// zoneOf is an edge's store time zone ("" or unknown: UTC).
+func zoneOf(zone string) *time.Location {
+	if zone != "" {
+		if l, err := time.LoadLocation(zone); err == nil {
+			return l
+		}
+	}
+	return time.UTC
+}
+
+// windowOverlap is how much of [from, to) lies inside the daily window w
+// in loc.
+func windowOverlap(w string, loc *time.Location, from, to time.Time) time.Duration {
+	start, end, err := protocol.ParseWindow(w)
+	if err != nil || !to.After(from) {
+		return 0
+	}
+	var total time.Duration
+	f := from.In(loc)
+	// Each day's window from the day before from (a window past midnight
+	// may have begun then) to the day of to.
+	for d := time.Date(f.Year(), f.Month(), f.Day()-1, 0, 0, 0, 0, loc); d.Before(to); d = d.AddDate(0, 0, 1) {
+		// Wall-clock times of the day (time.Date), not offsets from
+		// midnight: a DST change moves neither end of the window.
+		at := func(day time.Time, off time.Duration) time.Time {
+			return time.Date(day.Year(), day.Month(), day.Day(), int(off/time.Hour), int(off%time.Hour/time.Minute), 0, 0, loc)
+		}
+		ws, we := at(d, start), at(d, end)
+		if end < start {
+			we = at(d.AddDate(0, 0, 1), end)
+		}
+		lo, hi := ws, we
+		if from.After(lo) {
+			lo = from
+		}
+		if to.Before(hi) {
+			hi = to
+		}
+		if hi.After(lo) {
+			total += hi.Sub(lo)
+		}
+	}
+	return total
+}

@@ -66,7 +66,7 @@ func (s *server) rollouts(r *http.Request, sess *session) ([]rolloutJSON, error)
 	var b struct {
 		Rollouts []rolloutJSON `json:"rollouts"`
 	}
-	if err := s.getJSON(r, sess, "/v1/rollouts", nil, &b); err != nil {
+	if err := s.getJSON(r, sess, "/v1/rollouts", url.Values{"limit": {"10"}}, &b); err != nil {
 		return nil, err
 	}
 	return b.Rollouts, nil

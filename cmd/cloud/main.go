@@ -12,6 +12,7 @@
 //	cloud release   make release keys, sign and publish OTA releases
 //	cloud rollouts  staged OTA rollouts: create, status, pause, resume, abort
 //	cloud audit     check the stored ledger's chains and signatures
+//	cloud commands list  the commands the cloud keeps for an edge
 //	cloud projections rebuild|check   recompute the read models from the ledger
 //	cloud verify-proof  check a proof file offline (no network, no database)
 //
@@ -53,6 +54,7 @@ Commands:
   release keys init|rotate, sign ARTIFACT, publish, status   sign and publish OTA releases (docs/OTA.md)
   rollouts create|list|status|pause|resume|abort|rebuild|check   staged OTA rollouts (docs/OTA.md)
   audit          [--edge ID] [--since T]    check the stored ledger's chains and signatures (exit 1 on a fault)
+  commands list  --edge ID [--json]         the commands the cloud keeps for an edge and where each stands
   projections rebuild [--name pos]          recompute the read models from the ledger beside the live ones, compare, swap in
   projections check   [--name pos]          recompute and compare without swapping (exit 1 on a difference)
   verify-proof   [--cloud-key KEY] [--json] FILE  check a proof file offline (exit 1 when it does not verify)
@@ -85,6 +87,8 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		err = runRelease(ctx, args[1:], stdout, stderr)
 	case "audit":
 		err = runAudit(ctx, args[1:], stdout, stderr)
+	case "commands":
+		err = runCommands(ctx, args[1:], stdout, stderr)
 	case "projections":
 		err = runProjections(ctx, args[1:], stdout, stderr)
 	case "verify-proof":

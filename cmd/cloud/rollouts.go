@@ -179,7 +179,7 @@ func runRollouts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fmt.Fprintln(stdout, id)
 		return nil
 	case "list":
-		rs, err := rollout.List(ctx, pool, time.Now())
+		rs, err := rollout.List(ctx, pool, time.Now(), 0)
 		if err != nil {
 			return err
 		}

@@ -111,6 +111,7 @@ type Main struct {
 
 	natsServer *brokernats.Broker
 	auth       *edgeauth.Authenticator // edge logins on the embedded brokers
+	commands   *command.Deliverer      // sends edges their commands
 }
 
 // NewMain returns a Main with defaults.
@@ -291,6 +292,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m.commands = commands
 	svc, err := ingest.New(ingest.Options{Ledger: newTimedLedger(reg, led), Signer: signer, Workers: c.Workers, MaxBatch: c.MaxBatch, GapWait: c.GapWait,
 		AfterCommit: crashAfterCommitFault(log), Logger: log,
 		Commands: func(ctx context.Context, edge string, cmd uint64, pub ingest.CommandPublisher) error {

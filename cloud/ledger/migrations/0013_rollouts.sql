@@ -85,7 +85,10 @@ CREATE TABLE ota_edge_state (
 SELECT outpost_protect_edge_table('ota_edge_state');
 
 -- ota_edge_versions: per edge and (version, target) the body named, its
--- latest ota.* step (kind without "ota."), with its reason.
+-- latest ota.* step (kind without "ota."), with its reason, and the seq of
+-- the assignment the event's id names ("assign-N-cancelled"; 0 when it
+-- names none), so that the cancellation of an older assignment is not
+-- taken for the newer one's.
 CREATE TABLE ota_edge_versions (
 	edge    text COLLATE "C" NOT NULL REFERENCES edges (id),
 	version text NOT NULL,
@@ -93,6 +96,7 @@ CREATE TABLE ota_edge_versions (
 	kind    text NOT NULL,
 	release bigint NOT NULL DEFAULT 0,
 	reason  text NOT NULL DEFAULT '',
+	seq     bigint NOT NULL DEFAULT 0,
 	at      timestamptz NOT NULL,
 	pos     bigint NOT NULL,
 	PRIMARY KEY (edge, version, target)
