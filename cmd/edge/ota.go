@@ -643,13 +643,24 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 	}
 	l := o.layout()
 	if in.assigned != nil {
-		// Resumed after a crash between the swap and marking it installed.
-		if cur, err := l.Current(); err == nil && cur == in.assigned.Version {
-			return set(ota.AssignInstalled, "release "+cur+" is current")
-		}
-		if p, err := l.Pending(); err != nil {
+		p, err := l.Pending()
+		if err != nil {
 			return retry(err)
-		} else if p != nil {
+		}
+		if cur, err := l.Current(); err == nil && cur == in.assigned.Version {
+			if p == nil {
+				// Assigned the release it runs, committed: say so, or the
+				// rollout would wait for an install that never comes.
+				o.record(spool, ota.Event{ID: fmt.Sprintf("assign-%d-current", in.assigned.Seq), Kind: "ota.committed", Target: in.target,
+					Version: cur, Reason: "already the committed release; " + how})
+				fmt.Fprintf(stdout, "%s (version %s) is already the committed release; nothing to install\n", in.target, cur)
+				return set(ota.AssignInstalled, "release "+cur+" is the committed release")
+			}
+			// Resumed after a crash between the swap and marking it
+			// installed: the supervisor decides its probation.
+			return set(ota.AssignInstalled, "release "+cur+" is on probation")
+		}
+		if p != nil {
 			return retry(fmt.Errorf("release %s is on probation until %s: nothing installs until it is committed or rolled back", p.Version, p.Deadline.Format(time.RFC3339)))
 		}
 	}

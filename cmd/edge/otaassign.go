@@ -78,6 +78,7 @@ func (c *commander) run(ctx context.Context) error {
 			switch {
 			case err == nil:
 				c.log.Info("accepted a command", "seq", cmd.Seq, "kind", cmd.Kind)
+				c.store.Notify()
 			case errors.Is(err, ota.ErrCommandRefused):
 				// Logged (and recorded, within its rate) by the gate.
 			default:

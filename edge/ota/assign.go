@@ -114,7 +114,7 @@ const AssignmentFile = "assignment.json"
 //
 // Keep is CommandGate.Keep: the assignment is durable before the command
 // counts as accepted, so a crash between the two makes the cloud deliver
-// it again, and never loses it.
+// it again, and never loses it. Call Notify once the gate accepted it.
 type Assignments struct {
 	Dir       string
 	Edge      string
@@ -155,7 +155,11 @@ func (s *Assignments) Changed() <-chan struct{} {
 	return s.changed
 }
 
-func (s *Assignments) notify() {
+// Notify wakes the Assigner after the gate accepted a command Keep kept:
+// the work on an assignment starts once its command is acknowledged
+// (after a crash in between, the file is there and the next start works
+// on it; the cloud's redelivery is then a repeat).
+func (s *Assignments) Notify() {
 	s.mu.Lock()
 	if s.changed != nil {
 		close(s.changed)
@@ -180,9 +184,8 @@ func (s *Assignments) Keep(c protocol.Command, msg []byte) error {
 		if err := s.store(c, msg); err != nil {
 			return err
 		}
-		s.log().Info("assignment accepted", "seq", c.Seq, "rollout", a.Rollout, "target", a.Target, "version", a.Version,
+		s.log().Info("assignment kept", "seq", c.Seq, "rollout", a.Rollout, "target", a.Target, "version", a.Version,
 			"not_after", time.UnixMilli(a.NotAfter).UTC().Format(time.RFC3339), "window", a.Window, "zone", a.Zone)
-		s.notify()
 		return nil
 	case protocol.CommandCancel:
 		cc, err := protocol.DecodeCancel(c.Body)
@@ -251,7 +254,6 @@ func (s *Assignments) cancelRollout(seq uint64, cc protocol.Cancel) error {
 		return err
 	}
 	s.stop(cur.Seq)
-	s.notify()
 	return s.record(Event{ID: "assign-" + strconv.FormatUint(cur.Seq, 10) + "-cancelled", Kind: "ota.cancelled",
 		Target: cur.Target, Version: cur.Version, Reason: reason})
 }

@@ -44,6 +44,7 @@ func (r *assignRig) send(t *testing.T, kind string, body []byte) uint64 {
 	if _, err := r.gate.Accept(msg); err != nil {
 		t.Fatal(err)
 	}
+	r.store.Notify()
 	return r.seq
 }
 
@@ -305,5 +306,41 @@ func TestCheckAssigned(t *testing.T) {
 		if (err == nil) != (c.want == "") || err != nil && !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", name, err, c.want)
 		}
+	}
+}
+
+// TestAssignmentKeptBeforeAcceptance: a crash after the assignment was kept
+// and before the gate persisted its seq (here Keep fails after keeping it)
+// leaves the command unaccepted, so the cloud delivers it again; the
+// redelivery is accepted and keeps the same assignment once more.
+func TestAssignmentKeptBeforeAcceptance(t *testing.T) {
+	r := newAssignRig(t)
+	keep := r.gate.Keep
+	r.gate.Keep = func(c protocol.Command, msg []byte) error {
+		if err := keep(c, msg); err != nil {
+			return err
+		}
+		return errors.New("power cut")
+	}
+	msg := r.cloud.SignCommand(protocol.Command{Edge: "shop-1", Seq: 1, Expires: time.Now().Add(time.Hour).UnixMilli(), Kind: protocol.CommandAssign,
+		Body: protocol.EncodeAssignment(protocol.Assignment{Rollout: "r-1", Channel: "stable", Target: "edge-1.1.0", Version: "1.1.0", NotAfter: time.Now().Add(time.Hour).UnixMilli()})})
+	if _, err := r.gate.Accept(msg); err == nil || errors.Is(err, ota.ErrCommandRefused) {
+		t.Fatalf("accept with a crash in Keep: %v", err)
+	}
+	if n, _ := r.gate.Last(); n != 0 {
+		t.Fatalf("seq %d persisted although Keep failed", n)
+	}
+	if a := r.state(t); a == nil || a.Seq != 1 || a.State != ota.AssignWaiting {
+		t.Fatalf("kept %+v", a)
+	}
+	r.gate.Keep = keep
+	if _, err := r.gate.Accept(msg); err != nil {
+		t.Fatalf("the redelivery: %v", err)
+	}
+	if a := r.state(t); a == nil || a.Seq != 1 || a.State != ota.AssignWaiting {
+		t.Fatalf("kept %+v after the redelivery", a)
+	}
+	if n, _ := r.gate.Last(); n != 1 {
+		t.Fatalf("seq %d after the redelivery", n)
 	}
 }

@@ -163,3 +163,32 @@ func TestCommandGateRefusalsRateLimited(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// FuzzCommandGate: whatever arrives on the cmd topic, the gate never
+// panics, and accepts (and keeps) only a command signed by the pinned key
+// for this edge, unexpired, above the last seq.
+func FuzzCommandGate(f *testing.F) {
+	cloud := protocoltest.Signer(f, "cloud")
+	now := time.UnixMilli(1_800_000_000_000)
+	f.Add(signCmd(cloud, "shop-1", 1, now.Add(time.Hour)))
+	f.Add(signCmd(cloud, "shop-2", 1, now.Add(time.Hour)))
+	f.Add([]byte("not cose"))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		dir := t.TempDir()
+		kept := 0
+		g := &ota.CommandGate{Path: filepath.Join(dir, "commands.json"), Edge: "shop-1", CloudKeys: protocol.NewKeyMap(cloud.Public()),
+			Spool: ota.Spool{Path: filepath.Join(dir, "spool")}, Now: func() time.Time { return now },
+			Keep: func(protocol.Command, []byte) error { kept++; return nil }}
+		c, err := g.Accept(msg)
+		if err != nil {
+			if kept != 0 {
+				t.Fatalf("kept a refused command: %v", err)
+			}
+			return
+		}
+		v, verr := protocol.VerifyCommand(msg, protocol.NewKeyMap(cloud.Public()))
+		if verr != nil || v.Edge != "shop-1" || !now.Before(time.UnixMilli(v.Expires)) || c.Seq != v.Seq || kept != 1 {
+			t.Fatalf("accepted %+v (%v), kept %d", c, verr, kept)
+		}
+	})
+}

@@ -18,4 +18,14 @@
 //   - A rolled-back version is pinned as known bad and never installs again
 //     by itself; the floor rises only at a commit, before the pending record
 //     goes.
+//   - A cloud command is acted on only when CommandGate accepts it (signed
+//     by the pinned cloud key, for this edge, unexpired, above the last
+//     accepted seq), once; what it needs (an assignment) is durable before
+//     its seq is, so a crash between them makes the cloud send it again.
+//     A redelivery adds no event, and refusals at most one a minute per
+//     reason class, so nothing arriving on the broker can fill the outbox.
+//   - An assigned install (Assignments, Assigner) is of a target both in
+//     the signed targets and in the verified assignment, with its name,
+//     version and channel (CheckAssigned); a cancel stops it only before
+//     the swap begins.
 package ota
