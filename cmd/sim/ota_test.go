@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,6 +90,31 @@ func TestOTAScenario(t *testing.T) {
 	for _, want := range []string{"VERDICT: PASS", "ota       PASS", "paused by itself"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("no %q in the output", want)
+		}
+	}
+}
+
+// TestOTAScenarioFlags: the ota preset's values, and its flags' mistakes
+// refused as usage errors that say what to give.
+func TestOTAScenarioFlags(t *testing.T) {
+	m := NewMain(io.Discard, io.Discard)
+	if err := m.ParseFlags([]string{"--scenario", "ota", "--database-url", "postgres://x"}); err != nil {
+		t.Fatal(err)
+	}
+	if o := m.Opts; o.Stores != 10 || o.Devices != 2 || o.Duration != 0 || o.Bad != "late-health" || o.Offline != 0.2 {
+		t.Errorf("ota preset: %+v", o)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bad", "crash"}, "want panic, hang or late-health"},
+		{[]string{"--offline", "1"}, "want a share between 0 and 1"},
+		{[]string{"--stores", "2"}, "at least 3 stores"},
+	} {
+		err := NewMain(io.Discard, io.Discard).ParseFlags(append([]string{"--scenario", "ota"}, tc.args...))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error saying %q", tc.args, err, tc.want)
 		}
 	}
 }
