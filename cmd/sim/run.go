@@ -322,6 +322,13 @@ func (m *Main) whereNext(r *simulator.Report, hold bool) {
 	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" \"$CLOUD/v1/streams/shop-1/%s/records?limit=5\"   # raw records, signed checkpoints\n", epoch)
 	fmt.Fprintf(w, "  bin/sim verify --cloud $CLOUD --token $TOKEN --oracle %s --since %s   # verify again\n",
 		filepath.Join(r.Dir, "oracle.jsonl"), r.Started.UTC().Format(time.RFC3339Nano))
+	if o := r.OTA; o != nil {
+		for _, ro := range []*ota.Rollout{o.Good, o.Bad} {
+			if ro != nil {
+				fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" $CLOUD/v1/rollouts/%s   # the rollout of %s: stages, every edge's state (the Fleet page shows it too)\n", ro.ID, ro.Release)
+			}
+		}
+	}
 	fmt.Fprintf(w, "  logs in %s, the JSON report in %s; the API is described in docs/API.md\n", filepath.Join(r.Dir, "logs"), r.Path)
 	fmt.Fprintln(w, r.BackOffice())
 }
