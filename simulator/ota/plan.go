@@ -33,7 +33,10 @@ type Plan struct {
 	// withdrawn by the pause); the threshold is passed in that stage, so
 	// the rollout pauses before the rest of the fleet has it.
 	BadStages, MaxFailures string
-	// Silence is both rollouts' --silence (default 30s): an edge assigned
+	// Silence is both rollouts' --silence (default 45s: a supervised edge's
+	// events come 10 to 20 s apart while it installs and is on probation,
+	// more under load, and a good edge taken for silent would pause the
+	// good rollout): an edge assigned
 	// and not heard from for that long is a failure.
 	Silence time.Duration
 	// Offline is the share of the edges offline during the bad rollout
@@ -99,7 +102,7 @@ func (p *Plan) defaults() {
 		p.MaxFailures = "1"
 	}
 	if p.Silence <= 0 {
-		p.Silence = 30 * time.Second
+		p.Silence = 45 * time.Second
 	}
 	if p.Offline <= 0 {
 		p.Offline = 0.2
