@@ -33,11 +33,11 @@ type Plan struct {
 	// withdrawn by the pause); the threshold is passed in that stage, so
 	// the rollout pauses before the rest of the fleet has it.
 	BadStages, MaxFailures string
-	// Silence is both rollouts' --silence (default 45s: a supervised edge's
+	// Silence is both rollouts' --silence: an edge assigned and not heard
+	// from for that long is a failure. Default 45s: a supervised edge's
 	// events come 10 to 20 s apart while it installs and is on probation,
 	// more under load, and a good edge taken for silent would pause the
-	// good rollout): an edge assigned
-	// and not heard from for that long is a failure.
+	// good rollout.
 	Silence time.Duration
 	// Offline is the share of the edges offline during the bad rollout
 	// (default 0.2, at least one edge).
