@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -55,6 +56,23 @@ type Controller struct {
 	MaxAssign int
 	Now       func() time.Time
 	Logger    *slog.Logger
+
+	stats struct{ steps, stepErrors, assigned, autoPauses, completed atomic.Uint64 }
+}
+
+// Stats are what a Controller has done since it was made.
+type Stats struct {
+	Steps      uint64 // Step calls
+	StepErrors uint64 // of them, failed (retried next tick)
+	Assigned   uint64 // ota.assign commands made
+	AutoPauses uint64 // rollouts it paused for too many failures
+	Completed  uint64 // rollouts it completed
+}
+
+// Stats returns the controller's counters.
+func (c *Controller) Stats() Stats {
+	return Stats{Steps: c.stats.steps.Load(), StepErrors: c.stats.stepErrors.Load(), Assigned: c.stats.assigned.Load(),
+		AutoPauses: c.stats.autoPauses.Load(), Completed: c.stats.completed.Load()}
 }
 
 // DefaultMaxAssign is Controller.MaxAssign's default.
@@ -96,6 +114,15 @@ func (c *Controller) Run(ctx context.Context) error {
 // Step works once on every running rollout.
 func (c *Controller) Step(ctx context.Context) error {
 	c.defaults()
+	c.stats.steps.Add(1)
+	err := c.stepAll(ctx)
+	if err != nil {
+		c.stats.stepErrors.Add(1)
+	}
+	return err
+}
+
+func (c *Controller) stepAll(ctx context.Context) error {
 	rows, err := c.DB.Query(ctx, `SELECT id FROM rollouts WHERE state = 'running' ORDER BY created_at, id`)
 	if err != nil {
 		return fmt.Errorf("rollouts: %w", err)
@@ -114,7 +141,8 @@ func (c *Controller) Step(ctx context.Context) error {
 }
 
 func (c *Controller) step(ctx context.Context, id string) error {
-	return pgx.BeginFunc(ctx, c.DB, func(tx pgx.Tx) error {
+	var done tickResult
+	err := pgx.BeginFunc(ctx, c.DB, func(tx pgx.Tx) error {
 		r, err := lockRow(ctx, tx, id, true)
 		if err != nil || r == nil || r.State != StateRunning {
 			return err // another replica has it, or it is no longer running
@@ -131,9 +159,18 @@ func (c *Controller) step(ctx context.Context, id string) error {
 				return err
 			}
 		}
-		return c.advance(ctx, tx, r)
+		return c.advance(ctx, tx, r, &done)
 	})
+	if err == nil { // counted once committed
+		c.stats.assigned.Add(done.assigned)
+		c.stats.autoPauses.Add(done.autoPauses)
+		c.stats.completed.Add(done.completed)
+	}
+	return err
 }
+
+// tickResult is what one rollout's tick did, counted once it committed.
+type tickResult struct{ assigned, autoPauses, completed uint64 }
 
 func setReason(ctx context.Context, tx pgx.Tx, r *row, reason string) error {
 	if r.Reason == reason {
@@ -321,7 +358,7 @@ func ParseAgent(agent string) (version, arch string, ok bool) {
 // advance pauses r on too many failures, moves its active stage on while
 // every edge of it has committed, and assigns the active stage's edges
 // whose window is open.
-func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row) error {
+func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row, done *tickResult) error {
 	now := c.Now()
 	vs, err := readViews(ctx, tx, r)
 	if err != nil {
@@ -334,7 +371,11 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row) error {
 	if t.exceeded() {
 		reason := t.pauseReason(r)
 		c.Logger.Warn("rollout paused by itself", "rollout", r.ID, "reason", reason)
-		return withdraw(ctx, tx, c.Commands, r, StatePaused, reason, now)
+		if err := withdraw(ctx, tx, c.Commands, r, StatePaused, reason, now); err != nil {
+			return err
+		}
+		done.autoPauses++
+		return nil
 	}
 	stage := r.Stage
 	for stage < len(t.stageDone) && t.stageDone[stage] {
@@ -344,6 +385,7 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row) error {
 		_, err := tx.Exec(ctx, `UPDATE rollouts SET state = 'completed', stage = $2, reason = $3, updated_at = now() WHERE id = $1`,
 			r.ID, len(t.stageDone)-1, fmt.Sprintf("completed: %d edges committed %s", t.total, r.Release))
 		c.Logger.Info("rollout completed", "rollout", r.ID)
+		done.completed++
 		return err
 	}
 	// Assign the pending edges of the stages up to the active one (those
@@ -380,6 +422,7 @@ func (c *Controller) advance(ctx context.Context, tx pgx.Tx, r *row) error {
 			WHERE rollout = $1 AND edge = $2 AND state = 'pending'`, r.ID, v.Edge, int64(seq)); err != nil {
 			return err
 		}
+		done.assigned++
 		c.Logger.Debug("rollout assigned", "rollout", r.ID, "edge", v.Edge, "stage", v.Stage, "seq", seq, "target", v.Target)
 	}
 	if made > 0 {

@@ -100,6 +100,9 @@ func TestStageAdvance(t *testing.T) {
 	if s.State != rollout.StateCompleted || s.Failures != 0 {
 		t.Fatalf("not completed: %+v", s)
 	}
+	if st := c.Stats(); st.Assigned != 5 || st.Completed != 1 || st.AutoPauses != 0 || st.StepErrors != 0 || st.Steps < 5 {
+		t.Fatalf("controller stats %+v", st)
+	}
 	for _, e := range append(amd, arm...) {
 		if n := len(r.commands(e, protocol.CommandAssign)); n != 1 {
 			t.Errorf("edge %s has %d assign commands, want 1", e, n)
@@ -325,6 +328,9 @@ func TestPauseOnFailures(t *testing.T) {
 			}
 			if want := int(tc.reason[0] - '0'); s.Failures != want {
 				t.Fatalf("failures %d", s.Failures)
+			}
+			if st := c.Stats(); st.AutoPauses != 1 || st.Assigned != 3 {
+				t.Fatalf("controller stats %+v", st)
 			}
 			st := edgeStates(s)
 			if e := st[as[0].Edge]; e.Reason == "" && tc.fail[0] != "silent" {

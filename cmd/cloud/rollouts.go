@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/cloud/release"
@@ -380,4 +381,17 @@ func runEdgesTag(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	fmt.Fprintf(stdout, "edge %s: tags %s\n", edge, cmpOr(strings.Join(tags, " "), "(none)"))
 	return nil
+}
+
+// registerRolloutMetrics exports the rollout controller's counters.
+func registerRolloutMetrics(reg *prometheus.Registry, c *rollout.Controller) {
+	counter := func(name, help string, f func(rollout.Stats) uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_cloud_rollout_" + name, Help: help},
+			func() float64 { return float64(f(c.Stats())) }))
+	}
+	counter("steps_total", "Ticks of this replica's rollout controller.", func(s rollout.Stats) uint64 { return s.Steps })
+	counter("step_errors_total", "Ticks that failed (the log says why; retried on the next tick).", func(s rollout.Stats) uint64 { return s.StepErrors })
+	counter("assignments_total", "ota.assign commands this replica's controller made.", func(s rollout.Stats) uint64 { return s.Assigned })
+	counter("auto_pauses_total", "Rollouts this replica's controller paused because their failures exceeded --max-failures.", func(s rollout.Stats) uint64 { return s.AutoPauses })
+	counter("completed_total", "Rollouts this replica's controller completed.", func(s rollout.Stats) uint64 { return s.Completed })
 }

@@ -30,22 +30,7 @@ func TestRolloutsCLI(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	d := t.TempDir()
-	keys, online, repo := filepath.Join(d, "keys"), filepath.Join(d, "online"), filepath.Join(d, "repo")
-	if out, code := runCLI(t, "release", "keys", "init", "--keys", keys, "--release-online-keys", online); code != 0 {
-		t.Fatal(out)
-	}
-	art := filepath.Join(d, "edge-linux-amd64")
-	body := make([]byte, 4096)
-	rand.Read(body)
-	if err := os.WriteFile(art, body, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, code := runCLI(t, "release", "sign", art, "--keys", keys, "--version", "2.0.0", "--channel", "stable"); code != 0 {
-		t.Fatal(out)
-	}
-	if out, code := runCLI(t, "release", "publish", "--keys", keys, "--release-online-keys", online, "--release-dir", repo, art); code != 0 {
-		t.Fatal(out)
-	}
+	repo, online := publishTestRelease(t, d, "2.0.0")
 	db := []string{"--database-url", url}
 	ok := func(args ...string) string {
 		t.Helper()
@@ -161,4 +146,30 @@ func TestRolloutTickFlag(t *testing.T) {
 	if err := m.ParseFlags(nil); err != nil || m.Config.RolloutTick != rollout.DefaultTick {
 		t.Fatalf("default --rollout-tick: %v, %v", err, m.Config.RolloutTick)
 	}
+}
+
+// publishTestRelease makes release keys under dir and publishes version
+// of channel stable for linux/amd64 into a repository there; it returns
+// the repository and the online keys, for cloud serve --release-dir
+// --release-online-keys.
+func publishTestRelease(t *testing.T, dir, version string) (repo, online string) {
+	t.Helper()
+	keys := filepath.Join(dir, "keys")
+	online, repo = filepath.Join(dir, "online"), filepath.Join(dir, "repo")
+	if out, code := runCLI(t, "release", "keys", "init", "--keys", keys, "--release-online-keys", online); code != 0 {
+		t.Fatal(out)
+	}
+	art := filepath.Join(dir, "edge-linux-amd64")
+	body := make([]byte, 4096)
+	rand.Read(body)
+	if err := os.WriteFile(art, body, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := runCLI(t, "release", "sign", art, "--keys", keys, "--version", version, "--channel", "stable"); code != 0 {
+		t.Fatal(out)
+	}
+	if out, code := runCLI(t, "release", "publish", "--keys", keys, "--release-online-keys", online, "--release-dir", repo, art); code != 0 {
+		t.Fatal(out)
+	}
+	return repo, online
 }

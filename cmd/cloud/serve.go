@@ -454,6 +454,7 @@ func (m *Main) Run(ctx context.Context) error {
 				return st.Targets, err
 			}
 		}
+		registerRolloutMetrics(reg, rc)
 		g.Go(func() error { return rc.Run(gctx) })
 	}
 	if auditor != nil {
