@@ -603,66 +603,9 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 	if err != nil {
 		return err
 	}
-	spool := otaSpool(o.dir())
-	refuse := func(tg firmware.Target, err error) error {
-		if !in.background {
-			o.record(spool, ota.Event{Kind: "ota.refused", Target: in.target, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: err.Error()})
-		}
+	r := &onlineRun{o: o, in: in, spool: otaSpool(o.dir()), l: o.layout(), stdout: stdout}
+	if done, err := r.assignment(); done || err != nil {
 		return err
-	}
-	retry := func(err error) error {
-		if in.background {
-			return fmt.Errorf("%w (%w)", err, ota.ErrRetry)
-		}
-		return refuse(firmware.Target{}, err)
-	}
-	set := func(state, reason string) error {
-		if in.set == nil {
-			return nil
-		}
-		return in.set(state, reason)
-	}
-	if in.assigned == nil && !in.withoutAssignment {
-		st, err := o.assignments()
-		if err != nil {
-			err = fmt.Errorf("%w: %v", ota.ErrNoAssignment, err)
-		} else {
-			in.assigned, err = st.For(in.target)
-		}
-		if err == nil && in.set == nil {
-			seq := in.assigned.Seq
-			in.set = func(state, reason string) error { return st.Set(seq, state, reason) }
-		}
-		if err != nil {
-			return refuse(firmware.Target{}, fmt.Errorf("install %s refused: %w: an online install needs the cloud's assignment of the target to this edge (give --without-assignment to install it as the local operator)", in.target, err))
-		}
-	}
-	how := "--without-assignment: installed by the local operator, without a cloud assignment"
-	if in.assigned != nil {
-		how = in.assigned.Describe()
-	}
-	l := o.layout()
-	if in.assigned != nil {
-		p, err := l.Pending()
-		if err != nil {
-			return retry(err)
-		}
-		if cur, err := l.Current(); err == nil && cur == in.assigned.Version {
-			if p == nil {
-				// Assigned the release it runs, committed: say so, or the
-				// rollout would wait for an install that never comes.
-				o.record(spool, ota.Event{ID: fmt.Sprintf("assign-%d-current", in.assigned.Seq), Kind: "ota.committed", Target: in.target,
-					Version: cur, Reason: "already the committed release; " + how})
-				fmt.Fprintf(stdout, "%s (version %s) is already the committed release; nothing to install\n", in.target, cur)
-				return set(ota.AssignInstalled, "release "+cur+" is the committed release")
-			}
-			// Resumed after a crash between the swap and marking it
-			// installed: the supervisor decides its probation.
-			return set(ota.AssignInstalled, "release "+cur+" is on probation")
-		}
-		if p != nil {
-			return retry(fmt.Errorf("release %s is on probation until %s: nothing installs until it is committed or rolled back", p.Version, p.Deadline.Format(time.RFC3339)))
-		}
 	}
 	var src firmware.Source = firmware.DirSource(in.repo)
 	client, err := o.repoClient()
@@ -674,15 +617,15 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 	}
 	v, err := tr.Refresh(ctx, src)
 	if err != nil {
-		return retry(err)
+		return r.retry(err)
 	}
 	tg, err := tr.Installable(v, in.target, o.running())
 	if err != nil {
-		return refuse(tg, err)
+		return r.refuse(tg, err)
 	}
-	if in.assigned != nil {
-		if err := ota.CheckAssigned(tg, in.assigned); err != nil {
-			return refuse(tg, err)
+	if r.in.assigned != nil {
+		if err := ota.CheckAssigned(tg, r.in.assigned); err != nil {
+			return r.refuse(tg, err)
 		}
 	}
 	art := in.artifactURL
@@ -695,51 +638,152 @@ func otaInstallOnline(ctx context.Context, o *otaFlags, in onlineInstall, stdout
 	}
 	path := art
 	if isURL(art) {
-		if err := set(ota.AssignDownloading, "from "+art); err != nil {
+		if path, err = r.download(ctx, client, art, tg); err != nil {
 			return err
 		}
-		d := &ota.Downloader{Dir: filepath.Join(o.dir(), "downloads"), Client: client, RateBytes: in.rateBytes, Window: in.window, MaxAttempts: 8}
-		if in.background {
-			// Until it verifies, or the assignment is cancelled or
-			// replaced (ctx), in the assignment's window.
-			d.MaxAttempts = 0
-			if d.Window, d.Now, err = assignmentWindow(in.assigned); err != nil {
-				return refuse(tg, err)
-			}
-		}
-		path, err = d.Fetch(ctx, art, tg)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return refuse(tg, err)
-		}
-		o.record(spool, ota.Event{Kind: "ota.downloaded", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: fmt.Sprintf("%d bytes from %s", tg.Length, art)})
-		// Fetch keeps nothing that does not verify.
-		o.record(spool, verified(tg, "the download matches the signed length and hashes"))
 	}
+	return r.install(path, art, tg)
+}
+
+// onlineRun is one otaInstallOnline, its steps as methods.
+type onlineRun struct {
+	o      *otaFlags
+	in     onlineInstall
+	spool  ota.Spool
+	l      *ota.Layout
+	stdout io.Writer
+	how    string // why it may install: the assignment, or --without-assignment
+}
+
+// refuse records the refusal (except for edge run's assigner, which records
+// it once) and returns err.
+func (r *onlineRun) refuse(tg firmware.Target, err error) error {
+	if !r.in.background {
+		r.o.record(r.spool, ota.Event{Kind: "ota.refused", Target: r.in.target, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: err.Error()})
+	}
+	return err
+}
+
+// retry marks err as worth retrying for the assigner; by hand it refuses.
+func (r *onlineRun) retry(err error) error {
+	if r.in.background {
+		return fmt.Errorf("%w (%w)", err, ota.ErrRetry)
+	}
+	return r.refuse(firmware.Target{}, err)
+}
+
+// set marks the assignment's progress (nothing without one).
+func (r *onlineRun) set(state, reason string) error {
+	if r.in.set == nil {
+		return nil
+	}
+	return r.in.set(state, reason)
+}
+
+// assignment applies the Uptane rule: it finds the assignment for the
+// target unless one was given or the operator said --without-assignment,
+// and settles an assigned release that is already current. done says
+// nothing is left to do.
+func (r *onlineRun) assignment() (done bool, err error) {
+	in := &r.in
+	if in.assigned == nil && !in.withoutAssignment {
+		st, err := r.o.assignments()
+		if err != nil {
+			err = fmt.Errorf("%w: %v", ota.ErrNoAssignment, err)
+		} else {
+			in.assigned, err = st.For(in.target)
+		}
+		if err != nil {
+			return true, r.refuse(firmware.Target{}, fmt.Errorf("install %s refused: %w: an online install needs the cloud's assignment of the target to this edge (give --without-assignment to install it as the local operator)", in.target, err))
+		}
+		if in.set == nil {
+			seq := in.assigned.Seq
+			in.set = func(state, reason string) error { return st.Set(seq, state, reason) }
+		}
+	}
+	r.how = "--without-assignment: installed by the local operator, without a cloud assignment"
+	if in.assigned == nil {
+		return false, nil
+	}
+	r.how = in.assigned.Describe()
+	p, err := r.l.Pending()
+	if err != nil {
+		return true, r.retry(err)
+	}
+	if cur, err := r.l.Current(); err == nil && cur == in.assigned.Version {
+		if p == nil {
+			// Assigned the release it runs, committed: say so, or the
+			// rollout would wait for an install that never comes.
+			r.o.record(r.spool, ota.Event{ID: fmt.Sprintf("assign-%d-current", in.assigned.Seq), Kind: "ota.committed", Target: in.target,
+				Version: cur, Reason: "already the committed release; " + r.how})
+			fmt.Fprintf(r.stdout, "%s (version %s) is already the committed release; nothing to install\n", in.target, cur)
+			return true, r.set(ota.AssignInstalled, "release "+cur+" is the committed release")
+		}
+		// Resumed after a crash between the swap and marking it
+		// installed: the supervisor decides its probation.
+		return true, r.set(ota.AssignInstalled, "release "+cur+" is on probation")
+	}
+	if p != nil {
+		return true, r.retry(fmt.Errorf("release %s is on probation until %s: nothing installs until it is committed or rolled back", p.Version, p.Deadline.Format(time.RFC3339)))
+	}
+	return false, nil
+}
+
+// download fetches the artifact at art with the Downloader and returns the
+// verified file.
+func (r *onlineRun) download(ctx context.Context, client *http.Client, art string, tg firmware.Target) (string, error) {
+	if err := r.set(ota.AssignDownloading, "from "+art); err != nil {
+		return "", err
+	}
+	in := r.in
+	d := &ota.Downloader{Dir: filepath.Join(r.o.dir(), "downloads"), Client: client, RateBytes: in.rateBytes, Window: in.window, MaxAttempts: 8}
+	if in.background {
+		// Until it verifies, or the assignment is cancelled or replaced
+		// (ctx), in the assignment's window.
+		d.MaxAttempts = 0
+		var err error
+		if d.Window, d.Now, err = assignmentWindow(in.assigned); err != nil {
+			return "", r.refuse(tg, err)
+		}
+	}
+	path, err := d.Fetch(ctx, art, tg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		return "", r.refuse(tg, err)
+	}
+	r.o.record(r.spool, ota.Event{Kind: "ota.downloaded", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: fmt.Sprintf("%d bytes from %s", tg.Length, art)})
+	// Fetch keeps nothing that does not verify.
+	r.o.record(r.spool, verified(tg, "the download matches the signed length and hashes"))
+	return path, nil
+}
+
+// install swaps the verified file at path (art itself for a directory
+// repository) in on probation.
+func (r *onlineRun) install(path, art string, tg firmware.Target) error {
 	// Past this point a cancel no longer stops the install.
-	if err := set(ota.AssignInstalling, ""); err != nil {
+	if err := r.set(ota.AssignInstalling, ""); err != nil {
 		return err
 	}
-	if err := l.Install(path, tg, ota.InstallOptions{Probation: in.probation}); err != nil {
+	if err := r.l.Install(path, tg, ota.InstallOptions{Probation: r.in.probation}); err != nil {
 		// A verified download is kept: a retry (after a probation ends)
 		// re-verifies it instead of fetching it again.
 		if errors.Is(err, ota.ErrBusy) {
-			return retry(err)
+			return r.retry(err)
 		}
-		return refuse(tg, err)
+		return r.refuse(tg, err)
 	}
 	if path != art {
 		_ = os.Remove(path) // the release has its own verified copy now
 	} else {
 		// From a directory: Install verified it as it copied it.
-		o.record(spool, verified(tg, "the artifact matched the signed length and hashes as it was copied into releases/"))
+		r.o.record(r.spool, verified(tg, "the artifact matched the signed length and hashes as it was copied into releases/"))
 	}
-	o.record(spool, ota.Event{Kind: "ota.installed", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: "from " + in.repo + ", " + how})
-	fmt.Fprintf(stdout, "installed %s (version %s, release %d, %s); on probation until committed by edge supervise, or rolled back\n",
-		tg.Name, tg.Custom.Version, tg.Custom.Release, how)
-	return set(ota.AssignInstalled, fmt.Sprintf("release %s (%d) on probation", tg.Custom.Version, tg.Custom.Release))
+	r.o.record(r.spool, ota.Event{Kind: "ota.installed", Target: tg.Name, Version: tg.Custom.Version, Release: tg.Custom.Release, Reason: "from " + r.in.repo + ", " + r.how})
+	fmt.Fprintf(r.stdout, "installed %s (version %s, release %d, %s); on probation until committed by edge supervise, or rolled back\n",
+		tg.Name, tg.Custom.Version, tg.Custom.Release, r.how)
+	return r.set(ota.AssignInstalled, fmt.Sprintf("release %s (%d) on probation", tg.Custom.Version, tg.Custom.Release))
 }
 
 // verified is the ota.verified event of tg.

@@ -236,20 +236,9 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 	}()
 
-	var onCommand func([]byte)
-	if c.OTARepo != "" {
-		if cloudKeyHex == "" {
-			return usagef("--ota-repo: no cloud key to verify commands with: run `edge enroll`, or pin one with --cloud-key")
-		}
-		if c.CloudMQTT == "" && c.NATS.URL == "" {
-			return usagef("--ota-repo needs an uplink (--cloud-mqtt or --cloud-nats): the cloud's assignments arrive on it")
-		}
-		cloudPub, err := parseKeyHex(cloudKeyFrom, cloudKeyHex)
-		if err != nil {
-			return err
-		}
-		m.cmds = newCommander(c.DataDir, edgeID, protocol.NewKeyMap(cloudPub), log)
-		onCommand = m.cmds.offer
+	onCommand, err := m.commands(edgeID, cloudKeyHex, cloudKeyFrom)
+	if err != nil {
+		return err
 	}
 	tr, cloudURL, err := uplinkTransport(c, edgeID, signer, cloudKeyHex, onCommand, log)
 	if err != nil {
@@ -282,7 +271,6 @@ func (m *Main) Run(ctx context.Context) error {
 			g.Go(func() error { return m.cmds.run(gctx) })
 			assigner := m.cmds.assigner(c.DataDir, c.OTARepo, log)
 			g.Go(func() error { return assigner.Run(gctx) })
-			log.Info("acting on the cloud's OTA commands", "repo", c.OTARepo, "ota_dir", otaDirFor(c.DataDir))
 		}
 	} else {
 		log.Warn("no --cloud-mqtt or --cloud-nats: running offline; events stay in the outbox until an uplink is configured")
@@ -357,6 +345,28 @@ func (m *Main) Run(ctx context.Context) error {
 		err = nil
 	}
 	return errors.Join(err, ierr)
+}
+
+// commands sets up the command channel of --ota-repo (m.cmds) and returns
+// the transport's OnCommand; nil, nil without the flag.
+func (m *Main) commands(edgeID, cloudKeyHex, cloudKeyFrom string) (func([]byte), error) {
+	c := &m.Config
+	if c.OTARepo == "" {
+		return nil, nil
+	}
+	if cloudKeyHex == "" {
+		return nil, usagef("--ota-repo: no cloud key to verify commands with: run `edge enroll`, or pin one with --cloud-key")
+	}
+	if c.CloudMQTT == "" && c.NATS.URL == "" {
+		return nil, usagef("--ota-repo needs an uplink (--cloud-mqtt or --cloud-nats): the cloud's assignments arrive on it")
+	}
+	cloudPub, err := parseKeyHex(cloudKeyFrom, cloudKeyHex)
+	if err != nil {
+		return nil, err
+	}
+	m.cmds = newCommander(c.DataDir, edgeID, protocol.NewKeyMap(cloudPub), m.log)
+	m.log.Info("acting on the cloud's OTA commands", "repo", c.OTARepo, "ota_dir", otaDirFor(c.DataDir))
+	return m.cmds.offer, nil
 }
 
 // Close releases what Run opened.
