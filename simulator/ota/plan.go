@@ -359,6 +359,11 @@ func (p *Plan) bad(ctx context.Context, res *Result, offline []*fleet.Edge) erro
 	if len(took) == 0 {
 		p.problem(res, "no edge took the bad release %s: the rollout proved nothing", V3)
 	}
+	// The first stage passes the threshold by itself: the rollout must
+	// stop there, before any later stage assigns the rest of the fleet.
+	if r := res.Bad; r != nil && r.State == "paused" && r.Stage != 0 {
+		p.problem(res, "the rollout of the bad release %s paused in stage %d, not in its first, which passed the threshold", V3, r.Stage+1)
+	}
 	if len(took) >= len(online) {
 		p.problem(res, "every online edge (%d) took the bad release %s: the rollout did not stop before the fleet had it", len(online), V3)
 	}
