@@ -1,5 +1,6 @@
 // Package fleet runs Outpost's programs for the simulator, from outside:
-// the cloud (`cloud serve`) and one edge (`edge run`) per store, each a
+// the cloud (`cloud serve`) and one edge (`edge run`, or `edge supervise`
+// running it as an OTA release) per store, each a
 // child process in its own process group, configured only through their
 // command lines, and reached only over the network (the cloud's HTTP API,
 // each edge's status endpoint). It enrolls edges with one-time tokens,
