@@ -132,7 +132,7 @@ func (p *Plan) Run(ctx context.Context) (*Result, error) {
 	if err := p.good(ctx, res); err != nil || len(res.Problems) > 0 {
 		return res, err
 	}
-	offline := p.pickOffline(res.Good)
+	offline := p.pickOffline()
 	for _, e := range offline {
 		res.Offline = append(res.Offline, e.ID())
 	}
@@ -147,6 +147,13 @@ func (p *Plan) Run(ctx context.Context) (*Result, error) {
 		p.BadStages = fmt.Sprintf("%d,50%%,100%%", len(offline)+1)
 	}
 	if err := p.bad(ctx, res, offline); err != nil {
+		// Bring them back all the same, so that the run can drain and
+		// verify what their devices sent.
+		for _, e := range offline {
+			if !e.Proc.Running() {
+				_ = e.Start(ctx)
+			}
+		}
 		return res, err
 	}
 	return res, p.comeBack(ctx, res, offline)
@@ -241,27 +248,13 @@ func (p *Plan) good(ctx context.Context, res *Result) error {
 	return nil
 }
 
-// pickOffline picks the edges to take offline: Offline of them, the
-// first one from the good rollout's first stage (an edge the bad
-// rollout's first stage is then likely to assign while it is offline: its
-// command waits for it, and must never be carried out once the rollout
-// paused), the others from its last.
-func (p *Plan) pickOffline(good *Rollout) []*fleet.Edge {
+// pickOffline picks the edges to take offline: Offline of them (at
+// least one, never all), the last ones. Which of them the bad rollout
+// assigns while they are away is steerID's business.
+func (p *Plan) pickOffline() []*fleet.Edge {
 	n := max(1, int(math.Round(p.Offline*float64(len(p.Edges)))))
 	n = min(n, len(p.Edges)-1)
-	order := make([]*fleet.Edge, len(p.Edges))
-	copy(order, p.Edges)
-	stage := func(e *fleet.Edge) int {
-		if good == nil {
-			return 0
-		}
-		return good.Edge(e.ID()).Stage
-	}
-	slices.SortStableFunc(order, func(a, b *fleet.Edge) int { return stage(b) - stage(a) })
-	if n == 0 {
-		return nil
-	}
-	return append([]*fleet.Edge{order[len(order)-1]}, order[:n-1]...)
+	return slices.Clone(p.Edges[len(p.Edges)-n:])
 }
 
 // state reads an edge's release state: from its status endpoint while
@@ -373,9 +366,6 @@ func (p *Plan) bad(ctx context.Context, res *Result, offline []*fleet.Edge) erro
 // comeBack starts the offline edges again and checks that they install
 // nothing from the paused rollout.
 func (p *Plan) comeBack(ctx context.Context, res *Result, offline []*fleet.Edge) error {
-	if len(res.Problems) > 0 && res.Bad == nil {
-		return nil
-	}
 	for _, e := range offline {
 		if err := e.Start(ctx); err != nil {
 			return fmt.Errorf("start edge %s again: %w", e.ID(), err)
