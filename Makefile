@@ -36,6 +36,8 @@ test-ota:
 	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) ./firmware/... ./edge/ota/... ./internal/mochiutil/... ./cloud/release/...
 	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) -run 'Release' ./cmd/cloud/
 	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) -run 'OTA|Systemd|Supervise|Watchdog|Notifies|SelfProbation|Healthz|Expired' ./cmd/edge/
+	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) ./simulator/ota/
+	$(GO) test -race -count=1 -timeout 10m $(GOTESTFLAGS) -run 'OTA' ./cmd/sim/
 
 ## release: cross-builds the edge for linux/amd64, linux/arm64 and
 ## linux/arm/v7 into dist/VERSION, reproducibly (scripts/release.sh: the
@@ -102,6 +104,19 @@ demo: build
 
 soak: build
 	bin/sim run --scenario soak --duration $(SOAK_DURATION) --hold no $(SOAKFLAGS)
+
+## demo-ota: `sim run --scenario ota` in full (docs/SIMULATOR.md, "The OTA
+## scenario"): OTA_STORES edges under edge supervise, a good release rolled
+## out in stages to all, then a bad one (OTA_BAD: panic, hang or
+## late-health) with a fifth of the edges offline, with live progress and
+## the verdict. Not part of `make test` (TestOTAScenario, its short form,
+## is). OTAFLAGS passes more `sim run` flags.
+OTA_STORES ?= 20
+OTA_BAD    ?= late-health
+OTAFLAGS   ?=
+.PHONY: demo-ota
+demo-ota: build
+	bin/sim run --scenario ota --stores $(OTA_STORES) --bad $(OTA_BAD) $(OTAFLAGS)
 
 ## soak-crash: the outbox's kill -9 crash test with CRASH_ITERATIONS kills
 ## (make test runs 50). Not part of `make test`.

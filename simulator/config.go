@@ -100,6 +100,11 @@ type Config struct {
 	// Keep keeps the edges' and the cloud's data in Dir after the run;
 	// otherwise only the logs, the oracle and the report stay.
 	Keep bool
+
+	// OTA, when not nil, runs the over-the-air scenario (see OTA): the
+	// traffic lasts until its rollouts are done, unless Duration or
+	// Events ends it first.
+	OTA *OTA
 }
 
 func (c *Config) defaults() error {
@@ -131,7 +136,7 @@ func (c *Config) defaults() error {
 	if c.Rate < 0 {
 		return fmt.Errorf("simulator: rate %v must be positive", c.Rate)
 	}
-	if c.Duration == 0 && c.Events == 0 {
+	if c.Duration == 0 && c.Events == 0 && c.OTA == nil {
 		c.Duration = time.Minute
 	}
 	if c.TelemetryQuota == 0 {

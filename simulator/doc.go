@@ -22,6 +22,11 @@
 // latency percentiles from a device's publish to the cloud's commit, and
 // how long each outage took to drain.
 //
+// With Config.OTA the run is the over-the-air scenario (package ota): the
+// edges run under `edge supervise` on a release the run built, and the
+// traffic lasts while a good release and then a bad one are rolled out;
+// the scenario's checks join the verdict.
+//
 // The simulator imports only protocol of Outpost's packages: it drives the
 // edge and the cloud as any outside client would.
 package simulator

@@ -13,6 +13,7 @@ import (
 	"github.com/outpost-edge/outpost/protocol"
 	"github.com/outpost-edge/outpost/simulator/fleet"
 	"github.com/outpost-edge/outpost/simulator/oracle"
+	"github.com/outpost-edge/outpost/simulator/ota"
 	"github.com/outpost-edge/outpost/simulator/verify"
 )
 
@@ -94,6 +95,9 @@ type Report struct {
 	} `json:"cloud"`
 
 	Verdict *verify.Verdict `json:"verdict"`
+	// OTA is the OTA scenario's account (Config.OTA); a problem in it
+	// fails the verdict.
+	OTA *ota.Result `json:"ota,omitempty"`
 }
 
 // StreamResult is one stream of the ledger.
@@ -213,6 +217,9 @@ func (rep *Report) Print(w io.Writer) {
 				fmt.Fprintf(w, " %s %d", k, n)
 			}
 		}
+		if rep.OTA != nil && len(rep.OTA.Problems) > 0 {
+			fmt.Fprintf(w, "; %d OTA problems", len(rep.OTA.Problems))
+		}
 		fmt.Fprintln(w)
 	}
 	t := rep.Traffic
@@ -257,6 +264,7 @@ func (rep *Report) Print(w io.Writer) {
 		}
 		fmt.Fprintln(w, line)
 	}
+	printOTA(w, rep.OTA)
 	var sheds []string
 	for _, e := range rep.Edges {
 		if e.Shed > 0 {

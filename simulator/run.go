@@ -16,6 +16,7 @@ import (
 	"github.com/outpost-edge/outpost/simulator/fault"
 	"github.com/outpost-edge/outpost/simulator/fleet"
 	"github.com/outpost-edge/outpost/simulator/oracle"
+	"github.com/outpost-edge/outpost/simulator/ota"
 	"github.com/outpost-edge/outpost/simulator/traffic"
 	"github.com/outpost-edge/outpost/simulator/verify"
 )
@@ -40,9 +41,12 @@ type run struct {
 	drained     time.Duration // how long the drain after the traffic took
 	trafficTime time.Duration // from the start of the traffic to the last device's last acknowledgement
 
-	mu     sync.Mutex
-	active map[int]activeFault // faults in force, by index in the schedule
-	faults []FaultResult
+	releases *ota.Releases // the OTA scenario's (Config.OTA)
+
+	mu        sync.Mutex
+	active    map[int]activeFault // faults in force, by index in the schedule
+	faults    []FaultResult
+	otaResult *ota.Result
 }
 
 // Run runs a simulation as cfg describes: it starts the cloud and one edge
@@ -112,8 +116,16 @@ func (r *run) setup(ctx context.Context) error {
 		return err
 	}
 	r.printf("programs: %s and %s (%s)", r.bins.Edge, r.bins.Cloud, how)
+	cloudArgs := r.cfg.CloudArgs
+	if r.cfg.OTA != nil {
+		more, err := r.otaSetup(ctx)
+		if err != nil {
+			return fmt.Errorf("the OTA releases: %w", err)
+		}
+		cloudArgs = append(more, cloudArgs...)
+	}
 	r.cloud, err = fleet.StartCloud(ctx, fleet.CloudOptions{Binary: r.bins.Cloud, Dir: r.path("cloud"), LogDir: r.path("logs"),
-		DatabaseURL: r.cfg.DatabaseURL, NATS: r.cfg.Transport == "nats", Args: r.cfg.CloudArgs})
+		DatabaseURL: r.cfg.DatabaseURL, NATS: r.cfg.Transport == "nats", Args: cloudArgs})
 	if err != nil {
 		return fmt.Errorf("start the cloud: %w", err)
 	}
@@ -143,6 +155,9 @@ func (r *run) setup(ctx context.Context) error {
 		if r.cfg.Transport == "nats" {
 			eo.CloudMQTT, eo.CloudNATS = "", link.Addr()
 		}
+		if r.cfg.OTA != nil {
+			r.otaEdge(&eo)
+		}
 		e, err := fleet.NewEdge(eo)
 		if err != nil {
 			return err
@@ -161,6 +176,11 @@ func (r *run) setup(ctx context.Context) error {
 		}
 		if err := e.Enroll(ctx, r.cloud.API, tok); err != nil {
 			return err
+		}
+		if r.cfg.OTA != nil {
+			if err := r.otaProvision(ctx, e); err != nil {
+				return err
+			}
 		}
 		type plan struct {
 			id, secret string
@@ -251,6 +271,9 @@ func (r *run) noteLimit() { r.limitOnce.Do(func() { close(r.trafficEnd) }) }
 // devices' last sends (their Z reports) to be acknowledged.
 func (r *run) traffic(ctx context.Context) error {
 	what := fmt.Sprintf("for %s", r.cfg.Duration)
+	if r.cfg.OTA != nil && r.cfg.Duration == 0 {
+		what = "until the OTA rollouts are done"
+	}
 	if r.cfg.Events > 0 {
 		what = fmt.Sprintf("until %d events", r.cfg.Events)
 		if r.cfg.Duration > 0 {
@@ -275,6 +298,12 @@ func (r *run) traffic(ctx context.Context) error {
 	go func() { devs.Wait(); close(devsDone) }()
 	faultsDone := make(chan struct{})
 	go func() { defer close(faultsDone); r.schedule(ctx) }()
+	otaDone := make(chan struct{})
+	if r.cfg.OTA != nil {
+		go func() { defer close(otaDone); r.otaPlan(ctx) }()
+	} else {
+		close(otaDone)
+	}
 
 	var timeout <-chan time.Time
 	if r.cfg.Duration > 0 {
@@ -289,6 +318,7 @@ func (r *run) traffic(ctx context.Context) error {
 	case <-r.trafficEnd:
 	}
 	<-faultsDone // heals what is in force, restarts what is down
+	<-otaDone
 	if ctx.Err() != nil {
 		devs.Wait()
 		return ctx.Err()
@@ -362,6 +392,12 @@ func (r *run) finish(ctx context.Context) (*Report, error) {
 		return nil, fmt.Errorf("read the reports: %w", err)
 	}
 	rep := r.report(ctx, led, v, entries, r.drained)
+	r.mu.Lock()
+	rep.OTA = r.otaResult
+	r.mu.Unlock()
+	if rep.OTA != nil && len(rep.OTA.Problems) > 0 {
+		rep.Verdict.OK = false
+	}
 	path := r.cfg.ReportPath
 	if path == "" {
 		path = r.path("report.json")

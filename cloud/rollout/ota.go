@@ -111,7 +111,13 @@ func (f *otaFold) add(edge string, pos int64, at time.Time, rec protocol.Record)
 		e.LastKind, e.LastAt, e.LastPos = kind, at, pos
 	}
 	if kind == "command_accepted" {
-		// reason "command N" names the seq the edge's gate accepted.
+		// reason "command N" names the seq the edge's gate accepted, target
+		// its kind. Only an assignment's counts: an edge back after a pause
+		// accepts the ota.cancel, whose seq passes the withdrawn
+		// assignment's, and that is no acceptance of the assignment.
+		if b.Target != "" && b.Target != protocol.CommandAssign {
+			return
+		}
 		if n, ok := strings.CutPrefix(b.Reason, "command "); ok {
 			// The highest seq, first accepted at the lowest position: a
 			// rule that does not depend on the order of folding.

@@ -631,3 +631,43 @@ func TestControllerRun(t *testing.T) {
 		t.Fatal("Run did not return after its context ended")
 	}
 }
+
+// TestCancelAcceptedIsNoAcceptance: an edge silent when the rollout
+// paused (its assignment withdrawn: the command cancelled, an ota.cancel
+// enqueued) comes back and accepts the ota.cancel. Its gate's seq now
+// passes the withdrawn assignment's, but it never accepted that
+// assignment: it is not "accepted" in the paused rollout. (Seen in `sim
+// run --scenario ota`: the offline edge, back, showed as accepted.)
+func TestCancelAcceptedIsNoAcceptance(t *testing.T) {
+	r := newRig(t)
+	r.edges("e", 10, "linux/amd64")
+	c := r.controller(r.pool)
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "3,100%", MaxFailures: "10%", Silence: time.Second})
+	r.step(c)
+	as := assigned(r.status(id))
+	if len(as) != 3 {
+		t.Fatalf("assigned %d edges, want 3", len(as))
+	}
+	r.install(as[0].Edge, as[0].Seq, as[0].Target, "rolled_back", "health check failed")
+	r.exec(`UPDATE edge_commands SET delivered_at = now() WHERE edge = $1 OR edge = $2`, as[1].Edge, as[2].Edge) // published, not acknowledged
+	deadline := time.Now().Add(time.Minute)
+	for r.status(id).State != rollout.StatePaused {
+		if time.Now().After(deadline) {
+			t.Fatalf("not paused: %+v", r.status(id))
+		}
+		time.Sleep(100 * time.Millisecond) // waiting out --silence, on the real clock
+		r.step(c)
+	}
+	cc := r.commands(as[2].Edge, protocol.CommandCancel)
+	if len(cc) != 1 || cc[0].Seq <= as[2].Seq {
+		t.Fatalf("edge %s's ota.cancel: %+v (assignment seq %d)", as[2].Edge, cc, as[2].Seq)
+	}
+	r.commit(as[2].Edge, ota{kind: "command_accepted", target: protocol.CommandCancel, reason: fmt.Sprintf("command %d", cc[0].Seq)})
+	s := r.status(id)
+	if e := edgeStates(s)[as[2].Edge]; e.State == rollout.EdgeAccepted {
+		t.Errorf("edge %s accepted only the ota.cancel, and is %s in the paused rollout", e.Edge, e.State)
+	}
+	if s.Stages[0].Accepted != 1 {
+		t.Errorf("stage 0 counts %d accepted, want 1 (the edge that rolled back)", s.Stages[0].Accepted)
+	}
+}

@@ -40,6 +40,8 @@ Commands:
 Scenarios (sim run --scenario):
   demo     3 stores of 4 devices for about a minute, one uplink outage and one edge crash (make demo)
   soak     every fault type in turns for --duration (make soak, SOAK_DURATION)
+  ota      edges under edge supervise: a good release rolled out in stages to all, then a bad
+           one (--bad panic|hang|late-health) with a fifth of the edges offline (make demo-ota)
 
 Run 'sim <command> --help' for the flags of a command.
 `

@@ -14,6 +14,8 @@ import (
 	"github.com/outpost-edge/outpost/internal/pgcluster"
 	"github.com/outpost-edge/outpost/simulator"
 	"github.com/outpost-edge/outpost/simulator/fault"
+	"github.com/outpost-edge/outpost/simulator/fleet"
+	"github.com/outpost-edge/outpost/simulator/ota"
 )
 
 // envPrefix is the prefix of the environment variables sim reads its
@@ -53,6 +55,10 @@ type Options struct {
 	Hold           string
 	Keep           bool
 	Config         string
+	// The OTA scenario's.
+	Bad       string
+	Offline   float64
+	Probation time.Duration
 }
 
 // Main is `sim run`.
@@ -82,7 +88,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("sim run", flag.ContinueOnError)
 	fs.SetOutput(m.stderr)
 	o := &m.Opts
-	fs.StringVar(&o.Scenario, "scenario", "", "preset: demo (3 stores × 4 devices, 1 minute, an uplink outage and an edge crash) or soak (every fault type in turns, a small telemetry quota); flags given as well override it")
+	fs.StringVar(&o.Scenario, "scenario", "", "preset: demo (3 stores × 4 devices, 1 minute, an uplink outage and an edge crash), soak (every fault type in turns, a small telemetry quota) or ota (edges under edge supervise: a good release rolled out in stages, then a bad one with a fifth of the edges offline; --bad); flags given as well override it")
 	fs.StringVar(&o.Transport, "transport", "mqtt", "the edges' uplink to the cloud: mqtt (the cloud's embedded MQTT broker) or nats (the cloud's embedded nats-server with JetStream)")
 	fs.StringVar(&o.Dir, "dir", "", "run directory for logs, data, the oracle and the report (default: a new temporary directory)")
 	fs.StringVar(&o.BinDir, "bin-dir", "", "directory holding the edge and cloud programs (default: next to this program, else built from the source around the working directory)")
@@ -112,6 +118,9 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.BoolVar(&o.Quiet, "quiet", false, "no live progress")
 	fs.StringVar(&o.Hold, "hold", "auto", "after the verdict keep the fleet running until Enter (or Ctrl-C), to look around: yes, no, or auto (yes when stdin is a terminal)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the edges', the cloud's and Postgres's data in --dir (default: keep only logs, oracle and report)")
+	fs.StringVar(&o.Bad, "bad", "late-health", "with --scenario ota: how the bad release fails: panic (at start), hang (before it is ready) or late-health (its outbox stops committing after three healthy checks)")
+	fs.Float64Var(&o.Offline, "offline", 0.2, "with --scenario ota: the share of edges offline during the bad release's rollout (at least one)")
+	fs.DurationVar(&o.Probation, "probation", 10*time.Second, "with --scenario ota: the edges' edge supervise --probation")
 	fs.StringVar(&o.Config, "config", "", "optional config file of `name = value` lines (names are the flag names)")
 	fs.Usage = flagenv.Usage(fs, envPrefix, "Usage: sim run [flags]\n\nRuns a fleet under faults and verifies the cloud's ledger against what the devices sent.\nExit status: 0 when the verdict passes, 1 when it fails or the run could not be carried out.")
 	if err := flagenv.Parse(fs, args, envPrefix, "config"); err != nil {
@@ -153,8 +162,25 @@ func (m *Main) applyScenario() error {
 		def("telemetry-quota", func() { o.TelemetryQuota = 16 << 10 })
 		def("retransmit", func() { o.Retransmit = 0.03 })
 		def("duplicate", func() { o.Duplicate = 0.03 })
+	case "ota":
+		def("stores", func() { o.Stores = 10 })
+		def("devices", func() { o.Devices = 2 })
+		def("rate", func() { o.Rate = 1 })
+		// The traffic lasts as long as the rollouts.
+		def("duration", func() { o.Duration = 0 })
 	default:
-		return usagef("--scenario %q: want demo or soak", o.Scenario)
+		return usagef("--scenario %q: want demo, soak or ota", o.Scenario)
+	}
+	if o.Scenario == "ota" {
+		if _, ok := ota.Bad[o.Bad]; !ok {
+			return usagef("--bad %q: want panic, hang or late-health", o.Bad)
+		}
+		if o.Offline <= 0 || o.Offline >= 1 {
+			return usagef("--offline %v: want a share between 0 and 1", o.Offline)
+		}
+		if o.Stores < 3 {
+			return usagef("--scenario ota needs at least 3 stores (an edge offline, and the bad release stopped before the others), got %d", o.Stores)
+		}
 	}
 	if o.TotalRate > 0 && o.Stores > 0 && o.Devices > 0 {
 		o.Rate = o.TotalRate / float64(o.Stores*o.Devices)
@@ -256,6 +282,10 @@ func (m *Main) Run(ctx context.Context) error {
 			}
 		},
 	}
+	if o.Scenario == "ota" {
+		cfg.OTA = &simulator.OTA{Bad: o.Bad, Supervise: fleet.Supervise{Probation: o.Probation, ReadyTimeout: 15 * time.Second},
+			Plan: ota.Plan{Offline: o.Offline}}
+	}
 	rep, err := simulator.Run(ctx, cfg)
 	m.Report = rep
 	if err != nil {
@@ -292,6 +322,13 @@ func (m *Main) whereNext(r *simulator.Report, hold bool) {
 	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" \"$CLOUD/v1/streams/shop-1/%s/records?limit=5\"   # raw records, signed checkpoints\n", epoch)
 	fmt.Fprintf(w, "  bin/sim verify --cloud $CLOUD --token $TOKEN --oracle %s --since %s   # verify again\n",
 		filepath.Join(r.Dir, "oracle.jsonl"), r.Started.UTC().Format(time.RFC3339Nano))
+	if o := r.OTA; o != nil {
+		for _, ro := range []*ota.Rollout{o.Good, o.Bad} {
+			if ro != nil {
+				fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" $CLOUD/v1/rollouts/%s   # the rollout of %s: stages, every edge's state (the Fleet page shows it too)\n", ro.ID, ro.Release)
+			}
+		}
+	}
 	fmt.Fprintf(w, "  logs in %s, the JSON report in %s; the API is described in docs/API.md\n", filepath.Join(r.Dir, "logs"), r.Path)
 	fmt.Fprintln(w, r.BackOffice())
 }

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,6 +24,17 @@ type EdgeOptions struct {
 	// TelemetryQuota, when not 0, is its --telemetry-quota in bytes.
 	TelemetryQuota int64
 	Args           []string // more flags for `edge run`
+	// Supervise, when not nil, runs the edge under `edge supervise`,
+	// which runs the current OTA release (`edge ota adopt` the first one
+	// before the start) and decides the probation of new ones.
+	Supervise *Supervise
+}
+
+// Supervise configures `edge supervise` (its flags of the same names).
+type Supervise struct {
+	Probation    time.Duration // default 15s
+	ReadyTimeout time.Duration // default 20s
+	MaxAttempts  int           // default the edge's own (3)
 }
 
 // Edge is one store's edge.
@@ -66,9 +78,31 @@ func (e *Edge) pickPorts() error {
 	if o.TelemetryQuota > 0 {
 		args = append(args, "--telemetry-quota", strconv.FormatInt(o.TelemetryQuota, 10))
 	}
-	e.Proc.Args = append(args, o.Args...)
+	args = append(args, o.Args...)
+	if s := o.Supervise; s != nil {
+		// The supervisor gives its child --data-dir and --status-listen
+		// itself, and probes that /healthz.
+		sup := []string{"supervise", "--data-dir", o.Dir, "--status-listen", e.Status,
+			"--probation", orDefault(s.Probation, 15*time.Second).String(),
+			"--ready-timeout", orDefault(s.ReadyTimeout, 20*time.Second).String()}
+		if s.MaxAttempts > 0 {
+			sup = append(sup, "--max-attempts", strconv.Itoa(s.MaxAttempts))
+		}
+		args = append(append(sup, "--"), args[3:]...)
+	}
+	e.Proc.Args = args
 	return nil
 }
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// Dir returns the edge's data directory.
+func (e *Edge) Dir() string { return e.o.Dir }
 
 // ID returns the edge's id.
 func (e *Edge) ID() string { return e.o.ID }
@@ -94,6 +128,48 @@ func (e *Edge) AddDevice(ctx context.Context, id string) (string, error) {
 	e.secrets[id] = sec
 	e.mu.Unlock()
 	return sec, nil
+}
+
+// OTAInit provisions the edge's release trust with the release signers'
+// root (`edge ota init --root`).
+func (e *Edge) OTAInit(ctx context.Context, root string) error {
+	_, err := runTool(ctx, nil, e.o.Binary, "ota", "init", "--data-dir", e.o.Dir, "--root", root)
+	return err
+}
+
+// Adopt makes binary, of version, the edge's first, committed release
+// (`edge ota adopt`): the one `edge supervise` starts.
+func (e *Edge) Adopt(ctx context.Context, binary, version string) error {
+	_, err := runTool(ctx, nil, e.o.Binary, "ota", "adopt", "--data-dir", e.o.Dir, "--binary", binary, "--version", version)
+	return err
+}
+
+// OTAStatus is what `edge ota status --json` says (the fields the
+// simulator reads); it reads the edge's files, so it answers whether or
+// not the release runs.
+type OTAStatus struct {
+	Current   string `json:"current"`
+	Committed string `json:"committed"`
+	Previous  string `json:"previous"`
+	Pending   *struct {
+		Version  string `json:"version"`
+		Attempts int    `json:"attempts"`
+	} `json:"pending"`
+	KnownBad map[string]string `json:"known_bad"`
+	Floor    uint64            `json:"floor"`
+}
+
+// OTA reads the edge's release state with `edge ota status --json`.
+func (e *Edge) OTA(ctx context.Context) (OTAStatus, error) {
+	var st OTAStatus
+	out, err := runTool(ctx, nil, e.o.Binary, "ota", "status", "--data-dir", e.o.Dir, "--json")
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return st, fmt.Errorf("edge %s: ota status: %w: %q", e.o.ID, err, out)
+	}
+	return st, nil
 }
 
 // Secret returns a device's secret.
@@ -158,6 +234,8 @@ type EdgeStatus struct {
 		Dups     uint64 `json:"duplicates"`
 		Rejected uint64 `json:"rejected_kept"`
 	} `json:"intake"`
+	// OTA is the updater's state (nil on an edge without one).
+	OTA *OTAStatus `json:"ota"`
 }
 
 // Head returns the last seq the edge stored.

@@ -1,5 +1,6 @@
 // Package fleet runs Outpost's programs for the simulator, from outside:
-// the cloud (`cloud serve`) and one edge (`edge run`) per store, each a
+// the cloud (`cloud serve`) and one edge (`edge run`, or `edge supervise`
+// running it as an OTA release) per store, each a
 // child process in its own process group, configured only through their
 // command lines, and reached only over the network (the cloud's HTTP API,
 // each edge's status endpoint). It enrolls edges with one-time tokens,
@@ -167,4 +168,25 @@ func waitFor(ctx context.Context, what string, timeout time.Duration, cond func(
 		}
 	}
 	return nil
+}
+
+// ModuleRoot finds the Outpost module's source directory at or above the
+// working directory (to build programs from).
+func ModuleRoot() (string, error) { return moduleRoot() }
+
+// GoTool returns the go command of the toolchain this program was built
+// with when it is there, else "go" from PATH.
+func GoTool() string {
+	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if !isExec(goTool) {
+		goTool = "go"
+	}
+	return goTool
+}
+
+// RunTool runs a short command of a program (edge or cloud) with env
+// added to the environment, and returns its standard output, trimmed; the
+// error carries its standard error.
+func RunTool(ctx context.Context, env []string, path string, args ...string) (string, error) {
+	return runTool(ctx, env, path, args...)
 }

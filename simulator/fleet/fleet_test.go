@@ -123,3 +123,26 @@ func TestHTTPSenderOutcomes(t *testing.T) {
 		t.Errorf("no server: %v", got)
 	}
 }
+
+// TestSupervisedEdgeArgs: a supervised edge runs `edge supervise` with
+// its probation flags, and after "--" the flags of `edge run` that the
+// supervisor passes to each release (not "run" itself, which the
+// supervisor adds).
+func TestSupervisedEdgeArgs(t *testing.T) {
+	e, err := fleet.NewEdge(fleet.EdgeOptions{ID: "shop-1", Binary: "/bin/edge", Dir: t.TempDir(), LogDir: t.TempDir(),
+		CloudMQTT: "127.0.0.1:1", Args: []string{"--ota-repo", "http://cloud/v1/ota/repo"},
+		Supervise: &fleet.Supervise{Probation: 7 * time.Second, MaxAttempts: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Join(e.Proc.Args, " ")
+	sup, run, ok := strings.Cut(args, " -- ")
+	if !ok || !strings.HasPrefix(sup, "supervise --data-dir ") || !strings.Contains(sup, "--status-listen "+e.Status) ||
+		!strings.Contains(sup, "--probation 7s") || !strings.Contains(sup, "--ready-timeout 20s") || !strings.Contains(sup, "--max-attempts 2") {
+		t.Errorf("supervise flags: %q", sup)
+	}
+	if strings.HasPrefix(run, "run") || !strings.Contains(run, "--cloud-mqtt tcp://127.0.0.1:1") || !strings.Contains(run, "--mqtt-listen "+e.MQTT) ||
+		!strings.HasSuffix(run, "--ota-repo http://cloud/v1/ota/repo") {
+		t.Errorf("edge run flags: %q", run)
+	}
+}

@@ -210,6 +210,10 @@ type Verdict struct {
 	Shed       int `json:"shed"`        // tombstones of shed telemetry in the ledger
 	ShedAcked  int `json:"shed_acked"`  // of the acknowledged events, how many are tombstones
 	TillsExact int `json:"tills_exact"` // Z reports that match the ledger
+	// EdgeEvents counts the edges' own records (device _edge: the
+	// updater's ota.* events) by type. No device sent them, so they are
+	// not checked against the oracle, and Events leaves them out.
+	EdgeEvents map[string]int `json:"edge_events,omitempty"`
 
 	// Reports is the reports check (CheckReports), when it ran; a
 	// mismatch fails the verdict. ReportsSkipped says why it did not.
@@ -348,6 +352,26 @@ func Check(l *Ledger, sent []oracle.Entry, o Options) *Verdict {
 	}
 	for k, found := range occ {
 		if _, ok := known[k]; ok {
+			continue
+		}
+		if k.Device == protocol.EdgeDevice {
+			if v.EdgeEvents == nil {
+				v.EdgeEvents = map[string]int{}
+			}
+			// Every edge has its own _edge: an id is one edge's. Its outbox
+			// stores an id once, so a spooled event handed over twice must
+			// not be doubled either.
+			first := map[string]occurrence{}
+			for _, f := range found {
+				v.EdgeEvents[f.rec.Type]++
+				if o, ok := first[f.rec.Edge]; ok {
+					c.report(Discrepancy{Kind: Duplicate, Stream: f.stream, Seq: f.seq, Device: k.Device, ID: k.ID,
+						Detail: fmt.Sprintf("the edge's own %s also at %s seq %d", f.rec.Type, o.stream, o.seq)})
+					continue
+				}
+				first[f.rec.Edge] = f
+			}
+			delete(occ, k)
 			continue
 		}
 		for _, f := range found {

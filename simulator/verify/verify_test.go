@@ -370,3 +370,37 @@ func mustBody(t *testing.T, v any) protocol.Body {
 	}
 	return b
 }
+
+// TestEdgeOwnEvents: the edge's own records (device _edge, such as the
+// updater's ota.* events) are no device's events: not unexpected, counted
+// by type, and left out of the device events; an ota.* event under a
+// device's name that the device never sent still is unexpected.
+func TestEdgeOwnEvents(t *testing.T) {
+	w := newWorld(t)
+	for i, typ := range []string{"ota.installed", "ota.rolled_back", "ota.committed"} {
+		body := mustBody(t, map[string]any{"version": "1.1.0", "release": 1})
+		w.edge.append(protocol.EdgeDevice, protocol.Event{ID: fmt.Sprintf("ota-%d", i), Type: typ, TS: t0, Body: body})
+	}
+	w.edge.append("till-1", protocol.Event{ID: "forged-commit", Type: "ota.committed", TS: t0})
+	w.edge.commit()
+	// Another edge's _edge may use the same ids: they are its own.
+	other := newFakeEdge(t, "shop-2")
+	other.append(protocol.EdgeDevice, protocol.Event{ID: "ota-2", Type: "ota.committed", TS: t0, Body: mustBody(t, map[string]any{"version": "1.1.0", "release": 1})})
+	other.commit()
+	l := w.ledger(w.edge.stored(t0.Add(time.Minute)), other.stored(t0.Add(time.Minute)))
+	l.Keys["shop-2"] = protocol.NewKeyMap(other.chain.Signer.Public())
+	v := w.check(l)
+	wantOnly(t, v, map[verify.Kind]int{verify.Unexpected: 1})
+	if v.EdgeEvents["ota.committed"] != 2 || v.EdgeEvents["ota.rolled_back"] != 1 || v.EdgeEvents["ota.installed"] != 1 || len(v.EdgeEvents) != 3 {
+		t.Errorf("edge events %v, want two ota.committed (one per edge) and one of each other kind", v.EdgeEvents)
+	}
+	// The same edge's id twice is doubled.
+	w.edge.append(protocol.EdgeDevice, protocol.Event{ID: "ota-0", Type: "ota.installed", TS: t0})
+	w.edge.commit()
+	if v := w.check(w.ledger()); v.Counts[verify.Duplicate] != 1 {
+		t.Errorf("an edge's own event stored twice: %v", v.Counts)
+	}
+	if v.Events != 62 {
+		t.Errorf("device events %d, want 62 (61 sent and the forged one)", v.Events)
+	}
+}
