@@ -222,7 +222,16 @@ func (s *Assignments) store(c protocol.Command, msg []byte) error {
 		return err
 	}
 	defer unlock()
-	if cur, err := s.readLocked(); err == nil && cur != nil && cur.Seq != c.Seq && !cur.Terminal() {
+	cur, err := s.readLocked()
+	if err == nil && cur != nil && cur.Seq == c.Seq {
+		// The same command again: kept before a crash that came before
+		// the gate persisted its seq, and worked on since. Its progress
+		// stands; resetting it to waiting would act on it twice (install
+		// a release again after it was rolled back, or one refused).
+		s.log().Info("the assignment is already kept; its progress stands", "seq", c.Seq, "state", cur.State)
+		return nil
+	}
+	if err == nil && cur != nil && !cur.Terminal() {
 		s.log().Info("a newer assignment replaces the current one", "old_seq", cur.Seq, "old_rollout", cur.Rollout, "old_state", cur.State, "seq", c.Seq)
 		s.stop(cur.Seq)
 	}

@@ -344,3 +344,40 @@ func TestAssignmentKeptBeforeAcceptance(t *testing.T) {
 		t.Fatalf("seq %d after the redelivery", n)
 	}
 }
+
+// TestRedeliveryKeepsAssignmentProgress: a crash after Keep kept an
+// assignment and before the gate persisted its seq leaves the assignment
+// on disk, and the next start works on it (here: installs it, then the
+// release is rolled back, so nothing pending or current says it was
+// installed). The cloud's redelivery of that same command must not reset
+// it to waiting: that would install the rolled-back release a second time.
+func TestRedeliveryKeepsAssignmentProgress(t *testing.T) {
+	for _, state := range []string{ota.AssignInstalled, ota.AssignRefused, ota.AssignInstalling, ota.AssignCancelled} {
+		t.Run(state, func(t *testing.T) {
+			r := newAssignRig(t)
+			keep := r.gate.Keep
+			r.gate.Keep = func(c protocol.Command, msg []byte) error {
+				if err := keep(c, msg); err != nil {
+					return err
+				}
+				return errors.New("power cut")
+			}
+			msg := r.cloud.SignCommand(protocol.Command{Edge: "shop-1", Seq: 1, Expires: time.Now().Add(time.Hour).UnixMilli(), Kind: protocol.CommandAssign,
+				Body: protocol.EncodeAssignment(protocol.Assignment{Rollout: "r-1", Channel: "stable", Target: "edge-1.1.0", Version: "1.1.0", NotAfter: time.Now().Add(time.Hour).UnixMilli()})})
+			if _, err := r.gate.Accept(msg); err == nil {
+				t.Fatal("accept with a crash in Keep succeeded")
+			}
+			// After the restart the assigner worked on the kept assignment.
+			if err := r.store.Set(1, state, "worked on after the restart"); err != nil {
+				t.Fatal(err)
+			}
+			r.gate.Keep = keep
+			if _, err := r.gate.Accept(msg); err != nil {
+				t.Fatalf("the redelivery: %v", err)
+			}
+			if a := r.state(t); a == nil || a.Seq != 1 || a.State != state {
+				t.Fatalf("after the redelivery the assignment is %+v, want still %s", a, state)
+			}
+		})
+	}
+}
