@@ -399,6 +399,15 @@ func (s *Assignments) For(target string) (*Assigned, error) {
 	return a, nil
 }
 
+// CheckNotAfter refuses to start a's install at now when its not_after
+// has passed (the step before, a download, may have taken long).
+func CheckNotAfter(a *Assigned, now time.Time) error {
+	if na := time.UnixMilli(a.NotAfter); !now.Before(na) {
+		return fmt.Errorf("%s: the install would start after its not_after %s", a.Describe(), na.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
 // CheckAssigned is the Uptane check of a signed target against the
 // assignment it is installed for: the same name, version and channel (the
 // target's arch, when it has one, is checked by Trust.Installable against
@@ -501,6 +510,11 @@ func (w *Assigner) work(parent context.Context, a *Assigned, log *slog.Logger) {
 	}
 	backoff := retryMin
 	notAfter := time.UnixMilli(a.NotAfter)
+	// An install may not start after not_after: a download still going
+	// then (a thin link, a stalled repository) is stopped, and the
+	// install step checks it again before the swap.
+	work, cancel := context.WithDeadline(ctx, notAfter)
+	defer cancel()
 	set := func(state, reason string) error { return w.Store.Set(a.Seq, state, reason) }
 	refuse := func(reason string) {
 		log.Warn("assignment refused", "reason", reason)
@@ -528,7 +542,7 @@ func (w *Assigner) work(parent context.Context, a *Assigned, log *slog.Logger) {
 	}
 	for {
 		now := w.now()
-		if !now.Before(notAfter) {
+		if !now.Before(notAfter) || ctx.Err() == nil && work.Err() != nil {
 			refuse(fmt.Sprintf("%s: not started by its not_after %s", a.Describe(), notAfter.UTC().Format(time.RFC3339)))
 			return
 		}
@@ -540,10 +554,12 @@ func (w *Assigner) work(parent context.Context, a *Assigned, log *slog.Logger) {
 			}
 		}
 		if wait == 0 {
-			err := w.Install(ctx, a, set)
+			err := w.Install(work, a, set)
 			switch {
 			case err == nil:
 				return
+			case ctx.Err() == nil && work.Err() != nil:
+				continue // not_after: refused above
 			case errors.Is(err, ErrSuperseded) || ctx.Err() != nil:
 				log.Info("stopped work on the assignment", "err", err)
 				return
