@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -131,6 +132,11 @@ func (g *CommandGate) Accept(msg []byte) (protocol.Command, error) {
 	}
 	if c.Edge != g.Edge {
 		return c, g.refuse("foreign", msg, c, at, fmt.Errorf("%w: command %d is for edge %s, this is %s", ErrCommandRefused, c.Seq, c.Edge, g.Edge))
+	}
+	// The directory may not exist yet (edge run --ota-repo before any
+	// event or refusal made it).
+	if err := os.MkdirAll(filepath.Dir(g.Path), 0o755); err != nil {
+		return c, fmt.Errorf("command state: %w", err)
 	}
 	unlock, err := firmware.LockFile(g.Path + ".lock")
 	if err != nil {

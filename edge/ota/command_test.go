@@ -228,3 +228,20 @@ func TestCommandAcceptedEventNotLost(t *testing.T) {
 		t.Fatalf("seq %d after the redelivery, want 1", last)
 	}
 }
+
+// TestCommandGateFreshDir: edge run --ota-repo on a data dir whose updater
+// directory does not exist yet (no refusal or event has made it) accepts
+// the first command; it failed on the lock file, and the cloud's next
+// delivery came only at the next hello.
+func TestCommandGateFreshDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ota")
+	cloud := protocoltest.NewSigner(t)
+	g := &ota.CommandGate{Path: filepath.Join(dir, "commands.json"), Edge: "shop-1", CloudKeys: protocol.NewKeyMap(cloud.Public()),
+		Spool: ota.Spool{Path: filepath.Join(dir, "events.jsonl")}}
+	if _, err := g.Accept(signCmd(cloud, "shop-1", 1, time.Now().Add(time.Hour))); err != nil {
+		t.Fatalf("the first command on a fresh directory: %v", err)
+	}
+	if last, _ := g.Last(); last != 1 {
+		t.Fatalf("last %d, want 1", last)
+	}
+}
