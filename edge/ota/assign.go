@@ -251,6 +251,12 @@ func (s *Assignments) cancelRollout(seq uint64, cc protocol.Cancel) error {
 	}
 	switch cur.State {
 	case AssignWaiting, AssignDownloading:
+	case AssignCancelled:
+		// Cancelled before a crash (or a spool error) kept its event from
+		// the spool and the gate from persisting the seq: this is the
+		// redelivery. Record the event again (its id is fixed: one event).
+		return s.record(Event{ID: "assign-" + strconv.FormatUint(cur.Seq, 10) + "-cancelled", Kind: "ota.cancelled",
+			Target: cur.Target, Version: cur.Version, Reason: cur.Reason})
 	default:
 		s.log().Info("a cancel for an assignment past the point of cancelling", "seq", seq, "rollout", cc.Rollout, "state", cur.State)
 		return nil

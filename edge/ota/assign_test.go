@@ -381,3 +381,43 @@ func TestRedeliveryKeepsAssignmentProgress(t *testing.T) {
 		})
 	}
 }
+
+// TestCancelEventNotLost: a cancel whose ota.cancelled cannot be recorded
+// (the spool cannot be written; a crash after the state was written is the
+// same) is not accepted, and its redelivery records the event: the
+// assignment already says cancelled, and that must not make the
+// redelivery a no-op, or the rollout never learns of the cancel.
+func TestCancelEventNotLost(t *testing.T) {
+	r := newAssignRig(t)
+	seq := r.assign(t, protocol.Assignment{Rollout: "r-1", Target: "edge-1.1.0", Version: "1.1.0"})
+	good := r.store.Spool
+	blocker := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.store.Spool = ota.Spool{Path: filepath.Join(blocker, "events.jsonl")}
+	msg := r.cloud.SignCommand(protocol.Command{Edge: "shop-1", Seq: seq + 1, Expires: time.Now().Add(time.Hour).UnixMilli(), Kind: protocol.CommandCancel,
+		Body: protocol.EncodeCancel(protocol.Cancel{Rollout: "r-1", Reason: "paused"})})
+	if _, err := r.gate.Accept(msg); err == nil || errors.Is(err, ota.ErrCommandRefused) {
+		t.Fatalf("a cancel whose event cannot be recorded: %v", err)
+	}
+	if a := r.state(t); a.State != ota.AssignCancelled {
+		t.Fatalf("assignment %+v, want cancelled", a)
+	}
+	r.store.Spool = good
+	if _, err := r.gate.Accept(msg); err != nil {
+		t.Fatalf("the redelivery: %v", err)
+	}
+	n := 0
+	for _, e := range spooled(t, good) {
+		if e.Kind == "ota.cancelled" {
+			n++
+			if !strings.Contains(e.Reason, "paused") {
+				t.Errorf("ota.cancelled reason %q", e.Reason)
+			}
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d ota.cancelled, want 1", n)
+	}
+}
