@@ -524,10 +524,15 @@ func (w *Assigner) work(parent context.Context, a *Assigned, log *slog.Logger) {
 	set := func(state, reason string) error { return w.Store.Set(a.Seq, state, reason) }
 	refuse := func(reason string) {
 		log.Warn("assignment refused", "reason", reason)
-		if err := set(AssignRefused, reason); err == nil {
-			_ = w.Store.record(Event{ID: "assign-" + strconv.FormatUint(a.Seq, 10) + "-refused", Kind: "ota.refused",
-				Target: a.Target, Version: a.Version, Reason: reason})
+		// The event first: the state last, so a crash or a spool error in
+		// between leaves the assignment to be refused again (the event's id
+		// is fixed: one event), never refused without its event.
+		if err := w.Store.record(Event{ID: "assign-" + strconv.FormatUint(a.Seq, 10) + "-refused", Kind: "ota.refused",
+			Target: a.Target, Version: a.Version, Reason: reason}); err != nil {
+			log.Error("the refusal could not be recorded; trying again later", "err", err)
+			return
 		}
+		_ = set(AssignRefused, reason)
 	}
 	var win *Window
 	loc := time.Local

@@ -421,3 +421,49 @@ func TestCancelEventNotLost(t *testing.T) {
 		t.Fatalf("%d ota.cancelled, want 1", n)
 	}
 }
+
+// TestRefusalEventNotLost (virtual time): the Assigner's ota.refused is
+// the rollout's only word of a refusal. When it cannot be recorded (the
+// spool cannot be written; a crash between the state and the event is the
+// same), the assignment must not be left refused without it: it is tried
+// again later, and refused with its event once the spool works.
+func TestRefusalEventNotLost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		virtual = true
+		defer func() { virtual = false }()
+		r := newAssignRig(t)
+		blocker := filepath.Join(t.TempDir(), "spool")
+		if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		sp := ota.Spool{Path: filepath.Join(blocker, "events.jsonl")}
+		r.store.Spool = sp
+		refusal := errors.New("target edge-1.2.0 is not in the signed targets")
+		fi := &fakeInstall{errs: []error{refusal, refusal, refusal}}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		w := &ota.Assigner{Store: r.store, Install: fi.install, RetryMin: time.Minute, Logger: slog.New(slog.DiscardHandler)}
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		r.assign(t, protocol.Assignment{Rollout: "r-1", Target: "edge-1.2.0", Version: "1.2.0"})
+		synctest.Wait()
+		if n := len(fi.list()); n != 1 {
+			t.Fatalf("%d installs, want 1", n)
+		}
+		if err := os.Remove(blocker); err != nil { // the spool works again
+			t.Fatal(err)
+		}
+		waitState(t, r, ota.AssignRefused)
+		n := 0
+		for _, e := range spooled(t, sp) {
+			if e.Kind == "ota.refused" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%d ota.refused spooled, want 1", n)
+		}
+		cancel()
+		<-done
+	})
+}
