@@ -226,8 +226,9 @@ func (s *Assignments) store(c protocol.Command, msg []byte) error {
 	if err == nil && cur != nil && cur.Seq == c.Seq {
 		// The same command again: kept before a crash that came before
 		// the gate persisted its seq, and worked on since. Its progress
-		// stands; resetting it to waiting would act on it twice (install
-		// a release again after it was rolled back, or one refused).
+		// stands; resetting it to waiting would act on it twice: a
+		// cancelled or refused one worked on again (and installed), one
+		// mid-swap made cancellable, an installed one tried again.
 		s.log().Info("the assignment is already kept; its progress stands", "seq", c.Seq, "state", cur.State)
 		return nil
 	}
