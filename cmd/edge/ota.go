@@ -762,6 +762,13 @@ func (r *onlineRun) download(ctx context.Context, client *http.Client, art strin
 // install swaps the verified file at path (art itself for a directory
 // repository) in on probation.
 func (r *onlineRun) install(path, art string, tg firmware.Target) error {
+	// not_after is the latest moment an install may start; the download
+	// before may have taken long (ota.CheckNotAfter).
+	if a := r.in.assigned; a != nil {
+		if err := ota.CheckNotAfter(a, time.Now()); err != nil {
+			return r.refuse(tg, err)
+		}
+	}
 	// Past this point a cancel no longer stops the install.
 	if err := r.set(ota.AssignInstalling, ""); err != nil {
 		return err

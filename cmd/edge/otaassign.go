@@ -20,11 +20,24 @@ import (
 // (offer, from the transport's goroutine, never blocking); one worker
 // passes each through the gate, whose Keep is the assignment store; the
 // Assigner installs the current assignment in the background.
+//
+// Two queues: offer checks each message's signature and edge first (pure
+// CPU, about 0.1 ms), and only a command signed for this edge above the
+// last accepted seq goes to queue; everything else (forged, foreign,
+// replayed, oversized) goes to suspect, which the worker takes only when
+// queue is empty. A flood from the broker then fills suspect alone and
+// cannot crowd out the cloud's commands: a dropped seq N followed by an
+// accepted N+1 would be lost for good (the hello says N+1, and the cloud
+// does not send N again).
 type commander struct {
 	gate    *ota.CommandGate
 	store   *ota.Assignments
-	queue   chan []byte
-	dropped atomic.Uint64 // messages offered while the queue was full (the cloud redelivers at the next hello)
+	keys    protocol.Keys
+	edge    string
+	queue   chan []byte   // commands that verify for this edge, above last
+	suspect chan []byte   // the rest, for the gate to refuse (and record within its rate)
+	last    atomic.Uint64 // the last accepted seq, as offer sorts by it
+	dropped atomic.Uint64 // messages offered while their queue was full (the cloud redelivers at the next hello)
 	log     *slog.Logger
 }
 
@@ -41,24 +54,32 @@ func newCommander(dataDir, edgeID string, cloudKeys protocol.Keys, log *slog.Log
 	spool := otaSpool(dir)
 	log = log.With("component", "ota-commands")
 	store := &ota.Assignments{Dir: dir, Edge: edgeID, CloudKeys: cloudKeys, Spool: spool, Logger: log}
-	return &commander{
+	c := &commander{
 		gate: &ota.CommandGate{Path: filepath.Join(dir, "commands.json"), Edge: edgeID, CloudKeys: cloudKeys, Spool: spool,
 			Keep: store.Keep, Logger: log},
-		store: store, queue: make(chan []byte, commandQueue), log: log,
+		store: store, keys: cloudKeys, edge: edgeID,
+		queue: make(chan []byte, commandQueue), suspect: make(chan []byte, commandQueue), log: log,
 	}
+	c.last.Store(c.lastAccepted())
+	return c
 }
 
 // offer is the transport's OnCommand.
 func (c *commander) offer(msg []byte) {
+	q := c.suspect
+	if cmd, err := protocol.VerifyCommand(msg, c.keys); err == nil && cmd.Edge == c.edge && cmd.Seq > c.last.Load() {
+		q = c.queue
+	}
 	select {
-	case c.queue <- msg:
+	case q <- msg:
 	default:
 		c.dropped.Add(1)
 	}
 }
 
-// last is the uplink's Options.Cmd: the last accepted command, for hellos.
-func (c *commander) last() uint64 {
+// lastAccepted is the uplink's Options.Cmd: the last accepted command, for
+// hellos.
+func (c *commander) lastAccepted() uint64 {
 	n, err := c.gate.Last()
 	if err != nil {
 		c.log.Error("the command state cannot be read; the hello asks for every command", "err", err)
@@ -74,17 +95,34 @@ func (c *commander) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case msg := <-c.queue:
-			cmd, err := c.gate.Accept(msg)
-			switch {
-			case err == nil:
-				c.log.Info("accepted a command", "seq", cmd.Seq, "kind", cmd.Kind)
-				c.store.Notify()
-			case errors.Is(err, ota.ErrCommandRefused):
-				// Logged (and recorded, within its rate) by the gate.
-			default:
-				c.log.Error("a command could not be taken; the cloud will send it again", "seq", cmd.Seq, "kind", cmd.Kind, "err", err)
-			}
+			c.take(msg)
+			continue
+		default:
 		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case msg := <-c.queue:
+			c.take(msg)
+		case msg := <-c.suspect:
+			c.take(msg)
+		}
+	}
+}
+
+func (c *commander) take(msg []byte) {
+	cmd, err := c.gate.Accept(msg)
+	switch {
+	case err == nil:
+		c.log.Info("accepted a command", "seq", cmd.Seq, "kind", cmd.Kind)
+		if cmd.Seq > c.last.Load() {
+			c.last.Store(cmd.Seq)
+		}
+		c.store.Notify()
+	case errors.Is(err, ota.ErrCommandRefused):
+		// Logged (and recorded, within its rate) by the gate.
+	default:
+		c.log.Error("a command could not be taken; the cloud will send it again", "seq", cmd.Seq, "kind", cmd.Kind, "err", err)
 	}
 }
 

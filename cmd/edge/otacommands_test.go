@@ -536,3 +536,50 @@ func TestRunOTARepoFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestRunNoInstallAfterNotAfter: an assignment's not_after is the latest
+// moment its install may start. One whose download began in time but
+// finished after not_after (a thin link, a repository that stalls) is
+// refused, and the release stays as it was.
+func TestRunNoInstallAfterNotAfter(t *testing.T) {
+	g := newAssignGateway(t)
+	cloud := startMQTTCmdCloud(t, g.cloud)
+	release := make(chan struct{})
+	files := http.FileServer(http.Dir(g.repo.Dir))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/targets/edge-1.1.0") {
+			select { // the artifact stalls until the test lets it go
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		files.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	_, logs, stop := startEdge(t, "--data-dir", g.data, "--mqtt-listen", "127.0.0.1:0", "--http-listen", "",
+		"--status-listen", "127.0.0.1:0", "--log-level", "warn", "--cloud-mqtt", cloud.url, "--ota-repo", srv.URL)
+	poll.Until(t, 60*time.Second, "a hello", func() bool { _, n := cloud.lastHello(); return n > 0 })
+
+	notAfter := time.Now().Add(20 * time.Second)
+	seq := cloud.assign("shop-1", protocol.Assignment{Rollout: "r-1", Target: "edge-1.1.0", Version: "1.1.0", NotAfter: notAfter.UnixMilli()})
+	poll.For(t, 60*time.Second, func() error {
+		a := g.assigned(t)
+		if a != nil && a.Seq == seq && (a.State == ota.AssignDownloading || a.State == ota.AssignRefused) {
+			return nil
+		}
+		return fmt.Errorf("assignment %+v, want downloading", a)
+	})
+	poll.Until(t, 60*time.Second, "not_after passed", func() bool { return time.Now().After(notAfter.Add(time.Second)) })
+	close(release)
+	a := g.waitAssigned(t, seq, ota.AssignRefused)
+	if !strings.Contains(a.Reason, "not_after") {
+		t.Errorf("refused with %q, want it to name the not_after", a.Reason)
+	}
+	if cur, _ := (&ota.Layout{Dir: filepath.Join(g.data, "ota")}).Current(); cur != "1.0.0" {
+		t.Fatalf("the release is %s after the assignment's not_after, want 1.0.0 still", cur)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("edge run: %v\n%s", err, logs.String())
+	}
+}

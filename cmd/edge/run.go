@@ -263,7 +263,7 @@ func (m *Main) Run(ctx context.Context) error {
 			AckTimeout: c.AckTimeout, BackoffMax: c.ReconnectMax, Agent: helloAgent(), Logger: log,
 		}
 		if m.cmds != nil {
-			opts.Cmd = m.cmds.last
+			opts.Cmd = m.cmds.lastAccepted
 		}
 		m.up, err = uplink.New(opts)
 		if err != nil {

@@ -222,7 +222,17 @@ func (s *Assignments) store(c protocol.Command, msg []byte) error {
 		return err
 	}
 	defer unlock()
-	if cur, err := s.readLocked(); err == nil && cur != nil && cur.Seq != c.Seq && !cur.Terminal() {
+	cur, err := s.readLocked()
+	if err == nil && cur != nil && cur.Seq == c.Seq {
+		// The same command again: kept before a crash that came before
+		// the gate persisted its seq, and worked on since. Its progress
+		// stands; resetting it to waiting would act on it twice: a
+		// cancelled or refused one worked on again (and installed), one
+		// mid-swap made cancellable, an installed one tried again.
+		s.log().Info("the assignment is already kept; its progress stands", "seq", c.Seq, "state", cur.State)
+		return nil
+	}
+	if err == nil && cur != nil && !cur.Terminal() {
 		s.log().Info("a newer assignment replaces the current one", "old_seq", cur.Seq, "old_rollout", cur.Rollout, "old_state", cur.State, "seq", c.Seq)
 		s.stop(cur.Seq)
 	}
@@ -242,6 +252,12 @@ func (s *Assignments) cancelRollout(seq uint64, cc protocol.Cancel) error {
 	}
 	switch cur.State {
 	case AssignWaiting, AssignDownloading:
+	case AssignCancelled:
+		// Cancelled before a crash (or a spool error) kept its event from
+		// the spool and the gate from persisting the seq: this is the
+		// redelivery. Record the event again (its id is fixed: one event).
+		return s.record(Event{ID: "assign-" + strconv.FormatUint(cur.Seq, 10) + "-cancelled", Kind: "ota.cancelled",
+			Target: cur.Target, Version: cur.Version, Reason: cur.Reason})
 	default:
 		s.log().Info("a cancel for an assignment past the point of cancelling", "seq", seq, "rollout", cc.Rollout, "state", cur.State)
 		return nil
@@ -390,6 +406,15 @@ func (s *Assignments) For(target string) (*Assigned, error) {
 	return a, nil
 }
 
+// CheckNotAfter refuses to start a's install at now when its not_after
+// has passed (the step before, a download, may have taken long).
+func CheckNotAfter(a *Assigned, now time.Time) error {
+	if na := time.UnixMilli(a.NotAfter); !now.Before(na) {
+		return fmt.Errorf("%s: the install would start after its not_after %s", a.Describe(), na.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
 // CheckAssigned is the Uptane check of a signed target against the
 // assignment it is installed for: the same name, version and channel (the
 // target's arch, when it has one, is checked by Trust.Installable against
@@ -492,13 +517,23 @@ func (w *Assigner) work(parent context.Context, a *Assigned, log *slog.Logger) {
 	}
 	backoff := retryMin
 	notAfter := time.UnixMilli(a.NotAfter)
+	// An install may not start after not_after: a download still going
+	// then (a thin link, a stalled repository) is stopped, and the
+	// install step checks it again before the swap.
+	work, cancel := context.WithDeadline(ctx, notAfter)
+	defer cancel()
 	set := func(state, reason string) error { return w.Store.Set(a.Seq, state, reason) }
 	refuse := func(reason string) {
 		log.Warn("assignment refused", "reason", reason)
-		if err := set(AssignRefused, reason); err == nil {
-			_ = w.Store.record(Event{ID: "assign-" + strconv.FormatUint(a.Seq, 10) + "-refused", Kind: "ota.refused",
-				Target: a.Target, Version: a.Version, Reason: reason})
+		// The event first: the state last, so a crash or a spool error in
+		// between leaves the assignment to be refused again (the event's id
+		// is fixed: one event), never refused without its event.
+		if err := w.Store.record(Event{ID: "assign-" + strconv.FormatUint(a.Seq, 10) + "-refused", Kind: "ota.refused",
+			Target: a.Target, Version: a.Version, Reason: reason}); err != nil {
+			log.Error("the refusal could not be recorded; trying again later", "err", err)
+			return
 		}
+		_ = set(AssignRefused, reason)
 	}
 	var win *Window
 	loc := time.Local
@@ -519,7 +554,7 @@ func (w *Assigner) work(parent context.Context, a *Assigned, log *slog.Logger) {
 	}
 	for {
 		now := w.now()
-		if !now.Before(notAfter) {
+		if !now.Before(notAfter) || ctx.Err() == nil && work.Err() != nil {
 			refuse(fmt.Sprintf("%s: not started by its not_after %s", a.Describe(), notAfter.UTC().Format(time.RFC3339)))
 			return
 		}
@@ -531,10 +566,12 @@ func (w *Assigner) work(parent context.Context, a *Assigned, log *slog.Logger) {
 			}
 		}
 		if wait == 0 {
-			err := w.Install(ctx, a, set)
+			err := w.Install(work, a, set)
 			switch {
 			case err == nil:
 				return
+			case ctx.Err() == nil && work.Err() != nil:
+				continue // not_after: refused above
 			case errors.Is(err, ErrSuperseded) || ctx.Err() != nil:
 				log.Info("stopped work on the assignment", "err", err)
 				return

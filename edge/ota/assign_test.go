@@ -344,3 +344,126 @@ func TestAssignmentKeptBeforeAcceptance(t *testing.T) {
 		t.Fatalf("seq %d after the redelivery", n)
 	}
 }
+
+// TestRedeliveryKeepsAssignmentProgress: a crash after Keep kept an
+// assignment and before the gate persisted its seq leaves the assignment
+// on disk, and the next start works on it (here: installs it, then the
+// release is rolled back, so nothing pending or current says it was
+// installed). The cloud's redelivery of that same command must not reset
+// it to waiting: that would install the rolled-back release a second time.
+func TestRedeliveryKeepsAssignmentProgress(t *testing.T) {
+	for _, state := range []string{ota.AssignInstalled, ota.AssignRefused, ota.AssignInstalling, ota.AssignCancelled} {
+		t.Run(state, func(t *testing.T) {
+			r := newAssignRig(t)
+			keep := r.gate.Keep
+			r.gate.Keep = func(c protocol.Command, msg []byte) error {
+				if err := keep(c, msg); err != nil {
+					return err
+				}
+				return errors.New("power cut")
+			}
+			msg := r.cloud.SignCommand(protocol.Command{Edge: "shop-1", Seq: 1, Expires: time.Now().Add(time.Hour).UnixMilli(), Kind: protocol.CommandAssign,
+				Body: protocol.EncodeAssignment(protocol.Assignment{Rollout: "r-1", Channel: "stable", Target: "edge-1.1.0", Version: "1.1.0", NotAfter: time.Now().Add(time.Hour).UnixMilli()})})
+			if _, err := r.gate.Accept(msg); err == nil {
+				t.Fatal("accept with a crash in Keep succeeded")
+			}
+			// After the restart the assigner worked on the kept assignment.
+			if err := r.store.Set(1, state, "worked on after the restart"); err != nil {
+				t.Fatal(err)
+			}
+			r.gate.Keep = keep
+			if _, err := r.gate.Accept(msg); err != nil {
+				t.Fatalf("the redelivery: %v", err)
+			}
+			if a := r.state(t); a == nil || a.Seq != 1 || a.State != state {
+				t.Fatalf("after the redelivery the assignment is %+v, want still %s", a, state)
+			}
+		})
+	}
+}
+
+// TestCancelEventNotLost: a cancel whose ota.cancelled cannot be recorded
+// (the spool cannot be written; a crash after the state was written is the
+// same) is not accepted, and its redelivery records the event: the
+// assignment already says cancelled, and that must not make the
+// redelivery a no-op, or the rollout never learns of the cancel.
+func TestCancelEventNotLost(t *testing.T) {
+	r := newAssignRig(t)
+	seq := r.assign(t, protocol.Assignment{Rollout: "r-1", Target: "edge-1.1.0", Version: "1.1.0"})
+	good := r.store.Spool
+	blocker := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.store.Spool = ota.Spool{Path: filepath.Join(blocker, "events.jsonl")}
+	msg := r.cloud.SignCommand(protocol.Command{Edge: "shop-1", Seq: seq + 1, Expires: time.Now().Add(time.Hour).UnixMilli(), Kind: protocol.CommandCancel,
+		Body: protocol.EncodeCancel(protocol.Cancel{Rollout: "r-1", Reason: "paused"})})
+	if _, err := r.gate.Accept(msg); err == nil || errors.Is(err, ota.ErrCommandRefused) {
+		t.Fatalf("a cancel whose event cannot be recorded: %v", err)
+	}
+	if a := r.state(t); a.State != ota.AssignCancelled {
+		t.Fatalf("assignment %+v, want cancelled", a)
+	}
+	r.store.Spool = good
+	if _, err := r.gate.Accept(msg); err != nil {
+		t.Fatalf("the redelivery: %v", err)
+	}
+	n := 0
+	for _, e := range spooled(t, good) {
+		if e.Kind == "ota.cancelled" {
+			n++
+			if !strings.Contains(e.Reason, "paused") {
+				t.Errorf("ota.cancelled reason %q", e.Reason)
+			}
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d ota.cancelled, want 1", n)
+	}
+}
+
+// TestRefusalEventNotLost (virtual time): the Assigner's ota.refused is
+// the rollout's only word of a refusal. When it cannot be recorded (the
+// spool cannot be written; a crash between the state and the event is the
+// same), the assignment must not be left refused without it: it is tried
+// again later, and refused with its event once the spool works.
+func TestRefusalEventNotLost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		virtual = true
+		defer func() { virtual = false }()
+		r := newAssignRig(t)
+		blocker := filepath.Join(t.TempDir(), "spool")
+		if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		sp := ota.Spool{Path: filepath.Join(blocker, "events.jsonl")}
+		r.store.Spool = sp
+		refusal := errors.New("target edge-1.2.0 is not in the signed targets")
+		fi := &fakeInstall{errs: []error{refusal, refusal, refusal}}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		w := &ota.Assigner{Store: r.store, Install: fi.install, RetryMin: time.Minute, Logger: slog.New(slog.DiscardHandler)}
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		r.assign(t, protocol.Assignment{Rollout: "r-1", Target: "edge-1.2.0", Version: "1.2.0"})
+		synctest.Wait()
+		if n := len(fi.list()); n != 1 {
+			t.Fatalf("%d installs, want 1", n)
+		}
+		if err := os.Remove(blocker); err != nil { // the spool works again
+			t.Fatal(err)
+		}
+		waitState(t, r, ota.AssignRefused)
+		n := 0
+		for _, e := range spooled(t, sp) {
+			if e.Kind == "ota.refused" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%d ota.refused spooled, want 1", n)
+		}
+		cancel()
+		<-done
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -132,6 +133,11 @@ func (g *CommandGate) Accept(msg []byte) (protocol.Command, error) {
 	if c.Edge != g.Edge {
 		return c, g.refuse("foreign", msg, c, at, fmt.Errorf("%w: command %d is for edge %s, this is %s", ErrCommandRefused, c.Seq, c.Edge, g.Edge))
 	}
+	// The directory may not exist yet (edge run --ota-repo before any
+	// event or refusal made it).
+	if err := os.MkdirAll(filepath.Dir(g.Path), 0o755); err != nil {
+		return c, fmt.Errorf("command state: %w", err)
+	}
 	unlock, err := firmware.LockFile(g.Path + ".lock")
 	if err != nil {
 		return c, err
@@ -156,16 +162,20 @@ func (g *CommandGate) Accept(msg []byte) (protocol.Command, error) {
 			return c, fmt.Errorf("keep command %d (%s): %w", c.Seq, c.Kind, err)
 		}
 	}
+	// The acknowledgement is spooled before the seq is persisted: a crash
+	// (or a spool that cannot be written) in between leaves the command
+	// unaccepted, and the cloud's redelivery records it then (its id is
+	// fixed: a second copy is one event). Persisted first, a crash lost the
+	// event for good, and the rollout never saw the edge accept.
+	if err := g.Spool.Add(Event{ID: "cmd-" + strconv.FormatUint(c.Seq, 10) + "-accepted", Kind: "ota.command_accepted", Target: c.Kind,
+		Reason: fmt.Sprintf("command %d", c.Seq), At: at}); err != nil {
+		return c, fmt.Errorf("record the acceptance of command %d (%s): %w", c.Seq, c.Kind, err)
+	}
 	b, _ := json.Marshal(gateState{Seq: c.Seq})
 	if err := durable.WriteFile(g.Path, b, 0o600); err != nil {
 		return c, fmt.Errorf("record command %d: %w", c.Seq, err)
 	}
 	g.accepted.Add(1)
-	if err := g.Spool.Add(Event{ID: "cmd-" + strconv.FormatUint(c.Seq, 10) + "-accepted", Kind: "ota.command_accepted", Target: c.Kind,
-		Reason: fmt.Sprintf("command %d", c.Seq), At: at}); err != nil {
-		// The command stands (its seq is persisted): report it, act on it.
-		g.log().Error("command accepted, but its acknowledgement could not be spooled", "seq", c.Seq, "err", err)
-	}
 	return c, nil
 }
 

@@ -2,6 +2,7 @@ package ota_test
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -191,4 +192,56 @@ func FuzzCommandGate(f *testing.F) {
 			t.Fatalf("accepted %+v (%v), kept %d", c, verr, kept)
 		}
 	})
+}
+
+// TestCommandAcceptedEventNotLost: ota.command_accepted is the edge's
+// acknowledgement in its signed ledger (the rollout projection reads it).
+// When it cannot be recorded (here the spool cannot be written; a crash
+// between persisting the seq and spooling the event is the same), the
+// command must not count as accepted: its seq stays where it was, so the
+// cloud's redelivery is accepted, with its event, once the spool works.
+func TestCommandAcceptedEventNotLost(t *testing.T) {
+	dir := t.TempDir()
+	cloud := protocoltest.NewSigner(t)
+	blocker := filepath.Join(dir, "not-a-dir")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := ota.Spool{Path: filepath.Join(dir, "spool")}
+	g := &ota.CommandGate{Path: filepath.Join(dir, "commands.json"), Edge: "shop-1", CloudKeys: protocol.NewKeyMap(cloud.Public()),
+		Spool: ota.Spool{Path: filepath.Join(blocker, "spool")}}
+	msg := signCmd(cloud, "shop-1", 1, time.Now().Add(time.Hour))
+	if _, err := g.Accept(msg); err == nil || errors.Is(err, ota.ErrCommandRefused) {
+		t.Fatalf("accept with a spool that cannot be written: %v, want an error that is not a refusal", err)
+	}
+	if last, _ := g.Last(); last != 0 {
+		t.Fatalf("seq %d persisted, but its ota.command_accepted was never recorded", last)
+	}
+	g.Spool = good
+	if _, err := g.Accept(msg); err != nil {
+		t.Fatalf("the redelivery: %v", err)
+	}
+	if acc, _ := countKinds(spooled(t, good)); acc != 1 {
+		t.Fatalf("%d ota.command_accepted spooled, want 1", acc)
+	}
+	if last, _ := g.Last(); last != 1 {
+		t.Fatalf("seq %d after the redelivery, want 1", last)
+	}
+}
+
+// TestCommandGateFreshDir: edge run --ota-repo on a data dir whose updater
+// directory does not exist yet (no refusal or event has made it) accepts
+// the first command; it failed on the lock file, and the cloud's next
+// delivery came only at the next hello.
+func TestCommandGateFreshDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ota")
+	cloud := protocoltest.NewSigner(t)
+	g := &ota.CommandGate{Path: filepath.Join(dir, "commands.json"), Edge: "shop-1", CloudKeys: protocol.NewKeyMap(cloud.Public()),
+		Spool: ota.Spool{Path: filepath.Join(dir, "events.jsonl")}}
+	if _, err := g.Accept(signCmd(cloud, "shop-1", 1, time.Now().Add(time.Hour))); err != nil {
+		t.Fatalf("the first command on a fresh directory: %v", err)
+	}
+	if last, _ := g.Last(); last != 1 {
+		t.Fatalf("last %d, want 1", last)
+	}
 }

@@ -52,6 +52,7 @@ type Layout struct {
 // Names inside Layout.Dir.
 const (
 	releasesDir = "releases"
+	installLock = "install.lock" // held by Install
 	currentLink = "current"
 	prevLink    = "previous"
 	// committedLink names the last committed release: the systemd unit's
@@ -97,9 +98,9 @@ var (
 	// ErrLayout: the updater's directory is not in a shape this package
 	// made.
 	ErrLayout = errors.New("ota layout")
-	// ErrBusy: a release is on probation; nothing else installs until it
-	// commits or rolls back.
-	ErrBusy = errors.New("a release is on probation")
+	// ErrBusy: a release is on probation (nothing else installs until it
+	// commits or rolls back), or another install is in progress.
+	ErrBusy = errors.New("a release is on probation or being installed")
 	// ErrKnownBad: the version was rolled back once and is pinned as bad,
 	// so it is never retried in a loop.
 	ErrKnownBad = errors.New("version known bad")
@@ -216,6 +217,21 @@ func (l *Layout) Install(src string, tg firmware.Target, opts InstallOptions) er
 	if _, err := firmware.ParseVersion(version); err != nil {
 		return fmt.Errorf("install %s: %w", tg.Name, err)
 	}
+	// One install at a time per directory, across processes (edge run's
+	// assigner, edge ota install by hand): the checks below and the swap
+	// are one step. Another install in progress is ErrBusy, not a wait:
+	// the assigner retries, an operator is told.
+	if err := os.MkdirAll(l.Dir, 0o755); err != nil {
+		return fmt.Errorf("install %s: %w", tg.Name, err)
+	}
+	unlock, ok, err := firmware.TryLockFile(filepath.Join(l.Dir, installLock))
+	if err != nil {
+		return fmt.Errorf("install %s: %w", tg.Name, err)
+	}
+	if !ok {
+		return fmt.Errorf("install %s: %w: another install is in progress in %s", tg.Name, ErrBusy, l.Dir)
+	}
+	defer unlock()
 	cur, err := l.Current()
 	if err != nil {
 		return err

@@ -146,3 +146,37 @@ func TestInstallSameVersionRefused(t *testing.T) {
 		t.Fatal("reinstalling the current version was accepted")
 	}
 }
+
+// TestConcurrentInstallRefused: two installers on one updater directory at
+// once (edge run's assigner, and `edge ota install` by hand, or two of
+// them) must not both swap: the second, started while the first is between
+// writing its binary and its pending record, is refused with ErrBusy.
+// Without a lock both passed the "nothing on probation" check, and the
+// first's pending record and previous link overwrote the second's install.
+func TestConcurrentInstallRefused(t *testing.T) {
+	l, _ := installed(t)
+	srcA, tgA := release(t, "1.1.0", 2)
+	srcB, tgB := release(t, "1.2.0", 3)
+	other := &ota.Layout{Dir: l.Dir} // another process's view of the same directory
+	var errB error
+	ran := false
+	ota.SetCrashHook(l, func(step string) {
+		if step == "binary-written" && !ran {
+			ran = true
+			errB = other.Install(srcB, tgB, ota.InstallOptions{Probation: time.Hour})
+		}
+	})
+	if err := l.Install(srcA, tgA, ota.InstallOptions{Probation: time.Hour}); err != nil {
+		t.Fatalf("the first install: %v", err)
+	}
+	if !ran {
+		t.Fatal("the hook did not run")
+	}
+	if !errors.Is(errB, ota.ErrBusy) {
+		t.Fatalf("the install started during another: %v, want ErrBusy", errB)
+	}
+	mustCurrent(t, l, "1.1.0")
+	if p, err := l.Pending(); err != nil || p == nil || p.Version != "1.1.0" || p.Previous != "1.0.0" {
+		t.Fatalf("pending %+v (%v), want 1.1.0 over 1.0.0", p, err)
+	}
+}
