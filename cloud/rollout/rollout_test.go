@@ -642,7 +642,7 @@ func TestCancelAcceptedIsNoAcceptance(t *testing.T) {
 	r := newRig(t)
 	r.edges("e", 10, "linux/amd64")
 	c := r.controller(r.pool)
-	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "3,100%", MaxFailures: "10%", Silence: time.Second})
+	id := r.create(rollout.Spec{Release: "1.1.0", To: "all", Stages: "3,100%", MaxFailures: "2", Silence: time.Second})
 	r.step(c)
 	as := assigned(r.status(id))
 	if len(as) != 3 {
