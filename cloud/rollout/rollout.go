@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -167,6 +168,19 @@ type StageStatus struct {
 	State       string `json:"state"` // done, active, pending
 	// Reasons are the rolled back and refused edges' reasons, by edge.
 	Reasons map[string]string `json:"reasons,omitempty"`
+}
+
+// EdgeReason is one edge's failure reason.
+type EdgeReason struct{ Edge, Why string }
+
+// ReasonList is Reasons sorted by edge (the Fleet page lists them so).
+func (s StageStatus) ReasonList() []EdgeReason {
+	out := make([]EdgeReason, 0, len(s.Reasons))
+	for e, why := range s.Reasons {
+		out = append(out, EdgeReason{e, why})
+	}
+	slices.SortFunc(out, func(a, b EdgeReason) int { return strings.Compare(a.Edge, b.Edge) })
+	return out
 }
 
 // EdgeStatus is one edge of a rollout.

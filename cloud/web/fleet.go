@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-edge/outpost/cloud/rollout"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -93,7 +94,7 @@ type fleetData struct {
 	Lagging   int
 	CSVEdges  string
 	CSVStream string
-	Rollouts  []rolloutJSON // newest first
+	Rollouts  []rollout.Status // newest first
 }
 
 // fleet shows the edges, a page at a time (keyset by edge id), each with
