@@ -483,14 +483,8 @@ func (w *Assigner) Run(ctx context.Context) error {
 			// It stopped on an error of its own (the state could not be
 			// written): try again later, not in a loop.
 			log.Warn("work on the assignment stopped; trying again later", "seq", a.Seq)
-			t := time.NewTimer(max(w.RetryMin, 5*time.Second))
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !w.waitRetry(ctx, a, changed) {
 				return nil
-			case <-changed:
-				t.Stop()
-			case <-t.C:
 			}
 			continue
 		}
@@ -498,6 +492,28 @@ func (w *Assigner) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
+		}
+	}
+}
+
+// waitRetry waits to try a again: RetryMin (at least 5 s), or until the
+// assignment is cancelled, replaced or done. A change that leaves a as it
+// is (the gate noting the same command again) does not end the wait, or
+// the retry would come at once. It returns false when ctx ends.
+func (w *Assigner) waitRetry(ctx context.Context, a *Assigned, changed <-chan struct{}) bool {
+	t := time.NewTimer(max(w.RetryMin, 5*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		case <-changed:
+			changed = w.Store.Changed()
+			if b, err := w.Store.Current(); err != nil || b == nil || b.Seq != a.Seq || b.Terminal() {
+				return true
+			}
 		}
 	}
 }
