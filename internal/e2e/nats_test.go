@@ -439,8 +439,14 @@ func TestNATSSlowConsumer(t *testing.T) {
 				if ci.NumAckPending > maxAckPending {
 					t.Errorf("%d segments ack-pending, beyond MaxAckPending %d", ci.NumAckPending, maxAckPending)
 				}
-				if si.State.Msgs > window {
-					t.Errorf("the stream holds %d segments, beyond the edge's window of %d", si.State.Msgs, window)
+				// The cloud sends a batch's receipts before it acks the
+				// batch's messages (ingest: the reply, then the ack), so
+				// while it drains, an edge told of a commit may publish
+				// its next segments before the acks of the committed
+				// ones have removed them: at most MaxAckPending more
+				// than the window (seen once in CI, 17 of 16, under load).
+				if si.State.Msgs > window+maxAckPending {
+					t.Errorf("the stream holds %d segments, beyond the edge's window of %d and the %d whose acks may be on their way", si.State.Msgs, window, maxAckPending)
 				}
 			}
 			return ci, si, ok
