@@ -402,7 +402,11 @@ func (p *Plan) comeBack(ctx context.Context, res *Result, offline []*fleet.Edge)
 			re := r.Edge(e.ID())
 			if re.State != "" && re.State != "pending" {
 				res.OfflineAssigned = append(res.OfflineAssigned, e.ID())
-				p.Logf("ota: edge %s was assigned %s while offline; in the paused rollout it is %s %s", e.ID(), V3, re.State, re.Reason)
+				state := re.State
+				if re.Reason != "" {
+					state += " (" + re.Reason + ")"
+				}
+				p.Logf("ota: edge %s was assigned %s while offline; the pause withdrew it, and in the paused rollout it is %s", e.ID(), V3, state)
 			}
 			switch s := re.State; s {
 			case "", "pending", "assigned", "silent", "cancelled":
