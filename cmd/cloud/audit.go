@@ -44,19 +44,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		opts.Since = t
 	}
-	pool, cl, err := openDB(ctx, &c, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	pool, closeDB, err := openMigratedDB(ctx, &c)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		pool.Close()
-		if cl != nil {
-			cl.Stop()
-		}
-	}()
-	if err := ledger.CheckSchema(ctx, pool); err != nil {
-		return fmt.Errorf("%w (run `cloud migrate` first)", err)
-	}
+	defer closeDB()
 	rep, err := ledger.New(pool, ledger.Options{}).Audit(ctx, opts)
 	if err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -47,19 +46,11 @@ func runCommands(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if _, err := cli.NewLogger(stderr, c.LogLevel, c.LogFormat); err != nil {
 		return err
 	}
-	pool, cl, err := openDB(ctx, &c, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	pool, closeDB, err := openMigratedDB(ctx, &c)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		pool.Close()
-		if cl != nil {
-			cl.Stop()
-		}
-	}()
-	if err := ledger.CheckSchema(ctx, pool); err != nil {
-		return fmt.Errorf("%w (run `cloud migrate` first)", err)
-	}
+	defer closeDB()
 	if _, err := ledger.New(pool, ledger.Options{}).GetEdge(ctx, *edge); err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,7 +17,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/cloud/release"
 	"github.com/outpost-edge/outpost/cloud/rollout"
 	"github.com/outpost-edge/outpost/internal/cli"
@@ -131,19 +129,11 @@ func runRollouts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		return usagef("cloud rollouts %s needs the rollout's id (cloud rollouts list shows them)", sub)
 	}
-	pool, cl, err := openDB(ctx, &c, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	pool, closeDB, err := openMigratedDB(ctx, &c)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		pool.Close()
-		if cl != nil {
-			cl.Stop()
-		}
-	}()
-	if err := ledger.CheckSchema(ctx, pool); err != nil {
-		return fmt.Errorf("%w (run `cloud migrate` first)", err)
-	}
+	defer closeDB()
 	out := func(v any, text func()) error {
 		if *asJSON {
 			enc := json.NewEncoder(stdout)
@@ -355,19 +345,11 @@ func runEdgesTag(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if len(pos) < 2 {
 		return usagef("cloud edges tag needs an edge and at least one tag: cloud edges tag EDGE TAG...")
 	}
-	pool, cl, err := openDB(ctx, &c, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	pool, closeDB, err := openMigratedDB(ctx, &c)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		pool.Close()
-		if cl != nil {
-			cl.Stop()
-		}
-	}()
-	if err := ledger.CheckSchema(ctx, pool); err != nil {
-		return fmt.Errorf("%w (run `cloud migrate` first)", err)
-	}
+	defer closeDB()
 	edge := pos[0]
 	if err := rollout.Tag(ctx, pool, edge, pos[1:], *remove); err != nil {
 		return rolloutCLIErr(err)

@@ -164,6 +164,27 @@ func (m *Main) ParseFlags(args []string) error {
 
 // openDB connects to --database-url, or with --dev to (or starts) the
 // private cluster.
+// openMigratedDB opens the database for an admin command (quietly: its
+// output is the command's) and checks that its schema is this binary's.
+// closeDB closes the pool and stops a --dev cluster.
+func openMigratedDB(ctx context.Context, c *Config) (pool *pgxpool.Pool, closeDB func(), err error) {
+	pool, cl, err := openDB(ctx, c, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return nil, nil, err
+	}
+	closeDB = func() {
+		pool.Close()
+		if cl != nil {
+			cl.Stop()
+		}
+	}
+	if err := ledger.CheckSchema(ctx, pool); err != nil {
+		closeDB()
+		return nil, nil, fmt.Errorf("%w (run `cloud migrate` first)", err)
+	}
+	return pool, closeDB, nil
+}
+
 func openDB(ctx context.Context, c *Config, log *slog.Logger) (*pgxpool.Pool, *pgcluster.Cluster, error) {
 	url := c.DatabaseURL
 	var cl *pgcluster.Cluster
