@@ -46,7 +46,9 @@ func TestRefusalsDoNotKeepAnEdgeAlive(t *testing.T) {
 	e := as[0]
 	r.commit(e.Edge, ota{kind: "command_accepted", target: protocol.CommandAssign, reason: fmt.Sprintf("command %d", e.Seq)},
 		ota{kind: "downloaded", version: "1.1.0", target: e.Target})
-	// More than --silence later, only refusals of forged commands.
+	// More than --silence later, only refusals of forged commands. Silence
+	// is judged by the records' commit times, the database's clock, which
+	// a test cannot move: the sleep is the point.
 	time.Sleep(1500 * time.Millisecond)
 	r.commit(e.Edge, ota{kind: "command_refused", target: protocol.CommandAssign, reason: "signature: not the cloud key"})
 	if st := edgeStates(r.status(id))[e.Edge]; st.State != rollout.EdgeSilent {
