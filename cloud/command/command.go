@@ -22,7 +22,8 @@
 //
 // Delivery (the Deliverer in deliver.go) calls NoteHello and Take on every
 // hello, and Take whenever Enqueue's NOTIFY says an edge it serves has a
-// new command.
+// new command. The edge's own ledger acknowledges too: cloud/rollout's
+// projection calls NoteAccepted for each ota.command_accepted it commits.
 package command
 
 import (
@@ -283,8 +284,56 @@ func noteHello(ctx context.Context, q Querier, edge string, cmd uint64, now time
 	return active, pending, nil
 }
 
-// LastHello returns the cmd of edge's last hello (NoteHello), 0 when it
-// said none or has no commands.
+// NoteAccepted records that edge's gate accepted its command seq of kind,
+// as the edge's own ledger says: an ota.command_accepted event of device
+// _edge in the edge's signed stream, folded in the transaction tx that
+// commits it (cloud/rollout.Projection). The event is signed by the edge
+// and committed, so it is as good as a hello's cmd, and it comes without
+// waiting for the edge's next hello: a connected edge is not sent again
+// what it accepted.
+//
+// It acknowledges only the command it names: edge's seq, of that kind,
+// that was published (delivered_at; a command never handed out cannot
+// have been accepted). It sets acked_at on that one alone (unlike a
+// hello's cmd, it says nothing of the seqs below), and raises where the
+// next push starts (LastHello) to seq, never lowers it: the edge's
+// accepted seq only grows, and the hello, the edge's latest word, may set
+// it lower again (a reset edge). A seq never given, another edge's, or of
+// another kind changes nothing. It reports whether it named such a
+// command.
+//
+// It never waits for a row another transaction holds (SKIP LOCKED: a
+// rollout's transaction enqueueing or cancelling for the edge): the
+// commit must not stall behind the command tables, and an acknowledgement
+// skipped so comes with the next hello, as before.
+func NoteAccepted(ctx context.Context, tx pgx.Tx, edge string, seq uint64, kind string) (bool, error) {
+	if seq == 0 || seq > 1<<63-1 || kind == "" {
+		return false, nil
+	}
+	var named bool
+	err := tx.QueryRow(ctx, `WITH c AS (
+			SELECT edge, seq, acked_at FROM edge_commands
+			WHERE edge = $1 AND seq = $2 AND kind = $3 AND delivered_at IS NOT NULL
+			FOR UPDATE SKIP LOCKED
+		), a AS (
+			UPDATE edge_commands SET acked_at = now()
+			WHERE edge = $1 AND seq = $2 AND EXISTS (SELECT 1 FROM c WHERE acked_at IS NULL)
+		), s AS (
+			UPDATE edge_command_seqs SET acked = $2
+			WHERE edge = (SELECT edge FROM edge_command_seqs
+				WHERE edge = $1 AND acked < $2 AND EXISTS (SELECT 1 FROM c) FOR UPDATE SKIP LOCKED)
+		)
+		SELECT EXISTS (SELECT 1 FROM c)`, edge, int64(seq), kind).Scan(&named)
+	if err != nil {
+		return false, fmt.Errorf("note edge %q accepted command %d: %w", edge, seq, err)
+	}
+	return named, nil
+}
+
+// LastHello returns where a push to edge starts: the cmd of its last
+// hello (NoteHello), or the seq of a command its ledger said it accepted
+// since (NoteAccepted) when that is higher; 0 when it said none or has no
+// commands.
 func LastHello(ctx context.Context, q Querier, edge string) (uint64, error) {
 	rows, err := q.Query(ctx, `SELECT acked FROM edge_command_seqs WHERE edge = $1`, edge)
 	if err != nil {
@@ -366,7 +415,7 @@ func clamp(seq uint64) int64 { return int64(min(seq, 1<<63-1)) }
 const (
 	StatePending      = "pending"      // kept, not sent yet
 	StateDelivered    = "delivered"    // published at least once, not acknowledged yet
-	StateAcknowledged = "acknowledged" // a hello of the edge said it accepted it
+	StateAcknowledged = "acknowledged" // a hello of the edge, or its ledger (ota.command_accepted), said it accepted it
 	StateCancelled    = "cancelled"    // withdrawn before the edge acknowledged it: never sent again
 	StateExpired      = "expired"      // past its expiry unacknowledged: never sent again
 )

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/outpost-edge/outpost/cloud/command"
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -68,6 +69,14 @@ type versionKey struct{ edge, version, target string }
 type otaFold struct {
 	edges    map[string]*edgeRow
 	versions map[versionKey]*versionRow
+	acks     []ack // the commands the edges' gates accepted, in fold order
+}
+
+// ack is an edge's ota.command_accepted: the command it names.
+type ack struct {
+	edge string
+	seq  uint64
+	kind string
 }
 
 func newFold() *otaFold {
@@ -112,8 +121,14 @@ func (f *otaFold) add(edge string, pos int64, at time.Time, rec protocol.Record)
 	}
 	if kind == "command_accepted" {
 		// reason "command N" names the seq the edge's gate accepted, target
-		// its kind. Only an assignment's counts: an edge back after a pause
-		// accepts the ota.cancel, whose seq passes the withdrawn
+		// its kind, and the id is "cmd-N-accepted" (edge/ota.CommandGate).
+		// Where all three agree it acknowledges that command, of the
+		// edge whose stream it is in (command.NoteAccepted, in Apply).
+		if seq, ok := acceptedSeq(rec.ID, b.Reason); ok && b.Target != "" {
+			f.acks = append(f.acks, ack{edge: edge, seq: seq, kind: b.Target})
+		}
+		// Only an assignment's counts for the rollout: an edge back after
+		// a pause accepts the ota.cancel, whose seq passes the withdrawn
 		// assignment's, and that is no acceptance of the assignment.
 		if b.Target != "" && b.Target != protocol.CommandAssign {
 			return
@@ -140,6 +155,20 @@ func (f *otaFold) add(edge string, pos int64, at time.Time, rec protocol.Record)
 		f.versions[k] = &versionRow{Edge: edge, Version: k.version, Target: k.target, Kind: kind,
 			Release: b.Release, Reason: printable(b.Reason, maxReasonBytes), Seq: assignSeq(rec.ID), At: at, Pos: pos}
 	}
+}
+
+// acceptedSeq is the seq an ota.command_accepted names when its id
+// ("cmd-N-accepted") and its reason ("command N") name the same one.
+func acceptedSeq(id, reason string) (uint64, bool) {
+	n, ok := strings.CutPrefix(reason, "command ")
+	if !ok || id != "cmd-"+n+"-accepted" {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(n, 10, 64)
+	if err != nil || seq == 0 || strconv.FormatUint(seq, 10) != n {
+		return 0, false
+	}
+	return seq, true
 }
 
 // assignSeq is the assignment seq an event id names: the edge's
@@ -189,6 +218,15 @@ func (Projection) Apply(ctx context.Context, tx pgx.Tx, recs []ledger.Committed)
 	f.queue(b, "")
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("ota state projection: %w", err)
+	}
+	// The edges' acceptances acknowledge their commands in the same
+	// transaction: committed with the event, or not at all. (A rebuild
+	// folds the old events again and acknowledges nothing.)
+	slices.SortFunc(f.acks, func(x, y ack) int { return cmp.Or(strings.Compare(x.edge, y.edge), cmp.Compare(x.seq, y.seq)) })
+	for _, a := range f.acks {
+		if _, err := command.NoteAccepted(ctx, tx, a.edge, a.seq, a.kind); err != nil {
+			return fmt.Errorf("ota state projection: %w", err)
+		}
 	}
 	return nil
 }

@@ -218,21 +218,19 @@ func checkText(what, s string, max int) error {
 }
 
 // inWindow reports whether t, in zone loc, is inside the daily window w
-// ("" always is).
+// ("" always is), by protocol.Window's rule, the edge's too: the store's
+// wall clock then reads a time of the window (on the nights the clocks
+// change, what the clock skips is not inside, a repeated hour is inside
+// both times).
 func inWindow(w string, t time.Time, loc *time.Location) bool {
 	if w == "" {
 		return true
 	}
-	start, end, err := protocol.ParseWindow(w)
+	win, err := protocol.ParseDailyWindow(w)
 	if err != nil {
 		return false
 	}
-	lt := t.In(loc)
-	d := time.Duration(lt.Hour())*time.Hour + time.Duration(lt.Minute())*time.Minute + time.Duration(lt.Second())*time.Second
-	if start < end {
-		return d >= start && d < end
-	}
-	return d >= start || d < end // past midnight
+	return win.Contains(t, loc)
 }
 
 // zoneOf is an edge's store time zone ("" or unknown: UTC).
@@ -245,37 +243,13 @@ func zoneOf(zone string) *time.Location {
 	return time.UTC
 }
 
-// windowOverlap is how much of [from, to) lies inside the daily window w
-// in loc.
+// windowOverlap is how much real time of [from, to) lies inside the daily
+// window w in loc (protocol.Window.Overlap): a window skipped by a
+// spring-forward change counts nothing that night, a repeated hour twice.
 func windowOverlap(w string, loc *time.Location, from, to time.Time) time.Duration {
-	start, end, err := protocol.ParseWindow(w)
-	if err != nil || !to.After(from) {
+	win, err := protocol.ParseDailyWindow(w)
+	if err != nil {
 		return 0
 	}
-	var total time.Duration
-	f := from.In(loc)
-	// Each day's window from the day before from (a window past midnight
-	// may have begun then) to the day of to.
-	for d := time.Date(f.Year(), f.Month(), f.Day()-1, 0, 0, 0, 0, loc); d.Before(to); d = d.AddDate(0, 0, 1) {
-		// Wall-clock times of the day (time.Date), not offsets from
-		// midnight: a DST change moves neither end of the window.
-		at := func(day time.Time, off time.Duration) time.Time {
-			return time.Date(day.Year(), day.Month(), day.Day(), int(off/time.Hour), int(off%time.Hour/time.Minute), 0, 0, loc)
-		}
-		ws, we := at(d, start), at(d, end)
-		if end < start {
-			we = at(d.AddDate(0, 0, 1), end)
-		}
-		lo, hi := ws, we
-		if from.After(lo) {
-			lo = from
-		}
-		if to.Before(hi) {
-			hi = to
-		}
-		if hi.After(lo) {
-			total += hi.Sub(lo)
-		}
-	}
-	return total
+	return win.Overlap(from, to, loc)
 }

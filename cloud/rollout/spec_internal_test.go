@@ -3,7 +3,31 @@ package rollout
 import (
 	"testing"
 	"time"
+
+	"github.com/outpost-edge/outpost/protocol/protocoltest"
 )
+
+// TestWindowAcrossClockChanges answers the shared table of windows on the
+// nights the clocks change (protocoltest.WindowCases and OverlapCases, the
+// ones the edge's Window answers too) with the controller's inWindow (when
+// it assigns) and windowOverlap (how long an edge told to wait for its
+// window has been silent).
+func TestWindowAcrossClockChanges(t *testing.T) {
+	for _, tc := range protocoltest.WindowCases {
+		loc := protocoltest.Zone(t, tc.Zone)
+		at := protocoltest.Instant(t, tc.At, loc)
+		if got := inWindow(tc.Window, at, loc); got != tc.In {
+			t.Errorf("%s: inWindow(%s, %s, %s) = %v, want %v", tc.Name, tc.Window, tc.At, tc.Zone, got, tc.In)
+		}
+	}
+	for _, tc := range protocoltest.OverlapCases {
+		loc := protocoltest.Zone(t, tc.Zone)
+		from, to := protocoltest.Instant(t, tc.From, loc), protocoltest.Instant(t, tc.To, loc)
+		if got := windowOverlap(tc.Window, loc, from, to); got != tc.Want {
+			t.Errorf("%s: %s in %s from %s to %s: %s, want %s", tc.Name, tc.Window, tc.Zone, tc.From, tc.To, got, tc.Want)
+		}
+	}
+}
 
 func TestWindowOverlap(t *testing.T) {
 	tokyo, _ := time.LoadLocation("Asia/Tokyo")
