@@ -19,10 +19,13 @@ type entry[V any] struct {
 }
 
 // tab caches the rows of one table read during one Apply and notes the
-// keys asked for and not yet read.
+// keys asked for and not yet read. base, when not nil, is the
+// Projection's rows kept from earlier Applies (rowCache), looked in after
+// m: the caller holds the rowCache's lock while it is attached.
 type tab[K comparable, V any] struct {
 	m    map[K]entry[V]
 	miss map[K]bool
+	base *tab[K, V]
 }
 
 func newTab[K comparable, V any]() tab[K, V] {
@@ -32,6 +35,11 @@ func newTab[K comparable, V any]() tab[K, V] {
 func (t *tab[K, V]) get(k K) (V, bool) {
 	if e, ok := t.m[k]; ok {
 		return e.v, e.ok
+	}
+	if t.base != nil {
+		if e, ok := t.base.m[k]; ok {
+			return e.v, e.ok
+		}
 	}
 	t.miss[k] = true
 	var z V
