@@ -11,8 +11,8 @@ import (
 // Most keyed rows of a busy day are touched again the same day (its
 // sales, SKU, hour, tender and till rows, the stores' on-hand rows); the
 // transactions are the many, and they are only read again by a void or a
-// duplicate.
-const maxCached = 100_000
+// duplicate. A variable for tests.
+var maxCached = 100_000
 
 // rowCache is what a Projection keeps of its rows between Applies: every
 // row it read or wrote, as it stands after the last Apply this Projection

@@ -169,3 +169,16 @@ func TestKeptRowsNeedTheirOwnVersion(t *testing.T) {
 		t.Errorf("%d items, want %d (A, B and C; not the rolled-back G)", n, 1000+2000+3000)
 	}
 }
+
+// TestKeptRowsOverflow: when the kept rows pass maxCached they are
+// dropped and the Projection reads again the rows it needs, which then
+// exist: a fold made before those reads (on none of them) must not stand.
+func TestKeptRowsOverflow(t *testing.T) {
+	defer func(n int) { maxCached = n }(maxCached)
+	maxCached = 8
+	r := newRig(t)
+	r.commitSplit(5, pt.Random(t, 5, 300).Recs)
+	for _, d := range r.reference() {
+		t.Errorf("live differs from the fold: %v", d)
+	}
+}

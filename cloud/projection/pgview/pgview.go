@@ -171,13 +171,14 @@ type folded struct {
 // fold locks the checkpoint and folds recs on the rows they touch. The
 // first fold, on the rows the Projection kept from its last Apply
 // (rowCache) and nothing else, runs before any I/O and learns which other
-// rows the batch touches; the round trip that locks the checkpoint reads
-// them (and the stores and edges the directory does not hold), and says
-// whether the kept rows are still the tables' (else they are dropped).
-// When they are, the first fold read nothing else and no other Apply
-// changed them meanwhile, the first fold is the answer; otherwise each
-// later round folds again and reads what it asked for and did not have,
-// until it asks for nothing new.
+// rows the batch touches (taking them as absent); the round trip that
+// locks the checkpoint reads them (and the stores and edges the directory
+// does not hold), and says whether the kept rows are still the tables'
+// (else they are dropped). When they are, no other Apply changed them
+// meanwhile, and none of the rows read exists (new transactions, the
+// usual case), the first fold is the answer; otherwise each later round
+// folds again and reads what it asked for and did not have, until it
+// asks for nothing new.
 func (p *Projection) fold(ctx context.Context, tx pgx.Tx, recs []projection.Record) (f folded, err error) {
 	c := newCache()
 	c.noteVoids(recs)
@@ -190,7 +191,10 @@ func (p *Projection) fold(ctx context.Context, tx pgx.Tx, recs []projection.Reco
 	dir := p.Dir.snapshot(tried)
 	d := projection.Fold(c, dir, recs)
 	rc.mu.Unlock()
-	first := !dir.missing() && !c.missing()
+	// The fold took every key it asked for and did not hold as absent:
+	// it stands if the reads find none of them, the directory lacked no
+	// store or edge, and the kept rows are unchanged and still hold.
+	first := !dir.missing()
 
 	var xmin int64
 	rd := &reads{}
@@ -204,6 +208,9 @@ func (p *Projection) fold(ctx context.Context, tx pgx.Tx, recs []projection.Reco
 	c.queueFetch(rd, p.suffix, p.tenantOf)
 	if err := rd.run(ctx, tx); err != nil {
 		return f, err
+	}
+	if c.found() > 0 {
+		first = false
 	}
 	rc.mu.Lock()
 	f.held = true
