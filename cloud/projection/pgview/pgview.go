@@ -22,6 +22,11 @@
 //     SERIALIZABLE the lock itself fails (could not serialize) when a
 //     writer committed after the transaction's snapshot. Not locking them
 //     saves the server a tuple lock (and its WAL record) per row read.
+//   - A Projection keeps the rows its last Apply read and wrote (rowCache)
+//     and folds on them instead of reading them again, only while the
+//     checkpoint row it locks is the very version that Apply wrote (xmin,
+//     last_pos and digest); any other writer, or a rollback, leaves another
+//     version, and they are dropped.
 //   - The rows are a function of the ledger: Rebuild folds the ledger in
 //     pos order into shadow tables and must find them equal, row for row.
 package pgview
