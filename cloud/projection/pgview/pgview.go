@@ -22,6 +22,11 @@
 //     SERIALIZABLE the lock itself fails (could not serialize) when a
 //     writer committed after the transaction's snapshot. Not locking them
 //     saves the server a tuple lock (and its WAL record) per row read.
+//   - A Projection keeps the rows its last Apply read and wrote (rowCache)
+//     and folds on them instead of reading them again, only while the
+//     checkpoint row it locks is the very version that Apply wrote (xmin,
+//     last_pos and digest); any other writer, or a rollback, leaves another
+//     version, and they are dropped.
 //   - The rows are a function of the ledger: Rebuild folds the ledger in
 //     pos order into shadow tables and must find them equal, row for row.
 package pgview
@@ -62,6 +67,8 @@ type Projection struct {
 
 	name   string // of its checkpoint row
 	suffix string // of its tables: "" for the live ones
+
+	rows rowCache // the rows as its last Apply left them
 
 	batches, records, lastPos atomic.Int64
 }
@@ -109,10 +116,15 @@ func (p *Projection) Apply(ctx context.Context, tx pgx.Tx, recs []ledger.Committ
 	for i, r := range recs {
 		prs[i] = projection.Record{Pos: r.Pos, Record: r.Record}
 	}
-	d, cp, err := p.fold(ctx, tx, prs)
+	f, err := p.fold(ctx, tx, prs)
+	if f.held {
+		// Held from the checkpoint lock on (rowCache's lock order).
+		defer p.rows.mu.Unlock()
+	}
 	if err != nil {
 		return fmt.Errorf("projection %s: %w", p.name, err)
 	}
+	d, cp := f.d, f.cp
 	for _, r := range recs {
 		cp.Digest.Add(r.Pos, r.Hash)
 		cp.LastPos = max(cp.LastPos, r.Pos)
@@ -121,11 +133,17 @@ func (p *Projection) Apply(ctx context.Context, tx pgx.Tx, recs []ledger.Committ
 	if err := queueWrites(b, d, p.suffix, p.tenantOf); err != nil {
 		return err
 	}
-	b.Queue(`UPDATE projection_checkpoints SET last_pos = $2, digest = $3, updated_at = now() WHERE name = $1`,
-		p.name, cp.LastPos, cp.Digest[:])
+	var xmin int64
+	b.Queue(`UPDATE projection_checkpoints SET last_pos = $2, digest = $3, updated_at = now() WHERE name = $1
+		RETURNING xmin::text::bigint`, p.name, cp.LastPos, cp.Digest[:]).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&xmin)
+	})
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("write projection %s: %w", p.name, err)
 	}
+	// The rows as this transaction leaves them; if it does not commit,
+	// the next Apply finds another checkpoint version and drops them.
+	p.rows.keep(f.c, d, cp, xmin)
 	// Counted once folded, though the commit may still fail: these are
 	// what this process did, not what is committed.
 	p.batches.Add(1)
@@ -145,58 +163,105 @@ func (p *Projection) tenantOf(store string) string {
 	return p.Dir.stores[store].Tenant
 }
 
+// folded is what fold returns: the delta, the checkpoint as locked, the
+// rows read (for the rowCache), and whether it returned holding the
+// rowCache's lock (which the caller then releases).
+type folded struct {
+	d    *projection.Delta
+	cp   Checkpoint
+	c    *cache
+	held bool
+}
+
 // fold locks the checkpoint and folds recs on the rows they touch. The
-// first fold, on nothing, runs before any I/O and learns which rows the
-// batch touches; the round trip that locks the checkpoint reads them (and
-// the stores and edges the directory does not hold); each later round
-// reads what the fold before it asked for and did not have, until it asks
-// for nothing new.
-func (p *Projection) fold(ctx context.Context, tx pgx.Tx, recs []projection.Record) (*projection.Delta, Checkpoint, error) {
+// first fold, on the rows the Projection kept from its last Apply
+// (rowCache) and nothing else, runs before any I/O and learns which other
+// rows the batch touches (taking them as absent); the round trip that
+// locks the checkpoint reads them (and the stores and edges the directory
+// does not hold), and says whether the kept rows are still the tables'
+// (else they are dropped). When they are, no other Apply changed them
+// meanwhile, and none of the rows read exists (new transactions, the
+// usual case), the first fold is the answer; otherwise each later round
+// folds again and reads what it asked for and did not have, until it
+// asks for nothing new.
+func (p *Projection) fold(ctx context.Context, tx pgx.Tx, recs []projection.Record) (f folded, err error) {
 	c := newCache()
 	c.noteVoids(recs)
+	f.c = c
 	tried := map[string]bool{}
-	var cp Checkpoint
-	locked := false
+	rc := &p.rows
+	rc.mu.Lock()
+	rc.attach(c)
+	gen := rc.gen
+	dir := p.Dir.snapshot(tried)
+	d := projection.Fold(c, dir, recs)
+	rc.mu.Unlock()
+	// The fold took every key it asked for and did not hold as absent:
+	// it stands if the reads find none of them, the directory lacked no
+	// store or edge, and the kept rows are unchanged and still hold.
+	first := !dir.missing()
+
+	var xmin int64
+	rd := &reads{}
+	queueLock(rd, p.name, &f.cp, &xmin)
+	// The fold asks for rows of known stores only, so the rows and the
+	// missing stores and edges are read in the same round trip; a store
+	// found now makes the next fold ask for its rows.
+	if dir.missing() {
+		dir.queueFetch(rd)
+	}
+	c.queueFetch(rd, p.suffix, p.tenantOf)
+	if err := rd.run(ctx, tx); err != nil {
+		return f, err
+	}
+	if c.found() > 0 {
+		first = false
+	}
+	rc.mu.Lock()
+	f.held = true
+	if !rc.valid(f.cp, xmin) {
+		first = false
+	}
+	rc.attach(c)
+	if first && rc.gen == gen {
+		f.d = d
+		return f, nil
+	}
 	for range maxRounds {
 		dir := p.Dir.snapshot(tried)
 		d := projection.Fold(c, dir, recs)
-		if locked && !dir.missing() && !c.missing() {
-			return d, cp, nil
+		if !dir.missing() && !c.missing() {
+			f.d = d
+			return f, nil
 		}
 		rd := &reads{}
-		if !locked {
-			queueLock(rd, p.name, &cp)
-		}
-		// The fold asks for rows of known stores only, so the rows and
-		// the missing stores and edges are read in the same round trip; a
-		// store found now makes the next fold ask for its rows.
 		if dir.missing() {
 			dir.queueFetch(rd)
 		}
 		c.queueFetch(rd, p.suffix, p.tenantOf)
 		if err := rd.run(ctx, tx); err != nil {
-			return nil, cp, err
+			return f, err
 		}
-		locked = true
 	}
-	return nil, cp, fmt.Errorf("the fold still asked for rows it had not read after %d rounds", maxRounds)
+	return f, fmt.Errorf("the fold still asked for rows it had not read after %d rounds", maxRounds)
 }
 
-// queueLock queues the lock of the checkpoint row of name into cp, making
-// the row first when there is none (at the current Version, from nothing).
-func queueLock(rd *reads, name string, cp *Checkpoint) {
+// queueLock queues the lock of the checkpoint row of name into cp, and
+// its xmin (the transaction that last wrote it) into xmin, making the row
+// first when there is none (at the current Version, from nothing).
+func queueLock(rd *reads, name string, cp *Checkpoint, xmin *int64) {
 	rd.b.Queue(`INSERT INTO projection_checkpoints (name, version, last_pos, digest) VALUES ($1, $2, 0, $3)
 		ON CONFLICT DO NOTHING`, name, projection.Version, make([]byte, 32))
 	rd.fn = append(rd.fn, func(br pgx.BatchResults) error {
 		_, err := br.Exec()
 		return err
 	})
-	rd.query(`SELECT version, last_pos, digest FROM projection_checkpoints WHERE name = $1 FOR UPDATE`, []any{name},
+	rd.query(`SELECT version, last_pos, digest, xmin::text::bigint FROM projection_checkpoints WHERE name = $1 FOR UPDATE`, []any{name},
 		func(rows pgx.Rows) error {
 			var dg []byte
 			*cp = Checkpoint{Name: name}
 			_, err := pgx.CollectExactlyOneRow(rows, func(r pgx.CollectableRow) (struct{}, error) {
-				return struct{}{}, r.Scan(&cp.Version, &cp.LastPos, &dg)
+				return struct{}{}, r.Scan(&cp.Version, &cp.LastPos, &dg, xmin)
 			})
 			if err != nil {
 				return fmt.Errorf("lock checkpoint of projection %s: %w", name, err)
@@ -209,8 +274,9 @@ func queueLock(rd *reads, name string, cp *Checkpoint) {
 // lockCheckpoint locks the checkpoint row of name (see queueLock).
 func lockCheckpoint(ctx context.Context, tx pgx.Tx, name string) (Checkpoint, error) {
 	var cp Checkpoint
+	var xmin int64
 	rd := &reads{}
-	queueLock(rd, name, &cp)
+	queueLock(rd, name, &cp, &xmin)
 	return cp, rd.run(ctx, tx)
 }
 

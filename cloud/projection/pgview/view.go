@@ -19,10 +19,14 @@ type entry[V any] struct {
 }
 
 // tab caches the rows of one table read during one Apply and notes the
-// keys asked for and not yet read.
+// keys asked for and not yet read. base, when not nil, is the
+// Projection's rows kept from earlier Applies (rowCache), looked in after
+// m: the caller holds the rowCache's lock while it is attached.
 type tab[K comparable, V any] struct {
 	m    map[K]entry[V]
 	miss map[K]bool
+	base *tab[K, V]
+	puts int // rows read into m
 }
 
 func newTab[K comparable, V any]() tab[K, V] {
@@ -32,6 +36,11 @@ func newTab[K comparable, V any]() tab[K, V] {
 func (t *tab[K, V]) get(k K) (V, bool) {
 	if e, ok := t.m[k]; ok {
 		return e.v, e.ok
+	}
+	if t.base != nil {
+		if e, ok := t.base.m[k]; ok {
+			return e.v, e.ok
+		}
 	}
 	t.miss[k] = true
 	var z V
@@ -50,7 +59,7 @@ func (t *tab[K, V]) misses() []K {
 	return ks
 }
 
-func (t *tab[K, V]) put(k K, v V) { t.m[k] = entry[V]{v: v, ok: true} }
+func (t *tab[K, V]) put(k K, v V) { t.m[k] = entry[V]{v: v, ok: true}; t.puts++ }
 
 // cache is a projection.View over the rows of the keys a batch touches:
 // Fold runs on it, and every key it asks for that is not cached is read
@@ -124,6 +133,13 @@ func cloneTill(t projection.Till) projection.Till {
 	t.Reason = append([]string(nil), t.Reason...)
 	t.Restated = append([]int64(nil), t.Restated...)
 	return t
+}
+
+// found is how many rows have been read into c: a fold treats a key it
+// has not read as absent, so when every key read was absent (found did
+// not move) the fold made before the read stands.
+func (c *cache) found() int {
+	return c.sales.puts + c.sku.puts + c.hour.puts + c.tenders.puts + c.onHand.puts + c.telemetry.puts + c.tills.puts + c.txns.puts
 }
 
 func (c *cache) missing() bool {
