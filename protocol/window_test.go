@@ -126,3 +126,71 @@ func TestWindowContainsIsTheWallClock(t *testing.T) {
 		t.Fatalf("01:59:59 UTC is inside 02:00-03:00 UTC")
 	}
 }
+
+// TestWindowAtTheEndOfTheZoneData: past a zone's last explicit transition
+// its data's POSIX TZ rule serves, and there Go's ZoneBounds gives every
+// instant of the last UTC day of a leap year an end before the instant
+// (golang/go#81583): 2040 in any zone data (its transitions stop at 2037),
+// and already 2024 and 2028 in the slim data the edge binary carries
+// (time/tzdata). Next, Closes and Overlap must still answer by the rule
+// (Contains, minute by minute), and return. Before, Next answered an
+// instant before the question, outside the window (the Assigner installed
+// at once), and Overlap of a window past midnight never returned.
+func TestWindowAtTheEndOfTheZoneData(t *testing.T) {
+	windows := []string{"02:00-05:00", "22:00-04:00", "12:00-13:00", "13:00-14:00", "00:30-01:30", "23:30-00:30", "01:00-00:59"}
+	const span = 4 * 24 * 60 // minutes scanned, from 2040-12-29 00:00 UTC
+	for _, zone := range []string{"Europe/Berlin", "America/New_York", "Australia/Sydney", "Australia/Lord_Howe"} {
+		loc := protocoltest.Zone(t, zone)
+		start := time.Date(2040, 12, 29, 0, 0, 0, 0, time.UTC)
+		if _, end := time.Date(2040, 12, 31, 12, 0, 0, 0, time.UTC).In(loc).ZoneBounds(); end.IsZero() || end.After(start.Add(3*24*time.Hour)) {
+			t.Logf("%s: ZoneBounds is right here (end %s): the case checks nothing new", zone, end)
+		}
+		for _, ws := range windows {
+			w, err := protocol.ParseDailyWindow(ws)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := make([]bool, span)
+			for i := range in {
+				in[i] = w.Contains(start.Add(time.Duration(i)*time.Minute), loc)
+			}
+			name := fmt.Sprintf("%s in %s", ws, zone)
+			// Next and Closes first: before the fix Overlap could loop.
+			for i := 0; i < span/2; i += 11 {
+				at := start.Add(time.Duration(i) * time.Minute)
+				j := i
+				for !in[j] {
+					j++
+				}
+				if got, want := w.Next(at, loc), start.Add(time.Duration(j)*time.Minute); !got.Equal(want) {
+					t.Fatalf("%s at %s: next %s, want %s", name, at.In(loc), got, want)
+				}
+				want := time.Time{}
+				if in[i] {
+					k := i
+					for in[k] {
+						k++
+					}
+					want = start.Add(time.Duration(k) * time.Minute)
+				}
+				if got := w.Closes(at, loc); !got.Equal(want) {
+					t.Fatalf("%s at %s: closes %s, want %s", name, at.In(loc), got, want)
+				}
+			}
+			for i := 0; i < span/2; i += 11 {
+				at := start.Add(time.Duration(i) * time.Minute)
+				for _, l := range []int{59, 1500} {
+					var inside int
+					for k := i; k < i+l; k++ {
+						if in[k] {
+							inside++
+						}
+					}
+					if got := w.Overlap(at, at.Add(time.Duration(l)*time.Minute), loc); got != time.Duration(inside)*time.Minute {
+						t.Fatalf("%s from %s for %dm: overlap %s, want %dm", name, at.In(loc), l, got, inside)
+					}
+				}
+			}
+		}
+	}
+}
