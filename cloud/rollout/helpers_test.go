@@ -101,8 +101,9 @@ func (r *rig) edges(prefix string, n int, arch string) []string {
 // ota is one ota.* event of an edge's updater.
 type ota struct {
 	kind, version, target, reason string
-	device                        string // "" is protocol.EdgeDevice
-	id                            string // "" is "<kind>-<seq>"
+	device                        string         // "" is protocol.EdgeDevice
+	id                            string         // "" is "<kind>-<seq>"
+	extra                         map[string]any // more body fields
 }
 
 // commit commits evs of edge through the ledger, as the edge's uplink
@@ -119,6 +120,9 @@ func (r *rig) commit(edge string, evs ...ota) {
 		}
 		if e.reason != "" {
 			body["reason"] = e.reason
+		}
+		for k, v := range e.extra {
+			body[k] = v
 		}
 		b, err := protocol.NewBody(body)
 		if err != nil {

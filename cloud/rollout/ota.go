@@ -34,12 +34,45 @@ type Projection struct{}
 var _ ledger.Projection = Projection{}
 
 // otaBody is the body of an edge's ota.* event (cmd/edge/otaevents.go).
-// Unknown fields are ignored: a later edge may say more.
+// Unknown fields are ignored (decodeOTABody): a later edge may say more.
 type otaBody struct {
 	Version string `json:"version" cbor:"version"`
 	Release uint64 `json:"release" cbor:"release"`
 	Target  string `json:"target,omitempty" cbor:"target,omitempty"`
 	Reason  string `json:"reason,omitempty" cbor:"reason,omitempty"`
+}
+
+// otaBodyFields are the body fields the fold reads (otaBody's).
+var otaBodyFields = map[string]bool{"version": true, "release": true, "target": true, "reason": true}
+
+// decodeOTABody decodes an ota.* body by the fields the fold knows,
+// ignoring the others: protocol's body decoder refuses unknown fields,
+// and an edge newer than the cloud that says one more thing must not have
+// all its ota.* events dropped (never seen to accept, install or commit).
+// A known field of the wrong type, or a body that does not decode, is a
+// broken body (false).
+func decodeOTABody(body protocol.Body) (otaBody, bool) {
+	var b otaBody
+	if len(body) == 0 {
+		return b, true
+	}
+	if err := body.Decode(&b); err == nil {
+		return b, true
+	}
+	var m map[string]any
+	if err := body.Decode(&m); err != nil {
+		return b, false
+	}
+	for k := range m {
+		if !otaBodyFields[k] {
+			delete(m, k)
+		}
+	}
+	known, err := protocol.NewBody(m)
+	if err != nil || known.Decode(&b) != nil {
+		return otaBody{}, false
+	}
+	return b, true
 }
 
 // edgeRow is a row of ota_edge_state.
@@ -97,11 +130,9 @@ func (f *otaFold) add(edge string, pos int64, at time.Time, rec protocol.Record)
 	if rec.Device != protocol.EdgeDevice || !strings.HasPrefix(rec.Type, "ota.") {
 		return
 	}
-	var b otaBody
-	if len(rec.Body) > 0 {
-		if err := protocol.Body(rec.Body).Decode(&b); err != nil {
-			return
-		}
+	b, ok := decodeOTABody(protocol.Body(rec.Body))
+	if !ok {
+		return
 	}
 	kind := strings.TrimPrefix(rec.Type, "ota.")
 	if kind == "command_refused" {
