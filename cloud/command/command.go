@@ -312,7 +312,10 @@ func noteHello(ctx context.Context, q Querier, edge string, cmd uint64, now time
 // commit must not stall behind the command tables, and an acknowledgement
 // skipped so comes with the next hello, as before.
 func NoteAccepted(ctx context.Context, tx pgx.Tx, edge string, seq uint64, kind string, digest []byte) (bool, error) {
-	if seq == 0 || seq > 1<<63-1 || kind == "" || digest != nil && len(digest) != sha256.Size {
+	// A kind that is no command kind names none, and must not reach
+	// Postgres: a NUL in it is an error that rolls back the commit it is
+	// folded in (every edge's records in it, on every retry).
+	if seq == 0 || seq > 1<<63-1 || CheckKind(kind) != nil || digest != nil && len(digest) != sha256.Size {
 		return false, nil
 	}
 	var named bool

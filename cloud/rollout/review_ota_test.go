@@ -51,3 +51,15 @@ func TestOTABodyWithUnknownFieldsFolded(t *testing.T) {
 		t.Errorf("rebuild: %+v, %v; want no differences", res, err)
 	}
 }
+
+// TestAcceptanceWithNULKindCommits: the kind an ota.command_accepted names
+// goes to Postgres as text to find the command; a NUL in it is valid UTF-8
+// that Postgres refuses, and the error rolled back the whole commit (every
+// edge's records in it), again on every retry (TestOTATextWithNULCommits
+// for the fold's own columns). A kind that is no command kind names no
+// command.
+func TestAcceptanceWithNULKindCommits(t *testing.T) {
+	r := newRig(t)
+	r.edges("e", 1, "linux/amd64")
+	r.commit("e-00", accepted(protocol.CommandAssign+"\x00", 1), accepted("Not a kind", 1))
+}
