@@ -110,6 +110,13 @@ type ota struct {
 // would, in one segment.
 func (r *rig) commit(edge string, evs ...ota) {
 	r.tb.Helper()
+	if err := r.tryCommit(edge, evs...); err != nil {
+		r.tb.Fatal(err)
+	}
+}
+
+// tryCommit is commit, returning what went wrong (for a goroutine).
+func (r *rig) tryCommit(edge string, evs ...ota) error {
 	r.mu.Lock()
 	c := r.chains[edge]
 	first := c.Last() + 1
@@ -127,7 +134,7 @@ func (r *rig) commit(edge string, evs ...ota) {
 		b, err := protocol.NewBody(body)
 		if err != nil {
 			r.mu.Unlock()
-			r.tb.Fatal(err)
+			return err
 		}
 		dev := e.device
 		if dev == "" {
@@ -144,11 +151,12 @@ func (r *rig) commit(edge string, evs ...ota) {
 	r.mu.Unlock()
 	out, err := r.l.Commit(context.Background(), []ledger.Input{{TopicEdge: edge, Segment: seg}})
 	if err != nil {
-		r.tb.Fatalf("commit: %v", err)
+		return fmt.Errorf("commit: %w", err)
 	}
 	if out[0].Kind != ledger.KindCommitted {
-		r.tb.Fatalf("commit of %s: %v, not committed", edge, out[0])
+		return fmt.Errorf("commit of %s: %v, not committed", edge, out[0])
 	}
+	return nil
 }
 
 // install commits the events of an assigned install of target that ends
