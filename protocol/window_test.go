@@ -59,6 +59,17 @@ func TestWindowAgainstMinuteScan(t *testing.T) {
 		{"Australia/Lord_Howe", "2026-04-04T00:00:00Z"},
 		{"Australia/Lord_Howe", "2026-10-03T00:00:00Z"},
 		{"UTC", "2026-03-28T00:00:00Z"},
+		// Offsets that changed for other reasons than a DST rule: Samoa
+		// skipped 2011-12-30 whole (-10 to +14), Moscow went back an hour
+		// for good in 2014, Caracas forward half an hour in 2016,
+		// Pyongyang half an hour in 2018; Troll's DST moves two hours;
+		// Casablanca suspends its +01 for Ramadan (2026-02-15).
+		{"Pacific/Apia", "2011-12-28T12:00:00Z"},
+		{"Europe/Moscow", "2014-10-24T12:00:00Z"},
+		{"America/Caracas", "2016-04-30T12:00:00Z"},
+		{"Asia/Pyongyang", "2018-05-03T12:00:00Z"},
+		{"Antarctica/Troll", "2026-03-28T00:00:00Z"},
+		{"Africa/Casablanca", "2026-02-13T12:00:00Z"},
 	}
 	windows := []string{"01:00-02:00", "01:30-02:00", "01:45-02:15", "02:00-02:30", "02:00-03:00", "02:15-03:00",
 		"02:30-03:30", "01:00-04:00", "22:00-02:30", "23:00-01:45", "03:00-02:00", "00:00-00:01"}
