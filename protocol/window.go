@@ -65,14 +65,53 @@ func modDay(d time.Duration) time.Duration {
 	return d
 }
 
-// period is the UTC offset of loc at t and when it ends (zero: never).
-// Within a period the wall clock runs with real time, so every answer is
-// arithmetic on it; the zone's changes are the periods' ends.
+// period is the UTC offset of loc at t and an instant after t until which
+// it holds (zero: for ever). Within a period the wall clock runs with real
+// time, so every answer is arithmetic on it; the zone's changes are the
+// periods' ends (an end where nothing changes only asks again from there).
+//
+// The end is ZoneBounds' when it is after t. It is not always: past a
+// zone's last explicit transition its data's POSIX TZ rule serves, and
+// there Go gives every instant of the last UTC day of a leap year the end
+// 00:00 UTC of that day, before the instant (golang/go#81583; 2024 and
+// 2028 in the slim data time/tzdata embeds, 2040 in any). Then the end is
+// found by probing the offset (probeEnd).
 func period(t time.Time, loc *time.Location) (off int, end time.Time) {
 	lt := t.In(loc)
 	_, off = lt.Zone()
 	_, end = lt.ZoneBounds()
+	if !end.IsZero() && !end.After(t) {
+		end = probeEnd(t, loc, off)
+	}
 	return off, end
+}
+
+// probeEnd is the first instant after t, within a day, at which the offset
+// of loc is not off, or t plus a day when there is none: probed hour by
+// hour, then by halving to the second (zones change on whole seconds). It
+// takes a zone not to change and change back within an hour, which holds
+// where it is used: a TZ rule's changes are months apart.
+func probeEnd(t time.Time, loc *time.Location, off int) time.Time {
+	offAt := func(sec int64) int {
+		_, o := time.Unix(sec, 0).In(loc).Zone()
+		return o
+	}
+	lo := t.Unix() // t's second: a change on a whole second after it is after t
+	for h := int64(1); h <= 24; h++ {
+		hi := lo + h*3600
+		if offAt(hi) == off {
+			continue
+		}
+		for l := hi - 3600; hi-l > 1; {
+			if m := l + (hi-l)/2; offAt(m) == off {
+				l = m
+			} else {
+				hi = m
+			}
+		}
+		return time.Unix(hi, 0)
+	}
+	return time.Unix(lo+24*3600, 0)
 }
 
 // Contains reports whether the wall clock of loc at t reads a time in w.
@@ -133,6 +172,9 @@ func (w Window) Overlap(from, to time.Time, loc *time.Location) time.Duration {
 			break
 		}
 		e = minTime(e, to)
+		if !e.After(t) { // no progress: never loop
+			break
+		}
 		total += e.Sub(s)
 		t = e
 	}

@@ -28,6 +28,7 @@ package command
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -299,21 +300,29 @@ func noteHello(ctx context.Context, q Querier, edge string, cmd uint64, now time
 // next push starts (LastHello) to seq, never lowers it: the edge's
 // accepted seq only grows, and the hello, the edge's latest word, may set
 // it lower again (a reset edge). A seq never given, another edge's, or of
-// another kind changes nothing. It reports whether it named such a
-// command.
+// another kind changes nothing. When digest is given (the SHA-256 of the
+// signed command the edge accepted, which an edge since this field says;
+// nil for the events before it) the command's signed bytes must have it:
+// an acceptance then names exactly one command, not whatever holds its
+// seq now (a database restored from an older backup reissues seqs). It
+// reports whether it named such a command.
 //
 // It never waits for a row another transaction holds (SKIP LOCKED: a
 // rollout's transaction enqueueing or cancelling for the edge): the
 // commit must not stall behind the command tables, and an acknowledgement
 // skipped so comes with the next hello, as before.
-func NoteAccepted(ctx context.Context, tx pgx.Tx, edge string, seq uint64, kind string) (bool, error) {
-	if seq == 0 || seq > 1<<63-1 || kind == "" {
+func NoteAccepted(ctx context.Context, tx pgx.Tx, edge string, seq uint64, kind string, digest []byte) (bool, error) {
+	// A kind that is no command kind names none, and must not reach
+	// Postgres: a NUL in it is an error that rolls back the commit it is
+	// folded in (every edge's records in it, on every retry).
+	if seq == 0 || seq > 1<<63-1 || CheckKind(kind) != nil || digest != nil && len(digest) != sha256.Size {
 		return false, nil
 	}
 	var named bool
 	err := tx.QueryRow(ctx, `WITH c AS (
 			SELECT edge, seq, acked_at FROM edge_commands
 			WHERE edge = $1 AND seq = $2 AND kind = $3 AND delivered_at IS NOT NULL
+				AND ($4::bytea IS NULL OR sha256(signed) = $4::bytea)
 			FOR UPDATE SKIP LOCKED
 		), a AS (
 			UPDATE edge_commands SET acked_at = now()
@@ -323,7 +332,7 @@ func NoteAccepted(ctx context.Context, tx pgx.Tx, edge string, seq uint64, kind 
 			WHERE edge = (SELECT edge FROM edge_command_seqs
 				WHERE edge = $1 AND acked < $2 AND EXISTS (SELECT 1 FROM c) FOR UPDATE SKIP LOCKED)
 		)
-		SELECT EXISTS (SELECT 1 FROM c)`, edge, int64(seq), kind).Scan(&named)
+		SELECT EXISTS (SELECT 1 FROM c)`, edge, int64(seq), kind, digest).Scan(&named)
 	if err != nil {
 		return false, fmt.Errorf("note edge %q accepted command %d: %w", edge, seq, err)
 	}

@@ -2,6 +2,8 @@ package rollout_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"sync"
@@ -200,11 +202,30 @@ func TestLedgerAcceptanceNamesItsCommand(t *testing.T) {
 		}
 	}
 
+	// digest is what an edge that says which command it accepted sends:
+	// the SHA-256 of the signed bytes of the command it accepted.
+	digest := func(edge string, seq uint64) string {
+		t.Helper()
+		var signed []byte
+		if err := r.pool.QueryRow(ctx, `SELECT signed FROM edge_commands WHERE edge = $1 AND seq = $2`, edge, int64(seq)).Scan(&signed); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(signed)
+		return hex.EncodeToString(sum[:])
+	}
+	naming := func(ev ota, command string) ota { ev.extra = map[string]any{"command": command}; return ev }
 	for _, tc := range []struct {
 		name string
 		edge string
 		ev   ota
 	}{
+		// The command a seq named before the cloud's database was restored
+		// from an older backup, and reissued since: the acceptance says
+		// which command it accepted, and it is not this one.
+		{"another command's digest", a, naming(accepted(protocol.CommandCancel, cancel2), digest(a, assign1))},
+		{"b's command's digest", a, naming(accepted(protocol.CommandAssign, assign1), digest(b, 1))},
+		{"a malformed digest", a, naming(accepted(protocol.CommandCancel, cancel2), "zz")},
+		{"a short digest", a, naming(accepted(protocol.CommandCancel, cancel2), digest(a, cancel2)[:32])},
 		{"a device of the edge", a, ota{kind: "command_accepted", target: protocol.CommandAssign, reason: "command 1", id: "cmd-1-accepted", device: "till-1"}},
 		{"another edge's stream, a seq it was never given", b, accepted(protocol.CommandCancel, cancel2)},
 		{"the wrong kind", a, accepted(protocol.CommandCancel, assign1)},
@@ -220,8 +241,9 @@ func TestLedgerAcceptanceNamesItsCommand(t *testing.T) {
 	// b's own acceptance of its seq 1 acknowledges b's, not a's.
 	r.commit(b, accepted(protocol.CommandAssign, 1))
 	check("b's own", nil, []uint64{1}, 0)
-	// a's acceptance of 2 acknowledges 2 only: 1 is not named.
-	r.commit(a, accepted(protocol.CommandCancel, cancel2))
+	// a's acceptance of 2, naming its command, acknowledges 2 only: 1 is
+	// not named.
+	r.commit(a, naming(accepted(protocol.CommandCancel, cancel2), digest(a, cancel2)))
 	check("a's cancel", []uint64{cancel2}, []uint64{1}, cancel2)
 	var at time.Time
 	if err := r.pool.QueryRow(ctx, `SELECT acked_at FROM edge_commands WHERE edge = $1 AND seq = $2`, a, int64(cancel2)).Scan(&at); err != nil {

@@ -101,14 +101,22 @@ func (r *rig) edges(prefix string, n int, arch string) []string {
 // ota is one ota.* event of an edge's updater.
 type ota struct {
 	kind, version, target, reason string
-	device                        string // "" is protocol.EdgeDevice
-	id                            string // "" is "<kind>-<seq>"
+	device                        string         // "" is protocol.EdgeDevice
+	id                            string         // "" is "<kind>-<seq>"
+	extra                         map[string]any // more body fields
 }
 
 // commit commits evs of edge through the ledger, as the edge's uplink
 // would, in one segment.
 func (r *rig) commit(edge string, evs ...ota) {
 	r.tb.Helper()
+	if err := r.tryCommit(edge, evs...); err != nil {
+		r.tb.Fatal(err)
+	}
+}
+
+// tryCommit is commit, returning what went wrong (for a goroutine).
+func (r *rig) tryCommit(edge string, evs ...ota) error {
 	r.mu.Lock()
 	c := r.chains[edge]
 	first := c.Last() + 1
@@ -120,10 +128,13 @@ func (r *rig) commit(edge string, evs ...ota) {
 		if e.reason != "" {
 			body["reason"] = e.reason
 		}
+		for k, v := range e.extra {
+			body[k] = v
+		}
 		b, err := protocol.NewBody(body)
 		if err != nil {
 			r.mu.Unlock()
-			r.tb.Fatal(err)
+			return err
 		}
 		dev := e.device
 		if dev == "" {
@@ -140,11 +151,12 @@ func (r *rig) commit(edge string, evs ...ota) {
 	r.mu.Unlock()
 	out, err := r.l.Commit(context.Background(), []ledger.Input{{TopicEdge: edge, Segment: seg}})
 	if err != nil {
-		r.tb.Fatalf("commit: %v", err)
+		return fmt.Errorf("commit: %w", err)
 	}
 	if out[0].Kind != ledger.KindCommitted {
-		r.tb.Fatalf("commit of %s: %v, not committed", edge, out[0])
+		return fmt.Errorf("commit of %s: %v, not committed", edge, out[0])
 	}
+	return nil
 }
 
 // install commits the events of an assigned install of target that ends

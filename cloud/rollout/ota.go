@@ -3,6 +3,8 @@ package rollout
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strconv"
@@ -34,12 +36,49 @@ type Projection struct{}
 var _ ledger.Projection = Projection{}
 
 // otaBody is the body of an edge's ota.* event (cmd/edge/otaevents.go).
-// Unknown fields are ignored: a later edge may say more.
+// Unknown fields are ignored (decodeOTABody): a later edge may say more.
 type otaBody struct {
 	Version string `json:"version" cbor:"version"`
 	Release uint64 `json:"release" cbor:"release"`
 	Target  string `json:"target,omitempty" cbor:"target,omitempty"`
 	Reason  string `json:"reason,omitempty" cbor:"reason,omitempty"`
+	// Command is an ota.command_accepted's hex SHA-256 of the signed
+	// command it accepted (edge/ota.CommandGate); "" in the events of
+	// edges before it.
+	Command string `json:"command,omitempty" cbor:"command,omitempty"`
+}
+
+// otaBodyFields are the body fields the fold reads (otaBody's).
+var otaBodyFields = map[string]bool{"version": true, "release": true, "target": true, "reason": true, "command": true}
+
+// decodeOTABody decodes an ota.* body by the fields the fold knows,
+// ignoring the others: protocol's body decoder refuses unknown fields,
+// and an edge newer than the cloud that says one more thing must not have
+// all its ota.* events dropped (never seen to accept, install or commit).
+// A known field of the wrong type, or a body that does not decode, is a
+// broken body (false).
+func decodeOTABody(body protocol.Body) (otaBody, bool) {
+	var b otaBody
+	if len(body) == 0 {
+		return b, true
+	}
+	if err := body.Decode(&b); err == nil {
+		return b, true
+	}
+	var m map[string]any
+	if err := body.Decode(&m); err != nil {
+		return b, false
+	}
+	for k := range m {
+		if !otaBodyFields[k] {
+			delete(m, k)
+		}
+	}
+	known, err := protocol.NewBody(m)
+	if err != nil || known.Decode(&b) != nil {
+		return otaBody{}, false
+	}
+	return b, true
 }
 
 // edgeRow is a row of ota_edge_state.
@@ -74,9 +113,10 @@ type otaFold struct {
 
 // ack is an edge's ota.command_accepted: the command it names.
 type ack struct {
-	edge string
-	seq  uint64
-	kind string
+	edge   string
+	seq    uint64
+	kind   string
+	digest []byte // the signed command's SHA-256; nil when the event does not say
 }
 
 func newFold() *otaFold {
@@ -97,11 +137,9 @@ func (f *otaFold) add(edge string, pos int64, at time.Time, rec protocol.Record)
 	if rec.Device != protocol.EdgeDevice || !strings.HasPrefix(rec.Type, "ota.") {
 		return
 	}
-	var b otaBody
-	if len(rec.Body) > 0 {
-		if err := protocol.Body(rec.Body).Decode(&b); err != nil {
-			return
-		}
+	b, ok := decodeOTABody(protocol.Body(rec.Body))
+	if !ok {
+		return
 	}
 	kind := strings.TrimPrefix(rec.Type, "ota.")
 	if kind == "command_refused" {
@@ -124,8 +162,13 @@ func (f *otaFold) add(edge string, pos int64, at time.Time, rec protocol.Record)
 		// its kind, and the id is "cmd-N-accepted" (edge/ota.CommandGate).
 		// Where all three agree it acknowledges that command, of the
 		// edge whose stream it is in (command.NoteAccepted, in Apply).
+		// When it says which command it accepted (the digest of its signed
+		// bytes), that command only: one that does not say it right names
+		// none.
 		if seq, ok := acceptedSeq(rec.ID, b.Reason); ok && b.Target != "" {
-			f.acks = append(f.acks, ack{edge: edge, seq: seq, kind: b.Target})
+			if digest, ok := commandDigest(b.Command); ok {
+				f.acks = append(f.acks, ack{edge: edge, seq: seq, kind: b.Target, digest: digest})
+			}
 		}
 		// Only an assignment's counts for the rollout: an edge back after
 		// a pause accepts the ota.cancel, whose seq passes the withdrawn
@@ -169,6 +212,20 @@ func acceptedSeq(id, reason string) (uint64, bool) {
 		return 0, false
 	}
 	return seq, true
+}
+
+// commandDigest is the digest an ota.command_accepted's command field
+// gives: nil for none (events before it), false when it is not a hex
+// SHA-256.
+func commandDigest(s string) ([]byte, bool) {
+	if s == "" {
+		return nil, true
+	}
+	d, err := hex.DecodeString(s)
+	if err != nil || len(d) != sha256.Size {
+		return nil, false
+	}
+	return d, true
 }
 
 // assignSeq is the assignment seq an event id names: the edge's
@@ -224,7 +281,7 @@ func (Projection) Apply(ctx context.Context, tx pgx.Tx, recs []ledger.Committed)
 	// folds the old events again and acknowledges nothing.)
 	slices.SortFunc(f.acks, func(x, y ack) int { return cmp.Or(strings.Compare(x.edge, y.edge), cmp.Compare(x.seq, y.seq)) })
 	for _, a := range f.acks {
-		if _, err := command.NoteAccepted(ctx, tx, a.edge, a.seq, a.kind); err != nil {
+		if _, err := command.NoteAccepted(ctx, tx, a.edge, a.seq, a.kind, a.digest); err != nil {
 			return fmt.Errorf("ota state projection: %w", err)
 		}
 	}

@@ -66,6 +66,9 @@ func appendOTAEvents(ctx context.Context, ob *outbox.Outbox, evs []ota.Event) er
 		if e.Reason != "" {
 			body["reason"] = e.Reason
 		}
+		if e.Command != "" {
+			body["command"] = e.Command
+		}
 		b, err := protocol.NewBody(body)
 		if err != nil {
 			return err

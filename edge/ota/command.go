@@ -167,8 +167,13 @@ func (g *CommandGate) Accept(msg []byte) (protocol.Command, error) {
 	// unaccepted, and the cloud's redelivery records it then (its id is
 	// fixed: a second copy is one event). Persisted first, a crash lost the
 	// event for good, and the rollout never saw the edge accept.
+	// It names the command by the digest of its signed bytes as well as by
+	// its seq: the cloud acknowledges that command only, not whatever holds
+	// the seq there now (a cloud database restored from a backup reissues
+	// seqs).
+	sum := sha256.Sum256(msg)
 	if err := g.Spool.Add(Event{ID: "cmd-" + strconv.FormatUint(c.Seq, 10) + "-accepted", Kind: "ota.command_accepted", Target: c.Kind,
-		Reason: fmt.Sprintf("command %d", c.Seq), At: at}); err != nil {
+		Reason: fmt.Sprintf("command %d", c.Seq), Command: hex.EncodeToString(sum[:]), At: at}); err != nil {
 		return c, fmt.Errorf("record the acceptance of command %d (%s): %w", c.Seq, c.Kind, err)
 	}
 	b, _ := json.Marshal(gateState{Seq: c.Seq})

@@ -1,6 +1,8 @@
 package ota_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -243,5 +245,27 @@ func TestCommandGateFreshDir(t *testing.T) {
 	}
 	if last, _ := g.Last(); last != 1 {
 		t.Fatalf("last %d, want 1", last)
+	}
+}
+
+// TestCommandAcceptedNamesItsCommand: an ota.command_accepted says which
+// command it accepted, the SHA-256 of its signed bytes (the cloud checks it
+// against the command it keeps under that seq), beside its seq (reason
+// "command N", id "cmd-N-accepted") and kind (target), which say no more
+// than what the seq holds now.
+func TestCommandAcceptedNamesItsCommand(t *testing.T) {
+	dir := t.TempDir()
+	cloud := protocoltest.NewSigner(t)
+	g := &ota.CommandGate{Path: filepath.Join(dir, "commands.json"), Edge: "shop-1",
+		CloudKeys: protocol.NewKeyMap(cloud.Public()), Spool: ota.Spool{Path: filepath.Join(dir, "spool")}}
+	msg := signCmd(cloud, "shop-1", 7, time.Now().Add(time.Hour))
+	if _, err := g.Accept(msg); err != nil {
+		t.Fatal(err)
+	}
+	ev := spooled(t, g.Spool)
+	sum := sha256.Sum256(msg)
+	if len(ev) != 1 || ev[0].Kind != "ota.command_accepted" || ev[0].ID != "cmd-7-accepted" || ev[0].Reason != "command 7" ||
+		ev[0].Target != "ota.assign" || ev[0].Command != hex.EncodeToString(sum[:]) {
+		t.Fatalf("spooled %+v; want one ota.command_accepted of command 7 (ota.assign) naming %x", ev, sum)
 	}
 }

@@ -33,12 +33,15 @@ const (
 // Layout.Record), "ota.downloaded", "ota.verified", "ota.installed",
 // "ota.refused" (from edge ota install).
 type Event struct {
-	ID      string    `json:"id,omitempty"` // set by Spool.Add
-	Kind    string    `json:"kind"`
-	Version string    `json:"version,omitempty"`
-	Release uint64    `json:"release,omitempty"`
-	Target  string    `json:"target,omitempty"`
-	Reason  string    `json:"reason,omitempty"`
+	ID      string `json:"id,omitempty"` // set by Spool.Add
+	Kind    string `json:"kind"`
+	Version string `json:"version,omitempty"`
+	Release uint64 `json:"release,omitempty"`
+	Target  string `json:"target,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	// Command is an ota.command_accepted's hex SHA-256 of the signed
+	// command it accepted: it names that one command (the cloud checks it).
+	Command string    `json:"command,omitempty"`
 	At      time.Time `json:"at"`
 }
 

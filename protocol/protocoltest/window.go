@@ -82,6 +82,14 @@ var WindowCases = []WindowCase{
 	{"lord howe fall, repeated half hour second time", "Australia/Lord_Howe", "01:30-02:00", "2026-04-05T01:35:00+10:30", true, "2026-04-05T01:35:00+10:30", "2026-04-05T02:00:00+10:30"},
 	{"lord howe fall, opens twice: first closes at the change", "Australia/Lord_Howe", "01:45-02:30", "2026-04-05T01:50:00+11:00", true, "2026-04-05T01:50:00+11:00", "2026-04-05T01:30:00+10:30"},
 	{"lord howe fall, opens twice: second opening", "Australia/Lord_Howe", "01:45-02:30", "2026-04-05T01:35:00+10:30", false, "2026-04-05T01:45:00+10:30", ""},
+
+	// The end of the zone data: on the last UTC day of a leap year served
+	// by the data's TZ rule (2040 in any data; 2024 and 2028 in the slim
+	// data time/tzdata embeds) Go's ZoneBounds gives an end before the
+	// instant (golang/go#81583); nothing changes that night.
+	{"end of the zone data, before", "Europe/Berlin", "02:00-05:00", "2040-12-30T05:03:00+01:00", false, "2040-12-31T02:00:00+01:00", ""},
+	{"end of the zone data, on the last day", "Europe/Berlin", "02:00-05:00", "2040-12-31T12:00:00+01:00", false, "2041-01-01T02:00:00+01:00", ""},
+	{"end of the zone data, inside past midnight", "Australia/Sydney", "22:00-04:00", "2041-01-01T03:00:00+11:00", true, "2041-01-01T03:00:00+11:00", "2041-01-01T04:00:00+11:00"},
 }
 
 // OverlapCases is the shared table of spans.
@@ -106,6 +114,8 @@ var OverlapCases = []OverlapCase{
 	{"lord howe spring, half of it", "Australia/Lord_Howe", "02:00-03:00", "2026-10-04T00:00:00+10:30", "2026-10-04T12:00:00+11:00", 30 * time.Minute},
 	{"lord howe fall, the repeated half hour twice", "Australia/Lord_Howe", "01:30-02:00", "2026-04-05T00:00:00+11:00", "2026-04-05T12:00:00+10:30", time.Hour},
 	{"lord howe fall, opens twice", "Australia/Lord_Howe", "01:45-02:30", "2026-04-05T00:00:00+11:00", "2026-04-05T12:00:00+10:30", 60 * time.Minute},
+	{"end of the zone data, three nights", "Europe/Berlin", "22:00-04:00", "2040-12-29T12:00:00+01:00", "2041-01-01T12:00:00+01:00", 18 * time.Hour},
+	{"end of the zone data, new york", "America/New_York", "23:00-01:00", "2040-12-30T12:00:00-05:00", "2041-01-01T12:00:00-05:00", 4 * time.Hour},
 	{"empty span", "UTC", "02:00-05:00", "2026-03-01T04:00:00Z", "2026-03-01T03:00:00Z", 0},
 }
 
