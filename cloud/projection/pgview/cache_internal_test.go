@@ -2,6 +2,8 @@ package pgview
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/cloud/projection"
 	pt "github.com/outpost-edge/outpost/cloud/projection/projectiontest"
 	"github.com/outpost-edge/outpost/protocol"
 	"github.com/outpost-edge/outpost/protocol/pos"
@@ -382,5 +385,53 @@ func TestPanicInApplyReleasesKeptRows(t *testing.T) {
 	r.commit(l.Add("e1", "b", pos.TypeSaleCompleted, pt.Txn(pt.Day, "B", "USD", false, 0, "card", 0, pt.Line("apple", 1000, 250, 0, 20))))
 	if n := r.count(`SELECT transactions FROM sales_summary WHERE store = 's1'`); n != 1 {
 		t.Errorf("%d transactions, want 1 (B; A's Applies panicked and rolled back)", n)
+	}
+}
+
+// BenchmarkKeptRowsMemory reports what the kept rows cost in memory: the
+// heap a rowCache holds per transaction row (the many: two lines each,
+// its strings allocated apart, as the fold's decoded bodies give them),
+// and per till day row (two tenders in its ledger and its Z, a reason),
+// at maxCached rows. Run with -benchtime 1x.
+func BenchmarkKeptRowsMemory(b *testing.B) {
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	s := func(v string) string { return strings.Clone(v) }
+	for range b.N {
+		for _, kind := range []string{"txn", "till"} {
+			rc := &rowCache{}
+			before := heap()
+			n := 0
+			for n < maxCached {
+				d := &projection.Delta{Tables: projection.Tables{Txns: map[projection.TxnKey]projection.Txn{},
+					Tills: map[pos.TillKey]projection.Till{}}}
+				for range 1000 {
+					n++
+					switch kind {
+					case "txn":
+						d.Txns[projection.TxnKey{Store: s("s1"), Terminal: s("T1"), BusinessDay: s(pt.Day), Txn: fmt.Sprintf("T%07d", n)}] =
+							projection.Txn{Pos: int64(n), ID: fmt.Sprintf("01JD%022d", n), Type: s(pos.TypeSaleCompleted), Currency: s("USD"),
+								Tax: 20, Net: 250, Lines: []projection.TxnLine{{SKU: s("sku-00042"), Qty: 1000, Gross: 250}, {SKU: s("sku-00043"), Qty: 2000, Gross: 200}}}
+					case "till":
+						tenders := func() []pos.TenderTally {
+							return []pos.TenderTally{{Type: s("card"), Count: 10, Amount: 2500}, {Type: s("cash"), Count: 5, Amount: 1200}}
+						}
+						k := pos.TillKey{Store: s("s1"), Terminal: fmt.Sprintf("T%07d", n), BusinessDay: s(pt.Day), Currency: s("USD")}
+						z := pos.TillClosed{Store: k.Store, Terminal: k.Terminal, BusinessDay: k.BusinessDay, Currency: k.Currency, Tenders: tenders()}
+						d.Tills[k] = projection.Till{Ledger: z, Z: &pos.TillClosed{Store: k.Store, Terminal: k.Terminal, BusinessDay: k.BusinessDay,
+							Currency: k.Currency, Tenders: tenders()}, ZPos: int64(n), ZID: fmt.Sprintf("01JD%022d", n), ZCount: 1,
+							Status: projection.StatusMismatch, Reason: []string{fmt.Sprintf("cash: the Z says %d, the ledger holds %d", n, n+1)}}
+					}
+				}
+				rc.keep(newCache(), d, Checkpoint{}, 1)
+			}
+			after := heap()
+			b.ReportMetric(float64(after-before)/float64(rc.n), "B/"+kind)
+			runtime.KeepAlive(rc)
+		}
 	}
 }
