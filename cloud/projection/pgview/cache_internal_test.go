@@ -435,3 +435,58 @@ func BenchmarkKeptRowsMemory(b *testing.B) {
 		}
 	}
 }
+
+// beforeLockTx runs fn once, before it sends its first batch (the one
+// that locks the checkpoint): between the fold an Apply makes on the kept
+// rows and its lock.
+type beforeLockTx struct {
+	pgx.Tx
+	fn *func()
+}
+
+func (b beforeLockTx) SendBatch(ctx context.Context, batch *pgx.Batch) pgx.BatchResults {
+	if f := *b.fn; f != nil {
+		*b.fn = nil
+		f()
+	}
+	return b.Tx.SendBatch(ctx, batch)
+}
+
+// TestKeptRowsChangedBeforeTheLock: an Apply folds on the kept rows, and
+// before it locks the checkpoint another Apply of the same Projection (a
+// commit of another goroutine, or the follower) locks, writes, keeps its
+// rows and commits. The first then finds the checkpoint the version the
+// kept rows name, and its reads find nothing (a new transaction), but its
+// fold was made on the rows as they were before the other Apply: it must
+// fold again, or the other's sale is lost from the day's rows.
+func TestKeptRowsChangedBeforeTheLock(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	l := pt.New(t)
+	sale := func(txn string) pos.Transaction {
+		return pt.Txn(pt.Day, txn, "USD", false, 0, "card", 0, pt.Line("apple", 1000, 250, 0, 20))
+	}
+	r.commit(l.Add("e1", "a", pos.TypeSaleCompleted, sale("A")))
+	committed := func(rec projection.Record) ledger.Committed {
+		return ledger.Committed{Pos: rec.Pos, Hash: protocol.Hash{byte(rec.Pos)}, Record: rec.Record}
+	}
+	b := committed(l.Add("e1", "b", pos.TypeSaleCompleted, sale("B")))
+	c := committed(l.Add("e1", "c", pos.TypeSaleCompleted, sale("C")))
+	other := func() {
+		if err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error { return r.p.Apply(ctx, tx, []ledger.Committed{c}) }); err != nil {
+			t.Error(err)
+		}
+	}
+	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		return r.p.Apply(ctx, beforeLockTx{Tx: tx, fn: &other}, []ledger.Committed{b})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := r.count(`SELECT transactions FROM sales_summary WHERE store = 's1'`); n != 3 {
+		t.Errorf("%d transactions, want 3 (A, B and C)", n)
+	}
+	if n := r.count(`SELECT on_hand FROM inventory_on_hand WHERE store = 's1' AND sku = 'apple'`); n != -3000 {
+		t.Errorf("on hand %d, want -3000", n)
+	}
+}
