@@ -31,6 +31,7 @@ var maxCached = 100_000
 // Lock order: the checkpoint row (in the database), then mu, which an
 // Apply holds from the checkpoint lock to its last write; before the
 // lock, mu is held only for a fold in memory, never across a round trip.
+// Both are let go in a defer, so an Apply that panics leaves it free.
 type rowCache struct {
 	mu      sync.Mutex
 	rows    *cache

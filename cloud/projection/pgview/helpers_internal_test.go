@@ -78,6 +78,13 @@ func (r *rig) commit(recs ...projection.Record) {
 // what commit would fail with. Goroutines that call it at once must
 // commit to different edges.
 func (r *rig) commitErr(recs ...projection.Record) error {
+	return r.commitInputs(context.Background(), r.inputs(recs...))
+}
+
+// inputs appends recs to their edges' chains and returns the ledger
+// inputs that commit them: one segment per edge. They may be committed
+// again (a redelivery) after a commit of them failed.
+func (r *rig) inputs(recs ...projection.Record) []ledger.Input {
 	first := map[string]uint64{}
 	var edges []string
 	for _, rec := range recs {
@@ -96,7 +103,12 @@ func (r *rig) commitErr(recs ...projection.Record) error {
 		c := r.chains[e]
 		in = append(in, ledger.Input{TopicEdge: e, Segment: c.Segment(first[e], c.Last())})
 	}
-	out, err := r.l.Commit(context.Background(), in)
+	return in
+}
+
+// commitInputs commits in and checks that every input was committed.
+func (r *rig) commitInputs(ctx context.Context, in []ledger.Input) error {
+	out, err := r.l.Commit(ctx, in)
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}

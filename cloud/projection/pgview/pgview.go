@@ -116,11 +116,16 @@ func (p *Projection) Apply(ctx context.Context, tx pgx.Tx, recs []ledger.Committ
 	for i, r := range recs {
 		prs[i] = projection.Record{Pos: r.Pos, Record: r.Record}
 	}
-	f, err := p.fold(ctx, tx, prs)
-	if f.held {
-		// Held from the checkpoint lock on (rowCache's lock order).
-		defer p.rows.mu.Unlock()
-	}
+	var f folded
+	defer func() {
+		// Held from the checkpoint lock on (rowCache's lock order); let
+		// go when Apply returns or panics, so that a caller that recovers
+		// does not leave every later Apply waiting.
+		if f.held {
+			p.rows.mu.Unlock()
+		}
+	}()
+	err := p.fold(ctx, tx, prs, &f)
 	if err != nil {
 		return fmt.Errorf("projection %s: %w", p.name, err)
 	}
@@ -163,9 +168,9 @@ func (p *Projection) tenantOf(store string) string {
 	return p.Dir.stores[store].Tenant
 }
 
-// folded is what fold returns: the delta, the checkpoint as locked, the
-// rows read (for the rowCache), and whether it returned holding the
-// rowCache's lock (which the caller then releases).
+// folded is what fold fills: the delta, the checkpoint as locked, the
+// rows read (for the rowCache), and whether it holds the rowCache's lock
+// (which the caller then releases, also when fold panics).
 type folded struct {
 	d    *projection.Delta
 	cp   Checkpoint
@@ -184,18 +189,23 @@ type folded struct {
 // usual case), the first fold is the answer; otherwise each later round
 // folds again and reads what it asked for and did not have, until it
 // asks for nothing new.
-func (p *Projection) fold(ctx context.Context, tx pgx.Tx, recs []projection.Record) (f folded, err error) {
+func (p *Projection) fold(ctx context.Context, tx pgx.Tx, recs []projection.Record, f *folded) error {
 	c := newCache()
 	c.noteVoids(recs)
 	f.c = c
 	tried := map[string]bool{}
 	rc := &p.rows
-	rc.mu.Lock()
-	rc.attach(c)
-	gen := rc.gen
-	dir := p.Dir.snapshot(tried)
-	d := projection.Fold(c, dir, recs)
-	rc.mu.Unlock()
+	var gen uint64
+	var dir *snapshot
+	var d *projection.Delta
+	func() {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		rc.attach(c)
+		gen = rc.gen
+		dir = p.Dir.snapshot(tried)
+		d = projection.Fold(c, dir, recs)
+	}()
 	// The fold took every key it asked for and did not hold as absent:
 	// it stands if the reads find none of them, the directory lacked no
 	// store or edge, and the kept rows are unchanged and still hold.
@@ -212,7 +222,7 @@ func (p *Projection) fold(ctx context.Context, tx pgx.Tx, recs []projection.Reco
 	}
 	c.queueFetch(rd, p.suffix, p.tenantOf)
 	if err := rd.run(ctx, tx); err != nil {
-		return f, err
+		return err
 	}
 	if c.found() > 0 {
 		first = false
@@ -225,14 +235,14 @@ func (p *Projection) fold(ctx context.Context, tx pgx.Tx, recs []projection.Reco
 	rc.attach(c)
 	if first && rc.gen == gen {
 		f.d = d
-		return f, nil
+		return nil
 	}
 	for range maxRounds {
 		dir := p.Dir.snapshot(tried)
 		d := projection.Fold(c, dir, recs)
 		if !dir.missing() && !c.missing() {
 			f.d = d
-			return f, nil
+			return nil
 		}
 		rd := &reads{}
 		if dir.missing() {
@@ -240,10 +250,10 @@ func (p *Projection) fold(ctx context.Context, tx pgx.Tx, recs []projection.Reco
 		}
 		c.queueFetch(rd, p.suffix, p.tenantOf)
 		if err := rd.run(ctx, tx); err != nil {
-			return f, err
+			return err
 		}
 	}
-	return f, fmt.Errorf("the fold still asked for rows it had not read after %d rounds", maxRounds)
+	return fmt.Errorf("the fold still asked for rows it had not read after %d rounds", maxRounds)
 }
 
 // queueLock queues the lock of the checkpoint row of name into cp, and

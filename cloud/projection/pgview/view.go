@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -123,15 +124,19 @@ func (c *cache) Till(k pos.TillKey) (projection.Till, bool) {
 }
 func (c *cache) Txn(k projection.TxnKey) (projection.Txn, bool) { return c.txns.get(k) }
 
+// cloneTill copies t's slices. slices.Clone keeps an empty list empty and
+// a missing one nil: the fold compares a Z report with its reprint
+// (reflect.DeepEqual), and a Z whose tenders are an empty list, read back
+// or kept, must still equal the same report decoded again.
 func cloneTill(t projection.Till) projection.Till {
-	t.Ledger.Tenders = append([]pos.TenderTally(nil), t.Ledger.Tenders...)
+	t.Ledger.Tenders = slices.Clone(t.Ledger.Tenders)
 	if t.Z != nil {
 		z := *t.Z
-		z.Tenders = append([]pos.TenderTally(nil), z.Tenders...)
+		z.Tenders = slices.Clone(z.Tenders)
 		t.Z = &z
 	}
-	t.Reason = append([]string(nil), t.Reason...)
-	t.Restated = append([]int64(nil), t.Restated...)
+	t.Reason = slices.Clone(t.Reason)
+	t.Restated = slices.Clone(t.Restated)
 	return t
 }
 
