@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -459,5 +461,77 @@ func TestCommitRefusedIsMarked(t *testing.T) {
 				t.Fatalf("Commit: %v; refused %v, want %v", err, errors.As(err, &re), tc.refused)
 			}
 		})
+	}
+}
+
+// TestCommitWritesEveryColumn: the ledger row of every committed record,
+// column by column, is what CeilingRows (the plain COPY's rows, built
+// straight from the decoded record) gives for it, but for pos and
+// committed_at, which are the commit's. Ledger and telemetry records and a
+// tombstone, whose hash is the shed record's and whose shed is true.
+func TestCommitWritesEveryColumn(t *testing.T) {
+	url := MustMigratedDB(t)
+	conn := MustConn(t, url)
+	l := ledger.New(conn, ledger.Options{})
+	e := MustAddEdge(t, l, "edge-1")
+	c := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 9, time.Now())
+	body, err := protocol.NewBody(map[string]any{"c": 21})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := protocol.NewRecord(c.Stream, "dev-9", protocol.Event{ID: "ev-10", Type: "telemetry.temperature",
+		TS: time.UnixMilli(1_800_000_000_123), Body: body})
+	r.Seq, r.Prev, r.EdgeTime = c.Last()+1, c.Head().Head, protocol.HLCFromTime(time.Now())+7
+	tomb, err := protocol.Tombstone(r.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Add(tomb)
+	segs := cut(c, e, 5)
+	MustCommit(t, l, inputs(segs...)...)
+
+	want, err := ledger.CeilingRows(segs, func() int64 { return 0 }, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.Query(context.Background(), `SELECT `+strings.Join(ledger.CeilingColumns, ", ")+`
+		FROM ledger WHERE edge = $1 AND epoch = $2 ORDER BY pos`, c.Stream.Edge, c.Stream.Epoch[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([]any, error) { return r.Values() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d rows stored, want %d", len(got), len(want))
+	}
+	var lastPos int64
+	for i := range want {
+		for j, col := range ledger.CeilingColumns {
+			g, w := got[i][j], want[i][j]
+			switch col {
+			case "pos":
+				if p := g.(int64); p <= lastPos {
+					t.Errorf("row %d: pos %d after %d", i, p, lastPos)
+				}
+				lastPos = g.(int64)
+				continue
+			case "committed_at":
+				continue
+			}
+			if gt, ok := g.(time.Time); ok {
+				if !gt.Equal(w.(time.Time)) {
+					t.Errorf("row %d %s: %v, want %v", i, col, gt, w)
+				}
+				continue
+			}
+			if !reflect.DeepEqual(g, w) {
+				t.Errorf("row %d %s: %#v, want %#v", i, col, g, w)
+			}
+		}
+	}
+	if got[9][12] != true {
+		t.Errorf("the tombstone's shed is %v", got[9][12])
 	}
 }
