@@ -535,3 +535,39 @@ func TestCommitWritesEveryColumn(t *testing.T) {
 		t.Errorf("the tombstone's shed is %v", got[9][12])
 	}
 }
+
+// TestForgeryBesideACommit: a batch whose one segment fails verification
+// and whose other commits. The commit locks the edges and takes positions
+// for both while it verifies them (startEarly); the forged stream gets no
+// streams row, and its genuine records commit afterwards from seq 1.
+func TestForgeryBesideACommit(t *testing.T) {
+	url := MustMigratedDB(t)
+	conn := MustConn(t, url)
+	l := ledger.New(conn, ledger.Options{})
+	good, victim := MustAddEdge(t, l, "good"), MustAddEdge(t, l, "victim")
+	gc := makeChain(t, protocol.Stream{Edge: good.ID, Epoch: newEpoch(t)}, 10, time.Now())
+	vc := makeChain(t, protocol.Stream{Edge: victim.ID, Epoch: newEpoch(t)}, 10, time.Now())
+	forged := segment(vc, victim, 1, 10)
+	r := bytes.Clone(forged.Records[3])
+	r[len(r)-2] ^= 0x01
+	forged.Records[3] = r
+
+	out := MustCommit(t, l, inputs(forged, segment(gc, good, 1, 10))...)
+	if out[0].Kind != ledger.KindQuarantined || out[1].Kind != ledger.KindCommitted || out[1].HWM != 10 {
+		t.Fatalf("outcomes %+v", out)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM streams WHERE edge = $1`, victim.ID); n != 0 {
+		t.Fatalf("%d streams rows for the forged segment's edge", n)
+	}
+	out = MustCommit(t, l, inputs(segment(vc, victim, 1, 10))...)
+	if out[0].Kind != ledger.KindCommitted || out[0].HWM != 10 {
+		t.Fatalf("the genuine segment: %+v", out[0])
+	}
+	for _, c := range []*chain{gc, vc} {
+		seqs, raws := storedRows(t, conn, c.Stream)
+		checkLedger(t, c, seqs, raws)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM quarantine`); n != 1 {
+		t.Errorf("%d quarantine rows, want 1", n)
+	}
+}
