@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	"github.com/outpost-edge/outpost/protocol"
@@ -697,82 +696,11 @@ func (t *txn) copyRecords(ctx context.Context) error {
 				Hash: v.links[j], CommittedAt: t.committedAt, Pos: pos})
 		}
 	}
-	if _, err := t.tx.CopyFrom(ctx, pgx.Identifier{"ledger"}, ledgerColumns, &copySource{recs: t.recs, k: -1}); err != nil {
+	if err := copyLedger(ctx, t.tx, t.recs); err != nil {
 		return fmt.Errorf("copy records: %w", err)
 	}
 	return nil
 }
-
-// copySource gives the COPY the ledger rows (ledgerColumns) of the
-// committed records, read from them as pgx encodes each row. Every value is
-// a pointer to the record's Committed, under a type per column that gives
-// pgx the column's value (its Valuer interfaces): a pointer in an interface
-// costs no allocation, where boxing each value did, 12 to 15 per row, and
-// the garbage was collected while the COPY ran, on the cores Postgres
-// needs.
-type copySource struct {
-	recs []Committed
-	k    int
-	row  [15]any
-}
-
-func (s *copySource) Next() bool { s.k++; return s.k < len(s.recs) }
-func (s *copySource) Err() error { return nil }
-
-func (s *copySource) Values() ([]any, error) {
-	c := &s.recs[s.k]
-	s.row = [15]any{(*colEdge)(c), (*colEpoch)(c), (*colSeq)(c), (*colPos)(c), (*colCommittedAt)(c),
-		(*colDevice)(c), (*colEventID)(c), (*colType)(c), (*colClass)(c), (*colDeviceTS)(c),
-		(*colEdgeTime)(c), (*colHLC)(c), (*colShed)(c), (*colHash)(c), (*colRaw)(c)}
-	return s.row[:], nil
-}
-
-// The columns of a Committed, in ledgerColumns order.
-type (
-	colEdge        Committed
-	colEpoch       Committed
-	colSeq         Committed
-	colPos         Committed
-	colCommittedAt Committed
-	colDevice      Committed
-	colEventID     Committed
-	colType        Committed
-	colClass       Committed
-	colDeviceTS    Committed
-	colEdgeTime    Committed
-	colHLC         Committed
-	colShed        Committed
-	colHash        Committed
-	colRaw         Committed
-)
-
-func pgText(s string) (pgtype.Text, error) { return pgtype.Text{String: s, Valid: true}, nil }
-func pgInt8(v int64) (pgtype.Int8, error)  { return pgtype.Int8{Int64: v, Valid: true}, nil }
-func pgTime(t time.Time) (pgtype.Timestamptz, error) {
-	return pgtype.Timestamptz{Time: t, Valid: true}, nil
-}
-
-func (c *colEdge) TextValue() (pgtype.Text, error)                      { return pgText(c.Stream.Edge) }
-func (c *colEpoch) BytesValue() ([]byte, error)                         { return c.Stream.Epoch[:], nil }
-func (c *colSeq) Int64Value() (pgtype.Int8, error)                      { return pgInt8(int64(c.Record.Seq)) }
-func (c *colPos) Int64Value() (pgtype.Int8, error)                      { return pgInt8(c.Pos) }
-func (c *colCommittedAt) TimestamptzValue() (pgtype.Timestamptz, error) { return pgTime(c.CommittedAt) }
-func (c *colDevice) TextValue() (pgtype.Text, error)                    { return pgText(c.Record.Device) }
-func (c *colEventID) TextValue() (pgtype.Text, error)                   { return pgText(c.Record.ID) }
-func (c *colType) TextValue() (pgtype.Text, error)                      { return pgText(c.Record.Type) }
-func (c *colClass) TextValue() (pgtype.Text, error)                     { return pgText(string(c.Record.Class)) }
-func (c *colDeviceTS) TimestamptzValue() (pgtype.Timestamptz, error) {
-	return pgTime(time.UnixMilli(c.Record.TS))
-}
-func (c *colEdgeTime) TimestamptzValue() (pgtype.Timestamptz, error) {
-	return pgTime(c.Record.EdgeTime.Time())
-}
-func (c *colHLC) Int64Value() (pgtype.Int8, error) { return pgInt8(int64(c.Record.EdgeTime)) }
-func (c *colShed) BoolValue() (pgtype.Bool, error) {
-	return pgtype.Bool{Bool: c.Record.IsTombstone(), Valid: true}, nil
-}
-func (c *colHash) BytesValue() ([]byte, error) { return c.Hash[:], nil }
-func (c *colRaw) BytesValue() ([]byte, error)  { return c.Raw, nil }
 
 // advance queues, for the round trip after the COPY, the checkpoints of
 // the committed inputs and the new watermarks of every touched stream.
