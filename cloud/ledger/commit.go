@@ -243,6 +243,12 @@ func (l *Ledger) commitTx(ctx context.Context, work []*verified, e *early) ([]Ou
 		if e.err != nil {
 			return nil, nil, e.err
 		}
+		if !e.covers(t) {
+			// Not reached: what verifies is among what the batch claims.
+			// Were it not, its edges would go unlocked; begin anew.
+			e.tx.Rollback(context.WithoutCancel(ctx))
+			return l.commitTx(ctx, work, nil)
+		}
 		tx = e.tx
 		t.nextPos, t.committedAt, t.mark, t.positioned = e.nextPos, e.committedAt, e.mark, true
 	} else {
@@ -480,6 +486,8 @@ func readLocksAndPositions(br pgx.BatchResults) (firstPos int64, committedAt tim
 // The goroutine that runs it is the commit's: every path of Commit waits
 // for it (take, or release when nothing is left to commit).
 type early struct {
+	edges       []string // locked, sorted
+	n           int      // positions taken
 	done        chan struct{}
 	tx          pgx.Tx // nil when Begin failed
 	err         error
@@ -507,7 +515,7 @@ func (l *Ledger) startEarly(ctx context.Context, batch []Input, keys map[string]
 	}
 	slices.Sort(edges)
 	edges = slices.Compact(edges)
-	e := &early{done: make(chan struct{})}
+	e := &early{edges: edges, n: n, done: make(chan struct{})}
 	go func() {
 		defer close(e.done)
 		tx, err := l.db.Begin(ctx)
@@ -525,6 +533,17 @@ func (l *Ledger) startEarly(ctx context.Context, batch []Input, keys map[string]
 		}
 	}()
 	return e
+}
+
+// covers reports whether e locked every edge of t and took positions for
+// all its records.
+func (e *early) covers(t *txn) bool {
+	for _, edge := range t.edges {
+		if _, ok := slices.BinarySearch(e.edges, edge); !ok {
+			return false
+		}
+	}
+	return t.maxNew <= e.n
 }
 
 // wait waits for the early start to be done (a nil e is).
