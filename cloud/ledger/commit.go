@@ -115,7 +115,11 @@ func (l *Ledger) Commit(ctx context.Context, batch []Input) ([]Outcome, error) {
 		}
 	}
 	if len(again) > 0 {
-		e.wait() // a Ledger on one connection: it is the early transaction's until then
+		// Not inside the early transaction: with a pool this would hold
+		// one connection while waiting for another (concurrent commits
+		// could take them all), and on one connection the transaction has
+		// it. The commit begins anew; a rotated key is rare.
+		e.release(ctx)
 		l.keys.forget(stale...)
 		if keys, err = l.keys.get(ctx, l.db, edges); err != nil {
 			return nil, fmt.Errorf("commit: load keys: %w", err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/cloud/ledger/ledgertest"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -570,5 +571,35 @@ func TestForgeryBesideACommit(t *testing.T) {
 	}
 	if n := count(t, conn, `SELECT count(*) FROM quarantine`); n != 1 {
 		t.Errorf("%d quarantine rows, want 1", n)
+	}
+}
+
+// TestKeyRotationOnAPoolOfOne: a commit that reads the keys again (a key
+// id its cache does not know) does so after giving back its early
+// transaction. Inside it, on a pool whose connections are all held by
+// commits (here: one), the read waited for a connection that only its own
+// commit could give back, until the context ended.
+func TestKeyRotationOnAPoolOfOne(t *testing.T) {
+	url := MustMigratedDB(t)
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	a := ledger.New(ledgertest.Pool(t, url+sep+"pool_max_conns=1"), ledger.Options{})
+	b := MustLedger(t, url, ledger.Options{})
+	e := MustAddEdge(t, b, "edge-k")
+	c := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 20, time.Now())
+	if out := MustCommit(t, a, inputs(segment(c, e, 1, 10))...); out[0].Kind != ledger.KindCommitted {
+		t.Fatalf("first segment: %+v", out[0])
+	}
+	next := newTestEdge(t, e.ID)
+	if _, err := b.RotateKey(context.Background(), e.ID, next.Signer.Public()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := a.Commit(ctx, inputs(segment(c, next, 11, 20)))
+	if err != nil || out[0].Kind != ledger.KindCommitted {
+		t.Fatalf("segment signed by the rotated key: %+v, %v", out, err)
 	}
 }
