@@ -51,9 +51,14 @@ func VerifyChain(from ChainState, records [][]byte, want *ChainState) (ChainStat
 	st := from
 	recs := make([]Record, len(records))
 	hashes := make([]Hash, len(records))
+	first := Record{Edge: from.Stream.Edge}
 	for i, raw := range records {
 		expect := from.Seq + uint64(i) + 1
-		r, err := DecodeRecord(raw)
+		prev := &first // whose strings the record may share
+		if i > 0 {
+			prev = &recs[i-1]
+		}
+		r, err := decodeRecordAfter(raw, prev)
 		if err != nil {
 			return from, nil, &ChainError{Seq: expect, Fault: FaultMalformed, Detail: err.Error()}
 		}

@@ -116,7 +116,20 @@ func (r *Record) LinkHash(raw []byte) Hash {
 }
 
 // DecodeRecord decodes and checks one record's bytes.
-func DecodeRecord(raw []byte) (Record, error) {
+func DecodeRecord(raw []byte) (Record, error) { return decodeRecordAfter(raw, nil) }
+
+// decodeRecordAfter is DecodeRecord for a record that follows prev (nil
+// when there is none), whose strings it may share (decodeRecordFast).
+func decodeRecordAfter(raw []byte, prev *Record) (Record, error) {
+	if r, ok := decodeRecordFast(raw, prev); ok {
+		return r, nil
+	}
+	return decodeRecordRef(raw)
+}
+
+// decodeRecordRef is the reference decoder, for every record the fast
+// path does not take: the strict, reflection-based one.
+func decodeRecordRef(raw []byte) (Record, error) {
 	var r Record
 	if len(raw) > MaxRecordBytes {
 		return r, tooLarge("record", len(raw), MaxRecordBytes)
@@ -131,6 +144,20 @@ func DecodeRecord(raw []byte) (Record, error) {
 }
 
 func (r *Record) check() error {
+	if err := r.checkFields(); err != nil {
+		return err
+	}
+	if len(r.Body) > 0 {
+		if err := checkBody(r.Body); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkFields is check without the body's own check, which the fast path
+// has made as it read the body.
+func (r *Record) checkFields() error {
 	if r.V != RecordVersion {
 		return fieldf("v", "is %d; this version reads record version %d", r.V, RecordVersion)
 	}
@@ -163,11 +190,6 @@ func (r *Record) check() error {
 	}
 	if r.Shed != nil && len(r.Body) > 0 {
 		return fieldf("body", "a tombstone (shed set) has no body")
-	}
-	if len(r.Body) > 0 {
-		if err := checkBody(r.Body); err != nil {
-			return err
-		}
 	}
 	return nil
 }

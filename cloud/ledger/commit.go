@@ -97,6 +97,10 @@ func (l *Ledger) Commit(ctx context.Context, batch []Input) ([]Outcome, error) {
 		return nil, fmt.Errorf("commit: load keys: %w", err)
 	}
 
+	// The transaction starts while phase 1 runs (early).
+	e := l.startEarly(ctx, batch, keys)
+	defer e.release(ctx)
+
 	// Phase 1, outside any transaction: signatures and chains.
 	work := l.verifyAll(batch, keys, out)
 	// A key id the cached keys do not know may be a key added since (by
@@ -111,6 +115,11 @@ func (l *Ledger) Commit(ctx context.Context, batch []Input) ([]Outcome, error) {
 		}
 	}
 	if len(again) > 0 {
+		// Not inside the early transaction: with a pool this would hold
+		// one connection while waiting for another (concurrent commits
+		// could take them all), and on one connection the transaction has
+		// it. The commit begins anew; a rotated key is rare.
+		e.release(ctx)
 		l.keys.forget(stale...)
 		if keys, err = l.keys.get(ctx, l.db, edges); err != nil {
 			return nil, fmt.Errorf("commit: load keys: %w", err)
@@ -128,7 +137,7 @@ func (l *Ledger) Commit(ctx context.Context, batch []Input) ([]Outcome, error) {
 		var res []Outcome
 		var recs []Committed
 		for attempt := 1; ; attempt++ {
-			res, recs, err = l.commitTx(ctx, work)
+			res, recs, err = l.commitTx(ctx, work, e.take())
 			if err == nil || !retryable(err) || attempt == maxAttempts || ctx.Err() != nil {
 				break
 			}
@@ -149,6 +158,8 @@ func (l *Ledger) Commit(ctx context.Context, batch []Input) ([]Outcome, error) {
 			err = fmt.Errorf("commit: %w", err)
 		}
 	}
+
+	e.release(ctx) // before phase 3: with one connection, the early transaction holds it
 
 	// Phase 3: quarantine rows, in their own transaction, whatever the
 	// commit did.
@@ -222,15 +233,36 @@ var ledgerColumns = []string{"edge", "epoch", "seq", "pos", "committed_at", "dev
 // The steps, each a method of txn: lock the streams (and take the commit
 // position), decide each input against its stream, check duplicates against
 // the stored records, COPY the new records, advance the watermarks and end
-// the old epochs (one round trip), apply the projections, commit.
-func (l *Ledger) commitTx(ctx context.Context, work []*verified) ([]Outcome, []Committed, error) {
+// the old epochs (one round trip), apply the projections, commit. When e
+// is not nil, the transaction was begun, and the edges locked and the
+// positions taken, while the batch was verified (startEarly).
+func (l *Ledger) commitTx(ctx context.Context, work []*verified, e *early) ([]Outcome, []Committed, error) {
 	t := &txn{l: l, work: work}
 	t.plan()
-	tx, err := l.db.Begin(ctx)
-	if err != nil {
-		return nil, nil, err
+	var tx pgx.Tx
+	if e != nil {
+		if e.tx != nil {
+			defer e.tx.Rollback(context.WithoutCancel(ctx))
+		}
+		if e.err != nil {
+			return nil, nil, e.err
+		}
+		if !e.covers(t) {
+			// Not reached: what verifies is among what the batch claims.
+			// Were it not, its edges would go unlocked; begin anew.
+			e.tx.Rollback(context.WithoutCancel(ctx))
+			return l.commitTx(ctx, work, nil)
+		}
+		tx = e.tx
+		t.nextPos, t.committedAt, t.mark, t.positioned = e.nextPos, e.committedAt, e.mark, true
+	} else {
+		var err error
+		if tx, err = l.db.Begin(ctx); err != nil {
+			return nil, nil, err
+		}
+		defer tx.Rollback(context.WithoutCancel(ctx))
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
+	t.firstPos = t.nextPos
 	t.tx = tx
 	if err := t.lockStreams(ctx); err != nil {
 		return nil, nil, err
@@ -286,6 +318,7 @@ type txn struct {
 	firstPos    int64 // the first position taken
 	nextPos     int64 // the next position to give a record
 	mark        bool  // this commit writes the minute's ledger_marks row
+	positioned  bool  // steps 1 and 2 of lockStreams are done (startEarly)
 
 	// From decide and checkDuplicates.
 	res      []Outcome
@@ -343,13 +376,15 @@ func (t *txn) plan() {
 //  5. Take a share lock on the edges and keys that signed, re-reading
 //     their status: a revocation that committed after phase 1 read the
 //     keys is seen here, and one that starts now waits for this commit.
+//
+// Steps 1 and 2 depend on nothing that verification decides, so Commit
+// normally sends them with the BEGIN while it verifies the batch
+// (startEarly), and only 3 to 5 are left for this round trip.
 func (t *txn) lockStreams(ctx context.Context) error {
 	b := &pgx.Batch{}
-	b.Queue(`SELECT count(pg_advisory_xact_lock($2, k))
-		FROM (SELECT DISTINCT hashtext(e) AS k FROM unnest($1::text[]) AS e ORDER BY 1) AS s`, t.edges, lockEdgeClass)
-	b.Queue(`SELECT count(pg_advisory_xact_lock($2, k))
-		FROM (SELECT DISTINCT hashtext(o) AS k FROM unnest($1::text[]) AS o ORDER BY 1) AS s`, t.l.orderKeys, lockProjectionClass)
-	b.Queue(`SELECT first_pos, committed_at, mark FROM ledger_take_positions($1)`, max(t.maxNew, 1))
+	if !t.positioned {
+		queueLocksAndPositions(b, t.edges, t.l.orderKeys, t.maxNew)
+	}
 	b.Queue(`INSERT INTO streams (edge, epoch)
 		SELECT * FROM unnest($1::text[], $2::bytea[])
 		ON CONFLICT DO NOTHING RETURNING edge, epoch`, t.sEdges, t.sEpochs)
@@ -359,19 +394,14 @@ func (t *txn) lockStreams(ctx context.Context) error {
 		WHERE k.edge = ANY($1) AND k.kid = ANY($2) AND k.status = 'active' AND e.status = 'active'
 		FOR SHARE OF k, e`, t.edges, t.kids)
 	br := t.tx.SendBatch(ctx, b)
-	if _, err := br.Exec(); err != nil {
-		br.Close()
-		return fmt.Errorf("lock edges: %w", err)
+	if !t.positioned {
+		var err error
+		if t.nextPos, t.committedAt, t.mark, err = readLocksAndPositions(br); err != nil {
+			br.Close()
+			return err
+		}
+		t.firstPos = t.nextPos
 	}
-	if _, err := br.Exec(); err != nil {
-		br.Close()
-		return fmt.Errorf("lock ordered projections: %w", err)
-	}
-	if err := br.QueryRow().Scan(&t.nextPos, &t.committedAt, &t.mark); err != nil {
-		br.Close()
-		return fmt.Errorf("take commit positions: %w", err)
-	}
-	t.firstPos = t.nextPos
 	fresh := map[protocol.Stream]bool{}
 	rows, _ := br.Query()
 	var edge string
@@ -420,6 +450,134 @@ func (t *txn) lockStreams(ctx context.Context) error {
 		return fmt.Errorf("lock streams: %w", err)
 	}
 	return nil
+}
+
+// queueLocksAndPositions queues steps 1 and 2 of lockStreams: the edge
+// locks, the ordered projections' locks, and n positions.
+func queueLocksAndPositions(b *pgx.Batch, edges, orderKeys []string, n int) {
+	b.Queue(`SELECT count(pg_advisory_xact_lock($2, k))
+		FROM (SELECT DISTINCT hashtext(e) AS k FROM unnest($1::text[]) AS e ORDER BY 1) AS s`, edges, lockEdgeClass)
+	b.Queue(`SELECT count(pg_advisory_xact_lock($2, k))
+		FROM (SELECT DISTINCT hashtext(o) AS k FROM unnest($1::text[]) AS o ORDER BY 1) AS s`, orderKeys, lockProjectionClass)
+	b.Queue(`SELECT first_pos, committed_at, mark FROM ledger_take_positions($1)`, max(n, 1))
+}
+
+// readLocksAndPositions reads the results of queueLocksAndPositions.
+func readLocksAndPositions(br pgx.BatchResults) (firstPos int64, committedAt time.Time, mark bool, err error) {
+	if _, err := br.Exec(); err != nil {
+		return 0, time.Time{}, false, fmt.Errorf("lock edges: %w", err)
+	}
+	if _, err := br.Exec(); err != nil {
+		return 0, time.Time{}, false, fmt.Errorf("lock ordered projections: %w", err)
+	}
+	if err := br.QueryRow().Scan(&firstPos, &committedAt, &mark); err != nil {
+		return 0, time.Time{}, false, fmt.Errorf("take commit positions: %w", err)
+	}
+	return firstPos, committedAt, mark, nil
+}
+
+// early is the start of a commit transaction, run while the batch is
+// verified, so that the commit does not wait for it afterwards: the BEGIN
+// and lockStreams' steps 1 and 2 (one round trip each), for every edge
+// and record the batch claims (the registered edges whose segments came
+// on their own topic; verification may refuse some of them). An edge locked
+// for a segment that then fails verification is only locked until this
+// commit ends, and positions taken for records that are not committed are
+// gaps, as a duplicate's are; neither changes what is committed. The xid
+// is taken a little earlier than otherwise, so the tailing readers'
+// horizon (BelowHorizon) waits that much longer for this commit.
+//
+// The goroutine that runs it is the commit's: every path of Commit waits
+// for it (take, or release when nothing is left to commit).
+type early struct {
+	edges       []string // locked, sorted
+	n           int      // positions taken
+	done        chan struct{}
+	tx          pgx.Tx // nil when Begin failed
+	err         error
+	nextPos     int64
+	committedAt time.Time
+	mark        bool
+	taken       bool
+}
+
+// startEarly starts the early transaction for batch, or returns nil when
+// the batch claims nothing that could commit. It must be called after
+// the keys are read: on a Ledger with a single connection, the
+// connection is the early transaction's from here on.
+func (l *Ledger) startEarly(ctx context.Context, batch []Input, keys map[string]*Keys) *early {
+	var edges []string
+	n := 0
+	for _, in := range batch {
+		if s := in.Segment; s != nil && s.Edge == in.TopicEdge && keys[s.Edge] != nil {
+			edges = append(edges, s.Edge)
+			n += len(s.Records)
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	slices.Sort(edges)
+	edges = slices.Compact(edges)
+	e := &early{edges: edges, n: n, done: make(chan struct{})}
+	go func() {
+		defer close(e.done)
+		tx, err := l.db.Begin(ctx)
+		if err != nil {
+			e.err = err
+			return
+		}
+		e.tx = tx
+		b := &pgx.Batch{}
+		queueLocksAndPositions(b, edges, l.orderKeys, n)
+		br := tx.SendBatch(ctx, b)
+		e.nextPos, e.committedAt, e.mark, e.err = readLocksAndPositions(br)
+		if cerr := br.Close(); e.err == nil && cerr != nil {
+			e.err = fmt.Errorf("lock edges: %w", cerr)
+		}
+	}()
+	return e
+}
+
+// covers reports whether e locked every edge of t and took positions for
+// all its records.
+func (e *early) covers(t *txn) bool {
+	for _, edge := range t.edges {
+		if _, ok := slices.BinarySearch(e.edges, edge); !ok {
+			return false
+		}
+	}
+	return t.maxNew <= e.n
+}
+
+// wait waits for the early start to be done (a nil e is).
+func (e *early) wait() {
+	if e != nil {
+		<-e.done
+	}
+}
+
+// take hands the early transaction to the first commit attempt, once, and
+// nil to every other: they begin their own.
+func (e *early) take() *early {
+	if e == nil || e.taken {
+		return nil
+	}
+	e.wait()
+	e.taken = true
+	return e
+}
+
+// release rolls the early transaction back if no commit attempt took it.
+func (e *early) release(ctx context.Context) {
+	if e == nil || e.taken {
+		return
+	}
+	e.wait()
+	e.taken = true
+	if e.tx != nil {
+		e.tx.Rollback(context.WithoutCancel(ctx))
+	}
 }
 
 // decide decides each input against its stream, in seq order: revoked,
@@ -549,7 +707,6 @@ func (t *txn) copyRecords(ctx context.Context) error {
 		return nil
 	}
 	t.recs = make([]Committed, 0, t.total)
-	copyRows := make([][]any, 0, t.total)
 	for i, v := range t.work {
 		if t.res[i].Kind != KindCommitted {
 			continue
@@ -560,12 +717,9 @@ func (t *txn) copyRecords(ctx context.Context) error {
 			t.nextPos++
 			t.recs = append(t.recs, Committed{Stream: v.stream, Record: v.recs[j], Raw: v.seg.Records[j],
 				Hash: v.links[j], CommittedAt: t.committedAt, Pos: pos})
-			row := v.rows[j]
-			row[3], row[4] = pos, t.committedAt
-			copyRows = append(copyRows, row)
 		}
 	}
-	if _, err := t.tx.CopyFrom(ctx, pgx.Identifier{"ledger"}, ledgerColumns, pgx.CopyFromRows(copyRows)); err != nil {
+	if err := copyLedger(ctx, t.tx, t.recs); err != nil {
 		return fmt.Errorf("copy records: %w", err)
 	}
 	return nil

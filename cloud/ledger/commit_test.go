@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/outpost-edge/outpost/cloud/ingest"
 	"github.com/outpost-edge/outpost/cloud/ledger"
+	"github.com/outpost-edge/outpost/cloud/ledger/ledgertest"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -459,5 +462,144 @@ func TestCommitRefusedIsMarked(t *testing.T) {
 				t.Fatalf("Commit: %v; refused %v, want %v", err, errors.As(err, &re), tc.refused)
 			}
 		})
+	}
+}
+
+// TestCommitWritesEveryColumn: the ledger row of every committed record,
+// column by column, is what CeilingRows (the plain COPY's rows, built
+// straight from the decoded record and encoded by pgx) gives for it, but
+// for pos and committed_at, which are the commit's (copyrows.go writes the
+// binary COPY itself). Ledger and telemetry records and a tombstone, whose
+// hash is the shed record's and whose shed is true.
+func TestCommitWritesEveryColumn(t *testing.T) {
+	url := MustMigratedDB(t)
+	conn := MustConn(t, url)
+	l := ledger.New(conn, ledger.Options{})
+	e := MustAddEdge(t, l, "edge-1")
+	c := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 1199, time.Now())
+	body, err := protocol.NewBody(map[string]any{"c": 21})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := protocol.NewRecord(c.Stream, "dev-9", protocol.Event{ID: "ev-10", Type: "telemetry.temperature",
+		TS: time.UnixMilli(1_800_000_000_123), Body: body})
+	r.Seq, r.Prev, r.EdgeTime = c.Last()+1, c.Head().Head, protocol.HLCFromTime(time.Now())+7
+	tomb, err := protocol.Tombstone(r.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Add(tomb)
+	segs := cut(c, e, 300) // a COPY of more than one 64 KiB chunk
+	MustCommit(t, l, inputs(segs...)...)
+
+	want, err := ledger.CeilingRows(segs, func() int64 { return 0 }, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.Query(context.Background(), `SELECT `+strings.Join(ledger.CeilingColumns, ", ")+`
+		FROM ledger WHERE edge = $1 AND epoch = $2 ORDER BY pos`, c.Stream.Edge, c.Stream.Epoch[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([]any, error) { return r.Values() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d rows stored, want %d", len(got), len(want))
+	}
+	var lastPos int64
+	for i := range want {
+		for j, col := range ledger.CeilingColumns {
+			g, w := got[i][j], want[i][j]
+			switch col {
+			case "pos":
+				if p := g.(int64); p <= lastPos {
+					t.Errorf("row %d: pos %d after %d", i, p, lastPos)
+				}
+				lastPos = g.(int64)
+				continue
+			case "committed_at":
+				continue
+			}
+			if gt, ok := g.(time.Time); ok {
+				if !gt.Equal(w.(time.Time)) {
+					t.Errorf("row %d %s: %v, want %v", i, col, gt, w)
+				}
+				continue
+			}
+			if !reflect.DeepEqual(g, w) {
+				t.Errorf("row %d %s: %#v, want %#v", i, col, g, w)
+			}
+		}
+	}
+	if got[len(got)-1][12] != true {
+		t.Errorf("the tombstone's shed is %v", got[len(got)-1][12])
+	}
+}
+
+// TestForgeryBesideACommit: a batch whose one segment fails verification
+// and whose other commits. The commit locks the edges and takes positions
+// for both while it verifies them (startEarly); the forged stream gets no
+// streams row, and its genuine records commit afterwards from seq 1.
+func TestForgeryBesideACommit(t *testing.T) {
+	url := MustMigratedDB(t)
+	conn := MustConn(t, url)
+	l := ledger.New(conn, ledger.Options{})
+	good, victim := MustAddEdge(t, l, "good"), MustAddEdge(t, l, "victim")
+	gc := makeChain(t, protocol.Stream{Edge: good.ID, Epoch: newEpoch(t)}, 10, time.Now())
+	vc := makeChain(t, protocol.Stream{Edge: victim.ID, Epoch: newEpoch(t)}, 10, time.Now())
+	forged := segment(vc, victim, 1, 10)
+	r := bytes.Clone(forged.Records[3])
+	r[len(r)-2] ^= 0x01
+	forged.Records[3] = r
+
+	out := MustCommit(t, l, inputs(forged, segment(gc, good, 1, 10))...)
+	if out[0].Kind != ledger.KindQuarantined || out[1].Kind != ledger.KindCommitted || out[1].HWM != 10 {
+		t.Fatalf("outcomes %+v", out)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM streams WHERE edge = $1`, victim.ID); n != 0 {
+		t.Fatalf("%d streams rows for the forged segment's edge", n)
+	}
+	out = MustCommit(t, l, inputs(segment(vc, victim, 1, 10))...)
+	if out[0].Kind != ledger.KindCommitted || out[0].HWM != 10 {
+		t.Fatalf("the genuine segment: %+v", out[0])
+	}
+	for _, c := range []*chain{gc, vc} {
+		seqs, raws := storedRows(t, conn, c.Stream)
+		checkLedger(t, c, seqs, raws)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM quarantine`); n != 1 {
+		t.Errorf("%d quarantine rows, want 1", n)
+	}
+}
+
+// TestKeyRotationOnAPoolOfOne: a commit that reads the keys again (a key
+// id its cache does not know) does so after giving back its early
+// transaction. Inside it, on a pool whose connections are all held by
+// commits (here: one), the read waited for a connection that only its own
+// commit could give back, until the context ended.
+func TestKeyRotationOnAPoolOfOne(t *testing.T) {
+	url := MustMigratedDB(t)
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	a := ledger.New(ledgertest.Pool(t, url+sep+"pool_max_conns=1"), ledger.Options{})
+	b := MustLedger(t, url, ledger.Options{})
+	e := MustAddEdge(t, b, "edge-k")
+	c := makeChain(t, protocol.Stream{Edge: e.ID, Epoch: newEpoch(t)}, 20, time.Now())
+	if out := MustCommit(t, a, inputs(segment(c, e, 1, 10))...); out[0].Kind != ledger.KindCommitted {
+		t.Fatalf("first segment: %+v", out[0])
+	}
+	next := newTestEdge(t, e.ID)
+	if _, err := b.RotateKey(context.Background(), e.ID, next.Signer.Public()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := a.Commit(ctx, inputs(segment(c, next, 11, 20)))
+	if err != nil || out[0].Kind != ledger.KindCommitted {
+		t.Fatalf("segment signed by the rotated key: %+v, %v", out, err)
 	}
 }

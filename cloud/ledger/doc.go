@@ -78,13 +78,17 @@
 //     keys (a kid registered to another edge is unknown);
 //     and its records must chain from their own first prev to the signed
 //     head (protocol.VerifyChain). Failures are quarantined.
-//  2. One transaction for the rest. In one round trip: lock the batch's
-//     edges (a transaction advisory lock per edge, in key order), take the
-//     transaction's xid, its range of positions and its commit time
-//     (ledger_take_positions), insert the stream rows not seen before (ON
-//     CONFLICT DO NOTHING), lock the stream rows of the batch's edges
-//     (SELECT ... ORDER BY edge, epoch FOR UPDATE), and share-lock the
-//     signing keys and edges while re-reading their status.
+//  2. One transaction for the rest. While step 1 runs, the transaction is
+//     begun, and in one round trip it locks the edges the batch claims
+//     (registered edges whose segments came on their own topic; a
+//     transaction advisory lock per edge, in key order) and takes the
+//     transaction's xid, its range of positions (one per claimed record;
+//     those not committed are gaps) and its commit time
+//     (ledger_take_positions). After step 1, in one round trip: insert the
+//     stream rows not seen before (ON CONFLICT DO NOTHING), lock the stream
+//     rows of the verified edges (SELECT ... ORDER BY edge, epoch FOR
+//     UPDATE), and share-lock the signing keys and edges while re-reading
+//     their status. (A rerun after a deadlock does both in one round trip.)
 //  3. Per segment, in (stream, first) order, against the stream's state
 //     (which the batch's earlier segments advance): last <= hwm is a
 //     duplicate, and must hash to what is stored at last (or it is a fork,
@@ -94,8 +98,9 @@
 //     first > hwm+1 is a gap; otherwise record hwm+1 must
 //     have the stored head as its prev (or it is a fork), and the records
 //     above hwm are new.
-//  4. COPY the new records into ledger (each row's xid column defaults to
-//     the writing transaction's xid); insert the checkpoints; advance hwm,
+//  4. COPY the new records into ledger, in the binary format written by
+//     copyrows.go (each row's xid column defaults to the writing
+//     transaction's xid); insert the checkpoints; advance hwm,
 //     head, last_commit and last_seen; end the old epochs of an edge that
 //     started a new one; run the projections with the new records; COMMIT.
 //  5. Quarantined segments are written in a transaction of their own, so

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -24,7 +23,6 @@ type verified struct {
 	cp     protocol.Checkpoint
 	recs   []protocol.Record
 	links  []protocol.Hash // links[i] is the link hash of record seg.First+i
-	rows   [][]any         // the ledger rows (ledgerColumns) of the records, pos and committed_at to fill
 }
 
 // verifyAll verifies every input, in parallel, and returns those that
@@ -123,13 +121,7 @@ func verifyOne(idx int, in *Input, keys map[string]*Keys, o *Outcome) *verified 
 		links[i] = recs[i+1].Prev // VerifyChain checked that it is record i's link hash
 	}
 	links[len(recs)-1] = cp.Head
-	rows := make([][]any, len(recs))
-	for i := range recs {
-		r := &recs[i]
-		rows[i] = []any{s.Edge, s.Epoch[:], int64(r.Seq), nil, nil, r.Device, r.ID, r.Type, string(r.Class),
-			time.UnixMilli(r.TS), r.EdgeTime.Time(), int64(r.EdgeTime), r.IsTombstone(), links[i][:], seg.Records[i]}
-	}
-	return &verified{idx: idx, seg: seg, stream: s, cp: cp, recs: recs, links: links, rows: rows}
+	return &verified{idx: idx, seg: seg, stream: s, cp: cp, recs: recs, links: links}
 }
 
 func quarantined(s protocol.Stream, code protocol.NackCode, reason string) Outcome {
