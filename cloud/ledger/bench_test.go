@@ -56,15 +56,15 @@ var copyPos atomic.Int64
 func init() { copyPos.Store(1 << 50) }
 
 // copyRows is the ledger rows of segs as a plain COPY would write them.
-func copyRows(tb testing.TB, segs []*protocol.Segment) [][]any {
-	rows, err := ledger.CeilingRows(segs, func() int64 { return copyPos.Add(1) }, time.Now())
+func copyRows(tb testing.TB, segs []*protocol.Segment) ledger.CeilingBatch {
+	rows, err := ledger.CeilingRecords(segs, func() int64 { return copyPos.Add(1) }, time.Now())
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return rows
 }
 
-func plainCopy(tb testing.TB, conn *pgx.Conn, rows [][]any) {
+func plainCopy(tb testing.TB, conn *pgx.Conn, rows ledger.CeilingBatch) {
 	if err := ledger.PlainCopy(context.Background(), conn, rows); err != nil {
 		tb.Error(err)
 	}
@@ -134,7 +134,7 @@ func benchCommit(b *testing.B, workers, nseg, size int) {
 		b.StopTimer()
 		n := min(b.N-done, round*workers)
 		ins := make([][][]ledger.Input, workers)
-		crows := make([][][][]any, workers)
+		crows := make([][]ledger.CeilingBatch, workers)
 		for i := range n {
 			w := ws[i%workers]
 			var segs []*protocol.Segment

@@ -20,8 +20,9 @@ import (
 var CeilingColumns = []string{"edge", "epoch", "seq", "pos", "committed_at", "device", "event_id", "type",
 	"class", "device_ts", "edge_time", "hlc", "shed", "hash", "raw"}
 
-// CeilingRows returns the ledger rows of segs (in CeilingColumns) as a
-// plain COPY would write them, committed at now, each with the position
+// CeilingRows returns the ledger rows of segs (in CeilingColumns) as
+// values of the Go types pgx reads the columns into (for tests that
+// compare stored rows), committed at now, each with the position
 // pos returns: distinct and increasing, as commits number theirs (equal
 // values would make the pos indexes unfairly cheap, by B-tree
 // deduplication).
@@ -41,16 +42,45 @@ func CeilingRows(segs []*protocol.Segment, pos func() int64, now time.Time) ([][
 	return rows, nil
 }
 
-// PlainCopy writes rows into the ledger table with one COPY in one
-// transaction, and commits.
-func PlainCopy(ctx context.Context, conn *pgx.Conn, rows [][]any) error {
+// CeilingBatch is the ledger rows of some segments as PlainCopy writes
+// them.
+type CeilingBatch struct{ recs []Committed }
+
+// Len is how many rows the batch holds.
+func (b CeilingBatch) Len() int { return len(b.recs) }
+
+// CeilingRecords returns the ledger rows of segs for PlainCopy: the rows
+// CeilingRows returns, committed at now, each with the position pos
+// returns (distinct and increasing, as for CeilingRows).
+func CeilingRecords(segs []*protocol.Segment, pos func() int64, now time.Time) (CeilingBatch, error) {
+	var b CeilingBatch
+	for _, seg := range segs {
+		for _, raw := range seg.Records {
+			r, err := protocol.DecodeRecord(raw)
+			if err != nil {
+				return b, fmt.Errorf("ceiling rows of %s: %w", seg.Stream(), err)
+			}
+			b.recs = append(b.recs, Committed{Stream: seg.Stream(), Record: r, Raw: raw, Hash: r.LinkHash(raw),
+				CommittedAt: now, Pos: pos()})
+		}
+	}
+	return b, nil
+}
+
+// PlainCopy writes the batch into the ledger table with one COPY in one
+// transaction, and commits. It encodes the rows with the commit's own
+// binary COPY writer (copyrows.go), so that the ceiling spends no more
+// CPU on encoding than a commit does: with pgx's CopyFrom it spent about
+// 0.35 ms more per 1,000 rows, and the commit's ratio read higher than the
+// database side earns.
+func PlainCopy(ctx context.Context, conn *pgx.Conn, b CeilingBatch) error {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(ctx)
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"ledger"}, CeilingColumns, pgx.CopyFromRows(rows)); err != nil {
-		return fmt.Errorf("plain COPY of %d rows: %w", len(rows), err)
+	if err := copyLedger(ctx, tx, b.recs); err != nil {
+		return fmt.Errorf("plain COPY of %d rows: %w", len(b.recs), err)
 	}
 	return tx.Commit(ctx)
 }

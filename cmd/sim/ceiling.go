@@ -67,14 +67,14 @@ func copyCeiling(dbURL string) func(ctx context.Context, segs []*protocol.Segmen
 			defer conns[i].Close(context.Background())
 		}
 		var pos atomic.Int64
-		batches := func() ([][][]any, error) {
-			var out [][][]any
+		batches := func() ([]ledger.CeilingBatch, error) {
+			var out []ledger.CeilingBatch
 			for i := 0; i < len(segs); i += ceilingBatch {
-				rows, err := ledger.CeilingRows(segs[i:min(i+ceilingBatch, len(segs))], func() int64 { return pos.Add(1) }, time.Now())
+				rows, err := ledger.CeilingRecords(segs[i:min(i+ceilingBatch, len(segs))], func() int64 { return pos.Add(1) }, time.Now())
 				if err != nil {
 					return nil, err
 				}
-				res.Rows += len(rows)
+				res.Rows += rows.Len()
 				out = append(out, rows)
 			}
 			return out, nil
