@@ -142,6 +142,7 @@ func (q *queueTransport) broker() {
 		q.mu.Lock()
 		wait := time.Until(q.holdUntil)
 		var take []queued
+		latency := q.latency
 		if wait <= 0 {
 			take, q.held = q.held, nil
 			q.accepted += uint64(len(take))
@@ -149,7 +150,7 @@ func (q *queueTransport) broker() {
 		q.mu.Unlock()
 		if len(take) > 0 {
 			for _, it := range take {
-				it.due = time.Now().Add(q.latency)
+				it.due = time.Now().Add(latency)
 				q.commits <- it
 			}
 			select {
@@ -180,14 +181,17 @@ func (q *queueTransport) worker() {
 			return
 		case it = <-q.commits:
 		}
-		if d := time.Until(it.due); d > 0 {
+		if d := time.Until(it.due); d > 0 { // due times only grow: latency changes only upwards in these tests
 			select {
 			case <-q.ctx.Done():
 				return
 			case <-time.After(d):
 			}
 		}
-		if q.lose != nil && q.lose(it.seg) {
+		q.mu.Lock()
+		lose := q.lose
+		q.mu.Unlock()
+		if lose != nil && lose(it.seg) {
 			continue
 		}
 		replies := q.cloud.segment(it.raw, it.seg)
@@ -255,7 +259,9 @@ func startQueue(t *testing.T, latency time.Duration, mod func(*queueTransport), 
 	cloud := &memCloud{signer: cloudKey, stream: r.src.Stream()}
 	r.tr = newQueueTransport(ctx, cloud, latency)
 	if mod != nil {
+		r.tr.mu.Lock()
 		mod(r.tr)
+		r.tr.mu.Unlock()
 	}
 	var err error
 	r.up, err = uplink.New(uplink.Options{Transport: r.tr, Source: r.src, CloudKeys: protocol.NewKeyMap(cloudKey.Public()),

@@ -71,6 +71,8 @@ type Transport struct {
 	ended   *uplink.Ended
 	pending *pendingAcks
 	wg      sync.WaitGroup // the session's ack watcher
+	// accCh is signalled when a session's PUBACK count moves (Accepter).
+	accCh chan struct{}
 }
 
 // pendingAcks is a session's segment publishes whose PUBACK has not been
@@ -78,9 +80,10 @@ type Transport struct {
 // (not one per publish): the deadlines are in publish order, so it only
 // ever waits for the oldest.
 type pendingAcks struct {
-	mu    sync.Mutex
-	queue []pendingAck
-	more  chan struct{} // a publish was added; capacity 1
+	mu       sync.Mutex
+	queue    []pendingAck
+	more     chan struct{} // a publish was added; capacity 1
+	accepted uint64        // PUBACKs seen, in publish order (Accepted)
 }
 
 type pendingAck struct {
@@ -111,8 +114,29 @@ func (p *pendingAcks) pop() {
 	p.mu.Lock()
 	p.queue[0] = pendingAck{}
 	p.queue = p.queue[1:]
+	p.accepted++
 	p.mu.Unlock()
 }
+
+// Accepted is how many of the session's segment publishes the broker has
+// acknowledged (uplink.Accepter): PUBACKs come in publish order, so they
+// are the first ones. A segment without its PUBACK is held by the broker
+// (the cloud's embedded broker stops reading an edge while ingest is
+// behind) or on its way; the uplink's ack timeout does not run for it.
+func (t *Transport) Accepted() uint64 {
+	t.mu.Lock()
+	p := t.pending
+	t.mu.Unlock()
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepted
+}
+
+// AcceptedChanged receives after Accepted moves.
+func (t *Transport) AcceptedChanged() <-chan struct{} { return t.accCh }
 
 // Pending is the number of segment publishes waiting for their PUBACK.
 func (t *Transport) Pending() int {
@@ -151,6 +175,10 @@ func (t *Transport) watch(p *pendingAcks, ended *uplink.Ended) {
 				return
 			}
 			p.pop()
+			select {
+			case t.accCh <- struct{}{}:
+			default:
+			}
 		case <-timer.C:
 			t.o.Logger.Warn("mqtt uplink publish not acknowledged", "timeout", t.o.PublishTimeout)
 			ended.End()
@@ -167,7 +195,10 @@ func (t *Transport) watch(p *pendingAcks, ended *uplink.Ended) {
 	}
 }
 
-var _ uplink.Transport = (*Transport)(nil)
+var (
+	_ uplink.Transport = (*Transport)(nil)
+	_ uplink.Accepter  = (*Transport)(nil)
+)
 
 // New checks opts and returns a transport.
 func New(opts Options) (*Transport, error) {
@@ -208,7 +239,7 @@ func New(opts Options) (*Transport, error) {
 	if opts.TLS, err = tlsconf.Client(opts.TLS, opts.CAFile, opts.CertFile, opts.KeyFile); err != nil {
 		return nil, fmt.Errorf("mqtt uplink: %w", err)
 	}
-	return &Transport{o: opts, segTopic: seg, helloTopic: hello, rcpt: rcpt, cmd: cmd}, nil
+	return &Transport{o: opts, segTopic: seg, helloTopic: hello, rcpt: rcpt, cmd: cmd, accCh: make(chan struct{}, 1)}, nil
 }
 
 // Connect opens a session and subscribes to the receipt topic, and to the

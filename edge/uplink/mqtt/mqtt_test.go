@@ -75,7 +75,7 @@ func TestRefusedLoginSaysWhy(t *testing.T) {
 // from acknowledging them (as if the PUBACKs were lost).
 type holdAcks struct {
 	mochi.HookBase
-	hold bool
+	hold atomic.Bool
 	seen atomic.Int64
 }
 
@@ -83,7 +83,7 @@ func (h *holdAcks) ID() string           { return "hold-acks" }
 func (h *holdAcks) Provides(b byte) bool { return b == mochi.OnPublish }
 func (h *holdAcks) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	h.seen.Add(1)
-	if h.hold {
+	if h.hold.Load() {
 		return pk, packets.ErrRejectPacket
 	}
 	return pk, nil
@@ -126,7 +126,8 @@ func newTransport(t *testing.T, url string, mod func(*mqtt.Options)) *mqtt.Trans
 // Segments in flight cost no goroutine each: one watcher per session
 // waits for their PUBACKs.
 func TestPublishNoGoroutinePerSegment(t *testing.T) {
-	h := &holdAcks{hold: true}
+	h := &holdAcks{}
+	h.hold.Store(true)
 	tr := newTransport(t, "tcp://"+startBroker(t, h, nil), nil)
 	ctx := context.Background()
 	if err := tr.Connect(ctx, func([]byte) {}); err != nil {
@@ -155,7 +156,8 @@ func TestPublishNoGoroutinePerSegment(t *testing.T) {
 
 // A PUBACK that does not come within PublishTimeout ends the session.
 func TestPublishTimeoutEndsSession(t *testing.T) {
-	h := &holdAcks{hold: true}
+	h := &holdAcks{}
+	h.hold.Store(true)
 	tr := newTransport(t, "tcp://"+startBroker(t, h, nil), func(o *mqtt.Options) { o.PublishTimeout = 20 * time.Millisecond })
 	ctx := context.Background()
 	if err := tr.Connect(ctx, func([]byte) {}); err != nil {
@@ -297,5 +299,45 @@ func TestCommandsDelivered(t *testing.T) {
 		if err := tr.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// Accepted counts the segments the broker acknowledged, in order, and
+// starts again at each session: a segment without its PUBACK (held by the
+// broker's back-pressure) is not counted, so the uplink's ack timeout does
+// not run for it.
+func TestAcceptedCountsPUBACKs(t *testing.T) {
+	h := &holdAcks{}
+	tr := newTransport(t, "tcp://"+startBroker(t, h, nil), func(o *mqtt.Options) { o.PublishTimeout = time.Minute })
+	ctx := context.Background()
+	if err := tr.Connect(ctx, func([]byte) {}); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if err := tr.Publish(ctx, []byte("segment"), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll.Until(t, 10*time.Second, "5 segments accepted", func() bool { return tr.Accepted() == 5 })
+	select {
+	case <-tr.AcceptedChanged():
+	default:
+		t.Fatal("no signal after Accepted moved")
+	}
+	h.hold.Store(true)
+	if err := tr.Publish(ctx, []byte("held"), ""); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "the broker to see the held segment", func() bool { return h.seen.Load() == 6 })
+	if n := tr.Accepted(); n != 5 {
+		t.Fatalf("accepted %d with the sixth segment unacknowledged; want 5", n)
+	}
+	_ = tr.Close()
+	h.hold.Store(false)
+	if err := tr.Connect(ctx, func([]byte) {}); err != nil {
+		t.Fatal(err)
+	}
+	if n := tr.Accepted(); n != 0 {
+		t.Fatalf("a new session starts with %d accepted; want 0", n)
 	}
 }
