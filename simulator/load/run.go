@@ -30,6 +30,7 @@ type counters struct {
 	nacks         atomic.Int64
 	timeouts      atomic.Int64
 	helloTimeouts atomic.Int64
+	ackWaits      atomic.Int64
 	dialFailures  atomic.Int64
 	errors        atomic.Int64 // protocol violations by the cloud
 	connected     atomic.Int64 // edges that have connected at least once

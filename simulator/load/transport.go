@@ -25,6 +25,10 @@ type conn interface {
 	Hello(ctx context.Context, hello []byte) error
 	// Publish sends a segment without waiting for the broker's ack.
 	Publish(seg []byte, msgID string) error
+	// Accepted is how many of the session's publishes, from the first in
+	// order, the broker has acknowledged (a PUBACK, a PubAck), as
+	// edge/uplink's Accepter. It looks without waiting.
+	Accepted() int
 	// Lost is closed when the session ends; Reason then says why.
 	Lost() <-chan struct{}
 	Reason() string
@@ -117,6 +121,25 @@ type mqttConn struct {
 	c          paho.Client
 	end        *ended
 	seg, hello string
+	acks       []paho.Token // publishes whose PUBACK has not been seen, oldest first
+	accepted   int
+}
+
+func (m *mqttConn) Accepted() int {
+	for len(m.acks) > 0 {
+		select {
+		case <-m.acks[0].Done():
+		default:
+			return m.accepted
+		}
+		if m.acks[0].Error() != nil {
+			return m.accepted
+		}
+		m.acks[0] = nil
+		m.acks = m.acks[1:]
+		m.accepted++
+	}
+	return m.accepted
 }
 
 func (m *mqttConn) Hello(ctx context.Context, b []byte) error {
@@ -134,7 +157,7 @@ func (m *mqttConn) Publish(b []byte, _ string) error {
 		m.end.end("connection lost")
 		return errors.New("not connected")
 	}
-	m.c.Publish(m.seg, 1, false, b)
+	m.acks = append(m.acks, m.c.Publish(m.seg, 1, false, b))
 	return nil
 }
 
@@ -192,6 +215,22 @@ type natsConn struct {
 	seg, hello string
 	secret     string
 	onReply    func([]byte)
+	acks       []jetstream.PubAckFuture // publishes whose PubAck has not been seen, oldest first
+	accepted   int
+}
+
+func (n *natsConn) Accepted() int {
+	for len(n.acks) > 0 {
+		select {
+		case <-n.acks[0].Ok():
+		default:
+			return n.accepted
+		}
+		n.acks[0] = nil
+		n.acks = n.acks[1:]
+		n.accepted++
+	}
+	return n.accepted
 }
 
 func (n *natsConn) Hello(ctx context.Context, b []byte) error {
@@ -207,10 +246,12 @@ func (n *natsConn) Hello(ctx context.Context, b []byte) error {
 }
 
 func (n *natsConn) Publish(b []byte, msgID string) error {
-	if _, err := n.js.PublishAsync(n.seg, b, jetstream.WithMsgID(msgID+":"+n.secret)); err != nil {
+	f, err := n.js.PublishAsync(n.seg, b, jetstream.WithMsgID(msgID+":"+n.secret))
+	if err != nil {
 		n.end.end("publish: " + errText(err))
 		return err
 	}
+	n.acks = append(n.acks, f)
 	return nil
 }
 
