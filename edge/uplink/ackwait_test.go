@@ -40,8 +40,9 @@ type queueTransport struct {
 	latency   time.Duration
 	// lose, when set, is asked at commit time: true drops the segment
 	// silently (the cloud lost it).
-	lose func(seg *protocol.Segment) bool
-	pubs []queuedPub
+	lose   func(seg *protocol.Segment) bool
+	pubs   []queuedPub
+	hellos []time.Time
 
 	commits chan queued // to the cloud's worker, in order
 	wake    chan struct{}
@@ -90,6 +91,9 @@ func (q *queueTransport) Hello(ctx context.Context, b []byte) error {
 	if err != nil {
 		return err
 	}
+	q.mu.Lock()
+	q.hellos = append(q.hellos, time.Now())
+	q.mu.Unlock()
 	deadline := time.Now().Add(helloWait)
 	for {
 		q.mu.Lock()
@@ -328,6 +332,38 @@ func TestAckTimeoutWaitsForTheBroker(t *testing.T) {
 		s := r.up.Stats()
 		if n := r.tr.resends(); n != 0 || s.Sessions != 1 || s.AckTimeouts != 0 {
 			t.Fatalf("%d resends, stats %+v; want none, one session, no ack timeout", n, s)
+		}
+	})
+}
+
+// The ack timeout of a segment the broker took runs out while a later one
+// is held: the hello waits until the broker has taken that one too (it
+// would wait behind it on the connection), and the session goes on.
+func TestAckTimeoutHelloWaitsForHeldSegment(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := startQueue(t, 100*time.Second, nil, 5)
+		settle(time.Second)
+		r.tr.mu.Lock()
+		r.tr.holdUntil = time.Now().Add(60 * time.Second)
+		r.tr.mu.Unlock()
+		r.src.add(5)
+		settle(59 * time.Second)
+		r.tr.mu.Lock()
+		hellos := len(r.tr.hellos)
+		r.tr.mu.Unlock()
+		if hellos != 1 {
+			t.Fatalf("%d hellos while a segment is held (the session's first included); want 1", hellos)
+		}
+		settle(2 * time.Second)
+		r.tr.mu.Lock()
+		hellos = len(r.tr.hellos)
+		r.tr.mu.Unlock()
+		if s := r.up.Stats(); hellos != 2 || s.AckTimeouts != 1 || s.Sessions != 1 {
+			t.Fatalf("%d hellos, stats %+v; want the ack timeout's hello once the hold ended, in the same session", hellos, s)
+		}
+		settle(5 * time.Minute)
+		if got := r.src.Trimmed(); got != 10 {
+			t.Fatalf("trimmed %d; want 10 (stats %+v)", got, r.up.Stats())
 		}
 	})
 }

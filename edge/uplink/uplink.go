@@ -424,10 +424,13 @@ func (s *session) run(ctx context.Context) error {
 
 // nextDeadline is how long until the session must act without an event:
 // the ack timeout while segments the broker took are in flight
-// (ackDeadline), or the end of a hold that keeps the window from filling. ok is false when there is none.
+// (ackDeadline), or the end of a hold that keeps the window from filling.
+// ok is false when there is none.
 func (s *session) nextDeadline() (d time.Duration, ok bool) {
 	now := s.u.o.Now()
-	if at, armed := s.ackDeadline(); armed {
+	// Past its end with a segment still held by the broker, the ack
+	// timeout waits for AcceptedChanged instead (ackDue).
+	if at, armed := s.ackDeadline(); armed && (at.After(now) || s.allAccepted()) {
 		d, ok = max(0, at.Sub(now)), true
 	}
 	if s.holdUntil.After(now) && len(s.flight) < s.u.o.Window {
