@@ -30,9 +30,13 @@ import (
 // hello's answer where the last look left it) resends, from the cloud's
 // watermark, as does a bound nack (onNack). The doubling applies there
 // too, so even a cloud that is stuck for minutes is sent the window again
-// only a few times, and over NATS the resend keeps its message id (only a
-// nack changes it: resendGen), so JetStream drops a copy it still holds
-// instead of storing it again.
+// only a few times. The resend keeps its message id (only a nack changes
+// it: resendGen), so a broker with a duplicate window (Deduplicator:
+// JetStream) does not store a second copy. Within that window it drops the
+// resend whatever became of the first copy, so a resend then could not
+// help: a stuck watermark waits, without resending, until the window of
+// the oldest segment in flight has passed, and the look after that
+// resends if it is still stuck.
 
 // allAccepted reports whether the broker has taken every segment this
 // session published.
@@ -70,7 +74,11 @@ func (s *session) ackDeadline() (at time.Time, armed bool) {
 	if s.lastProgress.After(from) {
 		from = s.lastProgress
 	}
-	return from.Add(s.ackTimeout), true
+	at = from.Add(s.ackTimeout)
+	if s.notBefore.After(at) {
+		at = s.notBefore
+	}
+	return at, true
 }
 
 // ackDue reports whether the session should ask the cloud where it is: the
@@ -105,8 +113,16 @@ func (s *session) onAckTimeout(ctx context.Context) error {
 		u.update(func(st *Stats) { st.AckTimeouts++; st.AckWaits++; st.AckedHWM = acked })
 		return nil
 	}
+	if len(s.flight) > 0 && s.dupWindow > 0 {
+		if until := s.flight[0].accepted.Add(s.dupWindow); s.lastProgress.Before(until) {
+			u.log.Warn("the cloud's watermark is stuck, but the broker would drop a resend as a duplicate yet; waiting", "acked", s.acked, "in_flight", len(s.flight), "until", until)
+			s.notBefore = until
+			u.update(func(st *Stats) { st.AckTimeouts++; st.DuplicateWaits++ })
+			return nil
+		}
+	}
 	u.log.Warn("the cloud's watermark is stuck; resending from it", "acked", s.acked, "in_flight", len(s.flight), "next_timeout", s.ackTimeout)
-	s.next, s.flight = s.acked+1, nil
+	s.next, s.flight, s.notBefore = s.acked+1, nil, time.Time{}
 	acked, next := s.acked, s.next
 	u.update(func(st *Stats) {
 		st.AckTimeouts++

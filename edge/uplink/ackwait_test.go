@@ -38,6 +38,7 @@ type queueTransport struct {
 	held      []queued // published, not taken: the session's, in order
 	holdUntil time.Time
 	latency   time.Duration
+	dupWindow time.Duration // Deduplicator's (0: none); the fake drops nothing itself
 	// lose, when set, is asked at commit time: true drops the segment
 	// silently (the cloud lost it).
 	lose   func(seg *protocol.Segment) bool
@@ -63,8 +64,9 @@ type queuedPub struct {
 }
 
 var (
-	_ uplink.Transport = (*queueTransport)(nil)
-	_ uplink.Accepter  = (*queueTransport)(nil)
+	_ uplink.Transport    = (*queueTransport)(nil)
+	_ uplink.Accepter     = (*queueTransport)(nil)
+	_ uplink.Deduplicator = (*queueTransport)(nil)
 )
 
 const helloWait = 10 * time.Second
@@ -215,6 +217,12 @@ func (q *queueTransport) Accepted() uint64 {
 }
 
 func (q *queueTransport) AcceptedChanged() <-chan struct{} { return q.accCh }
+
+func (q *queueTransport) DuplicateWindow() time.Duration {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.dupWindow
+}
 
 func (q *queueTransport) Lost() <-chan struct{} {
 	q.mu.Lock()
@@ -446,6 +454,40 @@ func TestNackResendGetsANewMsgID(t *testing.T) {
 		ids := r.tr.msgIDs()
 		if len(ids) != 2 || ids[0] == ids[1] {
 			t.Fatalf("message ids %q: want two different ones", ids)
+		}
+	})
+}
+
+// Over a broker with a duplicate window (JetStream), a resend with the
+// same message id inside it would be dropped whatever became of the first
+// copy: a stuck watermark waits out the window of the oldest segment in
+// flight, and the look after it resends.
+func TestAckTimeoutStuckWaitsOutTheDuplicateWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		lose := true
+		start := time.Now()
+		r := startQueue(t, 0, func(q *queueTransport) {
+			q.dupWindow = 2 * time.Minute
+			q.lose = func(seg *protocol.Segment) bool {
+				mu.Lock()
+				defer mu.Unlock()
+				l := lose
+				lose = false
+				return l
+			}
+		}, 5)
+		settle(119 * time.Second)
+		if n := r.tr.resends(); n != 0 {
+			t.Fatalf("%d resends inside the duplicate window; want 0 (stats %+v)", n, r.up.Stats())
+		}
+		settle(2 * time.Second)
+		p := r.tr.publishes()
+		if got := r.src.Trimmed(); got != 5 || len(p) != 2 || p[1].at.Sub(start) != 2*time.Minute || p[0].msgID != p[1].msgID {
+			t.Fatalf("trimmed %d, publishes %+v; want the resend, same id, at 2m", got, p)
+		}
+		if s := r.up.Stats(); s.AckTimeouts != 2 || s.DuplicateWaits != 1 {
+			t.Fatalf("stats %+v; want 2 ack timeouts, 1 waiting out the window", s)
 		}
 	})
 }

@@ -51,6 +51,15 @@ type Accepter interface {
 	AcceptedChanged() <-chan struct{}
 }
 
+// Deduplicator is what a Transport may also do: say how long its broker
+// drops a publish whose message id it has seen (JetStream's duplicate
+// window). A resend after an ack timeout keeps its id (only a nack changes
+// it), so within that window the broker would drop it whatever became of
+// the first copy: the uplink does not send it then (ackwait.go).
+type Deduplicator interface {
+	DuplicateWindow() time.Duration
+}
+
 // Source is what the uplink reads and trims: the outbox.
 type Source interface {
 	Stream() protocol.Stream
@@ -115,6 +124,7 @@ type Stats struct {
 	Rewinds         uint64    `json:"rewinds"`
 	AckTimeouts     uint64    `json:"ack_timeouts"`    // hellos after an ack timeout
 	AckWaits        uint64    `json:"ack_waits"`       // of which found the cloud moving: nothing resent, waited again
+	DuplicateWaits  uint64    `json:"duplicate_waits"` // of which found it stuck, but the broker would drop a resend as a duplicate yet
 	ResentSegments  uint64    `json:"resent_segments"` // segments published again (every cause)
 	ForgedReplies   uint64    `json:"forged_replies"`
 	ReplayedReplies uint64    `json:"replayed_replies"`
@@ -303,10 +313,16 @@ type session struct {
 	// published; ackTimeout the current timeout (it grows while the cloud
 	// is slower than it), and looked the watermark at the last ack
 	// timeout's hello (or the session's start).
-	acc         Accepter
-	published   uint64
-	ackTimeout  time.Duration
-	looked      uint64
+	acc        Accepter
+	published  uint64
+	ackTimeout time.Duration
+	looked     uint64
+	// dupWindow is the transport's Deduplicator window (0: none), and
+	// notBefore the end of it for the oldest segment in flight, when an
+	// ack timeout found the watermark stuck before it: the next look is
+	// then no earlier.
+	dupWindow   time.Duration
+	notBefore   time.Time
 	nackBackoff time.Duration
 	holdUntil   time.Time // no sending before this (after a refusing nack)
 	// The cloud nacks a gap only after waiting for it to fill, so a gap
@@ -352,6 +368,9 @@ func (u *Uplink) session(ctx context.Context) (progressed bool, err error) {
 	s.acked, s.next, s.lastProgress = acked, acked+1, u.o.Now()
 	s.looked, s.ackTimeout = acked, u.o.AckTimeout
 	s.acc, _ = u.o.Transport.(Accepter)
+	if d, ok := u.o.Transport.(Deduplicator); ok {
+		s.dupWindow = d.DuplicateWindow()
+	}
 	err = s.run(ctx)
 	return s.progressed, err
 }
@@ -503,7 +522,7 @@ func (s *session) onReceipt(r protocol.Receipt) error {
 	if ok, err := u.accept(r, s.acked); !ok {
 		return err
 	}
-	s.nackBackoff, s.ackTimeout = 0, u.o.AckTimeout
+	s.nackBackoff, s.ackTimeout, s.notBefore = 0, u.o.AckTimeout, time.Time{}
 	s.lastProgress = u.o.Now()
 	s.advance(r.HWM)
 	return nil
@@ -574,7 +593,7 @@ func (s *session) onNack(n protocol.Nack) {
 	}
 	if n.HWM+1 < s.next {
 		u.log.Warn("cloud refused a segment; resending from its watermark", "code", n.Code.String(), "reason", n.Reason, "cloud_hwm", n.HWM)
-		s.next, s.flight = max(n.HWM, s.acked)+1, nil
+		s.next, s.flight, s.notBefore = max(n.HWM, s.acked)+1, nil, time.Time{}
 		u.resendGen++ // the cloud consumed and refused what it holds: the resend needs new ids
 		next := s.next
 		u.update(func(s *Stats) { s.Rewinds++; s.NextSeq = next; s.InFlight = 0 })

@@ -81,6 +81,13 @@ type Options struct {
 	ConnectTimeout time.Duration // default 10s
 	RequestTimeout time.Duration // wait for a hello's reply; default 10s
 	PublishTimeout time.Duration // wait for a JetStream PubAck before calling the session lost; default 30s
+	// DuplicateWindow is the stream's duplicate window: a publish with a
+	// message id JetStream stored less than this long ago is dropped, so
+	// the uplink does not resend a segment with the same id before it has
+	// passed (uplink.Deduplicator). Default DefaultDuplicateWindow; a
+	// window set longer than the stream's only delays a resend, a shorter
+	// one wastes it (the doubling ack timeout sends it again later).
+	DuplicateWindow time.Duration
 	// OnCommand, when set, is given every message on the edge's own
 	// command subject (outpost.v1.edge.{edge}.cmd, a core subscription made
 	// in every session before the hello), in arrival order, from the
@@ -115,8 +122,9 @@ type Transport struct {
 }
 
 var (
-	_ uplink.Transport = (*Transport)(nil)
-	_ uplink.Accepter  = (*Transport)(nil)
+	_ uplink.Transport    = (*Transport)(nil)
+	_ uplink.Accepter     = (*Transport)(nil)
+	_ uplink.Deduplicator = (*Transport)(nil)
 )
 
 // pubAcks is a session's publishes whose PubAck has not come, oldest
@@ -200,6 +208,9 @@ func (t *Transport) Accepted() uint64 {
 // AcceptedChanged receives after Accepted moves.
 func (t *Transport) AcceptedChanged() <-chan struct{} { return t.accCh }
 
+// DuplicateWindow is Options.DuplicateWindow (uplink.Deduplicator).
+func (t *Transport) DuplicateWindow() time.Duration { return t.o.DuplicateWindow }
+
 // Sentinel errors.
 var (
 	// ErrNotConnected is returned by Hello and Publish outside a session.
@@ -208,6 +219,11 @@ var (
 	// max_payload cannot carry; lower the edge's --segment-bytes.
 	ErrTooLarge = errors.New("nats uplink: segment exceeds the server's max_payload")
 )
+
+// DefaultDuplicateWindow is Options.DuplicateWindow's default: the
+// duplicate window of the stream the cloud creates (cloud/ingest/nats
+// DefaultDuplicates).
+const DefaultDuplicateWindow = 2 * time.Minute
 
 // headerRoom is what a segment's message adds to its payload: the
 // Nats-Msg-Id header and the protocol line.
@@ -248,6 +264,9 @@ func New(opts Options) (*Transport, error) {
 	}
 	if opts.PublishTimeout <= 0 {
 		opts.PublishTimeout = 30 * time.Second
+	}
+	if opts.DuplicateWindow <= 0 {
+		opts.DuplicateWindow = DefaultDuplicateWindow
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
