@@ -67,6 +67,8 @@ type edge struct {
 	ackTimeout   time.Duration
 	looked       uint64
 	timeoutHello bool
+	dupWindow    time.Duration // the conn's DuplicateWindow
+	notBefore    time.Time     // no ack timeout before: the oldest segment's duplicate window
 
 	st edgeStats
 }
@@ -92,6 +94,7 @@ type edgeStats struct {
 	staleReceipts int // receipts below the watermark that came late (ignored)
 	timeouts      int // AckTimeouts without a receipt (then a hello)
 	ackWaits      int // of which found the cloud moving (nothing resent)
+	dupWaits      int // of which found it stuck inside the broker's duplicate window (nothing resent)
 	helloTimeouts int // hellos not answered within HelloTimeout (then a new session)
 	sessions      int // successful connects
 	dialFailures  int
@@ -242,7 +245,7 @@ func (e *edge) advance(hwm uint64, head protocol.Hash, now time.Time, what strin
 	e.base = hwm
 	e.lastProgress = now
 	if what == "receipt" {
-		e.ackTimeout = e.r.cfg.AckTimeout
+		e.ackTimeout, e.notBefore = e.r.cfg.AckTimeout, time.Time{}
 	}
 	for len(e.inflight) > 0 && e.inflight[0].last <= hwm {
 		e.inflight = e.inflight[1:]
@@ -279,7 +282,11 @@ func (e *edge) ackDue(accepted int, now time.Time) bool {
 	if e.lastProgress.After(from) {
 		from = e.lastProgress
 	}
-	return now.Sub(from) >= e.ackTimeout
+	at := from.Add(e.ackTimeout)
+	if e.notBefore.After(at) {
+		at = e.notBefore
+	}
+	return !now.Before(at)
 }
 
 // helloAnswered takes the first receipt after a hello. After an ack
@@ -301,6 +308,15 @@ func (e *edge) helloAnswered(now time.Time) {
 		e.st.ackWaits++
 		e.r.c.ackWaits.Add(1)
 		return
+	}
+	if e.dupWindow > 0 && len(e.inflight) > 0 && !e.inflight[0].accepted.IsZero() {
+		if until := e.inflight[0].accepted.Add(e.dupWindow); now.Before(until) {
+			// A resend with the same id would be dropped by the broker.
+			e.notBefore = until
+			e.st.dupWaits++
+			e.r.c.dupWaits.Add(1)
+			return
+		}
 	}
 	e.rewind(now)
 }
@@ -359,6 +375,7 @@ func (e *edge) reply(b []byte, now time.Time) {
 		e.holdUntil = now.Add(500 * time.Millisecond)
 	}
 	e.nackRewinds++
+	e.notBefore = time.Time{}
 	e.rewind(now)
 }
 
@@ -471,7 +488,7 @@ func (e *edge) session(ctx context.Context, c conn, replies chan []byte) string 
 	cfg := &e.r.cfg
 	e.rewind(time.Now())
 	e.awaitHello, e.timeoutHello, e.published = true, false, 0
-	e.looked, e.ackTimeout = e.base, cfg.AckTimeout
+	e.looked, e.ackTimeout, e.dupWindow, e.notBefore = e.base, cfg.AckTimeout, c.DuplicateWindow(), time.Time{}
 	if err := c.Hello(ctx, e.hello()); err != nil {
 		return ""
 	}

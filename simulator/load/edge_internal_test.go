@@ -87,8 +87,9 @@ func TestReceiptTrimsOnlyWithItsOwnHead(t *testing.T) {
 
 // recorder is a conn that keeps what is published.
 type recorder struct {
-	segs []*protocol.Segment
-	lost chan struct{}
+	segs      []*protocol.Segment
+	lost      chan struct{}
+	dupWindow time.Duration
 }
 
 func (r *recorder) Hello(context.Context, []byte) error { return nil }
@@ -100,10 +101,11 @@ func (r *recorder) Publish(b []byte, _ string) error {
 	r.segs = append(r.segs, s)
 	return nil
 }
-func (r *recorder) Accepted() int         { return len(r.segs) }
-func (r *recorder) Lost() <-chan struct{} { return r.lost }
-func (r *recorder) Close()                {}
-func (r *recorder) Reason() string        { return "" }
+func (r *recorder) Accepted() int                  { return len(r.segs) }
+func (r *recorder) DuplicateWindow() time.Duration { return r.dupWindow }
+func (r *recorder) Lost() <-chan struct{}          { return r.lost }
+func (r *recorder) Close()                         {}
+func (r *recorder) Reason() string                 { return "" }
 
 func TestNackRewindsOnlyForSegmentsInFlight(t *testing.T) {
 	e, cloud := withRecords(t, 100)
@@ -207,5 +209,31 @@ func TestAckTimeoutAsTheUplink(t *testing.T) {
 	e.reply(e.receipt(cloud, 10, e.links[9]), t0.Add(95*time.Second))
 	if e.sent != 10 || len(e.inflight) != 0 || e.ackTimeout != 2*time.Minute || e.nackRewinds != 0 {
 		t.Fatalf("after a hello that shows the cloud stuck: sent %d, in flight %d, timeout %s, nack rewinds %d", e.sent, len(e.inflight), e.ackTimeout, e.nackRewinds)
+	}
+}
+
+// Over a broker with a duplicate window, a stuck watermark inside the
+// oldest segment's window resends nothing (the broker would drop it), and
+// the next ack timeout comes no earlier than the window's end.
+func TestAckTimeoutWaitsOutTheDuplicateWindow(t *testing.T) {
+	e, cloud := withRecords(t, 100)
+	e.r.cfg.AckTimeout = 30 * time.Second
+	e.ackTimeout, e.dupWindow = e.r.cfg.AckTimeout, 2*time.Minute
+	c := &recorder{lost: make(chan struct{}), dupWindow: 2 * time.Minute}
+	t0 := time.Now()
+	e.pump(c, t0)
+	e.noteAccepted(4, t0)
+	e.awaitHello, e.timeoutHello = true, true
+	e.reply(e.receipt(cloud, 0, protocol.Hash{}), t0.Add(30*time.Second))
+	if e.sent != 40 || len(e.inflight) != 4 || e.st.dupWaits != 1 {
+		t.Fatalf("stuck inside the window: sent %d, in flight %d, waits %d; want nothing resent", e.sent, len(e.inflight), e.st.dupWaits)
+	}
+	if e.ackDue(4, t0.Add(119*time.Second)) || !e.ackDue(4, t0.Add(120*time.Second)) {
+		t.Fatal("the next ack timeout is not at the end of the duplicate window")
+	}
+	e.awaitHello, e.timeoutHello = true, true
+	e.reply(e.receipt(cloud, 0, protocol.Hash{}), t0.Add(120*time.Second))
+	if e.sent != 0 || len(e.inflight) != 0 {
+		t.Fatalf("stuck past the window: sent %d, in flight %d; want a resend from the watermark", e.sent, len(e.inflight))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -29,6 +30,9 @@ type conn interface {
 	// order, the broker has acknowledged (a PUBACK, a PubAck), as
 	// edge/uplink's Accepter. It looks without waiting.
 	Accepted() int
+	// DuplicateWindow is how long the broker drops a publish whose
+	// message id it stored (JetStream's duplicate window; 0 for MQTT).
+	DuplicateWindow() time.Duration
 	// Lost is closed when the session ends; Reason then says why.
 	Lost() <-chan struct{}
 	Reason() string
@@ -125,6 +129,8 @@ type mqttConn struct {
 	accepted   int
 }
 
+func (m *mqttConn) DuplicateWindow() time.Duration { return 0 }
+
 func (m *mqttConn) Accepted() int {
 	for len(m.acks) > 0 {
 		select {
@@ -204,7 +210,7 @@ func natsDialer(url string) dialer {
 		}
 		seg, _ := protocol.EdgeSubject(e.id, protocol.KindSegment)
 		hello, _ := protocol.EdgeSubject(e.id, protocol.KindHello)
-		return &natsConn{nc: nc, js: js, end: end, seg: seg, hello: hello, secret: hex.EncodeToString(secret), onReply: onReply}, nil
+		return &natsConn{nc: nc, js: js, end: end, seg: seg, hello: hello, secret: hex.EncodeToString(secret), onReply: onReply, dupAcks: &e.r.c.dupAcks}, nil
 	}
 }
 
@@ -217,12 +223,20 @@ type natsConn struct {
 	onReply    func([]byte)
 	acks       []jetstream.PubAckFuture // publishes whose PubAck has not been seen, oldest first
 	accepted   int
+	dupAcks    *atomic.Int64 // the run's count of publishes JetStream dropped as duplicates
 }
+
+// DuplicateWindow is the window of the stream the cloud creates
+// (cloud/ingest/nats DefaultDuplicates), as edge/uplink/nats assumes.
+func (n *natsConn) DuplicateWindow() time.Duration { return 2 * time.Minute }
 
 func (n *natsConn) Accepted() int {
 	for len(n.acks) > 0 {
 		select {
-		case <-n.acks[0].Ok():
+		case pa := <-n.acks[0].Ok():
+			if pa != nil && pa.Duplicate {
+				n.dupAcks.Add(1)
+			}
 		default:
 			return n.accepted
 		}
