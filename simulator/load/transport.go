@@ -126,23 +126,36 @@ type mqttConn struct {
 	end        *ended
 	seg, hello string
 	acks       []paho.Token // publishes whose PUBACK has not been seen, oldest first
+	sentAt     []time.Time  // when each of acks was published
 	accepted   int
 }
 
 func (m *mqttConn) DuplicateWindow() time.Duration { return 0 }
 
+// publishTimeout is how long a segment's PUBACK may take before the
+// session is called lost, as edge/uplink/mqtt's PublishTimeout default.
+const publishTimeout = 30 * time.Second
+
+// Accepted also ends the session, as edge/uplink/mqtt does, when the
+// oldest PUBACK has not come within publishTimeout or came with an error:
+// without it an edge whose PUBACK never comes waits for it for ever (its
+// ack timeout does not run before the broker took the segment).
 func (m *mqttConn) Accepted() int {
 	for len(m.acks) > 0 {
 		select {
 		case <-m.acks[0].Done():
 		default:
+			if time.Since(m.sentAt[0]) > publishTimeout {
+				m.end.end("publish not acknowledged by the broker")
+			}
 			return m.accepted
 		}
 		if m.acks[0].Error() != nil {
+			m.end.end("publish refused by the broker")
 			return m.accepted
 		}
 		m.acks[0] = nil
-		m.acks = m.acks[1:]
+		m.acks, m.sentAt = m.acks[1:], m.sentAt[1:]
 		m.accepted++
 	}
 	return m.accepted
@@ -164,6 +177,7 @@ func (m *mqttConn) Publish(b []byte, _ string) error {
 		return errors.New("not connected")
 	}
 	m.acks = append(m.acks, m.c.Publish(m.seg, 1, false, b))
+	m.sentAt = append(m.sentAt, time.Now())
 	return nil
 }
 
