@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -49,7 +50,14 @@ type Options struct {
 
 	ConnectTimeout time.Duration // default 10s
 	KeepAlive      time.Duration // default 30s
-	PublishTimeout time.Duration // wait for a PUBACK before calling the session lost; default 30s
+	// PublishTimeout is how long a segment may wait for its PUBACK while
+	// nothing at all comes from the broker (no PUBACK, no receipt) before
+	// the session is called lost; default 2m. The cloud's embedded broker
+	// holds a segment before its PUBACK while ingest is behind, edges
+	// taking turns (a turn of a 1,000-edge fleet took over 30s, the old
+	// default, in saturation), and each receipt that comes meanwhile shows
+	// the broker alive, so it starts the wait again.
+	PublishTimeout time.Duration
 	// OnCommand, when set, is given every message on the edge's own
 	// command topic (outpost/v1/edge/{edge}/cmd, subscribed at QoS 1 in
 	// every session before the hello, so the commands the hello asks for
@@ -70,6 +78,7 @@ type Transport struct {
 	client  paho.Client
 	ended   *uplink.Ended
 	pending *pendingAcks
+	heard   atomic.Int64   // unix nanos of the last message from the broker on the rcpt topic (the session's)
 	wg      sync.WaitGroup // the session's ack watcher
 	// accCh is signalled when a session's PUBACK count moves (Accepter).
 	accCh chan struct{}
@@ -108,6 +117,15 @@ func (p *pendingAcks) oldest() (pendingAck, bool) {
 		return pendingAck{}, false
 	}
 	return p.queue[0], true
+}
+
+// extend moves the oldest publish's deadline to at.
+func (p *pendingAcks) extend(at time.Time) {
+	p.mu.Lock()
+	if len(p.queue) > 0 && at.After(p.queue[0].deadline) {
+		p.queue[0].deadline = at
+	}
+	p.mu.Unlock()
 }
 
 func (p *pendingAcks) pop() {
@@ -180,6 +198,12 @@ func (t *Transport) watch(p *pendingAcks, ended *uplink.Ended) {
 			default:
 			}
 		case <-timer.C:
+			if heard := time.Unix(0, t.heard.Load()); time.Since(heard) < t.o.PublishTimeout {
+				// The broker holds the segment (back-pressure) but is
+				// alive: a receipt came since. Wait on from there.
+				p.extend(heard.Add(t.o.PublishTimeout))
+				continue
+			}
 			t.o.Logger.Warn("mqtt uplink publish not acknowledged", "timeout", t.o.PublishTimeout)
 			ended.End()
 			return
@@ -228,7 +252,7 @@ func New(opts Options) (*Transport, error) {
 		opts.KeepAlive = 30 * time.Second
 	}
 	if opts.PublishTimeout <= 0 {
-		opts.PublishTimeout = 30 * time.Second
+		opts.PublishTimeout = 2 * time.Minute
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -282,7 +306,11 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 		}
 		return fmt.Errorf("connect to %s: %w", t.o.Broker, err)
 	}
-	sub := c.Subscribe(t.rcpt, 1, func(_ paho.Client, m paho.Message) { onReply(m.Payload()) })
+	t.heard.Store(time.Now().UnixNano())
+	sub := c.Subscribe(t.rcpt, 1, func(_ paho.Client, m paho.Message) {
+		t.heard.Store(time.Now().UnixNano())
+		onReply(m.Payload())
+	})
 	if err := wait(ctx, sub, t.o.ConnectTimeout); err != nil {
 		c.Disconnect(0)
 		return fmt.Errorf("subscribe %s: %w", t.rcpt, err)
@@ -326,13 +354,18 @@ func (t *Transport) session() (paho.Client, *uplink.Ended) {
 	return t.client, t.ended
 }
 
+// helloAckTimeout bounds the wait for a hello's PUBACK.
+const helloAckTimeout = 30 * time.Second
+
 // Hello publishes a hello at QoS 1 and waits for the broker's PUBACK.
 func (t *Transport) Hello(ctx context.Context, hello []byte) error {
 	c, ended := t.session()
 	if c == nil {
 		return errors.New("not connected")
 	}
-	if err := wait(ctx, c.Publish(t.helloTopic, 1, false, hello), t.o.PublishTimeout); err != nil {
+	// A hello is never held by the broker (and the uplink sends none
+	// behind a held segment), so its PUBACK gets the old, short wait.
+	if err := wait(ctx, c.Publish(t.helloTopic, 1, false, hello), min(t.o.PublishTimeout, helloAckTimeout)); err != nil {
 		ended.End()
 		return err
 	}

@@ -82,6 +82,9 @@ type holdAcks struct {
 func (h *holdAcks) ID() string           { return "hold-acks" }
 func (h *holdAcks) Provides(b byte) bool { return b == mochi.OnPublish }
 func (h *holdAcks) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // the test's own publishes (receipts)
+	}
 	h.seen.Add(1)
 	if h.hold.Load() {
 		return pk, packets.ErrRejectPacket
@@ -339,5 +342,56 @@ func TestAcceptedCountsPUBACKs(t *testing.T) {
 	}
 	if n := tr.Accepted(); n != 0 {
 		t.Fatalf("a new session starts with %d accepted; want 0", n)
+	}
+}
+
+// A segment the broker holds (no PUBACK) does not end the session while
+// receipts keep coming: the broker is alive, only holding it back. When
+// the broker falls silent, PublishTimeout ends the session.
+func TestHeldPublishKeepsSessionWhileBrokerSpeaks(t *testing.T) {
+	h := &holdAcks{}
+	h.hold.Store(true)
+	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddHook(h, nil); err != nil {
+		t.Fatal(err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := srv.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	tr := newTransport(t, "tcp://"+l.Address(), func(o *mqtt.Options) { o.PublishTimeout = 2 * time.Second })
+	var replies atomic.Int64
+	if err := tr.Connect(context.Background(), func([]byte) { replies.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Publish(context.Background(), []byte("held"), ""); err != nil {
+		t.Fatal(err)
+	}
+	rcpt, _ := protocol.EdgeTopic("e1", protocol.KindReceipt)
+	// Receipts every 50ms for 1.5 publish timeouts: the session lives on
+	// as long as they come (each is seen by the edge before the next).
+	for i := range 60 {
+		_ = srv.Publish(rcpt, []byte("receipt"), false, 1)
+		poll.Until(t, 10*time.Second, "the receipt to arrive", func() bool { return replies.Load() == int64(i+1) })
+		select {
+		case <-tr.Lost():
+			t.Fatalf("the session ended after %d receipts while the broker held a segment", i+1)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if n := tr.Accepted(); n != 0 {
+		t.Fatalf("accepted %d; want 0 (the segment is held)", n)
+	}
+	select {
+	case <-tr.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session outlived a silent broker holding its segment")
 	}
 }
