@@ -98,13 +98,18 @@ func mqttDialer(broker string) dialer {
 			return nil, fmt.Errorf("connect to %s: %w", broker, err)
 		}
 		rcpt, _ := protocol.EdgeTopic(e.id, protocol.KindReceipt)
-		if err := waitToken(ctx, c.Subscribe(rcpt, 1, func(_ paho.Client, m paho.Message) { onReply(m.Payload()) })); err != nil {
+		heard := new(atomic.Int64)
+		heard.Store(time.Now().UnixNano())
+		if err := waitToken(ctx, c.Subscribe(rcpt, 1, func(_ paho.Client, m paho.Message) {
+			heard.Store(time.Now().UnixNano())
+			onReply(m.Payload())
+		})); err != nil {
 			c.Disconnect(0)
 			return nil, fmt.Errorf("subscribe %s: %w", rcpt, err)
 		}
 		seg, _ := protocol.EdgeTopic(e.id, protocol.KindSegment)
 		hello, _ := protocol.EdgeTopic(e.id, protocol.KindHello)
-		return &mqttConn{c: c, end: end, seg: seg, hello: hello}, nil
+		return &mqttConn{c: c, end: end, seg: seg, hello: hello, heard: heard}, nil
 	}
 }
 
@@ -128,24 +133,27 @@ type mqttConn struct {
 	acks       []paho.Token // publishes whose PUBACK has not been seen, oldest first
 	sentAt     []time.Time  // when each of acks was published
 	accepted   int
+	heard      *atomic.Int64 // unix nanos of the last receipt on the session
 }
 
 func (m *mqttConn) DuplicateWindow() time.Duration { return 0 }
 
-// publishTimeout is how long a segment's PUBACK may take before the
-// session is called lost, as edge/uplink/mqtt's PublishTimeout default.
-const publishTimeout = 30 * time.Second
+// publishTimeout is how long a segment's PUBACK may take while nothing
+// comes from the broker before the session is called lost, as
+// edge/uplink/mqtt's PublishTimeout default.
+const publishTimeout = 2 * time.Minute
 
 // Accepted also ends the session, as edge/uplink/mqtt does, when the
-// oldest PUBACK has not come within publishTimeout or came with an error:
-// without it an edge whose PUBACK never comes waits for it for ever (its
-// ack timeout does not run before the broker took the segment).
+// oldest PUBACK has not come within publishTimeout of its publish and of
+// the last receipt, or came with an error: without it an edge whose PUBACK
+// never comes waits for it for ever (its ack timeout does not run before
+// the broker took the segment).
 func (m *mqttConn) Accepted() int {
 	for len(m.acks) > 0 {
 		select {
 		case <-m.acks[0].Done():
 		default:
-			if time.Since(m.sentAt[0]) > publishTimeout {
+			if time.Since(m.sentAt[0]) > publishTimeout && time.Since(time.Unix(0, m.heard.Load())) > publishTimeout {
 				m.end.end("publish not acknowledged by the broker")
 			}
 			return m.accepted
