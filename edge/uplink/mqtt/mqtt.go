@@ -170,7 +170,8 @@ func (t *Transport) Pending() int {
 }
 
 // watch ends the session when a segment's PUBACK does not come within
-// PublishTimeout, or comes with an error. It returns when the session ends.
+// PublishTimeout of its publish and of the last receipt heard, or comes
+// with an error. It returns when the session ends.
 func (t *Transport) watch(p *pendingAcks, ended *uplink.Ended) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -373,7 +374,8 @@ func (t *Transport) Hello(ctx context.Context, hello []byte) error {
 }
 
 // Publish sends a segment at QoS 1 without waiting: many segments are in
-// flight at once. A PUBACK that does not come within PublishTimeout ends
+// flight at once. A PUBACK that does not come within PublishTimeout (of
+// the publish, and of the last receipt heard: see Options) ends
 // the session; the session's one watcher goroutine waits for them.
 func (t *Transport) Publish(ctx context.Context, seg []byte, _ string) error {
 	t.mu.Lock()
