@@ -28,10 +28,11 @@ func (s *Segment) Stream() Stream { return Stream{Edge: s.Edge, Epoch: s.Epoch} 
 
 // MsgID is the segment's deduplication id for brokers that have one (NATS'
 // Nats-Msg-Id): {edge}:{epoch}:{first}-{last}~{rewinds}, where rewinds is
-// how many times the sender's uplink has rewound (after a nack or an ack
-// timeout). A resend in the same run of the uplink, after a reconnect, has
-// the same id and a broker may drop it while the first copy is stored; a
-// resend the cloud asked for (after a rewind) has a new one. A transport
+// how many times a nack has made the sender's uplink rewind. A resend in
+// the same run of the uplink that no nack asked for (after a reconnect or
+// an ack timeout, when the cloud may only be behind) has the same id, and
+// a broker drops it while the first copy is stored; a resend the cloud
+// asked for (it consumed and refused the first copy) has a new one. A transport
 // whose broker shares one duplicate window among all edges makes the id
 // its own (the NATS transport appends a secret), so no one else can
 // publish it first. The cloud's watermark, not the broker, drops

@@ -2,6 +2,7 @@ package uplink
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/outpost-edge/outpost/protocol"
 )
@@ -74,6 +75,8 @@ func (s *session) cloudBehind(n protocol.Nack, sent sentSegment) (handled bool, 
 			"stream", s.stream.String(), "cloud_hwm", n.HWM, "acked", acked, "resend_from", n.HWM+1)
 		s.acked, s.next, s.flight = n.HWM, n.HWM+1, nil
 		s.lastProgress, s.holdUntil, s.nackBackoff = now, now, 0
+		s.looked, s.ackTimeout, s.notBefore = n.HWM, u.o.AckTimeout, time.Time{}
+		u.resendGen++
 		next := s.next
 		u.update(func(st *Stats) { st.Rewinds++; st.AckedHWM = n.HWM; st.NextSeq = next; st.InFlight = 0 })
 		return true, nil

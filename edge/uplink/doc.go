@@ -24,8 +24,15 @@
 //     other segments behind the same gap cause no more rewinds. Any other
 //     nack (replayed, stale, about a forged segment on the edge's topic or
 //     another key) is counted in IgnoredNacks and changes nothing.
-//  5. When no receipt moves the watermark for AckTimeout while segments are
-//     in flight, say hello again and resend from the cloud's watermark.
+//  5. When no receipt moves the watermark for AckTimeout after the broker
+//     took the oldest segment in flight (Accepter), and the broker holds
+//     none of them back, say hello again. When the answer shows the cloud's
+//     watermark moved since the last look, the cloud is behind, not lossy:
+//     wait again. Only when it is stuck resend from it. The timeout doubles
+//     at each ack timeout up to AckTimeoutMax, and a receipt resets it
+//     (ackwait.go). A segment's message id changes only on a nack, so a
+//     broker with a duplicate window drops an ack-timeout resend while it
+//     holds the first copy.
 //  6. When the session is lost, reconnect with exponential backoff and full
 //     jitter, and start again at 1.
 //  7. When a bound gap nack shows the cloud behind the outbox's own

@@ -46,6 +46,7 @@ type published struct {
 	at          time.Time
 	first, last uint64
 	size        int // bytes of the segment as sent
+	msgID       string
 }
 
 var _ uplink.Transport = (*memTransport)(nil)
@@ -72,13 +73,13 @@ func (m *memTransport) Hello(_ context.Context, b []byte) error {
 	return nil
 }
 
-func (m *memTransport) Publish(_ context.Context, b []byte, _ string) error {
+func (m *memTransport) Publish(_ context.Context, b []byte, msgID string) error {
 	seg, err := protocol.DecodeSegment(b)
 	if err != nil {
 		return err
 	}
 	m.mu.Lock()
-	m.pubs = append(m.pubs, published{at: time.Now(), first: seg.First, last: seg.Last, size: len(b)})
+	m.pubs = append(m.pubs, published{at: time.Now(), first: seg.First, last: seg.Last, size: len(b), msgID: msgID})
 	reply := m.onReply
 	m.mu.Unlock()
 	for _, r := range m.cloud.segment(b, seg) {
@@ -97,6 +98,17 @@ func (m *memTransport) Lost() <-chan struct{} {
 }
 
 func (m *memTransport) Close() error { return nil }
+
+// msgIDs are the message ids of every publish, in order.
+func (m *memTransport) msgIDs() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var ids []string
+	for _, p := range m.pubs {
+		ids = append(ids, p.msgID)
+	}
+	return ids
+}
 
 func (m *memTransport) published() []published {
 	m.mu.Lock()

@@ -35,6 +35,31 @@ type Transport interface {
 	Close() error
 }
 
+// Accepter is what a Transport may also do: say which of the session's
+// segments its broker has taken (an MQTT PUBACK, a JetStream PubAck).
+// A segment the broker has not taken is held by back-pressure (the broker
+// stops reading the connection while the cloud is behind) or still on its
+// way: the ack timeout does not run for it, and no hello is sent behind
+// it. Without Accepter a segment counts as taken when Publish returns.
+type Accepter interface {
+	// Accepted is how many of the current session's Publish calls, from
+	// the first in order, the broker has acknowledged: the first n are
+	// all taken. It starts at 0 at each Connect.
+	Accepted() uint64
+	// AcceptedChanged receives after Accepted moves (a channel of
+	// capacity 1: a signal is dropped while one is waiting).
+	AcceptedChanged() <-chan struct{}
+}
+
+// Deduplicator is what a Transport may also do: say how long its broker
+// drops a publish whose message id it has seen (JetStream's duplicate
+// window). A resend after an ack timeout keeps its id (only a nack changes
+// it), so within that window the broker would drop it whatever became of
+// the first copy: the uplink does not send it then (ackwait.go).
+type Deduplicator interface {
+	DuplicateWindow() time.Duration
+}
+
 // Source is what the uplink reads and trims: the outbox.
 type Source interface {
 	Stream() protocol.Stream
@@ -65,10 +90,13 @@ type Options struct {
 	Compress        bool          // zstd
 	RateBytes       int           // bytes per second cap; 0 = no cap
 	HelloTimeout    time.Duration // wait for the hello's receipt; default 10s
-	AckTimeout      time.Duration // no progress with segments in flight; default 30s
-	BackoffBase     time.Duration // default 500ms
-	BackoffMax      time.Duration // default 15s (edge run --reconnect-max)
-	Agent           string        // software version for the hello
+	AckTimeout      time.Duration // no receipt for segments the broker took; default 30s
+	// AckTimeoutMax caps the ack timeout, which doubles at each ack
+	// timeout until a receipt moves the watermark; default 8 × AckTimeout.
+	AckTimeoutMax time.Duration
+	BackoffBase   time.Duration // default 500ms
+	BackoffMax    time.Duration // default 15s (edge run --reconnect-max)
+	Agent         string        // software version for the hello
 	// Cmd, when set, is the seq of the last cloud command the edge
 	// accepted (ota.CommandGate.Last), sent in every hello (version 3) so
 	// the cloud sends the commands above it. The commands themselves
@@ -94,6 +122,10 @@ type Stats struct {
 	Nacks           uint64    `json:"nacks"`         // nacks acted on
 	IgnoredNacks    uint64    `json:"ignored_nacks"` // stale, replayed, unbound or about segments not sent in this session
 	Rewinds         uint64    `json:"rewinds"`
+	AckTimeouts     uint64    `json:"ack_timeouts"`    // hellos after an ack timeout
+	AckWaits        uint64    `json:"ack_waits"`       // of which found the cloud moving: nothing resent, waited again
+	DuplicateWaits  uint64    `json:"duplicate_waits"` // of which found it stuck, but the broker would drop a resend as a duplicate yet
+	ResentSegments  uint64    `json:"resent_segments"` // segments published again (every cause)
 	ForgedReplies   uint64    `json:"forged_replies"`
 	ReplayedReplies uint64    `json:"replayed_replies"`
 	WrongStream     uint64    `json:"wrong_stream_replies"`
@@ -118,6 +150,15 @@ type Uplink struct {
 	// of the segment it refused: a replayed nack carries the same at and is
 	// ignored. Only Run's goroutine (the current session) touches it.
 	nackAt map[protocol.Hash]int64
+
+	// resendGen counts the rewinds a nack caused: it is the last part of
+	// every segment's message id (protocol.Segment.MsgID), so a resend
+	// the cloud asked for gets a new id, and any other resend (after an
+	// ack timeout, or a reconnect) keeps the id of the copy the broker may
+	// still hold. Only Run's goroutine touches it.
+	resendGen uint64
+	// maxSent is the last seq this uplink published, to count resends.
+	maxSent uint64
 }
 
 // maxNackMemory bounds Uplink.nackAt. Forgetting is safe: a replay must
@@ -151,6 +192,10 @@ func New(opts Options) (*Uplink, error) {
 	if opts.AckTimeout <= 0 {
 		opts.AckTimeout = 30 * time.Second
 	}
+	if opts.AckTimeoutMax <= 0 {
+		opts.AckTimeoutMax = 8 * opts.AckTimeout
+	}
+	opts.AckTimeoutMax = max(opts.AckTimeoutMax, opts.AckTimeout)
 	if opts.BackoffBase <= 0 {
 		opts.BackoffBase = 500 * time.Millisecond
 	}
@@ -179,13 +224,6 @@ func (u *Uplink) Stats() Stats {
 	s := u.stats
 	s.DroppedReplies = u.dropped.Load()
 	return s
-}
-
-// rewinds counts the uplink's rewinds, for segments' message ids.
-func (u *Uplink) rewinds() uint64 {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.stats.Rewinds
 }
 
 func (u *Uplink) update(f func(s *Stats)) {
@@ -236,7 +274,15 @@ func (u *Uplink) backoff(attempt int) time.Duration {
 	return time.Duration(rand.Int64N(int64(ceil)) + 1)
 }
 
-type inflight struct{ first, last uint64 }
+// inflight is a segment sent and not yet covered by a receipt. pub is its
+// place among the session's publishes (from 1), to match the transport's
+// Accepter count; accepted is when the session saw the broker take it
+// (zero: not yet).
+type inflight struct {
+	first, last uint64
+	pub         uint64
+	accepted    time.Time
+}
 
 // sentSegment is what a session remembers of a segment it published, to
 // bind nacks to it: its ref, and the source's acknowledged watermark when
@@ -260,10 +306,25 @@ type session struct {
 	acked        uint64     // the cloud's watermark as this session knows it
 	next         uint64     // the next seq to send
 	flight       []inflight // sent and not yet covered by a receipt, oldest first
-	lastProgress time.Time  // the last receipt that moved acked, or the first send into an empty window
+	lastProgress time.Time  // the last receipt that moved acked, or the last ack timeout
 	progressed   bool       // acked moved during the session: resets the reconnect backoff
-	nackBackoff  time.Duration
-	holdUntil    time.Time // no sending before this (after a refusing nack)
+	// The ack timeout (ackwait.go): acc is the transport's Accepter (nil
+	// when it has none), published how many segments this session has
+	// published; ackTimeout the current timeout (it grows while the cloud
+	// is slower than it), and looked the watermark at the last ack
+	// timeout's hello (or the session's start).
+	acc        Accepter
+	published  uint64
+	ackTimeout time.Duration
+	looked     uint64
+	// dupWindow is the transport's Deduplicator window (0: none), and
+	// notBefore the end of it for the oldest segment in flight, when an
+	// ack timeout found the watermark stuck before it: the next look is
+	// then no earlier.
+	dupWindow   time.Duration
+	notBefore   time.Time
+	nackBackoff time.Duration
+	holdUntil   time.Time // no sending before this (after a refusing nack)
 	// The cloud nacks a gap only after waiting for it to fill, so a gap
 	// nack means the fill was lost: resend from its hwm. Every segment that
 	// was waiting behind the gap brings its own nack with the same hwm;
@@ -305,6 +366,11 @@ func (u *Uplink) session(ctx context.Context) (progressed bool, err error) {
 	u.log.Info("uplink session started", "stream", s.stream.String(), "cloud_hwm", acked, "local_last", u.o.Source.LastSeq())
 	u.update(func(s *Stats) { s.State = "streaming"; s.AckedHWM = acked; s.LastError = "" })
 	s.acked, s.next, s.lastProgress = acked, acked+1, u.o.Now()
+	s.looked, s.ackTimeout = acked, u.o.AckTimeout
+	s.acc, _ = u.o.Transport.(Accepter)
+	if d, ok := u.o.Transport.(Deduplicator); ok {
+		s.dupWindow = d.DuplicateWindow()
+	}
 	err = s.run(ctx)
 	return s.progressed, err
 }
@@ -321,6 +387,7 @@ func (s *session) run(ctx context.Context) error {
 		if err := s.fill(ctx); err != nil {
 			return err
 		}
+		s.noteAccepted()
 		if len(s.flight) >= u.o.Window || u.o.Now().Before(s.holdUntil) {
 			// New records cannot be sent now anyway: a reply or the
 			// deadline wakes the loop. (And a closed outbox's Changed,
@@ -332,14 +399,19 @@ func (s *session) run(ctx context.Context) error {
 			timer.Reset(d)
 			deadline = timer.C
 		}
+		var accepted <-chan struct{}
+		if s.acc != nil && !s.allAccepted() {
+			accepted = s.acc.AcceptedChanged()
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-u.o.Transport.Lost():
 			return errLost
 		case <-changed:
+		case <-accepted: // noted at the top of the loop
 		case <-deadline:
-			if len(s.flight) > 0 && u.o.Now().Sub(s.lastProgress) >= u.o.AckTimeout {
+			if s.ackDue() {
 				if err := s.onAckTimeout(ctx); err != nil {
 					return err
 				}
@@ -370,12 +442,15 @@ func (s *session) run(ctx context.Context) error {
 }
 
 // nextDeadline is how long until the session must act without an event:
-// the ack timeout while segments are in flight, or the end of a hold that
-// keeps the window from filling. ok is false when there is none.
+// the ack timeout while segments the broker took are in flight
+// (ackDeadline), or the end of a hold that keeps the window from filling.
+// ok is false when there is none.
 func (s *session) nextDeadline() (d time.Duration, ok bool) {
 	now := s.u.o.Now()
-	if len(s.flight) > 0 {
-		d, ok = max(0, s.lastProgress.Add(s.u.o.AckTimeout).Sub(now)), true
+	// Past its end with a segment still held by the broker, the ack
+	// timeout waits for AcceptedChanged instead (ackDue).
+	if at, armed := s.ackDeadline(); armed && (at.After(now) || s.allAccepted()) {
+		d, ok = max(0, at.Sub(now)), true
 	}
 	if s.holdUntil.After(now) && len(s.flight) < s.u.o.Window {
 		if h := s.holdUntil.Sub(now); !ok || h < d {
@@ -406,13 +481,17 @@ func (s *session) fill(ctx context.Context) error {
 				return err
 			}
 		}
-		if err := u.o.Transport.Publish(ctx, b, seg.MsgID(u.rewinds())); err != nil {
+		if err := u.o.Transport.Publish(ctx, b, seg.MsgID(u.resendGen)); err != nil {
 			return fmt.Errorf("publish segment %d-%d: %w", seg.First, seg.Last, err)
 		}
-		if len(s.flight) == 0 {
-			s.lastProgress = u.o.Now()
+		s.published++
+		f := inflight{first: seg.First, last: seg.Last, pub: s.published}
+		if s.acc == nil {
+			f.accepted = u.o.Now()
 		}
-		s.flight = append(s.flight, inflight{first: seg.First, last: seg.Last})
+		s.flight = append(s.flight, f)
+		resent := seg.First <= u.maxSent
+		u.maxSent = max(u.maxSent, seg.Last)
 		ref := protocol.RefOf(b, seg)
 		sent := sentSegment{ref: ref, acked: u.o.Source.AckedSeq()}
 		if prev, ok := s.sent[ref.Hash]; ok {
@@ -423,30 +502,14 @@ func (s *session) fill(ctx context.Context) error {
 		next, n := s.next, len(s.flight)
 		u.update(func(s *Stats) {
 			s.SegmentsSent++
+			if resent {
+				s.ResentSegments++
+			}
 			s.BytesSent += uint64(len(b))
 			s.NextSeq = next
 			s.InFlight = n
 		})
 	}
-	return nil
-}
-
-// onAckTimeout runs when segments are in flight and no receipt moved the
-// watermark for AckTimeout: a hello says where the cloud is, and sending
-// resumes from there.
-func (s *session) onAckTimeout(ctx context.Context) error {
-	u := s.u
-	u.log.Warn("no receipt within the ack timeout; asking the cloud where to resume", "acked", s.acked, "in_flight", len(s.flight), "timeout", u.o.AckTimeout)
-	hwm, err := u.hello(ctx, s.replies)
-	if err != nil {
-		return err
-	}
-	if hwm > s.acked {
-		s.acked, s.progressed = hwm, true
-	}
-	s.next, s.flight, s.lastProgress = s.acked+1, nil, u.o.Now()
-	acked, next := s.acked, s.next
-	u.update(func(s *Stats) { s.Rewinds++; s.AckedHWM = acked; s.NextSeq = next; s.InFlight = 0 })
 	return nil
 }
 
@@ -459,8 +522,16 @@ func (s *session) onReceipt(r protocol.Receipt) error {
 	if ok, err := u.accept(r, s.acked); !ok {
 		return err
 	}
-	s.acked, s.progressed, s.nackBackoff = r.HWM, true, 0
+	s.nackBackoff, s.ackTimeout, s.notBefore = 0, u.o.AckTimeout, time.Time{}
 	s.lastProgress = u.o.Now()
+	s.advance(r.HWM)
+	return nil
+}
+
+// advance moves the session's watermark to hwm (above it), dropping what
+// it covers from the window and from the segments nacks may name.
+func (s *session) advance(hwm uint64) {
+	s.acked, s.progressed = hwm, true
 	for len(s.flight) > 0 && s.flight[0].last <= s.acked {
 		s.flight = s.flight[1:]
 	}
@@ -473,8 +544,7 @@ func (s *session) onReceipt(r protocol.Receipt) error {
 		s.next, s.flight = s.acked+1, nil
 	}
 	n, next := len(s.flight), s.next
-	u.update(func(s *Stats) { s.InFlight = n; s.NextSeq = next })
-	return nil
+	s.u.update(func(s *Stats) { s.InFlight = n; s.NextSeq = next })
 }
 
 // bound reports whether a verified nack (of this session's stream) is one
@@ -523,7 +593,8 @@ func (s *session) onNack(n protocol.Nack) {
 	}
 	if n.HWM+1 < s.next {
 		u.log.Warn("cloud refused a segment; resending from its watermark", "code", n.Code.String(), "reason", n.Reason, "cloud_hwm", n.HWM)
-		s.next, s.flight = max(n.HWM, s.acked)+1, nil
+		s.next, s.flight, s.notBefore = max(n.HWM, s.acked)+1, nil, time.Time{}
+		u.resendGen++ // the cloud consumed and refused what it holds: the resend needs new ids
 		next := s.next
 		u.update(func(s *Stats) { s.Rewinds++; s.NextSeq = next; s.InFlight = 0 })
 	}

@@ -46,9 +46,10 @@ type Config struct {
 	SegmentRecords int
 	SegmentBytes   int
 	Window         int // segments in flight per edge, default 8 (the edge's --window)
-	// AckTimeout: when no receipt moves the watermark for this long with
-	// segments in flight, the edge says hello and resumes from the answer,
-	// as the edge's uplink does (default 30s, its default).
+	// AckTimeout: when no receipt moves the watermark for this long after
+	// the broker took the oldest segment in flight, the edge says hello and
+	// waits again or resends by its answer, as the edge's uplink does
+	// (default 30s, its default; it doubles up to 8× until a receipt).
 	AckTimeout time.Duration
 	// HelloTimeout: a hello whose answer does not come within this long
 	// ends the session, and the edge connects again (default 10s, the

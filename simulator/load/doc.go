@@ -12,7 +12,9 @@
 // trims only up to a receipt whose signature verifies against the pinned
 // key and whose head is its own chain's hash at that seq; a nack rewinds it
 // to the nack's watermark, and a window that gets no receipt within
-// AckTimeout is resent. There is no outbox on disk: records are generated
+// AckTimeout of the broker taking it is resent only when a hello shows the
+// cloud's watermark stuck since the last look (edge/uplink's rule, which
+// edge.go follows: see ackDue and helloAnswered). There is no outbox on disk: records are generated
 // when they are first sent, and kept in memory only until they are
 // receipted, so 10,000 edges with a backlog of 10,000 events each fit in
 // one process. Every edge keeps its own connection (one MQTT or NATS

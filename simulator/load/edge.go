@@ -54,14 +54,32 @@ type edge struct {
 	maxSent      uint64   // last seq ever published
 	inflight     []flight // published, not yet receipted, oldest first
 	rewinds      uint64
+	nackRewinds  uint64 // the last part of the message ids: only a nack changes them, as in the edge's uplink
 	awaitHello   bool
 	lastProgress time.Time
 	holdUntil    time.Time // after a nack "unavailable": publish nothing before
+	// The ack timeout as the edge's uplink runs it (edge/uplink/ackwait.go):
+	// published counts the session's publishes, ackTimeout doubles at each
+	// ack timeout until a receipt moves the watermark, looked is the
+	// watermark at the last ack timeout's hello, and timeoutHello says
+	// the hello awaited is an ack timeout's.
+	published    int
+	ackTimeout   time.Duration
+	looked       uint64
+	timeoutHello bool
+	dupWindow    time.Duration // the conn's DuplicateWindow
+	notBefore    time.Time     // no ack timeout before: the oldest segment's duplicate window
 
 	st edgeStats
 }
 
-type flight struct{ first, last uint64 }
+// flight is a segment in flight: pub is its place among the session's
+// publishes (from 1), accepted when the broker was seen to take it.
+type flight struct {
+	first, last uint64
+	pub         int
+	accepted    time.Time
+}
 
 // edgeStats are one edge's figures.
 type edgeStats struct {
@@ -75,6 +93,8 @@ type edgeStats struct {
 	staleNacks    int // nacks about segments no longer in flight (ignored)
 	staleReceipts int // receipts below the watermark that came late (ignored)
 	timeouts      int // AckTimeouts without a receipt (then a hello)
+	ackWaits      int // of which found the cloud moving (nothing resent)
+	dupWaits      int // of which found it stuck inside the broker's duplicate window (nothing resent)
 	helloTimeouts int // hellos not answered within HelloTimeout (then a new session)
 	sessions      int // successful connects
 	dialFailures  int
@@ -174,13 +194,11 @@ func (e *edge) pump(c conn, now time.Time) {
 			e.fail("encode segment %d..%d: %v", first, last, err)
 			return
 		}
-		if err := c.Publish(b, seg.MsgID(e.rewinds)); err != nil {
+		if err := c.Publish(b, seg.MsgID(e.nackRewinds)); err != nil {
 			return // the session is lost; the next one resends
 		}
-		if len(e.inflight) == 0 {
-			e.lastProgress = now
-		}
-		e.inflight = append(e.inflight, flight{first, last})
+		e.published++
+		e.inflight = append(e.inflight, flight{first: first, last: last, pub: e.published})
 		e.st.segments++
 		e.r.c.segments.Add(1)
 		if first <= e.maxSent {
@@ -226,6 +244,9 @@ func (e *edge) advance(hwm uint64, head protocol.Hash, now time.Time, what strin
 	e.raws, e.links, e.times, e.sentAt = e.raws[k:], e.links[k:], e.times[k:], e.sentAt[k:]
 	e.base = hwm
 	e.lastProgress = now
+	if what == "receipt" {
+		e.ackTimeout, e.notBefore = e.r.cfg.AckTimeout, time.Time{}
+	}
 	for len(e.inflight) > 0 && e.inflight[0].last <= hwm {
 		e.inflight = e.inflight[1:]
 	}
@@ -233,6 +254,71 @@ func (e *edge) advance(hwm uint64, head protocol.Hash, now time.Time, what strin
 		e.sent = hwm
 	}
 	return true
+}
+
+// noteAccepted stamps the segments in flight the broker took (its count
+// from the session's first publish).
+func (e *edge) noteAccepted(n int, now time.Time) {
+	for i := range e.inflight {
+		f := &e.inflight[i]
+		if f.pub > n {
+			break
+		}
+		if f.accepted.IsZero() {
+			f.accepted = now
+		}
+	}
+}
+
+// ackDue reports whether the ack timeout of the oldest segment in flight
+// has run out, counted from the later of the last progress and the moment
+// the broker took it, with every segment in flight taken (a hello then
+// waits behind none of them): edge/uplink's rule.
+func (e *edge) ackDue(accepted int, now time.Time) bool {
+	if e.awaitHello || len(e.inflight) == 0 || e.inflight[0].accepted.IsZero() || accepted < e.published {
+		return false
+	}
+	from := e.inflight[0].accepted
+	if e.lastProgress.After(from) {
+		from = e.lastProgress
+	}
+	at := from.Add(e.ackTimeout)
+	if e.notBefore.After(at) {
+		at = e.notBefore
+	}
+	return !now.Before(at)
+}
+
+// helloAnswered takes the first receipt after a hello. After an ack
+// timeout's hello, a watermark that moved since the last look means the
+// cloud is behind but moving: the window stays in flight. A stuck one
+// resends from it.
+func (e *edge) helloAnswered(now time.Time) {
+	e.awaitHello = false
+	if !e.timeoutHello {
+		e.sent = e.base
+		return
+	}
+	e.timeoutHello = false
+	moving := e.base > e.looked
+	e.looked = e.base
+	e.lastProgress = now
+	e.ackTimeout = min(2*e.ackTimeout, 8*e.r.cfg.AckTimeout)
+	if moving {
+		e.st.ackWaits++
+		e.r.c.ackWaits.Add(1)
+		return
+	}
+	if e.dupWindow > 0 && len(e.inflight) > 0 && !e.inflight[0].accepted.IsZero() {
+		if until := e.inflight[0].accepted.Add(e.dupWindow); now.Before(until) {
+			// A resend with the same id would be dropped by the broker.
+			e.notBefore = until
+			e.st.dupWaits++
+			e.r.c.dupWaits.Add(1)
+			return
+		}
+	}
+	e.rewind(now)
 }
 
 // rewind resends from the watermark.
@@ -257,8 +343,7 @@ func (e *edge) reply(b []byte, now time.Time) {
 			return
 		}
 		if e.advance(rc.HWM, rc.Head, now, "receipt") && e.awaitHello {
-			e.awaitHello = false
-			e.sent = e.base
+			e.helloAnswered(now)
 		}
 		return
 	}
@@ -289,6 +374,8 @@ func (e *edge) reply(b []byte, now time.Time) {
 	if n.Code == protocol.NackUnavailable {
 		e.holdUntil = now.Add(500 * time.Millisecond)
 	}
+	e.nackRewinds++
+	e.notBefore = time.Time{}
 	e.rewind(now)
 }
 
@@ -400,7 +487,8 @@ func (e *edge) hello() []byte {
 func (e *edge) session(ctx context.Context, c conn, replies chan []byte) string {
 	cfg := &e.r.cfg
 	e.rewind(time.Now())
-	e.awaitHello = true
+	e.awaitHello, e.timeoutHello, e.published = true, false, 0
+	e.looked, e.ackTimeout, e.dupWindow, e.notBefore = e.base, cfg.AckTimeout, c.DuplicateWindow(), time.Time{}
 	if err := c.Hello(ctx, e.hello()); err != nil {
 		return ""
 	}
@@ -448,18 +536,19 @@ func (e *edge) session(ctx context.Context, c conn, replies chan []byte) string 
 			}
 		case <-tick.C:
 			now := time.Now()
+			e.noteAccepted(c.Accepted(), now)
 			switch {
 			case e.awaitHello && now.Sub(helloAt) > cfg.HelloTimeout:
 				e.st.helloTimeouts++
 				e.r.c.helloTimeouts.Add(1)
 				return "hello unanswered within the hello timeout"
-			case !e.awaitHello && len(e.inflight) > 0 && now.Sub(e.lastProgress) > cfg.AckTimeout:
+			case e.ackDue(c.Accepted(), now):
 				// As the edge's uplink does: ask the cloud where it is
-				// with a hello, and resume from its answer.
+				// with a hello; its answer says whether to wait again or
+				// resend (helloAnswered).
 				e.st.timeouts++
 				e.r.c.timeouts.Add(1)
-				e.rewind(now)
-				e.awaitHello = true
+				e.awaitHello, e.timeoutHello = true, true
 				if err := c.Hello(ctx, e.hello()); err != nil {
 					return ""
 				}

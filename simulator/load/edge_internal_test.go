@@ -87,8 +87,9 @@ func TestReceiptTrimsOnlyWithItsOwnHead(t *testing.T) {
 
 // recorder is a conn that keeps what is published.
 type recorder struct {
-	segs []*protocol.Segment
-	lost chan struct{}
+	segs      []*protocol.Segment
+	lost      chan struct{}
+	dupWindow time.Duration
 }
 
 func (r *recorder) Hello(context.Context, []byte) error { return nil }
@@ -100,9 +101,11 @@ func (r *recorder) Publish(b []byte, _ string) error {
 	r.segs = append(r.segs, s)
 	return nil
 }
-func (r *recorder) Lost() <-chan struct{} { return r.lost }
-func (r *recorder) Close()                {}
-func (r *recorder) Reason() string        { return "" }
+func (r *recorder) Accepted() int                  { return len(r.segs) }
+func (r *recorder) DuplicateWindow() time.Duration { return r.dupWindow }
+func (r *recorder) Lost() <-chan struct{}          { return r.lost }
+func (r *recorder) Close()                         {}
+func (r *recorder) Reason() string                 { return "" }
 
 func TestNackRewindsOnlyForSegmentsInFlight(t *testing.T) {
 	e, cloud := withRecords(t, 100)
@@ -170,5 +173,67 @@ func TestArrivalsWhileAway(t *testing.T) {
 		if ht.Time().After(t0.Add(time.Second)) || ht.Time().Before(t0.Add(-time.Millisecond)) {
 			t.Fatalf("record %d at %v, outside the live window from %v", i+1, ht.Time(), t0)
 		}
+	}
+}
+
+// The load edge runs the ack timeout as edge/uplink does: not before the
+// broker took the segments in flight, no resend when the hello shows the
+// cloud moved since the last look, a resend (with the same message ids)
+// when it is stuck, and the timeout doubling meanwhile.
+func TestAckTimeoutAsTheUplink(t *testing.T) {
+	e, cloud := withRecords(t, 100)
+	e.r.cfg.AckTimeout = 30 * time.Second
+	e.ackTimeout = e.r.cfg.AckTimeout
+	c := &recorder{lost: make(chan struct{})}
+	t0 := time.Now()
+	e.pump(c, t0)
+	if e.ackDue(0, t0.Add(time.Hour)) {
+		t.Fatal("ack timeout due with nothing taken by the broker")
+	}
+	e.noteAccepted(4, t0)
+	if e.ackDue(4, t0.Add(29*time.Second)) || !e.ackDue(4, t0.Add(30*time.Second)) {
+		t.Fatal("the ack timeout does not end 30s after the broker took the oldest segment")
+	}
+	// A receipt for the first segment, then nothing: the hello shows the
+	// watermark above the last look (the session's start), so nothing is
+	// resent and the timeout doubles.
+	e.reply(e.receipt(cloud, 10, e.links[9]), t0.Add(5*time.Second))
+	e.awaitHello, e.timeoutHello = true, true
+	e.reply(e.receipt(cloud, 10, e.links[9]), t0.Add(35*time.Second))
+	if e.awaitHello || e.sent != 40 || len(e.inflight) != 3 || e.ackTimeout != time.Minute || e.st.ackWaits != 1 {
+		t.Fatalf("after a hello that shows the cloud moving: sent %d, in flight %d, timeout %s, waits %d", e.sent, len(e.inflight), e.ackTimeout, e.st.ackWaits)
+	}
+	// Stuck across the next timeout: resend from the watermark, with the
+	// message ids of the first copies.
+	e.awaitHello, e.timeoutHello = true, true
+	e.reply(e.receipt(cloud, 10, e.links[9]), t0.Add(95*time.Second))
+	if e.sent != 10 || len(e.inflight) != 0 || e.ackTimeout != 2*time.Minute || e.nackRewinds != 0 {
+		t.Fatalf("after a hello that shows the cloud stuck: sent %d, in flight %d, timeout %s, nack rewinds %d", e.sent, len(e.inflight), e.ackTimeout, e.nackRewinds)
+	}
+}
+
+// Over a broker with a duplicate window, a stuck watermark inside the
+// oldest segment's window resends nothing (the broker would drop it), and
+// the next ack timeout comes no earlier than the window's end.
+func TestAckTimeoutWaitsOutTheDuplicateWindow(t *testing.T) {
+	e, cloud := withRecords(t, 100)
+	e.r.cfg.AckTimeout = 30 * time.Second
+	e.ackTimeout, e.dupWindow = e.r.cfg.AckTimeout, 2*time.Minute
+	c := &recorder{lost: make(chan struct{}), dupWindow: 2 * time.Minute}
+	t0 := time.Now()
+	e.pump(c, t0)
+	e.noteAccepted(4, t0)
+	e.awaitHello, e.timeoutHello = true, true
+	e.reply(e.receipt(cloud, 0, protocol.Hash{}), t0.Add(30*time.Second))
+	if e.sent != 40 || len(e.inflight) != 4 || e.st.dupWaits != 1 {
+		t.Fatalf("stuck inside the window: sent %d, in flight %d, waits %d; want nothing resent", e.sent, len(e.inflight), e.st.dupWaits)
+	}
+	if e.ackDue(4, t0.Add(119*time.Second)) || !e.ackDue(4, t0.Add(120*time.Second)) {
+		t.Fatal("the next ack timeout is not at the end of the duplicate window")
+	}
+	e.awaitHello, e.timeoutHello = true, true
+	e.reply(e.receipt(cloud, 0, protocol.Hash{}), t0.Add(120*time.Second))
+	if e.sent != 0 || len(e.inflight) != 0 {
+		t.Fatalf("stuck past the window: sent %d, in flight %d; want a resend from the watermark", e.sent, len(e.inflight))
 	}
 }

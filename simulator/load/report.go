@@ -34,11 +34,14 @@ type Report struct {
 	Segments       int64          `json:"segments"` // published, every copy
 	Resent         int64          `json:"resent"`   // segments that carried records published before
 	Nacks          map[string]int `json:"nacks"`
-	StaleNacks     int            `json:"stale_nacks"`    // about segments no longer in flight; ignored
-	StaleReceipts  int            `json:"stale_receipts"` // below the watermark, came late; ignored
-	Timeouts       int64          `json:"ack_timeouts"`   // no receipt for AckTimeout with segments in flight (then a hello)
-	HelloTimeouts  int64          `json:"hello_timeouts"` // hellos unanswered for HelloTimeout (then a new session)
-	Reconnects     int            `json:"reconnects"`     // sessions after an edge's first
+	StaleNacks     int            `json:"stale_nacks"`     // about segments no longer in flight; ignored
+	StaleReceipts  int            `json:"stale_receipts"`  // below the watermark, came late; ignored
+	Timeouts       int64          `json:"ack_timeouts"`    // no receipt for AckTimeout with segments in flight (then a hello)
+	AckWaits       int64          `json:"ack_waits"`       // of the ack timeouts, those whose hello found the cloud moving (nothing resent)
+	DuplicateWaits int64          `json:"duplicate_waits"` // of the ack timeouts, those stuck inside the broker's duplicate window (nothing resent)
+	DuplicateAcks  int64          `json:"duplicate_acks"`  // publishes the broker dropped as duplicates (NATS)
+	HelloTimeouts  int64          `json:"hello_timeouts"`  // hellos unanswered for HelloTimeout (then a new session)
+	Reconnects     int            `json:"reconnects"`      // sessions after an edge's first
 	DialFailures   int64          `json:"dial_failures"`
 	NeverConnected int            `json:"never_connected"` // edges that had no session in the whole run
 	Quarantined    int            `json:"quarantined"`
@@ -249,6 +252,9 @@ func (r *run) report(rep *Report, start, trafficEnd, end time.Time, atTrafficEnd
 	rep.Resent = r.c.resent.Load()
 	rep.Timeouts = r.c.timeouts.Load()
 	rep.HelloTimeouts = r.c.helloTimeouts.Load()
+	rep.AckWaits = r.c.ackWaits.Load()
+	rep.DuplicateWaits = r.c.dupWaits.Load()
+	rep.DuplicateAcks = r.c.dupAcks.Load()
 	rep.DialFailures = r.c.dialFailures.Load()
 	nacks := 0
 	for _, n := range rep.Nacks {
@@ -347,8 +353,8 @@ func (rep *Report) Print(w io.Writer) {
 		nk = append(nk, fmt.Sprintf("%s %d", k, v))
 	}
 	sort.Strings(nk)
-	fmt.Fprintf(w, "  segments           %d published, %d resent, nacks [%s] (%d stale), %d ack timeouts, %d late receipts: resends and nacks %.2f%% of segments\n",
-		rep.Segments, rep.Resent, strings.Join(nk, ", "), rep.StaleNacks, rep.Timeouts, rep.StaleReceipts, 100*rep.ResendShare)
+	fmt.Fprintf(w, "  segments           %d published, %d resent, nacks [%s] (%d stale), %d ack timeouts (%d of them waited: the cloud moving; %d inside the duplicate window), %d late receipts, %d dropped by the broker as duplicates: resends and nacks %.2f%% of segments\n",
+		rep.Segments, rep.Resent, strings.Join(nk, ", "), rep.StaleNacks, rep.Timeouts, rep.AckWaits, rep.DuplicateWaits, rep.StaleReceipts, rep.DuplicateAcks, 100*rep.ResendShare)
 	fmt.Fprintf(w, "  connects           each edge's first session after its turn: median %.2fs, worst %.2fs; %d reconnects (%d after a hello unanswered), %d failed connects, %d edges never connected\n",
 		rep.Connect.Median, rep.Connect.Max, rep.Reconnects, rep.HelloTimeouts, rep.DialFailures, rep.NeverConnected)
 	if len(rep.SessionEnds) > 0 {

@@ -30,6 +30,9 @@ type counters struct {
 	nacks         atomic.Int64
 	timeouts      atomic.Int64
 	helloTimeouts atomic.Int64
+	ackWaits      atomic.Int64
+	dupWaits      atomic.Int64 // ack timeouts stuck inside the broker's duplicate window (nothing resent)
+	dupAcks       atomic.Int64 // publishes the broker dropped as duplicates (JetStream PubAck "duplicate")
 	dialFailures  atomic.Int64
 	errors        atomic.Int64 // protocol violations by the cloud
 	connected     atomic.Int64 // edges that have connected at least once

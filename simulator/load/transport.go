@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -25,6 +26,13 @@ type conn interface {
 	Hello(ctx context.Context, hello []byte) error
 	// Publish sends a segment without waiting for the broker's ack.
 	Publish(seg []byte, msgID string) error
+	// Accepted is how many of the session's publishes, from the first in
+	// order, the broker has acknowledged (a PUBACK, a PubAck), as
+	// edge/uplink's Accepter. It looks without waiting.
+	Accepted() int
+	// DuplicateWindow is how long the broker drops a publish whose
+	// message id it stored (JetStream's duplicate window; 0 for MQTT).
+	DuplicateWindow() time.Duration
 	// Lost is closed when the session ends; Reason then says why.
 	Lost() <-chan struct{}
 	Reason() string
@@ -90,13 +98,18 @@ func mqttDialer(broker string) dialer {
 			return nil, fmt.Errorf("connect to %s: %w", broker, err)
 		}
 		rcpt, _ := protocol.EdgeTopic(e.id, protocol.KindReceipt)
-		if err := waitToken(ctx, c.Subscribe(rcpt, 1, func(_ paho.Client, m paho.Message) { onReply(m.Payload()) })); err != nil {
+		heard := new(atomic.Int64)
+		heard.Store(time.Now().UnixNano())
+		if err := waitToken(ctx, c.Subscribe(rcpt, 1, func(_ paho.Client, m paho.Message) {
+			heard.Store(time.Now().UnixNano())
+			onReply(m.Payload())
+		})); err != nil {
 			c.Disconnect(0)
 			return nil, fmt.Errorf("subscribe %s: %w", rcpt, err)
 		}
 		seg, _ := protocol.EdgeTopic(e.id, protocol.KindSegment)
 		hello, _ := protocol.EdgeTopic(e.id, protocol.KindHello)
-		return &mqttConn{c: c, end: end, seg: seg, hello: hello}, nil
+		return &mqttConn{c: c, end: end, seg: seg, hello: hello, heard: heard}, nil
 	}
 }
 
@@ -117,6 +130,43 @@ type mqttConn struct {
 	c          paho.Client
 	end        *ended
 	seg, hello string
+	acks       []paho.Token // publishes whose PUBACK has not been seen, oldest first
+	sentAt     []time.Time  // when each of acks was published
+	accepted   int
+	heard      *atomic.Int64 // unix nanos of the last receipt on the session
+}
+
+func (m *mqttConn) DuplicateWindow() time.Duration { return 0 }
+
+// publishTimeout is how long a segment's PUBACK may take while nothing
+// comes from the broker before the session is called lost, as
+// edge/uplink/mqtt's PublishTimeout default.
+const publishTimeout = 2 * time.Minute
+
+// Accepted also ends the session, as edge/uplink/mqtt does, when the
+// oldest PUBACK has not come within publishTimeout of its publish and of
+// the last receipt, or came with an error: without it an edge whose PUBACK
+// never comes waits for it for ever (its ack timeout does not run before
+// the broker took the segment).
+func (m *mqttConn) Accepted() int {
+	for len(m.acks) > 0 {
+		select {
+		case <-m.acks[0].Done():
+		default:
+			if time.Since(m.sentAt[0]) > publishTimeout && time.Since(time.Unix(0, m.heard.Load())) > publishTimeout {
+				m.end.end("publish not acknowledged by the broker")
+			}
+			return m.accepted
+		}
+		if m.acks[0].Error() != nil {
+			m.end.end("publish refused by the broker")
+			return m.accepted
+		}
+		m.acks[0] = nil
+		m.acks, m.sentAt = m.acks[1:], m.sentAt[1:]
+		m.accepted++
+	}
+	return m.accepted
 }
 
 func (m *mqttConn) Hello(ctx context.Context, b []byte) error {
@@ -134,7 +184,8 @@ func (m *mqttConn) Publish(b []byte, _ string) error {
 		m.end.end("connection lost")
 		return errors.New("not connected")
 	}
-	m.c.Publish(m.seg, 1, false, b)
+	m.acks = append(m.acks, m.c.Publish(m.seg, 1, false, b))
+	m.sentAt = append(m.sentAt, time.Now())
 	return nil
 }
 
@@ -181,7 +232,7 @@ func natsDialer(url string) dialer {
 		}
 		seg, _ := protocol.EdgeSubject(e.id, protocol.KindSegment)
 		hello, _ := protocol.EdgeSubject(e.id, protocol.KindHello)
-		return &natsConn{nc: nc, js: js, end: end, seg: seg, hello: hello, secret: hex.EncodeToString(secret), onReply: onReply}, nil
+		return &natsConn{nc: nc, js: js, end: end, seg: seg, hello: hello, secret: hex.EncodeToString(secret), onReply: onReply, dupAcks: &e.r.c.dupAcks}, nil
 	}
 }
 
@@ -192,6 +243,30 @@ type natsConn struct {
 	seg, hello string
 	secret     string
 	onReply    func([]byte)
+	acks       []jetstream.PubAckFuture // publishes whose PubAck has not been seen, oldest first
+	accepted   int
+	dupAcks    *atomic.Int64 // the run's count of publishes JetStream dropped as duplicates
+}
+
+// DuplicateWindow is the window of the stream the cloud creates
+// (cloud/ingest/nats DefaultDuplicates), as edge/uplink/nats assumes.
+func (n *natsConn) DuplicateWindow() time.Duration { return 2 * time.Minute }
+
+func (n *natsConn) Accepted() int {
+	for len(n.acks) > 0 {
+		select {
+		case pa := <-n.acks[0].Ok():
+			if pa != nil && pa.Duplicate {
+				n.dupAcks.Add(1)
+			}
+		default:
+			return n.accepted
+		}
+		n.acks[0] = nil
+		n.acks = n.acks[1:]
+		n.accepted++
+	}
+	return n.accepted
 }
 
 func (n *natsConn) Hello(ctx context.Context, b []byte) error {
@@ -207,10 +282,12 @@ func (n *natsConn) Hello(ctx context.Context, b []byte) error {
 }
 
 func (n *natsConn) Publish(b []byte, msgID string) error {
-	if _, err := n.js.PublishAsync(n.seg, b, jetstream.WithMsgID(msgID+":"+n.secret)); err != nil {
+	f, err := n.js.PublishAsync(n.seg, b, jetstream.WithMsgID(msgID+":"+n.secret))
+	if err != nil {
 		n.end.end("publish: " + errText(err))
 		return err
 	}
+	n.acks = append(n.acks, f)
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -49,7 +50,14 @@ type Options struct {
 
 	ConnectTimeout time.Duration // default 10s
 	KeepAlive      time.Duration // default 30s
-	PublishTimeout time.Duration // wait for a PUBACK before calling the session lost; default 30s
+	// PublishTimeout is how long a segment may wait for its PUBACK while
+	// nothing at all comes from the broker (no PUBACK, no receipt) before
+	// the session is called lost; default 2m. The cloud's embedded broker
+	// holds a segment before its PUBACK while ingest is behind, edges
+	// taking turns (a turn of a 1,000-edge fleet took over 30s, the old
+	// default, in saturation), and each receipt that comes meanwhile shows
+	// the broker alive, so it starts the wait again.
+	PublishTimeout time.Duration
 	// OnCommand, when set, is given every message on the edge's own
 	// command topic (outpost/v1/edge/{edge}/cmd, subscribed at QoS 1 in
 	// every session before the hello, so the commands the hello asks for
@@ -70,7 +78,10 @@ type Transport struct {
 	client  paho.Client
 	ended   *uplink.Ended
 	pending *pendingAcks
+	heard   atomic.Int64   // unix nanos of the last message from the broker on the rcpt topic (the session's)
 	wg      sync.WaitGroup // the session's ack watcher
+	// accCh is signalled when a session's PUBACK count moves (Accepter).
+	accCh chan struct{}
 }
 
 // pendingAcks is a session's segment publishes whose PUBACK has not been
@@ -78,9 +89,10 @@ type Transport struct {
 // (not one per publish): the deadlines are in publish order, so it only
 // ever waits for the oldest.
 type pendingAcks struct {
-	mu    sync.Mutex
-	queue []pendingAck
-	more  chan struct{} // a publish was added; capacity 1
+	mu       sync.Mutex
+	queue    []pendingAck
+	more     chan struct{} // a publish was added; capacity 1
+	accepted uint64        // PUBACKs seen, in publish order (Accepted)
 }
 
 type pendingAck struct {
@@ -107,12 +119,42 @@ func (p *pendingAcks) oldest() (pendingAck, bool) {
 	return p.queue[0], true
 }
 
+// extend moves the oldest publish's deadline to at.
+func (p *pendingAcks) extend(at time.Time) {
+	p.mu.Lock()
+	if len(p.queue) > 0 && at.After(p.queue[0].deadline) {
+		p.queue[0].deadline = at
+	}
+	p.mu.Unlock()
+}
+
 func (p *pendingAcks) pop() {
 	p.mu.Lock()
 	p.queue[0] = pendingAck{}
 	p.queue = p.queue[1:]
+	p.accepted++
 	p.mu.Unlock()
 }
+
+// Accepted is how many of the session's segment publishes the broker has
+// acknowledged (uplink.Accepter): PUBACKs come in publish order, so they
+// are the first ones. A segment without its PUBACK is held by the broker
+// (the cloud's embedded broker stops reading an edge while ingest is
+// behind) or on its way; the uplink's ack timeout does not run for it.
+func (t *Transport) Accepted() uint64 {
+	t.mu.Lock()
+	p := t.pending
+	t.mu.Unlock()
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepted
+}
+
+// AcceptedChanged receives after Accepted moves.
+func (t *Transport) AcceptedChanged() <-chan struct{} { return t.accCh }
 
 // Pending is the number of segment publishes waiting for their PUBACK.
 func (t *Transport) Pending() int {
@@ -128,7 +170,8 @@ func (t *Transport) Pending() int {
 }
 
 // watch ends the session when a segment's PUBACK does not come within
-// PublishTimeout, or comes with an error. It returns when the session ends.
+// PublishTimeout of its publish and of the last receipt heard, or comes
+// with an error. It returns when the session ends.
 func (t *Transport) watch(p *pendingAcks, ended *uplink.Ended) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -151,7 +194,17 @@ func (t *Transport) watch(p *pendingAcks, ended *uplink.Ended) {
 				return
 			}
 			p.pop()
+			select {
+			case t.accCh <- struct{}{}:
+			default:
+			}
 		case <-timer.C:
+			if heard := time.Unix(0, t.heard.Load()); time.Since(heard) < t.o.PublishTimeout {
+				// The broker holds the segment (back-pressure) but is
+				// alive: a receipt came since. Wait on from there.
+				p.extend(heard.Add(t.o.PublishTimeout))
+				continue
+			}
 			t.o.Logger.Warn("mqtt uplink publish not acknowledged", "timeout", t.o.PublishTimeout)
 			ended.End()
 			return
@@ -167,7 +220,10 @@ func (t *Transport) watch(p *pendingAcks, ended *uplink.Ended) {
 	}
 }
 
-var _ uplink.Transport = (*Transport)(nil)
+var (
+	_ uplink.Transport = (*Transport)(nil)
+	_ uplink.Accepter  = (*Transport)(nil)
+)
 
 // New checks opts and returns a transport.
 func New(opts Options) (*Transport, error) {
@@ -197,7 +253,7 @@ func New(opts Options) (*Transport, error) {
 		opts.KeepAlive = 30 * time.Second
 	}
 	if opts.PublishTimeout <= 0 {
-		opts.PublishTimeout = 30 * time.Second
+		opts.PublishTimeout = 2 * time.Minute
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -208,7 +264,7 @@ func New(opts Options) (*Transport, error) {
 	if opts.TLS, err = tlsconf.Client(opts.TLS, opts.CAFile, opts.CertFile, opts.KeyFile); err != nil {
 		return nil, fmt.Errorf("mqtt uplink: %w", err)
 	}
-	return &Transport{o: opts, segTopic: seg, helloTopic: hello, rcpt: rcpt, cmd: cmd}, nil
+	return &Transport{o: opts, segTopic: seg, helloTopic: hello, rcpt: rcpt, cmd: cmd, accCh: make(chan struct{}, 1)}, nil
 }
 
 // Connect opens a session and subscribes to the receipt topic, and to the
@@ -251,7 +307,11 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 		}
 		return fmt.Errorf("connect to %s: %w", t.o.Broker, err)
 	}
-	sub := c.Subscribe(t.rcpt, 1, func(_ paho.Client, m paho.Message) { onReply(m.Payload()) })
+	t.heard.Store(time.Now().UnixNano())
+	sub := c.Subscribe(t.rcpt, 1, func(_ paho.Client, m paho.Message) {
+		t.heard.Store(time.Now().UnixNano())
+		onReply(m.Payload())
+	})
 	if err := wait(ctx, sub, t.o.ConnectTimeout); err != nil {
 		c.Disconnect(0)
 		return fmt.Errorf("subscribe %s: %w", t.rcpt, err)
@@ -295,13 +355,18 @@ func (t *Transport) session() (paho.Client, *uplink.Ended) {
 	return t.client, t.ended
 }
 
+// helloAckTimeout bounds the wait for a hello's PUBACK.
+const helloAckTimeout = 30 * time.Second
+
 // Hello publishes a hello at QoS 1 and waits for the broker's PUBACK.
 func (t *Transport) Hello(ctx context.Context, hello []byte) error {
 	c, ended := t.session()
 	if c == nil {
 		return errors.New("not connected")
 	}
-	if err := wait(ctx, c.Publish(t.helloTopic, 1, false, hello), t.o.PublishTimeout); err != nil {
+	// A hello is never held by the broker (and the uplink sends none
+	// behind a held segment), so its PUBACK gets the old, short wait.
+	if err := wait(ctx, c.Publish(t.helloTopic, 1, false, hello), min(t.o.PublishTimeout, helloAckTimeout)); err != nil {
 		ended.End()
 		return err
 	}
@@ -309,7 +374,8 @@ func (t *Transport) Hello(ctx context.Context, hello []byte) error {
 }
 
 // Publish sends a segment at QoS 1 without waiting: many segments are in
-// flight at once. A PUBACK that does not come within PublishTimeout ends
+// flight at once. A PUBACK that does not come within PublishTimeout (of
+// the publish, and of the last receipt heard: see Options) ends
 // the session; the session's one watcher goroutine waits for them.
 func (t *Transport) Publish(ctx context.Context, seg []byte, _ string) error {
 	t.mu.Lock()

@@ -75,15 +75,18 @@ func TestRefusedLoginSaysWhy(t *testing.T) {
 // from acknowledging them (as if the PUBACKs were lost).
 type holdAcks struct {
 	mochi.HookBase
-	hold bool
+	hold atomic.Bool
 	seen atomic.Int64
 }
 
 func (h *holdAcks) ID() string           { return "hold-acks" }
 func (h *holdAcks) Provides(b byte) bool { return b == mochi.OnPublish }
 func (h *holdAcks) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // the test's own publishes (receipts)
+	}
 	h.seen.Add(1)
-	if h.hold {
+	if h.hold.Load() {
 		return pk, packets.ErrRejectPacket
 	}
 	return pk, nil
@@ -126,7 +129,8 @@ func newTransport(t *testing.T, url string, mod func(*mqtt.Options)) *mqtt.Trans
 // Segments in flight cost no goroutine each: one watcher per session
 // waits for their PUBACKs.
 func TestPublishNoGoroutinePerSegment(t *testing.T) {
-	h := &holdAcks{hold: true}
+	h := &holdAcks{}
+	h.hold.Store(true)
 	tr := newTransport(t, "tcp://"+startBroker(t, h, nil), nil)
 	ctx := context.Background()
 	if err := tr.Connect(ctx, func([]byte) {}); err != nil {
@@ -155,7 +159,8 @@ func TestPublishNoGoroutinePerSegment(t *testing.T) {
 
 // A PUBACK that does not come within PublishTimeout ends the session.
 func TestPublishTimeoutEndsSession(t *testing.T) {
-	h := &holdAcks{hold: true}
+	h := &holdAcks{}
+	h.hold.Store(true)
 	tr := newTransport(t, "tcp://"+startBroker(t, h, nil), func(o *mqtt.Options) { o.PublishTimeout = 20 * time.Millisecond })
 	ctx := context.Background()
 	if err := tr.Connect(ctx, func([]byte) {}); err != nil {
@@ -297,5 +302,96 @@ func TestCommandsDelivered(t *testing.T) {
 		if err := tr.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// Accepted counts the segments the broker acknowledged, in order, and
+// starts again at each session: a segment without its PUBACK (held by the
+// broker's back-pressure) is not counted, so the uplink's ack timeout does
+// not run for it.
+func TestAcceptedCountsPUBACKs(t *testing.T) {
+	h := &holdAcks{}
+	tr := newTransport(t, "tcp://"+startBroker(t, h, nil), func(o *mqtt.Options) { o.PublishTimeout = time.Minute })
+	ctx := context.Background()
+	if err := tr.Connect(ctx, func([]byte) {}); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if err := tr.Publish(ctx, []byte("segment"), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll.Until(t, 10*time.Second, "5 segments accepted", func() bool { return tr.Accepted() == 5 })
+	select {
+	case <-tr.AcceptedChanged():
+	default:
+		t.Fatal("no signal after Accepted moved")
+	}
+	h.hold.Store(true)
+	if err := tr.Publish(ctx, []byte("held"), ""); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "the broker to see the held segment", func() bool { return h.seen.Load() == 6 })
+	if n := tr.Accepted(); n != 5 {
+		t.Fatalf("accepted %d with the sixth segment unacknowledged; want 5", n)
+	}
+	_ = tr.Close()
+	h.hold.Store(false)
+	if err := tr.Connect(ctx, func([]byte) {}); err != nil {
+		t.Fatal(err)
+	}
+	if n := tr.Accepted(); n != 0 {
+		t.Fatalf("a new session starts with %d accepted; want 0", n)
+	}
+}
+
+// A segment the broker holds (no PUBACK) does not end the session while
+// receipts keep coming: the broker is alive, only holding it back. When
+// the broker falls silent, PublishTimeout ends the session.
+func TestHeldPublishKeepsSessionWhileBrokerSpeaks(t *testing.T) {
+	h := &holdAcks{}
+	h.hold.Store(true)
+	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddHook(h, nil); err != nil {
+		t.Fatal(err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := srv.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	tr := newTransport(t, "tcp://"+l.Address(), func(o *mqtt.Options) { o.PublishTimeout = 2 * time.Second })
+	var replies atomic.Int64
+	if err := tr.Connect(context.Background(), func([]byte) { replies.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Publish(context.Background(), []byte("held"), ""); err != nil {
+		t.Fatal(err)
+	}
+	rcpt, _ := protocol.EdgeTopic("e1", protocol.KindReceipt)
+	// Receipts every 50ms for 1.5 publish timeouts: the session lives on
+	// as long as they come (each is seen by the edge before the next).
+	for i := range 60 {
+		_ = srv.Publish(rcpt, []byte("receipt"), false, 1)
+		poll.Until(t, 10*time.Second, "the receipt to arrive", func() bool { return replies.Load() == int64(i+1) })
+		select {
+		case <-tr.Lost():
+			t.Fatalf("the session ended after %d receipts while the broker held a segment", i+1)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if n := tr.Accepted(); n != 0 {
+		t.Fatalf("accepted %d; want 0 (the segment is held)", n)
+	}
+	select {
+	case <-tr.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session outlived a silent broker holding its segment")
 	}
 }

@@ -3,16 +3,19 @@
 //
 //   - Segments are published through JetStream to outpost.v1.edge.{edge}.seg
 //     with Nats-Msg-Id set to the id the uplink gives
-//     (protocol.Segment.MsgID: {edge}:{epoch}:{first}-{last}~{rewinds})
+//     (protocol.Segment.MsgID: {edge}:{epoch}:{first}-{last}~{nack rewinds})
 //     followed by ":" and a secret of this transport, 128 random bits drawn
 //     in New. The server drops a resend inside its duplicate window while
-//     the first copy is in the stream (after a reconnect, say), and a
-//     resend after a rewind (the uplink's answer to a nack) has a new id,
-//     so the window never swallows the resend the cloud asked for. The
+//     the first copy is in the stream (after a reconnect or an ack
+//     timeout, say: the cloud is only behind), and a resend after a nack
+//     (the cloud consumed and refused the first copy) has a new id, so the
+//     window never swallows the resend the cloud asked for. The
 //     secret matters because JetStream's duplicate window is one for the
 //     whole stream: without it, another edge could publish this edge's next
 //     id first and have the real segment dropped. Nothing depends on the
 //     window: the cloud's watermark is the real dedup.
+//   - The PubAcks are counted in publish order (uplink.Accepter), so the
+//     uplink's ack timeout starts when JetStream stored a segment.
 //   - A hello is a request on outpost.v1.edge.{edge}.hello; the reply, the
 //     cloud's signed receipt, is handed to onReply like any other reply.
 //   - Receipts and nacks arrive on outpost.v1.edge.{edge}.rcpt, a core NATS
@@ -78,6 +81,13 @@ type Options struct {
 	ConnectTimeout time.Duration // default 10s
 	RequestTimeout time.Duration // wait for a hello's reply; default 10s
 	PublishTimeout time.Duration // wait for a JetStream PubAck before calling the session lost; default 30s
+	// DuplicateWindow is the stream's duplicate window: a publish with a
+	// message id JetStream stored less than this long ago is dropped, so
+	// the uplink does not resend a segment with the same id before it has
+	// passed (uplink.Deduplicator). Default DefaultDuplicateWindow; a
+	// window set longer than the stream's only delays a resend, a shorter
+	// one wastes it (the doubling ack timeout sends it again later).
+	DuplicateWindow time.Duration
 	// OnCommand, when set, is given every message on the edge's own
 	// command subject (outpost.v1.edge.{edge}.cmd, a core subscription made
 	// in every session before the hello), in arrival order, from the
@@ -105,9 +115,101 @@ type Transport struct {
 	js      jetstream.JetStream
 	ended   *uplink.Ended
 	onReply func([]byte)
+	acks    *pubAcks
+	wg      sync.WaitGroup // the session's PubAck watcher
+	// accCh is signalled when a session's PubAck count moves (Accepter).
+	accCh chan struct{}
 }
 
-var _ uplink.Transport = (*Transport)(nil)
+var (
+	_ uplink.Transport    = (*Transport)(nil)
+	_ uplink.Accepter     = (*Transport)(nil)
+	_ uplink.Deduplicator = (*Transport)(nil)
+)
+
+// pubAcks is a session's publishes whose PubAck has not come, oldest
+// first, and how many came before them: one watcher per session waits for
+// the oldest (publishAsync's error handler ends the session on an error,
+// so the watcher only counts what JetStream took).
+type pubAcks struct {
+	mu       sync.Mutex
+	queue    []jetstream.PubAckFuture
+	more     chan struct{} // capacity 1
+	accepted uint64
+}
+
+func (p *pubAcks) add(f jetstream.PubAckFuture) {
+	p.mu.Lock()
+	p.queue = append(p.queue, f)
+	p.mu.Unlock()
+	select {
+	case p.more <- struct{}{}:
+	default:
+	}
+}
+
+func (p *pubAcks) oldest() (jetstream.PubAckFuture, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.queue) == 0 {
+		return nil, false
+	}
+	return p.queue[0], true
+}
+
+// watchAcks counts the session's PubAcks in publish order until the
+// session ends or a publish fails.
+func (t *Transport) watchAcks(p *pubAcks, ended *uplink.Ended) {
+	for {
+		f, ok := p.oldest()
+		if !ok {
+			select {
+			case <-p.more:
+				continue
+			case <-ended.Done():
+				return
+			}
+		}
+		select {
+		case <-f.Ok():
+			p.mu.Lock()
+			p.queue[0] = nil
+			p.queue = p.queue[1:]
+			p.accepted++
+			p.mu.Unlock()
+			select {
+			case t.accCh <- struct{}{}:
+			default:
+			}
+		case <-f.Err():
+			return // publishFailed ends the session
+		case <-ended.Done():
+			return
+		}
+	}
+}
+
+// Accepted is how many of the session's segment publishes JetStream has
+// acknowledged, in publish order (uplink.Accepter): a PubAck means the
+// segment is stored in the stream (or was there already, under the same
+// Nats-Msg-Id), so the uplink's ack timeout measures the cloud from it.
+func (t *Transport) Accepted() uint64 {
+	t.mu.Lock()
+	p := t.acks
+	t.mu.Unlock()
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepted
+}
+
+// AcceptedChanged receives after Accepted moves.
+func (t *Transport) AcceptedChanged() <-chan struct{} { return t.accCh }
+
+// DuplicateWindow is Options.DuplicateWindow (uplink.Deduplicator).
+func (t *Transport) DuplicateWindow() time.Duration { return t.o.DuplicateWindow }
 
 // Sentinel errors.
 var (
@@ -117,6 +219,11 @@ var (
 	// max_payload cannot carry; lower the edge's --segment-bytes.
 	ErrTooLarge = errors.New("nats uplink: segment exceeds the server's max_payload")
 )
+
+// DefaultDuplicateWindow is Options.DuplicateWindow's default: the
+// duplicate window of the stream the cloud creates (cloud/ingest/nats
+// DefaultDuplicates).
+const DefaultDuplicateWindow = 2 * time.Minute
 
 // headerRoom is what a segment's message adds to its payload: the
 // Nats-Msg-Id header and the protocol line.
@@ -158,6 +265,9 @@ func New(opts Options) (*Transport, error) {
 	if opts.PublishTimeout <= 0 {
 		opts.PublishTimeout = 30 * time.Second
 	}
+	if opts.DuplicateWindow <= 0 {
+		opts.DuplicateWindow = DefaultDuplicateWindow
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -169,7 +279,7 @@ func New(opts Options) (*Transport, error) {
 		return nil, fmt.Errorf("nats uplink: message id secret: %w", err)
 	}
 	t := &Transport{o: opts, log: opts.Logger.With("component", "uplink-nats"), segSubj: seg, helloSubj: hello, rcpt: rcpt, cmd: cmd,
-		idSecret: hex.EncodeToString(secret)}
+		idSecret: hex.EncodeToString(secret), accCh: make(chan struct{}, 1)}
 	user := opts.User
 	if user == "" {
 		user = opts.Edge
@@ -303,9 +413,15 @@ func (t *Transport) Connect(ctx context.Context, onReply func([]byte)) error {
 		nc.Close()
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	acks := &pubAcks{more: make(chan struct{}, 1)}
 	t.mu.Lock()
-	t.nc, t.js, t.ended, t.onReply = nc, js, ended, onReply
+	t.nc, t.js, t.ended, t.onReply, t.acks = nc, js, ended, onReply, acks
 	t.mu.Unlock()
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		t.watchAcks(acks, ended)
+	}()
 	t.log.Debug("nats uplink connected", "server", nc.ConnectedUrlRedacted(), "max_payload", nc.MaxPayload())
 	return nil
 }
@@ -355,9 +471,16 @@ func (t *Transport) Publish(ctx context.Context, seg []byte, msgID string) error
 	if max := nc.MaxPayload(); max > 0 && int64(len(seg)+len(id)+headerRoom) > max {
 		return fmt.Errorf("%w: %d bytes, max_payload %d", ErrTooLarge, len(seg), max)
 	}
-	if _, err := js.PublishAsync(t.segSubj, seg, jetstream.WithMsgID(id)); err != nil {
+	f, err := js.PublishAsync(t.segSubj, seg, jetstream.WithMsgID(id))
+	if err != nil {
 		markLost()
 		return fmt.Errorf("publish %s: %w", t.segSubj, err)
+	}
+	t.mu.Lock()
+	acks := t.acks
+	t.mu.Unlock()
+	if acks != nil {
+		acks.add(f)
 	}
 	return nil
 }
@@ -399,8 +522,9 @@ func (t *Transport) Close() error {
 		nc.Close()
 	}
 	markLost()
+	t.wg.Wait()
 	t.mu.Lock()
-	t.nc, t.js = nil, nil
+	t.nc, t.js, t.acks = nil, nil, nil
 	t.mu.Unlock()
 	return nil
 }

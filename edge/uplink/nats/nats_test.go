@@ -365,6 +365,8 @@ func TestMsgIDs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Every PubAck counts, the duplicate's too: JetStream has the segment.
+	poll.Until(t, 10*time.Second, "4 publishes accepted", func() bool { return tr.Accepted() == 4 })
 	var got []string
 	var first string
 	for range 3 {
