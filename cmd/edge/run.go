@@ -141,7 +141,7 @@ func (m *Main) ParseFlags(args []string) error {
 	flagenv.BytesVar(fs, &c.SegmentBytes, "segment-bytes", 256<<10, flagenv.Range{Min: 4 << 10, Max: protocol.MaxSegmentBytes}, "uplink: largest segment, such as 256KiB (a segment always holds at least one commit group)")
 	fs.BoolVar(&c.Compress, "compress", false, "uplink: zstd-compress segments")
 	flagenv.BytesVar(fs, &c.RateBytes, "rate-bytes", 0, flagenv.Range{Min: 1 << 10, Zero: "none"}, "uplink: cap in bytes per second for thin links, such as 64KiB (0: none)")
-	flagenv.DurationVar(fs, &c.AckTimeout, "ack-timeout", 30*time.Second, flagenv.Durations(100*time.Millisecond, 0, ""), "uplink: resend when no receipt arrives for this long")
+	flagenv.DurationVar(fs, &c.AckTimeout, "ack-timeout", 30*time.Second, flagenv.Durations(100*time.Millisecond, 0, ""), "uplink: ask the cloud where it stands (a hello) when no receipt arrives for this long after the broker took a segment; resend only if its watermark has not moved (the wait doubles up to 8 times this while the cloud is behind but moving; docs/TRANSPORTS.md)")
 	flagenv.DurationVar(fs, &c.ReconnectMax, "reconnect-max", 15*time.Second, flagenv.Durations(100*time.Millisecond, 0, ""), "uplink: longest wait between reconnect attempts (exponential backoff with full jitter up to this); it bounds how long a restored link stays unused")
 	fs.StringVar(&c.OTARepo, "ota-repo", "", "the cloud's release repository, such as http://cloud.example:8080/v1/ota/repo: act on the cloud's signed ota.assign and ota.cancel commands (install the assigned release in the background, on probation; docs/OTA.md). Needs an uplink and 'edge ota init'")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
