@@ -291,3 +291,38 @@ func TestDecodeRecordFastCopies(t *testing.T) {
 }
 
 func recordsEqual(a, b Record) bool { return reflect.DeepEqual(a, b) }
+
+// TestCheckBodyDuplicateKeyAnyHead: a key written twice is a duplicate
+// also when one of the two has a longer head than it needs ("a" as 0x61
+// 0x61 and as 0x78 0x01 0x61): the two are one key to every decoder
+// (Body.Decode and MarshalJSON refuse such a body), so CheckBody, the fast
+// path and the reference path of DecodeRecord refuse it too.
+func TestCheckBodyDuplicateKeyAnyHead(t *testing.T) {
+	for name, body := range map[string][]byte{
+		"short then long":  cb{}.head(5, 2).text("a").head(0, 1).raw(0x78, 1, 'a').head(0, 2),
+		"long then short":  cb{}.head(5, 2).raw(0x78, 1, 'a').head(0, 1).text("a").head(0, 2),
+		"long twice":       cb{}.head(5, 2).raw(0x78, 1, 'a').head(0, 1).raw(0x79, 0, 1, 'a').head(0, 2),
+		"after other keys": cb{}.head(5, 3).text("a").head(0, 1).text("b").head(0, 1).raw(0x78, 1, 'a').head(0, 2),
+		"nested":           cb{}.head(5, 1).text("m").head(5, 2).text("a").head(0, 1).raw(0x78, 1, 'a').head(0, 2),
+	} {
+		var v any
+		if err := anyDecMode.Unmarshal(body, &v); err == nil {
+			t.Fatalf("%s: the reference decoder takes %x", name, body)
+		}
+		if err := CheckBody(body); err == nil || !strings.Contains(err.Error(), "duplicate key") {
+			t.Errorf("%s: CheckBody(%x) = %v, want a duplicate key", name, body, err)
+		}
+		raw := craftedMap(withValue(craftedBase(body), "body", body))
+		if _, ok := decodeRecordFast(raw, nil); ok {
+			t.Errorf("%s: the fast path takes the record", name)
+		}
+		if _, err := DecodeRecord(raw); err == nil {
+			t.Errorf("%s: DecodeRecord takes the record", name)
+		}
+	}
+	// Not duplicates: the same name with a long head once, beside others.
+	ok := cb{}.head(5, 2).raw(0x78, 1, 'b').head(0, 1).text("a").head(0, 2)
+	if err := CheckBody(ok); err != nil {
+		t.Errorf("CheckBody(%x) = %v", ok, err)
+	}
+}
