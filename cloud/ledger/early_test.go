@@ -58,7 +58,9 @@ func TestEarlyGivesBackItsConnection(t *testing.T) {
 	}
 
 	t.Run("all forged", func(t *testing.T) {
-		out, err := l.Commit(context.Background(), inputs(forged(), forged()))
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		out, err := l.Commit(ctx, inputs(forged(), forged()))
 		if err != nil || out[0].Kind != ledger.KindQuarantined || out[1].Kind != ledger.KindQuarantined {
 			t.Fatalf("%+v, %v", out, err)
 		}
