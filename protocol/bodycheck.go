@@ -123,8 +123,11 @@ func walkJSONModel(b []byte, depth int) ([]byte, error) {
 			if !utf8.Valid(name) {
 				return nil, fieldf("", "a key is not valid UTF-8; send text as UTF-8")
 			}
-			switch {
-			case seen == nil && (prev == nil || bytes.Compare(key, prev) > 0):
+			// A key is its text: "a" with a longer head than it needs is
+			// "a" again to every decoder, so only keys in their shortest
+			// form, in canonical order, skip the set.
+			switch shortest := CBORHeadLen(klen) == len(key)-int(klen); {
+			case seen == nil && shortest && (prev == nil || bytes.Compare(key, prev) > 0):
 				prev = key // canonical order: strictly increasing, so no duplicates
 			default:
 				if seen == nil {
@@ -133,10 +136,10 @@ func walkJSONModel(b []byte, depth int) ([]byte, error) {
 						return nil, err
 					}
 				}
-				if seen[string(key)] {
+				if seen[string(name)] {
 					return nil, fieldf(string(name), "duplicate key")
 				}
-				seen[string(key)] = true
+				seen[string(name)] = true
 			}
 			if rest, err = walkJSONModel(krest[klen:], depth+1); err != nil {
 				return nil, prefixField(string(name), err)
@@ -170,8 +173,9 @@ func walkJSONModel(b []byte, depth int) ([]byte, error) {
 	return nil, fieldf("", "CBOR simple value %d is not allowed: bodies hold the JSON data model only", arg)
 }
 
-// collectKeys records the encoded keys of the first n pairs of the map at b
-// (used once a map's keys turn out not to be in canonical order).
+// collectKeys records the keys (their text, whatever their heads) of the
+// first n pairs of the map at b (used once a map's keys turn out not to be
+// in canonical order, or one has a longer head than it needs).
 func collectKeys(b []byte, n uint64, seen map[string]bool) error {
 	_, _, _, rest, err := cborHead(b)
 	if err != nil {
@@ -182,7 +186,7 @@ func collectKeys(b []byte, n uint64, seen map[string]bool) error {
 		if err != nil {
 			return err
 		}
-		seen[string(rest[:len(rest)-len(krest)+int(klen)])] = true
+		seen[string(krest[:klen])] = true
 		if rest, err = skipItem(krest[klen:]); err != nil {
 			return err
 		}

@@ -57,7 +57,8 @@ func TestCheckBody(t *testing.T) {
 }
 
 func FuzzCheckBody(f *testing.F) {
-	for _, s := range []string{"a0", "a2616101616202", "a1616183010203", "a16161a16162f93e00", "a2616201616101"} {
+	for _, s := range []string{"a0", "a2616101616202", "a1616183010203", "a16161a16162f93e00", "a2616201616101",
+		"a261610178016102", "a278016101616102"} { // the last two: "a" twice, once with a long head
 		b, _ := hex.DecodeString(s)
 		f.Add(b)
 	}

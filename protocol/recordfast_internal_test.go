@@ -175,13 +175,20 @@ func FuzzDecodeRecordFast(f *testing.F) {
 			f.Add(v)
 		}
 	}
+	for _, raw := range craftedRecords() { // hand-built: limits, duplicates, heads, tags, bad UTF-8
+		f.Add(raw)
+	}
 	hint, err := decodeRecordRef(seeds[0])
+	if err != nil {
+		f.Fatal(err)
+	}
+	crafted, err := decodeRecordRef(craftedRecords()["valid"])
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ref, rerr := decodeRecordRef(b)
-		for _, h := range []*Record{nil, &hint, &ref} {
+		for _, h := range []*Record{nil, &hint, &crafted, &ref} {
 			got, ok := decodeRecordFast(b, h)
 			if !ok {
 				continue
