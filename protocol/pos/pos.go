@@ -20,6 +20,7 @@ package pos
 import (
 	"fmt"
 	"math/bits"
+	"reflect"
 	"strings"
 	"time"
 
@@ -97,6 +98,9 @@ func Validate(typ string, body []byte) error {
 	if err := dec.Unmarshal(body, v); err != nil {
 		return decodeError(err, body, v)
 	}
+	if err := checkNoNUL("", reflect.ValueOf(v).Elem()); err != nil {
+		return err
+	}
 	return v.validate()
 }
 
@@ -105,6 +109,9 @@ func Validate(typ string, body []byte) error {
 func Decode(typ string, body []byte, v any) error {
 	if err := dec.Unmarshal(body, v); err != nil {
 		return decodeError(err, body, v)
+	}
+	if err := checkNoNUL("", reflect.ValueOf(v).Elem()); err != nil {
+		return err
 	}
 	if vv, ok := v.(interface{ validate() error }); ok {
 		return vv.validate()

@@ -90,3 +90,20 @@ func TestExtendedRounding(t *testing.T) {
 		t.Error("overflow not reported")
 	}
 }
+
+// A NUL in any text value is refused, naming the value: no Postgres text
+// column can hold one (see checkNoNUL).
+func TestNULRefused(t *testing.T) {
+	for _, c := range []struct{ typ, j, field string }{
+		{pos.TypeSaleCompleted, strings.Replace(sale, `"sku":"b"`, `"sku":"b\u0000"`, 1), "lines[1].sku"},
+		{pos.TypeSaleCompleted, strings.Replace(sale, `"terminal":"t1"`, `"terminal":"\u0000t1"`, 1), "terminal"},
+		{pos.TypeSaleCompleted, strings.Replace(sale, `"type":"card"`, `"type":"ca\u0000rd"`, 1), "tenders[0].type"},
+		{pos.TypeTelemetryReading, `{"sensor":"f1","metric":"temp_c","value":3.25,"unit":"\u0000"}`, "unit"},
+		{pos.TypeInventoryAdjusted, `{"store":"s1","sku":"a","qty_delta":-2000,"reason":"dam\u0000aged"}`, "reason"},
+	} {
+		err := pos.Validate(c.typ, body(t, c.j))
+		if err == nil || !strings.Contains(err.Error(), c.field) || !strings.Contains(err.Error(), "NUL") {
+			t.Errorf("%s with a NUL in %s: %v", c.typ, c.field, err)
+		}
+	}
+}

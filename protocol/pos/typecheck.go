@@ -140,3 +140,41 @@ func show(v any) string {
 	}
 	return "a value of another type"
 }
+
+// checkNoNUL finds the first text value in v (a decoded body) that holds a
+// NUL character, and names it by its path. CBOR text may hold U+0000, but
+// no Postgres text column can: a body with one would pass every other check
+// and then fail, as a data error, the cloud's projection of every commit it
+// is in, so that its stream could never commit past it. It is refused like
+// any other bad value: by the edge's intake, with this error, and by the
+// cloud's fold as an undecodable body.
+func checkNoNUL(path string, v reflect.Value) *Error {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if !v.IsNil() {
+			return checkNoNUL(path, v.Elem())
+		}
+	case reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("cbor"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			if e := checkNoNUL(joinField(path, name), v.Field(i)); e != nil {
+				return e
+			}
+		}
+	case reflect.Slice:
+		for i := range v.Len() {
+			if e := checkNoNUL(fmt.Sprintf("%s[%d]", path, i), v.Index(i)); e != nil {
+				return e
+			}
+		}
+	case reflect.String:
+		if i := strings.IndexByte(v.String(), 0); i >= 0 {
+			return errf(path, "holds a NUL character (U+0000) at byte %d; text may not hold NUL", i)
+		}
+	}
+	return nil
+}
