@@ -13,6 +13,7 @@ import (
 
 	"github.com/outpost-edge/outpost/cloud/command"
 	"github.com/outpost-edge/outpost/cloud/ledger/ledgertest"
+	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -20,7 +21,7 @@ import (
 // lock in a statement that contains like.
 func waitBlocked(tb testing.TB, db *pgxpool.Pool, like string) {
 	tb.Helper()
-	checkFor(tb, time.Minute, func() error {
+	poll.For(tb, time.Minute, func() error {
 		var n int
 		err := db.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
 			WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`, like).Scan(&n)
@@ -218,7 +219,7 @@ func TestDelivererKeepsTryingWhatFailed(t *testing.T) {
 	if err := d.Hello(ctx, "e1", 0, in); err == nil {
 		t.Fatal("the hello's burst did not fail")
 	}
-	checkFor(t, time.Minute, func() error {
+	poll.For(t, time.Minute, func() error {
 		if got := in.seqs(); !slices.Equal(got, []uint64{1}) {
 			return fmt.Errorf("after the hello's failed burst the edge got %v, want [1] without a new hello", got)
 		}
@@ -229,7 +230,7 @@ func TestDelivererKeepsTryingWhatFailed(t *testing.T) {
 	in.fail, in.fails = errors.New("broker away"), 6
 	in.mu.Unlock()
 	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", nil, exp)
-	checkFor(t, 2*time.Minute, func() error {
+	poll.For(t, 2*time.Minute, func() error {
 		if got := in.accepted(); !slices.Equal(got, []uint64{1, 2}) {
 			return fmt.Errorf("after 6 failed pushes the edge accepted %v, want [1 2] without a new hello", got)
 		}
@@ -265,7 +266,7 @@ func TestDelivererRetriesAFailedHello(t *testing.T) {
 		t.Fatal("the hello did not fail without its table")
 	}
 	exec(`ALTER TABLE edge_commands_away RENAME TO edge_commands`)
-	checkFor(t, time.Minute, func() error {
+	poll.For(t, time.Minute, func() error {
 		if got := in.seqs(); !slices.Equal(got, []uint64{1}) {
 			return fmt.Errorf("after a failed hello the edge got %v, want [1] without a new hello", got)
 		}
@@ -377,14 +378,14 @@ func TestSweepDropsRevokedEdges(t *testing.T) {
 		t.Fatal(err)
 	}
 	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", []byte(`{}`), time.Now().Add(time.Hour))
-	checkFor(t, time.Minute, func() error {
+	poll.For(t, time.Minute, func() error {
 		if n := d.Stats().Served; n != 1 {
 			return fmt.Errorf("the deliverer serves %d edges, want 1 (e2; e1 was revoked)", n)
 		}
 		return nil
 	})
 	MustEnqueue(t, db, s, "e2", protocol.CommandAssign, "", []byte(`{}`), time.Now().Add(time.Hour))
-	checkFor(t, time.Minute, func() error {
+	poll.For(t, time.Minute, func() error {
 		if got := in.seqs(); !slices.Equal(got, []uint64{1}) {
 			return fmt.Errorf("e2 got %v, want its [1] pushed; nothing of e1's", got)
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/outpost-edge/outpost/cloud/ledger"
 	"github.com/outpost-edge/outpost/cloud/ledger/ledgertest"
 	"github.com/outpost-edge/outpost/internal/pgtest"
+	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -322,7 +323,7 @@ func TestEnqueueOrder(t *testing.T) {
 	}()
 	// The second waits on the first's lock (seen in pg_stat_activity), and
 	// nothing of it is visible meanwhile.
-	checkFor(t, time.Minute, func() error {
+	poll.For(t, time.Minute, func() error {
 		var waiting int
 		if err := a.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
 			return err
@@ -495,22 +496,5 @@ func TestEnqueueNotifies(t *testing.T) {
 	}
 	if n.Channel != command.NotifyChannel || n.Payload != "e1" {
 		t.Fatalf("notification %s %q, want %s \"e1\"", n.Channel, n.Payload, command.NotifyChannel)
-	}
-}
-
-// checkFor polls f until it returns nil, failing with its last error after
-// timeout (nats-server's checkFor).
-func checkFor(tb testing.TB, timeout time.Duration, f func() error) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/outpost-edge/outpost/cloud/command"
 	"github.com/outpost-edge/outpost/cloud/ledger/ledgertest"
+	"github.com/outpost-edge/outpost/internal/poll"
 	"github.com/outpost-edge/outpost/protocol"
 )
 
@@ -110,7 +111,7 @@ func TestDelivererHelloAndPush(t *testing.T) {
 	// Connected now: a new command arrives without a hello, after what the
 	// edge's last hello did not acknowledge (redelivery is normal).
 	MustEnqueue(t, db, s, "e1", protocol.CommandCancel, "", nil, now.Add(time.Hour)) // 5
-	checkFor(t, time.Minute, func() error {
+	poll.For(t, time.Minute, func() error {
 		if got := in.accepted(); !slices.Equal(got, []uint64{1, 4, 5}) {
 			return fmt.Errorf("the edge accepted %v (got %v), want [1 4 5]", got, in.seqs())
 		}
@@ -122,7 +123,7 @@ func TestDelivererHelloAndPush(t *testing.T) {
 	}
 	n := len(in.seqs())
 	MustEnqueue(t, db, s, "e1", protocol.CommandCancel, "", nil, now.Add(time.Hour)) // 6
-	checkFor(t, time.Minute, func() error {
+	poll.For(t, time.Minute, func() error {
 		if got := in.seqs()[n:]; !slices.Equal(got, []uint64{6}) {
 			return fmt.Errorf("after a hello with cmd 5 the push sent %v, want [6]", got)
 		}
@@ -210,7 +211,7 @@ func TestDeliverersTakeTurns(t *testing.T) {
 	for i := range want {
 		want[i] = uint64(i + 1)
 	}
-	checkFor(t, time.Minute, func() error {
+	poll.For(t, time.Minute, func() error {
 		if got := in.accepted(); !slices.Equal(got, want) {
 			return fmt.Errorf("the edge accepted %v, want 1..%d", got, n)
 		}
@@ -250,7 +251,7 @@ func TestDelivererRetriesPush(t *testing.T) {
 	in.fail, in.fails = errors.New("broker away"), 2
 	in.mu.Unlock()
 	MustEnqueue(t, db, s, "e1", protocol.CommandAssign, "", nil, time.Now().Add(time.Hour))
-	checkFor(t, time.Minute, func() error {
+	poll.For(t, time.Minute, func() error {
 		if got := in.seqs(); !slices.Equal(got, []uint64{1}) {
 			return fmt.Errorf("the edge got %v, want [1] after two failed pushes", got)
 		}
@@ -286,7 +287,7 @@ func TestDelivererSweepsWhatItMissed(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = d.Run(rctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	checkFor(t, time.Minute, func() error {
+	poll.For(t, time.Minute, func() error {
 		if got := in.seqs(); !slices.Equal(got, []uint64{1}) {
 			return fmt.Errorf("the edge got %v, want [1] from the sweep", got)
 		}
