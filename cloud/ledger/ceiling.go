@@ -16,32 +16,6 @@ import (
 // ledger benchmark (bench_test.go) and `sim load` both measure it with
 // this code, so that their ratios compare.
 
-// CeilingColumns are the ledger columns a plain COPY writes.
-var CeilingColumns = []string{"edge", "epoch", "seq", "pos", "committed_at", "device", "event_id", "type",
-	"class", "device_ts", "edge_time", "hlc", "shed", "hash", "raw"}
-
-// CeilingRows returns the ledger rows of segs (in CeilingColumns) as
-// values of the Go types pgx reads the columns into (for tests that
-// compare stored rows), committed at now, each with the position
-// pos returns: distinct and increasing, as commits number theirs (equal
-// values would make the pos indexes unfairly cheap, by B-tree
-// deduplication).
-func CeilingRows(segs []*protocol.Segment, pos func() int64, now time.Time) ([][]any, error) {
-	var rows [][]any
-	for _, seg := range segs {
-		for _, raw := range seg.Records {
-			r, err := protocol.DecodeRecord(raw)
-			if err != nil {
-				return nil, fmt.Errorf("ceiling rows of %s: %w", seg.Stream(), err)
-			}
-			h := r.LinkHash(raw)
-			rows = append(rows, []any{seg.Edge, seg.Epoch[:], int64(r.Seq), pos(), now, r.Device, r.ID, r.Type,
-				string(r.Class), time.UnixMilli(r.TS), r.EdgeTime.Time(), int64(r.EdgeTime), r.IsTombstone(), h[:], raw})
-		}
-	}
-	return rows, nil
-}
-
 // CeilingBatch is the ledger rows of some segments as PlainCopy writes
 // them.
 type CeilingBatch struct{ recs []Committed }
@@ -49,9 +23,10 @@ type CeilingBatch struct{ recs []Committed }
 // Len is how many rows the batch holds.
 func (b CeilingBatch) Len() int { return len(b.recs) }
 
-// CeilingRecords returns the ledger rows of segs for PlainCopy: the rows
-// CeilingRows returns, committed at now, each with the position pos
-// returns (distinct and increasing, as for CeilingRows).
+// CeilingRecords returns the ledger rows of segs for PlainCopy, committed
+// at now, each with the position pos returns: distinct and increasing, as
+// commits number theirs (equal values would make the pos indexes unfairly
+// cheap, by B-tree deduplication).
 func CeilingRecords(segs []*protocol.Segment, pos func() int64, now time.Time) (CeilingBatch, error) {
 	var b CeilingBatch
 	for _, seg := range segs {
